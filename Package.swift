@@ -1,0 +1,36 @@
+// swift-tools-version: 6.0
+// thpsim — an executable model of Linux's memory manager with transparent hugepages.
+// Layers (ARCHITECTURE.md): VMCore ← PhysicalMemory ← Kernel ← Workloads ← Experiments ← thpsim.
+import PackageDescription
+
+let package = Package(
+    name: "thpsim",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "thpsim", targets: ["thpsim"]),
+        .library(name: "THPSim", targets: ["VMCore", "PhysicalMemory", "Kernel", "Workloads", "Experiments"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        .target(name: "VMCore"),
+        .target(name: "PhysicalMemory", dependencies: ["VMCore"]),
+        .target(name: "Kernel", dependencies: ["VMCore", "PhysicalMemory"]),
+        .target(name: "Workloads", dependencies: ["VMCore", "PhysicalMemory", "Kernel"]),
+        .target(name: "Experiments", dependencies: ["VMCore", "PhysicalMemory", "Kernel", "Workloads"]),
+        .executableTarget(
+            name: "thpsim",
+            dependencies: [
+                "Kernel", "Workloads", "Experiments",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .target(name: "TestSupport", dependencies: ["VMCore", "PhysicalMemory", "Kernel"], path: "Tests/TestSupport"),
+        .testTarget(name: "VMCoreTests", dependencies: ["VMCore", "TestSupport"]),
+        .testTarget(name: "PhysicalMemoryTests", dependencies: ["PhysicalMemory", "TestSupport"]),
+        .testTarget(name: "KernelTests", dependencies: ["Kernel", "TestSupport"]),
+        .testTarget(name: "WorkloadsTests", dependencies: ["Workloads", "TestSupport"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,164 @@
+import Synchronization
+import VMCore
+
+/// The binary buddy allocator of one zone: free blocks of 2^order frames, orders 0 through 10, on one
+/// free list per order, threaded through the frame table (Linux: `mm/page_alloc.c`, `struct free_area`).
+///
+/// A free block of order `o` starts at a PFN aligned to 2^o; its buddy is `pfn ^ (1 << o)`. Freeing
+/// merges a block with its buddy while the buddy is free at the same order, so no two free buddies of
+/// one order ever coexist.
+public final class BuddyAllocator: @unchecked Sendable {
+    public let frames: FrameTable
+    public let watermarks: Watermarks
+
+    struct FreeLists {
+        var heads = [UInt32](repeating: FrameTable.noLink, count: Int(PageOrder.max.rawValue) + 1)
+        var blocks = [Int](repeating: 0, count: Int(PageOrder.max.rawValue) + 1)
+    }
+    /// The zone lock (Linux: `zone->lock`) and what it guards.
+    let lists = Mutex(FreeLists())
+    /// Free base pages; readable without the lock (Linux: `NR_FREE_PAGES`).
+    let freeCount = Atomic<Int>(0)
+
+    /// Which watermark an allocation may not go below.
+    public enum Reserve: Sendable {
+        /// Ordinary allocations stop at the min watermark (Linux: `ALLOC_WMARK_MIN`).
+        case min
+        /// Allocations that may use everything (Linux: `ALLOC_NO_WATERMARKS`).
+        case none
+    }
+
+    /// Builds the allocator with every frame free.
+    public init(frames: FrameTable, watermarks: Watermarks) {
+        self.frames = frames
+        self.watermarks = watermarks
+        var pfn = 0
+        while pfn < frames.count {
+            // The largest aligned block that fits (Linux: `__free_pages_memory()`).
+            var order = Int(PageOrder.max.rawValue)
+            while order > 0 && (pfn & ((1 << order) - 1) != 0 || pfn + (1 << order) > frames.count) { order -= 1 }
+            free(PFN(pfn), order: PageOrder(order))
+            pfn += 1 << order
+        }
+    }
+
+    /// Free base pages now.
+    public var freePages: Int { freeCount.load(ordering: .relaxed) }
+
+    /// Takes a block of 2^order frames, or nil when none is free above the reserve. The frames come
+    /// back of kind `.free` with zero counts; the caller sets their kind (Linux: `__rmqueue_smallest()`
+    /// behind `alloc_pages()`).
+    public func allocate(order: PageOrder, reserve: Reserve = .min) -> PFN? {
+        let wanted = order.pages
+        return lists.withLock { lists -> PFN? in
+            let free = freeCount.load(ordering: .relaxed)
+            if reserve == .min && free - wanted < watermarks.min { return nil }
+            var current = Int(order.rawValue)
+            while current <= Int(PageOrder.max.rawValue) && lists.heads[current] == FrameTable.noLink { current += 1 }
+            guard current <= Int(PageOrder.max.rawValue) else { return nil }
+            let pfn = PFN(lists.heads[current])
+            unlink(pfn, order: current, &lists)
+            frames.clear(pfn)
+            // Split: give the upper halves back (Linux: `expand()`).
+            while current > Int(order.rawValue) {
+                current -= 1
+                push(pfn + (1 << current), order: current, &lists)
+            }
+            freeCount.wrappingSubtract(wanted, ordering: .relaxed)
+            return pfn
+        }
+    }
+
+    /// Returns a block of 2^order frames, merging it with free buddies (Linux: `__free_one_page()`).
+    /// - Precondition: the block was allocated at this order and nothing maps or references it.
+    public func free(_ start: PFN, order: PageOrder) {
+        precondition(start.isAligned(order: order), "freeing a misaligned block")
+        for i in 0..<order.pages { frames.clear(start + i) }
+        lists.withLock { lists in
+            var pfn = start
+            var current = Int(order.rawValue)
+            while current < Int(PageOrder.max.rawValue) {
+                let buddy = pfn.buddy(order: PageOrder(current))
+                guard buddy.index < frames.count,
+                      frames.flags(buddy).contains(.buddy),
+                      Int(frames.order(buddy).rawValue) == current else { break }
+                unlink(buddy, order: current, &lists)
+                frames.clear(buddy)
+                pfn = min(pfn, buddy)
+                current += 1
+            }
+            push(pfn, order: current, &lists)
+            freeCount.wrappingAdd(order.pages, ordering: .relaxed)
+        }
+    }
+
+    private func push(_ pfn: PFN, order: Int, _ lists: inout FreeLists) {
+        frames.setHeader(pfn, kind: .free, order: PageOrder(order), flags: .buddy)
+        let old = lists.heads[order]
+        frames.setNextFree(pfn, old)
+        frames.setPrevFree(pfn, FrameTable.noLink)
+        if old != FrameTable.noLink { frames.setPrevFree(PFN(old), pfn.rawValue) }
+        lists.heads[order] = pfn.rawValue
+        lists.blocks[order] += 1
+    }
+
+    private func unlink(_ pfn: PFN, order: Int, _ lists: inout FreeLists) {
+        let next = frames.nextFree(pfn), prev = frames.prevFree(pfn)
+        if prev == FrameTable.noLink { lists.heads[order] = next } else { frames.setNextFree(PFN(prev), next) }
+        if next != FrameTable.noLink { frames.setPrevFree(PFN(next), prev) }
+        lists.blocks[order] -= 1
+    }
+
+    /// Free blocks per order, as `/proc/buddyinfo` shows them.
+    public var freeBlocksPerOrder: [Int] { lists.withLock { $0.blocks } }
+
+    /// The unusable free space index for `order`: the fraction of free memory that lies in blocks too
+    /// small for an allocation of that order; 0 means none, 1 means all (Linux: `unusable_free_index()`
+    /// in `mm/vmstat.c`, shown in debugfs `extfrag/unusable_index`).
+    public func unusableFreeIndex(order: PageOrder) -> Double {
+        let blocks = freeBlocksPerOrder
+        let total = blocks.enumerated().reduce(0) { $0 + $1.element << $1.offset }
+        guard total > 0 else { return 0 }
+        let usable = blocks.enumerated().reduce(0) { $0 + ($1.offset >= Int(order.rawValue) ? $1.element << $1.offset : 0) }
+        return Double(total - usable) / Double(total)
+    }
+
+    /// Walks every free list and calls `body(head, order)` for each free block.
+    public func forEachFreeBlock(_ body: (PFN, PageOrder) -> Void) {
+        lists.withLock { lists in
+            for order in 0...Int(PageOrder.max.rawValue) {
+                var cursor = lists.heads[order]
+                while cursor != FrameTable.noLink {
+                    body(PFN(cursor), PageOrder(order))
+                    cursor = frames.nextFree(PFN(cursor))
+                }
+            }
+        }
+    }
+}
+
+/// The min/low/high free-page watermarks of a zone (Linux: `zone->_watermark`, set by
+/// `__setup_per_zone_wmarks()`).
+public struct Watermarks: Sendable, Equatable {
+    public var min: Int
+    public var low: Int
+    public var high: Int
+    public init(min: Int, low: Int, high: Int) {
+        precondition(min <= low && low <= high)
+        self.min = min; self.low = low; self.high = high
+    }
+    /// No reserve at all: every frame is allocatable (for small test machines).
+    public static let zero = Watermarks(min: 0, low: 0, high: 0)
+
+    /// Linux's defaults for a zone of `pages` base pages: `min_free_kbytes = sqrt(16 × kB)` clamped to
+    /// 128 kB…256 MiB (Linux: `calculate_min_free_kbytes()`), and low/high gaps of the larger of min/4
+    /// and 0.1 % of the zone (`watermark_scale_factor` = 10).
+    public static func linuxDefaults(pages: Int) -> Watermarks {
+        let kilobytes = pages * 4
+        var minKB = Int(Double(kilobytes * 16).squareRoot())
+        minKB = Swift.min(Swift.max(minKB, 128), 262_144)
+        let minPages = minKB / 4
+        let gap = Swift.max(minPages / 4, pages * 10 / 10_000)
+        return Watermarks(min: minPages, low: minPages + gap, high: minPages + 2 * gap)
+    }
+}

@@ -1,0 +1,173 @@
+import Synchronization
+import VMCore
+
+/// What a frame is used for; the frame table records exactly one owner per frame.
+public enum FrameKind: UInt8, Sendable, CaseIterable {
+    /// In the buddy allocator's free lists (the head of a free block, or inside one).
+    case free = 0
+    /// Part of an anonymous folio mapped by user page tables.
+    case anonymous = 1
+    /// A page-table page at any level.
+    case pageTable = 2
+    /// The shared zero page (Linux: `ZERO_PAGE(0)`), or a part of the huge zero page.
+    case zeroPage = 3
+    /// Backing of a shared anonymous mapping (Linux: shmem).
+    case shmem = 4
+    /// Taken by the kernel for something that is not modelled (reserved at boot, test holds).
+    case kernel = 5
+}
+
+/// Per-frame flag bits (Linux: `enum pageflags`, a subset).
+public struct FrameFlags: OptionSet, Sendable, Hashable {
+    public var rawValue: UInt16
+    @inlinable public init(rawValue: UInt16) { self.rawValue = rawValue }
+    /// First frame of a folio of order > 0 (Linux: `PG_head`).
+    public static let head = FrameFlags(rawValue: 1 << 0)
+    /// Any other frame of such a folio; its link word holds the head's PFN (Linux: `compound_head`).
+    public static let tail = FrameFlags(rawValue: 1 << 1)
+    /// First frame of a free block in the buddy allocator (Linux: `PageBuddy`).
+    public static let buddy = FrameFlags(rawValue: 1 << 2)
+    /// On an LRU list (Linux: `PG_lru`).
+    public static let lru = FrameFlags(rawValue: 1 << 3)
+    /// Written since it was last cleaned (Linux: `PG_dirty`).
+    public static let dirty = FrameFlags(rawValue: 1 << 4)
+    /// Anonymous memory that swap backs (Linux: `PG_swapbacked`).
+    public static let swapBacked = FrameFlags(rawValue: 1 << 5)
+    /// The per-head-page bit spinlock of the 2010 design (Linux 2.6.38: `PG_compound_lock`).
+    public static let compoundLock = FrameFlags(rawValue: 1 << 6)
+    /// Only one process maps it; a write may reuse it without copying (Linux: `PG_anon_exclusive`).
+    public static let anonExclusive = FrameFlags(rawValue: 1 << 7)
+    /// Recently referenced (Linux: `PG_referenced`).
+    public static let referenced = FrameFlags(rawValue: 1 << 8)
+    /// On the active LRU list (Linux: `PG_active`).
+    public static let active = FrameFlags(rawValue: 1 << 9)
+}
+
+/// The frame table: one 16-byte record per 4 KiB frame, a flat array indexed by PFN (Linux: `mem_map`,
+/// whose `struct page` is 64 bytes).
+///
+/// ```
+///  word 0                         word 1          word 2          word 3
+/// +--------+--------+------------+---------------+---------------+---------------+
+/// | flags  | order  |   kind     |   refcount    |   mapcount    |     link      |
+/// | 16 bit | 8 bit  |   8 bit    |   (or next    |   (or prev    | head PFN of a |
+/// |        |        |            |  free block)  |  free block)  | tail; table   |
+/// +--------+--------+------------+---------------+---------------+ slot; index  |
+///                                                                 +---------------+
+/// ```
+/// Invariant: a frame of kind `.free` carries no refcount or mapcount; its words 1 and 2 are the
+/// free-list links when it heads a free block (`.buddy`). Every word is an atomic, so lock-free
+/// readers (gup-fast, the invariant checker) see whole values; relaxed loads cost a plain load.
+public final class FrameTable: @unchecked Sendable {
+    /// Number of frames.
+    public let count: Int
+    @usableFromInline let words: UnsafeMutablePointer<Atomic<UInt32>>
+
+    /// A link value meaning "no frame".
+    public static let noLink: UInt32 = .max
+
+    public init(frames: Int) {
+        precondition(frames > 0 && frames <= Int(UInt32.max))
+        count = frames
+        words = .allocate(capacity: frames * 4)
+        for i in 0..<(frames * 4) { (words + i).initialize(to: Atomic(0)) }
+    }
+
+    deinit {
+        words.deinitialize(count: count * 4)
+        words.deallocate()
+    }
+
+    /// Bytes of metadata per frame.
+    public static let bytesPerFrame = 16
+
+    @inlinable func word(_ pfn: PFN, _ w: Int) -> UnsafeMutablePointer<Atomic<UInt32>> {
+        words + (pfn.index &* 4 &+ w)
+    }
+
+    // MARK: Word 0: flags, order, kind
+
+    @inlinable public func flags(_ pfn: PFN) -> FrameFlags {
+        FrameFlags(rawValue: UInt16(truncatingIfNeeded: word(pfn, 0).pointee.load(ordering: .acquiring)))
+    }
+    @inlinable public func order(_ pfn: PFN) -> PageOrder {
+        PageOrder(rawValue: UInt8(truncatingIfNeeded: word(pfn, 0).pointee.load(ordering: .relaxed) >> 16))
+    }
+    @inlinable public func kind(_ pfn: PFN) -> FrameKind {
+        FrameKind(rawValue: UInt8(truncatingIfNeeded: word(pfn, 0).pointee.load(ordering: .relaxed) >> 24))!
+    }
+    /// Sets word 0 whole: the frame's kind, order and flags.
+    @inlinable public func setHeader(_ pfn: PFN, kind: FrameKind, order: PageOrder, flags: FrameFlags) {
+        let value = UInt32(flags.rawValue) | UInt32(order.rawValue) << 16 | UInt32(kind.rawValue) << 24
+        word(pfn, 0).pointee.store(value, ordering: .releasing)
+    }
+    /// Atomically sets flag bits; returns the flags as they were (Linux: `test_and_set_bit()`).
+    @inlinable @discardableResult public func insertFlags(_ pfn: PFN, _ f: FrameFlags) -> FrameFlags {
+        FrameFlags(rawValue: UInt16(truncatingIfNeeded: word(pfn, 0).pointee.bitwiseOr(UInt32(f.rawValue), ordering: .acquiringAndReleasing).oldValue))
+    }
+    /// Atomically clears flag bits; returns the flags as they were (Linux: `test_and_clear_bit()`).
+    @inlinable @discardableResult public func removeFlags(_ pfn: PFN, _ f: FrameFlags) -> FrameFlags {
+        FrameFlags(rawValue: UInt16(truncatingIfNeeded: word(pfn, 0).pointee.bitwiseAnd(~UInt32(f.rawValue), ordering: .acquiringAndReleasing).oldValue))
+    }
+
+    // MARK: Word 1: refcount (Linux: page->_refcount)
+
+    @inlinable public func refcount(_ pfn: PFN) -> Int32 {
+        Int32(bitPattern: word(pfn, 1).pointee.load(ordering: .acquiring))
+    }
+    @inlinable public func setRefcount(_ pfn: PFN, _ value: Int32) {
+        word(pfn, 1).pointee.store(UInt32(bitPattern: value), ordering: .releasing)
+    }
+    /// Adds `delta` and returns the new count (Linux: `page_ref_add_return()`).
+    @inlinable @discardableResult public func addRefcount(_ pfn: PFN, _ delta: Int32) -> Int32 {
+        Int32(bitPattern: word(pfn, 1).pointee.wrappingAdd(UInt32(bitPattern: delta), ordering: .acquiringAndReleasing).newValue)
+    }
+    /// Takes a reference unless the count is zero (Linux: `get_page_unless_zero()`), as lockless
+    /// walkers must: a zero count means the frame is being freed.
+    @inlinable public func tryGetReference(_ pfn: PFN) -> Bool {
+        var current = word(pfn, 1).pointee.load(ordering: .relaxed)
+        while current != 0 {
+            let (exchanged, original) = word(pfn, 1).pointee.compareExchange(
+                expected: current, desired: current &+ 1, ordering: .acquiringAndReleasing)
+            if exchanged { return true }
+            current = original
+        }
+        return false
+    }
+
+    // MARK: Word 2: mapcount (Linux: page->_mapcount + 1)
+
+    /// How many page-table entries map this frame (zero when unmapped; Linux stores it biased by -1).
+    @inlinable public func mapcount(_ pfn: PFN) -> Int32 {
+        Int32(bitPattern: word(pfn, 2).pointee.load(ordering: .acquiring))
+    }
+    @inlinable public func setMapcount(_ pfn: PFN, _ value: Int32) {
+        word(pfn, 2).pointee.store(UInt32(bitPattern: value), ordering: .releasing)
+    }
+    @inlinable @discardableResult public func addMapcount(_ pfn: PFN, _ delta: Int32) -> Int32 {
+        Int32(bitPattern: word(pfn, 2).pointee.wrappingAdd(UInt32(bitPattern: delta), ordering: .acquiringAndReleasing).newValue)
+    }
+
+    // MARK: Word 3: link
+
+    /// The link word: a tail's head PFN, a page table's slot, a shmem page's index.
+    @inlinable public func link(_ pfn: PFN) -> UInt32 { word(pfn, 3).pointee.load(ordering: .acquiring) }
+    @inlinable public func setLink(_ pfn: PFN, _ value: UInt32) { word(pfn, 3).pointee.store(value, ordering: .releasing) }
+
+    // MARK: Free-list links (words 1 and 2 of a free block's head)
+
+    @inlinable func nextFree(_ pfn: PFN) -> UInt32 { word(pfn, 1).pointee.load(ordering: .relaxed) }
+    @inlinable func prevFree(_ pfn: PFN) -> UInt32 { word(pfn, 2).pointee.load(ordering: .relaxed) }
+    @inlinable func setNextFree(_ pfn: PFN, _ v: UInt32) { word(pfn, 1).pointee.store(v, ordering: .relaxed) }
+    @inlinable func setPrevFree(_ pfn: PFN, _ v: UInt32) { word(pfn, 2).pointee.store(v, ordering: .relaxed) }
+
+    /// Resets a frame to the free state with no links.
+    @inlinable func clear(_ pfn: PFN) {
+        for w in 0..<4 { word(pfn, w).pointee.store(0, ordering: .relaxed) }
+    }
+
+    /// The head of the folio `pfn` belongs to (Linux: `compound_head()`, `page_folio()`).
+    @inlinable public func head(of pfn: PFN) -> PFN {
+        flags(pfn).contains(.tail) ? PFN(link(pfn)) : pfn
+    }
+}

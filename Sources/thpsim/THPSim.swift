@@ -1,0 +1,11 @@
+import ArgumentParser
+
+/// The `thpsim` command: subcommands only; each lives in its own file and holds no model logic.
+@main
+struct THPSim: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "thpsim",
+        abstract: "An executable model of Linux's transparent hugepages: what would Linux do, and what would it cost?",
+        subcommands: [RunCommand.self]
+    )
+}
