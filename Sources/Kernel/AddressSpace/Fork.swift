@@ -1,0 +1,73 @@
+import VMCore
+import PhysicalMemory
+
+extension AddressSpace {
+    /// Creates a child address space that shares this one's pages copy-on-write (Linux: `dup_mmap()` →
+    /// `copy_page_range()` → `copy_pte_range()`).
+    ///
+    /// Private writable pages become read-only in both parent and child, and each gains a mapping and
+    /// a reference; the first write on either side copies (or reuses once the other side is gone).
+    /// Shared mappings keep their entries as they are. VMAs marked `dontfork` are left out.
+    /// Throws ENOMEM when the child's page tables cannot be allocated; nothing is left behind then.
+    public func fork() throws(Errno) -> AddressSpace {
+        try mmapLock.withWriteLock { () throws(Errno) -> AddressSpace in
+            guard !hasExited, let child = AddressSpace(kernel: kernel, pid: kernel.allocatePID(), startBrk: startBrk) else {
+                throw .ENOMEM
+            }
+            child.brk = brk
+            kernel.register(child)
+            for vma in vmas.areas where !vma.flags.contains(.dontCopy) {
+                var copy = vma
+                if copy.anonVMA != 0 { copy.anonVMA = kernel.allocateAnonVMAIdentity() }
+                child.insertVMA(copy)
+                if !copyPageRange(vma, into: child) {
+                    child.exit()
+                    throw .ENOMEM
+                }
+            }
+            kernel.flushTLB(self, VirtualAddress(0), VirtualAddress(PageGeometry.userAddressLimit))
+            return child
+        }
+    }
+
+    /// Copies the entries of one VMA into the child (Linux: `copy_pte_range()`, `copy_present_pte()`).
+    private func copyPageRange(_ vma: VMA, into child: AddressSpace) -> Bool {
+        let frames = kernel.memory.frames
+        var address = vma.start
+        while address < vma.end {
+            let next = min((address + 1).alignedUp(PageGeometry.pmdSize), vma.end)
+            defer { address = next }
+            guard let (pmd, pmdIndex) = walk(address, to: .pmd, allocate: false) else { continue }
+            let pmdEntry = pmd[pmdIndex]
+            if pmdEntry.isNone { continue }
+            precondition(!pmdEntry.isHuge, "huge PMDs are not mapped by this design yet")
+            guard let (childPMD, childIndex) = child.walk(address, to: .pmd, allocate: true),
+                  let childTable = child.pteTable(under: childPMD, childIndex) else { return false }
+            let table = kernel.table(at: pmdEntry)
+            let lock = kernel.splitLock(table)
+            lock.spinLock()
+            var va = address
+            while va < next {
+                let index = va.tableIndex(.pte)
+                var entry = table[index]
+                if entry.isMapped {
+                    if !entry.isSpecial {
+                        frames.addRefcount(entry.pfn, 1)
+                        child.mapPage(entry.pfn)
+                        if !vma.isShared {
+                            frames.removeFlags(entry.pfn, .anonExclusive)
+                            if entry.isWritable {
+                                entry = entry.writeProtected()
+                                table.set(index, entry)
+                            }
+                        }
+                    }
+                    childTable.set(index, entry)
+                }
+                va = va + PageGeometry.pageSize
+            }
+            lock.spinUnlock()
+        }
+        return true
+    }
+}

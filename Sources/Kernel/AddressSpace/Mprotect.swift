@@ -1,0 +1,76 @@
+import VMCore
+import PhysicalMemory
+
+extension AddressSpace {
+    /// Changes the protection of `[start, start + length)` (Linux: `do_mprotect_pkey()` →
+    /// `mprotect_fixup()` → `change_protection()`), splitting and merging VMAs.
+    ///
+    /// Errors: EINVAL for a misaligned start; ENOMEM when the range is not fully mapped (VMAs before the
+    /// first hole keep their new protection, as in Linux).
+    public func mprotect(_ start: VirtualAddress, length: UInt64, protection: Protection) throws(Errno) {
+        guard start.isAligned(PageGeometry.pageSize) else { throw .EINVAL }
+        let rounded = VirtualAddress(length).alignedUp(PageGeometry.pageSize).rawValue
+        guard rounded >= length, start.rawValue <= UInt64.max - rounded else { throw .ENOMEM }
+        guard rounded > 0 else { return }
+        let end = start + rounded
+        try mmapLock.withWriteLock { () throws(Errno) in
+            guard vmas.index(containing: start) != nil else { throw .ENOMEM }
+            splitAtBoundaries(start, end)
+            var cursor = start
+            var i = vmas.index(containing: start)!
+            var changed = i..<i
+            var hole = false
+            while cursor < end {
+                guard i < vmas.count, vmas[i].start == cursor else { hole = true; break }
+                var vma = vmas[i]
+                var flags = vma.flags.with(protection: protection)
+                if !vma.isShared && protection.contains(.write) { flags.insert(.account) }
+                vma.flags = flags
+                vmas[i] = vma
+                changeProtection(vma)
+                cursor = vma.end
+                changed = changed.lowerBound..<(i + 1)
+                i += 1
+            }
+            mergeVMAs(around: changed)
+            if hole { throw .ENOMEM }
+        }
+    }
+
+    /// Rewrites the protection bits of every mapped PTE of `vma` (Linux: `change_pte_range()`). A private
+    /// page becomes writable at once only when this mapping owns it exclusively; otherwise the next
+    /// write takes a COW fault (Linux: `can_change_pte_writable()`).
+    func changeProtection(_ vma: VMA) {
+        let frames = kernel.memory.frames
+        let prot = vma.flags.protection
+        var address = vma.start
+        while address < vma.end {
+            let next = min((address + 1).alignedUp(PageGeometry.pmdSize), vma.end)
+            defer { address = next }
+            guard let (pmd, pmdIndex) = walk(address, to: .pmd, allocate: false) else { continue }
+            let pmdEntry = pmd[pmdIndex]
+            if pmdEntry.isNone { continue }
+            precondition(!pmdEntry.isHuge, "huge PMDs are not mapped by this design yet")
+            let table = kernel.table(at: pmdEntry)
+            let lock = kernel.splitLock(table)
+            lock.spinLock()
+            var va = address
+            while va < next {
+                let index = va.tableIndex(.pte)
+                let old = table[index]
+                if old.isMapped {
+                    var writable = false
+                    if prot.contains(.write) && !old.isSpecial {
+                        writable = vma.isShared
+                            || (frames.refcount(old.pfn) == 1 && frames.mapcount(old.pfn) == 1
+                                && frames.flags(old.pfn).contains(.anonExclusive))
+                    }
+                    table.set(index, old.withProtection(prot, writable: writable))
+                }
+                va = va + PageGeometry.pageSize
+            }
+            lock.spinUnlock()
+        }
+        kernel.flushTLB(self, vma.start, vma.end)
+    }
+}

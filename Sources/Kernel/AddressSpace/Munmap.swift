@@ -1,0 +1,35 @@
+import VMCore
+
+extension AddressSpace {
+    /// Removes the mappings in `[start, start + length)` (Linux: `do_vmi_munmap()`): splits VMAs at the
+    /// ends, zaps the pages, frees page tables no VMA needs any more. Unmapping a hole is no error.
+    ///
+    /// Errors: EINVAL for a misaligned start, a zero length, or a range past the user address limit;
+    /// ENOMEM when splitting would exceed `max_map_count`.
+    public func munmap(_ start: VirtualAddress, length: UInt64) throws(Errno) {
+        guard start.isAligned(PageGeometry.pageSize), length > 0 else { throw .EINVAL }
+        let rounded = VirtualAddress(length).alignedUp(PageGeometry.pageSize).rawValue
+        guard rounded != 0, start.rawValue <= PageGeometry.userAddressLimit,
+              rounded <= PageGeometry.userAddressLimit - start.rawValue else { throw .EINVAL }
+        try mmapLock.withWriteLock { () throws(Errno) in
+            if let i = vmas.index(containing: start), vmas[i].start < start, vmas[i].end > start + rounded,
+               vmas.count >= Self.maxMapCount {
+                throw .ENOMEM
+            }
+            unmapLocked(start, start + rounded)
+        }
+    }
+
+    /// munmap's work, under the write lock (also used by MAP_FIXED, mremap and brk).
+    func unmapLocked(_ start: VirtualAddress, _ end: VirtualAddress) {
+        guard vmas.intersects(start, end) else { return }
+        splitAtBoundaries(start, end)
+        let range = vmas.indices(intersecting: start, end)
+        for i in range.reversed() {
+            let vma = vmas[i]
+            zap(vma.start, vma.end)
+            removeVMA(at: i)
+        }
+        freeTables(start, end)
+    }
+}

@@ -1,0 +1,65 @@
+import VMCore
+import PhysicalMemory
+
+/// The lines of `/proc/meminfo` the model knows, in Linux's order (Linux: `meminfo_proc_show()`).
+public struct Meminfo: Sendable, Equatable {
+    /// Name → bytes, in print order.
+    public var fields: [(name: String, bytes: UInt64)]
+
+    public static func == (a: Meminfo, b: Meminfo) -> Bool {
+        a.fields.map(\.name) == b.fields.map(\.name) && a.fields.map(\.bytes) == b.fields.map(\.bytes)
+    }
+
+    public subscript(name: String) -> UInt64? { fields.first { $0.name == name }?.bytes }
+
+    /// The text `/proc/meminfo` would show.
+    public var text: String {
+        fields.map { ProcFormat.line($0.name, $0.bytes >> 10) }.joined(separator: "\n") + "\n"
+    }
+}
+
+extension Kernel {
+    /// A snapshot of `/proc/meminfo`.
+    public func meminfo() -> Meminfo {
+        let page = PageGeometry.pageSize
+        let free = UInt64(memory.freePages) * page
+        let shmem = UInt64(vmstat[.nrShmem]) * page
+        return Meminfo(fields: [
+            ("MemTotal", UInt64(memory.totalPages) * page),
+            ("MemFree", free),
+            ("MemAvailable", free),
+            ("Buffers", 0),
+            ("Cached", shmem),
+            ("SwapCached", 0),
+            ("SwapTotal", 0),
+            ("SwapFree", 0),
+            ("AnonPages", UInt64(vmstat[.nrAnonPages]) * page),
+            ("Mapped", 0),
+            ("Shmem", shmem),
+            ("PageTables", UInt64(vmstat[.nrPageTablePages]) * page),
+            ("AnonHugePages", UInt64(vmstat[.nrAnonTransparentHugepages]) * PageGeometry.pmdSize),
+            ("ShmemHugePages", 0),
+            ("ShmemPmdMapped", 0),
+            ("Hugepagesize", PageGeometry.pmdSize),
+        ])
+    }
+
+    /// The text of `/proc/vmstat`: page states first, then events, in Linux's order.
+    public func vmstatText() -> String {
+        var lines = [String]()
+        for state in VMState.allCases {
+            let value = state == .nrFreePages ? memory.freePages : vmstat[state]
+            lines.append("\(state.name) \(value)")
+        }
+        for event in VMEvent.allCases { lines.append("\(event.name) \(vmstat[event])") }
+        return lines.joined(separator: "\n") + "\n"
+    }
+
+    /// Every vmstat counter by name (states and events), for programs.
+    public func vmstatValues() -> [String: Int] {
+        var values = [String: Int]()
+        for state in VMState.allCases { values[state.name] = state == .nrFreePages ? memory.freePages : vmstat[state] }
+        for event in VMEvent.allCases { values[event.name] = vmstat[event] }
+        return values
+    }
+}

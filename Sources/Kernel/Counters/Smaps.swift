@@ -1,0 +1,125 @@
+import VMCore
+import PhysicalMemory
+
+/// One VMA's block of `/proc/PID/smaps` (Linux: `show_smap()` → `smaps_pte_entry()`).
+public struct SmapsEntry: Sendable, Equatable {
+    public var start: VirtualAddress
+    public var end: VirtualAddress
+    public var flags: VMFlags
+    public var name: String?
+    /// Field name → bytes, for every `kB` field, in print order.
+    public var fields: [String: UInt64]
+    /// Linux: `THPeligible` (0 or 1).
+    public var thpEligible: Int
+
+    /// The `kB` fields in Linux's order.
+    public static let fieldOrder = [
+        "Size", "KernelPageSize", "MMUPageSize", "Rss", "Pss", "Pss_Dirty", "Shared_Clean", "Shared_Dirty",
+        "Private_Clean", "Private_Dirty", "Referenced", "Anonymous", "KSM", "LazyFree", "AnonHugePages",
+        "ShmemPmdMapped", "FilePmdMapped", "Shared_Hugetlb", "Private_Hugetlb", "Swap", "SwapPss", "Locked",
+    ]
+
+    public subscript(field: String) -> UInt64? { fields[field] }
+
+    /// The `/proc/PID/maps` line of the VMA.
+    public var mapsLine: String {
+        let prot = flags.protection
+        let perms = prot.description + (flags.contains(.mayShare) ? "s" : "p")
+        var line = "\(ProcFormat.hex(start.rawValue, width: 8))-\(ProcFormat.hex(end.rawValue, width: 8)) \(perms) 00000000 00:00 0"
+        if let name = name ?? (flags.contains(.shared) ? "/dev/zero (deleted)" : nil) {
+            line += String(repeating: " ", count: max(1, 73 - line.count)) + name
+        } else {
+            line += " "
+        }
+        return line
+    }
+
+    /// The block as smaps prints it.
+    public var text: String {
+        var lines = [mapsLine]
+        for name in Self.fieldOrder { lines.append(ProcFormat.line(name, (fields[name] ?? 0) >> 10)) }
+        lines.append(ProcFormat.line("THPeligible", UInt64(thpEligible), unit: nil))
+        lines.append("VmFlags: " + flags.mnemonics + " ")
+        return lines.joined(separator: "\n") + "\n"
+    }
+}
+
+extension AddressSpace {
+    /// The smaps blocks of every VMA (Linux: `/proc/PID/smaps`). Takes the mmap lock for reading; does
+    /// not change accessed bits or counters.
+    public func smaps() -> [SmapsEntry] {
+        mmapLock.withReadLock { vmas.areas.map { smapsEntry(for: $0) } }
+    }
+
+    /// The smaps block of the VMA that starts exactly at `start` (how selftests' `check_huge_anon()`
+    /// finds theirs), or nil.
+    public func smaps(startingAt start: VirtualAddress) -> SmapsEntry? {
+        mmapLock.withReadLock { vmas.vma(containing: start).flatMap { $0.start == start ? smapsEntry(for: $0) : nil } }
+    }
+
+    /// The text of `/proc/PID/smaps`.
+    public func smapsText() -> String { smaps().map(\.text).joined() }
+
+    /// The text of `/proc/PID/maps`.
+    public func mapsText() -> String { smaps().map { $0.mapsLine + "\n" }.joined() }
+
+    func smapsEntry(for vma: VMA) -> SmapsEntry {
+        let frames = kernel.memory.frames
+        let page = PageGeometry.pageSize
+        var rss: UInt64 = 0, pss: UInt64 = 0, pssDirty: UInt64 = 0
+        var sharedClean: UInt64 = 0, sharedDirty: UInt64 = 0, privateClean: UInt64 = 0, privateDirty: UInt64 = 0
+        var referenced: UInt64 = 0, anonymous: UInt64 = 0
+        forEachMappedPage(vma.start, vma.end) { _, entry in
+            guard !entry.isSpecial else { return }
+            let pfn = entry.pfn
+            let mapcount = UInt64(max(frames.mapcount(pfn), 1))
+            let dirty = entry.isDirty || frames.flags(pfn).contains(.dirty)
+            rss += page
+            pss += page / mapcount
+            if dirty { pssDirty += page / mapcount }
+            switch (mapcount > 1, dirty) {
+            case (true, true): sharedDirty += page
+            case (true, false): sharedClean += page
+            case (false, true): privateDirty += page
+            case (false, false): privateClean += page
+            }
+            if entry.isAccessed || frames.flags(pfn).contains(.referenced) { referenced += page }
+            if frames.kind(pfn) == .anonymous { anonymous += page }
+        }
+        var fields = [String: UInt64]()
+        for name in SmapsEntry.fieldOrder { fields[name] = 0 }
+        fields["Size"] = vma.length
+        fields["KernelPageSize"] = page
+        fields["MMUPageSize"] = page
+        fields["Rss"] = rss
+        fields["Pss"] = pss
+        fields["Pss_Dirty"] = pssDirty
+        fields["Shared_Clean"] = sharedClean
+        fields["Shared_Dirty"] = sharedDirty
+        fields["Private_Clean"] = privateClean
+        fields["Private_Dirty"] = privateDirty
+        fields["Referenced"] = referenced
+        fields["Anonymous"] = anonymous
+        return SmapsEntry(start: vma.start, end: vma.end, flags: vma.flags, name: vma.name, fields: fields, thpEligible: 0)
+    }
+
+    /// Calls `body(address, entry)` for every mapped PTE in `[start, end)`, without locks beyond the
+    /// caller's mmap lock (a reader's walk, Linux: `walk_page_range()`).
+    func forEachMappedPage(_ start: VirtualAddress, _ end: VirtualAddress, _ body: (VirtualAddress, PageTableEntry) -> Void) {
+        var address = start
+        while address < end {
+            let next = min((address + 1).alignedUp(PageGeometry.pmdSize), end)
+            defer { address = next }
+            guard let (pmd, pmdIndex) = walk(address, to: .pmd, allocate: false) else { continue }
+            let pmdEntry = pmd[pmdIndex]
+            if pmdEntry.isNone || pmdEntry.isHuge { continue }
+            let table = kernel.table(at: pmdEntry)
+            var va = address
+            while va < next {
+                let entry = table[va.tableIndex(.pte)]
+                if entry.isMapped { body(va, entry) }
+                va = va + PageGeometry.pageSize
+            }
+        }
+    }
+}

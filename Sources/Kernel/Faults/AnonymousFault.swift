@@ -1,0 +1,169 @@
+import Synchronization
+import VMCore
+import PhysicalMemory
+
+extension AddressSpace {
+    /// Handles a page fault at `va` for `access` (Linux: `do_user_addr_fault()` → `handle_mm_fault()`).
+    /// Takes the mmap lock for reading.
+    public func handleFault(at va: VirtualAddress, access: MemoryAccess) -> FaultOutcome {
+        mmapLock.readLock()
+        defer { mmapLock.unlock() }
+        guard !hasExited, let index = vmas.index(containing: va) else { return .segv(.mapErr) }
+        let vma = vmas[index]
+        if let denied = accessError(vma, access) { return denied }
+        kernel.vmstat.count(.pgfault)
+        if vma.anonVMA == 0 && !vma.isShared {
+            // anon_vma_prepare() runs under the read lock in Linux with its own lock; the model's VMA
+            // list is only written under the write lock, so upgrade briefly.
+            mmapLock.unlock()
+            mmapLock.writeLock()
+            if let i = vmas.index(containing: va) { prepareAnonVMA(i) }
+            mmapLock.unlock()
+            mmapLock.readLock()
+            guard let i = vmas.index(containing: va) else { return .segv(.mapErr) }
+            return handlePTEFault(vmas[i], va, access)
+        }
+        return handlePTEFault(vma, va, access)
+    }
+
+    /// Whether the VMA forbids the access (Linux: `access_error()`): a write needs VM_WRITE, an
+    /// instruction fetch VM_EXEC, and a read any of the three (x86 cannot map write- or exec-only).
+    func accessError(_ vma: VMA, _ access: MemoryAccess) -> FaultOutcome? {
+        switch access {
+        case .write: vma.flags.contains(.write) ? nil : .segv(.accErr)
+        case .execute: vma.flags.contains(.exec) ? nil : .segv(.accErr)
+        case .read: vma.flags.isDisjoint(with: [.read, .write, .exec]) ? .segv(.accErr) : nil
+        }
+    }
+
+    /// The fault below the VMA checks: find or make the tables, then resolve the PTE (Linux:
+    /// `__handle_mm_fault()` → `handle_pte_fault()`).
+    func handlePTEFault(_ vma: VMA, _ va: VirtualAddress, _ access: MemoryAccess) -> FaultOutcome {
+        guard let (pmd, pmdIndex) = walk(va, to: .pmd, allocate: true),
+              let table = pteTable(under: pmd, pmdIndex) else { return .outOfMemory }
+        let index = va.tableIndex(.pte)
+        let entry = table[index]
+        if !entry.isMapped {
+            return vma.isShared ? sharedFault(vma, va, table, index, access)
+                                : anonymousFault(vma, va, table, index, access)
+        }
+        if access == .write && !entry.isWritable {
+            return vma.isShared ? makeSharedWritable(table, index) : copyOnWrite(vma, va, table, index)
+        }
+        // Spurious: another CPU resolved it, or only A/D bits were missing (Linux: `pte_mkyoung()` path).
+        let lock = kernel.splitLock(table)
+        lock.spinLock()
+        let current = table[index]
+        if current.isMapped {
+            var updated = current.makingYoung()
+            if access == .write && current.isWritable { updated = updated.makingDirty() }
+            table.set(index, updated)
+        }
+        lock.spinUnlock()
+        return .handled
+    }
+
+    /// First touch of private anonymous memory: a read maps the shared zero page read-only, a write
+    /// maps a new zeroed page (Linux: `do_anonymous_page()`).
+    func anonymousFault(_ vma: VMA, _ va: VirtualAddress, _ table: PageTable, _ index: Int,
+                        _ access: MemoryAccess) -> FaultOutcome {
+        let lock = kernel.splitLock(table)
+        let bits = PageTableEntry.userBits(vma.flags.protection)
+        if access != .write {
+            let zero = PageTableEntry(pfn: kernel.zeroPage, bits: bits | PageTableEntry.specialBit | PageTableEntry.accessedBit)
+            lock.spinLock()
+            if table[index].isNone { table.set(index, zero) }
+            lock.spinUnlock()
+            return .handled
+        }
+        guard let pfn = kernel.memory.allocateFolio(order: .base, kind: .anonymous) else { return .outOfMemory }
+        kernel.countAllocation(pages: 1)
+        kernel.memory.frames.insertFlags(pfn, [.anonExclusive, .swapBacked])
+        let entry = PageTableEntry(pfn: pfn, bits: bits | PageTableEntry.writableBit | PageTableEntry.accessedBit | PageTableEntry.dirtyBit)
+        lock.spinLock()
+        guard table[index].isNone else {
+            // Another CPU mapped it first: give the page back (Linux: the `pte_none()` re-check).
+            lock.spinUnlock()
+            kernel.putPage(pfn)
+            return .handled
+        }
+        mapPage(pfn)
+        table.set(index, entry)
+        lock.spinUnlock()
+        return .handled
+    }
+
+    /// Write to a write-protected private page: reuse it when this mapping is its only user, otherwise
+    /// copy it (the zero page is always "copied" into a fresh zeroed page) (Linux: `do_wp_page()`,
+    /// `wp_page_reuse()`, `wp_page_copy()`).
+    func copyOnWrite(_ vma: VMA, _ va: VirtualAddress, _ table: PageTable, _ index: Int) -> FaultOutcome {
+        let frames = kernel.memory.frames
+        let lock = kernel.splitLock(table)
+        let bits = PageTableEntry.userBits(vma.flags.protection) | PageTableEntry.writableBit
+            | PageTableEntry.accessedBit | PageTableEntry.dirtyBit
+        lock.spinLock()
+        let old = table[index]
+        guard old.isMapped, !old.isWritable else { lock.spinUnlock(); return .handled }
+        if !old.isSpecial && frames.refcount(old.pfn) == 1 && frames.mapcount(old.pfn) == 1 {
+            // Exclusive: nobody else can see the page, so make it writable in place.
+            frames.insertFlags(old.pfn, .anonExclusive)
+            table.set(index, PageTableEntry(pfn: old.pfn, bits: bits))
+            lock.spinUnlock()
+            return .handled
+        }
+        lock.spinUnlock()
+
+        guard let copy = kernel.memory.allocateFolio(order: .base, kind: .anonymous, zeroed: old.isSpecial) else {
+            return .outOfMemory
+        }
+        kernel.countAllocation(pages: 1)
+        frames.insertFlags(copy, [.anonExclusive, .swapBacked])
+        lock.spinLock()
+        guard table[index] == old else {
+            lock.spinUnlock()
+            kernel.putPage(copy)
+            return .handled
+        }
+        if !old.isSpecial, let storage = kernel.memory.storage { storage.copy(from: old.pfn, to: copy) }
+        mapPage(copy)
+        table.set(index, PageTableEntry(pfn: copy, bits: bits))
+        lock.spinUnlock()
+        kernel.flushTLB(self, va, va + PageGeometry.pageSize)
+        if !old.isSpecial { unmapPage(old.pfn) }
+        return .handled
+    }
+
+    /// First touch of shared anonymous memory: map the object's page, writable if the VMA is
+    /// (Linux: `do_read_fault()` / `do_shared_fault()` → `shmem_fault()`).
+    func sharedFault(_ vma: VMA, _ va: VirtualAddress, _ table: PageTable, _ index: Int,
+                     _ access: MemoryAccess) -> FaultOutcome {
+        guard let object = vma.sharedObject else { preconditionFailure("shared VMA without an object") }
+        let page = vma.pageIndex(of: va)
+        guard page < UInt64(object.pages) else { return .sigbus }
+        guard let pfn = object.frame(at: Int(page), kernel: kernel) else { return .outOfMemory }
+        var bits = PageTableEntry.userBits(vma.flags.protection) | PageTableEntry.accessedBit
+        if vma.flags.contains(.write) { bits |= PageTableEntry.writableBit }
+        if access == .write { bits |= PageTableEntry.dirtyBit }
+        let lock = kernel.splitLock(table)
+        lock.spinLock()
+        guard table[index].isNone else {
+            lock.spinUnlock()
+            kernel.putPage(pfn)
+            return .handled
+        }
+        mapPage(pfn)
+        table.set(index, PageTableEntry(pfn: pfn, bits: bits))
+        lock.spinUnlock()
+        return .handled
+    }
+
+    /// A write to a shared page that is mapped read-only after mprotect gave write back.
+    func makeSharedWritable(_ table: PageTable, _ index: Int) -> FaultOutcome {
+        let lock = kernel.splitLock(table)
+        lock.spinLock()
+        let old = table[index]
+        if old.isMapped { table.set(index, old.makingWritable().makingDirty().makingYoung()) }
+        lock.spinUnlock()
+        return .handled
+    }
+}

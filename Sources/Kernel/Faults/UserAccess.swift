@@ -1,0 +1,128 @@
+import Synchronization
+import VMCore
+import PhysicalMemory
+
+/// A user-visible translation of one address, as the MMU would use it.
+public struct Translation: Sendable, Hashable {
+    public var frame: PFN
+    /// The entry that mapped it, and at which level (`.pte`, or `.pmd` for a huge mapping).
+    public var entry: PageTableEntry
+    public var level: PageTableLevel
+}
+
+/// Why a user access did not complete.
+public struct AccessFault: Error, Sendable, Hashable, CustomStringConvertible {
+    public var address: VirtualAddress
+    public var outcome: FaultOutcome
+    public var description: String { "\(outcome) at \(address)" }
+}
+
+extension AddressSpace {
+    /// Looks up the translation of `va` without side effects: no fault, no A/D bits (the functional
+    /// walk of gem5's `translateFunctional`; Linux: `follow_page()` without FOLL_GET).
+    public func translate(_ va: VirtualAddress) -> Translation? {
+        guard let (pmd, pmdIndex) = walk(va, to: .pmd, allocate: false) else { return nil }
+        let pmdEntry = pmd[pmdIndex]
+        if pmdEntry.isNone { return nil }
+        if pmdEntry.isHuge {
+            guard pmdEntry.isPresent else { return nil }
+            return Translation(frame: pmdEntry.pfn + va.tableIndex(.pte), entry: pmdEntry, level: .pmd)
+        }
+        let entry = kernel.table(at: pmdEntry)[va.tableIndex(.pte)]
+        guard entry.isPresent else { return nil }
+        return Translation(frame: entry.pfn, entry: entry, level: .pte)
+    }
+
+    /// The hardware walk of one access: permission check and A/D update on success; nil when the MMU
+    /// would raise a page fault (Intel SDM 4.7). Lockless, as the MMU is.
+    @inline(__always)
+    func hardwareWalk(_ va: VirtualAddress, _ access: MemoryAccess) -> PFN? {
+        var table = root
+        var level = PageTableLevel.pgd
+        while true {
+            let i = va.tableIndex(level)
+            let entry = table[i]
+            guard entry.isPresent else { return nil }
+            if level == .pte || entry.isHuge {
+                switch access {
+                case .write: guard entry.isWritable else { return nil }
+                case .execute: guard entry.isExecutable else { return nil }
+                case .read: break
+                }
+                let wanted = PageTableEntry.accessedBit | (access == .write ? PageTableEntry.dirtyBit : 0)
+                if entry.rawValue & wanted != wanted { table.entries[i].bitwiseOr(wanted, ordering: .relaxed) }
+                return level == .pte ? entry.pfn : entry.pfn + va.tableIndex(.pte)
+            }
+            table = kernel.table(at: entry)
+            level = level.lower!
+        }
+    }
+
+    /// One access by the program: walk, fault if needed, retry (the software MMU the kernel model uses
+    /// until the Machine layer stands in front of it). Returns the frame, or the fault that stopped it.
+    @inline(__always)
+    public func access(_ va: VirtualAddress, _ kind: MemoryAccess) -> Result<PFN, AccessFault> {
+        for _ in 0..<4 {
+            if let pfn = hardwareWalk(va, kind) { return .success(pfn) }
+            let outcome = handleFault(at: va, access: kind)
+            if outcome != .handled { return .failure(AccessFault(address: va, outcome: outcome)) }
+        }
+        preconditionFailure("fault at \(va) was handled four times without becoming accessible")
+    }
+
+    /// Touches every page of `[start, start + length)` with `kind`.
+    public func touch(_ start: VirtualAddress, length: UInt64, _ kind: MemoryAccess) -> Result<Void, AccessFault> {
+        guard length > 0 else { return .success(()) }
+        var va = start.alignedDown(PageGeometry.pageSize)
+        let end = start + length
+        while va < end {
+            if case .failure(let f) = access(va, kind) { return .failure(f) }
+            va = va + PageGeometry.pageSize
+        }
+        return .success(())
+    }
+
+    /// Writes `bytes` at `start`, page by page, as the program's stores would (Linux:
+    /// `copy_to_user()` semantics: stops at the first fault).
+    public func write(_ start: VirtualAddress, _ bytes: some Collection<UInt8>) -> Result<Void, AccessFault> {
+        var va = start
+        var remaining = bytes[...]
+        while !remaining.isEmpty {
+            let chunk = min(remaining.count, Int(PageGeometry.pageSize) - va.pageOffset)
+            switch access(va, .write) {
+            case .failure(let f): return .failure(f)
+            case .success(let pfn):
+                if let storage = kernel.memory.storage {
+                    let page = storage.bytes(of: pfn)
+                    var offset = va.pageOffset
+                    for byte in remaining.prefix(chunk) { page[offset] = byte; offset += 1 }
+                }
+            }
+            remaining = remaining.dropFirst(chunk)
+            va = va + UInt64(chunk)
+        }
+        return .success(())
+    }
+
+    /// Reads `count` bytes at `start` (zeros in metadata mode, which keeps no bytes).
+    public func read(_ start: VirtualAddress, count: Int) -> Result<[UInt8], AccessFault> {
+        var out = [UInt8]()
+        out.reserveCapacity(count)
+        var va = start
+        while out.count < count {
+            let chunk = min(count - out.count, Int(PageGeometry.pageSize) - va.pageOffset)
+            switch access(va, .read) {
+            case .failure(let f): return .failure(f)
+            case .success(let pfn):
+                if let storage = kernel.memory.storage {
+                    let page = storage.bytes(of: pfn)
+                    out.append(contentsOf: page[va.pageOffset..<(va.pageOffset + chunk)])
+                } else {
+                    out.append(contentsOf: repeatElement(0, count: chunk))
+                }
+            }
+            va = va + UInt64(chunk)
+        }
+        return .success(out)
+    }
+}

@@ -1,0 +1,101 @@
+import Synchronization
+import VMCore
+import PhysicalMemory
+
+/// How the kernel model is built.
+public struct KernelConfiguration: Sendable {
+    /// Bytes of simulated physical memory.
+    public var memoryBytes: UInt64
+    public var mode: PhysicalMemory.Mode
+    /// Watermarks; nil for Linux's defaults for the memory size.
+    public var watermarks: Watermarks?
+
+    public init(memoryBytes: UInt64 = 1 << 30, mode: PhysicalMemory.Mode = .data, watermarks: Watermarks? = nil) {
+        self.memoryBytes = memoryBytes
+        self.mode = mode
+        self.watermarks = watermarks
+    }
+}
+
+/// The hardware side of TLB maintenance, which the Machine layer implements: the kernel calls it
+/// whenever a translation that a TLB may hold gets weaker or disappears (Linux: `flush_tlb_range()`,
+/// `flush_tlb_mm()`).
+public protocol TLBFlushInterface: AnyObject, Sendable {
+    func flushRange(_ mm: AddressSpace, start: VirtualAddress, end: VirtualAddress)
+    func flushAll(_ mm: AddressSpace)
+}
+
+/// The kernel model: physical memory, counters, the zero page, and the address spaces of its
+/// processes.
+public final class Kernel: @unchecked Sendable {
+    public let configuration: KernelConfiguration
+    public let memory: PhysicalMemory
+    public let vmstat = VMStat()
+    let tables: PageTableStore
+    /// The shared zero page (Linux: `ZERO_PAGE(0)`, `empty_zero_page`).
+    public let zeroPage: PFN
+    /// Set by the Machine layer; nil means no TLBs to keep coherent.
+    public nonisolated(unsafe) var tlb: (any TLBFlushInterface)?
+
+    private let nextPID = Atomic<Int>(1)
+    private let nextAnonVMA = Atomic<Int>(1)
+    private let liveSpaces = Mutex<[Int: WeakAddressSpace]>([:])
+
+    public init(_ configuration: KernelConfiguration) {
+        precondition(PhysicalMemory.problem(withSize: configuration.memoryBytes) == nil)
+        self.configuration = configuration
+        memory = PhysicalMemory(bytes: configuration.memoryBytes, mode: configuration.mode,
+                                watermarks: configuration.watermarks)
+        tables = PageTableStore(maxTables: memory.totalPages)
+        guard let zero = memory.allocateFolio(order: .base, kind: .zeroPage, reserve: .none) else {
+            preconditionFailure("no frame for the zero page")
+        }
+        zeroPage = zero
+        // Bytes of every simulated frame were counted as allocated at boot; restart the counters.
+    }
+
+    /// Creates an empty address space for a new process (Linux: `mm_alloc()` for `execve()`).
+    public func createAddressSpace() -> AddressSpace? {
+        guard let mm = AddressSpace(kernel: self, pid: nextPID.wrappingAdd(1, ordering: .relaxed).oldValue) else { return nil }
+        liveSpaces.withLock { $0[mm.pid] = WeakAddressSpace(mm) }
+        return mm
+    }
+
+    /// The address spaces whose processes have not exited.
+    public var addressSpaces: [AddressSpace] {
+        liveSpaces.withLock { $0.values.compactMap(\.space).sorted { $0.pid < $1.pid } }
+    }
+
+    func forget(_ mm: AddressSpace) { _ = liveSpaces.withLock { $0.removeValue(forKey: mm.pid) } }
+    func register(_ mm: AddressSpace) { liveSpaces.withLock { $0[mm.pid] = WeakAddressSpace(mm) } }
+    func allocatePID() -> Int { nextPID.wrappingAdd(1, ordering: .relaxed).oldValue }
+    func allocateAnonVMAIdentity() -> Int { nextAnonVMA.wrappingAdd(1, ordering: .relaxed).oldValue }
+
+    // MARK: Page accounting shared by every path
+
+    /// Counts pages handed out by the page allocator (Linux: `PGALLOC` in `__count_zid_vm_events()`).
+    @inline(__always) func countAllocation(pages: Int) { vmstat.count(.pgallocNormal, pages) }
+
+    /// Drops one reference to a folio and frees it when it was the last (Linux: `put_page()`,
+    /// `folio_put()`).
+    func putPage(_ pfn: PFN) {
+        let head = memory.frames.head(of: pfn)
+        let remaining = memory.frames.addRefcount(head, -1)
+        precondition(remaining >= 0, "refcount underflow on \(head)")
+        if remaining == 0 {
+            vmstat.count(.pgfree, memory.frames.order(head).pages)
+            memory.freeFolio(head)
+        }
+    }
+
+    /// The PTE flushes every CPU's TLB needs after a range lost translations.
+    @inline(__always) func flushTLB(_ mm: AddressSpace, _ start: VirtualAddress, _ end: VirtualAddress) {
+        tlb?.flushRange(mm, start: start, end: end)
+    }
+}
+
+/// The kernel's list of processes refers to address spaces weakly: a process's owner keeps it alive.
+struct WeakAddressSpace {
+    weak var space: AddressSpace?
+    init(_ space: AddressSpace) { self.space = space }
+}

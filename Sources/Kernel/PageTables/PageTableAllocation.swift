@@ -1,0 +1,124 @@
+import VMCore
+import PhysicalMemory
+
+/// Entry bits of an upper-level entry that points at a page table (Linux: `_PAGE_TABLE`).
+let tablePointerBits = PageTableEntry.presentBit | PageTableEntry.writableBit | PageTableEntry.userBit | PageTableEntry.accessedBit
+
+extension Kernel {
+    /// Takes a frame for a page table and gives it an empty slot (Linux: `pagetable_alloc()`,
+    /// counted as `NR_PAGETABLE`, meminfo `PageTables`). Nil when memory is exhausted.
+    func allocateTable() -> PageTable? {
+        guard let pfn = memory.allocateFolio(order: .base, kind: .pageTable, zeroed: false) else { return nil }
+        countAllocation(pages: 1)
+        let slot = tables.allocateSlot()
+        memory.frames.setLink(pfn, slot)
+        vmstat.modify(.nrPageTablePages, 1)
+        return PageTable(pfn: pfn, slot: slot, entries: tables.entries(slot))
+    }
+
+    /// Frees an empty page table (Linux: `pagetable_free()`).
+    func freeTable(_ table: PageTable) {
+        precondition(table.isEmpty(), "freeing a page table that still has entries")
+        tables.freeSlot(table.slot)
+        vmstat.modify(.nrPageTablePages, -1)
+        putPage(table.pfn)
+    }
+
+    /// The table an upper-level entry points at (Linux: `pmd_page_vaddr()`, `pud_pgtable()`).
+    @inline(__always) func table(at entry: PageTableEntry) -> PageTable {
+        let pfn = entry.pfn
+        let slot = memory.frames.link(pfn)
+        return PageTable(pfn: pfn, slot: slot, entries: tables.entries(slot))
+    }
+
+    /// The split lock of a table (Linux: `pte_lockptr()`).
+    @inline(__always) func splitLock(_ table: PageTable) -> UnsafeMutablePointer<Atomic<UInt32>> {
+        tables.lock(table.slot)
+    }
+}
+
+import Synchronization
+
+extension AddressSpace {
+    /// Walks from the PGD down to the table at `level` that covers `va`, allocating missing tables when
+    /// `allocate` (under `page_table_lock`, re-checking after the allocation, as Linux's `__pud_alloc()`
+    /// and `__pmd_alloc()` do). Nil when a table is missing and not allocated, when memory is exhausted,
+    /// or when a huge entry sits above `level`.
+    /// - Precondition: the mmap lock is held.
+    @inline(__always)
+    func walk(_ va: VirtualAddress, to target: PageTableLevel, allocate: Bool) -> (table: PageTable, index: Int)? {
+        var table = root
+        var level = PageTableLevel.pgd
+        while level != target {
+            let i = va.tableIndex(level)
+            var entry = table[i]
+            if entry.isNone {
+                guard allocate, let fresh = kernel.allocateTable() else { return nil }
+                pageTableLock.lock()
+                entry = table[i]
+                if entry.isNone {
+                    entry = PageTableEntry(pfn: fresh.pfn, bits: tablePointerBits)
+                    table.set(i, entry)
+                    pageTableLock.unlock()
+                } else {
+                    pageTableLock.unlock()
+                    kernel.freeTable(fresh)
+                }
+            }
+            if entry.isHuge { return nil }
+            table = kernel.table(at: entry)
+            level = level.lower!
+        }
+        return (table, va.tableIndex(target))
+    }
+
+    /// The PTE table under a PMD entry, allocating it if the entry is empty (Linux: `__pte_alloc()`).
+    /// Nil when memory is exhausted or the entry is huge.
+    func pteTable(under pmd: PageTable, _ index: Int) -> PageTable? {
+        var entry = pmd[index]
+        if entry.isNone {
+            guard let fresh = kernel.allocateTable() else { return nil }
+            pageTableLock.lock()
+            entry = pmd[index]
+            if entry.isNone {
+                entry = PageTableEntry(pfn: fresh.pfn, bits: tablePointerBits)
+                pmd.set(index, entry)
+                pageTableLock.unlock()
+            } else {
+                pageTableLock.unlock()
+                kernel.freeTable(fresh)
+            }
+        }
+        return entry.isHuge ? nil : kernel.table(at: entry)
+    }
+
+    /// Frees every page table under `[start, end)` whose span no VMA intersects any more (Linux:
+    /// `free_pgtables()` with its floor and ceiling). Tables still covering a VMA stay.
+    /// - Precondition: the mmap lock is held for writing and the range's entries were zapped.
+    func freeTables(_ start: VirtualAddress, _ end: VirtualAddress) {
+        guard start < end else { return }
+        freeTables(in: root, level: .pgd, base: VirtualAddress(0), start, end)
+    }
+
+    private func freeTables(in table: PageTable, level: PageTableLevel, base: VirtualAddress,
+                            _ start: VirtualAddress, _ end: VirtualAddress) {
+        let span = level.entrySpan
+        let first = Int((start - base) / span), last = Int((end - 1 - base) / span)
+        for i in first...min(last, 511) {
+            let entry = table[i]
+            guard !entry.isNone, !entry.isHuge, let lower = level.lower else { continue }
+            let childStart = base + UInt64(i) * span
+            let childEnd = childStart + span
+            let child = kernel.table(at: entry)
+            if lower != .pte {
+                freeTables(in: child, level: lower, base: childStart, max(start, childStart), min(end, childEnd))
+            }
+            if !vmas.intersects(childStart, childEnd) {
+                pageTableLock.lock()
+                table.set(i, .none)
+                pageTableLock.unlock()
+                kernel.freeTable(child)
+            }
+        }
+    }
+}

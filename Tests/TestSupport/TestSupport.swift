@@ -1,0 +1,36 @@
+import VMCore
+import PhysicalMemory
+import Kernel
+
+/// A deterministic random number generator (SplitMix64), so a failing seed replays exactly.
+public struct SplitMix64: RandomNumberGenerator, Sendable {
+    public private(set) var state: UInt64
+    public init(seed: UInt64) { state = seed }
+    public mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
+
+/// Small machines for tests.
+public enum TestMachine {
+    /// A kernel with `memory` bytes, no watermark reserve, in `mode`.
+    public static func kernel(memory: UInt64 = 16 << 20, mode: PhysicalMemory.Mode = .data) -> Kernel {
+        Kernel(KernelConfiguration(memoryBytes: memory, mode: mode, watermarks: .zero))
+    }
+
+    /// A kernel and one process in it.
+    public static func process(memory: UInt64 = 16 << 20, mode: PhysicalMemory.Mode = .data) -> (Kernel, AddressSpace) {
+        let kernel = kernel(memory: memory, mode: mode)
+        return (kernel, kernel.createAddressSpace()!)
+    }
+}
+
+public extension UInt64 {
+    static let KiB: UInt64 = 1 << 10
+    static let MiB: UInt64 = 1 << 20
+    static let GiB: UInt64 = 1 << 30
+}
