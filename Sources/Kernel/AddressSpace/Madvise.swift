@@ -57,3 +57,6 @@ extension AddressSpace {
         }
     }
 }
+
+/// `Advice` under a name that other modules can spell without colliding with the `Kernel` class.
+public typealias MadviseAdvice = Advice

@@ -33,6 +33,17 @@ extension AddressSpace {
         return Translation(frame: entry.pfn, entry: entry, level: .pte)
     }
 
+    /// The frame an entry maps at `va`, present or hidden by PROT_NONE, without side effects (the zero
+    /// page for zero-page entries); nil when nothing is mapped (Linux: `follow_page()` with FOLL_FORCE).
+    public func residentFrame(_ va: VirtualAddress) -> PFN? {
+        guard let (pmd, pmdIndex) = walk(va, to: .pmd, allocate: false) else { return nil }
+        let pmdEntry = pmd[pmdIndex]
+        if pmdEntry.isNone { return nil }
+        if pmdEntry.isHuge { return pmdEntry.isMapped ? pmdEntry.pfn + va.tableIndex(.pte) : nil }
+        let entry = kernel.table(at: pmdEntry)[va.tableIndex(.pte)]
+        return entry.isMapped ? entry.pfn : nil
+    }
+
     /// The hardware walk of one access: permission check and A/D update on success; nil when the MMU
     /// would raise a page fault (Intel SDM 4.7). Lockless, as the MMU is.
     @inline(__always)

@@ -1,0 +1,70 @@
+import VMCore
+import PhysicalMemory
+import Kernel
+
+/// The built-in demonstration `thpsim run` performs until experiments exist: a small program's life —
+/// map, touch, fork, copy-on-write, partial unmap, exit — with the counters a Linux user would read.
+public struct Demonstration: Sendable {
+    public var memoryBytes: UInt64
+    public var mode: PhysicalMemory.Mode
+    public var regionBytes: UInt64
+
+    public init(memoryBytes: UInt64 = 1 << 30, mode: PhysicalMemory.Mode = .data, regionBytes: UInt64 = 64 << 20) {
+        self.memoryBytes = memoryBytes
+        self.mode = mode
+        self.regionBytes = regionBytes
+    }
+
+    /// What the run shows: the steps taken and the `/proc` views at the end.
+    public struct Report: Sendable {
+        public var steps: [String]
+        public var smaps: String
+        public var meminfo: String
+        public var vmstat: String
+        /// Invariant violations found at the end (empty on a correct model).
+        public var problems: [String]
+    }
+
+    public enum Failure: Error, CustomStringConvertible {
+        case invalid(String)
+        case step(String)
+        public var description: String {
+            switch self {
+            case .invalid(let m): m
+            case .step(let m): "the demonstration failed: \(m)"
+            }
+        }
+    }
+
+    public func run() throws(Failure) -> Report {
+        if let problem = PhysicalMemory.problem(withSize: memoryBytes) { throw .invalid(problem) }
+        guard regionBytes >= 4 * PageGeometry.pageSize, regionBytes % PageGeometry.pageSize == 0 else {
+            throw .invalid("region size must be a multiple of 4K and at least 16K")
+        }
+        let kernel = Kernel(KernelConfiguration(memoryBytes: memoryBytes, mode: mode))
+        guard let parent = kernel.createAddressSpace() else { throw .step("no memory for a process") }
+        var steps: [String] = []
+        func check<T>(_ what: String, _ r: Result<T, AccessFault>) throws(Failure) {
+            if case .failure(let f) = r { throw .step("\(what): \(f)") }
+        }
+        let size = regionBytes
+        let a: VirtualAddress
+        do { a = try parent.mmap(length: size, protection: .readWrite, flags: .private) } catch { throw .step("mmap: \(error)") }
+        steps.append("mmap \(ByteCount.human(size)) anonymous private rw at \(a)")
+        try check("write", parent.touch(a, length: size / 2, .write))
+        steps.append("write the first half: \(size / 2 / PageGeometry.pageSize) write faults allocate zeroed pages")
+        try check("read", parent.touch(a + size / 2, length: size / 4, .read))
+        steps.append("read the third quarter: read faults map the shared zero page (no Rss)")
+        let child: AddressSpace
+        do { child = try parent.fork() } catch { throw .step("fork: \(error)") }
+        steps.append("fork: pid \(child.pid) shares every page copy-on-write")
+        try check("child write", child.touch(a, length: size / 8, .write))
+        steps.append("child writes the first eighth: each write copies one page")
+        do { try parent.munmap(a + size / 4, length: 4 * PageGeometry.pageSize) } catch { throw .step("munmap: \(error)") }
+        steps.append("parent unmaps 16K in the middle: the VMA splits in two")
+        child.exit()
+        steps.append("child exits: its copies are freed, the parent's pages are exclusive again")
+        return Report(steps: steps, smaps: parent.smapsText(), meminfo: kernel.meminfo().text,
+                      vmstat: kernel.vmstatText(), problems: kernel.checkInvariants())
+    }
+}

@@ -1,0 +1,249 @@
+#if canImport(Glibc)
+import Glibc
+
+/// Runs scenarios on the live Linux kernel of this machine: every scenario process is a real
+/// process, forked from the host, that performs real system calls and touches on request.
+///
+/// The host (this object) never maps scenario memory itself: it forks the `parent` worker at
+/// `start`, and workers fork further workers at `fork`, each served over its own pipes
+/// (`NativeChannel`, made before the first fork because pipes cannot be passed afterwards).
+/// The host reads `/proc/PID/smaps`, `/proc/vmstat` and `/proc/meminfo`, sets and restores the
+/// sysfs tunables, and owns the swap file and debugfs. Touches that would fault are detected with
+/// `/proc/self/maps` before touching (`NativeMaps`).
+///
+/// - Precondition for `start`: the host is single-threaded, so `fork()` is safe; otherwise the
+///   run is skipped. The `thpsim` command is; a test runner is not, so tests run `thpsim`.
+public final class NativeScenarioBackend: ScenarioBackend {
+    /// A worker: its channel index and process id.
+    public struct Process: Sendable, Hashable {
+        var channel: Int
+        public var pid: Int32
+    }
+
+    public var name: String { "native" }
+    public var countersAreSystemWide: Bool { true }
+
+    private var channels: [NativeChannel] = []
+    private var live: [Int32: Process] = [:]
+    /// Every scenario process ever created, to reap the ones that became the host's children.
+    private var created: [Int32] = []
+    private var nextChannel = 1
+    private var firstWorker: pid_t = 0
+    /// Whether the first worker was forked (and the host closed the workers' pipe ends).
+    private var started = false
+    private let tunables = NativeTunables()
+    private let debugfs = NativeDebugfs()
+    private var swap: NativeSwapFile?
+    private var previousSIGPIPE: sighandler_t?
+    /// How long one request may take before the worker is presumed stuck.
+    private let requestTimeout = 300.0
+
+    public init() {}
+
+    public func start(_ scenario: Scenario) throws(ScenarioError) -> Process {
+        guard geteuid() == 0 else { throw .unsupported("native runs need root (to set THP tunables and read other processes' smaps)") }
+        guard access(NativeTunables.root, F_OK) == 0 else { throw .unsupported("this kernel has no \(NativeTunables.root)") }
+        let threads = NativeSyscalls.readFile("/proc/self/status")?.split(separator: "\n")
+            .first { $0.hasPrefix("Threads:") }.flatMap { NativeProcFiles.field($0)?.1 } ?? 0
+        guard threads == 1 else {
+            throw .unsupported("native runs fork the scenario's processes and need a single-threaded host (this one has \(threads) threads); run them with the thpsim command")
+        }
+        if scenario.uses(.pageout), !NativeSwapFile.swapIsActive { swap = try NativeSwapFile.create() }
+        for _ in 0 ... scenario.forkCount {
+            guard let channel = NativeChannel.make() else { throw .run("pipe() failed: \(NativeSyscalls.lastErrno)") }
+            channels.append(channel)
+        }
+        previousSIGPIPE = signal(SIGPIPE, SIG_IGN)
+        NativeSyscalls.becomeSubreaper()
+        let pid = Glibc.fork()
+        if pid == 0 {
+            for channel in channels { channel.closeHostEnds() }
+            signal(SIGCHLD, SIG_IGN)
+            NativeWorker.serve(own: 0, channels: channels)
+        }
+        guard pid > 0 else { throw .run("fork() failed: \(NativeSyscalls.lastErrno)") }
+        firstWorker = pid
+        started = true
+        for channel in channels { channel.closeWorkerEnds() }
+        let parent = Process(channel: 0, pid: pid)
+        live[pid] = parent
+        return parent
+    }
+
+    public func setTunable(_ knob: Knob) throws(ScenarioError) { try tunables.set(knob) }
+
+    public func mmap(in process: Process, address: UInt64?, length: UInt64, protection: Protection, shared: Bool)
+        throws(ScenarioError) -> Result<UInt64, ScenarioErrno> {
+        let r = try call(process, NativeRequest(.mmap, address ?? 0, length, UInt64(NativeSyscalls.protectionBits(protection)),
+                                                shared ? 1 : 0, address == nil ? 0 : 1))
+        return r.status == 0 ? .success(r.value) : .failure(ScenarioErrno(code: Int32(r.status)))
+    }
+
+    public func munmap(in process: Process, address: UInt64, length: UInt64) throws(ScenarioError) -> Result<Void, ScenarioErrno> {
+        outcome(try call(process, NativeRequest(.munmap, address, length)))
+    }
+
+    public func mprotect(in process: Process, address: UInt64, length: UInt64, protection: Protection)
+        throws(ScenarioError) -> Result<Void, ScenarioErrno> {
+        outcome(try call(process, NativeRequest(.mprotect, address, length, UInt64(NativeSyscalls.protectionBits(protection)))))
+    }
+
+    public func mremap(in process: Process, address: UInt64, oldLength: UInt64, newLength: UInt64, destination: UInt64?)
+        throws(ScenarioError) -> Result<UInt64, ScenarioErrno> {
+        let r = try call(process, NativeRequest(.mremap, address, oldLength, newLength, destination == nil ? 0 : 1, destination ?? 0))
+        return r.status == 0 ? .success(r.value) : .failure(ScenarioErrno(code: Int32(r.status)))
+    }
+
+    public func madvise(in process: Process, address: UInt64, length: UInt64, advice: Advice)
+        throws(ScenarioError) -> Result<Void, ScenarioErrno> {
+        outcome(try call(process, NativeRequest(.madvise, address, length, UInt64(NativeSyscalls.adviceValue(advice)))))
+    }
+
+    public func touch(in process: Process, address: UInt64, length: UInt64, access: TouchAccess)
+        throws(ScenarioError) -> TouchOutcome {
+        let request = switch access {
+        case .read: NativeRequest(.touchRead, address, length)
+        case .write(let p): NativeRequest(.touchWrite, address, length, p.sequence, p.firstOffset)
+        }
+        let r = try call(process, request)
+        if r.status == NativeResponse.faulted { return .segv(address: r.value) }
+        guard r.status == 0 else { throw .run("the touch could not run: \(ScenarioErrno(code: Int32(r.status)))") }
+        return .completed
+    }
+
+    public func readData(in process: Process, address: UInt64, length: UInt64) throws(ScenarioError) -> DataRead {
+        let r = try call(process, NativeRequest(.readData, address, length))
+        if r.status == NativeResponse.faulted { return .unmapped(address: r.value) }
+        guard r.status == 0 else {
+            throw .run("reading 0x\(String(r.value, radix: 16)) failed: \(ScenarioErrno(code: Int32(r.status)))")
+        }
+        return .bytes(r.payload)
+    }
+
+    public func fork(_ process: Process) throws(ScenarioError) -> Result<Process, ScenarioErrno> {
+        guard nextChannel < channels.count else { throw .run("more forks than the scenario has fork commands") }
+        let channel = nextChannel
+        let r = try call(process, NativeRequest(.fork, UInt64(channel)))
+        guard r.status == 0 else { return .failure(ScenarioErrno(code: Int32(r.status))) }
+        nextChannel += 1
+        let child = Process(channel: channel, pid: Int32(truncatingIfNeeded: r.value))
+        live[child.pid] = child
+        created.append(child.pid)
+        return .success(child)
+    }
+
+    public func exit(_ process: Process) throws(ScenarioError) {
+        _ = try call(process, NativeRequest(.exit))
+        live[process.pid] = nil
+        if process.pid == firstWorker { reapFirstWorker() }
+    }
+
+    public func runKhugepaged(fullScans: Int) throws(ScenarioError) {
+        try tunables.waitForKhugepaged(fullScans: fullScans)
+    }
+
+    public func split(in process: Process, address: UInt64, length: UInt64) throws(ScenarioError) {
+        try debugfs.split(pid: process.pid, start: address, end: address &+ length)
+    }
+
+    public func smaps(of process: Process, vmaStart: UInt64) throws(ScenarioError) -> [String: Int64]? {
+        guard let text = NativeSyscalls.readFile("/proc/\(process.pid)/smaps") else {
+            throw .run("cannot read /proc/\(process.pid)/smaps: \(NativeSyscalls.lastErrno)")
+        }
+        return NativeProcFiles.smapsEntry(text, start: vmaStart)
+    }
+
+    public func vmstat() throws(ScenarioError) -> [String: Int64] {
+        guard let text = NativeSyscalls.readFile("/proc/vmstat") else { throw .run("cannot read /proc/vmstat") }
+        return NativeProcFiles.vmstat(text)
+    }
+
+    public func meminfo() throws(ScenarioError) -> [String: Int64] {
+        guard let text = NativeSyscalls.readFile("/proc/meminfo") else { throw .run("cannot read /proc/meminfo") }
+        return NativeProcFiles.meminfo(text)
+    }
+
+    /// Kills every worker, restores the tunables, removes the swap file, unmounts debugfs if mounted here.
+    public func finish() {
+        // Children first, while their parents still reap them; orphans are the host's (subreaper).
+        for pid in created { kill(pid, SIGKILL) }
+        let deadline = NativeChannel.monotonicSeconds() + 5
+        for pid in created {
+            var status: Int32 = 0
+            while waitpid(pid, &status, WNOHANG) == 0 || Self.state(pid) != "gone" {
+                if NativeChannel.monotonicSeconds() > deadline { break }
+                usleep(1000)
+            }
+        }
+        created.removeAll()
+        live.removeAll()
+        reapFirstWorker()
+        for channel in channels {
+            if started { channel.closeHostEnds() } else { channel.closeAll() }
+        }
+        started = false
+        channels.removeAll()
+        let failed = tunables.restore()
+        if !failed.isEmpty { printToStandardError("thpsim: could not restore \(failed.joined(separator: " "))") }
+        if let message = swap?.remove() { printToStandardError("thpsim: \(message)") }
+        swap = nil
+        debugfs.unmountIfMounted()
+        if let previousSIGPIPE { signal(SIGPIPE, previousSIGPIPE) }
+        previousSIGPIPE = nil
+    }
+
+    // MARK: Talking to workers
+
+    private func outcome(_ r: NativeResponse) -> Result<Void, ScenarioErrno> {
+        r.status == 0 ? .success(()) : .failure(ScenarioErrno(code: Int32(r.status)))
+    }
+
+    /// Sends one request and waits for its response; a worker that dies or hangs stops the run.
+    private func call(_ process: Process, _ request: NativeRequest) throws(ScenarioError) -> NativeResponse {
+        let channel = channels[process.channel]
+        var words = request.words
+        guard withUnsafeBytes(of: &words, { NativeChannel.writeAll(channel.requestWrite, $0) }) else {
+            throw .run("native process \(process.pid) is gone (writing its request failed: \(NativeSyscalls.lastErrno))")
+        }
+        let deadline = NativeChannel.monotonicSeconds() + requestTimeout
+        let alive = { Self.isAlive(process.pid) }
+        var header: (UInt64, UInt64, UInt64) = (0, 0, 0)
+        guard withUnsafeMutableBytes(of: &header, { NativeChannel.readAll(channel.responseRead, $0, deadline: deadline, alive: alive) }) else {
+            throw .run("native process \(process.pid) died or stopped answering (\(Self.state(process.pid)))")
+        }
+        var response = NativeResponse(status: Int64(bitPattern: header.0), value: header.1)
+        if header.2 > 0 {
+            response.payload = [UInt8](repeating: 0, count: Int(header.2))
+            guard response.payload.withUnsafeMutableBytes({ NativeChannel.readAll(channel.responseRead, $0, deadline: deadline, alive: alive) }) else {
+                throw .run("native process \(process.pid) died while sending data")
+            }
+        }
+        return response
+    }
+
+    /// Whether a worker still runs: its `/proc` entry exists and is not a zombie.
+    private static func isAlive(_ pid: Int32) -> Bool {
+        let s = state(pid)
+        return s != "gone" && s != "Z" && s != "X"
+    }
+
+    /// The state letter from `/proc/PID/stat` (after the command name in parentheses), or `gone`.
+    private static func state(_ pid: Int32) -> String {
+        guard let stat = NativeSyscalls.readFile("/proc/\(pid)/stat"), let close = stat.lastIndex(of: ")") else { return "gone" }
+        return stat[stat.index(after: close)...].split(separator: " ").first.map(String.init) ?? "gone"
+    }
+
+    private func reapFirstWorker() {
+        guard firstWorker > 0 else { return }
+        var status: Int32 = 0
+        kill(firstWorker, SIGKILL)
+        while waitpid(firstWorker, &status, 0) < 0 && errno == EINTR {}
+        firstWorker = 0
+    }
+}
+
+func printToStandardError(_ text: String) {
+    var line = text + "\n"
+    line.withUTF8 { _ = write(2, $0.baseAddress, $0.count) }
+}
+#endif

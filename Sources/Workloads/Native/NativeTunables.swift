@@ -1,0 +1,60 @@
+#if canImport(Glibc)
+import Glibc
+
+/// The THP tunables in sysfs: set for a run and restored afterwards, and khugepaged's progress.
+final class NativeTunables {
+    static let root = "/sys/kernel/mm/transparent_hugepage"
+
+    /// Original values, in the order first changed; restored in reverse.
+    private var saved: [(name: String, value: String)] = []
+
+    /// The value in force: the bracketed choice of `always [madvise] never`, or the file's content.
+    static func read(_ name: String) -> String? {
+        guard let text = NativeSyscalls.readFile("\(root)/\(name)") else { return nil }
+        if let open = text.firstIndex(of: "["), let close = text[open...].firstIndex(of: "]") {
+            return String(text[text.index(after: open) ..< close])
+        }
+        return text.split(whereSeparator: \.isWhitespace).first.map(String.init) ?? ""
+    }
+
+    /// Writes `knob`, first saving the value it replaces. Linux: the `transparent_hugepage` sysfs store handlers.
+    func set(_ knob: Knob) throws(ScenarioError) {
+        guard let old = Self.read(knob.name) else {
+            throw .unsupported("this kernel has no tunable \(Self.root)/\(knob.name)")
+        }
+        if !saved.contains(where: { $0.name == knob.name }) { saved.append((knob.name, old)) }
+        let error = NativeSyscalls.writeFile("\(Self.root)/\(knob.name)", knob.value)
+        if error != 0 {
+            throw .run("could not set \(knob.name)=\(knob.value): \(ScenarioErrno(code: error))")
+        }
+    }
+
+    /// Puts every changed tunable back; returns the ones that could not be restored.
+    func restore() -> [String] {
+        var failures: [String] = []
+        for (name, value) in saved.reversed() where NativeSyscalls.writeFile("\(Self.root)/\(name)", value) != 0 {
+            failures.append("\(name)=\(value)")
+        }
+        saved.removeAll()
+        return failures
+    }
+
+    /// Waits, bounded, until khugepaged's `full_scans` has grown by `count`. Linux: `khugepaged_full_scans`.
+    func waitForKhugepaged(fullScans count: Int) throws(ScenarioError) {
+        guard let first = Self.read("khugepaged/full_scans").flatMap({ Int($0) }) else {
+            throw .unsupported("no khugepaged/full_scans in sysfs")
+        }
+        let sleep = Double(Self.read("khugepaged/scan_sleep_millisecs").flatMap { Int($0) } ?? 10_000) / 1000
+        let budget = max(30, 3 * Double(count) * (sleep + 1))
+        let deadline = NativeChannel.monotonicSeconds() + budget
+        var now = first
+        while now < first + count {
+            guard NativeChannel.monotonicSeconds() < deadline else {
+                throw .unsupported("khugepaged finished \(now - first) of \(count) full scans within \(Int(budget)) s")
+            }
+            usleep(20_000)
+            now = Self.read("khugepaged/full_scans").flatMap { Int($0) } ?? now
+        }
+    }
+}
+#endif

@@ -1,0 +1,196 @@
+import VMCore
+import PhysicalMemory
+import Kernel
+
+/// Makes the backend that runs scenarios on the thpsim model, for `design` and `memory` as the
+/// scenario gives them (nil: the model's defaults, 1 GiB in data mode).
+public func makeModelScenarioBackend(design: String?, memoryBytes: UInt64?) throws(ScenarioError) -> any ScenarioBackend {
+    try ModelScenarioBackend(design: design, memoryBytes: memoryBytes)
+}
+
+/// Runs scenarios on the kernel model: each scenario process is an `AddressSpace`, in data mode so
+/// that `expect data` reads real bytes.
+///
+/// The model has 4 KiB pages only so far: a THP knob that would make Linux use huge pages, `split`,
+/// `khugepaged`, and the advice `collapse`/`pageout` are reported as unsupported, which skips the
+/// expectations after them with that reason rather than comparing against behaviour not yet built.
+final class ModelScenarioBackend: ScenarioBackend {
+    typealias Process = AddressSpace
+    let kernel: Kernel
+    let design: String
+    var name: String { "model" }
+    var countersAreSystemWide: Bool { false }
+
+    /// Designs the scenario language names; both run on the same 4 KiB mechanism until huge pages exist.
+    static let designs = ["linux-2.6.38", "linux-6.18"]
+
+    init(design: String?, memoryBytes: UInt64?) throws(ScenarioError) {
+        let chosen = design ?? "linux-6.18"
+        guard Self.designs.contains(chosen) else {
+            throw .unsupported("the model has no design '\(chosen)' (known: \(Self.designs.joined(separator: ", ")))")
+        }
+        self.design = chosen
+        let bytes = memoryBytes ?? (1 << 30)
+        if let problem = PhysicalMemory.problem(withSize: bytes) { throw .unsupported("memory: \(problem)") }
+        kernel = Kernel(KernelConfiguration(memoryBytes: bytes, mode: .data))
+    }
+
+    func start(_ scenario: Scenario) throws(ScenarioError) -> AddressSpace {
+        guard let mm = kernel.createAddressSpace() else { throw .run("the model has no memory for a process") }
+        return mm
+    }
+
+    func setTunable(_ knob: Knob) throws(ScenarioError) {
+        switch (knob.name, knob.value) {
+        case ("enabled", "never"), ("use_zero_page", _), ("defrag", _):
+            return // With huge pages never used, these change nothing in a 4 KiB-only model.
+        default:
+            throw .unsupported("huge pages are not modelled yet, so '\(knob.name)=\(knob.value)' cannot take effect")
+        }
+    }
+
+    func mmap(in mm: AddressSpace, address: UInt64?, length: UInt64, protection: Protection, shared: Bool)
+        throws(ScenarioError) -> Result<UInt64, ScenarioErrno> {
+        var flags: MapFlags = shared ? .shared : .private
+        if address != nil { flags.insert(.fixed) }
+        do throws(Errno) {
+            return .success(try mm.mmap(address: address.map { VirtualAddress($0) }, length: length,
+                                        protection: Self.protection(protection), flags: flags).rawValue)
+        } catch { return .failure(ScenarioErrno(error)) }
+    }
+
+    func munmap(in mm: AddressSpace, address: UInt64, length: UInt64) throws(ScenarioError) -> Result<Void, ScenarioErrno> {
+        Self.result { () throws(Errno) in try mm.munmap(VirtualAddress(address), length: length) }
+    }
+
+    func mprotect(in mm: AddressSpace, address: UInt64, length: UInt64, protection: Protection)
+        throws(ScenarioError) -> Result<Void, ScenarioErrno> {
+        Self.result { () throws(Errno) in
+            try mm.mprotect(VirtualAddress(address), length: length, protection: Self.protection(protection))
+        }
+    }
+
+    func mremap(in mm: AddressSpace, address: UInt64, oldLength: UInt64, newLength: UInt64, destination: UInt64?)
+        throws(ScenarioError) -> Result<UInt64, ScenarioErrno> {
+        do throws(Errno) {
+            let moved = try mm.mremap(VirtualAddress(address), oldSize: oldLength, newSize: newLength,
+                                      flags: destination == nil ? .mayMove : [.mayMove, .fixed],
+                                      newAddress: destination.map { VirtualAddress($0) })
+            return .success(moved.rawValue)
+        } catch { return .failure(ScenarioErrno(error)) }
+    }
+
+    func madvise(in mm: AddressSpace, address: UInt64, length: UInt64, advice: Advice)
+        throws(ScenarioError) -> Result<Void, ScenarioErrno> {
+        let kernelAdvice: MadviseAdvice
+        switch advice {
+        case .hugepage: kernelAdvice = .hugepage
+        case .nohugepage: kernelAdvice = .noHugepage
+        case .dontneed: kernelAdvice = .dontNeed
+        case .dontfork: kernelAdvice = .dontFork
+        case .dofork: kernelAdvice = .doFork
+        case .collapse: throw .unsupported("MADV_COLLAPSE needs khugepaged's collapse, which is not modelled yet")
+        case .pageout: throw .unsupported("MADV_PAGEOUT needs reclaim and swap, which are not modelled yet")
+        }
+        return Self.result { () throws(Errno) in try mm.madvise(VirtualAddress(address), length: length, advice: kernelAdvice) }
+    }
+
+    func touch(in mm: AddressSpace, address: UInt64, length: UInt64, access: TouchAccess) throws(ScenarioError) -> TouchOutcome {
+        var va = VirtualAddress(address)
+        var done: UInt64 = 0
+        while done < length {
+            let chunk = min(length - done, PageGeometry.pageSize - UInt64(va.pageOffset))
+            let result: Result<Void, AccessFault>
+            switch access {
+            case .read: result = mm.access(va, .read).map { _ in () }
+            case .write(let pattern): result = mm.write(va, pattern.bytes(from: done, count: Int(chunk)))
+            }
+            if case .failure(let fault) = result {
+                switch fault.outcome {
+                case .segv: return .segv(address: va.rawValue)
+                case .sigbus: throw .run("SIGBUS at \(va): the access lies past the end of the shared object")
+                case .outOfMemory: throw .run("the model ran out of memory at \(va) (raise `memory`)")
+                case .handled: preconditionFailure("a handled fault reported as a failure")
+                }
+            }
+            done += chunk
+            va = va + chunk
+        }
+        return .completed
+    }
+
+    /// Reads bytes the way `/proc/PID/mem` does: through PROT_NONE too, without faulting anything in
+    /// (Linux: `access_remote_vm()` with FOLL_FORCE).
+    func readData(in mm: AddressSpace, address: UInt64, length: UInt64) throws(ScenarioError) -> DataRead {
+        guard let storage = kernel.memory.storage else { throw .unsupported("the model keeps no bytes in metadata mode") }
+        var out = [UInt8]()
+        out.reserveCapacity(Int(length))
+        var va = VirtualAddress(address)
+        while UInt64(out.count) < length {
+            let chunk = min(Int(length) - out.count, Int(PageGeometry.pageSize) - va.pageOffset)
+            guard let vma = mm.vmas.vma(containing: va) else { return .unmapped(address: va.rawValue) }
+            var frame = mm.residentFrame(va)
+            if frame == nil, let object = vma.sharedObject, vma.pageIndex(of: va) < UInt64(object.pages) {
+                frame = object.cachedFrame(at: Int(vma.pageIndex(of: va)))
+            }
+            if let frame {
+                let page = storage.bytes(of: frame)
+                out.append(contentsOf: page[va.pageOffset..<(va.pageOffset + chunk)])
+            } else {
+                out.append(contentsOf: repeatElement(0, count: chunk))
+            }
+            va = va + UInt64(chunk)
+        }
+        return .bytes(out)
+    }
+
+    func fork(_ mm: AddressSpace) throws(ScenarioError) -> Result<AddressSpace, ScenarioErrno> {
+        do throws(Errno) { return .success(try mm.fork()) } catch { return .failure(ScenarioErrno(error)) }
+    }
+
+    func exit(_ mm: AddressSpace) throws(ScenarioError) { mm.exit() }
+
+    func runKhugepaged(fullScans: Int) throws(ScenarioError) {
+        throw .unsupported("khugepaged is not modelled yet")
+    }
+
+    func split(in mm: AddressSpace, address: UInt64, length: UInt64) throws(ScenarioError) {
+        throw .unsupported("huge pages are not modelled yet, so there is nothing to split")
+    }
+
+    func smaps(of mm: AddressSpace, vmaStart: UInt64) throws(ScenarioError) -> [String: Int64]? {
+        guard let entry = mm.smaps(startingAt: VirtualAddress(vmaStart)) else { return nil }
+        var fields = [String: Int64]()
+        for (name, bytes) in entry.fields { fields[name] = Int64(bytes >> 10) }
+        fields["THPeligible"] = Int64(entry.thpEligible)
+        return fields
+    }
+
+    func vmstat() throws(ScenarioError) -> [String: Int64] {
+        kernel.vmstatValues().mapValues { Int64($0) }
+    }
+
+    func meminfo() throws(ScenarioError) -> [String: Int64] {
+        var fields = [String: Int64]()
+        for field in kernel.meminfo().fields { fields[field.name] = Int64(field.bytes >> 10) }
+        return fields
+    }
+
+    func finish() {
+        for mm in kernel.addressSpaces { mm.exit() }
+    }
+
+    static func protection(_ p: Protection) -> VMCore.Protection {
+        switch p {
+        case .none: []
+        case .r: .read
+        case .rw: .readWrite
+        case .rx: [.read, .execute]
+        case .rwx: [.read, .write, .execute]
+        }
+    }
+
+    static func result(_ body: () throws(Errno) -> Void) -> Result<Void, ScenarioErrno> {
+        do throws(Errno) { try body(); return .success(()) } catch { return .failure(ScenarioErrno(error)) }
+    }
+}

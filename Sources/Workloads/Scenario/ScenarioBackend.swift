@@ -1,0 +1,101 @@
+/// What runs a scenario: the thpsim model or the live kernel (`NativeScenarioBackend`).
+///
+/// The interpreter drives a backend one call at a time from one thread, so a backend needs no
+/// locking. Calls return Linux's outcome as a value (`Result` with an errno, `TouchOutcome.segv`);
+/// a backend throws only when it cannot do what was asked: `ScenarioError.unsupported(reason)`
+/// skips the expectations that depend on it, any other error stops the run.
+///
+/// Addresses and lengths are passed exactly as the scenario computed them, unaligned ones included,
+/// so the kernel (real or modelled) decides on `EINVAL`. `Process` names one address space (an mm):
+/// the interpreter gets the first from `start` and more from `fork`.
+public protocol ScenarioBackend: AnyObject {
+    associatedtype Process
+
+    /// `model` or `native`, as reports show it.
+    var name: String { get }
+
+    /// Whether counters are shared with activity outside the scenario (the live kernel's vmstat);
+    /// the runner then retries a run whose vmstat expectation failed.
+    var countersAreSystemWide: Bool { get }
+
+    /// Prepares a run of `scenario` (its design, memory, swap if it pages out) and returns `parent`.
+    func start(_ scenario: Scenario) throws(ScenarioError) -> Process
+
+    /// Sets a THP tunable, a path below `/sys/kernel/mm/transparent_hugepage/`.
+    func setTunable(_ knob: Knob) throws(ScenarioError)
+
+    /// Maps anonymous memory; returns the start. Linux: `mmap(MAP_ANONYMOUS | MAP_PRIVATE or MAP_SHARED [| MAP_FIXED])`.
+    func mmap(in process: Process, address: UInt64?, length: UInt64, protection: Protection, shared: Bool)
+        throws(ScenarioError) -> Result<UInt64, ScenarioErrno>
+
+    /// Linux: `munmap()`.
+    func munmap(in process: Process, address: UInt64, length: UInt64) throws(ScenarioError) -> Result<Void, ScenarioErrno>
+
+    /// Linux: `mprotect()`.
+    func mprotect(in process: Process, address: UInt64, length: UInt64, protection: Protection)
+        throws(ScenarioError) -> Result<Void, ScenarioErrno>
+
+    /// Moves or resizes a mapping; returns its new start. Linux: `mremap(MREMAP_MAYMOVE [| MREMAP_FIXED])`.
+    func mremap(in process: Process, address: UInt64, oldLength: UInt64, newLength: UInt64, destination: UInt64?)
+        throws(ScenarioError) -> Result<UInt64, ScenarioErrno>
+
+    /// Linux: `madvise()`.
+    func madvise(in process: Process, address: UInt64, length: UInt64, advice: Advice)
+        throws(ScenarioError) -> Result<Void, ScenarioErrno>
+
+    /// Touches every page of the range as the CPU would: reads, or writes `pattern` to every byte.
+    /// A touch that faults (no VMA, or a VMA without the permission) stops at the first such page.
+    func touch(in process: Process, address: UInt64, length: UInt64, access: TouchAccess)
+        throws(ScenarioError) -> TouchOutcome
+
+    /// The bytes of the range, for `expect data`; should change as little as it can (no counters,
+    /// no LRU), like a debugger's view. A hole in the address space answers `.unmapped`.
+    func readData(in process: Process, address: UInt64, length: UInt64) throws(ScenarioError) -> DataRead
+
+    /// A child of `process` that continues from here. Linux: `fork()`.
+    func fork(_ process: Process) throws(ScenarioError) -> Result<Process, ScenarioErrno>
+
+    /// Ends `process`. Linux: `exit()`.
+    func exit(_ process: Process) throws(ScenarioError)
+
+    /// Lets khugepaged complete `fullScans` more passes over its mm list. Linux: `khugepaged_do_scan()`.
+    func runKhugepaged(fullScans: Int) throws(ScenarioError)
+
+    /// Splits every huge page mapped in the range. Linux: debugfs `split_huge_pages` (`split_huge_pages_pid()`).
+    func split(in process: Process, address: UInt64, length: UInt64) throws(ScenarioError)
+
+    /// The numeric fields of the smaps entry of the VMA that starts at `vmaStart` (nil if none starts
+    /// there), as Linux prints them: `… kB` fields in kB, the others as counts. Linux: `show_smap()`.
+    func smaps(of process: Process, vmaStart: UInt64) throws(ScenarioError) -> [String: Int64]?
+
+    /// `/proc/vmstat`. Linux: `vmstat_show()`.
+    func vmstat() throws(ScenarioError) -> [String: Int64]
+
+    /// `/proc/meminfo`, `… kB` fields in kB. Linux: `meminfo_proc_show()`.
+    func meminfo() throws(ScenarioError) -> [String: Int64]
+
+    /// Ends the run: ends every process and undoes what `start` and `setTunable` changed. Always
+    /// called once per `start`, also when `start` threw, so it must cope with a partial start.
+    func finish()
+}
+
+/// How a touch accesses memory.
+public enum TouchAccess: Sendable, Hashable {
+    case read
+    /// Store `pattern` to every byte of the range, in order.
+    case write(DataPattern)
+}
+
+/// What became of a touch.
+public enum TouchOutcome: Sendable, Hashable {
+    case completed
+    /// The access faulted at `address` (SIGSEGV); bytes before it were touched.
+    case segv(address: UInt64)
+}
+
+/// The answer to a `readData` request.
+public enum DataRead: Sendable, Hashable {
+    case bytes([UInt8])
+    /// The byte at `address` (and maybe more) is not mapped.
+    case unmapped(address: UInt64)
+}

@@ -1,0 +1,76 @@
+import VMCore
+
+/// Parsing of `expect …` lines and their `Field<op>Value` checks.
+extension LineParser {
+    mutating func expectation() throws(ScenarioError) -> Expectation {
+        let kind = try next("what to expect (smaps, vmstat, meminfo, data, result or segv)")
+        switch kind {
+        case "smaps":
+            let at = try address()
+            return .smaps(at, try checks(allowDelta: false))
+        case "vmstat": return .vmstat(try checks(allowDelta: true))
+        case "meminfo": return .meminfo(try checks(allowDelta: true))
+        case "data": return .data(try address(), try size())
+        case "result":
+            let word = try next("errno name, 0 or ok")
+            if word == "0" || word == "ok" { return .result(nil) }
+            guard let errno = ScenarioErrno(name: word) else {
+                throw error("bad result '\(word)': expected 0, ok or an errno name such as EINVAL or ENOMEM")
+            }
+            return .result(errno)
+        case "segv": return .segv
+        default:
+            throw error("malformed expectation: unknown kind '\(kind)'; expected smaps, vmstat, meminfo, data, result or segv")
+        }
+    }
+
+    /// The `Field<op>Value` words that end a counter expectation; at least one.
+    mutating func checks(allowDelta: Bool) throws(ScenarioError) -> [CounterCheck] {
+        let words = takeRemaining()
+        guard !words.isEmpty else { throw error("malformed expectation: missing Field=Value checks") }
+        var result: [CounterCheck] = []
+        for word in words {
+            let check = try counterCheck(word)
+            if check.comparison == .delta && !allowDelta {
+                throw error("malformed expectation '\(word)': '+=' (a change since the start or `mark`) is only for vmstat and meminfo")
+            }
+            result.append(check)
+        }
+        return result
+    }
+
+    /// `Field=2048kB`, `thp_fault_alloc+=1`, `AnonHugePages>=2M`, `nr_anon_transparent_hugepages+=-1`.
+    func counterCheck(_ word: String) throws(ScenarioError) -> CounterCheck {
+        let operators: [(String, Comparison)] = [("+=", .delta), (">=", .atLeast), ("<=", .atMost), ("=", .equal)]
+        for (symbol, comparison) in operators {
+            guard let range = word.firstRange(of: symbol) else { continue }
+            let field = String(word[..<range.lowerBound]), valueText = String(word[range.upperBound...])
+            guard !field.isEmpty, field.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "_()".contains($0)) }) else {
+                throw error("malformed expectation '\(word)': bad field name '\(field)'")
+            }
+            guard let value = Self.counterValue(valueText) else {
+                throw error("malformed expectation '\(word)': bad value '\(valueText)'; expected a count, or a size in kB, K, M or G")
+            }
+            return CounterCheck(field: field, comparison: comparison, value: value, text: word)
+        }
+        throw error("malformed expectation '\(word)': expected Field=Value, Field+=Value, Field>=Value or Field<=Value")
+    }
+
+    /// A plain count as is; a size (`2048kB`, `2M`) as the number of kB, which is how Linux prints sizes.
+    static func counterValue(_ text: String) -> Int64? {
+        let negative = text.hasPrefix("-")
+        let magnitude = String(negative ? text.dropFirst() : Substring(text))
+        guard let first = magnitude.first, first.isNumber else { return nil }
+        let plain = magnitude.allSatisfy { $0.isASCII && $0.isNumber }
+        let number: UInt64
+        if plain {
+            guard let n = UInt64(magnitude) else { return nil }
+            number = n
+        } else {
+            guard let bytes = ByteCount.parse(magnitude), bytes % 1024 == 0 else { return nil }
+            number = bytes / 1024
+        }
+        guard number <= UInt64(Int64.max) else { return nil }
+        return negative ? -Int64(number) : Int64(number)
+    }
+}

@@ -1,0 +1,118 @@
+/// The static pass: checks names and order before anything runs, so a run never meets them.
+///
+/// It follows processes through `fork`, `on` and `exit`, and region names per process (a child
+/// inherits its parent's names at `fork`). It also records `design` and `memory` in the scenario.
+enum ScenarioValidator {
+    /// The largest range `expect data` compares: both sides are held in memory.
+    static let maximumDataCheck: UInt64 = 1 << 30
+
+    static func check(_ scenario: inout Scenario) throws(ScenarioError) {
+        var state = State()
+        for statement in scenario.statements {
+            let location = statement.location
+            func fail(_ message: String) -> ScenarioError { ScenarioError(message, at: location) }
+            if state.sawOtherCommand, statement.command.isSetup {
+                throw fail("'\(statement.command.keyword)' must come before every other command")
+            }
+            switch statement.command {
+            case .design(let name):
+                if scenario.design != nil { throw fail("design is given twice") }
+                scenario.design = name
+            case .memory(let bytes):
+                if scenario.memoryBytes != nil { throw fail("memory is given twice") }
+                guard bytes >= 2 << 20 else { throw fail("memory \(bytes) bytes is too small; give at least 2M") }
+                scenario.memoryBytes = bytes
+            default:
+                state.sawOtherCommand = true
+                try state.apply(statement.command, fail: fail)
+            }
+        }
+    }
+
+    private struct State {
+        var sawOtherCommand = false
+        /// Every process ever created, and the line where it was created (0 for `parent`).
+        var processes: [String: Int] = ["parent": 0]
+        /// Region names of each live process, with the line that defined them.
+        var regions: [String: [String: Int]] = ["parent": [:]]
+        var current: String? = "parent"
+        var exitLine = 0
+        var sawCall = false
+        var sawTouch = false
+        var line = 0
+
+        mutating func apply(_ command: Command, fail: (String) -> ScenarioError) throws(ScenarioError) {
+            switch command {
+            case .design, .memory, .set, .khugepaged, .mark:
+                return
+            case .expect(.vmstat), .expect(.meminfo):
+                return
+            case .expect(.result):
+                if !sawCall { throw fail("expect result: no system call before it to take the result of") }
+                return
+            case .expect(.segv):
+                if !sawTouch { throw fail("expect segv: no read or write before it") }
+                return
+            case .on(let name):
+                guard processes[name] != nil else { throw fail("on: undefined process '\(name)'") }
+                guard regions[name] != nil else { throw fail("on: process '\(name)' has exited") }
+                current = name
+                return
+            default:
+                break
+            }
+            guard let process = current else {
+                throw fail("no current process: '\(command.keyword)' follows an exit; pick a process with `on NAME`")
+            }
+            func need(_ address: AddressExpression) throws(ScenarioError) {
+                if regions[process]?[address.region] == nil {
+                    throw fail("undefined region '\(address.region)' in process '\(process)'; define it with mmap first")
+                }
+            }
+            switch command {
+            case .mmap(let request):
+                if let at = request.fixedAddress { try need(at) }
+                if regions[process]?[request.name] != nil {
+                    throw fail("region '\(request.name)' is already defined in process '\(process)'")
+                }
+                regions[process]?[request.name] = 1
+                sawCall = true
+            case .madvise(let a, _, _), .munmap(let a, _), .mprotect(let a, _, _):
+                try need(a)
+                sawCall = true
+            case .mremap(let a, _, _, let to):
+                try need(a)
+                if let to { try need(to) }
+                sawCall = true
+            case .write(let a, _), .read(let a, _):
+                try need(a)
+                sawTouch = true
+            case .expect(.data(let a, let length)):
+                try need(a)
+                if length > ScenarioValidator.maximumDataCheck { throw fail("expect data: at most 1G can be compared at once") }
+            case .split(let a, _), .expect(.smaps(let a, _)):
+                try need(a)
+            case .fork(let child):
+                if processes[child] != nil { throw fail("fork: process '\(child)' already exists") }
+                processes[child] = 1
+                regions[child] = regions[process]
+                sawCall = true
+            case .exit:
+                regions[process] = nil
+                current = nil
+            default:
+                break
+            }
+        }
+    }
+}
+
+extension Command {
+    /// `design` and `memory`, which configure the model and must come first.
+    var isSetup: Bool {
+        switch self {
+        case .design, .memory: true
+        default: false
+        }
+    }
+}

@@ -1,0 +1,65 @@
+import ArgumentParser
+import Foundation
+import Workloads
+
+/// `thpsim scenario FILE...`: runs scenario files on the model, natively, or both (docs/scenarios.md).
+///
+/// Every file is parsed and checked before any runs. Exit status: 0 if every expectation held
+/// (skips do not fail), 1 if one failed or a run stopped, 2 if a file is malformed or unreadable.
+struct ScenarioCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "scenario",
+        abstract: "Run scenario files: system calls and touches with expectations, on the model or the live kernel."
+    )
+
+    @Argument(help: "Scenario files (.scen).")
+    var files: [String]
+
+    @Flag(help: "Run on this machine's kernel with real system calls (needs root).")
+    var native = false
+
+    @Flag(help: "Run on the model and natively, and report each expectation side by side.")
+    var compare = false
+
+    @Flag(help: "Print a machine-readable JSON report.")
+    var json = false
+
+    func validate() throws {
+        if native && compare { throw ValidationError("--native and --compare exclude each other") }
+    }
+
+    func run() throws {
+        var scenarios: [Scenario] = []
+        for file in files {
+            guard let text = try? String(contentsOfFile: file, encoding: .utf8) else {
+                FileHandle.standardError.write(Data("\(file): error: cannot read the file\n".utf8))
+                throw ExitCode(2)
+            }
+            do {
+                scenarios.append(try ScenarioParser.parse(text, file: file))
+            } catch {
+                FileHandle.standardError.write(Data("\(error.location?.description ?? file): error: \(error.message)\n".utf8))
+                throw ExitCode(2)
+            }
+        }
+        let model: (Scenario) -> () throws(ScenarioError) -> any ScenarioBackend = { scenario in
+            { () throws(ScenarioError) in try makeModelScenarioBackend(design: scenario.design, memoryBytes: scenario.memoryBytes) }
+        }
+        let passed: Bool
+        if compare {
+            let comparisons = scenarios.map {
+                ScenarioRunner.compare($0, model: model($0), native: { () throws(ScenarioError) in try makeNativeScenarioBackend() })
+            }
+            print(json ? ScenarioJSON.render(comparisons) : comparisons.map(\.text).joined(separator: "\n\n"))
+            passed = comparisons.allSatisfy(\.passed)
+        } else {
+            let reports = scenarios.map { scenario in
+                native ? ScenarioRunner.run(scenario, on: "native", makeBackend: { () throws(ScenarioError) in try makeNativeScenarioBackend() })
+                       : ScenarioRunner.run(scenario, on: "model", makeBackend: model(scenario))
+            }
+            print(json ? ScenarioJSON.render(reports, mode: native ? "native" : "model") : reports.map(\.text).joined(separator: "\n\n"))
+            passed = reports.allSatisfy(\.passed)
+        }
+        if !passed { throw ExitCode(1) }
+    }
+}

@@ -1,0 +1,31 @@
+import Foundation
+import Testing
+@testable import Workloads
+
+/// Every scenario file in `scenarios/` runs on the model, in process (the model needs no fork).
+@Suite("Scenarios on the model")
+struct ScenarioModelTests {
+    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+
+    static func scenarioFiles() -> [String] {
+        let folder = root.appendingPathComponent("scenarios")
+        guard let walker = FileManager.default.enumerator(atPath: folder.path) else { return [] }
+        return walker.compactMap { $0 as? String }.filter { $0.hasSuffix(".scen") }.sorted()
+            .map { folder.appendingPathComponent($0).path }
+    }
+
+    @Test("the scenarios folder is not empty")
+    func filesExist() { #expect(Self.scenarioFiles().count >= 7) }
+
+    @Test("each scenario passes on the model with nothing skipped", arguments: scenarioFiles())
+    func runOnModel(path: String) throws {
+        let text = try String(contentsOfFile: path, encoding: .utf8)
+        let scenario = try ScenarioParser.parse(text, file: path)
+        let report = ScenarioRunner.run(scenario, on: "model") { () throws(ScenarioError) in
+            try makeModelScenarioBackend(design: scenario.design, memoryBytes: scenario.memoryBytes)
+        }
+        #expect(report.passed, "\(report.text)")
+        #expect(report.results.allSatisfy { $0.status != .skipped }, "\(report.text)")
+        #expect(!report.results.isEmpty)
+    }
+}
