@@ -33,21 +33,13 @@ extension AddressSpace {
     /// Copies the entries of one VMA into the child (Linux: `copy_pte_range()`, `copy_present_pte()`).
     private func copyPageRange(_ vma: VMA, into child: AddressSpace) -> Bool {
         let frames = kernel.memory.frames
-        var address = vma.start
-        while address < vma.end {
-            let next = min((address + 1).alignedUp(PageGeometry.pmdSize), vma.end)
-            defer { address = next }
-            guard let (pmd, pmdIndex) = walk(address, to: .pmd, allocate: false) else { continue }
-            let pmdEntry = pmd[pmdIndex]
-            if pmdEntry.isNone { continue }
-            precondition(!pmdEntry.isHuge, "huge PMDs are not mapped by this design yet")
-            guard let (childPMD, childIndex) = child.walk(address, to: .pmd, allocate: true),
+        return forEachPTETable(vma.start, vma.end) { table, from, to in
+            guard let (childPMD, childIndex) = child.walk(from, to: .pmd, allocate: true),
                   let childTable = child.pteTable(under: childPMD, childIndex) else { return false }
-            let table = kernel.table(at: pmdEntry)
             let lock = kernel.splitLock(table)
             lock.spinLock()
-            var va = address
-            while va < next {
+            var va = from
+            while va < to {
                 let index = va.tableIndex(.pte)
                 var entry = table[index]
                 if entry.isMapped {
@@ -67,7 +59,7 @@ extension AddressSpace {
                 va = va + PageGeometry.pageSize
             }
             lock.spinUnlock()
+            return true
         }
-        return true
     }
 }

@@ -43,19 +43,11 @@ extension AddressSpace {
     func changeProtection(_ vma: VMA) {
         let frames = kernel.memory.frames
         let prot = vma.flags.protection
-        var address = vma.start
-        while address < vma.end {
-            let next = min((address + 1).alignedUp(PageGeometry.pmdSize), vma.end)
-            defer { address = next }
-            guard let (pmd, pmdIndex) = walk(address, to: .pmd, allocate: false) else { continue }
-            let pmdEntry = pmd[pmdIndex]
-            if pmdEntry.isNone { continue }
-            precondition(!pmdEntry.isHuge, "huge PMDs are not mapped by this design yet")
-            let table = kernel.table(at: pmdEntry)
+        forEachPTETable(vma.start, vma.end) { table, from, to in
             let lock = kernel.splitLock(table)
             lock.spinLock()
-            var va = address
-            while va < next {
+            var va = from
+            while va < to {
                 let index = va.tableIndex(.pte)
                 let old = table[index]
                 if old.isMapped {
@@ -70,6 +62,7 @@ extension AddressSpace {
                 va = va + PageGeometry.pageSize
             }
             lock.spinUnlock()
+            return true
         }
         kernel.flushTLB(self, vma.start, vma.end)
     }

@@ -106,20 +106,14 @@ extension AddressSpace {
     /// Calls `body(address, entry)` for every mapped PTE in `[start, end)`, without locks beyond the
     /// caller's mmap lock (a reader's walk, Linux: `walk_page_range()`).
     func forEachMappedPage(_ start: VirtualAddress, _ end: VirtualAddress, _ body: (VirtualAddress, PageTableEntry) -> Void) {
-        var address = start
-        while address < end {
-            let next = min((address + 1).alignedUp(PageGeometry.pmdSize), end)
-            defer { address = next }
-            guard let (pmd, pmdIndex) = walk(address, to: .pmd, allocate: false) else { continue }
-            let pmdEntry = pmd[pmdIndex]
-            if pmdEntry.isNone || pmdEntry.isHuge { continue }
-            let table = kernel.table(at: pmdEntry)
-            var va = address
-            while va < next {
+        forEachPTETable(start, end) { table, from, to in
+            var va = from
+            while va < to {
                 let entry = table[va.tableIndex(.pte)]
                 if entry.isMapped { body(va, entry) }
                 va = va + PageGeometry.pageSize
             }
+            return true
         }
     }
 }

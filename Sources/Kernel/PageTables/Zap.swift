@@ -7,24 +7,17 @@ extension AddressSpace {
     /// the tables themselves stay (Linux: `unmap_page_range()` → `zap_pte_range()`).
     /// - Precondition: the mmap lock is held; the range lies in one VMA or in a gap.
     func zap(_ start: VirtualAddress, _ end: VirtualAddress) {
-        var address = start
-        while address < end {
-            let next = min((address + 1).alignedUp(PageGeometry.pmdSize), end)
-            defer { address = next }
-            guard let (pmd, pmdIndex) = walk(address, to: .pmd, allocate: false) else { continue }
-            let pmdEntry = pmd[pmdIndex]
-            if pmdEntry.isNone { continue }
-            precondition(!pmdEntry.isHuge, "huge PMDs are not mapped by this design yet")
-            let table = kernel.table(at: pmdEntry)
+        forEachPTETable(start, end) { table, from, to in
             let lock = kernel.splitLock(table)
             lock.spinLock()
-            var va = address
-            while va < next {
+            var va = from
+            while va < to {
                 let old = table.exchange(va.tableIndex(.pte), .none)
                 if old.isMapped && !old.isSpecial { unmapPage(old.pfn) }
                 va = va + PageGeometry.pageSize
             }
             lock.spinUnlock()
+            return true
         }
         kernel.flushTLB(self, start, end)
     }
