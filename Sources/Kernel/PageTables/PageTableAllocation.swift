@@ -53,17 +53,8 @@ extension AddressSpace {
             let i = va.tableIndex(level)
             var entry = table[i]
             if entry.isNone {
-                guard allocate, let fresh = kernel.allocateTable() else { return nil }
-                pageTableLock.lock()
-                entry = table[i]
-                if entry.isNone {
-                    entry = PageTableEntry(pfn: fresh.pfn, bits: tablePointerBits)
-                    table.set(i, entry)
-                    pageTableLock.unlock()
-                } else {
-                    pageTableLock.unlock()
-                    kernel.freeTable(fresh)
-                }
+                guard allocate, let populated = populate(table, i) else { return nil }
+                entry = populated
             }
             if entry.isHuge { return nil }
             table = kernel.table(at: entry)
@@ -77,19 +68,28 @@ extension AddressSpace {
     func pteTable(under pmd: PageTable, _ index: Int) -> PageTable? {
         var entry = pmd[index]
         if entry.isNone {
-            guard let fresh = kernel.allocateTable() else { return nil }
-            pageTableLock.lock()
-            entry = pmd[index]
-            if entry.isNone {
-                entry = PageTableEntry(pfn: fresh.pfn, bits: tablePointerBits)
-                pmd.set(index, entry)
-                pageTableLock.unlock()
-            } else {
-                pageTableLock.unlock()
-                kernel.freeTable(fresh)
-            }
+            guard let populated = populate(pmd, index) else { return nil }
+            entry = populated
         }
         return entry.isHuge ? nil : kernel.table(at: entry)
+    }
+
+    /// Fills an empty upper-level entry with a new table: allocate outside the lock, then install
+    /// under `page_table_lock` unless another CPU got there first, in which case the new table goes
+    /// back (Linux: `__pte_alloc()`, `__pmd_alloc()`, `__pud_alloc()`). Returns the entry now there,
+    /// or nil when memory is exhausted.
+    private func populate(_ table: PageTable, _ index: Int) -> PageTableEntry? {
+        guard let fresh = kernel.allocateTable() else { return nil }
+        pageTableLock.lock()
+        var entry = table[index]
+        let installed = entry.isNone
+        if installed {
+            entry = PageTableEntry(pfn: fresh.pfn, bits: tablePointerBits)
+            table.set(index, entry)
+        }
+        pageTableLock.unlock()
+        if !installed { kernel.freeTable(fresh) }
+        return entry
     }
 
     /// Frees every page table under `[start, end)` whose span no VMA intersects any more (Linux:
