@@ -1,6 +1,6 @@
 // swift-tools-version: 6.0
 // thpsim — an executable model of Linux's memory manager with transparent hugepages.
-// Layers (ARCHITECTURE.md): VMCore ← PhysicalMemory ← Kernel ← Workloads ← Experiments ← thpsim.
+// Layers (ARCHITECTURE.md): VMCore ← PhysicalMemory ← Kernel ← Machine ← Workloads ← Experiments ← thpsim.
 import PackageDescription
 
 let package = Package(
@@ -8,7 +8,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "thpsim", targets: ["thpsim"]),
-        .library(name: "THPSim", targets: ["VMCore", "PhysicalMemory", "Kernel", "Workloads", "Experiments"]),
+        .library(name: "THPSim", targets: ["VMCore", "PhysicalMemory", "Kernel", "Machine", "Workloads", "Experiments"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -17,6 +17,7 @@ let package = Package(
         .target(name: "VMCore"),
         .target(name: "PhysicalMemory", dependencies: ["VMCore"]),
         .target(name: "Kernel", dependencies: ["VMCore", "PhysicalMemory"]),
+        .target(name: "Machine", dependencies: ["VMCore", "PhysicalMemory", "Kernel"]),
         .target(name: "Workloads", dependencies: ["VMCore", "PhysicalMemory", "Kernel"]),
         .target(name: "Experiments", dependencies: ["VMCore", "PhysicalMemory", "Kernel", "Workloads"]),
         .executableTarget(
@@ -31,6 +32,7 @@ let package = Package(
         .testTarget(name: "PhysicalMemoryTests", dependencies: ["PhysicalMemory", "TestSupport"]),
         .testTarget(name: "KernelTests", dependencies: ["Kernel", "TestSupport"]),
         .testTarget(name: "WorkloadsTests", dependencies: ["Workloads", "TestSupport"]),
+        .testTarget(name: "MachineTests", dependencies: ["Machine", "TestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

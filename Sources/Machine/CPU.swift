@@ -1,0 +1,226 @@
+import VMCore
+import PhysicalMemory
+import Kernel
+
+/// One simulated CPU: its TLBs, paging-structure caches, cache model, the address space it runs, and
+/// what its accesses cost. Every program access goes through `access(_:_:)`, which translates through
+/// the TLBs, walks the kernel's page tables on a miss, raises page faults into the kernel, and retries.
+///
+/// One host thread drives a CPU at a time; CPUs of one `Machine` share that thread (shootdowns reach
+/// into other CPUs' TLBs directly), which keeps runs deterministic.
+///
+/// Hardware: a logical processor's MMU (Intel SDM vol. 3A, ch. 4); Linux: the CPU `switch_mm()` loads.
+public final class CPU: @unchecked Sendable {
+    public let id: Int
+    public let machineDescription: MachineDescription
+    public let tlb: TLBHierarchy
+    public let pageWalkCache: PageWalkCache
+    public let cache: CacheModel
+    public var counters = TranslationCounters()
+    /// Put data lines through the cache model too (their cost and the cache room they take from
+    /// page-table lines). Off, only walks use the cache model and data accesses cost nothing extra.
+    public var modelsDataCache = true
+    /// The stream's accesses are independent (GUPS-like), so misses overlap: walk and data cycles are
+    /// divided by the core's memory-level parallelism. Off for dependent streams (pointer chasing).
+    public var independentAccesses = false
+
+    weak var machine: Machine?
+    /// The address space loaded (Linux: `cpu_tlbstate.loaded_mm`).
+    public private(set) var mm: AddressSpace?
+    @usableFromInline var kernel: Kernel?
+    @usableFromInline var root: PageTable?
+    /// The ASID (PCID) of the loaded address space.
+    public private(set) var asid: UInt16 = 0
+
+    // The last data translation that hit, as a page range; a repeat hit leaves LRU order unchanged
+    // (the entry is already most recent in its set), so it can skip the array lookup.
+    @usableFromInline var filterStart: UInt64 = 0
+    @usableFromInline var filterPages: UInt64 = 0
+    @usableFromInline var filterFrame: UInt32 = 0
+    @usableFromInline var filterDirty = false
+    @usableFromInline var lastDataLine: UInt64 = .max
+
+    @usableFromInline let baseCycles: Double
+    @usableFromInline let l1Latency: Double
+    let l2TLBLatency: Double
+    let mlp: Double
+
+    init(id: Int, description: MachineDescription) {
+        self.id = id
+        machineDescription = description
+        tlb = TLBHierarchy(description)
+        pageWalkCache = PageWalkCache(pml4: description.pml4Cache, pdpt: description.pdptCache, pd: description.pdCache)
+        cache = CacheModel(levels: description.caches, memoryLatency: description.memoryLatencyCycles)
+        baseCycles = description.timing.baseCycles
+        l1Latency = description.caches.first?.latency ?? 0
+        l2TLBLatency = description.timing.l2TLBHitCycles
+        mlp = max(1, description.timing.memoryLevelParallelism)
+    }
+
+    /// Loads `mm` (Linux: `switch_mm_irqs_off()`: CR3 with the mm's PCID, the CPU joins
+    /// `mm_cpumask()`). Translations of other address spaces stay, tagged by their ASID.
+    public func switchTo(_ mm: AddressSpace?) {
+        self.mm = mm
+        kernel = mm?.kernel
+        root = mm?.pageTableRoot
+        asid = mm.map { Self.asid(of: $0) } ?? 0
+        dropFilter()
+        if let mm { machine?.noteRunning(self, mm) }
+    }
+
+    static func asid(of mm: AddressSpace) -> UInt16 { UInt16(truncatingIfNeeded: mm.pid & 0xFFF) }
+
+    @inline(__always) func dropFilter() { filterPages = 0; lastDataLine = .max }
+
+    /// One access by the program running here: translate, fault and retry as needed, and account
+    /// its cycles. Returns the frame, or the fault the kernel could not resolve.
+    @inlinable @inline(__always)
+    public func access(_ va: VirtualAddress, _ kind: MemoryAccess) -> Result<PFN, AccessFault> {
+        let page = va.rawValue >> 12
+        let offset = page &- filterStart
+        if offset < filterPages && kind != .execute && (kind == .read || filterDirty) {
+            counters.accesses &+= 1
+            counters.l1Hits &+= 1
+            counters.baseCycles += baseCycles
+            let frame = filterFrame &+ UInt32(truncatingIfNeeded: offset)
+            if modelsDataCache { touchData(frame: frame, va: va.rawValue) }
+            return .success(PFN(frame))
+        }
+        return accessThroughTLBs(va, kind)
+    }
+
+    /// Charges the data line of an access to the cache model.
+    @inlinable @inline(__always)
+    func touchData(frame: UInt32, va: UInt64) {
+        let line = (UInt64(frame) << 6) | ((va & 0xFFF) >> 6)
+        if line == lastDataLine { counters.dataCycles += l1Latency; return }
+        lastDataLine = line
+        chargeData(cache.access(physicalAddress: line << 6))
+    }
+
+    @usableFromInline func chargeData(_ latency: Double) {
+        counters.dataCycles += independentAccesses ? latency / mlp : latency
+    }
+
+    /// The access when the last-translation filter missed: L1, L2, walk, fault.
+    @usableFromInline @inline(never)
+    func accessThroughTLBs(_ va: VirtualAddress, _ kind: MemoryAccess) -> Result<PFN, AccessFault> {
+        precondition(mm != nil, "CPU \(id) runs no address space")
+        counters.accesses &+= 1
+        counters.baseCycles += baseCycles
+        let v = va.rawValue
+        let l1 = kind == .execute ? tlb.l1Instruction : tlb.l1Data
+        if let hit = TLBHierarchy.lookup(l1, va: v, asid: asid) {
+            let entry = TLBEntry(rawValue: l1[hit.array].payload(hit.slot))
+            if Self.permits(entry, kind) {
+                counters.l1Hits &+= 1
+                return complete(v, kind, entry, hit.size)
+            }
+            if kind == .write && entry.isWritable { counters.dirtyAssists &+= 1 }
+        } else if let hit = TLBHierarchy.lookup(tlb.l2, va: v, asid: asid) {
+            counters.tlbCycles += l2TLBLatency
+            let entry = TLBEntry(rawValue: tlb.l2[hit.array].payload(hit.slot))
+            if Self.permits(entry, kind) {
+                counters.l2Hits &+= 1
+                TLBHierarchy.fill(l1, va: v, asid: asid, size: hit.size, entry: entry)
+                return complete(v, kind, entry, hit.size)
+            }
+            if kind == .write && entry.isWritable { counters.dirtyAssists &+= 1 }
+        } else {
+            counters.tlbCycles += l2TLBLatency
+        }
+        for _ in 0..<4 {
+            switch walk(v, kind) {
+            case .mapped(let entry, let size):
+                TLBHierarchy.fill(tlb.l2, va: v, asid: asid, size: size, entry: entry)
+                let inL1 = TLBHierarchy.fill(l1, va: v, asid: asid, size: size, entry: entry)
+                return complete(v, kind, entry.piece(containing: v, of: size, as: inL1?.size ?? size), inL1?.size ?? size)
+            case .notMapped:
+                counters.faults &+= 1
+                let outcome = raiseFault(va, kind)
+                if outcome != .handled { return .failure(AccessFault(at: va, outcome: outcome)) }
+            }
+        }
+        preconditionFailure("fault at \(va) was handled four times without becoming accessible")
+    }
+
+    @inline(__always)
+    static func permits(_ e: TLBEntry, _ kind: MemoryAccess) -> Bool {
+        switch kind {
+        case .read: true
+        case .write: e.isWritable && e.isDirty
+        case .execute: e.isExecutable
+        }
+    }
+
+    /// Finishes a translated access: remembers it for the filter and charges the data line.
+    @inline(__always)
+    func complete(_ v: UInt64, _ kind: MemoryAccess, _ entry: TLBEntry, _ size: PageSize) -> Result<PFN, AccessFault> {
+        let frame = entry.frame &+ UInt32(truncatingIfNeeded: (v & (size.bytes &- 1)) >> 12)
+        if kind != .execute {
+            filterStart = (v >> size.shift) << (size.shift &- 12)
+            filterPages = size.basePages
+            filterFrame = entry.frame
+            filterDirty = entry.isWritable && entry.isDirty
+        }
+        if modelsDataCache { touchData(frame: frame, va: v) }
+        return .success(PFN(frame))
+    }
+
+    /// Raises a page fault into the kernel and charges its latency (Linux: `exc_page_fault()` →
+    /// `do_user_addr_fault()` → `handle_mm_fault()`).
+    func raiseFault(_ va: VirtualAddress, _ kind: MemoryAccess) -> FaultOutcome {
+        guard let mm, let kernel else { return .segv(.mapErr) }
+        machine?.executingCPU = id
+        let hugeBefore = kernel.vmstat[.thpFaultAlloc]
+        let outcome = mm.handleFault(at: va, access: kind)
+        if outcome == .handled {
+            let huge = kernel.vmstat[.thpFaultAlloc] != hugeBefore
+            counters.faultCycles += huge ? machineDescription.timing.hugeFaultCycles : machineDescription.timing.baseFaultCycles
+        }
+        dropFilter()
+        return outcome
+    }
+
+    /// The translation the TLBs hold for `va` in the loaded address space, without changing LRU
+    /// order or counters: the level that holds it, or nil (gem5's `translateFunctional` view).
+    public func cachedTranslation(_ va: VirtualAddress, _ kind: MemoryAccess = .read) -> (level: Int, size: PageSize, frame: PFN)? {
+        let v = va.rawValue
+        let levels = [kind == .execute ? tlb.l1Instruction : tlb.l1Data, tlb.l2]
+        for (n, arrays) in levels.enumerated() {
+            for a in arrays {
+                for size in a.pageSizes.sizes {
+                    let slot = a.peek(page: v >> size.shift, size: size, asid: asid)
+                    if slot >= 0 {
+                        let e = TLBEntry(rawValue: a.payload(slot))
+                        return (n + 1, size, PFN(e.frame &+ UInt32(truncatingIfNeeded: (v & (size.bytes - 1)) >> 12)))
+                    }
+                }
+            }
+        }
+        return nil
+    }
+
+    /// Empties this CPU's TLBs, paging-structure caches and cache model, and zeroes its counters.
+    public func reset() {
+        for a in tlb.l1Data { a.invalidateEverything() }
+        for a in tlb.l1Instruction { a.invalidateEverything() }
+        for a in tlb.l2 { a.invalidateEverything() }
+        pageWalkCache.pml4.invalidateEverything(); pageWalkCache.pdpt.invalidateEverything(); pageWalkCache.pd.invalidateEverything()
+        cache.clear()
+        counters = TranslationCounters()
+        dropFilter()
+    }
+
+    /// Drops this CPU's translations of `asid` in `[start, end)`, or all of them when `end` is nil.
+    func invalidate(asid: UInt16, start: UInt64, end: UInt64?) {
+        if let end {
+            tlb.invalidate(asid: asid, start: start, end: end)
+            pageWalkCache.invalidate(asid: asid, start: start, end: end)
+        } else {
+            tlb.invalidateAll(asid: asid)
+            pageWalkCache.invalidateAll(asid: asid)
+        }
+        dropFilter()
+    }
+}

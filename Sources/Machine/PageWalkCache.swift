@@ -1,0 +1,64 @@
+import VMCore
+
+/// The paging-structure caches of one CPU: PML4E, PDPTE and PDE caches, each mapping the upper bits
+/// of a virtual address to the frame of the next table down, so that a walk can skip the levels
+/// above (Intel SDM vol. 3A, 4.10.3; AMD's "page walk cache"). Tagged by ASID like the TLBs.
+///
+/// ```
+///  va[47:39] ─► PML4E cache ─► PDPT frame   (walk starts at the PUD level: 3 references)
+///  va[47:30] ─► PDPTE cache ─► PD frame     (starts at the PMD level: 2 references)
+///  va[47:21] ─► PDE cache   ─► PT frame     (starts at the PTE level: 1 reference)
+/// ```
+public final class PageWalkCache: @unchecked Sendable {
+    /// Indexed by the level of the entry cached: `.pgd` (PML4E), `.pud` (PDPTE), `.pmd` (PDE).
+    public let pml4: TLBArray
+    public let pdpt: TLBArray
+    public let pd: TLBArray
+
+    public init(pml4: TLBArraySpec, pdpt: TLBArraySpec, pd: TLBArraySpec) {
+        self.pml4 = TLBArray(entries: pml4.entries, ways: pml4.ways)
+        self.pdpt = TLBArray(entries: pdpt.entries, ways: pdpt.ways)
+        self.pd = TLBArray(entries: pd.entries, ways: pd.ways)
+    }
+
+    @inline(__always) func array(_ level: PageTableLevel) -> TLBArray {
+        switch level {
+        case .pgd: pml4
+        case .pud: pdpt
+        default: pd
+        }
+    }
+
+    /// The deepest cached table for `va`: the level whose table is known and that table's frame.
+    @inline(__always)
+    public func deepest(_ va: UInt64, asid: UInt16) -> (level: PageTableLevel, frame: UInt32)? {
+        var s = pd.lookup(page: va >> 21, size: .size4K, asid: asid)
+        if s >= 0 { return (.pte, UInt32(truncatingIfNeeded: pd.payload(s))) }
+        s = pdpt.lookup(page: va >> 30, size: .size4K, asid: asid)
+        if s >= 0 { return (.pmd, UInt32(truncatingIfNeeded: pdpt.payload(s))) }
+        s = pml4.lookup(page: va >> 39, size: .size4K, asid: asid)
+        if s >= 0 { return (.pud, UInt32(truncatingIfNeeded: pml4.payload(s))) }
+        return nil
+    }
+
+    /// Remembers that the entry at `level` for `va` points at the table in `frame`.
+    @inline(__always)
+    public func fill(_ level: PageTableLevel, _ va: UInt64, asid: UInt16, frame: UInt32) {
+        let shift = level.shift
+        array(level).insert(page: va >> shift, size: .size4K, asid: asid, payload: UInt64(frame))
+    }
+
+    /// Drops entries of `asid` whose span intersects `[start, end)`; a range flush must, since the
+    /// tables under it may be freed (Linux: `flush_tlb_mm_range()` with `freed_tables`).
+    public func invalidate(asid: UInt16, start: UInt64, end: UInt64) {
+        // The arrays hold "4K" tags whose page number is va >> level shift; rescale the range.
+        for (a, shift) in [(pml4, PageTableLevel.pgd.shift), (pdpt, PageTableLevel.pud.shift), (pd, PageTableLevel.pmd.shift)] {
+            let first = start >> shift, last = (end &- 1) >> shift
+            a.invalidate(asid: asid, start: first << 12, end: (last &+ 1) << 12)
+        }
+    }
+
+    public func invalidateAll(asid: UInt16) {
+        pml4.invalidateAll(asid: asid); pdpt.invalidateAll(asid: asid); pd.invalidateAll(asid: asid)
+    }
+}

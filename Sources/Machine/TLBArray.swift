@@ -1,0 +1,188 @@
+import VMCore
+
+/// One set-associative TLB array with exact LRU replacement: the building block of every TLB level,
+/// of the page-walk caches and of the nested TLB.
+///
+/// Entries live in three flat arrays indexed by slot = set × ways + way. A tag packs the page number,
+/// the page size and the address-space identifier, with bit 63 marking the slot valid:
+///
+/// ```
+///  63   62 ........................ 16  15 14  13 12  11 ........ 0
+/// +---+-------------------------------+------+------+--------------+
+/// | V |  page number at its own size  | size |  0   |  ASID (PCID) |
+/// +---+-------------------------------+------+------+--------------+
+/// ```
+/// The set of a page is its page number masked by `sets - 1` (sets are a power of two). LRU keeps a
+/// last-use stamp per slot; a hit refreshes it and a fill replaces the invalid or oldest way.
+/// Invariant: a (page, size, ASID) is valid in at most one slot.
+///
+/// Hardware: the L1 dTLB/iTLB arrays and the STLB (Intel SDM vol. 3A, 4.10.2; AMD "L1/L2 TLB").
+public final class TLBArray: @unchecked Sendable {
+    public let sets: Int
+    public let ways: Int
+    public let pageSizes: PageSizeSet
+    @usableFromInline let setMask: UInt64
+    @usableFromInline let tags: UnsafeMutablePointer<UInt64>
+    @usableFromInline let payloads: UnsafeMutablePointer<UInt64>
+    @usableFromInline let stamps: UnsafeMutablePointer<UInt64>
+    @usableFromInline var clock: UInt64 = 0
+    /// Valid entries per page size, so lookups skip sizes the array holds none of.
+    @usableFromInline var occupancy: (UInt32, UInt32, UInt32) = (0, 0, 0)
+
+    public static let validBit: UInt64 = 1 << 63
+
+    /// - Precondition: `entries` is a multiple of `ways` and `entries / ways` a power of two.
+    public init(entries: Int, ways: Int, pageSizes: PageSizeSet = .size4K) {
+        precondition(entries > 0 && ways > 0 && entries % ways == 0, "bad TLB geometry")
+        let sets = entries / ways
+        precondition(sets & (sets - 1) == 0, "TLB sets must be a power of two")
+        self.sets = sets
+        self.ways = ways
+        self.pageSizes = pageSizes
+        setMask = UInt64(sets - 1)
+        tags = .allocate(capacity: entries); tags.initialize(repeating: 0, count: entries)
+        payloads = .allocate(capacity: entries); payloads.initialize(repeating: 0, count: entries)
+        stamps = .allocate(capacity: entries); stamps.initialize(repeating: 0, count: entries)
+    }
+
+    deinit { tags.deallocate(); payloads.deallocate(); stamps.deallocate() }
+
+    public var entries: Int { sets * ways }
+
+    /// The tag of a page: page number at its size, size and ASID, marked valid.
+    @inlinable @inline(__always)
+    public static func tag(page: UInt64, size: PageSize, asid: UInt16) -> UInt64 {
+        validBit | (page << 16) | (UInt64(size.rawValue) << 14) | UInt64(asid & 0xFFF)
+    }
+
+    @inlinable @inline(__always) func count(_ size: PageSize) -> UInt32 {
+        switch size {
+        case .size4K: occupancy.0
+        case .size2M: occupancy.1
+        case .size1G: occupancy.2
+        }
+    }
+
+    @inlinable @inline(__always) func adjust(_ size: PageSize, _ delta: Int32) {
+        switch size {
+        case .size4K: occupancy.0 = UInt32(bitPattern: Int32(bitPattern: occupancy.0) &+ delta)
+        case .size2M: occupancy.1 = UInt32(bitPattern: Int32(bitPattern: occupancy.1) &+ delta)
+        case .size1G: occupancy.2 = UInt32(bitPattern: Int32(bitPattern: occupancy.2) &+ delta)
+        }
+    }
+
+    /// Whether the array holds any entry of `size`.
+    @inlinable @inline(__always) public func holds(_ size: PageSize) -> Bool { count(size) != 0 }
+
+    /// Looks `page` up and refreshes its LRU stamp on a hit. Returns the slot, or -1 on a miss.
+    @inlinable @inline(__always)
+    public func lookup(page: UInt64, size: PageSize, asid: UInt16) -> Int {
+        let t = Self.tag(page: page, size: size, asid: asid)
+        let base = Int(truncatingIfNeeded: page & setMask) &* ways
+        var slot = base
+        let end = base &+ ways
+        while slot < end {
+            if tags[slot] == t {
+                clock &+= 1
+                stamps[slot] = clock
+                return slot
+            }
+            slot &+= 1
+        }
+        return -1
+    }
+
+    /// Looks `page` up without touching LRU state (the functional view). Returns the slot or -1.
+    public func peek(page: UInt64, size: PageSize, asid: UInt16) -> Int {
+        let t = Self.tag(page: page, size: size, asid: asid)
+        let base = Int(truncatingIfNeeded: page & setMask) * ways
+        for slot in base..<(base + ways) where tags[slot] == t { return slot }
+        return -1
+    }
+
+    /// The payload stored with the entry in `slot`.
+    @inlinable @inline(__always) public func payload(_ slot: Int) -> UInt64 { payloads[slot] }
+
+    /// Replaces the payload of a valid entry (e.g. when a walk set its dirty bit).
+    @inlinable @inline(__always) public func setPayload(_ slot: Int, _ value: UInt64) { payloads[slot] = value }
+
+    /// Fills `page` into its set, replacing an invalid way or the least recently used one; refreshes
+    /// the payload if the page is already present. Returns the slot.
+    @discardableResult
+    public func insert(page: UInt64, size: PageSize, asid: UInt16, payload: UInt64) -> Int {
+        let t = Self.tag(page: page, size: size, asid: asid)
+        let base = Int(truncatingIfNeeded: page & setMask) &* ways
+        var victim = base
+        var oldest = UInt64.max
+        var slot = base
+        let end = base &+ ways
+        while slot < end {
+            let existing = tags[slot]
+            if existing == t { victim = slot; oldest = 0; break }
+            if existing & Self.validBit == 0 { if oldest != 0 { victim = slot; oldest = 0 } }
+            else if stamps[slot] < oldest { victim = slot; oldest = stamps[slot] }
+            slot &+= 1
+        }
+        let old = tags[victim]
+        if old != t {
+            if old & Self.validBit != 0 { adjust(Self.size(ofTag: old), -1) }
+            adjust(size, 1)
+            tags[victim] = t
+        }
+        payloads[victim] = payload
+        clock &+= 1
+        stamps[victim] = clock
+        return victim
+    }
+
+    @inlinable static func size(ofTag t: UInt64) -> PageSize { PageSize(rawValue: Int((t >> 14) & 3))! }
+
+    /// Invalidates every entry of `asid` that maps any byte of `[start, end)`; returns how many went
+    /// (Linux: `flush_tlb_one_user()` per page, `INVLPG`).
+    @discardableResult
+    public func invalidate(asid: UInt16, start: UInt64, end: UInt64) -> Int {
+        var removed = 0
+        for size in pageSizes.sizes where holds(size) {
+            let first = start >> size.shift
+            let last = (end &- 1) >> size.shift
+            if last &- first < UInt64(entries) {
+                var page = first
+                while page <= last {
+                    let slot = peek(page: page, size: size, asid: asid)
+                    if slot >= 0 { tags[slot] = 0; adjust(size, -1); removed += 1 }
+                    page &+= 1
+                }
+            } else {
+                for slot in 0..<entries {
+                    let t = tags[slot]
+                    guard t & Self.validBit != 0, Self.size(ofTag: t) == size, UInt16(t & 0xFFF) == asid & 0xFFF else { continue }
+                    let page = (t & ~Self.validBit) >> 16
+                    if page >= first && page <= last { tags[slot] = 0; adjust(size, -1); removed += 1 }
+                }
+            }
+        }
+        return removed
+    }
+
+    /// Invalidates every entry of `asid` (Linux: a CR3 write with a PCID, `invalidate_user_asid()`).
+    @discardableResult
+    public func invalidateAll(asid: UInt16) -> Int {
+        var removed = 0
+        for slot in 0..<entries where tags[slot] & Self.validBit != 0 && UInt16(tags[slot] & 0xFFF) == asid & 0xFFF {
+            adjust(Self.size(ofTag: tags[slot]), -1)
+            tags[slot] = 0
+            removed += 1
+        }
+        return removed
+    }
+
+    /// Empties the array.
+    public func invalidateEverything() {
+        tags.update(repeating: 0, count: entries)
+        occupancy = (0, 0, 0)
+    }
+
+    /// Valid entries, for tests and reports.
+    public var validEntries: Int { Int(occupancy.0 + occupancy.1 + occupancy.2) }
+    public func validEntries(of size: PageSize) -> Int { Int(count(size)) }
+}

@@ -1,0 +1,119 @@
+import Testing
+import Machine
+
+@Suite("TLB arrays")
+struct TLBArrayTests {
+    /// Touches `pages` page numbers in a loop `rounds` times; returns the hits of the last round.
+    func lastRoundHits(_ array: TLBArray, pages: [UInt64], rounds: Int) -> Int {
+        var hits = 0
+        for round in 0..<rounds {
+            hits = 0
+            for p in pages {
+                if array.lookup(page: p, size: .size4K, asid: 1) >= 0 { hits += 1 }
+                else { array.insert(page: p, size: .size4K, asid: 1, payload: p) }
+            }
+            _ = round
+        }
+        return hits
+    }
+
+    @Test("a TLB of N entries hits every access of a loop over N pages", arguments: [(64, 64), (64, 4), (1536, 12), (72, 72)])
+    func loopOfNPagesHits(entries: Int, ways: Int) {
+        let tlb = TLBArray(entries: entries, ways: ways)
+        let pages = (0..<UInt64(entries)).map { 0x7f00_0000 + $0 }
+        #expect(lastRoundHits(tlb, pages: pages, rounds: 3) == entries)
+    }
+
+    @Test("under LRU, a loop over N+1 pages that share a set misses on every access", arguments: [(64, 64), (64, 4), (1536, 12)])
+    func loopOfNPlusOnePagesMisses(entries: Int, ways: Int) {
+        let tlb = TLBArray(entries: entries, ways: ways)
+        let sets = UInt64(entries / ways)
+        // ways + 1 pages in one set (page numbers congruent modulo the set count).
+        let pages = (0...UInt64(ways)).map { 0x1000 + $0 * sets }
+        #expect(lastRoundHits(tlb, pages: pages, rounds: 3) == 0)
+        // With N + 1 pages spread over all sets, only the overfull set thrashes in a set-associative
+        // array, but a fully associative one misses on every access.
+        let spread = (0...UInt64(entries)).map { 0x9000 + $0 }
+        let fresh = TLBArray(entries: entries, ways: ways)
+        let hits = lastRoundHits(fresh, pages: spread, rounds: 3)
+        if ways == entries { #expect(hits == 0) } else { #expect(hits == entries + 1 - (ways + 1)) }
+    }
+
+    @Test("LRU evicts the least recently used way, not the oldest filled")
+    func lruEvictsLeastRecentlyUsed() {
+        let tlb = TLBArray(entries: 4, ways: 4)
+        for p in 0..<4 as Range<UInt64> { tlb.insert(page: p, size: .size4K, asid: 0, payload: p) }
+        #expect(tlb.lookup(page: 0, size: .size4K, asid: 0) >= 0)   // 0 becomes most recent; 1 is LRU
+        tlb.insert(page: 9, size: .size4K, asid: 0, payload: 9)
+        #expect(tlb.peek(page: 1, size: .size4K, asid: 0) < 0)
+        #expect(tlb.peek(page: 0, size: .size4K, asid: 0) >= 0)
+        #expect(tlb.validEntries == 4)
+    }
+
+    @Test("entries of different ASIDs and page sizes do not match each other")
+    func asidsAndSizesAreSeparate() {
+        let tlb = TLBArray(entries: 16, ways: 16, pageSizes: .all)
+        tlb.insert(page: 5, size: .size4K, asid: 1, payload: 1)
+        #expect(tlb.lookup(page: 5, size: .size4K, asid: 2) < 0)
+        #expect(tlb.lookup(page: 5, size: .size2M, asid: 1) < 0)
+        #expect(tlb.holds(.size4K) && !tlb.holds(.size2M))
+        #expect(tlb.invalidateAll(asid: 2) == 0)
+        #expect(tlb.invalidateAll(asid: 1) == 1)
+        #expect(!tlb.holds(.size4K))
+    }
+
+    @Test("a range invalidation removes exactly the pages that overlap the range", arguments: [32, 4096])
+    func rangeInvalidation(entries: Int) {
+        let tlb = TLBArray(entries: entries, ways: min(entries, 16), pageSizes: [.size4K, .size2M])
+        for p in 0..<16 as Range<UInt64> { tlb.insert(page: 0x100 + p, size: .size4K, asid: 3, payload: p) }
+        tlb.insert(page: 0x100 >> 9, size: .size2M, asid: 3, payload: 0)   // the 2 MiB page around them
+        // Flush bytes of pages 0x104 ..< 0x108 (partial first and last page count as overlapping).
+        let removed = tlb.invalidate(asid: 3, start: (0x104 << 12) + 100, end: (0x107 << 12) + 1)
+        #expect(removed == 4 + 1)
+        for p in 0..<16 as Range<UInt64> {
+            let present = tlb.peek(page: 0x100 + p, size: .size4K, asid: 3) >= 0
+            #expect(present == !(4..<8).contains(p), "page \(p)")
+        }
+    }
+}
+
+@Suite("TLB hierarchy")
+struct TLBHierarchyTests {
+    @Test("a 2 MiB mapping needs 1/512 of the entries 4 KiB pages need", arguments: MachineDescription.presetNames)
+    func hugeMappingNeedsFewerEntries(preset: String) {
+        let d = MachineDescription.presets[preset]!
+        let region: UInt64 = 0x4000_0000, bytes: UInt64 = 16 << 20
+        func entriesUsed(_ size: PageSize) -> Int {
+            let h = TLBHierarchy(d)
+            var va = region
+            while va < region + bytes {
+                if TLBHierarchy.lookup(h.l2, va: va, asid: 1) == nil {
+                    let frame = UInt32(truncatingIfNeeded: (va - region) >> 12) & ~UInt32(size.basePages - 1)
+                    TLBHierarchy.fill(h.l2, va: va, asid: 1, size: size,
+                                      entry: TLBEntry(frame: frame, writable: true, dirty: true, executable: false, user: true))
+                }
+                va += 4096
+            }
+            return h.l2.reduce(0) { $0 + $1.validEntries }
+        }
+        let small = entriesUsed(.size4K), huge = entriesUsed(.size2M)
+        #expect(huge == 8)
+        #expect(small == min(4096, d.l2.filter { $0.pageSizes.contains(.size4K) }.reduce(0) { $0 + $1.entries }))
+        #expect(4096 / huge == 512)
+    }
+
+    @Test("a 1 GiB page is kept as 2 MiB pieces where the second level has no 1 GiB entries")
+    func gigabytePagesAreSmashed() {
+        let h = TLBHierarchy(.zen4)
+        let entry = TLBEntry(frame: 1 << 18, writable: true, dirty: true, executable: false, user: true)
+        let va: UInt64 = (3 << 30) + (5 << 21) + 0x1234
+        let hit = TLBHierarchy.fill(h.l2, va: va, asid: 7, size: .size1G, entry: entry)
+        #expect(hit?.size == .size2M)
+        let found = TLBHierarchy.lookup(h.l2, va: va + 0x1000, asid: 7)
+        #expect(found?.size == .size2M)
+        #expect(TLBEntry(rawValue: h.l2[found!.array].payload(found!.slot)).frame == (1 << 18) + 5 * 512)
+        #expect(TLBHierarchy.lookup(h.l2, va: va + (2 << 20), asid: 7) == nil)   // the next 2 MiB piece is not there
+        // Zen 4's L1 dTLB holds 1 GiB entries whole.
+        #expect(TLBHierarchy.fill(h.l1Data, va: va, asid: 7, size: .size1G, entry: entry)?.size == .size1G)
+    }
+}
