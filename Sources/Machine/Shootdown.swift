@@ -14,6 +14,11 @@ public struct TLBFlushCounters: Sendable, Hashable {
     /// Single pages flushed on the initiating CPU.
     public var localFlushOne = 0
 
+    public init(remoteFlush: Int = 0, remoteFlushReceived: Int = 0, localFlushAll: Int = 0, localFlushOne: Int = 0) {
+        self.remoteFlush = remoteFlush; self.remoteFlushReceived = remoteFlushReceived
+        self.localFlushAll = localFlushAll; self.localFlushOne = localFlushOne
+    }
+
     /// The counters as `/proc/vmstat` prints them.
     public var vmstatLines: [String] {
         ["nr_tlb_remote_flush \(remoteFlush)", "nr_tlb_remote_flush_received \(remoteFlushReceived)",

@@ -1,0 +1,96 @@
+import Testing
+import VMCore
+import Kernel
+import Machine
+import TestSupport
+
+@Suite("Page walker")
+struct WalkerTests {
+    @Test("a walk with empty caches reads one entry per level; the PDE cache then cuts it to one")
+    func walkReferences() throws {
+        let (m, mm) = machine()
+        let cpu = m.cpus[0]
+        let va = try anon(mm, 4 << 20)
+        _ = cpu.access(va, .write)                // faults, then walks again
+        cpu.reset()
+        #expect(cpu.access(va, .read) == .success(mm.translate(va)!.frame))
+        #expect(cpu.counters.walks == 1)
+        #expect(cpu.counters.walkReferences == 4)
+        #expect(cpu.counters.pageWalkCacheHits == 0)
+        // The next page shares the PTE table: the PDE cache knows it, one reference.
+        _ = cpu.access(va + 4096, .write)
+        #expect(cpu.counters.walks == 3)         // the first walk faults, the retry maps it
+        #expect(cpu.counters.pageWalkCacheHits == 2)
+        #expect(cpu.counters.walkReferences == 4 + 1 + 1)
+        #expect(cpu.counters.faults == 1)
+    }
+
+    @Test("the walker raises the fault into the kernel and retries; unmapped addresses fail with SIGSEGV")
+    func faultsReachTheKernel() throws {
+        let (m, mm) = machine()
+        let cpu = m.cpus[0]
+        let va = try anon(mm, 1 << 20)
+        let before = mm.kernel.vmstat[.pgfault]
+        touchPages(cpu, va, 1 << 20, .write)
+        #expect(cpu.counters.faults == 256)
+        #expect(mm.kernel.vmstat[.pgfault] - before == 256)
+        #expect(cpu.counters.faultCycles == 256 * m.machineDescription.timing.baseFaultCycles)
+        #expect(cpu.access(VirtualAddress(0x1000), .read) == .failure(AccessFault(at: VirtualAddress(0x1000), outcome: .segv(.mapErr))))
+        // Every frame the CPU returns is the one the kernel's functional walk reports.
+        var va2 = va
+        while va2 < va + (1 << 20) {
+            #expect(cpu.access(va2, .read) == .success(mm.translate(va2)!.frame))
+            va2 = va2 + 4096
+        }
+    }
+
+    @Test("a write through a clean TLB entry re-walks and sets the dirty bit in the kernel's PTE")
+    func walkerSetsDirtyBit() throws {
+        let (m, mm) = machine()
+        let cpu = m.cpus[0]
+        let va = try anon(mm, 1 << 20, shared: true)
+        #expect(cpu.access(va, .read) == .success(mm.translate(va)!.frame))
+        let entry = mm.translate(va)!.entry
+        #expect(entry.isWritable && entry.isAccessed && !entry.isDirty)
+        let faults = cpu.counters.faults
+        #expect(cpu.access(va, .write) == .success(mm.translate(va)!.frame))
+        #expect(mm.translate(va)!.entry.isDirty)
+        #expect(cpu.counters.dirtyAssists == 1)
+        #expect(cpu.counters.faults == faults)
+        // A second write hits the now-dirty TLB entry without another walk.
+        let walks = cpu.counters.walks
+        _ = cpu.access(va + 8, .write)
+        #expect(cpu.counters.walks == walks)
+    }
+
+    @Test("with 4 KiB pages, a loop over as many pages as the L1 dTLB has entries hits L1 on every access")
+    func l1ReachWithSmallPages() throws {
+        let (m, mm) = machine(.skylakeSP)
+        let cpu = m.cpus[0]
+        let va = try anon(mm, 1 << 20)
+        touchPages(cpu, va, 64 * 4096, .write)
+        cpu.counters = TranslationCounters()
+        for _ in 0..<3 { touchPages(cpu, va, 64 * 4096) }
+        #expect(cpu.counters.l1Hits == 3 * 64)
+        // 65 pages: one of the sixteen 4-way sets gets five pages and thrashes under LRU.
+        touchPages(cpu, va, 65 * 4096, .write)
+        cpu.counters = TranslationCounters()
+        for _ in 0..<3 { touchPages(cpu, va, 65 * 4096) }
+        #expect(cpu.counters.l1Hits == 3 * (65 - 5))
+        #expect(cpu.counters.l2Hits == 3 * 5)
+        #expect(cpu.counters.walks == 0)
+    }
+
+    @Test("the functional view reports a cached translation without changing counters")
+    func cachedTranslationIsSideEffectFree() throws {
+        let (m, mm) = machine(.zen4)
+        let cpu = m.cpus[0]
+        let va = try anon(mm, 1 << 20)
+        #expect(cpu.cachedTranslation(va) == nil)
+        _ = cpu.access(va, .write)
+        let counters = cpu.counters
+        let seen = cpu.cachedTranslation(va + 5)
+        #expect(seen?.level == 1 && seen?.size == .size4K && seen?.frame == mm.translate(va)!.frame)
+        #expect(cpu.counters == counters)
+    }
+}
