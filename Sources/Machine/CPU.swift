@@ -25,6 +25,8 @@ public final class CPU: @unchecked Sendable {
     public var independentAccesses = false
 
     weak var machine: Machine?
+    /// Set for a guest CPU of a `VirtualMachine`: walks become two-dimensional.
+    public internal(set) var nested: NestedPaging?
     /// The address space loaded (Linux: `cpu_tlbstate.loaded_mm`).
     public private(set) var mm: AddressSpace?
     @usableFromInline var kernel: Kernel?
@@ -43,7 +45,7 @@ public final class CPU: @unchecked Sendable {
     @usableFromInline let baseCycles: Double
     @usableFromInline let l1Latency: Double
     let l2TLBLatency: Double
-    let mlp: Double
+    @usableFromInline let mlp: Double
 
     init(id: Int, description: MachineDescription) {
         self.id = id
@@ -130,7 +132,7 @@ public final class CPU: @unchecked Sendable {
             counters.tlbCycles += l2TLBLatency
         }
         for _ in 0..<4 {
-            switch walk(v, kind) {
+            switch nested.map({ walk2D($0, v, kind) }) ?? walk(v, kind) {
             case .mapped(let entry, let size):
                 TLBHierarchy.fill(tlb.l2, va: v, asid: asid, size: size, entry: entry)
                 let inL1 = TLBHierarchy.fill(l1, va: v, asid: asid, size: size, entry: entry)
@@ -208,6 +210,7 @@ public final class CPU: @unchecked Sendable {
         for a in tlb.l2 { a.invalidateEverything() }
         pageWalkCache.pml4.invalidateEverything(); pageWalkCache.pdpt.invalidateEverything(); pageWalkCache.pd.invalidateEverything()
         cache.clear()
+        nested?.reset()
         counters = TranslationCounters()
         dropFilter()
     }

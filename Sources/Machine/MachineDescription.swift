@@ -101,6 +101,16 @@ public struct MachineDescription: Sendable, Hashable {
         self.nestedTLB = nestedTLB; self.caches = caches; self.timing = timing
     }
 
+    /// The same core without paging-structure caches or nested TLB: every walk reads every level
+    /// (an ablation, and the textbook 24-reference 2-D walk).
+    public var withoutWalkCaches: MachineDescription {
+        var d = self
+        d.name += " without walk caches"
+        let none = TLBArraySpec(.size4K, entries: 0, ways: 0)
+        d.pml4Cache = none; d.pdptCache = none; d.pdCache = none; d.nestedTLB = none
+        return d
+    }
+
     /// DRAM latency in cycles at this core's frequency.
     public var memoryLatencyCycles: Double { timing.memoryLatencyNs * frequencyGHz }
 
@@ -111,9 +121,13 @@ public struct MachineDescription: Sendable, Hashable {
         if l1Data.isEmpty { out.append("no l1d array") }
         if l1Instruction.isEmpty { out.append("no l1i array") }
         if l2.isEmpty { out.append("no l2 array") }
-        for (label, specs) in [("l1d", l1Data), ("l1i", l1Instruction), ("l2", l2), ("pwc pml4", [pml4Cache]),
-                               ("pwc pdpt", [pdptCache]), ("pwc pd", [pdCache]), ("nested-tlb", [nestedTLB])] {
+        for (label, specs) in [("l1d", l1Data), ("l1i", l1Instruction), ("l2", l2)] {
             for s in specs { if let p = s.problem { out.append("\(label): \(p)") } }
+        }
+        // A paging-structure cache or nested TLB of 0 entries models a core without one.
+        for (label, s) in [("pwc pml4", pml4Cache), ("pwc pdpt", pdptCache), ("pwc pd", pdCache), ("nested-tlb", nestedTLB)]
+        where s.entries != 0 {
+            if let p = s.problem { out.append("\(label): \(p)") }
         }
         for (label, specs) in [("l1d", l1Data), ("l1i", l1Instruction)] {
             var seen: PageSizeSet = []

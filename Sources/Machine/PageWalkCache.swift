@@ -14,11 +14,13 @@ public final class PageWalkCache: @unchecked Sendable {
     public let pml4: TLBArray
     public let pdpt: TLBArray
     public let pd: TLBArray
+    /// Which of the three exist (a spec of 0 entries models a core without that cache).
+    let hasPML4: Bool, hasPDPT: Bool, hasPD: Bool
 
     public init(pml4: TLBArraySpec, pdpt: TLBArraySpec, pd: TLBArraySpec) {
-        self.pml4 = TLBArray(entries: pml4.entries, ways: pml4.ways)
-        self.pdpt = TLBArray(entries: pdpt.entries, ways: pdpt.ways)
-        self.pd = TLBArray(entries: pd.entries, ways: pd.ways)
+        func build(_ s: TLBArraySpec) -> TLBArray { TLBArray(entries: max(s.entries, 1), ways: max(s.ways, 1)) }
+        self.pml4 = build(pml4); self.pdpt = build(pdpt); self.pd = build(pd)
+        hasPML4 = pml4.entries > 0; hasPDPT = pdpt.entries > 0; hasPD = pd.entries > 0
     }
 
     @inline(__always) func array(_ level: PageTableLevel) -> TLBArray {
@@ -32,18 +34,29 @@ public final class PageWalkCache: @unchecked Sendable {
     /// The deepest cached table for `va`: the level whose table is known and that table's frame.
     @inline(__always)
     public func deepest(_ va: UInt64, asid: UInt16) -> (level: PageTableLevel, frame: UInt32)? {
-        var s = pd.lookup(page: va >> 21, size: .size4K, asid: asid)
-        if s >= 0 { return (.pte, UInt32(truncatingIfNeeded: pd.payload(s))) }
-        s = pdpt.lookup(page: va >> 30, size: .size4K, asid: asid)
-        if s >= 0 { return (.pmd, UInt32(truncatingIfNeeded: pdpt.payload(s))) }
-        s = pml4.lookup(page: va >> 39, size: .size4K, asid: asid)
-        if s >= 0 { return (.pud, UInt32(truncatingIfNeeded: pml4.payload(s))) }
+        if hasPD {
+            let s = pd.lookup(page: va >> 21, size: .size4K, asid: asid)
+            if s >= 0 { return (.pte, UInt32(truncatingIfNeeded: pd.payload(s))) }
+        }
+        if hasPDPT {
+            let s = pdpt.lookup(page: va >> 30, size: .size4K, asid: asid)
+            if s >= 0 { return (.pmd, UInt32(truncatingIfNeeded: pdpt.payload(s))) }
+        }
+        if hasPML4 {
+            let s = pml4.lookup(page: va >> 39, size: .size4K, asid: asid)
+            if s >= 0 { return (.pud, UInt32(truncatingIfNeeded: pml4.payload(s))) }
+        }
         return nil
     }
 
     /// Remembers that the entry at `level` for `va` points at the table in `frame`.
     @inline(__always)
     public func fill(_ level: PageTableLevel, _ va: UInt64, asid: UInt16, frame: UInt32) {
+        switch level {
+        case .pgd: guard hasPML4 else { return }
+        case .pud: guard hasPDPT else { return }
+        default: guard hasPD else { return }
+        }
         let shift = level.shift
         array(level).insert(page: va >> shift, size: .size4K, asid: asid, payload: UInt64(frame))
     }
