@@ -2,6 +2,17 @@ import VMCore
 import PhysicalMemory
 import Kernel
 
+/// What a CPU puts through its cache model.
+public enum CacheModelling: Sendable, Hashable {
+    /// Nothing: every walk reference costs the second cache level's latency and data costs nothing
+    /// beyond the base cost (translation counts stay exact; the fastest mode).
+    case none
+    /// Walk references only; data accesses cost nothing beyond the base cost.
+    case pageTables
+    /// Walk references and data lines: data takes cache room from page-table lines, as on hardware.
+    case pageTablesAndData
+}
+
 /// One simulated CPU: its TLBs, paging-structure caches, cache model, the address space it runs, and
 /// what its accesses cost. Every program access goes through `access(_:_:)`, which translates through
 /// the TLBs, walks the kernel's page tables on a miss, raises page faults into the kernel, and retries.
@@ -17,9 +28,12 @@ public final class CPU: @unchecked Sendable {
     public let pageWalkCache: PageWalkCache
     public let cache: CacheModel
     public var counters = TranslationCounters()
-    /// Put data lines through the cache model too (their cost and the cache room they take from
-    /// page-table lines). Off, only walks use the cache model and data accesses cost nothing extra.
-    public var modelsDataCache = true
+    /// What goes through the cache model; less is faster to simulate and less accurate.
+    public var cacheModelling = CacheModelling.pageTablesAndData {
+        didSet { modelsDataCache = cacheModelling == .pageTablesAndData; modelsWalkCache = cacheModelling != .none }
+    }
+    @usableFromInline var modelsDataCache = true
+    @usableFromInline var modelsWalkCache = true
     /// The stream's accesses are independent (GUPS-like), so misses overlap: walk and data cycles are
     /// divided by the core's memory-level parallelism. Off for dependent streams (pointer chasing).
     public var independentAccesses = false
@@ -29,7 +43,8 @@ public final class CPU: @unchecked Sendable {
     public internal(set) var nested: NestedPaging?
     /// The address space loaded (Linux: `cpu_tlbstate.loaded_mm`).
     public private(set) var mm: AddressSpace?
-    @usableFromInline var kernel: Kernel?
+    /// The loaded mm's kernel; unowned because `mm` keeps it alive while loaded.
+    @usableFromInline unowned(unsafe) var kernel: Kernel?
     @usableFromInline var root: PageTable?
     /// The ASID (PCID) of the loaded address space.
     public private(set) var asid: UInt16 = 0
@@ -45,6 +60,9 @@ public final class CPU: @unchecked Sendable {
     @usableFromInline let baseCycles: Double
     @usableFromInline let l1Latency: Double
     let l2TLBLatency: Double
+    let walkStartCycles: Double
+    /// A walk reference's cost when the cache model is off.
+    let fixedReferenceCost: Double
     @usableFromInline let mlp: Double
 
     init(id: Int, description: MachineDescription) {
@@ -56,6 +74,8 @@ public final class CPU: @unchecked Sendable {
         baseCycles = description.timing.baseCycles
         l1Latency = description.caches.first?.latency ?? 0
         l2TLBLatency = description.timing.l2TLBHitCycles
+        walkStartCycles = description.timing.walkStartCycles
+        fixedReferenceCost = description.caches.count > 1 ? description.caches[1].latency : l1Latency
         mlp = max(1, description.timing.memoryLevelParallelism)
     }
 
@@ -71,6 +91,11 @@ public final class CPU: @unchecked Sendable {
     }
 
     static func asid(of mm: AddressSpace) -> UInt16 { UInt16(truncatingIfNeeded: mm.pid & 0xFFF) }
+
+    /// Reads one page-table entry at a physical address: its latency.
+    @inline(__always) func readEntry(at address: UInt64) -> Double {
+        modelsWalkCache ? cache.access(physicalAddress: address) : fixedReferenceCost
+    }
 
     @inline(__always) func dropFilter() { filterPages = 0; lastDataLine = .max }
 
@@ -111,20 +136,20 @@ public final class CPU: @unchecked Sendable {
         counters.accesses &+= 1
         counters.baseCycles += baseCycles
         let v = va.rawValue
-        let l1 = kind == .execute ? tlb.l1Instruction : tlb.l1Data
-        if let hit = TLBHierarchy.lookup(l1, va: v, asid: asid) {
-            let entry = TLBEntry(rawValue: l1[hit.array].payload(hit.slot))
+        let levels = kind == .execute ? tlb.instructionLevels : tlb.dataLevels
+        if let hit = TLBHierarchy.lookup(levels.l1, va: v, asid: asid) {
+            let entry = TLBHierarchy.payload(levels.l1, hit)
             if Self.permits(entry, kind) {
                 counters.l1Hits &+= 1
                 return complete(v, kind, entry, hit.size)
             }
             if kind == .write && entry.isWritable { counters.dirtyAssists &+= 1 }
-        } else if let hit = TLBHierarchy.lookup(tlb.l2, va: v, asid: asid) {
+        } else if let hit = TLBHierarchy.lookup(levels.l2, va: v, asid: asid) {
             counters.tlbCycles += l2TLBLatency
-            let entry = TLBEntry(rawValue: tlb.l2[hit.array].payload(hit.slot))
+            let entry = TLBHierarchy.payload(levels.l2, hit)
             if Self.permits(entry, kind) {
                 counters.l2Hits &+= 1
-                TLBHierarchy.fill(l1, va: v, asid: asid, size: hit.size, entry: entry)
+                TLBHierarchy.fill(levels.l1, va: v, asid: asid, size: hit.size, entry: entry)
                 return complete(v, kind, entry, hit.size)
             }
             if kind == .write && entry.isWritable { counters.dirtyAssists &+= 1 }
@@ -134,8 +159,8 @@ public final class CPU: @unchecked Sendable {
         for _ in 0..<4 {
             switch nested.map({ walk2D($0, v, kind) }) ?? walk(v, kind) {
             case .mapped(let entry, let size):
-                TLBHierarchy.fill(tlb.l2, va: v, asid: asid, size: size, entry: entry)
-                let inL1 = TLBHierarchy.fill(l1, va: v, asid: asid, size: size, entry: entry)
+                TLBHierarchy.fill(levels.l2, va: v, asid: asid, size: size, entry: entry)
+                let inL1 = TLBHierarchy.fill(levels.l1, va: v, asid: asid, size: size, entry: entry)
                 return complete(v, kind, entry.piece(containing: v, of: size, as: inL1?.size ?? size), inL1?.size ?? size)
             case .notMapped:
                 counters.faults &+= 1

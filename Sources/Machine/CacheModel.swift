@@ -11,29 +11,39 @@
 /// Hardware: the L1D/L2/L3 the page-miss handler reads through (Intel SDM vol. 3A, 4.10: walks are
 /// cached like other loads).
 public final class CacheModel: @unchecked Sendable {
-    @usableFromInline struct Level {
+    struct Level {
         let lines: UnsafeMutablePointer<UInt64>
         let setMask: UInt64
         let ways: Int
         let latency: Double
+        var count: Int { Int(setMask + 1) * ways }
     }
-    @usableFromInline let levels: [Level]
+    private let levels: UnsafeMutablePointer<Level>
+    private let levelCount: Int
     public let memoryLatency: Double
-    /// Hits per level (index = level; `levels.count` = memory).
-    public private(set) var hits: [Int]
+    private let hitCounts: UnsafeMutablePointer<Int>
 
     public init(levels specs: [CacheLevelSpec], memoryLatency: Double) {
-        levels = specs.map { spec in
+        levelCount = specs.count
+        levels = .allocate(capacity: specs.count)
+        for (i, spec) in specs.enumerated() {
             let count = spec.bytes / 64
-            let lines = UnsafeMutablePointer<UInt64>.allocate(capacity: count)
-            lines.initialize(repeating: 0, count: count)
-            return Level(lines: lines, setMask: UInt64(count / spec.ways - 1), ways: spec.ways, latency: spec.latency)
+            (levels + i).initialize(to: Level(lines: HostMemory.allocate(UInt64.self, count: count),
+                                              setMask: UInt64(count / spec.ways - 1), ways: spec.ways, latency: spec.latency))
         }
         self.memoryLatency = memoryLatency
-        hits = Array(repeating: 0, count: specs.count + 1)
+        hitCounts = .allocate(capacity: specs.count + 1)
+        hitCounts.initialize(repeating: 0, count: specs.count + 1)
     }
 
-    deinit { for l in levels { l.lines.deallocate() } }
+    deinit {
+        for i in 0..<levelCount { HostMemory.release(levels[i].lines, count: levels[i].count) }
+        levels.deallocate()
+        hitCounts.deallocate()
+    }
+
+    /// Hits per level (index = level; the last = memory).
+    public var hits: [Int] { Array(UnsafeBufferPointer(start: hitCounts, count: levelCount + 1)) }
 
     /// Looks a physical line up in one level, moving it to the front; on a miss inserts it at the front
     /// and drops the LRU line. Returns whether it hit.
@@ -58,18 +68,23 @@ public final class CacheModel: @unchecked Sendable {
     @discardableResult
     public func access(physicalAddress address: UInt64) -> Double {
         let line = address >> 6
-        for (i, level) in levels.enumerated() where Self.touch(level, line) {
-            hits[i] &+= 1
-            return level.latency
+        var i = 0
+        while i < levelCount {
+            if Self.touch(levels[i], line) {
+                hitCounts[i] &+= 1
+                return levels[i].latency
+            }
+            i &+= 1
         }
-        hits[levels.count] &+= 1
+        hitCounts[levelCount] &+= 1
         return memoryLatency
     }
 
     /// The level that holds the line, without changing anything (nil: memory).
     public func level(holding address: UInt64) -> Int? {
         let key = (address >> 6) &+ 1
-        for (i, level) in levels.enumerated() {
+        for i in 0..<levelCount {
+            let level = levels[i]
             let set = level.lines + Int(truncatingIfNeeded: (address >> 6) & level.setMask) * level.ways
             for w in 0..<level.ways where set[w] == key { return i }
         }
@@ -78,7 +93,7 @@ public final class CacheModel: @unchecked Sendable {
 
     /// Empties every level.
     public func clear() {
-        for l in levels { l.lines.update(repeating: 0, count: Int(l.setMask + 1) * l.ways) }
-        hits = Array(repeating: 0, count: levels.count + 1)
+        for i in 0..<levelCount { levels[i].lines.update(repeating: 0, count: levels[i].count) }
+        hitCounts.update(repeating: 0, count: levelCount + 1)
     }
 }

@@ -88,7 +88,7 @@ extension CPU {
         }
         while true {
             let i = Int(truncatingIfNeeded: (hva >> level.shift) & 511)
-            cost += cache.access(physicalAddress: (UInt64(table.pfn.rawValue) << 12) | (UInt64(i) << 3))
+            cost += readEntry(at: (UInt64(table.pfn.rawValue) << 12) | (UInt64(i) << 3))
             counters.walkReferences &+= 1
             let entry = table[i]
             guard entry.isPresent else { return nil }
@@ -111,7 +111,7 @@ extension CPU {
     /// frame and whose size is the smaller of the guest and host page sizes.
     func walk2D(_ n: NestedPaging, _ v: UInt64, _ kind: MemoryAccess) -> WalkResult {
         counters.walks &+= 1
-        var cost = machineDescription.timing.walkStartCycles
+        var cost = walkStartCycles
         defer { counters.walkCycles += independentAccesses ? cost / mlp : cost; lastDataLine = .max }
         let guestKernel = kernel.unsafelyUnwrapped
         var level = PageTableLevel.pgd
@@ -124,7 +124,7 @@ extension CPU {
         while true {
             let i = Int(truncatingIfNeeded: (v >> level.shift) & 511)
             let (hostTableFrame, _) = hostFrame(n, guestFrame: table.pfn.rawValue, write: false, cost: &cost)
-            cost += cache.access(physicalAddress: (UInt64(hostTableFrame) << 12) | (UInt64(i) << 3))
+            cost += readEntry(at: (UInt64(hostTableFrame) << 12) | (UInt64(i) << 3))
             counters.walkReferences &+= 1
             let entry = table[i]
             guard entry.isPresent else { return .notMapped }

@@ -23,14 +23,6 @@ public final class PageWalkCache: @unchecked Sendable {
         hasPML4 = pml4.entries > 0; hasPDPT = pdpt.entries > 0; hasPD = pd.entries > 0
     }
 
-    @inline(__always) func array(_ level: PageTableLevel) -> TLBArray {
-        switch level {
-        case .pgd: pml4
-        case .pud: pdpt
-        default: pd
-        }
-    }
-
     /// The deepest cached table for `va`: the level whose table is known and that table's frame.
     @inline(__always)
     public func deepest(_ va: UInt64, asid: UInt16) -> (level: PageTableLevel, frame: UInt32)? {
@@ -53,12 +45,10 @@ public final class PageWalkCache: @unchecked Sendable {
     @inline(__always)
     public func fill(_ level: PageTableLevel, _ va: UInt64, asid: UInt16, frame: UInt32) {
         switch level {
-        case .pgd: guard hasPML4 else { return }
-        case .pud: guard hasPDPT else { return }
-        default: guard hasPD else { return }
+        case .pgd: if hasPML4 { pml4.insert(page: va >> 39, size: .size4K, asid: asid, payload: UInt64(frame)) }
+        case .pud: if hasPDPT { pdpt.insert(page: va >> 30, size: .size4K, asid: asid, payload: UInt64(frame)) }
+        default: if hasPD { pd.insert(page: va >> 21, size: .size4K, asid: asid, payload: UInt64(frame)) }
         }
-        let shift = level.shift
-        array(level).insert(page: va >> shift, size: .size4K, asid: asid, payload: UInt64(frame))
     }
 
     /// Drops entries of `asid` whose span intersects `[start, end)`; a range flush must, since the

@@ -22,7 +22,7 @@ extension CPU {
     @inline(__always)
     func walk(_ v: UInt64, _ kind: MemoryAccess) -> WalkResult {
         counters.walks &+= 1
-        var cost = machineDescription.timing.walkStartCycles
+        var cost = walkStartCycles
         defer { counters.walkCycles += independentAccesses ? cost / mlp : cost; lastDataLine = .max }
         let kernel = kernel.unsafelyUnwrapped
         var level = PageTableLevel.pgd
@@ -34,7 +34,7 @@ extension CPU {
         }
         while true {
             let i = Int(truncatingIfNeeded: (v >> level.shift) & 511)
-            cost += cache.access(physicalAddress: (UInt64(table.pfn.rawValue) << 12) | (UInt64(i) << 3))
+            cost += readEntry(at: (UInt64(table.pfn.rawValue) << 12) | (UInt64(i) << 3))
             counters.walkReferences &+= 1
             let entry = table[i]
             guard entry.isPresent else { return .notMapped }

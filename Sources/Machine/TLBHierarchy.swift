@@ -13,6 +13,10 @@ public final class TLBHierarchy: @unchecked Sendable {
     public let l1Data: ContiguousArray<TLBArray>
     public let l1Instruction: ContiguousArray<TLBArray>
     public let l2: ContiguousArray<TLBArray>
+    /// The same arrays as unretained references for the lookup path, which then does no reference
+    /// counting; `l1Data`, `l1Instruction` and `l2` own them.
+    @usableFromInline let dataLevels: Levels
+    @usableFromInline let instructionLevels: Levels
 
     public init(_ d: MachineDescription) {
         func build(_ specs: [TLBArraySpec]) -> ContiguousArray<TLBArray> {
@@ -21,6 +25,32 @@ public final class TLBHierarchy: @unchecked Sendable {
         l1Data = build(d.l1Data)
         l1Instruction = build(d.l1Instruction)
         l2 = build(d.l2)
+        dataLevels = Levels(l1: ArrayList(l1Data), l2: ArrayList(l2))
+        instructionLevels = Levels(l1: ArrayList(l1Instruction), l2: ArrayList(l2))
+    }
+
+    deinit {
+        dataLevels.l1.free(); dataLevels.l2.free(); instructionLevels.l1.free(); instructionLevels.l2.free()
+    }
+
+    /// The arrays of one level, unretained.
+    public struct ArrayList: @unchecked Sendable {
+        let base: UnsafeMutablePointer<Unmanaged<TLBArray>>
+        public let count: Int
+        init(_ arrays: ContiguousArray<TLBArray>) {
+            count = arrays.count
+            base = .allocate(capacity: arrays.count)
+            for (i, a) in arrays.enumerated() { (base + i).initialize(to: .passUnretained(a)) }
+        }
+        func free() { base.deallocate() }
+        /// Calls `body` with array `i` without retaining it.
+        @inline(__always) func with<R>(_ i: Int, _ body: (TLBArray) -> R) -> R {
+            base[i]._withUnsafeGuaranteedRef(body)
+        }
+    }
+    public struct Levels: Sendable {
+        public let l1: ArrayList
+        public let l2: ArrayList
     }
 
     /// A hit: which array of the level, which slot, at which page size.
@@ -32,41 +62,68 @@ public final class TLBHierarchy: @unchecked Sendable {
 
     /// Looks `va` up in one level's arrays, refreshing LRU on a hit.
     @inline(__always)
-    public static func lookup(_ arrays: ContiguousArray<TLBArray>, va: UInt64, asid: UInt16) -> Hit? {
+    public static func lookup(_ arrays: ArrayList, va: UInt64, asid: UInt16) -> Hit? {
         var i = 0
         while i < arrays.count {
-            let a = arrays[i]
-            if a.holds(.size4K) {
-                let s = a.lookup(page: va >> 12, size: .size4K, asid: asid)
-                if s >= 0 { return Hit(array: i, slot: s, size: .size4K) }
+            let hit: Hit? = arrays.with(i) { a in
+                if a.holds(.size4K) {
+                    let s = a.lookup(page: va >> 12, size: .size4K, asid: asid)
+                    if s >= 0 { return Hit(array: i, slot: s, size: .size4K) }
+                }
+                if a.holds(.size2M) {
+                    let s = a.lookup(page: va >> 21, size: .size2M, asid: asid)
+                    if s >= 0 { return Hit(array: i, slot: s, size: .size2M) }
+                }
+                if a.holds(.size1G) {
+                    let s = a.lookup(page: va >> 30, size: .size1G, asid: asid)
+                    if s >= 0 { return Hit(array: i, slot: s, size: .size1G) }
+                }
+                return nil
             }
-            if a.holds(.size2M) {
-                let s = a.lookup(page: va >> 21, size: .size2M, asid: asid)
-                if s >= 0 { return Hit(array: i, slot: s, size: .size2M) }
-            }
-            if a.holds(.size1G) {
-                let s = a.lookup(page: va >> 30, size: .size1G, asid: asid)
-                if s >= 0 { return Hit(array: i, slot: s, size: .size1G) }
-            }
+            if hit != nil { return hit }
             i &+= 1
         }
         return nil
     }
 
+    /// Looks `va` up in one level's arrays (the owning form, for tests and tools).
+    public static func lookup(_ arrays: ContiguousArray<TLBArray>, va: UInt64, asid: UInt16) -> Hit? {
+        let list = ArrayList(arrays)
+        defer { list.free() }
+        return lookup(list, va: va, asid: asid)
+    }
+
+    /// The payload of a hit.
+    @inline(__always)
+    public static func payload(_ arrays: ArrayList, _ hit: Hit) -> TLBEntry {
+        TLBEntry(rawValue: arrays.with(hit.array) { $0.payload(hit.slot) })
+    }
+
     /// Fills a translation of a page of `size` into the level: into the array that holds `size`, or
     /// the largest smaller size some array holds (the piece containing `va`). Returns where it went.
     @discardableResult
-    public static func fill(_ arrays: ContiguousArray<TLBArray>, va: UInt64, asid: UInt16, size: PageSize,
-                            entry: TLBEntry) -> Hit? {
-        var best: (Int, PageSize)? = nil
-        for (i, a) in arrays.enumerated() {
-            guard let s = a.pageSizes.largest(atMost: size) else { continue }
-            if best == nil || s > best!.1 { best = (i, s) }
+    public static func fill(_ arrays: ArrayList, va: UInt64, asid: UInt16, size: PageSize, entry: TLBEntry) -> Hit? {
+        var bestArray = -1
+        var bestSize = PageSize.size4K
+        var i = 0
+        while i < arrays.count {
+            if let s = arrays.with(i, { $0.pageSizes.largest(atMost: size) }), bestArray < 0 || s > bestSize {
+                bestArray = i; bestSize = s
+            }
+            i &+= 1
         }
-        guard let (i, s) = best else { return nil }
-        let piece = entry.piece(containing: va, of: size, as: s)
-        let slot = arrays[i].insert(page: va >> s.shift, size: s, asid: asid, payload: piece.rawValue)
-        return Hit(array: i, slot: slot, size: s)
+        guard bestArray >= 0 else { return nil }
+        let piece = entry.piece(containing: va, of: size, as: bestSize)
+        let slot = arrays.with(bestArray) { $0.insert(page: va >> bestSize.shift, size: bestSize, asid: asid, payload: piece.rawValue) }
+        return Hit(array: bestArray, slot: slot, size: bestSize)
+    }
+
+    /// Fills a translation into one level (the owning form, for tests and tools).
+    @discardableResult
+    public static func fill(_ arrays: ContiguousArray<TLBArray>, va: UInt64, asid: UInt16, size: PageSize, entry: TLBEntry) -> Hit? {
+        let list = ArrayList(arrays)
+        defer { list.free() }
+        return fill(list, va: va, asid: asid, size: size, entry: entry)
     }
 
     /// Invalidates `[start, end)` of `asid` in every array; returns the entries removed.

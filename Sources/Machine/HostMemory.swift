@@ -1,0 +1,38 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Zeroed host memory for the simulator's own large tables (the cache model's line arrays), backed by
+/// transparent huge pages where the host allows it: lookups into these arrays are random, and on 4 KiB
+/// host pages each one would also miss the host's TLB.
+enum HostMemory {
+    static let hugePage = 2 << 20
+
+    /// `count` zeroed elements; free with `release(_:count:)`.
+    static func allocate<T>(_ type: T.Type, count: Int) -> UnsafeMutablePointer<T> {
+        let bytes = count * MemoryLayout<T>.stride
+        #if canImport(Glibc)
+        if bytes >= hugePage {
+            let length = (bytes + hugePage - 1) / hugePage * hugePage
+            if let raw = mmap(nil, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), raw != MAP_FAILED {
+                _ = madvise(raw, length, MADV_HUGEPAGE)
+                return raw.bindMemory(to: T.self, capacity: count)
+            }
+        }
+        #endif
+        let p = UnsafeMutableRawPointer.allocate(byteCount: max(bytes, 1), alignment: 64)
+        p.initializeMemory(as: UInt8.self, repeating: 0, count: max(bytes, 1))
+        return p.bindMemory(to: T.self, capacity: count)
+    }
+
+    static func release<T>(_ pointer: UnsafeMutablePointer<T>, count: Int) {
+        let bytes = count * MemoryLayout<T>.stride
+        #if canImport(Glibc)
+        if bytes >= hugePage {
+            munmap(pointer, (bytes + hugePage - 1) / hugePage * hugePage)
+            return
+        }
+        #endif
+        UnsafeMutableRawPointer(pointer).deallocate()
+    }
+}
