@@ -24,11 +24,11 @@ let package = Package(
             swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"])]
         ),
         .target(name: "Workloads", dependencies: ["VMCore", "PhysicalMemory", "Kernel"]),
-        .target(name: "Experiments", dependencies: ["VMCore", "PhysicalMemory", "Kernel", "Workloads"]),
+        .target(name: "Experiments", dependencies: ["VMCore", "PhysicalMemory", "Kernel", "Machine", "Workloads"]),
         .executableTarget(
             name: "thpsim",
             dependencies: [
-                "Kernel", "Workloads", "Experiments",
+                "Kernel", "Machine", "Workloads", "Experiments",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

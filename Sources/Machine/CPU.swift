@@ -120,9 +120,13 @@ public final class CPU: @unchecked Sendable {
     @inlinable @inline(__always)
     func touchData(frame: UInt32, va: UInt64) {
         let line = (UInt64(frame) << 6) | ((va & 0xFFF) >> 6)
-        if line == lastDataLine { counters.dataCycles += l1Latency; return }
+        if line == lastDataLine { chargeData(l1Latency); return }
+        let streaming = line == lastDataLine &+ 1 && line & 63 != 0
         lastDataLine = line
-        chargeData(cache.access(physicalAddress: line << 6))
+        let latency = cache.access(physicalAddress: line << 6)
+        // A stream prefetcher has fetched the next line of the same 4 KiB page ahead of use (hardware
+        // prefetchers stop at 4 KiB boundaries).
+        chargeData(streaming ? l1Latency : latency)
     }
 
     @usableFromInline func chargeData(_ latency: Double) {
