@@ -232,12 +232,18 @@ public final class CPU: @unchecked Sendable {
         return nil
     }
 
-    /// Empties this CPU's TLBs, paging-structure caches and cache model, and zeroes its counters.
-    public func reset() {
+    /// Empties this CPU's TLBs and paging-structure caches (every ASID), keeping the cache model.
+    public func flushTranslations() {
         for a in tlb.l1Data { a.invalidateEverything() }
         for a in tlb.l1Instruction { a.invalidateEverything() }
         for a in tlb.l2 { a.invalidateEverything() }
         pageWalkCache.pml4.invalidateEverything(); pageWalkCache.pdpt.invalidateEverything(); pageWalkCache.pd.invalidateEverything()
+        dropFilter()
+    }
+
+    /// Empties this CPU's TLBs, paging-structure caches and cache model, and zeroes its counters.
+    public func reset() {
+        flushTranslations()
         cache.clear()
         nested?.reset()
         counters = TranslationCounters()
