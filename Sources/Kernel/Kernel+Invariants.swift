@@ -7,8 +7,11 @@ extension Kernel {
     ///
     /// - every frame is owned exactly once: free lists, a page table reachable from one mm, an anonymous
     ///   page some PTE maps, a shmem page in one object's cache, or the zero page;
-    /// - each page's mapcount equals the PTEs that map it, and its refcount equals the mapcount (plus
-    ///   one for the shmem cache);
+    /// - each page's mapcount equals the entries that map it (a huge page's head counts its PMDs, its
+    ///   tails nothing), and its refcount equals the mapcount (plus one for the shmem cache);
+    /// - every huge PMD lies inside one VMA, has exactly one deposited PTE table, is not left marked
+    ///   splitting, and is listed in the split's reverse map; the huge zero page's refcount is its PMDs
+    ///   plus the kernel's;
     /// - a writable private PTE maps a page nobody else maps (COW is never bypassed);
     /// - no PTE maps an address outside a VMA; VMAs are sorted, aligned and disjoint;
     /// - the counters behind meminfo agree with the frames; the allocator's own invariants hold.
@@ -19,6 +22,7 @@ extension Kernel {
         var tableSeen = [Bool](repeating: false, count: memory.totalPages)
         var shmemOwner = [Int](repeating: 0, count: memory.totalPages)
         var objectsSeen = Set<ObjectIdentifier>()
+        var hugeZeroMappings: Int32 = 0
 
         for mm in addressSpaces {
             mm.mmapLock.readLock()
@@ -36,37 +40,68 @@ extension Kernel {
                     }
                 }
             }
-            mm.checkTables(mm.root, level: .pgd, base: VirtualAddress(0), &mappings, &tableSeen, &problems)
+            mm.checkTables(mm.root, level: .pgd, base: VirtualAddress(0), &mappings, &tableSeen, &hugeZeroMappings, &problems)
         }
 
-        var tables = 0, anonMapped = 0, shmemPages = 0
+        // The split's reverse map lists exactly the huge PMDs that map anonymous huge pages.
+        var listed = [Int32](repeating: 0, count: memory.totalPages)
+        for (head, list) in hugeMappings.all() {
+            guard Int(head) < memory.totalPages else { problems.append("huge mappings name \(PFN(head)) beyond memory"); continue }
+            listed[Int(head)] = Int32(list.count)
+            for m in list where m.mm.translate(m.address).map({ $0.level == .pmd && $0.frame == PFN(head) }) != true
+                && m.mm.residentFrame(m.address) != PFN(head) {
+                problems.append("huge mappings list \(PFN(head)) at \(m.address) in mm \(m.mm.pid), which does not map it")
+            }
+        }
+
+        var tables = 0, anonMapped = 0, shmemPages = 0, anonHuge = 0
+        let hugeZero = hugeZeroPageFrame
         for i in 0..<memory.totalPages {
             let pfn = PFN(i)
             let kind = frames.kind(pfn)
             let mapcount = frames.mapcount(pfn), refcount = frames.refcount(pfn)
+            let flags = frames.flags(pfn)
             switch kind {
             case .free:
                 if mappings[i] != 0 { problems.append("\(pfn) is free but mapped \(mappings[i]) times") }
             case .pageTable:
                 tables += 1
                 if !tableSeen[i] { problems.append("page table \(pfn) is reachable from no mm (leaked)") }
+            case .anonymous where flags.contains(.tail):
+                // 2010: a tail's refcount holds the pins taken through it; it has no mapcount of its own.
+                if mapcount != 0 || mappings[i] != 0 { problems.append("tail \(pfn) is mapped (mapcount \(mapcount), \(mappings[i]) entries)") }
+                if refcount != 0 { problems.append("tail \(pfn) holds \(refcount) pins with the system quiescent") }
             case .anonymous:
-                if mapcount > 0 { anonMapped += 1 }
-                if mapcount != mappings[i] { problems.append("\(pfn): mapcount \(mapcount) but \(mappings[i]) PTEs map it") }
-                if !frames.flags(pfn).contains(.tail) && refcount != mapcount {
-                    problems.append("\(pfn): refcount \(refcount) but mapcount \(mapcount)")
+                let huge = flags.contains(.head)
+                if mapcount > 0 {
+                    anonMapped += huge ? (design.anonPagesCountHugePages ? frames.order(pfn).pages : 0) : 1
+                    if huge { anonHuge += 1 }
                 }
+                if mapcount != mappings[i] { problems.append("\(pfn): mapcount \(mapcount) but \(mappings[i]) entries map it") }
+                if refcount != mapcount { problems.append("\(pfn): refcount \(refcount) but mapcount \(mapcount)") }
                 if mappings[i] == 0 { problems.append("anonymous \(pfn) is mapped nowhere (leaked)") }
+                if huge && frames.order(pfn) != PageGeometry.pmdOrder { problems.append("anonymous folio \(pfn) has \(frames.order(pfn))") }
+                if huge && listed[i] != mapcount { problems.append("huge page \(pfn): mapcount \(mapcount) but \(listed[i]) listed mappings") }
+                if !huge && listed[i] != 0 { problems.append("\(pfn) is not huge but has listed huge mappings") }
             case .shmem:
                 shmemPages += 1
                 if mapcount != mappings[i] { problems.append("shmem \(pfn): mapcount \(mapcount) but \(mappings[i]) PTEs map it") }
                 if refcount != mapcount + 1 { problems.append("shmem \(pfn): refcount \(refcount) but mapcount \(mapcount) + 1 for the cache") }
                 if shmemOwner[i] != 1 { problems.append("shmem \(pfn) is cached by \(shmemOwner[i]) objects") }
             case .zeroPage:
-                if pfn != zeroPage { problems.append("\(pfn) claims to be the zero page") }
+                if let head = hugeZero, pfn >= head, pfn.index < head.index + PageGeometry.pmdOrder.pages {
+                    if pfn == head && refcount != 1 + hugeZeroMappings {
+                        problems.append("huge zero page: refcount \(refcount) but \(hugeZeroMappings) PMDs + 1")
+                    }
+                } else if pfn != zeroPage {
+                    problems.append("\(pfn) claims to be the zero page")
+                }
             case .kernel:
                 break
             }
+        }
+        if anonHuge != vmstat[.nrAnonTransparentHugepages] {
+            problems.append("nr_anon_transparent_hugepages \(vmstat[.nrAnonTransparentHugepages]) but \(anonHuge) mapped huge pages")
         }
         if tables != vmstat[.nrPageTablePages] { problems.append("nr_page_table_pages \(vmstat[.nrPageTablePages]) but \(tables) table frames") }
         if anonMapped != vmstat[.nrAnonPages] { problems.append("nr_anon_pages \(vmstat[.nrAnonPages]) but \(anonMapped) mapped anonymous pages") }
@@ -78,25 +113,37 @@ extension Kernel {
 extension AddressSpace {
     /// Walks one table for the invariant checker, counting mappings and table ownership.
     func checkTables(_ table: PageTable, level: PageTableLevel, base: VirtualAddress,
-                     _ mappings: inout [Int32], _ tableSeen: inout [Bool], _ problems: inout [String]) {
+                     _ mappings: inout [Int32], _ tableSeen: inout [Bool], _ hugeZeroMappings: inout Int32,
+                     _ problems: inout [String]) {
         let frames = kernel.memory.frames
         if frames.kind(table.pfn) != .pageTable { problems.append("mm \(pid): table \(table.pfn) has kind \(frames.kind(table.pfn))") }
         if tableSeen[table.pfn.index] { problems.append("mm \(pid): table \(table.pfn) is linked twice") }
         tableSeen[table.pfn.index] = true
+        var hugeEntries = 0
         for i in 0..<PageGeometry.entriesPerTable {
             let entry = table[i]
             if entry.isNone { continue }
             let va = base + UInt64(i) * level.entrySpan
             if let lower = level.lower, !entry.isHuge {
-                checkTables(kernel.table(at: entry), level: lower, base: va, &mappings, &tableSeen, &problems)
+                checkTables(kernel.table(at: entry), level: lower, base: va, &mappings, &tableSeen, &hugeZeroMappings, &problems)
                 continue
+            }
+            if entry.isHuge {
+                hugeEntries += 1
+                if level != .pmd { problems.append("mm \(pid): huge entry at \(level) for \(va)") ; continue }
+                if entry.isSplitting { problems.append("mm \(pid): PMD at \(va) is still marked splitting") }
             }
             guard let vma = vmas.vma(containing: va) else {
                 problems.append("mm \(pid): \(entry) maps \(va), which no VMA covers")
                 continue
             }
+            if entry.isHuge && vma.end - va < PageGeometry.pmdSize {
+                problems.append("mm \(pid): huge PMD at \(va) runs past its VMA's end \(vma.end)")
+            }
             if entry.isSpecial {
-                if entry.pfn != kernel.zeroPage || entry.isWritable { problems.append("mm \(pid): bad special entry at \(va): \(entry)") }
+                let expected = entry.isHuge ? kernel.hugeZeroPageFrame : kernel.zeroPage
+                if entry.pfn != expected || entry.isWritable { problems.append("mm \(pid): bad special entry at \(va): \(entry)") }
+                if entry.isHuge { hugeZeroMappings += 1 }
                 continue
             }
             guard entry.pfn.index < mappings.count else { problems.append("mm \(pid): \(va) maps \(entry.pfn) beyond memory"); continue }
@@ -105,9 +152,29 @@ extension AddressSpace {
             if vma.isShared ? kind != .shmem : kind != .anonymous {
                 problems.append("mm \(pid): \(va) in a \(vma.isShared ? "shared" : "private") VMA maps a \(kind) frame")
             }
-            if !vma.isShared && entry.isWritable && frames.mapcount(entry.pfn) != 1 {
-                problems.append("mm \(pid): writable PTE at \(va) maps \(entry.pfn), which \(frames.mapcount(entry.pfn)) PTEs map")
+            if entry.isHuge != frames.flags(entry.pfn).contains(.head) {
+                problems.append("mm \(pid): \(entry.isHuge ? "huge PMD" : "PTE") at \(va) maps \(entry.pfn), \(entry.isHuge ? "not" : "") a huge page's head")
             }
+            if !vma.isShared && entry.isWritable && frames.mapcount(entry.pfn) != 1 {
+                problems.append("mm \(pid): writable entry at \(va) maps \(entry.pfn), which \(frames.mapcount(entry.pfn)) entries map")
+            }
+        }
+        if level == .pmd {
+            // One deposited PTE table per huge PMD, each empty and owned by nothing else.
+            let deposits = depositedTables(in: table)
+            if deposits.count != hugeEntries {
+                problems.append("mm \(pid): PMD table \(table.pfn) has \(hugeEntries) huge PMDs but \(deposits.count) deposited tables")
+            }
+            for pfn in deposits {
+                if frames.kind(pfn) != .pageTable { problems.append("mm \(pid): deposited \(pfn) has kind \(frames.kind(pfn))") }
+                if tableSeen[pfn.index] { problems.append("mm \(pid): deposited table \(pfn) is linked twice") }
+                tableSeen[pfn.index] = true
+                if !kernel.table(at: PageTableEntry(pfn: pfn, bits: tablePointerBits)).isEmpty() {
+                    problems.append("mm \(pid): deposited table \(pfn) is not empty")
+                }
+            }
+        } else if frames.depositLink(table.pfn) != nil && level != .pte {
+            problems.append("mm \(pid): \(level) table \(table.pfn) has deposited tables")
         }
     }
 }

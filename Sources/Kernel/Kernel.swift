@@ -9,11 +9,18 @@ public struct KernelConfiguration: Sendable {
     public var mode: PhysicalMemory.Mode
     /// Watermarks; nil for Linux's defaults for the memory size.
     public var watermarks: Watermarks?
+    /// The huge-page design the mechanism follows.
+    public var design: KernelDesign
+    /// The THP settings at boot; nil for the design's defaults.
+    public var hugepageSettings: TransparentHugepageSettings?
 
-    public init(memoryBytes: UInt64 = 1 << 30, mode: PhysicalMemory.Mode = .data, watermarks: Watermarks? = nil) {
+    public init(memoryBytes: UInt64 = 1 << 30, mode: PhysicalMemory.Mode = .data, watermarks: Watermarks? = nil,
+                design: KernelDesign = .linux2_6_38, hugepageSettings: TransparentHugepageSettings? = nil) {
         self.memoryBytes = memoryBytes
         self.mode = mode
         self.watermarks = watermarks
+        self.design = design
+        self.hugepageSettings = hugepageSettings
     }
 }
 
@@ -36,6 +43,17 @@ public final class Kernel: @unchecked Sendable {
     public let zeroPage: PFN
     /// Set by the Machine layer; nil means no TLBs to keep coherent.
     public nonisolated(unsafe) var tlb: (any TLBFlushInterface)?
+    /// The huge-page design.
+    public let design: KernelDesign
+    /// The THP sysfs settings, packed in one word so the fault path reads them with one load.
+    private let hugepageSettingsWord: Atomic<UInt32>
+    /// The huge zero page, while it exists (Linux: `huge_zero_folio`).
+    let hugeZeroPage = HugeZeroPage()
+    /// Which PMDs map each huge page (the rmap walk of a split).
+    let hugeMappings = HugeMappings()
+    /// Held for the whole of a `split_huge_page()`, so two splits of one page do not interleave (Linux
+    /// 2.6.38: the anon_vma lock that `__split_huge_page()` holds).
+    let splitSerialization = Mutex<Void>(())
 
     private let nextPID = Atomic<Int>(1)
     private let nextAnonVMA = Atomic<Int>(1)
@@ -44,6 +62,8 @@ public final class Kernel: @unchecked Sendable {
     public init(_ configuration: KernelConfiguration) {
         precondition(PhysicalMemory.problem(withSize: configuration.memoryBytes) == nil)
         self.configuration = configuration
+        design = configuration.design
+        hugepageSettingsWord = Atomic((configuration.hugepageSettings ?? configuration.design.defaultSettings).packed)
         memory = PhysicalMemory(bytes: configuration.memoryBytes, mode: configuration.mode,
                                 watermarks: configuration.watermarks)
         tables = PageTableStore(maxTables: memory.totalPages)
@@ -52,6 +72,12 @@ public final class Kernel: @unchecked Sendable {
         }
         zeroPage = zero
         // Bytes of every simulated frame were counted as allocated at boot; restart the counters.
+    }
+
+    /// The THP settings (`/sys/kernel/mm/transparent_hugepage/`); changes apply to the next fault.
+    public var hugepageSettings: TransparentHugepageSettings {
+        get { TransparentHugepageSettings(packed: hugepageSettingsWord.load(ordering: .relaxed)) }
+        set { hugepageSettingsWord.store(newValue.packed, ordering: .relaxed) }
     }
 
     /// Creates an empty address space for a new process (Linux: `mm_alloc()` for `execve()`).
@@ -75,18 +101,6 @@ public final class Kernel: @unchecked Sendable {
 
     /// Counts pages handed out by the page allocator (Linux: `PGALLOC` in `__count_zid_vm_events()`).
     @inline(__always) func countAllocation(pages: Int) { vmstat.count(.pgallocNormal, pages) }
-
-    /// Drops one reference to a folio and frees it when it was the last (Linux: `put_page()`,
-    /// `folio_put()`).
-    func putPage(_ pfn: PFN) {
-        let head = memory.frames.head(of: pfn)
-        let remaining = memory.frames.addRefcount(head, -1)
-        precondition(remaining >= 0, "refcount underflow on \(head)")
-        if remaining == 0 {
-            vmstat.count(.pgfree, memory.frames.order(head).pages)
-            memory.freeFolio(head)
-        }
-    }
 
     /// The PTE flushes every CPU's TLB needs after a range lost translations.
     @inline(__always) func flushTLB(_ mm: AddressSpace, _ start: VirtualAddress, _ end: VirtualAddress) {

@@ -148,6 +148,19 @@ public final class FrameTable: @unchecked Sendable {
         Int32(bitPattern: word(pfn, 2).pointee.wrappingAdd(UInt32(bitPattern: delta), ordering: .acquiringAndReleasing).newValue)
     }
 
+    // MARK: Word 2 of a page-table frame: the deposit list
+
+    /// The next page table on a deposit list, or nil (Linux: the `lru` link of `pmd_huge_pte`). A PMD
+    /// table's word 2 heads the list of PTE tables deposited beside its huge PMDs; each deposited
+    /// table's word 2 links to the next.
+    @inlinable public func depositLink(_ pfn: PFN) -> PFN? {
+        let v = word(pfn, 2).pointee.load(ordering: .acquiring)
+        return v == 0 ? nil : PFN(v - 1)
+    }
+    @inlinable public func setDepositLink(_ pfn: PFN, _ next: PFN?) {
+        word(pfn, 2).pointee.store(next.map { $0.rawValue + 1 } ?? 0, ordering: .releasing)
+    }
+
     // MARK: Word 3: link
 
     /// The link word: a tail's head PFN, a page table's slot, a shmem page's index.

@@ -20,8 +20,12 @@ public struct PageTableEntry: RawRepresentable, Hashable, Sendable, CustomString
     /// Page size: at PMD level, the entry maps 2 MiB directly (Linux: `_PAGE_PSE`).
     public static let hugeBit: UInt64 = 1 << 7
     public static let noExecuteBit: UInt64 = 1 << 63
-    /// Software bit 9: the entry maps the shared zero page (for the model's bookkeeping).
+    /// Software bit 9: the entry maps the shared zero page, or at PMD level the huge zero page (Linux:
+    /// `pte_special()`, `pmd_special()`); no normal page stands behind it.
     public static let specialBit: UInt64 = 1 << 9
+    /// Software bit 10, huge PMDs only: `split_huge_page()` is converting the page it maps; walkers
+    /// that would change or pin it wait (Linux 2.6.38: `_PAGE_SPLITTING`, `pmd_trans_splitting()`).
+    public static let splittingBit: UInt64 = 1 << 10
     public static let pfnMask: UInt64 = 0x000F_FFFF_FFFF_F000
 
     public static let none = PageTableEntry(rawValue: 0)
@@ -48,6 +52,8 @@ public struct PageTableEntry: RawRepresentable, Hashable, Sendable, CustomString
     /// At PMD level: maps a 2 MiB page (Linux: `pmd_trans_huge()`).
     @inlinable public var isHuge: Bool { rawValue & Self.hugeBit != 0 }
     @inlinable public var isSpecial: Bool { rawValue & Self.specialBit != 0 }
+    /// Linux 2.6.38: `pmd_trans_splitting()`.
+    @inlinable public var isSplitting: Bool { rawValue & Self.splittingBit != 0 }
     @inlinable public var isExecutable: Bool { rawValue & Self.noExecuteBit == 0 }
     @inlinable public var pfn: PFN { PFN(UInt32(truncatingIfNeeded: (rawValue & Self.pfnMask) >> PageGeometry.pageShift)) }
 
@@ -91,6 +97,7 @@ public struct PageTableEntry: RawRepresentable, Hashable, Sendable, CustomString
         if isDirty { s += " D" }
         if isHuge { s += " PS" }
         if isSpecial { s += " special" }
+        if isSplitting { s += " splitting" }
         if !isExecutable { s += " NX" }
         return s
     }

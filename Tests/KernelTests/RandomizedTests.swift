@@ -33,23 +33,44 @@ final class ShadowProcess {
 /// and every byte after each step.
 struct RandomizedRun {
     var rng: SplitMix64
-    let kernel = TestMachine.kernel(memory: 12 << 20)
+    let kernel: Kernel
     var processes: [ShadowProcess] = []
     var failures: [String] = []
+    /// Whether the run maps huge pages: 2 MiB-aligned regions, THP settings changed at random, splits.
+    let hugepages: Bool
     let window = VirtualAddress(0x1000_0000)
-    let windowPages: UInt64 = 768
+    let windowPages: UInt64
+    let pageLimit: Int
 
-    init(seed: UInt64) {
+    init(seed: UInt64, hugepages: Bool = false) {
         rng = SplitMix64(seed: seed)
+        self.hugepages = hugepages
+        kernel = hugepages ? TestMachine.kernel(memory: 32 << 20, enabled: .always) : TestMachine.kernel(memory: 12 << 20)
+        windowPages = hugepages ? 4608 : 768
+        pageLimit = hugepages ? 1200 : 300
         processes = [ShadowProcess(kernel.createAddressSpace()!)]
     }
 
     mutating func random(_ n: UInt64) -> UInt64 { rng.next() % n }
-    mutating func randomPageInWindow() -> UInt64 { window.pageNumber + random(windowPages) }
+    /// A page for the small-page operations: in the huge-page run they mostly stay below the 2 MiB
+    /// slots, so that those slots' PMDs are empty when huge regions are mapped there (a leftover PTE
+    /// table keeps a PMD from going huge, in Linux as here).
+    mutating func randomPageInWindow() -> UInt64 {
+        if hugepages { return window.pageNumber + random(smallPages) }
+        return window.pageNumber + random(windowPages)
+    }
+    /// Pages of the window below the 2 MiB slots of the huge-page run.
+    let smallPages: UInt64 = 1024
+    /// A 2 MiB-aligned slot above the small pages, as a page number.
+    mutating func randomHugeSlot() -> UInt64 {
+        window.pageNumber + smallPages + random((windowPages - smallPages) / 512 - 1) * 512
+    }
 
     mutating func run(steps: Int) {
+        let trace = ProcessInfo.processInfo.environment["THPSIM_TRACE"] != nil
         for step in 0..<steps {
             let op = perform()
+            if trace { print("step \(step): \(op)") }
             verify(step: step, op: op)
             if !failures.isEmpty { return }
         }
@@ -58,6 +79,7 @@ struct RandomizedRun {
     mutating func perform() -> String {
         let p = processes[Int(random(UInt64(processes.count)))]
         let mm = p.mm
+        if hugepages, random(100) < 10 { return hugeOperation(p) }
         switch random(100) {
         case 0..<12:
             let pages = 1 + random(24)
@@ -65,7 +87,7 @@ struct RandomizedRun {
             let shared = random(5) == 0
             let fixed = random(3) != 0
             let at = VirtualAddress(randomPageInWindow() << 12)
-            guard p.pages.count + Int(pages) <= 300 else { return "mmap skipped" }
+            guard p.pages.count + Int(pages) <= pageLimit else { return "mmap skipped" }
             let flags: MapFlags = (shared ? MapFlags.shared : MapFlags.private).union(fixed ? MapFlags.fixed : [])
             do {
                 let a = try mm.mmap(address: fixed ? at : nil, length: pages << 12, protection: prot, flags: flags)
@@ -79,7 +101,10 @@ struct RandomizedRun {
                 return "mmap"
             }
         case 12..<20:
-            let first = randomPageInWindow(), count = 1 + random(16)
+            // The huge-page run also unmaps inside existing mappings (wholly or partly, huge or not).
+            let first = hugepages && random(2) == 0 ? (p.pages.keys.randomElement(using: &rng) ?? randomPageInWindow())
+                                                    : randomPageInWindow()
+            let count = hugepages && random(4) == 0 ? 512 : 1 + random(16)
             do { try mm.munmap(VirtualAddress(first << 12), length: count << 12) } catch { failures.append("munmap: \(error)") }
             for page in first..<(first + count) { p.pages[page] = nil }
             return "munmap \(VirtualAddress(first << 12)) \(count)p"
@@ -176,23 +201,67 @@ struct RandomizedRun {
         }
     }
 
+    /// Operations that only the huge-page run does: map a region where huge pages fit (aligned, or
+    /// not), change the THP settings, or split the huge pages of a range as debugfs would.
+    mutating func hugeOperation(_ p: ShadowProcess) -> String {
+        let mm = p.mm
+        switch random(10) {
+        case 0..<6:
+            let pages: UInt64 = 512 * (1 + random(2)) + (random(3) == 0 ? random(64) : 0)
+            let at = VirtualAddress((randomHugeSlot() + (random(4) == 0 ? random(512) : 0)) << 12)
+            let replaced = (0..<pages).filter { p.pages[at.pageNumber + $0] != nil }.count
+            guard p.pages.count - replaced + Int(pages) <= pageLimit else { return "huge mmap skipped" }
+            do {
+                let a = try mm.mmap(address: at, length: pages << 12, protection: .readWrite, flags: [.private, .fixed])
+                for i in 0..<pages { p.pages[a.pageNumber + i] = ShadowPage(prot: .readWrite, backing: .anonymous(nil)) }
+                if random(4) != 0 { try? mm.madvise(a, length: pages << 12, advice: .hugepage) }
+                return "huge mmap \(a) \(pages)p"
+            } catch {
+                failures.append("huge mmap \(at) \(pages)p failed: \(error)")
+                return "huge mmap"
+            }
+        case 5:
+            var settings = kernel.hugepageSettings
+            settings.enabled = [.always, .always, .madvise, .madvise, .never][Int(random(5))]
+            settings.useZeroPage = random(2) == 0
+            kernel.hugepageSettings = settings
+            return "set enabled=\(settings.enabled) use_zero_page=\(settings.useZeroPage)"
+        default:
+            let first = p.pages.keys.randomElement(using: &rng) ?? randomPageInWindow()
+            let count = 1 + random(1024)
+            let split = mm.splitHugePages(VirtualAddress(first << 12), length: count << 12)
+            return "split \(VirtualAddress(first << 12)) \(count)p: \(split) huge pages"
+        }
+    }
+
     mutating func remap(_ p: ShadowProcess) -> String {
         let mm = p.mm
         guard !mm.vmas.areas.isEmpty else { return "mremap skipped" }
         let vma = mm.vmas.areas[Int(random(UInt64(mm.vmas.count)))]
         let vmaPages = vma.length >> 12
-        let skip = random(vmaPages)
-        let oldPages = 1 + random(vmaPages - skip)
-        let old = vma.start + (skip << 12)
+        var skip = random(vmaPages)
+        var oldPages = 1 + random(vmaPages - skip)
         var newPages = 1 + random(24)
-        if vma.isShared { newPages = min(newPages, oldPages) }
         var flags: RemapFlags = random(2) == 0 ? .mayMove : []
         var destination: VirtualAddress? = nil
-        if random(3) == 0 {
-            let d = VirtualAddress(randomPageInWindow() << 12)
+        // In the huge-page run, sometimes move an aligned 2 MiB piece to an aligned place (move_huge_pmd).
+        let alignedMove = hugepages && random(3) == 0 && vmaPages >= 512
+        if alignedMove {
+            let firstAligned = (vma.start.pageNumber + 511) / 512 * 512
+            if firstAligned + 512 <= vma.end.pageNumber {
+                skip = firstAligned - vma.start.pageNumber
+                oldPages = 512
+                newPages = 512
+            }
+        }
+        let old = vma.start + (skip << 12)
+        if vma.isShared { newPages = min(newPages, oldPages) }
+        if alignedMove || random(3) == 0 {
+            let d = alignedMove ? VirtualAddress(randomHugeSlot() << 12)
+                                : VirtualAddress(randomPageInWindow() << 12)
             if d + (newPages << 12) <= old || old + (oldPages << 12) <= d { destination = d; flags = [.mayMove, .fixed] }
         }
-        guard p.pages.count + Int(newPages) <= 320 else { return "mremap skipped" }
+        guard p.pages.count + Int(newPages) <= pageLimit + 20 else { return "mremap skipped" }
         let result: VirtualAddress
         do throws(Errno) {
             result = try mm.mremap(old, oldSize: oldPages << 12, newSize: newPages << 12, flags: flags, newAddress: destination)
@@ -262,5 +331,18 @@ struct RandomizedTests {
         var run = RandomizedRun(seed: seed)
         run.run(steps: Self.steps)
         #expect(run.failures.isEmpty, "seed \(seed): \(run.failures.first ?? "")")
+    }
+
+    @Test("with huge pages: random operations over 2 MiB regions, settings and splits keep every byte and invariant")
+    func randomOperationsWithHugepages() {
+        let seed = Self.seed ^ 0x7E9
+        let steps = ProcessInfo.processInfo.environment["THPSIM_HUGE_STEPS"].flatMap { Int($0) } ?? 2_000
+        print("randomized huge-page test: seed \(seed) (replay with THPSIM_SEED=\(Self.seed)), \(steps) steps")
+        var run = RandomizedRun(seed: seed, hugepages: true)
+        run.run(steps: steps)
+        #expect(run.failures.isEmpty, "seed \(seed): \(run.failures.first ?? "")")
+        let thp = run.kernel.vmstat
+        print("randomized huge-page test: thp_fault_alloc \(thp[.thpFaultAlloc]), thp_split_page \(thp[.thpSplitPage]), thp_split_pmd \(thp[.thpSplitPMD]), thp_zero_page_alloc \(thp[.thpZeroPageAlloc]), thp_fault_fallback \(thp[.thpFaultFallback])")
+        #expect(thp[.thpFaultAlloc] > 0 && thp[.thpSplitPage] > 0, "the run never exercised huge pages")
     }
 }

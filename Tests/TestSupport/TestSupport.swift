@@ -17,14 +17,25 @@ public struct SplitMix64: RandomNumberGenerator, Sendable {
 
 /// Small machines for tests.
 public enum TestMachine {
-    /// A kernel with `memory` bytes, no watermark reserve, in `mode`.
-    public static func kernel(memory: UInt64 = 16 << 20, mode: PhysicalMemory.Mode = .data) -> Kernel {
-        Kernel(KernelConfiguration(memoryBytes: memory, mode: mode, watermarks: .zero))
+    /// A kernel with `memory` bytes, no watermark reserve, in `mode`, with THP `enabled` as given
+    /// (`never` by default, so tests of 4 KiB behaviour see only 4 KiB pages) and the design's other
+    /// settings.
+    public static func kernel(memory: UInt64 = 16 << 20, mode: PhysicalMemory.Mode = .data,
+                              design: KernelDesign = .linux2_6_38,
+                              enabled: TransparentHugepageSettings.Enabled = .never,
+                              useZeroPage: Bool? = nil) -> Kernel {
+        var settings = design.defaultSettings
+        settings.enabled = enabled
+        if let useZeroPage { settings.useZeroPage = useZeroPage }
+        return Kernel(KernelConfiguration(memoryBytes: memory, mode: mode, watermarks: .zero, design: design,
+                                          hugepageSettings: settings))
     }
 
     /// A kernel and one process in it.
-    public static func process(memory: UInt64 = 16 << 20, mode: PhysicalMemory.Mode = .data) -> (Kernel, AddressSpace) {
-        let kernel = kernel(memory: memory, mode: mode)
+    public static func process(memory: UInt64 = 16 << 20, mode: PhysicalMemory.Mode = .data,
+                               enabled: TransparentHugepageSettings.Enabled = .never,
+                               useZeroPage: Bool? = nil) -> (Kernel, AddressSpace) {
+        let kernel = kernel(memory: memory, mode: mode, enabled: enabled, useZeroPage: useZeroPage)
         return (kernel, kernel.createAddressSpace()!)
     }
 }

@@ -24,8 +24,13 @@ struct ScenarioNativeTests {
             .first { FileManager.default.isExecutableFile(atPath: $0.path) }
     }
 
-    static func smokeFiles() -> [String] {
-        let folder = packageRoot.appendingPathComponent("scenarios/native-smoke")
+    static func smokeFiles() -> [String] { files(in: "scenarios/native-smoke") }
+
+    /// The transparent hugepage behaviours where the 2010 design and today's kernel agree.
+    static func thpFiles() -> [String] { files(in: "scenarios/thp") }
+
+    static func files(in relativeFolder: String) -> [String] {
+        let folder = packageRoot.appendingPathComponent(relativeFolder)
         let names = (try? FileManager.default.contentsOfDirectory(atPath: folder.path)) ?? []
         return names.filter { $0.hasSuffix(".scen") }.sorted().map { folder.appendingPathComponent($0).path }
     }
@@ -58,6 +63,25 @@ struct ScenarioNativeTests {
         #expect(object?["mode"] as? String == "compare")
         let after = try String(contentsOfFile: "/sys/kernel/mm/transparent_hugepage/enabled", encoding: .utf8)
         #expect(before == after, "the enabled tunable was restored")
+    }
+
+    @Test("the THP scenarios pass on the live kernel and on the model (--compare)",
+          .enabled(if: isRoot, "native scenarios need root"),
+          .enabled(if: hasTHP, "this kernel has no /sys/kernel/mm/transparent_hugepage"),
+          .enabled(if: thpsim != nil, "the thpsim binary was not found next to the test bundle (run swift build)"))
+    func thp() throws {
+        let files = Self.thpFiles()
+        #expect(files.count >= 10)
+        let knobs = ["enabled", "defrag", "use_zero_page"].map { "/sys/kernel/mm/transparent_hugepage/\($0)" }
+        let before = try knobs.map { try String(contentsOfFile: $0, encoding: .utf8) }
+        let (status, output) = try Self.runThpsim(["scenario", "--compare", "--json"] + files)
+        #expect(status == 0, "\(output)")
+        let object = try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [String: Any]
+        #expect(object?["passed"] as? Bool == true)
+        #expect(object?["mode"] as? String == "compare")
+        #expect((object?["scenarios"] as? [Any])?.count == files.count)
+        let after = try knobs.map { try String(contentsOfFile: $0, encoding: .utf8) }
+        #expect(before == after, "the THP tunables were restored")
     }
 
     @Test("a wrong expectation fails natively with file:line, expected and observed",

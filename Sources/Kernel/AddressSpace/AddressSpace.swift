@@ -62,10 +62,12 @@ public final class AddressSpace: @unchecked Sendable {
         return vma
     }
 
-    /// Splits the VMA at `index` at `address`, which must lie strictly inside it (Linux: `split_vma()`).
+    /// Splits the VMA at `index` at `address`, which must lie strictly inside it; a huge PMD that would
+    /// straddle the new boundary is split first (Linux: `split_vma()` → `vma_adjust_trans_huge()`).
     func splitVMA(at index: Int, _ address: VirtualAddress) {
         var low = vmas[index]
         precondition(low.start < address && address < low.end && address.isAligned(PageGeometry.pageSize))
+        if !address.isAligned(PageGeometry.pmdSize) { splitHugePMD(covering: address) }
         var high = low
         high.start = address
         high.pgoff = low.pgoff + ((address - low.start) >> PageGeometry.pageShift)

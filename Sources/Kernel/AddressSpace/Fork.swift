@@ -30,10 +30,18 @@ extension AddressSpace {
         }
     }
 
-    /// Copies the entries of one VMA into the child (Linux: `copy_pte_range()`, `copy_present_pte()`).
+    /// Copies the entries of one VMA into the child, huge PMDs whole (Linux: `copy_pmd_range()` →
+    /// `copy_huge_pmd()`, `copy_pte_range()`, `copy_present_pte()`).
     private func copyPageRange(_ vma: VMA, into child: AddressSpace) -> Bool {
         let frames = kernel.memory.frames
-        return forEachPTETable(vma.start, vma.end) { table, from, to in
+        return forEachPTETable(vma.start, vma.end, huge: { pmd, index, haddr, whole in
+            guard whole else { return .split }
+            switch copyHugePMD(pmd, index, haddr, into: child) {
+            case .handled: return .handled
+            case .notHuge: return .retry
+            case .outOfMemory: return .stop
+            }
+        }) { table, from, to in
             guard let (childPMD, childIndex) = child.walk(from, to: .pmd, allocate: true),
                   let childTable = child.pteTable(under: childPMD, childIndex) else { return false }
             let lock = kernel.splitLock(table)

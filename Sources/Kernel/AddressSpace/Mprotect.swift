@@ -37,13 +37,17 @@ extension AddressSpace {
         }
     }
 
-    /// Rewrites the protection bits of every mapped PTE of `vma` (Linux: `change_pte_range()`). A private
+    /// Rewrites the protection bits of every mapped PTE of `vma`, and of its huge PMDs in place (Linux:
+    /// `change_pte_range()`, `change_huge_pmd()`). A private
     /// page becomes writable at once only when this mapping owns it exclusively; otherwise the next
     /// write takes a COW fault (Linux: `can_change_pte_writable()`).
     func changeProtection(_ vma: VMA) {
         let frames = kernel.memory.frames
         let prot = vma.flags.protection
-        forEachPTETable(vma.start, vma.end) { table, from, to in
+        forEachPTETable(vma.start, vma.end, huge: { pmd, index, _, whole in
+            guard whole else { return .split }
+            return changeHugePMD(pmd, index, vma) == .handled ? .handled : .retry
+        }) { table, from, to in
             let lock = kernel.splitLock(table)
             lock.spinLock()
             var va = from

@@ -87,15 +87,9 @@ extension AddressSpace {
         moved.pgoff = source.pageIndex(of: old)
         // Move the entries first, so a failure leaves the source intact (Linux: `move_page_tables()`
         // followed by the reverse move on failure).
-        var done: UInt64 = 0
-        var failed = false
-        while done < length {
-            if !moveEntry(from: old + done, to: destination + done) { failed = true; break }
-            done += PageGeometry.pageSize
-        }
-        if failed {
-            var back: UInt64 = 0
-            while back < done { _ = moveEntry(from: destination + back, to: old + back); back += PageGeometry.pageSize }
+        let done = movePageTables(from: old, to: destination, length: length)
+        if done < length {
+            _ = movePageTables(from: destination, to: old, length: done)
             freeTables(destination, destination + newLength)
             throw .ENOMEM
         }
@@ -108,13 +102,40 @@ extension AddressSpace {
         return destination
     }
 
+    /// Moves the entries of `[source, source + length)` to `destination`: a huge PMD whole when both
+    /// sides are 2 MiB-aligned and the rest of the range covers it, otherwise split and moved PTE by PTE
+    /// (Linux: `move_page_tables()` → `move_huge_pmd()`, `split_huge_pmd()`, `move_ptes()`). Returns
+    /// how many bytes moved; less than `length` when a table could not be allocated.
+    private func movePageTables(from source: VirtualAddress, to destination: VirtualAddress, length: UInt64) -> UInt64 {
+        var done: UInt64 = 0
+        while done < length {
+            let from = source + done, to = destination + done
+            if let (pmd, index) = walk(from, to: .pmd, allocate: false), pmd[index].isHuge {
+                if from.isAligned(PageGeometry.pmdSize) && to.isAligned(PageGeometry.pmdSize)
+                    && length - done >= PageGeometry.pmdSize {
+                    switch moveHugePMD(from: from, to: to) {
+                    case .handled:
+                        done += PageGeometry.pmdSize
+                        continue
+                    case .outOfMemory: return done
+                    case .notHuge: break
+                    }
+                }
+                splitHugePMD(pmd, index, from.alignedDown(PageGeometry.pmdSize))
+            }
+            if !moveEntry(from: from, to: to) { return done }
+            done += PageGeometry.pageSize
+        }
+        return done
+    }
+
     /// Moves one PTE to a new address, allocating tables at the destination (Linux: `move_ptes()`).
     /// False when a table could not be allocated.
     private func moveEntry(from source: VirtualAddress, to destination: VirtualAddress) -> Bool {
         guard let (pmd, pmdIndex) = walk(source, to: .pmd, allocate: false) else { return true }
         let pmdEntry = pmd[pmdIndex]
         if pmdEntry.isNone { return true }
-        precondition(!pmdEntry.isHuge, "huge PMDs are not mapped by this design yet")
+        precondition(!pmdEntry.isHuge, "moving a PTE out of a huge PMD that was not split")
         let from = kernel.table(at: pmdEntry)
         if from[source.tableIndex(.pte)].isNone { return true }
         guard let (dpmd, dIndex) = walk(destination, to: .pmd, allocate: true),

@@ -19,6 +19,14 @@ public struct Meminfo: Sendable, Equatable {
 }
 
 extension Kernel {
+    /// Bytes of mapped anonymous memory, huge pages included whichever way the design counts them
+    /// (Linux 2.6.38's `meminfo_proc_show()` adds `NR_ANON_TRANSPARENT_HUGEPAGES` back in).
+    var anonPagesBytes: UInt64 {
+        var pages = vmstat[.nrAnonPages]
+        if !design.anonPagesCountHugePages { pages += vmstat[.nrAnonTransparentHugepages] * PageGeometry.pmdOrder.pages }
+        return UInt64(pages) * PageGeometry.pageSize
+    }
+
     /// A snapshot of `/proc/meminfo`.
     public func meminfo() -> Meminfo {
         let page = PageGeometry.pageSize
@@ -33,7 +41,7 @@ extension Kernel {
             ("SwapCached", 0),
             ("SwapTotal", 0),
             ("SwapFree", 0),
-            ("AnonPages", UInt64(vmstat[.nrAnonPages]) * page),
+            ("AnonPages", anonPagesBytes),
             ("Mapped", 0),
             ("Shmem", shmem),
             ("PageTables", UInt64(vmstat[.nrPageTablePages]) * page),

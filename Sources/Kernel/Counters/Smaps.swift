@@ -68,23 +68,31 @@ extension AddressSpace {
         let page = PageGeometry.pageSize
         var rss: UInt64 = 0, pss: UInt64 = 0, pssDirty: UInt64 = 0
         var sharedClean: UInt64 = 0, sharedDirty: UInt64 = 0, privateClean: UInt64 = 0, privateDirty: UInt64 = 0
-        var referenced: UInt64 = 0, anonymous: UInt64 = 0
-        forEachMappedPage(vma.start, vma.end) { _, entry in
-            guard !entry.isSpecial else { return }
-            let pfn = entry.pfn
+        var referenced: UInt64 = 0, anonymous: UInt64 = 0, anonHuge: UInt64 = 0
+        // One mapped piece: `size` bytes of the folio headed by `pfn`, mapped by `entry`.
+        func account(_ pfn: PFN, _ entry: PageTableEntry, _ size: UInt64) {
             let mapcount = UInt64(max(frames.mapcount(pfn), 1))
             let dirty = entry.isDirty || frames.flags(pfn).contains(.dirty)
-            rss += page
-            pss += page / mapcount
-            if dirty { pssDirty += page / mapcount }
+            rss += size
+            pss += size / mapcount
+            if dirty { pssDirty += size / mapcount }
             switch (mapcount > 1, dirty) {
-            case (true, true): sharedDirty += page
-            case (true, false): sharedClean += page
-            case (false, true): privateDirty += page
-            case (false, false): privateClean += page
+            case (true, true): sharedDirty += size
+            case (true, false): sharedClean += size
+            case (false, true): privateDirty += size
+            case (false, false): privateClean += size
             }
-            if entry.isAccessed || frames.flags(pfn).contains(.referenced) { referenced += page }
-            if frames.kind(pfn) == .anonymous { anonymous += page }
+            if entry.isAccessed || frames.flags(pfn).contains(.referenced) { referenced += size }
+            if frames.kind(pfn) == .anonymous { anonymous += size }
+        }
+        forEachMappedPage(vma.start, vma.end, huge: { _, entry in
+            // The huge zero page is no normal page: it counts nowhere (Linux: `smaps_pmd_entry()`).
+            guard !entry.isSpecial else { return }
+            account(entry.pfn, entry, PageGeometry.pmdSize)
+            if frames.kind(entry.pfn) == .anonymous { anonHuge += PageGeometry.pmdSize }
+        }) { _, entry in
+            guard !entry.isSpecial else { return }
+            account(entry.pfn, entry, page)
         }
         var fields = [String: UInt64]()
         for name in SmapsEntry.fieldOrder { fields[name] = 0 }
@@ -100,13 +108,22 @@ extension AddressSpace {
         fields["Private_Dirty"] = privateDirty
         fields["Referenced"] = referenced
         fields["Anonymous"] = anonymous
-        return SmapsEntry(start: vma.start, end: vma.end, flags: vma.flags, name: vma.name, fields: fields, thpEligible: 0)
+        fields["AnonHugePages"] = anonHuge
+        return SmapsEntry(start: vma.start, end: vma.end, flags: vma.flags, name: vma.name, fields: fields,
+                          thpEligible: isHugepageEligible(vma) ? 1 : 0)
     }
 
-    /// Calls `body(address, entry)` for every mapped PTE in `[start, end)`, without locks beyond the
-    /// caller's mmap lock (a reader's walk, Linux: `walk_page_range()`).
-    func forEachMappedPage(_ start: VirtualAddress, _ end: VirtualAddress, _ body: (VirtualAddress, PageTableEntry) -> Void) {
-        forEachPTETable(start, end) { table, from, to in
+    /// Calls `body(address, entry)` for every mapped PTE in `[start, end)` and `huge(address, entry)`
+    /// for every huge PMD, without locks beyond the caller's mmap lock and without splitting (a
+    /// reader's walk, Linux: `walk_page_range()` with `pmd_entry`).
+    func forEachMappedPage(_ start: VirtualAddress, _ end: VirtualAddress,
+                           huge: (VirtualAddress, PageTableEntry) -> Void,
+                           _ body: (VirtualAddress, PageTableEntry) -> Void) {
+        forEachPTETable(start, end, huge: { pmd, index, haddr, _ in
+            let entry = pmd[index]
+            if entry.isHuge && entry.isMapped { huge(haddr, entry) }
+            return .handled
+        }) { table, from, to in
             var va = from
             while va < to {
                 let entry = table[va.tableIndex(.pte)]

@@ -36,11 +36,31 @@ extension AddressSpace {
         }
     }
 
-    /// The fault below the VMA checks: find or make the tables, then resolve the PTE (Linux:
-    /// `__handle_mm_fault()` → `handle_pte_fault()`).
+    /// The fault below the VMA checks: find or make the tables; at an empty PMD in a VMA that allows
+    /// huge pages try a huge page, at a huge PMD resolve it there, and otherwise resolve the PTE
+    /// (Linux: `__handle_mm_fault()` → `create_huge_pmd()`, `wp_huge_pmd()`, `handle_pte_fault()`).
+    /// The PMD is looked at without a lock; each path re-checks it under the PMD lock.
     func handlePTEFault(_ vma: VMA, _ va: VirtualAddress, _ access: MemoryAccess) -> FaultOutcome {
-        guard let (pmd, pmdIndex) = walk(va, to: .pmd, allocate: true),
-              let table = pteTable(under: pmd, pmdIndex) else { return .outOfMemory }
+        guard let (pmd, pmdIndex) = walk(va, to: .pmd, allocate: true) else { return .outOfMemory }
+        let pmdEntry = pmd[pmdIndex]
+        if pmdEntry.isNone {
+            let settings = kernel.hugepageSettings
+            if hugepagesAllowed(in: vma, settings),
+               case .done(let outcome) = hugeAnonymousFault(vma, va, pmd, pmdIndex, access, settings) {
+                return outcome
+            }
+        } else if pmdEntry.isHuge {
+            if pmdEntry.isSplitting {
+                waitForSplit(pmd, pmdIndex)
+                return .handled
+            }
+            guard access == .write && !pmdEntry.isWritable else { return hugeSetAccessed(pmd, pmdIndex, access) }
+            if case .done(let outcome) = hugeWriteProtectFault(vma, va, pmd, pmdIndex, pmdEntry) { return outcome }
+        }
+        guard let table = pteTable(under: pmd, pmdIndex) else {
+            // Either memory ran out, or another CPU mapped a huge page here meanwhile: retry then.
+            return pmd[pmdIndex].isHuge ? .handled : .outOfMemory
+        }
         let index = va.tableIndex(.pte)
         let entry = table[index]
         if !entry.isMapped {

@@ -37,6 +37,17 @@ extension Kernel {
     }
 }
 
+extension AddressSpace {
+    /// The lock that guards the entries of the PMD table `pmdTable`: the mm's `page_table_lock` in the
+    /// 2010 design, the table's own split lock in designs with split PMD locks (Linux: `pmd_lockptr()`).
+    @inline(__always) func pmdLock(_ pmdTable: PageTable) -> UnsafeMutablePointer<Atomic<UInt32>> {
+        switch kernel.design.pmdLock {
+        case .pageTableLock: pageTableLock.word
+        case .splitPMDLock: kernel.splitLock(pmdTable)
+        }
+    }
+}
+
 import Synchronization
 
 extension AddressSpace {
@@ -53,7 +64,7 @@ extension AddressSpace {
             let i = va.tableIndex(level)
             var entry = table[i]
             if entry.isNone {
-                guard allocate, let populated = populate(table, i) else { return nil }
+                guard allocate, let populated = populate(table, i, level: level) else { return nil }
                 entry = populated
             }
             if entry.isHuge { return nil }
@@ -68,26 +79,28 @@ extension AddressSpace {
     func pteTable(under pmd: PageTable, _ index: Int) -> PageTable? {
         var entry = pmd[index]
         if entry.isNone {
-            guard let populated = populate(pmd, index) else { return nil }
+            guard let populated = populate(pmd, index, level: .pmd) else { return nil }
             entry = populated
         }
         return entry.isHuge ? nil : kernel.table(at: entry)
     }
 
-    /// Fills an empty upper-level entry with a new table: allocate outside the lock, then install
-    /// under `page_table_lock` unless another CPU got there first, in which case the new table goes
-    /// back (Linux: `__pte_alloc()`, `__pmd_alloc()`, `__pud_alloc()`). Returns the entry now there,
-    /// or nil when memory is exhausted.
-    private func populate(_ table: PageTable, _ index: Int) -> PageTableEntry? {
+    /// Fills an empty upper-level entry of `table` (a table at `level`) with a new table: allocate
+    /// outside the lock, then install under the lock that guards the entry unless another CPU got
+    /// there first, in which case the new table goes back (Linux: `__pte_alloc()` under `pmd_lock()`,
+    /// `__pmd_alloc()` and `__pud_alloc()` under `page_table_lock`). Returns the entry now there
+    /// (possibly a huge PMD another fault installed), or nil when memory is exhausted.
+    private func populate(_ table: PageTable, _ index: Int, level: PageTableLevel) -> PageTableEntry? {
         guard let fresh = kernel.allocateTable() else { return nil }
-        pageTableLock.lock()
+        let lock = level == .pmd ? pmdLock(table) : pageTableLock.word
+        lock.spinLock()
         var entry = table[index]
         let installed = entry.isNone
         if installed {
             entry = PageTableEntry(pfn: fresh.pfn, bits: tablePointerBits)
             table.set(index, entry)
         }
-        pageTableLock.unlock()
+        lock.spinUnlock()
         if !installed { kernel.freeTable(fresh) }
         return entry
     }
@@ -114,9 +127,13 @@ extension AddressSpace {
                 freeTables(in: child, level: lower, base: childStart, max(start, childStart), min(end, childEnd))
             }
             if !vmas.intersects(childStart, childEnd) {
-                pageTableLock.lock()
+                let lock = level == .pmd ? pmdLock(table) : pageTableLock.word
+                lock.spinLock()
                 table.set(i, .none)
-                pageTableLock.unlock()
+                lock.spinUnlock()
+                if lower == .pmd {
+                    precondition(kernel.memory.frames.depositLink(child.pfn) == nil, "freeing a PMD table with deposited tables")
+                }
                 kernel.freeTable(child)
             }
         }

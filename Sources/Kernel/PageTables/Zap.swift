@@ -4,10 +4,15 @@ import PhysicalMemory
 
 extension AddressSpace {
     /// Clears every entry mapping `[start, end)`, dropping the mapped pages' mapcounts and references;
-    /// the tables themselves stay (Linux: `unmap_page_range()` → `zap_pte_range()`).
+    /// the tables themselves stay. A huge PMD the range covers whole is unmapped whole; one it covers
+    /// in part is split first (Linux: `unmap_page_range()` → `zap_pmd_range()` → `zap_huge_pmd()` or
+    /// `split_huge_pmd()`, then `zap_pte_range()`).
     /// - Precondition: the mmap lock is held; the range lies in one VMA or in a gap.
     func zap(_ start: VirtualAddress, _ end: VirtualAddress) {
-        forEachPTETable(start, end) { table, from, to in
+        forEachPTETable(start, end, huge: { pmd, index, haddr, whole in
+            guard whole else { return .split }
+            return zapHugePMD(pmd, index, haddr) == .handled ? .handled : .retry
+        }) { table, from, to in
             let lock = kernel.splitLock(table)
             lock.spinLock()
             var va = from

@@ -11,9 +11,9 @@ public func makeModelScenarioBackend(design: String?, memoryBytes: UInt64?) thro
 /// Runs scenarios on the kernel model: each scenario process is an `AddressSpace`, in data mode so
 /// that `expect data` reads real bytes.
 ///
-/// The model has 4 KiB pages only so far: a THP knob that would make Linux use huge pages, `split`,
-/// `khugepaged`, and the advice `collapse`/`pageout` are reported as unsupported, which skips the
-/// expectations after them with that reason rather than comparing against behaviour not yet built.
+/// THP knobs other than `enabled`, `defrag` and `use_zero_page`, `khugepaged`, and the advice
+/// `collapse`/`pageout` are reported as unsupported, which skips the expectations after them with that
+/// reason rather than comparing against behaviour not yet built; so is the `linux-6.18` design.
 final class ModelScenarioBackend: ScenarioBackend {
     typealias Process = AddressSpace
     let kernel: Kernel
@@ -21,18 +21,19 @@ final class ModelScenarioBackend: ScenarioBackend {
     var name: String { "model" }
     var countersAreSystemWide: Bool { false }
 
-    /// Designs the scenario language names; both run on the same 4 KiB mechanism until huge pages exist.
-    static let designs = ["linux-2.6.38", "linux-6.18"]
+    /// The design a scenario runs when it names none.
+    static let defaultDesign = KernelDesign.linux2_6_38
 
     init(design: String?, memoryBytes: UInt64?) throws(ScenarioError) {
-        let chosen = design ?? "linux-6.18"
-        guard Self.designs.contains(chosen) else {
-            throw .unsupported("the model has no design '\(chosen)' (known: \(Self.designs.joined(separator: ", ")))")
+        let chosen = design ?? Self.defaultDesign.name
+        guard let kernelDesign = KernelDesign.named(chosen) else {
+            if chosen == "linux-6.18" { throw .unsupported("the model's linux-6.18 design is not built yet") }
+            throw .unsupported("the model has no design '\(chosen)' (known: \(KernelDesign.all.map(\.name).joined(separator: ", ")))")
         }
         self.design = chosen
         let bytes = memoryBytes ?? (1 << 30)
         if let problem = PhysicalMemory.problem(withSize: bytes) { throw .unsupported("memory: \(problem)") }
-        kernel = Kernel(KernelConfiguration(memoryBytes: bytes, mode: .data))
+        kernel = Kernel(KernelConfiguration(memoryBytes: bytes, mode: .data, design: kernelDesign))
     }
 
     func start(_ scenario: Scenario) throws(ScenarioError) -> AddressSpace {
@@ -41,12 +42,12 @@ final class ModelScenarioBackend: ScenarioBackend {
     }
 
     func setTunable(_ knob: Knob) throws(ScenarioError) {
-        switch (knob.name, knob.value) {
-        case ("enabled", "never"), ("use_zero_page", _), ("defrag", _):
-            return // With huge pages never used, these change nothing in a 4 KiB-only model.
-        default:
-            throw .unsupported("huge pages are not modelled yet, so '\(knob.name)=\(knob.value)' cannot take effect")
+        guard TransparentHugepageSettings.knobNames.contains(knob.name) else {
+            throw .unsupported("the model has no tunable '\(knob.name)' yet")
         }
+        var settings = kernel.hugepageSettings
+        if let problem = settings.set(knob.name, to: knob.value) { throw .run(problem) }
+        kernel.hugepageSettings = settings
     }
 
     func mmap(in mm: AddressSpace, address: UInt64?, length: UInt64, protection: Protection, shared: Bool)
@@ -155,7 +156,7 @@ final class ModelScenarioBackend: ScenarioBackend {
     }
 
     func split(in mm: AddressSpace, address: UInt64, length: UInt64) throws(ScenarioError) {
-        throw .unsupported("huge pages are not modelled yet, so there is nothing to split")
+        mm.splitHugePages(VirtualAddress(address), length: length)
     }
 
     func smaps(of mm: AddressSpace, vmaStart: UInt64) throws(ScenarioError) -> [String: Int64]? {

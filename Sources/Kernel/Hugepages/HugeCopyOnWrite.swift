@@ -1,0 +1,128 @@
+import VMCore
+import PhysicalMemory
+
+extension AddressSpace {
+    /// A write to a write-protected huge PMD (Linux 2.6.38: `do_huge_pmd_wp_page()`).
+    ///
+    /// - The huge zero page: allocate a zeroed huge page and map it writable (Linux 3.8:
+    ///   `do_huge_pmd_wp_zero_page()`); without one, split the PMD into zero-page PTEs and let the 4 KiB
+    ///   path copy the one page written.
+    /// - A page this PMD alone maps (mapcount 1, the 2010 rule): make it writable in place.
+    /// - A page others map too (after fork): copy it into a new huge page; when none can be allocated,
+    ///   copy it into 512 small pages (Linux 2.6.38: `do_huge_pmd_wp_page_fallback()`).
+    func hugeWriteProtectFault(_ vma: VMA, _ va: VirtualAddress, _ pmd: PageTable, _ index: Int,
+                               _ orig: PageTableEntry) -> HugeFaultResult {
+        let frames = kernel.memory.frames
+        let haddr = va.alignedDown(PageGeometry.pmdSize)
+        let lock = pmdLock(pmd)
+        let writableBits = PageTableEntry.userBits(vma.flags.protection) | PageTableEntry.hugeBit
+            | PageTableEntry.writableBit | PageTableEntry.accessedBit | PageTableEntry.dirtyBit
+        if orig.isSpecial { return hugeZeroPageWriteFault(pmd, index, haddr, orig, writableBits) }
+
+        lock.spinLock()
+        guard pmd[index] == orig else { lock.spinUnlock(); return .done(.handled) }
+        let head = orig.pfn
+        switch kernel.design.hugeCOWReuse {
+        case .mapcountOne:
+            if frames.mapcount(head) == 1 {
+                frames.insertFlags(head, .anonExclusive)
+                pmd.set(index, orig.makingWritable().makingDirty().makingYoung())
+                lock.spinUnlock()
+                return .done(.handled)
+            }
+        }
+        kernel.getPage(head)  // keeps the page while the lock is dropped for the allocation
+        lock.spinUnlock()
+
+        guard let copy = kernel.allocateHugePage(zeroed: false) else {
+            kernel.vmstat.count(.thpFaultFallback)
+            let outcome = copyHugePageIntoSmallPages(vma, pmd, index, haddr, orig)
+            kernel.putPage(head)
+            return .done(outcome)
+        }
+        kernel.vmstat.count(.thpFaultAlloc)
+        if let storage = kernel.memory.storage {
+            for i in 0..<PageGeometry.pmdOrder.pages { storage.copy(from: head + i, to: copy + i) }
+        }
+        lock.spinLock()
+        guard pmd[index] == orig else {
+            lock.spinUnlock()
+            kernel.putPage(copy)
+            kernel.putPage(head)
+            return .done(.handled)
+        }
+        mapHugePage(copy, at: haddr)
+        pmd.set(index, PageTableEntry(pfn: copy, bits: writableBits))
+        unmapHugePage(head, at: haddr)
+        kernel.putPage(head)  // the mapping's reference
+        lock.spinUnlock()
+        kernel.flushTLB(self, haddr, haddr + PageGeometry.pmdSize)
+        kernel.putPage(head)  // the reference taken above
+        return .done(.handled)
+    }
+
+    /// A write to the huge zero page (Linux 3.8: `do_huge_pmd_wp_zero_page()`).
+    private func hugeZeroPageWriteFault(_ pmd: PageTable, _ index: Int, _ haddr: VirtualAddress,
+                                        _ orig: PageTableEntry, _ writableBits: UInt64) -> HugeFaultResult {
+        let lock = pmdLock(pmd)
+        guard let head = kernel.allocateHugePage() else {
+            kernel.vmstat.count(.thpFaultFallback)
+            splitHugePMD(pmd, index, haddr)
+            return .fallback
+        }
+        kernel.vmstat.count(.thpFaultAlloc)
+        lock.spinLock()
+        guard pmd[index] == orig else {
+            lock.spinUnlock()
+            kernel.putPage(head)
+            return .done(.handled)
+        }
+        mapHugePage(head, at: haddr)
+        pmd.set(index, PageTableEntry(pfn: head, bits: writableBits))
+        kernel.putHugeZeroPage(orig.pfn)
+        lock.spinUnlock()
+        kernel.flushTLB(self, haddr, haddr + PageGeometry.pmdSize)
+        return .done(.handled)
+    }
+
+    /// COW of a shared huge page when no huge page is free: copy each 4 KiB piece into its own page and
+    /// map them, writable, through the PMD's deposited table (Linux 2.6.38:
+    /// `do_huge_pmd_wp_page_fallback()`). Out of memory when the 512 pages cannot all be had.
+    private func copyHugePageIntoSmallPages(_ vma: VMA, _ pmd: PageTable, _ index: Int, _ haddr: VirtualAddress,
+                                            _ orig: PageTableEntry) -> FaultOutcome {
+        let frames = kernel.memory.frames
+        let head = orig.pfn
+        var pages = [PFN]()
+        pages.reserveCapacity(PageGeometry.pmdOrder.pages)
+        for _ in 0..<PageGeometry.pmdOrder.pages {
+            guard let page = kernel.memory.allocateFolio(order: .base, kind: .anonymous, zeroed: false) else {
+                for page in pages { kernel.putPage(page) }
+                return .outOfMemory
+            }
+            kernel.countAllocation(pages: 1)
+            frames.insertFlags(page, [.anonExclusive, .swapBacked])
+            if let storage = kernel.memory.storage { storage.copy(from: head + pages.count, to: page) }
+            pages.append(page)
+        }
+        let lock = pmdLock(pmd)
+        lock.spinLock()
+        guard pmd[index] == orig else {
+            lock.spinUnlock()
+            for page in pages { kernel.putPage(page) }
+            return .handled
+        }
+        let table = withdrawTable(from: pmd)
+        let bits = PageTableEntry.userBits(vma.flags.protection) | PageTableEntry.writableBit
+            | PageTableEntry.accessedBit | PageTableEntry.dirtyBit
+        for (i, page) in pages.enumerated() {
+            mapPage(page)
+            table.set(i, PageTableEntry(pfn: page, bits: bits))
+        }
+        pmd.set(index, PageTableEntry(pfn: table.pfn, bits: tablePointerBits))
+        unmapHugePage(head, at: haddr)
+        kernel.putPage(head)  // the mapping's reference
+        lock.spinUnlock()
+        kernel.flushTLB(self, haddr, haddr + PageGeometry.pmdSize)
+        return .handled
+    }
+}

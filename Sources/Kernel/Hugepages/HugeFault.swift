@@ -1,0 +1,159 @@
+import Synchronization
+import VMCore
+import PhysicalMemory
+
+/// What a huge-page fault path decided.
+enum HugeFaultResult: Equatable {
+    /// The fault is resolved (or failed) at PMD level.
+    case done(FaultOutcome)
+    /// Use 4 KiB pages for this fault (Linux: `VM_FAULT_FALLBACK`).
+    case fallback
+}
+
+extension AddressSpace {
+    /// Whether the THP settings and the VMA's flags let a fault in `vma` map a huge page (Linux 2.6.38:
+    /// `transparent_hugepage_enabled()`; Linux 6.18: `thp_vma_allowable_order()` for anonymous VMAs).
+    /// Shared anonymous memory is shmem, whose huge pages (`shmem_enabled`) the model does not have.
+    func hugepagesAllowed(in vma: VMA, _ settings: TransparentHugepageSettings) -> Bool {
+        if vma.isShared || vma.flags.contains(.noHugepage) { return false }
+        switch settings.enabled {
+        case .always: return true
+        case .madvise: return vma.flags.contains(.hugepage)
+        case .never: return false
+        }
+    }
+
+    /// Whether the 2 MiB-aligned range around `va` lies inside `vma` (Linux: `transhuge_vma_suitable()`).
+    @inline(__always) func hugeRangeFits(_ vma: VMA, _ va: VirtualAddress) -> Bool {
+        let haddr = va.alignedDown(PageGeometry.pmdSize)
+        return haddr >= vma.start && vma.end - haddr >= PageGeometry.pmdSize
+    }
+
+    /// Whether smaps reports the VMA as eligible: the settings allow it and it covers at least one
+    /// aligned 2 MiB range (Linux 6.18: `thp_vma_allowable_orders()` for `THPeligible`).
+    func isHugepageEligible(_ vma: VMA) -> Bool {
+        hugepagesAllowed(in: vma, kernel.hugepageSettings) && vma.end.rawValue >= PageGeometry.pmdSize
+            && hugeRangeFits(vma, vma.end - PageGeometry.pmdSize)
+    }
+
+    /// The first touch of an empty PMD in a VMA that allows huge pages: allocate a 2 MiB page and a PTE
+    /// table to deposit beside it, then under the PMD lock re-check that the PMD is still empty and
+    /// map it; on a read with `use_zero_page`, map the huge zero page instead. Falls back to 4 KiB when
+    /// the range does not fit the VMA (uncounted) or no huge page can be allocated
+    /// (`thp_fault_fallback`) (Linux: `do_huge_pmd_anonymous_page()`).
+    func hugeAnonymousFault(_ vma: VMA, _ va: VirtualAddress, _ pmd: PageTable, _ index: Int,
+                            _ access: MemoryAccess, _ settings: TransparentHugepageSettings) -> HugeFaultResult {
+        guard hugeRangeFits(vma, va) else { return .fallback }
+        let haddr = va.alignedDown(PageGeometry.pmdSize)
+        guard let deposit = kernel.allocateTable() else { return .done(.outOfMemory) }
+        let lock = pmdLock(pmd)
+        if access != .write && settings.useZeroPage {
+            guard let zero = kernel.getHugeZeroPage() else {
+                kernel.freeTable(deposit)
+                kernel.vmstat.count(.thpFaultFallback)
+                return .fallback
+            }
+            let entry = PageTableEntry(pfn: zero, bits: PageTableEntry.userBits(vma.flags.protection)
+                | PageTableEntry.hugeBit | PageTableEntry.specialBit | PageTableEntry.accessedBit)
+            lock.spinLock()
+            guard pmd[index].isNone else {
+                lock.spinUnlock()
+                kernel.putHugeZeroPage(zero)
+                kernel.freeTable(deposit)
+                return .done(.handled)
+            }
+            depositTable(deposit, in: pmd)
+            pmd.set(index, entry)
+            lock.spinUnlock()
+            return .done(.handled)
+        }
+        guard let head = kernel.allocateHugePage() else {
+            kernel.freeTable(deposit)
+            kernel.vmstat.count(.thpFaultFallback)
+            return .fallback
+        }
+        var bits = PageTableEntry.userBits(vma.flags.protection) | PageTableEntry.hugeBit
+            | PageTableEntry.accessedBit | PageTableEntry.dirtyBit
+        if vma.flags.contains(.write) { bits |= PageTableEntry.writableBit }
+        lock.spinLock()
+        guard pmd[index].isNone else {
+            // Another CPU mapped a huge page or a PTE table here first.
+            lock.spinUnlock()
+            kernel.putPage(head)
+            kernel.freeTable(deposit)
+            return .done(.handled)
+        }
+        depositTable(deposit, in: pmd)
+        mapHugePage(head, at: haddr)
+        pmd.set(index, PageTableEntry(pfn: head, bits: bits))
+        lock.spinUnlock()
+        kernel.vmstat.count(.thpFaultAlloc)
+        return .done(.handled)
+    }
+
+    /// A fault on a huge PMD that the MMU could use: another CPU resolved it, or only A/D bits were
+    /// missing; set them under the lock (Linux: `huge_pmd_set_accessed()`).
+    func hugeSetAccessed(_ pmd: PageTable, _ index: Int, _ access: MemoryAccess) -> FaultOutcome {
+        let lock = pmdLock(pmd)
+        lock.spinLock()
+        let current = pmd[index]
+        if current.isHuge && current.isPresent && !current.isSplitting {
+            var updated = current.makingYoung()
+            if access == .write && current.isWritable { updated = updated.makingDirty() }
+            pmd.set(index, updated)
+        }
+        lock.spinUnlock()
+        return .handled
+    }
+
+    /// Records a new PMD mapping of the huge page `head` at `haddr`: its mapcount, the counters behind
+    /// `AnonHugePages` (and `AnonPages`, by design) when it was unmapped, and the split's reverse map (Linux:
+    /// `page_add_new_anon_rmap()` / `page_add_anon_rmap()` for a compound page).
+    /// - Precondition: the PMD lock is held; the caller's reference becomes the mapping's.
+    func mapHugePage(_ head: PFN, at haddr: VirtualAddress) {
+        if kernel.memory.frames.addMapcount(head, 1) == 1 {
+            if kernel.design.anonPagesCountHugePages { kernel.vmstat.modify(.nrAnonPages, PageGeometry.pmdOrder.pages) }
+            kernel.vmstat.modify(.nrAnonTransparentHugepages, 1)
+        }
+        kernel.hugeMappings.add(head, self, haddr)
+    }
+
+    /// Drops the PMD mapping of `head` at `haddr` (Linux: `page_remove_rmap()` of a compound page);
+    /// the caller puts the mapping's reference.
+    /// - Precondition: the PMD lock is held.
+    func unmapHugePage(_ head: PFN, at haddr: VirtualAddress) {
+        kernel.hugeMappings.remove(head, self, haddr)
+        if kernel.memory.frames.addMapcount(head, -1) == 0 {
+            if kernel.design.anonPagesCountHugePages { kernel.vmstat.modify(.nrAnonPages, -PageGeometry.pmdOrder.pages) }
+            kernel.vmstat.modify(.nrAnonTransparentHugepages, -1)
+        }
+    }
+
+    /// Waits until the split that marked the PMD at `index` has turned it into a PTE table (Linux
+    /// 2.6.38: `wait_split_huge_page()`, which waits on the anon_vma lock the split holds).
+    func waitForSplit(_ pmd: PageTable, _ index: Int) {
+        while pmd[index].isSplitting { sched_yield() }
+    }
+}
+
+extension Kernel {
+    /// Allocates a zeroed, anonymous 2 MiB folio for a fault and counts it; when none is free, frees an
+    /// unused huge zero page and tries once more (Linux: `vma_alloc_folio()` with `GFP_TRANSHUGE`, and
+    /// the huge zero page's shrinker under pressure). Nil when memory has no free order-9 block.
+    func allocateHugePage(zeroed: Bool = true) -> PFN? {
+        var head = memory.allocateFolio(order: PageGeometry.pmdOrder, kind: .anonymous, zeroed: zeroed)
+        if head == nil && releaseUnusedHugeZeroPage() {
+            head = memory.allocateFolio(order: PageGeometry.pmdOrder, kind: .anonymous, zeroed: zeroed)
+        }
+        guard let head else { return nil }
+        countAllocation(pages: PageGeometry.pmdOrder.pages)
+        memory.frames.insertFlags(head, [.anonExclusive, .swapBacked])
+        return head
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif

@@ -1,0 +1,49 @@
+import Synchronization
+import VMCore
+import PhysicalMemory
+
+/// Where each PMD-mapped huge page is mapped: (address space, address) per huge PMD, kept by the
+/// paths that install, copy, move and clear huge PMDs, and read by `split_huge_page()` to find every
+/// PMD it must split.
+///
+/// Linux finds them through the page's `anon_vma` (Linux 2.6.38: `__split_huge_page()` walks
+/// `anon_vma->head` under `page_lock_anon_vma()`, computing each VMA's address from `page->index`).
+/// The model keeps the mappers per huge page instead: exact, independent of how VMAs split and merge,
+/// and cheap because huge pages are few. Its lock is a leaf: nothing else is taken while it is held.
+/// Against concurrent fork and mremap, the split marks every PMD it knows as splitting and reads the
+/// list again until no unmarked mapper remains (a new mapper can only come from copying or moving
+/// an unmarked PMD, under that PMD's lock).
+final class HugeMappings: Sendable {
+    struct Mapping: @unchecked Sendable {
+        /// Unowned: an address space removes its mappings (under its own locks) before it goes away.
+        unowned(unsafe) let mm: AddressSpace
+        let address: VirtualAddress
+    }
+
+    private let table = Mutex<[UInt32: [Mapping]]>([:])
+
+    /// Records that `mm` maps the huge page `head` with the PMD at `address`.
+    func add(_ head: PFN, _ mm: AddressSpace, _ address: VirtualAddress) {
+        table.withLock { $0[head.rawValue, default: []].append(Mapping(mm: mm, address: address)) }
+    }
+
+    /// Forgets one mapping.
+    func remove(_ head: PFN, _ mm: AddressSpace, _ address: VirtualAddress) {
+        table.withLock { table in
+            guard var list = table[head.rawValue],
+                  let i = list.firstIndex(where: { $0.mm === mm && $0.address == address }) else {
+                preconditionFailure("\(head) has no huge mapping at \(address) in mm \(mm.pid)")
+            }
+            list.remove(at: i)
+            table[head.rawValue] = list.isEmpty ? nil : list
+        }
+    }
+
+    /// The mappings of `head` now.
+    func mappings(of head: PFN) -> [Mapping] {
+        table.withLock { $0[head.rawValue] ?? [] }
+    }
+
+    /// Every recorded mapping, for the invariant checker.
+    func all() -> [UInt32: [Mapping]] { table.withLock { $0 } }
+}

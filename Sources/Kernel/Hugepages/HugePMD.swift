@@ -1,0 +1,132 @@
+import VMCore
+import PhysicalMemory
+
+/// What a path that works on a whole huge PMD did with it.
+enum HugePMDStep: Equatable {
+    /// Done with the PMD at PMD level.
+    case handled
+    /// The PMD is not huge (any more): go on with its PTE table.
+    case notHuge
+    /// Memory ran out.
+    case outOfMemory
+}
+
+extension AddressSpace {
+    /// Unmaps a whole huge PMD: clear it, free its deposited table, drop the page's mapping and
+    /// reference (Linux: `zap_huge_pmd()`). The caller flushes the TLB for the range.
+    func zapHugePMD(_ pmd: PageTable, _ index: Int, _ haddr: VirtualAddress) -> HugePMDStep {
+        let lock = pmdLock(pmd)
+        lock.spinLock()
+        let entry = pmd[index]
+        guard entry.isHuge else { lock.spinUnlock(); return .notHuge }
+        if entry.isSplitting {
+            lock.spinUnlock()
+            waitForSplit(pmd, index)
+            return .notHuge
+        }
+        pmd.set(index, .none)
+        let deposit = withdrawTable(from: pmd)
+        if entry.isSpecial {
+            kernel.putHugeZeroPage(entry.pfn)
+        } else {
+            unmapHugePage(entry.pfn, at: haddr)
+            kernel.putPage(entry.pfn)
+        }
+        lock.spinUnlock()
+        kernel.freeTable(deposit)
+        return .handled
+    }
+
+    /// Changes the protection of a whole huge PMD in place, keeping it huge; it becomes writable only
+    /// when this mapping owns the page exclusively (Linux: `change_huge_pmd()`).
+    func changeHugePMD(_ pmd: PageTable, _ index: Int, _ vma: VMA) -> HugePMDStep {
+        let frames = kernel.memory.frames
+        let prot = vma.flags.protection
+        let lock = pmdLock(pmd)
+        lock.spinLock()
+        let entry = pmd[index]
+        guard entry.isHuge else { lock.spinUnlock(); return .notHuge }
+        if entry.isSplitting {
+            lock.spinUnlock()
+            waitForSplit(pmd, index)
+            return .notHuge
+        }
+        var writable = false
+        if prot.contains(.write) && !entry.isSpecial {
+            let head = entry.pfn
+            writable = frames.mapcount(head) == 1 && frames.refcount(head) == 1
+                && frames.flags(head).contains(.anonExclusive)
+        }
+        pmd.set(index, entry.withProtection(prot, writable: writable))
+        lock.spinUnlock()
+        return .handled
+    }
+
+    /// Copies a huge PMD into a child at fork: both map the page write-protected, the child with its
+    /// own deposited table; the huge zero page is simply shared (Linux: `copy_huge_pmd()`).
+    func copyHugePMD(_ pmd: PageTable, _ index: Int, _ haddr: VirtualAddress, into child: AddressSpace) -> HugePMDStep {
+        let frames = kernel.memory.frames
+        guard let deposit = kernel.allocateTable() else { return .outOfMemory }
+        guard let (childPMD, childIndex) = child.walk(haddr, to: .pmd, allocate: true) else {
+            kernel.freeTable(deposit)
+            return .outOfMemory
+        }
+        // The child is not yet visible to anyone, so taking its lock first cannot deadlock (Linux takes
+        // the destination's lock, then the source's nested).
+        let childLock = child.pmdLock(childPMD), lock = pmdLock(pmd)
+        childLock.spinLock()
+        lock.spinLock()
+        var entry = pmd[index]
+        guard entry.isHuge, !entry.isSplitting else {
+            lock.spinUnlock()
+            childLock.spinUnlock()
+            kernel.freeTable(deposit)
+            if entry.isSplitting { waitForSplit(pmd, index) }
+            return .notHuge
+        }
+        precondition(childPMD[childIndex].isNone, "fork found the child's PMD at \(haddr) in use")
+        if entry.isSpecial {
+            frames.addRefcount(entry.pfn, 1)
+        } else {
+            kernel.getPage(entry.pfn)
+            frames.removeFlags(entry.pfn, .anonExclusive)
+            child.mapHugePage(entry.pfn, at: haddr)
+            if entry.isWritable {
+                entry = entry.writeProtected()
+                pmd.set(index, entry)
+            }
+        }
+        child.depositTable(deposit, in: childPMD)
+        childPMD.set(childIndex, entry)
+        lock.spinUnlock()
+        childLock.spinUnlock()
+        return .handled
+    }
+
+    /// Moves a whole huge PMD from `source` to `destination`, both 2 MiB-aligned, with its deposited
+    /// table (Linux: `move_huge_pmd()`). `.notHuge` when the source is not a huge PMD or the destination
+    /// PMD is in use; the caller then splits and moves PTEs.
+    func moveHugePMD(from source: VirtualAddress, to destination: VirtualAddress) -> HugePMDStep {
+        guard let (pmd, index) = walk(source, to: .pmd, allocate: false) else { return .notHuge }
+        let seen = pmd[index]
+        guard seen.isHuge else { return .notHuge }
+        guard let (dpmd, dIndex) = walk(destination, to: .pmd, allocate: true) else { return .outOfMemory }
+        let lock = pmdLock(pmd), dlock = pmdLock(dpmd)
+        lock.spinLock()
+        if dlock != lock { dlock.spinLock() }
+        defer {
+            if dlock != lock { dlock.spinUnlock() }
+            lock.spinUnlock()
+        }
+        let entry = pmd[index]
+        guard entry.isHuge, !entry.isSplitting, dpmd[dIndex].isNone else { return .notHuge }
+        pmd.set(index, .none)
+        if pmd.pfn != dpmd.pfn { depositTable(withdrawTable(from: pmd), in: dpmd) }
+        dpmd.set(dIndex, entry)
+        if !entry.isSpecial {
+            kernel.hugeMappings.remove(entry.pfn, self, source)
+            kernel.hugeMappings.add(entry.pfn, self, destination)
+        }
+        return .handled
+    }
+}
