@@ -5,12 +5,17 @@ import Machine
 import TestSupport
 
 /// A host kernel and VMM process, a VM with `guestMemory` on it, and a guest process on guest CPU 0.
+/// THP is `enabled=madvise` on both sides, as on this machine; `hostTHP` advises the guest-memory
+/// region of the host with MADV_HUGEPAGE (else MADV_NOHUGEPAGE).
 func virtualMachine(_ preset: MachineDescription = .zen4, guestMemory: UInt64 = 32 << 20, cpus: Int = 1,
-                    hostAdvice: Advice? = nil) throws -> (VirtualMachine, AddressSpace) {
-    let host = TestMachine.kernel(memory: 128 << 20, mode: .metadata)
+                    hostTHP: Bool = false) throws -> (VirtualMachine, AddressSpace) {
+    let host = TestMachine.kernel(memory: 128 << 20, mode: .metadata, enabled: .madvise)
     let vmm = host.createAddressSpace()!
-    let vm = try VirtualMachine(hostMM: vmm, guest: KernelConfiguration(memoryBytes: guestMemory, mode: .metadata, watermarks: .zero),
-                                description: preset, cpuCount: cpus, hostAdvice: hostAdvice)
+    var settings = KernelDesign.linux2_6_38.defaultSettings
+    settings.enabled = .madvise
+    let vm = try VirtualMachine(hostMM: vmm, guest: KernelConfiguration(memoryBytes: guestMemory, mode: .metadata, watermarks: .zero,
+                                                                        hugepageSettings: settings),
+                                description: preset, cpuCount: cpus, hostAdvice: hostTHP ? .hugepage : .noHugepage)
     let guestMM = vm.guest.createAddressSpace()!
     vm.machine.cpus[0].switchTo(guestMM)
     return (vm, guestMM)
@@ -67,6 +72,28 @@ struct NestedPagingTests {
         // the data page's host walk starts at the host PTE via the host PDE cache: 1 reference.
         #expect(cpu.counters.walkReferences == 12 + 2)
         #expect(try cpu.access(va + 4096, .read).get() == hostFrame(vm, guestMM, va + 4096))
+    }
+
+    @Test("guest THP × host THP: references of a 2-D walk without walk caches, and the TLB entry's size",
+          arguments: [(false, false, 24, PageSize.size4K), (true, false, 19, .size4K), (false, true, 19, .size4K), (true, true, 15, .size2M)])
+    func guestAndHostPageSizes(guestTHP: Bool, hostTHP: Bool, references: Int, entrySize: PageSize) throws {
+        let (vm, guestMM) = try virtualMachine(MachineDescription.zen4.withoutWalkCaches, guestMemory: 64 << 20, hostTHP: hostTHP)
+        let cpu = vm.machine.cpus[0]
+        let raw = try guestMM.mmap(length: 8 << 20, protection: .readWrite, flags: .private)
+        let va = raw.alignedUp(2 << 20)
+        try guestMM.madvise(va, length: 4 << 20, advice: guestTHP ? .hugepage : .noHugepage)
+        #expect(try cpu.access(va, .write).get() == hostFrame(vm, guestMM, va))
+        #expect((guestMM.translate(va)?.level == .pmd) == guestTHP)
+        touchPages(cpu, va, 4 << 20, .write)
+        cpu.reset()
+        #expect(try cpu.access(va + 4096, .read).get() == hostFrame(vm, guestMM, va + 4096))
+        #expect(cpu.counters.walkReferences == references)
+        #expect(cpu.cachedTranslation(va + 4096)?.size == entrySize)
+        // The TLB reaches the rest of the 2 MiB only when both sides map it huge.
+        let walks = cpu.counters.walks
+        #expect(try cpu.access(va + (1 << 20), .read).get() == hostFrame(vm, guestMM, va + (1 << 20)))
+        #expect(cpu.counters.walks == walks + (entrySize == .size2M ? 0 : 1))
+        #expect(cpu.nested!.splinteredFills == (guestTHP && !hostTHP ? 2 : 0))
     }
 
     @Test("guest TLB entries hold host frames; a host change to guest memory reaches them")

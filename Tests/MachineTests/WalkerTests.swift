@@ -94,3 +94,61 @@ struct WalkerTests {
         #expect(cpu.counters == counters)
     }
 }
+
+@Suite("Page walker over transparent huge pages")
+struct HugeWalkerTests {
+    /// A kernel with THP `enabled=madvise`, a 2 MiB-aligned region of `bytes` advised as asked, all written.
+    func region(_ preset: MachineDescription, bytes: UInt64, huge: Bool) throws -> (Machine, AddressSpace, VirtualAddress) {
+        let kernel = TestMachine.kernel(memory: 128 << 20, mode: .metadata, enabled: .madvise)
+        let mm = kernel.createAddressSpace()!
+        let m = Machine(kernel: kernel, description: preset)
+        m.cpus[0].switchTo(mm)
+        let va = try mm.mmap(length: bytes + (2 << 20), protection: .readWrite, flags: .private).alignedUp(2 << 20)
+        try mm.madvise(va, length: bytes, advice: huge ? .hugepage : .noHugepage)
+        touchPages(m.cpus[0], va, bytes, .write)
+        return (m, mm, va)
+    }
+
+    @Test("a 2 MiB mapping takes one walk and one TLB entry per 2 MiB instead of 512", arguments: MachineDescription.presetNames)
+    func hugeMappingsNeedFewerWalks(preset: String) throws {
+        let d = MachineDescription.presets[preset]!
+        for huge in [false, true] {
+            let (m, mm, va) = try region(d, bytes: 16 << 20, huge: huge)
+            let cpu = m.cpus[0]
+            #expect((mm.translate(va)?.level == .pmd) == huge)
+            cpu.reset()
+            touchPages(cpu, va, 16 << 20)
+            #expect(cpu.counters.walks == (huge ? 8 : 4096))
+            #expect(cpu.counters.faults == 0)
+            let entries = cpu.tlb.l2.reduce(0) { $0 + $1.validEntries }
+            let smallEntries = d.l2.filter { $0.pageSizes.contains(.size4K) }.reduce(0) { $0 + $1.entries }
+            #expect(entries == (huge ? 8 : min(4096, smallEntries)))
+            // Every frame agrees with the kernel's functional walk.
+            #expect(try cpu.access(va + 0x12345, .read).get() == mm.translate(va + 0x12345)!.frame)
+        }
+    }
+
+    @Test("a walk ending at a huge PMD reads three entries and fills the 2 MiB L1 dTLB array")
+    func hugeWalkReferencesAndL1Array() throws {
+        let (m, _, va) = try region(.skylakeSP, bytes: 4 << 20, huge: true)
+        let cpu = m.cpus[0]
+        cpu.reset()
+        _ = cpu.access(va + 4096 * 7, .read)
+        #expect(cpu.counters.walkReferences == 3)
+        #expect(cpu.cachedTranslation(va)?.size == .size2M && cpu.cachedTranslation(va)?.level == 1)
+        #expect(cpu.tlb.l1Data[1].validEntries == 1 && cpu.tlb.l1Data[0].validEntries == 0)
+    }
+
+    @Test("splitting a huge PMD (partial munmap) shoots down the 2 MiB entry; the rest walks to 4 KiB PTEs")
+    func splitShootsDownHugeEntry() throws {
+        let (m, mm, va) = try region(.zen4, bytes: 4 << 20, huge: true)
+        let cpu = m.cpus[0]
+        _ = cpu.access(va, .read)
+        #expect(cpu.cachedTranslation(va)?.size == .size2M)
+        try m.run(on: 0) { try mm.munmap(va, length: 4096) }
+        #expect(cpu.cachedTranslation(va + 4096) == nil)
+        #expect(cpu.access(va, .read) == .failure(AccessFault(at: va, outcome: .segv(.mapErr))))
+        #expect(try cpu.access(va + 4096, .read).get() == mm.translate(va + 4096)!.frame)
+        #expect(cpu.cachedTranslation(va + 4096)?.size == .size4K)
+    }
+}
