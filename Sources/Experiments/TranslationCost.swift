@@ -51,21 +51,27 @@ public struct TranslationCost {
     /// Runs one case. Throws when the kernel model refuses the setup (e.g. too little memory).
     public func run(_ pattern: Pattern, bytes: UInt64, hugepages: Bool) throws(Errno) -> Prediction {
         let memory = (bytes + (256 << 20)).alignedUpToGiB
+        // THP as on the calibration machine: `enabled=madvise`, so the advice decides.
+        var settings = KernelDesign.linux2_6_38.defaultSettings
+        settings.enabled = .madvise
+        func config(_ bytes: UInt64) -> KernelConfiguration {
+            KernelConfiguration(memoryBytes: bytes, mode: .metadata, watermarks: .zero, hugepageSettings: settings)
+        }
         let cpu: CPU
         let mm: AddressSpace
         var keepAlive: [AnyObject] = []
         switch placement {
         case .native:
-            let kernel = Kernel(KernelConfiguration(memoryBytes: memory, mode: .metadata, watermarks: .zero))
+            let kernel = Kernel(config(memory))
             guard let m = kernel.createAddressSpace() else { throw .ENOMEM }
             let machine = Machine(kernel: kernel, description: machine)
             keepAlive.append(machine)
             cpu = machine.cpus[0]
             mm = m
         case .virtualMachine(let hostTHP):
-            let host = Kernel(KernelConfiguration(memoryBytes: memory + (256 << 20), mode: .metadata, watermarks: .zero))
+            let host = Kernel(config(memory + (256 << 20)))
             guard let vmm = host.createAddressSpace() else { throw .ENOMEM }
-            let vm = try VirtualMachine(hostMM: vmm, guest: KernelConfiguration(memoryBytes: memory, mode: .metadata, watermarks: .zero),
+            let vm = try VirtualMachine(hostMM: vmm, guest: config(memory),
                                         description: machine, hostAdvice: hostTHP ? .hugepage : .noHugepage)
             keepAlive.append(vm)
             guard let m = vm.guest.createAddressSpace() else { throw .ENOMEM }
@@ -110,6 +116,7 @@ public struct TranslationCost {
         }
         for _ in 0..<accesses { step() }
         cpu.counters = TranslationCounters()
+        if let n = cpu.nested { n.hostReferences = 0; n.hostReferencesFromMemory = 0; n.hostLeafReferencesFromMemory = 0 }
         for _ in 0..<accesses { step() }
         let c = cpu.counters
         withExtendedLifetime(keepAlive) {}

@@ -94,7 +94,10 @@ public final class CPU: @unchecked Sendable {
 
     /// Reads one page-table entry at a physical address: its latency.
     @inline(__always) func readEntry(at address: UInt64) -> Double {
-        modelsWalkCache ? cache.access(physicalAddress: address) : fixedReferenceCost
+        guard modelsWalkCache else { return fixedReferenceCost }
+        let latency = cache.access(physicalAddress: address)
+        if latency == cache.memoryLatency { counters.walkReferencesFromMemory &+= 1 }
+        return latency
     }
 
     @inline(__always) func dropFilter() { filterPages = 0; lastDataLine = .max }

@@ -1,5 +1,5 @@
 /// A simple model of the data caches that a page walk's references go through: set-associative levels
-/// of 64-byte lines with LRU, filled on every miss (non-inclusive, no prefetching). It answers "where
+/// of 64-byte lines with LRU, filled on every miss, outer levels taking the inner ones' victims. It answers "where
 /// did this line hit?", which is what makes walks over tables of small pages expensive: their lines do
 /// not stay cached next to the data.
 ///
@@ -14,6 +14,7 @@ public final class CacheModel: @unchecked Sendable {
     struct Level {
         let lines: UnsafeMutablePointer<UInt64>
         let setMask: UInt64
+        let setBits: UInt64
         let ways: Int
         let latency: Double
         var count: Int { Int(setMask + 1) * ways }
@@ -29,7 +30,9 @@ public final class CacheModel: @unchecked Sendable {
         for (i, spec) in specs.enumerated() {
             let count = spec.bytes / 64
             (levels + i).initialize(to: Level(lines: HostMemory.allocate(UInt64.self, count: count),
-                                              setMask: UInt64(count / spec.ways - 1), ways: spec.ways, latency: spec.latency))
+                                              setMask: UInt64(count / spec.ways - 1),
+                                              setBits: UInt64((count / spec.ways).trailingZeroBitCount),
+                                              ways: spec.ways, latency: spec.latency))
         }
         self.memoryLatency = memoryLatency
         hitCounts = .allocate(capacity: specs.count + 1)
@@ -45,32 +48,45 @@ public final class CacheModel: @unchecked Sendable {
     /// Hits per level (index = level; the last = memory).
     public var hits: [Int] { Array(UnsafeBufferPointer(start: hitCounts, count: levelCount + 1)) }
 
-    /// Looks a physical line up in one level, moving it to the front; on a miss inserts it at the front
-    /// and drops the LRU line. Returns whether it hit.
+    /// The set of a line: its low bits XOR-folded with the bits above, as last-level caches hash
+    /// addresses over slices, so that page tables laid out at a fixed stride do not all fall into the
+    /// same few sets.
     @inline(__always)
-    private static func touch(_ level: Level, _ line: UInt64) -> Bool {
+    private static func setIndex(_ level: Level, _ line: UInt64) -> UInt64 {
+        (line ^ (line >> level.setBits) ^ (line >> (level.setBits &* 2))) & level.setMask
+    }
+
+    /// Looks a line up in one level, moving it to the front; on a miss inserts it at the front.
+    /// Returns whether it hit, and on a miss the line pushed out of the set (0: none).
+    @inline(__always)
+    private static func touch(_ level: Level, _ line: UInt64) -> (hit: Bool, victim: UInt64) {
         let key = line &+ 1
-        let set = level.lines + Int(truncatingIfNeeded: line & level.setMask) &* level.ways
+        let set = level.lines + Int(truncatingIfNeeded: setIndex(level, line)) &* level.ways
         var i = 0
         while i < level.ways {
             if set[i] == key { break }
             i &+= 1
         }
         let hit = i < level.ways
+        let victim = hit ? 0 : set[level.ways &- 1]
         var j = hit ? i : level.ways &- 1
         while j > 0 { set[j] = set[j &- 1]; j &-= 1 }
         set[0] = key
-        return hit
+        return (hit, victim)
     }
 
     /// Reads the 64-byte line at physical address `address`; returns the latency of the level that
-    /// held it (memory if none) and fills it into every level above.
+    /// held it (memory if none). The line is filled into every level it missed; a line pushed out of
+    /// one level moves to the front of the next (the outer levels act as victim caches, as AMD's L3
+    /// does for L2), so a line that stays hot in an inner level is not lost behind its back.
     @discardableResult
     public func access(physicalAddress address: UInt64) -> Double {
         let line = address >> 6
         var i = 0
         while i < levelCount {
-            if Self.touch(levels[i], line) {
+            let (hit, victim) = Self.touch(levels[i], line)
+            if victim != 0 { demote(victim &- 1, into: i &+ 1) }
+            if hit {
                 hitCounts[i] &+= 1
                 return levels[i].latency
             }
@@ -80,12 +96,24 @@ public final class CacheModel: @unchecked Sendable {
         return memoryLatency
     }
 
+    /// Puts a line pushed out of one level at the front of the next, and so on outwards.
+    @inline(__always)
+    private func demote(_ line: UInt64, into level: Int) {
+        var line = line, l = level
+        while l < levelCount {
+            let (hit, victim) = Self.touch(levels[l], line)
+            if hit || victim == 0 { return }
+            line = victim &- 1
+            l &+= 1
+        }
+    }
+
     /// The level that holds the line, without changing anything (nil: memory).
     public func level(holding address: UInt64) -> Int? {
         let key = (address >> 6) &+ 1
         for i in 0..<levelCount {
             let level = levels[i]
-            let set = level.lines + Int(truncatingIfNeeded: (address >> 6) & level.setMask) * level.ways
+            let set = level.lines + Int(truncatingIfNeeded: Self.setIndex(level, address >> 6)) * level.ways
             for w in 0..<level.ways where set[w] == key { return i }
         }
         return nil

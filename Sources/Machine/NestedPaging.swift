@@ -29,6 +29,10 @@ public final class NestedPaging: @unchecked Sendable {
     /// TLB fills whose guest page was larger than the host page backing it (the translation is cached
     /// at the host's smaller size).
     public internal(set) var splinteredFills = 0
+    /// References to host page tables, and how many of them missed every cache level.
+    public var hostReferences = 0
+    public var hostReferencesFromMemory = 0
+    public var hostLeafReferencesFromMemory = 0
 
     init(hostMM: AddressSpace, guestBase: VirtualAddress, description d: MachineDescription) {
         self.hostMM = hostMM
@@ -44,7 +48,7 @@ public final class NestedPaging: @unchecked Sendable {
         nestedTLB.invalidateEverything()
         hostPageWalkCache.pml4.invalidateEverything(); hostPageWalkCache.pdpt.invalidateEverything()
         hostPageWalkCache.pd.invalidateEverything()
-        hostFaults = 0; splinteredFills = 0
+        hostFaults = 0; splinteredFills = 0; hostReferences = 0; hostReferencesFromMemory = 0; hostLeafReferencesFromMemory = 0
     }
 }
 
@@ -88,7 +92,11 @@ extension CPU {
         }
         while true {
             let i = Int(truncatingIfNeeded: (hva >> level.shift) & 511)
+            let before = counters.walkReferencesFromMemory
             cost += readEntry(at: (UInt64(table.pfn.rawValue) << 12) | (UInt64(i) << 3))
+            n.hostReferences &+= 1
+            n.hostReferencesFromMemory &+= counters.walkReferencesFromMemory &- before
+            if level == .pte { n.hostLeafReferencesFromMemory &+= counters.walkReferencesFromMemory &- before }
             counters.walkReferences &+= 1
             let entry = table[i]
             guard entry.isPresent else { return nil }

@@ -12,6 +12,8 @@ public struct TranslationCounters: Sendable, Hashable {
     public var walks = 0
     /// Memory references made by walks (page-table entries read, host entries included when nested).
     public var walkReferences = 0
+    /// Of those, references that missed every level of the cache model.
+    public var walkReferencesFromMemory = 0
     /// Walks that started below the root thanks to a paging-structure cache hit.
     public var pageWalkCacheHits = 0
     /// Writes through a clean TLB entry: the MMU re-walks to set the dirty bit.

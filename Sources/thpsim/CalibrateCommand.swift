@@ -52,7 +52,7 @@ struct CalibrateCommand: ParsableCommand {
         guard accesses > 0 else { throw ValidationError("--accesses must be positive") }
         let experiment = TranslationCost(machine: d, placement: where_, accesses: accesses)
         print("machine \(d.name), \(where_); ns/access predicted (THP share of the region in brackets)")
-        print("pattern  size    4K ns    THP ns   speedup  L1 miss/acc 4K  walk refs/acc 4K  walk refs/acc THP")
+        print("pattern  size    4K ns    THP ns   speedup  L1 miss/acc 4K  walk refs/acc 4K  walk refs/acc THP  DRAM refs/acc 4K  THP")
         for size in sizeList {
             for pattern in patternList {
                 do {
@@ -64,7 +64,9 @@ struct CalibrateCommand: ParsableCommand {
                           + f(small.nanosecondsPerAccess / huge.nanosecondsPerAccess, 8)
                           + f(small.counters.l1MissRate, 12)
                           + f(Double(small.counters.walkReferences) / Double(small.counters.accesses), 16)
-                          + f(Double(huge.counters.walkReferences) / Double(huge.counters.accesses), 18))
+                          + f(Double(huge.counters.walkReferences) / Double(huge.counters.accesses), 18)
+                          + f(Double(small.counters.walkReferencesFromMemory) / Double(small.counters.accesses), 18)
+                          + f(Double(huge.counters.walkReferencesFromMemory) / Double(huge.counters.accesses), 6))
                 } catch {
                     throw ValidationError("\(pattern) \(size >> 20)M: the kernel model refused the setup (\(error))")
                 }
