@@ -1,5 +1,6 @@
 /// A simple model of the data caches that a page walk's references go through: set-associative levels
-/// of 64-byte lines with LRU, filled on every miss, outer levels taking the inner ones' victims. It answers "where
+/// of 64-byte lines with LRU and hashed set indices, filled on every miss, outer levels taking the inner
+/// ones' victims. It answers "where
 /// did this line hit?", which is what makes walks over tables of small pages expensive: their lines do
 /// not stay cached next to the data.
 ///
@@ -48,12 +49,13 @@ public final class CacheModel: @unchecked Sendable {
     /// Hits per level (index = level; the last = memory).
     public var hits: [Int] { Array(UnsafeBufferPointer(start: hitCounts, count: levelCount + 1)) }
 
-    /// The set of a line: its low bits XOR-folded with the bits above, as last-level caches hash
-    /// addresses over slices, so that page tables laid out at a fixed stride do not all fall into the
-    /// same few sets.
+    /// The set of a line: a multiplicative hash of the whole line number. Last-level caches hash
+    /// addresses over slices; here hashing every level also keeps the model's allocator, which places
+    /// page tables at regular frame strides, from crowding them into a few sets (plain or XOR-folded
+    /// indices did, and pushed hot page-table lines out far more often than capacity explains).
     @inline(__always)
     private static func setIndex(_ level: Level, _ line: UInt64) -> UInt64 {
-        (line ^ (line >> level.setBits) ^ (line >> (level.setBits &* 2))) & level.setMask
+        ((line &+ 1) &* 0x9E37_79B9_7F4A_7C15) >> (64 &- level.setBits) & level.setMask
     }
 
     /// Looks a line up in one level, moving it to the front; on a miss inserts it at the front.
