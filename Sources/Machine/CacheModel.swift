@@ -49,13 +49,15 @@ public final class CacheModel: @unchecked Sendable {
     /// Hits per level (index = level; the last = memory).
     public var hits: [Int] { Array(UnsafeBufferPointer(start: hitCounts, count: levelCount + 1)) }
 
-    /// The set of a line: a multiplicative hash of the whole line number. Last-level caches hash
-    /// addresses over slices; here hashing every level also keeps the model's allocator, which places
-    /// page tables at regular frame strides, from crowding them into a few sets (plain or XOR-folded
-    /// indices did, and pushed hot page-table lines out far more often than capacity explains).
+    /// The set of a line: a multiplicative hash of its 4 KiB page plus the line's place in the page.
+    /// Last-level caches hash addresses over slices; here hashing every level also keeps the model's
+    /// allocator, which places page tables at regular frame strides, from crowding them into a few sets
+    /// (plain or XOR-folded indices did, and pushed hot page-table lines out far more often than
+    /// capacity explains). Lines of one page stay in consecutive sets, as with plain indexing.
     @inline(__always)
     private static func setIndex(_ level: Level, _ line: UInt64) -> UInt64 {
-        ((line &+ 1) &* 0x9E37_79B9_7F4A_7C15) >> (64 &- level.setBits) & level.setMask
+        let page = (line >> 6) &+ 1
+        return ((page &* 0x9E37_79B9_7F4A_7C15) >> (64 &- level.setBits) &+ line) & level.setMask
     }
 
     /// Looks a line up in one level, moving it to the front; on a miss inserts it at the front.

@@ -14,7 +14,7 @@ import VMCore
 /// ```
 /// The set of a page is its page number masked by `sets - 1` (sets are a power of two). LRU keeps a
 /// last-use stamp per slot; a hit refreshes it and a fill replaces the invalid or oldest way.
-/// Invariant: a (page, size, ASID) is valid in at most one slot.
+/// Invariants: a (page, size, ASID) is valid in at most one slot; an invalid slot's stamp is 0.
 ///
 /// Hardware: the L1 dTLB/iTLB arrays and the STLB (Intel SDM vol. 3A, 4.10.2; AMD "L1/L2 TLB").
 public final class TLBArray: @unchecked Sendable {
@@ -79,17 +79,28 @@ public final class TLBArray: @unchecked Sendable {
     public func lookup(page: UInt64, size: PageSize, asid: UInt16) -> Int {
         let t = Self.tag(page: page, size: size, asid: asid)
         let base = Int(truncatingIfNeeded: page & setMask) &* ways
-        var slot = base
-        let end = base &+ ways
-        while slot < end {
-            if tags[slot] == t {
-                clock &+= 1
-                stamps[slot] = clock
-                return slot
+        var found = -1
+        if ways > 8 {
+            // Wide (fully associative) arrays: a loop without an early exit, which the compiler
+            // vectorizes; a tag is valid in at most one way.
+            var i = 0
+            while i < ways {
+                if tags[base &+ i] == t { found = base &+ i }
+                i &+= 1
             }
-            slot &+= 1
+        } else {
+            var slot = base
+            let end = base &+ ways
+            while slot < end {
+                if tags[slot] == t { found = slot; break }
+                slot &+= 1
+            }
         }
-        return -1
+        if found >= 0 {
+            clock &+= 1
+            stamps[found] = clock
+        }
+        return found
     }
 
     /// Looks `page` up without touching LRU state (the functional view). Returns the slot or -1.
@@ -112,15 +123,16 @@ public final class TLBArray: @unchecked Sendable {
     public func insert(page: UInt64, size: PageSize, asid: UInt16, payload: UInt64) -> Int {
         let t = Self.tag(page: page, size: size, asid: asid)
         let base = Int(truncatingIfNeeded: page & setMask) &* ways
+        // One pass: the way that already holds the page, else the least recently used one (empty
+        // ways have stamp 0, so they go first).
         var victim = base
         var oldest = UInt64.max
         var slot = base
         let end = base &+ ways
         while slot < end {
-            let existing = tags[slot]
-            if existing == t { victim = slot; oldest = 0; break }
-            if existing & Self.validBit == 0 { if oldest != 0 { victim = slot; oldest = 0 } }
-            else if stamps[slot] < oldest { victim = slot; oldest = stamps[slot] }
+            if tags[slot] == t { victim = slot; oldest = 0; break }
+            let stamp = stamps[slot]
+            if stamp < oldest { victim = slot; oldest = stamp }
             slot &+= 1
         }
         let old = tags[victim]
@@ -149,7 +161,7 @@ public final class TLBArray: @unchecked Sendable {
                 var page = first
                 while page <= last {
                     let slot = peek(page: page, size: size, asid: asid)
-                    if slot >= 0 { tags[slot] = 0; adjust(size, -1); removed += 1 }
+                    if slot >= 0 { tags[slot] = 0; stamps[slot] = 0; adjust(size, -1); removed += 1 }
                     page &+= 1
                 }
             } else {
@@ -157,7 +169,7 @@ public final class TLBArray: @unchecked Sendable {
                     let t = tags[slot]
                     guard t & Self.validBit != 0, Self.size(ofTag: t) == size, UInt16(t & 0xFFF) == asid & 0xFFF else { continue }
                     let page = (t & ~Self.validBit) >> 16
-                    if page >= first && page <= last { tags[slot] = 0; adjust(size, -1); removed += 1 }
+                    if page >= first && page <= last { tags[slot] = 0; stamps[slot] = 0; adjust(size, -1); removed += 1 }
                 }
             }
         }
@@ -171,6 +183,7 @@ public final class TLBArray: @unchecked Sendable {
         for slot in 0..<entries where tags[slot] & Self.validBit != 0 && UInt16(tags[slot] & 0xFFF) == asid & 0xFFF {
             adjust(Self.size(ofTag: tags[slot]), -1)
             tags[slot] = 0
+            stamps[slot] = 0
             removed += 1
         }
         return removed
@@ -179,6 +192,7 @@ public final class TLBArray: @unchecked Sendable {
     /// Empties the array.
     public func invalidateEverything() {
         tags.update(repeating: 0, count: entries)
+        stamps.update(repeating: 0, count: entries)
         occupancy = (0, 0, 0)
     }
 
