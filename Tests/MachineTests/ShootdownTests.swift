@@ -69,3 +69,23 @@ struct ShootdownTests {
         #expect(m.flushCounters.remoteFlush == 1)   // CPU 1 is no longer interrupted
     }
 }
+
+@Suite("Shootdowns of a whole mm")
+struct FlushAllTests {
+    @Test("flushAll empties the mm's translations on every CPU that ran it and counts one full local flush")
+    func flushAllReachesEveryCPU() throws {
+        let (m, mm) = machine(.iceLakeSP, cpus: 2)
+        m.cpus[1].switchTo(mm)
+        let va = try anon(mm, 1 << 20)
+        touchPages(m.cpus[0], va, 4 * 4096, .write)
+        touchPages(m.cpus[1], va, 4 * 4096)
+        m.run(on: 1) { m.flushAll(mm) }
+        for cpu in m.cpus {
+            #expect(cpu.cachedTranslation(va) == nil)
+            #expect(cpu.cachedTranslation(va + 3 * 4096) == nil)
+        }
+        #expect(m.flushCounters == TLBFlushCounters(remoteFlush: 1, remoteFlushReceived: 1, localFlushAll: 1, localFlushOne: 0))
+        #expect(m.flushCounters.vmstatLines == ["nr_tlb_remote_flush 1", "nr_tlb_remote_flush_received 1",
+                                                "nr_tlb_local_flush_all 1", "nr_tlb_local_flush_one 0"])
+    }
+}

@@ -152,3 +152,20 @@ struct HugeWalkerTests {
         #expect(cpu.cachedTranslation(va + 4096)?.size == .size4K)
     }
 }
+
+@Suite("Instruction fetches")
+struct InstructionFetchTests {
+    @Test("fetches fill the L1 iTLB, not the L1 dTLB, and fault on a mapping without PROT_EXEC")
+    func fetchesUseTheITLB() throws {
+        let (m, mm) = machine(.skylakeSP)
+        let cpu = m.cpus[0]
+        let code = try anon(mm, 1 << 20, prot: [.read, .execute])
+        let data = try anon(mm, 1 << 20)
+        #expect(try cpu.access(code, .execute).get() == mm.translate(code)!.frame)
+        #expect(cpu.cachedTranslation(code, .execute)?.level == 1)
+        #expect(cpu.cachedTranslation(code, .read)?.level == 2)   // the STLB is unified; the L1 dTLB did not get it
+        #expect(cpu.tlb.l1Instruction[0].validEntries == 1 && cpu.tlb.l1Data[0].validEntries == 0)
+        _ = cpu.access(data, .write)
+        #expect(cpu.access(data, .execute) == .failure(AccessFault(at: data, outcome: .segv(.accErr))))
+    }
+}
