@@ -28,6 +28,16 @@ public final class TLBArray: @unchecked Sendable {
     @usableFromInline var clock: UInt64 = 0
     /// Valid entries per page size, so lookups skip sizes the array holds none of.
     @usableFromInline var occupancy: (UInt32, UInt32, UInt32) = (0, 0, 0)
+    /// Wide (fully associative, more than 16 ways) arrays keep a hash index and a recency list
+    /// instead of scanning every way (`TLBArray+Wide.swift`).
+    @usableFromInline let wide: Bool
+    @usableFromInline let index: UnsafeMutablePointer<Int32>
+    @usableFromInline let indexMask: Int
+    @usableFromInline let indexShift: UInt64
+    @usableFromInline let newer: UnsafeMutablePointer<Int32>
+    @usableFromInline let older: UnsafeMutablePointer<Int32>
+    @usableFromInline var newest: Int32 = 0
+    @usableFromInline var oldestSlot: Int32 = 0
 
     public static let validBit: UInt64 = 1 << 63
 
@@ -43,9 +53,20 @@ public final class TLBArray: @unchecked Sendable {
         tags = .allocate(capacity: entries); tags.initialize(repeating: 0, count: entries)
         payloads = .allocate(capacity: entries); payloads.initialize(repeating: 0, count: entries)
         stamps = .allocate(capacity: entries); stamps.initialize(repeating: 0, count: entries)
+        wide = sets == 1 && ways > 16
+        let indexSize = wide ? max(64, 1 << (Int.bitWidth - (4 * ways - 1).leadingZeroBitCount)) : 1
+        index = .allocate(capacity: indexSize)
+        indexMask = indexSize - 1
+        indexShift = UInt64(64 - indexSize.trailingZeroBitCount)
+        newer = .allocate(capacity: entries)
+        older = .allocate(capacity: entries)
+        resetRecency()
     }
 
-    deinit { tags.deallocate(); payloads.deallocate(); stamps.deallocate() }
+    deinit {
+        tags.deallocate(); payloads.deallocate(); stamps.deallocate()
+        index.deallocate(); newer.deallocate(); older.deallocate()
+    }
 
     public var entries: Int { sets * ways }
 
@@ -78,6 +99,7 @@ public final class TLBArray: @unchecked Sendable {
     @inlinable @inline(__always)
     public func lookup(page: UInt64, size: PageSize, asid: UInt16) -> Int {
         let t = Self.tag(page: page, size: size, asid: asid)
+        if wide { return wideLookup(t, touch: true) }
         let base = Int(truncatingIfNeeded: page & setMask) &* ways
         var found = -1
         if ways > 8 {
@@ -106,6 +128,7 @@ public final class TLBArray: @unchecked Sendable {
     /// Looks `page` up without touching LRU state (the functional view). Returns the slot or -1.
     public func peek(page: UInt64, size: PageSize, asid: UInt16) -> Int {
         let t = Self.tag(page: page, size: size, asid: asid)
+        if wide { return wideLookup(t, touch: false) }
         let base = Int(truncatingIfNeeded: page & setMask) * ways
         for slot in base..<(base + ways) where tags[slot] == t { return slot }
         return -1
@@ -122,6 +145,7 @@ public final class TLBArray: @unchecked Sendable {
     @discardableResult
     public func insert(page: UInt64, size: PageSize, asid: UInt16, payload: UInt64) -> Int {
         let t = Self.tag(page: page, size: size, asid: asid)
+        if wide { return wideInsert(t, size: size, payload: payload) }
         let base = Int(truncatingIfNeeded: page & setMask) &* ways
         // One pass: the way that already holds the page, else the least recently used one (empty
         // ways have stamp 0, so they go first).
@@ -149,6 +173,16 @@ public final class TLBArray: @unchecked Sendable {
 
     @inlinable static func size(ofTag t: UInt64) -> PageSize { PageSize(rawValue: Int((t >> 14) & 3))! }
 
+    /// Invalidates the entry in `slot`.
+    func clear(_ slot: Int) {
+        let t = tags[slot]
+        guard t & Self.validBit != 0 else { return }
+        if wide { indexRemove(t); makeOldest(Int32(slot)) }
+        adjust(Self.size(ofTag: t), -1)
+        tags[slot] = 0
+        stamps[slot] = 0
+    }
+
     /// Invalidates every entry of `asid` that maps any byte of `[start, end)`; returns how many went
     /// (Linux: `flush_tlb_one_user()` per page, `INVLPG`).
     @discardableResult
@@ -161,7 +195,7 @@ public final class TLBArray: @unchecked Sendable {
                 var page = first
                 while page <= last {
                     let slot = peek(page: page, size: size, asid: asid)
-                    if slot >= 0 { tags[slot] = 0; stamps[slot] = 0; adjust(size, -1); removed += 1 }
+                    if slot >= 0 { clear(slot); removed += 1 }
                     page &+= 1
                 }
             } else {
@@ -169,7 +203,7 @@ public final class TLBArray: @unchecked Sendable {
                     let t = tags[slot]
                     guard t & Self.validBit != 0, Self.size(ofTag: t) == size, UInt16(t & 0xFFF) == asid & 0xFFF else { continue }
                     let page = (t & ~Self.validBit) >> 16
-                    if page >= first && page <= last { tags[slot] = 0; stamps[slot] = 0; adjust(size, -1); removed += 1 }
+                    if page >= first && page <= last { clear(slot); removed += 1 }
                 }
             }
         }
@@ -181,9 +215,7 @@ public final class TLBArray: @unchecked Sendable {
     public func invalidateAll(asid: UInt16) -> Int {
         var removed = 0
         for slot in 0..<entries where tags[slot] & Self.validBit != 0 && UInt16(tags[slot] & 0xFFF) == asid & 0xFFF {
-            adjust(Self.size(ofTag: tags[slot]), -1)
-            tags[slot] = 0
-            stamps[slot] = 0
+            clear(slot)
             removed += 1
         }
         return removed
@@ -194,6 +226,7 @@ public final class TLBArray: @unchecked Sendable {
         tags.update(repeating: 0, count: entries)
         stamps.update(repeating: 0, count: entries)
         occupancy = (0, 0, 0)
+        resetRecency()
     }
 
     /// Valid entries, for tests and reports.

@@ -1,4 +1,5 @@
 import Testing
+import TestSupport
 import Machine
 
 @Suite("TLB arrays")
@@ -115,5 +116,42 @@ struct TLBHierarchyTests {
         #expect(TLBHierarchy.lookup(h.l2, va: va + (2 << 20), asid: 7) == nil)   // the next 2 MiB piece is not there
         // Zen 4's L1 dTLB holds 1 GiB entries whole.
         #expect(TLBHierarchy.fill(h.l1Data, va: va, asid: 7, size: .size1G, entry: entry)?.size == .size1G)
+    }
+}
+
+@Suite("Wide fully associative TLB arrays")
+struct WideTLBArrayTests {
+    @Test("the indexed LRU of a wide array answers exactly as a reference LRU list, through fills, hits and invalidations",
+          arguments: [(72, UInt64(1)), (96, 2), (24, 3)])
+    func matchesReferenceLRU(entries: Int, seed: UInt64) {
+        let tlb = TLBArray(entries: entries, ways: entries, pageSizes: [.size4K, .size2M])
+        var reference: [UInt64] = []          // tags, most recent first
+        var rng = SplitMix64(seed: seed)
+        func key(_ page: UInt64, _ size: PageSize) -> UInt64 { TLBArray.tag(page: page, size: size, asid: 1) }
+        for step in 0..<20_000 {
+            let page = UInt64.random(in: 0..<UInt64(entries * 2), using: &rng)
+            let size: PageSize = rng.next() % 8 == 0 ? .size2M : .size4K
+            switch rng.next() % 10 {
+            case 0..<5:
+                let hit = tlb.lookup(page: page, size: size, asid: 1) >= 0
+                let index = reference.firstIndex(of: key(page, size))
+                #expect(hit == (index != nil), "step \(step)")
+                if let index { reference.insert(reference.remove(at: index), at: 0) }
+            case 5..<9:
+                tlb.insert(page: page, size: size, asid: 1, payload: page)
+                if let index = reference.firstIndex(of: key(page, size)) { reference.remove(at: index) }
+                else if reference.count == entries { reference.removeLast() }
+                reference.insert(key(page, size), at: 0)
+            default:
+                let start = page << 12, end = start + (UInt64.random(in: 1...8, using: &rng) << 12)
+                tlb.invalidate(asid: 1, start: start, end: end)
+                reference.removeAll { t in
+                    let s = PageSize(rawValue: Int((t >> 14) & 3))!
+                    let first = ((t & ~TLBArray.validBit) >> 16) << s.shift
+                    return first < end && first + s.bytes > start
+                }
+            }
+            if tlb.validEntries != reference.count { Issue.record("step \(step): \(tlb.validEntries) entries, reference \(reference.count)"); return }
+        }
     }
 }
