@@ -6,6 +6,7 @@ extension AddressSpace {
     public func exit() {
         mmapLock.withWriteLock {
             guard !hasExited else { return }
+            releaseSecondaryMMUs()
             for i in (0..<vmas.count).reversed() {
                 let vma = vmas[i]
                 zap(vma.start, vma.end)

@@ -9,6 +9,10 @@ extension AddressSpace {
     /// `split_huge_pmd()`, then `zap_pte_range()`).
     /// - Precondition: the mmap lock is held; the range lies in one VMA or in a gap.
     func zap(_ start: VirtualAddress, _ end: VirtualAddress) {
+        invalidatingSecondaryMMUs(start, end) { zapRange(start, end) }
+    }
+
+    private func zapRange(_ start: VirtualAddress, _ end: VirtualAddress) {
         forEachPTETable(start, end, huge: { pmd, index, haddr, whole in
             guard whole else { return .split }
             return zapHugePMD(pmd, index, haddr) == .handled ? .handled : .retry
