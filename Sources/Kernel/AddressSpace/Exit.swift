@@ -13,6 +13,7 @@ extension AddressSpace {
                 removeVMA(at: i)
             }
             freeTables(VirtualAddress(0), VirtualAddress(PageGeometry.userAddressLimit))
+            kernel.waitForLocklessWalkers()
             kernel.freeTable(root)
             hasExited = true
         }

@@ -130,7 +130,7 @@ extension Kernel {
     /// which needs the page mapped to find its anon_vma).
     /// - Precondition: the caller holds a reference on `head` and no page-table lock.
     func splitHugePage(_ head: PFN) {
-        let split = splitSerialization.withLock { _ -> Bool in
+        let split = splitSerialization.withLock { () -> Bool in
             let frames = memory.frames
             guard frames.flags(head).contains(.head), frames.mapcount(head) > 0 else { return false }
 
