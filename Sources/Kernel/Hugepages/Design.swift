@@ -14,8 +14,9 @@ public struct KernelDesign: Sendable, Hashable, CustomStringConvertible {
     public let id: Identifier
     /// The name scenarios and the CLI use.
     public var name: String { id.rawValue }
-    /// Which lock guards a PMD entry.
-    public let pmdLock: PMDLockGranularity
+    /// Which lock guards a PMD entry. The 2010 design used `page_table_lock`; split PMD locks (3.13)
+    /// can be chosen for it to measure what they changed.
+    public var pmdLock: PMDLockGranularity
     /// `get_page()`/`put_page()` on a tail page also count in the tail, so a split can hand each
     /// subpage its own pins (2010); otherwise pins live in the folio's head only.
     public let tailPagePins: Bool
