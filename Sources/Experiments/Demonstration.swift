@@ -8,11 +8,15 @@ public struct Demonstration: Sendable {
     public var memoryBytes: UInt64
     public var mode: PhysicalMemory.Mode
     public var regionBytes: UInt64
+    /// The huge-page design, with its boot settings (and `use_zero_page=1`).
+    public var design: KernelDesign
 
-    public init(memoryBytes: UInt64 = 1 << 30, mode: PhysicalMemory.Mode = .data, regionBytes: UInt64 = 64 << 20) {
+    public init(memoryBytes: UInt64 = 1 << 30, mode: PhysicalMemory.Mode = .data, regionBytes: UInt64 = 64 << 20,
+                design: KernelDesign = .linux2_6_38) {
         self.memoryBytes = memoryBytes
         self.mode = mode
         self.regionBytes = regionBytes
+        self.design = design
     }
 
     /// What the run shows: the steps taken and the `/proc` views at the end.
@@ -41,29 +45,44 @@ public struct Demonstration: Sendable {
         guard regionBytes >= 4 * PageGeometry.pageSize, regionBytes % PageGeometry.pageSize == 0 else {
             throw .invalid("region size must be a multiple of 4K and at least 16K")
         }
-        let kernel = Kernel(KernelConfiguration(memoryBytes: memoryBytes, mode: mode))
+        var settings = design.defaultSettings
+        settings.useZeroPage = true
+        let kernel = Kernel(KernelConfiguration(memoryBytes: memoryBytes, mode: mode, design: design,
+                                                hugepageSettings: settings))
         guard let parent = kernel.createAddressSpace() else { throw .step("no memory for a process") }
         var steps: [String] = []
         func check<T>(_ what: String, _ r: Result<T, AccessFault>) throws(Failure) {
             if case .failure(let f) = r { throw .step("\(what): \(f)") }
         }
+        // Each step says what it did and what the counters a Linux user reads moved by.
+        var before = kernel.vmstatValues()
+        func step(_ text: String) {
+            let after = kernel.vmstatValues()
+            let moved = ["pgfault", "thp_fault_alloc", "thp_zero_page_alloc", "thp_split_pmd", "thp_split_page"]
+                .compactMap { name -> String? in
+                    let delta = (after[name] ?? 0) - (before[name] ?? 0)
+                    return delta == 0 ? nil : "\(name) +\(delta)"
+                }
+            steps.append(text + (moved.isEmpty ? "" : " (" + moved.joined(separator: ", ") + ")"))
+            before = after
+        }
         let size = regionBytes
         let a: VirtualAddress
         do { a = try parent.mmap(length: size, protection: .readWrite, flags: .private) } catch { throw .step("mmap: \(error)") }
-        steps.append("mmap \(ByteCount.human(size)) anonymous private rw at \(a)")
+        step("mmap \(ByteCount.human(size)) anonymous private rw at \(a)")
         try check("write", parent.touch(a, length: size / 2, .write))
-        steps.append("write the first half: \(size / 2 / PageGeometry.pageSize) write faults allocate zeroed pages")
+        step("write the first half")
         try check("read", parent.touch(a + size / 2, length: size / 4, .read))
-        steps.append("read the third quarter: read faults map the shared zero page (no Rss)")
+        step("read the third quarter (use_zero_page=1: the huge zero page, no Rss)")
         let child: AddressSpace
         do { child = try parent.fork() } catch { throw .step("fork: \(error)") }
-        steps.append("fork: pid \(child.pid) shares every page copy-on-write")
+        step("fork: pid \(child.pid) shares every page copy-on-write")
         try check("child write", child.touch(a, length: size / 8, .write))
-        steps.append("child writes the first eighth: each write copies one page")
+        step("child writes the first eighth: copy-on-write")
         do { try parent.munmap(a + size / 4, length: 4 * PageGeometry.pageSize) } catch { throw .step("munmap: \(error)") }
-        steps.append("parent unmaps 16K in the middle: the VMA splits in two")
+        step("parent unmaps 16K in the middle: the VMA splits in two, and so does the huge page there")
         child.exit()
-        steps.append("child exits: its copies are freed, the parent's pages are exclusive again")
+        step("child exits: its copies are freed, the parent's pages are exclusive again")
         return Report(steps: steps, smaps: parent.smapsText(), meminfo: kernel.meminfo().text,
                       vmstat: kernel.vmstatText(), problems: kernel.checkInvariants())
     }

@@ -11,6 +11,8 @@ public struct KernelConfiguration: Sendable {
     public var watermarks: Watermarks?
     /// The huge-page design the mechanism follows.
     public var design: KernelDesign
+    /// Simulated CPUs that may run lockless walks (gup-fast), numbered from 0.
+    public var cpus: Int = 16
     /// The THP settings at boot; nil for the design's defaults.
     public var hugepageSettings: TransparentHugepageSettings?
 
@@ -53,7 +55,9 @@ public final class Kernel: @unchecked Sendable {
     let hugeMappings = HugeMappings()
     /// Held for the whole of a `split_huge_page()`, so two splits of one page do not interleave (Linux
     /// 2.6.38: the anon_vma lock that `__split_huge_page()` holds).
-    let splitSerialization = Mutex<Void>(())
+    let splitSerialization = SpinLock()
+    /// The CPUs' lockless-walk windows (gup-fast) that flushes wait for.
+    let locklessWalkers: LocklessWalkers
 
     private let nextPID = Atomic<Int>(1)
     private let nextAnonVMA = Atomic<Int>(1)
@@ -63,6 +67,7 @@ public final class Kernel: @unchecked Sendable {
         precondition(PhysicalMemory.problem(withSize: configuration.memoryBytes) == nil)
         self.configuration = configuration
         design = configuration.design
+        locklessWalkers = LocklessWalkers(cpus: max(1, configuration.cpus))
         hugepageSettingsWord = Atomic((configuration.hugepageSettings ?? configuration.design.defaultSettings).packed)
         memory = PhysicalMemory(bytes: configuration.memoryBytes, mode: configuration.mode,
                                 watermarks: configuration.watermarks)
@@ -102,9 +107,12 @@ public final class Kernel: @unchecked Sendable {
     /// Counts pages handed out by the page allocator (Linux: `PGALLOC` in `__count_zid_vm_events()`).
     @inline(__always) func countAllocation(pages: Int) { vmstat.count(.pgallocNormal, pages) }
 
-    /// The PTE flushes every CPU's TLB needs after a range lost translations.
+    /// Flushes every CPU's TLB after a range lost or weakened translations, and — as the IPI does on
+    /// x86 — waits for lockless walks in progress, so a page or table removed before the flush can be
+    /// freed after it (Linux: `flush_tlb_range()` → `native_flush_tlb_multi()`).
     @inline(__always) func flushTLB(_ mm: AddressSpace, _ start: VirtualAddress, _ end: VirtualAddress) {
         tlb?.flushRange(mm, start: start, end: end)
+        waitForLocklessWalkers()
     }
 }
 

@@ -101,6 +101,20 @@ public final class FrameTable: @unchecked Sendable {
         let value = UInt32(flags.rawValue) | UInt32(order.rawValue) << 16 | UInt32(kind.rawValue) << 24
         word(pfn, 0).pointee.store(value, ordering: .releasing)
     }
+    /// Makes frames `head + 1 ..< head + count` tails of `head`, of `kind` (Linux: the loop of
+    /// `prep_compound_page()`). Relaxed stores: the folio is private to its allocator until an entry
+    /// that maps it is published with release ordering.
+    @inlinable public func initializeTails(of head: PFN, count: Int, kind: FrameKind) {
+        let header = UInt32(FrameFlags.tail.rawValue) | UInt32(kind.rawValue) << 24
+        var w = words + (head.index &* 4 &+ 4)
+        let link = head.rawValue
+        for _ in 1..<count {
+            w.pointee.store(header, ordering: .relaxed)
+            (w + 3).pointee.store(link, ordering: .relaxed)
+            w += 4
+        }
+    }
+
     /// Atomically sets flag bits; returns the flags as they were (Linux: `test_and_set_bit()`).
     @inlinable @discardableResult public func insertFlags(_ pfn: PFN, _ f: FrameFlags) -> FrameFlags {
         FrameFlags(rawValue: UInt16(truncatingIfNeeded: word(pfn, 0).pointee.bitwiseOr(UInt32(f.rawValue), ordering: .acquiringAndReleasing).oldValue))

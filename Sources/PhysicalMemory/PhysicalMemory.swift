@@ -58,10 +58,7 @@ public final class PhysicalMemory: @unchecked Sendable {
             frames.setHeader(head, kind: kind, order: order, flags: [])
         } else {
             frames.setHeader(head, kind: kind, order: order, flags: .head)
-            for i in 1..<order.pages {
-                frames.setHeader(head + i, kind: kind, order: .base, flags: .tail)
-                frames.setLink(head + i, head.rawValue)
-            }
+            frames.initializeTails(of: head, count: order.pages, kind: kind)
         }
         frames.setRefcount(head, 1)
         if zeroed, let storage { storage.zero(head, pages: order.pages) }

@@ -37,7 +37,7 @@ struct RunCommand: ParsableCommand {
         } catch {
             throw ValidationError(error.description)
         }
-        print("thpsim demonstration (design: 4 KiB pages only; memory \(memory), \(mode) mode)\n")
+        print("thpsim demonstration (design: linux-2.6.38, enabled=always use_zero_page=1; memory \(memory), \(mode) mode)\n")
         for (i, step) in report.steps.enumerated() { print("  \(i + 1). \(step)") }
         print("\n== /proc/PID/smaps (parent) ==")
         print(report.smaps, terminator: "")

@@ -24,6 +24,8 @@ public final class AddressSpace: @unchecked Sendable {
     /// Top-down allocation starts below this address (Linux: `mm->mmap_base`).
     public let mmapBase: VirtualAddress
     public internal(set) var hasExited = false
+    /// Secondary MMUs mirroring this mm (Linux: `mm->notifier_subscriptions`).
+    let mmuNotifiers = MMUNotifierList()
 
     /// The highest number of VMAs (Linux: `sysctl_max_map_count`, default 65530).
     public static let maxMapCount = 65530

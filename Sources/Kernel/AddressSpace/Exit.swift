@@ -6,12 +6,14 @@ extension AddressSpace {
     public func exit() {
         mmapLock.withWriteLock {
             guard !hasExited else { return }
+            releaseSecondaryMMUs()
             for i in (0..<vmas.count).reversed() {
                 let vma = vmas[i]
                 zap(vma.start, vma.end)
                 removeVMA(at: i)
             }
             freeTables(VirtualAddress(0), VirtualAddress(PageGeometry.userAddressLimit))
+            kernel.waitForLocklessWalkers()
             kernel.freeTable(root)
             hasExited = true
         }

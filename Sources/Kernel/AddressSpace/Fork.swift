@@ -20,7 +20,10 @@ extension AddressSpace {
                 var copy = vma
                 if copy.anonVMA != 0 { copy.anonVMA = kernel.allocateAnonVMAIdentity() }
                 child.insertVMA(copy)
-                if !copyPageRange(vma, into: child) {
+                // Write-protecting the parent's private entries weakens them: secondary MMUs drop theirs.
+                let copied = vma.isShared ? copyPageRange(vma, into: child)
+                    : invalidatingSecondaryMMUs(vma.start, vma.end) { copyPageRange(vma, into: child) }
+                if !copied {
                     child.exit()
                     throw .ENOMEM
                 }

@@ -42,6 +42,11 @@ extension AddressSpace {
     /// page becomes writable at once only when this mapping owns it exclusively; otherwise the next
     /// write takes a COW fault (Linux: `can_change_pte_writable()`).
     func changeProtection(_ vma: VMA) {
+        invalidatingSecondaryMMUs(vma.start, vma.end) { changeProtectionRange(vma) }
+        kernel.flushTLB(self, vma.start, vma.end)
+    }
+
+    private func changeProtectionRange(_ vma: VMA) {
         let frames = kernel.memory.frames
         let prot = vma.flags.protection
         forEachPTETable(vma.start, vma.end, huge: { pmd, index, _, whole in
@@ -68,6 +73,5 @@ extension AddressSpace {
             lock.spinUnlock()
             return true
         }
-        kernel.flushTLB(self, vma.start, vma.end)
     }
 }

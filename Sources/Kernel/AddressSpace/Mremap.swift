@@ -87,9 +87,9 @@ extension AddressSpace {
         moved.pgoff = source.pageIndex(of: old)
         // Move the entries first, so a failure leaves the source intact (Linux: `move_page_tables()`
         // followed by the reverse move on failure).
-        let done = movePageTables(from: old, to: destination, length: length)
+        let done = invalidatingSecondaryMMUs(old, old + length) { movePageTables(from: old, to: destination, length: length) }
         if done < length {
-            _ = movePageTables(from: destination, to: old, length: done)
+            _ = invalidatingSecondaryMMUs(destination, destination + done) { movePageTables(from: destination, to: old, length: done) }
             freeTables(destination, destination + newLength)
             throw .ENOMEM
         }

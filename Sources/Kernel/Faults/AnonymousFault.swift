@@ -138,19 +138,22 @@ extension AddressSpace {
         }
         kernel.countAllocation(pages: 1)
         frames.insertFlags(copy, [.anonExclusive, .swapBacked])
-        lock.spinLock()
-        guard table[index] == old else {
+        let page = va.alignedDown(PageGeometry.pageSize)
+        return invalidatingSecondaryMMUs(page, page + PageGeometry.pageSize) { () -> FaultOutcome in
+            lock.spinLock()
+            guard table[index] == old else {
+                lock.spinUnlock()
+                kernel.putPage(copy)
+                return .handled
+            }
+            if !old.isSpecial, let storage = kernel.memory.storage { storage.copy(from: old.pfn, to: copy) }
+            mapPage(copy)
+            table.set(index, PageTableEntry(pfn: copy, bits: bits))
             lock.spinUnlock()
-            kernel.putPage(copy)
+            kernel.flushTLB(self, page, page + PageGeometry.pageSize)
+            if !old.isSpecial { unmapPage(old.pfn) }
             return .handled
         }
-        if !old.isSpecial, let storage = kernel.memory.storage { storage.copy(from: old.pfn, to: copy) }
-        mapPage(copy)
-        table.set(index, PageTableEntry(pfn: copy, bits: bits))
-        lock.spinUnlock()
-        kernel.flushTLB(self, va, va + PageGeometry.pageSize)
-        if !old.isSpecial { unmapPage(old.pfn) }
-        return .handled
     }
 
     /// First touch of shared anonymous memory: map the object's page, writable if the VMA is

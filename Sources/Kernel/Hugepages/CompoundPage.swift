@@ -97,8 +97,9 @@ extension Kernel {
     /// `compound_lock()`, a bit spinlock on `PG_compound_lock`).
     func lockCompound(_ head: PFN) {
         let frames = memory.frames
+        Scheduling.point()
         while frames.insertFlags(head, .compoundLock).contains(.compoundLock) {
-            while frames.flags(head).contains(.compoundLock) { sched_yield() }
+            while frames.flags(head).contains(.compoundLock) { Scheduling.pause() }
         }
     }
 

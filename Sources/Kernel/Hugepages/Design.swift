@@ -6,10 +6,17 @@
 /// tail pages are counted in the tail and serialized against splitting by `compound_lock`, and
 /// `page_table_lock` guards every huge PMD. Today's design (`linux-6.18`) is not built yet.
 public struct KernelDesign: Sendable, Hashable, CustomStringConvertible {
+    /// The designs there are (a plain enum, so that the design is a trivial value the fault path reads
+    /// without reference counting).
+    public enum Identifier: String, Sendable, Hashable, CaseIterable {
+        case linux2_6_38 = "linux-2.6.38"
+    }
+    public let id: Identifier
     /// The name scenarios and the CLI use.
-    public let name: String
-    /// Which lock guards a PMD entry.
-    public let pmdLock: PMDLockGranularity
+    public var name: String { id.rawValue }
+    /// Which lock guards a PMD entry. The 2010 design used `page_table_lock`; split PMD locks (3.13)
+    /// can be chosen for it to measure what they changed.
+    public var pmdLock: PMDLockGranularity
     /// `get_page()`/`put_page()` on a tail page also count in the tail, so a split can hand each
     /// subpage its own pins (2010); otherwise pins live in the folio's head only.
     public let tailPagePins: Bool
@@ -46,7 +53,7 @@ public struct KernelDesign: Sendable, Hashable, CustomStringConvertible {
     /// behind `use_zero_page` (2.6.38's defaults: `enabled=always`, `defrag=always`; `use_zero_page`
     /// is off by default here so that read faults allocate huge pages as 2.6.38 did).
     public static let linux2_6_38 = KernelDesign(
-        name: "linux-2.6.38", pmdLock: .pageTableLock, tailPagePins: true,
+        id: .linux2_6_38, pmdLock: .pageTableLock, tailPagePins: true,
         hugeCOWReuse: .mapcountOne, hugeCOWCopy: .copyWholeHugePage, anonPagesCountHugePages: false,
         defaultSettings: TransparentHugepageSettings(enabled: .always, defrag: .always, useZeroPage: false))
 

@@ -44,21 +44,23 @@ extension AddressSpace {
         if let storage = kernel.memory.storage {
             for i in 0..<PageGeometry.pmdOrder.pages { storage.copy(from: head + i, to: copy + i) }
         }
-        lock.spinLock()
-        guard pmd[index] == orig else {
+        return invalidatingSecondaryMMUs(haddr, haddr + PageGeometry.pmdSize) { () -> HugeFaultResult in
+            lock.spinLock()
+            guard pmd[index] == orig else {
+                lock.spinUnlock()
+                kernel.putPage(copy)
+                kernel.putPage(head)
+                return .done(.handled)
+            }
+            mapHugePage(copy, at: haddr)
+            pmd.set(index, PageTableEntry(pfn: copy, bits: writableBits))
+            unmapHugePage(head, at: haddr)
+            kernel.putPage(head)  // the mapping's reference
             lock.spinUnlock()
-            kernel.putPage(copy)
-            kernel.putPage(head)
+            kernel.flushTLB(self, haddr, haddr + PageGeometry.pmdSize)
+            kernel.putPage(head)  // the reference taken above
             return .done(.handled)
         }
-        mapHugePage(copy, at: haddr)
-        pmd.set(index, PageTableEntry(pfn: copy, bits: writableBits))
-        unmapHugePage(head, at: haddr)
-        kernel.putPage(head)  // the mapping's reference
-        lock.spinUnlock()
-        kernel.flushTLB(self, haddr, haddr + PageGeometry.pmdSize)
-        kernel.putPage(head)  // the reference taken above
-        return .done(.handled)
     }
 
     /// A write to the huge zero page (Linux 3.8: `do_huge_pmd_wp_zero_page()`).
@@ -71,18 +73,20 @@ extension AddressSpace {
             return .fallback
         }
         kernel.vmstat.count(.thpFaultAlloc)
-        lock.spinLock()
-        guard pmd[index] == orig else {
+        return invalidatingSecondaryMMUs(haddr, haddr + PageGeometry.pmdSize) { () -> HugeFaultResult in
+            lock.spinLock()
+            guard pmd[index] == orig else {
+                lock.spinUnlock()
+                kernel.putPage(head)
+                return .done(.handled)
+            }
+            mapHugePage(head, at: haddr)
+            pmd.set(index, PageTableEntry(pfn: head, bits: writableBits))
+            kernel.putHugeZeroPage(orig.pfn)
             lock.spinUnlock()
-            kernel.putPage(head)
+            kernel.flushTLB(self, haddr, haddr + PageGeometry.pmdSize)
             return .done(.handled)
         }
-        mapHugePage(head, at: haddr)
-        pmd.set(index, PageTableEntry(pfn: head, bits: writableBits))
-        kernel.putHugeZeroPage(orig.pfn)
-        lock.spinUnlock()
-        kernel.flushTLB(self, haddr, haddr + PageGeometry.pmdSize)
-        return .done(.handled)
     }
 
     /// COW of a shared huge page when no huge page is free: copy each 4 KiB piece into its own page and
@@ -104,6 +108,8 @@ extension AddressSpace {
             if let storage = kernel.memory.storage { storage.copy(from: head + pages.count, to: page) }
             pages.append(page)
         }
+        startInvalidatingSecondaryMMUs(haddr, haddr + PageGeometry.pmdSize)
+        defer { endInvalidatingSecondaryMMUs(haddr, haddr + PageGeometry.pmdSize) }
         let lock = pmdLock(pmd)
         lock.spinLock()
         guard pmd[index] == orig else {

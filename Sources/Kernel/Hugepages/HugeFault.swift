@@ -132,7 +132,7 @@ extension AddressSpace {
     /// Waits until the split that marked the PMD at `index` has turned it into a PTE table (Linux
     /// 2.6.38: `wait_split_huge_page()`, which waits on the anon_vma lock the split holds).
     func waitForSplit(_ pmd: PageTable, _ index: Int) {
-        while pmd[index].isSplitting { sched_yield() }
+        while pmd[index].isSplitting { Scheduling.pause() }
     }
 }
 

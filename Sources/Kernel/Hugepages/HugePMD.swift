@@ -12,9 +12,9 @@ enum HugePMDStep: Equatable {
 }
 
 extension AddressSpace {
-    /// Unmaps a whole huge PMD: clear it, free its deposited table, drop the page's mapping and
-    /// reference (Linux: `zap_huge_pmd()`). The caller flushes the TLB for the range.
-    func zapHugePMD(_ pmd: PageTable, _ index: Int, _ haddr: VirtualAddress) -> HugePMDStep {
+    /// Unmaps a whole huge PMD: clear it, free its deposited table, drop the page's mapping; its
+    /// reference goes to `gathered`, for the caller to put after the TLB flush (Linux: `zap_huge_pmd()`).
+    func zapHugePMD(_ pmd: PageTable, _ index: Int, _ haddr: VirtualAddress, _ gathered: inout [PFN]) -> HugePMDStep {
         let lock = pmdLock(pmd)
         lock.spinLock()
         let entry = pmd[index]
@@ -30,7 +30,7 @@ extension AddressSpace {
             kernel.putHugeZeroPage(entry.pfn)
         } else {
             unmapHugePage(entry.pfn, at: haddr)
-            kernel.putPage(entry.pfn)
+            gathered.append(entry.pfn)
         }
         lock.spinUnlock()
         kernel.freeTable(deposit)

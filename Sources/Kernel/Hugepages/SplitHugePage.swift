@@ -33,9 +33,14 @@ extension AddressSpace {
             return
         }
         if entry.isSpecial {
-            splitHugeZeroPMD(pmd, index, entry)
             lock.spinUnlock()
-            kernel.flushTLB(self, haddr, haddr + PageGeometry.pmdSize)
+            invalidatingSecondaryMMUs(haddr, haddr + PageGeometry.pmdSize) {
+                lock.spinLock()
+                let current = pmd[index]
+                if current.isHuge && current.isSpecial && !current.isSplitting { splitHugeZeroPMD(pmd, index, current) }
+                lock.spinUnlock()
+                kernel.flushTLB(self, haddr, haddr + PageGeometry.pmdSize)
+            }
             return
         }
         let head = entry.pfn
@@ -125,7 +130,7 @@ extension Kernel {
     /// which needs the page mapped to find its anon_vma).
     /// - Precondition: the caller holds a reference on `head` and no page-table lock.
     func splitHugePage(_ head: PFN) {
-        let split = splitSerialization.withLock { _ -> Bool in
+        let split = splitSerialization.withLock { () -> Bool in
             let frames = memory.frames
             guard frames.flags(head).contains(.head), frames.mapcount(head) > 0 else { return false }
 
@@ -138,6 +143,8 @@ extension Kernel {
                 }
                 if pending.isEmpty { break }
                 for m in pending {
+                    // Secondary MMUs drop the range before it is marked, and may map it again after phase 3.
+                    m.mm.startInvalidatingSecondaryMMUs(m.address, m.address + PageGeometry.pmdSize)
                     // The list and the PMDs change together under the PMD lock, so a listed mapping is there.
                     let found = m.mm.markSplitting(head, at: m.address)
                     precondition(found, "\(head) is listed at \(m.address) in mm \(m.mm.pid) but not mapped there")
@@ -152,6 +159,7 @@ extension Kernel {
             for m in marked {
                 let done = m.mm.mapSplitPage(head, at: m.address)
                 precondition(done, "a splitting PMD of \(head) vanished at \(m.address)")
+                m.mm.endInvalidatingSecondaryMMUs(m.address, m.address + PageGeometry.pmdSize)
             }
             vmstat.count(.thpSplitPage)
             return true

@@ -134,6 +134,8 @@ extension AddressSpace {
                 if lower == .pmd {
                     precondition(kernel.memory.frames.depositLink(child.pfn) == nil, "freeing a PMD table with deposited tables")
                 }
+                // A lockless walker may still be reading the table (Linux: `tlb_remove_table()`).
+                kernel.waitForLocklessWalkers()
                 kernel.freeTable(child)
             }
         }

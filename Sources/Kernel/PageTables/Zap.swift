@@ -7,18 +7,31 @@ extension AddressSpace {
     /// the tables themselves stay. A huge PMD the range covers whole is unmapped whole; one it covers
     /// in part is split first (Linux: `unmap_page_range()` → `zap_pmd_range()` → `zap_huge_pmd()` or
     /// `split_huge_pmd()`, then `zap_pte_range()`).
+    ///
+    /// The pages' references are dropped only after the TLB flush, which also waits for lockless
+    /// walkers, so gup-fast never takes a reference on a page being freed (Linux: the `mmu_gather` of
+    /// `tlb_gather_mmu()` … `tlb_finish_mmu()`).
     /// - Precondition: the mmap lock is held; the range lies in one VMA or in a gap.
     func zap(_ start: VirtualAddress, _ end: VirtualAddress) {
+        var gathered: [PFN] = []
+        invalidatingSecondaryMMUs(start, end) { zapRange(start, end, &gathered) }
+        for pfn in gathered { kernel.putPage(pfn) }
+    }
+
+    private func zapRange(_ start: VirtualAddress, _ end: VirtualAddress, _ gathered: inout [PFN]) {
         forEachPTETable(start, end, huge: { pmd, index, haddr, whole in
             guard whole else { return .split }
-            return zapHugePMD(pmd, index, haddr) == .handled ? .handled : .retry
+            return zapHugePMD(pmd, index, haddr, &gathered) == .handled ? .handled : .retry
         }) { table, from, to in
             let lock = kernel.splitLock(table)
             lock.spinLock()
             var va = from
             while va < to {
                 let old = table.exchange(va.tableIndex(.pte), .none)
-                if old.isMapped && !old.isSpecial { unmapPage(old.pfn) }
+                if old.isMapped && !old.isSpecial {
+                    removeMapping(old.pfn)
+                    gathered.append(old.pfn)
+                }
                 va = va + PageGeometry.pageSize
             }
             lock.spinUnlock()
@@ -27,14 +40,21 @@ extension AddressSpace {
         kernel.flushTLB(self, start, end)
     }
 
-    /// Drops one mapping of a page (Linux: `folio_remove_rmap_pte()` and the `tlb_remove_page()` that
-    /// puts its reference).
+    /// Drops one mapping of a page and its reference (Linux: `folio_remove_rmap_pte()` and the
+    /// `tlb_remove_page()` that puts its reference).
+    /// - Precondition: the entry that mapped it is gone and flushed.
     func unmapPage(_ pfn: PFN) {
+        removeMapping(pfn)
+        kernel.putPage(pfn)
+    }
+
+    /// Drops one mapping of a page, keeping the reference for the caller to put after the flush
+    /// (Linux: `folio_remove_rmap_pte()`).
+    func removeMapping(_ pfn: PFN) {
         let frames = kernel.memory.frames
         if frames.addMapcount(pfn, -1) == 0, frames.kind(pfn) == .anonymous {
             kernel.vmstat.modify(.nrAnonPages, -1)
         }
-        kernel.putPage(pfn)
     }
 
     /// Records one more mapping of a page (Linux: `folio_add_anon_rmap_pte()`, `folio_add_new_anon_rmap()`).

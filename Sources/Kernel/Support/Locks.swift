@@ -17,9 +17,10 @@ public struct SpinLockWord: ~Copyable {
 extension UnsafeMutablePointer where Pointee == Atomic<UInt32> {
     /// Takes the spin lock stored in this word (Linux: `spin_lock()`).
     @inlinable func spinLock() {
+        Scheduling.point()
         while true {
             if pointee.compareExchange(expected: 0, desired: 1, ordering: .acquiring).exchanged { return }
-            while pointee.load(ordering: .relaxed) != 0 { sched_yield() }
+            while pointee.load(ordering: .relaxed) != 0 { Scheduling.pause() }
         }
     }
     /// Linux: `spin_trylock()`.
@@ -67,8 +68,24 @@ public final class ReadWriteLock: @unchecked Sendable {
     @inlinable public func writeLock() { _writeLock() }
     /// Linux: `mmap_read_unlock()` / `mmap_write_unlock()`.
     @inlinable public func unlock() { _unlock() }
-    @usableFromInline func _readLock() { pthread_rwlock_rdlock(lock) }
-    @usableFromInline func _writeLock() { pthread_rwlock_wrlock(lock) }
+    // Under the deterministic scheduler a blocked thread would stop every simulated CPU, so waiters
+    // poll and hand over instead of sleeping.
+    @usableFromInline func _readLock() {
+        Scheduling.point()
+        if Scheduling.isManagedThread {
+            while pthread_rwlock_tryrdlock(lock) != 0 { Scheduling.pause() }
+        } else {
+            pthread_rwlock_rdlock(lock)
+        }
+    }
+    @usableFromInline func _writeLock() {
+        Scheduling.point()
+        if Scheduling.isManagedThread {
+            while pthread_rwlock_trywrlock(lock) != 0 { Scheduling.pause() }
+        } else {
+            pthread_rwlock_wrlock(lock)
+        }
+    }
     @usableFromInline func _unlock() { pthread_rwlock_unlock(lock) }
 
     @inlinable public func withReadLock<R, E: Error>(_ body: () throws(E) -> R) throws(E) -> R {

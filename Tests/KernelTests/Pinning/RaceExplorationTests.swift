@@ -1,0 +1,152 @@
+import Testing
+import Foundation
+import VMCore
+import PhysicalMemory
+@testable import Kernel
+import TestSupport
+
+/// Small racy programs run under the deterministic scheduler, one seed per interleaving: each seed
+/// must end with every invariant holding (no lost reference, no page freed while pinned, no PMD left
+/// splitting) and the program's own postcondition true. A failing seed replays exactly
+/// (THPSIM_RACE_SEED=N runs only that seed).
+@Suite("Races explored seed by seed under the deterministic scheduler", .serialized)
+struct RaceExplorationTests {
+    static var seeds: [UInt64] {
+        if let one = ProcessInfo.processInfo.environment["THPSIM_RACE_SEED"].flatMap({ UInt64($0) }) { return [one] }
+        let count = ProcessInfo.processInfo.environment["THPSIM_RACE_SEEDS"].flatMap { Int($0) } ?? 600
+        return (0..<UInt64(count)).map { $0 }
+    }
+
+    /// Runs `tasks` under the scheduler for every seed, after `setUp` and before `check`.
+    func explore<S>(_ name: String, setUp: () throws -> S, tasks: (S) -> [@Sendable () -> Void],
+                    check: (S, UInt64) throws -> Void) throws {
+        var points = 0
+        for seed in Self.seeds {
+            let state = try setUp()
+            let scheduler = DeterministicScheduler(seed: seed)
+            scheduler.run(tasks(state))
+            points += scheduler.points
+            try check(state, seed)
+        }
+        print("race \(name): \(Self.seeds.count) seeds, \(points) switch points")
+    }
+
+    /// Offsets in the huge page where `hugePage()` writes 64 known bytes.
+    static let marks: [UInt64] = [0, 40 * 1024, 1 << 20, (2 << 20) - 64]
+
+    /// Whether the marks still read back (the page's data survived).
+    func marksIntact(_ s: Shared) -> Bool {
+        Self.marks.allSatisfy { offset in
+            (try? s.mm.read(s.a + offset, count: 64).get()) == pattern(UInt8(truncatingIfNeeded: offset >> 12), 64)
+        }
+    }
+
+    struct Shared: @unchecked Sendable {
+        let kernel: Kernel
+        let mm: AddressSpace
+        let a: VirtualAddress
+    }
+
+    func hugePage(_ memory: UInt64 = 16 * .MiB) throws -> Shared {
+        let (kernel, mm) = TestMachine.process(memory: memory, enabled: .always)
+        let a = try hugeRegion(mm, 2 * .MiB)
+        for offset in Self.marks { try mm.write(a + offset, pattern(UInt8(truncatingIfNeeded: offset >> 12), 64)).get() }
+        return Shared(kernel: kernel, mm: mm, a: a)
+    }
+
+    @Test("GUP of a tail and its put race with a split of the same huge page")
+    func gupVersusSplit() throws {
+        try explore("gup vs split", setUp: { try hugePage() }, tasks: { s in [
+            { let p = try! s.mm.getUserPages(s.a + 40 * .KiB, count: 2, write: false).get(); s.kernel.putUserPages(p) },
+            { s.mm.splitHugePages(s.a, length: 2 * .MiB) },
+        ] }, check: { s, seed in
+            #expect(s.kernel.checkInvariants().isEmpty, "seed \(seed): \(s.kernel.checkInvariants().prefix(3))")
+            #expect(s.kernel.vmstat[.thpSplitPage] == 1, "seed \(seed)")
+            #expect(marksIntact(s), "seed \(seed)")
+        })
+    }
+
+    @Test("put_page on a pinned tail races with split_huge_page: the compound_lock hands the pin over exactly once")
+    func putVersusSplit() throws {
+        try explore("put_page vs split", setUp: { () throws -> Shared in
+            let s = try hugePage()
+            s.kernel.getPage(s.mm.translate(s.a)!.frame + 33)  // a pin taken earlier through tail 33
+            return s
+        }, tasks: { s in [
+            { s.kernel.putPage(s.mm.translate(s.a)!.entry.pfn + 33) },
+            { try! s.mm.munmap(s.a + 1 * .MiB, length: 4 * .KiB) },
+        ] }, check: { s, seed in
+            #expect(s.kernel.checkInvariants().isEmpty, "seed \(seed): \(s.kernel.checkInvariants().prefix(3))")
+        })
+    }
+
+    @Test("gup-fast races with munmap: it pins the old pages (kept until put) or finds nothing, never a freed page")
+    func gupFastVersusMunmap() throws {
+        try explore("gup-fast vs munmap", setUp: { try hugePage() }, tasks: { s in [
+            {
+                if case .success(let pages) = s.mm.getUserPagesFast(s.a + 64 * .KiB, count: 4, write: true, cpu: 0) {
+                    s.kernel.putUserPages(pages)
+                }
+            },
+            { try! s.mm.munmap(s.a, length: 2 * .MiB) },
+        ] }, check: { s, seed in
+            #expect(s.kernel.checkInvariants().isEmpty, "seed \(seed): \(s.kernel.checkInvariants().prefix(3))")
+            #expect(s.kernel.vmstat[.nrAnonTransparentHugepages] == 0, "seed \(seed)")
+        })
+    }
+
+    @Test("two faults on one empty PMD: one huge page wins, the other fault retries and both writes land")
+    func faultVersusFault() throws {
+        try explore("fault vs fault", setUp: { () throws -> Shared in
+            let (kernel, mm) = TestMachine.process(enabled: .always)
+            return Shared(kernel: kernel, mm: mm, a: try hugeRegion(mm, 2 * .MiB))
+        }, tasks: { s in [
+            { _ = s.mm.write(s.a + 10, [0x11]) },
+            { _ = s.mm.write(s.a + 1 * .MiB, [0x22]) },
+        ] }, check: { s, seed in
+            #expect(s.kernel.checkInvariants().isEmpty, "seed \(seed)")
+            #expect(s.kernel.vmstat[.thpFaultAlloc] == 1 && s.mm.translate(s.a)?.level == .pmd, "seed \(seed)")
+            let first = try s.mm.read(s.a + 10, count: 1).get(), second = try s.mm.read(s.a + 1 * .MiB, count: 1).get()
+            #expect(first == [0x11] && second == [0x22], "seed \(seed)")
+        })
+    }
+
+    @Test("a secondary MMU's fault races with munmap: it never keeps a mapping of an unmapped page")
+    func notifierVersusFault() throws {
+        try explore("secondary fault vs munmap", setUp: { () throws -> (Shared, SecondaryMMU) in
+            let s = try hugePage()
+            return (s, SecondaryMMU(mirroring: s.mm))
+        }, tasks: { pair in
+            let (s, secondary) = pair
+            return [
+                { secondary.fault(at: s.a + 12 * .KiB, write: true) },
+                { try! s.mm.munmap(s.a, length: 16 * .KiB) },
+            ]
+        }, check: { pair, seed in
+            let (s, secondary) = pair
+            #expect(s.kernel.checkInvariants().isEmpty, "seed \(seed)")
+            for m in secondary.mappings {
+                let t = s.mm.translate(m.address)
+                #expect(t != nil && (m.huge ? t!.entry.pfn : t!.frame) == m.frame, "seed \(seed): stale secondary mapping \(m)")
+            }
+        })
+    }
+
+    @Test("the same seed replays the same interleaving")
+    func replay() throws {
+        func trace(_ seed: UInt64) throws -> (Int, Int) {
+            let s = try hugePage()
+            let scheduler = DeterministicScheduler(seed: seed)
+            scheduler.run([
+                { let p = try! s.mm.getUserPages(s.a, count: 1, write: false).get(); s.kernel.putUserPages(p) },
+                { s.mm.splitHugePages(s.a, length: 2 * .MiB) },
+                { _ = s.mm.write(s.a + 4096, [1]) },
+            ])
+            return (scheduler.points, s.kernel.vmstat[.pgfault])
+        }
+        let first = try trace(42), second = try trace(42)
+        #expect(first == second)
+        let others = try (0..<8).map { try trace($0).0 }
+        #expect(Set(others).count > 1, "different seeds should interleave differently")
+    }
+}
