@@ -166,8 +166,7 @@ extension CPU {
 /// guest THP × host THP combinations can be compared.
 ///
 /// Linux/KVM: a memslot backed by the VMM's anonymous memory; host changes reach the guest's cached
-/// translations through MMU notifiers (`kvm_mmu_notifier_invalidate_range_start()` →
-/// `kvm_flush_remote_tlbs()`).
+/// translations through an MMU notifier on the host mm (`GuestMemoryNotifier`).
 public final class VirtualMachine: @unchecked Sendable {
     /// The guest side: guest kernel, guest CPUs (TLBs hold guest-virtual → host-physical).
     public let machine: Machine
@@ -195,8 +194,7 @@ public final class VirtualMachine: @unchecked Sendable {
         for cpu in machine.cpus {
             cpu.nested = NestedPaging(hostMM: hostMM, guestBase: base, description: description)
         }
-        let kernel = hostMM.kernel
-        kernel.tlb = HostFlushHook(self, previous: kernel.tlb)
+        hostMM.registerMMUNotifier(GuestMemoryNotifier(self))
     }
 
     /// Host frames of guest memory changed: drop nested translations and every guest translation
@@ -216,18 +214,17 @@ public final class VirtualMachine: @unchecked Sendable {
     }
 }
 
-/// The host kernel's flush interface while a VM runs on it: the host's own TLB interface first, then
-/// the VM's (Linux: MMU notifiers chained on the host mm).
-final class HostFlushHook: TLBFlushInterface, @unchecked Sendable {
+/// The VM's secondary MMU on the host mm: host changes to guest memory drop the nested translations
+/// and the guest translations built on them before the change (Linux/KVM:
+/// `kvm_mmu_notifier_invalidate_range_start()` → `kvm_flush_remote_tlbs()`).
+final class GuestMemoryNotifier: MMUNotifier, @unchecked Sendable {
     weak var vm: VirtualMachine?
-    let previous: (any TLBFlushInterface)?
-    init(_ vm: VirtualMachine, previous: (any TLBFlushInterface)?) { self.vm = vm; self.previous = previous }
-    func flushRange(_ mm: AddressSpace, start: VirtualAddress, end: VirtualAddress) {
-        previous?.flushRange(mm, start: start, end: end)
-        if let vm, mm === vm.hostMM { vm.hostRangeChanged(start: start, end: end) }
+    init(_ vm: VirtualMachine) { self.vm = vm }
+    func invalidateRangeStart(_ mm: AddressSpace, _ start: VirtualAddress, _ end: VirtualAddress) {
+        vm?.hostRangeChanged(start: start, end: end)
     }
-    func flushAll(_ mm: AddressSpace) {
-        previous?.flushAll(mm)
-        if let vm, mm === vm.hostMM { vm.hostRangeChanged(start: VirtualAddress(0), end: VirtualAddress(PageGeometry.userAddressLimit)) }
+    func invalidateRangeEnd(_ mm: AddressSpace, _ start: VirtualAddress, _ end: VirtualAddress) {}
+    func release(_ mm: AddressSpace) {
+        vm?.hostRangeChanged(start: VirtualAddress(0), end: VirtualAddress(PageGeometry.userAddressLimit))
     }
 }
