@@ -103,7 +103,8 @@ public final class CPU: @unchecked Sendable {
     @inline(__always) func dropFilter() { filterPages = 0; lastDataLine = .max }
 
     /// One access by the program running here: translate, fault and retry as needed, and account
-    /// its cycles. Returns the frame, or the fault the kernel could not resolve.
+    /// its cycles. Returns the frame (on a guest CPU of a `VirtualMachine`, the host frame), or the
+    /// fault the kernel could not resolve. Hardware: a load/store's address translation.
     @inlinable @inline(__always)
     public func access(_ va: VirtualAddress, _ kind: MemoryAccess) -> Result<PFN, AccessFault> {
         let page = va.rawValue >> 12
