@@ -15,9 +15,18 @@ import PhysicalMemory
 /// an unmarked PMD, under that PMD's lock).
 final class HugeMappings: Sendable {
     struct Mapping: @unchecked Sendable {
-        /// Unowned: an address space removes its mappings (under its own locks) before it goes away.
-        unowned(unsafe) let mm: AddressSpace
+        /// Weak: an address space removes its mappings (under its own locks) as it exits, which may be
+        /// from its `deinit`; a reader that finds it gone waits for that removal.
+        weak var mm: AddressSpace?
         let address: VirtualAddress
+        /// Identifies the mm even once it is gone.
+        let mmID: ObjectIdentifier
+        init(mm: AddressSpace, address: VirtualAddress) {
+            self.mm = mm
+            self.address = address
+            mmID = ObjectIdentifier(mm)
+        }
+        func isSame(as other: Mapping) -> Bool { mmID == other.mmID && address == other.address }
     }
 
     private let table = Mutex<[UInt32: [Mapping]]>([:])
@@ -31,7 +40,7 @@ final class HugeMappings: Sendable {
     func remove(_ head: PFN, _ mm: AddressSpace, _ address: VirtualAddress) {
         table.withLock { table in
             guard var list = table[head.rawValue],
-                  let i = list.firstIndex(where: { $0.mm === mm && $0.address == address }) else {
+                  let i = list.firstIndex(where: { $0.mmID == ObjectIdentifier(mm) && $0.address == address }) else {
                 preconditionFailure("\(head) has no huge mapping at \(address) in mm \(mm.pid)")
             }
             list.remove(at: i)
