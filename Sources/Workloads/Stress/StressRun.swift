@@ -213,7 +213,8 @@ public struct StressRun: Sendable {
         default:
             // fork: the child writes to its copies and exits; the parent's bytes must not change.
             guard let child = try? mm.fork() else { return }
-            if let p = w.pages.keys.first(where: { !w.readOnly.contains($0) }) {
+            // The lowest writable page (not dictionary order, which varies between processes).
+            if let p = w.pages.keys.filter({ !w.readOnly.contains($0) }).min() {
                 _ = child.write(VirtualAddress(p << 12), [UInt8](repeating: 0xEE, count: 4096))
             }
             child.exit()
