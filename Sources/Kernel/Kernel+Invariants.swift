@@ -48,9 +48,11 @@ extension Kernel {
         for (head, list) in hugeMappings.all() {
             guard Int(head) < memory.totalPages else { problems.append("huge mappings name \(PFN(head)) beyond memory"); continue }
             listed[Int(head)] = Int32(list.count)
-            for m in list where m.mm.translate(m.address).map({ $0.level == .pmd && $0.frame == PFN(head) }) != true
-                && m.mm.residentFrame(m.address) != PFN(head) {
-                problems.append("huge mappings list \(PFN(head)) at \(m.address) in mm \(m.mm.pid), which does not map it")
+            for m in list {
+                guard let mm = m.mm else { problems.append("huge mappings list \(PFN(head)) in an address space that is gone"); continue }
+                if mm.residentFrame(m.address) != PFN(head) {
+                    problems.append("huge mappings list \(PFN(head)) at \(m.address) in mm \(mm.pid), which does not map it")
+                }
             }
         }
 

@@ -80,4 +80,5 @@ let benchmarks: @Sendable () -> Void = {
     Benchmark("2 MiB huge write faults, data mode (zeroing 2 MiB each), x256") { benchmark in
         hugeWriteFaults(benchmark, mode: .data, bytes: 1 << 30)
     }
+    registerConcurrentFaultBenchmarks()
 }

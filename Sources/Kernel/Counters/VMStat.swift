@@ -82,30 +82,48 @@ public enum VMState: Int, CaseIterable, Sendable {
     }
 }
 
-/// The kernel's event and state counters, atomics so that simulated CPUs count concurrently
-/// (Linux: `count_vm_event()`, `mod_node_page_state()`; per-CPU there, shared atomics here).
+/// The kernel's event and state counters, kept per CPU so that simulated CPUs counting at once do not
+/// fight over one cache line, and summed when read (Linux: `count_vm_event()` on per-CPU
+/// `vm_event_states`, `mod_node_page_state()` with per-CPU diffs). A CPU is a host thread here; threads
+/// share `stripes` slots by a thread-local number.
 public final class VMStat: @unchecked Sendable {
-    private let events: UnsafeMutablePointer<Atomic<Int>>
-    private let states: UnsafeMutablePointer<Atomic<Int>>
+    static let stripes = 8
+    private static let eventCount = VMEvent.allCases.count
+    private static let stateCount = VMState.allCases.count
+    /// Counters per stripe, rounded up to whole cache lines.
+    private static let stride = (eventCount + stateCount + 7) / 8 * 8
+    private let counters: UnsafeMutablePointer<Atomic<Int>>
 
     public init() {
-        events = .allocate(capacity: VMEvent.allCases.count)
-        for i in 0..<VMEvent.allCases.count { (events + i).initialize(to: Atomic(0)) }
-        states = .allocate(capacity: VMState.allCases.count)
-        for i in 0..<VMState.allCases.count { (states + i).initialize(to: Atomic(0)) }
+        let total = Self.stripes * Self.stride
+        counters = .allocate(capacity: total)
+        for i in 0..<total { (counters + i).initialize(to: Atomic(0)) }
     }
 
     deinit {
-        events.deinitialize(count: VMEvent.allCases.count); events.deallocate()
-        states.deinitialize(count: VMState.allCases.count); states.deallocate()
+        counters.deinitialize(count: Self.stripes * Self.stride)
+        counters.deallocate()
+    }
+
+    @inline(__always) private func slot(_ index: Int) -> UnsafeMutablePointer<Atomic<Int>> {
+        counters + (CPUStripe.current &* Self.stride &+ index)
+    }
+
+    private func sum(_ index: Int) -> Int {
+        var total = 0
+        for stripe in 0..<Self.stripes { total &+= counters[stripe * Self.stride + index].load(ordering: .relaxed) }
+        return total
     }
 
     /// Linux: `count_vm_events()`.
-    @inlinable public func count(_ event: VMEvent, _ n: Int = 1) { add(event, n) }
-    @usableFromInline func add(_ event: VMEvent, _ n: Int) { events[event.rawValue].wrappingAdd(n, ordering: .relaxed) }
-    public subscript(event: VMEvent) -> Int { events[event.rawValue].load(ordering: .relaxed) }
+    @inline(__always) public func count(_ event: VMEvent, _ n: Int = 1) {
+        slot(event.rawValue).pointee.wrappingAdd(n, ordering: .relaxed)
+    }
+    public subscript(event: VMEvent) -> Int { sum(event.rawValue) }
 
     /// Linux: `mod_node_page_state()`.
-    public func modify(_ state: VMState, _ delta: Int) { states[state.rawValue].wrappingAdd(delta, ordering: .relaxed) }
-    public subscript(state: VMState) -> Int { states[state.rawValue].load(ordering: .relaxed) }
+    @inline(__always) public func modify(_ state: VMState, _ delta: Int) {
+        slot(Self.eventCount + state.rawValue).pointee.wrappingAdd(delta, ordering: .relaxed)
+    }
+    public subscript(state: VMState) -> Int { sum(Self.eventCount + state.rawValue) }
 }

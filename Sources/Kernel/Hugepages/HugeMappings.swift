@@ -15,23 +15,41 @@ import PhysicalMemory
 /// an unmarked PMD, under that PMD's lock).
 final class HugeMappings: Sendable {
     struct Mapping: @unchecked Sendable {
-        /// Unowned: an address space removes its mappings (under its own locks) before it goes away.
-        unowned(unsafe) let mm: AddressSpace
+        /// Weak: an address space removes its mappings (under its own locks) as it exits, which may be
+        /// from its `deinit`; a reader that finds it gone waits for that removal.
+        weak var mm: AddressSpace?
         let address: VirtualAddress
+        /// Identifies the mm even once it is gone.
+        let mmID: ObjectIdentifier
+        init(mm: AddressSpace, address: VirtualAddress) {
+            self.mm = mm
+            self.address = address
+            mmID = ObjectIdentifier(mm)
+        }
+        func isSame(as other: Mapping) -> Bool { mmID == other.mmID && address == other.address }
     }
 
-    private let table = Mutex<[UInt32: [Mapping]]>([:])
+    /// Sharded by head so that CPUs faulting different huge pages rarely share a lock.
+    private static let shardCount = 16
+    private final class Shard: Sendable {
+        let table = Mutex<[UInt32: [Mapping]]>([:])
+        func withLock<R>(_ body: (inout [UInt32: [Mapping]]) -> R) -> R { table.withLock { body(&$0) } }
+    }
+    private let shards = (0..<HugeMappings.shardCount).map { _ in Shard() }
+    @inline(__always) private func shard(_ head: PFN) -> Shard {
+        shards[Int(head.rawValue >> 9) & (Self.shardCount - 1)]
+    }
 
     /// Records that `mm` maps the huge page `head` with the PMD at `address`.
     func add(_ head: PFN, _ mm: AddressSpace, _ address: VirtualAddress) {
-        table.withLock { $0[head.rawValue, default: []].append(Mapping(mm: mm, address: address)) }
+        shard(head).withLock { $0[head.rawValue, default: []].append(Mapping(mm: mm, address: address)) }
     }
 
     /// Forgets one mapping.
     func remove(_ head: PFN, _ mm: AddressSpace, _ address: VirtualAddress) {
-        table.withLock { table in
+        shard(head).withLock { table in
             guard var list = table[head.rawValue],
-                  let i = list.firstIndex(where: { $0.mm === mm && $0.address == address }) else {
+                  let i = list.firstIndex(where: { $0.mmID == ObjectIdentifier(mm) && $0.address == address }) else {
                 preconditionFailure("\(head) has no huge mapping at \(address) in mm \(mm.pid)")
             }
             list.remove(at: i)
@@ -41,9 +59,13 @@ final class HugeMappings: Sendable {
 
     /// The mappings of `head` now.
     func mappings(of head: PFN) -> [Mapping] {
-        table.withLock { $0[head.rawValue] ?? [] }
+        shard(head).withLock { $0[head.rawValue] ?? [] }
     }
 
     /// Every recorded mapping, for the invariant checker.
-    func all() -> [UInt32: [Mapping]] { table.withLock { $0 } }
+    func all() -> [UInt32: [Mapping]] {
+        var out: [UInt32: [Mapping]] = [:]
+        for shard in shards { shard.withLock { out.merge($0) { a, _ in a } } }
+        return out
+    }
 }

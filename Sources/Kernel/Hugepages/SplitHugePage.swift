@@ -136,19 +136,29 @@ extension Kernel {
 
             // Phase 1, until no mapping is left unmarked: a fork or mremap racing with us can only add
             // a mapping by copying or moving a PMD that is not yet marked.
-            var marked: [HugeMappings.Mapping] = []
+            var marked: [(mm: AddressSpace, address: VirtualAddress)] = []
+            var markedMappings: [HugeMappings.Mapping] = []
             while true {
-                let pending = hugeMappings.mappings(of: head).filter { m in
-                    !marked.contains { $0.mm === m.mm && $0.address == m.address }
-                }
+                let pending = hugeMappings.mappings(of: head).filter { m in !markedMappings.contains { $0.isSame(as: m) } }
                 if pending.isEmpty { break }
                 for m in pending {
+                    // An mm that is being destroyed is zapping its mappings; wait for this one to go.
+                    guard let mm = m.mm else {
+                        while hugeMappings.mappings(of: head).contains(where: { $0.isSame(as: m) }) { Scheduling.pause() }
+                        continue
+                    }
                     // Secondary MMUs drop the range before it is marked, and may map it again after phase 3.
-                    m.mm.startInvalidatingSecondaryMMUs(m.address, m.address + PageGeometry.pmdSize)
-                    // The list and the PMDs change together under the PMD lock, so a listed mapping is there.
-                    let found = m.mm.markSplitting(head, at: m.address)
-                    precondition(found, "\(head) is listed at \(m.address) in mm \(m.mm.pid) but not mapped there")
-                    marked.append(m)
+                    mm.startInvalidatingSecondaryMMUs(m.address, m.address + PageGeometry.pmdSize)
+                    // The list and the PMDs change together under the PMD lock. A mapping that was
+                    // zapped since the list was read is gone from both: skip it.
+                    guard mm.markSplitting(head, at: m.address) else {
+                        mm.endInvalidatingSecondaryMMUs(m.address, m.address + PageGeometry.pmdSize)
+                        precondition(!hugeMappings.mappings(of: head).contains { $0.isSame(as: m) },
+                                     "\(head) is listed at \(m.address) in mm \(mm.pid) but not mapped there")
+                        continue
+                    }
+                    marked.append((mm, m.address))
+                    markedMappings.append(m)
                 }
             }
             let mapcount = frames.mapcount(head)

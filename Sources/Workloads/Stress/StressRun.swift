@@ -1,0 +1,231 @@
+import Foundation
+import Synchronization
+import VMCore
+import PhysicalMemory
+import Kernel
+
+/// `thpsim stress`: simulated CPUs (threads) of one process hammer the kernel model at once — faults,
+/// huge faults, munmap, mprotect, MADV_DONTNEED, splits, GUP and gup-fast pins with O_DIRECT-like DMA,
+/// fork, a secondary MMU — in data mode. After each round all CPUs stop, and every invariant and every
+/// byte each CPU wrote is checked. Each CPU works in its own address window, so it knows what its
+/// bytes must be, while the kernel's shared structures (the mm, its locks and tables, the allocator)
+/// see all of them at once.
+public struct StressRun: Sendable {
+    public struct Options: Sendable {
+        public var seconds: Double = 5
+        public var threads = 2
+        public var seed: UInt64 = 1
+        public var design: KernelDesign = .linux2_6_38
+        /// One CPU at a time under the deterministic scheduler (replayable) instead of parallel threads.
+        public var deterministic = false
+        public var operationsPerRound = 150
+        public var memoryBytes: UInt64 = 256 << 20
+        public init() {}
+    }
+
+    public struct Report: Sendable {
+        public var rounds = 0
+        public var operations = 0
+        public var invariantChecks = 0
+        public var pagesVerified = 0
+        /// The first problem found, naming the round; nil when all held.
+        public var failure: String?
+    }
+
+    public let options: Options
+    public init(_ options: Options) { self.options = options }
+
+    /// What one CPU's window must hold: a version per page (0 = never written or dropped: zeros).
+    final class Window: @unchecked Sendable {
+        let base: VirtualAddress
+        var pages: [UInt64: UInt32] = [:]   // page number → version (only mapped pages are present)
+        var readOnly: Set<UInt64> = []
+        var rng: UInt64
+        var nextVersion: UInt32 = 1
+        var operations = 0
+        var problem: String?
+        init(base: VirtualAddress, seed: UInt64) { self.base = base; rng = seed }
+        func random(_ n: UInt64) -> UInt64 {
+            rng &+= 0x9E37_79B9_7F4A_7C15
+            var z = rng
+            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+            return (z ^ (z >> 31)) % n
+        }
+    }
+
+    static let windowBytes: UInt64 = 32 << 20
+    static let windowPages = windowBytes >> 12
+
+    /// The bytes of `page` at `version`.
+    static func content(page: UInt64, version: UInt32) -> [UInt8] {
+        if version == 0 { return [UInt8](repeating: 0, count: 4096) }
+        var out = [UInt8](repeating: 0, count: 4096)
+        var x = page &* 0x9E37_79B9 &+ UInt64(version) &* 0x85EB_CA6B
+        for i in stride(from: 0, to: 4096, by: 8) {
+            x = x &* 6364136223846793005 &+ 1442695040888963407
+            withUnsafeBytes(of: x.littleEndian) { for j in 0..<8 { out[i + j] = $0[j] } }
+        }
+        return out
+    }
+
+    public func run() -> Report {
+        var report = Report()
+        var settings = options.design.defaultSettings
+        settings.enabled = .always
+        var configuration = KernelConfiguration(memoryBytes: options.memoryBytes, mode: .data, watermarks: .zero,
+                                                design: options.design, hugepageSettings: settings)
+        configuration.cpus = max(options.threads, 1)
+        let kernel = Kernel(configuration)
+        guard let mm = kernel.createAddressSpace() else { report.failure = "no memory for the process"; return report }
+        let secondary = SecondaryMMU(mirroring: mm)
+        let device = DirectIODevice(kernel: kernel)
+        let windows = (0..<options.threads).map {
+            Window(base: VirtualAddress(0x4000_0000_0000) + UInt64($0) * Self.windowBytes * 2,
+                   seed: options.seed &* 0x1000_0001 &+ UInt64($0))
+        }
+        let deadline = Date().addingTimeInterval(options.seconds)
+        var round = 0
+        repeat {
+            round += 1
+            let tasks: [@Sendable () -> Void] = windows.enumerated().map { cpu, window in
+                { @Sendable in
+                    for _ in 0..<options.operationsPerRound where window.problem == nil {
+                        Self.operate(window, cpu: cpu, mm: mm, kernel: kernel, device: device, secondary: secondary)
+                    }
+                }
+            }
+            if options.deterministic {
+                DeterministicScheduler(seed: options.seed &+ UInt64(round)).run(tasks)
+            } else {
+                let group = DispatchGroup()
+                for task in tasks { Thread { task(); group.leave() }.startAfterEntering(group) }
+                group.wait()
+            }
+            report.rounds = round
+            report.operations = windows.reduce(0) { $0 + $1.operations }
+            if let problem = windows.compactMap(\.problem).first {
+                report.failure = "round \(round): \(problem)"
+                return report
+            }
+            let problems = kernel.checkInvariants()
+            report.invariantChecks += 1
+            if !problems.isEmpty {
+                report.failure = "round \(round): invariants: \(problems.prefix(3).joined(separator: "; "))"
+                return report
+            }
+            for window in windows {
+                for (page, version) in window.pages {
+                    let va = VirtualAddress(page << 12)
+                    guard case .success(let bytes) = mm.read(va, count: 4096) else {
+                        if window.readOnly.contains(page) { continue }
+                        report.failure = "round \(round): \(va) cannot be read"; return report
+                    }
+                    if bytes != Self.content(page: page, version: version) {
+                        report.failure = "round \(round): bytes at \(va) differ from version \(version)"
+                        return report
+                    }
+                    report.pagesVerified += 1
+                }
+            }
+            for m in secondary.mappings {
+                guard let t = mm.translate(m.address), (m.huge ? t.entry.pfn : t.frame) == m.frame else {
+                    report.failure = "round \(round): the secondary MMU still maps \(m.address) to \(m.frame)"
+                    return report
+                }
+            }
+        } while Date() < deadline
+        mm.exit()
+        return report
+    }
+
+    /// One random operation of one CPU on its window.
+    static func operate(_ w: Window, cpu: Int, mm: AddressSpace, kernel: Kernel, device: DirectIODevice,
+                        secondary: SecondaryMMU) {
+        w.operations += 1
+        let slot = w.random(Self.windowPages / 512 - 4) * 512
+        let offset = w.random(4) == 0 ? w.random(512) : 0
+        let first = w.base.pageNumber + slot + offset
+        let count = [1, 8, 512, 1024, 1536][Int(w.random(5))] as UInt64
+        let va = VirtualAddress(first << 12)
+        let length = count << 12
+        func mapped(_ p: UInt64) -> Bool { w.pages[p] != nil }
+        switch w.random(100) {
+        case 0..<12:
+            guard (try? mm.mmap(address: va, length: length, protection: .readWrite, flags: [.private, .fixed])) != nil else {
+                w.problem = "mmap \(va) failed"; return
+            }
+            for p in first..<(first + count) { w.pages[p] = 0; w.readOnly.remove(p) }
+            if w.random(2) == 0 { try? mm.madvise(va, length: length, advice: .hugepage) }
+        case 12..<20:
+            try? mm.munmap(va, length: length)
+            for p in first..<(first + count) { w.pages[p] = nil; w.readOnly.remove(p) }
+        case 20..<50:
+            for p in first..<(first + min(count, 16)) where mapped(p) && !w.readOnly.contains(p) {
+                let version = w.nextVersion; w.nextVersion += 1
+                if case .failure(let f) = mm.write(VirtualAddress(p << 12), content(page: p, version: version)) {
+                    w.problem = "write at \(VirtualAddress(p << 12)) faulted: \(f)"; return
+                }
+                w.pages[p] = version
+            }
+        case 50..<60:
+            for p in first..<(first + min(count, 16)) where mapped(p) && !w.readOnly.contains(p) {
+                guard case .success(let bytes) = mm.read(VirtualAddress(p << 12), count: 4096),
+                      bytes == content(page: p, version: w.pages[p]!) else {
+                    w.problem = "bytes at \(VirtualAddress(p << 12)) changed under CPU \(cpu)"; return
+                }
+            }
+        case 60..<66:
+            guard (first..<(first + count)).allSatisfy(mapped) else { return }
+            let readOnly = w.random(2) == 0
+            guard (try? mm.mprotect(va, length: length, protection: readOnly ? .read : .readWrite)) != nil else {
+                w.problem = "mprotect \(va) failed"; return
+            }
+            for p in first..<(first + count) { if readOnly { w.readOnly.insert(p) } else { w.readOnly.remove(p) } }
+        case 66..<72:
+            guard (first..<(first + count)).allSatisfy(mapped) else { return }
+            try? mm.madvise(va, length: length, advice: .dontNeed)
+            for p in first..<(first + count) { w.pages[p] = 0 }
+        case 72..<78:
+            mm.splitHugePages(va, length: length)
+        case 78..<88:
+            // O_DIRECT read into up to 8 pages: the DMA writes the next version of each.
+            let pages = min(count, 8)
+            guard (first..<(first + pages)).allSatisfy({ mapped($0) && !w.readOnly.contains($0) }) else { return }
+            guard case .success(let request) = device.submit(.read, in: mm, buffer: va, length: Int(pages << 12), cpu: cpu) else {
+                w.problem = "O_DIRECT submit at \(va) failed"; return
+            }
+            var data = [UInt8]()
+            var versions: [UInt32] = []
+            for p in first..<(first + pages) {
+                let version = w.nextVersion; w.nextVersion += 1
+                versions.append(version)
+                data += content(page: p, version: version)
+            }
+            device.completeRead(request, data: data)
+            for (i, p) in (first..<(first + pages)).enumerated() { w.pages[p] = versions[i] }
+        case 88..<92:
+            if case .success(let pages) = mm.getUserPagesFast(va, count: Int(min(count, 16)), write: false, cpu: cpu) {
+                kernel.putUserPages(pages)
+            }
+        case 92..<96:
+            if mapped(first) { secondary.fault(at: va, write: !w.readOnly.contains(first)) }
+        default:
+            // fork: the child writes to its copies and exits; the parent's bytes must not change.
+            guard let child = try? mm.fork() else { return }
+            // The lowest writable page (not dictionary order, which varies between processes).
+            if let p = w.pages.keys.filter({ !w.readOnly.contains($0) }).min() {
+                _ = child.write(VirtualAddress(p << 12), [UInt8](repeating: 0xEE, count: 4096))
+            }
+            child.exit()
+        }
+    }
+}
+
+extension Thread {
+    /// Starts the thread after entering `group`; the thread's body must leave it.
+    func startAfterEntering(_ group: DispatchGroup) {
+        group.enter()
+        start()
+    }
+}

@@ -1,0 +1,33 @@
+import Testing
+import Kernel
+@testable import Workloads
+
+@Suite("thpsim stress: concurrent random operations with invariant and byte checks", .serialized)
+struct StressTests {
+    @Test("deterministic rounds with 3 simulated CPUs pass, for each lock", arguments: [KernelDesign.PMDLockGranularity.pageTableLock, .splitPMDLock])
+    func deterministic(lock: KernelDesign.PMDLockGranularity) {
+        for seed in UInt64(1)...3 {
+            var options = StressRun.Options()
+            options.seconds = 0   // one round
+            options.threads = 3
+            options.seed = seed
+            options.deterministic = true
+            options.design.pmdLock = lock
+            let report = StressRun(options).run()
+            #expect(report.failure == nil, "seed \(seed): \(report.failure ?? "")")
+            #expect(report.rounds == 1 && report.operations == 450 && report.pagesVerified > 0)
+        }
+    }
+
+    @Test("two parallel CPUs for two seconds pass, with the split PMD lock")
+    func parallel() {
+        var options = StressRun.Options()
+        options.seconds = 2
+        options.threads = 2
+        options.seed = 7
+        options.design.pmdLock = .splitPMDLock
+        let report = StressRun(options).run()
+        #expect(report.failure == nil, "\(report.failure ?? "")")
+        #expect(report.invariantChecks >= 1 && report.pagesVerified > 0)
+    }
+}
