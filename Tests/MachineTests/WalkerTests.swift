@@ -139,6 +139,20 @@ struct HugeWalkerTests {
         #expect(cpu.tlb.l1Data[1].validEntries == 1 && cpu.tlb.l1Data[0].validEntries == 0)
     }
 
+    @Test("mprotect of a huge mapping drops its 2 MiB TLB entry: a write then faults, a read still maps huge")
+    func mprotectOfHugeMapping() throws {
+        let (m, mm, va) = try region(.zen5, bytes: 4 << 20, huge: true)
+        let cpu = m.cpus[0]
+        #expect(try cpu.access(va + 8, .write).get() == mm.translate(va + 8)!.frame)
+        try m.run(on: 0) { try mm.mprotect(va, length: 2 << 20, protection: .read) }
+        #expect(cpu.cachedTranslation(va) == nil)
+        #expect(cpu.access(va + 8, .write) == .failure(AccessFault(at: va + 8, outcome: .segv(.accErr))))
+        #expect(try cpu.access(va + 8, .read).get() == mm.translate(va + 8)!.frame)
+        #expect(cpu.cachedTranslation(va)?.size == .size2M)
+        // The other 2 MiB kept its writable entry.
+        #expect(try cpu.access(va + (2 << 20), .write).get() == mm.translate(va + (2 << 20))!.frame)
+    }
+
     @Test("splitting a huge PMD (partial munmap) shoots down the 2 MiB entry; the rest walks to 4 KiB PTEs")
     func splitShootsDownHugeEntry() throws {
         let (m, mm, va) = try region(.zen4, bytes: 4 << 20, huge: true)
