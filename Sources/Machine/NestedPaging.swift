@@ -17,7 +17,8 @@ import Kernel
 /// `kvm_mmu_page_fault()` → `hva_to_pfn()` → `handle_mm_fault()` on the host mm.
 public final class NestedPaging: @unchecked Sendable {
     public let hostMM: AddressSpace
-    let hostKernel: Kernel
+    /// Unowned: `hostMM` keeps it alive.
+    unowned(unsafe) let hostKernel: Kernel
     let hostRoot: PageTable
     /// Host virtual address of guest frame 0.
     public let guestBase: VirtualAddress
@@ -58,7 +59,11 @@ extension CPU {
     /// `cost`. Returns the host frame and the size of the host page that maps it.
     func hostFrame(_ n: NestedPaging, guestFrame gfn: UInt32, write: Bool, cost: inout Double) -> (UInt32, PageSize) {
         let gpa = UInt64(gfn) << 12
-        for size in n.nestedTLB.pageSizes.sizes.reversed() where n.hasNestedTLB && n.nestedTLB.holds(size) {
+        var s = PageSize.size1G.rawValue
+        while n.hasNestedTLB && s >= 0 {
+            let size = PageSize(rawValue: s).unsafelyUnwrapped
+            s -= 1
+            guard n.nestedTLB.holds(size) else { continue }
             let slot = n.nestedTLB.lookup(page: gpa >> size.shift, size: size, asid: 0)
             if slot >= 0 {
                 let e = TLBEntry(rawValue: n.nestedTLB.payload(slot))

@@ -61,6 +61,32 @@ func random(_ benchmark: Benchmark, _ s: Setup, modelling: CacheModelling) {
     benchmark.stopMeasurement()
 }
 
+/// The same random stream inside a VM (guest and host with 4 KiB pages): every access misses and
+/// makes a 2-D walk.
+final class NestedSetup: @unchecked Sendable {
+    let vm: VirtualMachine
+    let start: VirtualAddress
+    init(_ preset: MachineDescription) {
+        var settings = KernelDesign.linux2_6_38.defaultSettings
+        settings.enabled = .never
+        let host = Kernel(KernelConfiguration(memoryBytes: 6 << 30, mode: .metadata, watermarks: .zero, hugepageSettings: settings))
+        let vmm = host.createAddressSpace()!
+        vm = try! VirtualMachine(hostMM: vmm, guest: KernelConfiguration(memoryBytes: 5 << 30, mode: .metadata,
+                                                                          watermarks: .zero, hugepageSettings: settings),
+                                 description: preset)
+        let mm = vm.guest.createAddressSpace()!
+        let cpu = vm.machine.cpus[0]
+        cpu.switchTo(mm)
+        cpu.cacheModelling = .none
+        start = try! mm.mmap(length: regionBytes, protection: .readWrite, flags: .private)
+        var va = start
+        while va < start + regionBytes {
+            _ = cpu.access(va, .write)
+            va = va + 4096
+        }
+    }
+}
+
 let benchmarks: @Sendable () -> Void = {
     Benchmark.defaultConfiguration = .init(
         metrics: [.wallClock, .throughput, .cpuTotal, .mallocCountTotal, .instructions],
@@ -74,6 +100,19 @@ let benchmarks: @Sendable () -> Void = {
         let s = Setup(MachineDescription.presets[name]!)
         setups[name] = s
         return s
+    }
+    Benchmark("zen4 random 4 GiB in a VM, 4 KiB pages on both sides (2-D walks), no cache model, x1Mi") { benchmark in
+        let s = NestedSetup(.zen4)
+        let cpu = s.vm.machine.cpus[0]
+        var x: UInt64 = 0x9E37_79B9_7F4A_7C15
+        benchmark.startMeasurement()
+        for _ in benchmark.scaledIterations {
+            for _ in 0..<accessesPerIteration {
+                x ^= x << 13; x ^= x >> 7; x ^= x << 17
+                blackHole(cpu.access(s.start + (x & (regionBytes - 8)), .read))
+            }
+        }
+        benchmark.stopMeasurement()
     }
     for preset in ["skylake-sp", "zen4"] {
         for (label, modelling) in [("no cache model", CacheModelling.none), ("page tables and data through the cache model", .pageTablesAndData)] {
