@@ -16,7 +16,7 @@ public final class BuddyAllocator: @unchecked Sendable {
         var blocks = [Int](repeating: 0, count: Int(PageOrder.max.rawValue) + 1)
     }
     /// The zone lock (Linux: `zone->lock`) and what it guards.
-    let lists = Mutex(FreeLists())
+    let lists = SpinLocked(FreeLists())
     /// Free base pages; readable without the lock (Linux: `NR_FREE_PAGES`).
     let freeCount = Atomic<Int>(0)
 
