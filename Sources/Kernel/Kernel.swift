@@ -13,6 +13,8 @@ public struct KernelConfiguration: Sendable {
     public var design: KernelDesign
     /// Simulated CPUs, numbered from 0 (gup-fast and the stress command name them).
     public var cpus: Int = 16
+    /// Per-CPU lists of free base and huge pages in front of the zone lock (Linux's pcp lists).
+    public var perCPUPageLists = true
     /// The THP settings at boot; nil for the design's defaults.
     public var hugepageSettings: TransparentHugepageSettings?
 
@@ -70,7 +72,7 @@ public final class Kernel: @unchecked Sendable {
         locklessWalkers = LocklessWalkers()
         hugepageSettingsWord = Atomic((configuration.hugepageSettings ?? configuration.design.defaultSettings).packed)
         memory = PhysicalMemory(bytes: configuration.memoryBytes, mode: configuration.mode,
-                                watermarks: configuration.watermarks)
+                                watermarks: configuration.watermarks, perCPULists: configuration.perCPUPageLists)
         tables = PageTableStore(maxTables: memory.totalPages)
         guard let zero = memory.allocateFolio(order: .base, kind: .zeroPage, reserve: .none) else {
             preconditionFailure("no frame for the zero page")
