@@ -11,8 +11,10 @@ public struct KernelConfiguration: Sendable {
     public var watermarks: Watermarks?
     /// The huge-page design the mechanism follows.
     public var design: KernelDesign
-    /// Simulated CPUs that may run lockless walks (gup-fast), numbered from 0.
+    /// Simulated CPUs, numbered from 0 (gup-fast and the stress command name them).
     public var cpus: Int = 16
+    /// Per-CPU lists of free base and huge pages in front of the zone lock (Linux's pcp lists).
+    public var perCPUPageLists = true
     /// The THP settings at boot; nil for the design's defaults.
     public var hugepageSettings: TransparentHugepageSettings?
 
@@ -61,16 +63,16 @@ public final class Kernel: @unchecked Sendable {
 
     private let nextPID = Atomic<Int>(1)
     private let nextAnonVMA = Atomic<Int>(1)
-    private let liveSpaces = Mutex<[Int: WeakAddressSpace]>([:])
+    private let liveSpaces = SpinLocked<[Int: WeakAddressSpace]>([:])
 
     public init(_ configuration: KernelConfiguration) {
         precondition(PhysicalMemory.problem(withSize: configuration.memoryBytes) == nil)
         self.configuration = configuration
         design = configuration.design
-        locklessWalkers = LocklessWalkers(cpus: max(1, configuration.cpus))
+        locklessWalkers = LocklessWalkers()
         hugepageSettingsWord = Atomic((configuration.hugepageSettings ?? configuration.design.defaultSettings).packed)
         memory = PhysicalMemory(bytes: configuration.memoryBytes, mode: configuration.mode,
-                                watermarks: configuration.watermarks)
+                                watermarks: configuration.watermarks, perCPULists: configuration.perCPUPageLists)
         tables = PageTableStore(maxTables: memory.totalPages)
         guard let zero = memory.allocateFolio(order: .base, kind: .zeroPage, reserve: .none) else {
             preconditionFailure("no frame for the zero page")

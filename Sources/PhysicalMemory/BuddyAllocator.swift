@@ -16,7 +16,7 @@ public final class BuddyAllocator: @unchecked Sendable {
         var blocks = [Int](repeating: 0, count: Int(PageOrder.max.rawValue) + 1)
     }
     /// The zone lock (Linux: `zone->lock`) and what it guards.
-    let lists = Mutex(FreeLists())
+    let lists = SpinLocked(FreeLists())
     /// Free base pages; readable without the lock (Linux: `NR_FREE_PAGES`).
     let freeCount = Atomic<Int>(0)
 
@@ -28,16 +28,20 @@ public final class BuddyAllocator: @unchecked Sendable {
         case none
     }
 
-    /// Builds the allocator with every frame free.
-    public init(frames: FrameTable, watermarks: Watermarks) {
+    /// The per-CPU lists (see `PerCPUPageLists.swift`).
+    let perCPU: PerCPUPageLists
+
+    /// Builds the allocator with every frame free; `perCPULists` turns on the per-CPU lists.
+    public init(frames: FrameTable, watermarks: Watermarks, perCPULists: Bool = false) {
         self.frames = frames
         self.watermarks = watermarks
+        perCPU = PerCPUPageLists(totalPages: frames.count, enabled: perCPULists)
         var pfn = 0
         while pfn < frames.count {
             // The largest aligned block that fits (Linux: `__free_pages_memory()`).
             var order = Int(PageOrder.max.rawValue)
             while order > 0 && (pfn & ((1 << order) - 1) != 0 || pfn + (1 << order) > frames.count) { order -= 1 }
-            free(PFN(pfn), order: PageOrder(order))
+            freeToFreeLists(PFN(pfn), order: PageOrder(order))
             pfn += 1 << order
         }
     }
@@ -50,23 +54,44 @@ public final class BuddyAllocator: @unchecked Sendable {
     /// behind `alloc_pages()`).
     public func allocate(order: PageOrder, reserve: Reserve = .min) -> PFN? {
         let wanted = order.pages
+        if reserve == .min && freeCount.load(ordering: .relaxed) - wanted < watermarks.min { return nil }
+        if perCPU.caches(order), let pfn = allocateFromPerCPUList(order) {
+            return pfn
+        }
+        if let pfn = allocateFromFreeLists(order: order, reserve: reserve) { return pfn }
+        // Blocks parked on per-CPU lists may be what is missing (Linux: `drain_all_pages()` on the
+        // allocation slow path).
+        guard drainPerCPULists() > 0 else { return nil }
+        return allocateFromFreeLists(order: order, reserve: reserve)
+    }
+
+    /// The zone-lock path of `allocate`.
+    func allocateFromFreeLists(order: PageOrder, reserve: Reserve) -> PFN? {
+        let wanted = order.pages
         return lists.withLock { lists -> PFN? in
             let free = freeCount.load(ordering: .relaxed)
             if reserve == .min && free - wanted < watermarks.min { return nil }
-            var current = Int(order.rawValue)
-            while current <= Int(PageOrder.max.rawValue) && lists.heads[current] == FrameTable.noLink { current += 1 }
-            guard current <= Int(PageOrder.max.rawValue) else { return nil }
-            let pfn = PFN(lists.heads[current])
-            unlink(pfn, order: current, &lists)
-            frames.clear(pfn)
-            // Split: give the upper halves back (Linux: `expand()`).
-            while current > Int(order.rawValue) {
-                current -= 1
-                push(pfn + (1 << current), order: current, &lists)
-            }
+            guard let pfn = takeBlock(order: order, &lists) else { return nil }
             freeCount.wrappingSubtract(wanted, ordering: .relaxed)
             return pfn
         }
+    }
+
+    /// Unlinks a free block of `order`, splitting a larger one if needed; the free count is the
+    /// caller's (Linux: `__rmqueue_smallest()`).
+    func takeBlock(order: PageOrder, _ lists: inout FreeLists) -> PFN? {
+        var current = Int(order.rawValue)
+        while current <= Int(PageOrder.max.rawValue) && lists.heads[current] == FrameTable.noLink { current += 1 }
+        guard current <= Int(PageOrder.max.rawValue) else { return nil }
+        let pfn = PFN(lists.heads[current])
+        unlink(pfn, order: current, &lists)
+        frames.clear(pfn)
+        // Split: give the upper halves back (Linux: `expand()`).
+        while current > Int(order.rawValue) {
+            current -= 1
+            push(pfn + (1 << current), order: current, &lists)
+        }
+        return pfn
     }
 
     /// Returns a block of 2^order frames, merging it with free buddies (Linux: `__free_one_page()`).
@@ -74,6 +99,15 @@ public final class BuddyAllocator: @unchecked Sendable {
     public func free(_ start: PFN, order: PageOrder) {
         precondition(start.isAligned(order: order), "freeing a misaligned block")
         for i in 0..<order.pages { frames.clear(start + i) }
+        if perCPU.caches(order) {
+            freeToPerCPUList(start, order: order)
+            return
+        }
+        freeToFreeLists(start, order: order)
+    }
+
+    /// The zone-lock path of `free`: merge with free buddies and put on a free list.
+    func freeToFreeLists(_ start: PFN, order: PageOrder, counted: Bool = true) {
         lists.withLock { lists in
             var pfn = start
             var current = Int(order.rawValue)
@@ -88,7 +122,7 @@ public final class BuddyAllocator: @unchecked Sendable {
                 current += 1
             }
             push(pfn, order: current, &lists)
-            freeCount.wrappingAdd(order.pages, ordering: .relaxed)
+            if counted { freeCount.wrappingAdd(order.pages, ordering: .relaxed) }
         }
     }
 

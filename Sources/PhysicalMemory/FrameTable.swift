@@ -41,6 +41,9 @@ public struct FrameFlags: OptionSet, Sendable, Hashable {
     public static let referenced = FrameFlags(rawValue: 1 << 8)
     /// On the active LRU list (Linux: `PG_active`).
     public static let active = FrameFlags(rawValue: 1 << 9)
+    /// First frame of a free block held on a per-CPU list rather than the free lists; it does not merge
+    /// with its buddy until drained (Linux: a page on `pcp->lists`).
+    public static let perCPU = FrameFlags(rawValue: 1 << 10)
 }
 
 /// The frame table: one 16-byte record per 4 KiB frame, a flat array indexed by PFN (Linux: `mem_map`,

@@ -31,13 +31,23 @@ extension PhysicalMemory {
                 problems.append("free buddies \(PFN(pfn)) and \(PFN(pfn).buddy(order: order)) of \(order) were not merged")
             }
         }
+        buddy.forEachPerCPUBlock { pfn, order in
+            for i in 0..<order.pages {
+                if inFreeBlock[pfn.index + i] { problems.append("frame \(pfn + i) is on a free list and a per-CPU list") }
+                inFreeBlock[pfn.index + i] = true
+            }
+            if frames.kind(pfn) != .free || !frames.flags(pfn).contains(.perCPU) || frames.order(pfn) != order {
+                problems.append("per-CPU block \(pfn) has kind \(frames.kind(pfn)), flags \(frames.flags(pfn).rawValue), \(frames.order(pfn))")
+            }
+            freeTotal += order.pages
+        }
         if freeTotal != freePages { problems.append("free count \(freePages) but the free lists hold \(freeTotal) pages") }
         for i in 0..<totalPages {
             let pfn = PFN(i)
             let kind = frames.kind(pfn)
             if inFreeBlock[i] {
                 if kind != .free { problems.append("\(pfn) is in a free block but has kind \(kind)") }
-                if !frames.flags(pfn).contains(.buddy) && (frames.refcount(pfn) != 0 || frames.mapcount(pfn) != 0 || frames.link(pfn) != 0) {
+                if frames.flags(pfn).isDisjoint(with: [.buddy, .perCPU]) && (frames.refcount(pfn) != 0 || frames.mapcount(pfn) != 0 || frames.link(pfn) != 0) {
                     problems.append("\(pfn) inside a free block carries counts or a link")
                 }
             } else if kind == .free {

@@ -30,12 +30,13 @@ public final class PhysicalMemory: @unchecked Sendable {
     }
 
     /// - Precondition: `problem(withSize: bytes) == nil`.
-    public init(bytes: UInt64, mode: Mode, watermarks: Watermarks? = nil) {
+    public init(bytes: UInt64, mode: Mode, watermarks: Watermarks? = nil, perCPULists: Bool = false) {
         precondition(Self.problem(withSize: bytes) == nil, Self.problem(withSize: bytes) ?? "")
         self.mode = mode
         totalPages = Int(bytes >> PageGeometry.pageShift)
         frames = FrameTable(frames: totalPages)
-        buddy = BuddyAllocator(frames: frames, watermarks: watermarks ?? .linuxDefaults(pages: totalPages))
+        buddy = BuddyAllocator(frames: frames, watermarks: watermarks ?? .linuxDefaults(pages: totalPages),
+                               perCPULists: perCPULists)
         if mode == .data {
             guard let s = FrameStorage(frames: totalPages) else {
                 preconditionFailure("the host refused to reserve \(ByteCount.human(bytes)) for data mode")

@@ -1,3 +1,4 @@
+import VMCore
 import Synchronization
 
 /// The event counters of `/proc/vmstat` that the model keeps, with Linux's names and order

@@ -70,15 +70,18 @@ extension AddressSpace {
     }
 
     /// One access by the program: walk, fault if needed, retry (the software MMU the kernel model uses
-    /// until the Machine layer stands in front of it). Returns the frame, or the fault that stopped it.
+    /// until the Machine layer stands in front of it). The walk runs in a lockless-walk window, as a
+    /// hardware walk is covered by the TLB-flush IPI: no table it reads is freed under it. Another CPU
+    /// may undo a fault before the retry (unmap it again, split it), so retries are unbounded in
+    /// principle; a million of them is a bug. Returns the frame, or the fault that stopped it.
     @inline(__always)
     public func access(_ va: VirtualAddress, _ kind: MemoryAccess) -> Result<PFN, AccessFault> {
-        for _ in 0..<4 {
-            if let pfn = hardwareWalk(va, kind) { return .success(pfn) }
+        for _ in 0..<1_000_000 {
+            if let pfn = kernel.locklessWalk({ hardwareWalk(va, kind) }) { return .success(pfn) }
             let outcome = handleFault(at: va, access: kind)
             if outcome != .handled { return .failure(AccessFault(address: va, outcome: outcome)) }
         }
-        preconditionFailure("fault at \(va) was handled four times without becoming accessible")
+        preconditionFailure("fault at \(va) was handled a million times without becoming accessible")
     }
 
     /// Touches every page of `[start, start + length)` with `kind`.
@@ -93,22 +96,39 @@ extension AddressSpace {
         return .success(())
     }
 
+    /// One access whose data moves while the translation is known valid: `body` runs with the frame
+    /// inside the lockless-walk window, so no other CPU can free and reuse the frame before the bytes
+    /// are in (as a store completes before the TLB flush that unmaps its page can finish).
+    @inline(__always)
+    func accessFrame(_ va: VirtualAddress, _ kind: MemoryAccess, _ body: (PFN) -> Void) -> Result<Void, AccessFault> {
+        for _ in 0..<1_000_000 {
+            let done = kernel.locklessWalk { () -> Bool in
+                guard let pfn = hardwareWalk(va, kind) else { return false }
+                body(pfn)
+                return true
+            }
+            if done { return .success(()) }
+            let outcome = handleFault(at: va, access: kind)
+            if outcome != .handled { return .failure(AccessFault(address: va, outcome: outcome)) }
+        }
+        preconditionFailure("fault at \(va) was handled a million times without becoming accessible")
+    }
+
     /// Writes `bytes` at `start`, page by page, as the program's stores would (Linux:
     /// `copy_to_user()` semantics: stops at the first fault).
     public func write(_ start: VirtualAddress, _ bytes: some Collection<UInt8>) -> Result<Void, AccessFault> {
         var va = start
         var remaining = bytes[...]
+        let storage = kernel.memory.storage
         while !remaining.isEmpty {
             let chunk = min(remaining.count, Int(PageGeometry.pageSize) - va.pageOffset)
-            switch access(va, .write) {
-            case .failure(let f): return .failure(f)
-            case .success(let pfn):
-                if let storage = kernel.memory.storage {
-                    let page = storage.bytes(of: pfn)
-                    var offset = va.pageOffset
-                    for byte in remaining.prefix(chunk) { page[offset] = byte; offset += 1 }
-                }
+            let result = accessFrame(va, .write) { pfn in
+                guard let storage else { return }
+                let page = storage.bytes(of: pfn)
+                var offset = va.pageOffset
+                for byte in remaining.prefix(chunk) { page[offset] = byte; offset += 1 }
             }
+            if case .failure(let f) = result { return .failure(f) }
             remaining = remaining.dropFirst(chunk)
             va = va + UInt64(chunk)
         }
@@ -120,18 +140,17 @@ extension AddressSpace {
         var out = [UInt8]()
         out.reserveCapacity(count)
         var va = start
+        let storage = kernel.memory.storage
         while out.count < count {
             let chunk = min(count - out.count, Int(PageGeometry.pageSize) - va.pageOffset)
-            switch access(va, .read) {
-            case .failure(let f): return .failure(f)
-            case .success(let pfn):
-                if let storage = kernel.memory.storage {
-                    let page = storage.bytes(of: pfn)
-                    out.append(contentsOf: page[va.pageOffset..<(va.pageOffset + chunk)])
+            let result = accessFrame(va, .read) { pfn in
+                if let storage {
+                    out.append(contentsOf: storage.bytes(of: pfn)[va.pageOffset..<(va.pageOffset + chunk)])
                 } else {
                     out.append(contentsOf: repeatElement(0, count: chunk))
                 }
             }
+            if case .failure(let f) = result { return .failure(f) }
             va = va + UInt64(chunk)
         }
         return .success(out)

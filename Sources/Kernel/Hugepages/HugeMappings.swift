@@ -32,7 +32,7 @@ final class HugeMappings: Sendable {
     /// Sharded by head so that CPUs faulting different huge pages rarely share a lock.
     private static let shardCount = 16
     private final class Shard: Sendable {
-        let table = Mutex<[UInt32: [Mapping]]>([:])
+        let table = SpinLocked<[UInt32: [Mapping]]>([:])
         func withLock<R>(_ body: (inout [UInt32: [Mapping]]) -> R) -> R { table.withLock { body(&$0) } }
     }
     private let shards = (0..<HugeMappings.shardCount).map { _ in Shard() }

@@ -13,7 +13,7 @@ import PhysicalMemory
 /// huge-page allocation calls).
 final class HugeZeroPage: Sendable {
     /// The head while it exists.
-    let head = Mutex<PFN?>(nil)
+    let head = SpinLocked<PFN?>(nil)
     /// The head's PFN + 1, or 0, for lockless checks.
     let headWord = Atomic<UInt32>(0)
 }

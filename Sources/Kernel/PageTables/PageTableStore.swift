@@ -19,7 +19,7 @@ public final class PageTableStore: @unchecked Sendable {
     private let lockDirectory: UnsafeMutablePointer<UnsafeMutablePointer<Atomic<UInt32>>?>
     private let chunkCapacity: Int
     private struct Slots { var free: [UInt32] = []; var next: UInt32 = 0; var chunks = 0 }
-    private let slots = Mutex(Slots())
+    private let slots = SpinLocked(Slots())
 
     /// A store that can hold up to `maxTables` tables at once.
     public init(maxTables: Int) {

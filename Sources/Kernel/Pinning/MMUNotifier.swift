@@ -19,7 +19,7 @@ public protocol MMUNotifier: AnyObject, Sendable {
 
 /// The notifiers registered on one mm (Linux: `struct mmu_notifier_subscriptions`).
 final class MMUNotifierList: Sendable {
-    private let list = Mutex<[any MMUNotifier]>([])
+    private let list = SpinLocked<[any MMUNotifier]>([])
     /// Whether any is registered, read without the lock on every invalidation (Linux:
     /// `mm_has_notifiers()`).
     private let count = Atomic<Int>(0)

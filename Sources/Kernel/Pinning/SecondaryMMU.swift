@@ -20,7 +20,7 @@ public final class SecondaryMMU: MMUNotifier, @unchecked Sendable {
         var invalidationsInProgress = 0
         var sequence: UInt64 = 0
     }
-    private let state = Mutex(State())
+    private let state = SpinLocked(State())
     public let mm: AddressSpace
 
     /// Creates the secondary MMU and registers it on `mm`.
@@ -36,7 +36,8 @@ public final class SecondaryMMU: MMUNotifier, @unchecked Sendable {
         for _ in 0..<64 {
             let sequence = state.withLock { $0.sequence }
             if case .failure = mm.access(va, write ? .write : .read) { return nil }
-            guard let t = mm.translate(va), !write || t.entry.isWritable else { continue }
+            // Read the primary under the mmap lock, so its tables cannot be freed meanwhile.
+            guard let t = mm.mmapLock.withReadLock({ mm.translate(va) }), !write || t.entry.isWritable else { continue }
             let huge = t.level == .pmd
             let base = huge ? va.alignedDown(PageGeometry.pmdSize) : va.alignedDown(PageGeometry.pageSize)
             let mapping = Mapping(address: base, frame: huge ? t.entry.pfn : t.frame, huge: huge)

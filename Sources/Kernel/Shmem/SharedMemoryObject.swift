@@ -10,11 +10,11 @@ import PhysicalMemory
 public final class SharedMemoryObject: @unchecked Sendable {
     public let pages: Int
     private struct State { var frames: [UInt32]; var users: Int }
-    private let state: Mutex<State>
+    private let state: SpinLocked<State>
 
     init(pages: Int) {
         self.pages = pages
-        state = Mutex(State(frames: [UInt32](repeating: FrameTable.noLink, count: pages), users: 0))
+        state = SpinLocked(State(frames: [UInt32](repeating: FrameTable.noLink, count: pages), users: 0))
     }
 
     /// The frame at `index`, allocating a zeroed one when the page was never touched; nil when memory

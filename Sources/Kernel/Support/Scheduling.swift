@@ -71,9 +71,19 @@ public final class DeterministicScheduler: @unchecked Sendable {
         return z ^ (z >> 31)
     }
 
-    /// Runs every task to completion on its own thread, one at a time. Only one scheduler may run at
-    /// once in a process.
+    /// One deterministic run at a time in a process; others wait their turn.
+    nonisolated(unsafe) private static var exclusive: UnsafeMutablePointer<pthread_mutex_t> = {
+        let m = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+        m.initialize(to: pthread_mutex_t())
+        pthread_mutex_init(m, nil)
+        return m
+    }()
+
+    /// Runs every task to completion on its own thread, one at a time. Runs from different threads of
+    /// the process take turns.
     public func run(_ tasks: [@Sendable () -> Void]) {
+        pthread_mutex_lock(Self.exclusive)
+        defer { pthread_mutex_unlock(Self.exclusive) }
         precondition(Scheduling.scheduler == nil, "a deterministic scheduler is already running")
         finished = Array(repeating: false, count: tasks.count)
         conditions = tasks.map { _ in
@@ -154,21 +164,3 @@ public final class DeterministicScheduler: @unchecked Sendable {
     }
 }
 
-/// Which per-CPU slot the calling thread uses for per-CPU data (counters, caches): a number given to
-/// each host thread on first use, modulo the slot count (Linux: `smp_processor_id()`).
-public enum CPUStripe {
-    private static let next = Atomic<Int>(0)
-    nonisolated(unsafe) private static var key: pthread_key_t = {
-        var key = pthread_key_t()
-        pthread_key_create(&key, nil)
-        return key
-    }()
-
-    /// The calling thread's slot in 0..<8.
-    @inline(__always) public static var current: Int {
-        if let value = pthread_getspecific(key) { return (Int(bitPattern: value) - 1) & 7 }
-        let assigned = next.wrappingAdd(1, ordering: .relaxed).oldValue
-        pthread_setspecific(key, UnsafeRawPointer(bitPattern: assigned + 1))
-        return assigned & 7
-    }
-}
