@@ -16,6 +16,9 @@ extension Kernel {
         return PageTable(pfn: pfn, slot: slot, entries: tables.entries(slot))
     }
 
+    /// Host memory the page-table store holds, in bytes (it grows with the most tables ever in use).
+    public var pageTableStoreBytes: Int { tables.chunkCount * PageTableStore.slotsPerChunk * 512 * 8 }
+
     /// Frees an empty page table (Linux: `pagetable_free()`).
     func freeTable(_ table: PageTable) {
         precondition(table.isEmpty(), "freeing a page table that still has entries")

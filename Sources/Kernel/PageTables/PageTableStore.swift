@@ -66,6 +66,9 @@ public final class PageTableStore: @unchecked Sendable {
         slots.withLock { $0.free.append(slot) }
     }
 
+    /// Chunks allocated so far (each holds 64 tables' entries and never shrinks).
+    var chunkCount: Int { slots.withLock { $0.chunks } }
+
     /// The 512 entries of a table.
     @inline(__always) func entries(_ slot: UInt32) -> UnsafeMutablePointer<Atomic<UInt64>> {
         let s = Int(slot)
