@@ -35,10 +35,20 @@ public struct StressRun: Sendable {
     public let options: Options
     public init(_ options: Options) { self.options = options }
 
-    /// What one CPU's window must hold: a version per page (0 = never written or dropped: zeros).
+    /// What a page must hold: the bytes written as page `seed`'s version `version` (the seed moves with
+    /// the bytes when mremap moves the page); version 0 is zeros.
+    struct Content: Sendable, CustomStringConvertible {
+        var seed: UInt64
+        var version: UInt32
+        static let zero = Content(seed: 0, version: 0)
+        var bytes: [UInt8] { StressRun.content(page: seed, version: version) }
+        var description: String { version == 0 ? "zeros" : "page \(VirtualAddress(seed << 12)) version \(version)" }
+    }
+
+    /// What one CPU's window must hold.
     final class Window: @unchecked Sendable {
         let base: VirtualAddress
-        var pages: [UInt64: UInt32] = [:]   // page number → version (only mapped pages are present)
+        var pages: [UInt64: Content] = [:]   // page number → content (only mapped pages are present)
         var readOnly: Set<UInt64> = []
         var rng: UInt64
         var nextVersion: UInt32 = 1
@@ -115,14 +125,14 @@ public struct StressRun: Sendable {
                 return report
             }
             for window in windows {
-                for (page, version) in window.pages {
+                for (page, content) in window.pages {
                     let va = VirtualAddress(page << 12)
                     guard case .success(let bytes) = mm.read(va, count: 4096) else {
                         if window.readOnly.contains(page) { continue }
                         report.failure = "round \(round): \(va) cannot be read"; return report
                     }
-                    if bytes != Self.content(page: page, version: version) {
-                        report.failure = "round \(round): bytes at \(va) differ from version \(version)"
+                    if bytes != content.bytes {
+                        report.failure = "round \(round): bytes at \(va) differ from \(content)"
                         return report
                     }
                     report.pagesVerified += 1
@@ -150,12 +160,16 @@ public struct StressRun: Sendable {
         let va = VirtualAddress(first << 12)
         let length = count << 12
         func mapped(_ p: UInt64) -> Bool { w.pages[p] != nil }
-        switch w.random(100) {
+        let op = w.random(100)
+        if ProcessInfo.processInfo.environment["THPSIM_STRESS_TRACE"] != nil {
+            print("cpu \(cpu) op \(op) va \(va) count \(count)")
+        }
+        switch op {
         case 0..<12:
             guard (try? mm.mmap(address: va, length: length, protection: .readWrite, flags: [.private, .fixed])) != nil else {
                 w.problem = "mmap \(va) failed"; return
             }
-            for p in first..<(first + count) { w.pages[p] = 0; w.readOnly.remove(p) }
+            for p in first..<(first + count) { w.pages[p] = .zero; w.readOnly.remove(p) }
             if w.random(2) == 0 { try? mm.madvise(va, length: length, advice: .hugepage) }
         case 12..<20:
             try? mm.munmap(va, length: length)
@@ -166,13 +180,18 @@ public struct StressRun: Sendable {
                 if case .failure(let f) = mm.write(VirtualAddress(p << 12), content(page: p, version: version)) {
                     w.problem = "write at \(VirtualAddress(p << 12)) faulted: \(f)"; return
                 }
-                w.pages[p] = version
+                w.pages[p] = Content(seed: p, version: version)
             }
         case 50..<60:
             for p in first..<(first + min(count, 16)) where mapped(p) && !w.readOnly.contains(p) {
-                guard case .success(let bytes) = mm.read(VirtualAddress(p << 12), count: 4096),
-                      bytes == content(page: p, version: w.pages[p]!) else {
-                    w.problem = "bytes at \(VirtualAddress(p << 12)) changed under CPU \(cpu)"; return
+                guard case .success(let bytes) = mm.read(VirtualAddress(p << 12), count: 4096) else {
+                    w.problem = "\(VirtualAddress(p << 12)) cannot be read by CPU \(cpu)"; return
+                }
+                let expected = w.pages[p]!.bytes
+                if bytes != expected {
+                    let i = bytes.indices.first { bytes[$0] != expected[$0] }!
+                    w.problem = "bytes at \(VirtualAddress(p << 12)) changed under CPU \(cpu): byte \(i) is \(bytes[i]), expected \(expected[i]) (\(w.pages[p]!))"
+                    return
                 }
             }
         case 60..<66:
@@ -185,7 +204,7 @@ public struct StressRun: Sendable {
         case 66..<72:
             guard (first..<(first + count)).allSatisfy(mapped) else { return }
             try? mm.madvise(va, length: length, advice: .dontNeed)
-            for p in first..<(first + count) { w.pages[p] = 0 }
+            for p in first..<(first + count) { w.pages[p] = .zero }
         case 72..<78:
             mm.splitHugePages(va, length: length)
         case 78..<88:
@@ -203,13 +222,34 @@ public struct StressRun: Sendable {
                 data += content(page: p, version: version)
             }
             device.completeRead(request, data: data)
-            for (i, p) in (first..<(first + pages)).enumerated() { w.pages[p] = versions[i] }
+            for (i, p) in (first..<(first + pages)).enumerated() { w.pages[p] = Content(seed: p, version: versions[i]) }
         case 88..<92:
             if case .success(let pages) = mm.getUserPagesFast(va, count: Int(min(count, 16)), write: false, cpu: cpu) {
                 kernel.putUserPages(pages)
             }
-        case 92..<96:
+        case 92..<94:
             if mapped(first) { secondary.fault(at: va, write: !w.readOnly.contains(first)) }
+        case 94..<96:
+            // mremap a fully mapped range to another slot of the window (aligned: huge PMDs move whole).
+            guard (first..<(first + count)).allSatisfy(mapped) else { return }
+            let target = w.base.pageNumber + w.random(Self.windowPages / 512 - 4) * 512 + (w.random(4) == 0 ? w.random(512) : 0)
+            guard target + count <= w.base.pageNumber + Self.windowPages,
+                  target + count <= first || first + count <= target else { return }
+            do throws(Errno) {
+                _ = try mm.mremap(va, oldSize: length, newSize: length, flags: [.mayMove, .fixed],
+                                  newAddress: VirtualAddress(target << 12))
+            } catch {
+                // The range may span VMAs that differ (advice, protection): EFAULT, and nothing moved.
+                if error != .EFAULT { w.problem = "mremap \(va) → \(VirtualAddress(target << 12)) failed: \(error)" }
+                return
+            }
+            let moved = (0..<count).map { (w.pages[first + $0]!, w.readOnly.contains(first + $0)) }
+            for p in target..<(target + count) { w.pages[p] = nil; w.readOnly.remove(p) }
+            for p in first..<(first + count) { w.pages[p] = nil; w.readOnly.remove(p) }
+            for (i, (content, readOnly)) in moved.enumerated() {
+                w.pages[target + UInt64(i)] = content
+                if readOnly { w.readOnly.insert(target + UInt64(i)) }
+            }
         default:
             // fork: the child writes to its copies and exits; the parent's bytes must not change.
             guard let child = try? mm.fork() else { return }
