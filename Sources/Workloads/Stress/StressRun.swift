@@ -182,7 +182,13 @@ public struct StressRun: Sendable {
                 }
                 w.pages[p] = Content(seed: p, version: version)
             }
-        case 50..<60:
+        case 50..<51:
+            // The THP settings change under everyone (they are global, like sysfs).
+            var settings = kernel.hugepageSettings
+            settings.enabled = [.always, .always, .madvise, .never][Int(w.random(4))]
+            settings.useZeroPage = w.random(2) == 0
+            kernel.hugepageSettings = settings
+        case 51..<60:
             for p in first..<(first + min(count, 16)) where mapped(p) && !w.readOnly.contains(p) {
                 guard case .success(let bytes) = mm.read(VirtualAddress(p << 12), count: 4096) else {
                     w.problem = "\(VirtualAddress(p << 12)) cannot be read by CPU \(cpu)"; return
