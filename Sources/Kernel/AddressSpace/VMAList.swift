@@ -4,8 +4,6 @@ import VMCore
 /// `mm->mm_mt`). A sorted array with binary search: lookups are O(log n), edits O(n).
 public struct VMAList: Sendable {
     public private(set) var areas: ContiguousArray<VMA> = []
-    /// Index of the last VMA a lookup found (Linux: the per-thread `vmacache` of older kernels).
-    private var lastFound = 0
 
     public init() {}
 
@@ -25,16 +23,16 @@ public struct VMAList: Sendable {
         return low
     }
 
-    /// Index of the VMA that contains `va` (Linux: `vma_lookup()`).
-    public mutating func index(containing va: VirtualAddress) -> Int? {
-        if lastFound < areas.count, areas[lastFound].contains(va) { return lastFound }
+    /// Index of the VMA that contains `va` (Linux: `vma_lookup()`). It reads only, so that faults on
+    /// several CPUs can look up under the mmap lock held for reading (an earlier last-found cache was
+    /// a write under that shared lock: a data race Thread Sanitizer found).
+    public func index(containing va: VirtualAddress) -> Int? {
         let i = firstIndex(endingAbove: va)
         guard i < areas.count, areas[i].start <= va else { return nil }
-        lastFound = i
         return i
     }
 
-    /// The VMA that contains `va`, without touching the lookup cache.
+    /// The VMA that contains `va`.
     public func vma(containing va: VirtualAddress) -> VMA? {
         let i = firstIndex(endingAbove: va)
         return i < areas.count && areas[i].start <= va ? areas[i] : nil
@@ -58,16 +56,14 @@ public struct VMAList: Sendable {
         let i = firstIndex(endingAbove: vma.start)
         precondition(i == areas.count || areas[i].start >= vma.end, "inserting an overlapping VMA")
         areas.insert(vma, at: i)
-        lastFound = i
     }
 
     mutating func remove(at index: Int) -> VMA {
-        lastFound = 0
-        return areas.remove(at: index)
+        areas.remove(at: index)
     }
 
     mutating func removeAll() -> ContiguousArray<VMA> {
-        defer { areas = []; lastFound = 0 }
+        defer { areas = [] }
         return areas
     }
 }
