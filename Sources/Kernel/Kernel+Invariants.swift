@@ -14,7 +14,8 @@ extension Kernel {
     ///   plus the kernel's;
     /// - a writable private PTE maps a page nobody else maps (COW is never bypassed);
     /// - no PTE maps an address outside a VMA; VMAs are sorted, aligned and disjoint;
-    /// - the counters behind meminfo agree with the frames; the allocator's own invariants hold.
+    /// - the counters behind meminfo agree with the frames; the allocator's own invariants hold;
+    /// - khugepaged has one slot per registered mm (`checkKhugepagedInvariants`).
     public func checkInvariants() -> [String] {
         var problems = memory.checkPhysicalInvariants()
         let frames = memory.frames
@@ -106,6 +107,7 @@ extension Kernel {
         if tables != vmstat[.nrPageTablePages] { problems.append("nr_page_table_pages \(vmstat[.nrPageTablePages]) but \(tables) table frames") }
         if anonMapped != vmstat[.nrAnonPages] { problems.append("nr_anon_pages \(vmstat[.nrAnonPages]) but \(anonMapped) mapped anonymous pages") }
         if shmemPages != vmstat[.nrShmem] { problems.append("nr_shmem \(vmstat[.nrShmem]) but \(shmemPages) shmem pages") }
+        problems += checkKhugepagedInvariants()
         return problems
     }
 }

@@ -54,6 +54,10 @@ public final class Kernel: @unchecked Sendable {
     /// Held for the whole of a `split_huge_page()`, so two splits of one page do not interleave (Linux
     /// 2.6.38: the anon_vma lock that `__split_huge_page()` holds).
     let splitSerialization = Mutex<Void>(())
+    /// Simulated time, which drives the kernel threads.
+    public let clock = SimulatedClock()
+    /// The collapse thread and its mm slots.
+    public let khugepaged = Khugepaged()
 
     private let nextPID = Atomic<Int>(1)
     private let nextAnonVMA = Atomic<Int>(1)
@@ -77,7 +81,11 @@ public final class Kernel: @unchecked Sendable {
     /// The THP settings (`/sys/kernel/mm/transparent_hugepage/`); changes apply to the next fault.
     public var hugepageSettings: TransparentHugepageSettings {
         get { TransparentHugepageSettings(packed: hugepageSettingsWord.load(ordering: .relaxed)) }
-        set { hugepageSettingsWord.store(newValue.packed, ordering: .relaxed) }
+        set {
+            hugepageSettingsWord.store(newValue.packed, ordering: .relaxed)
+            // Linux: enabled_store() → start_stop_khugepaged() wakes khugepaged when it has work.
+            if newValue.enabled != .never { khugepaged.wakeIfWaiting(now: clock.now) }
+        }
     }
 
     /// Creates an empty address space for a new process (Linux: `mm_alloc()` for `execve()`).

@@ -16,6 +16,8 @@ extension AddressSpace {
             }
             child.brk = brk
             kernel.register(child)
+            // Linux: khugepaged_fork().
+            if isRegisteredWithKhugepaged { kernel.khugepaged.enter(child, now: kernel.clock.now) }
             for vma in vmas.areas where !vma.flags.contains(.dontCopy) {
                 var copy = vma
                 if copy.anonVMA != 0 { copy.anonVMA = kernel.allocateAnonVMAIdentity() }

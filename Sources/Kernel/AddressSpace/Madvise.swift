@@ -12,6 +12,8 @@ public enum Advice: String, Sendable, CaseIterable {
     case dontFork = "dontfork"
     /// Undo `dontFork` (Linux: `MADV_DOFORK`).
     case doFork = "dofork"
+    /// Collapse the range into huge pages now (Linux: `MADV_COLLAPSE`; see `madviseCollapse`).
+    case collapse = "collapse"
 }
 
 extension AddressSpace {
@@ -25,6 +27,13 @@ extension AddressSpace {
         guard rounded >= length, start.rawValue <= UInt64.max - rounded else { throw .EINVAL }
         guard rounded > 0 else { return }
         let end = start + rounded
+        if advice == .collapse {
+            // MADV_COLLAPSE takes the mmap lock itself, for reading and then for writing per range.
+            let hole = mmapLock.withReadLock { rangeHasHole(start, end) }
+            try madviseCollapse(start, end)
+            if hole { throw .ENOMEM }
+            return
+        }
         try mmapLock.withWriteLock { () throws(Errno) in
             var hole = false
             var cursor = start
@@ -39,6 +48,8 @@ extension AddressSpace {
                     let vma = vmas[i]
                     zap(max(vma.start, start), min(vma.end, end))
                 }
+            case .collapse:
+                break
             case .hugepage, .noHugepage, .dontFork, .doFork:
                 splitAtBoundaries(start, end)
                 let range = vmas.indices(intersecting: start, end)
@@ -48,8 +59,9 @@ extension AddressSpace {
                     case .noHugepage: vmas[i].flags.remove(.hugepage); vmas[i].flags.insert(.noHugepage)
                     case .dontFork: vmas[i].flags.insert(.dontCopy)
                     case .doFork: vmas[i].flags.remove(.dontCopy)
-                    case .dontNeed: break
+                    case .dontNeed, .collapse: break
                     }
+                    if advice == .hugepage { khugepagedEnter(vmas[i]) }
                 }
                 mergeVMAs(around: range)
             }

@@ -12,7 +12,11 @@ extension AddressSpace {
         let vma = vmas[index]
         if let denied = accessError(vma, access) { return denied }
         kernel.vmstat.count(.pgfault)
-        if vma.anonVMA == 0 && !vma.isShared {
+        // A read that maps the zero page needs no anon_vma; a write or a huge fault does (Linux:
+        // anon_vma_prepare() in do_anonymous_page() after the zero-page branch, and at the start of
+        // do_huge_pmd_anonymous_page()).
+        if vma.anonVMA == 0 && !vma.isShared
+            && (access == .write || hugepagesAllowed(in: vma, kernel.hugepageSettings) && hugeRangeFits(vma, va)) {
             // anon_vma_prepare() runs under the read lock in Linux with its own lock; the model's VMA
             // list is only written under the write lock, so upgrade briefly.
             mmapLock.unlock()

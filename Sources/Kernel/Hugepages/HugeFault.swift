@@ -45,6 +45,7 @@ extension AddressSpace {
                             _ access: MemoryAccess, _ settings: TransparentHugepageSettings) -> HugeFaultResult {
         guard hugeRangeFits(vma, va) else { return .fallback }
         let haddr = va.alignedDown(PageGeometry.pmdSize)
+        if !khugepagedRegistered.load(ordering: .relaxed) { khugepagedEnter(vma) }
         guard let deposit = kernel.allocateTable() else { return .done(.outOfMemory) }
         let lock = pmdLock(pmd)
         if access != .write && settings.useZeroPage {
