@@ -58,6 +58,8 @@ public final class Kernel: @unchecked Sendable {
     public let clock = SimulatedClock()
     /// The collapse thread and its mm slots.
     public let khugepaged = Khugepaged()
+    /// The background compaction thread.
+    public let kcompactd = Kcompactd()
 
     private let nextPID = Atomic<Int>(1)
     private let nextAnonVMA = Atomic<Int>(1)

@@ -67,6 +67,10 @@ extension AddressSpace {
         }
         let index = va.tableIndex(.pte)
         let entry = table[index]
+        if entry.isMigrationEntry {
+            waitForMigration(table, index)
+            return .handled
+        }
         if !entry.isMapped {
             return vma.isShared ? sharedFault(vma, va, table, index, access)
                                 : anonymousFault(vma, va, table, index, access)

@@ -81,7 +81,10 @@ extension AddressSpace {
         }
         guard scanned == .succeeded else { return (scanned, false) }
 
-        guard let head = kernel.allocateHugePage(zeroed: false) else {
+        // khugepaged compacts when khugepaged/defrag is 1; MADV_COLLAPSE always may (Linux:
+        // `alloc_hugepage_khugepaged_gfpmask()`, `collapse_control.gfp`).
+        let defrag: HugeAllocationDefrag = !control.isKhugepaged || control.limits.defrag ? .direct : .none
+        guard let head = kernel.allocateHugePage(zeroed: false, defrag: defrag) else {
             kernel.vmstat.count(.thpCollapseAllocFailed)
             return (.allocationFailed, true)
         }

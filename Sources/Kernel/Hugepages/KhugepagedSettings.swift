@@ -15,8 +15,7 @@ public struct KhugepagedSettings: Sendable, Hashable {
     public var maxPtesSwap: Int = PageGeometry.entriesPerTable / 8
     /// `max_ptes_shared`: PTEs mapping pages other processes map too, 0…511. Default 256.
     public var maxPtesShared: Int = PageGeometry.entriesPerTable / 2
-    /// `defrag`: whether khugepaged's allocations may compact (0 or 1). Default 1; recorded only
-    /// until compaction exists.
+    /// `defrag`: whether khugepaged's allocations may compact directly (0 or 1). Default 1.
     public var defrag: Bool = true
 
     public init() {}

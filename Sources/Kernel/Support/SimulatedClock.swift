@@ -1,7 +1,7 @@
 import Synchronization
 
-/// Simulated time, in nanoseconds since boot, that drives the kernel's own threads (khugepaged today;
-/// kcompactd and kswapd later). Nothing advances it by itself: a test, the scenario runner or the
+/// Simulated time, in nanoseconds since boot, that drives the kernel's own threads (khugepaged and
+/// kcompactd today; kswapd later). kcompactd runs as soon as the clock moves after it was woken. Nothing advances it by itself: a test, the scenario runner or the
 /// Machine layer calls `Kernel.advanceTime(by:)`, and every kernel thread whose wake-up falls inside the
 /// interval runs then, in wake-up order, on the caller's thread (Linux: `jiffies` and the timers of
 /// `wait_event_freezable_timeout()`).
@@ -22,20 +22,27 @@ public final class SimulatedClock: Sendable {
 
 extension Kernel {
     /// Advances simulated time by `nanoseconds`, running every kernel thread whose wake-up falls in the
-    /// interval at its wake-up time (khugepaged's scans).
+    /// interval at its wake-up time (khugepaged's scans; kcompactd when it was woken).
     public func advanceTime(by nanoseconds: UInt64) {
         let target = clock.now + nanoseconds
+        kcompactd.runIfWoken(self)
         while let wake = khugepaged.nextWakeup(), wake <= target {
             clock.set(max(wake, clock.now))
             khugepaged.wakeUp(self)
+            kcompactd.runIfWoken(self)
         }
-        clock.set(target)
+        // A thread's own sleep (khugepaged's alloc_sleep inside a wake-up) may have passed the target.
+        clock.set(max(target, clock.now))
     }
 
     /// Advances simulated time to the next kernel-thread wake-up and runs it; false when no thread is
     /// waiting on a timer (khugepaged with no mm to scan sleeps until one registers).
     @discardableResult
     public func runNextKernelThreadWakeup() -> Bool {
+        if kcompactd.isWoken {
+            kcompactd.runIfWoken(self)
+            return true
+        }
         guard let wake = khugepaged.nextWakeup() else { return false }
         clock.set(max(wake, clock.now))
         khugepaged.wakeUp(self)
