@@ -60,6 +60,8 @@ public final class Kernel: @unchecked Sendable {
     public let khugepaged = Khugepaged()
     /// The background compaction thread.
     public let kcompactd = Kcompactd()
+    /// The swap device, as large as memory.
+    public let swapDevice: SwapDevice
 
     private let nextPID = Atomic<Int>(1)
     private let nextAnonVMA = Atomic<Int>(1)
@@ -73,6 +75,7 @@ public final class Kernel: @unchecked Sendable {
         memory = PhysicalMemory(bytes: configuration.memoryBytes, mode: configuration.mode,
                                 watermarks: configuration.watermarks)
         tables = PageTableStore(maxTables: memory.totalPages)
+        swapDevice = SwapDevice(capacity: memory.totalPages)
         guard let zero = memory.allocateFolio(order: .base, kind: .zeroPage, reserve: .none) else {
             preconditionFailure("no frame for the zero page")
         }

@@ -68,6 +68,9 @@ extension AddressSpace {
                         }
                     }
                     childTable.set(index, entry)
+                } else if entry.isSwapEntry {
+                    kernel.swapDevice.duplicate(entry.swapSlot)
+                    childTable.set(index, entry)
                 }
                 va = va + PageGeometry.pageSize
             }

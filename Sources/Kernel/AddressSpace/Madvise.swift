@@ -14,6 +14,8 @@ public enum Advice: String, Sendable, CaseIterable {
     case doFork = "dofork"
     /// Collapse the range into huge pages now (Linux: `MADV_COLLAPSE`; see `madviseCollapse`).
     case collapse = "collapse"
+    /// Swap the range's exclusive pages out now (Linux: `MADV_PAGEOUT`; see `madvisePageout`).
+    case pageout = "pageout"
 }
 
 extension AddressSpace {
@@ -27,10 +29,11 @@ extension AddressSpace {
         guard rounded >= length, start.rawValue <= UInt64.max - rounded else { throw .EINVAL }
         guard rounded > 0 else { return }
         let end = start + rounded
-        if advice == .collapse {
-            // MADV_COLLAPSE takes the mmap lock itself, for reading and then for writing per range.
+        if advice == .collapse || advice == .pageout {
+            // MADV_COLLAPSE and MADV_PAGEOUT take the mmap lock themselves (for reading; a collapse
+            // then for writing per range).
             let hole = mmapLock.withReadLock { rangeHasHole(start, end) }
-            try madviseCollapse(start, end)
+            if advice == .collapse { try madviseCollapse(start, end) } else { madvisePageout(start, end) }
             if hole { throw .ENOMEM }
             return
         }
@@ -48,7 +51,7 @@ extension AddressSpace {
                     let vma = vmas[i]
                     zap(max(vma.start, start), min(vma.end, end))
                 }
-            case .collapse:
+            case .collapse, .pageout:
                 break
             case .hugepage, .noHugepage, .dontFork, .doFork:
                 splitAtBoundaries(start, end)
@@ -59,7 +62,7 @@ extension AddressSpace {
                     case .noHugepage: vmas[i].flags.remove(.hugepage); vmas[i].flags.insert(.noHugepage)
                     case .dontFork: vmas[i].flags.insert(.dontCopy)
                     case .doFork: vmas[i].flags.remove(.dontCopy)
-                    case .dontNeed, .collapse: break
+                    case .dontNeed, .collapse, .pageout: break
                     }
                     if advice == .hugepage { khugepagedEnter(vmas[i]) }
                 }

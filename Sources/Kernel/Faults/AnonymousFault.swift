@@ -71,6 +71,7 @@ extension AddressSpace {
             waitForMigration(table, index)
             return .handled
         }
+        if entry.isSwapEntry { return swapIn(vma, va, table, index, entry, access) }
         if !entry.isMapped {
             return vma.isShared ? sharedFault(vma, va, table, index, access)
                                 : anonymousFault(vma, va, table, index, access)

@@ -109,9 +109,17 @@ extension AddressSpace {
     /// - Precondition: the table's split lock is held.
     private func examineForCollapse(_ table: PageTable, _ control: CollapseControl) -> CollapseResult {
         let frames = kernel.memory.frames
-        var noneOrZero = 0, shared = 0, referenced = 0
+        var noneOrZero = 0, shared = 0, referenced = 0, unmapped = 0
         for i in 0..<PageGeometry.entriesPerTable {
             let entry = table[i]
+            if entry.isSwapEntry {
+                unmapped += 1
+                if control.isKhugepaged && unmapped > control.limits.maxPtesSwap {
+                    kernel.vmstat.count(.thpScanExceedSwapPTE)
+                    return .exceedSwapPTE
+                }
+                continue
+            }
             if entry.isNone || entry.isSpecial {
                 noneOrZero += 1
                 if control.isKhugepaged && noneOrZero > control.limits.maxPtesNone {
@@ -135,7 +143,11 @@ extension AddressSpace {
             if frames.refcount(pfn) != mapcount { return .pageCount }
             if entry.isAccessed || frames.flags(pfn).contains(.referenced) { referenced += 1 }
         }
-        if control.isKhugepaged && referenced == 0 { return .lackReferencedPage }
+        // With pages to swap in, khugepaged wants half the others young (Linux: the `unmapped &&
+        // referenced < HPAGE_PMD_NR / 2` test of `hpage_collapse_scan_pmd()`).
+        if control.isKhugepaged && (referenced == 0 || unmapped > 0 && referenced < PageGeometry.entriesPerTable / 2) {
+            return .lackReferencedPage
+        }
         return .succeeded
     }
 
@@ -185,8 +197,8 @@ extension AddressSpace {
         }
     }
 
-    /// Copies each mapped page into its subpage of `head`, zeroes the subpages of empty and zero-page
-    /// PTEs, and clears every PTE, dropping the small pages' mappings (Linux:
+    /// Copies each mapped page into its subpage of `head`, reads swapped ones from swap, zeroes the
+    /// subpages of empty and zero-page PTEs, and clears every PTE, dropping the small pages' mappings (Linux:
     /// `__collapse_huge_page_copy()`).
     /// - Precondition: the table's split lock is held and the table is unhooked from its PMD.
     private func copyIntoHugePage(_ table: PageTable, _ head: PFN) {
@@ -195,6 +207,14 @@ extension AddressSpace {
             let entry = table.exchange(i, .none)
             if entry.isNone || entry.isSpecial {
                 storage?.zero(head + i)
+            } else if entry.isSwapEntry {
+                // Swap in straight into the huge page (Linux: `__collapse_huge_page_swapin()` first).
+                if let storage, let bytes = kernel.swapDevice.load(entry.swapSlot) {
+                    bytes.withUnsafeBytes { storage.bytes(of: head + i).copyMemory(from: $0) }
+                }
+                kernel.swapDevice.release(entry.swapSlot)
+                kernel.vmstat.count(.pgmajfault)
+                kernel.vmstat.count(.pswpin)
             } else {
                 storage?.copy(from: entry.pfn, to: head + i)
                 unmapPage(entry.pfn)

@@ -23,6 +23,7 @@ extension AddressSpace {
             while va < to {
                 let old = table.exchange(va.tableIndex(.pte), .none)
                 if old.isMapped && !old.isSpecial { unmapPage(old.pfn) }
+                else if old.isSwapEntry { kernel.swapDevice.release(old.swapSlot) }
                 va = va + PageGeometry.pageSize
             }
             lock.spinUnlock()

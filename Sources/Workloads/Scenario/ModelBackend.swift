@@ -11,9 +11,9 @@ public func makeModelScenarioBackend(design: String?, memoryBytes: UInt64?) thro
 /// Runs scenarios on the kernel model: each scenario process is an `AddressSpace`, in data mode so
 /// that `expect data` reads real bytes.
 ///
-/// THP knobs other than `enabled`, `defrag`, `use_zero_page` and `khugepaged/*`, and the advice
-/// `pageout` are reported as unsupported, which skips the expectations after them with that reason
-/// rather than comparing against behaviour not yet built; so is the `linux-6.18` design.
+/// THP knobs other than `enabled`, `defrag`, `use_zero_page` and `khugepaged/*` are reported as
+/// unsupported, which skips the expectations after them with that reason rather than comparing
+/// against behaviour not yet built; so is the `linux-6.18` design.
 final class ModelScenarioBackend: ScenarioBackend {
     typealias Process = AddressSpace
     let kernel: Kernel
@@ -95,7 +95,7 @@ final class ModelScenarioBackend: ScenarioBackend {
         case .dontfork: kernelAdvice = .dontFork
         case .dofork: kernelAdvice = .doFork
         case .collapse: kernelAdvice = .collapse
-        case .pageout: throw .unsupported("MADV_PAGEOUT needs reclaim and swap, which are not modelled yet")
+        case .pageout: kernelAdvice = .pageout
         }
         return Self.result { () throws(Errno) in try mm.madvise(VirtualAddress(address), length: length, advice: kernelAdvice) }
     }
@@ -137,6 +137,17 @@ final class ModelScenarioBackend: ScenarioBackend {
             var frame = mm.residentFrame(va)
             if frame == nil, let object = vma.sharedObject, vma.pageIndex(of: va) < UInt64(object.pages) {
                 frame = object.cachedFrame(at: Int(vma.pageIndex(of: va)))
+            }
+            if frame == nil, let swapped = mm.swappedOutBytes(at: va.alignedDown(PageGeometry.pageSize)) {
+                // Reading readable memory faults swapped pages back in, as the native process's own
+                // read does; PROT_NONE memory is read through /proc/PID/mem's view without that.
+                if vma.flags.protection.contains(.read), case .success(let pfn) = mm.access(va, .read) {
+                    frame = pfn
+                } else {
+                    out.append(contentsOf: swapped[va.pageOffset..<(va.pageOffset + chunk)])
+                    va = va + UInt64(chunk)
+                    continue
+                }
             }
             if let frame {
                 let page = storage.bytes(of: frame)

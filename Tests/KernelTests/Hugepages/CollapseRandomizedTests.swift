@@ -5,7 +5,7 @@ import PhysicalMemory
 import Kernel
 import TestSupport
 
-/// Random writes, DONTNEED, splits, forks, young-bit clearing, settings and pins, interleaved with
+/// Random writes, DONTNEED, splits, pageout and swap-in, forks, young-bit clearing, settings and pins, interleaved with
 /// MADV_COLLAPSE and khugepaged wake-ups, over a few 2 MiB ranges of up to two processes; after every
 /// step the invariants hold and every byte equals a per-page reference.
 struct CollapseRandomizedRun {
@@ -46,7 +46,7 @@ struct CollapseRandomizedRun {
         let mm = processes[i].mm
         let page = random(pageCount)
         let va = base + page * 4096
-        switch random(20) {
+        switch random(21) {
         case 0..<6:
             let count = 1 + random(min(16, pageCount - page))
             writes &+= 1
@@ -94,8 +94,17 @@ struct CollapseRandomizedRun {
             try! mm.madvise(base, length: ranges * 2 * .MiB, advice: random(4) == 0 ? .noHugepage : .hugepage)
             return "madvise (no)hugepage"
         case 16:
-            mm.clearYoung(va, length: 2 * .MiB)
-            return "clear young \(va)"
+            if random(2) == 0 {
+                mm.clearYoung(va, length: 2 * .MiB)
+                return "clear young \(va)"
+            }
+            let count = 1 + random(min(700, pageCount - page))
+            try! mm.madvise(va, length: count * 4096, advice: .pageout)
+            return "pageout \(va) \(count)p"
+        case 19:
+            // Swap in by reading a page (the data check reads everything afterwards anyway).
+            _ = mm.access(va, .read)
+            return "read \(va)"
         case 17:
             var settings = kernel.hugepageSettings
             settings.enabled = [.always, .madvise, .never][Int(random(3))]
@@ -135,14 +144,16 @@ struct CollapseRandomizedRun {
     }
 }
 
-@Suite("Randomized collapse: MADV_COLLAPSE and khugepaged among writes, splits, forks and pins")
+@Suite("Randomized collapse: MADV_COLLAPSE and khugepaged among writes, splits, swap, forks and pins")
 struct CollapseRandomizedTests {
     @Test("every byte and invariant survive 1,000 random steps with collapses (THPSIM_SEED replays)")
     func randomCollapses() {
         let seed = ProcessInfo.processInfo.environment["THPSIM_SEED"].flatMap { UInt64($0) } ?? 0xC0_11A9_5E
         var run = CollapseRandomizedRun(seed: seed)
         let (collapsed, byKhugepaged) = run.run(steps: 1_000)
-        print("randomized collapse test: seed \(seed), \(collapsed) steps allocated a huge page for a collapse, khugepaged collapsed \(byKhugepaged)")
+        let vm = run.kernel.vmstat
+        print("randomized collapse test: seed \(seed), \(collapsed) steps allocated a huge page for a collapse, khugepaged collapsed \(byKhugepaged), pswpout \(vm[.pswpout]), pswpin \(vm[.pswpin]), thp_scan_exceed_swap_pte \(vm[.thpScanExceedSwapPTE])")
+        #expect(vm[.pswpout] > 0 && vm[.pswpin] > 0, "the run never swapped")
         #expect(run.failures.isEmpty, "seed \(seed): \(run.failures.first ?? "")")
         #expect(collapsed > 20 && byKhugepaged > 5, "the run collapsed too little to mean anything")
     }
