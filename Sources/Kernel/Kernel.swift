@@ -62,6 +62,8 @@ public final class Kernel: @unchecked Sendable {
     public let kcompactd = Kcompactd()
     /// The swap device, as large as memory.
     public let swapDevice: SwapDevice
+    /// The reclaim thread.
+    public let kswapd = Kswapd()
 
     private let nextPID = Atomic<Int>(1)
     private let nextAnonVMA = Atomic<Int>(1)
@@ -113,7 +115,10 @@ public final class Kernel: @unchecked Sendable {
     // MARK: Page accounting shared by every path
 
     /// Counts pages handed out by the page allocator (Linux: `PGALLOC` in `__count_zid_vm_events()`).
-    @inline(__always) func countAllocation(pages: Int) { vmstat.count(.pgallocNormal, pages) }
+    @inline(__always) func countAllocation(pages: Int) {
+        vmstat.count(.pgallocNormal, pages)
+        checkWatermarks()
+    }
 
     /// The PTE flushes every CPU's TLB needs after a range lost translations.
     @inline(__always) func flushTLB(_ mm: AddressSpace, _ start: VirtualAddress, _ end: VirtualAddress) {

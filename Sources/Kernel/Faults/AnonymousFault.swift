@@ -105,7 +105,7 @@ extension AddressSpace {
             lock.spinUnlock()
             return .handled
         }
-        guard let pfn = kernel.memory.allocateFolio(order: .base, kind: .anonymous) else { return .outOfMemory }
+        guard let pfn = kernel.allocateAnonymousPage() else { return .outOfMemory }
         kernel.countAllocation(pages: 1)
         kernel.memory.frames.insertFlags(pfn, [.anonExclusive, .swapBacked])
         let entry = PageTableEntry(pfn: pfn, bits: bits | PageTableEntry.writableBit | PageTableEntry.accessedBit | PageTableEntry.dirtyBit)
@@ -142,7 +142,7 @@ extension AddressSpace {
         }
         lock.spinUnlock()
 
-        guard let copy = kernel.memory.allocateFolio(order: .base, kind: .anonymous, zeroed: old.isSpecial) else {
+        guard let copy = kernel.allocateAnonymousPage(zeroed: old.isSpecial) else {
             return .outOfMemory
         }
         kernel.countAllocation(pages: 1)

@@ -22,7 +22,7 @@ extension AddressSpace {
                         // The huge zero page has nothing to swap; a huge page is split first.
                         pmd[index].isSpecial ? .handled : .split
                     }) { table, lo, hi in
-                        swapOut(table, lo, hi)
+                        _ = swapOut(table, lo, hi, onlyOld: false, until: { false })
                         return true
                     }
                 }
@@ -31,9 +31,12 @@ extension AddressSpace {
         }
     }
 
-    /// Swaps out the exclusive pages the PTEs of `table` map in `[from, to)` (Linux: `shrink_folio_list()`
-    /// → `add_to_swap()`, `try_to_unmap()`, `pageout()`).
-    private func swapOut(_ table: PageTable, _ from: VirtualAddress, _ to: VirtualAddress) {
+    /// Swaps out the exclusive pages the PTEs of `table` map in `[from, to)`; with `onlyOld`, a young
+    /// PTE only loses its accessed bit (a second chance). Stops when `until()` holds after a swap-out,
+    /// returning the next address, or when swap is full (Linux: `shrink_folio_list()` →
+    /// `folio_referenced()`, `add_to_swap()`, `try_to_unmap()`, `pageout()`).
+    func swapOut(_ table: PageTable, _ from: VirtualAddress, _ to: VirtualAddress, onlyOld: Bool,
+                 until enough: () -> Bool) -> VirtualAddress? {
         let frames = kernel.memory.frames
         let lock = kernel.splitLock(table)
         lock.spinLock()
@@ -46,12 +49,18 @@ extension AddressSpace {
             guard entry.isMapped, !entry.isSpecial else { continue }
             let pfn = entry.pfn
             guard frames.kind(pfn) == .anonymous, frames.mapcount(pfn) == 1, frames.refcount(pfn) == 1 else { continue }
+            if onlyOld && entry.isAccessed {
+                table.set(index, entry.makingOld())
+                continue
+            }
             let bytes = kernel.memory.storage.map { Array($0.bytes(of: pfn)) }
-            guard let slot = kernel.swapDevice.store(bytes) else { return }
+            guard let slot = kernel.swapDevice.store(bytes) else { return va }
             table.set(index, .swapEntry(slot: slot))
             unmapPage(pfn)
             kernel.vmstat.count(.pswpout)
+            if enough() { return va + PageGeometry.pageSize }
         }
+        return nil
     }
 
     /// A fault on a swap entry: read the slot into a new page and map it, writable at once only for a
@@ -59,7 +68,7 @@ extension AddressSpace {
     /// `pswpin`).
     func swapIn(_ vma: VMA, _ va: VirtualAddress, _ table: PageTable, _ index: Int, _ entry: PageTableEntry,
                 _ access: MemoryAccess) -> FaultOutcome {
-        guard let pfn = kernel.memory.allocateFolio(order: .base, kind: .anonymous, zeroed: false) else { return .outOfMemory }
+        guard let pfn = kernel.allocateAnonymousPage(zeroed: false) else { return .outOfMemory }
         kernel.countAllocation(pages: 1)
         let slot = entry.swapSlot
         let lock = kernel.splitLock(table)

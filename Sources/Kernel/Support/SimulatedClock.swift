@@ -1,7 +1,7 @@
 import Synchronization
 
-/// Simulated time, in nanoseconds since boot, that drives the kernel's own threads (khugepaged and
-/// kcompactd today; kswapd later). kcompactd runs as soon as the clock moves after it was woken. Nothing advances it by itself: a test, the scenario runner or the
+/// Simulated time, in nanoseconds since boot, that drives the kernel's own threads: khugepaged on its
+/// timer; kswapd and kcompactd as soon as the clock moves after they were woken. Nothing advances it by itself: a test, the scenario runner or the
 /// Machine layer calls `Kernel.advanceTime(by:)`, and every kernel thread whose wake-up falls inside the
 /// interval runs then, in wake-up order, on the caller's thread (Linux: `jiffies` and the timers of
 /// `wait_event_freezable_timeout()`).
@@ -25,10 +25,12 @@ extension Kernel {
     /// interval at its wake-up time (khugepaged's scans; kcompactd when it was woken).
     public func advanceTime(by nanoseconds: UInt64) {
         let target = clock.now + nanoseconds
+        kswapd.runIfWoken(self)
         kcompactd.runIfWoken(self)
         while let wake = khugepaged.nextWakeup(), wake <= target {
             clock.set(max(wake, clock.now))
             khugepaged.wakeUp(self)
+            kswapd.runIfWoken(self)
             kcompactd.runIfWoken(self)
         }
         // A thread's own sleep (khugepaged's alloc_sleep inside a wake-up) may have passed the target.
@@ -39,6 +41,10 @@ extension Kernel {
     /// waiting on a timer (khugepaged with no mm to scan sleeps until one registers).
     @discardableResult
     public func runNextKernelThreadWakeup() -> Bool {
+        if kswapd.isWoken {
+            kswapd.runIfWoken(self)
+            return true
+        }
         if kcompactd.isWoken {
             kcompactd.runIfWoken(self)
             return true
