@@ -29,5 +29,14 @@ let package = Package(
             path: "Benchmarks/MachineBenchmarks",
             plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
         ),
+        .executableTarget(
+            name: "KhugepagedBenchmarks",
+            dependencies: [
+                .product(name: "Benchmark", package: "benchmark"),
+                .product(name: "THPSim", package: "thpsim"),
+            ],
+            path: "Benchmarks/KhugepagedBenchmarks",
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
+        ),
     ]
 )

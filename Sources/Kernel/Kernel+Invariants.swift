@@ -14,7 +14,9 @@ extension Kernel {
     ///   plus the kernel's;
     /// - a writable private PTE maps a page nobody else maps (COW is never bypassed);
     /// - no PTE maps an address outside a VMA; VMAs are sorted, aligned and disjoint;
-    /// - the counters behind meminfo agree with the frames; the allocator's own invariants hold.
+    /// - the counters behind meminfo agree with the frames; the allocator's own invariants hold;
+    /// - khugepaged has one slot per registered mm (`checkKhugepagedInvariants`);
+    /// - each swap slot's use count equals the swap entries naming it (`checkSwapInvariants`).
     public func checkInvariants() -> [String] {
         var problems = memory.checkPhysicalInvariants()
         let frames = memory.frames
@@ -108,6 +110,8 @@ extension Kernel {
         if tables != vmstat[.nrPageTablePages] { problems.append("nr_page_table_pages \(vmstat[.nrPageTablePages]) but \(tables) table frames") }
         if anonMapped != vmstat[.nrAnonPages] { problems.append("nr_anon_pages \(vmstat[.nrAnonPages]) but \(anonMapped) mapped anonymous pages") }
         if shmemPages != vmstat[.nrShmem] { problems.append("nr_shmem \(vmstat[.nrShmem]) but \(shmemPages) shmem pages") }
+        problems += checkKhugepagedInvariants()
+        problems += checkSwapInvariants()
         return problems
     }
 }
@@ -126,6 +130,7 @@ extension AddressSpace {
             let entry = table[i]
             if entry.isNone { continue }
             let va = base + UInt64(i) * level.entrySpan
+            if level == .pte && entry.isSwapEntry { continue }  // checkSwapInvariants
             if let lower = level.lower, !entry.isHuge {
                 checkTables(kernel.table(at: entry), level: lower, base: va, &mappings, &tableSeen, &hugeZeroMappings, &problems)
                 continue

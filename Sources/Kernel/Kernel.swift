@@ -60,6 +60,16 @@ public final class Kernel: @unchecked Sendable {
     let splitSerialization = SpinLock()
     /// The CPUs' lockless-walk windows (gup-fast) that flushes wait for.
     let locklessWalkers: LocklessWalkers
+    /// Simulated time, which drives the kernel threads.
+    public let clock = SimulatedClock()
+    /// The collapse thread and its mm slots.
+    public let khugepaged = Khugepaged()
+    /// The background compaction thread.
+    public let kcompactd = Kcompactd()
+    /// The swap device, as large as memory.
+    public let swapDevice: SwapDevice
+    /// The reclaim thread.
+    public let kswapd = Kswapd()
 
     private let nextPID = Atomic<Int>(1)
     private let nextAnonVMA = Atomic<Int>(1)
@@ -74,6 +84,7 @@ public final class Kernel: @unchecked Sendable {
         memory = PhysicalMemory(bytes: configuration.memoryBytes, mode: configuration.mode,
                                 watermarks: configuration.watermarks, perCPULists: configuration.perCPUPageLists)
         tables = PageTableStore(maxTables: memory.totalPages)
+        swapDevice = SwapDevice(capacity: memory.totalPages)
         guard let zero = memory.allocateFolio(order: .base, kind: .zeroPage, reserve: .none) else {
             preconditionFailure("no frame for the zero page")
         }
@@ -84,7 +95,11 @@ public final class Kernel: @unchecked Sendable {
     /// The THP settings (`/sys/kernel/mm/transparent_hugepage/`); changes apply to the next fault.
     public var hugepageSettings: TransparentHugepageSettings {
         get { TransparentHugepageSettings(packed: hugepageSettingsWord.load(ordering: .relaxed)) }
-        set { hugepageSettingsWord.store(newValue.packed, ordering: .relaxed) }
+        set {
+            hugepageSettingsWord.store(newValue.packed, ordering: .relaxed)
+            // Linux: enabled_store() → start_stop_khugepaged() wakes khugepaged when it has work.
+            if newValue.enabled != .never { khugepaged.wakeIfWaiting(now: clock.now) }
+        }
     }
 
     /// Creates an empty address space for a new process (Linux: `mm_alloc()` for `execve()`).
@@ -107,7 +122,10 @@ public final class Kernel: @unchecked Sendable {
     // MARK: Page accounting shared by every path
 
     /// Counts pages handed out by the page allocator (Linux: `PGALLOC` in `__count_zid_vm_events()`).
-    @inline(__always) func countAllocation(pages: Int) { vmstat.count(.pgallocNormal, pages) }
+    @inline(__always) func countAllocation(pages: Int) {
+        vmstat.count(.pgallocNormal, pages)
+        checkWatermarks()
+    }
 
     /// Flushes every CPU's TLB after a range lost or weakened translations, and — as the IPI does on
     /// x86 — waits for lockless walks in progress, so a page or table removed before the flush can be

@@ -126,7 +126,7 @@ public final class BuddyAllocator: @unchecked Sendable {
         }
     }
 
-    private func push(_ pfn: PFN, order: Int, _ lists: inout FreeLists) {
+    func push(_ pfn: PFN, order: Int, _ lists: inout FreeLists) {
         frames.setHeader(pfn, kind: .free, order: PageOrder(order), flags: .buddy)
         let old = lists.heads[order]
         frames.setNextFree(pfn, old)
@@ -136,7 +136,7 @@ public final class BuddyAllocator: @unchecked Sendable {
         lists.blocks[order] += 1
     }
 
-    private func unlink(_ pfn: PFN, order: Int, _ lists: inout FreeLists) {
+    func unlink(_ pfn: PFN, order: Int, _ lists: inout FreeLists) {
         let next = frames.nextFree(pfn), prev = frames.prevFree(pfn)
         if prev == FrameTable.noLink { lists.heads[order] = next } else { frames.setNextFree(PFN(prev), next) }
         if next != FrameTable.noLink { frames.setPrevFree(PFN(next), prev) }

@@ -26,6 +26,8 @@ public final class AddressSpace: @unchecked Sendable {
     public internal(set) var hasExited = false
     /// Secondary MMUs mirroring this mm (Linux: `mm->notifier_subscriptions`).
     let mmuNotifiers = MMUNotifierList()
+    /// khugepaged has a slot for this mm (Linux: `MMF_VM_HUGEPAGE`).
+    let khugepagedRegistered = Atomic<Bool>(false)
 
     /// The highest number of VMAs (Linux: `sysctl_max_map_count`, default 65530).
     public static let maxMapCount = 65530

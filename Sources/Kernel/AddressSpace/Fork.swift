@@ -16,6 +16,8 @@ extension AddressSpace {
             }
             child.brk = brk
             kernel.register(child)
+            // Linux: khugepaged_fork().
+            if isRegisteredWithKhugepaged { kernel.khugepaged.enter(child, now: kernel.clock.now) }
             for vma in vmas.areas where !vma.flags.contains(.dontCopy) {
                 var copy = vma
                 if copy.anonVMA != 0 { copy.anonVMA = kernel.allocateAnonVMAIdentity() }
@@ -65,6 +67,9 @@ extension AddressSpace {
                             }
                         }
                     }
+                    childTable.set(index, entry)
+                } else if entry.isSwapEntry {
+                    kernel.swapDevice.duplicate(entry.swapSlot)
                     childTable.set(index, entry)
                 }
                 va = va + PageGeometry.pageSize

@@ -12,6 +12,10 @@ public enum Advice: String, Sendable, CaseIterable {
     case dontFork = "dontfork"
     /// Undo `dontFork` (Linux: `MADV_DOFORK`).
     case doFork = "dofork"
+    /// Collapse the range into huge pages now (Linux: `MADV_COLLAPSE`; see `madviseCollapse`).
+    case collapse = "collapse"
+    /// Swap the range's exclusive pages out now (Linux: `MADV_PAGEOUT`; see `madvisePageout`).
+    case pageout = "pageout"
 }
 
 extension AddressSpace {
@@ -25,6 +29,14 @@ extension AddressSpace {
         guard rounded >= length, start.rawValue <= UInt64.max - rounded else { throw .EINVAL }
         guard rounded > 0 else { return }
         let end = start + rounded
+        if advice == .collapse || advice == .pageout {
+            // MADV_COLLAPSE and MADV_PAGEOUT take the mmap lock themselves (for reading; a collapse
+            // then for writing per range).
+            let hole = mmapLock.withReadLock { rangeHasHole(start, end) }
+            if advice == .collapse { try madviseCollapse(start, end) } else { madvisePageout(start, end) }
+            if hole { throw .ENOMEM }
+            return
+        }
         try mmapLock.withWriteLock { () throws(Errno) in
             var hole = false
             var cursor = start
@@ -39,6 +51,8 @@ extension AddressSpace {
                     let vma = vmas[i]
                     zap(max(vma.start, start), min(vma.end, end))
                 }
+            case .collapse, .pageout:
+                break
             case .hugepage, .noHugepage, .dontFork, .doFork:
                 splitAtBoundaries(start, end)
                 let range = vmas.indices(intersecting: start, end)
@@ -48,8 +62,9 @@ extension AddressSpace {
                     case .noHugepage: vmas[i].flags.remove(.hugepage); vmas[i].flags.insert(.noHugepage)
                     case .dontFork: vmas[i].flags.insert(.dontCopy)
                     case .doFork: vmas[i].flags.remove(.dontCopy)
-                    case .dontNeed: break
+                    case .dontNeed, .collapse, .pageout: break
                     }
+                    if advice == .hugepage { khugepagedEnter(vmas[i]) }
                 }
                 mergeVMAs(around: range)
             }

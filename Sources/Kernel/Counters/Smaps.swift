@@ -109,6 +109,7 @@ extension AddressSpace {
         fields["Referenced"] = referenced
         fields["Anonymous"] = anonymous
         fields["AnonHugePages"] = anonHuge
+        fields["Swap"] = swappedBytes(in: vma)
         return SmapsEntry(start: vma.start, end: vma.end, flags: vma.flags, name: vma.name, fields: fields,
                           thpEligible: isHugepageEligible(vma) ? 1 : 0)
     }

@@ -12,7 +12,11 @@ extension AddressSpace {
         let vma = vmas[index]
         if let denied = accessError(vma, access) { return denied }
         kernel.vmstat.count(.pgfault)
-        if vma.anonVMA == 0 && !vma.isShared {
+        // A read that maps the zero page needs no anon_vma; a write or a huge fault does (Linux:
+        // anon_vma_prepare() in do_anonymous_page() after the zero-page branch, and at the start of
+        // do_huge_pmd_anonymous_page()).
+        if vma.anonVMA == 0 && !vma.isShared
+            && (access == .write || hugepagesAllowed(in: vma, kernel.hugepageSettings) && hugeRangeFits(vma, va)) {
             // anon_vma_prepare() runs under the read lock in Linux with its own lock; the model's VMA
             // list is only written under the write lock, so upgrade briefly.
             mmapLock.unlock()
@@ -63,6 +67,11 @@ extension AddressSpace {
         }
         let index = va.tableIndex(.pte)
         let entry = table[index]
+        if entry.isMigrationEntry {
+            waitForMigration(table, index)
+            return .handled
+        }
+        if entry.isSwapEntry { return swapIn(vma, va, table, index, entry, access) }
         if !entry.isMapped {
             return vma.isShared ? sharedFault(vma, va, table, index, access)
                                 : anonymousFault(vma, va, table, index, access)
@@ -96,7 +105,7 @@ extension AddressSpace {
             lock.spinUnlock()
             return .handled
         }
-        guard let pfn = kernel.memory.allocateFolio(order: .base, kind: .anonymous) else { return .outOfMemory }
+        guard let pfn = kernel.allocateAnonymousPage() else { return .outOfMemory }
         kernel.countAllocation(pages: 1)
         kernel.memory.frames.insertFlags(pfn, [.anonExclusive, .swapBacked])
         let entry = PageTableEntry(pfn: pfn, bits: bits | PageTableEntry.writableBit | PageTableEntry.accessedBit | PageTableEntry.dirtyBit)
@@ -133,7 +142,7 @@ extension AddressSpace {
         }
         lock.spinUnlock()
 
-        guard let copy = kernel.memory.allocateFolio(order: .base, kind: .anonymous, zeroed: old.isSpecial) else {
+        guard let copy = kernel.allocateAnonymousPage(zeroed: old.isSpecial) else {
             return .outOfMemory
         }
         kernel.countAllocation(pages: 1)

@@ -45,6 +45,7 @@ extension AddressSpace {
                             _ access: MemoryAccess, _ settings: TransparentHugepageSettings) -> HugeFaultResult {
         guard hugeRangeFits(vma, va) else { return .fallback }
         let haddr = va.alignedDown(PageGeometry.pmdSize)
+        if !khugepagedRegistered.load(ordering: .relaxed) { khugepagedEnter(vma) }
         guard let deposit = kernel.allocateTable() else { return .done(.outOfMemory) }
         let lock = pmdLock(pmd)
         if access != .write && settings.useZeroPage {
@@ -67,7 +68,7 @@ extension AddressSpace {
             lock.spinUnlock()
             return .done(.handled)
         }
-        guard let head = kernel.allocateHugePage() else {
+        guard let head = kernel.allocateHugePage(defrag: settings.faultDefrag(madvised: vma.flags.contains(.hugepage))) else {
             kernel.freeTable(deposit)
             kernel.vmstat.count(.thpFaultFallback)
             return .fallback
@@ -138,12 +139,24 @@ extension AddressSpace {
 
 extension Kernel {
     /// Allocates a zeroed, anonymous 2 MiB folio for a fault and counts it; when none is free, frees an
-    /// unused huge zero page and tries once more (Linux: `vma_alloc_folio()` with `GFP_TRANSHUGE`, and
-    /// the huge zero page's shrinker under pressure). Nil when memory has no free order-9 block.
-    func allocateHugePage(zeroed: Bool = true) -> PFN? {
+    /// unused huge zero page and tries once more, then compacts as `defrag` says and tries again
+    /// (Linux: `vma_alloc_folio()` with the GFP flags of `vma_thp_gfp_mask()`, the huge zero page's
+    /// shrinker under pressure, `__alloc_pages_direct_compact()`). Nil when memory has no free order-9
+    /// block.
+    func allocateHugePage(zeroed: Bool = true, defrag: HugeAllocationDefrag = .none) -> PFN? {
         var head = memory.allocateFolio(order: PageGeometry.pmdOrder, kind: .anonymous, zeroed: zeroed)
         if head == nil && releaseUnusedHugeZeroPage() {
             head = memory.allocateFolio(order: PageGeometry.pmdOrder, kind: .anonymous, zeroed: zeroed)
+        }
+        if head == nil {
+            switch defrag {
+            case .direct:
+                if directCompaction(order: PageGeometry.pmdOrder) {
+                    head = memory.allocateFolio(order: PageGeometry.pmdOrder, kind: .anonymous, zeroed: zeroed)
+                }
+            case .wakeKcompactd: kcompactd.wake()
+            case .none: break
+            }
         }
         guard let head else { return nil }
         countAllocation(pages: PageGeometry.pmdOrder.pages)

@@ -14,7 +14,7 @@ public struct TransparentHugepageSettings: Sendable, Hashable {
     }
 
     /// `defrag`: how hard a huge-page allocation at fault time tries (direct compaction and reclaim,
-    /// or waking kcompactd). The model records it; it takes effect once compaction exists.
+    /// or waking kcompactd); see `faultDefrag(madvised:)`.
     public enum Defrag: String, Sendable, CaseIterable {
         case always
         case `defer`

@@ -31,6 +31,8 @@ extension AddressSpace {
                 if old.isMapped && !old.isSpecial {
                     removeMapping(old.pfn)
                     gathered.append(old.pfn)
+                } else if old.isSwapEntry {
+                    kernel.swapDevice.release(old.swapSlot)
                 }
                 va = va + PageGeometry.pageSize
             }

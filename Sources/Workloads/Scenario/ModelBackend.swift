@@ -11,9 +11,9 @@ public func makeModelScenarioBackend(design: String?, memoryBytes: UInt64?) thro
 /// Runs scenarios on the kernel model: each scenario process is an `AddressSpace`, in data mode so
 /// that `expect data` reads real bytes.
 ///
-/// THP knobs other than `enabled`, `defrag` and `use_zero_page`, `khugepaged`, and the advice
-/// `collapse`/`pageout` are reported as unsupported, which skips the expectations after them with that
-/// reason rather than comparing against behaviour not yet built; so is the `linux-6.18` design.
+/// THP knobs other than `enabled`, `defrag`, `use_zero_page` and `khugepaged/*` are reported as
+/// unsupported, which skips the expectations after them with that reason rather than comparing
+/// against behaviour not yet built; so is the `linux-6.18` design.
 final class ModelScenarioBackend: ScenarioBackend {
     typealias Process = AddressSpace
     let kernel: Kernel
@@ -42,6 +42,10 @@ final class ModelScenarioBackend: ScenarioBackend {
     }
 
     func setTunable(_ knob: Knob) throws(ScenarioError) {
+        if knob.name.hasPrefix("khugepaged/") {
+            if let problem = kernel.setKhugepagedKnob(knob.name, to: knob.value) { throw .run(problem) }
+            return
+        }
         guard TransparentHugepageSettings.knobNames.contains(knob.name) else {
             throw .unsupported("the model has no tunable '\(knob.name)' yet")
         }
@@ -90,8 +94,8 @@ final class ModelScenarioBackend: ScenarioBackend {
         case .dontneed: kernelAdvice = .dontNeed
         case .dontfork: kernelAdvice = .dontFork
         case .dofork: kernelAdvice = .doFork
-        case .collapse: throw .unsupported("MADV_COLLAPSE needs khugepaged's collapse, which is not modelled yet")
-        case .pageout: throw .unsupported("MADV_PAGEOUT needs reclaim and swap, which are not modelled yet")
+        case .collapse: kernelAdvice = .collapse
+        case .pageout: kernelAdvice = .pageout
         }
         return Self.result { () throws(Errno) in try mm.madvise(VirtualAddress(address), length: length, advice: kernelAdvice) }
     }
@@ -134,6 +138,17 @@ final class ModelScenarioBackend: ScenarioBackend {
             if frame == nil, let object = vma.sharedObject, vma.pageIndex(of: va) < UInt64(object.pages) {
                 frame = object.cachedFrame(at: Int(vma.pageIndex(of: va)))
             }
+            if frame == nil, let swapped = mm.swappedOutBytes(at: va.alignedDown(PageGeometry.pageSize)) {
+                // Reading readable memory faults swapped pages back in, as the native process's own
+                // read does; PROT_NONE memory is read through /proc/PID/mem's view without that.
+                if vma.flags.protection.contains(.read), case .success(let pfn) = mm.access(va, .read) {
+                    frame = pfn
+                } else {
+                    out.append(contentsOf: swapped[va.pageOffset..<(va.pageOffset + chunk)])
+                    va = va + UInt64(chunk)
+                    continue
+                }
+            }
             if let frame {
                 let page = storage.bytes(of: frame)
                 out.append(contentsOf: page[va.pageOffset..<(va.pageOffset + chunk)])
@@ -151,8 +166,18 @@ final class ModelScenarioBackend: ScenarioBackend {
 
     func exit(_ mm: AddressSpace) throws(ScenarioError) { mm.exit() }
 
+    /// Advances simulated time wake-up by wake-up until `khugepaged/full_scans` grew by `fullScans`.
     func runKhugepaged(fullScans: Int) throws(ScenarioError) {
-        throw .unsupported("khugepaged is not modelled yet")
+        let target = kernel.khugepaged.fullScans + fullScans
+        var wakeups = 0
+        while kernel.khugepaged.fullScans < target {
+            guard kernel.runNextKernelThreadWakeup() else {
+                throw .run("khugepaged has no address space to scan (none used MADV_HUGEPAGE or took a huge fault), "
+                    + "so full_scans would never grow")
+            }
+            wakeups += 1
+            if wakeups > 1_000_000 { throw .run("khugepaged did not finish \(fullScans) full scans in a million wake-ups") }
+        }
     }
 
     func split(in mm: AddressSpace, address: UInt64, length: UInt64) throws(ScenarioError) {

@@ -1,0 +1,123 @@
+import Synchronization
+import VMCore
+import PhysicalMemory
+
+/// Reclaim: free memory by swapping out anonymous pages that were not used recently.
+///
+/// The model keeps no LRU lists; like Linux's multi-generational LRU, which finds young pages by
+/// walking page tables (`walk_mm()`), it walks the processes' page tables, and gives each page a
+/// second chance: a young PTE (or huge PMD) loses its accessed bit, an old one is reclaimed — a huge
+/// page is split first (2.6.38), a small page that only one PTE maps and nobody pins goes to swap. A
+/// cursor remembers where the last walk stopped, so successive reclaims go round memory like a clock.
+///
+/// kswapd wakes when an allocation leaves free memory below the low watermark and reclaims, when
+/// simulated time next moves, until it is above the high one; an allocation that finds nothing free
+/// reclaims directly (Linux: `kswapd()`, `balance_pgdat()`, `__alloc_pages_direct_reclaim()`,
+/// `try_to_free_pages()`).
+public final class Kswapd: Sendable {
+    private let pending = Atomic<Bool>(false)
+    /// The clock hand: the pid and address where the last walk stopped.
+    let hand = Mutex<(pid: Int, address: VirtualAddress)>((0, VirtualAddress(0)))
+    init() {}
+
+    /// Linux: `wakeup_kswapd()`.
+    func wake() { pending.store(true, ordering: .releasing) }
+
+    /// Whether kswapd was woken and has not run yet.
+    public var isWoken: Bool { pending.load(ordering: .acquiring) }
+
+    /// Reclaims until free memory is above the high watermark, if woken (Linux: `balance_pgdat()`).
+    func runIfWoken(_ kernel: Kernel) {
+        guard pending.exchange(false, ordering: .acquiringAndReleasing) else { return }
+        let high = kernel.memory.buddy.watermarks.high
+        let free = kernel.memory.freePages
+        if free < high { kernel.reclaim(pages: high - free) }
+    }
+}
+
+extension Kernel {
+    /// Wakes kswapd when free memory fell below the low watermark (Linux: the `wakeup_kswapd()` of
+    /// the allocator's slow path; here checked after each counted allocation).
+    @inline(__always) func checkWatermarks() {
+        if memory.freePages < memory.buddy.watermarks.low { kswapd.wake() }
+    }
+
+    /// Reclaims up to `target` pages by walking page tables from the clock hand, at most twice round
+    /// (the first pass may only age young pages); returns how many pages were freed (Linux:
+    /// `shrink_node()`).
+    /// - Precondition: no page-table lock is held (mmap locks for reading may be).
+    @discardableResult
+    public func reclaim(pages target: Int) -> Int {
+        guard target > 0 else { return 0 }
+        let before = memory.freePages
+        let spaces = addressSpaces.filter { !$0.hasExited }
+        guard !spaces.isEmpty else { return 0 }
+        var (pid, address) = kswapd.hand.withLock { $0 }
+        let start = spaces.firstIndex { $0.pid >= pid } ?? 0
+        if start < spaces.count && spaces[start].pid != pid { address = VirtualAddress(0) }
+        // Two rounds over every mm: the first ages, the second finds what the first made old.
+        for step in 0..<(2 * spaces.count + 1) {
+            let mm = spaces[(start + step) % spaces.count]
+            let from = step == 0 ? address : VirtualAddress(0)
+            let stoppedAt = mm.reclaimOldPages(from: from, until: { self.memory.freePages - before >= target })
+            if let stoppedAt {
+                kswapd.hand.withLock { $0 = (mm.pid, stoppedAt) }
+                return memory.freePages - before
+            }
+        }
+        pid = 0
+        kswapd.hand.withLock { $0 = (pid, VirtualAddress(0)) }
+        return max(0, memory.freePages - before)
+    }
+
+    /// Direct reclaim by an allocation that found nothing free: reclaim a batch (Linux:
+    /// `SWAP_CLUSTER_MAX`, 32 pages) and report whether anything was freed.
+    func directReclaim(pages: Int = 32) -> Bool { reclaim(pages: pages) > 0 }
+
+    /// Allocates a base page for an anonymous fault, reclaiming directly once when none is free
+    /// (Linux: `__alloc_pages_slowpath()` → `__alloc_pages_direct_reclaim()`).
+    func allocateAnonymousPage(zeroed: Bool = true) -> PFN? {
+        if let pfn = memory.allocateFolio(order: .base, kind: .anonymous, zeroed: zeroed) { return pfn }
+        kswapd.wake()
+        guard directReclaim() else { return nil }
+        return memory.allocateFolio(order: .base, kind: .anonymous, zeroed: zeroed)
+    }
+}
+
+extension AddressSpace {
+    /// One step of the reclaim walk over this mm from `start`: young entries are aged, old huge pages
+    /// split, old exclusive small pages swapped out; stops (returning the address reached) once
+    /// `enough()` holds, or returns nil at the end of the mm.
+    func reclaimOldPages(from start: VirtualAddress, until enough: () -> Bool) -> VirtualAddress? {
+        mmapLock.withReadLock { () -> VirtualAddress? in
+            guard !hasExited else { return nil }
+            for vma in vmas.areas where vma.end > start && !vma.isShared {
+                let from = max(vma.start, start)
+                var stoppedAt: VirtualAddress?
+                _ = invalidatingSecondaryMMUs(from, vma.end) {
+                    forEachPTETable(from, vma.end, huge: { pmd, index, _, _ in
+                        let lock = pmdLock(pmd)
+                        lock.spinLock()
+                        let entry = pmd[index]
+                        if entry.isHuge && !entry.isSplitting && !entry.isSpecial && entry.isAccessed {
+                            pmd.set(index, entry.makingOld())
+                            lock.spinUnlock()
+                            return .handled
+                        }
+                        lock.spinUnlock()
+                        return entry.isSpecial ? .handled : .split
+                    }) { table, lo, hi in
+                        if let reached = swapOut(table, lo, hi, onlyOld: true, until: enough) {
+                            stoppedAt = reached
+                            return false
+                        }
+                        return true
+                    }
+                }
+                kernel.flushTLB(self, from, vma.end)
+                if let stoppedAt { return stoppedAt }
+            }
+            return nil
+        }
+    }
+}

@@ -1,0 +1,57 @@
+import Synchronization
+
+/// Simulated time, in nanoseconds since boot, that drives the kernel's own threads: khugepaged on its
+/// timer; kswapd and kcompactd as soon as the clock moves after they were woken. Nothing advances it by itself: a test, the scenario runner or the
+/// Machine layer calls `Kernel.advanceTime(by:)`, and every kernel thread whose wake-up falls inside the
+/// interval runs then, in wake-up order, on the caller's thread (Linux: `jiffies` and the timers of
+/// `wait_event_freezable_timeout()`).
+public final class SimulatedClock: Sendable {
+    private let nanoseconds = Atomic<UInt64>(0)
+
+    /// Nanoseconds since boot.
+    public var now: UInt64 { nanoseconds.load(ordering: .acquiring) }
+
+    /// Moves the clock to `time`, which must not lie in the past.
+    func set(_ time: UInt64) {
+        precondition(time >= now, "simulated time cannot run backwards (\(time) < \(now))")
+        nanoseconds.store(time, ordering: .releasing)
+    }
+
+    public static let nanosecondsPerMillisecond: UInt64 = 1_000_000
+}
+
+extension Kernel {
+    /// Advances simulated time by `nanoseconds`, running every kernel thread whose wake-up falls in the
+    /// interval at its wake-up time (khugepaged's scans; kcompactd when it was woken).
+    public func advanceTime(by nanoseconds: UInt64) {
+        let target = clock.now + nanoseconds
+        kswapd.runIfWoken(self)
+        kcompactd.runIfWoken(self)
+        while let wake = khugepaged.nextWakeup(), wake <= target {
+            clock.set(max(wake, clock.now))
+            khugepaged.wakeUp(self)
+            kswapd.runIfWoken(self)
+            kcompactd.runIfWoken(self)
+        }
+        // A thread's own sleep (khugepaged's alloc_sleep inside a wake-up) may have passed the target.
+        clock.set(max(target, clock.now))
+    }
+
+    /// Advances simulated time to the next kernel-thread wake-up and runs it; false when no thread is
+    /// waiting on a timer (khugepaged with no mm to scan sleeps until one registers).
+    @discardableResult
+    public func runNextKernelThreadWakeup() -> Bool {
+        if kswapd.isWoken {
+            kswapd.runIfWoken(self)
+            return true
+        }
+        if kcompactd.isWoken {
+            kcompactd.runIfWoken(self)
+            return true
+        }
+        guard let wake = khugepaged.nextWakeup() else { return false }
+        clock.set(max(wake, clock.now))
+        khugepaged.wakeUp(self)
+        return true
+    }
+}

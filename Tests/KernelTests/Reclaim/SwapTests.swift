@@ -1,0 +1,89 @@
+import Testing
+import VMCore
+import PhysicalMemory
+import Kernel
+import TestSupport
+
+@Suite("swap: MADV_PAGEOUT, swap entries and swap-in")
+struct SwapTests {
+    @Test("pageout frees exclusive pages into swap; a touch brings every byte back (pgmajfault, pswpin)")
+    func pageoutAndSwapIn() throws {
+        let (kernel, mm) = TestMachine.process()
+        let a = try anon(mm, 64 * .KiB)
+        let bytes = pattern(4, Int(64 * .KiB))
+        try mm.write(a, bytes).get()
+        let free = kernel.memory.freePages
+        try mm.madvise(a, length: 64 * .KiB, advice: .pageout)
+        #expect(kernel.vmstat[.pswpout] == 16 && kernel.swapDevice.usedSlots == 16)
+        #expect(kernel.memory.freePages == free + 16)
+        #expect(mm.residentFrame(a) == nil)
+        #expect(mm.smaps(startingAt: a)?["Swap"] == 64 * .KiB && mm.smaps(startingAt: a)?["Rss"] == 0)
+        expectClean(kernel)
+        #expect(try mm.read(a, count: bytes.count).get() == bytes)
+        #expect(kernel.vmstat[.pswpin] == 16 && kernel.vmstat[.pgmajfault] == 16)
+        #expect(kernel.swapDevice.usedSlots == 0)
+        #expect(mm.translate(a)?.entry.isWritable == false, "a read swap-in maps read-only; the next write reuses the page")
+        try mm.write(a, [0xEE]).get()
+        #expect(try mm.read(a, count: 2).get() == [0xEE, bytes[1]])
+        expectClean(kernel)
+    }
+
+    @Test("fork shares swap entries (the slot's count is 2); each process swaps in its own copy; exit frees slots")
+    func forkWithSwapEntries() throws {
+        let (kernel, mm) = TestMachine.process()
+        let a = try anon(mm, 16 * .KiB)
+        let bytes = pattern(6, Int(16 * .KiB))
+        try mm.write(a, bytes).get()
+        try mm.madvise(a, length: 16 * .KiB, advice: .pageout)
+        let child = try mm.fork()
+        #expect(kernel.swapDevice.usedSlots == 4)
+        expectClean(kernel)
+        try child.write(a, [1]).get()
+        #expect(try mm.read(a, count: bytes.count).get() == bytes)
+        #expect(try child.read(a, count: 2).get() == [1, bytes[1]])
+        #expect(kernel.swapDevice.usedSlots == 3, "the child still has three pages in swap")
+        expectClean(kernel)
+        child.exit()
+        #expect(kernel.swapDevice.usedSlots == 0)
+        try mm.munmap(a, length: 16 * .KiB)
+        expectClean(kernel)
+    }
+
+    @Test("2.6.38 splits a huge page before swap-out; mremap moves swap entries; pinned and shared pages stay")
+    func hugeAndPinned() throws {
+        let (kernel, mm) = TestMachine.process(memory: 32 << 20, enabled: .always)
+        let a = try hugeRegion(mm, 2 * .MiB)
+        let bytes = pattern(2, Int(2 * .MiB))
+        try mm.write(a, bytes).get()
+        let pinned = try #require(mm.residentFrame(a + 8 * .KiB))
+        try mm.madvise(a, length: 2 * .MiB, advice: .pageout)
+        #expect(kernel.vmstat[.thpSplitPage] == 1 && kernel.vmstat[.pswpout] == 512 && kernel.vmstat[.thpSwpout] == 0)
+        expectClean(kernel)
+        // mremap the swapped range elsewhere; the data follows.
+        let moved = try mm.mremap(a, oldSize: 2 * .MiB, newSize: 2 * .MiB, flags: [.mayMove, .fixed], newAddress: a + 4 * .MiB)
+        #expect(mm.smaps(startingAt: moved)?["Swap"] == 2 * .MiB)
+        #expect(try mm.read(moved, count: bytes.count).get() == bytes)
+        expectClean(kernel)
+        // A pinned page is not swapped out.
+        let page = try #require(mm.residentFrame(moved + 8 * .KiB))
+        kernel.getPage(page)
+        try mm.madvise(moved, length: 2 * .MiB, advice: .pageout)
+        #expect(mm.residentFrame(moved + 8 * .KiB) == page && mm.smaps(startingAt: moved)?["Swap"] == 2 * .MiB - 4 * .KiB)
+        kernel.putPage(page)
+        _ = pinned
+        expectClean(kernel)
+    }
+
+    @Test("MADV_COLLAPSE swaps swapped-out pages into the new huge page")
+    func collapseSwapsIn() throws {
+        let (kernel, mm) = TestMachine.process(memory: 32 << 20)
+        let a = try hugeRegion(mm, 2 * .MiB)
+        let bytes = pattern(3, Int(2 * .MiB))
+        try mm.write(a, bytes).get()
+        try mm.madvise(a + 1 * .MiB, length: 1 * .MiB, advice: .pageout)
+        try mm.madvise(a, length: 2 * .MiB, advice: .collapse)
+        #expect(isHuge(mm, a) && kernel.swapDevice.usedSlots == 0 && kernel.vmstat[.pswpin] == 256)
+        #expect(try mm.read(a, count: bytes.count).get() == bytes)
+        expectClean(kernel)
+    }
+}
