@@ -22,11 +22,11 @@ struct ReplayCommand: ParsableCommand {
     func run() throws {
         guard (1...64).contains(cpus) else { throw ValidationError("--cpus must be 1 to 64") }
         let setup = try options.setup(cpus: cpus, defaultMemory: 8 << 30)
-        var executor = try setup.makeExecutor()
+        let executor = try setup.makeExecutor()
         let records: Int
         switch Result(catching: { () throws(TraceError) -> Int in
             var reader = try TraceReader(input: try TraceFile(path: trace, mode: .read))
-            return try reader.replay(into: &executor)
+            return try reader.replay(on: executor)
         }) {
         case .success(let n): records = n
         case .failure(let error):

@@ -31,20 +31,32 @@ public final class MachineExecutor: WorkloadSink {
         threadProcess[0] = 0
         baseCycles = machine.machineDescription.timing.baseCycles
         cpuCount = machine.cpus.count
+        cachedCPU = Unmanaged.passUnretained(machine.cpus[0])
         setupVMStat = machine.kernel.vmstatValues()
     }
 
+    /// The thread whose CPU and address space the last access used; -1 after any event.
+    private var cachedThread = -1
+    /// Its CPU, not retained (the machine keeps its CPUs alive): the hot path does no refcounting.
+    private var cachedCPU: Unmanaged<CPU>
+    private var loads = 0, stores = 0, fetches = 0
+
     @inline(__always)
     public func access(thread: Int, address: UInt64, kind: AccessKind, count: Int) {
-        guard thread >= 0, thread < threadProcess.count, threadProcess[thread] >= 0,
-              let mm = processes[Int(threadProcess[thread])] else {
+        if thread != cachedThread && !bind(thread) {
             report.droppedAccesses &+= count
             return
         }
-        let cpu = machine.cpus[thread % cpuCount]
-        if cpu.mm !== mm { cpu.switchTo(mm) }
-        machine.executingCPU = cpu.id
-        report.accesses[Int(kind.rawValue)] &+= count
+        cachedCPU._withUnsafeGuaranteedRef { cpu in run(cpu, thread: thread, address: address, kind: kind, count: count) }
+    }
+
+    @inline(__always)
+    private func run(_ cpu: CPU, thread: Int, address: UInt64, kind: AccessKind, count: Int) {
+        switch kind {
+        case .load: loads &+= count
+        case .store: stores &+= count
+        case .fetch: fetches &+= count
+        }
         switch cpu.access(VirtualAddress(address), kind.memoryAccess) {
         case .success:
             if count > 1 {
@@ -54,9 +66,23 @@ public final class MachineExecutor: WorkloadSink {
                 cpu.counters.baseCycles += Double(more) * baseCycles
             }
         case .failure(let fault):
-            report.signals.append(.init(thread: thread, process: Int(threadProcess[thread]), fault: fault))
-            kill(process: Int(threadProcess[thread]))
+            let process = Int(threadProcess[thread])
+            report.signals.append(.init(thread: thread, process: process, fault: fault))
+            kill(process: process)
         }
+    }
+
+    /// Makes `thread` the cached one: its CPU runs its address space. False for a thread that does
+    /// not exist or whose process died.
+    private func bind(_ thread: Int) -> Bool {
+        guard thread >= 0, thread < threadProcess.count, threadProcess[thread] >= 0,
+              let mm = processes[Int(threadProcess[thread])] else { return false }
+        let cpu = machine.cpus[thread % cpuCount]
+        if cpu.mm !== mm { cpu.switchTo(mm) }
+        machine.executingCPU = cpu.id
+        cachedCPU = Unmanaged.passUnretained(cpu)
+        cachedThread = thread
+        return true
     }
 
     public func event(thread: Int, _ event: WorkloadEvent) {
@@ -66,6 +92,7 @@ public final class MachineExecutor: WorkloadSink {
             return
         }
         machine.executingCPU = thread % cpuCount
+        cachedThread = -1
         report.events += 1
         do throws(Errno) {
             switch event {
@@ -116,6 +143,7 @@ public final class MachineExecutor: WorkloadSink {
     /// The process ends (Linux: `exit_mmap()` when the last reference goes); its threads stop.
     private func kill(process: Int) {
         guard let mm = processes[process] else { return }
+        cachedThread = -1
         for cpu in machine.cpus where cpu.mm === mm { cpu.switchTo(nil) }
         mm.exit()
         processes[process] = nil
@@ -125,6 +153,7 @@ public final class MachineExecutor: WorkloadSink {
     /// the workload never began measuring), vmstat deltas, memory.
     public func finish() -> ReplayReport {
         var r = report
+        r.accesses = [loads, stores, fetches]
         let now = machine.totals
         r.total = now
         r.measuredCounters = r.measured ? now.subtracting(setupCounters) : now
@@ -154,5 +183,21 @@ extension TranslationCounters {
         t.baseCycles = baseCycles - o.baseCycles; t.tlbCycles = tlbCycles - o.tlbCycles; t.walkCycles = walkCycles - o.walkCycles
         t.dataCycles = dataCycles - o.dataCycles; t.faultCycles = faultCycles - o.faultCycles; t.flushCycles = flushCycles - o.flushCycles
         return t
+    }
+}
+
+extension TraceReader where Input == TraceFile {
+    /// Replays into `executor` (a concrete entry point, so the record loop is specialized for it).
+    public mutating func replay(on executor: MachineExecutor) throws(TraceError) -> Int {
+        var e = executor
+        return try replay(into: &e)
+    }
+}
+
+extension TraceReader where Input == TraceBytes {
+    /// Replays into `executor` (a concrete entry point, so the record loop is specialized for it).
+    public mutating func replay(on executor: MachineExecutor) throws(TraceError) -> Int {
+        var e = executor
+        return try replay(into: &e)
     }
 }

@@ -43,14 +43,29 @@ enum BlockCompression {
 
     /// Decompresses into exactly `rawLength` bytes. Errors name the offset within `input`.
     static func decompress(_ input: UnsafeBufferPointer<UInt8>, rawLength: Int, into out: inout [UInt8]) throws(BlockError) {
-        out.removeAll(keepingCapacity: true)
-        out.reserveCapacity(rawLength)
-        var p = 0
-        func varint() throws(BlockError) -> Int {
+        var failure: BlockError?
+        out = [UInt8](unsafeUninitializedCapacity: rawLength) { dst, initialized in
+            initialized = 0
+            do throws(BlockError) {
+                initialized = try decode(input, into: dst)
+            } catch { failure = error }
+            if failure == nil && initialized != rawLength {
+                failure = BlockError(offset: input.count, expected: "\(rawLength) bytes, not \(initialized)")
+            }
+            if failure != nil { initialized = 0 }
+        }
+        if let failure { throw failure }
+    }
+
+    /// Decodes into `dst` (never past its end); returns the bytes written.
+    private static func decode(_ input: UnsafeBufferPointer<UInt8>, into dst: UnsafeMutableBufferPointer<UInt8>) throws(BlockError) -> Int {
+        var p = 0, o = 0
+        let limit = dst.count
+        @inline(__always) func varint() throws(BlockError) -> Int {
             var v: UInt64 = 0, shift: UInt64 = 0
             while true {
                 guard p < input.count else { throw BlockError(offset: p, expected: "a varint, not the end of the block") }
-                let b = input[p]; p += 1
+                let b = input[p]; p &+= 1
                 v |= UInt64(b & 0x7F) << shift
                 if b < 0x80 { break }
                 shift += 7
@@ -61,21 +76,26 @@ enum BlockCompression {
         while true {
             let literals = try varint()
             guard literals <= input.count - p else { throw BlockError(offset: p, expected: "\(literals) literal bytes") }
-            guard out.count + literals <= rawLength else { throw BlockError(offset: p, expected: "no more than \(rawLength) bytes") }
-            out.append(contentsOf: UnsafeBufferPointer(rebasing: input[p..<(p + literals)]))
-            p += literals
+            guard literals <= limit - o else { throw BlockError(offset: p, expected: "no more than \(limit) bytes") }
+            (dst.baseAddress! + o).update(from: input.baseAddress! + p, count: literals)
+            p += literals; o += literals
             let length = try varint()
             if length == 0 { break }
             let offset = try varint()
-            guard length >= minMatch, offset >= 1, offset <= out.count else {
-                throw BlockError(offset: p, expected: "a match of ≥ 4 bytes within the \(out.count) bytes so far")
+            guard length >= minMatch, offset >= 1, offset <= o else {
+                throw BlockError(offset: p, expected: "a match of ≥ 4 bytes within the \(o) bytes so far")
             }
-            guard out.count + length <= rawLength else { throw BlockError(offset: p, expected: "no more than \(rawLength) bytes") }
-            var from = out.count - offset
-            for _ in 0..<length { out.append(out[from]); from += 1 }
+            guard length <= limit - o else { throw BlockError(offset: p, expected: "no more than \(limit) bytes") }
+            let base = dst.baseAddress!
+            if offset >= length {
+                (base + o).update(from: base + o - offset, count: length)
+            } else {
+                for k in 0..<length { base[o + k] = base[o + k - offset] }
+            }
+            o += length
         }
         guard p == input.count else { throw BlockError(offset: p, expected: "the end of the compressed block") }
-        guard out.count == rawLength else { throw BlockError(offset: p, expected: "\(rawLength) bytes, not \(out.count)") }
+        return o
     }
 
     struct BlockError: Error { var offset: Int; var expected: String }
