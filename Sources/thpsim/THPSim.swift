@@ -7,6 +7,6 @@ struct THPSim: ParsableCommand {
         commandName: "thpsim",
         abstract: "An executable model of Linux's transparent hugepages: what would Linux do, and what would it cost?",
         subcommands: [RunCommand.self, ScenarioCommand.self, StressCommand.self, MachinesCommand.self, CalibrateCommand.self,
-                      WorkloadCommand.self, ReplayCommand.self]
+                      WorkloadCommand.self, ReplayCommand.self, RecordCommand.self, ImportCommand.self]
     )
 }
