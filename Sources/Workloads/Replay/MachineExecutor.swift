@@ -40,6 +40,10 @@ public final class MachineExecutor: WorkloadSink {
     /// Its CPU, not retained (the machine keeps its CPUs alive): the hot path does no refcounting.
     private var cachedCPU: Unmanaged<CPU>
     private var loads = 0, stores = 0, fetches = 0
+    /// Accesses left before the next memory sample.
+    private var untilSample = MachineExecutor.sampleInterval
+    /// Memory is sampled every this many accesses, and at phase changes, forks, exits and idles.
+    public static let sampleInterval = 1 << 22
 
     @inline(__always)
     public func access(thread: Int, address: UInt64, kind: AccessKind, count: Int) {
@@ -57,6 +61,8 @@ public final class MachineExecutor: WorkloadSink {
         case .store: stores &+= count
         case .fetch: fetches &+= count
         }
+        untilSample &-= count
+        if untilSample <= 0 { sampleMemory(); untilSample = Self.sampleInterval }
         switch cpu.access(VirtualAddress(address), kind.memoryAccess) {
         case .success:
             if count > 1 {
@@ -94,6 +100,7 @@ public final class MachineExecutor: WorkloadSink {
         machine.executingCPU = thread % cpuCount
         cachedThread = -1
         report.events += 1
+        if case .exit = event { sampleMemory() }   // RSS just before the process's memory goes
         do throws(Errno) {
             switch event {
             case .mmap(let address, let length, let protection, let shared):
@@ -129,6 +136,10 @@ public final class MachineExecutor: WorkloadSink {
         } catch {
             report.failedCalls[String(describing: error), default: 0] += 1
         }
+        switch event {
+        case .fork, .exit, .idle, .beginMeasurement: sampleMemory()
+        default: break
+        }
     }
 
     private func bind(_ thread: Int, to process: Int) throws(Errno) {
@@ -138,6 +149,13 @@ public final class MachineExecutor: WorkloadSink {
         }
         guard threadProcess[thread] < 0 else { throw .EEXIST }
         threadProcess[thread] = Int32(process)
+    }
+
+    /// Records RSS now (Linux: `AnonPages` and `AnonHugePages` of `/proc/meminfo`).
+    private func sampleMemory() {
+        let m = machine.kernel.meminfo()
+        report.memoryOverTime.append(.init(accesses: loads + stores + fetches, anonBytes: m["AnonPages"] ?? 0,
+                                           anonHugeBytes: m["AnonHugePages"] ?? 0))
     }
 
     /// The process ends (Linux: `exit_mmap()` when the last reference goes); its threads stop.
@@ -154,6 +172,8 @@ public final class MachineExecutor: WorkloadSink {
     public func finish() -> ReplayReport {
         var r = report
         r.accesses = [loads, stores, fetches]
+        sampleMemory()
+        r.memoryOverTime = report.memoryOverTime
         let now = machine.totals
         r.total = now
         r.measuredCounters = r.measured ? now.subtracting(setupCounters) : now

@@ -33,6 +33,16 @@ public struct ReplayReport: Sendable {
     public var anonHugeBytes: UInt64 = 0
     public var pageTableBytes: UInt64 = 0
     public var frequencyGHz = 1.0
+    /// RSS at one moment of the run.
+    public struct MemorySample: Sendable, Hashable {
+        /// Accesses made so far (all kinds, every access of a run).
+        public var accesses: Int
+        public var anonBytes: UInt64
+        public var anonHugeBytes: UInt64
+    }
+    /// RSS every `MachineExecutor.sampleInterval` accesses and at forks, exits, idles, the start of
+    /// the measured phase, and the end.
+    public var memoryOverTime: [MemorySample] = []
     /// Trace records read (replay only).
     public var records = 0
 
@@ -62,6 +72,12 @@ public struct ReplayReport: Sendable {
                         c.dataCycles, c.faultCycles, c.flushCycles, c.cycles / frequencyGHz / 1e6))
         s.append("whole run: \(total.accesses) accesses, \(total.walks) walks, \(total.faults) faults")
         s.append("vmstat: " + Self.interestingEvents.map { "\($0) \(vmstat[$0] ?? 0)" }.joined(separator: ", "))
+        if memoryOverTime.count > 1 {
+            let shown = memoryOverTime.count <= 12 ? memoryOverTime : Array(memoryOverTime.prefix(6) + memoryOverTime.suffix(6))
+            s.append("RSS over time (accesses: AnonPages/AnonHugePages MiB): " + shown.map {
+                "\($0.accesses): \($0.anonBytes >> 20)/\($0.anonHugeBytes >> 20)"
+            }.joined(separator: ", ") + (shown.count < memoryOverTime.count ? " (\(memoryOverTime.count) samples; all in --json)" : ""))
+        }
         s.append("memory at end: AnonPages \(anonBytes >> 10) kB, AnonHugePages \(anonHugeBytes >> 10) kB, PageTables \(pageTableBytes >> 10) kB")
         return s.joined(separator: "\n")
     }
@@ -83,6 +99,7 @@ public struct ReplayReport: Sendable {
             "idle_ms": idleMilliseconds, "measured": measured,
             "measured_counters": counters(measuredCounters), "total_counters": counters(total),
             "vmstat": vmstat, "vmstat_measured": vmstatMeasured,
+            "memory_over_time": memoryOverTime.map { ["accesses": $0.accesses, "anon_bytes": $0.anonBytes, "anon_huge_bytes": $0.anonHugeBytes] },
             "memory": ["anon_bytes": anonBytes, "anon_huge_bytes": anonHugeBytes, "page_table_bytes": pageTableBytes],
         ]
         let data = try! JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .prettyPrinted])

@@ -147,6 +147,8 @@ struct SyntheticOnMachineTests {
         #expect(always.signals.isEmpty && never.signals.isEmpty)
         #expect(always.measuredCounters.accesses == 20_000)
         #expect(always.measuredCounters.faults == 0, "set-up faulted everything in")
+        let atMeasurement = try #require(always.memoryOverTime.first)
+        #expect(atMeasurement.accesses == 2048 && atMeasurement.anonHugeBytes == 8 << 20)
     }
 
     @Test("gups over 8 MiB walks far more with 4 KiB pages than with huge pages")
@@ -169,6 +171,10 @@ struct SyntheticOnMachineTests {
     func forkserverCopies() throws {
         let r = try run(.forkserver, enabled: .never)
         #expect((r.vmstatMeasured["pgfault"] ?? 0) > 100)
+        // RSS: 8 MiB after set-up; after the fork, the parent's writes copy pages, and the child's
+        // exit gives its share back.
+        let peak = r.memoryOverTime.map(\.anonBytes).max() ?? 0
+        #expect(r.memoryOverTime.first?.anonBytes == 8 << 20 && peak > 8 << 20)
     }
 
     @Test("stacks: a guard page mprotect inside a huge page splits it")
