@@ -7,6 +7,10 @@ import Kernel
 /// more returned with `MADV_DONTNEED` (glibc's trimming). A malloc writes the chunk header only, so
 /// big objects leave most of their pages untouched: sparse touching inside huge-page-sized ranges.
 ///
+/// Because the read-write VMA ends at the top, a fault's aligned 2 MiB range rarely fits in it while
+/// the heap grows, so even `enabled=always` gives (almost) no huge faults: as with real arenas, huge
+/// pages come from khugepaged collapsing the sparse ranges later (with `max_ptes_none` deciding bloat).
+///
 /// Set-up mallocs until the top reaches `size`. The measured phase mixes frees (1 in 8), mallocs
 /// (1 in 8) and loads/stores into live objects; each operation is exactly one access.
 struct HeapWorkload {
