@@ -24,6 +24,22 @@ let records: Int = {
     return try! reader.replay(into: &null)
 }()
 
+/// Lackey text for the conversion benchmark: 2 M lines in lackey's format, instruction fetches
+/// alternating with loads and stores over 64 MiB (pseudo-random, so most lines start a new run).
+let lackeyText: [UInt8] = {
+    var text = ""
+    var rng = SplitMix64(seed: 5)
+    for i in 0..<2_000_000 {
+        let address = 0x5000_0000 + rng.below(64 << 20)
+        switch i % 3 {
+        case 0: text += "I  " + String(0x0401_0000 + UInt64(i % 4096) * 4, radix: 16) + ",4\n"
+        case 1: text += " L " + String(address, radix: 16) + ",8\n"
+        default: text += " S " + String(address, radix: 16) + ",8\n"
+        }
+    }
+    return Array(text.utf8)
+}()
+
 let benchmarks: @Sendable () -> Void = {
     Benchmark.defaultConfiguration = .init(metrics: [.wallClock, .throughput, .instructions, .mallocCountTotal],
                                            maxDuration: .seconds(10), maxIterations: 20)
@@ -54,6 +70,22 @@ let benchmarks: @Sendable () -> Void = {
             var sink = Count()
             blackHole(try! reader.replay(into: &sink))
             blackHole(sink.n)
+        }
+    }
+
+    Benchmark("import: 2 M lines of lackey text (\(lackeyText.count >> 20) MiB) into a trace") { benchmark in
+        for _ in benchmark.scaledIterations {
+            var converter = LackeyConverter(sink: try! TraceWriter(output: TraceBytes()))
+            lackeyText.withUnsafeBytes { all in
+                var i = 0
+                while i < all.count {   // 1 MiB chunks, as `thpsim record` reads its pipe
+                    let j = min(all.count, i + (1 << 20))
+                    converter.feed(UnsafeRawBufferPointer(rebasing: all[i..<j]))
+                    i = j
+                }
+            }
+            var writer = converter.finish()
+            blackHole(try! writer.finish().bytes.count)
         }
     }
 
