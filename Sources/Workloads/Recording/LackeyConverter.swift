@@ -1,0 +1,196 @@
+import VMCore
+import Kernel
+
+/// Converts Valgrind lackey's text stream (`--tool=lackey --trace-mem=yes --trace-syscalls=yes`) into
+/// workload events as it arrives, chunk by chunk, so the text never has to be stored.
+///
+/// - `I  addr,size` / ` L addr,size` / ` S addr,size` / ` M addr,size` become a fetch, load, store,
+///   or load and store (an access straddling two pages touches both).
+/// - `SYSCALL[pid,tid](n) sys_mmap|munmap|mprotect|madvise|mremap|brk ( … ) --> … Success(0x…)` become
+///   the matching events with the addresses the program got; file mappings are recorded as private
+///   anonymous memory (the model has no page cache), and `brk` as mappings of the heap's growth.
+/// - Mappings made before the first traced system call (the executable, the loader, the stack: exec
+///   and Valgrind's own loader set them up) are not in the stream; the first access to a page that no
+///   traced call mapped or unmapped maps that page (4 KiB, read-write-execute) just before it.
+/// - Lackey's records carry no thread id, so every access is attributed to thread 0.
+/// - Other lines (Valgrind's `==pid==` messages, failed or other calls) are counted and skipped.
+public struct LackeyConverter<Sink: WorkloadSink> {
+    public var sink: Sink
+    public private(set) var lines = 0
+    public private(set) var accesses = 0
+    public private(set) var systemCalls = 0
+    /// Pages mapped because they were used before any traced call mapped them.
+    public private(set) var implicitPages = 0
+    public private(set) var skippedLines = 0
+    /// Bytes of text converted.
+    public private(set) var bytes = 0
+
+    private var partial: [UInt8] = []
+    private var lastPage: UInt64 = .max
+    /// Ranges a traced call mapped or unmapped: the program said what is there.
+    private var described: [(start: UInt64, end: UInt64)] = []
+    private var knownPages = Set<UInt64>()
+    private var brk: UInt64?
+
+    public init(sink: Sink) { self.sink = sink }
+
+    /// Converts `chunk`; a line cut at the end waits for the next chunk.
+    public mutating func feed(_ chunk: UnsafeRawBufferPointer) {
+        bytes += chunk.count
+        let b = chunk.bindMemory(to: UInt8.self)
+        var start = 0
+        var i = 0
+        let n = b.count
+        while i < n {
+            if b[i] == 0x0A {
+                if partial.isEmpty {
+                    line(UnsafeBufferPointer(rebasing: b[start..<i]))
+                } else {
+                    partial.append(contentsOf: b[start..<i])
+                    let whole = partial
+                    partial.removeAll(keepingCapacity: true)
+                    whole.withUnsafeBufferPointer { line($0) }
+                }
+                start = i + 1
+            }
+            i += 1
+        }
+        if start < n { partial.append(contentsOf: b[start..<n]) }
+    }
+
+    /// Converts a last line without a newline; returns the sink.
+    public mutating func finish() -> Sink {
+        if !partial.isEmpty {
+            let whole = partial
+            partial.removeAll()
+            whole.withUnsafeBufferPointer { line($0) }
+        }
+        return sink
+    }
+
+    private mutating func line(_ l: UnsafeBufferPointer<UInt8>) {
+        lines += 1
+        guard l.count >= 4 else { skippedLines += 1; return }
+        let kind: AccessKind?, isModify: Bool
+        switch (l[0], l[1], l[2]) {
+        case (0x49, 0x20, 0x20): kind = .fetch; isModify = false        // "I  "
+        case (0x20, 0x4C, 0x20): kind = .load; isModify = false         // " L "
+        case (0x20, 0x53, 0x20): kind = .store; isModify = false        // " S "
+        case (0x20, 0x4D, 0x20): kind = .load; isModify = true          // " M "
+        default: kind = nil; isModify = false
+        }
+        if let kind {
+            var p = 3, address: UInt64 = 0, size: UInt64 = 0
+            while p < l.count, let d = hexDigit(l[p]) { address = address &<< 4 | d; p += 1 }
+            guard p < l.count, l[p] == 0x2C, p > 3 else { skippedLines += 1; return }
+            p += 1
+            while p < l.count, l[p] >= 0x30 && l[p] <= 0x39 { size = size &* 10 &+ UInt64(l[p] - 0x30); p += 1 }
+            guard address < PageGeometry.userAddressLimit else { skippedLines += 1; return }
+            let last = address &+ max(size, 1) &- 1
+            touch(address, kind)
+            if isModify { touch(address, .store) }
+            if last >> 12 != address >> 12 && last < PageGeometry.userAddressLimit {
+                touch(last & ~0xFFF, kind)
+                if isModify { touch(last & ~0xFFF, .store) }
+            }
+            return
+        }
+        if l.starts(with: "SYSCALL[".utf8) {
+            systemCall(String(decoding: l, as: UTF8.self))
+        } else {
+            skippedLines += 1
+        }
+    }
+
+    @inline(__always) private func hexDigit(_ c: UInt8) -> UInt64? {
+        switch c {
+        case 0x30...0x39: UInt64(c - 0x30)
+        case 0x61...0x66: UInt64(c - 0x61 + 10)
+        case 0x41...0x46: UInt64(c - 0x41 + 10)
+        default: nil
+        }
+    }
+
+    @inline(__always) private mutating func touch(_ address: UInt64, _ kind: AccessKind) {
+        let page = address >> 12
+        if page != lastPage {
+            if !knownPages.contains(page) {
+                if !described.contains(where: { page << 12 >= $0.start && page << 12 < $0.end }) {
+                    sink.event(thread: 0, .mmap(address: page << 12, length: 4096, protection: [.read, .write, .execute], shared: false))
+                    implicitPages += 1
+                }
+                knownPages.insert(page)
+            }
+            lastPage = page
+        }
+        accesses += 1
+        sink.access(thread: 0, address: address, kind: kind, count: 1)
+    }
+
+    private mutating func describe(_ start: UInt64, _ length: UInt64) {
+        let end = (start &+ length &+ 0xFFF) & ~0xFFF
+        guard end > start else { return }
+        described.append((start & ~0xFFF, end))
+    }
+
+    /// `SYSCALL[pid,tid](num) sys_name ( args ) … --> … Success(0xresult)`.
+    private mutating func systemCall(_ text: String) {
+        guard let success = text.range(of: "Success(0x", options: .backwards) else { skippedLines += 1; return }
+        let resultText = text[success.upperBound...].prefix { $0.isHexDigit }
+        guard let result = UInt64(resultText, radix: 16),
+              let nameStart = text.range(of: ") sys_"), let open = text.range(of: " ( ", range: nameStart.upperBound..<text.endIndex),
+              let close = text.range(of: " )", range: open.upperBound..<text.endIndex) else { skippedLines += 1; return }
+        let name = text[nameStart.upperBound..<open.lowerBound]
+        let args: [UInt64] = text[open.upperBound..<close.lowerBound].split(separator: ",").map {
+            let t = $0.trimmingPrefix(" ").prefix { $0.isHexDigit || $0 == "x" }
+            return t.hasPrefix("0x") ? UInt64(t.dropFirst(2), radix: 16) ?? 0 : UInt64(t) ?? 0
+        }
+        func arg(_ i: Int) -> UInt64 { i < args.count ? args[i] : 0 }
+        lastPage = .max
+        let event: WorkloadEvent?
+        switch name {
+        case "mmap":
+            let flags = arg(3)
+            event = .mmap(address: result, length: arg(1), protection: VMCore.Protection(rawValue: UInt8(arg(2) & 7)),
+                          shared: flags & 0x20 != 0 && flags & 1 != 0)
+            describe(result, arg(1))
+        case "munmap":
+            event = .munmap(address: arg(0), length: arg(1)); describe(arg(0), arg(1))
+        case "mprotect":
+            event = .mprotect(address: arg(0), length: arg(1), protection: VMCore.Protection(rawValue: UInt8(arg(2) & 7)))
+        case "madvise":
+            let advice: MadviseAdvice? = switch arg(2) {
+            case 4: .dontNeed
+            case 14: .hugepage
+            case 15: .noHugepage
+            case 10: .dontFork
+            case 11: .doFork
+            default: nil
+            }
+            event = advice.map { .madvise(address: arg(0), length: arg(1), advice: $0) }
+        case "mremap":
+            event = .mremap(address: arg(0), oldLength: arg(1), newLength: arg(2), newAddress: result)
+            describe(arg(0), arg(1)); describe(result, arg(2))
+        case "brk":
+            let top = (result + 0xFFF) & ~0xFFF
+            if let old = brk {
+                let oldTop = (old + 0xFFF) & ~0xFFF
+                if top > oldTop {
+                    event = .mmap(address: oldTop, length: top - oldTop, protection: .readWrite, shared: false)
+                } else if top < oldTop {
+                    event = .munmap(address: top, length: oldTop - top)
+                } else { event = nil }
+                describe(min(top, oldTop), max(top, oldTop) - min(top, oldTop))
+            } else { event = nil }
+            brk = result
+        default:
+            event = nil
+        }
+        if let event {
+            systemCalls += 1
+            sink.event(thread: 0, event)
+        } else {
+            skippedLines += 1
+        }
+    }
+}

@@ -1,0 +1,223 @@
+import VMCore
+import Kernel
+import Machine
+
+/// Runs a workload's events on a `Machine`: accesses go through the CPUs' TLBs and walker into the
+/// kernel's faults, system calls into the kernel's `AddressSpace` calls. Thread `t` runs on CPU
+/// `t % cpus`; each process is an address space. A run of `count` accesses to one page costs one
+/// access through the MMU and `count - 1` L1 TLB hits (the run keeps one access's TLB state).
+///
+/// What Linux would do with a bad program, the executor does too: an access the kernel cannot
+/// resolve kills the process (SIGSEGV/SIGBUS, recorded in `report.signals`); a system call that fails
+/// is counted with its errno and the program goes on.
+public final class MachineExecutor: WorkloadSink {
+    public let machine: Machine
+    public var report = ReplayReport()
+    /// Per thread: its process (index into `processes`), or -1 for a thread not created yet.
+    private var threadProcess = ContiguousArray<Int32>(repeating: -1, count: 1)
+    private var processes: [AddressSpace?] = []
+    private var setupCounters = TranslationCounters()
+    private var setupVMStat: [String: Int] = [:]
+    private let baseCycles: Double
+    private let cpuCount: Int
+    /// Thread ids above this are refused (bounded memory whatever a trace says).
+    public static let maxThreads = 1 << 16
+
+    /// - Throws: `Errno` when the kernel cannot create the first process.
+    public init(machine: Machine) throws(Errno) {
+        self.machine = machine
+        guard let mm = machine.kernel.createAddressSpace() else { throw .ENOMEM }
+        processes = [mm]
+        threadProcess[0] = 0
+        baseCycles = machine.machineDescription.timing.baseCycles
+        cpuCount = machine.cpus.count
+        cachedCPU = Unmanaged.passUnretained(machine.cpus[0])
+        setupVMStat = machine.kernel.vmstatValues()
+    }
+
+    /// The thread whose CPU and address space the last access used; -1 after any event.
+    private var cachedThread = -1
+    /// Its CPU, not retained (the machine keeps its CPUs alive): the hot path does no refcounting.
+    private var cachedCPU: Unmanaged<CPU>
+    private var loads = 0, stores = 0, fetches = 0
+    /// Accesses left before the next memory sample.
+    private var untilSample = MachineExecutor.sampleInterval
+    /// Memory is sampled every this many accesses, and at phase changes, forks, exits and idles.
+    public static let sampleInterval = 1 << 22
+
+    @inline(__always)
+    public func access(thread: Int, address: UInt64, kind: AccessKind, count: Int) {
+        if thread != cachedThread && !bind(thread) {
+            report.droppedAccesses &+= count
+            return
+        }
+        cachedCPU._withUnsafeGuaranteedRef { cpu in run(cpu, thread: thread, address: address, kind: kind, count: count) }
+    }
+
+    @inline(__always)
+    private func run(_ cpu: CPU, thread: Int, address: UInt64, kind: AccessKind, count: Int) {
+        switch kind {
+        case .load: loads &+= count
+        case .store: stores &+= count
+        case .fetch: fetches &+= count
+        }
+        untilSample &-= count
+        if untilSample <= 0 { sampleMemory(); untilSample = Self.sampleInterval }
+        switch cpu.access(VirtualAddress(address), kind.memoryAccess) {
+        case .success:
+            if count > 1 {
+                let more = count - 1
+                cpu.counters.accesses &+= more
+                cpu.counters.l1Hits &+= more
+                cpu.counters.baseCycles += Double(more) * baseCycles
+            }
+        case .failure(let fault):
+            let process = Int(threadProcess[thread])
+            report.signals.append(.init(thread: thread, process: process, fault: fault))
+            kill(process: process)
+        }
+    }
+
+    /// Makes `thread` the cached one: its CPU runs its address space. False for a thread that does
+    /// not exist or whose process died.
+    private func bind(_ thread: Int) -> Bool {
+        guard thread >= 0, thread < threadProcess.count, threadProcess[thread] >= 0,
+              let mm = processes[Int(threadProcess[thread])] else { return false }
+        let cpu = machine.cpus[thread % cpuCount]
+        if cpu.mm !== mm { cpu.switchTo(mm) }
+        machine.executingCPU = cpu.id
+        cachedCPU = Unmanaged.passUnretained(cpu)
+        cachedThread = thread
+        return true
+    }
+
+    public func event(thread: Int, _ event: WorkloadEvent) {
+        guard thread >= 0, thread < threadProcess.count, threadProcess[thread] >= 0,
+              let mm = processes[Int(threadProcess[thread])] else {
+            report.droppedEvents += 1
+            return
+        }
+        machine.executingCPU = thread % cpuCount
+        cachedThread = -1
+        report.events += 1
+        if case .exit = event { sampleMemory() }   // RSS just before the process's memory goes
+        do throws(Errno) {
+            switch event {
+            case .mmap(let address, let length, let protection, let shared):
+                _ = try mm.mmap(address: VirtualAddress(address), length: length, protection: protection,
+                                flags: [shared ? .shared : .private, .fixed])
+            case .munmap(let address, let length):
+                try mm.munmap(VirtualAddress(address), length: length)
+            case .mprotect(let address, let length, let protection):
+                try mm.mprotect(VirtualAddress(address), length: length, protection: protection)
+            case .madvise(let address, let length, let advice):
+                try mm.madvise(VirtualAddress(address), length: length, advice: advice)
+            case .mremap(let address, let oldLength, let newLength, let newAddress):
+                _ = try mm.mremap(VirtualAddress(address), oldSize: oldLength, newSize: newLength,
+                                  flags: [.mayMove, .fixed], newAddress: VirtualAddress(newAddress))
+            case .brk(let address):
+                _ = mm.setBreak(VirtualAddress(address))
+            case .spawn(let child):
+                try bind(child, to: Int(threadProcess[thread]))
+            case .fork(let child):
+                guard child >= 0, child < Self.maxThreads else { throw .EINVAL }
+                let forked = try mm.fork()
+                processes.append(forked)
+                try bind(child, to: processes.count - 1)
+            case .exit:
+                kill(process: Int(threadProcess[thread]))
+            case .idle(let ms):
+                report.idleMilliseconds += ms
+            case .beginMeasurement:
+                setupCounters = machine.totals
+                setupVMStat = machine.kernel.vmstatValues()
+                report.measured = true
+            }
+        } catch {
+            report.failedCalls[String(describing: error), default: 0] += 1
+        }
+        switch event {
+        case .fork, .exit, .idle, .beginMeasurement: sampleMemory()
+        default: break
+        }
+    }
+
+    private func bind(_ thread: Int, to process: Int) throws(Errno) {
+        guard thread >= 0, thread < Self.maxThreads else { throw .EINVAL }
+        if thread >= threadProcess.count {
+            threadProcess.append(contentsOf: repeatElement(-1, count: thread + 1 - threadProcess.count))
+        }
+        guard threadProcess[thread] < 0 else { throw .EEXIST }
+        threadProcess[thread] = Int32(process)
+    }
+
+    /// Records RSS now (Linux: `AnonPages` and `AnonHugePages` of `/proc/meminfo`).
+    private func sampleMemory() {
+        let m = machine.kernel.meminfo()
+        report.memoryOverTime.append(.init(accesses: loads + stores + fetches, anonBytes: m["AnonPages"] ?? 0,
+                                           anonHugeBytes: m["AnonHugePages"] ?? 0))
+    }
+
+    /// The process ends (Linux: `exit_mmap()` when the last reference goes); its threads stop.
+    private func kill(process: Int) {
+        guard let mm = processes[process] else { return }
+        cachedThread = -1
+        for cpu in machine.cpus where cpu.mm === mm { cpu.switchTo(nil) }
+        mm.exit()
+        processes[process] = nil
+    }
+
+    /// Fills in the report's end-of-run figures: counters of the measured phase (everything, when
+    /// the workload never began measuring), vmstat deltas, memory.
+    public func finish() -> ReplayReport {
+        var r = report
+        r.accesses = [loads, stores, fetches]
+        sampleMemory()
+        r.memoryOverTime = report.memoryOverTime
+        let now = machine.totals
+        r.total = now
+        r.measuredCounters = r.measured ? now.subtracting(setupCounters) : now
+        let vm = machine.kernel.vmstatValues()
+        r.vmstat = vm.filter { $0.value != 0 }
+        for (name, value) in vm where value != setupVMStat[name] ?? 0 {
+            r.vmstatMeasured[name] = value - (setupVMStat[name] ?? 0)
+        }
+        let meminfo = machine.kernel.meminfo()
+        r.anonBytes = (meminfo["AnonPages"] ?? 0)
+        r.anonHugeBytes = meminfo["AnonHugePages"] ?? 0
+        r.pageTableBytes = meminfo["PageTables"] ?? 0
+        r.frequencyGHz = machine.machineDescription.frequencyGHz
+        return r
+    }
+}
+
+extension TranslationCounters {
+    /// The counts and cycles of `self` minus those of an earlier snapshot.
+    public func subtracting(_ o: TranslationCounters) -> TranslationCounters {
+        var t = TranslationCounters()
+        t.accesses = accesses - o.accesses; t.l1Hits = l1Hits - o.l1Hits; t.l2Hits = l2Hits - o.l2Hits
+        t.walks = walks - o.walks; t.walkReferences = walkReferences - o.walkReferences
+        t.walkReferencesFromMemory = walkReferencesFromMemory - o.walkReferencesFromMemory
+        t.pageWalkCacheHits = pageWalkCacheHits - o.pageWalkCacheHits; t.dirtyAssists = dirtyAssists - o.dirtyAssists
+        t.faults = faults - o.faults
+        t.baseCycles = baseCycles - o.baseCycles; t.tlbCycles = tlbCycles - o.tlbCycles; t.walkCycles = walkCycles - o.walkCycles
+        t.dataCycles = dataCycles - o.dataCycles; t.faultCycles = faultCycles - o.faultCycles; t.flushCycles = flushCycles - o.flushCycles
+        return t
+    }
+}
+
+extension TraceReader where Input == TraceFile {
+    /// Replays into `executor` (a concrete entry point, so the record loop is specialized for it).
+    public mutating func replay(on executor: MachineExecutor) throws(TraceError) -> Int {
+        var e = executor
+        return try replay(into: &e)
+    }
+}
+
+extension TraceReader where Input == TraceBytes {
+    /// Replays into `executor` (a concrete entry point, so the record loop is specialized for it).
+    public mutating func replay(on executor: MachineExecutor) throws(TraceError) -> Int {
+        var e = executor
+        return try replay(into: &e)
+    }
+}

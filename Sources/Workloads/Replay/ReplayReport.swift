@@ -1,0 +1,108 @@
+import Foundation
+import Kernel
+import Machine
+
+/// What a replay (or a synthetic workload run) did: accesses by kind, signals, failed calls, the
+/// translation counters and estimated cycles of the measured phase, vmstat and memory.
+public struct ReplayReport: Sendable {
+    /// A process killed by an access the kernel could not resolve (Linux: `force_sig_fault()`).
+    public struct Signal: Sendable, Hashable {
+        public var thread: Int
+        public var process: Int
+        public var fault: AccessFault
+    }
+
+    /// Accesses by `AccessKind` (loads, stores, fetches), counting every access of a run.
+    public var accesses = [Int](repeating: 0, count: 3)
+    public var events = 0
+    public var signals: [Signal] = []
+    /// Failed system calls by errno name.
+    public var failedCalls: [String: Int] = [:]
+    /// Accesses and events of threads that do not exist (never created, or their process died).
+    public var droppedAccesses = 0
+    public var droppedEvents = 0
+    public var idleMilliseconds: UInt64 = 0
+    /// Whether the workload marked the end of its set-up; if not, "measured" means the whole run.
+    public var measured = false
+    public var total = TranslationCounters()
+    public var measuredCounters = TranslationCounters()
+    /// Non-zero vmstat counters at the end, and their change over the measured phase.
+    public var vmstat: [String: Int] = [:]
+    public var vmstatMeasured: [String: Int] = [:]
+    public var anonBytes: UInt64 = 0
+    public var anonHugeBytes: UInt64 = 0
+    public var pageTableBytes: UInt64 = 0
+    public var frequencyGHz = 1.0
+    /// RSS at one moment of the run.
+    public struct MemorySample: Sendable, Hashable {
+        /// Accesses made so far (all kinds, every access of a run).
+        public var accesses: Int
+        public var anonBytes: UInt64
+        public var anonHugeBytes: UInt64
+    }
+    /// RSS every `MachineExecutor.sampleInterval` accesses and at forks, exits, idles, the start of
+    /// the measured phase, and the end.
+    public var memoryOverTime: [MemorySample] = []
+    /// Trace records read (replay only).
+    public var records = 0
+
+    public init() {}
+
+    static let interestingEvents = ["pgfault", "thp_fault_alloc", "thp_fault_fallback", "thp_split_page",
+                                    "thp_split_pmd", "thp_zero_page_alloc", "thp_collapse_alloc", "nr_anon_transparent_hugepages"]
+
+    /// The report as text, one figure per line.
+    public var text: String {
+        var s: [String] = []
+        s.append("accesses: \(accesses[0]) loads, \(accesses[1]) stores, \(accesses[2]) fetches\(records > 0 ? " (\(records) trace records)" : "")")
+        for sig in signals {
+            s.append("process \(sig.process) (thread \(sig.thread)) killed: \(sig.fault)")
+        }
+        if !failedCalls.isEmpty {
+            s.append("failed system calls: " + failedCalls.sorted { $0.key < $1.key }.map { "\($0.key) ×\($0.value)" }.joined(separator: ", "))
+        }
+        if droppedAccesses + droppedEvents > 0 {
+            s.append("dropped (thread without a live process): \(droppedAccesses) accesses, \(droppedEvents) events")
+        }
+        if idleMilliseconds > 0 { s.append("idle: \(idleMilliseconds) ms (no khugepaged in the model yet: nothing acts)") }
+        let c = measuredCounters
+        s.append("\(measured ? "measured phase" : "whole run"): \(c.accesses) accesses, L1 TLB misses \(c.accesses - c.l1Hits), STLB hits \(c.l2Hits), walks \(c.walks), walk refs \(c.walkReferences) (\(c.walkReferencesFromMemory) from DRAM), faults \(c.faults)")
+        s.append(String(format: "estimated cycles: %.0f (%.2f per access; tlb %.0f, walk %.0f, data %.0f, fault %.0f, flush %.0f) = %.3f ms",
+                        c.cycles, c.accesses == 0 ? 0 : c.cycles / Double(c.accesses), c.tlbCycles, c.walkCycles,
+                        c.dataCycles, c.faultCycles, c.flushCycles, c.cycles / frequencyGHz / 1e6))
+        s.append("whole run: \(total.accesses) accesses, \(total.walks) walks, \(total.faults) faults")
+        s.append("vmstat: " + Self.interestingEvents.map { "\($0) \(vmstat[$0] ?? 0)" }.joined(separator: ", "))
+        if memoryOverTime.count > 1 {
+            let shown = memoryOverTime.count <= 12 ? memoryOverTime : Array(memoryOverTime.prefix(6) + memoryOverTime.suffix(6))
+            s.append("RSS over time (accesses: AnonPages/AnonHugePages MiB): " + shown.map {
+                "\($0.accesses): \($0.anonBytes >> 20)/\($0.anonHugeBytes >> 20)"
+            }.joined(separator: ", ") + (shown.count < memoryOverTime.count ? " (\(memoryOverTime.count) samples; all in --json)" : ""))
+        }
+        s.append("memory at end: AnonPages \(anonBytes >> 10) kB, AnonHugePages \(anonHugeBytes >> 10) kB, PageTables \(pageTableBytes >> 10) kB")
+        return s.joined(separator: "\n")
+    }
+
+    /// The report as a JSON object (stable keys, for scripts).
+    public var json: String {
+        func counters(_ c: TranslationCounters) -> [String: Any] {
+            ["accesses": c.accesses, "l1_hits": c.l1Hits, "l2_hits": c.l2Hits, "walks": c.walks,
+             "walk_references": c.walkReferences, "walk_references_from_memory": c.walkReferencesFromMemory,
+             "faults": c.faults, "cycles": c.cycles, "tlb_cycles": c.tlbCycles, "walk_cycles": c.walkCycles,
+             "data_cycles": c.dataCycles, "fault_cycles": c.faultCycles, "flush_cycles": c.flushCycles]
+        }
+        let object: [String: Any] = [
+            "records": records,
+            "accesses": ["loads": accesses[0], "stores": accesses[1], "fetches": accesses[2]],
+            "signals": signals.map { ["process": $0.process, "thread": $0.thread, "address": $0.fault.address.rawValue,
+                                      "signal": $0.fault.outcome.description] },
+            "failed_calls": failedCalls, "dropped_accesses": droppedAccesses, "dropped_events": droppedEvents,
+            "idle_ms": idleMilliseconds, "measured": measured,
+            "measured_counters": counters(measuredCounters), "total_counters": counters(total),
+            "vmstat": vmstat, "vmstat_measured": vmstatMeasured,
+            "memory_over_time": memoryOverTime.map { ["accesses": $0.accesses, "anon_bytes": $0.anonBytes, "anon_huge_bytes": $0.anonHugeBytes] },
+            "memory": ["anon_bytes": anonBytes, "anon_huge_bytes": anonHugeBytes, "page_table_bytes": pageTableBytes],
+        ]
+        let data = try! JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .prettyPrinted])
+        return String(decoding: data, as: UTF8.self)
+    }
+}

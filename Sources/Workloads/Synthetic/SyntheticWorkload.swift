@@ -1,0 +1,129 @@
+import Foundation
+import VMCore
+import Kernel
+
+/// The named synthetic workloads of `thpsim workload NAME` (issue 8). Each maps and first-touches its
+/// memory as the real program would (so faults and huge-page allocation happen during set-up), emits
+/// `beginMeasurement`, then exactly `accesses` accesses.
+public enum SyntheticWorkload: String, Sendable, CaseIterable {
+    /// Sequential 8-byte loads over each thread's slice, wrapping (STREAM-like).
+    case seq
+    /// One 8-byte load every `stride` bytes over each thread's slice, wrapping.
+    case stride
+    /// Random 8-byte read-modify-write updates uniform over the whole size (HPCC RandomAccess). One
+    /// store per update: the load of the update translates through the same TLB entry.
+    case gups
+    /// Dependent loads following a random cyclic permutation of the 64-byte lines of the size.
+    case chase
+    /// Zipf-distributed (s = 0.99) 8-byte loads and stores (one in four) over scattered pages: a few
+    /// hot pages, a long cold tail.
+    case zipf
+    /// A malloc-like heap that grows with `mprotect`, frees and reuses, and returns big free chunks
+    /// with `MADV_DONTNEED`: sparse touching inside huge-page-sized ranges.
+    case heap
+    /// Redis BGSAVE: fill the data set, fork; the child reads it all while the parent keeps writing.
+    case forkserver
+    /// Many thread stacks (the JVM case): 8 MiB-aligned stacks touched from the top, then guard pages
+    /// `mprotect`ed at their bottom, splitting a huge page where the stack reached it.
+    case stacks
+    /// Sparse first touch, an idle phase (for khugepaged), then uniform loads over the size.
+    case idle
+
+    /// Runs the generator into `sink`.
+    /// - Precondition: `parameters.problem == nil`.
+    public func generate(_ parameters: SyntheticParameters, into sink: inout some WorkloadSink) {
+        precondition(parameters.problem == nil, parameters.problem ?? "")
+        switch self {
+        case .seq, .stride, .gups, .chase, .zipf: ArrayPattern(kind: self, p: parameters).generate(into: &sink)
+        case .heap: HeapWorkload(p: parameters).generate(into: &sink)
+        case .forkserver: ForkServerWorkload(p: parameters).generate(into: &sink)
+        case .stacks: StacksWorkload(p: parameters).generate(into: &sink)
+        case .idle: IdleWorkload(p: parameters).generate(into: &sink)
+        }
+    }
+}
+
+/// Set-up shared by the array workloads: spawn the threads, map one region, and let each thread
+/// write one word in every page of its slice (OpenMP-style first touch).
+func mapAndFirstTouch(_ p: SyntheticParameters, base: UInt64, into sink: inout some WorkloadSink) {
+    for t in 1..<p.threads { sink.event(thread: 0, .spawn(thread: t)) }
+    sink.event(thread: 0, .mmap(address: base, length: p.size, protection: .readWrite, shared: false))
+    for t in 0..<p.threads {
+        let (start, length) = p.slice(t)
+        var offset: UInt64 = 0
+        while offset < length {
+            sink.access(thread: t, address: base &+ start &+ offset, kind: .store, count: 1)
+            offset &+= PageGeometry.pageSize
+        }
+    }
+}
+
+/// How many accesses each thread issues before the next thread runs: threads interleave in quanta,
+/// as a scheduler's time slices would on fewer CPUs, and stay deterministic.
+let threadQuantum = 256
+
+/// seq, stride, gups, chase and zipf over one anonymous region.
+struct ArrayPattern {
+    let kind: SyntheticWorkload
+    let p: SyntheticParameters
+
+    func generate(into sink: inout some WorkloadSink) {
+        let base = SyntheticLayout.base
+        mapAndFirstTouch(p, base: base, into: &sink)
+        sink.event(thread: 0, .beginMeasurement)
+        var rng = SplitMix64(seed: p.seed)
+        let pages = p.size / PageGeometry.pageSize
+        // Per-thread cursors for seq/stride; one permutation for chase.
+        var cursors = [UInt64](repeating: 0, count: p.threads)
+        var chase = CyclicPermutation(count: p.size / 64, rng: &rng)
+        let zipf = ZipfSampler(count: pages, exponent: 0.99)
+        var pagePermutation = CyclicPermutation(count: pages, rng: &rng)
+        let scrambleKey = pagePermutation.next()
+        var remaining = p.accesses
+        var thread = 0
+        while remaining > 0 {
+            let n = min(threadQuantum, remaining)
+            let (start, length) = p.slice(thread)
+            for _ in 0..<n {
+                let address: UInt64
+                var op = AccessKind.load
+                switch kind {
+                case .seq:
+                    address = base &+ start &+ cursors[thread]
+                    cursors[thread] = (cursors[thread] &+ 8) % length
+                case .stride:
+                    address = base &+ start &+ cursors[thread]
+                    cursors[thread] = (cursors[thread] &+ p.stride) % length
+                case .gups:
+                    address = base &+ rng.below(p.size / 8) &* 8
+                    op = .store
+                case .chase:
+                    address = base &+ chase.next() &* 64
+                case .zipf:
+                    let rank = zipf.sample(rng.unit())
+                    let page = pagePermutation.scramble((rank &+ scrambleKey) & pagePermutation.mask)
+                    address = base &+ (page % pages) &* PageGeometry.pageSize &+ rng.below(512) &* 8
+                    if rng.next() & 3 == 0 { op = .store }
+                default: preconditionFailure("not an array pattern")
+                }
+                sink.access(thread: thread, address: address, kind: op, count: 1)
+            }
+            remaining -= n
+            thread = (thread + 1) % p.threads
+        }
+    }
+}
+
+/// Zipf ranks 0..<n with P(k) ∝ 1/(k+1)^s, drawn by inverting the continuous approximation of the
+/// CDF (exact enough for access patterns, O(1) per draw and no table).
+struct ZipfSampler {
+    let n: Double, oneMinusS: Double, scale: Double
+    init(count: UInt64, exponent s: Double) {
+        n = Double(count); oneMinusS = 1 - s
+        scale = pow(n + 1, oneMinusS) - 1
+    }
+    @inline(__always) func sample(_ u: Double) -> UInt64 {
+        let x = pow(u * scale + 1, 1 / oneMinusS) - 1
+        return min(UInt64(x), UInt64(n) - 1)
+    }
+}

@@ -1,0 +1,60 @@
+import VMCore
+import Kernel
+
+/// What an access does to its page: kept apart in traces and counters, as a PMU keeps
+/// `mem_inst_retired.all_loads`, `…all_stores` and instruction fetches apart.
+public enum AccessKind: UInt8, Sendable, Hashable, CaseIterable {
+    case load = 0, store = 1, fetch = 2
+
+    /// The MMU's view of the access.
+    @inlinable public var memoryAccess: MemoryAccess {
+        switch self {
+        case .load: .read
+        case .store: .write
+        case .fetch: .execute
+        }
+    }
+}
+
+/// A system call or scheduling event of a program, in program order with its accesses. Addresses are
+/// the ones the real program got (replay maps them with `MAP_FIXED`), so a trace is self-contained.
+public enum WorkloadEvent: Sendable, Hashable {
+    /// `mmap(address, length, protection, MAP_PRIVATE or MAP_SHARED | MAP_ANONYMOUS)`.
+    case mmap(address: UInt64, length: UInt64, protection: VMCore.Protection, shared: Bool)
+    case munmap(address: UInt64, length: UInt64)
+    case mprotect(address: UInt64, length: UInt64, protection: VMCore.Protection)
+    case madvise(address: UInt64, length: UInt64, advice: MadviseAdvice)
+    /// `mremap(old, oldLength, newLength, MREMAP_MAYMOVE|MREMAP_FIXED, newAddress)`.
+    case mremap(address: UInt64, oldLength: UInt64, newLength: UInt64, newAddress: UInt64)
+    /// `brk(address)`.
+    case brk(address: UInt64)
+    /// A new thread of the caller's process (Linux: `clone(CLONE_VM)`).
+    case spawn(thread: Int)
+    /// A new process whose only thread is `child` (Linux: `fork()`).
+    case fork(child: Int)
+    /// The caller's process exits (Linux: `exit_group()`).
+    case exit
+    /// Every thread sleeps: time in which background daemons (khugepaged) may act.
+    case idle(milliseconds: UInt64)
+    /// Set-up (mapping and first touch) ends; the measured phase begins.
+    case beginMeasurement
+}
+
+/// Where a workload's events go: a machine that runs them (`MachineExecutor`), a trace file
+/// (`TraceWriter`), or a test's census. Generators and the trace reader are generic over it, so the
+/// hot loop calls the sink directly, without existentials.
+public protocol WorkloadSink {
+    /// `count` ≥ 1 consecutive accesses of one kind by `thread`, all in the 4 KiB page of `address`.
+    mutating func access(thread: Int, address: UInt64, kind: AccessKind, count: Int)
+    /// A system call or scheduling event made by `thread`.
+    mutating func event(thread: Int, _ event: WorkloadEvent)
+}
+
+extension MadviseAdvice {
+    /// The advice's number in traces (its position in `MadviseAdvice.allCases`, which only grows at the end).
+    public var traceCode: UInt8 { UInt8(MadviseAdvice.allCases.firstIndex(of: self)!) }
+    public init?(traceCode: UInt8) {
+        guard Int(traceCode) < MadviseAdvice.allCases.count else { return nil }
+        self = MadviseAdvice.allCases[Int(traceCode)]
+    }
+}

@@ -1,0 +1,84 @@
+import ArgumentParser
+import Foundation
+import Workloads
+
+/// `thpsim record --out FILE -- COMMAND ARGS...`: runs a program under Valgrind lackey and writes its
+/// mappings, system calls and accesses as a trace, converting the text stream on the fly.
+struct RecordCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "record",
+        abstract: "Record a real program's memory behaviour as a trace (via Valgrind lackey)."
+    )
+
+    @Option(help: "Trace file to write.")
+    var out: String
+
+    @Option(help: "The valgrind executable.")
+    var valgrind = "valgrind"
+
+    @Argument(parsing: .postTerminator, help: "The command and its arguments (after --).")
+    var command: [String]
+
+    func run() throws {
+        guard !command.isEmpty else { throw ValidationError("give the command to record after --") }
+        try writeTrace(to: out) { (converter: inout LackeyConverter<TraceWriter<TraceFile>>) throws in
+            let status = try LackeyRecorder.record(command, valgrind: valgrind, into: &converter) { c in
+                FileHandle.standardError.write(Data("record: \(c.bytes >> 20) MiB of lackey text, \(c.accesses) accesses, \(c.systemCalls) calls\n".utf8))
+            }
+            if status != 0 { FileHandle.standardError.write(Data("record: the program exited with status \(status)\n".utf8)) }
+        }
+    }
+}
+
+/// `thpsim import lackey FILE --out TRACE`: converts an existing lackey log.
+struct ImportCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "import",
+        abstract: "Convert another tool's log into a trace (formats: lackey)."
+    )
+
+    @Argument(help: "Format of the log: lackey.")
+    var format: String
+
+    @Argument(help: "The log file.")
+    var file: String
+
+    @Option(help: "Trace file to write.")
+    var out: String
+
+    func run() throws {
+        guard format == "lackey" else { throw ValidationError("unknown format '\(format)' (known: lackey)") }
+        guard let input = FileHandle(forReadingAtPath: file) else { throw ValidationError("\(file): cannot open the file") }
+        try writeTrace(to: out) { (converter: inout LackeyConverter<TraceWriter<TraceFile>>) throws in
+            while true {
+                let data = input.readData(ofLength: 1 << 20)
+                if data.isEmpty { break }
+                data.withUnsafeBytes { converter.feed($0) }
+            }
+        }
+    }
+}
+
+/// Opens `path`, lets `body` fill a lackey converter writing a trace there, finishes and reports.
+func writeTrace(to path: String, _ body: (inout LackeyConverter<TraceWriter<TraceFile>>) throws -> Void) throws {
+    let file: TraceFile
+    var converter: LackeyConverter<TraceWriter<TraceFile>>
+    switch Result(catching: { () throws(TraceError) in try TraceFile(path: path, mode: .write) }) {
+    case .success(let f): file = f
+    case .failure(let e): throw ValidationError("\(path): \(e)")
+    }
+    switch Result(catching: { () throws(TraceError) in try TraceWriter(output: file) }) {
+    case .success(let w): converter = LackeyConverter(sink: w)
+    case .failure(let e): throw ValidationError("\(path): \(e)")
+    }
+    do { try body(&converter) } catch let e as LackeyRecorder.Failure {
+        FileHandle.standardError.write(Data("record: error: \(e)\n".utf8))
+        throw ExitCode(1)
+    }
+    var writer = converter.finish()
+    switch Result(catching: { () throws(TraceError) in _ = try writer.finish(); try file.close() }) {
+    case .success: break
+    case .failure(let e): throw ValidationError("\(path): \(e)")
+    }
+    print("\(path): \(writer.records) records from \(converter.lines) lines (\(converter.accesses) accesses, \(converter.systemCalls) memory calls, \(converter.implicitPages) pages mapped before tracing began)")
+}

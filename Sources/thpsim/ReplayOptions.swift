@@ -1,0 +1,68 @@
+import ArgumentParser
+import Foundation
+import VMCore
+import Kernel
+import Machine
+import Workloads
+
+/// The kernel and machine options `replay` and `workload` share.
+struct ReplayMachineOptions: ParsableArguments {
+    @Option(help: "Kernel design (\(KernelDesign.all.map(\.name).joined(separator: ", "))).")
+    var design: String = KernelDesign.linux2_6_38.name
+
+    @Option(help: "THP enabled setting: always, madvise or never (default: the design's).")
+    var enabled: String?
+
+    @Option(help: "Machine preset or config file.")
+    var machine: String = "skylake-sp"
+
+    @Option(help: "Simulated physical memory (e.g. 8G).")
+    var memory: String?
+
+    @Flag(help: "Print the report as JSON.")
+    var json = false
+
+    /// The setup these options describe, with `cpus` CPUs and at least `defaultMemory` bytes.
+    func setup(cpus: Int, defaultMemory: UInt64) throws -> ReplaySetup {
+        var s = ReplaySetup()
+        guard let d = KernelDesign.named(design) else {
+            throw ValidationError("--design: '\(design)' is not one of \(KernelDesign.all.map(\.name).joined(separator: ", "))")
+        }
+        s.design = d
+        if let enabled {
+            guard let e = TransparentHugepageSettings.Enabled(rawValue: enabled) else {
+                throw ValidationError("--enabled: '\(enabled)' is not always, madvise or never")
+            }
+            s.enabled = e
+        }
+        s.machine = try loadMachine(machine)
+        if let memory {
+            guard let m = ByteCount.parse(memory), m >= 16 << 20, m <= 1 << 40 else {
+                throw ValidationError("--memory: '\(memory)' is not a size from 16M to 1T")
+            }
+            s.memoryBytes = m
+        } else {
+            s.memoryBytes = defaultMemory
+        }
+        s.cpus = cpus
+        return s
+    }
+
+    func print(_ report: ReplayReport) {
+        Swift.print(json ? report.json : report.text)
+    }
+}
+
+/// Parses an access count with an optional decimal suffix (`20M` = 20 000 000, `1G`, `500K`).
+func parseCount(_ text: String, option: String) throws -> Int {
+    var digits = Substring(text), multiplier = 1
+    if let last = digits.last, let m = ["K": 1_000, "k": 1_000, "M": 1_000_000, "G": 1_000_000_000][String(last)] {
+        multiplier = m; digits = digits.dropLast()
+    }
+    guard !digits.isEmpty, digits.allSatisfy({ $0.isASCII && $0.isNumber }), let n = Int(digits) else {
+        throw ValidationError("\(option): '\(text)' is not a count (e.g. 20M, 500K, 1000)")
+    }
+    let (p, overflow) = n.multipliedReportingOverflow(by: multiplier)
+    guard !overflow, p <= 1 << 40 else { throw ValidationError("\(option): '\(text)' is too large") }
+    return p
+}

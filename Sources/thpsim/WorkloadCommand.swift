@@ -1,0 +1,71 @@
+import ArgumentParser
+import Foundation
+import VMCore
+import Workloads
+
+/// `thpsim workload NAME`: runs a synthetic workload on the kernel model and a simulated machine,
+/// or writes it as a trace with `--out`.
+struct WorkloadCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "workload",
+        abstract: "Run a synthetic workload (\(SyntheticWorkload.allCases.map(\.rawValue).joined(separator: ", "))), or write it as a trace."
+    )
+
+    @Argument(help: "Workload: \(SyntheticWorkload.allCases.map(\.rawValue).joined(separator: ", ")).")
+    var name: String
+
+    @Option(help: "Footprint (e.g. 4G), a multiple of 4K.")
+    var size: String = "256M"
+
+    @Option(help: "Accesses of the measured phase (e.g. 20M = 20 000 000).")
+    var accesses: String = "1M"
+
+    @Option(help: "Threads (1 to 64); each runs on its own simulated CPU.")
+    var threads: Int = 1
+
+    @Option(help: "Random seed.")
+    var seed: UInt64 = 1
+
+    @Option(help: "Bytes between accesses of the stride workload.")
+    var stride: String = "4K"
+
+    @Option(help: "Write the workload as a trace file instead of running it.")
+    var out: String?
+
+    @OptionGroup var options: ReplayMachineOptions
+
+    func run() throws {
+        guard let workload = SyntheticWorkload(rawValue: name) else {
+            throw ValidationError("unknown workload '\(name)' (one of \(SyntheticWorkload.allCases.map(\.rawValue).joined(separator: ", ")))")
+        }
+        guard let bytes = ByteCount.parse(size) else { throw ValidationError("--size: '\(size)' is not a size (e.g. 4G, 512M)") }
+        guard let strideBytes = ByteCount.parse(stride) else { throw ValidationError("--stride: '\(stride)' is not a size") }
+        var p = SyntheticParameters(size: bytes, accesses: try parseCount(accesses, option: "--accesses"), threads: threads, seed: seed)
+        p.stride = strideBytes
+        if let problem = p.problem { throw ValidationError(problem) }
+
+        if let out {
+            let written = Result(catching: { () throws(TraceError) -> Int in
+                let file = try TraceFile(path: out, mode: .write)
+                var writer = try TraceWriter(output: file)
+                workload.generate(p, into: &writer)
+                _ = try writer.finish()
+                try file.close()
+                return writer.records
+            })
+            switch written {
+            case .success(let records): print("\(out): \(records) records")
+            case .failure(let error):
+                FileHandle.standardError.write(Data("\(out): error: \(error)\n".utf8))
+                throw ExitCode(1)
+            }
+            return
+        }
+        // Memory: the footprint twice over (fork copies), plus room for tables, rounded to 1 GiB.
+        let memory = ((2 * bytes + (512 << 20)) + (1 << 30) - 1) & ~((1 << 30) - 1)
+        let setup = try options.setup(cpus: threads, defaultMemory: memory)
+        var executor = try setup.makeExecutor()
+        workload.generate(p, into: &executor)
+        options.print(executor.finish())
+    }
+}
