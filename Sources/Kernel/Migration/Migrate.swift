@@ -43,8 +43,7 @@ extension Kernel {
     /// reverse-map lookup (huge pages use their own list). On failure the caller still owns `target`
     /// (Linux: `migrate_pages()` → `migrate_folio_unmap()`, `move_to_new_folio()`,
     /// `remove_migration_ptes()`).
-    /// - Precondition: no page-table lock is held; the caller may hold mmap locks for reading (a fault
-    ///   that compacts directly) but none for writing.
+    /// - Precondition: no page-table lock is held.
     public func migratePage(_ pfn: PFN, to target: PFN, mappings smallMappings: [(AddressSpace, VirtualAddress)] = [])
         -> MigrationResult {
         let frames = memory.frames
@@ -65,8 +64,13 @@ extension Kernel {
         var spaces: [AddressSpace] = []
         for (mm, _) in mappings where !spaces.contains(where: { $0 === mm }) { spaces.append(mm) }
         spaces.sort { $0.pid < $1.pid }
-        for mm in spaces { mm.mmapLock.readLock() }
-        defer { for mm in spaces.reversed() { mm.mmapLock.unlock() } }
+        // Trylocks: a caller may hold one of them for writing (Linux's migration takes no mmap lock).
+        var locked: [AddressSpace] = []
+        defer { for mm in locked.reversed() { mm.mmapLock.unlock() } }
+        for mm in spaces {
+            guard mm.mmapLock.tryReadLock() else { return .busy }
+            locked.append(mm)
+        }
         if spaces.contains(where: \.hasExited) { return .busy }
         guard huge else { return migrateLocked(pfn, to: target, mappings, huge: false) }
         return splitSerialization.withLock { () -> MigrationResult in

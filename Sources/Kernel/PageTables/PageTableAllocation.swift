@@ -8,7 +8,7 @@ extension Kernel {
     /// Takes a frame for a page table and gives it an empty slot (Linux: `pagetable_alloc()`,
     /// counted as `NR_PAGETABLE`, meminfo `PageTables`). Nil when memory is exhausted.
     func allocateTable() -> PageTable? {
-        guard let pfn = memory.allocateFolio(order: .base, kind: .pageTable, zeroed: false) else { return nil }
+        guard let pfn = allocateTableFrame() else { return nil }
         countAllocation(pages: 1)
         let slot = tables.allocateSlot()
         memory.frames.setLink(pfn, slot)

@@ -16,6 +16,11 @@ import PhysicalMemory
 /// `try_to_free_pages()`).
 public final class Kswapd: Sendable {
     private let pending = Atomic<Bool>(false)
+    private let reclaimed = Atomic<Int>(0)
+    /// Pages freed by reclaim, kswapd's and direct (Linux: `pgsteal_kswapd` + `pgsteal_direct`, which
+    /// the model's `/proc/vmstat` does not list yet).
+    public var pagesReclaimed: Int { reclaimed.load(ordering: .relaxed) }
+    func count(_ pages: Int) { reclaimed.add(pages, ordering: .relaxed) }
     /// The clock hand: the pid and address where the last walk stopped.
     let hand = Mutex<(pid: Int, address: VirtualAddress)>((0, VirtualAddress(0)))
     init() {}
@@ -62,17 +67,28 @@ extension Kernel {
             let stoppedAt = mm.reclaimOldPages(from: from, until: { self.memory.freePages - before >= target })
             if let stoppedAt {
                 kswapd.hand.withLock { $0 = (mm.pid, stoppedAt) }
+                kswapd.count(max(0, memory.freePages - before))
                 return memory.freePages - before
             }
         }
         pid = 0
         kswapd.hand.withLock { $0 = (pid, VirtualAddress(0)) }
+        kswapd.count(max(0, memory.freePages - before))
         return max(0, memory.freePages - before)
     }
 
     /// Direct reclaim by an allocation that found nothing free: reclaim a batch (Linux:
     /// `SWAP_CLUSTER_MAX`, 32 pages) and report whether anything was freed.
     func directReclaim(pages: Int = 32) -> Bool { reclaim(pages: pages) > 0 }
+
+    /// Allocates a frame for a page table, reclaiming directly once when none is free (Linux:
+    /// `pagetable_alloc()` with `GFP_PGTABLE_USER`, which may reclaim).
+    func allocateTableFrame() -> PFN? {
+        if let pfn = memory.allocateFolio(order: .base, kind: .pageTable, zeroed: false) { return pfn }
+        kswapd.wake()
+        guard directReclaim() else { return nil }
+        return memory.allocateFolio(order: .base, kind: .pageTable, zeroed: false)
+    }
 
     /// Allocates a base page for an anonymous fault, reclaiming directly once when none is free
     /// (Linux: `__alloc_pages_slowpath()` → `__alloc_pages_direct_reclaim()`).
@@ -89,7 +105,10 @@ extension AddressSpace {
     /// split, old exclusive small pages swapped out; stops (returning the address reached) once
     /// `enough()` holds, or returns nil at the end of the mm.
     func reclaimOldPages(from start: VirtualAddress, until enough: () -> Bool) -> VirtualAddress? {
-        mmapLock.withReadLock { () -> VirtualAddress? in
+        // A trylock, as MGLRU's walk: the allocating thread may hold this mm's lock for writing (fork).
+        guard mmapLock.tryReadLock() else { return nil }
+        defer { mmapLock.unlock() }
+        return { () -> VirtualAddress? in
             guard !hasExited else { return nil }
             for vma in vmas.areas where vma.end > start && !vma.isShared {
                 let from = max(vma.start, start)
@@ -118,6 +137,6 @@ extension AddressSpace {
                 if let stoppedAt { return stoppedAt }
             }
             return nil
-        }
+        }()
     }
 }
