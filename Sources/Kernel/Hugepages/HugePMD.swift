@@ -1,3 +1,4 @@
+import Synchronization
 import VMCore
 import PhysicalMemory
 
@@ -12,18 +13,26 @@ enum HugePMDStep: Equatable {
 }
 
 extension AddressSpace {
-    /// Unmaps a whole huge PMD: clear it, free its deposited table, drop the page's mapping; its
-    /// reference goes to `gathered`, for the caller to put after the TLB flush (Linux: `zap_huge_pmd()`).
-    func zapHugePMD(_ pmd: PageTable, _ index: Int, _ haddr: VirtualAddress, _ gathered: inout [PFN]) -> HugePMDStep {
+    /// Takes the PMD lock if the entry is a huge PMD that is not being split, returning the entry and
+    /// the lock held; waits for a split in progress and returns nil then, or when the entry is not
+    /// huge (Linux 2.6.38: `__pmd_trans_huge_lock()`, with its `wait_split_huge_page()`).
+    func lockHugePMD(_ pmd: PageTable, _ index: Int) -> (entry: PageTableEntry, lock: UnsafeMutablePointer<Atomic<UInt32>>)? {
         let lock = pmdLock(pmd)
         lock.spinLock()
         let entry = pmd[index]
-        guard entry.isHuge else { lock.spinUnlock(); return .notHuge }
+        guard entry.isHuge else { lock.spinUnlock(); return nil }
         if entry.isSplitting {
             lock.spinUnlock()
             waitForSplit(pmd, index)
-            return .notHuge
+            return nil
         }
+        return (entry, lock)
+    }
+
+    /// Unmaps a whole huge PMD: clear it, free its deposited table, drop the page's mapping; its
+    /// reference goes to `gathered`, for the caller to put after the TLB flush (Linux: `zap_huge_pmd()`).
+    func zapHugePMD(_ pmd: PageTable, _ index: Int, _ haddr: VirtualAddress, _ gathered: inout [PFN]) -> HugePMDStep {
+        guard let (entry, lock) = lockHugePMD(pmd, index) else { return .notHuge }
         pmd.set(index, .none)
         let deposit = withdrawTable(from: pmd)
         if entry.isSpecial {
@@ -42,15 +51,7 @@ extension AddressSpace {
     func changeHugePMD(_ pmd: PageTable, _ index: Int, _ vma: VMA) -> HugePMDStep {
         let frames = kernel.memory.frames
         let prot = vma.flags.protection
-        let lock = pmdLock(pmd)
-        lock.spinLock()
-        let entry = pmd[index]
-        guard entry.isHuge else { lock.spinUnlock(); return .notHuge }
-        if entry.isSplitting {
-            lock.spinUnlock()
-            waitForSplit(pmd, index)
-            return .notHuge
-        }
+        guard let (entry, lock) = lockHugePMD(pmd, index) else { return .notHuge }
         var writable = false
         if prot.contains(.write) && !entry.isSpecial {
             let head = entry.pfn
