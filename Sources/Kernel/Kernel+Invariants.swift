@@ -21,6 +21,8 @@ extension Kernel {
         var problems = memory.checkPhysicalInvariants()
         let frames = memory.frames
         var mappings = [Int32](repeating: 0, count: memory.totalPages)
+        // Today's design counts PMD mappings apart (the folio's entire mapcount).
+        var pmdMappings = [Int32](repeating: 0, count: memory.totalPages)
         var tableSeen = [Bool](repeating: false, count: memory.totalPages)
         var shmemOwner = [Int](repeating: 0, count: memory.totalPages)
         var objectsSeen = Set<ObjectIdentifier>()
@@ -42,7 +44,7 @@ extension Kernel {
                     }
                 }
             }
-            mm.checkTables(mm.root, level: .pgd, base: VirtualAddress(0), &mappings, &tableSeen, &hugeZeroMappings, &problems)
+            mm.checkTables(mm.root, level: .pgd, base: VirtualAddress(0), &mappings, &pmdMappings, &tableSeen, &hugeZeroMappings, &problems)
         }
 
         // The split's reverse map lists exactly the huge PMDs that map anonymous huge pages.
@@ -71,6 +73,8 @@ extension Kernel {
             case .pageTable:
                 tables += 1
                 if !tableSeen[i] { problems.append("page table \(pfn) is reachable from no mm (leaked)") }
+            case .anonymous where design.mapcounts == .perPage:
+                break  // checkFolioInvariants
             case .anonymous where flags.contains(.tail):
                 // 2010: a tail's refcount holds the pins taken through it; it has no mapcount of its own.
                 if mapcount != 0 || mappings[i] != 0 { problems.append("tail \(pfn) is mapped (mapcount \(mapcount), \(mappings[i]) entries)") }
@@ -104,11 +108,15 @@ extension Kernel {
                 break
             }
         }
-        if anonHuge != vmstat[.nrAnonTransparentHugepages] {
+        if design.mapcounts == .perPage {
+            problems += checkFolioInvariants(mappings, pmdMappings)
+        } else if anonHuge != vmstat[.nrAnonTransparentHugepages] {
             problems.append("nr_anon_transparent_hugepages \(vmstat[.nrAnonTransparentHugepages]) but \(anonHuge) mapped huge pages")
         }
         if tables != vmstat[.nrPageTablePages] { problems.append("nr_page_table_pages \(vmstat[.nrPageTablePages]) but \(tables) table frames") }
-        if anonMapped != vmstat[.nrAnonPages] { problems.append("nr_anon_pages \(vmstat[.nrAnonPages]) but \(anonMapped) mapped anonymous pages") }
+        if design.mapcounts == .compoundHead && anonMapped != vmstat[.nrAnonPages] {
+            problems.append("nr_anon_pages \(vmstat[.nrAnonPages]) but \(anonMapped) mapped anonymous pages")
+        }
         if shmemPages != vmstat[.nrShmem] { problems.append("nr_shmem \(vmstat[.nrShmem]) but \(shmemPages) shmem pages") }
         problems += checkKhugepagedInvariants()
         problems += checkSwapInvariants()
@@ -119,8 +127,8 @@ extension Kernel {
 extension AddressSpace {
     /// Walks one table for the invariant checker, counting mappings and table ownership.
     func checkTables(_ table: PageTable, level: PageTableLevel, base: VirtualAddress,
-                     _ mappings: inout [Int32], _ tableSeen: inout [Bool], _ hugeZeroMappings: inout Int32,
-                     _ problems: inout [String]) {
+                     _ mappings: inout [Int32], _ pmdMappings: inout [Int32], _ tableSeen: inout [Bool],
+                     _ hugeZeroMappings: inout Int32, _ problems: inout [String]) {
         let frames = kernel.memory.frames
         if frames.kind(table.pfn) != .pageTable { problems.append("mm \(pid): table \(table.pfn) has kind \(frames.kind(table.pfn))") }
         if tableSeen[table.pfn.index] { problems.append("mm \(pid): table \(table.pfn) is linked twice") }
@@ -132,7 +140,7 @@ extension AddressSpace {
             let va = base + UInt64(i) * level.entrySpan
             if level == .pte && entry.isSwapEntry { continue }  // checkSwapInvariants
             if let lower = level.lower, !entry.isHuge {
-                checkTables(kernel.table(at: entry), level: lower, base: va, &mappings, &tableSeen, &hugeZeroMappings, &problems)
+                checkTables(kernel.table(at: entry), level: lower, base: va, &mappings, &pmdMappings, &tableSeen, &hugeZeroMappings, &problems)
                 continue
             }
             if entry.isHuge {
@@ -154,16 +162,20 @@ extension AddressSpace {
                 continue
             }
             guard entry.pfn.index < mappings.count else { problems.append("mm \(pid): \(va) maps \(entry.pfn) beyond memory"); continue }
-            mappings[entry.pfn.index] += 1
+            let perPage = kernel.design.mapcounts == .perPage
+            if perPage && entry.isHuge { pmdMappings[entry.pfn.index] += 1 } else { mappings[entry.pfn.index] += 1 }
             let kind = frames.kind(entry.pfn)
             if vma.isShared ? kind != .shmem : kind != .anonymous {
                 problems.append("mm \(pid): \(va) in a \(vma.isShared ? "shared" : "private") VMA maps a \(kind) frame")
             }
-            if entry.isHuge != frames.flags(entry.pfn).contains(.head) {
+            if perPage ? entry.isHuge && !frames.flags(entry.pfn).contains(.head) : entry.isHuge != frames.flags(entry.pfn).contains(.head) {
                 problems.append("mm \(pid): \(entry.isHuge ? "huge PMD" : "PTE") at \(va) maps \(entry.pfn), \(entry.isHuge ? "not" : "") a huge page's head")
             }
-            if !vma.isShared && entry.isWritable && frames.mapcount(entry.pfn) != 1 {
-                problems.append("mm \(pid): writable entry at \(va) maps \(entry.pfn), which \(frames.mapcount(entry.pfn)) entries map")
+            let mapcount = perPage ? (entry.isHuge ? kernel.entireMapcount(entry.pfn) + frames.mapcount(entry.pfn)
+                                      : frames.mapcount(entry.pfn) + (kernel.isInLargeFolio(entry.pfn) ? kernel.entireMapcount(frames.head(of: entry.pfn)) : 0))
+                : frames.mapcount(entry.pfn)
+            if !vma.isShared && entry.isWritable && mapcount != 1 {
+                problems.append("mm \(pid): writable entry at \(va) maps \(entry.pfn), which \(mapcount) entries map")
             }
         }
         if level == .pmd {
@@ -183,5 +195,70 @@ extension AddressSpace {
         } else if frames.depositLink(table.pfn) != nil && level != .pte {
             problems.append("mm \(pid): \(level) table \(table.pfn) has deposited tables")
         }
+    }
+}
+
+extension Kernel {
+    /// The frame checks of today's design, where a large folio may be mapped by PMDs and PTEs at once:
+    /// each page's mapcount is its PTEs, the folio's entire mapcount its PMDs, `pagesMapped` the pages
+    /// PTEs map (with ENTIRELY_MAPPED while a PMD does), the head's refcount every mapping (no pins with
+    /// the system quiescent), and the deferred-split queue holds exactly the heads flagged so.
+    func checkFolioInvariants(_ mappings: [Int32], _ pmdMappings: [Int32]) -> [String] {
+        var problems: [String] = []
+        let frames = memory.frames
+        var anonMapped = 0, anonHuge = 0
+        var listed = [Int32](repeating: 0, count: memory.totalPages)
+        for (head, list) in hugeMappings.all() where Int(head) < memory.totalPages { listed[Int(head)] = Int32(list.count) }
+        let queued = Set(deferredSplitQueue.folios.withLock { $0 })
+        var i = 0
+        while i < memory.totalPages {
+            let pfn = PFN(i)
+            let flags = frames.flags(pfn)
+            guard frames.kind(pfn) == .anonymous else {
+                if pmdMappings[i] != 0 { problems.append("\(pfn) is \(frames.kind(pfn)) but \(pmdMappings[i]) PMDs map it") }
+                i += 1
+                continue
+            }
+            if flags.contains(.tail) { problems.append("tail \(pfn) outside a folio's range"); i += 1; continue }
+            let pages = frames.order(pfn).pages
+            let entire = flags.contains(.head) ? frames.folioField(pfn, .entireMapcount) : 0
+            if entire != pmdMappings[i] { problems.append("\(pfn): entire mapcount \(entire) but \(pmdMappings[i]) PMDs map it") }
+            if listed[i] != pmdMappings[i] { problems.append("\(pfn): \(pmdMappings[i]) PMDs but \(listed[i]) listed huge mappings") }
+            var total = entire, mappedPages: Int32 = 0
+            for j in 0..<pages {
+                let page = pfn + j
+                if j > 0 && (!frames.flags(page).contains(.tail) || frames.link(page) != pfn.rawValue) {
+                    problems.append("\(page) should be a tail of \(pfn)")
+                }
+                let mapcount = frames.mapcount(page)
+                if mapcount != mappings[page.index] { problems.append("\(page): mapcount \(mapcount) but \(mappings[page.index]) PTEs map it") }
+                if j > 0 && pmdMappings[page.index] != 0 { problems.append("tail \(page) is mapped by a PMD") }
+                if j > 3 && frames.refcount(page) != 0 { problems.append("tail \(page) has refcount \(frames.refcount(page))") }
+                total += mapcount
+                if mapcount > 0 { mappedPages += 1 }
+            }
+            if total == 0 { problems.append("anonymous folio \(pfn) is mapped nowhere (leaked)") }
+            if frames.refcount(pfn) != total { problems.append("\(pfn): refcount \(frames.refcount(pfn)) but \(total) mappings") }
+            if pages > 1 {
+                let field = frames.folioField(pfn, .pagesMapped)
+                let expected = mappedPages + (entire > 0 ? FrameTable.entirelyMapped : 0)
+                if field != expected { problems.append("folio \(pfn): pages mapped \(field) but \(expected)") }
+                if frames.folioField(pfn, .pincount) != 0 { problems.append("folio \(pfn) is pinned with the system quiescent") }
+                if flags.contains(.deferredSplit) != queued.contains(pfn.rawValue) {
+                    problems.append("folio \(pfn): deferred-split flag \(flags.contains(.deferredSplit)) but queued \(queued.contains(pfn.rawValue))")
+                }
+                if entire > 0 { anonHuge += 1 }
+                anonMapped += entire > 0 ? pages : Int(mappedPages)
+            } else if total > 0 {
+                anonMapped += 1
+            }
+            i += pages
+        }
+        for head in queued where !frames.flags(PFN(head)).contains(.head) { problems.append("\(PFN(head)) is queued for a deferred split but is no folio head") }
+        if anonHuge != vmstat[.nrAnonTransparentHugepages] {
+            problems.append("nr_anon_transparent_hugepages \(vmstat[.nrAnonTransparentHugepages]) but \(anonHuge) PMD-mapped folios")
+        }
+        if anonMapped != vmstat[.nrAnonPages] { problems.append("nr_anon_pages \(vmstat[.nrAnonPages]) but \(anonMapped) mapped anonymous pages") }
+        return problems
     }
 }

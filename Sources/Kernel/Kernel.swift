@@ -55,6 +55,8 @@ public final class Kernel: @unchecked Sendable {
     let hugeZeroPage = HugeZeroPage()
     /// Which PMDs map each huge page (the rmap walk of a split).
     let hugeMappings = HugeMappings()
+    /// Large folios waiting for a split (today's design).
+    let deferredSplitQueue = DeferredSplitQueue()
     /// Held for the whole of a `split_huge_page()`, so two splits of one page do not interleave (Linux
     /// 2.6.38: the anon_vma lock that `__split_huge_page()` holds).
     let splitSerialization = SpinLock()

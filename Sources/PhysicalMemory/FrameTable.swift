@@ -44,6 +44,10 @@ public struct FrameFlags: OptionSet, Sendable, Hashable {
     /// First frame of a free block held on a per-CPU list rather than the free lists; it does not merge
     /// with its buddy until drained (Linux: a page on `pcp->lists`).
     public static let perCPU = FrameFlags(rawValue: 1 << 10)
+    /// On the deferred-split queue (Linux: a non-empty `folio->_deferred_list`).
+    public static let deferredSplit = FrameFlags(rawValue: 1 << 11)
+    /// Some of its pages are unmapped while others are still mapped (Linux 6.12+: `PG_partially_mapped`).
+    public static let partiallyMapped = FrameFlags(rawValue: 1 << 12)
 }
 
 /// The frame table: one 16-byte record per 4 KiB frame, a flat array indexed by PFN (Linux: `mem_map`,
@@ -150,6 +154,41 @@ public final class FrameTable: @unchecked Sendable {
             current = original
         }
         return false
+    }
+
+    // MARK: Folio fields: word 1 of the first tails (Linux: the `struct folio` fields in tail pages)
+
+    /// Counts a large folio keeps in its first tails, whose refcount words are otherwise unused when
+    /// pins live in the head (Linux 6.18 keeps `_entire_mapcount`, `_pincount` and `_nr_pages_mapped`
+    /// in the folio's first tail pages too). Needs order ≥ 2.
+    public enum FolioField: Int, Sendable {
+        /// PMDs that map the whole folio (Linux: `folio->_entire_mapcount` + 1).
+        case entireMapcount = 1
+        /// FOLL_PIN pins of the folio (Linux: `folio->_pincount`).
+        case pincount = 2
+        /// Pages of the folio that PTEs map, plus `entirelyMapped` while a PMD maps it (Linux:
+        /// `folio->_nr_pages_mapped` with `ENTIRELY_MAPPED`).
+        case pagesMapped = 3
+    }
+    /// The bit of `pagesMapped` that says a PMD maps the folio (Linux: `ENTIRELY_MAPPED`).
+    public static let entirelyMapped: Int32 = 0x80_0000
+
+    @inlinable public func folioField(_ head: PFN, _ field: FolioField) -> Int32 {
+        Int32(bitPattern: word(head + field.rawValue, 1).pointee.load(ordering: .acquiring))
+    }
+    /// Adds `delta` to a folio field and returns the new value.
+    @inlinable @discardableResult public func addFolioField(_ head: PFN, _ field: FolioField, _ delta: Int32) -> Int32 {
+        Int32(bitPattern: word(head + field.rawValue, 1).pointee.wrappingAdd(UInt32(bitPattern: delta), ordering: .acquiringAndReleasing).newValue)
+    }
+    @inlinable public func setFolioField(_ head: PFN, _ field: FolioField, _ value: Int32) {
+        word(head + field.rawValue, 1).pointee.store(UInt32(bitPattern: value), ordering: .releasing)
+    }
+
+    /// Freezes a refcount: replaces `expected` by zero, so that `tryGetReference` fails until it is
+    /// set again (Linux: `folio_ref_freeze()`). False when the count was not `expected`.
+    @inlinable public func freezeRefcount(_ pfn: PFN, expected: Int32) -> Bool {
+        word(pfn, 1).pointee.compareExchange(expected: UInt32(bitPattern: expected), desired: 0,
+                                             ordering: .acquiringAndReleasing).exchanged
     }
 
     // MARK: Word 2: mapcount (Linux: page->_mapcount + 1)

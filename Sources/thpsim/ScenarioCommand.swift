@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Workloads
+import Kernel
 
 /// `thpsim scenario FILE...`: runs scenario files on the model, natively, or both (docs/scenarios.md).
 ///
@@ -24,8 +25,14 @@ struct ScenarioCommand: ParsableCommand {
     @Flag(help: "Print a machine-readable JSON report.")
     var json = false
 
+    @Option(help: "The model's design for files without a `design` line: \(KernelDesign.all.map(\.name).joined(separator: ", ")) (default linux-2.6.38).")
+    var design: String?
+
     func validate() throws {
         if native && compare { throw ValidationError("--native and --compare exclude each other") }
+        if let design, KernelDesign.named(design) == nil {
+            throw ValidationError("--design: no design '\(design)' (known: \(KernelDesign.all.map(\.name).joined(separator: ", ")))")
+        }
     }
 
     func run() throws {
@@ -43,7 +50,7 @@ struct ScenarioCommand: ParsableCommand {
             }
         }
         let model: (Scenario) -> () throws(ScenarioError) -> any ScenarioBackend = { scenario in
-            { () throws(ScenarioError) in try makeModelScenarioBackend(design: scenario.design, memoryBytes: scenario.memoryBytes) }
+            { () throws(ScenarioError) in try makeModelScenarioBackend(design: scenario.design ?? design, memoryBytes: scenario.memoryBytes) }
         }
         let passed: Bool
         if compare {

@@ -42,10 +42,11 @@ struct RandomizedRun {
     let windowPages: UInt64
     let pageLimit: Int
 
-    init(seed: UInt64, hugepages: Bool = false) {
+    init(seed: UInt64, hugepages: Bool = false, design: KernelDesign = .linux2_6_38) {
         rng = SplitMix64(seed: seed)
         self.hugepages = hugepages
-        kernel = hugepages ? TestMachine.kernel(memory: 32 << 20, enabled: .always) : TestMachine.kernel(memory: 12 << 20)
+        kernel = hugepages ? TestMachine.kernel(memory: 32 << 20, design: design, enabled: .always)
+                           : TestMachine.kernel(memory: 12 << 20, design: design)
         windowPages = hugepages ? 4608 : 768
         pageLimit = hugepages ? 1200 : 300
         processes = [ShadowProcess(kernel.createAddressSpace()!)]
@@ -206,7 +207,7 @@ struct RandomizedRun {
     mutating func hugeOperation(_ p: ShadowProcess) -> String {
         let mm = p.mm
         switch random(10) {
-        case 0..<6:
+        case 0..<5:
             let pages: UInt64 = 512 * (1 + random(2)) + (random(3) == 0 ? random(64) : 0)
             let at = VirtualAddress((randomHugeSlot() + (random(4) == 0 ? random(512) : 0)) << 12)
             let replaced = (0..<pages).filter { p.pages[at.pageNumber + $0] != nil }.count
@@ -220,6 +221,10 @@ struct RandomizedRun {
                 failures.append("huge mmap \(at) \(pages)p failed: \(error)")
                 return "huge mmap"
             }
+        case 6 where kernel.design.deferredSplit:
+            // The deferred-split shrinker, as memory pressure would run it.
+            let freed = kernel.deferredSplitScan()
+            return "deferred split scan: \(freed) pages freed"
         case 5:
             var settings = kernel.hugepageSettings
             settings.enabled = [.always, .always, .madvise, .madvise, .never][Int(random(5))]
@@ -344,5 +349,19 @@ struct RandomizedTests {
         let thp = run.kernel.vmstat
         print("randomized huge-page test: thp_fault_alloc \(thp[.thpFaultAlloc]), thp_split_page \(thp[.thpSplitPage]), thp_split_pmd \(thp[.thpSplitPMD]), thp_zero_page_alloc \(thp[.thpZeroPageAlloc]), thp_fault_fallback \(thp[.thpFaultFallback])")
         #expect(thp[.thpFaultAlloc] > 0 && thp[.thpSplitPage] > 0, "the run never exercised huge pages")
+    }
+
+    @Test("linux-6.18: random operations with PTE-mapped THPs, deferred splits and folio splits keep every byte and invariant")
+    func randomOperationsWithHugepagesToday() {
+        let seed = Self.seed ^ 0x618
+        let steps = ProcessInfo.processInfo.environment["THPSIM_HUGE_STEPS"].flatMap { Int($0) } ?? 2_000
+        print("randomized linux-6.18 test: seed \(seed) (replay with THPSIM_SEED=\(Self.seed)), \(steps) steps")
+        var run = RandomizedRun(seed: seed, hugepages: true, design: .linux6_18)
+        run.run(steps: steps)
+        #expect(run.failures.isEmpty, "seed \(seed): \(run.failures.first ?? "")")
+        let thp = run.kernel.vmstat
+        print("randomized linux-6.18 test: thp_fault_alloc \(thp[.thpFaultAlloc]), thp_split_pmd \(thp[.thpSplitPMD]), thp_split_page \(thp[.thpSplitPage]), thp_split_page_failed \(thp[.thpSplitPageFailed]), thp_deferred_split_page \(thp[.thpDeferredSplitPage])")
+        #expect(thp[.thpFaultAlloc] > 0 && thp[.thpSplitPMD] > 0 && thp[.thpSplitPage] > 0 && thp[.thpDeferredSplitPage] > 0,
+                "the run never exercised PTE-mapped THPs and their splits")
     }
 }

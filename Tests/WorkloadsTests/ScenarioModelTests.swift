@@ -22,6 +22,24 @@ struct ScenarioModelTests {
         return names.filter { $0.hasSuffix(".scen") }.sorted().map { folder.appendingPathComponent($0).path }
     }
 
+    /// The scenarios where both designs agree with Linux 6.18.
+    static func sharedTHPFiles() -> [String] {
+        let folder = root.appendingPathComponent("scenarios/thp")
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: folder.path)) ?? []
+        return names.filter { $0.hasSuffix(".scen") }.sorted().map { folder.appendingPathComponent($0).path }
+    }
+
+    @Test("each scenario of scenarios/thp passes on the linux-6.18 design too", arguments: sharedTHPFiles())
+    func runOnToday(path: String) throws {
+        let scenario = try ScenarioParser.parse(try String(contentsOfFile: path, encoding: .utf8), file: path)
+        #expect(scenario.design == nil, "scenarios/thp files name no design")
+        let report = ScenarioRunner.run(scenario, on: "model") { () throws(ScenarioError) in
+            try makeModelScenarioBackend(design: "linux-6.18", memoryBytes: scenario.memoryBytes)
+        }
+        #expect(report.passed, "\(report.text)")
+        #expect(report.results.allSatisfy { $0.status != .skipped }, "\(report.text)")
+    }
+
     @Test("pending scenarios parse", arguments: pendingFiles())
     func pendingParse(path: String) throws {
         _ = try ScenarioParser.parse(try String(contentsOfFile: path, encoding: .utf8), file: path)

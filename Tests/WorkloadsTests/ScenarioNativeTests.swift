@@ -65,16 +65,16 @@ struct ScenarioNativeTests {
         #expect(before == after, "the enabled tunable was restored")
     }
 
-    @Test("the THP scenarios pass on the live kernel and on the model (--compare)",
+    @Test("the linux-6.18 conformance suite agrees with the live kernel (scenarios/thp and scenarios/thp-6.18, --design linux-6.18)",
           .enabled(if: isRoot, "native scenarios need root"),
           .enabled(if: hasTHP, "this kernel has no /sys/kernel/mm/transparent_hugepage"),
           .enabled(if: thpsim != nil, "the thpsim binary was not found next to the test bundle (run swift build)"))
-    func thp() throws {
-        let files = Self.thpFiles()
-        #expect(files.count >= 10)
+    func conformance() throws {
+        let files = Self.thpFiles() + Self.files(in: "scenarios/thp-6.18")
+        #expect(files.count >= Self.thpFiles().count + 5)
         let knobs = ["enabled", "defrag", "use_zero_page"].map { "/sys/kernel/mm/transparent_hugepage/\($0)" }
         let before = try knobs.map { try String(contentsOfFile: $0, encoding: .utf8) }
-        let (status, output) = try Self.runThpsim(["scenario", "--compare", "--json"] + files)
+        let (status, output) = try Self.runThpsim(["scenario", "--compare", "--design", "linux-6.18", "--json"] + files)
         #expect(status == 0, "\(output)")
         let object = try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [String: Any]
         #expect(object?["passed"] as? Bool == true)

@@ -44,6 +44,7 @@ extension AddressSpace {
             switch copyHugePMD(pmd, index, haddr, into: child) {
             case .handled: return .handled
             case .notHuge: return .retry
+            case .splitFirst: return .split
             case .outOfMemory: return .stop
             }
         }) { table, from, to in
@@ -51,13 +52,24 @@ extension AddressSpace {
                   let childTable = child.pteTable(under: childPMD, childIndex) else { return false }
             let lock = kernel.splitLock(table)
             lock.spinLock()
+            defer { lock.spinUnlock() }
             var va = from
             while va < to {
                 let index = va.tableIndex(.pte)
                 var entry = table[index]
                 if entry.isMapped {
+                    if !entry.isSpecial && !vma.isShared && kernel.design.pinsAreVisible
+                        && frames.flags(entry.pfn).contains(.anonExclusive) && kernel.folioMaybeDMAPinned(entry.pfn) {
+                        // The parent's page may be pinned for DMA: the child gets a copy, the parent keeps
+                        // the page it pinned, writable (Linux 5.9+: `copy_present_page()`).
+                        guard let copy = copyPinnedPage(entry, vma) else { return false }
+                        child.mapPage(copy.pfn)
+                        childTable.set(index, copy)
+                        va = va + PageGeometry.pageSize
+                        continue
+                    }
                     if !entry.isSpecial {
-                        frames.addRefcount(entry.pfn, 1)
+                        kernel.getPage(entry.pfn)
                         child.mapPage(entry.pfn)
                         if !vma.isShared {
                             frames.removeFlags(entry.pfn, .anonExclusive)
@@ -74,8 +86,20 @@ extension AddressSpace {
                 }
                 va = va + PageGeometry.pageSize
             }
-            lock.spinUnlock()
             return true
         }
+    }
+
+    /// A copy of the page `entry` maps, for the child, as the entry the child maps it with: writable
+    /// when the VMA is, dirty and exclusive. Nil when no page is free (fork fails with ENOMEM). The
+    /// allocation does not reclaim: the caller holds a page-table lock (Linux preallocates instead).
+    private func copyPinnedPage(_ entry: PageTableEntry, _ vma: VMA) -> PageTableEntry? {
+        guard let copy = kernel.memory.allocateFolio(order: .base, kind: .anonymous, zeroed: false) else { return nil }
+        kernel.countAllocation(pages: 1)
+        kernel.memory.frames.insertFlags(copy, [.anonExclusive, .swapBacked])
+        if let storage = kernel.memory.storage { storage.copy(from: entry.pfn, to: copy) }
+        var bits = entry.rawValue & ~PageTableEntry.pfnMask | PageTableEntry.dirtyBit
+        if vma.flags.contains(.write) { bits |= PageTableEntry.writableBit }
+        return PageTableEntry(pfn: copy, bits: bits)
     }
 }

@@ -43,7 +43,12 @@ extension AddressSpace {
                 }
                 start = fixedAt
             } else {
-                start = try unmappedArea(length: rounded, hint: hint)
+                // Linux 6.7+ (6.10+: lengths that are multiples of 2 MiB only): private anonymous
+                // mappings without a hint start on a 2 MiB boundary, so THPs can map them whole
+                // (`__get_unmapped_area()` → `thp_get_unmapped_area_vmflags()`).
+                let alignTHP = kernel.design.alignsLargeAnonymousMappings && hint == nil && !flags.contains(.shared)
+                    && rounded % PageGeometry.pmdSize == 0
+                start = try unmappedArea(length: rounded, hint: hint, alignment: alignTHP ? PageGeometry.pmdSize : PageGeometry.pageSize)
             }
             guard vmas.count < Self.maxMapCount else { throw .ENOMEM }
             var vmFlags = VMFlags([.mayRead, .mayWrite, .mayExec]).with(protection: protection)
@@ -68,8 +73,9 @@ extension AddressSpace {
     }
 
     /// Finds room for `length` bytes: the hint if it is free, otherwise the highest gap below
-    /// `mmapBase` (Linux: `arch_get_unmapped_area_topdown()`). Throws ENOMEM when none is left.
-    func unmappedArea(length: UInt64, hint: VirtualAddress?) throws(Errno) -> VirtualAddress {
+    /// `mmapBase`, starting at a multiple of `alignment` (Linux: `arch_get_unmapped_area_topdown()`,
+    /// `vm_unmapped_area()` with `align_mask`). Throws ENOMEM when none is left.
+    func unmappedArea(length: UInt64, hint: VirtualAddress?, alignment: UInt64 = PageGeometry.pageSize) throws(Errno) -> VirtualAddress {
         if let hint {
             let aligned = hint.alignedUp(PageGeometry.pageSize)
             if aligned >= Self.mmapMinAddress, aligned.rawValue <= PageGeometry.userAddressLimit - length,
@@ -83,7 +89,10 @@ extension AddressSpace {
         while true {
             let floor = i > 0 ? vmas[i - 1].end : Self.mmapMinAddress
             let gapTop = min(ceiling, i < vmas.count ? vmas[i].start : ceiling)
-            if gapTop > floor && gapTop - floor >= length { return gapTop - length }
+            if gapTop > floor && gapTop - floor >= length {
+                let start = (gapTop - length).alignedDown(alignment)
+                if start >= floor { return start }
+            }
             if i == 0 { throw .ENOMEM }
             i -= 1
             ceiling = vmas[i].start

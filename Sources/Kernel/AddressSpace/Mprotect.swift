@@ -62,9 +62,12 @@ extension AddressSpace {
                 if old.isMapped {
                     var writable = false
                     if prot.contains(.write) && !old.isSpecial {
+                        // Today's exclusive mark is exact (Linux 5.19+: `can_change_pte_writable()`); the
+                        // 2010 design also asks that nobody else holds the page.
                         writable = vma.isShared
-                            || (frames.refcount(old.pfn) == 1 && frames.mapcount(old.pfn) == 1
-                                && frames.flags(old.pfn).contains(.anonExclusive))
+                            || (kernel.design.pinsAreVisible ? frames.flags(old.pfn).contains(.anonExclusive)
+                                : frames.refcount(old.pfn) == 1 && frames.mapcount(old.pfn) == 1
+                                    && frames.flags(old.pfn).contains(.anonExclusive))
                     }
                     table.set(index, old.withProtection(prot, writable: writable))
                 }

@@ -118,7 +118,7 @@ extension AddressSpace {
                         done += PageGeometry.pmdSize
                         continue
                     case .outOfMemory: return done
-                    case .notHuge: break
+                    case .notHuge, .splitFirst: break
                     }
                 }
                 splitHugePMD(pmd, index, from.alignedDown(PageGeometry.pmdSize))

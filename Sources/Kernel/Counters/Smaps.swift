@@ -71,7 +71,14 @@ extension AddressSpace {
         var referenced: UInt64 = 0, anonymous: UInt64 = 0, anonHuge: UInt64 = 0
         // One mapped piece: `size` bytes of the folio headed by `pfn`, mapped by `entry`.
         func account(_ pfn: PFN, _ entry: PageTableEntry, _ size: UInt64) {
-            let mapcount = UInt64(max(frames.mapcount(pfn), 1))
+            // A page's mappings: the PMDs that map its folio whole, and (today) the PTEs that map it.
+            var mappings = frames.mapcount(pfn)
+            if entry.isHuge {
+                mappings = kernel.entireMapcount(pfn)
+            } else if kernel.design.mapcounts == .perPage && kernel.isInLargeFolio(pfn) {
+                mappings += kernel.entireMapcount(frames.head(of: pfn))
+            }
+            let mapcount = UInt64(max(mappings, 1))
             let dirty = entry.isDirty || frames.flags(pfn).contains(.dirty)
             rss += size
             pss += size / mapcount

@@ -133,7 +133,7 @@ extension AddressSpace {
         lock.spinLock()
         let old = table[index]
         guard old.isMapped, !old.isWritable else { lock.spinUnlock(); return .handled }
-        if !old.isSpecial && frames.refcount(old.pfn) == 1 && frames.mapcount(old.pfn) == 1 {
+        if !old.isSpecial && canReuseOnWrite(old.pfn, table) {
             // Exclusive: nobody else can see the page, so make it writable in place.
             frames.insertFlags(old.pfn, .anonExclusive)
             table.set(index, PageTableEntry(pfn: old.pfn, bits: bits))
@@ -163,6 +163,29 @@ extension AddressSpace {
             if !old.isSpecial { unmapPage(old.pfn) }
             return .handled
         }
+    }
+
+    /// Whether a write may reuse the write-protected private page `pfn` in place. 2010: only this PTE
+    /// maps it and nobody holds it. Today: it is marked exclusive; or, of a small folio, the only
+    /// reference is this mapping's; or, of a large folio, every reference is a mapping in this PTE table
+    /// — a cheap, sound stand-in for Linux's "mapped by one mm only" (Linux 6.18: `do_wp_page()` →
+    /// `wp_can_reuse_anon_folio()`; 2.6.38: `reuse_swap_page()`).
+    /// - Precondition: the table's lock is held.
+    func canReuseOnWrite(_ pfn: PFN, _ table: PageTable) -> Bool {
+        let frames = kernel.memory.frames
+        guard kernel.design.pinsAreVisible else { return frames.refcount(pfn) == 1 && frames.mapcount(pfn) == 1 }
+        if frames.flags(pfn).contains(.anonExclusive) { return true }
+        guard kernel.isInLargeFolio(pfn) else { return frames.refcount(pfn) == 1 }
+        let head = frames.head(of: pfn)
+        let references = frames.refcount(head)
+        guard kernel.entireMapcount(head) == 0, references <= Int32(PageGeometry.entriesPerTable) else { return false }
+        let pages = UInt32(frames.order(head).pages)
+        var here: Int32 = 0
+        for i in 0..<PageGeometry.entriesPerTable {
+            let e = table[i]
+            if e.isMapped && !e.isSpecial && e.pfn.rawValue &- head.rawValue < pages { here += 1 }
+        }
+        return here == references
     }
 
     /// First touch of shared anonymous memory: map the object's page, writable if the VMA is

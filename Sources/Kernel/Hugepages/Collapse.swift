@@ -130,7 +130,7 @@ extension AddressSpace {
             }
             precondition(entry.isMapped, "a PTE that is neither empty nor mapped: \(entry)")
             let pfn = entry.pfn
-            precondition(frames.kind(pfn) == .anonymous && !frames.flags(pfn).contains(.head),
+            precondition(frames.kind(pfn) == .anonymous && (kernel.design.mapcounts == .perPage || !frames.flags(pfn).contains(.head)),
                          "a private anonymous PTE maps \(frames.kind(pfn)) frame \(pfn)")
             let mapcount = frames.mapcount(pfn)
             if mapcount > 1 {
@@ -140,7 +140,13 @@ extension AddressSpace {
                     return .exceedSharedPTE
                 }
             }
-            if frames.refcount(pfn) != mapcount { return .pageCount }
+            // A page of a large folio (today's design) counts its references in the folio.
+            if kernel.isInLargeFolio(pfn) {
+                let head = frames.head(of: pfn)
+                if frames.refcount(head) != kernel.folioMapcount(head) { return .pageCount }
+            } else if frames.refcount(pfn) != mapcount {
+                return .pageCount
+            }
             if entry.isAccessed || frames.flags(pfn).contains(.referenced) { referenced += 1 }
         }
         // With pages to swap in, khugepaged wants half the others young (Linux: the `unmapped &&

@@ -58,6 +58,7 @@ extension Kernel {
         let remaining = memory.frames.addRefcount(head, -1)
         precondition(remaining >= 0, "refcount underflow on \(head)")
         if remaining == 0 {
+            unqueueDeferredSplit(head)
             vmstat.count(.pgfree, memory.frames.order(head).pages)
             memory.freeFolio(head)
         }

@@ -2,7 +2,9 @@ import VMCore
 import PhysicalMemory
 
 extension AddressSpace {
-    /// A write to a write-protected huge PMD (Linux 2.6.38: `do_huge_pmd_wp_page()`).
+    /// A write to a write-protected huge PMD (Linux 2.6.38: `do_huge_pmd_wp_page()`). Today's design
+    /// reuses a page marked exclusive or held by this PMD alone, and otherwise splits the PMD and copies
+    /// 4 KiB (Linux 5.8+).
     ///
     /// - The huge zero page: allocate a zeroed huge page and map it writable (Linux 3.8:
     ///   `do_huge_pmd_wp_zero_page()`); without one, split the PMD into zero-page PTEs and let the 4 KiB
@@ -22,14 +24,22 @@ extension AddressSpace {
         lock.spinLock()
         guard pmd[index] == orig else { lock.spinUnlock(); return .done(.handled) }
         let head = orig.pfn
+        let reuse: Bool
         switch kernel.design.hugeCOWReuse {
-        case .mapcountOne:
-            if frames.mapcount(head) == 1 {
-                frames.insertFlags(head, .anonExclusive)
-                pmd.set(index, orig.makingWritable().makingDirty().makingYoung())
-                lock.spinUnlock()
-                return .done(.handled)
-            }
+        case .mapcountOne: reuse = frames.mapcount(head) == 1
+        case .anonExclusive: reuse = frames.flags(head).contains(.anonExclusive) || frames.refcount(head) == 1
+        }
+        if reuse {
+            frames.insertFlags(head, .anonExclusive)
+            pmd.set(index, orig.makingWritable().makingDirty().makingYoung())
+            lock.spinUnlock()
+            return .done(.handled)
+        }
+        if kernel.design.hugeCOWCopy == .splitPMDCopyPage {
+            // Linux 5.8+: split the PMD; the 4 KiB path copies the one page written.
+            lock.spinUnlock()
+            splitHugePMD(pmd, index, haddr)
+            return .fallback
         }
         kernel.getPage(head)  // keeps the page while the lock is dropped for the allocation
         lock.spinUnlock()

@@ -88,6 +88,9 @@ extension AddressSpace {
         mapHugePage(head, at: haddr)
         pmd.set(index, PageTableEntry(pfn: head, bits: bits))
         lock.spinUnlock()
+        // Linux 6.12+: every new THP is queued, so that the shrinker can split it if it stays mostly
+        // zero (`map_anon_folio_pmd()` → `deferred_split_folio(folio, false)`).
+        kernel.deferredSplitFolio(head, partiallyMapped: false)
         kernel.vmstat.count(.thpFaultAlloc)
         return .done(.handled)
     }
@@ -105,29 +108,6 @@ extension AddressSpace {
         }
         lock.spinUnlock()
         return .handled
-    }
-
-    /// Records a new PMD mapping of the huge page `head` at `haddr`: its mapcount, the counters behind
-    /// `AnonHugePages` (and `AnonPages`, by design) when it was unmapped, and the split's reverse map (Linux:
-    /// `page_add_new_anon_rmap()` / `page_add_anon_rmap()` for a compound page).
-    /// - Precondition: the PMD lock is held; the caller's reference becomes the mapping's.
-    func mapHugePage(_ head: PFN, at haddr: VirtualAddress) {
-        if kernel.memory.frames.addMapcount(head, 1) == 1 {
-            if kernel.design.anonPagesCountHugePages { kernel.vmstat.modify(.nrAnonPages, PageGeometry.pmdOrder.pages) }
-            kernel.vmstat.modify(.nrAnonTransparentHugepages, 1)
-        }
-        kernel.hugeMappings.add(head, self, haddr)
-    }
-
-    /// Drops the PMD mapping of `head` at `haddr` (Linux: `page_remove_rmap()` of a compound page);
-    /// the caller puts the mapping's reference.
-    /// - Precondition: the PMD lock is held.
-    func unmapHugePage(_ head: PFN, at haddr: VirtualAddress) {
-        kernel.hugeMappings.remove(head, self, haddr)
-        if kernel.memory.frames.addMapcount(head, -1) == 0 {
-            if kernel.design.anonPagesCountHugePages { kernel.vmstat.modify(.nrAnonPages, -PageGeometry.pmdOrder.pages) }
-            kernel.vmstat.modify(.nrAnonTransparentHugepages, -1)
-        }
     }
 
     /// Waits until the split that marked the PMD at `index` has turned it into a PTE table (Linux

@@ -10,6 +10,8 @@ enum HugePMDStep: Equatable {
     case notHuge
     /// Memory ran out.
     case outOfMemory
+    /// The PMD must be split and its PTEs handled one by one (fork of a page that may be pinned).
+    case splitFirst
 }
 
 extension AddressSpace {
@@ -86,6 +88,15 @@ extension AddressSpace {
             return .notHuge
         }
         precondition(childPMD[childIndex].isNone, "fork found the child's PMD at \(haddr) in use")
+        if !entry.isSpecial && kernel.design.pinsAreVisible && frames.flags(entry.pfn).contains(.anonExclusive)
+            && kernel.folioMaybeDMAPinned(entry.pfn) {
+            // A page that may be pinned is not shared: split the PMD, and copy per page (Linux 5.9+:
+            // `copy_huge_pmd()` → `__split_huge_pmd()`, `-EAGAIN`).
+            lock.spinUnlock()
+            childLock.spinUnlock()
+            kernel.freeTable(deposit)
+            return .splitFirst
+        }
         if entry.isSpecial {
             frames.addRefcount(entry.pfn, 1)
         } else {

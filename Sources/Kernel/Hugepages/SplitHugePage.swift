@@ -20,9 +20,14 @@ import PhysicalMemory
 extension AddressSpace {
     /// Splits the huge PMD at `index` of `pmd` (mapping `haddr`): the huge zero page is replaced by 512
     /// zero-page PTEs; an anonymous huge page is split with every PMD that maps it. Does nothing if the
-    /// PMD is not huge (any more) (Linux 2.6.38: `split_huge_page_pmd()`).
+    /// PMD is not huge (any more) (Linux 2.6.38: `split_huge_page_pmd()`). In today's design only this
+    /// PMD is split and the folio stays whole (`splitHugePMDKeepingFolio`).
     /// - Precondition: the mmap lock is held; no page-table lock is.
     func splitHugePMD(_ pmd: PageTable, _ index: Int, _ haddr: VirtualAddress) {
+        guard kernel.design.splitPMDSplitsPage else {
+            splitHugePMDKeepingFolio(pmd, index, haddr)
+            return
+        }
         let lock = pmdLock(pmd)
         lock.spinLock()
         let entry = pmd[index]
@@ -58,7 +63,7 @@ extension AddressSpace {
 
     /// Replaces a huge zero PMD by a table of 512 zero-page PTEs (Linux: `__split_huge_zero_page_pmd()`).
     /// - Precondition: the PMD lock is held.
-    private func splitHugeZeroPMD(_ pmd: PageTable, _ index: Int, _ entry: PageTableEntry) {
+    func splitHugeZeroPMD(_ pmd: PageTable, _ index: Int, _ entry: PageTableEntry) {
         let table = withdrawTable(from: pmd)
         let bits = subpageBits(entry)
         for i in 0..<PageGeometry.entriesPerTable {
@@ -71,7 +76,7 @@ extension AddressSpace {
 
     /// The bits of each PTE that replaces a huge PMD: protection, write, dirty and accessed stay; the
     /// page-size, splitting and special bits go.
-    private func subpageBits(_ entry: PageTableEntry) -> UInt64 {
+    func subpageBits(_ entry: PageTableEntry) -> UInt64 {
         entry.rawValue & ~PageTableEntry.pfnMask
             & ~(PageTableEntry.hugeBit | PageTableEntry.splittingBit | PageTableEntry.specialBit)
     }
@@ -212,7 +217,8 @@ extension AddressSpace {
     /// `split_huge_pages_pid()`). The huge zero page is left alone, as Linux skips it.
     @discardableResult
     public func splitHugePages(_ start: VirtualAddress, length: UInt64) -> Int {
-        mmapLock.withReadLock {
+        guard kernel.design.splitPMDSplitsPage else { return splitFolios(start, length: length) }
+        return mmapLock.withReadLock {
             var split = 0
             let end = start + length
             for vma in vmas.areas where vma.end > start && vma.start < end {
@@ -224,5 +230,37 @@ extension AddressSpace {
             }
             return split
         }
+    }
+}
+
+extension AddressSpace {
+    /// Today's `split_huge_pages_pid()`: every large anonymous folio mapped in the range, by a PMD or
+    /// by PTEs, is split with `splitFolio` (which fails for pinned ones); returns how many were split.
+    func splitFolios(_ start: VirtualAddress, length: UInt64) -> Int {
+        let frames = kernel.memory.frames
+        let end = start + length
+        // Collect the folios with a reference each, then split them without this mm's lock held.
+        let heads: [PFN] = mmapLock.withReadLock {
+            var found: [PFN] = []
+            func consider(_ pfn: PFN) {
+                guard frames.kind(pfn) == .anonymous, kernel.isInLargeFolio(pfn) else { return }
+                let head = frames.head(of: pfn)
+                if found.last != head && !found.contains(head) && frames.tryGetReference(head) { found.append(head) }
+            }
+            for vma in vmas.areas where vma.end > start && vma.start < end && !vma.isShared {
+                forEachMappedPage(max(vma.start, start), min(vma.end, end), huge: { _, entry in
+                    if !entry.isSpecial { consider(entry.pfn) }
+                }) { _, entry in
+                    if !entry.isSpecial { consider(entry.pfn) }
+                }
+            }
+            return found
+        }
+        var split = 0
+        for head in heads {
+            if kernel.splitFolio(head) == .split { split += 1 }
+            kernel.putPage(head)
+        }
+        return split
     }
 }

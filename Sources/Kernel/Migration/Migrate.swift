@@ -156,7 +156,7 @@ extension AddressSpace {
     /// Under the entry's lock, replaces the PTE (or huge PMD) at `va` by what `change` returns for the
     /// current entry, unless it returns nil; returns the entry it replaced, or nil.
     /// - Precondition: the mmap lock is held.
-    fileprivate func exchangeMigrationEntry(_ va: VirtualAddress, huge: Bool,
+    func exchangeMigrationEntry(_ va: VirtualAddress, huge: Bool,
                                             _ change: (PageTableEntry) -> PageTableEntry?) -> PageTableEntry? {
         guard let (pmd, pmdIndex) = walk(va, to: .pmd, allocate: false) else { return nil }
         let table: PageTable, index: Int, lock: UnsafeMutablePointer<Atomic<UInt32>>

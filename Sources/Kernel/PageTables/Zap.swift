@@ -49,21 +49,4 @@ extension AddressSpace {
         removeMapping(pfn)
         kernel.putPage(pfn)
     }
-
-    /// Drops one mapping of a page, keeping the reference for the caller to put after the flush
-    /// (Linux: `folio_remove_rmap_pte()`).
-    func removeMapping(_ pfn: PFN) {
-        let frames = kernel.memory.frames
-        if frames.addMapcount(pfn, -1) == 0, frames.kind(pfn) == .anonymous {
-            kernel.vmstat.modify(.nrAnonPages, -1)
-        }
-    }
-
-    /// Records one more mapping of a page (Linux: `folio_add_anon_rmap_pte()`, `folio_add_new_anon_rmap()`).
-    @inline(__always) func mapPage(_ pfn: PFN) {
-        let frames = kernel.memory.frames
-        if frames.addMapcount(pfn, 1) == 1, frames.kind(pfn) == .anonymous {
-            kernel.vmstat.modify(.nrAnonPages, 1)
-        }
-    }
 }

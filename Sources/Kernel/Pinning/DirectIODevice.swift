@@ -34,10 +34,10 @@ public final class DirectIODevice: @unchecked Sendable {
         let first = buffer.alignedDown(PageGeometry.pageSize)
         let last = (buffer + UInt64(length) - 1).alignedDown(PageGeometry.pageSize)
         let count = Int((last - first) >> PageGeometry.pageShift) + 1
-        switch mm.getUserPagesFast(first, count: count, write: direction == .read, cpu: cpu) {
+        switch mm.pinUserPagesFast(first, count: count, write: direction == .read, cpu: cpu) {
         case .failure(let errno): return .failure(errno)
         case .success(let pages) where pages.count < count:
-            kernel.putUserPages(pages)
+            kernel.releasePinnedPages(pages)
             return .failure(.EFAULT)
         case .success(let pages):
             return .success(Request(direction: direction, pages: pages, offset: buffer.pageOffset, length: length))
@@ -58,7 +58,7 @@ public final class DirectIODevice: @unchecked Sendable {
             done += chunk
             offset = 0
         }
-        kernel.putUserPages(request.pages)
+        kernel.releasePinnedPages(request.pages)
     }
 
     /// Completes a write: DMA out of the pinned frames, then unpin; returns the bytes the device got.
@@ -74,7 +74,7 @@ public final class DirectIODevice: @unchecked Sendable {
             out.append(contentsOf: bytes[offset..<(offset + chunk)])
             offset = 0
         }
-        kernel.putUserPages(request.pages)
+        kernel.releasePinnedPages(request.pages)
         return out
     }
 }

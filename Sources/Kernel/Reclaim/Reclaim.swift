@@ -55,6 +55,12 @@ extension Kernel {
     public func reclaim(pages target: Int) -> Int {
         guard target > 0 else { return 0 }
         let before = memory.freePages
+        // The shrinkers first: split partially mapped THPs, freeing their unused pages (Linux:
+        // `shrink_slab()` → `deferred_split_scan()`).
+        if deferredSplitScan() >= target {
+            kswapd.count(memory.freePages - before)
+            return memory.freePages - before
+        }
         let spaces = addressSpaces.filter { !$0.hasExited }
         guard !spaces.isEmpty else { return 0 }
         var (pid, address) = kswapd.hand.withLock { $0 }
@@ -122,6 +128,16 @@ extension AddressSpace {
                             pmd.set(index, entry.makingOld())
                             lock.spinUnlock()
                             return .handled
+                        }
+                        if !kernel.design.splitPMDSplitsPage && entry.isHuge && !entry.isSplitting && !entry.isSpecial {
+                            // Today: split the folio (every mapping of it), then swap its pages out one by
+                            // one; a pinned or busy folio is left alone (Linux: `shrink_folio_list()` →
+                            // `split_folio_to_list()` when the THP cannot go to swap whole).
+                            kernel.getPage(entry.pfn)
+                            lock.spinUnlock()
+                            _ = kernel.splitFolio(entry.pfn)
+                            kernel.putPage(entry.pfn)
+                            return pmd[index].isHuge ? .handled : .retry
                         }
                         lock.spinUnlock()
                         return entry.isSpecial ? .handled : .split

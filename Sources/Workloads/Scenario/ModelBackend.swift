@@ -13,7 +13,7 @@ public func makeModelScenarioBackend(design: String?, memoryBytes: UInt64?) thro
 ///
 /// THP knobs other than `enabled`, `defrag`, `use_zero_page` and `khugepaged/*` are reported as
 /// unsupported, which skips the expectations after them with that reason rather than comparing
-/// against behaviour not yet built; so is the `linux-6.18` design.
+/// against behaviour not yet built.
 final class ModelScenarioBackend: ScenarioBackend {
     typealias Process = AddressSpace
     let kernel: Kernel
@@ -27,7 +27,6 @@ final class ModelScenarioBackend: ScenarioBackend {
     init(design: String?, memoryBytes: UInt64?) throws(ScenarioError) {
         let chosen = design ?? Self.defaultDesign.name
         guard let kernelDesign = KernelDesign.named(chosen) else {
-            if chosen == "linux-6.18" { throw .unsupported("the model's linux-6.18 design is not built yet") }
             throw .unsupported("the model has no design '\(chosen)' (known: \(KernelDesign.all.map(\.name).joined(separator: ", ")))")
         }
         self.design = chosen

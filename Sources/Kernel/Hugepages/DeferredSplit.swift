@@ -1,0 +1,106 @@
+import Synchronization
+import VMCore
+import PhysicalMemory
+
+/// The deferred-split queue of today's design: large folios that may be worth splitting later —
+/// partially unmapped ones, whose unmapped pages are wasted until the folio is split, and (6.12+) every
+/// new THP, in case it turns out mostly zero. A shrinker splits them under memory pressure (Linux:
+/// `struct deferred_split`, `deferred_split_folio()`, `deferred_split_scan()`).
+///
+/// The queue holds no reference: a folio freed while queued leaves the queue first
+/// (`unqueueDeferredSplit`, Linux: `folio_unqueue_deferred_split()` in the free path). Membership is the
+/// head's `.deferredSplit` flag, changed only under the queue's lock.
+final class DeferredSplitQueue: Sendable {
+    let folios = SpinLocked<[UInt32]>([])
+    init() {}
+    /// Folios on the queue (Linux: `split_queue_len`).
+    var count: Int { folios.withLock { $0.count } }
+}
+
+extension Kernel {
+    /// Queues the large folio `head` for a deferred split; `partiallyMapped` marks it as having
+    /// unmapped pages, counted once per folio as `thp_deferred_split_page` (Linux:
+    /// `deferred_split_folio()`).
+    func deferredSplitFolio(_ head: PFN, partiallyMapped: Bool = true) {
+        guard design.deferredSplit else { return }
+        let frames = memory.frames
+        deferredSplitQueue.folios.withLock { queue in
+            // The folio may be freed or split meanwhile by its last unmapper; both unqueue under this lock.
+            let flags = frames.flags(head)
+            guard flags.contains(.head), frames.refcount(head) > 0 else { return }
+            if partiallyMapped && !flags.contains(.partiallyMapped) {
+                frames.insertFlags(head, .partiallyMapped)
+                if frames.order(head) == PageGeometry.pmdOrder { vmstat.count(.thpDeferredSplitPage) }
+            }
+            if !flags.contains(.deferredSplit) {
+                frames.insertFlags(head, .deferredSplit)
+                queue.append(head.rawValue)
+            }
+        }
+    }
+
+    /// Takes `head` off the queue if it is on it (Linux: `folio_unqueue_deferred_split()`).
+    func unqueueDeferredSplit(_ head: PFN) {
+        let frames = memory.frames
+        guard frames.flags(head).contains(.deferredSplit) else { return }
+        deferredSplitQueue.folios.withLock { queue in
+            guard frames.flags(head).contains(.deferredSplit) else { return }
+            frames.removeFlags(head, [.deferredSplit, .partiallyMapped])
+            if let i = queue.firstIndex(of: head.rawValue) { queue.remove(at: i) }
+        }
+    }
+
+    /// The deferred-split shrinker: looks at up to `limit` queued folios, splits the partially mapped
+    /// ones (freeing their unmapped pages) and, when `shrink_underused` is on, the fully mapped ones
+    /// with more than `max_ptes_none` zero-filled pages, whose zero pages become the shared zero page
+    /// (`thp_underused_split_page`). Folios that cannot be split now stay queued. Returns the pages
+    /// freed (Linux: `deferred_split_scan()`, `thp_underused()`).
+    @discardableResult
+    public func deferredSplitScan(limit: Int = 128) -> Int {
+        guard design.deferredSplit else { return 0 }
+        let frames = memory.frames
+        let before = memory.freePages
+        // Take a batch off the queue, each with a reference so that it cannot be freed meanwhile.
+        let batch: [PFN] = deferredSplitQueue.folios.withLock { queue in
+            var taken: [PFN] = []
+            while taken.count < limit, !queue.isEmpty {
+                let head = PFN(queue.removeFirst())
+                if frames.tryGetReference(head) {
+                    frames.removeFlags(head, .deferredSplit)
+                    taken.append(head)
+                } else {
+                    // Being freed: its free path finds it off the queue.
+                    frames.removeFlags(head, [.deferredSplit, .partiallyMapped])
+                }
+            }
+            return taken
+        }
+        for head in batch {
+            if frames.flags(head).contains(.partiallyMapped) {
+                if splitFolio(head) != .split { deferredSplitFolio(head, partiallyMapped: false) }
+            } else if hugepageSettings.shrinkUnderused && isUnderused(head) {
+                if splitFolio(head, useZeroPage: true) == .split {
+                    vmstat.count(.thpUnderusedSplitPage)
+                } else {
+                    deferredSplitFolio(head, partiallyMapped: false)
+                }
+            }
+            putPage(head)
+        }
+        return max(0, memory.freePages - before)
+    }
+
+    /// Whether more than `max_ptes_none` of the folio's pages hold only zeros. Metadata mode has no
+    /// bytes to look at, so nothing is underused there (Linux: `thp_underused()`).
+    func isUnderused(_ head: PFN) -> Bool {
+        guard let storage = memory.storage else { return false }
+        let limit = khugepaged.settings.maxPtesNone
+        guard limit < PageGeometry.pmdOrder.pages - 1 else { return false }
+        var zero = 0
+        for i in 0..<memory.frames.order(head).pages where storage.isZero(head + i) {
+            zero += 1
+            if zero > limit { return true }
+        }
+        return false
+    }
+}

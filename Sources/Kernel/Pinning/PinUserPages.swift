@@ -1,0 +1,79 @@
+import VMCore
+import PhysicalMemory
+
+/// FOLL_PIN: pins that the folio shows, so that fork, COW and page splitting can tell a page that may
+/// be under DMA from one that is merely referenced (Linux 5.7+: `pin_user_pages()`,
+/// `unpin_user_pages()`, `folio_maybe_dma_pinned()`).
+///
+/// A pin is a reference with a mark: on a large folio the reference plus one in the folio's pincount;
+/// on a small page the refcount rises by `pinCountingBias`, so a count that high means "maybe pinned".
+/// The 2010 design has no such mark: its pins are plain references (`getUserPages`).
+extension Kernel {
+    /// The refcount a pin adds to a small page (Linux: `GUP_PIN_COUNTING_BIAS`).
+    public static let pinCountingBias: Int32 = 1024
+
+    /// Whether the folio of `pfn` may be pinned for DMA (Linux: `folio_maybe_dma_pinned()`).
+    func folioMaybeDMAPinned(_ pfn: PFN) -> Bool {
+        let frames = memory.frames
+        let head = frames.head(of: pfn)
+        if frames.flags(head).contains(.head) { return frames.folioField(head, .pincount) > 0 }
+        return frames.refcount(head) >= Self.pinCountingBias
+    }
+
+    /// Turns a reference that GUP took on `pfn` into a pin (Linux: `try_grab_folio()` with FOLL_PIN).
+    func convertReferenceToPin(_ pfn: PFN) {
+        let frames = memory.frames
+        let head = frames.head(of: pfn)
+        if frames.flags(head).contains(.head) {
+            frames.addFolioField(head, .pincount, 1)
+        } else {
+            frames.addRefcount(head, Self.pinCountingBias - 1)
+        }
+    }
+
+    /// Releases pins taken by `pinUserPages` (Linux: `unpin_user_pages()`).
+    public func unpinUserPages(_ pages: [PFN]) {
+        let frames = memory.frames
+        for page in pages {
+            let head = frames.head(of: page)
+            if frames.flags(head).contains(.head) {
+                let left = frames.addFolioField(head, .pincount, -1)
+                precondition(left >= 0, "unpin of \(page), whose folio has no pins")
+            } else {
+                let count = frames.addRefcount(head, -(Self.pinCountingBias - 1))
+                precondition(count >= 1, "unpin of \(page), which was not pinned")
+            }
+            putPage(page)
+        }
+    }
+}
+
+extension AddressSpace {
+    /// Pins `count` pages from `start` with FOLL_PIN, through gup-fast on simulated CPU `cpu` and the
+    /// slow path behind it; release them with `Kernel.unpinUserPages`. In the 2010 design, which has no
+    /// FOLL_PIN, this is `getUserPagesFast` and the pages are released with `Kernel.putUserPages`
+    /// (Linux: `pin_user_pages_fast()`).
+    public func pinUserPagesFast(_ start: VirtualAddress, count: Int, write: Bool, cpu: Int) -> Result<[PFN], Errno> {
+        let result = getUserPagesFast(start, count: count, write: write, cpu: cpu)
+        if kernel.design.pinsAreVisible, case .success(let pages) = result {
+            for page in pages { kernel.convertReferenceToPin(page) }
+        }
+        return result
+    }
+
+    /// `pin_user_pages()`: the slow path only, under the mmap lock.
+    public func pinUserPages(_ start: VirtualAddress, count: Int, write: Bool) -> Result<[PFN], Errno> {
+        let result = getUserPages(start, count: count, write: write)
+        if kernel.design.pinsAreVisible, case .success(let pages) = result {
+            for page in pages { kernel.convertReferenceToPin(page) }
+        }
+        return result
+    }
+}
+
+extension Kernel {
+    /// Releases what `pinUserPages`/`pinUserPagesFast` returned, as the design pins.
+    public func releasePinnedPages(_ pages: [PFN]) {
+        if design.pinsAreVisible { unpinUserPages(pages) } else { putUserPages(pages) }
+    }
+}
