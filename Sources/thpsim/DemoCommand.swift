@@ -3,11 +3,11 @@ import VMCore
 import PhysicalMemory
 import Experiments
 
-/// `thpsim run`: the main job. For now it runs the built-in demonstration and prints Linux-format
-/// counters; experiments that compare policies will take its place.
-struct RunCommand: ParsableCommand {
+/// `thpsim demo`: a guided demonstration of the 2010 design's huge pages (fault, huge zero page,
+/// fork and copy-on-write, a split by partial munmap) with the Linux-format counters after it.
+struct DemoCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "run",
+        commandName: "demo",
         abstract: "Run the built-in demonstration and print /proc-format counters."
     )
 
