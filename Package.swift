@@ -44,6 +44,7 @@ let package = Package(
         .testTarget(name: "KernelTests", dependencies: ["Kernel", "TestSupport"]),
         .testTarget(name: "WorkloadsTests", dependencies: ["Workloads", "Machine", "TestSupport"]),
         .testTarget(name: "MachineTests", dependencies: ["Machine", "TestSupport"]),
+        .testTarget(name: "ExperimentsTests", dependencies: ["Experiments", "Workloads", "Machine", "Kernel", "TestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -80,12 +80,10 @@ extension ExperimentReport {
                 cdfs.append((p, color, false, points))
             }
             overTime.append(SVGChart.lines(name: "rss-over-time-\(i)", title: "\(g.label): RSS (solid) and AnonHugePages (dashed)",
-                                           xLabel: "accesses (millions)", yLabel: "MiB", series: lines,
-                                           xFormat: { Format.fixed($0, $0 < 10 ? 1 : 0) }, yFormat: { Format.fixed($0, 0) }))
+                                           xLabel: "accesses (millions)", yLabel: "MiB", series: lines))
             latency.append(SVGChart.lines(name: "fault-latency-\(i)", title: "\(g.label): fault latency, fraction of faults at or below",
                                           xLabel: "latency (µs, log scale)", yLabel: "fraction of faults", series: cdfs,
-                                          logX: true, yMax: 1, xFormat: { $0 < 1 ? Format.fixed($0, 1) : Format.fixed($0, 0) },
-                                          yFormat: { Format.fixed($0, 2) }))
+                                          logX: true, yMax: 1))
         }
 
         var rows = ""

@@ -38,13 +38,20 @@ struct SVGChart {
             + "<text x=\"\(n(width / 2))\" y=\"18\" text-anchor=\"middle\" class=\"chart-title\">\(escape(title))</text>"
     }
 
-    static func yAxis(_ scale: (top: Double, step: Double), label: String, format: (Double) -> String, plotHeight: Double) -> String {
+    /// A tick label with as many decimals as the step needs.
+    static func tick(_ v: Double, step: Double) -> String {
+        var decimals = 0
+        while decimals < 3 && abs(step * pow(10, Double(decimals)) - (step * pow(10, Double(decimals))).rounded()) > 1e-6 { decimals += 1 }
+        return String(format: "%.\(decimals)f", v)
+    }
+
+    static func yAxis(_ scale: (top: Double, step: Double), label: String, plotHeight: Double) -> String {
         var s = ""
         var v = 0.0
         while v <= scale.top + scale.step / 1000 {
             let y = top + plotHeight - v / scale.top * plotHeight
             s += "<line x1=\"\(n(left))\" x2=\"\(n(width - right))\" y1=\"\(n(y))\" y2=\"\(n(y))\" class=\"grid\"/>"
-            s += "<text x=\"\(n(left - 6))\" y=\"\(n(y + 4))\" text-anchor=\"end\" class=\"tick\">\(escape(format(v)))</text>"
+            s += "<text x=\"\(n(left - 6))\" y=\"\(n(y + 4))\" text-anchor=\"end\" class=\"tick\">\(escape(tick(v, step: scale.step)))</text>"
             v += scale.step
         }
         s += "<text x=\"14\" y=\"\(n(top + plotHeight / 2))\" transform=\"rotate(-90 14 \(n(top + plotHeight / 2)))\" text-anchor=\"middle\" class=\"axis-label\">\(escape(label))</text>"
@@ -69,7 +76,7 @@ struct SVGChart {
         let plotHeight = height - top - bottom
         let maxValue = values.flatMap { $0.compactMap { $0 } }.max() ?? 0
         let scale = niceScale(maxValue)
-        var s = open(name, title: title) + yAxis(scale, label: unit, format: format, plotHeight: plotHeight)
+        var s = open(name, title: title) + yAxis(scale, label: unit, plotHeight: plotHeight)
         let groupWidth = (width - left - right) / Double(max(1, groups.count))
         let barWidth = min(40, groupWidth * 0.8 / Double(max(1, series.count)))
         for (g, label) in groups.enumerated() {
@@ -97,8 +104,7 @@ struct SVGChart {
     /// Lines over a shared x axis; `dashed` series are drawn dashed.
     static func lines(name: String, title: String, xLabel: String, yLabel: String,
                       series: [(name: String, color: String, dashed: Bool, points: [(Double, Double)])],
-                      logX: Bool = false, yMax: Double? = nil,
-                      xFormat: (Double) -> String, yFormat: (Double) -> String) -> String {
+                      logX: Bool = false, yMax: Double? = nil) -> String {
         let plotHeight = height - top - bottom
         let plotWidth = width - left - right
         let xs = series.flatMap { $0.points.map(\.0) }
@@ -107,12 +113,15 @@ struct SVGChart {
         let xMin = logX ? floor(tx(xs.min() ?? 1)) : 0
         let xMax = max(xMin + 1e-9, logX ? ceil(tx(xs.max() ?? 10)) : (xs.max() ?? 1))
         let scale = yMax.map { ($0, $0 / 4) } ?? niceScale(ys.max() ?? 0)
-        var s = open(name, title: title) + yAxis(scale, label: yLabel, format: yFormat, plotHeight: plotHeight)
+        var s = open(name, title: title) + yAxis(scale, label: yLabel, plotHeight: plotHeight)
         // x ticks
-        let ticks: [Double] = logX ? Array(stride(from: xMin, through: xMax, by: 1)) : (0...4).map { xMin + (xMax - xMin) * Double($0) / 4 }
+        let xScale = niceScale(xMax - xMin)
+        let ticks: [Double] = logX ? Array(stride(from: xMin, through: xMax, by: 1))
+            : Array(stride(from: xMin, through: xMax + xScale.step / 1000, by: xScale.step))
         for t in ticks {
             let x = left + (t - xMin) / (xMax - xMin) * plotWidth
-            s += "<text x=\"\(n(x))\" y=\"\(n(top + plotHeight + 16))\" text-anchor=\"middle\" class=\"tick\">\(escape(xFormat(logX ? pow(10, t) : t)))</text>"
+            let label = logX ? tick(pow(10, t), step: pow(10, t)) : tick(t, step: xScale.step)
+            s += "<text x=\"\(n(x))\" y=\"\(n(top + plotHeight + 16))\" text-anchor=\"middle\" class=\"tick\">\(escape(label))</text>"
         }
         s += "<text x=\"\(n(left + plotWidth / 2))\" y=\"\(n(top + plotHeight + 32))\" text-anchor=\"middle\" class=\"axis-label\">\(escape(xLabel))</text>"
         for serie in series where !serie.points.isEmpty {
