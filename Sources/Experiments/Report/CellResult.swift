@@ -144,7 +144,9 @@ extension CellResult {
         memory = Memory(rssBytes: rss, touchedBytes: touched, bloatBytes: Int64(rss) - Int64(touched),
                         anonBytes: anon, anonHugeBytes: huge, pageTableBytes: r.meminfoFinal["PageTables"] ?? 0,
                         thpCoverage: anon == 0 ? 0 : Double(huge) / Double(anon))
-        let h = r.faultLatency
+        // Percentiles of the histogram as the report carries it (its buckets), so a report read back
+        // (thpsim merge) computes the same figures from `histogram`.
+        let h = FaultLatencyHistogram(buckets: r.faultLatency.buckets)
         faults = Faults(count: c.faults, huge: r.vmstatFinal["thp_fault_alloc"] ?? 0,
                         fallback: r.vmstatFinal["thp_fault_fallback"] ?? 0,
                         p50Cycles: h.percentile(50), p99Cycles: h.percentile(99), maxCycles: h.max,
