@@ -12,13 +12,14 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
     ],
     targets: [
         .target(name: "VMCore"),
         .target(name: "PhysicalMemory", dependencies: ["VMCore"]),
         .target(name: "Kernel", dependencies: ["VMCore", "PhysicalMemory"]),
         .target(
-            name: "Machine", dependencies: ["VMCore", "PhysicalMemory", "Kernel"],
+            name: "Machine", dependencies: ["VMCore", "PhysicalMemory", "Kernel", .product(name: "Histogram", package: "hdrhistogram-swift")],
             // The TLB lookup path mutates class state on every access; dynamic exclusivity checks
             // cost more than the lookup itself (docs/performance.md). Static checks stay on.
             swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"])]
@@ -43,6 +44,7 @@ let package = Package(
         .testTarget(name: "KernelTests", dependencies: ["Kernel", "TestSupport"]),
         .testTarget(name: "WorkloadsTests", dependencies: ["Workloads", "Machine", "TestSupport"]),
         .testTarget(name: "MachineTests", dependencies: ["Machine", "TestSupport"]),
+        .testTarget(name: "ExperimentsTests", dependencies: ["Experiments", "Workloads", "Machine", "Kernel", "TestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

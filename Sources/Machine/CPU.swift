@@ -28,6 +28,8 @@ public final class CPU: @unchecked Sendable {
     public let pageWalkCache: PageWalkCache
     public let cache: CacheModel
     public var counters = TranslationCounters()
+    /// Each fault's latency in cycles (`TimingParameters.faultCycles(_:)`); its sum is `counters.faultCycles`.
+    public var faultLatency = FaultLatencyHistogram()
     /// What goes through the cache model; less is faster to simulate and less accurate.
     public var cacheModelling = CacheModelling.pageTablesAndData {
         didSet { modelsDataCache = cacheModelling == .pageTablesAndData; modelsWalkCache = cacheModelling != .none }
@@ -202,16 +204,22 @@ public final class CPU: @unchecked Sendable {
         return .success(PFN(frame))
     }
 
-    /// Raises a page fault into the kernel and charges its latency (Linux: `exc_page_fault()` →
+    /// Raises a page fault into the kernel and charges its latency, which depends on what the kernel
+    /// did (`FaultWork`: huge or small pages zeroed or copied, direct compaction, direct reclaim,
+    /// swap-in), and records it in `faultLatency` (Linux: `exc_page_fault()` →
     /// `do_user_addr_fault()` → `handle_mm_fault()`).
     func raiseFault(_ va: VirtualAddress, _ kind: MemoryAccess) -> FaultOutcome {
         guard let mm, let kernel else { return .segv(.mapErr) }
         machine?.executingCPU = id
-        let hugeBefore = kernel.vmstat[.thpFaultAlloc]
+        // A write to an entry that is present is a write-protect fault: what it allocates are copies.
+        let copyOnWrite = kind == .write && mm.translate(va) != nil
+        let before = FaultWork.Snapshot(kernel)
         let outcome = mm.handleFault(at: va, access: kind)
         if outcome == .handled {
-            let huge = kernel.vmstat[.thpFaultAlloc] != hugeBefore
-            counters.faultCycles += huge ? machineDescription.timing.hugeFaultCycles : machineDescription.timing.baseFaultCycles
+            let work = FaultWork(from: before, to: FaultWork.Snapshot(kernel), copyOnWrite: copyOnWrite)
+            let cycles = machineDescription.timing.faultCycles(work)
+            counters.faultCycles += cycles
+            faultLatency.record(cycles: cycles)
         }
         dropFilter()
         return outcome
@@ -251,6 +259,7 @@ public final class CPU: @unchecked Sendable {
         cache.clear()
         nested?.reset()
         counters = TranslationCounters()
+        faultLatency = FaultLatencyHistogram()
         dropFilter()
     }
 

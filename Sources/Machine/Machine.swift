@@ -53,6 +53,13 @@ public final class Machine: @unchecked Sendable {
     }
 
     /// Counters and cycles summed over every CPU.
+    /// The fault latencies of every CPU together.
+    public var faultLatency: FaultLatencyHistogram {
+        var h = FaultLatencyHistogram()
+        for c in cpus { h.add(c.faultLatency) }
+        return h
+    }
+
     public var totals: TranslationCounters {
         var t = TranslationCounters()
         for c in cpus {

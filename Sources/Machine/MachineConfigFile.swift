@@ -32,6 +32,9 @@ extension MachineDescription {
         "memory-ns": \.memoryLatencyNs, "mlp": \.memoryLevelParallelism, "fault-4k": \.baseFaultCycles,
         "fault-2m": \.hugeFaultCycles, "invlpg": \.invlpgCycles, "full-flush": \.fullFlushCycles,
         "ipi-send": \.ipiSendCycles, "ipi-receive": \.ipiReceiveCycles,
+        "fault-minor": \.minorFaultCycles, "copy-4k": \.copyPageCycles, "compact-stall": \.compactStallCycles,
+        "compact-scan": \.compactScanCycles, "migrate-4k": \.migratePageCycles, "reclaim-4k": \.reclaimPageCycles,
+        "swap-out-4k": \.swapOutPageCycles, "swap-in-4k": \.swapInPageCycles,
     ]
 
     /// Reads a machine config file.

@@ -61,6 +61,25 @@ public struct TimingParameters: Sendable, Hashable {
     public var baseFaultCycles: Double = 2_500
     /// A 2 MiB anonymous fault including zeroing 2 MiB (`do_huge_pmd_anonymous_page()`).
     public var hugeFaultCycles: Double = 120_000
+    /// A fault that allocates nothing: the zero page mapped, an exclusive page reused on a write,
+    /// an accessed or dirty bit set by software (`do_anonymous_page()`'s zero-page branch, `wp_page_reuse()`).
+    public var minorFaultCycles: Double = 1_000
+    /// Copying one 4 KiB page on copy-on-write (`copy_user_highpage()`); zeroing a page costs
+    /// `(fault-2m − fault-4k) / 511`, copying reads a page as well as writing one.
+    public var copyPageCycles: Double = 500
+    /// Entering direct compaction once, before any page is scanned (`__alloc_pages_direct_compact()`:
+    /// draining the per-CPU lists, setting up the scanners).
+    public var compactStallCycles: Double = 5_000
+    /// Each page compaction's scanners look at (`compact_migrate_scanned`, `compact_free_scanned`).
+    public var compactScanCycles: Double = 10
+    /// Migrating one 4 KiB page: unmap, flush, copy, remap (`migrate_pages()` for one folio).
+    public var migratePageCycles: Double = 4_000
+    /// Reclaiming one page directly, beyond writing it out: the page-table walk and unmap (`shrink_folio_list()`).
+    public var reclaimPageCycles: Double = 1_000
+    /// Writing one 4 KiB page to swap (an in-memory device, zram-like: compress and store; `pswpout`).
+    public var swapOutPageCycles: Double = 10_000
+    /// Reading one 4 KiB page back from swap on a major fault (zram-like decompress; `pswpin`).
+    public var swapInPageCycles: Double = 8_000
     /// One `INVLPG` on the local CPU.
     public var invlpgCycles: Double = 150
     /// A full local flush (CR3 write).

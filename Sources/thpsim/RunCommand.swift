@@ -1,54 +1,218 @@
 import ArgumentParser
+import Foundation
+import Synchronization
 import VMCore
-import PhysicalMemory
+import Machine
+import Workloads
 import Experiments
 
-/// `thpsim run`: the main job. For now it runs the built-in demonstration and prints Linux-format
-/// counters; experiments that compare policies will take its place.
+/// `thpsim run`: the main job. Runs an experiment — workloads × designs × machines × tunables ×
+/// `enabled` — and prints the comparison table (or JSON, CSV, an HTML page). Without arguments it
+/// runs `DefaultExperiment`; `--shard I/N` runs one slice of the grid for `thpsim merge`.
 struct RunCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "run",
-        abstract: "Run the built-in demonstration and print /proc-format counters."
+        abstract: "Run workloads under THP policies side by side and compare (no arguments: the built-in experiment).",
+        discussion: """
+        Repeated options and comma lists form a grid: --workload gups,heap --enabled never,always
+        --set khugepaged/max_ptes_none=0,511 runs 2 × 2 × 2 cells. Without --workload or --trace,
+        the built-in experiment's workloads run (gups 4G, heap 1G, forkserver 1G).
+        """
     )
 
-    @Option(name: .long, help: "Simulated physical memory (e.g. 512M, 4G).")
-    var memory: String = "1G"
+    @Option(name: .customLong("workload"), help: "Synthetic workload(s): \(SyntheticWorkload.allCases.map(\.rawValue).joined(separator: ", ")).")
+    var workloads: [String] = []
 
-    @Option(name: .long, help: "Storage mode: data (frames hold bytes) or metadata (16 bytes per frame).")
-    var mode: String = "data"
+    @Option(help: "Footprint(s) of the synthetic workloads (e.g. 4G; default 256M).")
+    var size: [String] = []
 
-    @Option(name: .long, help: "Size of the demonstration's mapping (e.g. 64M).")
-    var region: String = "64M"
+    @Option(help: "Measured accesses of the synthetic workloads (e.g. 20M; default 1M).")
+    var accesses: [String] = []
+
+    @Option(help: "Threads of the synthetic workloads (1 to 64), each on its own simulated CPU.")
+    var threads: Int = 1
+
+    @Option(help: "Random seed(s) of the synthetic workloads.")
+    var seed: [String] = []
+
+    @Option(help: "Bytes between accesses of the stride workload.")
+    var stride: String = "4K"
+
+    @Option(name: .customLong("trace"), help: "Trace file(s) to replay (thpsim workload --out, record, import).")
+    var traces: [String] = []
+
+    @Option(help: "THP enabled policies (default: never,madvise,always).")
+    var enabled: [String] = []
+
+    @Option(help: "Kernel design(s) (default: linux-2.6.38).")
+    var design: [String] = []
+
+    @Option(help: "Machine preset(s) or config file(s) (default: skylake-sp).")
+    var machine: [String] = []
+
+    @Option(name: .customLong("set"), help: "A tunable below /sys/kernel/mm/transparent_hugepage/ and its value(s): NAME=V1,V2 (e.g. khugepaged/max_ptes_none=0,511, defrag=always).")
+    var tunables: [String] = []
+
+    @Option(help: "Simulated physical memory per run (default: twice the footprint plus 512M, rounded up to 1G; 8G for traces).")
+    var memory: String?
+
+    @Option(help: "Run only slice I of N of the grid (I from 0) and print its results as JSON, for thpsim merge.")
+    var shard: String?
+
+    @Option(help: "Cells run at once on host threads (default: the host's processors). Results do not depend on it.")
+    var jobs: Int?
+
+    @Flag(inversion: .prefixedNo, help: "Show progress on standard error when it is a terminal and the run takes over 2 s.")
+    var progress = true
+
+    @OptionGroup var output: ReportOutputOptions
+
+    /// Splits repeated options and comma lists into one list of values.
+    static func values(_ options: [String]) -> [String] {
+        options.flatMap { $0.split(separator: ",", omittingEmptySubsequences: false).map { String($0).trimmingCharacters(in: .whitespaces) } }
+    }
+
+    /// The grid these options name.
+    func grid() throws -> ExperimentGrid {
+        var grid: ExperimentGrid
+        let names = Self.values(workloads)
+        if names.isEmpty && traces.isEmpty {
+            for (option, given) in [("--size", size), ("--accesses", accesses), ("--seed", seed)] where !given.isEmpty {
+                throw ValidationError("\(option) applies to synthetic workloads: give --workload too")
+            }
+            grid = DefaultExperiment.grid
+        } else {
+            var sizes: [UInt64] = []
+            for s in Self.values(size.isEmpty ? ["256M"] : size) {
+                guard let b = ByteCount.parse(s) else { throw ValidationError("--size: '\(s)' is not a size (e.g. 4G, 512M)") }
+                sizes.append(b)
+            }
+            let counts = try Self.values(accesses.isEmpty ? ["1M"] : accesses).map { try parseCount($0, option: "--accesses") }
+            var seeds: [UInt64] = []
+            for s in Self.values(seed.isEmpty ? ["1"] : seed) {
+                guard let v = UInt64(s) else { throw ValidationError("--seed: '\(s)' is not a non-negative integer") }
+                seeds.append(v)
+            }
+            guard let strideBytes = ByteCount.parse(stride) else { throw ValidationError("--stride: '\(stride)' is not a size") }
+            var specs: [WorkloadSpec] = []
+            for n in names {
+                if n.isEmpty { throw ValidationError("--workload: an empty name in '\(workloads.joined(separator: ","))'") }
+                for s in sizes { for a in counts { for sd in seeds {
+                    specs.append(.synthetic(n, size: s, accesses: a, threads: threads, seed: sd, stride: strideBytes))
+                } } }
+            }
+            for t in Self.values(traces) {
+                guard FileManager.default.isReadableFile(atPath: t) else { throw ValidationError("--trace: '\(t)' cannot be read") }
+                specs.append(.trace(t))
+            }
+            grid = ExperimentGrid(workloads: specs)
+        }
+        if !enabled.isEmpty { grid.enabled = Self.values(enabled) }
+        if !design.isEmpty { grid.designs = Self.values(design) }
+        if !machine.isEmpty { grid.machines = Self.values(machine) }
+        for t in tunables {
+            guard let eq = t.firstIndex(of: "="), eq != t.startIndex else {
+                throw ValidationError("--set: '\(t)' is not NAME=VALUE (e.g. khugepaged/max_ptes_none=0)")
+            }
+            let name = String(t[..<eq]), values = Self.values([String(t[t.index(after: eq)...])])
+            if let i = grid.tunables.firstIndex(where: { $0.name == name }) {
+                grid.tunables[i].values += values.filter { !grid.tunables[i].values.contains($0) }
+            } else {
+                grid.tunables.append(TunableAxis(name: name, values: values))
+            }
+        }
+        if let memory {
+            guard let m = ByteCount.parse(memory) else { throw ValidationError("--memory: '\(memory)' is not a size (e.g. 8G)") }
+            grid.memoryBytes = m
+        }
+        if let problem = grid.problems.first { throw ValidationError(problem) }
+        return grid
+    }
+
+    /// `I/N` with 0 ≤ I < N.
+    static func parseShard(_ text: String) throws -> ExperimentReport.Shard {
+        let parts = text.split(separator: "/", omittingEmptySubsequences: false)
+        guard parts.count == 2, let i = Int(parts[0]), let n = Int(parts[1]) else {
+            throw ValidationError("--shard: '\(text)' is not I/N (e.g. 0/4: the first of 4 slices)")
+        }
+        guard n >= 1, i >= 0, i < n else { throw ValidationError("--shard: '\(text)' needs 0 ≤ I < N (I counts from 0)") }
+        return .init(index: i, count: n)
+    }
 
     func run() throws {
-        guard let memoryBytes = ByteCount.parse(memory) else {
-            throw ValidationError("--memory: '\(memory)' is not a size (use a number with K, M or G, e.g. 4G)")
+        let grid = try grid()
+        let shardSpec = try shard.map(Self.parseShard)
+        if shardSpec != nil && (output.csv || output.html != nil) {
+            throw ValidationError("--shard writes JSON for thpsim merge; give --csv or --html to merge instead")
         }
-        if let problem = PhysicalMemory.problem(withSize: memoryBytes) { throw ValidationError("--memory: \(problem)") }
-        guard let storage = PhysicalMemory.Mode(rawValue: mode) else {
-            throw ValidationError("--mode: '\(mode)' is not a mode (data or metadata)")
-        }
-        guard let regionBytes = ByteCount.parse(region), regionBytes >= 16384, regionBytes % 4096 == 0 else {
-            throw ValidationError("--region: '\(region)' is not a multiple of 4K of at least 16K")
-        }
-        let report: Demonstration.Report
+        if let jobs, !(1...256).contains(jobs) { throw ValidationError("--jobs: \(jobs) is not between 1 and 256") }
+        var machines: [String: MachineDescription] = [:]
+        for m in grid.machines { machines[m] = try loadMachine(m) }
+        var runner = ExperimentRunner(grid: grid, machines: machines)
+        runner.jobs = jobs ?? ProcessInfo.processInfo.activeProcessorCount
+        let cells = shardSpec.map { grid.cells(shard: $0.index, of: $0.count) } ?? grid.cells
+        let meter = ProgressMeter(cells: cells, enabled: progress && isatty(STDERR_FILENO) == 1)
+        let report: ExperimentReport
         do {
-            report = try Demonstration(memoryBytes: memoryBytes, mode: storage, regionBytes: regionBytes).run()
+            report = try runner.run(cells: cells, shard: shardSpec, progress: meter.update, cellDone: { _ in meter.cellDone() })
         } catch {
-            throw ValidationError(error.description)
+            meter.finish()
+            fail(error.description)
         }
-        print("thpsim demonstration (design: linux-2.6.38, enabled=always use_zero_page=1; memory \(memory), \(mode) mode)\n")
-        for (i, step) in report.steps.enumerated() { print("  \(i + 1). \(step)") }
-        print("\n== /proc/PID/smaps (parent) ==")
-        print(report.smaps, terminator: "")
-        print("\n== /proc/meminfo ==")
-        print(report.meminfo, terminator: "")
-        print("\n== /proc/vmstat (non-zero) ==")
-        for line in report.vmstat.split(separator: "\n") where !line.hasSuffix(" 0") { print(line) }
-        if !report.problems.isEmpty {
-            print("\nINVARIANT VIOLATIONS:")
-            for p in report.problems { print("  \(p)") }
-            throw ExitCode(1)
+        meter.finish()
+        try output.emit(report, forceJSON: shardSpec != nil)
+    }
+}
+
+/// A one-line progress display on standard error, shown only once a run has taken 2 s (so short
+/// runs, pipes and CI stay quiet).
+final class ProgressMeter: Sendable {
+    struct State {
+        var done = 0
+        var accesses: [Int: (Int, Int)] = [:]
+        var lastDraw = 0.0
+        var shown = false
+    }
+    private let state = Mutex(State())
+    private let total: Int
+    private let enabled: Bool
+    private let start = Date()
+
+    init(cells: [ExperimentCell], enabled: Bool) {
+        total = cells.count
+        self.enabled = enabled
+    }
+
+    var update: ExperimentRunner.Progress {
+        { [self] cell, accesses, expected in
+            guard enabled else { return }
+            state.withLock { $0.accesses[cell] = (accesses, expected) }
+            draw()
         }
+    }
+
+    func cellDone() {
+        guard enabled else { return }
+        state.withLock { $0.done += 1 }
+        draw()
+    }
+
+    private func draw() {
+        let elapsed = Date().timeIntervalSince(start)
+        guard elapsed >= 2 else { return }
+        let line: String? = state.withLock { s in
+            guard elapsed - s.lastDraw >= 0.2 else { return nil }
+            s.lastDraw = elapsed
+            s.shown = true
+            let running = s.accesses.values.filter { $0.0 < $0.1 }.map { e in "\(min(99, e.0 * 100 / max(1, e.1)))%" }
+            return "\rthpsim run: \(s.done)/\(total) cells done" + (running.isEmpty ? "" : ", running at " + running.joined(separator: " "))
+                + String(format: " (%.0f s)", elapsed) + "\u{1B}[K"
+        }
+        if let line { FileHandle.standardError.write(Data(line.utf8)) }
+    }
+
+    func finish() {
+        guard enabled, state.withLock({ $0.shown }) else { return }
+        FileHandle.standardError.write(Data("\r\u{1B}[K".utf8))
     }
 }

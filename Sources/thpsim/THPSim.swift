@@ -6,7 +6,7 @@ struct THPSim: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "thpsim",
         abstract: "An executable model of Linux's transparent hugepages: what would Linux do, and what would it cost?",
-        subcommands: [RunCommand.self, ScenarioCommand.self, StressCommand.self, MachinesCommand.self, CalibrateCommand.self,
+        subcommands: [RunCommand.self, MergeCommand.self, DemoCommand.self, ScenarioCommand.self, StressCommand.self, MachinesCommand.self, CalibrateCommand.self,
                       WorkloadCommand.self, ReplayCommand.self, RecordCommand.self, ImportCommand.self]
     )
 }

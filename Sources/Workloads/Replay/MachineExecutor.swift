@@ -40,10 +40,29 @@ public final class MachineExecutor: WorkloadSink {
     /// Its CPU, not retained (the machine keeps its CPUs alive): the hot path does no refcounting.
     private var cachedCPU: Unmanaged<CPU>
     private var loads = 0, stores = 0, fetches = 0
-    /// Accesses left before the next memory sample.
-    private var untilSample = MachineExecutor.sampleInterval
-    /// Memory is sampled every this many accesses, and at phase changes, forks, exits and idles.
+    /// Accesses left before the next tick (simulated time moves, progress, maybe a memory sample).
+    private var untilTick = MachineExecutor.tickInterval
+    /// Ticks left before the next memory sample.
+    private var ticksUntilSample = 0
+    /// Simulated time moves (and kernel threads run) every this many accesses, and at every event.
+    public static let tickInterval = 1 << 16
+    /// Memory is sampled every this many accesses by default, and at phase changes, forks, exits and idles.
     public static let sampleInterval = 1 << 22
+    /// Memory is sampled about every this many accesses (rounded up to a multiple of `tickInterval`).
+    public var sampleInterval = MachineExecutor.sampleInterval {
+        didSet { ticksUntilSample = min(ticksUntilSample, ticksPerSample) }
+    }
+    private var ticksPerSample: Int { max(1, (sampleInterval + Self.tickInterval - 1) / Self.tickInterval) }
+    /// Called at every tick with the accesses made so far (for progress displays).
+    public var progress: ((Int) -> Void)?
+    /// Nanoseconds of idle time the workload asked for so far (`WorkloadEvent.idle`).
+    private var idleNanoseconds: UInt64 = 0
+    /// The pages any process wrote, as bits: 4,096 words (1 GiB of address space) per chunk.
+    private var touchedWords = ContiguousArray<UInt64>()
+    private var touchedChunks: [UInt64: Int] = [:]
+    /// A direct-mapped cache of chunk → word offset, indexed by the chunk's low bits.
+    private var chunkCacheKeys = ContiguousArray<UInt64>(repeating: .max, count: 8)
+    private var chunkCacheOffsets = ContiguousArray<Int>(repeating: 0, count: 8)
 
     @inline(__always)
     public func access(thread: Int, address: UInt64, kind: AccessKind, count: Int) {
@@ -58,11 +77,11 @@ public final class MachineExecutor: WorkloadSink {
     private func run(_ cpu: CPU, thread: Int, address: UInt64, kind: AccessKind, count: Int) {
         switch kind {
         case .load: loads &+= count
-        case .store: stores &+= count
+        case .store: stores &+= count; markTouched(address)
         case .fetch: fetches &+= count
         }
-        untilSample &-= count
-        if untilSample <= 0 { sampleMemory(); untilSample = Self.sampleInterval }
+        untilTick &-= count
+        if untilTick <= 0 { tick() }
         switch cpu.access(VirtualAddress(address), kind.memoryAccess) {
         case .success:
             if count > 1 {
@@ -75,6 +94,84 @@ public final class MachineExecutor: WorkloadSink {
             let process = Int(threadProcess[thread])
             report.signals.append(.init(thread: thread, process: process, fault: fault))
             kill(process: process)
+        }
+    }
+
+    /// Records that the 4 KiB page of `address` was written. Only writes count: a read of memory never
+    /// written maps the shared zero page and takes no memory (Linux: `do_anonymous_page()`).
+    @inline(__always)
+    private func markTouched(_ address: UInt64) {
+        let chunk = address >> 30
+        let slot = Int(truncatingIfNeeded: chunk & 7)
+        let offset: Int
+        if chunkCacheKeys[slot] == chunk {
+            offset = chunkCacheOffsets[slot]
+        } else {
+            offset = chunkOffset(chunk)
+            chunkCacheKeys[slot] = chunk
+            chunkCacheOffsets[slot] = offset
+        }
+        let page = Int(truncatingIfNeeded: (address >> 12) & 0x3FFFF)
+        let bit: UInt64 = 1 &<< UInt64(page & 63)
+        let i = offset &+ (page >> 6)
+        if touchedWords[i] & bit == 0 {
+            touchedWords[i] |= bit
+            touchedPages &+= 1
+        }
+    }
+
+    /// Forgets the pages of `[address, address + length)`: unmapped or discarded, they no longer hold
+    /// what the program wrote (`munmap`, `MADV_DONTNEED`, the old range of `mremap`).
+    private func clearTouched(_ address: UInt64, _ length: UInt64) {
+        var page = address >> 12
+        let end = (address &+ length &+ 4095) >> 12
+        while page < end {
+            guard let offset = touchedChunks[page >> 18] else {
+                page = ((page >> 18) + 1) << 18
+                continue
+            }
+            let i = offset + Int((page & 0x3FFFF) >> 6)
+            let bit: UInt64 = 1 << (page & 63)
+            if touchedWords[i] & bit != 0 { touchedWords[i] &= ~bit; touchedPages -= 1 }
+            page += 1
+        }
+    }
+
+    @inline(never)
+    private func chunkOffset(_ chunk: UInt64) -> Int {
+        if let offset = touchedChunks[chunk] { return offset }
+        let offset = touchedWords.count
+        touchedWords.append(contentsOf: repeatElement(0, count: 4096))
+        touchedChunks[chunk] = offset
+        return offset
+    }
+
+    /// Pages written and not unmapped or discarded since (by virtual address, over every process).
+    private var touchedPages = 0
+    /// Bytes of the distinct 4 KiB pages written and still mapped (by virtual address, over every
+    /// process): what the program needs resident, against which RSS measures bloat.
+    public var touchedBytes: UInt64 { UInt64(touchedPages) * PageGeometry.pageSize }
+
+    /// Moves simulated time, reports progress and samples memory when due.
+    private func tick() {
+        untilTick = Self.tickInterval
+        advanceClock()
+        progress?(loads + stores + fetches)
+        ticksUntilSample -= 1
+        if ticksUntilSample <= 0 { sampleMemory() }
+    }
+
+    /// Moves the kernel's clock to the simulated time of the run: the busiest CPU's cycles at the
+    /// machine's frequency, plus the idle time asked for. Kernel threads whose wake-up falls in
+    /// between (khugepaged, kswapd, kcompactd) run now (Linux: timers firing as time passes).
+    private func advanceClock() {
+        var cycles = 0.0
+        for cpu in machine.cpus { cycles = max(cycles, cpu.counters.cycles) }
+        let target = idleNanoseconds &+ UInt64(cycles / machine.machineDescription.frequencyGHz)
+        let now = machine.kernel.clock.now
+        if target > now {
+            cachedThread = -1
+            machine.kernel.advanceTime(by: target - now)
         }
     }
 
@@ -108,13 +205,16 @@ public final class MachineExecutor: WorkloadSink {
                                 flags: [shared ? .shared : .private, .fixed])
             case .munmap(let address, let length):
                 try mm.munmap(VirtualAddress(address), length: length)
+                clearTouched(address, length)
             case .mprotect(let address, let length, let protection):
                 try mm.mprotect(VirtualAddress(address), length: length, protection: protection)
             case .madvise(let address, let length, let advice):
                 try mm.madvise(VirtualAddress(address), length: length, advice: advice)
+                if advice == .dontNeed { clearTouched(address, length) }
             case .mremap(let address, let oldLength, let newLength, let newAddress):
                 _ = try mm.mremap(VirtualAddress(address), oldSize: oldLength, newSize: newLength,
                                   flags: [.mayMove, .fixed], newAddress: VirtualAddress(newAddress))
+                clearTouched(address, oldLength)
             case .brk(let address):
                 _ = mm.setBreak(VirtualAddress(address))
             case .spawn(let child):
@@ -128,6 +228,7 @@ public final class MachineExecutor: WorkloadSink {
                 kill(process: Int(threadProcess[thread]))
             case .idle(let ms):
                 report.idleMilliseconds += ms
+                idleNanoseconds &+= ms &* SimulatedClock.nanosecondsPerMillisecond
             case .beginMeasurement:
                 setupCounters = machine.totals
                 setupVMStat = machine.kernel.vmstatValues()
@@ -136,6 +237,7 @@ public final class MachineExecutor: WorkloadSink {
         } catch {
             report.failedCalls[String(describing: error), default: 0] += 1
         }
+        advanceClock()
         switch event {
         case .fork, .exit, .idle, .beginMeasurement: sampleMemory()
         default: break
@@ -153,9 +255,10 @@ public final class MachineExecutor: WorkloadSink {
 
     /// Records RSS now (Linux: `AnonPages` and `AnonHugePages` of `/proc/meminfo`).
     private func sampleMemory() {
+        ticksUntilSample = ticksPerSample
         let m = machine.kernel.meminfo()
         report.memoryOverTime.append(.init(accesses: loads + stores + fetches, anonBytes: m["AnonPages"] ?? 0,
-                                           anonHugeBytes: m["AnonHugePages"] ?? 0))
+                                           anonHugeBytes: m["AnonHugePages"] ?? 0, touchedBytes: touchedBytes))
     }
 
     /// The process ends (Linux: `exit_mmap()` when the last reference goes); its threads stop.
@@ -172,6 +275,7 @@ public final class MachineExecutor: WorkloadSink {
     public func finish() -> ReplayReport {
         var r = report
         r.accesses = [loads, stores, fetches]
+        advanceClock()
         sampleMemory()
         r.memoryOverTime = report.memoryOverTime
         let now = machine.totals
@@ -187,6 +291,12 @@ public final class MachineExecutor: WorkloadSink {
         r.anonHugeBytes = meminfo["AnonHugePages"] ?? 0
         r.pageTableBytes = meminfo["PageTables"] ?? 0
         r.frequencyGHz = machine.machineDescription.frequencyGHz
+        r.vmstatFinal = vm
+        r.meminfoFinal = Dictionary(uniqueKeysWithValues: meminfo.fields.map { ($0.name, $0.bytes) })
+        r.pagesCollapsed = machine.kernel.khugepaged.pagesCollapsed
+        r.touchedBytes = touchedBytes
+        r.faultLatency = machine.faultLatency
+        r.simulatedNanoseconds = machine.kernel.clock.now
         return r
     }
 }

@@ -39,12 +39,29 @@ public struct ReplayReport: Sendable {
         public var accesses: Int
         public var anonBytes: UInt64
         public var anonHugeBytes: UInt64
+        /// Bytes of the pages written and still mapped (`MachineExecutor.touchedBytes`).
+        public var touchedBytes: UInt64 = 0
     }
     /// RSS every `MachineExecutor.sampleInterval` accesses and at forks, exits, idles, the start of
     /// the measured phase, and the end.
     public var memoryOverTime: [MemorySample] = []
     /// Trace records read (replay only).
     public var records = 0
+    /// Every vmstat counter at the end, zero or not, and `/proc/meminfo` at the end (bytes).
+    public var vmstatFinal: [String: Int] = [:]
+    public var meminfoFinal: [String: UInt64] = [:]
+    /// `khugepaged/pages_collapsed` at the end.
+    public var pagesCollapsed = 0
+    /// Bytes of the distinct 4 KiB pages the program wrote and still maps (by virtual address, all processes).
+    public var touchedBytes: UInt64 = 0
+    /// Each page fault's latency in cycles (the whole run).
+    public var faultLatency = FaultLatencyHistogram()
+    /// Simulated time at the end (the kernel's clock).
+    public var simulatedNanoseconds: UInt64 = 0
+    /// The sample with the largest `AnonPages` (the RSS peak; the first such sample).
+    public var peakSample: MemorySample? {
+        memoryOverTime.reduce(nil) { best, s in (best.map { s.anonBytes > $0.anonBytes } ?? true) ? s : best }
+    }
 
     public init() {}
 
@@ -64,7 +81,7 @@ public struct ReplayReport: Sendable {
         if droppedAccesses + droppedEvents > 0 {
             s.append("dropped (thread without a live process): \(droppedAccesses) accesses, \(droppedEvents) events")
         }
-        if idleMilliseconds > 0 { s.append("idle: \(idleMilliseconds) ms (no khugepaged in the model yet: nothing acts)") }
+        if idleMilliseconds > 0 { s.append("idle: \(idleMilliseconds) ms (simulated time in which khugepaged, kswapd and kcompactd may act)") }
         let c = measuredCounters
         s.append("\(measured ? "measured phase" : "whole run"): \(c.accesses) accesses, L1 TLB misses \(c.accesses - c.l1Hits), STLB hits \(c.l2Hits), walks \(c.walks), walk refs \(c.walkReferences) (\(c.walkReferencesFromMemory) from DRAM), faults \(c.faults)")
         s.append(String(format: "estimated cycles: %.0f (%.2f per access; tlb %.0f, walk %.0f, data %.0f, fault %.0f, flush %.0f) = %.3f ms",

@@ -1,0 +1,13 @@
+/// The experiment `thpsim run` runs without arguments: the classic THP trade-off in about a minute
+/// (release build, 2 cores). GUPS over 4 GiB is where huge pages pay (TLB reach); the malloc-like
+/// heap is where they bloat (sparse touching) and rarely come at fault; the fork-and-write server is
+/// where they cost (a write to a shared huge page copies 2 MiB). Each under never, madvise, always.
+public enum DefaultExperiment {
+    public static var grid: ExperimentGrid {
+        ExperimentGrid(workloads: [
+            .synthetic("gups", size: 4 << 30, accesses: 20_000_000),
+            .synthetic("heap", size: 1 << 30, accesses: 4_000_000),
+            .synthetic("forkserver", size: 1 << 30, accesses: 8_000_000),
+        ])
+    }
+}

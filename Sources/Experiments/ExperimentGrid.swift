@@ -1,0 +1,170 @@
+import VMCore
+import Kernel
+import Workloads
+
+/// What a program in an experiment is: a synthetic workload with its parameters, or a trace file.
+public struct WorkloadSpec: Sendable, Hashable, Codable {
+    /// A synthetic workload's name (`SyntheticWorkload`), or nil for a trace.
+    public var synthetic: String?
+    /// A trace file's path, or nil for a synthetic workload.
+    public var trace: String?
+    /// Synthetic only: footprint in bytes, measured accesses, threads, seed, stride in bytes.
+    public var size: UInt64?
+    public var accesses: Int?
+    public var threads: Int
+    public var seed: UInt64?
+    public var stride: UInt64?
+
+    public static func synthetic(_ name: String, size: UInt64, accesses: Int, threads: Int = 1, seed: UInt64 = 1,
+                                 stride: UInt64 = 4096) -> WorkloadSpec {
+        WorkloadSpec(synthetic: name, trace: nil, size: size, accesses: accesses, threads: threads, seed: seed, stride: stride)
+    }
+
+    public static func trace(_ path: String) -> WorkloadSpec {
+        WorkloadSpec(synthetic: nil, trace: path, size: nil, accesses: nil, threads: 1, seed: nil, stride: nil)
+    }
+
+    /// A short name for tables: `gups 4G 20M`, `heap 1G 4M seed 2`, or the trace's path.
+    public var label: String {
+        guard let synthetic, let size, let accesses else { return trace ?? "?" }
+        var s = "\(synthetic) \(Format.bytes(size)) \(Format.count(accesses))"
+        if threads != 1 { s += " ×\(threads)" }
+        if let seed, seed != 1 { s += " seed \(seed)" }
+        if synthetic == "stride", let stride, stride != 4096 { s += " stride \(Format.bytes(stride))" }
+        return s
+    }
+
+    /// The synthetic workload and its parameters, when this is one and they are valid.
+    var syntheticRun: (SyntheticWorkload, SyntheticParameters)? {
+        guard let synthetic, let w = SyntheticWorkload(rawValue: synthetic), let size, let accesses else { return nil }
+        var p = SyntheticParameters(size: size, accesses: accesses, threads: threads, seed: seed ?? 1)
+        p.stride = stride ?? 4096
+        return p.problem == nil ? (w, p) : nil
+    }
+
+    /// What is wrong with the spec, naming the option; nil when it can run.
+    public var problem: String? {
+        if let synthetic {
+            guard SyntheticWorkload(rawValue: synthetic) != nil else {
+                return "--workload: '\(synthetic)' is not one of \(SyntheticWorkload.allCases.map(\.rawValue).joined(separator: ", "))"
+            }
+            guard let size, let accesses else { return "--workload \(synthetic): size and accesses are required" }
+            var p = SyntheticParameters(size: size, accesses: accesses, threads: threads, seed: seed ?? 1)
+            p.stride = stride ?? 4096
+            return p.problem
+        }
+        if trace == nil { return "a workload needs a synthetic name or a trace file" }
+        return nil
+    }
+
+    /// Simulated memory a run needs by default: the footprint twice over (fork copies) plus room for
+    /// tables, rounded up to 1 GiB (as `thpsim workload`); 8 GiB for a trace.
+    var defaultMemoryBytes: UInt64 {
+        guard let size else { return 8 << 30 }
+        return ((2 * size + (512 << 20)) + (1 << 30) - 1) & ~((1 << 30) - 1)
+    }
+
+    /// Accesses the run will make, for progress: first touch of every page plus the measured ones.
+    var expectedAccesses: Int {
+        guard let size, let accesses else { return 0 }
+        return accesses + Int(size / PageGeometry.pageSize)
+    }
+}
+
+/// One axis of tunables: a sysfs name below `/sys/kernel/mm/transparent_hugepage/` and its values
+/// (`--set khugepaged/max_ptes_none=0,511`).
+public struct TunableAxis: Sendable, Hashable, Codable {
+    public var name: String
+    public var values: [String]
+    public init(name: String, values: [String]) { self.name = name; self.values = values }
+}
+
+/// One run of the grid: a workload under one design, machine, tunable combination and `enabled`.
+public struct ExperimentCell: Sendable, Hashable, Codable {
+    /// Position in the grid's expansion (0-based): the key shards and merges use.
+    public var index: Int
+    public var workload: WorkloadSpec
+    public var design: String
+    public var machine: String
+    public var enabled: String
+    /// The tunables of the cell's combination, in the grid's axis order (without `enabled`).
+    public var tunables: [ReplaySetup.Tunable]
+
+    /// The cells that differ from this one only in `enabled` share this key (speedup vs never).
+    public var groupKey: String {
+        ([workload.label, workload.trace ?? "", design, machine] + tunables.map { "\($0.name)=\($0.value)" }).joined(separator: "\u{1F}")
+    }
+}
+
+/// Workloads × designs × machines × tunable values × `enabled`: the experiment a `thpsim run` names.
+/// Repeated options and comma lists add values to an axis; the grid is their cross product.
+public struct ExperimentGrid: Sendable, Hashable, Codable {
+    public var workloads: [WorkloadSpec]
+    public var designs: [String]
+    public var machines: [String]
+    public var enabled: [String]
+    public var tunables: [TunableAxis]
+    /// Simulated physical memory per run; nil: what each workload needs (`thpsim workload`'s rule).
+    public var memoryBytes: UInt64?
+
+    public init(workloads: [WorkloadSpec], designs: [String] = [KernelDesign.linux2_6_38.name],
+                machines: [String] = ["skylake-sp"], enabled: [String] = ["never", "madvise", "always"],
+                tunables: [TunableAxis] = [], memoryBytes: UInt64? = nil) {
+        self.workloads = workloads; self.designs = designs; self.machines = machines
+        self.enabled = enabled; self.tunables = tunables; self.memoryBytes = memoryBytes
+    }
+
+    /// The cells in a fixed order: workload, design, machine, tunables (first axis slowest), then
+    /// `enabled` fastest, so one workload's policies sit side by side.
+    public var cells: [ExperimentCell] {
+        var combos: [[ReplaySetup.Tunable]] = [[]]
+        for axis in tunables {
+            combos = combos.flatMap { c in axis.values.map { c + [ReplaySetup.Tunable(name: axis.name, value: $0)] } }
+        }
+        var cells: [ExperimentCell] = []
+        for w in workloads {
+            for d in designs {
+                for m in machines {
+                    for t in combos {
+                        for e in enabled {
+                            cells.append(ExperimentCell(index: cells.count, workload: w, design: d, machine: m, enabled: e, tunables: t))
+                        }
+                    }
+                }
+            }
+        }
+        return cells
+    }
+
+    /// The cells of shard `index` of `count`: every `count`-th cell from `index`, so each shard gets
+    /// a share of every workload and policy.
+    /// - Precondition: 0 ≤ index < count.
+    public func cells(shard index: Int, of count: Int) -> [ExperimentCell] {
+        precondition(index >= 0 && index < count)
+        return cells.filter { $0.index % count == index }
+    }
+
+    /// Everything wrong with the grid, each naming its option; empty when it can run.
+    public var problems: [String] {
+        var p: [String] = []
+        if workloads.isEmpty { p.append("no workload: give --workload or --trace") }
+        p += workloads.compactMap(\.problem)
+        for d in designs where KernelDesign.named(d) == nil {
+            p.append("--design: '\(d)' is not one of \(KernelDesign.all.map(\.name).joined(separator: ", "))")
+        }
+        for e in enabled where TransparentHugepageSettings.Enabled(rawValue: e) == nil {
+            p.append("--enabled: '\(e)' is not always, madvise or never")
+        }
+        for axis in tunables {
+            if axis.name == "enabled" { p.append("--set enabled=…: use --enabled"); continue }
+            for v in axis.values {
+                if let problem = ReplaySetup.problem(with: .init(name: axis.name, value: v)) { p.append("--set: \(problem)") }
+            }
+        }
+        for (name, axis) in [("--design", designs), ("--machine", machines), ("--enabled", enabled)] where axis.isEmpty {
+            p.append("\(name): no value")
+        }
+        if let m = memoryBytes, m < 16 << 20 || m > 1 << 40 { p.append("--memory: \(m) bytes is not a size from 16M to 1T") }
+        return p
+    }
+}

@@ -1,0 +1,114 @@
+import Foundation
+import Synchronization
+import VMCore
+import Kernel
+import Machine
+import Workloads
+
+/// Why a cell could not run: outside input (a trace that cannot be read or is malformed, a machine
+/// without memory for the first process), named by cell and file.
+public struct ExperimentError: Error, Sendable, CustomStringConvertible {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// Runs the cells of an `ExperimentGrid`, each on its own kernel model and simulated machine built
+/// the way `thpsim workload` and `thpsim replay` build theirs (`ReplaySetup`, `MachineExecutor`).
+/// Cells are independent and deterministic, so `jobs` host threads may run them at once without
+/// changing a number.
+public struct ExperimentRunner: Sendable {
+    public var grid: ExperimentGrid
+    /// The machine descriptions of the grid's machine names (presets or config files).
+    public var machines: [String: MachineDescription]
+    /// Host threads running cells at once.
+    public var jobs = 1
+
+    /// Progress of a running cell: its index, accesses made, accesses expected (0: unknown).
+    public typealias Progress = @Sendable (_ cell: Int, _ accesses: Int, _ expected: Int) -> Void
+
+    public init(grid: ExperimentGrid, machines: [String: MachineDescription]) {
+        self.grid = grid
+        self.machines = machines
+    }
+
+    /// Runs `cells` (all of the grid's by default) and returns the report, results in cell order.
+    public func run(cells: [ExperimentCell]? = nil, shard: ExperimentReport.Shard? = nil,
+                    progress: Progress? = nil, cellDone: (@Sendable (CellResult) -> Void)? = nil) throws(ExperimentError) -> ExperimentReport {
+        let todo = cells ?? grid.cells
+        let results = Mutex<[Int: Result<CellResult, ExperimentError>]>([:])
+        let next = Atomic<Int>(0)
+        let worker: @Sendable () -> Void = {
+            while true {
+                let i = next.wrappingAdd(1, ordering: .relaxed).oldValue
+                guard i < todo.count else { return }
+                let r = Result { () throws(ExperimentError) in try self.run(todo[i], progress: progress) }
+                if case .success(let c) = r { cellDone?(c) }
+                results.withLock { $0[i] = r }
+            }
+        }
+        let threads = max(1, min(jobs, todo.count))
+        if threads == 1 {
+            worker()
+        } else {
+            let group = DispatchGroup()
+            for _ in 0..<threads { DispatchQueue.global().async(group: group) { worker() } }
+            group.wait()
+        }
+        var out: [CellResult] = []
+        for i in todo.indices {
+            switch results.withLock({ $0[i]! }) {
+            case .success(let c): out.append(c)
+            case .failure(let e): throw e
+            }
+        }
+        var report = ExperimentReport(grid: grid, shard: shard, results: out)
+        report.computeSpeedups()
+        return report
+    }
+
+    /// Runs one cell.
+    public func run(_ cell: ExperimentCell, progress: Progress? = nil) throws(ExperimentError) -> CellResult {
+        guard let machine = machines[cell.machine] else { throw ExperimentError("machine '\(cell.machine)' was not loaded") }
+        guard let design = KernelDesign.named(cell.design), let enabled = TransparentHugepageSettings.Enabled(rawValue: cell.enabled) else {
+            throw ExperimentError("cell \(cell.index): design '\(cell.design)' or enabled '\(cell.enabled)' unknown")
+        }
+        var setup = ReplaySetup()
+        setup.design = design
+        setup.enabled = enabled
+        setup.machine = machine
+        setup.cpus = cell.workload.threads
+        setup.memoryBytes = grid.memoryBytes ?? cell.workload.defaultMemoryBytes
+        setup.tunables = cell.tunables
+        let executor: MachineExecutor
+        do throws(Errno) { executor = try setup.makeExecutor() } catch {
+            throw ExperimentError("\(cell.workload.label): the kernel model could not start the process (\(error))")
+        }
+        let kernel = executor.machine.kernel
+        var settings: [String: String] = [:]
+        for name in TransparentHugepageSettings.knobNames { settings[name] = kernel.hugepageSettings.sysfsText(name) }
+        for name in KhugepagedSettings.knobNames { settings[name] = kernel.khugepaged.sysfsText(name) }
+
+        let expected = cell.workload.expectedAccesses
+        // About 100 memory samples a run, for the charts.
+        if expected > 0 { executor.sampleInterval = max(MachineExecutor.tickInterval, expected / 100) }
+        if let progress { executor.progress = { progress(cell.index, $0, expected) } }
+        var records = 0
+        if let (workload, parameters) = cell.workload.syntheticRun {
+            var sink = executor
+            workload.generate(parameters, into: &sink)
+        } else if let path = cell.workload.trace {
+            switch Result(catching: { () throws(TraceError) -> Int in
+                var reader = try TraceReader(input: try TraceFile(path: path, mode: .read))
+                return try reader.replay(on: executor)
+            }) {
+            case .success(let n): records = n
+            case .failure(let e): throw ExperimentError("--trace \(path): \(e)")
+            }
+        } else {
+            throw ExperimentError("cell \(cell.index): \(cell.workload.problem ?? "no workload")")
+        }
+        var report = executor.finish()
+        report.records = records
+        return CellResult(cell: cell, report: report, settings: settings, machine: machine, memoryBytes: setup.memoryBytes)
+    }
+}

@@ -1,0 +1,167 @@
+import Machine
+import Workloads
+
+/// What one cell of an experiment measured. Counters cover the whole run (set-up included), since
+/// that is where faults and their latency fall. The keys are documented in docs/report-format.md;
+/// they only ever grow.
+public struct CellResult: Sendable, Equatable, Codable {
+    public var cell: ExperimentCell
+    /// Every `/sys/kernel/mm/transparent_hugepage/` tunable as the run started (Linux's names).
+    public var settings: [String: String]
+    public var seed: UInt64?
+    /// Where the machine's figures come from, and its clock.
+    public var machineSource: String
+    public var frequencyGHz: Double
+    public var memoryBytes: UInt64
+
+    public struct Accesses: Sendable, Equatable, Codable {
+        public var loads: Int, stores: Int, fetches: Int, total: Int
+    }
+    public var accesses: Accesses
+
+    /// TLB and walker figures (Linux PMU: `dtlb_load_misses.*`, `dtlb_store_misses.*`).
+    public struct TLB: Sendable, Equatable, Codable {
+        public var accesses: Int
+        /// Accesses that missed the L1 TLBs; of those, the ones that missed the second level too.
+        public var l1Misses: Int
+        public var l2Misses: Int
+        /// Per 1,000 accesses.
+        public var l1MissesPerKilo: Double
+        public var l2MissesPerKilo: Double
+        public var walks: Int
+        public var walkReferences: Int
+        public var walkReferencesFromMemory: Int
+        public var walkCycles: Double
+        public var tlbCycles: Double
+    }
+    public var tlb: TLB
+
+    /// `faultCycles + accessCycles`; `accessCycles` is everything else (pipeline share, TLB, walks,
+    /// data, shootdowns).
+    public var estimatedCycles: Double
+    public var faultCycles: Double
+    public var accessCycles: Double
+    /// `estimatedCycles` at `frequencyGHz`, in seconds.
+    public var estimatedSeconds: Double
+    /// The `never` cell's estimated cycles over this one's (same workload, design, machine, tunables);
+    /// nil when the grid has no such cell.
+    public var speedupVsNever: Double?
+
+    public struct Memory: Sendable, Equatable, Codable {
+        /// Peak `AnonPages` (RSS of anonymous memory, huge pages included), as sampled.
+        public var rssBytes: UInt64
+        /// At the RSS peak: bytes of the distinct 4 KiB pages written ("touched") and not unmapped or
+        /// discarded since (by virtual address, over every process). Reads of memory never written map
+        /// the zero page and take no memory, so they do not count.
+        public var touchedBytes: UInt64
+        /// `rssBytes - touchedBytes`: memory resident beyond what the program touched (untouched parts
+        /// of huge pages, and copies copy-on-write made of pages both processes hold; negative when
+        /// reclaim swapped touched pages out).
+        public var bloatBytes: Int64
+        /// `AnonPages`, `AnonHugePages` and `PageTables` at the end, and their ratio (THP coverage).
+        public var anonBytes: UInt64
+        public var anonHugeBytes: UInt64
+        public var pageTableBytes: UInt64
+        public var thpCoverage: Double
+    }
+    public var memory: Memory
+
+    public struct Faults: Sendable, Equatable, Codable {
+        public var count: Int
+        /// `thp_fault_alloc`, `thp_fault_fallback`.
+        public var huge: Int
+        public var fallback: Int
+        /// Latency in cycles, to HdrHistogram's three significant digits.
+        public var p50Cycles: UInt64
+        public var p99Cycles: UInt64
+        public var maxCycles: UInt64
+        public var meanCycles: Double
+        /// The distribution: `[value, count]` per non-empty bucket, value the bucket's highest.
+        public var histogram: [[UInt64]]
+
+        public var latency: FaultLatencyHistogram {
+            FaultLatencyHistogram(buckets: histogram.compactMap { $0.count == 2 ? ($0[0], $0[1]) : nil })
+        }
+    }
+    public var faults: Faults
+
+    /// `thp_split_page`, `thp_split_pmd`, `khugepaged/pages_collapsed`, `thp_collapse_alloc`, `compact_stall`.
+    public var splits: Int
+    public var splitPMDs: Int
+    public var collapses: Int
+    public var collapseAllocations: Int
+    public var compactStalls: Int
+
+    /// Every `/proc/vmstat` counter at the end, and `/proc/meminfo` at the end (bytes, Linux's names).
+    public var vmstat: [String: Int]
+    public var meminfo: [String: UInt64]
+
+    public struct Sample: Sendable, Equatable, Codable {
+        public var accesses: Int
+        public var anonBytes: UInt64
+        public var anonHugeBytes: UInt64
+        public var touchedBytes: UInt64
+    }
+    /// RSS, `AnonHugePages` and bytes touched during the run.
+    public var memoryOverTime: [Sample]
+
+    /// Processes killed (SIGSEGV/SIGBUS) and failed system calls by errno.
+    public var signals: Int
+    public var failedCalls: [String: Int]
+    /// Trace records read (traces only).
+    public var records: Int
+    /// The kernel's simulated clock at the end.
+    public var simulatedNanoseconds: UInt64
+}
+
+extension CellResult {
+    /// The result of `cell` from a finished run's report.
+    init(cell: ExperimentCell, report r: ReplayReport, settings: [String: String], machine: MachineDescription,
+         memoryBytes: UInt64) {
+        self.cell = cell
+        self.settings = settings
+        seed = cell.workload.seed
+        machineSource = machine.source
+        frequencyGHz = machine.frequencyGHz
+        self.memoryBytes = memoryBytes
+        accesses = Accesses(loads: r.accesses[0], stores: r.accesses[1], fetches: r.accesses[2],
+                            total: r.accesses.reduce(0, +))
+        let c = r.total
+        let perKilo = { (n: Int) in c.accesses == 0 ? 0 : Double(n) * 1000 / Double(c.accesses) }
+        let l1Misses = c.accesses - c.l1Hits, l2Misses = c.accesses - c.l1Hits - c.l2Hits
+        tlb = TLB(accesses: c.accesses, l1Misses: l1Misses, l2Misses: l2Misses,
+                  l1MissesPerKilo: perKilo(l1Misses), l2MissesPerKilo: perKilo(l2Misses), walks: c.walks,
+                  walkReferences: c.walkReferences, walkReferencesFromMemory: c.walkReferencesFromMemory,
+                  walkCycles: c.walkCycles, tlbCycles: c.tlbCycles)
+        estimatedCycles = c.cycles
+        faultCycles = c.faultCycles
+        accessCycles = c.cycles - c.faultCycles
+        estimatedSeconds = c.cycles / machine.frequencyGHz / 1e9
+        speedupVsNever = nil
+        let peak = r.peakSample
+        let rss = peak?.anonBytes ?? 0, touched = peak?.touchedBytes ?? 0
+        let anon = r.meminfoFinal["AnonPages"] ?? 0, huge = r.meminfoFinal["AnonHugePages"] ?? 0
+        memory = Memory(rssBytes: rss, touchedBytes: touched, bloatBytes: Int64(rss) - Int64(touched),
+                        anonBytes: anon, anonHugeBytes: huge, pageTableBytes: r.meminfoFinal["PageTables"] ?? 0,
+                        thpCoverage: anon == 0 ? 0 : Double(huge) / Double(anon))
+        // Percentiles of the histogram as the report carries it (its buckets), so a report read back
+        // (thpsim merge) computes the same figures from `histogram`.
+        let h = FaultLatencyHistogram(buckets: r.faultLatency.buckets)
+        faults = Faults(count: c.faults, huge: r.vmstatFinal["thp_fault_alloc"] ?? 0,
+                        fallback: r.vmstatFinal["thp_fault_fallback"] ?? 0,
+                        p50Cycles: h.percentile(50), p99Cycles: h.percentile(99), maxCycles: h.max,
+                        meanCycles: h.count == 0 ? 0 : h.mean, histogram: h.buckets.map { [$0.value, $0.count] })
+        splits = r.vmstatFinal["thp_split_page"] ?? 0
+        splitPMDs = r.vmstatFinal["thp_split_pmd"] ?? 0
+        collapses = r.pagesCollapsed
+        collapseAllocations = r.vmstatFinal["thp_collapse_alloc"] ?? 0
+        compactStalls = r.vmstatFinal["compact_stall"] ?? 0
+        vmstat = r.vmstatFinal
+        meminfo = r.meminfoFinal
+        memoryOverTime = r.memoryOverTime.map { Sample(accesses: $0.accesses, anonBytes: $0.anonBytes, anonHugeBytes: $0.anonHugeBytes, touchedBytes: $0.touchedBytes) }
+        signals = r.signals.count
+        failedCalls = r.failedCalls
+        records = r.records
+        simulatedNanoseconds = r.simulatedNanoseconds
+    }
+}

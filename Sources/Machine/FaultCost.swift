@@ -1,0 +1,99 @@
+import VMCore
+import Kernel
+
+/// What the kernel did while it handled one page fault, read from its counters around the fault:
+/// the pages it allocated (zeroed, or copied on copy-on-write), and any direct compaction, direct
+/// reclaim and swap-in on the way.
+///
+/// Linux has no per-fault record of this; the counters are the ones `/proc/vmstat` shows, so the same
+/// deltas can be read around a fault on a real kernel (`perf trace -F` with vmstat snapshots).
+public struct FaultWork: Sendable, Hashable {
+    /// 2 MiB pages allocated for the fault (`thp_fault_alloc`): zeroed, or copied on a huge COW.
+    public var hugePages = 0
+    /// 4 KiB pages allocated for the faulting address(es): `pgalloc_normal` less the huge pages, the
+    /// page tables, compaction's migration targets and swap-ins (a 2.6.38 huge COW that falls back
+    /// allocates 512 of them).
+    public var smallPages = 0
+    /// A write to a present, write-protected entry: the pages allocated are copies, not zero-filled.
+    public var copyOnWrite = false
+    /// `compact_stall`: direct compactions entered.
+    public var compactStalls = 0
+    /// `compact_migrate_scanned` + `compact_free_scanned`.
+    public var compactScanned = 0
+    /// Pages compaction migrated (`compact_isolated` counts the page and its target: half of it).
+    public var pagesMigrated = 0
+    /// Pages direct reclaim freed (Linux: `pgsteal_direct`).
+    public var pagesReclaimed = 0
+    /// `pswpout`: pages direct reclaim wrote to swap.
+    public var pagesSwappedOut = 0
+    /// `pswpin`: pages read back from swap (a major fault).
+    public var pagesSwappedIn = 0
+
+    public init() {}
+
+    /// The counters a fault's work is read from, at one moment.
+    struct Snapshot {
+        var thpFaultAlloc, pgalloc, pageTables, compactStall, compactScanned, compactIsolated: Int
+        var pswpout, pswpin, reclaimed: Int
+
+        init(_ kernel: Kernel) {
+            let v = kernel.vmstat
+            thpFaultAlloc = v[.thpFaultAlloc]; pgalloc = v[.pgallocNormal]; pageTables = v[.nrPageTablePages]
+            compactStall = v[.compactStall]
+            compactScanned = v[.compactMigrateScanned] + v[.compactFreeScanned]
+            compactIsolated = v[.compactIsolated]
+            pswpout = v[.pswpout]; pswpin = v[.pswpin]
+            reclaimed = kernel.kswapd.pagesReclaimed
+        }
+    }
+
+    /// The work between two snapshots taken around one fault.
+    init(from a: Snapshot, to b: Snapshot, copyOnWrite: Bool) {
+        hugePages = b.thpFaultAlloc - a.thpFaultAlloc
+        compactStalls = b.compactStall - a.compactStall
+        compactScanned = b.compactScanned - a.compactScanned
+        pagesMigrated = (b.compactIsolated - a.compactIsolated) / 2
+        pagesReclaimed = b.reclaimed - a.reclaimed
+        pagesSwappedOut = b.pswpout - a.pswpout
+        pagesSwappedIn = b.pswpin - a.pswpin
+        let tables = max(0, b.pageTables - a.pageTables)
+        smallPages = max(0, (b.pgalloc - a.pgalloc) - hugePages * PageGeometry.pmdOrder.pages - tables
+                              - pagesMigrated - pagesSwappedIn)
+        self.copyOnWrite = copyOnWrite
+    }
+}
+
+extension TimingParameters {
+    /// Cycles to zero one 4 KiB page, as the two fault costs imply: a 2 MiB fault zeroes 511 pages more
+    /// than a 4 KiB one.
+    public var zeroPageCycles: Double { max(0, (hugeFaultCycles - baseFaultCycles) / 511) }
+
+    /// The latency of a fault that did `work` (docs/machines.md, "Fault latency"):
+    ///
+    /// ```
+    /// fault-2m + (huge − 1) × 512 × zero      a huge fault (zeroing 2 MiB included)
+    /// | fault-4k + (small − 1) × zero          a 4 KiB fault (zeroing 4 KiB included)
+    /// | fault-minor                            nothing allocated
+    /// + pages × (copy-4k − zero)               on copy-on-write, copying instead of zeroing
+    /// + stalls × compact-stall + scanned × compact-scan + migrated × migrate-4k
+    /// + reclaimed × reclaim-4k + swapped out × swap-out-4k + swapped in × swap-in-4k
+    /// ```
+    /// Linux: the time between `exc_page_fault()` and its return, which `perf trace --pf` measures.
+    public func faultCycles(_ work: FaultWork) -> Double {
+        let zero = zeroPageCycles
+        let pages = work.hugePages * PageGeometry.pmdOrder.pages + work.smallPages
+        var cycles: Double
+        if work.hugePages > 0 {
+            cycles = hugeFaultCycles + Double((work.hugePages - 1) * PageGeometry.pmdOrder.pages + work.smallPages) * zero
+        } else if work.smallPages > 0 {
+            cycles = baseFaultCycles + Double(work.smallPages - 1) * zero
+        } else {
+            cycles = minorFaultCycles
+        }
+        if work.copyOnWrite { cycles += Double(pages) * (copyPageCycles - zero) }
+        cycles += Double(work.compactStalls) * compactStallCycles + Double(work.compactScanned) * compactScanCycles
+        cycles += Double(work.pagesMigrated) * migratePageCycles + Double(work.pagesReclaimed) * reclaimPageCycles
+        cycles += Double(work.pagesSwappedOut) * swapOutPageCycles + Double(work.pagesSwappedIn) * swapInPageCycles
+        return max(cycles, 0)
+    }
+}

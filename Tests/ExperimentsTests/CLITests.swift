@@ -1,0 +1,71 @@
+import Foundation
+import Testing
+@testable import Experiments
+
+/// `thpsim run`, `merge` and `demo` through the built binary: bad input ends with a message naming the
+/// option or file and a non-zero status, never a crash.
+@Suite("thpsim run and merge on the command line", .enabled(if: Binary.thpsim != nil, "the thpsim binary was not found next to the test bundle (run swift build)"))
+struct CLITests {
+    static let small = ["--workload", "gups", "--size", "8M", "--accesses", "1K"]
+
+    @Test("bad options are refused, naming the option", arguments: [
+        (["run", "--workload", "gups", "--size", "12Q"], "--size"),
+        (["run", "--workload", "nosuch"], "--workload"),
+        (["run", "--enabled", "sometimes"] + small, "--enabled"),
+        (["run", "--design", "linux-9.9"] + small, "--design"),
+        (["run", "--machine", "nosuch"] + small, "unknown machine 'nosuch'"),
+        (["run", "--set", "khugepaged/max_ptes_none=999"] + small, "max_ptes_none"),
+        (["run", "--set", "nonsense"] + small, "--set"),
+        (["run", "--shard", "2/2"] + small, "--shard"),
+        (["run", "--shard", "one/two"] + small, "--shard"),
+        (["run", "--shard", "0/2", "--csv"] + small, "--shard"),
+        (["run", "--size", "1G"], "--size applies to synthetic workloads"),
+        (["run", "--trace", "/nonexistent/x.trace"], "--trace"),
+        (["run", "--accesses", "lots", "--workload", "gups"], "--accesses"),
+        (["run", "--jobs", "0"] + small, "--jobs"),
+        (["run", "--json", "--csv"] + small, "--json and --csv"),
+        (["merge"], "merge"),
+        (["merge", "/nonexistent/shard.json"], "/nonexistent/shard.json: cannot read"),
+    ] as [([String], String)])
+    func badInput(arguments: [String], expected: String) throws {
+        let r = try Binary.run(arguments)
+        #expect(!r.crashed)
+        #expect(r.status != 0)
+        #expect(r.err.contains(expected), "stderr: \(r.err)")
+    }
+
+    @Test("merge refuses a file that is not a report, naming it")
+    func invalidShardFile() throws {
+        let bad = temporaryFile("bad.json")
+        try Data("{oops".utf8).write(to: URL(fileURLWithPath: bad))
+        let r = try Binary.run(["merge", bad])
+        #expect(!r.crashed && r.status == 2)
+        #expect(r.err.contains(bad) && r.err.contains("not a thpsim report"), "stderr: \(r.err)")
+    }
+
+    @Test("shards written to files merge into the unsharded report, in any format")
+    func shardFiles() throws {
+        let a = temporaryFile("shard0.json"), b = temporaryFile("shard1.json")
+        let grid = Self.small + ["--workload", "heap", "--enabled", "never,always", "--jobs", "1", "--no-progress"]
+        #expect(try Binary.run(["run", "--shard", "0/2", "--output", a] + grid).status == 0)
+        #expect(try Binary.run(["run", "--shard", "1/2", "--output", b] + grid).status == 0)
+        let merged = try Binary.run(["merge", b, a, "--json"])
+        let whole = try Binary.run(["run", "--json"] + grid)
+        #expect(merged.status == 0 && whole.status == 0)
+        #expect(merged.out == whole.out)
+        let csv = try Binary.run(["merge", a, b, "--csv"])
+        #expect(csv.out.hasPrefix(ExperimentReport.csvColumns.joined(separator: ",") + "\n"))
+        #expect(csv.out.split(separator: "\n").count == 1 + 4)
+        let missing = try Binary.run(["merge", a])
+        #expect(missing.status == 2 && missing.err.contains("missing"), "stderr: \(missing.err)")
+        // Progress goes to a terminal only: with stderr a pipe, a run prints nothing there.
+        #expect(whole.err.isEmpty)
+    }
+
+    @Test("thpsim demo still runs the demonstration")
+    func demo() throws {
+        let r = try Binary.run(["demo", "--memory", "256M", "--region", "16M"])
+        #expect(r.status == 0)
+        #expect(r.out.contains("thpsim demonstration") && r.out.contains("thp_fault_alloc"))
+    }
+}

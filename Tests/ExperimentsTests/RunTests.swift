@@ -1,0 +1,102 @@
+import Foundation
+import Testing
+import Machine
+import Workloads
+@testable import Experiments
+
+@Suite("Experiment runs")
+struct RunTests {
+    @Test("two runs of one grid give equal reports, whatever the number of host threads")
+    func determinism() throws {
+        let grid = Small.grid(["gups", "forkserver", "idle"], accesses: 10_000)
+        let a = try Small.run(grid, jobs: 1), b = try Small.run(grid, jobs: 2)
+        #expect(a == b)
+        #expect(a.json == b.json)
+    }
+
+    @Test("merging the shards of a grid gives the unsharded report", arguments: [2, 4])
+    func shardMerge(count: Int) throws {
+        let grid = Small.grid(["gups", "heap"], accesses: 10_000, tunables: [TunableAxis(name: "khugepaged/max_ptes_none", values: ["0", "511"])])
+        let whole = try Small.run(grid)
+        var shards: [(name: String, report: ExperimentReport)] = []
+        for i in (0..<count).reversed() {
+            let r = try Small.run(grid, shard: .init(index: i, count: count))
+            #expect(r.shard == .init(index: i, count: count))
+            shards.append(("shard\(i).json", try ExperimentReport.decode(Data(r.json.utf8))))
+        }
+        let merged = try ExperimentReport.merge(shards)
+        #expect(merged == whole)
+        #expect(merged.json == whole.json)
+        #expect(merged.csv == whole.csv && merged.html == whole.html)
+
+        // A missing or repeated shard is refused, naming it.
+        do { _ = try ExperimentReport.merge(Array(shards.dropFirst())); Issue.record("merged without a shard") } catch {
+            #expect(error.description.contains("missing"))
+        }
+        do { _ = try ExperimentReport.merge(shards + [shards[0]]); Issue.record("merged a shard twice") } catch {
+            #expect(error.description.contains("again"))
+        }
+        var other = shards[0]
+        other.report.grid.enabled = ["always"]
+        do { _ = try ExperimentReport.merge([shards[1], other]); Issue.record("merged shards of two grids") } catch {
+            #expect(error.description.contains("different grid"))
+        }
+    }
+
+    @Test("the trade-off shows: huge pages cut GUPS's walks and fault count, and cost longer faults")
+    func tradeOff() throws {
+        let report = try Small.run(Small.grid(["gups"], size: 32 << 20, accesses: 50_000, enabled: ["never", "always"]))
+        let never = report.results[0], always = report.results[1]
+        #expect(never.cell.enabled == "never" && always.cell.enabled == "always")
+        #expect(always.tlb.l2MissesPerKilo < never.tlb.l2MissesPerKilo / 10)
+        #expect(always.faults.count == 16 && always.faults.huge == 16 && never.faults.count == 8192)
+        #expect(always.faults.p50Cycles > 20 * never.faults.p50Cycles)
+        #expect(always.memory.thpCoverage == 1 && never.memory.thpCoverage == 0)
+        #expect(always.speedupVsNever! > 1)
+        #expect(never.memory.touchedBytes == 32 << 20 && never.memory.bloatBytes == 0)
+        // Each fault's latency went into the histogram, and into the fault cycles.
+        #expect(never.faults.latency.count == UInt64(never.faults.count))
+        #expect(abs(Double(never.faults.count) * MachineDescription.skylakeSP.timing.baseFaultCycles - never.faultCycles) < 1)
+    }
+
+    /// A trace: map 8 MiB, write one page in eight (small pages: the VMA is not yet MADV_HUGEPAGE),
+    /// then MADV_HUGEPAGE (registering the mm with khugepaged), sleep 30 s, read.
+    static func sparseThenAdviseTrace() throws -> String {
+        let path = temporaryFile("sparse-advise.trace")
+        let file = try TraceFile(path: path, mode: .write)
+        var w = try TraceWriter(output: file)
+        let base = SyntheticLayout.base, size: UInt64 = 8 << 20
+        w.event(thread: 0, .mmap(address: base, length: size, protection: .readWrite, shared: false))
+        for page in stride(from: 0, to: size, by: 8 * 4096) { w.access(thread: 0, address: base + page, kind: .store, count: 1) }
+        w.event(thread: 0, .madvise(address: base, length: size, advice: .hugepage))
+        w.event(thread: 0, .idle(milliseconds: 30_000))
+        for page in stride(from: 0, to: size, by: 4096) { w.access(thread: 0, address: base + page, kind: .load, count: 1) }
+        _ = try w.finish()
+        try file.close()
+        return path
+    }
+
+    @Test("khugepaged runs on the run's simulated time and max_ptes_none decides: collapse and bloat, or neither")
+    func khugepagedOnSimulatedTime() throws {
+        let grid = ExperimentGrid(workloads: [.trace(try Self.sparseThenAdviseTrace())], enabled: ["madvise"],
+                                  tunables: [TunableAxis(name: "khugepaged/max_ptes_none", values: ["0", "511"])],
+                                  memoryBytes: 64 << 20)
+        let report = try Small.run(grid)
+        let strict = report.results[0], loose = report.results[1]
+        #expect(strict.cell.tunables[0].value == "0" && loose.cell.tunables[0].value == "511")
+        #expect(loose.simulatedNanoseconds >= 30_000_000_000)
+        #expect(loose.collapses == 4, "max_ptes_none=511 collapses the four sparse ranges")
+        #expect(strict.collapses == 0, "max_ptes_none=0 refuses them")
+        #expect(loose.memory.anonHugeBytes == 8 << 20 && strict.memory.anonHugeBytes == 0)
+        #expect(loose.memory.bloatBytes == Int64(7 << 20) && strict.memory.bloatBytes == 0)
+        #expect(loose.settings["khugepaged/max_ptes_none"] == "511" && strict.settings["enabled"] == "always [madvise] never")
+    }
+
+    @Test("a trace that cannot be read fails the cell with its path")
+    func badTrace() {
+        let grid = ExperimentGrid(workloads: [.trace("/nonexistent/x.trace")], enabled: ["never"])
+        do { _ = try Small.run(grid); Issue.record("ran a missing trace") } catch {
+            #expect(error.description.contains("/nonexistent/x.trace"))
+        }
+    }
+}
