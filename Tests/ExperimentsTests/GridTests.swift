@@ -45,12 +45,13 @@ struct GridTests {
         #expect(ExperimentGrid(workloads: [.synthetic("gups", size: 4095, accesses: 1)]).problems.first?.contains("--size") == true)
     }
 
-    @Test("the default experiment is GUPS, heap and forkserver under never, madvise and always")
+    @Test("the default experiment is GUPS, heap and forkserver under never, madvise and always, in both designs")
     func defaultExperiment() {
         let g = DefaultExperiment.grid
         #expect(g.problems.isEmpty)
         #expect(g.workloads.compactMap(\.synthetic) == ["gups", "heap", "forkserver"])
         #expect(g.enabled == ["never", "madvise", "always"])
-        #expect(g.cells.count == 9)
+        #expect(g.designs == ["linux-2.6.38", "linux-6.18"])
+        #expect(g.cells.count == 18)
     }
 }

@@ -4,7 +4,7 @@ extension ExperimentReport {
     static let textColumns: [(title: String, width: Int)] = [
         ("accesses", 9), ("L1 miss/1K", 11), ("L2 miss/1K", 11), ("walk Mcyc", 10), ("est. Mcyc", 10),
         ("vs never", 9), ("THP", 5), ("RSS", 7), ("bloat", 7), ("faults", 8), ("huge", 6),
-        ("p50 µs", 8), ("p99 µs", 8), ("max µs", 8), ("splits", 7), ("collapses", 10),
+        ("p50 µs", 8), ("p99 µs", 8), ("max µs", 8), ("split pg/pmd", 13), ("collapses", 10),
     ]
 
     public var text: String {
@@ -33,10 +33,21 @@ extension ExperimentReport {
         for r in results { if let s = r.seed { seeds.insert(s) }; if let t = r.cell.workload.trace { traces.insert(t) } }
         var repro = "seeds \(seeds.sorted().map(String.init).joined(separator: ","))"
         if !traces.isEmpty { repro += "; traces " + traces.sorted().joined(separator: ", ") }
-        if let s = results.first?.settings {
-            let shown = ["defrag", "use_zero_page", "khugepaged/max_ptes_none", "khugepaged/scan_sleep_millisecs"]
-            repro += "; " + shown.compactMap { k in s[k].map { "\(k)=\(Self.selected($0))" } }.joined(separator: " ")
+        // The settings besides `enabled`, once per design when the designs boot differently.
+        let shown = ["defrag", "use_zero_page", "khugepaged/max_ptes_none", "khugepaged/scan_sleep_millisecs"]
+        var described: [String] = []
+        for r in results {
+            let text = shown.compactMap { k in r.settings[k].map { "\(k)=\(Self.selected($0))" } }.joined(separator: " ")
+            if !described.contains(where: { $0.hasSuffix(text) }) { described.append(text) }
         }
+        if described.count > 1 {
+            described = []
+            for design in Set(results.map(\.cell.design)).sorted() {
+                guard let r = results.first(where: { $0.cell.design == design }) else { continue }
+                described.append(design + ": " + shown.compactMap { k in r.settings[k].map { "\(k)=\(Self.selected($0))" } }.joined(separator: " "))
+            }
+        }
+        if !described.isEmpty { repro += "; " + described.joined(separator: "; ") }
         lines.append(repro)
         return lines.joined(separator: "\n")
     }
@@ -69,7 +80,7 @@ extension ExperimentReport {
             Format.micros(r.faults.p50Cycles, ghz),
             Format.micros(r.faults.p99Cycles, ghz),
             Format.micros(r.faults.maxCycles, ghz),
-            Format.count(r.splits),
+            Format.count(r.splits) + "/" + Format.count(r.splitPMDs),
             Format.count(r.collapses),
         ]
     }
