@@ -25,11 +25,15 @@ struct ScenarioCommand: ParsableCommand {
     @Flag(help: "Print a machine-readable JSON report.")
     var json = false
 
+    @Flag(help: "With --compare: print the conformance tables in Markdown (docs/conformance.md).")
+    var markdown = false
+
     @Option(help: "The model's design for files without a `design` line: \(KernelDesign.all.map(\.name).joined(separator: ", ")) (default linux-2.6.38).")
     var design: String?
 
     func validate() throws {
         if native && compare { throw ValidationError("--native and --compare exclude each other") }
+        if markdown && (!compare || json) { throw ValidationError("--markdown needs --compare and excludes --json") }
         if let design, KernelDesign.named(design) == nil {
             throw ValidationError("--design: no design '\(design)' (known: \(KernelDesign.all.map(\.name).joined(separator: ", ")))")
         }
@@ -37,11 +41,13 @@ struct ScenarioCommand: ParsableCommand {
 
     func run() throws {
         var scenarios: [Scenario] = []
+        var texts: [String: String] = [:]
         for file in files {
             guard let text = try? String(contentsOfFile: file, encoding: .utf8) else {
                 FileHandle.standardError.write(Data("\(file): error: cannot read the file\n".utf8))
                 throw ExitCode(2)
             }
+            texts[file] = text
             do {
                 scenarios.append(try ScenarioParser.parse(text, file: file))
             } catch {
@@ -57,7 +63,11 @@ struct ScenarioCommand: ParsableCommand {
             let comparisons = scenarios.map {
                 ScenarioRunner.compare($0, model: model($0), native: { () throws(ScenarioError) in try makeNativeScenarioBackend() })
             }
-            print(json ? ScenarioJSON.render(comparisons) : comparisons.map(\.text).joined(separator: "\n\n"))
+            if markdown {
+                print(ScenarioComparison.markdown(comparisons, texts: texts))
+            } else {
+                print(json ? ScenarioJSON.render(comparisons) : comparisons.map(\.text).joined(separator: "\n\n"))
+            }
             passed = comparisons.allSatisfy(\.passed)
         } else {
             let reports = scenarios.map { scenario in

@@ -135,6 +135,7 @@ extension AddressSpace {
                             // `split_folio_to_list()` when the THP cannot go to swap whole).
                             kernel.getPage(entry.pfn)
                             lock.spinUnlock()
+                            kernel.vmstat.count(.thpSwpoutFallback)
                             _ = kernel.splitFolio(entry.pfn)
                             kernel.putPage(entry.pfn)
                             return pmd[index].isHuge ? .handled : .retry
@@ -142,6 +143,7 @@ extension AddressSpace {
                         lock.spinUnlock()
                         return entry.isSpecial ? .handled : .split
                     }) { table, lo, hi in
+                        splitLargeFolios(table, lo, hi, onlyOld: true)
                         if let reached = swapOut(table, lo, hi, onlyOld: true, until: enough) {
                             stoppedAt = reached
                             return false

@@ -6,6 +6,10 @@ import PhysicalMemory
 /// Swap-out (MADV_PAGEOUT today; reclaim later) writes an exclusively mapped, unpinned page to a swap
 /// slot and replaces its PTE by a swap entry; the page is freed. In the 2010 design a huge page cannot
 /// go to swap whole, so the range is split first (2.6.38: `split_huge_page()` from `add_to_swap()`).
+/// Today's kernel tries to write a THP whole (`thp_swpout`), which needs a swap device with free
+/// 2 MiB clusters; the model's device allocates slot by slot, so it falls back as a swap file does
+/// here (`thp_swpout_fallback`) and splits the folio first (Linux 6.18: `shrink_folio_list()` →
+/// `folio_alloc_swap()` fails → `split_folio_to_list()`).
 /// A fault on a swap entry reads the slot into a new page (Linux: `do_swap_page()`).
 extension AddressSpace {
     /// MADV_PAGEOUT over `[start, end)`: split huge pages, then swap out every page only this PTE maps
@@ -20,14 +24,53 @@ extension AddressSpace {
                 invalidatingSecondaryMMUs(from, to) {
                     forEachPTETable(from, to, huge: { pmd, index, _, _ in
                         // The huge zero page has nothing to swap; a huge page is split first.
-                        pmd[index].isSpecial ? .handled : .split
+                        if pmd[index].isSpecial { return .handled }
+                        guard !kernel.design.splitPMDSplitsPage, let (entry, lock) = lockHugePMD(pmd, index) else { return .split }
+                        kernel.getPage(entry.pfn)
+                        lock.spinUnlock()
+                        kernel.vmstat.count(.thpSwpoutFallback)
+                        _ = kernel.splitFolio(entry.pfn)
+                        kernel.putPage(entry.pfn)
+                        return pmd[index].isHuge ? .handled : .retry
                     }) { table, lo, hi in
+                        splitLargeFolios(table, lo, hi)
                         _ = swapOut(table, lo, hi, onlyOld: false, until: { false })
                         return true
                     }
                 }
                 kernel.flushTLB(self, from, to)
             }
+        }
+    }
+
+    /// Splits the large folios (today's design) that PTEs of `table` map in `[from, to)`, so that their
+    /// pages can go to swap one by one (with `onlyOld`, only folios mapped here by an old PTE); a pinned
+    /// folio stays whole, and its pages in memory (Linux:
+    /// the `split_folio()` of `madvise_cold_or_pageout_pte_range()` and `shrink_folio_list()`).
+    /// - Precondition: the mmap lock is held for reading; no page-table lock is.
+    func splitLargeFolios(_ table: PageTable, _ from: VirtualAddress, _ to: VirtualAddress, onlyOld: Bool = false) {
+        guard kernel.design.mapcounts == .perPage else { return }
+        let frames = kernel.memory.frames
+        let lock = kernel.splitLock(table)
+        var heads: [PFN] = []
+        lock.spinLock()
+        var va = from
+        while va < to {
+            let entry = table[va.tableIndex(.pte)]
+            if entry.isMapped && !entry.isSpecial && !(onlyOld && entry.isAccessed)
+                && frames.kind(entry.pfn) == .anonymous && kernel.isInLargeFolio(entry.pfn) {
+                let head = frames.head(of: entry.pfn)
+                if heads.last != head && !heads.contains(head) {
+                    kernel.getPage(head)
+                    heads.append(head)
+                }
+            }
+            va = va + PageGeometry.pageSize
+        }
+        lock.spinUnlock()
+        for head in heads {
+            _ = kernel.splitFolio(head)
+            kernel.putPage(head)
         }
     }
 
