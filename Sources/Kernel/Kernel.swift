@@ -57,6 +57,8 @@ public final class Kernel: @unchecked Sendable {
     let hugeMappings = HugeMappings()
     /// Large folios waiting for a split (today's design).
     let deferredSplitQueue = DeferredSplitQueue()
+    /// Per-size THP counters (`hugepages-<size>kB/stats/`).
+    public let mthpStats = MTHPStats()
     /// Held for the whole of a `split_huge_page()`, so two splits of one page do not interleave (Linux
     /// 2.6.38: the anon_vma lock that `__split_huge_page()` holds).
     let splitSerialization = SpinLock()
@@ -100,7 +102,7 @@ public final class Kernel: @unchecked Sendable {
         set {
             hugepageSettingsWord.store(newValue.packed, ordering: .relaxed)
             // Linux: enabled_store() → start_stop_khugepaged() wakes khugepaged when it has work.
-            if newValue.enabled != .never { khugepaged.wakeIfWaiting(now: clock.now) }
+            if newValue.mode(order: 9) != .never { khugepaged.wakeIfWaiting(now: clock.now) }
         }
     }
 

@@ -229,8 +229,16 @@ struct RandomizedRun {
             var settings = kernel.hugepageSettings
             settings.enabled = [.always, .always, .madvise, .madvise, .never][Int(random(5))]
             settings.useZeroPage = random(2) == 0
+            var sizes = ""
+            if kernel.design.mapcounts == .perPage {
+                // Multi-size THP: a random size below 2 MiB gets a random setting.
+                let order = UInt8(2 + random(7))
+                let value = TransparentHugepageSettings.SizeEnabled.allCases[Int(random(4))]
+                settings.setSizeEnabled(order: order, value)
+                sizes = " hugepages-\(4 << order)kB/enabled=\(value)"
+            }
             kernel.hugepageSettings = settings
-            return "set enabled=\(settings.enabled) use_zero_page=\(settings.useZeroPage)"
+            return "set enabled=\(settings.enabled) use_zero_page=\(settings.useZeroPage)\(sizes)"
         default:
             let first = p.pages.keys.randomElement(using: &rng) ?? randomPageInWindow()
             let count = 1 + random(1024)

@@ -105,6 +105,7 @@ extension AddressSpace {
             lock.spinUnlock()
             return .handled
         }
+        if let outcome = anonymousLargeFault(vma, va, table) { return outcome }
         guard let pfn = kernel.allocateAnonymousPage() else { return .outOfMemory }
         kernel.countAllocation(pages: 1)
         kernel.memory.frames.insertFlags(pfn, [.anonExclusive, .swapBacked])

@@ -31,6 +31,7 @@ extension Kernel {
             if partiallyMapped && !flags.contains(.partiallyMapped) {
                 frames.insertFlags(head, .partiallyMapped)
                 if frames.order(head) == PageGeometry.pmdOrder { vmstat.count(.thpDeferredSplitPage) }
+                mthpStats.count(frames.order(head).rawValue, .splitDeferred)
             }
             if !flags.contains(.deferredSplit) {
                 frames.insertFlags(head, .deferredSplit)

@@ -14,9 +14,9 @@ extension AddressSpace {
     /// Whether the THP settings and the VMA's flags let a fault in `vma` map a huge page (Linux 2.6.38:
     /// `transparent_hugepage_enabled()`; Linux 6.18: `thp_vma_allowable_order()` for anonymous VMAs).
     /// Shared anonymous memory is shmem, whose huge pages (`shmem_enabled`) the model does not have.
-    func hugepagesAllowed(in vma: VMA, _ settings: TransparentHugepageSettings) -> Bool {
+    func hugepagesAllowed(in vma: VMA, _ settings: TransparentHugepageSettings, order: UInt8 = 9) -> Bool {
         if vma.isShared || vma.flags.contains(.noHugepage) { return false }
-        switch settings.enabled {
+        switch settings.mode(order: order) {
         case .always: return true
         case .madvise: return vma.flags.contains(.hugepage)
         case .never: return false
@@ -71,6 +71,7 @@ extension AddressSpace {
         guard let head = kernel.allocateHugePage(defrag: settings.faultDefrag(madvised: vma.flags.contains(.hugepage))) else {
             kernel.freeTable(deposit)
             kernel.vmstat.count(.thpFaultFallback)
+            kernel.mthpStats.count(PageGeometry.pmdOrder.rawValue, .anonFaultFallback)
             return .fallback
         }
         var bits = PageTableEntry.userBits(vma.flags.protection) | PageTableEntry.hugeBit
@@ -92,6 +93,7 @@ extension AddressSpace {
         // zero (`map_anon_folio_pmd()` → `deferred_split_folio(folio, false)`).
         kernel.deferredSplitFolio(head, partiallyMapped: false)
         kernel.vmstat.count(.thpFaultAlloc)
+        kernel.mthpStats.count(PageGeometry.pmdOrder.rawValue, .anonFaultAlloc)
         return .done(.handled)
     }
 

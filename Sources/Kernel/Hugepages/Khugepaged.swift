@@ -111,7 +111,7 @@ public final class Khugepaged: Sendable {
             while progress < budget {
                 let atHead = state.withLock { $0.cursor == nil }
                 if atHead { passesThroughHead += 1 }
-                guard passesThroughHead < 2, kernel.hugepageSettings.enabled != .never,
+                guard passesThroughHead < 2, kernel.hugepageSettings.mode(order: 9) != .never,
                       state.withLock({ !$0.slots.isEmpty }) else { break }
                 let (done, result) = scanSlot(kernel, budget: budget - progress, settings)
                 progress += done
@@ -123,7 +123,7 @@ public final class Khugepaged: Sendable {
                 }
             }
             state.withLock { s in
-                let hasWork = !s.slots.isEmpty && kernel.hugepageSettings.enabled != .never
+                let hasWork = !s.slots.isEmpty && kernel.hugepageSettings.mode(order: 9) != .never
                 let sleep = allocationFailed ? s.settings.allocSleepMillisecs : s.settings.scanSleepMillisecs
                 s.nextWakeup = hasWork ? kernel.clock.now + sleep * SimulatedClock.nanosecondsPerMillisecond : nil
             }
@@ -202,7 +202,7 @@ extension AddressSpace {
     /// - Precondition: the mmap lock is held.
     func khugepagedEnter(_ vma: VMA) {
         let settings = kernel.hugepageSettings
-        guard settings.enabled != .never, hugepagesAllowed(in: vma, settings),
+        guard settings.mode(order: 9) != .never, hugepagesAllowed(in: vma, settings),
               vma.end.alignedDown(PageGeometry.pmdSize) > vma.start.alignedUp(PageGeometry.pmdSize) else { return }
         kernel.khugepaged.enter(self, now: kernel.clock.now)
     }
@@ -229,7 +229,7 @@ extension Kernel {
             problems.append("mm \(mm.pid): registered with khugepaged \(mm.isRegisteredWithKhugepaged) but slot \(pids.contains(mm.pid))")
         }
         if let pid = khugepaged.cursorPID, !pids.contains(pid) { problems.append("khugepaged's cursor names mm \(pid), which has no slot") }
-        if !pids.isEmpty && hugepageSettings.enabled != .never && khugepaged.nextWakeupTime == nil {
+        if !pids.isEmpty && hugepageSettings.mode(order: 9) != .never && khugepaged.nextWakeupTime == nil {
             problems.append("khugepaged has \(pids.count) mm slots but no wake-up pending")
         }
         return problems

@@ -83,9 +83,11 @@ extension Kernel {
             // 3. Every mapping was found, and nothing else holds a reference but the caller.
             let mapcount = folioMapcount(head)
             guard Int(mapcount) == replaced.count else { restore(); return .busy }
+            let order = frames.order(head)
             guard frames.freezeRefcount(head, expected: mapcount + 1) else {
                 restore()
-                vmstat.count(.thpSplitPageFailed)
+                if order == PageGeometry.pmdOrder { vmstat.count(.thpSplitPageFailed) }
+                mthpStats.count(order.rawValue, .splitFailed)
                 return .pinned
             }
 
@@ -105,7 +107,8 @@ extension Kernel {
             frames.setHeader(head, kind: .anonymous, order: .base,
                              flags: frames.flags(head).subtracting([.head, .deferredSplit, .partiallyMapped]))
             frames.setRefcount(head, frames.mapcount(head) + 1)
-            vmstat.count(.thpSplitPage)
+            if order == PageGeometry.pmdOrder { vmstat.count(.thpSplitPage) }
+            mthpStats.count(order.rawValue, .split)
 
             // Back into the page tables; all-zero pages become the zero page when asked.
             let storage = memory.storage

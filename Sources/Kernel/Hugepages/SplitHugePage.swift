@@ -177,6 +177,7 @@ extension Kernel {
                 m.mm.endInvalidatingSecondaryMMUs(m.address, m.address + PageGeometry.pmdSize)
             }
             vmstat.count(.thpSplitPage)
+            mthpStats.count(PageGeometry.pmdOrder.rawValue, .split)
             return true
         }
         guard split else { return }

@@ -136,6 +136,7 @@ extension AddressSpace {
                             kernel.getPage(entry.pfn)
                             lock.spinUnlock()
                             kernel.vmstat.count(.thpSwpoutFallback)
+                        kernel.mthpStats.count(PageGeometry.pmdOrder.rawValue, .swpoutFallback)
                             _ = kernel.splitFolio(entry.pfn)
                             kernel.putPage(entry.pfn)
                             return pmd[index].isHuge ? .handled : .retry

@@ -48,6 +48,9 @@ final class ModelScenarioBackend: ScenarioBackend {
         guard TransparentHugepageSettings.knobNames.contains(knob.name) else {
             throw .unsupported("the model has no tunable '\(knob.name)' yet")
         }
+        if knob.name.hasPrefix("hugepages-") && kernel.design.mapcounts != .perPage {
+            throw .unsupported("the \(design) design has no multi-size THP ('\(knob.name)' is Linux 6.8+)")
+        }
         var settings = kernel.hugepageSettings
         if let problem = settings.set(knob.name, to: knob.value) { throw .run(problem) }
         kernel.hugepageSettings = settings

@@ -165,4 +165,94 @@ struct TodayDesignTests {
         #expect(!(try old.mmap(length: 4 * .MiB, protection: .readWrite, flags: .private)).isAligned(2 * .MiB),
                 "the 2010 design places it below the last mapping")
     }
+
+    func mthp(_ kernel: Kernel, _ settings: [String: String]) {
+        var s = kernel.hugepageSettings
+        for (name, value) in settings { #expect(s.set(name, to: value) == nil) }
+        kernel.hugepageSettings = s
+    }
+
+    @Test("mTHP: a write fault maps a 64 KiB folio by 16 PTEs and counts it per size")
+    func mthpFault() throws {
+        let (kernel, mm) = process()
+        mthp(kernel, ["enabled": "never", "hugepages-64kB/enabled": "always"])
+        #expect(kernel.hugepageSettings.sysfsText("hugepages-64kB/enabled") == "[always] inherit madvise never")
+        #expect(kernel.hugepageSettings.sysfsText("hugepages-2048kB/enabled") == "always [inherit] madvise never")
+        let a = try hugeRegion(mm, 2 * .MiB)
+        try mm.write(a + 20 * .KiB, [7]).get()
+        let head = mm.translate(a)!.frame
+        #expect(kernel.memory.frames.order(head).rawValue == 4)
+        #expect((0..<16).allSatisfy { mm.translate(a + UInt64($0) * 4096)?.frame == head + $0 })
+        #expect(mm.translate(a + 64 * .KiB) == nil)
+        #expect(kernel.mthpStatValue("hugepages-64kB/stats/anon_fault_alloc") == 1)
+        #expect(kernel.mthpStatValue("hugepages-64kB/stats/nr_anon") == 1)
+        #expect(kernel.vmstat[.nrAnonPages] == 16 && kernel.vmstat[.thpFaultAlloc] == 0)
+        // A partial munmap queues it; the shrinker splits it and frees the unmapped pages.
+        try mm.munmap(a + 32 * .KiB, length: 8 * .KiB)
+        #expect(kernel.mthpStatValue("hugepages-64kB/stats/split_deferred") == 1)
+        #expect(kernel.mthpStatValue("hugepages-64kB/stats/nr_anon_partially_mapped") == 1)
+        #expect(kernel.vmstat[.thpDeferredSplitPage] == 0, "thp_deferred_split_page counts PMD-sized folios only")
+        expectClean(kernel)
+        let free = kernel.memory.freePages
+        kernel.deferredSplitScan()
+        #expect(kernel.memory.freePages == free + 2)
+        #expect(kernel.mthpStatValue("hugepages-64kB/stats/split") == 1 && kernel.vmstat[.thpSplitPage] == 0)
+        #expect(kernel.mthpStatValue("hugepages-64kB/stats/nr_anon") == 0)
+        #expect(try mm.read(a + 20 * .KiB, count: 1).get() == [7])
+        expectClean(kernel)
+    }
+
+    @Test("mTHP: an order whose allocation fails counts anon_fault_fallback and the next allowed size is used")
+    func mthpFallback() throws {
+        let (kernel, mm) = process(memory: 16 << 20)
+        mthp(kernel, ["enabled": "never", "hugepages-1024kB/enabled": "always", "hugepages-64kB/enabled": "always"])
+        let a = try hugeRegion(mm, 2 * .MiB)
+        let held = fragmentMemory(kernel)  // no free block above 256 KiB
+        try mm.write(a, [1]).get()
+        #expect(kernel.mthpStatValue("hugepages-1024kB/stats/anon_fault_fallback") == 1)
+        #expect(kernel.mthpStatValue("hugepages-64kB/stats/anon_fault_alloc") == 1)
+        #expect(kernel.memory.frames.order(mm.translate(a)!.frame).rawValue == 4)
+        release(kernel, held)
+        expectClean(kernel)
+    }
+
+    @Test("mTHP: fork shares the folio's pages; a write copies 4 KiB; everything stays consistent")
+    func mthpForkCOW() throws {
+        let (kernel, mm) = process()
+        mthp(kernel, ["enabled": "never", "hugepages-32kB/enabled": "always"])
+        let a = try hugeRegion(mm, 2 * .MiB)
+        let bytes = pattern(9, Int(32 * .KiB))
+        try mm.write(a, bytes).get()
+        let child = try mm.fork()
+        try child.write(a + 4 * .KiB, [0xAB]).get()
+        #expect(try mm.read(a, count: Int(32 * .KiB)).get() == bytes)
+        #expect(try child.read(a + 4 * .KiB, count: 1).get() == [0xAB])
+        expectClean(kernel)
+        child.exit()
+        try mm.write(a + 8 * .KiB, [0xCD]).get()
+        #expect(mm.translate(a + 8 * .KiB)!.frame == mm.translate(a)!.frame + 2, "the parent reuses its page in place")
+        expectClean(kernel)
+    }
+
+    @Test("the 2010 design has no mTHP: its faults map 4 KiB pages whatever the per-size knobs say")
+    func noMTHPIn2010() throws {
+        let kernel = TestMachine.kernel(memory: 32 << 20, enabled: .never)
+        let mm = kernel.createAddressSpace()!
+        mthp(kernel, ["hugepages-64kB/enabled": "always"])
+        let a = try hugeRegion(mm, 2 * .MiB)
+        try mm.write(a, [1]).get()
+        #expect(kernel.memory.frames.order(mm.translate(a)!.frame) == .base)
+        #expect(kernel.mthpStatValue("hugepages-64kB/stats/anon_fault_alloc") == 0)
+    }
+
+    @Test("per-size knobs: names, values and errors as in sysfs")
+    func mthpKnobs() {
+        var s = KernelDesign.linux6_18.defaultSettings
+        #expect(s.set("hugepages-16kB/enabled", to: "madvise") == nil && s.mode(order: 2) == .madvise)
+        #expect(s.set("hugepages-2048kB/enabled", to: "never") == nil && s.mode(order: 9) == .never)
+        #expect(s.set("hugepages-64kB/enabled", to: "sometimes")?.contains("always, inherit, madvise, never") == true)
+        #expect(s.set("hugepages-8kB/enabled", to: "always")?.contains("unknown") == true)
+        #expect(s.set("hugepages-4096kB/enabled", to: "always")?.contains("unknown") == true)
+        #expect(TransparentHugepageSettings(packed: s.packed) == s)
+    }
 }
