@@ -30,4 +30,27 @@ struct StressTests {
         #expect(report.failure == nil, "\(report.failure ?? "")")
         #expect(report.invariantChecks >= 1 && report.pagesVerified > 0)
     }
+
+    @Test("linux-6.18: deterministic rounds and two parallel CPUs pass (PTE-mapped THPs, folio splits, FOLL_PIN)")
+    func today() {
+        for seed in UInt64(1)...3 {
+            var options = StressRun.Options()
+            options.seconds = 0
+            options.threads = 3
+            options.seed = seed
+            options.deterministic = true
+            options.design = .linux6_18
+            let report = StressRun(options).run()
+            #expect(report.failure == nil, "seed \(seed): \(report.failure ?? "")")
+            #expect(report.rounds == 1 && report.pagesVerified > 0)
+        }
+        var options = StressRun.Options()
+        options.seconds = 2
+        options.threads = 2
+        options.seed = 11
+        options.design = .linux6_18
+        let report = StressRun(options).run()
+        #expect(report.failure == nil, "\(report.failure ?? "")")
+        #expect(report.invariantChecks >= 1 && report.pagesVerified > 0)
+    }
 }

@@ -178,6 +178,6 @@ extension AddressSpace {
 
     /// Waits until the migration entry at `index` of `table` is replaced (Linux: `migration_entry_wait()`).
     func waitForMigration(_ table: PageTable, _ index: Int) {
-        while table[index].isMigrationEntry { sched_yield() }
+        while table[index].isMigrationEntry { Scheduling.pause() }
     }
 }

@@ -47,8 +47,9 @@ struct RaceExplorationTests {
         let a: VirtualAddress
     }
 
-    func hugePage(_ memory: UInt64 = 16 * .MiB) throws -> Shared {
-        let (kernel, mm) = TestMachine.process(memory: memory, enabled: .always)
+    func hugePage(_ memory: UInt64 = 16 * .MiB, design: KernelDesign = .linux2_6_38) throws -> Shared {
+        let kernel = TestMachine.kernel(memory: memory, design: design, enabled: .always)
+        let mm = kernel.createAddressSpace()!
         let a = try hugeRegion(mm, 2 * .MiB)
         for offset in Self.marks { try mm.write(a + offset, pattern(UInt8(truncatingIfNeeded: offset >> 12), 64)).get() }
         return Shared(kernel: kernel, mm: mm, a: a)
@@ -129,6 +130,40 @@ struct RaceExplorationTests {
                 let t = s.mm.translate(m.address)
                 #expect(t != nil && (m.huge ? t!.entry.pfn : t!.frame) == m.frame, "seed \(seed): stale secondary mapping \(m)")
             }
+        })
+    }
+
+    @Test("linux-6.18: a FOLL_PIN pin races with a folio split: the split fails while the pin is held, or succeeds before it")
+    func pinVersusFolioSplit() throws {
+        try explore("pin vs folio split", setUp: { try hugePage(design: .linux6_18) }, tasks: { s in [
+            {
+                let p = try! s.mm.pinUserPagesFast(s.a + 40 * .KiB, count: 2, write: true, cpu: 0).get()
+                s.kernel.unpinUserPages(p)
+            },
+            { s.mm.splitHugePages(s.a, length: 2 * .MiB) },
+        ] }, check: { s, seed in
+            #expect(s.kernel.checkInvariants().isEmpty, "seed \(seed): \(s.kernel.checkInvariants().prefix(3))")
+            let split = s.kernel.vmstat[.thpSplitPage], failed = s.kernel.vmstat[.thpSplitPageFailed]
+            #expect(split + failed <= 1 && s.kernel.vmstat[.thpSplitPMD] <= 1, "seed \(seed): split \(split) failed \(failed)")
+            #expect(marksIntact(s), "seed \(seed)")
+        })
+    }
+
+    @Test("linux-6.18: a partial munmap races with the deferred-split shrinker and gup-fast")
+    func munmapVersusShrinker() throws {
+        try explore("munmap vs deferred split vs gup-fast", setUp: { try hugePage(design: .linux6_18) }, tasks: { s in [
+            { try! s.mm.munmap(s.a + 1 * .MiB + 4 * .KiB, length: 8 * .KiB) },
+            { s.kernel.deferredSplitScan() },
+            {
+                if case .success(let pages) = s.mm.getUserPagesFast(s.a + 36 * .KiB, count: 8, write: false, cpu: 1) {
+                    s.kernel.putUserPages(pages)
+                }
+            },
+        ] }, check: { s, seed in
+            s.kernel.deferredSplitScan()
+            #expect(s.kernel.checkInvariants().isEmpty, "seed \(seed): \(s.kernel.checkInvariants().prefix(3))")
+            #expect(s.kernel.vmstat[.thpSplitPage] == 1, "seed \(seed): the partly unmapped folio is split in the end")
+            #expect(marksIntact(s), "seed \(seed)")
         })
     }
 
