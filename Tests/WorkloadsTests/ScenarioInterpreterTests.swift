@@ -237,12 +237,23 @@ struct ScenarioInterpreterTests {
 
     @Test("a command the model cannot do yet skips later expectations with the reason, and skips do not fail")
     func modelUnsupported() throws {
-        let scenario = try ScenarioParser.parse("mmap A 4K\nexpect data A 4K\nset hugepages-64kB/enabled=always\nexpect data A 4K", file: "m.scen")
+        // shmem_enabled: the model has no huge shmem pages.
+        let scenario = try ScenarioParser.parse("mmap A 4K\nexpect data A 4K\nset shmem_enabled=always\nexpect data A 4K", file: "m.scen")
         let report = ScenarioRunner.run(scenario, on: "model", makeBackend: { () throws(ScenarioError) in
             try makeModelScenarioBackend(design: scenario.design, memoryBytes: scenario.memoryBytes)
         })
         #expect(report.passed)
         #expect(report.results.map(\.status) == [.passed, .skipped])
-        #expect(report.results.last?.reason?.contains("no tunable 'hugepages-64kB/enabled'") == true)
+        #expect(report.results.last?.reason?.contains("no tunable 'shmem_enabled'") == true)
+    }
+
+    @Test("the 2010 design reports per-size THP knobs as unsupported (mTHP is Linux 6.8+)")
+    func mthpUnsupportedIn2010() throws {
+        let scenario = try ScenarioParser.parse("design linux-2.6.38\nmmap A 4K\nexpect data A 4K\nset hugepages-64kB/enabled=always\nexpect data A 4K", file: "m.scen")
+        let report = ScenarioRunner.run(scenario, on: "model", makeBackend: { () throws(ScenarioError) in
+            try makeModelScenarioBackend(design: scenario.design, memoryBytes: scenario.memoryBytes)
+        })
+        #expect(report.results.map(\.status) == [.passed, .skipped])
+        #expect(report.results.last?.reason?.contains("no multi-size THP") == true)
     }
 }
