@@ -36,8 +36,11 @@ public final class Khugepaged: Sendable {
         var fullScans = 0
     }
 
-    private let state = Mutex(State())
-    private let running = Mutex<Void>(())
+    /// The slots, cursor and counters: a leaf spin lock, TSan-visible and never sleeping.
+    private let state = SpinLocked(State())
+    /// Held while a wake-up runs, so that one runs at a time (Linux has one khugepaged thread). A
+    /// waiter spins at scheduling points, so the deterministic scheduler can run the holder meanwhile.
+    private let running = Atomic<Bool>(false)
 
     init() {}
 
@@ -103,7 +106,9 @@ public final class Khugepaged: Sendable {
     /// One wake-up: scan up to `pages_to_scan` PTEs, passing the head of the slot list at most twice,
     /// then set the next wake-up (Linux: `khugepaged_do_scan()` and `khugepaged_wait_work()`).
     func wakeUp(_ kernel: Kernel) {
-        running.withLock { _ in
+        while running.exchange(true, ordering: .acquiring) { Scheduling.pause() }
+        defer { running.store(false, ordering: .releasing) }
+        do {
             let settings = self.settings
             let budget = settings.pagesToScan
             var progress = 0, passesThroughHead = 0

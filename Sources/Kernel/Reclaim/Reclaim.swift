@@ -22,7 +22,7 @@ public final class Kswapd: Sendable {
     public var pagesReclaimed: Int { reclaimed.load(ordering: .relaxed) }
     func count(_ pages: Int) { reclaimed.add(pages, ordering: .relaxed) }
     /// The clock hand: the pid and address where the last walk stopped.
-    let hand = Mutex<(pid: Int, address: VirtualAddress)>((0, VirtualAddress(0)))
+    let hand = SpinLocked<(pid: Int, address: VirtualAddress)>((0, VirtualAddress(0)))
     init() {}
 
     /// Linux: `wakeup_kswapd()`.
