@@ -89,6 +89,11 @@ public struct ReplayReport: Sendable {
                         c.dataCycles, c.faultCycles, c.flushCycles, c.cycles / frequencyGHz / 1e6))
         s.append("whole run: \(total.accesses) accesses, \(total.walks) walks, \(total.faults) faults")
         s.append("vmstat: " + Self.interestingEvents.map { "\($0) \(vmstat[$0] ?? 0)" }.joined(separator: ", "))
+        let l = faultLatency
+        if l.count > 0 {
+            func us(_ cycles: UInt64) -> String { String(format: "%.2f µs", Double(cycles) / frequencyGHz / 1e3) }
+            s.append("fault latency (whole run, \(l.count) faults): p50 \(us(l.percentile(50))), p99 \(us(l.percentile(99))), max \(us(l.max))")
+        }
         if memoryOverTime.count > 1 {
             let shown = memoryOverTime.count <= 12 ? memoryOverTime : Array(memoryOverTime.prefix(6) + memoryOverTime.suffix(6))
             s.append("RSS over time (accesses: AnonPages/AnonHugePages MiB): " + shown.map {
@@ -96,6 +101,7 @@ public struct ReplayReport: Sendable {
             }.joined(separator: ", ") + (shown.count < memoryOverTime.count ? " (\(memoryOverTime.count) samples; all in --json)" : ""))
         }
         s.append("memory at end: AnonPages \(anonBytes >> 10) kB, AnonHugePages \(anonHugeBytes >> 10) kB, PageTables \(pageTableBytes >> 10) kB")
+        s.append("bloat at end: \((Int64(anonBytes) - Int64(touchedBytes)) / 1024) kB (AnonPages minus the \(touchedBytes >> 10) kB of pages written and still mapped)")
         return s.joined(separator: "\n")
     }
 
@@ -117,7 +123,10 @@ public struct ReplayReport: Sendable {
             "measured_counters": counters(measuredCounters), "total_counters": counters(total),
             "vmstat": vmstat, "vmstat_measured": vmstatMeasured,
             "memory_over_time": memoryOverTime.map { ["accesses": $0.accesses, "anon_bytes": $0.anonBytes, "anon_huge_bytes": $0.anonHugeBytes] },
-            "memory": ["anon_bytes": anonBytes, "anon_huge_bytes": anonHugeBytes, "page_table_bytes": pageTableBytes],
+            "memory": ["anon_bytes": anonBytes, "anon_huge_bytes": anonHugeBytes, "page_table_bytes": pageTableBytes,
+                       "touched_bytes": touchedBytes, "bloat_bytes": Int64(anonBytes) - Int64(touchedBytes)],
+            "fault_latency_cycles": ["count": faultLatency.count, "p50": faultLatency.percentile(50),
+                                     "p99": faultLatency.percentile(99), "max": faultLatency.max],
         ]
         let data = try! JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .prettyPrinted])
         return String(decoding: data, as: UTF8.self)
