@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 import VMCore
 import Kernel
@@ -178,6 +179,15 @@ struct TraceFormatTests {
         #expect(a.total.accesses == b.total.accesses && a.total.l1Hits == b.total.l1Hits)
         #expect(a.total.walks == b.total.walks && a.total.faults == b.total.faults)
         #expect(a.vmstat == b.vmstat)
+        // The report's fault latencies and bloat come from the same run.
+        #expect(b.faultLatency.count == UInt64(b.total.faults) && a.faultLatency == b.faultLatency)
+        #expect(a.touchedBytes == b.touchedBytes && b.touchedBytes > 0 && b.touchedBytes <= b.anonBytes)
+        let json = try JSONSerialization.jsonObject(with: Data(b.json.utf8)) as? [String: Any]
+        let latency = json?["fault_latency_cycles"] as? [String: Any]
+        #expect((latency?["count"] as? Int) == b.total.faults && (latency?["p50"] as? Int ?? 0) > 0)
+        let memory = json?["memory"] as? [String: Any]
+        #expect((memory?["bloat_bytes"] as? Int) == Int(b.anonBytes) - Int(b.touchedBytes))
+        #expect(b.text.contains("fault latency (whole run, \(b.total.faults) faults)") && b.text.contains("bloat at end:"))
     }
 
     @Test("an access to unmapped memory replays as SIGSEGV of that process, and the run goes on")
