@@ -14,10 +14,13 @@ public struct WorkloadSpec: Sendable, Hashable, Codable {
     public var threads: Int
     public var seed: UInt64?
     public var stride: UInt64?
+    /// Synthetic only: the program advises its memory with MADV_HUGEPAGE (`--advise`); nil means no.
+    public var advise: Bool?
 
     public static func synthetic(_ name: String, size: UInt64, accesses: Int, threads: Int = 1, seed: UInt64 = 1,
-                                 stride: UInt64 = 4096) -> WorkloadSpec {
-        WorkloadSpec(synthetic: name, trace: nil, size: size, accesses: accesses, threads: threads, seed: seed, stride: stride)
+                                 stride: UInt64 = 4096, advise: Bool = false) -> WorkloadSpec {
+        WorkloadSpec(synthetic: name, trace: nil, size: size, accesses: accesses, threads: threads, seed: seed, stride: stride,
+                     advise: advise ? true : nil)
     }
 
     public static func trace(_ path: String) -> WorkloadSpec {
@@ -31,6 +34,7 @@ public struct WorkloadSpec: Sendable, Hashable, Codable {
         if threads != 1 { s += " ×\(threads)" }
         if let seed, seed != 1 { s += " seed \(seed)" }
         if synthetic == "stride", let stride, stride != 4096 { s += " stride \(Format.bytes(stride))" }
+        if advise == true { s += " +MADV_HUGEPAGE" }
         return s
     }
 
@@ -39,6 +43,7 @@ public struct WorkloadSpec: Sendable, Hashable, Codable {
         guard let synthetic, let w = SyntheticWorkload(rawValue: synthetic), let size, let accesses else { return nil }
         var p = SyntheticParameters(size: size, accesses: accesses, threads: threads, seed: seed ?? 1)
         p.stride = stride ?? 4096
+        p.adviseHugepage = advise ?? false
         return p.problem == nil ? (w, p) : nil
     }
 

@@ -38,6 +38,9 @@ struct RunCommand: ParsableCommand {
     @Option(help: "Bytes between accesses of the stride workload.")
     var stride: String = "4K"
 
+    @Flag(help: "The synthetic workloads advise their memory with MADV_HUGEPAGE (what enabled=madvise acts on).")
+    var advise = false
+
     @Option(name: .customLong("trace"), help: "Trace file(s) to replay (thpsim workload --out, record, import).")
     var traces: [String] = []
 
@@ -98,7 +101,7 @@ struct RunCommand: ParsableCommand {
             for n in names {
                 if n.isEmpty { throw ValidationError("--workload: an empty name in '\(workloads.joined(separator: ","))'") }
                 for s in sizes { for a in counts { for sd in seeds {
-                    specs.append(.synthetic(n, size: s, accesses: a, threads: threads, seed: sd, stride: strideBytes))
+                    specs.append(.synthetic(n, size: s, accesses: a, threads: threads, seed: sd, stride: strideBytes, advise: advise))
                 } } }
             }
             for t in Self.values(traces) {

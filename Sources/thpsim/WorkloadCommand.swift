@@ -29,6 +29,9 @@ struct WorkloadCommand: ParsableCommand {
     @Option(help: "Bytes between accesses of the stride workload.")
     var stride: String = "4K"
 
+    @Flag(help: "The synthetic workloads advise their memory with MADV_HUGEPAGE (what enabled=madvise acts on).")
+    var advise = false
+
     @Option(help: "Write the workload as a trace file instead of running it.")
     var out: String?
 
@@ -42,6 +45,7 @@ struct WorkloadCommand: ParsableCommand {
         guard let strideBytes = ByteCount.parse(stride) else { throw ValidationError("--stride: '\(stride)' is not a size") }
         var p = SyntheticParameters(size: bytes, accesses: try parseCount(accesses, option: "--accesses"), threads: threads, seed: seed)
         p.stride = strideBytes
+        p.adviseHugepage = advise
         if let problem = p.problem { throw ValidationError(problem) }
 
         if let out {

@@ -52,6 +52,7 @@ struct GridTests {
         #expect(g.workloads.compactMap(\.synthetic) == ["gups", "heap", "forkserver"])
         #expect(g.enabled == ["never", "madvise", "always"])
         #expect(g.designs == ["linux-2.6.38", "linux-6.18"])
+        #expect(g.workloads.map { $0.advise == true } == [true, false, false], "GUPS asks for huge pages (MADV_HUGEPAGE)")
         #expect(g.cells.count == 18)
     }
 }

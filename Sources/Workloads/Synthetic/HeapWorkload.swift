@@ -27,6 +27,8 @@ struct HeapWorkload {
         var liveAddress: [UInt64] = [], liveClass: [UInt8] = []
         var free = [[UInt64]](repeating: [], count: 19)
         sink.event(thread: 0, .mmap(address: base, length: p.size, protection: .none, shared: false))
+        // glibc.malloc.hugetlb=1: the arena is advised when it is created (`madvise_thp()`).
+        if p.adviseHugepage { sink.event(thread: 0, .madvise(address: base, length: p.size, advice: .hugepage)) }
 
         func randomClass() -> UInt8 {
             let u = rng.unit()

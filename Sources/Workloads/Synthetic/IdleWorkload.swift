@@ -11,6 +11,7 @@ struct IdleWorkload {
         let base = SyntheticLayout.base
         for t in 1..<p.threads { sink.event(thread: 0, .spawn(thread: t)) }
         sink.event(thread: 0, .mmap(address: base, length: p.size, protection: .readWrite, shared: false))
+        if p.adviseHugepage { sink.event(thread: 0, .madvise(address: base, length: p.size, advice: .hugepage)) }
         for t in 0..<p.threads {
             let (start, length) = p.slice(t)
             var offset: UInt64 = 0

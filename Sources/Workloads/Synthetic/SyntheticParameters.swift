@@ -10,6 +10,10 @@ public struct SyntheticParameters: Sendable, Hashable {
     public var seed: UInt64
     /// Bytes between accesses of `stride`.
     public var stride: UInt64 = 4096
+    /// Whether the program asks for huge pages with `MADV_HUGEPAGE` on the memory it maps, as JVMs
+    /// with `-XX:+UseTransparentHugePages`, many databases and glibc with `glibc.malloc.hugetlb=1` do;
+    /// this is what `enabled=madvise` acts on (`--advise`).
+    public var adviseHugepage = false
 
     public init(size: UInt64, accesses: Int, threads: Int = 1, seed: UInt64 = 1) {
         self.size = size; self.accesses = accesses; self.threads = threads; self.seed = seed

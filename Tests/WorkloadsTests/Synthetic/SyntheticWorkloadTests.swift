@@ -79,6 +79,33 @@ struct SyntheticWorkloadTests {
         }
     }
 
+    @Test("--advise: the workload advises its memory with MADV_HUGEPAGE, which enabled=madvise acts on",
+          arguments: [SyntheticWorkload.gups, .seq, .heap, .forkserver, .idle])
+    func advise(w: SyntheticWorkload) throws {
+        var p = SyntheticParameters(size: 8 << 20, accesses: 10_000)
+        var plain = Census()
+        w.generate(p, into: &plain)
+        #expect(!plain.events.contains { if case .madvise(_, _, .hugepage) = $0 { true } else { false } })
+        p.adviseHugepage = true
+        var advised = Census()
+        w.generate(p, into: &advised)
+        let advice = advised.events.compactMap { e -> (UInt64, UInt64)? in
+            if case .madvise(let a, let l, .hugepage) = e { (a, l) } else { nil }
+        }
+        #expect(advice.count == 1 && advice[0].1 == 8 << 20, "one MADV_HUGEPAGE over the whole footprint")
+        guard w == .gups else { return }
+        // Under enabled=madvise only the advised run gets huge pages.
+        for (adviseIt, huge) in [(false, false), (true, true)] {
+            var setup = ReplaySetup(); setup.memoryBytes = 64 << 20; setup.enabled = .madvise
+            var executor = try setup.makeExecutor()
+            var q = SyntheticParameters(size: 8 << 20, accesses: 1_000)
+            q.adviseHugepage = adviseIt
+            w.generate(q, into: &executor)
+            let report = executor.finish()
+            #expect((report.anonHugeBytes > 0) == huge)
+        }
+    }
+
     @Test("chase visits every 64-byte line of the size once per cycle", arguments: [UInt64(1) << 20, 3 << 18])
     func chaseIsACyclicPermutation(size: UInt64) {
         struct Lines: WorkloadSink {
