@@ -112,8 +112,10 @@ extension Kernel {
             replaced.append((mm, va, old))
             flushTLB(mm, va, va + size)
         }
-        let mapcount = frames.mapcount(pfn)
-        guard Int(mapcount) == replaced.count else { restore(); return .busy }
+        // A huge page's mappings are its PMDs; today's design also lets PTEs map it, which the
+        // model's huge migration does not follow (it backs off, as for a changed mapping).
+        let mapcount = huge ? entireMapcount(pfn) : frames.mapcount(pfn)
+        guard Int(mapcount) == replaced.count, !huge || folioMapcount(pfn) == mapcount else { restore(); return .busy }
         var pins = frames.refcount(pfn) - mapcount
         if huge && design.tailPagePins {
             for i in 1..<PageGeometry.pmdOrder.pages { pins += frames.refcount(pfn + i) }
@@ -123,7 +125,13 @@ extension Kernel {
         // Copy and move the counts, then point every entry at the new frame.
         if let storage = memory.storage { storage.copy(from: pfn, to: target, pages: frames.order(pfn).pages) }
         frames.insertFlags(target, frames.flags(pfn).intersection([.dirty, .swapBacked, .referenced, .active, .anonExclusive]))
-        frames.setMapcount(target, mapcount)
+        let perPageHuge = huge && design.mapcounts == .perPage
+        if perPageHuge {
+            frames.setFolioField(target, .entireMapcount, mapcount)
+            frames.setFolioField(target, .pagesMapped, FrameTable.entirelyMapped)
+        } else {
+            frames.setMapcount(target, mapcount)
+        }
         frames.setRefcount(target, mapcount)
         for (mm, va, old) in replaced {
             let moved = PageTableEntry(pfn: target, bits: old.rawValue & ~PageTableEntry.pfnMask)
@@ -134,7 +142,14 @@ extension Kernel {
                 hugeMappings.add(target, mm, va)
             }
         }
-        frames.setMapcount(pfn, 0)
+        if perPageHuge {
+            frames.setFolioField(pfn, .entireMapcount, 0)
+            frames.setFolioField(pfn, .pagesMapped, 0)
+            // The queue membership moves with the folio (Linux: the deferred list of the new folio).
+            deferredSplitFolio(target, partiallyMapped: false)
+        } else {
+            frames.setMapcount(pfn, 0)
+        }
         frames.setRefcount(pfn, 1)
         putPage(pfn)
         return .migrated(target)

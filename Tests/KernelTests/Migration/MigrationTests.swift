@@ -72,6 +72,33 @@ struct MigrationTests {
         expectClean(kernel)
     }
 
+    @Test("linux-6.18: a PMD-mapped folio moves whole; a FOLL_PIN pin refuses it; a PTE-mapped one is left alone")
+    func migrateHugePageToday() throws {
+        let kernel = TestMachine.kernel(memory: 32 << 20, design: .linux6_18, enabled: .always)
+        let mm = kernel.createAddressSpace()!
+        let a = try hugeRegion(mm, 4 * .MiB)
+        let bytes = pattern(9, Int(4 * .MiB))
+        try mm.write(a, bytes).get()
+        let child = try mm.fork()
+        let head = try #require(mm.residentFrame(a))
+        let target = try #require(kernel.memory.allocateFolio(order: PageGeometry.pmdOrder, kind: .anonymous))
+        let pins = try mm.pinUserPages(a + 28 * .KiB, count: 1, write: false).get()
+        #expect(kernel.migratePage(head, to: target) == .pinned)
+        kernel.unpinUserPages(pins)
+        #expect(kernel.migratePage(head, to: target) == .migrated(target))
+        #expect(isHuge(mm, a) && isHuge(child, a) && child.residentFrame(a + 4096) == target + 1)
+        #expect(try child.read(a, count: bytes.count).get() == bytes && (try mm.read(a, count: bytes.count).get()) == bytes)
+        expectClean(kernel)
+        // The second folio, split to PTEs in the parent, is not migrated whole.
+        try mm.munmap(a + 2 * .MiB + 4096, length: 4096)
+        let second = try #require(child.residentFrame(a + 2 * .MiB))
+        let target2 = try #require(kernel.memory.allocateFolio(order: PageGeometry.pmdOrder, kind: .anonymous))
+        #expect(kernel.migratePage(second, to: target2) == .busy)
+        kernel.memory.frames.setRefcount(target2, 0)
+        kernel.memory.freeFolio(target2)
+        expectClean(kernel)
+    }
+
     @Test("compaction empties pageblocks of movable pages into free pages at the top, making order 9 free")
     func compaction() throws {
         let (kernel, mm) = TestMachine.process(memory: 16 << 20)
