@@ -130,16 +130,8 @@ extension AddressSpace {
                             return .handled
                         }
                         if !kernel.design.splitPMDSplitsPage && entry.isHuge && !entry.isSplitting && !entry.isSpecial {
-                            // Today: split the folio (every mapping of it), then swap its pages out one by
-                            // one; a pinned or busy folio is left alone (Linux: `shrink_folio_list()` →
-                            // `split_folio_to_list()` when the THP cannot go to swap whole).
-                            kernel.getPage(entry.pfn)
-                            lock.spinUnlock()
-                            kernel.vmstat.count(.thpSwpoutFallback)
-                        kernel.mthpStats.count(PageGeometry.pmdOrder.rawValue, .swpoutFallback)
-                            _ = kernel.splitFolio(entry.pfn)
-                            kernel.putPage(entry.pfn)
-                            return pmd[index].isHuge ? .handled : .retry
+                            // Today: split the folio, then swap its pages out one by one.
+                            return swapOutFallback(pmd, index, entry, lock)
                         }
                         lock.spinUnlock()
                         return entry.isSpecial ? .handled : .split

@@ -1,3 +1,4 @@
+import Synchronization
 import VMCore
 import PhysicalMemory
 
@@ -26,13 +27,7 @@ extension AddressSpace {
                         // The huge zero page has nothing to swap; a huge page is split first.
                         if pmd[index].isSpecial { return .handled }
                         guard !kernel.design.splitPMDSplitsPage, let (entry, lock) = lockHugePMD(pmd, index) else { return .split }
-                        kernel.getPage(entry.pfn)
-                        lock.spinUnlock()
-                        kernel.vmstat.count(.thpSwpoutFallback)
-                        kernel.mthpStats.count(PageGeometry.pmdOrder.rawValue, .swpoutFallback)
-                        _ = kernel.splitFolio(entry.pfn)
-                        kernel.putPage(entry.pfn)
-                        return pmd[index].isHuge ? .handled : .retry
+                        return swapOutFallback(pmd, index, entry, lock)
                     }) { table, lo, hi in
                         splitLargeFolios(table, lo, hi)
                         _ = swapOut(table, lo, hi, onlyOld: false, until: { false })
@@ -42,6 +37,22 @@ extension AddressSpace {
                 kernel.flushTLB(self, from, to)
             }
         }
+    }
+
+    /// A PMD-mapped THP that the swap device cannot take whole (today's design): count the fallback,
+    /// split the folio (every mapping of it), and go on with the PTEs; a pinned or busy folio stays huge
+    /// and is skipped (Linux 6.18: `shrink_folio_list()` → `folio_alloc_swap()` fails →
+    /// `split_folio_to_list()`, `THP_SWPOUT_FALLBACK`).
+    /// - Precondition: `lock` (the PMD lock) is held and `entry` is the present huge PMD; it is released.
+    func swapOutFallback(_ pmd: PageTable, _ index: Int, _ entry: PageTableEntry,
+                         _ lock: UnsafeMutablePointer<Atomic<UInt32>>) -> HugePMDAction {
+        kernel.getPage(entry.pfn)
+        lock.spinUnlock()
+        kernel.vmstat.count(.thpSwpoutFallback)
+        kernel.mthpStats.count(PageGeometry.pmdOrder.rawValue, .swpoutFallback)
+        _ = kernel.splitFolio(entry.pfn)
+        kernel.putPage(entry.pfn)
+        return pmd[index].isHuge ? .handled : .retry
     }
 
     /// Splits the large folios (today's design) that PTEs of `table` map in `[from, to)`, so that their
