@@ -243,6 +243,6 @@ struct ScenarioInterpreterTests {
         })
         #expect(report.passed)
         #expect(report.results.map(\.status) == [.passed, .skipped])
-        #expect(report.results.last?.reason?.contains("no tunable 'hugepages-64kB/enabled'") == true)
+        #expect(report.results.last?.reason?.contains("has no multi-size THP ('hugepages-64kB/enabled'") == true)
     }
 }
