@@ -1,3 +1,8 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import VMCore
 import PhysicalMemory
 
@@ -311,7 +316,8 @@ extension Kernel {
             if frames.kind(pfn) != .anonymous || isInLargeFolio(pfn) { problems.append("swap cache page \(pfn) is not a 4 KiB anonymous page") }
             if !frames.flags(pfn).contains(.swapCache) { problems.append("swap cache page \(pfn) lacks PG_swapcache") }
             if frames.flags(pfn).contains(.anonExclusive) { problems.append("swap cache page \(pfn) is marked exclusive") }
-            if let storage = memory.storage, !swapDevice.load(slot).elementsEqual(storage.bytes(of: pfn)) {
+            if let storage = memory.storage,
+               !swapDevice.load(slot).withUnsafeBytes({ memcmp($0.baseAddress!, storage.bytes(of: pfn).baseAddress!, $0.count) == 0 }) {
                 problems.append("swap cache page \(pfn) differs from its slot \(slot)")
             }
         }

@@ -185,7 +185,13 @@ public final class SwapDevice: @unchecked Sendable {
 
     /// Every slot in use, for the invariant checker.
     func slotsInUse() -> Set<Int> {
-        map.withLock { m in Set((0..<capacity).filter { m.isUsed($0) }) }
+        map.withLock { m in
+            var slots = Set<Int>(minimumCapacity: m.inUse)
+            for (w, word) in m.used.enumerated() where word != 0 {
+                for bit in 0..<64 where word & (1 << UInt64(bit)) != 0 { slots.insert(w << 6 | bit) }
+            }
+            return slots
+        }
     }
 
     /// The swap cache, slot → page, for the invariant checker and `SwapCached`.
