@@ -39,6 +39,24 @@ extension Kernel {
         }
     }
 
+    /// Makes `target`, a copy of the cached page `pfn` that `mapcount` entries are about to map, stand
+    /// for its slot instead, if nothing but the mappings and the cache holds `pfn`; the cache's
+    /// reference moves with it (Linux: `__folio_migrate_mapping()` for a swap-cache folio).
+    func replaceInSwapCache(_ pfn: PFN, with target: PFN, mapcount: Int32) -> Bool {
+        let frames = memory.frames
+        return swapDevice.map.withLock { m -> Bool in
+            guard let slot = m.cachedSlot[pfn], frames.refcount(pfn) == mapcount + 1 else { return false }
+            m.cache[slot] = target
+            m.cachedSlot[pfn] = nil
+            m.cachedSlot[target] = slot
+            frames.addRefcount(target, 1)
+            frames.insertFlags(target, .swapCache)
+            frames.removeFlags(pfn, .swapCache)
+            frames.addRefcount(pfn, -1)
+            return true
+        }
+    }
+
     /// The slot a cached page stands for.
     func swapCacheSlot(of pfn: PFN) -> Int? { swapDevice.map.withLock { $0.cachedSlot[pfn] } }
 

@@ -84,6 +84,21 @@ struct SwapCacheTests {
         expectClean(kernel)
     }
 
+    @Test("migration moves a swap-cache page and its cache entry; the other process then maps the new frame")
+    func migrateCachedPage() throws {
+        let bytes = pattern(12, Int(16 * .KiB))
+        let (kernel, mm, child, a) = try forkedWithSwap(bytes)
+        _ = try child.read(a, count: 1).get()
+        let old = try #require(child.residentFrame(a))
+        let target = try #require(kernel.memory.allocateFolio(order: .base, kind: .anonymous))
+        #expect(kernel.migratePage(old, to: target, mappings: [(child, a)]) == .migrated(target))
+        #expect(kernel.memory.frames.kind(old) == .free && kernel.swapDevice.cachedPages == 1)
+        expectClean(kernel)
+        #expect(try mm.read(a, count: bytes.count).get() == bytes)
+        #expect(mm.residentFrame(a) == target, "the parent found the moved page in the swap cache")
+        expectClean(kernel)
+    }
+
     @Test("meminfo shows the device: SwapTotal, SwapFree, SwapCached")
     func meminfo() throws {
         let bytes = pattern(2, Int(16 * .KiB))
