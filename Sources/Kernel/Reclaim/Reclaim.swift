@@ -27,8 +27,8 @@ public enum Reclaimer: Sendable {
 public final class Kswapd: Sendable {
     private let pending = Atomic<Bool>(false)
     private let reclaimed = Atomic<Int>(0)
-    /// Pages freed by reclaim, kswapd's and direct (Linux: `pgsteal_kswapd` + `pgsteal_direct`, which
-    /// the model's `/proc/vmstat` does not list yet).
+    /// Pages freed by reclaim, kswapd's and direct: `pgsteal_kswapd` + `pgsteal_direct`, plus the pages
+    /// the deferred-split shrinker gave back (which Linux counts apart from pgsteal).
     public var pagesReclaimed: Int { reclaimed.load(ordering: .relaxed) }
     func count(_ pages: Int) { reclaimed.add(pages, ordering: .relaxed) }
     /// The clock hand: the pid and address where the last walk stopped.
