@@ -8,7 +8,7 @@ extension Kernel {
     /// - every frame is owned exactly once: free lists, a page table reachable from one mm, an anonymous
     ///   page some PTE maps, a shmem page in one object's cache, or the zero page;
     /// - each page's mapcount equals the entries that map it (a huge page's head counts its PMDs, its
-    ///   tails nothing), and its refcount equals the mapcount (plus one for the shmem cache);
+    ///   tails nothing), and its refcount equals the mapcount (plus one for the shmem or swap cache);
     /// - every huge PMD lies inside one VMA, has exactly one deposited PTE table, is not left marked
     ///   splitting, and is listed in the split's reverse map; the huge zero page's refcount is its PMDs
     ///   plus the kernel's;
@@ -16,7 +16,8 @@ extension Kernel {
     /// - no PTE maps an address outside a VMA; VMAs are sorted, aligned and disjoint;
     /// - the counters behind meminfo agree with the frames; the allocator's own invariants hold;
     /// - khugepaged has one slot per registered mm (`checkKhugepagedInvariants`);
-    /// - each swap slot's use count equals the swap entries naming it (`checkSwapInvariants`).
+    /// - each swap slot's use count equals the swap entries naming it, and the swap cache's pages hold
+    ///   their slots' bytes and are mapped read-only (`checkSwapInvariants`).
     public func checkInvariants() -> [String] {
         var problems = memory.checkPhysicalInvariants()
         let frames = memory.frames
@@ -27,6 +28,9 @@ extension Kernel {
         var shmemOwner = [Int](repeating: 0, count: memory.totalPages)
         var objectsSeen = Set<ObjectIdentifier>()
         var hugeZeroMappings: Int32 = 0
+        // A page in the swap cache holds one reference more than its mappings, and may be mapped nowhere.
+        var swapCached = [Int32](repeating: 0, count: memory.totalPages)
+        for pfn in swapDevice.cacheContents().values where pfn.index < memory.totalPages { swapCached[pfn.index] = 1 }
 
         for mm in addressSpaces {
             mm.mmapLock.readLock()
@@ -86,8 +90,8 @@ extension Kernel {
                     if huge { anonHuge += 1 }
                 }
                 if mapcount != mappings[i] { problems.append("\(pfn): mapcount \(mapcount) but \(mappings[i]) entries map it") }
-                if refcount != mapcount { problems.append("\(pfn): refcount \(refcount) but mapcount \(mapcount)") }
-                if mappings[i] == 0 { problems.append("anonymous \(pfn) is mapped nowhere (leaked)") }
+                if refcount != mapcount + swapCached[i] { problems.append("\(pfn): refcount \(refcount) but mapcount \(mapcount)\(swapCached[i] > 0 ? " + 1 for the swap cache" : "")") }
+                if mappings[i] == 0 && swapCached[i] == 0 { problems.append("anonymous \(pfn) is mapped nowhere (leaked)") }
                 if huge && frames.order(pfn) != PageGeometry.pmdOrder { problems.append("anonymous folio \(pfn) has \(frames.order(pfn))") }
                 if huge && listed[i] != mapcount { problems.append("huge page \(pfn): mapcount \(mapcount) but \(listed[i]) listed mappings") }
                 if !huge && listed[i] != 0 { problems.append("\(pfn) is not huge but has listed huge mappings") }
@@ -109,7 +113,7 @@ extension Kernel {
             }
         }
         if design.mapcounts == .perPage {
-            problems += checkFolioInvariants(mappings, pmdMappings)
+            problems += checkFolioInvariants(mappings, pmdMappings, swapCached)
         } else if anonHuge != vmstat[.nrAnonTransparentHugepages] {
             problems.append("nr_anon_transparent_hugepages \(vmstat[.nrAnonTransparentHugepages]) but \(anonHuge) mapped huge pages")
         }
@@ -203,7 +207,7 @@ extension Kernel {
     /// each page's mapcount is its PTEs, the folio's entire mapcount its PMDs, `pagesMapped` the pages
     /// PTEs map (with ENTIRELY_MAPPED while a PMD does), the head's refcount every mapping (no pins with
     /// the system quiescent), and the deferred-split queue holds exactly the heads flagged so.
-    func checkFolioInvariants(_ mappings: [Int32], _ pmdMappings: [Int32]) -> [String] {
+    func checkFolioInvariants(_ mappings: [Int32], _ pmdMappings: [Int32], _ swapCached: [Int32]) -> [String] {
         var problems: [String] = []
         let frames = memory.frames
         var anonMapped = 0, anonHuge = 0
@@ -237,8 +241,10 @@ extension Kernel {
                 total += mapcount
                 if mapcount > 0 { mappedPages += 1 }
             }
-            if total == 0 { problems.append("anonymous folio \(pfn) is mapped nowhere (leaked)") }
-            if frames.refcount(pfn) != total { problems.append("\(pfn): refcount \(frames.refcount(pfn)) but \(total) mappings") }
+            if total == 0 && swapCached[i] == 0 { problems.append("anonymous folio \(pfn) is mapped nowhere (leaked)") }
+            if frames.refcount(pfn) != total + swapCached[i] {
+                problems.append("\(pfn): refcount \(frames.refcount(pfn)) but \(total) mappings\(swapCached[i] > 0 ? " + 1 for the swap cache" : "")")
+            }
             if pages > 1 {
                 let field = frames.folioField(pfn, .pagesMapped)
                 let expected = mappedPages + (entire > 0 ? FrameTable.entirelyMapped : 0)

@@ -17,6 +17,8 @@ public struct KernelConfiguration: Sendable {
     public var perCPUPageLists = true
     /// The THP settings at boot; nil for the design's defaults.
     public var hugepageSettings: TransparentHugepageSettings?
+    /// The swap device (by default as many slots as memory has pages, no clusters, in host memory).
+    public var swap = SwapConfiguration()
 
     public init(memoryBytes: UInt64 = 1 << 30, mode: PhysicalMemory.Mode = .data, watermarks: Watermarks? = nil,
                 design: KernelDesign = .linux2_6_38, hugepageSettings: TransparentHugepageSettings? = nil) {
@@ -70,7 +72,7 @@ public final class Kernel: @unchecked Sendable {
     public let khugepaged = Khugepaged()
     /// The background compaction thread.
     public let kcompactd = Kcompactd()
-    /// The swap device, as large as memory.
+    /// The swap device and its swap cache.
     public let swapDevice: SwapDevice
     /// The reclaim thread.
     public let kswapd = Kswapd()
@@ -88,7 +90,7 @@ public final class Kernel: @unchecked Sendable {
         memory = PhysicalMemory(bytes: configuration.memoryBytes, mode: configuration.mode,
                                 watermarks: configuration.watermarks, perCPULists: configuration.perCPUPageLists)
         tables = PageTableStore(maxTables: memory.totalPages)
-        swapDevice = SwapDevice(capacity: memory.totalPages)
+        swapDevice = SwapDevice(configuration.swap, defaultSlots: memory.totalPages)
         guard let zero = memory.allocateFolio(order: .base, kind: .zeroPage, reserve: .none) else {
             preconditionFailure("no frame for the zero page")
         }

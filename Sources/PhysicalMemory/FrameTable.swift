@@ -48,6 +48,8 @@ public struct FrameFlags: OptionSet, Sendable, Hashable {
     public static let deferredSplit = FrameFlags(rawValue: 1 << 11)
     /// Some of its pages are unmapped while others are still mapped (Linux 6.12+: `PG_partially_mapped`).
     public static let partiallyMapped = FrameFlags(rawValue: 1 << 12)
+    /// Stands for a swap slot in the swap cache, which holds a reference on it (Linux: `PG_swapcache`).
+    public static let swapCache = FrameFlags(rawValue: 1 << 13)
 }
 
 /// The frame table: one 16-byte record per 4 KiB frame, a flat array indexed by PFN (Linux: `mem_map`,

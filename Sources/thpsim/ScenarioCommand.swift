@@ -56,7 +56,7 @@ struct ScenarioCommand: ParsableCommand {
             }
         }
         let model: (Scenario) -> () throws(ScenarioError) -> any ScenarioBackend = { scenario in
-            { () throws(ScenarioError) in try makeModelScenarioBackend(design: scenario.design ?? design, memoryBytes: scenario.memoryBytes) }
+            { () throws(ScenarioError) in try makeModelScenarioBackend(design: scenario.design ?? design, memoryBytes: scenario.memoryBytes, swap: scenario.swap) }
         }
         let passed: Bool
         if compare {

@@ -42,11 +42,12 @@ struct RandomizedRun {
     let windowPages: UInt64
     let pageLimit: Int
 
-    init(seed: UInt64, hugepages: Bool = false, design: KernelDesign = .linux2_6_38) {
+    init(seed: UInt64, hugepages: Bool = false, design: KernelDesign = .linux2_6_38,
+         swap: SwapConfiguration = SwapConfiguration()) {
         rng = SplitMix64(seed: seed)
         self.hugepages = hugepages
-        kernel = hugepages ? TestMachine.kernel(memory: 32 << 20, design: design, enabled: .always)
-                           : TestMachine.kernel(memory: 12 << 20, design: design)
+        kernel = hugepages ? TestMachine.kernel(memory: 32 << 20, design: design, enabled: .always, swap: swap)
+                           : TestMachine.kernel(memory: 12 << 20, design: design, swap: swap)
         windowPages = hugepages ? 4608 : 768
         pageLimit = hugepages ? 1200 : 300
         processes = [ShadowProcess(kernel.createAddressSpace()!)]
@@ -127,7 +128,7 @@ struct RandomizedRun {
         case 38..<46:
             let first = p.pages.keys.randomElement(using: &rng) ?? randomPageInWindow()
             let count = 1 + random(8)
-            let advice: Advice = [.dontNeed, .dontNeed, .dontFork, .doFork, .hugepage, .noHugepage][Int(random(6))]
+            let advice: Advice = [.dontNeed, .dontNeed, .dontFork, .doFork, .hugepage, .noHugepage, .pageout][Int(random(7))]
             var expected: Errno? = nil
             for page in first..<(first + count) {
                 guard var sp = p.pages[page] else { expected = .ENOMEM; continue }
@@ -239,6 +240,15 @@ struct RandomizedRun {
             }
             kernel.hugepageSettings = settings
             return "set enabled=\(settings.enabled) use_zero_page=\(settings.useZeroPage)\(sizes)"
+        case 7 where random(2) == 0:
+            // Swap a whole 2 MiB range out (a THP goes whole to a device with clusters), or reclaim.
+            if random(2) == 0 {
+                let page = p.pages.keys.randomElement(using: &rng) ?? randomPageInWindow()
+                let at = VirtualAddress((page & ~511) << 12)
+                try? mm.madvise(at, length: 2 << 20, advice: .pageout)
+                return "pageout \(at) 2M"
+            }
+            return "reclaim: \(kernel.reclaim(pages: 256)) pages freed"
         default:
             let first = p.pages.keys.randomElement(using: &rng) ?? randomPageInWindow()
             let count = 1 + random(1024)
@@ -297,6 +307,9 @@ struct RandomizedRun {
         do throws(Errno) { try body(); return nil } catch { return error }
     }
 
+    /// 4 KiB of zeros, to compare with by `memcmp` (an element-wise loop is slow in debug builds).
+    static let zeroPage = [UInt8](repeating: 0, count: 4096)
+
     mutating func verify(step: Int, op: String) {
         let invariants = kernel.checkInvariants()
         if !invariants.isEmpty { failures.append("step \(step) (\(op)): invariants: \(invariants.prefix(3))"); return }
@@ -315,8 +328,11 @@ struct RandomizedRun {
                     }
                     var frame = p.mm.residentFrame(va)
                     if frame == nil, let object = vma.sharedObject { frame = object.cachedFrame(at: Int(vma.pageIndex(of: va))) }
+                    // A page in swap holds its bytes in its slot.
+                    let swapped = frame == nil ? p.mm.swappedOutBytes(at: va) : nil
                     let same: Bool = sp.bytes.withUnsafeBytes { want in
-                        guard let frame else { return want.allSatisfy { $0 == 0 } }
+                        if let swapped { return swapped.withUnsafeBytes { memcmp(want.baseAddress!, $0.baseAddress!, 4096) == 0 } }
+                        guard let frame else { return Self.zeroPage.withUnsafeBytes { memcmp(want.baseAddress!, $0.baseAddress!, 4096) == 0 } }
                         return memcmp(want.baseAddress!, storage.bytes(of: frame).baseAddress!, 4096) == 0
                     }
                     if !same { failures.append("step \(step) (\(op)): mm \(p.mm.pid) bytes at \(va) differ from the reference"); return }
@@ -371,5 +387,18 @@ struct RandomizedTests {
         print("randomized linux-6.18 test: thp_fault_alloc \(thp[.thpFaultAlloc]), thp_split_pmd \(thp[.thpSplitPMD]), thp_split_page \(thp[.thpSplitPage]), thp_split_page_failed \(thp[.thpSplitPageFailed]), thp_deferred_split_page \(thp[.thpDeferredSplitPage])")
         #expect(thp[.thpFaultAlloc] > 0 && thp[.thpSplitPMD] > 0 && thp[.thpSplitPage] > 0 && thp[.thpDeferredSplitPage] > 0,
                 "the run never exercised PTE-mapped THPs and their splits")
+    }
+
+    @Test("linux-6.18 with a swap device of 2 MiB clusters: THPs go to swap whole; swap cache and shared reclaim keep every byte and invariant")
+    func randomOperationsWithSwapClusters() {
+        let seed = Self.seed ^ 0x5C1
+        let steps = ProcessInfo.processInfo.environment["THPSIM_HUGE_STEPS"].flatMap { Int($0) } ?? 2_000
+        print("randomized swap-cluster test: seed \(seed) (replay with THPSIM_SEED=\(Self.seed)), \(steps) steps")
+        var run = RandomizedRun(seed: seed, hugepages: true, design: .linux6_18, swap: SwapConfiguration(clusters: true))
+        run.run(steps: steps)
+        #expect(run.failures.isEmpty, "seed \(seed): \(run.failures.first ?? "")")
+        let v = run.kernel.vmstat
+        print("randomized swap-cluster test: thp_swpout \(v[.thpSwpout]), thp_swpout_fallback \(v[.thpSwpoutFallback]), pswpout \(v[.pswpout]), pswpin \(v[.pswpin]), pgmajfault \(v[.pgmajfault]), pgsteal_direct \(v[.pgstealDirect]), allocstall_normal \(v[.allocstallNormal])")
+        #expect(v[.pswpout] > 0 && v[.pswpin] > 0, "the run never swapped out and in")
     }
 }

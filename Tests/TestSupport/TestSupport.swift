@@ -23,12 +23,14 @@ public enum TestMachine {
     public static func kernel(memory: UInt64 = 16 << 20, mode: PhysicalMemory.Mode = .data,
                               design: KernelDesign = .linux2_6_38,
                               enabled: TransparentHugepageSettings.Enabled = .never,
-                              useZeroPage: Bool? = nil) -> Kernel {
+                              useZeroPage: Bool? = nil, swap: SwapConfiguration = SwapConfiguration()) -> Kernel {
         var settings = design.defaultSettings
         settings.enabled = enabled
         if let useZeroPage { settings.useZeroPage = useZeroPage }
-        return Kernel(KernelConfiguration(memoryBytes: memory, mode: mode, watermarks: .zero, design: design,
-                                          hugepageSettings: settings))
+        var configuration = KernelConfiguration(memoryBytes: memory, mode: mode, watermarks: .zero, design: design,
+                                                hugepageSettings: settings)
+        configuration.swap = swap
+        return Kernel(configuration)
     }
 
     /// A kernel and one process in it.

@@ -34,7 +34,7 @@ struct ScenarioModelTests {
         let scenario = try ScenarioParser.parse(try String(contentsOfFile: path, encoding: .utf8), file: path)
         #expect(scenario.design == nil, "scenarios/thp files name no design")
         let report = ScenarioRunner.run(scenario, on: "model") { () throws(ScenarioError) in
-            try makeModelScenarioBackend(design: "linux-6.18", memoryBytes: scenario.memoryBytes)
+            try makeModelScenarioBackend(design: "linux-6.18", memoryBytes: scenario.memoryBytes, swap: scenario.swap)
         }
         #expect(report.passed, "\(report.text)")
         #expect(report.results.allSatisfy { $0.status != .skipped }, "\(report.text)")
@@ -53,7 +53,7 @@ struct ScenarioModelTests {
         let text = try String(contentsOfFile: path, encoding: .utf8)
         let scenario = try ScenarioParser.parse(text, file: path)
         let report = ScenarioRunner.run(scenario, on: "model") { () throws(ScenarioError) in
-            try makeModelScenarioBackend(design: scenario.design, memoryBytes: scenario.memoryBytes)
+            try makeModelScenarioBackend(design: scenario.design, memoryBytes: scenario.memoryBytes, swap: scenario.swap)
         }
         #expect(report.passed, "\(report.text)")
         #expect(report.results.allSatisfy { $0.status != .skipped }, "\(report.text)")

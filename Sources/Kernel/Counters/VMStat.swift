@@ -5,9 +5,17 @@ import Synchronization
 /// (Linux: `enum vm_event_item` in `include/linux/vm_event_item.h`, names in `mm/vmstat.c`).
 ///
 /// Every `thp_*` event of Linux 6.18 is here, at zero until the paths that move it exist.
+///
+/// Units as Linux prints them: `pgpgin`/`pgpgout` are KiB read from and written to the swap device
+/// (Linux counts 512-byte sectors at `submit_bio()` and halves them when printing), so with no file
+/// I/O in the model `pgpgout = 4 × pswpout`. `pgscan_*` count the pages reclaim looked at for
+/// eviction and `pgsteal_*` those it freed, attributed to kswapd or to the allocating task (direct
+/// reclaim, which also counts one `allocstall_normal` per entry); MADV_PAGEOUT counts neither, as in
+/// Linux (`reclaim_pages()` bypasses `shrink_inactive_list()`).
 public enum VMEvent: Int, CaseIterable, Sendable {
-    case pswpin, pswpout
-    case pgallocNormal, pgfree, pgfault, pgmajfault
+    case pgpgin, pgpgout, pswpin, pswpout
+    case pgallocNormal, allocstallNormal, pgfree, pgfault, pgmajfault
+    case pgstealKswapd, pgstealDirect, pgscanKswapd, pgscanDirect, pgscanAnon, pgstealAnon
     case thpMigrationSuccess, thpMigrationFail, thpMigrationSplit
     case compactMigrateScanned, compactFreeScanned, compactIsolated, compactStall, compactFail, compactSuccess
     case compactDaemonWake
@@ -21,12 +29,21 @@ public enum VMEvent: Int, CaseIterable, Sendable {
     /// The name `/proc/vmstat` prints.
     public var name: String {
         switch self {
+        case .pgpgin: "pgpgin"
+        case .pgpgout: "pgpgout"
         case .pswpin: "pswpin"
         case .pswpout: "pswpout"
         case .pgallocNormal: "pgalloc_normal"
+        case .allocstallNormal: "allocstall_normal"
         case .pgfree: "pgfree"
         case .pgfault: "pgfault"
         case .pgmajfault: "pgmajfault"
+        case .pgstealKswapd: "pgsteal_kswapd"
+        case .pgstealDirect: "pgsteal_direct"
+        case .pgscanKswapd: "pgscan_kswapd"
+        case .pgscanDirect: "pgscan_direct"
+        case .pgscanAnon: "pgscan_anon"
+        case .pgstealAnon: "pgsteal_anon"
         case .thpMigrationSuccess: "thp_migration_success"
         case .thpMigrationFail: "thp_migration_fail"
         case .thpMigrationSplit: "thp_migration_split"

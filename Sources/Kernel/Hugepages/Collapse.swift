@@ -215,12 +215,10 @@ extension AddressSpace {
                 storage?.zero(head + i)
             } else if entry.isSwapEntry {
                 // Swap in straight into the huge page (Linux: `__collapse_huge_page_swapin()` first).
-                if let storage, let bytes = kernel.swapDevice.load(entry.swapSlot) {
-                    bytes.withUnsafeBytes { storage.bytes(of: head + i).copyMemory(from: $0) }
-                }
-                kernel.swapDevice.release(entry.swapSlot)
+                if let storage { kernel.swapDevice.read(entry.swapSlot, into: storage.bytes(of: head + i)) }
+                kernel.swapFree(entry.swapSlot)
                 kernel.vmstat.count(.pgmajfault)
-                kernel.vmstat.count(.pswpin)
+                kernel.countSwapIn(pages: 1)
             } else {
                 storage?.copy(from: entry.pfn, to: head + i)
                 unmapPage(entry.pfn)

@@ -116,7 +116,9 @@ extension Kernel {
         // model's huge migration does not follow (it backs off, as for a changed mapping).
         let mapcount = huge ? entireMapcount(pfn) : frames.mapcount(pfn)
         guard Int(mapcount) == replaced.count, !huge || folioMapcount(pfn) == mapcount else { restore(); return .busy }
-        var pins = frames.refcount(pfn) - mapcount
+        // A page in the swap cache has the cache's reference too (Linux: `folio_expected_ref_count()`).
+        let cached = !huge && frames.flags(pfn).contains(.swapCache)
+        var pins = frames.refcount(pfn) - mapcount - (cached ? 1 : 0)
         if huge && design.tailPagePins {
             for i in 1..<PageGeometry.pmdOrder.pages { pins += frames.refcount(pfn + i) }
         }
@@ -133,6 +135,15 @@ extension Kernel {
             frames.setMapcount(target, mapcount)
         }
         frames.setRefcount(target, mapcount)
+        // The swap cache's entry moves too, unless a swap-in took a reference meanwhile (Linux:
+        // `folio_migrate_mapping()` replacing the folio in the swap cache under its lock).
+        if cached && !replaceInSwapCache(pfn, with: target, mapcount: mapcount) {
+            frames.setMapcount(target, 0)
+            frames.setRefcount(target, 1)
+            frames.removeFlags(target, [.dirty, .swapBacked, .referenced, .active, .anonExclusive])
+            restore()
+            return .pinned
+        }
         for (mm, va, old) in replaced {
             let moved = PageTableEntry(pfn: target, bits: old.rawValue & ~PageTableEntry.pfnMask)
             let done = mm.exchangeMigrationEntry(va, huge: huge) { $0 == .migrationEntry(for: old) ? moved : nil }

@@ -32,7 +32,7 @@ extension AddressSpace {
                     removeMapping(old.pfn)
                     gathered.append(old.pfn)
                 } else if old.isSwapEntry {
-                    kernel.swapDevice.release(old.swapSlot)
+                    kernel.swapFree(old.swapSlot)
                 }
                 va = va + PageGeometry.pageSize
             }

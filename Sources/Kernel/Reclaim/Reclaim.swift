@@ -2,13 +2,23 @@ import Synchronization
 import VMCore
 import PhysicalMemory
 
+/// Who reclaims, for the counters (Linux: `current_is_kswapd()` choosing `PGSTEAL_KSWAPD` or
+/// `PGSTEAL_DIRECT` in `shrink_inactive_list()`).
+public enum Reclaimer: Sendable {
+    /// kswapd, woken by a watermark.
+    case kswapd
+    /// The allocating task, in direct reclaim.
+    case direct
+}
+
 /// Reclaim: free memory by swapping out anonymous pages that were not used recently.
 ///
 /// The model keeps no LRU lists; like Linux's multi-generational LRU, which finds young pages by
 /// walking page tables (`walk_mm()`), it walks the processes' page tables, and gives each page a
 /// second chance: a young PTE (or huge PMD) loses its accessed bit, an old one is reclaimed — a huge
-/// page is split first (2.6.38), a small page that only one PTE maps and nobody pins goes to swap. A
-/// cursor remembers where the last walk stopped, so successive reclaims go round memory like a clock.
+/// page is split first (2.6.38; today's design writes it whole to a device with clusters), a small
+/// page nobody pins goes to swap, everywhere it is mapped when fork shared it. A cursor remembers
+/// where the last walk stopped, so successive reclaims go round memory like a clock.
 ///
 /// kswapd wakes when an allocation leaves free memory below the low watermark and reclaims, when
 /// simulated time next moves, until it is above the high one; an allocation that finds nothing free
@@ -17,8 +27,8 @@ import PhysicalMemory
 public final class Kswapd: Sendable {
     private let pending = Atomic<Bool>(false)
     private let reclaimed = Atomic<Int>(0)
-    /// Pages freed by reclaim, kswapd's and direct (Linux: `pgsteal_kswapd` + `pgsteal_direct`, which
-    /// the model's `/proc/vmstat` does not list yet).
+    /// Pages freed by reclaim, kswapd's and direct: `pgsteal_kswapd` + `pgsteal_direct`, plus the pages
+    /// the deferred-split shrinker gave back (which Linux counts apart from pgsteal).
     public var pagesReclaimed: Int { reclaimed.load(ordering: .relaxed) }
     func count(_ pages: Int) { reclaimed.add(pages, ordering: .relaxed) }
     /// The clock hand: the pid and address where the last walk stopped.
@@ -36,7 +46,7 @@ public final class Kswapd: Sendable {
         guard pending.exchange(false, ordering: .acquiringAndReleasing) else { return }
         let high = kernel.memory.buddy.watermarks.high
         let free = kernel.memory.freePages
-        if free < high { kernel.reclaim(pages: high - free) }
+        if free < high { kernel.reclaim(pages: high - free, by: .kswapd) }
     }
 }
 
@@ -48,16 +58,21 @@ extension Kernel {
     }
 
     /// Reclaims up to `target` pages by walking page tables from the clock hand, at most twice round
-    /// (the first pass may only age young pages); returns how many pages were freed (Linux:
+    /// (the first pass may only age young pages); returns how many pages were freed. Counted as
+    /// kswapd's or direct reclaim's (`pgscan_*`, `pgsteal_*`) as `reclaimer` says (Linux:
     /// `shrink_node()`).
     /// - Precondition: no page-table lock is held (mmap locks for reading may be).
     @discardableResult
-    public func reclaim(pages target: Int) -> Int {
+    public func reclaim(pages target: Int, by reclaimer: Reclaimer = .kswapd) -> Int {
         guard target > 0 else { return 0 }
         let before = memory.freePages
-        // The shrinkers first: split partially mapped THPs, freeing their unused pages (Linux:
+        // Swap-cache pages nothing maps any more are on no page table: free them first (Linux finds
+        // them on the inactive list, clean, and `__remove_mapping()` frees them).
+        let uncached = shrinkSwapCache()
+        if uncached > 0 { countReclaim(scanned: uncached, stolen: uncached, by: reclaimer) }
+        // The shrinkers next: split partially mapped THPs, freeing their unused pages (Linux:
         // `shrink_slab()` → `deferred_split_scan()`).
-        if deferredSplitScan() >= target {
+        if deferredSplitScan() + uncached >= target {
             kswapd.count(memory.freePages - before)
             return memory.freePages - before
         }
@@ -70,7 +85,13 @@ extension Kernel {
         for step in 0..<(2 * spaces.count + 1) {
             let mm = spaces[(start + step) % spaces.count]
             let from = step == 0 ? address : VirtualAddress(0)
-            let stoppedAt = mm.reclaimOldPages(from: from, until: { self.memory.freePages - before >= target })
+            var shared: [PFN] = []
+            var stoppedAt = mm.reclaimOldPages(from: from, by: reclaimer, shared: &shared,
+                                               until: { self.memory.freePages - before >= target })
+            if !shared.isEmpty {
+                reclaimSharedPages(shared, by: reclaimer)
+                if stoppedAt == nil && memory.freePages - before >= target { stoppedAt = VirtualAddress(0) }
+            }
             if let stoppedAt {
                 kswapd.hand.withLock { $0 = (mm.pid, stoppedAt) }
                 kswapd.count(max(0, memory.freePages - before))
@@ -84,8 +105,39 @@ extension Kernel {
     }
 
     /// Direct reclaim by an allocation that found nothing free: reclaim a batch (Linux:
-    /// `SWAP_CLUSTER_MAX`, 32 pages) and report whether anything was freed.
-    func directReclaim(pages: Int = 32) -> Bool { reclaim(pages: pages) > 0 }
+    /// `SWAP_CLUSTER_MAX`, 32 pages) and report whether anything was freed; one `allocstall_normal`
+    /// (Linux: `try_to_free_pages()` → `do_try_to_free_pages()`).
+    func directReclaim(pages: Int = 32) -> Bool {
+        vmstat.count(.allocstallNormal)
+        return reclaim(pages: pages, by: .direct) > 0
+    }
+
+    /// Counts pages reclaim looked at and freed (Linux: `PGSCAN_KSWAPD`/`PGSCAN_DIRECT` with
+    /// `PGSCAN_ANON`, `PGSTEAL_KSWAPD`/`PGSTEAL_DIRECT` with `PGSTEAL_ANON`).
+    @inline(__always) func countReclaim(scanned: Int = 0, stolen: Int = 0, by reclaimer: Reclaimer) {
+        if scanned > 0 {
+            vmstat.count(reclaimer == .kswapd ? .pgscanKswapd : .pgscanDirect, scanned)
+            vmstat.count(.pgscanAnon, scanned)
+        }
+        if stolen > 0 {
+            vmstat.count(reclaimer == .kswapd ? .pgstealKswapd : .pgstealDirect, stolen)
+            vmstat.count(.pgstealAnon, stolen)
+        }
+    }
+
+    /// Writes page `pfn`'s bytes to `slot` (data mode) and counts the write (Linux: `swap_writepage()`,
+    /// `count_vm_events(PSWPOUT)` and the block layer's `PGPGOUT`, in KiB).
+    func writeToSwap(_ pfn: PFN, _ slot: Int) {
+        if let storage = memory.storage { swapDevice.write(slot, UnsafeRawBufferPointer(storage.bytes(of: pfn))) }
+        vmstat.count(.pswpout)
+        vmstat.count(.pgpgout, Int(PageGeometry.pageSize >> 10))
+    }
+
+    /// Counts pages read from swap (Linux: `PSWPIN`, and the block layer's `PGPGIN` in KiB).
+    func countSwapIn(pages: Int) {
+        vmstat.count(.pswpin, pages)
+        vmstat.count(.pgpgin, pages * Int(PageGeometry.pageSize >> 10))
+    }
 
     /// Allocates a frame for a page table, reclaiming directly once when none is free (Linux:
     /// `pagetable_alloc()` with `GFP_PGTABLE_USER`, which may reclaim).
@@ -108,9 +160,11 @@ extension Kernel {
 
 extension AddressSpace {
     /// One step of the reclaim walk over this mm from `start`: young entries are aged, old huge pages
-    /// split, old exclusive small pages swapped out; stops (returning the address reached) once
-    /// `enough()` holds, or returns nil at the end of the mm.
-    func reclaimOldPages(from start: VirtualAddress, until enough: () -> Bool) -> VirtualAddress? {
+    /// written whole or split, old exclusive small pages swapped out, and old pages other processes
+    /// map too collected in `shared` (with a reference each); stops (returning the address reached)
+    /// once `enough()` holds, or returns nil at the end of the mm.
+    func reclaimOldPages(from start: VirtualAddress, by reclaimer: Reclaimer, shared: inout [PFN],
+                         until enough: () -> Bool) -> VirtualAddress? {
         // A trylock, as MGLRU's walk: the allocating thread may hold this mm's lock for writing (fork).
         guard mmapLock.tryReadLock() else { return nil }
         defer { mmapLock.unlock() }
@@ -120,13 +174,21 @@ extension AddressSpace {
                 let from = max(vma.start, start)
                 var stoppedAt: VirtualAddress?
                 _ = invalidatingSecondaryMMUs(from, vma.end) {
-                    forEachPTETable(from, vma.end, huge: { pmd, index, _, _ in
+                    forEachPTETable(from, vma.end, huge: { pmd, index, haddr, whole in
                         let lock = pmdLock(pmd)
                         lock.spinLock()
                         let entry = pmd[index]
                         if entry.isHuge && !entry.isSplitting && !entry.isSpecial && entry.isAccessed {
                             pmd.set(index, entry.makingOld())
                             lock.spinUnlock()
+                            return .handled
+                        }
+                        if !kernel.design.splitPMDSplitsPage && entry.isHuge && !entry.isSplitting && !entry.isSpecial
+                            && whole && swapOutHugePMD(pmd, index, haddr, entry, reclaimer: reclaimer) {
+                            lock.spinUnlock()
+                            kernel.flushTLB(self, haddr, haddr + PageGeometry.pmdSize)
+                            kernel.putPage(entry.pfn)
+                            if enough() && stoppedAt == nil { stoppedAt = haddr + PageGeometry.pmdSize }
                             return .handled
                         }
                         if !kernel.design.splitPMDSplitsPage && entry.isHuge && !entry.isSplitting && !entry.isSpecial {
@@ -136,8 +198,10 @@ extension AddressSpace {
                         lock.spinUnlock()
                         return entry.isSpecial ? .handled : .split
                     }) { table, lo, hi in
+                        // A THP written whole just now was enough.
+                        if stoppedAt != nil { return false }
                         splitLargeFolios(table, lo, hi, onlyOld: true)
-                        if let reached = swapOut(table, lo, hi, onlyOld: true, until: enough) {
+                        if let reached = swapOut(table, lo, hi, reclaimer: reclaimer, shared: &shared, until: enough) {
                             stoppedAt = reached
                             return false
                         }

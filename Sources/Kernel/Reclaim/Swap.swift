@@ -1,17 +1,24 @@
 import Synchronization
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import VMCore
 import PhysicalMemory
 
 /// Swap-out and swap-in of anonymous pages.
 ///
-/// Swap-out (MADV_PAGEOUT today; reclaim later) writes an exclusively mapped, unpinned page to a swap
-/// slot and replaces its PTE by a swap entry; the page is freed. In the 2010 design a huge page cannot
-/// go to swap whole, so the range is split first (2.6.38: `split_huge_page()` from `add_to_swap()`).
-/// Today's kernel tries to write a THP whole (`thp_swpout`), which needs a swap device with free
-/// 2 MiB clusters; the model's device allocates slot by slot, so it falls back as a swap file does
-/// here (`thp_swpout_fallback`) and splits the folio first (Linux 6.18: `shrink_folio_list()` →
-/// `folio_alloc_swap()` fails → `split_folio_to_list()`).
-/// A fault on a swap entry reads the slot into a new page (Linux: `do_swap_page()`).
+/// Swap-out (MADV_PAGEOUT and reclaim) writes an unpinned anonymous page to a swap slot and replaces
+/// its PTEs by swap entries; the page is freed. MADV_PAGEOUT takes pages only one process maps;
+/// reclaim also takes pages shared after fork, unmapping every mapping (`reclaimSharedPages`). In the
+/// 2010 design a huge page cannot go to swap whole, so the range is split first (2.6.38:
+/// `split_huge_page()` from `add_to_swap()`). Today's kernel writes a THP whole (`thp_swpout`) to a
+/// device with free 2 MiB clusters (`SwapConfiguration.clusters`); without them it falls back, as a
+/// swap file does on this machine (`thp_swpout_fallback`), and splits the folio first (Linux 6.18:
+/// `shrink_folio_list()` → `folio_alloc_swap()` fails → `split_folio_to_list()`).
+/// A fault on a swap entry maps the slot's page from the swap cache or reads it into a new one (Linux:
+/// `do_swap_page()`).
 extension AddressSpace {
     /// MADV_PAGEOUT over `[start, end)`: split huge pages, then swap out every page only this PTE maps
     /// and nobody pins; pages mapped elsewhere too (after fork) and shared memory stay (Linux:
@@ -23,14 +30,21 @@ extension AddressSpace {
                 let vma = vmas[i]
                 let from = max(vma.start, start), to = min(vma.end, end)
                 invalidatingSecondaryMMUs(from, to) {
-                    forEachPTETable(from, to, huge: { pmd, index, _, _ in
+                    forEachPTETable(from, to, huge: { pmd, index, haddr, whole in
                         // The huge zero page has nothing to swap; a huge page is split first.
                         if pmd[index].isSpecial { return .handled }
                         guard !kernel.design.splitPMDSplitsPage, let (entry, lock) = lockHugePMD(pmd, index) else { return .split }
+                        if whole && !entry.isSpecial && swapOutHugePMD(pmd, index, haddr, entry, reclaimer: nil) {
+                            lock.spinUnlock()
+                            kernel.flushTLB(self, haddr, haddr + PageGeometry.pmdSize)
+                            kernel.putPage(entry.pfn)
+                            return .handled
+                        }
                         return swapOutFallback(pmd, index, entry, lock)
                     }) { table, lo, hi in
                         splitLargeFolios(table, lo, hi)
-                        _ = swapOut(table, lo, hi, onlyOld: false, until: { false })
+                        var shared: [PFN] = []
+                        _ = swapOut(table, lo, hi, reclaimer: nil, shared: &shared, until: { false })
                         return true
                     }
                 }
@@ -86,12 +100,15 @@ extension AddressSpace {
         }
     }
 
-    /// Swaps out the exclusive pages the PTEs of `table` map in `[from, to)`; with `onlyOld`, a young
-    /// PTE only loses its accessed bit (a second chance). Stops when `until()` holds after a swap-out,
-    /// returning the next address, or when swap is full (Linux: `shrink_folio_list()` →
+    /// Swaps out the pages the PTEs of `table` map in `[from, to)` that only this PTE maps and nobody
+    /// pins; for reclaim (`reclaimer` not nil) a young PTE only loses its accessed bit (a second
+    /// chance), and a page other processes map too is handed to `shared` with a reference, for
+    /// `reclaimSharedPages` to unmap everywhere. A page already in the swap cache is not written again:
+    /// its PTE becomes the entry of the slot it stands for. Stops when `until()` holds after a
+    /// swap-out, returning the next address, or when swap is full (Linux: `shrink_folio_list()` →
     /// `folio_referenced()`, `add_to_swap()`, `try_to_unmap()`, `pageout()`).
-    func swapOut(_ table: PageTable, _ from: VirtualAddress, _ to: VirtualAddress, onlyOld: Bool,
-                 until enough: () -> Bool) -> VirtualAddress? {
+    func swapOut(_ table: PageTable, _ from: VirtualAddress, _ to: VirtualAddress, reclaimer: Reclaimer?,
+                 shared: inout [PFN], until enough: () -> Bool) -> VirtualAddress? {
         let frames = kernel.memory.frames
         let lock = kernel.splitLock(table)
         lock.spinLock()
@@ -103,53 +120,132 @@ extension AddressSpace {
             let entry = table[index]
             guard entry.isMapped, !entry.isSpecial else { continue }
             let pfn = entry.pfn
-            guard frames.kind(pfn) == .anonymous, frames.mapcount(pfn) == 1, frames.refcount(pfn) == 1 else { continue }
-            if onlyOld && entry.isAccessed {
-                table.set(index, entry.makingOld())
-                continue
+            let flags = frames.flags(pfn)
+            guard frames.kind(pfn) == .anonymous, flags.isDisjoint(with: [.head, .tail]) else { continue }
+            let cached = flags.contains(.swapCache)
+            let mapcount = frames.mapcount(pfn)
+            // Any reference beyond the mappings and the swap cache's is a pin: leave the page.
+            guard frames.refcount(pfn) == mapcount + (cached ? 1 : 0) else { continue }
+            if let reclaimer {
+                kernel.countReclaim(scanned: 1, by: reclaimer)
+                if entry.isAccessed {
+                    table.set(index, entry.makingOld())
+                    continue
+                }
+                if mapcount > 1 {
+                    if !shared.contains(pfn) {
+                        kernel.getPage(pfn)
+                        shared.append(pfn)
+                    }
+                    continue
+                }
+            } else if mapcount > 1 {
+                continue  // MADV_PAGEOUT leaves pages other processes map (`folio_maybe_mapped_shared()`).
             }
-            let bytes = kernel.memory.storage.map { Array($0.bytes(of: pfn)) }
-            guard let slot = kernel.swapDevice.store(bytes) else { return va }
+            let slot: Int
+            if cached, let existing = kernel.swapCacheSlot(of: pfn) {
+                slot = existing
+                kernel.swapDevice.duplicate(slot)
+            } else {
+                guard let fresh = kernel.swapDevice.allocate(uses: 1) else { return va }
+                slot = fresh
+                kernel.writeToSwap(pfn, slot)
+            }
             table.set(index, .swapEntry(slot: slot))
             unmapPage(pfn)
-            kernel.vmstat.count(.pswpout)
+            if cached { kernel.removeUnusedFromSwapCache(pfn) }
+            if let reclaimer { kernel.countReclaim(stolen: 1, by: reclaimer) }
             if enough() { return va + PageGeometry.pageSize }
         }
         return nil
     }
 
-    /// A fault on a swap entry: read the slot into a new page and map it, writable at once only for a
-    /// write to a slot no other entry uses (Linux: `do_swap_page()`, counted as `pgmajfault` and
-    /// `pswpin`).
+    /// Writes a whole PMD-mapped THP to 512 contiguous swap slots and replaces the PMD by a PTE table
+    /// of their swap entries, freeing the folio unsplit; false (nothing done) when the folio is mapped
+    /// elsewhere too, pinned, or the device has no free cluster — the caller then falls back to a split
+    /// (Linux 6.18: `shrink_folio_list()` → `folio_alloc_swap()` of an order-9 folio, counted as
+    /// `thp_swpout`; `try_to_unmap()` with `TTU_SPLIT_HUGE_PMD` turns the PMD into PTEs, which become
+    /// swap entries `folio->swap + i`).
+    ///
+    /// ```
+    ///  PMD ──► folio (512 pages)   →   PMD ──► deposited table ──► 512 swap entries: slots s … s+511
+    /// ```
+    /// - Precondition: the PMD lock is held; `entry` is `pmd[index]`, a present, non-special huge PMD
+    ///   not being split. On true the caller unlocks, flushes the range and puts `entry.pfn` (the
+    ///   PMD's reference), which frees the folio.
+    func swapOutHugePMD(_ pmd: PageTable, _ index: Int, _ haddr: VirtualAddress, _ entry: PageTableEntry,
+                        reclaimer: Reclaimer?) -> Bool {
+        let frames = kernel.memory.frames
+        let head = entry.pfn
+        let pages = PageGeometry.pmdOrder.pages
+        guard kernel.swapDevice.hasClusters, kernel.design.mapcounts == .perPage,
+              frames.kind(head) == .anonymous, frames.order(head) == PageGeometry.pmdOrder,
+              frames.refcount(head) == 1, kernel.entireMapcount(head) == 1,
+              frames.folioField(head, .pagesMapped) == FrameTable.entirelyMapped,
+              let first = kernel.swapDevice.allocate(count: pages, uses: 1) else { return false }
+        for i in 0..<pages { kernel.writeToSwap(head + i, first + i) }
+        let table = withdrawTable(from: pmd)
+        for i in 0..<pages { table.set(i, .swapEntry(slot: first + i)) }
+        pmd.set(index, PageTableEntry(pfn: table.pfn, bits: tablePointerBits))
+        unmapHugePage(head, at: haddr)
+        kernel.vmstat.count(.thpSplitPMD)
+        kernel.vmstat.count(.thpSwpout)
+        kernel.mthpStats.count(PageGeometry.pmdOrder.rawValue, .swpout)
+        if let reclaimer { kernel.countReclaim(scanned: pages, stolen: pages, by: reclaimer) }
+        return true
+    }
+
+    /// A fault on a swap entry: map the slot's page — the one in the swap cache if another process
+    /// brought it in already, otherwise a new page read from the slot. While other entries still name
+    /// the slot the page stays in the swap cache and is mapped read-only, shared; with the last entry
+    /// the slot is freed, and the page is writable at once for a write if nobody else maps it (Linux:
+    /// `do_swap_page()`, counted as `pgmajfault`, `pswpin` and `pgpgin` when read from the device).
     func swapIn(_ vma: VMA, _ va: VirtualAddress, _ table: PageTable, _ index: Int, _ entry: PageTableEntry,
                 _ access: MemoryAccess) -> FaultOutcome {
-        guard let pfn = kernel.allocateAnonymousPage(zeroed: false) else { return .outOfMemory }
-        kernel.countAllocation(pages: 1)
+        let frames = kernel.memory.frames
         let slot = entry.swapSlot
+        var page = kernel.lookupSwapCache(slot)
+        var fresh: PFN?
+        if page == nil {
+            guard let pfn = kernel.allocateAnonymousPage(zeroed: false) else { return .outOfMemory }
+            kernel.countAllocation(pages: 1)
+            frames.insertFlags(pfn, .swapBacked)
+            fresh = pfn
+        }
         let lock = kernel.splitLock(table)
         lock.spinLock()
         guard table[index] == entry else {
             // Another thread swapped it in (or the range changed) first.
             lock.spinUnlock()
-            kernel.putPage(pfn)
+            kernel.putPage(page ?? fresh!)
             return .handled
         }
-        if let storage = kernel.memory.storage, let bytes = kernel.swapDevice.load(slot) {
-            bytes.withUnsafeBytes { storage.bytes(of: pfn).copyMemory(from: $0) }
+        if let pfn = fresh {
+            // The entry holds the slot, so it cannot be freed while the lock is held.
+            if let storage = kernel.memory.storage { kernel.swapDevice.read(slot, into: storage.bytes(of: pfn)) }
+            kernel.countSwapIn(pages: 1)
+            kernel.vmstat.count(.pgmajfault)
+            page = pfn
         }
-        let exclusive = kernel.swapDevice.release(slot) == 0
+        let pfn = page!
+        let (left, uncached) = kernel.swapDevice.release(slot)
+        if left > 0 && fresh != nil {
+            // Others still have the entry: the page stands for the slot from now on (unless another
+            // process's swap-in cached its own copy meanwhile; then this one stays private).
+            _ = kernel.addToSwapCache(pfn, slot: slot)
+        }
+        // Exclusive: no entry names the slot any more and nobody else maps or holds the page.
+        let exclusive = left == 0 && frames.mapcount(pfn) == 0 && frames.refcount(pfn) == 1 + (uncached == pfn ? 1 : 0)
         var bits = PageTableEntry.userBits(vma.flags.protection) | PageTableEntry.accessedBit
         if exclusive {
-            kernel.memory.frames.insertFlags(pfn, [.anonExclusive, .swapBacked])
+            frames.insertFlags(pfn, .anonExclusive)
             if access == .write && vma.flags.contains(.write) { bits |= PageTableEntry.writableBit | PageTableEntry.dirtyBit }
-        } else {
-            kernel.memory.frames.insertFlags(pfn, .swapBacked)
         }
         mapPage(pfn)
         table.set(index, PageTableEntry(pfn: pfn, bits: bits))
         lock.spinUnlock()
-        kernel.vmstat.count(.pgmajfault)
-        kernel.vmstat.count(.pswpin)
+        // The page is mapped now, so dropping the cache's reference cannot free it.
+        if let uncached { kernel.dropFromSwapCache(uncached) }
         return .handled
     }
 
@@ -160,7 +256,8 @@ extension AddressSpace {
             guard let (pmd, index) = walk(va, to: .pmd, allocate: false), !pmd[index].isNone, !pmd[index].isHuge else { return nil }
             let entry = kernel.table(at: pmd[index])[va.tableIndex(.pte)]
             guard entry.isSwapEntry else { return nil }
-            return kernel.swapDevice.load(entry.swapSlot) ?? [UInt8](repeating: 0, count: Int(PageGeometry.pageSize))
+            guard kernel.memory.storage != nil else { return [UInt8](repeating: 0, count: Int(PageGeometry.pageSize)) }
+            return kernel.swapDevice.load(entry.swapSlot)
         }
     }
 
@@ -181,10 +278,15 @@ extension AddressSpace {
 
 extension Kernel {
     /// Every swap entry in every page table refers to a slot in use, and each slot's use count equals
-    /// the entries that refer to it; no slot is in use without one (Linux: `swap_map` consistency).
+    /// the entries that refer to it; a slot is in use only while entries name it or a page stands for
+    /// it in the swap cache. Each cached page is a 4 KiB anonymous page flagged `swapCache` (and no
+    /// other page is), holding the slot's bytes (data mode), mapped only read-only; its refcount is
+    /// checked with the frames (Linux: `swap_map` consistency, `VM_BUG_ON_FOLIO(!folio_test_swapcache)`).
     func checkSwapInvariants() -> [String] {
         var problems: [String] = []
         var references: [Int: Int] = [:]
+        let cache = swapDevice.cacheContents()
+        let cachedPages = Set(cache.values)
         for mm in addressSpaces {
             mm.mmapLock.withReadLock {
                 for vma in mm.vmas.areas {
@@ -197,6 +299,8 @@ extension Kernel {
                                 if vma.isShared { problems.append("mm \(mm.pid): swap entry at \(va) in a shared VMA") }
                             } else if !entry.isNone && !entry.isMapped {
                                 problems.append("mm \(mm.pid): PTE at \(va) is neither mapped, empty nor swap: \(entry)")
+                            } else if entry.isMapped && entry.isWritable && cachedPages.contains(entry.pfn) {
+                                problems.append("mm \(mm.pid): PTE at \(va) maps swap-cache page \(entry.pfn) writable")
                             }
                             va = va + PageGeometry.pageSize
                         }
@@ -209,8 +313,27 @@ extension Kernel {
         for (slot, count) in counts where references[slot] != count {
             problems.append("swap slot \(slot): count \(count) but \(references[slot] ?? 0) swap entries")
         }
-        for (slot, n) in references where counts[slot] == nil {
+        let inUse = swapDevice.slotsInUse()
+        for (slot, n) in references where !inUse.contains(slot) || counts[slot] == nil {
             problems.append("\(n) swap entries name slot \(slot), which is free")
+        }
+        for slot in inUse where counts[slot] == nil && cache[slot] == nil {
+            problems.append("swap slot \(slot) is in use with no entry and no cached page (leaked)")
+        }
+        if inUse.count != swapDevice.usedSlots { problems.append("swap device counts \(swapDevice.usedSlots) slots in use but \(inUse.count) are") }
+        let frames = memory.frames
+        for (slot, pfn) in cache {
+            if !inUse.contains(slot) { problems.append("swap cache page \(pfn) stands for free slot \(slot)") }
+            if frames.kind(pfn) != .anonymous || isInLargeFolio(pfn) { problems.append("swap cache page \(pfn) is not a 4 KiB anonymous page") }
+            if !frames.flags(pfn).contains(.swapCache) { problems.append("swap cache page \(pfn) lacks PG_swapcache") }
+            if frames.flags(pfn).contains(.anonExclusive) { problems.append("swap cache page \(pfn) is marked exclusive") }
+            if let storage = memory.storage,
+               !swapDevice.load(slot).withUnsafeBytes({ memcmp($0.baseAddress!, storage.bytes(of: pfn).baseAddress!, $0.count) == 0 }) {
+                problems.append("swap cache page \(pfn) differs from its slot \(slot)")
+            }
+        }
+        for i in 0..<memory.totalPages where frames.flags(PFN(i)).contains(.swapCache) && !cachedPages.contains(PFN(i)) {
+            problems.append("\(PFN(i)) has PG_swapcache but is in no swap cache")
         }
         return problems
     }

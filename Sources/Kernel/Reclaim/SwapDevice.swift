@@ -1,86 +1,201 @@
-import Synchronization
 import VMCore
 import PhysicalMemory
 
-/// A swap device in memory: numbered 4 KiB slots, each with a use count — how many swap entries in
-/// page tables refer to it — and, in data mode, the bytes written to it (Linux: `struct
-/// swap_info_struct`, its `swap_map` counts, `get_swap_page()`, `swap_duplicate()`, `swap_free()`).
+/// How the swap device is built.
+public struct SwapConfiguration: Sendable {
+    /// Slots (4 KiB each); nil for as many as memory has pages.
+    public var slots: Int?
+    /// Whether slots are handed out in 2 MiB clusters, so that a whole THP can be written to 512
+    /// contiguous slots (Linux: a swap partition on a non-rotational device, whose `swap_cluster_info`
+    /// lets `folio_alloc_swap()` take an order-9 folio whole). Without clusters every THP falls back
+    /// (`thp_swpout_fallback`) and is split first, as with this machine's swap file.
+    public var clusters: Bool
+    /// Where data-mode bytes go; nil for host memory (`MemorySwapStorage`).
+    public var storage: (any SwapStorage)?
+
+    public init(slots: Int? = nil, clusters: Bool = false, storage: (any SwapStorage)? = nil) {
+        self.slots = slots
+        self.clusters = clusters
+        self.storage = storage
+    }
+}
+
+/// A swap device: numbered 4 KiB slots, each with a use count — how many swap entries in page tables
+/// name it — and the swap cache, the pages that stand for slots in memory (Linux: `struct
+/// swap_info_struct` and its `swap_map`, `folio_alloc_swap()`, `swap_duplicate()`, `swap_free()`;
+/// the swap cache's `swap_cache_get_folio()`, `add_to_swap_cache()`, `delete_from_swap_cache()`).
 ///
 /// ```
-///  PTE (not present): [ slot number | swap bit ]  ──► slots[slot] = (count, bytes)
+///  PTE (not present): [ slot | swap bit ] ──► count[slot] = swap entries naming it
+///                                             cache[slot] ──► page (PG_swapcache, +1 reference)
+///                                             storage[slot] = the bytes (data mode)
 /// ```
-/// There is no swap cache: a swap-in copies the slot's bytes into a new page and drops the entry's
-/// use of the slot, so a slot shared after fork is read once by each process that touches it.
+/// A slot is in use while a swap entry names it or a page stands for it in the cache. The model frees
+/// a slot as soon as no entry names it, dropping its cached page (Linux frees it then when swap is
+/// full, `vm_swap_full()`, or lazily otherwise): the cache holds exactly the pages that some process
+/// maps, or has mapped, while another still has the swap entry. A cached page's bytes equal the
+/// slot's: it is mapped read-only, and a write copies it.
+///
+/// Allocation is next-fit over a bitmap; with `clusters`, an order-9 request takes a cluster (512
+/// aligned slots) none of whose slots is in use.
 public final class SwapDevice: @unchecked Sendable {
-    struct Slot {
-        var count: Int
-        var bytes: [UInt8]?
-    }
-    struct State {
-        var slots: [Int: Slot] = [:]
-        var freeSlots: [Int] = []
-        var next = 0
+    struct Map {
+        var counts: [Int: Int32] = [:]
+        /// Slot → the page standing for it, and back.
+        var cache: [Int: PFN] = [:]
+        var cachedSlot: [PFN: Int] = [:]
+        /// One bit per slot in use.
+        var used: [UInt64]
+        var cursor = 0
+        var inUse = 0
+
+        func isUsed(_ slot: Int) -> Bool { used[slot >> 6] & (1 << UInt64(slot & 63)) != 0 }
+        mutating func setUsed(_ slot: Int, _ on: Bool) {
+            if on { used[slot >> 6] |= 1 << UInt64(slot & 63) } else { used[slot >> 6] &= ~(1 << UInt64(slot & 63)) }
+            inUse += on ? 1 : -1
+        }
     }
     /// Slots the device holds (Linux: `si->max`).
     public let capacity: Int
-    private let state = Mutex(State())
+    /// Whether a THP can be written whole (see `SwapConfiguration.clusters`).
+    public let hasClusters: Bool
+    /// Where the bytes go in data mode.
+    public let storage: any SwapStorage
+    let map: SpinLocked<Map>
 
-    init(capacity: Int) { self.capacity = capacity }
+    init(_ configuration: SwapConfiguration, defaultSlots: Int) {
+        capacity = configuration.slots ?? defaultSlots
+        precondition(capacity >= 0, "a swap device of \(capacity) slots")
+        hasClusters = configuration.clusters
+        storage = configuration.storage ?? MemorySwapStorage()
+        map = SpinLocked(Map(used: [UInt64](repeating: 0, count: (capacity + 63) / 64)))
+    }
 
     /// Slots in use now (Linux: `si->inuse_pages`; meminfo `SwapTotal - SwapFree`).
-    public var usedSlots: Int { state.withLock { $0.slots.count } }
+    public var usedSlots: Int { map.withLock { $0.inUse } }
 
-    /// Takes a free slot with use count 1 and stores `bytes` in it (nil in metadata mode); nil when the
-    /// device is full (Linux: `folio_alloc_swap()` and the write of `swap_writepage()`).
-    func store(_ bytes: [UInt8]?) -> Int? {
-        state.withLock { s -> Int? in
-            let slot: Int
-            if let reused = s.freeSlots.popLast() {
-                slot = reused
-            } else {
-                guard s.next < capacity else { return nil }
-                slot = s.next
-                s.next += 1
+    /// Pages in the swap cache (meminfo `SwapCached`).
+    public var cachedPages: Int { map.withLock { $0.cache.count } }
+
+    /// Takes `count` free slots — one, or with clusters a whole aligned cluster of 512 — each with use
+    /// count `uses`; nil when none is free (Linux: `folio_alloc_swap()`, `cluster_alloc_swap_entry()`).
+    func allocate(count: Int = 1, uses: Int32) -> Int? {
+        map.withLock { m -> Int? in
+            guard let first = count == 1 ? Self.findSlot(&m, capacity) : Self.findCluster(&m, capacity, count) else { return nil }
+            for slot in first..<(first + count) {
+                m.setUsed(slot, true)
+                if uses > 0 { m.counts[slot] = uses }
             }
-            s.slots[slot] = Slot(count: 1, bytes: bytes)
-            return slot
+            return first
         }
     }
 
-    /// The bytes of a slot in use (Linux: `swap_read_folio()`).
-    func load(_ slot: Int) -> [UInt8]? {
-        state.withLock { s in
-            guard let entry = s.slots[slot] else { preconditionFailure("reading free swap slot \(slot)") }
-            return entry.bytes
+    private static func findSlot(_ m: inout Map, _ capacity: Int) -> Int? {
+        guard m.inUse < capacity else { return nil }
+        var word = m.cursor >> 6
+        for _ in 0...m.used.count {
+            if word >= m.used.count { word = 0 }
+            let bits = m.used[word]
+            if bits != ~0 {
+                let slot = word << 6 | (~bits).trailingZeroBitCount
+                if slot < capacity {
+                    m.cursor = slot + 1
+                    return slot
+                }
+            }
+            word += 1
+        }
+        return nil
+    }
+
+    private static func findCluster(_ m: inout Map, _ capacity: Int, _ count: Int) -> Int? {
+        precondition(count % 64 == 0, "clusters are whole bitmap words")
+        let words = count / 64, clusters = capacity / count
+        guard clusters > 0 else { return nil }
+        let start = (m.cursor / count) % clusters
+        for step in 0..<clusters {
+            let cluster = (start + step) % clusters
+            if m.used[(cluster * words)..<((cluster + 1) * words)].allSatisfy({ $0 == 0 }) {
+                m.cursor = (cluster + 1) * count
+                return cluster * count
+            }
+        }
+        return nil
+    }
+
+    /// Writes a page's bytes to `slot` (Linux: `swap_writepage()`).
+    func write(_ slot: Int, _ bytes: UnsafeRawBufferPointer) { storage.write(slot, bytes) }
+
+    /// Reads `slot` into `buffer` (Linux: `swap_read_folio()`).
+    /// - Precondition: the slot is in use (the caller holds a swap entry naming it, under its lock).
+    func read(_ slot: Int, into buffer: UnsafeMutableRawBufferPointer) { storage.read(slot, into: buffer) }
+
+    /// The bytes of a slot in use, as an array.
+    func load(_ slot: Int) -> [UInt8] {
+        [UInt8](unsafeUninitializedCapacity: Int(PageGeometry.pageSize)) { buffer, count in
+            read(slot, into: UnsafeMutableRawBufferPointer(buffer))
+            count = buffer.count
         }
     }
 
-    /// One more swap entry refers to `slot` (Linux: `swap_duplicate()` at fork).
+    /// One more swap entry names `slot` (Linux: `swap_duplicate()` at fork and in `try_to_unmap()`).
     func duplicate(_ slot: Int) {
-        state.withLock { s in
-            guard s.slots[slot] != nil else { preconditionFailure("duplicating free swap slot \(slot)") }
-            s.slots[slot]!.count += 1
+        map.withLock { m in
+            guard m.isUsed(slot) else { preconditionFailure("duplicating free swap slot \(slot)") }
+            m.counts[slot, default: 0] += 1
         }
     }
 
-    /// One swap entry referring to `slot` is gone; the slot is freed with the last. Returns the uses
-    /// left (Linux: `swap_free()`).
-    @discardableResult
-    func release(_ slot: Int) -> Int {
-        state.withLock { s in
-            guard let entry = s.slots[slot] else { preconditionFailure("releasing free swap slot \(slot)") }
-            if entry.count == 1 {
-                s.slots[slot] = nil
-                s.freeSlots.append(slot)
-                return 0
+    /// One swap entry naming `slot` is gone. With the last, the slot is freed and its cached page, if
+    /// any, leaves the cache: the caller must drop the cache's reference with `Kernel.dropFromSwapCache`
+    /// (Linux: `swap_free()`, and `free_swap_and_cache()` from zap).
+    func release(_ slot: Int) -> (left: Int32, uncached: PFN?) {
+        let (left, uncached) = map.withLock { m -> (Int32, PFN?) in
+            guard let count = m.counts[slot], count > 0 else { preconditionFailure("releasing free swap slot \(slot)") }
+            if count > 1 {
+                m.counts[slot] = count - 1
+                return (count - 1, nil)
             }
-            s.slots[slot]!.count -= 1
-            return entry.count - 1
+            return (0, Self.free(&m, slot))
+        }
+        if left == 0 { storage.discard(slot) }
+        return (left, uncached)
+    }
+
+    /// Frees a slot no entry names any more, removing its cached page; returns that page.
+    private static func free(_ m: inout Map, _ slot: Int) -> PFN? {
+        m.counts[slot] = nil
+        m.setUsed(slot, false)
+        guard let page = m.cache.removeValue(forKey: slot) else { return nil }
+        m.cachedSlot[page] = nil
+        return page
+    }
+
+    /// Frees a slot that no swap entry names and no page stands for (a swap-out that unmapped nothing).
+    func freeUnused(_ slot: Int) {
+        map.withLock { m in
+            precondition(m.counts[slot] == nil && m.cache[slot] == nil, "freeing swap slot \(slot), which is still used")
+            m.setUsed(slot, false)
+        }
+        storage.discard(slot)
+    }
+
+    /// The use count of every slot entries name, for the invariant checker.
+    func counts() -> [Int: Int] { map.withLock { $0.counts.mapValues { Int($0) } } }
+
+    /// Every slot in use, for the invariant checker.
+    func slotsInUse() -> Set<Int> {
+        map.withLock { m in
+            var slots = Set<Int>(minimumCapacity: m.inUse)
+            for (w, word) in m.used.enumerated() where word != 0 {
+                for bit in 0..<64 where word & (1 << UInt64(bit)) != 0 { slots.insert(w << 6 | bit) }
+            }
+            return slots
         }
     }
 
-    /// The use count of every slot in use, for the invariant checker.
-    func counts() -> [Int: Int] { state.withLock { $0.slots.mapValues(\.count) } }
+    /// The swap cache, slot → page, for the invariant checker and `SwapCached`.
+    func cacheContents() -> [Int: PFN] { map.withLock { $0.cache } }
 }
 
 extension PageTableEntry {

@@ -2,10 +2,12 @@ import VMCore
 import PhysicalMemory
 import Kernel
 
-/// Makes the backend that runs scenarios on the thpsim model, for `design` and `memory` as the
-/// scenario gives them (nil: the model's defaults, 1 GiB in data mode).
-public func makeModelScenarioBackend(design: String?, memoryBytes: UInt64?) throws(ScenarioError) -> any ScenarioBackend {
-    try ModelScenarioBackend(design: design, memoryBytes: memoryBytes)
+/// Makes the backend that runs scenarios on the thpsim model, for `design`, `memory` and `swap` as the
+/// scenario gives them (nil: the model's defaults, 1 GiB in data mode, a swap device as large as
+/// memory without clusters).
+public func makeModelScenarioBackend(design: String?, memoryBytes: UInt64?, swap: SwapRequest? = nil)
+    throws(ScenarioError) -> any ScenarioBackend {
+    try ModelScenarioBackend(design: design, memoryBytes: memoryBytes, swap: swap)
 }
 
 /// Runs scenarios on the kernel model: each scenario process is an `AddressSpace`, in data mode so
@@ -24,7 +26,7 @@ final class ModelScenarioBackend: ScenarioBackend {
     /// The design a scenario runs when it names none.
     static let defaultDesign = KernelDesign.linux2_6_38
 
-    init(design: String?, memoryBytes: UInt64?) throws(ScenarioError) {
+    init(design: String?, memoryBytes: UInt64?, swap: SwapRequest?) throws(ScenarioError) {
         let chosen = design ?? Self.defaultDesign.name
         guard let kernelDesign = KernelDesign.named(chosen) else {
             throw .unsupported("the model has no design '\(chosen)' (known: \(KernelDesign.all.map(\.name).joined(separator: ", ")))")
@@ -32,7 +34,9 @@ final class ModelScenarioBackend: ScenarioBackend {
         self.design = chosen
         let bytes = memoryBytes ?? (1 << 30)
         if let problem = PhysicalMemory.problem(withSize: bytes) { throw .unsupported("memory: \(problem)") }
-        kernel = Kernel(KernelConfiguration(memoryBytes: bytes, mode: .data, design: kernelDesign))
+        var configuration = KernelConfiguration(memoryBytes: bytes, mode: .data, design: kernelDesign)
+        if let swap { configuration.swap = SwapConfiguration(slots: Int(swap.bytes / 4096), clusters: swap.clusters) }
+        kernel = Kernel(configuration)
     }
 
     func start(_ scenario: Scenario) throws(ScenarioError) -> AddressSpace {

@@ -93,7 +93,7 @@ final class ScenarioInterpreter<Backend: ScenarioBackend> {
     func execute(_ statement: Statement) throws(ScenarioError) {
         let location = statement.location
         switch statement.command {
-        case .design, .memory:
+        case .design, .memory, .swap:
             return
         case .set(let knobs):
             for knob in knobs { try backend.setTunable(knob) }

@@ -42,6 +42,7 @@ struct LineParser {
         switch keyword {
         case "design": command = .design(try name("design name"))
         case "memory": command = .memory(try size())
+        case "swap": command = .swap(try swapRequest())
         case "set": command = .set(try knobs())
         case "mmap": command = .mmap(try mmapRequest())
         case "madvise": command = .madvise(try address(), try size(), try advice())
@@ -58,7 +59,7 @@ struct LineParser {
         case "split": command = .split(try address(), try size())
         case "expect": command = .expect(try expectation())
         default:
-            throw error("unknown command '\(keyword)'; expected one of: design, memory, set, mmap, madvise, write, read, munmap, mprotect, mremap, fork, on, exit, khugepaged, split, expect, mark")
+            throw error("unknown command '\(keyword)'; expected one of: design, memory, swap, set, mmap, madvise, write, read, munmap, mprotect, mremap, fork, on, exit, khugepaged, split, expect, mark")
         }
         if index < words.count {
             throw error("unexpected '\(words[index])' after \(keyword) command")
@@ -178,6 +179,16 @@ struct LineParser {
             knobs.append(Knob(name: name, value: value))
         }
         return knobs
+    }
+
+    mutating func swapRequest() throws(ScenarioError) -> SwapRequest {
+        var request = SwapRequest(bytes: try size(), clusters: false)
+        for word in takeRemaining() {
+            let (_, value) = try option(word, allowed: ["clusters"])
+            guard value == "yes" || value == "no" else { throw error("bad value '\(value)' for clusters: expected yes or no") }
+            request.clusters = value == "yes"
+        }
+        return request
     }
 
     mutating func mmapRequest() throws(ScenarioError) -> MmapRequest {

@@ -9,6 +9,8 @@ public struct Scenario: Sendable {
     public var design: String?
     /// `memory SIZE`, the model's physical memory in bytes (ignored natively).
     public var memoryBytes: UInt64?
+    /// `swap SIZE [clusters=yes]`, the model's swap device (ignored natively).
+    public var swap: SwapRequest?
 
     /// The number of `fork` commands: a bound on the processes a run creates besides `parent`.
     public var forkCount: Int {
@@ -43,6 +45,7 @@ extension Statement {
 public enum Command: Sendable {
     case design(String)
     case memory(UInt64)
+    case swap(SwapRequest)
     case set([Knob])
     case mmap(MmapRequest)
     case madvise(AddressExpression, UInt64, Advice)
@@ -65,6 +68,7 @@ public enum Command: Sendable {
         switch self {
         case .design: "design"
         case .memory: "memory"
+        case .swap: "swap"
         case .set: "set"
         case .mmap: "mmap"
         case .madvise: "madvise"
@@ -189,4 +193,12 @@ enum ByteCountText {
         }
         return "\(bytes)"
     }
+}
+
+/// `swap SIZE [clusters=yes|no]`: the model's swap device — its size, and whether it hands out 2 MiB
+/// clusters so that a THP can be written whole (a swap partition on an SSD in Linux) rather than
+/// falling back as with a swap file.
+public struct SwapRequest: Sendable, Equatable {
+    public var bytes: UInt64
+    public var clusters: Bool
 }

@@ -22,6 +22,12 @@ enum ScenarioValidator {
                 if scenario.memoryBytes != nil { throw fail("memory is given twice") }
                 guard bytes >= 2 << 20 else { throw fail("memory \(bytes) bytes is too small; give at least 2M") }
                 scenario.memoryBytes = bytes
+            case .swap(let request):
+                if scenario.swap != nil { throw fail("swap is given twice") }
+                guard request.bytes >= 4096, request.bytes % 4096 == 0 else {
+                    throw fail("swap \(request.bytes) bytes is not a whole number of 4K pages")
+                }
+                scenario.swap = request
             default:
                 state.sawOtherCommand = true
                 try state.apply(statement.command, fail: fail)
@@ -43,7 +49,7 @@ enum ScenarioValidator {
 
         mutating func apply(_ command: Command, fail: (String) -> ScenarioError) throws(ScenarioError) {
             switch command {
-            case .design, .memory, .set, .khugepaged, .mark:
+            case .design, .memory, .swap, .set, .khugepaged, .mark:
                 return
             case .expect(.vmstat), .expect(.meminfo):
                 return
@@ -108,10 +114,10 @@ enum ScenarioValidator {
 }
 
 extension Command {
-    /// `design` and `memory`, which configure the model and must come first.
+    /// `design`, `memory` and `swap`, which configure the model and must come first.
     var isSetup: Bool {
         switch self {
-        case .design, .memory: true
+        case .design, .memory, .swap: true
         default: false
         }
     }

@@ -211,8 +211,12 @@ public struct StressRun: Sendable {
             guard (first..<(first + count)).allSatisfy(mapped) else { return }
             try? mm.madvise(va, length: length, advice: .dontNeed)
             for p in first..<(first + count) { w.pages[p] = .zero }
-        case 72..<78:
+        case 72..<76:
             mm.splitHugePages(va, length: length)
+        case 76..<78:
+            // MADV_PAGEOUT: the bytes go to swap and come back on the next touch (the swap cache
+            // when a fork shares the entries).
+            try? mm.madvise(va, length: length, advice: .pageout)
         case 78..<88:
             // O_DIRECT read into up to 8 pages: the DMA writes the next version of each.
             let pages = min(count, 8)
