@@ -58,6 +58,10 @@ public final class CPU: @unchecked Sendable {
     @usableFromInline var filterFrame: UInt32 = 0
     @usableFromInline var filterDirty = false
     @usableFromInline var lastDataLine: UInt64 = .max
+    /// The first L1 data array when it holds 4 KiB pages, unretained (`tlb` owns it), while an
+    /// address space is loaded: its 4 KiB probe is the first one `TLBHierarchy.lookup` makes, so a
+    /// hit there is answered inline without the level walk.
+    @usableFromInline var firstL1Data: Unmanaged<TLBArray>?
 
     @usableFromInline let baseCycles: Double
     @usableFromInline let l1Latency: Double
@@ -88,6 +92,8 @@ public final class CPU: @unchecked Sendable {
         kernel = mm?.kernel
         root = mm?.pageTableRoot
         asid = mm.map { Self.asid(of: $0) } ?? 0
+        firstL1Data = mm != nil && tlb.l1Data.first?.pageSizes.contains(.size4K) == true
+            ? .passUnretained(tlb.l1Data[0]) : nil
         dropFilter()
         if let mm { machine?.noteRunning(self, mm) }
     }
@@ -118,6 +124,25 @@ public final class CPU: @unchecked Sendable {
             let frame = filterFrame &+ UInt32(truncatingIfNeeded: offset)
             if modelsDataCache { touchData(frame: frame, va: va.rawValue) }
             return .success(PFN(frame))
+        }
+        if kind != .execute, let l1 = firstL1Data {
+            // The first probe of the L1 lookup; a miss changes nothing, so the full path may repeat it.
+            let hit: TLBEntry? = l1._withUnsafeGuaranteedRef { a in
+                let slot = a.lookup(page: page, size: .size4K, asid: asid)
+                return slot >= 0 ? TLBEntry(rawValue: a.payload(slot)) : nil
+            }
+            if let entry = hit, Self.permits(entry, kind) {
+                counters.accesses &+= 1
+                counters.l1Hits &+= 1
+                counters.baseCycles += baseCycles
+                // `complete(_:_:_:_:)` for a 4 KiB data page.
+                filterStart = page
+                filterPages = 1
+                filterFrame = entry.frame
+                filterDirty = entry.isWritable && entry.isDirty
+                if modelsDataCache { touchData(frame: entry.frame, va: va.rawValue) }
+                return .success(PFN(entry.frame))
+            }
         }
         return accessThroughTLBs(va, kind)
     }
@@ -181,7 +206,7 @@ public final class CPU: @unchecked Sendable {
         preconditionFailure("fault at \(va) was handled four times without becoming accessible")
     }
 
-    @inline(__always)
+    @inlinable @inline(__always)
     static func permits(_ e: TLBEntry, _ kind: MemoryAccess) -> Bool {
         switch kind {
         case .read: true

@@ -12,18 +12,18 @@
 /// Hardware: the L1D/L2/L3 the page-miss handler reads through (Intel SDM vol. 3A, 4.10: walks are
 /// cached like other loads).
 public final class CacheModel: @unchecked Sendable {
-    struct Level {
-        let lines: UnsafeMutablePointer<UInt64>
-        let setMask: UInt64
-        let setBits: UInt64
-        let ways: Int
-        let latency: Double
+    @usableFromInline struct Level {
+        @usableFromInline let lines: UnsafeMutablePointer<UInt64>
+        @usableFromInline let setMask: UInt64
+        @usableFromInline let setBits: UInt64
+        @usableFromInline let ways: Int
+        @usableFromInline let latency: Double
         var count: Int { Int(setMask + 1) * ways }
     }
-    private let levels: UnsafeMutablePointer<Level>
-    private let levelCount: Int
+    @usableFromInline let levels: UnsafeMutablePointer<Level>
+    @usableFromInline let levelCount: Int
     public let memoryLatency: Double
-    private let hitCounts: UnsafeMutablePointer<Int>
+    @usableFromInline let hitCounts: UnsafeMutablePointer<Int>
 
     public init(levels specs: [CacheLevelSpec], memoryLatency: Double) {
         levelCount = specs.count
@@ -54,8 +54,8 @@ public final class CacheModel: @unchecked Sendable {
     /// allocator, which places page tables at regular frame strides, from crowding them into a few sets
     /// (plain or XOR-folded indices did, and pushed hot page-table lines out far more often than
     /// capacity explains). Lines of one page stay in consecutive sets, as with plain indexing.
-    @inline(__always)
-    private static func setIndex(_ level: Level, _ line: UInt64) -> UInt64 {
+    @inlinable @inline(__always)
+    static func setIndex(_ level: Level, _ line: UInt64) -> UInt64 {
         let page = (line >> 6) &+ 1
         return ((page &* 0x9E37_79B9_7F4A_7C15) >> (64 &- level.setBits) &+ line) & level.setMask
     }
@@ -83,9 +83,23 @@ public final class CacheModel: @unchecked Sendable {
     /// held it (memory if none). The line is filled into every level it missed; a line pushed out of
     /// one level moves to the front of the next (the outer levels act as victim caches, as AMD's L3
     /// does for L2), so a line that stays hot in an inner level is not lost behind its back.
-    @discardableResult
+    @inlinable @inline(__always) @discardableResult
     public func access(physicalAddress address: UInt64) -> Double {
-        let line = address >> 6
+        // A line already most recent in its first-level set: a hit that changes no order.
+        if levelCount > 0 {
+            let first = levels[0]
+            let line = address >> 6
+            if first.lines[Int(truncatingIfNeeded: Self.setIndex(first, line)) &* first.ways] == line &+ 1 {
+                hitCounts[0] &+= 1
+                return first.latency
+            }
+        }
+        return lookUp(line: address >> 6)
+    }
+
+    /// `access(physicalAddress:)` past the most-recent check: every level, with fills and victims.
+    @usableFromInline @inline(never)
+    func lookUp(line: UInt64) -> Double {
         var i = 0
         while i < levelCount {
             let (hit, victim) = Self.touch(levels[i], line)
