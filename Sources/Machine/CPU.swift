@@ -58,6 +58,8 @@ public final class CPU: @unchecked Sendable {
     @usableFromInline var filterFrame: UInt32 = 0
     @usableFromInline var filterDirty = false
     @usableFromInline var lastDataLine: UInt64 = .max
+    /// The cache model's write-backs already charged.
+    @usableFromInline var chargedWritebacks = 0
     /// The first L1 data array when it holds 4 KiB pages, unretained (`tlb` owns it), while an
     /// address space is loaded: its 4 KiB probe is the first one `TLBHierarchy.lookup` makes, so a
     /// hit there is answered inline without the level walk.
@@ -105,6 +107,7 @@ public final class CPU: @unchecked Sendable {
         guard modelsWalkCache else { return fixedReferenceCost }
         let latency = cache.access(physicalAddress: address)
         if latency == cache.memoryLatency { counters.walkReferencesFromMemory &+= 1 }
+        if cache.writebacks != chargedWritebacks { chargeWritebacks() }
         return latency
     }
 
@@ -122,7 +125,7 @@ public final class CPU: @unchecked Sendable {
             counters.l1Hits &+= 1
             counters.baseCycles += baseCycles
             let frame = filterFrame &+ UInt32(truncatingIfNeeded: offset)
-            if modelsDataCache { touchData(frame: frame, va: va.rawValue) }
+            if modelsDataCache { touchData(frame: frame, va: va.rawValue, write: kind == .write) }
             return .success(PFN(frame))
         }
         if kind != .execute, let l1 = firstL1Data {
@@ -140,28 +143,42 @@ public final class CPU: @unchecked Sendable {
                 filterPages = 1
                 filterFrame = entry.frame
                 filterDirty = entry.isWritable && entry.isDirty
-                if modelsDataCache { touchData(frame: entry.frame, va: va.rawValue) }
+                if modelsDataCache { touchData(frame: entry.frame, va: va.rawValue, write: kind == .write) }
                 return .success(PFN(entry.frame))
             }
         }
         return accessThroughTLBs(va, kind)
     }
 
-    /// Charges the data line of an access to the cache model.
+    /// Charges the data line of an access to the cache model, and the write-backs it caused.
     @inlinable @inline(__always)
-    func touchData(frame: UInt32, va: UInt64) {
+    func touchData(frame: UInt32, va: UInt64, write: Bool) {
         let line = (UInt64(frame) << 6) | ((va & 0xFFF) >> 6)
-        if line == lastDataLine { chargeData(l1Latency); return }
+        if line == lastDataLine {
+            if write { cache.markDirty(physicalAddress: line << 6) }
+            chargeData(l1Latency)
+            return
+        }
         let streaming = line == lastDataLine &+ 1 && line & 63 != 0
         lastDataLine = line
-        let latency = cache.access(physicalAddress: line << 6)
+        let latency = cache.access(physicalAddress: line << 6, write: write)
         // A stream prefetcher has fetched the next line of the same 4 KiB page ahead of use (hardware
         // prefetchers stop at 4 KiB boundaries).
         chargeData(streaming ? l1Latency : latency)
+        if cache.writebacks != chargedWritebacks { chargeWritebacks() }
     }
 
     @usableFromInline func chargeData(_ latency: Double) {
         counters.dataCycles += independentAccesses ? latency / mlp : latency
+    }
+
+    /// Charges the dirty lines the cache model wrote back since the last charge: each occupies
+    /// memory as a read does (memory latency, overlapped by `mlp` for independent streams).
+    @usableFromInline func chargeWritebacks() {
+        let n = cache.writebacks &- chargedWritebacks
+        chargedWritebacks = cache.writebacks
+        counters.writebacks &+= n
+        chargeData(Double(n) * cache.memoryLatency)
     }
 
     /// The access when the last-translation filter missed: L1, L2, walk, fault.
@@ -180,7 +197,7 @@ public final class CPU: @unchecked Sendable {
             }
             if kind == .write && entry.isWritable { counters.dirtyAssists &+= 1 }
         } else if let hit = TLBHierarchy.lookup(levels.l2, va: v, asid: asid) {
-            counters.tlbCycles += l2TLBLatency
+            counters.tlbCycles += independentAccesses ? l2TLBLatency / mlp : l2TLBLatency
             let entry = TLBHierarchy.payload(levels.l2, hit)
             if Self.permits(entry, kind) {
                 counters.l2Hits &+= 1
@@ -189,7 +206,7 @@ public final class CPU: @unchecked Sendable {
             }
             if kind == .write && entry.isWritable { counters.dirtyAssists &+= 1 }
         } else {
-            counters.tlbCycles += l2TLBLatency
+            counters.tlbCycles += independentAccesses ? l2TLBLatency / mlp : l2TLBLatency
         }
         for _ in 0..<4 {
             switch nested.map({ walk2D($0, v, kind) }) ?? walk(v, kind) {
@@ -225,7 +242,7 @@ public final class CPU: @unchecked Sendable {
             filterFrame = entry.frame
             filterDirty = entry.isWritable && entry.isDirty
         }
-        if modelsDataCache { touchData(frame: frame, va: v) }
+        if modelsDataCache { touchData(frame: frame, va: v, write: kind == .write) }
         return .success(PFN(frame))
     }
 
@@ -282,6 +299,7 @@ public final class CPU: @unchecked Sendable {
     public func reset() {
         flushTranslations()
         cache.clear()
+        chargedWritebacks = 0
         nested?.reset()
         counters = TranslationCounters()
         faultLatency = FaultLatencyHistogram()

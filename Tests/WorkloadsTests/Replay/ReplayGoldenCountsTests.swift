@@ -8,6 +8,8 @@ import Workloads
 /// Machine's access path (TLB lookups, the cache model, the walker) and on the executor must not
 /// change what they count. The expected strings were recorded from the code before such work
 /// (2026-11-27); a deliberate change of the model updates them in the same commit, saying why.
+/// Changed since: the cache model writes dirty lines back (issue 7's calibration), which adds to
+/// `data` (and `cycles`) of the two GUPS runs over 64 MiB; no count changed.
 @Suite("Replay counts match a known run")
 struct ReplayGoldenCountsTests {
     struct Case: Sendable, CustomStringConvertible {
@@ -26,9 +28,9 @@ struct ReplayGoldenCountsTests {
         Case(workload: .gups, size: 128 << 10, accesses: 200_000, machine: .skylakeSP, enabled: .never,
              expected: "accesses=200032 l1=200000 l2=0 walks=64 refs=67 mem=7 pwc=62 assists=0 faults=32 cycles=3063452.0 base=200032.0 tlb=224.0 walk=2195.0 data=2781001.0 fault=80000.0 flush=0.0 cache=[50041, 147890, 0, 2055] stores=200032 loads=0 fetches=0 rss=131072 thp=0"),
         Case(workload: .gups, size: 64 << 20, accesses: 200_000, machine: .skylakeSP, enabled: .never,
-             expected: "accesses=216384 l1=767 l2=17798 walks=214203 refs=214237 mem=2054 pwc=214201 assists=0 faults=16384 cycles=92123702.0 base=216384.0 tlb=1509319.0 walk=4111645.0 data=45326354.0 fault=40960000.0 flush=0.0 cache=[49484, 164476, 18915, 197746] stores=216384 loads=0 fetches=0 rss=67108864 thp=0"),
+             expected: "accesses=216384 l1=767 l2=17798 walks=214203 refs=214237 mem=2054 pwc=214201 assists=0 faults=16384 cycles=92723552.0 base=216384.0 tlb=1509319.0 walk=4111645.0 data=45926204.0 fault=40960000.0 flush=0.0 cache=[49484, 164476, 18915, 197746] stores=216384 loads=0 fetches=0 rss=67108864 thp=0"),
         Case(workload: .gups, size: 64 << 20, accesses: 200_000, machine: .zen4, enabled: .always,
-             expected: "accesses=216384 l1=216352 l2=0 walks=64 refs=66 mem=6 pwc=62 assists=0 faults=32 cycles=57805112.0 base=216384.0 tlb=224.0 walk=2447.0 data=53746057.0 fault=3840000.0 flush=0.0 cache=[116, 3071, 17620, 195643] stores=216384 loads=0 fetches=0 rss=67108864 thp=67108864"),
+             expected: "accesses=216384 l1=216352 l2=0 walks=64 refs=66 mem=6 pwc=62 assists=0 faults=32 cycles=57805922.0 base=216384.0 tlb=224.0 walk=2447.0 data=53746867.0 fault=3840000.0 flush=0.0 cache=[116, 3071, 17620, 195643] stores=216384 loads=0 fetches=0 rss=67108864 thp=67108864"),
         Case(workload: .seq, size: 16 << 20, accesses: 300_000, machine: .skylakeSP, enabled: .never,
              expected: "accesses=304096 l1=299414 l2=0 walks=8778 refs=8788 mem=515 pwc=8776 assists=0 faults=4096 cycles=13229179.0 base=304096.0 tlb=32774.0 walk=204547.0 data=2447762.0 fault=10240000.0 flush=0.0 cache=[8192, 246, 421, 41525] stores=4096 loads=300000 fetches=0 rss=16777216 thp=0"),
         Case(workload: .chase, size: 32 << 20, accesses: 100_000, machine: .iceLakeSP, enabled: .always,
