@@ -79,8 +79,9 @@ public final class CacheModel: @unchecked Sendable {
         let hit = i < level.ways
         let victim = hit ? 0 : set[level.ways &- 1]
         let carried = hit ? set[i] & dirtyBit : 0
-        var j = hit ? i : level.ways &- 1
-        while j > 0 { set[j] = set[j &- 1]; j &-= 1 }
+        let j = hit ? i : level.ways &- 1
+        // Ways 0..<j move down one (a memmove, overlap-safe, faster than a loop over 16 ways).
+        if j > 0 { (set + 1).update(from: set, count: j) }
         set[0] = key | carried | dirty
         return (hit, victim)
     }
