@@ -172,13 +172,14 @@ public final class CPU: @unchecked Sendable {
         counters.dataCycles += independentAccesses ? latency / mlp : latency
     }
 
-    /// Charges the dirty lines the cache model wrote back since the last charge: each occupies
-    /// memory as a read does (memory latency, overlapped by `mlp` for independent streams).
+    /// Charges the dirty lines the cache model wrote back since the last charge. The core never waits
+    /// for a write-back, which only takes a share of memory bandwidth: each costs the memory latency
+    /// divided by `mlp`, in dependent streams too.
     @usableFromInline func chargeWritebacks() {
         let n = cache.writebacks &- chargedWritebacks
         chargedWritebacks = cache.writebacks
         counters.writebacks &+= n
-        chargeData(Double(n) * cache.memoryLatency)
+        counters.dataCycles += Double(n) * cache.memoryLatency / mlp
     }
 
     /// The access when the last-translation filter missed: L1, L2, walk, fault.
