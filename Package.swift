@@ -15,9 +15,24 @@ let package = Package(
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
     ],
     targets: [
-        .target(name: "VMCore"),
-        .target(name: "PhysicalMemory", dependencies: ["VMCore"]),
-        .target(name: "Kernel", dependencies: ["VMCore", "PhysicalMemory"]),
+        .target(
+            name: "VMCore",
+            // Release builds only: `SpinLocked.withLock` hands its value out inout, which dynamic
+            // exclusivity checks pay for on every lock taken (docs/performance.md).
+            swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
+        ),
+        .target(
+            name: "PhysicalMemory", dependencies: ["VMCore"],
+            // Release builds only: the fault path's allocator and per-CPU lists mutate class state
+            // many times per fault, and dynamic exclusivity checks cost ~15 calls per huge fault
+            // (docs/performance.md). Debug builds, which the tests use, keep them.
+            swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
+        ),
+        .target(
+            name: "Kernel", dependencies: ["VMCore", "PhysicalMemory"],
+            // As PhysicalMemory: release builds only.
+            swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
+        ),
         .target(
             name: "Machine", dependencies: ["VMCore", "PhysicalMemory", "Kernel", .product(name: "Histogram", package: "hdrhistogram-swift")],
             // The TLB lookup path mutates class state on every access; dynamic exclusivity checks

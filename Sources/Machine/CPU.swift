@@ -58,6 +58,12 @@ public final class CPU: @unchecked Sendable {
     @usableFromInline var filterFrame: UInt32 = 0
     @usableFromInline var filterDirty = false
     @usableFromInline var lastDataLine: UInt64 = .max
+    /// The cache model's write-backs already charged.
+    @usableFromInline var chargedWritebacks = 0
+    /// The first L1 data array when it holds 4 KiB pages, unretained (`tlb` owns it), while an
+    /// address space is loaded: its 4 KiB probe is the first one `TLBHierarchy.lookup` makes, so a
+    /// hit there is answered inline without the level walk.
+    @usableFromInline var firstL1Data: Unmanaged<TLBArray>?
 
     @usableFromInline let baseCycles: Double
     @usableFromInline let l1Latency: Double
@@ -88,6 +94,8 @@ public final class CPU: @unchecked Sendable {
         kernel = mm?.kernel
         root = mm?.pageTableRoot
         asid = mm.map { Self.asid(of: $0) } ?? 0
+        firstL1Data = mm != nil && tlb.l1Data.first?.pageSizes.contains(.size4K) == true
+            ? .passUnretained(tlb.l1Data[0]) : nil
         dropFilter()
         if let mm { machine?.noteRunning(self, mm) }
     }
@@ -99,6 +107,7 @@ public final class CPU: @unchecked Sendable {
         guard modelsWalkCache else { return fixedReferenceCost }
         let latency = cache.access(physicalAddress: address)
         if latency == cache.memoryLatency { counters.walkReferencesFromMemory &+= 1 }
+        if cache.writebacks != chargedWritebacks { chargeWritebacks() }
         return latency
     }
 
@@ -116,27 +125,61 @@ public final class CPU: @unchecked Sendable {
             counters.l1Hits &+= 1
             counters.baseCycles += baseCycles
             let frame = filterFrame &+ UInt32(truncatingIfNeeded: offset)
-            if modelsDataCache { touchData(frame: frame, va: va.rawValue) }
+            if modelsDataCache { touchData(frame: frame, va: va.rawValue, write: kind == .write) }
             return .success(PFN(frame))
+        }
+        if kind != .execute, let l1 = firstL1Data {
+            // The first probe of the L1 lookup; a miss changes nothing, so the full path may repeat it.
+            let hit: TLBEntry? = l1._withUnsafeGuaranteedRef { a in
+                let slot = a.lookup(page: page, size: .size4K, asid: asid)
+                return slot >= 0 ? TLBEntry(rawValue: a.payload(slot)) : nil
+            }
+            if let entry = hit, Self.permits(entry, kind) {
+                counters.accesses &+= 1
+                counters.l1Hits &+= 1
+                counters.baseCycles += baseCycles
+                // `complete(_:_:_:_:)` for a 4 KiB data page.
+                filterStart = page
+                filterPages = 1
+                filterFrame = entry.frame
+                filterDirty = entry.isWritable && entry.isDirty
+                if modelsDataCache { touchData(frame: entry.frame, va: va.rawValue, write: kind == .write) }
+                return .success(PFN(entry.frame))
+            }
         }
         return accessThroughTLBs(va, kind)
     }
 
-    /// Charges the data line of an access to the cache model.
+    /// Charges the data line of an access to the cache model, and the write-backs it caused.
     @inlinable @inline(__always)
-    func touchData(frame: UInt32, va: UInt64) {
+    func touchData(frame: UInt32, va: UInt64, write: Bool) {
         let line = (UInt64(frame) << 6) | ((va & 0xFFF) >> 6)
-        if line == lastDataLine { chargeData(l1Latency); return }
+        if line == lastDataLine {
+            if write { cache.markDirty(physicalAddress: line << 6) }
+            chargeData(l1Latency)
+            return
+        }
         let streaming = line == lastDataLine &+ 1 && line & 63 != 0
         lastDataLine = line
-        let latency = cache.access(physicalAddress: line << 6)
+        let latency = cache.access(physicalAddress: line << 6, write: write)
         // A stream prefetcher has fetched the next line of the same 4 KiB page ahead of use (hardware
         // prefetchers stop at 4 KiB boundaries).
         chargeData(streaming ? l1Latency : latency)
+        if cache.writebacks != chargedWritebacks { chargeWritebacks() }
     }
 
     @usableFromInline func chargeData(_ latency: Double) {
         counters.dataCycles += independentAccesses ? latency / mlp : latency
+    }
+
+    /// Charges the dirty lines the cache model wrote back since the last charge. The core never waits
+    /// for a write-back, which only takes a share of memory bandwidth: each costs the memory latency
+    /// divided by `mlp`, in dependent streams too.
+    @usableFromInline func chargeWritebacks() {
+        let n = cache.writebacks &- chargedWritebacks
+        chargedWritebacks = cache.writebacks
+        counters.writebacks &+= n
+        counters.dataCycles += Double(n) * cache.memoryLatency / mlp
     }
 
     /// The access when the last-translation filter missed: L1, L2, walk, fault.
@@ -155,7 +198,7 @@ public final class CPU: @unchecked Sendable {
             }
             if kind == .write && entry.isWritable { counters.dirtyAssists &+= 1 }
         } else if let hit = TLBHierarchy.lookup(levels.l2, va: v, asid: asid) {
-            counters.tlbCycles += l2TLBLatency
+            counters.tlbCycles += independentAccesses ? l2TLBLatency / mlp : l2TLBLatency
             let entry = TLBHierarchy.payload(levels.l2, hit)
             if Self.permits(entry, kind) {
                 counters.l2Hits &+= 1
@@ -164,7 +207,7 @@ public final class CPU: @unchecked Sendable {
             }
             if kind == .write && entry.isWritable { counters.dirtyAssists &+= 1 }
         } else {
-            counters.tlbCycles += l2TLBLatency
+            counters.tlbCycles += independentAccesses ? l2TLBLatency / mlp : l2TLBLatency
         }
         for _ in 0..<4 {
             switch nested.map({ walk2D($0, v, kind) }) ?? walk(v, kind) {
@@ -181,7 +224,7 @@ public final class CPU: @unchecked Sendable {
         preconditionFailure("fault at \(va) was handled four times without becoming accessible")
     }
 
-    @inline(__always)
+    @inlinable @inline(__always)
     static func permits(_ e: TLBEntry, _ kind: MemoryAccess) -> Bool {
         switch kind {
         case .read: true
@@ -200,7 +243,7 @@ public final class CPU: @unchecked Sendable {
             filterFrame = entry.frame
             filterDirty = entry.isWritable && entry.isDirty
         }
-        if modelsDataCache { touchData(frame: frame, va: v) }
+        if modelsDataCache { touchData(frame: frame, va: v, write: kind == .write) }
         return .success(PFN(frame))
     }
 
@@ -257,6 +300,7 @@ public final class CPU: @unchecked Sendable {
     public func reset() {
         flushTranslations()
         cache.clear()
+        chargedWritebacks = 0
         nested?.reset()
         counters = TranslationCounters()
         faultLatency = FaultLatencyHistogram()

@@ -66,7 +66,7 @@ public final class Machine: @unchecked Sendable {
             let n = c.counters
             t.accesses += n.accesses; t.l1Hits += n.l1Hits; t.l2Hits += n.l2Hits; t.walks += n.walks
             t.walkReferences += n.walkReferences; t.walkReferencesFromMemory += n.walkReferencesFromMemory; t.pageWalkCacheHits += n.pageWalkCacheHits
-            t.dirtyAssists += n.dirtyAssists; t.faults += n.faults
+            t.dirtyAssists += n.dirtyAssists; t.faults += n.faults; t.writebacks += n.writebacks
             t.baseCycles += n.baseCycles; t.tlbCycles += n.tlbCycles; t.walkCycles += n.walkCycles
             t.dataCycles += n.dataCycles; t.faultCycles += n.faultCycles; t.flushCycles += n.flushCycles
         }

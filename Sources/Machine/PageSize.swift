@@ -5,10 +5,10 @@ public enum PageSize: Int, Sendable, CaseIterable, Comparable, CustomStringConve
     case size4K = 0, size2M = 1, size1G = 2
 
     /// log2 of the size in bytes.
-    @inlinable public var shift: UInt64 { 12 &+ 9 &* UInt64(rawValue) }
-    @inlinable public var bytes: UInt64 { 1 << shift }
+    @inlinable @inline(__always) public var shift: UInt64 { 12 &+ 9 &* UInt64(rawValue) }
+    @inlinable @inline(__always) public var bytes: UInt64 { 1 << shift }
     /// Base (4 KiB) pages in one page of this size.
-    @inlinable public var basePages: UInt64 { 1 << (shift &- 12) }
+    @inlinable @inline(__always) public var basePages: UInt64 { 1 << (shift &- 12) }
     /// The page size a leaf entry at `level` maps.
     @inlinable public init(leafLevel level: PageTableLevel) {
         switch level {

@@ -65,25 +65,29 @@ public final class TLBHierarchy: @unchecked Sendable {
     public static func lookup(_ arrays: ArrayList, va: UInt64, asid: UInt16) -> Hit? {
         var i = 0
         while i < arrays.count {
-            let hit: Hit? = arrays.with(i) { a in
-                if a.holds(.size4K) {
-                    let s = a.lookup(page: va >> 12, size: .size4K, asid: asid)
-                    if s >= 0 { return Hit(array: i, slot: s, size: .size4K) }
-                }
-                if a.holds(.size2M) {
-                    let s = a.lookup(page: va >> 21, size: .size2M, asid: asid)
-                    if s >= 0 { return Hit(array: i, slot: s, size: .size2M) }
-                }
-                if a.holds(.size1G) {
-                    let s = a.lookup(page: va >> 30, size: .size1G, asid: asid)
-                    if s >= 0 { return Hit(array: i, slot: s, size: .size1G) }
-                }
-                return nil
-            }
-            if hit != nil { return hit }
+            let (slot, size) = arrays.with(i) { probe($0, va: va, asid: asid) }
+            if slot >= 0 { return Hit(array: i, slot: slot, size: size) }
             i &+= 1
         }
         return nil
+    }
+
+    /// One array's probes, smallest page size first: the slot and size of a hit, or slot -1.
+    @inline(__always)
+    static func probe(_ a: TLBArray, va: UInt64, asid: UInt16) -> (Int, PageSize) {
+        if a.holds(.size4K) {
+            let s = a.lookup(page: va >> 12, size: .size4K, asid: asid)
+            if s >= 0 { return (s, .size4K) }
+        }
+        if a.holds(.size2M) {
+            let s = a.lookup(page: va >> 21, size: .size2M, asid: asid)
+            if s >= 0 { return (s, .size2M) }
+        }
+        if a.holds(.size1G) {
+            let s = a.lookup(page: va >> 30, size: .size1G, asid: asid)
+            if s >= 0 { return (s, .size1G) }
+        }
+        return (-1, .size4K)
     }
 
     /// Looks `va` up in one level's arrays (the owning form, for tests and tools).

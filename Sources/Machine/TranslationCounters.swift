@@ -20,6 +20,8 @@ public struct TranslationCounters: Sendable, Hashable {
     public var dirtyAssists = 0
     /// Page faults raised into the kernel.
     public var faults = 0
+    /// Dirty data lines the cache model wrote back to memory (charged in `dataCycles`).
+    public var writebacks = 0
 
     /// Cycles by cause; `cycles` is their sum.
     public var baseCycles = 0.0

@@ -13,6 +13,8 @@ final class PerCPUPageLists: @unchecked Sendable {
     static let orders: [PageOrder] = [.base, PageGeometry.pmdOrder]
     struct Lists { var blocks: [[UInt32]] = [[], []] }
     let stripes: [SpinLocked<Lists>]
+    /// The same stripes, unretained, for the fault path (no reference counting per allocation).
+    private let stripeRefs: UnsafeMutablePointer<Unmanaged<SpinLocked<Lists>>>
     /// Most blocks a CPU keeps, per cached order; 0 turns the order's caching off.
     let high: [Int]
     /// Blocks moved at once between a CPU's list and the free lists.
@@ -20,11 +22,20 @@ final class PerCPUPageLists: @unchecked Sendable {
 
     init(totalPages: Int, enabled: Bool) {
         stripes = (0..<8).map { _ in SpinLocked(Lists()) }
+        stripeRefs = .allocate(capacity: stripes.count)
+        for (i, stripe) in stripes.enumerated() { (stripeRefs + i).initialize(to: .passUnretained(stripe)) }
         let share = enabled ? totalPages / 512 : 0
         let highBase = min(share, 96)
         let highHuge = min(share / PageGeometry.pmdOrder.pages / 4, 8)
         high = [highBase, highHuge]
         batch = [max(1, highBase / 3), max(1, highHuge / 2)]
+    }
+
+    deinit { stripeRefs.deallocate() }
+
+    /// Calls `body` with the lists of stripe `i` locked, without retaining the stripe.
+    @inline(__always) func withStripe<R>(_ i: Int, _ body: (inout Lists) -> R) -> R {
+        stripeRefs[i]._withUnsafeGuaranteedRef { $0.withLock(body) }
     }
 
     @inline(__always) func index(_ order: PageOrder) -> Int? {
@@ -42,8 +53,8 @@ extension BuddyAllocator {
     /// empty (Linux: `rmqueue_pcplist()` → `rmqueue_bulk()`).
     func allocateFromPerCPUList(_ order: PageOrder) -> PFN? {
         guard let i = perCPU.index(order) else { return nil }
-        let stripe = perCPU.stripes[CPUStripe.current]
-        if let pfn = stripe.withLock({ $0.blocks[i].popLast() }) {
+        let cpu = CPUStripe.current
+        if let pfn = perCPU.withStripe(cpu, { $0.blocks[i].popLast() }) {
             frames.clear(PFN(pfn))
             freeCount.wrappingSubtract(order.pages, ordering: .relaxed)
             return PFN(pfn)
@@ -57,7 +68,7 @@ extension BuddyAllocator {
         }
         guard let first = taken.popLast() else { return nil }
         for pfn in taken { frames.setHeader(PFN(pfn), kind: .free, order: order, flags: .perCPU) }
-        if !taken.isEmpty { stripe.withLock { $0.blocks[i].append(contentsOf: taken) } }
+        if !taken.isEmpty { perCPU.withStripe(cpu) { $0.blocks[i].append(contentsOf: taken) } }
         freeCount.wrappingSubtract(order.pages, ordering: .relaxed)
         return PFN(first)
     }
@@ -68,7 +79,7 @@ extension BuddyAllocator {
         guard let i = perCPU.index(order) else { preconditionFailure("order \(order) is not cached per CPU") }
         frames.setHeader(start, kind: .free, order: order, flags: .perCPU)
         freeCount.wrappingAdd(order.pages, ordering: .relaxed)
-        let spill = perCPU.stripes[CPUStripe.current].withLock { lists -> [UInt32] in
+        let spill = perCPU.withStripe(CPUStripe.current) { lists -> [UInt32] in
             lists.blocks[i].append(start.rawValue)
             guard lists.blocks[i].count > perCPU.high[i] else { return [] }
             let out = Array(lists.blocks[i].prefix(perCPU.batch[i]))

@@ -16,4 +16,23 @@ struct CacheModelTests {
         }
         #expect(hotMisses < 2_000, "\(hotMisses) misses of 200,000")
     }
+
+    @Test("a written line is written back once when it leaves the last level; lines only read are not")
+    func dirtyLinesAreWrittenBack() {
+        // Two levels of one set each: L1 2 ways, L2 4 ways. Lines 64 bytes apart share the set.
+        let cache = CacheModel(levels: [CacheLevelSpec(bytes: 128, ways: 2, latency: 4),
+                                        CacheLevelSpec(bytes: 256, ways: 4, latency: 12)], memoryLatency: 300)
+        cache.access(physicalAddress: 0, write: true)
+        for line in 1...3 { cache.access(physicalAddress: UInt64(line) << 6) }
+        #expect(cache.writebacks == 0, "line 0 still sits in L2, dirty since L1 pushed it out")
+        cache.access(physicalAddress: 4 << 6)
+        #expect(cache.writebacks == 1, "line 0 left L2 dirty")
+        for line in 5...20 { cache.access(physicalAddress: UInt64(line) << 6) }
+        #expect(cache.writebacks == 1, "lines only read leave without a write-back")
+        // A write that hits the line most recent in L1 marks it too.
+        cache.access(physicalAddress: 30 << 6)
+        cache.access(physicalAddress: 30 << 6, write: true)
+        for line in 31...40 { cache.access(physicalAddress: UInt64(line) << 6) }
+        #expect(cache.writebacks == 2)
+    }
 }

@@ -13,7 +13,7 @@ import PhysicalMemory
 /// Against concurrent fork and mremap, the split marks every PMD it knows as splitting and reads the
 /// list again until no unmarked mapper remains (a new mapper can only come from copying or moving
 /// an unmarked PMD, under that PMD's lock).
-final class HugeMappings: Sendable {
+final class HugeMappings: @unchecked Sendable {   // shardRefs: fixed after init, read only
     struct Mapping: @unchecked Sendable {
         /// Weak: an address space removes its mappings (under its own locks) as it exits, which may be
         /// from its `deinit`; a reader that finds it gone waits for that removal.
@@ -36,18 +36,29 @@ final class HugeMappings: Sendable {
         func withLock<R>(_ body: (inout [UInt32: [Mapping]]) -> R) -> R { table.withLock { body(&$0) } }
     }
     private let shards = (0..<HugeMappings.shardCount).map { _ in Shard() }
-    @inline(__always) private func shard(_ head: PFN) -> Shard {
-        shards[Int(head.rawValue >> 9) & (Self.shardCount - 1)]
+    /// The same shards, unretained, so that the fault path does no reference counting for them.
+    private let shardRefs: UnsafeMutablePointer<Unmanaged<Shard>>
+
+    init() {
+        shardRefs = .allocate(capacity: Self.shardCount)
+        for (i, shard) in shards.enumerated() { (shardRefs + i).initialize(to: .passUnretained(shard)) }
+    }
+
+    deinit { shardRefs.deallocate() }
+
+    /// Calls `body` with the table of `head`'s shard locked.
+    @inline(__always) private func withShard<R>(_ head: PFN, _ body: (inout [UInt32: [Mapping]]) -> R) -> R {
+        shardRefs[Int(head.rawValue >> 9) & (Self.shardCount - 1)]._withUnsafeGuaranteedRef { $0.withLock(body) }
     }
 
     /// Records that `mm` maps the huge page `head` with the PMD at `address`.
     func add(_ head: PFN, _ mm: AddressSpace, _ address: VirtualAddress) {
-        shard(head).withLock { $0[head.rawValue, default: []].append(Mapping(mm: mm, address: address)) }
+        withShard(head) { $0[head.rawValue, default: []].append(Mapping(mm: mm, address: address)) }
     }
 
     /// Forgets one mapping.
     func remove(_ head: PFN, _ mm: AddressSpace, _ address: VirtualAddress) {
-        shard(head).withLock { table in
+        withShard(head) { table in
             guard var list = table[head.rawValue],
                   let i = list.firstIndex(where: { $0.mmID == ObjectIdentifier(mm) && $0.address == address }) else {
                 preconditionFailure("\(head) has no huge mapping at \(address) in mm \(mm.pid)")
@@ -59,7 +70,7 @@ final class HugeMappings: Sendable {
 
     /// The mappings of `head` now.
     func mappings(of head: PFN) -> [Mapping] {
-        shard(head).withLock { $0[head.rawValue] ?? [] }
+        withShard(head) { $0[head.rawValue] ?? [] }
     }
 
     /// Every recorded mapping, for the invariant checker.

@@ -309,7 +309,7 @@ extension TranslationCounters {
         t.walks = walks - o.walks; t.walkReferences = walkReferences - o.walkReferences
         t.walkReferencesFromMemory = walkReferencesFromMemory - o.walkReferencesFromMemory
         t.pageWalkCacheHits = pageWalkCacheHits - o.pageWalkCacheHits; t.dirtyAssists = dirtyAssists - o.dirtyAssists
-        t.faults = faults - o.faults
+        t.faults = faults - o.faults; t.writebacks = writebacks - o.writebacks
         t.baseCycles = baseCycles - o.baseCycles; t.tlbCycles = tlbCycles - o.tlbCycles; t.walkCycles = walkCycles - o.walkCycles
         t.dataCycles = dataCycles - o.dataCycles; t.faultCycles = faultCycles - o.faultCycles; t.flushCycles = flushCycles - o.flushCycles
         return t

@@ -77,7 +77,13 @@ enum BlockCompression {
             let literals = try varint()
             guard literals <= input.count - p else { throw BlockError(offset: p, expected: "\(literals) literal bytes") }
             guard literals <= limit - o else { throw BlockError(offset: p, expected: "no more than \(limit) bytes") }
-            (dst.baseAddress! + o).update(from: input.baseAddress! + p, count: literals)
+            if literals <= 16 && input.count - p >= 16 && limit - o >= 16 {
+                // Short runs (most of them in traces): two word copies instead of a memcpy call; the
+                // bytes written past the run lie inside `dst` and are overwritten by what follows.
+                copy16(from: UnsafeRawPointer(input.baseAddress! + p), to: UnsafeMutableRawPointer(dst.baseAddress! + o))
+            } else {
+                (dst.baseAddress! + o).update(from: input.baseAddress! + p, count: literals)
+            }
             p += literals; o += literals
             let length = try varint()
             if length == 0 { break }
@@ -87,7 +93,9 @@ enum BlockCompression {
             }
             guard length <= limit - o else { throw BlockError(offset: p, expected: "no more than \(limit) bytes") }
             let base = dst.baseAddress!
-            if offset >= length {
+            if length <= 16 && offset >= 16 && limit - o >= 16 {
+                copy16(from: UnsafeRawPointer(base + o - offset), to: UnsafeMutableRawPointer(base + o))
+            } else if offset >= length {
                 (base + o).update(from: base + o - offset, count: length)
             } else {
                 for k in 0..<length { base[o + k] = base[o + k - offset] }
@@ -96,6 +104,14 @@ enum BlockCompression {
         }
         guard p == input.count else { throw BlockError(offset: p, expected: "the end of the compressed block") }
         return o
+    }
+
+    /// Copies 16 bytes between ranges that do not overlap.
+    @inline(__always)
+    private static func copy16(from source: UnsafeRawPointer, to destination: UnsafeMutableRawPointer) {
+        let a = source.loadUnaligned(as: UInt64.self), b = source.loadUnaligned(fromByteOffset: 8, as: UInt64.self)
+        destination.storeBytes(of: a, as: UInt64.self)
+        destination.storeBytes(of: b, toByteOffset: 8, as: UInt64.self)
     }
 
     struct BlockError: Error { var offset: Int; var expected: String }
