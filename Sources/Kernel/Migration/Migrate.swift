@@ -61,17 +61,9 @@ extension Kernel {
             if mappings.count != listed.count { return .busy }
         }
         if mappings.isEmpty { return .busy }
-        var spaces: [AddressSpace] = []
-        for (mm, _) in mappings where !spaces.contains(where: { $0 === mm }) { spaces.append(mm) }
-        spaces.sort { $0.pid < $1.pid }
-        // Trylocks: a caller may hold one of them for writing (Linux's migration takes no mmap lock).
-        var locked: [AddressSpace] = []
-        defer { for mm in locked.reversed() { mm.mmapLock.unlock() } }
-        for mm in spaces {
-            guard mm.mmapLock.tryReadLock() else { return .busy }
-            locked.append(mm)
-        }
-        if spaces.contains(where: \.hasExited) { return .busy }
+        // Linux's migration takes no mmap lock; the model's holds the mappers' for reading.
+        guard let locked = tryReadLockMappers(mappings.map(\.0)) else { return .busy }
+        defer { unlockMappers(locked) }
         guard huge else { return migrateLocked(pfn, to: target, mappings, huge: false) }
         return splitSerialization.withLock { () -> MigrationResult in
             // A fault (COW) may have changed the mappings before the serialization was taken.
@@ -164,6 +156,29 @@ extension Kernel {
         frames.setRefcount(pfn, 1)
         putPage(pfn)
         return .migrated(target)
+    }
+}
+
+extension Kernel {
+    /// Takes the mmap locks of the distinct address spaces in `spaces` for reading, in pid order, with
+    /// trylocks (a caller may hold one of them, even for writing); nil, with nothing held, when one is
+    /// taken or has exited. Release them with `unlockMappers`. (Linux relies on the rmap locks.)
+    func tryReadLockMappers(_ spaces: [AddressSpace]) -> [AddressSpace]? {
+        var distinct: [AddressSpace] = []
+        for mm in spaces where !distinct.contains(where: { $0 === mm }) { distinct.append(mm) }
+        distinct.sort { $0.pid < $1.pid }
+        var locked: [AddressSpace] = []
+        for mm in distinct {
+            guard mm.mmapLock.tryReadLock() else { unlockMappers(locked); return nil }
+            locked.append(mm)
+        }
+        if locked.contains(where: \.hasExited) { unlockMappers(locked); return nil }
+        return locked
+    }
+
+    /// Releases what `tryReadLockMappers` took.
+    func unlockMappers(_ locked: [AddressSpace]) {
+        for mm in locked.reversed() { mm.mmapLock.unlock() }
     }
 }
 

@@ -64,17 +64,9 @@ extension Kernel {
     private func swapOutEverywhere(_ pfn: PFN, _ mappings: [(AddressSpace, VirtualAddress)], by reclaimer: Reclaimer) -> Bool {
         let frames = memory.frames
         guard frames.kind(pfn) == .anonymous, !isInLargeFolio(pfn) else { return false }
-        var spaces: [AddressSpace] = []
-        for (mm, _) in mappings where !spaces.contains(where: { $0 === mm }) { spaces.append(mm) }
-        spaces.sort { $0.pid < $1.pid }
         // Trylocks, in pid order, as migration: the caller may hold one of them.
-        var locked: [AddressSpace] = []
-        defer { for mm in locked.reversed() { mm.mmapLock.unlock() } }
-        for mm in spaces {
-            guard mm.mmapLock.tryReadLock() else { return false }
-            locked.append(mm)
-        }
-        if spaces.contains(where: \.hasExited) { return false }
+        guard let locked = tryReadLockMappers(mappings.map(\.0)) else { return false }
+        defer { unlockMappers(locked) }
         // Every mapping must be known, and nothing but the mappings, the cache and the walk's
         // reference may hold the page.
         let cached = frames.flags(pfn).contains(.swapCache)

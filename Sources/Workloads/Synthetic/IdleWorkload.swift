@@ -9,17 +9,7 @@ struct IdleWorkload {
 
     func generate(into sink: inout some WorkloadSink) {
         let base = SyntheticLayout.base
-        for t in 1..<p.threads { sink.event(thread: 0, .spawn(thread: t)) }
-        sink.event(thread: 0, .mmap(address: base, length: p.size, protection: .readWrite, shared: false))
-        if p.adviseHugepage { sink.event(thread: 0, .madvise(address: base, length: p.size, advice: .hugepage)) }
-        for t in 0..<p.threads {
-            let (start, length) = p.slice(t)
-            var offset: UInt64 = 0
-            while offset < length {
-                sink.access(thread: t, address: base + start + offset, kind: .store, count: 1)
-                offset += 8 * PageGeometry.pageSize
-            }
-        }
+        mapAndFirstTouch(p, base: base, pageStep: 8, into: &sink)
         sink.event(thread: 0, .idle(milliseconds: Self.idleMilliseconds))
         sink.event(thread: 0, .beginMeasurement)
         var rng = SplitMix64(seed: p.seed)

@@ -43,9 +43,10 @@ public enum SyntheticWorkload: String, Sendable, CaseIterable {
     }
 }
 
-/// Set-up shared by the array workloads: spawn the threads, map one region, and let each thread
-/// write one word in every page of its slice (OpenMP-style first touch).
-func mapAndFirstTouch(_ p: SyntheticParameters, base: UInt64, into sink: inout some WorkloadSink) {
+/// Set-up shared by the array workloads: spawn the threads, map one region (advised with
+/// MADV_HUGEPAGE under `--advise`), and let each thread write one word in every `pageStep`-th page of
+/// its slice (every page: OpenMP-style first touch).
+func mapAndFirstTouch(_ p: SyntheticParameters, base: UInt64, pageStep: UInt64 = 1, into sink: inout some WorkloadSink) {
     for t in 1..<p.threads { sink.event(thread: 0, .spawn(thread: t)) }
     sink.event(thread: 0, .mmap(address: base, length: p.size, protection: .readWrite, shared: false))
     if p.adviseHugepage { sink.event(thread: 0, .madvise(address: base, length: p.size, advice: .hugepage)) }
@@ -54,7 +55,7 @@ func mapAndFirstTouch(_ p: SyntheticParameters, base: UInt64, into sink: inout s
         var offset: UInt64 = 0
         while offset < length {
             sink.access(thread: t, address: base &+ start &+ offset, kind: .store, count: 1)
-            offset &+= PageGeometry.pageSize
+            offset &+= pageStep &* PageGeometry.pageSize
         }
     }
 }
