@@ -33,8 +33,10 @@ let package = Package(
             // As PhysicalMemory: release builds only.
             swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
         ),
+        // A host prefetch hint (one static inline C function) for the simulator's hot lookups.
+        .target(name: "HostPrefetch"),
         .target(
-            name: "Machine", dependencies: ["VMCore", "PhysicalMemory", "Kernel", .product(name: "Histogram", package: "hdrhistogram-swift")],
+            name: "Machine", dependencies: ["VMCore", "PhysicalMemory", "Kernel", "HostPrefetch", .product(name: "Histogram", package: "hdrhistogram-swift")],
             // The TLB lookup path mutates class state on every access; dynamic exclusivity checks
             // cost more than the lookup itself (docs/performance.md). Static checks stay on.
             swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"])]

@@ -1,3 +1,4 @@
+import HostPrefetch
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -36,3 +37,7 @@ enum HostMemory {
         UnsafeMutableRawPointer(pointer).deallocate()
     }
 }
+
+/// Asks the host to start fetching the cache line at `pointer` (a hint: it changes no value).
+@inline(__always)
+func hostPrefetch<T>(_ pointer: UnsafeMutablePointer<T>) { thpsim_host_prefetch(pointer) }

@@ -114,6 +114,20 @@ let benchmarks: @Sendable () -> Void = {
         }
         benchmark.stopMeasurement()
     }
+    // The cache model alone: reads of random lines over 4 GiB, every one a miss in all three levels
+    // (a fill per level and a victim pushed outwards from each).
+    Benchmark("skylake-sp cache model alone, random lines over 4 GiB, x1Mi") { benchmark in
+        let cache = CacheModel(levels: MachineDescription.skylakeSP.caches, memoryLatency: 300)
+        var x: UInt64 = 0x9E37_79B9_7F4A_7C15
+        benchmark.startMeasurement()
+        for _ in benchmark.scaledIterations {
+            for _ in 0..<accessesPerIteration {
+                x ^= x << 13; x ^= x >> 7; x ^= x << 17
+                blackHole(cache.access(physicalAddress: x & (regionBytes - 64)))
+            }
+        }
+        benchmark.stopMeasurement()
+    }
     for preset in ["skylake-sp", "zen4"] {
         for (label, modelling) in [("no cache model", CacheModelling.none), ("page tables and data through the cache model", .pageTablesAndData)] {
             Benchmark("\(preset) sequential 4 GiB, 4 KiB pages, \(label), x1Mi") { sequential($0, setup(preset), modelling: modelling) }
