@@ -15,6 +15,9 @@ let package = Package(
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
     ],
     targets: [
+        // Host instructions Swift cannot spell (prefetch, streaming stores): static inline C functions
+        // for the simulator's own hot tables.
+        .target(name: "HostIntrinsics"),
         .target(
             name: "VMCore",
             // Release builds only: `SpinLocked.withLock` hands its value out inout, which dynamic
@@ -22,7 +25,7 @@ let package = Package(
             swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
         ),
         .target(
-            name: "PhysicalMemory", dependencies: ["VMCore"],
+            name: "PhysicalMemory", dependencies: ["VMCore", "HostIntrinsics"],
             // Release builds only: the fault path's allocator and per-CPU lists mutate class state
             // many times per fault, and dynamic exclusivity checks cost ~15 calls per huge fault
             // (docs/performance.md). Debug builds, which the tests use, keep them.
@@ -33,10 +36,8 @@ let package = Package(
             // As PhysicalMemory: release builds only.
             swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
         ),
-        // A host prefetch hint (one static inline C function) for the simulator's hot lookups.
-        .target(name: "HostPrefetch"),
         .target(
-            name: "Machine", dependencies: ["VMCore", "PhysicalMemory", "Kernel", "HostPrefetch", .product(name: "Histogram", package: "hdrhistogram-swift")],
+            name: "Machine", dependencies: ["VMCore", "PhysicalMemory", "Kernel", "HostIntrinsics", .product(name: "Histogram", package: "hdrhistogram-swift")],
             // The TLB lookup path mutates class state on every access; dynamic exclusivity checks
             // cost more than the lookup itself (docs/performance.md). Static checks stay on.
             swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"])]

@@ -1,3 +1,5 @@
+import VMCore
+
 /// A simple model of the data caches that a page walk's references go through: set-associative levels
 /// of 64-byte lines with LRU and hashed set indices, filled on every miss, outer levels taking the inner
 /// ones' victims. It answers "where

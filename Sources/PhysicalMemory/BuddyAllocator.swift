@@ -98,7 +98,7 @@ public final class BuddyAllocator: @unchecked Sendable {
     /// - Precondition: the block was allocated at this order and nothing maps or references it.
     public func free(_ start: PFN, order: PageOrder) {
         precondition(start.isAligned(order: order), "freeing a misaligned block")
-        for i in 0..<order.pages { frames.clear(start + i) }
+        if order.rawValue == 0 { frames.clear(start) } else { frames.clear(start, count: order.pages) }
         if perCPU.caches(order) {
             freeToPerCPUList(start, order: order)
             return

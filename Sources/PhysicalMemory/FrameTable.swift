@@ -1,5 +1,6 @@
 import Synchronization
 import VMCore
+import HostIntrinsics
 
 /// What a frame is used for; the frame table records exactly one owner per frame.
 public enum FrameKind: UInt8, Sendable, CaseIterable {
@@ -78,13 +79,13 @@ public final class FrameTable: @unchecked Sendable {
     public init(frames: Int) {
         precondition(frames > 0 && frames <= Int(UInt32.max))
         count = frames
-        words = .allocate(capacity: frames * 4)
-        for i in 0..<(frames * 4) { (words + i).initialize(to: Atomic(0)) }
+        // Zeroed words are zero atomics; host huge pages, because faults and scanners reach records
+        // all over the table.
+        words = HostMemory.allocate(Atomic<UInt32>.self, count: frames * 4)
     }
 
     deinit {
-        words.deinitialize(count: count * 4)
-        words.deallocate()
+        HostMemory.release(words, count: count * 4)
     }
 
     /// Bytes of metadata per frame.
@@ -110,18 +111,17 @@ public final class FrameTable: @unchecked Sendable {
         let value = UInt32(flags.rawValue) | UInt32(order.rawValue) << 16 | UInt32(kind.rawValue) << 24
         word(pfn, 0).pointee.store(value, ordering: .releasing)
     }
-    /// Makes frames `head + 1 ..< head + count` tails of `head`, of `kind` (Linux: the loop of
-    /// `prep_compound_page()`). Relaxed stores: the folio is private to its allocator until an entry
-    /// that maps it is published with release ordering.
-    @inlinable public func initializeTails(of head: PFN, count: Int, kind: FrameKind) {
+    /// Makes frames `head + 1 ..< head + count` tails of `head`, of `kind`, with no refcount or
+    /// mapcount (Linux: the loop of `prep_compound_page()`). The folio is private to its allocator
+    /// until an entry that maps it is published with release ordering, so the records are written
+    /// with streaming stores and one fence (`thpsim_write_frame_records`): a 2 MiB folio's 511 records
+    /// are 8 KiB of host memory, and reading those lines in before overwriting them was half the
+    /// cost of a huge fault (docs/performance.md).
+    public func initializeTails(of head: PFN, count: Int, kind: FrameKind) {
+        guard count > 1 else { return }
         let header = UInt32(FrameFlags.tail.rawValue) | UInt32(kind.rawValue) << 24
-        var w = words + (head.index &* 4 &+ 4)
-        let link = head.rawValue
-        for _ in 1..<count {
-            w.pointee.store(header, ordering: .relaxed)
-            (w + 3).pointee.store(link, ordering: .relaxed)
-            w += 4
-        }
+        let first = UnsafeMutableRawPointer(words + (head.index &* 4 &+ 4)).assumingMemoryBound(to: UInt32.self)
+        thpsim_write_frame_records(first, count - 1, header, head.rawValue)
     }
 
     /// Atomically sets flag bits; returns the flags as they were (Linux: `test_and_set_bit()`).
@@ -235,6 +235,13 @@ public final class FrameTable: @unchecked Sendable {
     /// Resets a frame to the free state with no links.
     @inlinable func clear(_ pfn: PFN) {
         for w in 0..<4 { word(pfn, w).pointee.store(0, ordering: .relaxed) }
+    }
+
+    /// Zeroes the records of `count` frames from `start` on, with streaming stores as
+    /// `initializeTails` writes them (a freed 2 MiB folio: 8 KiB of records nobody reads next).
+    func clear(_ start: PFN, count: Int) {
+        let first = UnsafeMutableRawPointer(words + start.index &* 4).assumingMemoryBound(to: UInt32.self)
+        thpsim_write_frame_records(first, count, 0, 0)
     }
 
     /// The head of the folio `pfn` belongs to (Linux: `compound_head()`, `page_folio()`).

@@ -59,18 +59,23 @@ extension BuddyAllocator {
             freeCount.wrappingSubtract(order.pages, ordering: .relaxed)
             return PFN(pfn)
         }
-        var taken: [UInt32] = []
-        lists.withLock { lists in
-            for _ in 0..<perCPU.batch[i] {
-                guard let pfn = takeBlock(order: order, &lists) else { break }
-                taken.append(pfn.rawValue)
+        // The batch passes through a stack buffer: the refill allocates nothing on the host.
+        let batch = perCPU.batch[i]
+        return withUnsafeTemporaryAllocation(of: UInt32.self, capacity: batch) { taken -> PFN? in
+            var n = 0
+            lists.withLock { lists in
+                while n < batch, let pfn = takeBlock(order: order, &lists) {
+                    taken[n] = pfn.rawValue
+                    n += 1
+                }
             }
+            guard n > 0 else { return nil }
+            let kept = UnsafeBufferPointer(rebasing: taken[0..<(n - 1)])
+            for pfn in kept { frames.setHeader(PFN(pfn), kind: .free, order: order, flags: .perCPU) }
+            if !kept.isEmpty { perCPU.withStripe(cpu) { $0.blocks[i].append(contentsOf: kept) } }
+            freeCount.wrappingSubtract(order.pages, ordering: .relaxed)
+            return PFN(taken[n - 1])
         }
-        guard let first = taken.popLast() else { return nil }
-        for pfn in taken { frames.setHeader(PFN(pfn), kind: .free, order: order, flags: .perCPU) }
-        if !taken.isEmpty { perCPU.withStripe(cpu) { $0.blocks[i].append(contentsOf: taken) } }
-        freeCount.wrappingSubtract(order.pages, ordering: .relaxed)
-        return PFN(first)
     }
 
     /// Puts a block on this CPU's list, spilling `batch` blocks back to the free lists when the list
@@ -79,16 +84,20 @@ extension BuddyAllocator {
         guard let i = perCPU.index(order) else { preconditionFailure("order \(order) is not cached per CPU") }
         frames.setHeader(start, kind: .free, order: order, flags: .perCPU)
         freeCount.wrappingAdd(order.pages, ordering: .relaxed)
-        let spill = perCPU.withStripe(CPUStripe.current) { lists -> [UInt32] in
-            lists.blocks[i].append(start.rawValue)
-            guard lists.blocks[i].count > perCPU.high[i] else { return [] }
-            let out = Array(lists.blocks[i].prefix(perCPU.batch[i]))
-            lists.blocks[i].removeFirst(out.count)
-            return out
-        }
-        for pfn in spill {
-            frames.clear(PFN(pfn))
-            freeToFreeLists(PFN(pfn), order: order, counted: false)
+        let batch = perCPU.batch[i]
+        withUnsafeTemporaryAllocation(of: UInt32.self, capacity: batch) { spill in
+            let n = perCPU.withStripe(CPUStripe.current) { lists -> Int in
+                lists.blocks[i].append(start.rawValue)
+                guard lists.blocks[i].count > perCPU.high[i] else { return 0 }
+                let n = min(batch, lists.blocks[i].count)
+                for k in 0..<n { spill[k] = lists.blocks[i][k] }
+                lists.blocks[i].removeFirst(n)
+                return n
+            }
+            for pfn in spill[0..<n] {
+                frames.clear(PFN(pfn))
+                freeToFreeLists(PFN(pfn), order: order, counted: false)
+            }
         }
     }
 

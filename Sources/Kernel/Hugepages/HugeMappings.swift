@@ -59,12 +59,15 @@ final class HugeMappings: @unchecked Sendable {   // shardRefs: fixed after init
     /// Forgets one mapping.
     func remove(_ head: PFN, _ mm: AddressSpace, _ address: VirtualAddress) {
         withShard(head) { table in
-            guard var list = table[head.rawValue],
-                  let i = list.firstIndex(where: { $0.mmID == ObjectIdentifier(mm) && $0.address == address }) else {
+            guard let i = table[head.rawValue]?.firstIndex(where: { $0.mmID == ObjectIdentifier(mm) && $0.address == address }) else {
                 preconditionFailure("\(head) has no huge mapping at \(address) in mm \(mm.pid)")
             }
-            list.remove(at: i)
-            table[head.rawValue] = list.isEmpty ? nil : list
+            // In place: a copy of the list would be a host allocation per unmap.
+            if table[head.rawValue]!.count == 1 {
+                table[head.rawValue] = nil
+            } else {
+                table[head.rawValue]!.remove(at: i)
+            }
         }
     }
 

@@ -1,16 +1,16 @@
-import HostPrefetch
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// Zeroed host memory for the simulator's own large tables (the cache model's line arrays), backed by
-/// transparent huge pages where the host allows it: lookups into these arrays are random, and on 4 KiB
-/// host pages each one would also miss the host's TLB.
-enum HostMemory {
-    static let hugePage = 2 << 20
+/// Zeroed host memory for the simulator's own large tables (the frame table, the cache model's sets),
+/// backed by transparent huge pages where the host allows it (`MADV_HUGEPAGE`, which a host set to
+/// `enabled=madvise` needs): lookups into these arrays are random, and on 4 KiB host pages each one
+/// would also miss the host's TLB. Elements must be valid when all their bytes are zero.
+public enum HostMemory {
+    public static let hugePage = 2 << 20
 
     /// `count` zeroed elements; free with `release(_:count:)`.
-    static func allocate<T>(_ type: T.Type, count: Int) -> UnsafeMutablePointer<T> {
+    public static func allocate<T: ~Copyable>(_ type: T.Type, count: Int) -> UnsafeMutablePointer<T> {
         let bytes = count * MemoryLayout<T>.stride
         #if canImport(Glibc)
         if bytes >= hugePage {
@@ -26,7 +26,7 @@ enum HostMemory {
         return p.bindMemory(to: T.self, capacity: count)
     }
 
-    static func release<T>(_ pointer: UnsafeMutablePointer<T>, count: Int) {
+    public static func release<T: ~Copyable>(_ pointer: UnsafeMutablePointer<T>, count: Int) {
         let bytes = count * MemoryLayout<T>.stride
         #if canImport(Glibc)
         if bytes >= hugePage {
@@ -37,7 +37,3 @@ enum HostMemory {
         UnsafeMutableRawPointer(pointer).deallocate()
     }
 }
-
-/// Asks the host to start fetching the cache line at `pointer` (a hint: it changes no value).
-@inline(__always)
-func hostPrefetch<T>(_ pointer: UnsafeMutablePointer<T>) { thpsim_host_prefetch(pointer) }
