@@ -15,8 +15,8 @@ let package = Package(
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
     ],
     targets: [
-        // Host instructions Swift cannot spell (prefetch, streaming stores): static inline C functions
-        // for the simulator's own hot tables.
+        // Host instructions Swift cannot spell (streaming stores): static inline C functions for the
+        // simulator's own hot tables.
         .target(name: "HostIntrinsics"),
         .target(
             name: "VMCore",
@@ -37,7 +37,7 @@ let package = Package(
             swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
         ),
         .target(
-            name: "Machine", dependencies: ["VMCore", "PhysicalMemory", "Kernel", "HostIntrinsics", .product(name: "Histogram", package: "hdrhistogram-swift")],
+            name: "Machine", dependencies: ["VMCore", "PhysicalMemory", "Kernel", .product(name: "Histogram", package: "hdrhistogram-swift")],
             // The TLB lookup path mutates class state on every access; dynamic exclusivity checks
             // cost more than the lookup itself (docs/performance.md). Static checks stay on.
             swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"])]

@@ -15,38 +15,27 @@ import VMCore
 /// cached like other loads).
 public final class CacheModel: @unchecked Sendable {
     @usableFromInline struct Level {
-        @usableFromInline let ways: UnsafeMutablePointer<UInt32>
+        @usableFromInline let lines: UnsafeMutablePointer<UInt64>
         @usableFromInline let setMask: UInt64
         @usableFromInline let setBits: UInt64
-        @usableFromInline let wayCount: Int
+        @usableFromInline let ways: Int
         @usableFromInline let latency: Double
-        var count: Int { Int(setMask + 1) * wayCount }
+        var count: Int { Int(setMask + 1) * ways }
     }
     @usableFromInline let levels: UnsafeMutablePointer<Level>
     @usableFromInline let levelCount: Int
     public let memoryLatency: Double
     @usableFromInline let hitCounts: UnsafeMutablePointer<Int>
 
-    /// Levels need at least this many sets: a set then never holds two lines of one 4 KiB page, so a
-    /// way records the line's page only (`Way`). L1 data caches, virtually indexed, have exactly 64.
-    public static let minimumSets = 64
-    /// Pages (physical frames) below this number can be cached: a way has 31 bits for the page + 1
-    /// (8 TiB of physical memory).
-    public static let pageLimit: UInt64 = (1 << 31) - 1
-
-    /// - Precondition: every level has no `CacheLevelSpec.problem` (a power-of-two number of at least
-    ///   `minimumSets` sets).
     public init(levels specs: [CacheLevelSpec], memoryLatency: Double) {
-        precondition(specs.count <= Self.maximumLevels, "at most \(Self.maximumLevels) cache levels")
         levelCount = specs.count
         levels = .allocate(capacity: specs.count)
         for (i, spec) in specs.enumerated() {
-            precondition(spec.problem == nil, "cache level \(i + 1): \(spec.problem ?? "")")
             let count = spec.bytes / 64
-            (levels + i).initialize(to: Level(ways: HostMemory.allocate(UInt32.self, count: count),
+            (levels + i).initialize(to: Level(lines: HostMemory.allocate(UInt64.self, count: count),
                                               setMask: UInt64(count / spec.ways - 1),
                                               setBits: UInt64((count / spec.ways).trailingZeroBitCount),
-                                              wayCount: spec.ways, latency: spec.latency))
+                                              ways: spec.ways, latency: spec.latency))
         }
         self.memoryLatency = memoryLatency
         hitCounts = .allocate(capacity: specs.count + 1)
@@ -54,7 +43,7 @@ public final class CacheModel: @unchecked Sendable {
     }
 
     deinit {
-        for i in 0..<levelCount { HostMemory.release(levels[i].ways, count: levels[i].count) }
+        for i in 0..<levelCount { HostMemory.release(levels[i].lines, count: levels[i].count) }
         levels.deallocate()
         hitCounts.deallocate()
     }
@@ -62,63 +51,41 @@ public final class CacheModel: @unchecked Sendable {
     /// Hits per level (index = level; the last = memory).
     public var hits: [Int] { Array(UnsafeBufferPointer(start: hitCounts, count: levelCount + 1)) }
 
-    /// The hashed part of a page's set index.
-    @inlinable @inline(__always)
-    static func pageHash(_ level: Level, _ page: UInt64) -> UInt64 {
-        ((page &+ 1) &* 0x9E37_79B9_7F4A_7C15) >> (64 &- level.setBits)
-    }
-
     /// The set of a line: a multiplicative hash of its 4 KiB page plus the line's place in the page.
     /// Last-level caches hash addresses over slices; here hashing every level also keeps the model's
     /// allocator, which places page tables at regular frame strides, from crowding them into a few sets
     /// (plain or XOR-folded indices did, and pushed hot page-table lines out far more often than
-    /// capacity explains). Lines of one page stay in consecutive sets, as with plain indexing — and,
-    /// with at least 64 sets, in 64 different ones, which is what lets a way hold the page alone.
+    /// capacity explains). Lines of one page stay in consecutive sets, as with plain indexing.
     @inlinable @inline(__always)
     static func setIndex(_ level: Level, _ line: UInt64) -> UInt64 {
-        (pageHash(level, line >> 6) &+ line) & level.setMask
+        let page = (line >> 6) &+ 1
+        return ((page &* 0x9E37_79B9_7F4A_7C15) >> (64 &- level.setBits) &+ line) & level.setMask
     }
 
-    /// One way of a set, 32 bits, so that a 16-way set is one 64-byte host line:
-    /// ```
-    ///  bit 31: dirty | bits 0-30: page + 1 (0: empty)
-    /// ```
-    /// A set holds at most one line of a page, so the page and the set give the line back
-    /// (`line(in:set:way:)`).
-    @usableFromInline static let dirtyBit: UInt32 = 1 << 31
-
-    @inlinable @inline(__always)
-    static func key(_ line: UInt64) -> UInt32 { UInt32(truncatingIfNeeded: (line >> 6) &+ 1) }
-
-    /// The line a non-empty way of `set` in `level` holds.
-    @inline(__always)
-    static func line(in level: Level, set: UInt64, way: UInt32) -> UInt64 {
-        let page = UInt64(way & ~dirtyBit) &- 1
-        return page << 6 | ((set &- pageHash(level, page) &- (page << 6)) & 63)
-    }
+    /// Bit 63 of a way's entry: the line was written since it came into this level (line numbers
+    /// stay far below it).
+    @usableFromInline static let dirtyBit: UInt64 = 1 << 63
 
     /// Looks a line up in one level, moving it to the front (with its dirty bit, plus `dirty`); on a
-    /// miss inserts it at the front with `dirty`. Returns whether it hit, and on a miss the line pushed
-    /// out of the set with its dirty bit (`nil`: none).
+    /// miss inserts it at the front with `dirty`. Returns whether it hit, and on a miss the entry
+    /// pushed out of the set (0: none; with its dirty bit).
     @inline(__always)
-    private static func touch(_ level: Level, _ line: UInt64, dirty: UInt32) -> (hit: Bool, victim: (line: UInt64, dirty: UInt32)?) {
-        let key = key(line)
-        let setNumber = setIndex(level, line)
-        let set = level.ways + Int(truncatingIfNeeded: setNumber) &* level.wayCount
+    private static func touch(_ level: Level, _ line: UInt64, dirty: UInt64) -> (hit: Bool, victim: UInt64) {
+        let key = line &+ 1
+        let set = level.lines + Int(truncatingIfNeeded: setIndex(level, line)) &* level.ways
         var i = 0
-        while i < level.wayCount {
+        while i < level.ways {
             if set[i] & ~dirtyBit == key { break }
             i &+= 1
         }
-        let hit = i < level.wayCount
-        let last = set[level.wayCount &- 1]
+        let hit = i < level.ways
+        let victim = hit ? 0 : set[level.ways &- 1]
         let carried = hit ? set[i] & dirtyBit : 0
-        let j = hit ? i : level.wayCount &- 1
+        let j = hit ? i : level.ways &- 1
         // Ways 0..<j move down one (a memmove, overlap-safe, faster than a loop over 16 ways).
         if j > 0 { (set + 1).update(from: set, count: j) }
         set[0] = key | carried | dirty
-        if hit || last == 0 { return (hit, nil) }
-        return (false, (Self.line(in: level, set: setNumber, way: last), last & dirtyBit))
+        return (hit, victim)
     }
 
     /// Reads (or, with `write`, writes) the 64-byte line at physical address `address`; returns the
@@ -128,35 +95,30 @@ public final class CacheModel: @unchecked Sendable {
     /// behind its back. A write marks the first level's copy dirty; the mark travels outwards with
     /// the line, and a dirty line pushed out of the last level is written back to memory
     /// (`writebacks`), which costs memory bandwidth as a read does.
-    ///
-    /// - Precondition: `address >> 12` is below `pageLimit` (checked in debug builds; `Machine`
-    ///   checks its kernel's memory once).
     @inlinable @inline(__always) @discardableResult
     public func access(physicalAddress address: UInt64, write: Bool = false) -> Double {
-        assert(address >> 12 < Self.pageLimit, "physical address \(address) beyond the cache model's 8 TiB")
-        let line = address >> 6
         // A line already most recent in its first-level set: a hit that changes no order.
         if levelCount > 0 {
             let first = levels[0]
-            let way0 = first.ways + Int(truncatingIfNeeded: Self.setIndex(first, line)) &* first.wayCount
+            let line = address >> 6
+            let way0 = first.lines + Int(truncatingIfNeeded: Self.setIndex(first, line)) &* first.ways
             let entry = way0.pointee
-            if entry & ~Self.dirtyBit == Self.key(line) {
+            if entry & ~Self.dirtyBit == line &+ 1 {
                 if write { way0.pointee = entry | Self.dirtyBit }
                 hitCounts[0] &+= 1
                 return first.latency
             }
         }
-        return lookUp(line: line, dirty: write ? Self.dirtyBit : 0)
+        return lookUp(line: address >> 6, dirty: write ? Self.dirtyBit : 0)
     }
 
     /// `access(physicalAddress:write:)` past the most-recent check: every level, with fills and victims.
     @usableFromInline @inline(never)
-    func lookUp(line: UInt64, dirty: UInt32) -> Double {
-        prefetchSets(line)
+    func lookUp(line: UInt64, dirty: UInt64) -> Double {
         var i = 0
         while i < levelCount {
             let (hit, victim) = Self.touch(levels[i], line, dirty: i == 0 ? dirty : 0)
-            if let victim { demote(victim.line, victim.dirty, into: i &+ 1) }
+            if victim != 0 { demote(victim, into: i &+ 1) }
             if hit {
                 hitCounts[i] &+= 1
                 return levels[i].latency
@@ -167,101 +129,47 @@ public final class CacheModel: @unchecked Sendable {
         return memoryLatency
     }
 
-    /// Asks the host for every set a miss of `line` is likely to read, before reading any: the line's
-    /// set in each level, and the sets its victims go to — the LRU way of each set the line or a
-    /// victim enters, assuming no hits (a guess: a wrong one costs a wasted host fetch, never a
-    /// different result). The model's state is megabytes read at random, so a lookup is a chain of
-    /// host cache misses; this turns the chain of up to six into about two rounds.
-    @inline(__always)
-    func prefetchSets(_ line: UInt64) {
-        guard levelCount > 1 else { return }
-        var l = 1
-        while l < levelCount {
-            hostPrefetch(Self.set(levels[l], line))
-            l &+= 1
-        }
-        // Lines entering level k: the line and the victims of the lines entering level k - 1.
-        withUnsafeTemporaryAllocation(of: UInt64.self, capacity: 2 &* Self.maximumLevels) { buffer in
-            var entering = buffer.baseAddress!, next = entering + Self.maximumLevels
-            entering[0] = line
-            var n = 1
-            var k = 1
-            while k < levelCount {
-                let inner = levels[k &- 1], outer = levels[k]
-                next[0] = line
-                var m = 1
-                var c = 0
-                while c < n {
-                    let candidate = entering[c]
-                    let setNumber = Self.setIndex(inner, candidate)
-                    let last = (inner.ways + Int(truncatingIfNeeded: setNumber) &* inner.wayCount)[inner.wayCount &- 1]
-                    if last != 0 && last & ~Self.dirtyBit != Self.key(candidate) {
-                        let victim = Self.line(in: inner, set: setNumber, way: last)
-                        hostPrefetch(Self.set(outer, victim))
-                        next[m] = victim
-                        m &+= 1
-                    }
-                    c &+= 1
-                }
-                swap(&entering, &next)
-                n = m
-                k &+= 1
-            }
-        }
-    }
-
-    /// The first way of `line`'s set in `level`.
-    @inline(__always)
-    static func set(_ level: Level, _ line: UInt64) -> UnsafeMutablePointer<UInt32> {
-        level.ways + Int(truncatingIfNeeded: setIndex(level, line)) &* level.wayCount
-    }
-
-    /// Levels a description may have (`MachineConfigFile` takes l1 to l4).
-    static let maximumLevels = 4
-
     /// Marks the line at `address` written where the first level holds it (a write to the line the
     /// previous access used, which the CPU does not look up again).
     public func markDirty(physicalAddress address: UInt64) {
         guard levelCount > 0 else { return }
-        let line = address >> 6
-        let key = Self.key(line)
+        let key = (address >> 6) &+ 1
         let level = levels[0]
-        let set = level.ways + Int(truncatingIfNeeded: Self.setIndex(level, line)) &* level.wayCount
-        for w in 0..<level.wayCount where set[w] & ~Self.dirtyBit == key { set[w] |= Self.dirtyBit; return }
+        let set = level.lines + Int(truncatingIfNeeded: Self.setIndex(level, address >> 6)) &* level.ways
+        for w in 0..<level.ways where set[w] & ~Self.dirtyBit == key { set[w] |= Self.dirtyBit; return }
     }
 
     /// Lines written back to memory: dirty lines pushed out of the last level.
     public private(set) var writebacks = 0
 
-    /// Puts a line pushed out of one level (with its dirty bit) at the front of the next, and so on
-    /// outwards; a dirty line pushed out of the last level is written back.
+    /// Puts an entry pushed out of one level (a line with its dirty bit) at the front of the next,
+    /// and so on outwards; a dirty line pushed out of the last level is written back.
     @inline(__always)
-    private func demote(_ line: UInt64, _ dirty: UInt32, into level: Int) {
-        var line = line, dirty = dirty, l = level
+    private func demote(_ entry: UInt64, into level: Int) {
+        var entry = entry, l = level
         while l < levelCount {
-            let (hit, victim) = Self.touch(levels[l], line, dirty: dirty)
-            guard !hit, let victim else { return }
-            (line, dirty) = victim
+            let (hit, victim) = Self.touch(levels[l], (entry & ~Self.dirtyBit) &- 1, dirty: entry & Self.dirtyBit)
+            if hit || victim == 0 { return }
+            entry = victim
             l &+= 1
         }
-        if dirty != 0 { writebacks &+= 1 }
+        if entry & Self.dirtyBit != 0 { writebacks &+= 1 }
     }
 
     /// The level that holds the line, without changing anything (nil: memory).
     public func level(holding address: UInt64) -> Int? {
-        let line = address >> 6
-        let key = Self.key(line)
+        let key = (address >> 6) &+ 1
         for i in 0..<levelCount {
             let level = levels[i]
-            let set = level.ways + Int(truncatingIfNeeded: Self.setIndex(level, line)) * level.wayCount
-            for w in 0..<level.wayCount where set[w] & ~Self.dirtyBit == key { return i }
+            let set = level.lines + Int(truncatingIfNeeded: Self.setIndex(level, address >> 6)) * level.ways
+            for w in 0..<level.ways where set[w] & ~Self.dirtyBit == key { return i }
         }
         return nil
     }
 
     /// Empties every level.
     public func clear() {
-        for i in 0..<levelCount { levels[i].ways.update(repeating: 0, count: levels[i].count) }
+        for i in 0..<levelCount { levels[i].lines.update(repeating: 0, count: levels[i].count) }
         hitCounts.update(repeating: 0, count: levelCount + 1)
         writebacks = 0
     }

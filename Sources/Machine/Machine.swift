@@ -22,11 +22,9 @@ public final class Machine: @unchecked Sendable {
     var cpumasks: [Int: UInt64] = [:]
     public internal(set) var flushCounters = TLBFlushCounters()
 
-    /// - Precondition: the description has no problems; 1 ≤ `cpuCount` ≤ 64; the kernel's memory is
-    ///   below the cache model's 8 TiB (`CacheModel.pageLimit`).
+    /// - Precondition: the description has no problems; 1 ≤ `cpuCount` ≤ 64.
     public init(kernel: Kernel, description: MachineDescription, cpuCount: Int = 1) {
         precondition(description.problems.isEmpty, "machine description: \(description.problems)")
-        precondition(UInt64(kernel.memory.totalPages) < CacheModel.pageLimit, "the cache model takes at most 8 TiB of memory")
         precondition((1...64).contains(cpuCount), "1 to 64 CPUs")
         self.kernel = kernel
         machineDescription = description

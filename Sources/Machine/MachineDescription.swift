@@ -40,9 +40,6 @@ public struct CacheLevelSpec: Sendable, Hashable {
         if lines % ways != 0 { return "\(lines) lines are not a multiple of \(ways) ways" }
         let sets = lines / ways
         if sets & (sets - 1) != 0 { return "\(lines) lines / \(ways) ways = \(sets) sets, not a power of two" }
-        if sets < CacheModel.minimumSets {
-            return "\(lines) lines / \(ways) ways = \(sets) sets; the cache model needs at least \(CacheModel.minimumSets)"
-        }
         return nil
     }
 }

@@ -34,11 +34,9 @@ extension CPU {
         }
         while true {
             let i = Int(truncatingIfNeeded: (v >> level.shift) & 511)
-            // The entry is read from the kernel's table before the cache model charges the reference,
-            // so the host's miss on it overlaps the model's lookups (the order changes no result).
-            let entry = table[i]
             cost += readEntry(at: (UInt64(table.pfn.rawValue) << 12) | (UInt64(i) << 3))
             counters.walkReferences &+= 1
+            let entry = table[i]
             guard entry.isPresent else { return .notMapped }
             if level == .pte || entry.isHuge {
                 switch kind {

@@ -1,6 +1,6 @@
-// Host instructions Swift has no spelling for, used on the simulator's own hot tables: a prefetch
-// hint (the cache model's sets, the kernel model's page-table entries) and streaming stores (the
-// frame table's records of large folios, written when they are allocated and freed). Static inline functions are inlined into their Swift callers.
+// Host instructions Swift has no spelling for, used on the simulator's own hot tables: streaming
+// stores for the frame table's records of large folios, written when they are allocated and freed.
+// Static inline functions are inlined into their Swift callers.
 #ifndef THPSIM_HOST_INTRINSICS_H
 #define THPSIM_HOST_INTRINSICS_H
 
@@ -12,11 +12,6 @@
 #define THPSIM_TSAN 1
 #endif
 #endif
-
-/// Asks the host to start fetching the cache line at `address`; changes no value.
-static inline void thpsim_host_prefetch(const void *address) {
-    __builtin_prefetch(address, 0, 3);
-}
 
 /// Writes `count` 16-byte frame records from `records` on: words (header, 0, 0, link), as 32-bit
 /// little-endian words. Streaming (non-temporal) stores write whole host lines without reading them
