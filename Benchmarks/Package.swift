@@ -11,6 +11,12 @@ let package = Package(
         .package(url: "https://github.com/ordo-one/benchmark", from: "1.38.0", traits: ["MallocInterposer"]),
     ],
     targets: [
+        // The fault loops in a plain program (no benchmark framework), for A/B work and profiling.
+        .executableTarget(
+            name: "PlainLoops",
+            dependencies: [.product(name: "THPSim", package: "thpsim")],
+            path: "Benchmarks/PlainLoops"
+        ),
         .executableTarget(
             name: "FaultBenchmarks",
             dependencies: [

@@ -1,0 +1,101 @@
+// The fault benchmarks' loops in a plain program, without the benchmark framework (its malloc
+// interposer and samplers), for A/B comparisons and profiling (`perf record` sees only this loop).
+// docs/performance.md explains why both are kept.
+//
+//   swift build -c release --product PlainLoops
+//   taskset -c 1 .build/release/PlainLoops huge [GiB of memory, default 16] [faults per iteration, default 4096]
+//   .build/release/PlainLoops concurrent THREADS [mm]     # split PMD lock, or page_table_lock with "mm"
+//
+// Environment: ITERATIONS (default 200 for huge, 60 for concurrent).
+import Foundation
+import VMCore
+import PhysicalMemory
+import Kernel
+
+func seconds() -> Double { Double(DispatchTime.now().uptimeNanoseconds) / 1e9 }
+let arguments = CommandLine.arguments
+let iterationsOverride = ProcessInfo.processInfo.environment["ITERATIONS"].flatMap { Int($0) }
+
+func kernel(gib: UInt64, lock: KernelDesign.PMDLockGranularity) -> Kernel {
+    var design = KernelDesign.linux2_6_38
+    design.pmdLock = lock
+    var settings = design.defaultSettings
+    settings.enabled = .always
+    return Kernel(KernelConfiguration(memoryBytes: gib << 30, mode: .metadata, watermarks: .zero, design: design,
+                                      hugepageSettings: settings))
+}
+
+/// `2 MiB huge write faults, metadata mode` of FaultBenchmarks: map, first-touch every 2 MiB, unmap.
+func hugeFaults() {
+    let gib = arguments.count > 2 ? UInt64(arguments[2]) ?? 16 : 16
+    let faults = arguments.count > 3 ? Int(arguments[3]) ?? 4096 : 4096
+    let iterations = iterationsOverride ?? 200
+    let k = kernel(gib: gib, lock: .pageTableLock)
+    guard let mm = k.createAddressSpace() else { fatalError("no address space") }
+    let region = UInt64(faults) << 21
+    var faulting = 0.0, unmapping = 0.0
+    for _ in 0..<iterations {
+        let start = try! mm.mmap(length: region, protection: .readWrite, flags: .private)
+        let t0 = seconds()
+        var va = start
+        for _ in 0..<faults { _ = mm.access(va, .write); va = va + PageGeometry.pmdSize }
+        let t1 = seconds()
+        try! mm.munmap(start, length: region)
+        faulting += t1 - t0
+        unmapping += seconds() - t1
+    }
+    let n = Double(iterations * faults)
+    print("huge faults: \(n / faulting / 1e6) M/s; munmap of huge pages: \(n / unmapping / 1e6) M/s")
+}
+
+/// `concurrent huge faults` of FaultBenchmarks: T threads, 2,048 huge faults each in regions 8 GiB apart.
+func concurrentFaults() {
+    guard arguments.count > 2, let threads = Int(arguments[2]), threads > 0 else {
+        FileHandle.standardError.write("usage: PlainLoops concurrent THREADS [mm]\n".data(using: .utf8)!)
+        exit(2)
+    }
+    let lock: KernelDesign.PMDLockGranularity = arguments.count > 3 && arguments[3] == "mm" ? .pageTableLock : .splitPMDLock
+    let k = kernel(gib: 24, lock: lock)
+    guard let mm = k.createAddressSpace() else { fatalError("no address space") }
+    let perThread = 2048
+    let regionBytes = UInt64(perThread) << 21
+    let starts = (0..<threads).map { VirtualAddress(0x2000_0000_0000) + UInt64($0) * (8 << 30) }
+    let go = (0..<threads).map { _ in DispatchSemaphore(value: 0) }
+    let faulted = DispatchSemaphore(value: 0)
+    let unmap = (0..<threads).map { _ in DispatchSemaphore(value: 0) }
+    let unmapped = DispatchSemaphore(value: 0)
+    for (i, start) in starts.enumerated() {
+        Thread {
+            while true {
+                go[i].wait()
+                var va = start
+                for _ in 0..<perThread { _ = mm.access(va, .write); va = va + PageGeometry.pmdSize }
+                faulted.signal()
+                unmap[i].wait()
+                try! mm.munmap(start, length: regionBytes)
+                unmapped.signal()
+            }
+        }.start()
+    }
+    var times: [Double] = []
+    for _ in 0..<(iterationsOverride ?? 60) {
+        for start in starts { _ = try! mm.mmap(address: start, length: regionBytes, protection: .readWrite, flags: [.private, .fixed]) }
+        let t0 = seconds()
+        for g in go { g.signal() }
+        for _ in starts { faulted.wait() }
+        times.append(seconds() - t0)
+        for u in unmap { u.signal() }
+        for _ in starts { unmapped.wait() }
+    }
+    times.sort()
+    let p50 = times[times.count / 2]
+    print("\(threads) thread(s), \(lock == .splitPMDLock ? "split PMD lock" : "page_table_lock"): p50 \(p50 * 1e3) ms, p0 \(times[0] * 1e3) ms, \(Double(threads * perThread) / p50 / 1e6) M huge faults/s")
+}
+
+switch arguments.count > 1 ? arguments[1] : "" {
+case "huge": hugeFaults()
+case "concurrent": concurrentFaults()
+default:
+    FileHandle.standardError.write("usage: PlainLoops huge [GiB] [faults] | concurrent THREADS [mm]\n".data(using: .utf8)!)
+    exit(2)
+}
