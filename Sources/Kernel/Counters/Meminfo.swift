@@ -32,6 +32,8 @@ extension Kernel {
         let page = PageGeometry.pageSize
         let free = UInt64(memory.freePages) * page
         let shmem = UInt64(vmstat[.nrShmem]) * page
+        // The file lists are empty: the model has no page cache (shmem pages are on no list).
+        let lists = lru.pages
         return Meminfo(fields: [
             ("MemTotal", UInt64(memory.totalPages) * page),
             ("MemFree", free),
@@ -39,6 +41,12 @@ extension Kernel {
             ("Buffers", 0),
             ("Cached", shmem),
             ("SwapCached", UInt64(swapDevice.cachedPages) * page),
+            ("Active", UInt64(lists.active) * page),
+            ("Inactive", UInt64(lists.inactive) * page),
+            ("Active(anon)", UInt64(lists.active) * page),
+            ("Inactive(anon)", UInt64(lists.inactive) * page),
+            ("Active(file)", 0),
+            ("Inactive(file)", 0),
             ("SwapTotal", UInt64(swapDevice.capacity) * page),
             ("SwapFree", UInt64(swapDevice.capacity - swapDevice.usedSlots) * page),
             ("AnonPages", anonPagesBytes),
