@@ -92,7 +92,7 @@ public final class Kernel: @unchecked Sendable {
         memory = PhysicalMemory(bytes: configuration.memoryBytes, mode: configuration.mode,
                                 watermarks: configuration.watermarks, perCPULists: configuration.perCPUPageLists)
         tables = PageTableStore(maxTables: memory.totalPages)
-        lru = LRULists(frames: memory.frames, vmstat: vmstat)
+        lru = LRULists(frames: memory.frames)
         swapDevice = SwapDevice(configuration.swap, defaultSlots: memory.totalPages)
         guard let zero = memory.allocateFolio(order: .base, kind: .zeroPage, reserve: .none) else {
             preconditionFailure("no frame for the zero page")

@@ -90,6 +90,8 @@ public enum VMEvent: Int, CaseIterable, Sendable {
 }
 
 /// The page-state counters of `/proc/vmstat` (Linux: `enum node_stat_item`, `enum zone_stat_item`).
+/// `nr_free_pages`, `nr_inactive_anon` and `nr_active_anon` are kept by their owners (the allocator,
+/// the LRU lists) and read through `Kernel.vmstatState(_:)`, not counted here.
 public enum VMState: Int, CaseIterable, Sendable {
     case nrFreePages, nrInactiveAnon, nrActiveAnon, nrAnonPages, nrShmem, nrAnonTransparentHugepages, nrPageTablePages
 
@@ -149,5 +151,9 @@ public final class VMStat: @unchecked Sendable {
     @inline(__always) public func modify(_ state: VMState, _ delta: Int) {
         slot(Self.eventCount + state.rawValue).pointee.wrappingAdd(delta, ordering: .relaxed)
     }
-    public subscript(state: VMState) -> Int { sum(Self.eventCount + state.rawValue) }
+    public subscript(state: VMState) -> Int {
+        precondition(![.nrFreePages, .nrInactiveAnon, .nrActiveAnon].contains(state),
+                     "\(state.name) is kept by its owner: read it with Kernel.vmstatState(_:)")
+        return sum(Self.eventCount + state.rawValue)
+    }
 }

@@ -24,8 +24,8 @@ enum AnonLRU: Int, Sendable, CaseIterable {
 ///   (new and putback folios)        (reclaim isolates here)   0 = no neighbour
 /// ```
 /// Invariant, under `lock`: a folio is on a list exactly while its head has `PG_lru`, and on the
-/// active one exactly while it also has `PG_active`; `pages` are the lists' lengths in pages, and the
-/// vmstat states `nr_inactive_anon`/`nr_active_anon` equal them. The lists hold no reference (as in
+/// active one exactly while it also has `PG_active`; `pages` are the lists' lengths in pages, which
+/// `/proc/vmstat` shows as `nr_inactive_anon`/`nr_active_anon`. The lists hold no reference (as in
 /// Linux): a folio whose last reference goes is taken off in the free path (`putPage`), and whoever
 /// takes one off to work on it — isolates it — takes a reference first (`folio_isolate_lru()`).
 ///
@@ -38,30 +38,44 @@ enum AnonLRU: Int, Sendable, CaseIterable {
 final class LRULists: @unchecked Sendable {   // every mutable field is guarded by `lock`
     let lock = SpinLock()
     private let frames: FrameTable
-    private let vmstat: VMStat
-    private let next: UnsafeMutablePointer<UInt32>
-    private let prev: UnsafeMutablePointer<UInt32>
-    private let familyOf: UnsafeMutablePointer<UInt32>
-    private let indexOf: UnsafeMutablePointer<UInt64>
-    private var hot: (UInt32, UInt32) = (0, 0)
-    private var cold: (UInt32, UInt32) = (0, 0)
-    private var pageCounts: (Int, Int) = (0, 0)
-    private var folioCounts: (Int, Int) = (0, 0)
+    /// One 16-byte node per frame, so that putting a folio on a list touches one cache line.
+    private struct Node {
+        var next: UInt32
+        var prev: UInt32
+        /// The fork family (high 28 bits) and linear page index (low 36 bits).
+        var origin: UInt64
+    }
+    private let nodes: UnsafeMutablePointer<Node>
+    private static let indexBits: UInt64 = 36
+    /// The lists' ends and sizes, behind a pointer so that the fault path pays no dynamic
+    /// exclusivity checks for them (they are guarded by `lock`).
+    private struct Heads {
+        var hot: (UInt32, UInt32) = (0, 0)
+        var cold: (UInt32, UInt32) = (0, 0)
+        var pageCounts: (Int, Int) = (0, 0)
+        var folioCounts: (Int, Int) = (0, 0)
+    }
+    private let heads: UnsafeMutablePointer<Heads>
     /// Folios taken off by `isolate` and not put back yet (Linux: counted in `NR_ISOLATED_ANON`).
     private var isolatedHeads: Set<UInt32> = []
 
-    init(frames: FrameTable, vmstat: VMStat) {
+    init(frames: FrameTable) {
         self.frames = frames
-        self.vmstat = vmstat
-        // calloc: zeroed lazily by the host, so untouched frames cost no memory.
-        next = calloc(frames.count, 4)!.assumingMemoryBound(to: UInt32.self)
-        prev = calloc(frames.count, 4)!.assumingMemoryBound(to: UInt32.self)
-        familyOf = calloc(frames.count, 4)!.assumingMemoryBound(to: UInt32.self)
-        indexOf = calloc(frames.count, 8)!.assumingMemoryBound(to: UInt64.self)
+        heads = .allocate(capacity: 1)
+        heads.initialize(to: Heads())
+        nodes = .allocate(capacity: frames.count)
+        nodes.initialize(repeating: Node(next: 0, prev: 0, origin: 0), count: frames.count)
     }
 
     deinit {
-        free(next); free(prev); free(familyOf); free(indexOf)
+        nodes.deinitialize(count: frames.count)
+        nodes.deallocate()
+        heads.deinitialize(count: 1)
+        heads.deallocate()
+    }
+
+    @inline(__always) private func packOrigin(_ family: Int, _ index: UInt64) -> UInt64 {
+        UInt64(truncatingIfNeeded: family) << Self.indexBits | (index & ((1 << Self.indexBits) - 1))
     }
 
     // MARK: Links (lock held)
@@ -70,13 +84,11 @@ final class LRULists: @unchecked Sendable {   // every mutable field is guarded 
     private func setEnd(_ ends: inout (UInt32, UInt32), _ list: AnonLRU, _ v: UInt32) {
         if list == .active { ends.1 = v } else { ends.0 = v }
     }
-    private func account(_ list: AnonLRU, pages: Int, folios: Int) {
+    @inline(__always) private func account(_ list: AnonLRU, pages: Int, folios: Int) {
         if list == .active {
-            pageCounts.1 += pages; folioCounts.1 += folios
-            vmstat.modify(.nrActiveAnon, pages)
+            heads.pointee.pageCounts.1 += pages; heads.pointee.folioCounts.1 += folios
         } else {
-            pageCounts.0 += pages; folioCounts.0 += folios
-            vmstat.modify(.nrInactiveAnon, pages)
+            heads.pointee.pageCounts.0 += pages; heads.pointee.folioCounts.0 += folios
         }
     }
 
@@ -84,36 +96,36 @@ final class LRULists: @unchecked Sendable {   // every mutable field is guarded 
     private func link(_ pfn: PFN, _ list: AnonLRU, cold atCold: Bool = false) {
         let me = pfn.rawValue &+ 1
         if atCold {
-            let old = end(cold, list)
-            prev[pfn.index] = old
-            next[pfn.index] = 0
-            if old == 0 { setEnd(&hot, list, me) } else { next[Int(old - 1)] = me }
-            setEnd(&cold, list, me)
+            let old = end(heads.pointee.cold, list)
+            nodes[pfn.index].prev = old
+            nodes[pfn.index].next = 0
+            if old == 0 { setEnd(&heads.pointee.hot, list, me) } else { nodes[Int(old - 1)].next = me }
+            setEnd(&heads.pointee.cold, list, me)
         } else {
-            let old = end(hot, list)
-            next[pfn.index] = old
-            prev[pfn.index] = 0
-            if old == 0 { setEnd(&cold, list, me) } else { prev[Int(old - 1)] = me }
-            setEnd(&hot, list, me)
+            let old = end(heads.pointee.hot, list)
+            nodes[pfn.index].next = old
+            nodes[pfn.index].prev = 0
+            if old == 0 { setEnd(&heads.pointee.cold, list, me) } else { nodes[Int(old - 1)].prev = me }
+            setEnd(&heads.pointee.hot, list, me)
         }
     }
 
     /// Links `pfn` just on the hot side of `neighbour`, which is on `list`.
     private func link(_ pfn: PFN, before neighbour: PFN, _ list: AnonLRU) {
         let me = pfn.rawValue &+ 1
-        let before = prev[neighbour.index]
-        prev[pfn.index] = before
-        next[pfn.index] = neighbour.rawValue &+ 1
-        prev[neighbour.index] = me
-        if before == 0 { setEnd(&hot, list, me) } else { next[Int(before - 1)] = me }
+        let before = nodes[neighbour.index].prev
+        nodes[pfn.index].prev = before
+        nodes[pfn.index].next = neighbour.rawValue &+ 1
+        nodes[neighbour.index].prev = me
+        if before == 0 { setEnd(&heads.pointee.hot, list, me) } else { nodes[Int(before - 1)].next = me }
     }
 
     private func unlink(_ pfn: PFN, _ list: AnonLRU) {
-        let p = prev[pfn.index], n = next[pfn.index]
-        if p == 0 { setEnd(&hot, list, n) } else { next[Int(p - 1)] = n }
-        if n == 0 { setEnd(&cold, list, p) } else { prev[Int(n - 1)] = p }
-        prev[pfn.index] = 0
-        next[pfn.index] = 0
+        let p = nodes[pfn.index].prev, n = nodes[pfn.index].next
+        if p == 0 { setEnd(&heads.pointee.hot, list, n) } else { nodes[Int(p - 1)].next = n }
+        if n == 0 { setEnd(&heads.pointee.cold, list, p) } else { nodes[Int(n - 1)].prev = p }
+        nodes[pfn.index].prev = 0
+        nodes[pfn.index].next = 0
     }
 
     private func listOf(_ flags: FrameFlags) -> AnonLRU { flags.contains(.active) ? .active : .inactive }
@@ -123,14 +135,14 @@ final class LRULists: @unchecked Sendable {   // every mutable field is guarded 
     /// Puts a new folio on `list`, recording its family and linear index for the reverse map
     /// (Linux: `folio_add_new_anon_rmap()` setting `folio->mapping`/`index`, then `folio_add_lru()`
     /// → `lru_add()`).
-    /// - Precondition: the folio is on no list; `head` is its head.
+    /// - Precondition: the folio is on no list; `head` is its head; no other thread can reach it
+    ///   yet (no entry maps it), so its flags are set without a locked instruction.
     @inline(__always)
     func add(_ head: PFN, to list: AnonLRU, family: Int, index: UInt64) {
         let pages = frames.order(head).pages
         lock.lock()
-        familyOf[head.index] = UInt32(truncatingIfNeeded: family)
-        indexOf[head.index] = index
-        let old = frames.insertFlags(head, list == .active ? [.lru, .active] : .lru)
+        nodes[head.index].origin = packOrigin(family, index)
+        let old = frames.insertFlagsUnshared(head, list == .active ? [.lru, .active] : .lru)
         precondition(!old.contains(.lru), "\(head) is already on an LRU list")
         if list == .inactive && old.contains(.active) { frames.removeFlags(head, .active) }
         link(head, list)
@@ -178,10 +190,10 @@ final class LRULists: @unchecked Sendable {   // every mutable field is guarded 
         var taken: [PFN] = []
         var takenPages = 0, scanned = 0
         lock.lock()
-        var remaining = list == .active ? folioCounts.1 : folioCounts.0
+        var remaining = list == .active ? heads.pointee.folioCounts.1 : heads.pointee.folioCounts.0
         while takenPages < wanted && remaining > 0 {
             remaining -= 1
-            let last = end(cold, list)
+            let last = end(heads.pointee.cold, list)
             guard last != 0 else { break }
             let head = PFN(last - 1)
             let pages = frames.order(head).pages
@@ -235,10 +247,9 @@ final class LRULists: @unchecked Sendable {   // every mutable field is guarded 
         let flags = frames.flags(head)
         let list = listOf(flags)
         if flags.contains(.lru) { account(list, pages: 1 - oldPages, folios: 0) }
-        let family = familyOf[head.index], index = indexOf[head.index]
+        let origin = nodes[head.index].origin
         for tail in tails {
-            familyOf[tail.index] = family
-            indexOf[tail.index] = index &+ UInt64(tail.rawValue &- head.rawValue)
+            nodes[tail.index].origin = origin &+ UInt64(tail.rawValue &- head.rawValue)
             frames.insertFlags(tail, list == .active ? [.lru, .active] : .lru)
             if list == .inactive { frames.removeFlags(tail, .active) }
             if flags.contains(.lru) { link(tail, before: head, list) } else { link(tail, list, cold: true) }
@@ -251,14 +262,15 @@ final class LRULists: @unchecked Sendable {   // every mutable field is guarded 
     func origin(of head: PFN) -> (family: Int, index: UInt64) {
         lock.lock()
         defer { lock.unlock() }
-        return (Int(familyOf[head.index]), indexOf[head.index])
+        let origin = nodes[head.index].origin
+        return (Int(origin >> Self.indexBits), origin & ((1 << Self.indexBits) - 1))
     }
 
     /// The lists' sizes in pages (Linux: `lruvec_page_state(lruvec, NR_INACTIVE_ANON)`, …).
     var pages: (inactive: Int, active: Int) {
         lock.lock()
         defer { lock.unlock() }
-        return pageCounts
+        return heads.pointee.pageCounts
     }
 
     /// Each list's folios from hot to cold, the isolated folios, and the counts, for the invariant
@@ -269,14 +281,14 @@ final class LRULists: @unchecked Sendable {   // every mutable field is guarded 
         var lists: [[PFN]] = []
         for list in AnonLRU.allCases {
             var out: [PFN] = []
-            var at = end(hot, list)
+            var at = end(heads.pointee.hot, list)
             while at != 0 && out.count <= frames.count {
                 out.append(PFN(at - 1))
-                at = next[Int(at - 1)]
+                at = nodes[Int(at - 1)].next
             }
             lists.append(out)
         }
-        return (lists, isolatedHeads, [pageCounts.0, pageCounts.1], [folioCounts.0, folioCounts.1])
+        return (lists, isolatedHeads, [heads.pointee.pageCounts.0, heads.pointee.pageCounts.1], [heads.pointee.folioCounts.0, heads.pointee.folioCounts.1])
     }
 }
 

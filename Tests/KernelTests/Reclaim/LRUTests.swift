@@ -39,7 +39,7 @@ struct LRUTests {
             #expect(active == 0 && inactive == 64)
             #expect(kernel.meminfo()["Inactive(anon)"] == 64 * 4096 && kernel.meminfo()["Active(anon)"] == 0)
         }
-        #expect(kernel.vmstat[.nrActiveAnon] == active && kernel.vmstat[.nrInactiveAnon] == inactive)
+        #expect(kernel.vmstatState(.nrActiveAnon) == active && kernel.vmstatState(.nrInactiveAnon) == inactive)
         // munmap frees them and takes them off.
         try mm.munmap(a, length: 64 * 4096)
         #expect(kernel.lru.pages == (0, 0))
@@ -56,7 +56,7 @@ struct LRUTests {
         let snapshot = kernel.lru.snapshot()
         #expect(snapshot.lists[0].count + snapshot.lists[1].count == 1)
         #expect(listOf(kernel, head) == (design.anonLRU.newPagesActive ? .active : .inactive))
-        #expect(kernel.vmstat[design.anonLRU.newPagesActive ? .nrActiveAnon : .nrInactiveAnon] == 512)
+        #expect(kernel.vmstatState(design.anonLRU.newPagesActive ? .nrActiveAnon : .nrInactiveAnon) == 512)
         expectClean(kernel)
     }
 
@@ -73,7 +73,7 @@ struct LRUTests {
         #expect(entries.count == 512)
         // From the hot end: tail 1 … tail 511, then the head, contiguous.
         #expect(entries == (1..<512).map { head + $0 } + [head])
-        #expect(kernel.vmstat[list == .active ? .nrActiveAnon : .nrInactiveAnon] == 512)
+        #expect(kernel.vmstatState(list == .active ? .nrActiveAnon : .nrInactiveAnon) == 512)
         let flags = kernel.memory.frames.flags(head + 7)
         #expect(flags.contains(.lru) && flags.contains(.active) == (list == .active))
         expectClean(kernel)
