@@ -29,7 +29,7 @@ extension AddressSpace {
             for i in vmas.indices(intersecting: start, end) where !vmas[i].isShared {
                 let vma = vmas[i]
                 let from = max(vma.start, start), to = min(vma.end, end)
-                invalidatingSecondaryMMUs(from, to) {
+                _ = invalidatingSecondaryMMUs(from, to) {
                     forEachPTETable(from, to, huge: { pmd, index, haddr, whole in
                         // The huge zero page has nothing to swap; a huge page is split first.
                         if pmd[index].isSpecial { return .handled }
