@@ -17,7 +17,8 @@ enum AnonLRU: Int, Sendable, CaseIterable {
 /// its `lists[LRU_INACTIVE_ANON]` and `lists[LRU_ACTIVE_ANON]`, `lru_lock`).
 ///
 /// A folio is one entry, its head, and counts as many pages as it has (a THP: one entry, 512 pages).
-/// The links are intrusive, in side arrays indexed by PFN, so the 16-byte frame record stays as it is:
+/// The links are intrusive, in a side array of 16-byte nodes indexed by PFN, so the 16-byte frame
+/// record stays as it is:
 ///
 /// ```
 ///   hot ──► [pfn a] ⇄ [pfn b] ⇄ … ⇄ [pfn z] ◄── cold        next[a] = b + 1, prev[b] = a + 1
