@@ -48,8 +48,8 @@ final class LRULists: @unchecked Sendable {   // every mutable field is guarded 
     }
     private let nodes: UnsafeMutablePointer<Node>
     private static let indexBits: UInt64 = 36
-    /// The lists' ends and sizes, behind a pointer so that the fault path pays no dynamic
-    /// exclusivity checks for them (they are guarded by `lock`).
+    /// The lists' ends and sizes, guarded by `lock` (behind a pointer, like the nodes: the lock, not
+    /// exclusivity checking, keeps them consistent).
     private struct Heads {
         var hot: (UInt32, UInt32) = (0, 0)
         var cold: (UInt32, UInt32) = (0, 0)
