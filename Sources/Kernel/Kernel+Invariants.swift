@@ -17,7 +17,9 @@ extension Kernel {
     /// - the counters behind meminfo agree with the frames; the allocator's own invariants hold;
     /// - khugepaged has one slot per registered mm (`checkKhugepagedInvariants`);
     /// - each swap slot's use count equals the swap entries naming it, and the swap cache's pages hold
-    ///   their slots' bytes and are mapped read-only (`checkSwapInvariants`).
+    ///   their slots' bytes and are mapped read-only (`checkSwapInvariants`);
+    /// - every mapped anonymous folio is on one LRU list or isolated, with flags and counts that agree
+    ///   (`checkLRUInvariants`).
     public func checkInvariants() -> [String] {
         var problems = memory.checkPhysicalInvariants()
         let frames = memory.frames
@@ -124,6 +126,7 @@ extension Kernel {
         if shmemPages != vmstat[.nrShmem] { problems.append("nr_shmem \(vmstat[.nrShmem]) but \(shmemPages) shmem pages") }
         problems += checkKhugepagedInvariants()
         problems += checkSwapInvariants()
+        problems += checkLRUInvariants()
         return problems
     }
 }

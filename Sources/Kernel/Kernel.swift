@@ -76,6 +76,8 @@ public final class Kernel: @unchecked Sendable {
     public let swapDevice: SwapDevice
     /// The reclaim thread.
     public let kswapd = Kswapd()
+    /// The anonymous LRU lists (Linux: the node's `lruvec`).
+    let lru: LRULists
 
     private let nextPID = Atomic<Int>(1)
     private let nextAnonVMA = Atomic<Int>(1)
@@ -90,6 +92,7 @@ public final class Kernel: @unchecked Sendable {
         memory = PhysicalMemory(bytes: configuration.memoryBytes, mode: configuration.mode,
                                 watermarks: configuration.watermarks, perCPULists: configuration.perCPUPageLists)
         tables = PageTableStore(maxTables: memory.totalPages)
+        lru = LRULists(frames: memory.frames)
         swapDevice = SwapDevice(configuration.swap, defaultSlots: memory.totalPages)
         guard let zero = memory.allocateFolio(order: .base, kind: .zeroPage, reserve: .none) else {
             preconditionFailure("no frame for the zero page")

@@ -74,7 +74,7 @@ public struct TimingParameters: Sendable, Hashable {
     public var compactScanCycles: Double = 10
     /// Migrating one 4 KiB page: unmap, flush, copy, remap (`migrate_pages()` for one folio).
     public var migratePageCycles: Double = 4_000
-    /// Reclaiming one page directly, beyond writing it out: the page-table walk and unmap (`shrink_folio_list()`).
+    /// Reclaiming one page directly, beyond writing it out: isolation, the reverse-map walk and unmap (`shrink_folio_list()`).
     public var reclaimPageCycles: Double = 1_000
     /// Writing one 4 KiB page to swap (an in-memory device, zram-like: compress and store; `pswpout`).
     public var swapOutPageCycles: Double = 10_000

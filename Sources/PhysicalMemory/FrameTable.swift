@@ -128,6 +128,15 @@ public final class FrameTable: @unchecked Sendable {
     @inlinable @discardableResult public func insertFlags(_ pfn: PFN, _ f: FrameFlags) -> FrameFlags {
         FrameFlags(rawValue: UInt16(truncatingIfNeeded: word(pfn, 0).pointee.bitwiseOr(UInt32(f.rawValue), ordering: .acquiringAndReleasing).oldValue))
     }
+    /// Sets flag bits of a frame no other thread can reach yet (a new folio before it is published),
+    /// without a locked read-modify-write; returns the flags as they were (Linux: the non-atomic
+    /// `__folio_set_*()` helpers).
+    @inlinable @discardableResult public func insertFlagsUnshared(_ pfn: PFN, _ f: FrameFlags) -> FrameFlags {
+        let w = word(pfn, 0)
+        let old = w.pointee.load(ordering: .relaxed)
+        w.pointee.store(old | UInt32(f.rawValue), ordering: .releasing)
+        return FrameFlags(rawValue: UInt16(truncatingIfNeeded: old))
+    }
     /// Atomically clears flag bits; returns the flags as they were (Linux: `test_and_clear_bit()`).
     @inlinable @discardableResult public func removeFlags(_ pfn: PFN, _ f: FrameFlags) -> FrameFlags {
         FrameFlags(rawValue: UInt16(truncatingIfNeeded: word(pfn, 0).pointee.bitwiseAnd(~UInt32(f.rawValue), ordering: .acquiringAndReleasing).oldValue))

@@ -12,6 +12,10 @@ import PhysicalMemory
 public final class AddressSpace: @unchecked Sendable {
     public let pid: Int
     public let kernel: Kernel
+    /// The fork family whose anonymous pages this mm may map: its own pid, or its parent's family
+    /// after fork. The LRU's reverse map looks for a page's mappings among the family (Linux: the
+    /// root `anon_vma` that `anon_vma_fork()` links a child's VMAs to).
+    let anonFamily: Int
     /// The top-level table (Linux: `mm->pgd`).
     let root: PageTable
     public let mmapLock = ReadWriteLock()
@@ -38,10 +42,11 @@ public final class AddressSpace: @unchecked Sendable {
     /// Where top-down mmap starts (below a 128 MiB stack gap under the 47-bit limit).
     public static let defaultMmapBase = VirtualAddress(0x7fff_f000_0000 - (128 << 20))
 
-    init?(kernel: Kernel, pid: Int, startBrk: VirtualAddress = AddressSpace.defaultStartBrk) {
+    init?(kernel: Kernel, pid: Int, startBrk: VirtualAddress = AddressSpace.defaultStartBrk, family: Int? = nil) {
         guard let root = kernel.allocateTable() else { return nil }
         self.kernel = kernel
         self.pid = pid
+        anonFamily = family ?? pid
         self.root = root
         self.startBrk = startBrk
         brk = startBrk

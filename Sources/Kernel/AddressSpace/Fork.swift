@@ -11,7 +11,7 @@ extension AddressSpace {
     /// Throws ENOMEM when the child's page tables cannot be allocated; nothing is left behind then.
     public func fork() throws(Errno) -> AddressSpace {
         try mmapLock.withWriteLock { () throws(Errno) -> AddressSpace in
-            guard !hasExited, let child = AddressSpace(kernel: kernel, pid: kernel.allocatePID(), startBrk: startBrk) else {
+            guard !hasExited, let child = AddressSpace(kernel: kernel, pid: kernel.allocatePID(), startBrk: startBrk, family: anonFamily) else {
                 throw .ENOMEM
             }
             child.brk = brk
@@ -64,6 +64,7 @@ extension AddressSpace {
                         // the page it pinned, writable (Linux 5.9+: `copy_present_page()`).
                         guard let copy = copyPinnedPage(entry, vma) else { return false }
                         child.mapPage(copy.pfn)
+                        child.addNewAnonFolioToLRU(copy.pfn, vma, at: va)
                         childTable.set(index, copy)
                         va = va + PageGeometry.pageSize
                         continue

@@ -32,6 +32,8 @@ extension Kernel {
         let page = PageGeometry.pageSize
         let free = UInt64(memory.freePages) * page
         let shmem = UInt64(vmstat[.nrShmem]) * page
+        // The file lists are empty: the model has no page cache (shmem pages are on no list).
+        let lists = lru.pages
         return Meminfo(fields: [
             ("MemTotal", UInt64(memory.totalPages) * page),
             ("MemFree", free),
@@ -39,6 +41,12 @@ extension Kernel {
             ("Buffers", 0),
             ("Cached", shmem),
             ("SwapCached", UInt64(swapDevice.cachedPages) * page),
+            ("Active", UInt64(lists.active) * page),
+            ("Inactive", UInt64(lists.inactive) * page),
+            ("Active(anon)", UInt64(lists.active) * page),
+            ("Inactive(anon)", UInt64(lists.inactive) * page),
+            ("Active(file)", 0),
+            ("Inactive(file)", 0),
             ("SwapTotal", UInt64(swapDevice.capacity) * page),
             ("SwapFree", UInt64(swapDevice.capacity - swapDevice.usedSlots) * page),
             ("AnonPages", anonPagesBytes),
@@ -52,11 +60,22 @@ extension Kernel {
         ])
     }
 
+    /// A page-state counter of `/proc/vmstat`: free pages and the LRU lists' sizes are read from their
+    /// owners (the allocator, the lists), the others from the per-CPU counters.
+    public func vmstatState(_ state: VMState) -> Int {
+        switch state {
+        case .nrFreePages: memory.freePages
+        case .nrInactiveAnon: lru.pages.inactive
+        case .nrActiveAnon: lru.pages.active
+        default: vmstat[state]
+        }
+    }
+
     /// The text of `/proc/vmstat`: page states first, then events, in Linux's order.
     public func vmstatText() -> String {
         var lines = [String]()
         for state in VMState.allCases {
-            let value = state == .nrFreePages ? memory.freePages : vmstat[state]
+            let value = vmstatState(state)
             lines.append("\(state.name) \(value)")
         }
         for event in VMEvent.allCases { lines.append("\(event.name) \(vmstat[event])") }
@@ -66,7 +85,7 @@ extension Kernel {
     /// Every vmstat counter by name (states and events), for programs.
     public func vmstatValues() -> [String: Int] {
         var values = [String: Int]()
-        for state in VMState.allCases { values[state.name] = state == .nrFreePages ? memory.freePages : vmstat[state] }
+        for state in VMState.allCases { values[state.name] = vmstatState(state) }
         for event in VMEvent.allCases { values[event.name] = vmstat[event] }
         return values
     }

@@ -11,10 +11,11 @@ import Synchronization
 /// I/O in the model `pgpgout = 4 × pswpout`. `pgscan_*` count the pages reclaim looked at for
 /// eviction and `pgsteal_*` those it freed, attributed to kswapd or to the allocating task (direct
 /// reclaim, which also counts one `allocstall_normal` per entry); MADV_PAGEOUT counts neither, as in
-/// Linux (`reclaim_pages()` bypasses `shrink_inactive_list()`).
+/// Linux (`reclaim_pages()` bypasses `shrink_inactive_list()`). `pgactivate` and `pgdeactivate` count
+/// pages moved between the anonymous LRU lists, `pgrefill` pages the active list's scan looked at.
 public enum VMEvent: Int, CaseIterable, Sendable {
     case pgpgin, pgpgout, pswpin, pswpout
-    case pgallocNormal, allocstallNormal, pgfree, pgfault, pgmajfault
+    case pgallocNormal, allocstallNormal, pgfree, pgactivate, pgdeactivate, pgfault, pgmajfault, pgrefill
     case pgstealKswapd, pgstealDirect, pgscanKswapd, pgscanDirect, pgscanAnon, pgstealAnon
     case thpMigrationSuccess, thpMigrationFail, thpMigrationSplit
     case compactMigrateScanned, compactFreeScanned, compactIsolated, compactStall, compactFail, compactSuccess
@@ -36,8 +37,11 @@ public enum VMEvent: Int, CaseIterable, Sendable {
         case .pgallocNormal: "pgalloc_normal"
         case .allocstallNormal: "allocstall_normal"
         case .pgfree: "pgfree"
+        case .pgactivate: "pgactivate"
+        case .pgdeactivate: "pgdeactivate"
         case .pgfault: "pgfault"
         case .pgmajfault: "pgmajfault"
+        case .pgrefill: "pgrefill"
         case .pgstealKswapd: "pgsteal_kswapd"
         case .pgstealDirect: "pgsteal_direct"
         case .pgscanKswapd: "pgscan_kswapd"
@@ -86,12 +90,16 @@ public enum VMEvent: Int, CaseIterable, Sendable {
 }
 
 /// The page-state counters of `/proc/vmstat` (Linux: `enum node_stat_item`, `enum zone_stat_item`).
+/// `nr_free_pages`, `nr_inactive_anon` and `nr_active_anon` are kept by their owners (the allocator,
+/// the LRU lists) and read through `Kernel.vmstatState(_:)`, not counted here.
 public enum VMState: Int, CaseIterable, Sendable {
-    case nrFreePages, nrAnonPages, nrShmem, nrAnonTransparentHugepages, nrPageTablePages
+    case nrFreePages, nrInactiveAnon, nrActiveAnon, nrAnonPages, nrShmem, nrAnonTransparentHugepages, nrPageTablePages
 
     public var name: String {
         switch self {
         case .nrFreePages: "nr_free_pages"
+        case .nrInactiveAnon: "nr_inactive_anon"
+        case .nrActiveAnon: "nr_active_anon"
         case .nrAnonPages: "nr_anon_pages"
         case .nrShmem: "nr_shmem"
         case .nrAnonTransparentHugepages: "nr_anon_transparent_hugepages"
@@ -143,5 +151,9 @@ public final class VMStat: @unchecked Sendable {
     @inline(__always) public func modify(_ state: VMState, _ delta: Int) {
         slot(Self.eventCount + state.rawValue).pointee.wrappingAdd(delta, ordering: .relaxed)
     }
-    public subscript(state: VMState) -> Int { sum(Self.eventCount + state.rawValue) }
+    public subscript(state: VMState) -> Int {
+        precondition(![.nrFreePages, .nrInactiveAnon, .nrActiveAnon].contains(state),
+                     "\(state.name) is kept by its owner: read it with Kernel.vmstatState(_:)")
+        return sum(Self.eventCount + state.rawValue)
+    }
 }

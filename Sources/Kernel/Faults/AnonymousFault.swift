@@ -118,6 +118,7 @@ extension AddressSpace {
             return .handled
         }
         mapPage(pfn)
+        addNewAnonFolioToLRU(pfn, vma, at: va)
         table.set(index, entry)
         lock.spinUnlock()
         return .handled
@@ -158,6 +159,7 @@ extension AddressSpace {
             }
             if !old.isSpecial, let storage = kernel.memory.storage { storage.copy(from: old.pfn, to: copy) }
             mapPage(copy)
+            addNewAnonFolioToLRU(copy, vma, at: page)
             table.set(index, PageTableEntry(pfn: copy, bits: bits))
             lock.spinUnlock()
             kernel.flushTLB(self, page, page + PageGeometry.pageSize)

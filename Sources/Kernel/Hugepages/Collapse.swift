@@ -197,6 +197,7 @@ extension AddressSpace {
             lock.spinLock()
             depositTable(table, in: pmd)
             mapHugePage(head, at: haddr)
+            addNewAnonFolioToLRU(head, vma, at: haddr)
             pmd.set(index, PageTableEntry(pfn: head, bits: bits))
             lock.spinUnlock()
             return .succeeded

@@ -59,6 +59,7 @@ extension Kernel {
         precondition(remaining >= 0, "refcount underflow on \(head)")
         if remaining == 0 {
             unqueueDeferredSplit(head)
+            if memory.frames.flags(head).contains(.lru) { lru.delete(head) }
             vmstat.count(.pgfree, memory.frames.order(head).pages)
             memory.freeFolio(head)
         }

@@ -49,8 +49,28 @@ public struct KernelDesign: Sendable, Hashable, CustomStringConvertible {
     /// Whether anonymous mmaps whose length is a multiple of 2 MiB are placed 2 MiB-aligned (Linux
     /// 6.7+: `thp_get_unmapped_area()` for anonymous mappings).
     public let alignsLargeAnonymousMappings: Bool
+    /// How the anonymous LRU lists treat new and referenced pages (`Reclaim/LRU.swift`).
+    public let anonLRU: AnonLRUPolicy
     /// The settings at boot.
     public let defaultSettings: TransparentHugepageSettings
+
+    /// The anonymous LRU's policy, which Linux 5.9 changed ("mm/vmscan: protect the workingset on
+    /// anonymous LRU"): before it, new anonymous pages started on the active list and one reference
+    /// found by reclaim activated an inactive one; since, they start inactive and need two.
+    public struct AnonLRUPolicy: Sendable, Hashable {
+        /// New anonymous folios go on the active list (Linux 2.6.38: `page_add_new_anon_rmap()` →
+        /// `lru_cache_add_lru(page, LRU_ACTIVE_ANON)`), or the inactive one (5.9+:
+        /// `folio_add_lru_vma()` → `lru_add()` of an inactive folio).
+        public let newPagesActive: Bool
+        /// A referenced inactive anonymous folio is activated at the first reference reclaim sees
+        /// (2.6.38: `page_check_references()` returns `PAGEREF_ACTIVATE` for `PageAnon`), or only once
+        /// it also has `PG_referenced` from an earlier look or several mappings are young (5.9+:
+        /// `folio_check_references()`; the first look sets `PG_referenced` and keeps it inactive).
+        public let activateOnFirstReference: Bool
+        /// `inactive_is_low()`'s ratio comes from the zone's size (2.6.38: `zone->inactive_ratio`,
+        /// set at boot by `calculate_zone_inactive_ratio()`), or from the lists' size now (4.10+).
+        public let ratioFromZoneSize: Bool
+    }
 
     public enum PMDLockGranularity: Sendable, Hashable {
         /// The mm's `page_table_lock` (Linux before 3.13).
@@ -94,6 +114,7 @@ public struct KernelDesign: Sendable, Hashable, CustomStringConvertible {
         hugeCOWReuse: .mapcountOne, hugeCOWCopy: .copyWholeHugePage, anonPagesCountHugePages: false,
         mapcounts: .compoundHead, splitPMDSplitsPage: true, deferredSplit: false, pinsAreVisible: false,
         alignsLargeAnonymousMappings: false,
+        anonLRU: AnonLRUPolicy(newPagesActive: true, activateOnFirstReference: true, ratioFromZoneSize: true),
         defaultSettings: TransparentHugepageSettings(enabled: .always, defrag: .always, useZeroPage: false))
 
     /// Linux 6.18, as this machine's kernel runs it: split PMD locks, PTE-mapped folios, deferred
@@ -104,6 +125,7 @@ public struct KernelDesign: Sendable, Hashable, CustomStringConvertible {
         hugeCOWReuse: .anonExclusive, hugeCOWCopy: .splitPMDCopyPage, anonPagesCountHugePages: true,
         mapcounts: .perPage, splitPMDSplitsPage: false, deferredSplit: true, pinsAreVisible: true,
         alignsLargeAnonymousMappings: true,
+        anonLRU: AnonLRUPolicy(newPagesActive: false, activateOnFirstReference: false, ratioFromZoneSize: false),
         defaultSettings: TransparentHugepageSettings(enabled: .madvise, defrag: .madvise, useZeroPage: true))
 
     /// Every design the model has.

@@ -19,7 +19,7 @@ extension AddressSpace {
         let lock = pmdLock(pmd)
         let writableBits = PageTableEntry.userBits(vma.flags.protection) | PageTableEntry.hugeBit
             | PageTableEntry.writableBit | PageTableEntry.accessedBit | PageTableEntry.dirtyBit
-        if orig.isSpecial { return hugeZeroPageWriteFault(pmd, index, haddr, orig, writableBits) }
+        if orig.isSpecial { return hugeZeroPageWriteFault(vma, pmd, index, haddr, orig, writableBits) }
 
         lock.spinLock()
         guard pmd[index] == orig else { lock.spinUnlock(); return .done(.handled) }
@@ -63,6 +63,7 @@ extension AddressSpace {
                 return .done(.handled)
             }
             mapHugePage(copy, at: haddr)
+            addNewAnonFolioToLRU(copy, vma, at: haddr)
             pmd.set(index, PageTableEntry(pfn: copy, bits: writableBits))
             unmapHugePage(head, at: haddr)
             kernel.putPage(head)  // the mapping's reference
@@ -74,7 +75,7 @@ extension AddressSpace {
     }
 
     /// A write to the huge zero page (Linux 3.8: `do_huge_pmd_wp_zero_page()`).
-    private func hugeZeroPageWriteFault(_ pmd: PageTable, _ index: Int, _ haddr: VirtualAddress,
+    private func hugeZeroPageWriteFault(_ vma: VMA, _ pmd: PageTable, _ index: Int, _ haddr: VirtualAddress,
                                         _ orig: PageTableEntry, _ writableBits: UInt64) -> HugeFaultResult {
         let lock = pmdLock(pmd)
         guard let head = kernel.allocateHugePage() else {
@@ -91,6 +92,7 @@ extension AddressSpace {
                 return .done(.handled)
             }
             mapHugePage(head, at: haddr)
+            addNewAnonFolioToLRU(head, vma, at: haddr)
             pmd.set(index, PageTableEntry(pfn: head, bits: writableBits))
             kernel.putHugeZeroPage(orig.pfn)
             lock.spinUnlock()
@@ -132,6 +134,7 @@ extension AddressSpace {
             | PageTableEntry.accessedBit | PageTableEntry.dirtyBit
         for (i, page) in pages.enumerated() {
             mapPage(page)
+            addNewAnonFolioToLRU(page, vma, at: haddr + UInt64(i) * PageGeometry.pageSize)
             table.set(i, PageTableEntry(pfn: page, bits: bits))
         }
         pmd.set(index, PageTableEntry(pfn: table.pfn, bits: tablePointerBits))

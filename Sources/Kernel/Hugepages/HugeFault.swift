@@ -87,6 +87,7 @@ extension AddressSpace {
         }
         depositTable(deposit, in: pmd)
         mapHugePage(head, at: haddr)
+        addNewAnonFolioToLRU(head, vma, at: haddr)
         pmd.set(index, PageTableEntry(pfn: head, bits: bits))
         lock.spinUnlock()
         // Linux 6.12+: every new THP is queued, so that the shrinker can split it if it stays mostly

@@ -47,10 +47,9 @@ extension AddressSpace {
                 kernel.putPage(head)
                 return .handled
             }
-            for i in 0..<pages {
-                mapPage(head + i)
-                table.set(first + i, PageTableEntry(pfn: head + i, bits: bits))
-            }
+            for i in 0..<pages { mapPage(head + i) }
+            addNewAnonFolioToLRU(head, vma, at: start)
+            for i in 0..<pages { table.set(first + i, PageTableEntry(pfn: head + i, bits: bits)) }
             lock.spinUnlock()
             kernel.mthpStats.count(order, .anonFaultAlloc)
             return .handled

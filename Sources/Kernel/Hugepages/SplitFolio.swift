@@ -93,8 +93,13 @@ extension Kernel {
 
             // 4. Split the counts: each page keeps its mapcount and takes a reference per mapping.
             unqueueDeferredSplit(head)
+            // Under the LRU lock, as the head's list flags must not move while its header is rewritten;
+            // the tails that stay mapped join its list (Linux: `__split_unmapped_folio()` under the
+            // lruvec lock, `lru_add_split_folio()`).
+            lru.lock.lock()
             let inherited = frames.flags(head).intersection([.dirty, .swapBacked, .referenced, .active])
             var unused: [PFN] = []
+            var kept: [PFN] = []
             for i in 1..<pages {
                 let page = head + i
                 let flags = inherited.union(frames.flags(page).intersection(.anonExclusive))
@@ -102,10 +107,12 @@ extension Kernel {
                 frames.setRefcount(page, count)
                 frames.setLink(page, 0)
                 frames.setHeader(page, kind: .anonymous, order: .base, flags: flags)
-                if count == 0 { unused.append(page) }
+                if count == 0 { unused.append(page) } else { kept.append(page) }
             }
             frames.setHeader(head, kind: .anonymous, order: .base,
                              flags: frames.flags(head).subtracting([.head, .deferredSplit, .partiallyMapped]))
+            lru.addSplitTails(head, oldPages: pages, tails: kept)
+            lru.lock.unlock()
             frames.setRefcount(head, frames.mapcount(head) + 1)
             if order == PageGeometry.pmdOrder { vmstat.count(.thpSplitPage) }
             mthpStats.count(order.rawValue, .split)
@@ -126,6 +133,8 @@ extension Kernel {
                 }
             }
             for page in unused where page != head {
+                // A tail mapped as the zero page now was on the list.
+                if frames.flags(page).contains(.lru) { lru.delete(page) }
                 vmstat.count(.pgfree)
                 memory.freeFolio(page)
             }

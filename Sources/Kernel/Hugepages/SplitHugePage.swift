@@ -193,6 +193,9 @@ extension Kernel {
         let frames = memory.frames
         lockCompound(head)
         let mapcount = frames.mapcount(head)
+        // The LRU lock keeps the head's list flags still while its header is rewritten, and the tails
+        // join its list (2.6.38 takes `zone->lru_lock` around `__split_huge_page_refcount()`).
+        lru.lock.lock()
         let inherited = frames.flags(head).intersection([.dirty, .swapBacked, .referenced, .active, .anonExclusive])
         for i in 1..<PageGeometry.pmdOrder.pages {
             let tail = head + i
@@ -205,6 +208,9 @@ extension Kernel {
         }
         let headFlags = frames.flags(head).subtracting(.head)
         frames.setHeader(head, kind: .anonymous, order: .base, flags: headFlags)
+        lru.addSplitTails(head, oldPages: PageGeometry.pmdOrder.pages,
+                          tails: (1..<PageGeometry.pmdOrder.pages).map { head + $0 })
+        lru.lock.unlock()
         // The huge page no longer counts as one; its 512 mapped subpages count as small pages.
         vmstat.modify(.nrAnonTransparentHugepages, -1)
         if !design.anonPagesCountHugePages { vmstat.modify(.nrAnonPages, PageGeometry.pmdOrder.pages) }

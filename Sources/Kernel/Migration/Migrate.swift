@@ -61,10 +61,23 @@ extension Kernel {
             if mappings.count != listed.count { return .busy }
         }
         if mappings.isEmpty { return .busy }
+        // Off the LRU first, with a reference: a folio someone else isolated (reclaim) is busy (Linux:
+        // `isolate_migratepages_block()` → `folio_isolate_lru()`). Unless it moves, it goes back.
+        guard lru.isolate(pfn) else { return .busy }
+        let list: AnonLRU = frames.flags(pfn).contains(.active) ? .active : .inactive
+        let result = migrateIsolated(pfn, to: target, mappings, huge: huge, list: list)
+        if case .migrated = result { return result }
+        lru.putBack(pfn, on: list)
+        putPage(pfn)
+        return result
+    }
+
+    private func migrateIsolated(_ pfn: PFN, to target: PFN, _ mappings: [(AddressSpace, VirtualAddress)],
+                                 huge: Bool, list: AnonLRU) -> MigrationResult {
         // Linux's migration takes no mmap lock; the model's holds the mappers' for reading.
         guard let locked = tryReadLockMappers(mappings.map(\.0)) else { return .busy }
         defer { unlockMappers(locked) }
-        guard huge else { return migrateLocked(pfn, to: target, mappings, huge: false) }
+        guard huge else { return migrateLocked(pfn, to: target, mappings, huge: false, list: list) }
         return splitSerialization.withLock { () -> MigrationResult in
             // A fault (COW) may have changed the mappings before the serialization was taken.
             let now = hugeMappings.mappings(of: pfn)
@@ -72,14 +85,15 @@ extension Kernel {
                 vmstat.count(.thpMigrationFail)
                 return .busy
             }
-            let r = migrateLocked(pfn, to: target, mappings, huge: true)
+            let r = migrateLocked(pfn, to: target, mappings, huge: true, list: list)
             if case .migrated = r { vmstat.count(.thpMigrationSuccess) } else { vmstat.count(.thpMigrationFail) }
             return r
         }
     }
 
-    private func migrateLocked(_ pfn: PFN, to target: PFN, _ mappings: [(AddressSpace, VirtualAddress)], huge: Bool)
-        -> MigrationResult {
+    /// - Precondition: the caller isolated `pfn` from `list` (one reference).
+    private func migrateLocked(_ pfn: PFN, to target: PFN, _ mappings: [(AddressSpace, VirtualAddress)], huge: Bool,
+                               list: AnonLRU) -> MigrationResult {
         let frames = memory.frames
         // The caller holds every mapper's mmap lock for reading.
 
@@ -110,7 +124,8 @@ extension Kernel {
         guard Int(mapcount) == replaced.count, !huge || folioMapcount(pfn) == mapcount else { restore(); return .busy }
         // A page in the swap cache has the cache's reference too (Linux: `folio_expected_ref_count()`).
         let cached = !huge && frames.flags(pfn).contains(.swapCache)
-        var pins = frames.refcount(pfn) - mapcount - (cached ? 1 : 0)
+        // The isolation's reference is expected too.
+        var pins = frames.refcount(pfn) - mapcount - (cached ? 1 : 0) - 1
         if huge && design.tailPagePins {
             for i in 1..<PageGeometry.pmdOrder.pages { pins += frames.refcount(pfn + i) }
         }
@@ -136,6 +151,9 @@ extension Kernel {
             restore()
             return .pinned
         }
+        // The new page takes the old one's list and reverse-map origin before anything can reach it.
+        let origin = lru.origin(of: pfn)
+        lru.add(target, to: list, family: origin.family, index: origin.index)
         for (mm, va, old) in replaced {
             let moved = PageTableEntry(pfn: target, bits: old.rawValue & ~PageTableEntry.pfnMask)
             let done = mm.exchangeMigrationEntry(va, huge: huge) { $0 == .migrationEntry(for: old) ? moved : nil }
@@ -153,6 +171,8 @@ extension Kernel {
         } else {
             frames.setMapcount(pfn, 0)
         }
+        // The isolation's reference is the last one: the old page is freed.
+        lru.release(pfn)
         frames.setRefcount(pfn, 1)
         putPage(pfn)
         return .migrated(target)

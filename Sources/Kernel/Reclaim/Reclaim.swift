@@ -11,14 +11,8 @@ public enum Reclaimer: Sendable {
     case direct
 }
 
-/// Reclaim: free memory by swapping out anonymous pages that were not used recently.
-///
-/// The model keeps no LRU lists; like Linux's multi-generational LRU, which finds young pages by
-/// walking page tables (`walk_mm()`), it walks the processes' page tables, and gives each page a
-/// second chance: a young PTE (or huge PMD) loses its accessed bit, an old one is reclaimed — a huge
-/// page is split first (2.6.38; today's design writes it whole to a device with clusters), a small
-/// page nobody pins goes to swap, everywhere it is mapped when fork shared it. A cursor remembers
-/// where the last walk stopped, so successive reclaims go round memory like a clock.
+/// Reclaim: free memory by swapping out anonymous pages that were not used recently, found on the
+/// LRU lists (`LRU.swift`, `ShrinkLRU.swift`).
 ///
 /// kswapd wakes when an allocation leaves free memory below the low watermark and reclaims, when
 /// simulated time next moves, until it is above the high one; an allocation that finds nothing free
@@ -31,8 +25,6 @@ public final class Kswapd: Sendable {
     /// the deferred-split shrinker gave back (which Linux counts apart from pgsteal).
     public var pagesReclaimed: Int { reclaimed.load(ordering: .relaxed) }
     func count(_ pages: Int) { reclaimed.add(pages, ordering: .relaxed) }
-    /// The clock hand: the pid and address where the last walk stopped.
-    let hand = SpinLocked<(pid: Int, address: VirtualAddress)>((0, VirtualAddress(0)))
     init() {}
 
     /// Linux: `wakeup_kswapd()`.
@@ -57,52 +49,56 @@ extension Kernel {
         if memory.freePages < memory.buddy.watermarks.low { kswapd.wake() }
     }
 
-    /// Reclaims up to `target` pages by walking page tables from the clock hand, at most twice round
-    /// (the first pass may only age young pages); returns how many pages were freed. Counted as
-    /// kswapd's or direct reclaim's (`pgscan_*`, `pgsteal_*`) as `reclaimer` says (Linux:
-    /// `shrink_node()`).
+    /// Reclaims up to `target` pages and returns how many were freed, counted as kswapd's or direct
+    /// reclaim's (`pgscan_*`, `pgsteal_*`) as `reclaimer` says. First clean swap-cache pages nothing
+    /// maps, then the shrinkers (the deferred-split queue), then the LRU lists at falling priorities:
+    /// at priority p each list is scanned for its size >> p pages, in batches of 32
+    /// (`SWAP_CLUSTER_MAX`), the inactive list reclaimed and the active one deactivated while the
+    /// inactive list is low, until `target` pages are free (Linux: `shrink_node()` →
+    /// `shrink_lruvec()`, `get_scan_count()` with anonymous pages only, `DEF_PRIORITY` 12). Without a
+    /// free swap slot the anonymous lists are not scanned (Linux: `can_reclaim_anon_pages()`).
     /// - Precondition: no page-table lock is held (mmap locks for reading may be).
     @discardableResult
     public func reclaim(pages target: Int, by reclaimer: Reclaimer = .kswapd) -> Int {
         guard target > 0 else { return 0 }
         let before = memory.freePages
-        // Swap-cache pages nothing maps any more are on no page table: free them first (Linux finds
-        // them on the inactive list, clean, and `__remove_mapping()` frees them).
+        func freed() -> Int { memory.freePages - before }
+        // Swap-cache pages nothing maps any more (Linux finds them on the inactive list, clean, and
+        // `__remove_mapping()` frees them).
         let uncached = shrinkSwapCache()
         if uncached > 0 { countReclaim(scanned: uncached, stolen: uncached, by: reclaimer) }
         // The shrinkers next: split partially mapped THPs, freeing their unused pages (Linux:
         // `shrink_slab()` → `deferred_split_scan()`).
-        if deferredSplitScan() + uncached >= target {
-            kswapd.count(memory.freePages - before)
-            return memory.freePages - before
-        }
-        let spaces = addressSpaces.filter { !$0.hasExited }
-        guard !spaces.isEmpty else { return 0 }
-        var (pid, address) = kswapd.hand.withLock { $0 }
-        let start = spaces.firstIndex { $0.pid >= pid } ?? 0
-        if start < spaces.count && spaces[start].pid != pid { address = VirtualAddress(0) }
-        // Two rounds over every mm: the first ages, the second finds what the first made old.
-        for step in 0..<(2 * spaces.count + 1) {
-            let mm = spaces[(start + step) % spaces.count]
-            let from = step == 0 ? address : VirtualAddress(0)
-            var shared: [PFN] = []
-            var stoppedAt = mm.reclaimOldPages(from: from, by: reclaimer, shared: &shared,
-                                               until: { self.memory.freePages - before >= target })
-            if !shared.isEmpty {
-                reclaimSharedPages(shared, by: reclaimer)
-                if stoppedAt == nil && memory.freePages - before >= target { stoppedAt = VirtualAddress(0) }
+        _ = deferredSplitScan()
+        var priority = Self.defaultPriority
+        while priority >= 0 && freed() < target && swapDevice.usedSlots < swapDevice.capacity {
+            let sizes = lru.pages
+            var inactive = sizes.inactive >> priority, active = sizes.active >> priority
+            while (inactive > 0 || active > 0) && freed() < target {
+                if inactive > 0 {
+                    let batch = min(inactive, Self.swapClusterMax)
+                    inactive -= batch
+                    _ = shrinkInactiveList(batch, by: reclaimer)
+                }
+                if active > 0 {
+                    let batch = min(active, Self.swapClusterMax)
+                    active -= batch
+                    if inactiveIsLow() { shrinkActiveList(batch) }
+                }
             }
-            if let stoppedAt {
-                kswapd.hand.withLock { $0 = (mm.pid, stoppedAt) }
-                kswapd.count(max(0, memory.freePages - before))
-                return memory.freePages - before
-            }
+            // Age the active list even when nothing was taken from it (Linux: the end of `shrink_lruvec()`).
+            if inactiveIsLow() { shrinkActiveList(Self.swapClusterMax) }
+            priority -= 1
         }
-        pid = 0
-        kswapd.hand.withLock { $0 = (pid, VirtualAddress(0)) }
-        kswapd.count(max(0, memory.freePages - before))
-        return max(0, memory.freePages - before)
+        let result = max(0, freed())
+        kswapd.count(result)
+        return result
     }
+
+    /// Linux: `DEF_PRIORITY`.
+    static let defaultPriority = 12
+    /// Linux: `SWAP_CLUSTER_MAX`.
+    static let swapClusterMax = 32
 
     /// Direct reclaim by an allocation that found nothing free: reclaim a batch (Linux:
     /// `SWAP_CLUSTER_MAX`, 32 pages) and report whether anything was freed; one `allocstall_normal`
@@ -155,63 +151,5 @@ extension Kernel {
         kswapd.wake()
         guard directReclaim() else { return nil }
         return memory.allocateFolio(order: .base, kind: .anonymous, zeroed: zeroed)
-    }
-}
-
-extension AddressSpace {
-    /// One step of the reclaim walk over this mm from `start`: young entries are aged, old huge pages
-    /// written whole or split, old exclusive small pages swapped out, and old pages other processes
-    /// map too collected in `shared` (with a reference each); stops (returning the address reached)
-    /// once `enough()` holds, or returns nil at the end of the mm.
-    func reclaimOldPages(from start: VirtualAddress, by reclaimer: Reclaimer, shared: inout [PFN],
-                         until enough: () -> Bool) -> VirtualAddress? {
-        // A trylock, as MGLRU's walk: the allocating thread may hold this mm's lock for writing (fork).
-        guard mmapLock.tryReadLock() else { return nil }
-        defer { mmapLock.unlock() }
-        return { () -> VirtualAddress? in
-            guard !hasExited else { return nil }
-            for vma in vmas.areas where vma.end > start && !vma.isShared {
-                let from = max(vma.start, start)
-                var stoppedAt: VirtualAddress?
-                _ = invalidatingSecondaryMMUs(from, vma.end) {
-                    forEachPTETable(from, vma.end, huge: { pmd, index, haddr, whole in
-                        let lock = pmdLock(pmd)
-                        lock.spinLock()
-                        let entry = pmd[index]
-                        if entry.isHuge && !entry.isSplitting && !entry.isSpecial && entry.isAccessed {
-                            pmd.set(index, entry.makingOld())
-                            lock.spinUnlock()
-                            return .handled
-                        }
-                        if !kernel.design.splitPMDSplitsPage && entry.isHuge && !entry.isSplitting && !entry.isSpecial
-                            && whole && swapOutHugePMD(pmd, index, haddr, entry, reclaimer: reclaimer) {
-                            lock.spinUnlock()
-                            kernel.flushTLB(self, haddr, haddr + PageGeometry.pmdSize)
-                            kernel.putPage(entry.pfn)
-                            if enough() && stoppedAt == nil { stoppedAt = haddr + PageGeometry.pmdSize }
-                            return .handled
-                        }
-                        if !kernel.design.splitPMDSplitsPage && entry.isHuge && !entry.isSplitting && !entry.isSpecial {
-                            // Today: split the folio, then swap its pages out one by one.
-                            return swapOutFallback(pmd, index, entry, lock)
-                        }
-                        lock.spinUnlock()
-                        return entry.isSpecial ? .handled : .split
-                    }) { table, lo, hi in
-                        // A THP written whole just now was enough.
-                        if stoppedAt != nil { return false }
-                        splitLargeFolios(table, lo, hi, onlyOld: true)
-                        if let reached = swapOut(table, lo, hi, reclaimer: reclaimer, shared: &shared, until: enough) {
-                            stoppedAt = reached
-                            return false
-                        }
-                        return true
-                    }
-                }
-                kernel.flushTLB(self, from, vma.end)
-                if let stoppedAt { return stoppedAt }
-            }
-            return nil
-        }()
     }
 }

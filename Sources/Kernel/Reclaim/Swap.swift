@@ -11,7 +11,7 @@ import PhysicalMemory
 ///
 /// Swap-out (MADV_PAGEOUT and reclaim) writes an unpinned anonymous page to a swap slot and replaces
 /// its PTEs by swap entries; the page is freed. MADV_PAGEOUT takes pages only one process maps;
-/// reclaim also takes pages shared after fork, unmapping every mapping (`reclaimSharedPages`). In the
+/// reclaim (`ShrinkLRU.swift`) also takes pages shared after fork, unmapping every mapping. In the
 /// 2010 design a huge page cannot go to swap whole, so the range is split first (2.6.38:
 /// `split_huge_page()` from `add_to_swap()`). Today's kernel writes a THP whole (`thp_swpout`) to a
 /// device with free 2 MiB clusters (`SwapConfiguration.clusters`); without them it falls back, as a
@@ -29,12 +29,12 @@ extension AddressSpace {
             for i in vmas.indices(intersecting: start, end) where !vmas[i].isShared {
                 let vma = vmas[i]
                 let from = max(vma.start, start), to = min(vma.end, end)
-                invalidatingSecondaryMMUs(from, to) {
+                _ = invalidatingSecondaryMMUs(from, to) {
                     forEachPTETable(from, to, huge: { pmd, index, haddr, whole in
                         // The huge zero page has nothing to swap; a huge page is split first.
                         if pmd[index].isSpecial { return .handled }
                         guard !kernel.design.splitPMDSplitsPage, let (entry, lock) = lockHugePMD(pmd, index) else { return .split }
-                        if whole && !entry.isSpecial && swapOutHugePMD(pmd, index, haddr, entry, reclaimer: nil) {
+                        if whole && !entry.isSpecial && swapOutHugePMD(pmd, index, haddr, entry) {
                             lock.spinUnlock()
                             kernel.flushTLB(self, haddr, haddr + PageGeometry.pmdSize)
                             kernel.putPage(entry.pfn)
@@ -43,8 +43,7 @@ extension AddressSpace {
                         return swapOutFallback(pmd, index, entry, lock)
                     }) { table, lo, hi in
                         splitLargeFolios(table, lo, hi)
-                        var shared: [PFN] = []
-                        _ = swapOut(table, lo, hi, reclaimer: nil, shared: &shared, until: { false })
+                        swapOut(table, lo, hi)
                         return true
                     }
                 }
@@ -70,11 +69,10 @@ extension AddressSpace {
     }
 
     /// Splits the large folios (today's design) that PTEs of `table` map in `[from, to)`, so that their
-    /// pages can go to swap one by one (with `onlyOld`, only folios mapped here by an old PTE); a pinned
-    /// folio stays whole, and its pages in memory (Linux:
-    /// the `split_folio()` of `madvise_cold_or_pageout_pte_range()` and `shrink_folio_list()`).
+    /// pages can go to swap one by one; a pinned folio stays whole, and its pages in memory (Linux:
+    /// the `split_folio()` of `madvise_cold_or_pageout_pte_range()`).
     /// - Precondition: the mmap lock is held for reading; no page-table lock is.
-    func splitLargeFolios(_ table: PageTable, _ from: VirtualAddress, _ to: VirtualAddress, onlyOld: Bool = false) {
+    func splitLargeFolios(_ table: PageTable, _ from: VirtualAddress, _ to: VirtualAddress) {
         guard kernel.design.mapcounts == .perPage else { return }
         let frames = kernel.memory.frames
         let lock = kernel.splitLock(table)
@@ -83,7 +81,7 @@ extension AddressSpace {
         var va = from
         while va < to {
             let entry = table[va.tableIndex(.pte)]
-            if entry.isMapped && !entry.isSpecial && !(onlyOld && entry.isAccessed)
+            if entry.isMapped && !entry.isSpecial
                 && frames.kind(entry.pfn) == .anonymous && kernel.isInLargeFolio(entry.pfn) {
                 let head = frames.head(of: entry.pfn)
                 if heads.last != head && !heads.contains(head) {
@@ -100,15 +98,14 @@ extension AddressSpace {
         }
     }
 
-    /// Swaps out the pages the PTEs of `table` map in `[from, to)` that only this PTE maps and nobody
-    /// pins; for reclaim (`reclaimer` not nil) a young PTE only loses its accessed bit (a second
-    /// chance), and a page other processes map too is handed to `shared` with a reference, for
-    /// `reclaimSharedPages` to unmap everywhere. A page already in the swap cache is not written again:
-    /// its PTE becomes the entry of the slot it stands for. Stops when `until()` holds after a
-    /// swap-out, returning the next address, or when swap is full (Linux: `shrink_folio_list()` →
-    /// `folio_referenced()`, `add_to_swap()`, `try_to_unmap()`, `pageout()`).
-    func swapOut(_ table: PageTable, _ from: VirtualAddress, _ to: VirtualAddress, reclaimer: Reclaimer?,
-                 shared: inout [PFN], until enough: () -> Bool) -> VirtualAddress? {
+    /// MADV_PAGEOUT's swap-out of the pages the PTEs of `table` map in `[from, to)` that only this PTE
+    /// maps and nobody pins, ignoring young bits; stops when swap is full. A page already in the swap
+    /// cache is not written again: its PTE becomes the entry of the slot it stands for. The pages are
+    /// not isolated first, as Linux's `reclaim_pages()` does: a freed page leaves its LRU list in the
+    /// free path, and a page reclaim has isolated has a reference that makes it look pinned here
+    /// (Linux: `madvise_cold_or_pageout_pte_range()` → `reclaim_pages()` → `shrink_folio_list()` with
+    /// `ignore_references`).
+    func swapOut(_ table: PageTable, _ from: VirtualAddress, _ to: VirtualAddress) {
         let frames = kernel.memory.frames
         let lock = kernel.splitLock(table)
         lock.spinLock()
@@ -126,38 +123,21 @@ extension AddressSpace {
             let mapcount = frames.mapcount(pfn)
             // Any reference beyond the mappings and the swap cache's is a pin: leave the page.
             guard frames.refcount(pfn) == mapcount + (cached ? 1 : 0) else { continue }
-            if let reclaimer {
-                kernel.countReclaim(scanned: 1, by: reclaimer)
-                if entry.isAccessed {
-                    table.set(index, entry.makingOld())
-                    continue
-                }
-                if mapcount > 1 {
-                    if !shared.contains(pfn) {
-                        kernel.getPage(pfn)
-                        shared.append(pfn)
-                    }
-                    continue
-                }
-            } else if mapcount > 1 {
-                continue  // MADV_PAGEOUT leaves pages other processes map (`folio_maybe_mapped_shared()`).
-            }
+            // MADV_PAGEOUT leaves pages other processes map (`folio_maybe_mapped_shared()`).
+            guard mapcount == 1 else { continue }
             let slot: Int
             if cached, let existing = kernel.swapCacheSlot(of: pfn) {
                 slot = existing
                 kernel.swapDevice.duplicate(slot)
             } else {
-                guard let fresh = kernel.swapDevice.allocate(uses: 1) else { return va }
+                guard let fresh = kernel.swapDevice.allocate(uses: 1) else { return }
                 slot = fresh
                 kernel.writeToSwap(pfn, slot)
             }
             table.set(index, .swapEntry(slot: slot))
             unmapPage(pfn)
             if cached { kernel.removeUnusedFromSwapCache(pfn) }
-            if let reclaimer { kernel.countReclaim(stolen: 1, by: reclaimer) }
-            if enough() { return va + PageGeometry.pageSize }
         }
-        return nil
     }
 
     /// Writes a whole PMD-mapped THP to 512 contiguous swap slots and replaces the PMD by a PTE table
@@ -171,16 +151,17 @@ extension AddressSpace {
     ///  PMD ──► folio (512 pages)   →   PMD ──► deposited table ──► 512 swap entries: slots s … s+511
     /// ```
     /// - Precondition: the PMD lock is held; `entry` is `pmd[index]`, a present, non-special huge PMD
-    ///   not being split. On true the caller unlocks, flushes the range and puts `entry.pfn` (the
-    ///   PMD's reference), which frees the folio.
+    ///   not being split; `references` are the folio's expected references (the PMD's, and a
+    ///   reclaimer's that isolated it). On true the caller unlocks, flushes the range and puts
+    ///   `entry.pfn` (the PMD's reference), which frees the folio unless the reclaimer holds it.
     func swapOutHugePMD(_ pmd: PageTable, _ index: Int, _ haddr: VirtualAddress, _ entry: PageTableEntry,
-                        reclaimer: Reclaimer?) -> Bool {
+                        references: Int32 = 1) -> Bool {
         let frames = kernel.memory.frames
         let head = entry.pfn
         let pages = PageGeometry.pmdOrder.pages
         guard kernel.swapDevice.hasClusters, kernel.design.mapcounts == .perPage,
               frames.kind(head) == .anonymous, frames.order(head) == PageGeometry.pmdOrder,
-              frames.refcount(head) == 1, kernel.entireMapcount(head) == 1,
+              frames.refcount(head) == references, kernel.entireMapcount(head) == 1,
               frames.folioField(head, .pagesMapped) == FrameTable.entirelyMapped,
               let first = kernel.swapDevice.allocate(count: pages, uses: 1) else { return false }
         for i in 0..<pages { kernel.writeToSwap(head + i, first + i) }
@@ -191,7 +172,6 @@ extension AddressSpace {
         kernel.vmstat.count(.thpSplitPMD)
         kernel.vmstat.count(.thpSwpout)
         kernel.mthpStats.count(PageGeometry.pmdOrder.rawValue, .swpout)
-        if let reclaimer { kernel.countReclaim(scanned: pages, stolen: pages, by: reclaimer) }
         return true
     }
 
@@ -242,6 +222,8 @@ extension AddressSpace {
             if access == .write && vma.flags.contains(.write) { bits |= PageTableEntry.writableBit | PageTableEntry.dirtyBit }
         }
         mapPage(pfn)
+        // A page read just now is new; one from the swap cache is on a list already.
+        if fresh != nil { addNewAnonFolioToLRU(pfn, vma, at: va) }
         table.set(index, PageTableEntry(pfn: pfn, bits: bits))
         lock.spinUnlock()
         // The page is mapped now, so dropping the cache's reference cannot free it.

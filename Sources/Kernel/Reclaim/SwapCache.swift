@@ -40,12 +40,13 @@ extension Kernel {
     }
 
     /// Makes `target`, a copy of the cached page `pfn` that `mapcount` entries are about to map, stand
-    /// for its slot instead, if nothing but the mappings and the cache holds `pfn`; the cache's
-    /// reference moves with it (Linux: `__folio_migrate_mapping()` for a swap-cache folio).
+    /// for its slot instead, if nothing but the mappings, the cache and the migration's isolation holds
+    /// `pfn`; the cache's reference moves with it (Linux: `__folio_migrate_mapping()` for a swap-cache
+    /// folio, expecting `folio_expected_ref_count()` + 1).
     func replaceInSwapCache(_ pfn: PFN, with target: PFN, mapcount: Int32) -> Bool {
         let frames = memory.frames
         return swapDevice.map.withLock { m -> Bool in
-            guard let slot = m.cachedSlot[pfn], frames.refcount(pfn) == mapcount + 1 else { return false }
+            guard let slot = m.cachedSlot[pfn], frames.refcount(pfn) == mapcount + 2 else { return false }
             m.cache[slot] = target
             m.cachedSlot[pfn] = nil
             m.cachedSlot[target] = slot
@@ -74,14 +75,16 @@ extension Kernel {
     }
 
     /// Removes `pfn` from the swap cache if the cache's is its only reference — no mapping, no pin —
-    /// and frees it; returns whether it did (Linux: `__remove_mapping()` of a clean swap-cache folio in
-    /// `shrink_folio_list()`). A slot no entry names any more is freed with it.
+    /// besides `isolated` (the reference of a reclaimer that isolated it, which then frees it), and
+    /// frees it when that was the last; returns whether it did (Linux: `__remove_mapping()` of a clean
+    /// swap-cache folio in `shrink_folio_list()`). A slot no entry names any more is freed with it.
     @discardableResult
-    func removeUnusedFromSwapCache(_ pfn: PFN) -> Bool {
+    func removeUnusedFromSwapCache(_ pfn: PFN, isolated: Bool = false) -> Bool {
         let frames = memory.frames
+        let expected: Int32 = isolated ? 2 : 1
         let (removed, freedSlot) = swapDevice.map.withLock { m -> (Bool, Int?) in
             // Lookups take their reference under this lock, so the check holds until it is released.
-            guard let slot = m.cachedSlot[pfn], frames.refcount(pfn) == 1, frames.mapcount(pfn) == 0 else { return (false, nil) }
+            guard let slot = m.cachedSlot[pfn], frames.refcount(pfn) == expected, frames.mapcount(pfn) == 0 else { return (false, nil) }
             m.cache[slot] = nil
             m.cachedSlot[pfn] = nil
             guard m.counts[slot] == nil else { return (true, nil) }
@@ -94,7 +97,7 @@ extension Kernel {
     }
 
     /// Frees every cached page that nothing maps or holds any more (their slots keep the bytes); returns
-    /// how many (part of reclaim: such pages are on no page table the walk would find).
+    /// how many (reclaim does this first: Linux finds such pages on the inactive list, clean).
     func shrinkSwapCache() -> Int {
         let pages = swapDevice.map.withLock { Array($0.cachedSlot.keys) }
         var freed = 0

@@ -67,7 +67,7 @@ public final class ReadWriteLock: @unchecked Sendable {
     /// Linux: `mmap_write_lock()`.
     @inlinable public func writeLock() { _writeLock() }
     /// Takes the lock for reading if that needs no waiting (Linux: `mmap_read_trylock()`, which reclaim's
-    /// page-table walk and migration use so as never to wait on a writer that waits on them).
+    /// reverse map and migration use so as never to wait on a writer that waits on them).
     public func tryReadLock() -> Bool { pthread_rwlock_tryrdlock(lock) == 0 }
     /// Linux: `mmap_read_unlock()` / `mmap_write_unlock()`.
     @inlinable public func unlock() { _unlock() }

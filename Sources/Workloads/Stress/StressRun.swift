@@ -5,8 +5,8 @@ import PhysicalMemory
 import Kernel
 
 /// `thpsim stress`: simulated CPUs (threads) of one process hammer the kernel model at once — faults,
-/// huge faults, munmap, mprotect, MADV_DONTNEED, splits, GUP and gup-fast pins with O_DIRECT-like DMA,
-/// fork, a secondary MMU — in data mode. After each round all CPUs stop, and every invariant and every
+/// huge faults, munmap, mprotect, MADV_DONTNEED, MADV_PAGEOUT, reclaim, splits, GUP and gup-fast pins
+/// with O_DIRECT-like DMA, fork, a secondary MMU — in data mode. After each round all CPUs stop, and every invariant and every
 /// byte each CPU wrote is checked. Each CPU works in its own address window, so it knows what its
 /// bytes must be, while the kernel's shared structures (the mm, its locks and tables, the allocator)
 /// see all of them at once.
@@ -213,10 +213,13 @@ public struct StressRun: Sendable {
             for p in first..<(first + count) { w.pages[p] = .zero }
         case 72..<76:
             mm.splitHugePages(va, length: length)
-        case 76..<78:
+        case 76..<77:
             // MADV_PAGEOUT: the bytes go to swap and come back on the next touch (the swap cache
             // when a fork shares the entries).
             try? mm.madvise(va, length: length, advice: .pageout)
+        case 77..<78:
+            // Direct reclaim from the LRU lists, isolating folios other CPUs fault, split and unmap.
+            kernel.reclaim(pages: 64, by: .direct)
         case 78..<88:
             // O_DIRECT read into up to 8 pages: the DMA writes the next version of each.
             let pages = min(count, 8)

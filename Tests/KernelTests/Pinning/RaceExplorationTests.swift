@@ -167,6 +167,73 @@ struct RaceExplorationTests {
         })
     }
 
+    @Test("reclaim from the LRU lists races with munmap, a write and migration of the same small pages",
+          arguments: [KernelDesign.linux2_6_38, .linux6_18])
+    func reclaimVersusMunmapAndFault(design: KernelDesign) throws {
+        try explore("lru reclaim vs munmap vs write vs migration (\(design))", setUp: { () throws -> Shared in
+            let kernel = TestMachine.kernel(memory: 16 * .MiB, design: design)
+            let mm = kernel.createAddressSpace()!
+            let a = try anon(mm, 8 * 4096)
+            for i in 0..<8 { try mm.write(a + UInt64(i) * 4096, pattern(UInt8(i), 64)).get() }
+            // Old and inactive, so that reclaim takes them at once.
+            kernel.shrinkActiveList(64)
+            mm.clearYoung(a, length: 8 * 4096)
+            return Shared(kernel: kernel, mm: mm, a: a)
+        }, tasks: { s in [
+            { _ = s.kernel.shrinkInactiveList(32, by: .kswapd); _ = s.kernel.shrinkInactiveList(32, by: .direct) },
+            { try! s.mm.munmap(s.a + 2 * 4096, length: 2 * 4096) },
+            { _ = s.mm.write(s.a + 5 * 4096, pattern(5, 64)) },
+            {
+                guard let old = s.mm.residentFrame(s.a + 6 * 4096),
+                      let target = s.kernel.memory.allocateFolio(order: .base, kind: .anonymous) else { return }
+                if case .migrated = s.kernel.migratePage(old, to: target, mappings: [(s.mm, s.a + 6 * 4096)]) { return }
+                s.kernel.putPage(target)
+            },
+        ] }, check: { s, seed in
+            #expect(s.kernel.checkInvariants().isEmpty, "seed \(seed): \(s.kernel.checkInvariants().prefix(3))")
+            #expect(s.kernel.vmstat[.pswpout] >= 4, "seed \(seed): the four untouched old pages go to swap")
+            for i in [0, 1, 4, 5, 6, 7] {
+                #expect((try? s.mm.read(s.a + UInt64(i) * 4096, count: 64).get()) == pattern(UInt8(i), 64), "seed \(seed): page \(i)")
+            }
+            #expect(s.kernel.checkInvariants().isEmpty, "seed \(seed): \(s.kernel.checkInvariants().prefix(3))")
+        })
+    }
+
+    @Test("reclaim of a THP (split, or whole to a clustered device) races with a pin and a write",
+          arguments: [KernelDesign.linux2_6_38, .linux6_18])
+    func reclaimVersusPinOfHugePage(design: KernelDesign) throws {
+        try explore("lru reclaim of a THP vs pin vs write (\(design))", setUp: { () throws -> Shared in
+            var settings = design.defaultSettings
+            settings.enabled = .always
+            var configuration = KernelConfiguration(memoryBytes: 16 * .MiB, mode: .data, watermarks: .zero, design: design,
+                                                    hugepageSettings: settings)
+            configuration.swap = SwapConfiguration(clusters: true)
+            let kernel = Kernel(configuration)
+            let mm = kernel.createAddressSpace()!
+            let a = try hugeRegion(mm, 2 * .MiB)
+            for offset in Self.marks { try mm.write(a + offset, pattern(UInt8(truncatingIfNeeded: offset >> 12), 64)).get() }
+            kernel.shrinkActiveList(512)
+            mm.clearYoung(a, length: 2 * .MiB)
+            return Shared(kernel: kernel, mm: mm, a: a)
+        }, tasks: { s in [
+            { _ = s.kernel.shrinkInactiveList(32, by: .kswapd) },
+            {
+                if case .success(let pages) = s.mm.getUserPagesFast(s.a + 40 * .KiB, count: 2, write: false, cpu: 1) {
+                    s.kernel.putUserPages(pages)
+                }
+            },
+            { _ = s.mm.write(s.a + 1 * .MiB, pattern(UInt8(truncatingIfNeeded: (1 << 20) >> 12), 64)) },
+        ] }, check: { s, seed in
+            #expect(s.kernel.checkInvariants().isEmpty, "seed \(seed): \(s.kernel.checkInvariants().prefix(3))")
+            // Reclaimed (2.6.38: split; 6.18: written whole, or split after a fallback), or kept huge:
+            // the write made it young first, or (6.18) a pin made the split fail.
+            let reclaimed = s.kernel.vmstat[.thpSplitPage] + s.kernel.vmstat[.thpSwpout] == 1
+            #expect(reclaimed != isHuge(s.mm, s.a), "seed \(seed)")
+            #expect(marksIntact(s), "seed \(seed)")
+            #expect(s.kernel.checkInvariants().isEmpty, "seed \(seed): \(s.kernel.checkInvariants().prefix(3))")
+        })
+    }
+
     @Test("the same seed replays the same interleaving")
     func replay() throws {
         func trace(_ seed: UInt64) throws -> (Int, Int) {

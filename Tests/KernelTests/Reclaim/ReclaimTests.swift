@@ -34,8 +34,8 @@ struct ReclaimTests {
         for i in 0..<pages { try mm.write(a + UInt64(i) * 4096, [UInt8(truncatingIfNeeded: i)]).get() }
         #expect(kernel.vmstat[.pswpout] >= 512)
         #expect(kernel.vmstat[.pgmajfault] == 0)
-        // The first pages written are the ones gone: the walk aged them first and took them on its
-        // second pass, while the last ones written are still in memory.
+        // The first pages written are the ones gone: they are at the cold end of the lists, so they
+        // were deactivated and reclaimed first, while the last ones written are still in memory.
         #expect(mm.residentFrame(a) == nil && mm.residentFrame(a + UInt64(pages - 1) * 4096) != nil)
         expectClean(kernel)
         for i in 0..<pages { #expect(try mm.read(a + UInt64(i) * 4096, count: 1).get() == [UInt8(truncatingIfNeeded: i)]) }

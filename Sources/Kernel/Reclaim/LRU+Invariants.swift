@@ -1,0 +1,56 @@
+import VMCore
+import PhysicalMemory
+
+extension Kernel {
+    /// The LRU lists agree with the frames: each entry is the head of an anonymous folio (or a small
+    /// page) with `PG_lru`, and `PG_active` exactly on the active list; no frame is on two lists or
+    /// twice on one, and no other frame has `PG_lru`; every anonymous folio that is mapped or in the
+    /// swap cache is on a list unless isolated; the lists' page counts, which vmstat shows as
+    /// `nr_inactive_anon`/`nr_active_anon`, equal their lengths in pages (Linux:
+    /// `VM_BUG_ON_FOLIO(!folio_test_lru())`,
+    /// `lruvec_lru_size()` against the lists).
+    func checkLRUInvariants() -> [String] {
+        var problems: [String] = []
+        let frames = memory.frames
+        let snapshot = lru.snapshot()
+        var onList = [Int8](repeating: -1, count: memory.totalPages)
+        for list in AnonLRU.allCases {
+            var pages = 0
+            for pfn in snapshot.lists[list.rawValue] {
+                guard pfn.index < memory.totalPages else { problems.append("LRU list names \(pfn) beyond memory"); continue }
+                if onList[pfn.index] >= 0 { problems.append("\(pfn) is on the LRU lists twice") }
+                onList[pfn.index] = Int8(list.rawValue)
+                let flags = frames.flags(pfn)
+                if frames.kind(pfn) != .anonymous || flags.contains(.tail) {
+                    problems.append("\(pfn) on the \(list) list is not the head of an anonymous folio")
+                }
+                if !flags.contains(.lru) { problems.append("\(pfn) on the \(list) list lacks PG_lru") }
+                if flags.contains(.active) != (list == .active) {
+                    problems.append("\(pfn) on the \(list) list has PG_active \(flags.contains(.active))")
+                }
+                if frames.refcount(pfn) <= 0 { problems.append("\(pfn) on the \(list) list has no reference") }
+                pages += frames.order(pfn).pages
+            }
+            if pages != snapshot.pages[list.rawValue] {
+                problems.append("the \(list) list counts \(snapshot.pages[list.rawValue]) pages but holds \(pages)")
+            }
+            if snapshot.folios[list.rawValue] != snapshot.lists[list.rawValue].count {
+                problems.append("the \(list) list counts \(snapshot.folios[list.rawValue]) folios but holds \(snapshot.lists[list.rawValue].count)")
+            }
+        }
+        for i in 0..<memory.totalPages {
+            let pfn = PFN(i)
+            let flags = frames.flags(pfn)
+            if flags.contains(.lru) && onList[i] < 0 { problems.append("\(pfn) has PG_lru but is on no list") }
+            if snapshot.isolated.contains(pfn.rawValue) && flags.contains(.lru) {
+                problems.append("\(pfn) is isolated but has PG_lru")
+            }
+            guard frames.kind(pfn) == .anonymous, !flags.contains(.tail), onList[i] < 0,
+                  !snapshot.isolated.contains(pfn.rawValue) else { continue }
+            if folioMapcount(pfn) > 0 || flags.contains(.swapCache) {
+                problems.append("anonymous \(flags.contains(.head) ? "folio" : "page") \(pfn) is mapped or cached but on no LRU list")
+            }
+        }
+        return problems
+    }
+}

@@ -1,0 +1,304 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import Synchronization
+import VMCore
+import PhysicalMemory
+
+/// Which anonymous LRU list (Linux: `LRU_INACTIVE_ANON`, `LRU_ACTIVE_ANON`).
+enum AnonLRU: Int, Sendable, CaseIterable {
+    case inactive = 0
+    case active = 1
+}
+
+/// The active and inactive anonymous LRU lists of the model's one node (Linux: `struct lruvec` with
+/// its `lists[LRU_INACTIVE_ANON]` and `lists[LRU_ACTIVE_ANON]`, `lru_lock`).
+///
+/// A folio is one entry, its head, and counts as many pages as it has (a THP: one entry, 512 pages).
+/// The links are intrusive, in a side array of 16-byte nodes indexed by PFN, so the 16-byte frame
+/// record stays as it is:
+///
+/// ```
+///   hot ──► [pfn a] ⇄ [pfn b] ⇄ … ⇄ [pfn z] ◄── cold        next[a] = b + 1, prev[b] = a + 1
+///   (new and putback folios)        (reclaim isolates here)   0 = no neighbour
+/// ```
+/// Invariant, under `lock`: a folio is on a list exactly while its head has `PG_lru`, and on the
+/// active one exactly while it also has `PG_active`; `pages` are the lists' lengths in pages, which
+/// `/proc/vmstat` shows as `nr_inactive_anon`/`nr_active_anon`. The lists hold no reference (as in
+/// Linux): a folio whose last reference goes is taken off in the free path (`putPage`), and whoever
+/// takes one off to work on it — isolates it — takes a reference first (`folio_isolate_lru()`).
+///
+/// The lock is a leaf: nothing else is taken while it is held. Faults take it under a PTE or PMD
+/// lock, splits under `compound_lock` and with the folio's refcount frozen.
+///
+/// Beside the links, each folio records where it was born, for the reverse map of reclaim: its mm's
+/// fork family and the linear page index of its first page (Linux: `folio->mapping`, the anon_vma,
+/// and `folio->index`), written by `add` under the lock.
+final class LRULists: @unchecked Sendable {   // every mutable field is guarded by `lock`
+    let lock = SpinLock()
+    private let frames: FrameTable
+    /// One 16-byte node per frame, so that putting a folio on a list touches one cache line.
+    private struct Node {
+        var next: UInt32
+        var prev: UInt32
+        /// The fork family (high 28 bits) and linear page index (low 36 bits).
+        var origin: UInt64
+    }
+    private let nodes: UnsafeMutablePointer<Node>
+    private static let indexBits: UInt64 = 36
+    /// The lists' ends and sizes, guarded by `lock` (behind a pointer, like the nodes: the lock, not
+    /// exclusivity checking, keeps them consistent).
+    private struct Heads {
+        var hot: (UInt32, UInt32) = (0, 0)
+        var cold: (UInt32, UInt32) = (0, 0)
+        var pageCounts: (Int, Int) = (0, 0)
+        var folioCounts: (Int, Int) = (0, 0)
+    }
+    private let heads: UnsafeMutablePointer<Heads>
+    /// Folios taken off by `isolate` and not put back yet (Linux: counted in `NR_ISOLATED_ANON`).
+    private var isolatedHeads: Set<UInt32> = []
+
+    init(frames: FrameTable) {
+        self.frames = frames
+        heads = .allocate(capacity: 1)
+        heads.initialize(to: Heads())
+        nodes = .allocate(capacity: frames.count)
+        nodes.initialize(repeating: Node(next: 0, prev: 0, origin: 0), count: frames.count)
+    }
+
+    deinit {
+        nodes.deinitialize(count: frames.count)
+        nodes.deallocate()
+        heads.deinitialize(count: 1)
+        heads.deallocate()
+    }
+
+    @inline(__always) private func packOrigin(_ family: Int, _ index: UInt64) -> UInt64 {
+        UInt64(truncatingIfNeeded: family) << Self.indexBits | (index & ((1 << Self.indexBits) - 1))
+    }
+
+    // MARK: Links (lock held)
+
+    private func end(_ ends: (UInt32, UInt32), _ list: AnonLRU) -> UInt32 { list == .active ? ends.1 : ends.0 }
+    private func setEnd(_ ends: inout (UInt32, UInt32), _ list: AnonLRU, _ v: UInt32) {
+        if list == .active { ends.1 = v } else { ends.0 = v }
+    }
+    @inline(__always) private func account(_ list: AnonLRU, pages: Int, folios: Int) {
+        if list == .active {
+            heads.pointee.pageCounts.1 += pages; heads.pointee.folioCounts.1 += folios
+        } else {
+            heads.pointee.pageCounts.0 += pages; heads.pointee.folioCounts.0 += folios
+        }
+    }
+
+    /// Links `pfn` at the hot end of `list`, or at its cold end (Linux: `list_add()`, `list_add_tail()`).
+    private func link(_ pfn: PFN, _ list: AnonLRU, cold atCold: Bool = false) {
+        let me = pfn.rawValue &+ 1
+        if atCold {
+            let old = end(heads.pointee.cold, list)
+            nodes[pfn.index].prev = old
+            nodes[pfn.index].next = 0
+            if old == 0 { setEnd(&heads.pointee.hot, list, me) } else { nodes[Int(old - 1)].next = me }
+            setEnd(&heads.pointee.cold, list, me)
+        } else {
+            let old = end(heads.pointee.hot, list)
+            nodes[pfn.index].next = old
+            nodes[pfn.index].prev = 0
+            if old == 0 { setEnd(&heads.pointee.cold, list, me) } else { nodes[Int(old - 1)].prev = me }
+            setEnd(&heads.pointee.hot, list, me)
+        }
+    }
+
+    /// Links `pfn` just on the hot side of `neighbour`, which is on `list`.
+    private func link(_ pfn: PFN, before neighbour: PFN, _ list: AnonLRU) {
+        let me = pfn.rawValue &+ 1
+        let before = nodes[neighbour.index].prev
+        nodes[pfn.index].prev = before
+        nodes[pfn.index].next = neighbour.rawValue &+ 1
+        nodes[neighbour.index].prev = me
+        if before == 0 { setEnd(&heads.pointee.hot, list, me) } else { nodes[Int(before - 1)].next = me }
+    }
+
+    private func unlink(_ pfn: PFN, _ list: AnonLRU) {
+        let p = nodes[pfn.index].prev, n = nodes[pfn.index].next
+        if p == 0 { setEnd(&heads.pointee.hot, list, n) } else { nodes[Int(p - 1)].next = n }
+        if n == 0 { setEnd(&heads.pointee.cold, list, p) } else { nodes[Int(n - 1)].prev = p }
+        nodes[pfn.index].prev = 0
+        nodes[pfn.index].next = 0
+    }
+
+    private func listOf(_ flags: FrameFlags) -> AnonLRU { flags.contains(.active) ? .active : .inactive }
+
+    // MARK: Operations
+
+    /// Puts a new folio on `list`, recording its family and linear index for the reverse map
+    /// (Linux: `folio_add_new_anon_rmap()` setting `folio->mapping`/`index`, then `folio_add_lru()`
+    /// → `lru_add()`).
+    /// - Precondition: the folio is on no list; `head` is its head; no other thread can reach it
+    ///   yet (no entry maps it), so its flags are set without a locked instruction.
+    @inline(__always)
+    func add(_ head: PFN, to list: AnonLRU, family: Int, index: UInt64) {
+        let pages = frames.order(head).pages
+        lock.lock()
+        nodes[head.index].origin = packOrigin(family, index)
+        let old = frames.insertFlagsUnshared(head, list == .active ? [.lru, .active] : .lru)
+        precondition(!old.contains(.lru), "\(head) is already on an LRU list")
+        if list == .inactive && old.contains(.active) { frames.removeFlags(head, .active) }
+        link(head, list)
+        account(list, pages: pages, folios: 1)
+        lock.unlock()
+    }
+
+    /// Takes a dying folio off its list (Linux: `__page_cache_release()` → `lruvec_del_folio()` in
+    /// `__folio_put()`).
+    func delete(_ head: PFN) {
+        lock.lock()
+        let flags = frames.flags(head)
+        if flags.contains(.lru) {
+            let list = listOf(flags)
+            unlink(head, list)
+            account(list, pages: -frames.order(head).pages, folios: -1)
+            frames.removeFlags(head, [.lru, .active])
+        }
+        lock.unlock()
+    }
+
+    /// Takes the folio off its list with a reference, so that the caller can work on it off the lock;
+    /// false when it is on no list (someone else isolated it) or is being freed (Linux:
+    /// `folio_isolate_lru()`).
+    func isolate(_ head: PFN) -> Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        let flags = frames.flags(head)
+        guard flags.contains(.lru), frames.tryGetReference(head) else { return false }
+        takeOff(head, listOf(flags))
+        return true
+    }
+
+    private func takeOff(_ head: PFN, _ list: AnonLRU) {
+        unlink(head, list)
+        account(list, pages: -frames.order(head).pages, folios: -1)
+        frames.removeFlags(head, .lru)
+        isolatedHeads.insert(head.rawValue)
+    }
+
+    /// Isolates folios from the cold end of `list` until `pages` pages are taken or every folio was
+    /// looked at once; a folio whose last reference is going is moved to the hot end and left (Linux:
+    /// `isolate_lru_folios()`). Returns the folios, each with a reference, and the pages scanned.
+    func isolateFromCold(_ list: AnonLRU, pages wanted: Int) -> (folios: [PFN], scanned: Int) {
+        var taken: [PFN] = []
+        var takenPages = 0, scanned = 0
+        lock.lock()
+        var remaining = list == .active ? heads.pointee.folioCounts.1 : heads.pointee.folioCounts.0
+        while takenPages < wanted && remaining > 0 {
+            remaining -= 1
+            let last = end(heads.pointee.cold, list)
+            guard last != 0 else { break }
+            let head = PFN(last - 1)
+            let pages = frames.order(head).pages
+            scanned += pages
+            guard frames.tryGetReference(head) else {
+                unlink(head, list)
+                link(head, list)
+                continue
+            }
+            takeOff(head, list)
+            taken.append(head)
+            takenPages += pages
+        }
+        lock.unlock()
+        return (taken, scanned)
+    }
+
+    /// Puts an isolated folio back on `list` (its hot end, or the cold end for pieces a reclaimer
+    /// wants to see again soon); the caller then drops the isolation's reference (Linux:
+    /// `folio_putback_lru()`, `move_folios_to_lru()`).
+    func putBack(_ head: PFN, on list: AnonLRU, cold atCold: Bool = false) {
+        lock.lock()
+        let removed = isolatedHeads.remove(head.rawValue)
+        precondition(removed != nil, "\(head) was not isolated")
+        if list == .active { frames.insertFlags(head, [.lru, .active]) } else {
+            frames.insertFlags(head, .lru)
+            frames.removeFlags(head, .active)
+        }
+        link(head, list, cold: atCold)
+        account(list, pages: frames.order(head).pages, folios: 1)
+        lock.unlock()
+    }
+
+    /// Forgets an isolated folio its isolator is about to free (Linux: the `NR_ISOLATED_ANON` of a
+    /// folio migration or reclaim freed).
+    func release(_ head: PFN) {
+        lock.lock()
+        let removed = isolatedHeads.remove(head.rawValue)
+        precondition(removed != nil, "\(head) was not isolated")
+        frames.removeFlags(head, .active)
+        lock.unlock()
+    }
+
+    /// After a split of the folio at `head` (already rewritten as a 4 KiB page, with `oldPages` before):
+    /// the pages in `tails` join the head's list just on its hot side, with its `PG_active`, in
+    /// order; if the head is isolated they go to the cold end of its list instead, where the
+    /// reclaimer that isolated it finds them next. Their reverse-map index follows the head's.
+    /// (Linux: `lru_add_split_folio()`, 2.6.38: `lru_add_page_tail()`.)
+    /// - Precondition: `lock` is held (the split takes it around rewriting the frames' headers).
+    func addSplitTails(_ head: PFN, oldPages: Int, tails: [PFN]) {
+        let flags = frames.flags(head)
+        let list = listOf(flags)
+        if flags.contains(.lru) { account(list, pages: 1 - oldPages, folios: 0) }
+        let origin = nodes[head.index].origin
+        for tail in tails {
+            nodes[tail.index].origin = origin &+ UInt64(tail.rawValue &- head.rawValue)
+            frames.insertFlags(tail, list == .active ? [.lru, .active] : .lru)
+            if list == .inactive { frames.removeFlags(tail, .active) }
+            if flags.contains(.lru) { link(tail, before: head, list) } else { link(tail, list, cold: true) }
+            account(list, pages: 1, folios: 1)
+        }
+    }
+
+    /// The folio's fork family and the linear page index of its first page.
+    /// - Precondition: the caller isolated the folio (or holds `lock`).
+    func origin(of head: PFN) -> (family: Int, index: UInt64) {
+        lock.lock()
+        defer { lock.unlock() }
+        let origin = nodes[head.index].origin
+        return (Int(origin >> Self.indexBits), origin & ((1 << Self.indexBits) - 1))
+    }
+
+    /// The lists' sizes in pages (Linux: `lruvec_page_state(lruvec, NR_INACTIVE_ANON)`, …).
+    var pages: (inactive: Int, active: Int) {
+        lock.lock()
+        defer { lock.unlock() }
+        return heads.pointee.pageCounts
+    }
+
+    /// Each list's folios from hot to cold, the isolated folios, and the counts, for the invariant
+    /// checker.
+    func snapshot() -> (lists: [[PFN]], isolated: Set<UInt32>, pages: [Int], folios: [Int]) {
+        lock.lock()
+        defer { lock.unlock() }
+        var lists: [[PFN]] = []
+        for list in AnonLRU.allCases {
+            var out: [PFN] = []
+            var at = end(heads.pointee.hot, list)
+            while at != 0 && out.count <= frames.count {
+                out.append(PFN(at - 1))
+                at = nodes[Int(at - 1)].next
+            }
+            lists.append(out)
+        }
+        return (lists, isolatedHeads, [heads.pointee.pageCounts.0, heads.pointee.pageCounts.1], [heads.pointee.folioCounts.0, heads.pointee.folioCounts.1])
+    }
+}
+
+extension AddressSpace {
+    /// Puts a new anonymous folio that this mm maps at `address` of `vma` (its first page) on the list
+    /// the design says, recording where it lives for the reverse map (Linux:
+    /// `folio_add_new_anon_rmap()` and `folio_add_lru_vma()`; 2.6.38: `page_add_new_anon_rmap()`).
+    @inline(__always) func addNewAnonFolioToLRU(_ head: PFN, _ vma: VMA, at address: VirtualAddress) {
+        kernel.lru.add(head, to: kernel.design.anonLRU.newPagesActive ? .active : .inactive,
+                       family: anonFamily, index: vma.pageIndex(of: address))
+    }
+}
