@@ -134,6 +134,10 @@ final class FakeBackend: ScenarioBackend {
 
     func split(in m: Memory, address: UInt64, length: UInt64) throws(ScenarioError) {}
 
+    func pin(in m: Memory, address: UInt64, length: UInt64) throws(ScenarioError) -> Result<Void, ScenarioErrno> { .success(()) }
+
+    func unpin(in m: Memory, address: UInt64, length: UInt64) throws(ScenarioError) {}
+
     /// Size and Rss of the run of mapped pages that starts at `vmaStart`.
     func smaps(of m: Memory, vmaStart: UInt64) throws(ScenarioError) -> [String: Int64]? {
         guard m.pages[vmaStart] != nil, m.pages[vmaStart - Self.page] == nil else { return nil }

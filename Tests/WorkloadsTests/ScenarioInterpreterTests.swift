@@ -256,4 +256,22 @@ struct ScenarioInterpreterTests {
         #expect(report.results.map(\.status) == [.passed, .skipped])
         #expect(report.results.last?.reason?.contains("no multi-size THP") == true)
     }
+
+    @Test("pin outside a mapping fails with EFAULT for expect result; unpin of a range never pinned stops the run at its line")
+    func pinErrors() throws {
+        func runOnModel(_ text: String) throws -> ScenarioReport {
+            let scenario = try ScenarioParser.parse(text, file: "p.scen")
+            return ScenarioRunner.run(scenario, on: "model", makeBackend: { () throws(ScenarioError) in
+                try makeModelScenarioBackend(design: scenario.design, memoryBytes: scenario.memoryBytes)
+            })
+        }
+        let efault = try runOnModel("mmap A 8K\nmunmap A 8K\npin A 4K\nexpect result EFAULT")
+        #expect(efault.passed)
+        let wrong = try runOnModel("mmap A 8K\npin A 8K\nunpin A 4K\nexpect data A 8K")
+        #expect(!wrong.passed)
+        let text = wrong.error.map { "\($0.location.map { "\($0)" } ?? ""): \($0.message)" } ?? "no error"
+        #expect(text.contains("p.scen:3") && text.contains("no pin of exactly this range"), "\(text)")
+        let pinned = try runOnModel("mmap A 8K\nwrite A 8K\npin A 8K\nunpin A 8K\nexpect data A 8K")
+        #expect(pinned.passed)
+    }
 }

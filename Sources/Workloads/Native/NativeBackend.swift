@@ -146,6 +146,16 @@ public final class NativeScenarioBackend: ScenarioBackend {
         try debugfs.split(pid: process.pid, start: address, end: address &+ length)
     }
 
+    /// Not available natively: a pin that lasts across scenario lines needs a driver (io_uring's
+    /// registered buffers, RDMA); the scenarios that pin run on the model only.
+    public func pin(in process: Process, address: UInt64, length: UInt64) throws(ScenarioError) -> Result<Void, ScenarioErrno> {
+        throw .run("pin runs on the model only: this backend has no way to hold a long-term pin between lines")
+    }
+
+    public func unpin(in process: Process, address: UInt64, length: UInt64) throws(ScenarioError) {
+        throw .run("unpin runs on the model only")
+    }
+
     public func smaps(of process: Process, vmaStart: UInt64) throws(ScenarioError) -> [String: Int64]? {
         guard let text = NativeSyscalls.readFile("/proc/\(process.pid)/smaps") else {
             throw .run("cannot read /proc/\(process.pid)/smaps: \(NativeSyscalls.lastErrno)")

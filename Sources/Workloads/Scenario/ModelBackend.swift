@@ -190,6 +190,34 @@ final class ModelScenarioBackend: ScenarioBackend {
         mm.splitHugePages(VirtualAddress(address), length: length)
     }
 
+    /// Pinned pages by (address space, start, length), until `unpin` or `finish`.
+    private var pins: [PinnedRange: [PFN]] = [:]
+    private struct PinnedRange: Hashable {
+        let mm: ObjectIdentifier
+        let address: UInt64
+        let length: UInt64
+    }
+
+    func pin(in mm: AddressSpace, address: UInt64, length: UInt64) throws(ScenarioError) -> Result<Void, ScenarioErrno> {
+        let key = PinnedRange(mm: ObjectIdentifier(mm), address: address, length: length)
+        guard pins[key] == nil else { throw .run("pin: this range is pinned already") }
+        let count = Int((length + 4095) / 4096)
+        switch mm.pinUserPages(VirtualAddress(address), count: count, write: true) {
+        case .success(let pages):
+            pins[key] = pages
+            return .success(())
+        case .failure(let errno):
+            return .failure(ScenarioErrno(errno))
+        }
+    }
+
+    func unpin(in mm: AddressSpace, address: UInt64, length: UInt64) throws(ScenarioError) {
+        guard let pages = pins.removeValue(forKey: PinnedRange(mm: ObjectIdentifier(mm), address: address, length: length)) else {
+            throw .run("unpin: no pin of exactly this range (pin and unpin must name the same start and size)")
+        }
+        kernel.releasePinnedPages(pages)
+    }
+
     func smaps(of mm: AddressSpace, vmaStart: UInt64) throws(ScenarioError) -> [String: Int64]? {
         guard let entry = mm.smaps(startingAt: VirtualAddress(vmaStart)) else { return nil }
         var fields = [String: Int64]()
@@ -209,6 +237,8 @@ final class ModelScenarioBackend: ScenarioBackend {
     }
 
     func finish() {
+        for pages in pins.values { kernel.releasePinnedPages(pages) }
+        pins = [:]
         for mm in kernel.addressSpaces { mm.exit() }
     }
 

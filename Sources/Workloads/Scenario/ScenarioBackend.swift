@@ -64,6 +64,14 @@ public protocol ScenarioBackend: AnyObject {
     /// Splits every huge page mapped in the range. Linux: debugfs `split_huge_pages` (`split_huge_pages_pid()`).
     func split(in process: Process, address: UInt64, length: UInt64) throws(ScenarioError)
 
+    /// Pins every page of the range for a long-lived DMA (faulting pages in as needed), as a driver
+    /// does with `pin_user_pages(FOLL_LONGTERM)` (2.6.38: `get_user_pages()`). The pins stay until
+    /// `unpin` of the same range or the end of the run.
+    func pin(in process: Process, address: UInt64, length: UInt64) throws(ScenarioError) -> Result<Void, ScenarioErrno>
+
+    /// Releases the pins `pin` took on exactly this range; a range never pinned is an error.
+    func unpin(in process: Process, address: UInt64, length: UInt64) throws(ScenarioError)
+
     /// The numeric fields of the smaps entry of the VMA that starts at `vmaStart` (nil if none starts
     /// there), as Linux prints them: `… kB` fields in kB, the others as counts. Linux: `show_smap()`.
     func smaps(of process: Process, vmaStart: UInt64) throws(ScenarioError) -> [String: Int64]?

@@ -149,6 +149,10 @@ final class ScenarioInterpreter<Backend: ScenarioBackend> {
             try backend.runKhugepaged(fullScans: scans)
         case .split(let a, let length):
             try backend.split(in: handle(), address: try resolve(a), length: length)
+        case .pin(let a, let length):
+            called(try backend.pin(in: handle(), address: try resolve(a), length: length), statement)
+        case .unpin(let a, let length):
+            try backend.unpin(in: handle(), address: try resolve(a), length: length)
         case .mark:
             try takeBaselines()
         case .expect(let expectation):

@@ -57,9 +57,11 @@ struct LineParser {
         case "mark": command = .mark
         case "khugepaged": command = try khugepaged()
         case "split": command = .split(try address(), try size())
+        case "pin": command = .pin(try address(), try size())
+        case "unpin": command = .unpin(try address(), try size())
         case "expect": command = .expect(try expectation())
         default:
-            throw error("unknown command '\(keyword)'; expected one of: design, memory, swap, set, mmap, madvise, write, read, munmap, mprotect, mremap, fork, on, exit, khugepaged, split, expect, mark")
+            throw error("unknown command '\(keyword)'; expected one of: design, memory, swap, set, mmap, madvise, write, read, munmap, mprotect, mremap, fork, on, exit, khugepaged, split, pin, unpin, expect, mark")
         }
         if index < words.count {
             throw error("unexpected '\(words[index])' after \(keyword) command")

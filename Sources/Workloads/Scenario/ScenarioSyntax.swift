@@ -60,6 +60,10 @@ public enum Command: Sendable {
     case exit
     case khugepaged(fullScans: Int)
     case split(AddressExpression, UInt64)
+    /// Pins the pages of the range as a driver's DMA would (model only).
+    case pin(AddressExpression, UInt64)
+    /// Releases the pins an earlier `pin` of exactly this range took.
+    case unpin(AddressExpression, UInt64)
     case mark
     case expect(Expectation)
 
@@ -82,6 +86,8 @@ public enum Command: Sendable {
         case .exit: "exit"
         case .khugepaged: "khugepaged"
         case .split: "split"
+        case .pin: "pin"
+        case .unpin: "unpin"
         case .mark: "mark"
         case .expect: "expect"
         }

@@ -96,8 +96,11 @@ enum ScenarioValidator {
             case .expect(.data(let a, let length)):
                 try need(a)
                 if length > ScenarioValidator.maximumDataCheck { throw fail("expect data: at most 1G can be compared at once") }
-            case .split(let a, _), .expect(.smaps(let a, _)):
+            case .split(let a, _), .expect(.smaps(let a, _)), .unpin(let a, _):
                 try need(a)
+            case .pin(let a, _):
+                try need(a)
+                sawCall = true
             case .fork(let child):
                 if processes[child] != nil { throw fail("fork: process '\(child)' already exists") }
                 processes[child] = 1
