@@ -120,8 +120,7 @@ public final class FrameTable: @unchecked Sendable {
     public func initializeTails(of head: PFN, count: Int, kind: FrameKind) {
         guard count > 1 else { return }
         let header = UInt32(FrameFlags.tail.rawValue) | UInt32(kind.rawValue) << 24
-        let first = UnsafeMutableRawPointer(words + (head.index &* 4 &+ 4)).assumingMemoryBound(to: UInt32.self)
-        thpsim_write_frame_records(first, count - 1, header, head.rawValue)
+        thpsim_write_frame_records(plainWords(head + 1), count - 1, header, head.rawValue)
     }
 
     /// Atomically sets flag bits; returns the flags as they were (Linux: `test_and_set_bit()`).
@@ -249,8 +248,12 @@ public final class FrameTable: @unchecked Sendable {
     /// Zeroes the records of `count` frames from `start` on, with streaming stores as
     /// `initializeTails` writes them (a freed 2 MiB folio: 8 KiB of records nobody reads next).
     func clear(_ start: PFN, count: Int) {
-        let first = UnsafeMutableRawPointer(words + start.index &* 4).assumingMemoryBound(to: UInt32.self)
-        thpsim_write_frame_records(first, count, 0, 0)
+        thpsim_write_frame_records(plainWords(start), count, 0, 0)
+    }
+
+    /// The words of `pfn`'s record as plain 32-bit integers, for the C writers of whole records.
+    private func plainWords(_ pfn: PFN) -> UnsafeMutablePointer<UInt32> {
+        UnsafeMutableRawPointer(words + pfn.index &* 4).assumingMemoryBound(to: UInt32.self)
     }
 
     /// The head of the folio `pfn` belongs to (Linux: `compound_head()`, `page_folio()`).

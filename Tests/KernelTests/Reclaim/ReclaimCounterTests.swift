@@ -8,13 +8,7 @@ import TestSupport
 struct ReclaimCounterTests {
     @Test("kswapd's reclaim is counted as pgscan_kswapd and pgsteal_kswapd; pgpgout is 4 KiB per pswpout")
     func kswapdCounters() throws {
-        let kernel = Kernel(KernelConfiguration(memoryBytes: 16 << 20, mode: .data,
-                                                watermarks: Watermarks(min: 64, low: 256, high: 512), design: .linux2_6_38,
-                                                hugepageSettings: TransparentHugepageSettings(enabled: .never, defrag: .never, useZeroPage: false)))
-        let mm = try #require(kernel.createAddressSpace())
-        let pages = kernel.memory.freePages - 200
-        let a = try anon(mm, UInt64(pages) * 4096)
-        for i in 0..<pages { try mm.write(a + UInt64(i) * 4096, [UInt8(truncatingIfNeeded: i)]).get() }
+        let (kernel, mm, a, pages) = try kernelUnderPressure()
         kernel.advanceTime(by: 1_000_000)
         let v = kernel.vmstat
         #expect(v[.pgstealKswapd] >= 512 - 200 && v[.pgstealDirect] == 0 && v[.allocstallNormal] == 0)

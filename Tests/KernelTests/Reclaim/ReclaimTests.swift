@@ -8,13 +8,7 @@ import TestSupport
 struct ReclaimTests {
     @Test("falling below the low watermark wakes kswapd, which swaps old pages out until free is above high")
     func kswapd() throws {
-        let kernel = Kernel(KernelConfiguration(memoryBytes: 16 << 20, mode: .data,
-                                                watermarks: Watermarks(min: 64, low: 256, high: 512), design: .linux2_6_38,
-                                                hugepageSettings: TransparentHugepageSettings(enabled: .never, defrag: .never, useZeroPage: false)))
-        let mm = try #require(kernel.createAddressSpace())
-        let pages = kernel.memory.freePages - 200
-        let a = try anon(mm, UInt64(pages) * 4096)
-        for i in 0..<pages { try mm.write(a + UInt64(i) * 4096, [UInt8(truncatingIfNeeded: i), 7]).get() }
+        let (kernel, mm, a, pages) = try kernelUnderPressure { [UInt8(truncatingIfNeeded: $0), 7] }
         #expect(kernel.memory.freePages < 256 && kernel.kswapd.isWoken)
         kernel.advanceTime(by: 1_000_000)
         #expect(!kernel.kswapd.isWoken)
