@@ -99,7 +99,9 @@ extension Kernel {
     /// Frees every cached page that nothing maps or holds any more (their slots keep the bytes); returns
     /// how many (reclaim does this first: Linux finds such pages on the inactive list, clean).
     func shrinkSwapCache() -> Int {
-        let pages = swapDevice.map.withLock { Array($0.cachedSlot.keys) }
+        // In PFN order: a dictionary's own order changes from process to process, and a seeded run
+        // must replay exactly.
+        let pages = swapDevice.map.withLock { $0.cachedSlot.keys.sorted() }
         var freed = 0
         for pfn in pages where removeUnusedFromSwapCache(pfn) { freed += 1 }
         return freed
