@@ -19,7 +19,7 @@ let package = Package(
         // simulator's own hot tables.
         .target(name: "HostIntrinsics"),
         .target(
-            name: "VMCore",
+            name: "VMCore", dependencies: ["HostIntrinsics"],
             // Release builds only: `SpinLocked.withLock` hands its value out inout, which dynamic
             // exclusivity checks pay for on every lock taken (docs/performance.md).
             swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]

@@ -1,2 +1,4 @@
-// HostIntrinsics is header-only (include/HostIntrinsics.h); SwiftPM wants one source file per C target.
+// The definitions behind include/HostIntrinsics.h; everything else there is static inline.
 #include "HostIntrinsics.h"
+
+_Thread_local long thpsim_thread_cpu_slot = 0;

@@ -55,11 +55,12 @@ extension Kernel {
 
         // The split's reverse map lists exactly the huge PMDs that map anonymous huge pages.
         var listed = [Int32](repeating: 0, count: memory.totalPages)
+        let spaces = liveSpaces.withLock { $0 }
         for (head, list) in hugeMappings.all() {
             guard Int(head) < memory.totalPages else { problems.append("huge mappings name \(PFN(head)) beyond memory"); continue }
             listed[Int(head)] = Int32(list.count)
             for m in list {
-                guard let mm = m.mm else { problems.append("huge mappings list \(PFN(head)) in an address space that is gone"); continue }
+                guard let mm = spaces[m.pid]?.space else { problems.append("huge mappings list \(PFN(head)) in an address space that is gone"); continue }
                 if mm.residentFrame(m.address) != PFN(head) {
                     problems.append("huge mappings list \(PFN(head)) at \(m.address) in mm \(mm.pid), which does not map it")
                 }

@@ -56,7 +56,7 @@ public final class Kernel: @unchecked Sendable {
     /// The huge zero page, while it exists (Linux: `huge_zero_folio`).
     let hugeZeroPage = HugeZeroPage()
     /// Which PMDs map each huge page (the rmap walk of a split).
-    let hugeMappings = HugeMappings()
+    let hugeMappings: HugeMappings
     /// Large folios waiting for a split (today's design).
     let deferredSplitQueue = DeferredSplitQueue()
     /// Per-size THP counters (`hugepages-<size>kB/stats/`).
@@ -81,7 +81,7 @@ public final class Kernel: @unchecked Sendable {
 
     private let nextPID = Atomic<Int>(1)
     private let nextAnonVMA = Atomic<Int>(1)
-    private let liveSpaces = SpinLocked<[Int: WeakAddressSpace]>([:])
+    let liveSpaces = SpinLocked<[Int: WeakAddressSpace]>([:])
 
     public init(_ configuration: KernelConfiguration) {
         precondition(PhysicalMemory.problem(withSize: configuration.memoryBytes) == nil)
@@ -92,6 +92,7 @@ public final class Kernel: @unchecked Sendable {
         memory = PhysicalMemory(bytes: configuration.memoryBytes, mode: configuration.mode,
                                 watermarks: configuration.watermarks, perCPULists: configuration.perCPUPageLists)
         tables = PageTableStore(maxTables: memory.totalPages)
+        hugeMappings = HugeMappings(totalPages: memory.totalPages)
         lru = LRULists(frames: memory.frames)
         swapDevice = SwapDevice(configuration.swap, defaultSlots: memory.totalPages)
         guard let zero = memory.allocateFolio(order: .base, kind: .zeroPage, reserve: .none) else {
@@ -99,6 +100,11 @@ public final class Kernel: @unchecked Sendable {
         }
         zeroPage = zero
         // Bytes of every simulated frame were counted as allocated at boot; restart the counters.
+    }
+
+    deinit {
+        vmstat.release()
+        mthpStats.release()
     }
 
     /// The THP settings (`/sys/kernel/mm/transparent_hugepage/`); changes apply to the next fault.

@@ -17,7 +17,11 @@ public final class BuddyAllocator: @unchecked Sendable {
     }
     /// The zone lock (Linux: `zone->lock`) and what it guards.
     let lists = SpinLocked(FreeLists())
-    /// Free base pages; readable without the lock (Linux: `NR_FREE_PAGES`).
+    /// Base pages on the free lists; readable without the lock. With the per-CPU lists' pages it
+    /// makes `freePages`. It changes only under the zone lock, so a CPU allocating from its own list
+    /// does not write a line other CPUs read (docs/performance.md, concurrent huge faults). Linux's
+    /// `NR_FREE_PAGES` is this count alone: it leaves per-CPU-list pages out, where the model's
+    /// `freePages` (and so `MemFree`) counts them.
     let freeCount = Atomic<Int>(0)
 
     /// Which watermark an allocation may not go below.
@@ -46,15 +50,23 @@ public final class BuddyAllocator: @unchecked Sendable {
         }
     }
 
-    /// Free base pages now.
-    public var freePages: Int { freeCount.load(ordering: .relaxed) }
+    /// Free base pages now, on the free lists and on the per-CPU lists (a lockless sum: exact when no
+    /// CPU is allocating or freeing).
+    public var freePages: Int { freeCount.load(ordering: .relaxed) + perCPU.pages }
+
+    /// Whether more than `pages` base pages are free. The common answer, from the free lists alone,
+    /// reads one word; only near the bound are the per-CPU lists added in (Linux: `zone_watermark_ok()`
+    /// with `zone_page_state()`, and the snapshot only below `percpu_drift_mark`).
+    @inline(__always) public func hasFreePages(above pages: Int) -> Bool {
+        freeCount.load(ordering: .relaxed) > pages || freePages > pages
+    }
 
     /// Takes a block of 2^order frames, or nil when none is free above the reserve. The frames come
     /// back of kind `.free` with zero counts; the caller sets their kind (Linux: `__rmqueue_smallest()`
     /// behind `alloc_pages()`).
     public func allocate(order: PageOrder, reserve: Reserve = .min) -> PFN? {
         let wanted = order.pages
-        if reserve == .min && freeCount.load(ordering: .relaxed) - wanted < watermarks.min { return nil }
+        if reserve == .min && !hasFreePages(above: watermarks.min + wanted - 1) { return nil }
         if perCPU.caches(order), let pfn = allocateFromPerCPUList(order) {
             return pfn
         }
@@ -69,8 +81,7 @@ public final class BuddyAllocator: @unchecked Sendable {
     func allocateFromFreeLists(order: PageOrder, reserve: Reserve) -> PFN? {
         let wanted = order.pages
         return lists.withLock { lists -> PFN? in
-            let free = freeCount.load(ordering: .relaxed)
-            if reserve == .min && free - wanted < watermarks.min { return nil }
+            if reserve == .min && !hasFreePages(above: watermarks.min + wanted - 1) { return nil }
             guard let pfn = takeBlock(order: order, &lists) else { return nil }
             freeCount.wrappingSubtract(wanted, ordering: .relaxed)
             return pfn
@@ -107,7 +118,7 @@ public final class BuddyAllocator: @unchecked Sendable {
     }
 
     /// The zone-lock path of `free`: merge with free buddies and put on a free list.
-    func freeToFreeLists(_ start: PFN, order: PageOrder, counted: Bool = true) {
+    func freeToFreeLists(_ start: PFN, order: PageOrder) {
         lists.withLock { lists in
             var pfn = start
             var current = Int(order.rawValue)
@@ -122,7 +133,7 @@ public final class BuddyAllocator: @unchecked Sendable {
                 current += 1
             }
             push(pfn, order: current, &lists)
-            if counted { freeCount.wrappingAdd(order.pages, ordering: .relaxed) }
+            freeCount.wrappingAdd(order.pages, ordering: .relaxed)
         }
     }
 

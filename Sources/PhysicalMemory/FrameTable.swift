@@ -68,7 +68,13 @@ public struct FrameFlags: OptionSet, Sendable, Hashable {
 /// Invariant: a frame of kind `.free` carries no refcount or mapcount; its words 1 and 2 are the
 /// free-list links when it heads a free block (`.buddy`). Every word is an atomic, so lock-free
 /// readers (gup-fast, the invariant checker) see whole values; relaxed loads cost a plain load.
-public final class FrameTable: @unchecked Sendable {
+///
+/// A value of this type is a view of the table: the address of its words and their count, copied
+/// freely. `PhysicalMemory` owns the words and releases them (`release()`) when it goes. A view and
+/// not a class, because every path of the model reaches the table: an object's reference count,
+/// retained and released around each use by CPUs faulting at once, would be a cache line every
+/// fault writes (docs/performance.md, concurrent huge faults).
+public struct FrameTable: @unchecked Sendable {
     /// Number of frames.
     public let count: Int
     @usableFromInline let words: UnsafeMutablePointer<Atomic<UInt32>>
@@ -84,7 +90,8 @@ public final class FrameTable: @unchecked Sendable {
         words = HostMemory.allocate(Atomic<UInt32>.self, count: frames * 4)
     }
 
-    deinit {
+    /// Returns the words to the host; no view of this table may be used afterwards.
+    func release() {
         HostMemory.release(words, count: count * 4)
     }
 

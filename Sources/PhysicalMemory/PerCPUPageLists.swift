@@ -1,3 +1,4 @@
+import Synchronization
 import VMCore
 
 /// Per-CPU lists of free blocks for the two orders faults ask for most: base pages and huge pages
@@ -9,34 +10,28 @@ import VMCore
 ///
 /// `high` scales with memory (1/512 of it per CPU for base pages, up to 96; huge pages only when a
 /// CPU's share covers several), so small test machines cache little or nothing.
+///
+/// The lists are `PerCPUStacks`: each CPU's on cache lines of its own.
 final class PerCPUPageLists: @unchecked Sendable {
     static let orders: [PageOrder] = [.base, PageGeometry.pmdOrder]
-    struct Lists { var blocks: [[UInt32]] = [[], []] }
-    let stripes: [SpinLocked<Lists>]
-    /// The same stripes, unretained, for the fault path (no reference counting per allocation).
-    private let stripeRefs: UnsafeMutablePointer<Unmanaged<SpinLocked<Lists>>>
-    /// Most blocks a CPU keeps, per cached order; 0 turns the order's caching off.
-    let high: [Int]
-    /// Blocks moved at once between a CPU's list and the free lists.
-    let batch: [Int]
+
+    /// Most blocks a CPU keeps, per cached order (`high(_:)`); 0 turns the order's caching off.
+    private let highs: (Int, Int)
+    /// Blocks moved at once between a CPU's list and the free lists (`batch(_:)`).
+    private let batches: (Int, Int)
+    let stacks: PerCPUStacks
 
     init(totalPages: Int, enabled: Bool) {
-        stripes = (0..<8).map { _ in SpinLocked(Lists()) }
-        stripeRefs = .allocate(capacity: stripes.count)
-        for (i, stripe) in stripes.enumerated() { (stripeRefs + i).initialize(to: .passUnretained(stripe)) }
         let share = enabled ? totalPages / 512 : 0
         let highBase = min(share, 96)
         let highHuge = min(share / PageGeometry.pmdOrder.pages / 4, 8)
-        high = [highBase, highHuge]
-        batch = [max(1, highBase / 3), max(1, highHuge / 2)]
+        highs = (highBase, highHuge)
+        batches = (max(1, highBase / 3), max(1, highHuge / 2))
+        // One spare place per list: a free pushes before it spills.
+        stacks = PerCPUStacks(capacities: [highBase + 1, highHuge + 1])
     }
 
-    deinit { stripeRefs.deallocate() }
-
-    /// Calls `body` with the lists of stripe `i` locked, without retaining the stripe.
-    @inline(__always) func withStripe<R>(_ i: Int, _ body: (inout Lists) -> R) -> R {
-        stripeRefs[i]._withUnsafeGuaranteedRef { $0.withLock(body) }
-    }
+    deinit { stacks.release() }
 
     @inline(__always) func index(_ order: PageOrder) -> Int? {
         order == .base ? 0 : (order == PageGeometry.pmdOrder ? 1 : nil)
@@ -44,7 +39,25 @@ final class PerCPUPageLists: @unchecked Sendable {
 
     @inline(__always) func caches(_ order: PageOrder) -> Bool {
         guard let i = index(order) else { return false }
-        return high[i] > 0
+        return high(i) > 0
+    }
+
+    @inline(__always) func high(_ i: Int) -> Int { i == 0 ? highs.0 : highs.1 }
+    @inline(__always) func batch(_ i: Int) -> Int { i == 0 ? batches.0 : batches.1 }
+
+    /// Calls `body` with the lists of stripe `cpu` locked.
+    @inline(__always) func withStripe<R>(_ cpu: Int, _ body: (PerCPUStacks.Stripe) -> R) -> R {
+        stacks.withStripe(cpu, body)
+    }
+
+    /// Base pages on every CPU's lists now (a lockless sum: exact only when no CPU is changing them).
+    var pages: Int {
+        var total = 0
+        for cpu in 0..<CPUStripe.count {
+            let s = stacks.stripe(cpu)
+            total += s.count(0) + s.count(1) * PageGeometry.pmdOrder.pages
+        }
+        return total
     }
 }
 
@@ -54,13 +67,12 @@ extension BuddyAllocator {
     func allocateFromPerCPUList(_ order: PageOrder) -> PFN? {
         guard let i = perCPU.index(order) else { return nil }
         let cpu = CPUStripe.current
-        if let pfn = perCPU.withStripe(cpu, { $0.blocks[i].popLast() }) {
+        if let pfn = perCPU.withStripe(cpu, { $0.pop(i) }) {
             frames.clear(PFN(pfn))
-            freeCount.wrappingSubtract(order.pages, ordering: .relaxed)
             return PFN(pfn)
         }
         // The batch passes through a stack buffer: the refill allocates nothing on the host.
-        let batch = perCPU.batch[i]
+        let batch = perCPU.batch(i)
         return withUnsafeTemporaryAllocation(of: UInt32.self, capacity: batch) { taken -> PFN? in
             var n = 0
             lists.withLock { lists in
@@ -68,12 +80,22 @@ extension BuddyAllocator {
                     taken[n] = pfn.rawValue
                     n += 1
                 }
+                freeCount.wrappingSubtract(n * order.pages, ordering: .relaxed)
             }
             guard n > 0 else { return nil }
             let kept = UnsafeBufferPointer(rebasing: taken[0..<(n - 1)])
             for pfn in kept { frames.setHeader(PFN(pfn), kind: .free, order: order, flags: .perCPU) }
-            if !kept.isEmpty { perCPU.withStripe(cpu) { $0.blocks[i].append(contentsOf: kept) } }
-            freeCount.wrappingSubtract(order.pages, ordering: .relaxed)
+            // Another thread of this stripe may have filled the list meanwhile: what does not fit
+            // goes back.
+            let stored = perCPU.withStripe(cpu) { stripe -> Int in
+                let room = min(kept.count, perCPU.high(i) - stripe.count(i))
+                for k in 0..<max(room, 0) { stripe.push(i, kept[k]) }
+                return max(room, 0)
+            }
+            for pfn in kept[stored...] {
+                frames.clear(PFN(pfn))
+                freeToFreeLists(PFN(pfn), order: order)
+            }
             return PFN(taken[n - 1])
         }
     }
@@ -83,20 +105,18 @@ extension BuddyAllocator {
     func freeToPerCPUList(_ start: PFN, order: PageOrder) {
         guard let i = perCPU.index(order) else { preconditionFailure("order \(order) is not cached per CPU") }
         frames.setHeader(start, kind: .free, order: order, flags: .perCPU)
-        freeCount.wrappingAdd(order.pages, ordering: .relaxed)
-        let batch = perCPU.batch[i]
+        let batch = perCPU.batch(i)
         withUnsafeTemporaryAllocation(of: UInt32.self, capacity: batch) { spill in
-            let n = perCPU.withStripe(CPUStripe.current) { lists -> Int in
-                lists.blocks[i].append(start.rawValue)
-                guard lists.blocks[i].count > perCPU.high[i] else { return 0 }
-                let n = min(batch, lists.blocks[i].count)
-                for k in 0..<n { spill[k] = lists.blocks[i][k] }
-                lists.blocks[i].removeFirst(n)
+            let n = perCPU.withStripe(CPUStripe.current) { stripe -> Int in
+                stripe.push(i, start.rawValue)
+                guard stripe.count(i) > perCPU.high(i) else { return 0 }
+                let n = min(batch, stripe.count(i))
+                stripe.removeOldest(i, n, into: spill.baseAddress!)
                 return n
             }
             for pfn in spill[0..<n] {
                 frames.clear(PFN(pfn))
-                freeToFreeLists(PFN(pfn), order: order, counted: false)
+                freeToFreeLists(PFN(pfn), order: order)
             }
         }
     }
@@ -106,16 +126,12 @@ extension BuddyAllocator {
     @discardableResult
     public func drainPerCPULists() -> Int {
         var drained = 0
-        for stripe in perCPU.stripes {
-            let all = stripe.withLock { lists -> [[UInt32]] in
-                let blocks = lists.blocks
-                lists.blocks = [[], []]
-                return blocks
-            }
-            for (i, blocks) in all.enumerated() {
+        for cpu in 0..<CPUStripe.count {
+            for (i, order) in PerCPUPageLists.orders.enumerated() {
+                let blocks = perCPU.withStripe(cpu) { $0.removeAll(i) }
                 for pfn in blocks {
                     frames.clear(PFN(pfn))
-                    freeToFreeLists(PFN(pfn), order: PerCPUPageLists.orders[i], counted: false)
+                    freeToFreeLists(PFN(pfn), order: order)
                     drained += 1
                 }
             }
@@ -125,10 +141,9 @@ extension BuddyAllocator {
 
     /// Calls `body(head, order)` for each block on a per-CPU list, for the invariant checker.
     public func forEachPerCPUBlock(_ body: (PFN, PageOrder) -> Void) {
-        for stripe in perCPU.stripes {
-            let all = stripe.withLock { $0.blocks }
-            for (i, blocks) in all.enumerated() {
-                for pfn in blocks { body(PFN(pfn), PerCPUPageLists.orders[i]) }
+        for cpu in 0..<CPUStripe.count {
+            for (i, order) in PerCPUPageLists.orders.enumerated() {
+                for pfn in perCPU.withStripe(cpu, { $0.contents(i) }) { body(PFN(pfn), order) }
             }
         }
     }

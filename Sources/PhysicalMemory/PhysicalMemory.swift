@@ -47,7 +47,12 @@ public final class PhysicalMemory: @unchecked Sendable {
         }
     }
 
+    deinit { frames.release() }
+
     public var freePages: Int { buddy.freePages }
+
+    /// Whether more than `pages` base pages are free (`BuddyAllocator.hasFreePages(above:)`).
+    public func hasFreePages(above pages: Int) -> Bool { buddy.hasFreePages(above: pages) }
 
     /// Allocates a folio of 2^order frames: the head has refcount 1 and `.head` when order > 0; each
     /// tail links to the head (Linux: `folio_alloc()`, `prep_compound_page()`). Zeroes the bytes when

@@ -4,13 +4,14 @@ import Glibc
 import Darwin
 #endif
 import Synchronization
+import HostIntrinsics
 
 /// A value behind a spin lock, for the model's short leaf critical sections (free lists, slot lists,
 /// mapping lists): nothing that can wait or switch simulated CPUs runs while it is held.
 ///
 /// It is built on an atomic word rather than a futex so that its acquire/release ordering is visible
 /// to Thread Sanitizer and so that it never puts a host thread to sleep (which would stall the
-/// deterministic scheduler); a waiter yields its thread while it spins.
+/// deterministic scheduler); a waiter spins, then yields its thread (`SpinBackoff`).
 public final class SpinLocked<Value>: @unchecked Sendable {
     private let word = Atomic<UInt32>(0)
     private var value: Value
@@ -20,9 +21,32 @@ public final class SpinLocked<Value>: @unchecked Sendable {
     @inline(__always)
     public func withLock<R, E: Error>(_ body: (inout Value) throws(E) -> R) throws(E) -> R {
         while !word.compareExchange(expected: 0, desired: 1, ordering: .acquiring).exchanged {
-            while word.load(ordering: .relaxed) != 0 { sched_yield() }
+            var backoff = SpinBackoff()
+            while word.load(ordering: .relaxed) != 0 { backoff.wait() }
         }
         defer { word.store(0, ordering: .releasing) }
         return try body(&value)
+    }
+}
+
+/// How a spinning waiter waits: a few spin-wait hints first, because the holder of a short critical
+/// section on another core is about to release it, then yielding the host thread, because the holder
+/// may not be running at all (more host threads than cores). Yielding at once costs a system call
+/// per wait, several times the critical sections the model's locks guard (docs/performance.md,
+/// concurrent huge faults).
+public struct SpinBackoff {
+    /// Spin-wait hints before the first yield: about as long as a system call.
+    public static let spins = 64
+    private var waited = 0
+
+    public init() {}
+
+    @inline(__always) public mutating func wait() {
+        if waited < Self.spins {
+            waited += 1
+            thpsim_cpu_relax()
+        } else {
+            sched_yield()
+        }
     }
 }

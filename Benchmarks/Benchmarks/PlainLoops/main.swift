@@ -55,8 +55,10 @@ func concurrentFaults() {
         exit(2)
     }
     let lock: KernelDesign.PMDLockGranularity = arguments.count > 3 && arguments[3] == "mm" ? .pageTableLock : .splitPMDLock
-    let k = kernel(gib: 24, lock: lock)
-    guard let mm = k.createAddressSpace() else { fatalError("no address space") }
+    let separate = arguments.contains("separate")
+    let kernels = separate ? (0..<threads).map { _ in kernel(gib: 10, lock: lock) } : [kernel(gib: 24, lock: lock)]
+    let mms = kernels.map { $0.createAddressSpace()! }
+    let mmOf: @Sendable (Int) -> AddressSpace = { mms[separate ? $0 : 0] }
     let perThread = 2048
     let regionBytes = UInt64(perThread) << 21
     let starts = (0..<threads).map { VirtualAddress(0x2000_0000_0000) + UInt64($0) * (8 << 30) }
@@ -66,6 +68,7 @@ func concurrentFaults() {
     let unmapped = DispatchSemaphore(value: 0)
     for (i, start) in starts.enumerated() {
         Thread {
+            let mm = mmOf(i)
             while true {
                 go[i].wait()
                 var va = start
@@ -79,7 +82,7 @@ func concurrentFaults() {
     }
     var times: [Double] = []
     for _ in 0..<(iterationsOverride ?? 60) {
-        for start in starts { _ = try! mm.mmap(address: start, length: regionBytes, protection: .readWrite, flags: [.private, .fixed]) }
+        for (i, start) in starts.enumerated() { _ = try! mmOf(i).mmap(address: start, length: regionBytes, protection: .readWrite, flags: [.private, .fixed]) }
         let t0 = seconds()
         for g in go { g.signal() }
         for _ in starts { faulted.wait() }

@@ -1,5 +1,6 @@
 // Host instructions Swift has no spelling for, used on the simulator's own hot tables: streaming
-// stores for the frame table's records of large folios, written when they are allocated and freed.
+// stores for the frame table's records of large folios, written when they are allocated and freed,
+// the spin-wait hint of spinning lock waiters, and a thread-local word (`CPUStripe`).
 // Static inline functions are inlined into their Swift callers.
 #ifndef THPSIM_HOST_INTRINSICS_H
 #define THPSIM_HOST_INTRINSICS_H
@@ -12,6 +13,24 @@
 #define THPSIM_TSAN 1
 #endif
 #endif
+
+/// The calling thread's per-CPU slot plus one; 0 until `CPUStripe` assigns one. A C thread-local
+/// because Swift has none: reading it is one load, where `pthread_getspecific()` is a call.
+extern _Thread_local long thpsim_thread_cpu_slot;
+
+static inline long thpsim_cpu_slot(void) { return thpsim_thread_cpu_slot; }
+static inline void thpsim_set_cpu_slot(long value) { thpsim_thread_cpu_slot = value; }
+
+/// Tells the core that the thread is spin-waiting (x86 `pause`, Arm `yield`): it saves power, lets a
+/// hyperthread sibling run, and avoids the memory-order mis-speculation penalty when the lock word
+/// changes (Linux: `cpu_relax()`).
+static inline void thpsim_cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__) || defined(__arm__)
+    __asm__ __volatile__("yield");
+#endif
+}
 
 /// Writes `count` 16-byte frame records from `records` on: words (header, 0, 0, link), as 32-bit
 /// little-endian words. Streaming (non-temporal) stores write whole host lines without reading them

@@ -111,49 +111,30 @@ public enum VMState: Int, CaseIterable, Sendable {
 /// The kernel's event and state counters, kept per CPU so that simulated CPUs counting at once do not
 /// fight over one cache line, and summed when read (Linux: `count_vm_event()` on per-CPU
 /// `vm_event_states`, `mod_node_page_state()` with per-CPU diffs). A CPU is a host thread here; threads
-/// share `stripes` slots by a thread-local number.
-public final class VMStat: @unchecked Sendable {
-    static let stripes = 8
+/// share the stripes by a thread-local number (`CPUStripe`). A view of counters the kernel owns (see
+/// `PerCPUCounters`).
+public struct VMStat: @unchecked Sendable {
     private static let eventCount = VMEvent.allCases.count
-    private static let stateCount = VMState.allCases.count
-    /// Counters per stripe, rounded up to whole cache lines.
-    private static let stride = (eventCount + stateCount + 7) / 8 * 8
-    private let counters: UnsafeMutablePointer<Atomic<Int>>
+    private let counters = PerCPUCounters(count: VMEvent.allCases.count + VMState.allCases.count)
 
-    public init() {
-        let total = Self.stripes * Self.stride
-        counters = .allocate(capacity: total)
-        for i in 0..<total { (counters + i).initialize(to: Atomic(0)) }
-    }
+    init() {}
 
-    deinit {
-        counters.deinitialize(count: Self.stripes * Self.stride)
-        counters.deallocate()
-    }
-
-    @inline(__always) private func slot(_ index: Int) -> UnsafeMutablePointer<Atomic<Int>> {
-        counters + (CPUStripe.current &* Self.stride &+ index)
-    }
-
-    private func sum(_ index: Int) -> Int {
-        var total = 0
-        for stripe in 0..<Self.stripes { total &+= counters[stripe * Self.stride + index].load(ordering: .relaxed) }
-        return total
-    }
+    /// Frees the counters, when the kernel goes.
+    func release() { counters.release() }
 
     /// Linux: `count_vm_events()`.
     @inline(__always) public func count(_ event: VMEvent, _ n: Int = 1) {
-        slot(event.rawValue).pointee.wrappingAdd(n, ordering: .relaxed)
+        counters.add(event.rawValue, n)
     }
-    public subscript(event: VMEvent) -> Int { sum(event.rawValue) }
+    public subscript(event: VMEvent) -> Int { counters.sum(event.rawValue) }
 
     /// Linux: `mod_node_page_state()`.
     @inline(__always) public func modify(_ state: VMState, _ delta: Int) {
-        slot(Self.eventCount + state.rawValue).pointee.wrappingAdd(delta, ordering: .relaxed)
+        counters.add(Self.eventCount + state.rawValue, delta)
     }
     public subscript(state: VMState) -> Int {
         precondition(![.nrFreePages, .nrInactiveAnon, .nrActiveAnon].contains(state),
                      "\(state.name) is kept by its owner: read it with Kernel.vmstatState(_:)")
-        return sum(Self.eventCount + state.rawValue)
+        return counters.sum(Self.eventCount + state.rawValue)
     }
 }

@@ -104,7 +104,7 @@ extension AddressSpace {
                 kernel.vmstat.modify(.nrAnonTransparentHugepages, 1)
             }
         }
-        kernel.hugeMappings.add(head, self, haddr)
+        kernel.addHugeMapping(head, self, haddr)
     }
 
     /// Drops the PMD mapping of `head` at `haddr`; the caller puts the mapping's reference. In today's
@@ -113,7 +113,7 @@ extension AddressSpace {
     /// - Precondition: the PMD lock is held.
     func unmapHugePage(_ head: PFN, at haddr: VirtualAddress) {
         let frames = kernel.memory.frames
-        kernel.hugeMappings.remove(head, self, haddr)
+        kernel.removeHugeMapping(head, self, haddr)
         switch kernel.design.mapcounts {
         case .compoundHead:
             if frames.addMapcount(head, -1) == 0 {

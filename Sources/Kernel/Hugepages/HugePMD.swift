@@ -136,8 +136,8 @@ extension AddressSpace {
         if pmd.pfn != dpmd.pfn { depositTable(withdrawTable(from: pmd), in: dpmd) }
         dpmd.set(dIndex, entry)
         if !entry.isSpecial {
-            kernel.hugeMappings.remove(entry.pfn, self, source)
-            kernel.hugeMappings.add(entry.pfn, self, destination)
+            kernel.removeHugeMapping(entry.pfn, self, source)
+            kernel.addHugeMapping(entry.pfn, self, destination)
         }
         return .handled
     }

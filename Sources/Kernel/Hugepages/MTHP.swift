@@ -61,7 +61,7 @@ extension AddressSpace {
 /// The per-size counters under `/sys/kernel/mm/transparent_hugepage/hugepages-<size>kB/stats/`
 /// (Linux 6.18: `enum mthp_stat_item`, `mthp_stats`), kept for orders 2 to 9. `nr_anon` and
 /// `nr_anon_partially_mapped` are states the model counts from the frame table when read.
-public final class MTHPStats: @unchecked Sendable {
+public struct MTHPStats: @unchecked Sendable {
     public enum Event: Int, CaseIterable, Sendable {
         case anonFaultAlloc, anonFaultFallback, anonFaultFallbackCharge, swpout, swpoutFallback
         case split, splitFailed, splitDeferred
@@ -81,31 +81,27 @@ public final class MTHPStats: @unchecked Sendable {
         }
     }
 
-    private let counters: UnsafeMutablePointer<Atomic<Int>>
     private static let orders = TransparentHugepageSettings.anonymousOrders
-    private static let slots = orders.count * Event.allCases.count
+    /// Per CPU, as Linux's `mthp_stats` are.
+    private let counters = PerCPUCounters(count: orders.count * Event.allCases.count)
 
-    init() {
-        counters = .allocate(capacity: Self.slots)
-        for i in 0..<Self.slots { (counters + i).initialize(to: Atomic(0)) }
-    }
-    deinit {
-        counters.deinitialize(count: Self.slots)
-        counters.deallocate()
-    }
+    init() {}
 
-    @inline(__always) private func slot(_ order: UInt8, _ event: Event) -> UnsafeMutablePointer<Atomic<Int>> {
-        counters + (Int(order - Self.orders.lowerBound) * Event.allCases.count + event.rawValue)
+    /// Frees the counters, when the kernel goes.
+    func release() { counters.release() }
+
+    @inline(__always) private func slot(_ order: UInt8, _ event: Event) -> Int {
+        Int(order - Self.orders.lowerBound) * Event.allCases.count + event.rawValue
     }
 
     /// Linux: `count_mthp_stat()`. Orders outside 2…9 are not counted.
     @inline(__always) func count(_ order: UInt8, _ event: Event, _ n: Int = 1) {
         guard Self.orders.contains(order) else { return }
-        slot(order, event).pointee.wrappingAdd(n, ordering: .relaxed)
+        counters.add(slot(order, event), n)
     }
 
     public subscript(order: UInt8, event: Event) -> Int {
-        Self.orders.contains(order) ? slot(order, event).pointee.load(ordering: .relaxed) : 0
+        Self.orders.contains(order) ? counters.sum(slot(order, event)) : 0
     }
 }
 

@@ -52,13 +52,13 @@ extension Kernel {
             guard mm.mmapLock.tryReadLock() else { return .busy }
             guard !mm.hasExited else { mm.mmapLock.unlock(); continue }
             // 1. PMDs first: afterwards every mapping of the folio is a PTE.
-            for m in hugeMappings.mappings(of: head) where m.mm === mm { mm.splitHugePMD(mapping: head, at: m.address) }
+            for m in hugeMappers(of: head) where m.mm === mm { mm.splitHugePMD(mapping: head, at: m.address) }
             let found = mm.ptes(mappingFramesIn: range)
             if found.isEmpty { mm.mmapLock.unlock(); continue }
             locked.append(mm)
             mappings += found.map { (mm, $0) }
         }
-        if hugeMappings.mappings(of: head).contains(where: { m in !locked.contains { $0 === m.mm } }) { return .busy }
+        if hugeMappers(of: head).contains(where: { m in !locked.contains { $0 === m.mm } }) { return .busy }
 
         return splitSerialization.withLock { () -> FolioSplitResult in
             // 2. Unmap with migration entries.

@@ -118,7 +118,7 @@ extension AddressSpace {
             let bits = subpageBits(entry)
             for i in 0..<PageGeometry.entriesPerTable { table.set(i, PageTableEntry(pfn: head + i, bits: bits)) }
             pmd.set(index, PageTableEntry(pfn: table.pfn, bits: tablePointerBits))
-            kernel.hugeMappings.remove(head, self, haddr)
+            kernel.removeHugeMapping(head, self, haddr)
             mapped = true
         }
         if mapped {
@@ -144,12 +144,12 @@ extension Kernel {
             var marked: [(mm: AddressSpace, address: VirtualAddress)] = []
             var markedMappings: [HugeMappings.Mapping] = []
             while true {
-                let pending = hugeMappings.mappings(of: head).filter { m in !markedMappings.contains { $0.isSame(as: m) } }
+                let pending = hugeMappers(of: head).filter { m in !markedMappings.contains { $0.isSame(as: m) } }
                 if pending.isEmpty { break }
                 for m in pending {
                     // An mm that is being destroyed is zapping its mappings; wait for this one to go.
                     guard let mm = m.mm else {
-                        while hugeMappings.mappings(of: head).contains(where: { $0.isSame(as: m) }) { Scheduling.pause() }
+                        while hugeMappers(of: head).contains(where: { $0.isSame(as: m) }) { Scheduling.pause() }
                         continue
                     }
                     // Secondary MMUs drop the range before it is marked, and may map it again after phase 3.
@@ -158,7 +158,7 @@ extension Kernel {
                     // zapped since the list was read is gone from both: skip it.
                     guard mm.markSplitting(head, at: m.address) else {
                         mm.endInvalidatingSecondaryMMUs(m.address, m.address + PageGeometry.pmdSize)
-                        precondition(!hugeMappings.mappings(of: head).contains { $0.isSame(as: m) },
+                        precondition(!hugeMappers(of: head).contains { $0.isSame(as: m) },
                                      "\(head) is listed at \(m.address) in mm \(mm.pid) but not mapped there")
                         continue
                     }

@@ -55,7 +55,7 @@ extension Kernel {
         // huge page the split serialization, then page-table locks.
         var mappings = smallMappings
         if huge {
-            let listed = hugeMappings.mappings(of: pfn)
+            let listed = hugeMappers(of: pfn)
             // A mapping whose address space is being destroyed is on its way out: try later.
             mappings = listed.compactMap { m in m.mm.map { ($0, m.address) } }
             if mappings.count != listed.count { return .busy }
@@ -80,7 +80,7 @@ extension Kernel {
         guard huge else { return migrateLocked(pfn, to: target, mappings, huge: false, list: list) }
         return splitSerialization.withLock { () -> MigrationResult in
             // A fault (COW) may have changed the mappings before the serialization was taken.
-            let now = hugeMappings.mappings(of: pfn)
+            let now = hugeMappers(of: pfn)
             guard now.count == mappings.count, zip(now, mappings).allSatisfy({ $0.mm === $1.0 && $0.address == $1.1 }) else {
                 vmstat.count(.thpMigrationFail)
                 return .busy

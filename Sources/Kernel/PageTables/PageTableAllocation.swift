@@ -17,7 +17,7 @@ extension Kernel {
     }
 
     /// Host memory the page-table store holds, in bytes (it grows with the most tables ever in use).
-    public var pageTableStoreBytes: Int { tables.chunkCount * PageTableStore.slotsPerChunk * 512 * 8 }
+    public var pageTableStoreBytes: Int { tables.chunkCount * PageTableStore.slotsPerChunk * (512 * 8 + 64) }
 
     /// Frees an empty page table (Linux: `pagetable_free()`).
     func freeTable(_ table: PageTable) {

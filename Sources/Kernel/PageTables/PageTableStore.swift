@@ -7,7 +7,8 @@ import PhysicalMemory
 ///
 /// A page table is a frame of kind `.pageTable` whose link word names its slot here; an upper-level
 /// entry holds the PFN of the table below, as on x86-64, and a walk goes PFN → slot → entries. Each
-/// slot also carries the table's split lock (Linux: the `ptl` in the page-table page's `struct ptdesc`).
+/// slot also carries the table's split lock (Linux: the `ptl` in the page-table page's `struct ptdesc`),
+/// alone on its cache line: locks of neighbouring tables taken by different CPUs must not share one.
 ///
 /// ```
 /// directory ──► chunk 0: [ slot 0: 512 entries | slot 1 | … | slot 63 ]   locks: [ptl 0 … ptl 63]
@@ -15,11 +16,17 @@ import PhysicalMemory
 /// ```
 public final class PageTableStore: @unchecked Sendable {
     public static let slotsPerChunk = 64
+    /// Lock words per slot: one 4-byte lock and padding to 64 bytes.
+    private static let lockStride = 16
     private let directory: UnsafeMutablePointer<UnsafeMutablePointer<Atomic<UInt64>>?>
     private let lockDirectory: UnsafeMutablePointer<UnsafeMutablePointer<Atomic<UInt32>>?>
     private let chunkCapacity: Int
     private struct Slots { var free: [UInt32] = []; var next: UInt32 = 0; var chunks = 0 }
     private let slots = SpinLocked(Slots())
+    /// Free slots each CPU keeps, so that a fault's table (the one a huge PMD deposits, say) takes
+    /// no lock another CPU takes; `slotBatch` move at once to or from `slots`.
+    private let perCPUSlots = PerCPUStacks(capacities: [2 * PageTableStore.slotBatch])
+    private static let slotBatch = 16
 
     /// A store that can hold up to `maxTables` tables at once.
     public init(maxTables: Int) {
@@ -31,27 +38,55 @@ public final class PageTableStore: @unchecked Sendable {
     }
 
     deinit {
+        perCPUSlots.release()
         let chunks = slots.withLock { $0.chunks }
         for c in 0..<chunks {
             directory[c]!.deinitialize(count: Self.slotsPerChunk * 512); directory[c]!.deallocate()
-            lockDirectory[c]!.deinitialize(count: Self.slotsPerChunk); lockDirectory[c]!.deallocate()
+            lockDirectory[c]!.deinitialize(count: Self.slotsPerChunk * Self.lockStride)
+            UnsafeMutableRawPointer(lockDirectory[c]!).deallocate()
         }
         directory.deallocate()
         lockDirectory.deallocate()
     }
 
-    /// Takes a slot whose entries are all empty.
+    /// Takes a slot whose entries are all empty: from this CPU's free slots, refilled from the shared
+    /// list when empty.
     func allocateSlot() -> UInt32 {
+        let cpu = CPUStripe.current
+        if let slot = perCPUSlots.withStripe(cpu, { $0.pop(0) }) { return slot }
+        return withUnsafeTemporaryAllocation(of: UInt32.self, capacity: Self.slotBatch) { batch in
+            let n = slots.withLock { s -> Int in
+                var n = 0
+                while n < Self.slotBatch, let slot = s.free.popLast() {
+                    batch[n] = slot
+                    n += 1
+                }
+                return n
+            }
+            // What does not fit (another thread of this stripe refilled it meanwhile) goes back.
+            let kept = perCPUSlots.withStripe(cpu) { stripe -> Int in
+                var kept = 0
+                while kept < n - 1 && stripe.push(0, batch[kept]) { kept += 1 }
+                return kept
+            }
+            if kept < n - 1 { slots.withLock { $0.free.append(contentsOf: batch[kept..<(n - 1)]) } }
+            return n > 0 ? batch[n - 1] : newSlot()
+        }
+    }
+
+    /// A slot never used before, in a new chunk when the last one is full.
+    private func newSlot() -> UInt32 {
         slots.withLock { s in
-            if let slot = s.free.popLast() { return slot }
             let slot = s.next
             let chunk = Int(slot) / Self.slotsPerChunk
             if chunk == s.chunks {
                 precondition(chunk < chunkCapacity, "page-table store exhausted")
                 let entries = UnsafeMutablePointer<Atomic<UInt64>>.allocate(capacity: Self.slotsPerChunk * 512)
                 for i in 0..<(Self.slotsPerChunk * 512) { (entries + i).initialize(to: Atomic(0)) }
-                let locks = UnsafeMutablePointer<Atomic<UInt32>>.allocate(capacity: Self.slotsPerChunk)
-                for i in 0..<Self.slotsPerChunk { (locks + i).initialize(to: Atomic(0)) }
+                let lockWords = Self.slotsPerChunk * Self.lockStride
+                let locks = UnsafeMutableRawPointer.allocate(byteCount: lockWords * 4, alignment: 64)
+                    .bindMemory(to: Atomic<UInt32>.self, capacity: lockWords)
+                for i in 0..<lockWords { (locks + i).initialize(to: Atomic(0)) }
                 directory[chunk] = entries
                 lockDirectory[chunk] = locks
                 s.chunks += 1
@@ -61,9 +96,18 @@ public final class PageTableStore: @unchecked Sendable {
         }
     }
 
-    /// Returns a slot whose entries have all been cleared.
+    /// Returns a slot whose entries have all been cleared, to this CPU's free slots; a full stack
+    /// spills its older half to the shared list.
     func freeSlot(_ slot: UInt32) {
-        slots.withLock { $0.free.append(slot) }
+        withUnsafeTemporaryAllocation(of: UInt32.self, capacity: Self.slotBatch) { spill in
+            let n = perCPUSlots.withStripe(CPUStripe.current) { stripe -> Int in
+                if stripe.push(0, slot) { return 0 }
+                stripe.removeOldest(0, Self.slotBatch, into: spill.baseAddress!)
+                stripe.push(0, slot)
+                return Self.slotBatch
+            }
+            if n > 0 { slots.withLock { $0.free.append(contentsOf: spill[0..<n]) } }
+        }
     }
 
     /// Chunks allocated so far (each holds 64 tables' entries and never shrinks).
@@ -78,7 +122,7 @@ public final class PageTableStore: @unchecked Sendable {
     /// The split lock of a table (Linux: `pte_lockptr()`, `pmd_lockptr()`).
     @inline(__always) func lock(_ slot: UInt32) -> UnsafeMutablePointer<Atomic<UInt32>> {
         let s = Int(slot)
-        return lockDirectory[s / Self.slotsPerChunk].unsafelyUnwrapped + s % Self.slotsPerChunk
+        return lockDirectory[s / Self.slotsPerChunk].unsafelyUnwrapped + (s % Self.slotsPerChunk) * Self.lockStride
     }
 }
 

@@ -293,12 +293,21 @@ final class LRULists: @unchecked Sendable {   // every mutable field is guarded 
     }
 }
 
+extension Kernel {
+    /// Puts a new folio on `list` (Linux: `folio_add_lru()`). A kernel method, called by address-space
+    /// code, so that the lists object is one reference from `self` and not retained around the call
+    /// (see `addHugeMapping`).
+    func folioAddLRU(_ head: PFN, to list: AnonLRU, family: Int, index: UInt64) {
+        lru.add(head, to: list, family: family, index: index)
+    }
+}
+
 extension AddressSpace {
     /// Puts a new anonymous folio that this mm maps at `address` of `vma` (its first page) on the list
     /// the design says, recording where it lives for the reverse map (Linux:
     /// `folio_add_new_anon_rmap()` and `folio_add_lru_vma()`; 2.6.38: `page_add_new_anon_rmap()`).
     @inline(__always) func addNewAnonFolioToLRU(_ head: PFN, _ vma: VMA, at address: VirtualAddress) {
-        kernel.lru.add(head, to: kernel.design.anonLRU.newPagesActive ? .active : .inactive,
-                       family: anonFamily, index: vma.pageIndex(of: address))
+        kernel.folioAddLRU(head, to: kernel.design.anonLRU.newPagesActive ? .active : .inactive,
+                           family: anonFamily, index: vma.pageIndex(of: address))
     }
 }

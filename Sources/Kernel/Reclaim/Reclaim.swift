@@ -46,7 +46,7 @@ extension Kernel {
     /// Wakes kswapd when free memory fell below the low watermark (Linux: the `wakeup_kswapd()` of
     /// the allocator's slow path; here checked after each counted allocation).
     @inline(__always) func checkWatermarks() {
-        if memory.freePages < memory.buddy.watermarks.low { kswapd.wake() }
+        if !memory.hasFreePages(above: memory.buddy.watermarks.low - 1) { kswapd.wake() }
     }
 
     /// Reclaims up to `target` pages and returns how many were freed, counted as kswapd's or direct

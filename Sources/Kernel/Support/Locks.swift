@@ -4,11 +4,12 @@ import Glibc
 import Darwin
 #endif
 import Synchronization
+import VMCore
 
 /// A spinning lock over one atomic word, the model of Linux's `spinlock_t` for page-table locks.
 ///
-/// Simulated CPUs are host threads that the host may preempt, so a waiter yields its thread while it
-/// spins rather than burning the other core.
+/// Simulated CPUs are host threads that the host may preempt, so a waiter spins briefly, then yields
+/// its thread rather than burning the other core (`SpinBackoff`).
 public struct SpinLockWord: ~Copyable {
     @usableFromInline let word = Atomic<UInt32>(0)
     public init() {}
@@ -20,7 +21,8 @@ extension UnsafeMutablePointer where Pointee == Atomic<UInt32> {
         Scheduling.point()
         while true {
             if pointee.compareExchange(expected: 0, desired: 1, ordering: .acquiring).exchanged { return }
-            while pointee.load(ordering: .relaxed) != 0 { Scheduling.pause() }
+            var backoff = SpinBackoff()
+            while pointee.load(ordering: .relaxed) != 0 { Scheduling.pause(&backoff) }
         }
     }
     /// Linux: `spin_trylock()`.

@@ -4,6 +4,7 @@ import Glibc
 import Darwin
 #endif
 import Synchronization
+import VMCore
 
 /// Where simulated CPUs may be switched: every lock acquisition, every spin, and the explicit points
 /// the kernel marks inside its lockless protocols.
@@ -34,6 +35,13 @@ public enum Scheduling {
     /// Called by a waiter that cannot make progress until another CPU does (a spin iteration).
     @inline(__always) public static func pause() {
         if active.load(ordering: .relaxed) && isManagedThread { scheduler?.switchPoint(waiting: true) } else { sched_yield() }
+    }
+
+    /// A spin iteration of a lock waiter: in the deterministic mode it hands the CPU over at once (only
+    /// one simulated CPU runs, so the holder cannot release otherwise); on real threads it waits as
+    /// `backoff` says, spinning before it yields.
+    @inline(__always) public static func pause(_ backoff: inout SpinBackoff) {
+        if active.load(ordering: .relaxed) && isManagedThread { scheduler?.switchPoint(waiting: true) } else { backoff.wait() }
     }
 }
 
