@@ -4,7 +4,9 @@
 //
 //   swift build -c release --product PlainLoops
 //   taskset -c 1 .build/release/PlainLoops huge [GiB of memory, default 16] [faults per iteration, default 4096]
-//   .build/release/PlainLoops concurrent THREADS [mm]     # split PMD lock, or page_table_lock with "mm"
+//   .build/release/PlainLoops concurrent THREADS [mm|pmd] [separate]
+//       # split PMD lock, or page_table_lock with "mm"; "separate" gives each thread a kernel of its
+//       # own (10 GiB), which shares nothing: the ceiling the host's cores and memory allow
 //
 // Environment: ITERATIONS (default 200 for huge, 60 for concurrent).
 import Foundation
@@ -51,7 +53,7 @@ func hugeFaults() {
 /// `concurrent huge faults` of FaultBenchmarks: T threads, 2,048 huge faults each in regions 8 GiB apart.
 func concurrentFaults() {
     guard arguments.count > 2, let threads = Int(arguments[2]), threads > 0 else {
-        FileHandle.standardError.write("usage: PlainLoops concurrent THREADS [mm]\n".data(using: .utf8)!)
+        FileHandle.standardError.write("usage: PlainLoops concurrent THREADS [mm|pmd] [separate]\n".data(using: .utf8)!)
         exit(2)
     }
     let lock: KernelDesign.PMDLockGranularity = arguments.count > 3 && arguments[3] == "mm" ? .pageTableLock : .splitPMDLock
@@ -99,6 +101,6 @@ switch arguments.count > 1 ? arguments[1] : "" {
 case "huge": hugeFaults()
 case "concurrent": concurrentFaults()
 default:
-    FileHandle.standardError.write("usage: PlainLoops huge [GiB] [faults] | concurrent THREADS [mm]\n".data(using: .utf8)!)
+    FileHandle.standardError.write("usage: PlainLoops huge [GiB] [faults] | concurrent THREADS [mm|pmd] [separate]\n".data(using: .utf8)!)
     exit(2)
 }
