@@ -54,6 +54,13 @@ struct RandomizedRun {
     }
 
     mutating func random(_ n: UInt64) -> UInt64 { rng.next() % n }
+    /// A page `p` has, chosen by the run's generator among its page numbers in order: a dictionary's
+    /// own order changes from process to process, and a seed must replay.
+    mutating func randomOwnedPage(_ p: ShadowProcess) -> UInt64? {
+        guard !p.pages.isEmpty else { return nil }
+        let pages = p.pages.keys.sorted()
+        return pages[Int(random(UInt64(pages.count)))]
+    }
     /// A page for the small-page operations: in the huge-page run they mostly stay below the 2 MiB
     /// slots, so that those slots' PMDs are empty when huge regions are mapped there (a leftover PTE
     /// table keeps a PMD from going huge, in Linux as here).
@@ -104,14 +111,14 @@ struct RandomizedRun {
             }
         case 12..<20:
             // The huge-page run also unmaps inside existing mappings (wholly or partly, huge or not).
-            let first = hugepages && random(2) == 0 ? (p.pages.keys.randomElement(using: &rng) ?? randomPageInWindow())
+            let first = hugepages && random(2) == 0 ? (randomOwnedPage(p) ?? randomPageInWindow())
                                                     : randomPageInWindow()
             let count = hugepages && random(4) == 0 ? 512 : 1 + random(16)
             do { try mm.munmap(VirtualAddress(first << 12), length: count << 12) } catch { failures.append("munmap: \(error)") }
             for page in first..<(first + count) { p.pages[page] = nil }
             return "munmap \(VirtualAddress(first << 12)) \(count)p"
         case 20..<30:
-            guard let first = p.pages.keys.randomElement(using: &rng) else { return "mprotect skipped" }
+            guard let first = randomOwnedPage(p) else { return "mprotect skipped" }
             let count = 1 + random(12)
             let prot: Protection = [.readWrite, .read, .none, [.read, .execute], .readWrite][Int(random(5))]
             var expected: Errno? = nil
@@ -126,7 +133,7 @@ struct RandomizedRun {
         case 30..<38:
             return remap(p)
         case 38..<46:
-            let first = p.pages.keys.randomElement(using: &rng) ?? randomPageInWindow()
+            let first = randomOwnedPage(p) ?? randomPageInWindow()
             let count = 1 + random(8)
             let advice: Advice = [.dontNeed, .dontNeed, .dontFork, .doFork, .hugepage, .noHugepage, .pageout][Int(random(7))]
             var expected: Errno? = nil
@@ -144,7 +151,7 @@ struct RandomizedRun {
             if got != expected { failures.append("madvise errno \(String(describing: got)), expected \(String(describing: expected))") }
             return "madvise \(VirtualAddress(first << 12)) \(count)p \(advice)"
         case 46..<72:
-            let first = p.pages.keys.randomElement(using: &rng) ?? randomPageInWindow()
+            let first = randomOwnedPage(p) ?? randomPageInWindow()
             let start = VirtualAddress(first << 12) + random(4096)
             let length = 1 + Int(random(6000))
             let bytes = (0..<length).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
@@ -169,7 +176,7 @@ struct RandomizedRun {
             }
             return "write \(start) \(length)"
         case 72..<84:
-            let first = p.pages.keys.randomElement(using: &rng) ?? randomPageInWindow()
+            let first = randomOwnedPage(p) ?? randomPageInWindow()
             let start = VirtualAddress(first << 12) + random(4096)
             let length = 1 + Int(random(9000))
             var expected = [UInt8](), fault: VirtualAddress? = nil
@@ -243,14 +250,14 @@ struct RandomizedRun {
         case 7 where random(2) == 0:
             // Swap a whole 2 MiB range out (a THP goes whole to a device with clusters), or reclaim.
             if random(2) == 0 {
-                let page = p.pages.keys.randomElement(using: &rng) ?? randomPageInWindow()
+                let page = randomOwnedPage(p) ?? randomPageInWindow()
                 let at = VirtualAddress((page & ~511) << 12)
                 try? mm.madvise(at, length: 2 << 20, advice: .pageout)
                 return "pageout \(at) 2M"
             }
             return "reclaim: \(kernel.reclaim(pages: 256)) pages freed"
         default:
-            let first = p.pages.keys.randomElement(using: &rng) ?? randomPageInWindow()
+            let first = randomOwnedPage(p) ?? randomPageInWindow()
             let count = 1 + random(1024)
             let split = mm.splitHugePages(VirtualAddress(first << 12), length: count << 12)
             return "split \(VirtualAddress(first << 12)) \(count)p: \(split) huge pages"
@@ -364,7 +371,7 @@ struct RandomizedTests {
 
     @Test("with huge pages: random operations over 2 MiB regions, settings and splits keep every byte and invariant")
     func randomOperationsWithHugepages() {
-        let seed = Self.seed ^ 0x7E9
+        let seed = Self.seed ^ 0x7E90   // 0x7E9 until the page choice stopped depending on hash order; this one exercises 7 huge faults and splits
         let steps = ProcessInfo.processInfo.environment["THPSIM_HUGE_STEPS"].flatMap { Int($0) } ?? 2_000
         print("randomized huge-page test: seed \(seed) (replay with THPSIM_SEED=\(Self.seed)), \(steps) steps")
         var run = RandomizedRun(seed: seed, hugepages: true)

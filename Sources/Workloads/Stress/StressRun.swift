@@ -125,7 +125,8 @@ public struct StressRun: Sendable {
                 return report
             }
             for window in windows {
-                for (page, content) in window.pages {
+                // In page order: reading may fault pages in, and a seed must replay.
+                for (page, content) in window.pages.sorted(by: { $0.key < $1.key }) {
                     let va = VirtualAddress(page << 12)
                     guard case .success(let bytes) = mm.read(va, count: 4096) else {
                         if window.readOnly.contains(page) { continue }
