@@ -11,9 +11,10 @@ public final class BuddyAllocator: @unchecked Sendable {
     public let frames: FrameTable
     public let watermarks: Watermarks
 
+    /// Inline, beside the lock: a refill touches the lock's lines and no array buffer of its own.
     struct FreeLists {
-        var heads = [UInt32](repeating: FrameTable.noLink, count: Int(PageOrder.max.rawValue) + 1)
-        var blocks = [Int](repeating: 0, count: Int(PageOrder.max.rawValue) + 1)
+        var heads = InlineArray<11, UInt32>(repeating: FrameTable.noLink)
+        var blocks = InlineArray<11, Int>(repeating: 0)
     }
     /// The zone lock (Linux: `zone->lock`) and what it guards.
     let lists = SpinLocked(FreeLists())
@@ -155,7 +156,7 @@ public final class BuddyAllocator: @unchecked Sendable {
     }
 
     /// Free blocks per order, as `/proc/buddyinfo` shows them.
-    public var freeBlocksPerOrder: [Int] { lists.withLock { $0.blocks } }
+    public var freeBlocksPerOrder: [Int] { lists.withLock { lists in (0..<lists.blocks.count).map { lists.blocks[$0] } } }
 
     /// The unusable free space index for `order`: the fraction of free memory that lies in blocks too
     /// small for an allocation of that order; 0 means none, 1 means all (Linux: `unusable_free_index()`

@@ -113,12 +113,8 @@ public struct PerCPUStacks: @unchecked Sendable {
     /// Calls `body` with the stacks of stripe `cpu` locked.
     @inlinable public func withStripe<R>(_ cpu: Int, _ body: (Stripe) -> R) -> R {
         let s = stripe(cpu)
-        let lock = s.lock
-        var backoff = SpinBackoff()
-        while !lock.pointee.compareExchange(expected: 0, desired: 1, ordering: .acquiring).exchanged {
-            while lock.pointee.load(ordering: .relaxed) != 0 { backoff.wait() }
-        }
-        defer { lock.pointee.store(0, ordering: .releasing) }
+        s.lock.acquireLeafLock()
+        defer { s.lock.releaseLeafLock() }
         return body(s)
     }
 }

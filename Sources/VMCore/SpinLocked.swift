@@ -29,6 +29,21 @@ public final class SpinLocked<Value>: @unchecked Sendable {
     }
 }
 
+extension UnsafeMutablePointer where Pointee == Atomic<UInt32> {
+    /// Takes the leaf spin lock stored in this word (0 free, 1 held), spinning, then yielding
+    /// (`SpinBackoff`), while another thread holds it. For locks that live in host memory of their
+    /// own rather than in a `SpinLocked` (per-CPU stacks, huge-mapping slots).
+    @inlinable public func acquireLeafLock() {
+        while !pointee.compareExchange(expected: 0, desired: 1, ordering: .acquiring).exchanged {
+            var backoff = SpinBackoff()
+            while pointee.load(ordering: .relaxed) != 0 { backoff.wait() }
+        }
+    }
+
+    /// Releases the leaf spin lock stored in this word.
+    @inlinable public func releaseLeafLock() { pointee.store(0, ordering: .releasing) }
+}
+
 /// How a spinning waiter waits: a few spin-wait hints first, because the holder of a short critical
 /// section on another core is about to release it, then yielding the host thread, because the holder
 /// may not be running at all (more host threads than cores). Yielding at once costs a system call

@@ -68,11 +68,8 @@ final class HugeMappings: @unchecked Sendable {
                                                                       _ address: UnsafeMutablePointer<UInt64>) -> R) -> R {
         let s = slot(head)
         let lock = s.assumingMemoryBound(to: Atomic<UInt32>.self)
-        var backoff = SpinBackoff()
-        while !lock.pointee.compareExchange(expected: 0, desired: 1, ordering: .acquiring).exchanged {
-            while lock.pointee.load(ordering: .relaxed) != 0 { backoff.wait() }
-        }
-        defer { lock.pointee.store(0, ordering: .releasing) }
+        lock.acquireLeafLock()
+        defer { lock.releaseLeafLock() }
         return body((s + 8).assumingMemoryBound(to: UInt64.self), (s + 16).assumingMemoryBound(to: UInt64.self))
     }
 
