@@ -108,7 +108,9 @@ extension BuddyAllocator {
         let batch = perCPU.batch(i)
         withUnsafeTemporaryAllocation(of: UInt32.self, capacity: batch) { spill in
             let n = perCPU.withStripe(CPUStripe.current) { stripe -> Int in
-                stripe.push(i, start.rawValue)
+                // Every operation leaves at most `high` blocks, and the stack has one place more.
+                let pushed = stripe.push(i, start.rawValue)
+                precondition(pushed, "a per-CPU list held more than high blocks")
                 guard stripe.count(i) > perCPU.high(i) else { return 0 }
                 let n = min(batch, stripe.count(i))
                 stripe.removeOldest(i, n, into: spill.baseAddress!)

@@ -103,7 +103,8 @@ public final class PageTableStore: @unchecked Sendable {
             let n = perCPUSlots.withStripe(CPUStripe.current) { stripe -> Int in
                 if stripe.push(0, slot) { return 0 }
                 stripe.removeOldest(0, Self.slotBatch, into: spill.baseAddress!)
-                stripe.push(0, slot)
+                let pushed = stripe.push(0, slot)
+                precondition(pushed, "a per-CPU slot stack refused a slot after spilling")
                 return Self.slotBatch
             }
             if n > 0 { slots.withLock { $0.free.append(contentsOf: spill[0..<n]) } }
