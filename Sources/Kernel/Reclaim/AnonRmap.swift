@@ -125,7 +125,6 @@ extension Kernel {
         } else {
             guard let fresh = swapDevice.allocate(uses: 0) else { return .swapFull }
             slot = fresh
-            writeToSwap(pfn, slot)
             let added = addToSwapCache(pfn, slot: slot)
             precondition(added, "a new swap slot \(slot) had a cached page")
         }
@@ -148,6 +147,10 @@ extension Kernel {
             }
             m.mm.endInvalidatingSecondaryMMUs(page, page + PageGeometry.pageSize)
         }
+        // pageout(): the bytes go to the slot only now, after every PTE that could write the page
+        // was replaced and flushed; written before, a store between the copy and the unmap was lost
+        // (found by `thpsim stress --seed 12 --lock pmd --deterministic`).
+        if !cached { writeToSwap(pfn, slot) }
         return all && frames.mapcount(pfn) == 0 ? .unmapped : .partly
     }
 }

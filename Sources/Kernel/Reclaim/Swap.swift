@@ -126,15 +126,22 @@ extension AddressSpace {
             // MADV_PAGEOUT leaves pages other processes map (`folio_maybe_mapped_shared()`).
             guard mapcount == 1 else { continue }
             let slot: Int
+            var fresh = false
             if cached, let existing = kernel.swapCacheSlot(of: pfn) {
                 slot = existing
                 kernel.swapDevice.duplicate(slot)
             } else {
-                guard let fresh = kernel.swapDevice.allocate(uses: 1) else { return }
-                slot = fresh
-                kernel.writeToSwap(pfn, slot)
+                guard let new = kernel.swapDevice.allocate(uses: 1) else { return }
+                slot = new
+                fresh = true
             }
+            // Unmap, flush, then copy (Linux: `try_to_unmap()` before `pageout()`): a store through
+            // the old entry still in flight on another CPU ends before the flush does, and lands in
+            // the copy. A fault on the new swap entry waits for this PTE lock, so it reads the slot
+            // only once the bytes are in.
             table.set(index, .swapEntry(slot: slot))
+            kernel.flushTLB(self, va, va + PageGeometry.pageSize)
+            if fresh { kernel.writeToSwap(pfn, slot) }
             unmapPage(pfn)
             if cached { kernel.removeUnusedFromSwapCache(pfn) }
         }
@@ -164,6 +171,11 @@ extension AddressSpace {
               frames.refcount(head) == references, kernel.entireMapcount(head) == 1,
               frames.folioField(head, .pagesMapped) == FrameTable.entirelyMapped,
               let first = kernel.swapDevice.allocate(count: pages, uses: 1) else { return false }
+        // Write-protect and flush before copying: a store in flight through the huge PMD ends before
+        // the flush does, and a later one faults and waits for the PMD lock. The swap entries go in
+        // only after the copy, so no fault on them can read a slot before its bytes are written.
+        pmd.set(index, entry.without(PageTableEntry.writableBit))
+        kernel.flushTLB(self, haddr, haddr + PageGeometry.pmdSize)
         for i in 0..<pages { kernel.writeToSwap(head + i, first + i) }
         let table = withdrawTable(from: pmd)
         for i in 0..<pages { table.set(i, .swapEntry(slot: first + i)) }
@@ -208,11 +220,11 @@ extension AddressSpace {
             page = pfn
         }
         let pfn = page!
-        let (left, uncached) = kernel.swapDevice.release(slot)
-        if left > 0 && fresh != nil {
+        let (left, uncached) = kernel.swapDevice.release(slot) { m in
             // Others still have the entry: the page stands for the slot from now on (unless another
-            // process's swap-in cached its own copy meanwhile; then this one stays private).
-            _ = kernel.addToSwapCache(pfn, slot: slot)
+            // process's swap-in cached its own copy meanwhile; then this one stays private). Under
+            // the release's lock: otherwise the others' last release could free the slot first.
+            if fresh != nil { _ = kernel.addToSwapCache(pfn, slot: slot, &m) }
         }
         // Exclusive: no entry names the slot any more and nobody else maps or holds the page.
         let exclusive = left == 0 && frames.mapcount(pfn) == 0 && frames.refcount(pfn) == 1 + (uncached == pfn ? 1 : 0)

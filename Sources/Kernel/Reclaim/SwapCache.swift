@@ -27,16 +27,19 @@ extension Kernel {
     /// Makes `pfn` stand for `slot`, taking the cache's reference; false (nothing done) if another
     /// page got there first (Linux: `add_to_swap_cache()`, which fails with -EEXIST).
     func addToSwapCache(_ pfn: PFN, slot: Int) -> Bool {
-        swapDevice.map.withLock { m -> Bool in
-            precondition(m.isUsed(slot), "caching free swap slot \(slot)")
-            guard m.cache[slot] == nil else { return false }
-            precondition(m.cachedSlot[pfn] == nil, "\(pfn) already stands for swap slot \(m.cachedSlot[pfn]!)")
-            m.cache[slot] = pfn
-            m.cachedSlot[pfn] = slot
-            getPage(pfn)
-            memory.frames.insertFlags(pfn, .swapCache)
-            return true
-        }
+        swapDevice.map.withLock { addToSwapCache(pfn, slot: slot, &$0) }
+    }
+
+    /// `addToSwapCache` with the swap device's lock held (`m` is what it guards).
+    func addToSwapCache(_ pfn: PFN, slot: Int, _ m: inout SwapDevice.Map) -> Bool {
+        precondition(m.isUsed(slot), "caching free swap slot \(slot)")
+        guard m.cache[slot] == nil else { return false }
+        precondition(m.cachedSlot[pfn] == nil, "\(pfn) already stands for swap slot \(m.cachedSlot[pfn]!)")
+        m.cache[slot] = pfn
+        m.cachedSlot[pfn] = slot
+        getPage(pfn)
+        memory.frames.insertFlags(pfn, .swapCache)
+        return true
     }
 
     /// Makes `target`, a copy of the cached page `pfn` that `mapcount` entries are about to map, stand

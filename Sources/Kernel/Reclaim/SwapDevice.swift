@@ -150,10 +150,19 @@ public final class SwapDevice: @unchecked Sendable {
     /// any, leaves the cache: the caller must drop the cache's reference with `Kernel.dropFromSwapCache`
     /// (Linux: `swap_free()`, and `free_swap_and_cache()` from zap).
     func release(_ slot: Int) -> (left: Int32, uncached: PFN?) {
+        release(slot) { _ in }
+    }
+
+    /// `release(slot)`, calling `whileNamed` under the same lock when other entries still name the
+    /// slot — for a swap-in that caches its page for them, which must happen before another entry's
+    /// release can free the slot (Linux's `do_swap_page()` adds the folio to the swap cache before it
+    /// calls `swap_free()`).
+    func release(_ slot: Int, whileNamed: (inout Map) -> Void) -> (left: Int32, uncached: PFN?) {
         let (left, uncached) = map.withLock { m -> (Int32, PFN?) in
             guard let count = m.counts[slot], count > 0 else { preconditionFailure("releasing free swap slot \(slot)") }
             if count > 1 {
                 m.counts[slot] = count - 1
+                whileNamed(&m)
                 return (count - 1, nil)
             }
             return (0, Self.free(&m, slot))
