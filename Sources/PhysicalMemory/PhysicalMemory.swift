@@ -51,7 +51,9 @@ public final class PhysicalMemory: @unchecked Sendable {
 
     public var freePages: Int { buddy.freePages }
 
-    /// Whether more than `pages` base pages are free (`BuddyAllocator.hasFreePages(above:)`).
+    /// Whether more than `pages` base pages are free (`BuddyAllocator.hasFreePages(above:)`). Here so
+    /// that the kernel's watermark check reaches the allocator through one reference, which Swift
+    /// does not retain around the call (docs/concurrency.md).
     public func hasFreePages(above pages: Int) -> Bool { buddy.hasFreePages(above: pages) }
 
     /// Allocates a folio of 2^order frames: the head has refcount 1 and `.head` when order > 0; each

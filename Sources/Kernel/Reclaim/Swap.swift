@@ -110,8 +110,9 @@ extension AddressSpace {
         let lock = kernel.splitLock(table)
         lock.spinLock()
         defer { lock.spinUnlock() }
+        var unmapped: [(pfn: PFN, slot: Int, fresh: Bool, cached: Bool)] = []
         var va = from
-        while va < to {
+        scan: while va < to {
             defer { va = va + PageGeometry.pageSize }
             let index = va.tableIndex(.pte)
             let entry = table[index]
@@ -125,25 +126,25 @@ extension AddressSpace {
             guard frames.refcount(pfn) == mapcount + (cached ? 1 : 0) else { continue }
             // MADV_PAGEOUT leaves pages other processes map (`folio_maybe_mapped_shared()`).
             guard mapcount == 1 else { continue }
-            let slot: Int
-            var fresh = false
             if cached, let existing = kernel.swapCacheSlot(of: pfn) {
-                slot = existing
-                kernel.swapDevice.duplicate(slot)
+                kernel.swapDevice.duplicate(existing)
+                unmapped.append((pfn, existing, false, true))
             } else {
-                guard let new = kernel.swapDevice.allocate(uses: 1) else { return }
-                slot = new
-                fresh = true
+                guard let slot = kernel.swapDevice.allocate(uses: 1) else { break scan }
+                unmapped.append((pfn, slot, true, cached))
             }
-            // Unmap, flush, then copy (Linux: `try_to_unmap()` before `pageout()`): a store through
-            // the old entry still in flight on another CPU ends before the flush does, and lands in
-            // the copy. A fault on the new swap entry waits for this PTE lock, so it reads the slot
-            // only once the bytes are in.
-            table.set(index, .swapEntry(slot: slot))
-            kernel.flushTLB(self, va, va + PageGeometry.pageSize)
-            if fresh { kernel.writeToSwap(pfn, slot) }
-            unmapPage(pfn)
-            if cached { kernel.removeUnusedFromSwapCache(pfn) }
+            table.set(index, .swapEntry(slot: unmapped.last!.slot))
+        }
+        guard !unmapped.isEmpty else { return }
+        // Unmap, flush, then copy (Linux: `try_to_unmap()` before `pageout()`): a store through an
+        // old entry still in flight on another CPU ends before the flush does, and lands in the copy.
+        // A fault on a new swap entry waits for this PTE lock, so it reads a slot only once the bytes
+        // are in.
+        kernel.flushTLB(self, from, to)
+        for page in unmapped {
+            if page.fresh { kernel.writeToSwap(page.pfn, page.slot) }
+            unmapPage(page.pfn)
+            if page.cached { kernel.removeUnusedFromSwapCache(page.pfn) }
         }
     }
 
