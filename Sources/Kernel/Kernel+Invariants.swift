@@ -235,7 +235,7 @@ extension Kernel {
             var total = entire, mappedPages: Int32 = 0
             for j in 0..<pages {
                 let page = pfn + j
-                if j > 0 && (!frames.flags(page).contains(.tail) || frames.link(page) != pfn.rawValue) {
+                if j > 0 && (!frames.flags(page).contains(.tail) || frames.head(of: page) != pfn) {
                     problems.append("\(page) should be a tail of \(pfn)")
                 }
                 let mapcount = frames.mapcount(page)

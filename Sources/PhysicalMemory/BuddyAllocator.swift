@@ -110,7 +110,7 @@ public final class BuddyAllocator: @unchecked Sendable {
     /// - Precondition: the block was allocated at this order and nothing maps or references it.
     public func free(_ start: PFN, order: PageOrder) {
         precondition(start.isAligned(order: order), "freeing a misaligned block")
-        if order.rawValue == 0 { frames.clear(start) } else { frames.clear(start, count: order.pages) }
+        if order.rawValue == 0 { frames.clear(start) } else { frames.clearFolio(start, order: order) }
         if perCPU.caches(order) {
             freeToPerCPUList(start, order: order)
             return

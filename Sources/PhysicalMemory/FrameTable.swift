@@ -51,6 +51,10 @@ public struct FrameFlags: OptionSet, Sendable, Hashable {
     public static let partiallyMapped = FrameFlags(rawValue: 1 << 12)
     /// Stands for a swap slot in the swap cache, which holds a reference on it (Linux: `PG_swapcache`).
     public static let swapCache = FrameFlags(rawValue: 1 << 13)
+    /// On the head of a PMD-order folio: some tail's record has been written out (see `FrameTable`,
+    /// "implicit tails"), so freeing the folio must clear all of its records. The model's own; Linux
+    /// writes every tail's `struct page` when it makes a compound page.
+    public static let explicitTails = FrameFlags(rawValue: 1 << 14)
 }
 
 /// The frame table: one 16-byte record per 4 KiB frame, a flat array indexed by PFN (Linux: `mem_map`,
@@ -68,6 +72,17 @@ public struct FrameFlags: OptionSet, Sendable, Hashable {
 /// Invariant: a frame of kind `.free` carries no refcount or mapcount; its words 1 and 2 are the
 /// free-list links when it heads a free block (`.buddy`). Every word is an atomic, so lock-free
 /// readers (gup-fast, the invariant checker) see whole values; relaxed loads cost a plain load.
+///
+/// **Implicit tails.** A PMD-order folio's 511 tail records are not written when it is allocated
+/// (Linux's `prep_compound_page()` writes each tail's `compound_head`): a freed block's records are
+/// all zero, and a zero word 0 inside a 512-frame block whose first frame is a PMD-order head reads as
+/// a tail of that head (`header(_:)`, `head(of:)`). Words 1 and 2 of such a tail are real (a tail's
+/// pins and mapcount start at zero, as the free block left them). A write to a tail's word 0 first
+/// writes the record out (`materializeTail`) and marks the head `.explicitTails`; freeing a folio
+/// without that mark clears only its head and the three tails that hold folio fields. A split writes
+/// every tail's new header before it changes the head's, so a reader that finds the head changed and
+/// reads the tail again sees the tail's new header. Writing 8 KiB of tail records per huge fault was
+/// most of its cost and, on two CPUs, most of their memory bandwidth (docs/performance.md).
 ///
 /// A value of this type is a view of the table: the address of its words and their count, copied
 /// freely. `PhysicalMemory` owns the words and releases them (`release()`) when it goes. A view and
@@ -104,14 +119,54 @@ public struct FrameTable: @unchecked Sendable {
 
     // MARK: Word 0: flags, order, kind
 
+    /// Word 0 of `pfn`'s record as it reads: the stored word, or for an implicit tail the header of a
+    /// tail of its head's kind.
+    @inlinable func header(_ pfn: PFN) -> UInt32 {
+        let stored = word(pfn, 0).pointee.load(ordering: .acquiring)
+        return stored != 0 ? stored : implicitHeader(pfn)
+    }
+
+    /// The header of `pfn`, whose word 0 read zero: a tail's if the frame is inside a PMD-order folio,
+    /// else zero. If the block's first frame is no longer such a head, a split or a free may have
+    /// changed it after writing this frame's record, so the record is read again.
+    @usableFromInline func implicitHeader(_ pfn: PFN) -> UInt32 {
+        guard let head = implicitHead(pfn) else { return word(pfn, 0).pointee.load(ordering: .acquiring) }
+        return Self.tailHeader(kind: head.kind)
+    }
+
+    /// The head of the PMD-order folio `pfn` would be an implicit tail of, with the head's kind.
+    @usableFromInline func implicitHead(_ pfn: PFN) -> (pfn: PFN, kind: UInt32)? {
+        let mask = UInt32(PageGeometry.pmdOrder.pages - 1)
+        guard pfn.rawValue & mask != 0 else { return nil }
+        let head = PFN(pfn.rawValue & ~mask)
+        let h = word(head, 0).pointee.load(ordering: .acquiring)
+        guard h & UInt32(FrameFlags.head.rawValue) != 0,
+              (h >> 16) & 0xFF == UInt32(PageGeometry.pmdOrder.rawValue),
+              h >> 24 != UInt32(FrameKind.free.rawValue) else { return nil }
+        return (head, h >> 24)
+    }
+
+    @inlinable static func tailHeader(kind: UInt32) -> UInt32 { UInt32(FrameFlags.tail.rawValue) | kind << 24 }
+
+    /// Writes out the record of `pfn` if it is an implicit tail, before its word 0 changes: the link
+    /// first, then word 0, so a reader that sees `.tail` sees the head; the head is marked first, so
+    /// that freeing the folio clears every record.
+    @usableFromInline func materializeTail(_ pfn: PFN) {
+        guard let head = implicitHead(pfn) else { return }
+        word(head.pfn, 0).pointee.bitwiseOr(UInt32(FrameFlags.explicitTails.rawValue), ordering: .acquiringAndReleasing)
+        word(pfn, 3).pointee.store(head.pfn.rawValue, ordering: .relaxed)
+        _ = word(pfn, 0).pointee.compareExchange(expected: 0, desired: Self.tailHeader(kind: head.kind),
+                                                 ordering: .acquiringAndReleasing)
+    }
+
     @inlinable public func flags(_ pfn: PFN) -> FrameFlags {
-        FrameFlags(rawValue: UInt16(truncatingIfNeeded: word(pfn, 0).pointee.load(ordering: .acquiring)))
+        FrameFlags(rawValue: UInt16(truncatingIfNeeded: header(pfn)))
     }
     @inlinable public func order(_ pfn: PFN) -> PageOrder {
-        PageOrder(rawValue: UInt8(truncatingIfNeeded: word(pfn, 0).pointee.load(ordering: .relaxed) >> 16))
+        PageOrder(rawValue: UInt8(truncatingIfNeeded: header(pfn) >> 16))
     }
     @inlinable public func kind(_ pfn: PFN) -> FrameKind {
-        FrameKind(rawValue: UInt8(truncatingIfNeeded: word(pfn, 0).pointee.load(ordering: .relaxed) >> 24))!
+        FrameKind(rawValue: UInt8(truncatingIfNeeded: header(pfn) >> 24))!
     }
     /// Sets word 0 whole: the frame's kind, order and flags.
     @inlinable public func setHeader(_ pfn: PFN, kind: FrameKind, order: PageOrder, flags: FrameFlags) {
@@ -119,33 +174,37 @@ public struct FrameTable: @unchecked Sendable {
         word(pfn, 0).pointee.store(value, ordering: .releasing)
     }
     /// Makes frames `head + 1 ..< head + count` tails of `head`, of `kind`, with no refcount or
-    /// mapcount (Linux: the loop of `prep_compound_page()`). The folio is private to its allocator
-    /// until an entry that maps it is published with release ordering, so the records are written
-    /// with streaming stores and one fence (`thpsim_write_frame_records`): a 2 MiB folio's 511 records
-    /// are 8 KiB of host memory, and reading those lines in before overwriting them was half the
-    /// cost of a huge fault (docs/performance.md).
+    /// mapcount (Linux: the loop of `prep_compound_page()`). A PMD-order folio's tails stay implicit
+    /// (above): nothing is written. Other folios are private to their allocator until an entry that
+    /// maps them is published with release ordering, so their records are written with streaming
+    /// stores and one fence (`thpsim_write_frame_records`).
     public func initializeTails(of head: PFN, count: Int, kind: FrameKind) {
-        guard count > 1 else { return }
-        let header = UInt32(FrameFlags.tail.rawValue) | UInt32(kind.rawValue) << 24
-        thpsim_write_frame_records(plainWords(head + 1), count - 1, header, head.rawValue)
+        guard count > 1, count != PageGeometry.pmdOrder.pages else { return }
+        thpsim_write_frame_records(plainWords(head + 1), count - 1, Self.tailHeader(kind: UInt32(kind.rawValue)),
+                                   head.rawValue)
     }
 
     /// Atomically sets flag bits; returns the flags as they were (Linux: `test_and_set_bit()`).
     @inlinable @discardableResult public func insertFlags(_ pfn: PFN, _ f: FrameFlags) -> FrameFlags {
-        FrameFlags(rawValue: UInt16(truncatingIfNeeded: word(pfn, 0).pointee.bitwiseOr(UInt32(f.rawValue), ordering: .acquiringAndReleasing).oldValue))
+        let w = word(pfn, 0)
+        if w.pointee.load(ordering: .relaxed) == 0 { materializeTail(pfn) }
+        return FrameFlags(rawValue: UInt16(truncatingIfNeeded: w.pointee.bitwiseOr(UInt32(f.rawValue), ordering: .acquiringAndReleasing).oldValue))
     }
     /// Sets flag bits of a frame no other thread can reach yet (a new folio before it is published),
     /// without a locked read-modify-write; returns the flags as they were (Linux: the non-atomic
     /// `__folio_set_*()` helpers).
     @inlinable @discardableResult public func insertFlagsUnshared(_ pfn: PFN, _ f: FrameFlags) -> FrameFlags {
         let w = word(pfn, 0)
+        if w.pointee.load(ordering: .relaxed) == 0 { materializeTail(pfn) }
         let old = w.pointee.load(ordering: .relaxed)
         w.pointee.store(old | UInt32(f.rawValue), ordering: .releasing)
         return FrameFlags(rawValue: UInt16(truncatingIfNeeded: old))
     }
     /// Atomically clears flag bits; returns the flags as they were (Linux: `test_and_clear_bit()`).
     @inlinable @discardableResult public func removeFlags(_ pfn: PFN, _ f: FrameFlags) -> FrameFlags {
-        FrameFlags(rawValue: UInt16(truncatingIfNeeded: word(pfn, 0).pointee.bitwiseAnd(~UInt32(f.rawValue), ordering: .acquiringAndReleasing).oldValue))
+        let w = word(pfn, 0)
+        if w.pointee.load(ordering: .relaxed) == 0 { materializeTail(pfn) }
+        return FrameFlags(rawValue: UInt16(truncatingIfNeeded: w.pointee.bitwiseAnd(~UInt32(f.rawValue), ordering: .acquiringAndReleasing).oldValue))
     }
 
     // MARK: Word 1: refcount (Linux: page->_refcount)
@@ -258,6 +317,27 @@ public struct FrameTable: @unchecked Sendable {
         thpsim_write_frame_records(plainWords(start), count, 0, 0)
     }
 
+    /// Zeroes the records of the folio headed by `head` as it is freed: all of them, or for a
+    /// PMD-order folio whose tails stayed implicit, the head and the three tails that hold folio fields.
+    func clearFolio(_ head: PFN, order: PageOrder) {
+        let h = word(head, 0).pointee.load(ordering: .relaxed)
+        if order == PageGeometry.pmdOrder && h & UInt32(FrameFlags.head.rawValue) != 0
+            && h & UInt32(FrameFlags.explicitTails.rawValue) == 0 {
+            assert(implicitTailsAreBlank(head), "freeing \(head), whose implicit tails carry counts")
+            clear(head, count: 4)
+        } else {
+            clear(head, count: order.pages)
+        }
+    }
+
+    /// Whether the implicit tails beyond the folio fields of `head` have all-zero records (checked in
+    /// debug builds as a folio is freed: a tail's pins and mapcount must be back to zero).
+    private func implicitTailsAreBlank(_ head: PFN) -> Bool {
+        (4..<PageGeometry.pmdOrder.pages).allSatisfy { i in
+            (0..<4).allSatisfy { word(head + i, $0).pointee.load(ordering: .relaxed) == 0 }
+        }
+    }
+
     /// The words of `pfn`'s record as plain 32-bit integers, for the C writers of whole records.
     private func plainWords(_ pfn: PFN) -> UnsafeMutablePointer<UInt32> {
         UnsafeMutableRawPointer(words + pfn.index &* 4).assumingMemoryBound(to: UInt32.self)
@@ -265,6 +345,14 @@ public struct FrameTable: @unchecked Sendable {
 
     /// The head of the folio `pfn` belongs to (Linux: `compound_head()`, `page_folio()`).
     @inlinable public func head(of pfn: PFN) -> PFN {
-        flags(pfn).contains(.tail) ? PFN(link(pfn)) : pfn
+        let stored = word(pfn, 0).pointee.load(ordering: .acquiring)
+        if stored == 0 { return implicitHead(pfn)?.pfn ?? headOfReread(pfn) }
+        return stored & UInt32(FrameFlags.tail.rawValue) != 0 ? PFN(link(pfn)) : pfn
+    }
+
+    /// `head(of:)` when `pfn` read as neither an implicit tail nor anything else: its record may have
+    /// been written by a split meanwhile (see `implicitHeader`).
+    @usableFromInline func headOfReread(_ pfn: PFN) -> PFN {
+        word(pfn, 0).pointee.load(ordering: .acquiring) & UInt32(FrameFlags.tail.rawValue) != 0 ? PFN(link(pfn)) : pfn
     }
 }

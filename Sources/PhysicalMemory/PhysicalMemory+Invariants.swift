@@ -55,7 +55,7 @@ extension PhysicalMemory {
             }
             let flags = frames.flags(pfn)
             if flags.contains(.tail) {
-                let head = PFN(frames.link(pfn))
+                let head = frames.head(of: pfn)
                 if head.index >= totalPages || !frames.flags(head).contains(.head)
                     || head > pfn || pfn.index >= head.index + frames.order(head).pages {
                     problems.append("tail \(pfn) links to \(head), which is not a head covering it")

@@ -32,7 +32,7 @@ extension Kernel {
     public func getPage(_ pfn: PFN) {
         let frames = memory.frames
         if frames.flags(pfn).contains(.tail) {
-            let head = PFN(frames.link(pfn))
+            let head = frames.head(of: pfn)
             let count = frames.addRefcount(head, 1)
             precondition(count > 1, "get_page on a tail of \(head), which had no reference")
             if design.tailPagePins { frames.addRefcount(pfn, 1) }
@@ -71,7 +71,7 @@ extension Kernel {
     /// reference is its own (Linux 2.6.38: `put_compound_page()`).
     private func putTailPage(_ pfn: PFN) {
         let frames = memory.frames
-        let head = PFN(frames.link(pfn))
+        let head = frames.head(of: pfn)
         // The head cannot be freed while the tail holds a pin, but after a split the two are separate
         // pages whose counts may both reach zero; a reference on the head keeps it from that meanwhile.
         guard frames.tryGetReference(head) else {
@@ -80,7 +80,7 @@ extension Kernel {
             return
         }
         lockCompound(head)
-        guard frames.flags(pfn).contains(.tail) && PFN(frames.link(pfn)) == head else {
+        guard frames.flags(pfn).contains(.tail) && frames.head(of: pfn) == head else {
             // split_huge_page() ran first: the pin moved to the now ordinary page `pfn`.
             unlockCompound(head)
             putHead(head)

@@ -57,7 +57,7 @@ extension AddressSpace {
             kernel.vmstat.modify(.nrAnonPages, 1)
             return
         }
-        let head = flags.contains(.head) ? pfn : PFN(frames.link(pfn))
+        let head = flags.contains(.head) ? pfn : frames.head(of: pfn)
         if frames.addFolioField(head, .pagesMapped, 1) < FrameTable.entirelyMapped {
             kernel.vmstat.modify(.nrAnonPages, 1)
         }
@@ -74,7 +74,7 @@ extension AddressSpace {
             kernel.vmstat.modify(.nrAnonPages, -1)
             return
         }
-        let head = flags.contains(.head) ? pfn : PFN(frames.link(pfn))
+        let head = flags.contains(.head) ? pfn : frames.head(of: pfn)
         let mapped = frames.addFolioField(head, .pagesMapped, -1)
         // While a PMD maps the folio, the page is still mapped. Otherwise it is unmapped now, and if
         // other pages stay mapped, part of the folio is unused.

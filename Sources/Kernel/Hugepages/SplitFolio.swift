@@ -110,7 +110,7 @@ extension Kernel {
                 if count == 0 { unused.append(page) } else { kept.append(page) }
             }
             frames.setHeader(head, kind: .anonymous, order: .base,
-                             flags: frames.flags(head).subtracting([.head, .deferredSplit, .partiallyMapped]))
+                             flags: frames.flags(head).subtracting([.head, .explicitTails, .deferredSplit, .partiallyMapped]))
             lru.addSplitTails(head, oldPages: pages, tails: kept)
             lru.lock.unlock()
             frames.setRefcount(head, frames.mapcount(head) + 1)

@@ -206,7 +206,7 @@ extension Kernel {
             frames.setLink(tail, 0)
             frames.setHeader(tail, kind: .anonymous, order: .base, flags: inherited)
         }
-        let headFlags = frames.flags(head).subtracting(.head)
+        let headFlags = frames.flags(head).subtracting([.head, .explicitTails])
         frames.setHeader(head, kind: .anonymous, order: .base, flags: headFlags)
         lru.addSplitTails(head, oldPages: PageGeometry.pmdOrder.pages,
                           tails: (1..<PageGeometry.pmdOrder.pages).map { head + $0 })
