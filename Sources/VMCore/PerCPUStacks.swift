@@ -94,6 +94,14 @@ public struct PerCPUStacks: @unchecked Sendable {
             setCount(i, total - n)
         }
 
+        /// Empties stack `i`, calling `body` with each value, oldest first.
+        @inlinable public func drain(_ i: Int, _ body: (UInt32) -> Void) {
+            let n = count(i)
+            let v = values(i)
+            for k in 0..<n { body(v[k]) }
+            setCount(i, 0)
+        }
+
         /// Empties stack `i`; returns its values, oldest first.
         public func removeAll(_ i: Int) -> [UInt32] {
             let out = contents(i)

@@ -96,7 +96,7 @@ extension Kernel {
             // Under the LRU lock, as the head's list flags must not move while its header is rewritten;
             // the tails that stay mapped join its list (Linux: `__split_unmapped_folio()` under the
             // lruvec lock, `lru_add_split_folio()`).
-            lru.lock.lock()
+            lru.lockFlushed()
             let inherited = frames.flags(head).intersection([.dirty, .swapBacked, .referenced, .active])
             var unused: [PFN] = []
             var kept: [PFN] = []

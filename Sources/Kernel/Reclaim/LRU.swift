@@ -30,8 +30,23 @@ enum AnonLRU: Int, Sendable, CaseIterable {
 /// Linux): a folio whose last reference goes is taken off in the free path (`putPage`), and whoever
 /// takes one off to work on it — isolates it — takes a reference first (`folio_isolate_lru()`).
 ///
-/// The lock is a leaf: nothing else is taken while it is held. Faults take it under a PTE or PMD
-/// lock, splits under `compound_lock` and with the folio's refcount frozen.
+/// The lock is a leaf but for the staging stripes' locks (below): nothing else is taken while it is
+/// held. Faults take it under a PTE or PMD lock, splits under `compound_lock` and with the folio's
+/// refcount frozen.
+///
+/// **Staging.** A new folio is on its list from `add` on: it has `PG_lru`, and every operation sees
+/// it there. But `add` only stages it on its CPU's own stripe, and the next operation that takes
+/// `lock` links the staged folios first, in the order they came (`flushStaged()`), so what any
+/// operation sees is what linking at once would have given. A fault then writes no line another CPU
+/// writes: linking at the hot end writes the lists' ends, their counts, the lock and the previous
+/// hottest folio's node, which another CPU's fault has just written (docs/performance.md, concurrent
+/// huge faults). This is the host's batching, not Linux's: Linux's per-CPU `lru_add` batches
+/// (2.6.38's `lru_add_pvecs`, 6.18's `cpu_fbatches.lru_add`) hold a reference and keep their folios
+/// off the lists and without `PG_lru` until drained; the model's staged folios hold nothing and are
+/// on the lists already, so reclaim, migration and the invariants see them as before.
+///
+/// Lock order: `lock`, then a stripe's lock. `add` takes only its stripe's, and `lock` (then the
+/// stripes') when its stripe is full.
 ///
 /// Beside the links, each folio records where it was born, for the reverse map of reclaim: its mm's
 /// fork family and the linear page index of its first page (Linux: `folio->mapping`, the anon_vma,
@@ -59,9 +74,15 @@ final class LRULists: @unchecked Sendable {   // every mutable field is guarded 
     private let heads: UnsafeMutablePointer<Heads>
     /// Folios taken off by `isolate` and not put back yet (Linux: counted in `NR_ISOLATED_ANON`).
     private var isolatedHeads: Set<UInt32> = []
+    /// Folios `add` has put on a list but not linked yet, per CPU: stack 0 for the inactive list,
+    /// stack 1 for the active one (see "Staging").
+    private let staged: PerCPUStacks
+    /// Folios a CPU stages before it links them (the size of 2.6.38's `PAGEVEC_SIZE`, for scale).
+    static let stageSize = 14
 
     init(frames: FrameTable) {
         self.frames = frames
+        staged = PerCPUStacks(capacities: [Self.stageSize, Self.stageSize])
         heads = .allocate(capacity: 1)
         heads.initialize(to: Heads())
         nodes = .allocate(capacity: frames.count)
@@ -69,6 +90,7 @@ final class LRULists: @unchecked Sendable {   // every mutable field is guarded 
     }
 
     deinit {
+        staged.release()
         nodes.deinitialize(count: frames.count)
         nodes.deallocate()
         heads.deinitialize(count: 1)
@@ -135,26 +157,47 @@ final class LRULists: @unchecked Sendable {   // every mutable field is guarded 
 
     /// Puts a new folio on `list`, recording its family and linear index for the reverse map
     /// (Linux: `folio_add_new_anon_rmap()` setting `folio->mapping`/`index`, then `folio_add_lru()`
-    /// → `lru_add()`).
+    /// → `lru_add()`). The folio is staged on this CPU's stripe (see "Staging").
     /// - Precondition: the folio is on no list; `head` is its head; no other thread can reach it
-    ///   yet (no entry maps it), so its flags are set without a locked instruction.
+    ///   yet (no entry maps it), so its flags and node are written without a lock.
     @inline(__always)
     func add(_ head: PFN, to list: AnonLRU, family: Int, index: UInt64) {
-        let pages = frames.order(head).pages
-        lock.lock()
         nodes[head.index].origin = packOrigin(family, index)
         let old = frames.insertFlagsUnshared(head, list == .active ? [.lru, .active] : .lru)
         precondition(!old.contains(.lru), "\(head) is already on an LRU list")
         if list == .inactive && old.contains(.active) { frames.removeFlags(head, .active) }
+        let stagedHere = staged.withStripe(CPUStripe.current) { $0.push(list.rawValue, head.rawValue) }
+        if stagedHere { return }
+        lockFlushed()
         link(head, list)
-        account(list, pages: pages, folios: 1)
+        account(list, pages: frames.order(head).pages, folios: 1)
         lock.unlock()
+    }
+
+    /// Takes `lock` and links every CPU's staged folios, oldest first (see "Staging"). Every
+    /// operation on the lists starts here.
+    func lockFlushed() {
+        lock.lock()
+        for cpu in 0..<CPUStripe.count {
+            let stripe = staged.stripe(cpu)
+            // A folio staged by an add that happened before this operation is seen here; one staged
+            // at the same time is an add that comes after it.
+            guard stripe.count(0) + stripe.count(1) > 0 else { continue }
+            staged.withStripe(cpu) { stripe in
+                for list in AnonLRU.allCases {
+                    stripe.drain(list.rawValue) { pfn in
+                        link(PFN(pfn), list)
+                        account(list, pages: frames.order(PFN(pfn)).pages, folios: 1)
+                    }
+                }
+            }
+        }
     }
 
     /// Takes a dying folio off its list (Linux: `__page_cache_release()` → `lruvec_del_folio()` in
     /// `__folio_put()`).
     func delete(_ head: PFN) {
-        lock.lock()
+        lockFlushed()
         let flags = frames.flags(head)
         if flags.contains(.lru) {
             let list = listOf(flags)
@@ -169,7 +212,7 @@ final class LRULists: @unchecked Sendable {   // every mutable field is guarded 
     /// false when it is on no list (someone else isolated it) or is being freed (Linux:
     /// `folio_isolate_lru()`).
     func isolate(_ head: PFN) -> Bool {
-        lock.lock()
+        lockFlushed()
         defer { lock.unlock() }
         let flags = frames.flags(head)
         guard flags.contains(.lru), frames.tryGetReference(head) else { return false }
@@ -190,7 +233,7 @@ final class LRULists: @unchecked Sendable {   // every mutable field is guarded 
     func isolateFromCold(_ list: AnonLRU, pages wanted: Int) -> (folios: [PFN], scanned: Int) {
         var taken: [PFN] = []
         var takenPages = 0, scanned = 0
-        lock.lock()
+        lockFlushed()
         var remaining = list == .active ? heads.pointee.folioCounts.1 : heads.pointee.folioCounts.0
         while takenPages < wanted && remaining > 0 {
             remaining -= 1
@@ -216,7 +259,7 @@ final class LRULists: @unchecked Sendable {   // every mutable field is guarded 
     /// wants to see again soon); the caller then drops the isolation's reference (Linux:
     /// `folio_putback_lru()`, `move_folios_to_lru()`).
     func putBack(_ head: PFN, on list: AnonLRU, cold atCold: Bool = false) {
-        lock.lock()
+        lockFlushed()
         let removed = isolatedHeads.remove(head.rawValue)
         precondition(removed != nil, "\(head) was not isolated")
         if list == .active { frames.insertFlags(head, [.lru, .active]) } else {
@@ -243,7 +286,8 @@ final class LRULists: @unchecked Sendable {   // every mutable field is guarded 
     /// order; if the head is isolated they go to the cold end of its list instead, where the
     /// reclaimer that isolated it finds them next. Their reverse-map index follows the head's.
     /// (Linux: `lru_add_split_folio()`, 2.6.38: `lru_add_page_tail()`.)
-    /// - Precondition: `lock` is held (the split takes it around rewriting the frames' headers).
+    /// - Precondition: `lock` is held, taken by `lockFlushed()` (the split takes it around rewriting
+    ///   the frames' headers).
     func addSplitTails(_ head: PFN, oldPages: Int, tails: [PFN]) {
         let flags = frames.flags(head)
         let list = listOf(flags)
@@ -269,7 +313,7 @@ final class LRULists: @unchecked Sendable {   // every mutable field is guarded 
 
     /// The lists' sizes in pages (Linux: `lruvec_page_state(lruvec, NR_INACTIVE_ANON)`, …).
     var pages: (inactive: Int, active: Int) {
-        lock.lock()
+        lockFlushed()
         defer { lock.unlock() }
         return heads.pointee.pageCounts
     }
@@ -277,7 +321,7 @@ final class LRULists: @unchecked Sendable {   // every mutable field is guarded 
     /// Each list's folios from hot to cold, the isolated folios, and the counts, for the invariant
     /// checker.
     func snapshot() -> (lists: [[PFN]], isolated: Set<UInt32>, pages: [Int], folios: [Int]) {
-        lock.lock()
+        lockFlushed()
         defer { lock.unlock() }
         var lists: [[PFN]] = []
         for list in AnonLRU.allCases {
