@@ -166,29 +166,37 @@ final class LRULists: @unchecked Sendable {   // every mutable field is guarded 
         let old = frames.insertFlagsUnshared(head, list == .active ? [.lru, .active] : .lru)
         precondition(!old.contains(.lru), "\(head) is already on an LRU list")
         if list == .inactive && old.contains(.active) { frames.removeFlags(head, .active) }
-        let stagedHere = staged.withStripe(CPUStripe.current) { $0.push(list.rawValue, head.rawValue) }
+        let cpu = CPUStripe.current
+        let stagedHere = staged.withStripe(cpu) { $0.push(list.rawValue, head.rawValue) }
         if stagedHere { return }
-        lockFlushed()
+        // This CPU's stage is full: link it, and this folio after it. Other CPUs' stages stay; their
+        // folios came at the same time as these, in no order the model promises.
+        lock.lock()
+        flushStage(cpu)
         link(head, list)
         account(list, pages: frames.order(head).pages, folios: 1)
         lock.unlock()
     }
 
     /// Takes `lock` and links every CPU's staged folios, oldest first (see "Staging"). Every
-    /// operation on the lists starts here.
+    /// operation on the lists but `add` starts here.
     func lockFlushed() {
         lock.lock()
-        for cpu in 0..<CPUStripe.count {
-            let stripe = staged.stripe(cpu)
-            // A folio staged by an add that happened before this operation is seen here; one staged
-            // at the same time is an add that comes after it.
-            guard stripe.count(0) + stripe.count(1) > 0 else { continue }
-            staged.withStripe(cpu) { stripe in
-                for list in AnonLRU.allCases {
-                    stripe.drain(list.rawValue) { pfn in
-                        link(PFN(pfn), list)
-                        account(list, pages: frames.order(PFN(pfn)).pages, folios: 1)
-                    }
+        for cpu in 0..<CPUStripe.count { flushStage(cpu) }
+    }
+
+    /// Links the folios staged on stripe `cpu`, oldest first.
+    /// - Precondition: `lock` is held.
+    private func flushStage(_ cpu: Int) {
+        let stripe = staged.stripe(cpu)
+        // A folio staged by an add that happened before this operation is seen here; one staged at
+        // the same time is an add that comes after it.
+        guard stripe.count(0) + stripe.count(1) > 0 else { return }
+        staged.withStripe(cpu) { stripe in
+            for list in AnonLRU.allCases {
+                stripe.drain(list.rawValue) { pfn in
+                    link(PFN(pfn), list)
+                    account(list, pages: frames.order(PFN(pfn)).pages, folios: 1)
                 }
             }
         }
