@@ -11,24 +11,35 @@ import VMCore
 /// `high` scales with memory (1/512 of it per CPU for base pages, up to 96; huge pages only when a
 /// CPU's share covers several), so small test machines cache little or nothing.
 ///
+/// The huge-page list's `high` is tuned per CPU, as Linux 6.7+ tunes `pcp->high` between `high_min`
+/// and `high_max`: it starts at the value above and rises by a batch each time the CPU has to refill
+/// from the free lists (Linux: `nr_pcp_alloc()`) or frees into a full list (Linux: `nr_pcp_high()`),
+/// up to 1/8 of memory shared among the CPU slots (Linux's `high_max` is `managed_pages / 8 / CPUs`:
+/// 126,976 pages per CPU for this machine's 7.75 GiB Normal zone, on two CPUs). A batch is half of
+/// `high`: the model's rule, where Linux refills order-9 lists two pages at a time. Linux also lets
+/// `high` decay toward `high_min` every second (`decay_pcp_high()`); the model has no clock and does
+/// not. So a CPU that faults and frees huge pages in bulk reuses its own: a refill from the free lists
+/// takes the zone lock and blocks that other CPUs freed, whose records and free-list neighbours are in
+/// their caches (docs/performance.md, concurrent huge faults).
+///
 /// The lists are `PerCPUStacks`: each CPU's on cache lines of its own.
 final class PerCPUPageLists: @unchecked Sendable {
     static let orders: [PageOrder] = [.base, PageGeometry.pmdOrder]
 
-    /// Most blocks a CPU keeps, per cached order (`high(_:)`); 0 turns the order's caching off.
-    private let highs: (Int, Int)
-    /// Blocks moved at once between a CPU's list and the free lists (`batch(_:)`).
-    private let batches: (Int, Int)
+    /// Most base pages a CPU keeps; 0 turns their caching off.
+    private let highBase: Int
+    /// The huge-page list's least and greatest `high`; 0 turns its caching off.
+    private let highHuge: (min: Int, max: Int)
     let stacks: PerCPUStacks
 
     init(totalPages: Int, enabled: Bool) {
         let share = enabled ? totalPages / 512 : 0
-        let highBase = min(share, 96)
-        let highHuge = min(share / PageGeometry.pmdOrder.pages / 4, 8)
-        highs = (highBase, highHuge)
-        batches = (max(1, highBase / 3), max(1, highHuge / 2))
+        highBase = min(share, 96)
+        let least = min(share / PageGeometry.pmdOrder.pages / 4, 8)
+        let most = least == 0 ? 0 : max(least, totalPages / 8 / CPUStripe.count / PageGeometry.pmdOrder.pages)
+        highHuge = (least, most)
         // One spare place per list: a free pushes before it spills.
-        stacks = PerCPUStacks(capacities: [highBase + 1, highHuge + 1])
+        stacks = PerCPUStacks(capacities: [highBase + 1, most + 1])
     }
 
     deinit { stacks.release() }
@@ -39,11 +50,27 @@ final class PerCPUPageLists: @unchecked Sendable {
 
     @inline(__always) func caches(_ order: PageOrder) -> Bool {
         guard let i = index(order) else { return false }
-        return high(i) > 0
+        return i == 0 ? highBase > 0 : highHuge.min > 0
     }
 
-    @inline(__always) func high(_ i: Int) -> Int { i == 0 ? highs.0 : highs.1 }
-    @inline(__always) func batch(_ i: Int) -> Int { i == 0 ? batches.0 : batches.1 }
+    /// Most blocks of list `i` the CPU whose stripe this is keeps now.
+    @inline(__always) func high(_ i: Int, _ stripe: PerCPUStacks.Stripe) -> Int {
+        i == 0 ? highBase : max(stripe.tuned, highHuge.min)
+    }
+    /// Blocks moved at once between list `i` and the free lists.
+    @inline(__always) func batch(_ i: Int, _ stripe: PerCPUStacks.Stripe) -> Int {
+        max(1, high(i, stripe) / (i == 0 ? 3 : 2))
+    }
+    /// The largest batch of any list.
+    var maxBatch: Int { max(1, highBase / 3, highHuge.max / 2) }
+
+    /// Raises the huge-page list's `high` by a batch, up to its greatest (see above); the stripe is
+    /// locked.
+    @inline(__always) func raiseHigh(_ i: Int, _ stripe: PerCPUStacks.Stripe) {
+        guard i == 1 else { return }
+        let now = high(i, stripe)
+        if now < highHuge.max { stripe.setTuned(min(now + batch(i, stripe), highHuge.max)) }
+    }
 
     /// Calls `body` with the lists of stripe `cpu` locked.
     @inline(__always) func withStripe<R>(_ cpu: Int, _ body: (PerCPUStacks.Stripe) -> R) -> R {
@@ -67,12 +94,16 @@ extension BuddyAllocator {
     func allocateFromPerCPUList(_ order: PageOrder) -> PFN? {
         guard let i = perCPU.index(order) else { return nil }
         let cpu = CPUStripe.current
-        if let pfn = perCPU.withStripe(cpu, { $0.pop(i) }) {
+        let (popped, batch) = perCPU.withStripe(cpu) { stripe -> (UInt32?, Int) in
+            if let pfn = stripe.pop(i) { return (pfn, 0) }
+            perCPU.raiseHigh(i, stripe)
+            return (nil, perCPU.batch(i, stripe))
+        }
+        if let pfn = popped {
             frames.clear(PFN(pfn))
             return PFN(pfn)
         }
         // The batch passes through a stack buffer: the refill allocates nothing on the host.
-        let batch = perCPU.batch(i)
         return withUnsafeTemporaryAllocation(of: UInt32.self, capacity: batch) { taken -> PFN? in
             var n = 0
             lists.withLock { lists in
@@ -88,7 +119,7 @@ extension BuddyAllocator {
             // Another thread of this stripe may have filled the list meanwhile: what does not fit
             // goes back.
             let stored = perCPU.withStripe(cpu) { stripe -> Int in
-                let room = min(kept.count, perCPU.high(i) - stripe.count(i))
+                let room = min(kept.count, perCPU.high(i, stripe) - stripe.count(i))
                 for k in 0..<max(room, 0) { stripe.push(i, kept[k]) }
                 return max(room, 0)
             }
@@ -105,14 +136,15 @@ extension BuddyAllocator {
     func freeToPerCPUList(_ start: PFN, order: PageOrder) {
         guard let i = perCPU.index(order) else { preconditionFailure("order \(order) is not cached per CPU") }
         frames.setHeader(start, kind: .free, order: order, flags: .perCPU)
-        let batch = perCPU.batch(i)
-        withUnsafeTemporaryAllocation(of: UInt32.self, capacity: batch) { spill in
+        withUnsafeTemporaryAllocation(of: UInt32.self, capacity: perCPU.maxBatch) { spill in
             let n = perCPU.withStripe(CPUStripe.current) { stripe -> Int in
                 // Every operation leaves at most `high` blocks, and the stack has one place more.
                 let pushed = stripe.push(i, start.rawValue)
                 precondition(pushed, "a per-CPU list held more than high blocks")
-                guard stripe.count(i) > perCPU.high(i) else { return 0 }
-                let n = min(batch, stripe.count(i))
+                guard stripe.count(i) > perCPU.high(i, stripe) else { return 0 }
+                perCPU.raiseHigh(i, stripe)
+                guard stripe.count(i) > perCPU.high(i, stripe) else { return 0 }
+                let n = min(perCPU.batch(i, stripe), stripe.count(i))
                 stripe.removeOldest(i, n, into: spill.baseAddress!)
                 return n
             }

@@ -10,7 +10,8 @@ import Synchronization
 /// owner calls `release()` once, when it goes (docs/performance.md, concurrent huge faults).
 ///
 /// ```
-///  stripe i:  | lock | count 0 | count 1 | … pad to 64 B | values of stack 0 … | values of stack 1 … |
+///  stripe i:  | lock | count 0 | count 1 | … | tuned | values of stack 0 … | values of stack 1 … |
+///             '------------- 64 B ------------------'  
 /// ```
 public struct PerCPUStacks: @unchecked Sendable {
     /// Each stack's capacity, then each one's offset in a stripe: read on every push and pop, so in
@@ -20,9 +21,9 @@ public struct PerCPUStacks: @unchecked Sendable {
     @usableFromInline let base: UnsafeMutableRawPointer
 
     /// Stacks of the given capacities, per CPU stripe.
-    /// - Precondition: at most 15 stacks.
+    /// - Precondition: at most 14 stacks.
     public init(capacities: [Int]) {
-        precondition(capacities.count <= 15)
+        precondition(capacities.count <= 14)
         layout = .allocate(capacity: 32)
         layout.initialize(repeating: 0, count: 32)
         var offset = 64
@@ -64,6 +65,15 @@ public struct PerCPUStacks: @unchecked Sendable {
         }
 
         @inlinable public func count(_ i: Int) -> Int { Int(countWord(i).pointee.load(ordering: .relaxed)) }
+
+        /// A word of the stripe's own for its user (the per-CPU page lists keep their tuned `high`
+        /// in it), zero at first; written under the lock. It is the header's last word.
+        @inlinable public var tuned: Int {
+            Int((base + 60).assumingMemoryBound(to: Atomic<UInt32>.self).pointee.load(ordering: .relaxed))
+        }
+        @inlinable public func setTuned(_ value: Int) {
+            (base + 60).assumingMemoryBound(to: Atomic<UInt32>.self).pointee.store(UInt32(value), ordering: .relaxed)
+        }
         @inlinable func setCount(_ i: Int, _ n: Int) {
             countWord(i).pointee.store(UInt32(n), ordering: .relaxed)
         }

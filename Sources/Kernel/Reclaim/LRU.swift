@@ -36,8 +36,9 @@ enum AnonLRU: Int, Sendable, CaseIterable {
 ///
 /// **Staging.** A new folio is on its list from `add` on: it has `PG_lru`, and every operation sees
 /// it there. But `add` only stages it on its CPU's own stripe, and the next operation that takes
-/// `lock` links the staged folios first, in the order they came (`flushStaged()`), so what any
-/// operation sees is what linking at once would have given. A fault then writes no line another CPU
+/// `lock` links the staged folios first, each CPU's in the order they came (`lockFlushed()`), so what
+/// any operation sees is what linking at once would have given, but for the order among folios that
+/// different CPUs added at about the same time (which Linux does not promise either). A fault then writes no line another CPU
 /// writes: linking at the hot end writes the lists' ends, their counts, the lock and the previous
 /// hottest folio's node, which another CPU's fault has just written (docs/performance.md, concurrent
 /// huge faults). This is the host's batching, not Linux's: Linux's per-CPU `lru_add` batches
