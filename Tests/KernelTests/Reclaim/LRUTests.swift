@@ -1,4 +1,5 @@
 import Testing
+import Foundation
 import VMCore
 import PhysicalMemory
 @testable import Kernel
@@ -217,6 +218,52 @@ struct LRUTests {
         #expect(mm.residentFrame(a) == pinned && mm.residentFrame(a + 4096) == nil)
         #expect(listOf(kernel, pinned) == .active)
         kernel.putPage(pinned)
+        expectClean(kernel)
+    }
+
+    @Test("new folios staged on their CPU are on their lists for every operation, hottest first",
+          arguments: designs)
+    func stagedFolios(design: KernelDesign) throws {
+        let (kernel, mm) = process(design)
+        let a = try anon(mm, 3 * 4096)
+        for i in 0..<3 { try mm.write(a + UInt64(i) * 4096, [UInt8(i + 1)]).get() }
+        let pages = try (0..<3).map { try #require(mm.residentFrame(a + UInt64($0) * 4096)) }
+        let list = design.anonLRU.newPagesActive ? AnonLRU.active : .inactive
+        // Fewer than a stage's worth: all three are still staged, and every view links them first.
+        #expect(kernel.lru.snapshot().lists[list.rawValue] == pages.reversed())
+        #expect(kernel.vmstatState(design.anonLRU.newPagesActive ? .nrActiveAnon : .nrInactiveAnon) == 3)
+        // Isolating and freeing staged folios work as on linked ones.
+        let more = try anon(mm, 2 * 4096)
+        try mm.write(more, [1]).get()
+        try mm.write(more + 4096, [2]).get()
+        let staged = try #require(mm.residentFrame(more + 4096))
+        #expect(kernel.lru.isolate(staged))
+        kernel.lru.putBack(staged, on: list)
+        kernel.putPage(staged)
+        try mm.munmap(more, length: 2 * 4096)
+        #expect(kernel.lru.snapshot().lists[list.rawValue] == pages.reversed())
+        expectClean(kernel)
+    }
+
+    @Test("two CPUs faulting at once in one mm leave every new folio on its list once", arguments: designs)
+    func concurrentAdds(design: KernelDesign) throws {
+        let (kernel, mm) = process(design, memory: 64 << 20)
+        let perThread = 1_000
+        let regions = try (0..<2).map { _ in try anon(mm, UInt64(perThread) * 4096) }
+        let done = DispatchGroup()
+        for region in regions {
+            done.enter()
+            Thread {
+                for i in 0..<perThread { _ = mm.access(region + UInt64(i) * 4096, .write) }
+                done.leave()
+            }.start()
+        }
+        done.wait()
+        let (inactive, active) = kernel.lru.pages
+        #expect(inactive + active == 2 * perThread)
+        expectClean(kernel)
+        for region in regions { try mm.munmap(region, length: UInt64(perThread) * 4096) }
+        #expect(kernel.lru.pages == (0, 0))
         expectClean(kernel)
     }
 }
