@@ -7,9 +7,12 @@
 //   .build/release/PlainLoops concurrent THREADS [mm|pmd] [separate]
 //       # split PMD lock, or page_table_lock with "mm"; "separate" gives each thread a kernel of its
 //       # own (10 GiB), which shares nothing: the ceiling the host's cores and memory allow
+//   .build/release/PlainLoops pingpong
+//       # the host's cache-line round trip between two threads (how far apart the vCPUs are now)
 //
 // Environment: ITERATIONS (default 200 for huge, 60 for concurrent).
 import Foundation
+import Synchronization
 import VMCore
 import PhysicalMemory
 import Kernel
@@ -97,10 +100,35 @@ func concurrentFaults() {
     print("\(threads) thread(s), \(lock == .splitPMDLock ? "split PMD lock" : "page_table_lock"): p50 \(p50 * 1e3) ms, p0 \(times[0] * 1e3) ms, \(Double(threads * perThread) / p50 / 1e6) M huge faults/s")
 }
 
+/// The host's cache-line round trip between two threads: one writes an odd value and waits for the
+/// next even one, the other answers. On this project's 2-vCPU VM it moves between ~80 ns and ~400 ns
+/// as the host places the vCPUs, and concurrent-fault scaling moves with it (docs/performance.md).
+func pingPong() {
+    final class Line: @unchecked Sendable { let word = Atomic<Int>(0) }
+    let line = Line(), rounds = 2_000_000
+    let done = DispatchSemaphore(value: 0)
+    Thread {
+        for i in 0..<rounds {
+            while line.word.load(ordering: .acquiring) != 2 * i + 1 {}
+            line.word.store(2 * i + 2, ordering: .releasing)
+        }
+        done.signal()
+    }.start()
+    let t0 = seconds()
+    for i in 0..<rounds {
+        line.word.store(2 * i + 1, ordering: .releasing)
+        while line.word.load(ordering: .acquiring) != 2 * i + 2 {}
+    }
+    let elapsed = seconds() - t0
+    done.wait()
+    print("cache-line round trip between two threads: \(elapsed / Double(rounds) * 1e9) ns")
+}
+
 switch arguments.count > 1 ? arguments[1] : "" {
 case "huge": hugeFaults()
 case "concurrent": concurrentFaults()
+case "pingpong": pingPong()
 default:
-    FileHandle.standardError.write("usage: PlainLoops huge [GiB] [faults] | concurrent THREADS [mm|pmd] [separate]\n".data(using: .utf8)!)
+    FileHandle.standardError.write("usage: PlainLoops huge [GiB] [faults] | concurrent THREADS [mm|pmd] [separate] | pingpong\n".data(using: .utf8)!)
     exit(2)
 }

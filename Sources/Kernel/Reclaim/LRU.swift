@@ -144,6 +144,11 @@ final class LRULists: @unchecked Sendable {   // every mutable field is guarded 
         if before == 0 { setEnd(&heads.pointee.hot, list, me) } else { nodes[Int(before - 1)].next = me }
     }
 
+    /// Whether `pfn`, which has `PG_lru` for `list`, is linked into it rather than staged.
+    private func isLinked(_ pfn: PFN, _ list: AnonLRU) -> Bool {
+        nodes[pfn.index].next != 0 || nodes[pfn.index].prev != 0 || end(heads.pointee.hot, list) == pfn.rawValue &+ 1
+    }
+
     private func unlink(_ pfn: PFN, _ list: AnonLRU) {
         let p = nodes[pfn.index].prev, n = nodes[pfn.index].next
         if p == 0 { setEnd(&heads.pointee.hot, list, n) } else { nodes[Int(p - 1)].next = n }
@@ -180,7 +185,7 @@ final class LRULists: @unchecked Sendable {   // every mutable field is guarded 
     }
 
     /// Takes `lock` and links every CPU's staged folios, oldest first (see "Staging"). Every
-    /// operation on the lists but `add` starts here.
+    /// operation on the lists but `add` and `delete` starts here.
     func lockFlushed() {
         lock.lock()
         for cpu in 0..<CPUStripe.count { flushStage(cpu) }
@@ -206,10 +211,13 @@ final class LRULists: @unchecked Sendable {   // every mutable field is guarded 
     /// Takes a dying folio off its list (Linux: `__page_cache_release()` → `lruvec_del_folio()` in
     /// `__folio_put()`).
     func delete(_ head: PFN) {
-        lockFlushed()
+        lock.lock()
         let flags = frames.flags(head)
         if flags.contains(.lru) {
             let list = listOf(flags)
+            // Only a folio still staged needs the stages linked first; the others are left staged.
+            // (Scanning every CPU's stage on every free was 12 % of a data-mode 4 KiB fault's cost.)
+            if !isLinked(head, list) { for cpu in 0..<CPUStripe.count { flushStage(cpu) } }
             unlink(head, list)
             account(list, pages: -frames.order(head).pages, folios: -1)
             frames.removeFlags(head, [.lru, .active])
