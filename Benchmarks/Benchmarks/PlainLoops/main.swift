@@ -71,13 +71,25 @@ func concurrentFaults() {
     let faulted = DispatchSemaphore(value: 0)
     let unmap = (0..<threads).map { _ in DispatchSemaphore(value: 0) }
     let unmapped = DispatchSemaphore(value: 0)
+    // Each thread's first fault in a round takes the mmap lock for writing (the new VMA's anon_vma):
+    // its time shows whether a writer waited for the other thread's faults.
+    final class FirstFaults: @unchecked Sendable {   // one per thread, written by it alone
+        var seconds: [Double] = [], starts: [Double] = []
+    }
+    let firstFaults = (0..<threads).map { _ in FirstFaults() }
+    var roundStarts: [Double] = []
     for (i, start) in starts.enumerated() {
         Thread {
             let mm = mmOf(i)
             while true {
                 go[i].wait()
                 var va = start
-                for _ in 0..<perThread { _ = mm.access(va, .write); va = va + PageGeometry.pmdSize }
+                let t0 = seconds()
+                _ = mm.access(va, .write)
+                firstFaults[i].seconds.append(seconds() - t0)
+                firstFaults[i].starts.append(t0)
+                va = va + PageGeometry.pmdSize
+                for _ in 1..<perThread { _ = mm.access(va, .write); va = va + PageGeometry.pmdSize }
                 faulted.signal()
                 unmap[i].wait()
                 try! mm.munmap(start, length: regionBytes)
@@ -89,6 +101,7 @@ func concurrentFaults() {
     for _ in 0..<(iterationsOverride ?? 60) {
         for (i, start) in starts.enumerated() { _ = try! mmOf(i).mmap(address: start, length: regionBytes, protection: .readWrite, flags: [.private, .fixed]) }
         let t0 = seconds()
+        roundStarts.append(t0)
         for g in go { g.signal() }
         for _ in starts { faulted.wait() }
         times.append(seconds() - t0)
@@ -97,7 +110,14 @@ func concurrentFaults() {
     }
     times.sort()
     let p50 = times[times.count / 2]
-    print("\(threads) thread(s), \(lock == .splitPMDLock ? "split PMD lock" : "page_table_lock"): p50 \(p50 * 1e3) ms, p0 \(times[0] * 1e3) ms, \(Double(threads * perThread) / p50 / 1e6) M huge faults/s")
+    let slowestFirst: [Double] = (0..<times.count).map { (r: Int) -> Double in
+        firstFaults.map { $0.seconds[r] }.max()!
+    }.sorted()
+    let lastStart: [Double] = (0..<roundStarts.count).map { (r: Int) -> Double in
+        firstFaults.map { $0.starts[r] }.max()! - roundStarts[r]
+    }.sorted()
+    print("last thread started p50 \(lastStart[lastStart.count / 2] * 1e6) µs after the release")
+    print("\(threads) thread(s), \(lock == .splitPMDLock ? "split PMD lock" : "page_table_lock"): p50 \(p50 * 1e3) ms, p0 \(times[0] * 1e3) ms, \(Double(threads * perThread) / p50 / 1e6) M huge faults/s; slowest first fault p50 \(slowestFirst[slowestFirst.count / 2] * 1e6) µs, p100 \(slowestFirst.last! * 1e6) µs")
 }
 
 /// The host's cache-line round trip between two threads: one writes an odd value and waits for the

@@ -57,18 +57,20 @@ public final class SpinLock: @unchecked Sendable {
 /// write nothing they share (a single reader count, as in `rw_semaphore` or `pthread_rwlock_t`, is a
 /// line every fault of every CPU writes twice: docs/performance.md, concurrent huge faults). A writer
 /// claims the lock word, then waits for the per-CPU counts to sum to zero (the idea of Linux's
-/// `percpu_rw_semaphore`, which uprobes and cgroups use; the mmap lock itself is one count). Readers
-/// are preferred, as glibc's default `pthread_rwlock_t` prefers them: a writer that finds readers
-/// gives the word back and waits, so a reader never waits for a writer that is only waiting, and a
-/// thread may take the read lock again while it holds it.
+/// `percpu_rw_semaphore`, which uprobes and cgroups use; the mmap lock itself is one count). A
+/// waiting writer holds new readers back, as Linux's `rw_semaphore` does, but only for a while
+/// (`writeLock`): the model takes read locks in places Linux does not (a fault that compacts takes
+/// every mm's, its own again), which a writer that blocked readers for good could deadlock.
 ///
 /// Correctness is the store-then-load handshake: a reader adds itself and then reads the word; a
-/// writer sets the word and then reads the counts; both sequentially consistent, so at least one of
-/// the two sees the other.
+/// writer sets the word (its claim, then its hold) and then reads the counts; both sequentially
+/// consistent, so at least one of the two sees the other.
 ///
-/// `unlock()` releases either mode: the word holds the writing thread's identity.
+/// `unlock()` releases either mode: the word holds the writing thread's identity and, once it holds
+/// the lock, the `held` bit.
 public final class ReadWriteLock: @unchecked Sendable {
-    /// The writer's thread identity, or 0; on a cache line of its own.
+    /// The writing thread's identity, with `held` once it holds the lock, or 0; on a cache line of
+    /// its own.
     @usableFromInline let word: UnsafeMutablePointer<Atomic<UInt>>
     /// One reader count per CPU stripe, each on a cache line of its own.
     @usableFromInline let readers: UnsafeMutablePointer<Atomic<Int>>
@@ -106,41 +108,77 @@ public final class ReadWriteLock: @unchecked Sendable {
         return false
     }
 
-    /// Linux: `mmap_read_lock()`.
+    /// How many waits a writer holds the word for while readers it found finish (see `writeLock`).
+    @usableFromInline static let claimWaits = 256
+    /// The word's low bit: the writer holds the lock (the rest is its thread, which is word-aligned);
+    /// without it, the writer has only claimed the word and waits for readers.
+    @usableFromInline static let held: UInt = 1
+
+    /// Linux: `mmap_read_lock()`. Waits while a writer holds or claims the lock.
     @inlinable public func readLock() {
         Scheduling.point()
-        while !tryReadLock() {
+        let count = readerCount(CPUStripe.current)
+        while true {
+            count.pointee.wrappingAdd(1, ordering: .sequentiallyConsistent)
+            if word.pointee.load(ordering: .sequentiallyConsistent) == 0 { return }
+            count.pointee.wrappingSubtract(1, ordering: .releasing)
             var backoff = SpinBackoff()
             while word.pointee.load(ordering: .relaxed) != 0 { Scheduling.pause(&backoff) }
         }
     }
+
     /// Linux: `mmap_write_lock()`.
+    ///
+    /// A writer claims the word, which stops new readers that would wait (`readLock`), and waits for
+    /// the readers it found; then it marks the word held and looks once more, since a trylock may have
+    /// come in meanwhile. If the readers have not finished after `claimWaits` waits, one of them may
+    /// be waiting for a read lock the claim holds up (a fault that compacts takes every mm's read lock,
+    /// its own again included), so the writer gives the word back for as long again and then claims
+    /// it anew. Without the claim, a writer waits until it happens to find no reader at all: a fault's
+    /// first touch of a new VMA (which takes the lock for writing, to give the VMA its anon_vma) could
+    /// wait out all of another CPU's faults (docs/performance.md).
     public func writeLock() {
         Scheduling.point()
         let me = Self.thread
+        precondition(me & Self.held == 0, "thread identity is not word-aligned")
         while true {
             var backoff = SpinBackoff()
-            if word.pointee.compareExchange(expected: 0, desired: me, ordering: .sequentiallyConsistent).exchanged {
-                if !hasReaders { return }
-                word.pointee.store(0, ordering: .releasing)
-                while hasReaders { Scheduling.pause(&backoff) }
-            } else {
+            guard word.pointee.compareExchange(expected: 0, desired: me, ordering: .sequentiallyConsistent).exchanged else {
                 while word.pointee.load(ordering: .relaxed) != 0 { Scheduling.pause(&backoff) }
+                continue
+            }
+            var waits = 0
+            while waits < Self.claimWaits {
+                if !hasReaders {
+                    word.pointee.store(me | Self.held, ordering: .sequentiallyConsistent)
+                    if !hasReaders { return }
+                    word.pointee.store(me, ordering: .sequentiallyConsistent)
+                }
+                Scheduling.pause(&backoff)
+                waits += 1
+            }
+            word.pointee.store(0, ordering: .releasing)
+            waits = 0
+            while hasReaders && waits < Self.claimWaits {
+                Scheduling.pause(&backoff)
+                waits += 1
             }
         }
     }
-    /// Takes the lock for reading if that needs no waiting (Linux: `mmap_read_trylock()`, which reclaim's
-    /// reverse map and migration use so as never to wait on a writer that waits on them).
+    /// Takes the lock for reading unless a writer holds it (Linux: `mmap_read_trylock()`, which
+    /// reclaim's reverse map and migration use so as never to wait on a writer that waits on them). A
+    /// writer that has only claimed the lock does not stop it, as a waiting writer did not stop
+    /// glibc's rwlock, which the model used before.
     @inlinable public func tryReadLock() -> Bool {
         let count = readerCount(CPUStripe.current)
         count.pointee.wrappingAdd(1, ordering: .sequentiallyConsistent)
-        if word.pointee.load(ordering: .sequentiallyConsistent) == 0 { return true }
+        if word.pointee.load(ordering: .sequentiallyConsistent) & Self.held == 0 { return true }
         count.pointee.wrappingSubtract(1, ordering: .releasing)
         return false
     }
     /// Linux: `mmap_read_unlock()` / `mmap_write_unlock()`.
     @inlinable public func unlock() {
-        if word.pointee.load(ordering: .relaxed) == Self.thread {
+        if word.pointee.load(ordering: .relaxed) == Self.thread | Self.held {
             word.pointee.store(0, ordering: .releasing)
         } else {
             readerCount(CPUStripe.current).pointee.wrappingSubtract(1, ordering: .releasing)
