@@ -18,6 +18,12 @@ import PhysicalMemory
 import Kernel
 
 func seconds() -> Double { Double(DispatchTime.now().uptimeNanoseconds) / 1e9 }
+/// CPU time the calling thread has used: below the wall time of its faults when it waited for a CPU.
+func threadCPUSeconds() -> Double {
+    var t = timespec()
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t)
+    return Double(t.tv_sec) + Double(t.tv_nsec) / 1e9
+}
 let arguments = CommandLine.arguments
 let iterationsOverride = ProcessInfo.processInfo.environment["ITERATIONS"].flatMap { Int($0) }
 
@@ -74,7 +80,7 @@ func concurrentFaults() {
     // Each thread's first fault in a round takes the mmap lock for writing (the new VMA's anon_vma):
     // its time shows whether a writer waited for the other thread's faults.
     final class FirstFaults: @unchecked Sendable {   // one per thread, written by it alone
-        var seconds: [Double] = [], starts: [Double] = []
+        var seconds: [Double] = [], starts: [Double] = [], ends: [Double] = [], cpu: [Double] = []
     }
     let firstFaults = (0..<threads).map { _ in FirstFaults() }
     var roundStarts: [Double] = []
@@ -84,12 +90,15 @@ func concurrentFaults() {
             while true {
                 go[i].wait()
                 var va = start
+                let c0 = threadCPUSeconds()
                 let t0 = seconds()
                 _ = mm.access(va, .write)
                 firstFaults[i].seconds.append(seconds() - t0)
                 firstFaults[i].starts.append(t0)
                 va = va + PageGeometry.pmdSize
                 for _ in 1..<perThread { _ = mm.access(va, .write); va = va + PageGeometry.pmdSize }
+                firstFaults[i].ends.append(seconds())
+                firstFaults[i].cpu.append(threadCPUSeconds() - c0)
                 faulted.signal()
                 unmap[i].wait()
                 try! mm.munmap(start, length: regionBytes)
@@ -116,7 +125,14 @@ func concurrentFaults() {
     let lastStart: [Double] = (0..<roundStarts.count).map { (r: Int) -> Double in
         firstFaults.map { $0.starts[r] }.max()! - roundStarts[r]
     }.sorted()
-    print("last thread started p50 \(lastStart[lastStart.count / 2] * 1e6) µs after the release")
+    // Rounds in which one thread's faults ended before another's began: the host ran them one after
+    // the other (both threads on one CPU), whatever the model did.
+    let serial = (0..<roundStarts.count).filter { (r: Int) -> Bool in
+        firstFaults.contains { a in firstFaults.contains { b in a !== b && a.ends[r] <= b.starts[r] } }
+    }.count
+    let cpuShare = firstFaults.flatMap { f in f.cpu.indices.map { f.cpu[$0] / (f.ends[$0] - f.starts[$0]) } }.sorted()
+    print("thread CPU time / wall time of its faults: p50 \(cpuShare[cpuShare.count / 2]), p10 \(cpuShare[cpuShare.count / 10])")
+    print("last thread started p50 \(lastStart[lastStart.count / 2] * 1e6) µs after the release; rounds run one thread after the other: \(serial) of \(roundStarts.count)")
     print("\(threads) thread(s), \(lock == .splitPMDLock ? "split PMD lock" : "page_table_lock"): p50 \(p50 * 1e3) ms, p0 \(times[0] * 1e3) ms, \(Double(threads * perThread) / p50 / 1e6) M huge faults/s; slowest first fault p50 \(slowestFirst[slowestFirst.count / 2] * 1e6) µs, p100 \(slowestFirst.last! * 1e6) µs")
 }
 
