@@ -82,4 +82,79 @@ struct MmapLockTests {
         #expect(shared.torn.load(ordering: .relaxed) == 0)
         #expect(shared.a == threads * rounds / 5 && shared.b == shared.a)
     }
+
+    @Test("a trylock succeeds while a writer only waits, and fails while it holds the lock")
+    func trylockAndWaitingWriter() {
+        let lock = ReadWriteLock()
+        let wrote = Atomic<Bool>(false), release = Atomic<Bool>(false)
+        lock.readLock()
+        Thread {
+            lock.writeLock()
+            wrote.store(true, ordering: .releasing)
+            while !release.load(ordering: .acquiring) { sched_yield() }
+            lock.unlock()
+        }.start()
+        while lock.word.pointee.load(ordering: .acquiring) == 0 { sched_yield() }
+        // The writer waits for this thread's read lock: a trylock does not wait for it.
+        let whileWaiting = lock.tryReadLock()
+        #expect(whileWaiting)
+        lock.unlock()
+        lock.unlock()
+        while !wrote.load(ordering: .acquiring) { sched_yield() }
+        let whileHeld = lock.tryReadLock()
+        #expect(!whileHeld)
+        release.store(true, ordering: .releasing)
+        lock.readLock()
+        lock.unlock()
+    }
+
+    @Test("a thread may take the read lock again while a writer waits: the writer steps back for a while")
+    func recursiveReadUnderWaitingWriter() {
+        let lock = ReadWriteLock()
+        let wrote = Atomic<Bool>(false)
+        lock.readLock()
+        Thread {
+            lock.writeLock()
+            wrote.store(true, ordering: .releasing)
+            lock.unlock()
+        }.start()
+        while lock.word.pointee.load(ordering: .acquiring) == 0 { sched_yield() }
+        lock.readLock()      // would wait for the writer for good if its claim never ended
+        let writerIn = wrote.load(ordering: .acquiring)
+        #expect(!writerIn)
+        lock.unlock()
+        lock.unlock()
+        while !wrote.load(ordering: .acquiring) { sched_yield() }
+    }
+
+    @Test("a writer gets the lock while another thread takes the read lock back to back")
+    func writerNotStarved() {
+        let lock = ReadWriteLock()
+        let wrote = Atomic<Bool>(false)
+        let readsAfterWrite = Atomic<Int>(0)
+        let done = DispatchSemaphore(value: 0)
+        Thread {
+            // Back-to-back readers for at most 5 s, as a CPU's faults take the lock one after another.
+            // Each holds the lock a fraction of a microsecond, as a metadata-mode fault does.
+            let deadline = Date().addingTimeInterval(5)
+            let busy = Atomic<Int>(0)
+            outer: while Date() < deadline {
+                for _ in 0..<10_000 {
+                    lock.readLock()
+                    for _ in 0..<50 { busy.wrappingAdd(1, ordering: .relaxed) }
+                    lock.unlock()
+                    if wrote.load(ordering: .acquiring) && readsAfterWrite.wrappingAdd(1, ordering: .relaxed).newValue >= 1000 { break outer }
+                }
+            }
+            done.signal()
+        }.start()
+        Thread.sleep(forTimeInterval: 0.01)
+        lock.writeLock()
+        wrote.store(true, ordering: .releasing)
+        lock.unlock()
+        done.wait()
+        // The writer got in while the readers were still coming.
+        let after = readsAfterWrite.load(ordering: .relaxed)
+        #expect(after >= 1000)
+    }
 }
