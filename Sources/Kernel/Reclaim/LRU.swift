@@ -38,10 +38,10 @@ enum AnonLRU: Int, Sendable, CaseIterable {
 /// it there. But `add` only stages it on its CPU's own stripe, and the next operation that takes
 /// `lock` links the staged folios first, each CPU's in the order they came (`lockFlushed()`), so what
 /// any operation sees is what linking at once would have given, but for the order among folios that
-/// different CPUs added at about the same time (which Linux does not promise either). A fault then writes no line another CPU
-/// writes: linking at the hot end writes the lists' ends, their counts, the lock and the previous
-/// hottest folio's node, which another CPU's fault has just written (docs/performance.md, concurrent
-/// huge faults). This is the host's batching, not Linux's: Linux's per-CPU `lru_add` batches
+/// different CPUs added at about the same time (which Linux does not promise either). A fault then
+/// writes no line another CPU writes: linking at the hot end writes the lists' ends, their counts,
+/// the lock and the previous hottest folio's node, which another CPU's fault has just written
+/// (docs/performance.md, concurrent huge faults). This is the host's batching, not Linux's: Linux's per-CPU `lru_add` batches
 /// (2.6.38's `lru_add_pvecs`, 6.18's `cpu_fbatches.lru_add`) hold a reference and keep their folios
 /// off the lists and without `PG_lru` until drained; the model's staged folios hold nothing and are
 /// on the lists already, so reclaim, migration and the invariants see them as before.
@@ -188,6 +188,11 @@ final class LRULists: @unchecked Sendable {   // every mutable field is guarded 
     /// operation on the lists but `add` and `delete` starts here.
     func lockFlushed() {
         lock.lock()
+        flushStages()
+    }
+
+    /// Links every CPU's staged folios; `lock` is held.
+    private func flushStages() {
         for cpu in 0..<CPUStripe.count { flushStage(cpu) }
     }
 
@@ -217,7 +222,7 @@ final class LRULists: @unchecked Sendable {   // every mutable field is guarded 
             let list = listOf(flags)
             // Only a folio still staged needs the stages linked first; the others are left staged.
             // (Scanning every CPU's stage on every free was 12 % of a data-mode 4 KiB fault's cost.)
-            if !isLinked(head, list) { for cpu in 0..<CPUStripe.count { flushStage(cpu) } }
+            if !isLinked(head, list) { flushStages() }
             unlink(head, list)
             account(list, pages: -frames.order(head).pages, folios: -1)
             frames.removeFlags(head, [.lru, .active])
