@@ -6,7 +6,8 @@ import Kernel
 /// `thpsim scenario FILE...`: runs scenario files on the model, natively, or both (docs/scenarios.md).
 ///
 /// Every file is parsed and checked before any runs. Exit status: 0 if every expectation held
-/// (skips do not fail), 1 if one failed or a run stopped, 2 if a file is malformed or unreadable.
+/// (skips do not fail), 1 if one failed or a run stopped, 2 if a file is malformed, unreadable or
+/// has no `expect` line.
 struct ScenarioCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "scenario",
@@ -43,13 +44,10 @@ struct ScenarioCommand: ParsableCommand {
         var scenarios: [Scenario] = []
         var texts: [String: String] = [:]
         for file in files {
-            guard let text = try? String(contentsOfFile: file, encoding: .utf8) else {
-                FileHandle.standardError.write(Data("\(file): error: cannot read the file\n".utf8))
-                throw ExitCode(2)
-            }
-            texts[file] = text
             do {
-                scenarios.append(try ScenarioParser.parse(text, file: file))
+                let (text, scenario) = try ScenarioParser.load(contentsOf: file)
+                texts[file] = text
+                scenarios.append(scenario)
             } catch {
                 FileHandle.standardError.write(Data("\(error.location?.description ?? file): error: \(error.message)\n".utf8))
                 throw ExitCode(2)

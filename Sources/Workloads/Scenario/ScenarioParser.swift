@@ -4,12 +4,26 @@ import VMCore
 ///
 /// Every problem is a `ScenarioError` with `file:line:`; nothing here traps on bad input.
 public enum ScenarioParser {
+    /// The longest line accepted, in bytes (a scenario line is a command and a few words).
+    public static let maximumLineBytes = 4096
+
     /// Parses and statically checks a whole file, so that no error waits until a run.
+    ///
+    /// Lines end with LF, CRLF or CR (Swift reads CRLF as one `Character`, so each is a separator);
+    /// the last line needs no newline.
     public static func parse(_ text: String, file: String) throws(ScenarioError) -> Scenario {
         var scenario = Scenario(file: file, statements: [])
         var lineNumber = 0
-        for rawLine in text.split(separator: "\n", omittingEmptySubsequences: false) {
+        for rawLine in text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" || $0 == "\r" }) {
             lineNumber += 1
+            guard rawLine.utf8.count <= maximumLineBytes else {
+                throw ScenarioError("line of \(rawLine.utf8.count) bytes; at most \(maximumLineBytes) are accepted",
+                                    at: SourceLocation(file: file, line: lineNumber))
+            }
+            if let bad = rawLine.unicodeScalars.first(where: { $0.value < 0x20 && $0 != "\t" && $0 != "\r" || $0.value == 0x7F }) {
+                throw ScenarioError("control character U+\(String(bad.value, radix: 16, uppercase: true).leftPadded(to: 4)) in the line (is this a text file?)",
+                                    at: SourceLocation(file: file, line: lineNumber))
+            }
             let code = rawLine.prefix { $0 != "#" }.trimmingWhitespace()
             if code.isEmpty { continue }
             let location = SourceLocation(file: file, line: lineNumber)
@@ -240,5 +254,11 @@ struct LineParser {
 extension Substring {
     func trimmingWhitespace() -> String {
         String(drop { $0.isWhitespace }.reversed().drop { $0.isWhitespace }.reversed())
+    }
+}
+
+extension String {
+    func leftPadded(to width: Int) -> String {
+        count >= width ? self : String(repeating: "0", count: width - count) + self
     }
 }

@@ -1,3 +1,5 @@
+import VMCore
+
 /// The static pass: checks names and order before anything runs, so a run never meets them.
 ///
 /// It follows processes through `fork`, `on` and `exit`, and region names per process (a child
@@ -5,6 +7,8 @@
 enum ScenarioValidator {
     /// The largest range `expect data` compares: both sides are held in memory.
     static let maximumDataCheck: UInt64 = 1 << 30
+    /// The largest `swap` device (its slot bitmap is 32 MiB).
+    static let maximumSwap: UInt64 = 1 << 40
 
     static func check(_ scenario: inout Scenario) throws(ScenarioError) {
         var state = State()
@@ -24,8 +28,11 @@ enum ScenarioValidator {
                 scenario.memoryBytes = bytes
             case .swap(let request):
                 if scenario.swap != nil { throw fail("swap is given twice") }
-                guard request.bytes >= 4096, request.bytes % 4096 == 0 else {
-                    throw fail("swap \(request.bytes) bytes is not a whole number of 4K pages")
+                guard request.bytes % 4096 == 0 else {
+                    throw fail("swap \(ByteCount.human(request.bytes)) is not a multiple of 4K: a swap device holds whole 4 KiB pages (swap 0 means none)")
+                }
+                guard request.bytes <= ScenarioValidator.maximumSwap else {
+                    throw fail("swap \(ByteCount.human(request.bytes)) is more than the model's largest device, \(ByteCount.human(ScenarioValidator.maximumSwap))")
                 }
                 scenario.swap = request
             default:
