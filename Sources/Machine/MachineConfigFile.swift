@@ -1,4 +1,5 @@
 import Foundation
+import VMCore
 
 /// A problem in a machine config file, with where it is.
 public struct MachineConfigError: Error, Sendable, Hashable, CustomStringConvertible {
@@ -37,13 +38,29 @@ extension MachineDescription {
         "swap-out-4k": \.swapOutPageCycles, "swap-in-4k": \.swapInPageCycles,
     ]
 
-    /// Reads a machine config file.
+    /// Reads a machine config file: a regular file of at most `ConfigLimits.fileBytes`, UTF-8.
     public static func load(contentsOf path: String) throws(MachineConfigError) -> MachineDescription {
-        let text: String
-        do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
-            throw MachineConfigError(file: path, line: nil, message: "cannot read the file (\(error.localizedDescription))")
+        func fail(_ why: String) -> MachineConfigError { MachineConfigError(file: path, line: nil, message: "cannot read the file: \(why)") }
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else { throw fail("no such file") }
+        guard !isDirectory.boolValue else { throw fail("it is a directory") }
+        let attributes = try? FileManager.default.attributesOfItem(atPath: path)
+        guard attributes?[.type] as? FileAttributeType == .typeRegular else { throw fail("not a regular file") }
+        if let size = attributes?[.size] as? Int, size > ConfigLimits.fileBytes {
+            throw fail("\(size) bytes; a machine file has at most \(ConfigLimits.fileBytes)")
         }
-        return try parse(text, file: path)
+        guard let data = FileManager.default.contents(atPath: path) else { throw fail("permission denied") }
+        return try parse(bytes: Array(data), file: path)
+    }
+
+    /// Parses a machine file's bytes: UTF-8 text (the line of the first byte that is not is reported).
+    public static func parse(bytes: [UInt8], file: String) throws(MachineConfigError) -> MachineDescription {
+        guard let text = String(validating: bytes, as: UTF8.self) else {
+            let offset = UTF8Text.firstInvalidByte(bytes) ?? 0
+            throw MachineConfigError(file: file, line: 1 + bytes[..<offset].count { $0 == 0x0A },
+                                     message: "byte \(offset) is not UTF-8 text (is this a machine file?)")
+        }
+        return try parse(text, file: file)
     }
 
     /// Parses machine config text; `file` names it in errors.
@@ -57,9 +74,16 @@ extension MachineDescription {
         var definedAt: [String: Int] = [:]
         var cacheLevels: [Int: CacheLevelSpec] = [:]
 
-        for (n, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+        let lines = text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" || $0 == "\r" })
+        for (n, raw) in lines.enumerated() {
             let lineNumber = n + 1
             func fail(_ message: String) -> MachineConfigError { MachineConfigError(file: file, line: lineNumber, message: message) }
+            guard raw.utf8.count <= ConfigLimits.lineBytes else {
+                throw fail("line of \(raw.utf8.count) bytes; at most \(ConfigLimits.lineBytes) are accepted")
+            }
+            if let bad = raw.unicodeScalars.first(where: { ($0.value < 0x20 && $0 != "\t") || $0.value == 0x7F }) {
+                throw fail("control character \(bad.value) in the line (is this a text file?)")
+            }
             let content = raw.split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
             let words = content.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\r" })
             guard let key = words.first else { continue }
@@ -67,13 +91,22 @@ extension MachineDescription {
             func expectCount(_ count: Int, _ usage: String) throws(MachineConfigError) {
                 if args.count != count { throw fail("'\(key)' takes \(count) value\(count == 1 ? "" : "s"): \(key) \(usage)") }
             }
-            func number(_ s: Substring, _ what: String) throws(MachineConfigError) -> Double {
-                guard let v = Double(s), v.isFinite, v >= 0 else { throw fail("\(what) must be a non-negative number, not '\(s)'") }
+            func number(_ s: Substring, _ what: String, _ range: ClosedRange<Double>, _ unit: String) throws(MachineConfigError) -> Double {
+                guard let v = Double(s), v.isFinite, range.contains(v) else {
+                    throw fail("\(what) must be a number from \(ConfigLimits.text(range.lowerBound)) to \(ConfigLimits.text(range.upperBound)) \(unit), not '\(s)'")
+                }
                 return v
             }
-            func integer(_ s: Substring, _ what: String) throws(MachineConfigError) -> Int {
-                guard let v = Int(s), v >= 0 else { throw fail("\(what) must be a non-negative integer, not '\(s)'") }
+            func integer(_ s: Substring, _ what: String, _ range: ClosedRange<Int>) throws(MachineConfigError) -> Int {
+                guard let v = Int(s), range.contains(v) else {
+                    throw fail("\(what) must be a whole number from \(range.lowerBound) to \(range.upperBound), not '\(s)'")
+                }
                 return v
+            }
+            func entriesAndWays(_ e: Substring, _ w: Substring, minimum: Int) throws(MachineConfigError) -> (Int, Int) {
+                let entries = try integer(e, "entries", minimum...ConfigLimits.tlbEntries)
+                if entries == 0 { return (0, w == "full" ? 0 : try integer(w, "ways", 0...ConfigLimits.tlbEntries)) }
+                return (entries, w == "full" ? entries : try integer(w, "ways", 1...entries))
             }
             func array(_ usage: String) throws(MachineConfigError) -> TLBArraySpec {
                 try expectCount(3, usage)
@@ -83,8 +116,7 @@ extension MachineDescription {
                     sizes.insert(PageSizeSet(s))
                 }
                 if sizes.isEmpty { throw fail("no page size given") }
-                let entries = try integer(args[1], "entries")
-                let ways = args[2] == "full" ? entries : try integer(args[2], "ways")
+                let (entries, ways) = try entriesAndWays(args[1], args[2], minimum: key == "nested-tlb" ? 0 : 1)
                 let spec = TLBArraySpec(sizes, entries: entries, ways: ways)
                 return spec
             }
@@ -111,8 +143,7 @@ extension MachineDescription {
                 definedAt["name"] = lineNumber
             case "frequency":
                 try expectCount(1, "GHZ")
-                let f = try number(args[0], "frequency")
-                if f == 0 { throw fail("frequency must be positive") }
+                let f = try number(args[0], "frequency", ConfigLimits.frequencyGHz, "GHz")
                 d.frequencyGHz = f
                 definedAt["frequency"] = lineNumber
             case "l1d", "l1i", "l2":
@@ -133,8 +164,7 @@ extension MachineDescription {
             case "pwc":
                 guard let which = args.first else { throw fail("'pwc' takes: pwc pml4|pdpt|pd ENTRIES WAYS|full") }
                 guard args.count == 3 else { throw fail("'pwc' takes 3 values: pwc pml4|pdpt|pd ENTRIES WAYS|full") }
-                let entries = try integer(args[1], "entries")
-                let ways = args[2] == "full" ? entries : try integer(args[2], "ways")
+                let (entries, ways) = try entriesAndWays(args[1], args[2], minimum: 0)
                 let spec = try checked(TLBArraySpec(.size4K, entries: entries, ways: ways), allowEmpty: true)
                 switch which {
                 case "pml4": d.pml4Cache = spec
@@ -151,10 +181,11 @@ extension MachineDescription {
                 guard args[0].hasPrefix("l"), let level = Int(args[0].dropFirst()), (1...4).contains(level) else {
                     throw fail("unknown cache level '\(args[0])' (use l1, l2, l3, l4)")
                 }
-                guard let bytes = Self.byteSize(args[1]) else {
-                    throw fail("cache size must be a number with an optional K or M suffix, not '\(args[1])'")
+                guard let bytes = Self.byteSize(args[1]), ConfigLimits.cacheBytes.contains(bytes) else {
+                    throw fail("cache size must be from 1K to 1G (a number with an optional K or M suffix), not '\(args[1])'")
                 }
-                let spec = CacheLevelSpec(bytes: bytes, ways: try integer(args[2], "ways"), latency: try number(args[3], "latency"))
+                let spec = CacheLevelSpec(bytes: bytes, ways: try integer(args[2], "ways", 1...ConfigLimits.cacheWays),
+                                          latency: try number(args[3], "latency", ConfigLimits.cacheLatencyCycles, "cycles"))
                 if let p = spec.problem { throw fail(p) }
                 cacheLevels[level] = spec
             case "timing":
@@ -162,7 +193,8 @@ extension MachineDescription {
                 guard let path = timingKeys[String(args[0])] else {
                     throw fail("unknown timing key '\(args[0])' (keys: \(timingKeys.keys.sorted().joined(separator: ", ")))")
                 }
-                d.timing[keyPath: path] = try number(args[1], String(args[0]))
+                let range = ConfigLimits.timing[String(args[0])]!
+                d.timing[keyPath: path] = try number(args[1], String(args[0]), range.values, range.unit)
             default:
                 throw fail("unknown setting '\(key)' (settings: based-on, name, frequency, l1d, l1i, l2, pwc, nested-tlb, cache, timing)")
             }
@@ -188,6 +220,45 @@ extension MachineDescription {
         if upper.hasSuffix("K") { digits = digits.dropLast(); scale = 1 << 10 }
         else if upper.hasSuffix("M") { digits = digits.dropLast(); scale = 1 << 20 }
         guard let v = Int(digits), v > 0 else { return nil }
-        return v * scale
+        let (bytes, overflow) = v.multipliedReportingOverflow(by: scale)
+        return overflow ? nil : bytes
+    }
+}
+
+/// The range of every number a machine file may give: physically plausible values, so that a typo
+/// cannot overflow the timing model, allocate gigabytes of TLB or make a run last hours.
+///
+/// docs/machines.md lists them; `Machine.init` relies on them no more than on its own checks.
+public enum ConfigLimits {
+    /// A file's size and a line's length, in bytes.
+    public static let fileBytes = 1 << 20
+    public static let lineBytes = 4096
+    /// Core clock.
+    public static let frequencyGHz: ClosedRange<Double> = 0.1...10
+    /// Entries of one TLB array, paging-structure cache or nested TLB (0 allowed for the last two).
+    public static let tlbEntries = 65_536
+    /// One cache level's size, ways and latency.
+    public static let cacheBytes: ClosedRange<Int> = 1 << 10 ... 1 << 30
+    public static let cacheWays = 1024
+    public static let cacheLatencyCycles: ClosedRange<Double> = 0...10_000
+    /// Each `timing` key's range and unit.
+    public static let timing: [String: (values: ClosedRange<Double>, unit: String)] = [
+        "base": (0...1_000, "cycles"), "l2-tlb-hit": (0...1_000, "cycles"), "walk-start": (0...1_000, "cycles"),
+        "memory-ns": (0...10_000, "ns"), "mlp": (1...1_024, "(misses in flight)"),
+        "fault-4k": (0...10_000_000, "cycles"), "fault-2m": (0...100_000_000, "cycles"),
+        "fault-minor": (0...10_000_000, "cycles"), "copy-4k": (0...10_000_000, "cycles"),
+        "compact-stall": (0...10_000_000, "cycles"), "compact-scan": (0...10_000, "cycles"),
+        "migrate-4k": (0...10_000_000, "cycles"), "reclaim-4k": (0...10_000_000, "cycles"),
+        "swap-out-4k": (0...100_000_000, "cycles"), "swap-in-4k": (0...100_000_000, "cycles"),
+        "invlpg": (0...1_000_000, "cycles"), "full-flush": (0...1_000_000, "cycles"),
+        "ipi-send": (0...1_000_000, "cycles"), "ipi-receive": (0...1_000_000, "cycles"),
+    ]
+
+    /// `10000`, `0.1`, `1e+08` → `10,000`, `0.1`, `100,000,000`.
+    static func text(_ v: Double) -> String {
+        guard v == v.rounded() else { return "\(v)" }
+        var digits = String(Int(v)), out = ""
+        while digits.count > 3 { out = "," + digits.suffix(3) + out; digits = String(digits.dropLast(3)) }
+        return digits + out
     }
 }
