@@ -31,6 +31,10 @@ struct RecordCommand: ParsableCommand {
 }
 
 /// `thpsim import lackey FILE --out TRACE`: converts an existing lackey log.
+///
+/// The trace is written beside `TRACE` under a temporary name and renamed into place only when the
+/// log converted cleanly, so a refused log leaves nothing behind. Exit status 2 for a log that
+/// cannot be read or is not lackey output (`LackeyConverter.problem()`), naming the file and line.
 struct ImportCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "import",
@@ -48,14 +52,57 @@ struct ImportCommand: ParsableCommand {
 
     func run() throws {
         guard format == "lackey" else { throw ValidationError("unknown format '\(format)' (known: lackey)") }
-        guard let input = FileHandle(forReadingAtPath: file) else { throw ValidationError("\(file): cannot open the file") }
-        try writeTrace(to: out) { (converter: inout LackeyConverter<TraceWriter<TraceFile>>) throws in
-            while true {
-                let data = input.readData(ofLength: 1 << 20)
-                if data.isEmpty { break }
+        func fail(_ message: String) -> ExitCode {
+            FileHandle.standardError.write(Data("\(message)\n".utf8))
+            return ExitCode(2)
+        }
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: file, isDirectory: &isDirectory) else {
+            throw fail("\(file): error: cannot read the log: no such file")
+        }
+        guard !isDirectory.boolValue else { throw fail("\(file): error: cannot read the log: it is a directory") }
+        guard let input = FileHandle(forReadingAtPath: file) else {
+            throw fail("\(file): error: cannot read the log: permission denied")
+        }
+        let outURL = URL(fileURLWithPath: out).resolvingSymlinksInPath()
+        guard outURL.path != URL(fileURLWithPath: file).resolvingSymlinksInPath().path else {
+            throw fail("\(out): error: the trace would overwrite the log it is converted from")
+        }
+        if FileManager.default.fileExists(atPath: out, isDirectory: &isDirectory), isDirectory.boolValue {
+            throw fail("\(out): error: cannot write the trace: it is a directory")
+        }
+        let temporary = outURL.deletingLastPathComponent().appendingPathComponent(".\(outURL.lastPathComponent).partial-\(getpid())").path
+        defer { try? FileManager.default.removeItem(atPath: temporary) }
+
+        let traceFile: TraceFile
+        var converter: LackeyConverter<TraceWriter<TraceFile>>
+        do throws(TraceError) {
+            traceFile = try TraceFile(path: temporary, mode: .write)
+            converter = LackeyConverter(sink: try TraceWriter(output: traceFile))
+        } catch {
+            throw fail("\(out): error: cannot write the trace: \(error)")
+        }
+        do {
+            while let data = try input.read(upToCount: 1 << 20), !data.isEmpty {
                 data.withUnsafeBytes { converter.feed($0) }
             }
+        } catch {
+            throw fail("\(file): error: cannot read the log: \(error.localizedDescription)")
         }
+        var writer = converter.finish()
+        if let problem = converter.problem() {
+            throw fail("\(file):\(problem.line): error: \(problem.message) (byte \(problem.offset))")
+        }
+        do throws(TraceError) {
+            _ = try writer.finish()
+            try traceFile.close()
+        } catch {
+            throw fail("\(out): error: cannot write the trace: \(error)")
+        }
+        guard rename(temporary, out) == 0 else {
+            throw fail("\(out): error: cannot write the trace: \(String(cString: strerror(errno)))")
+        }
+        print("\(out): \(writer.records) records from \(converter.lines) lines (\(converter.accesses) accesses, \(converter.systemCalls) memory calls, \(converter.implicitPages) pages mapped before tracing began)")
     }
 }
 

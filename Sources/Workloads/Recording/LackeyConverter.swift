@@ -14,7 +14,20 @@ import Kernel
 ///   traced call mapped or unmapped maps that page (4 KiB, read-write-execute) just before it.
 /// - Lackey's records carry no thread id, so every access is attributed to thread 0.
 /// - Other lines (Valgrind's `==pid==` messages, failed or other calls) are counted and skipped.
+/// - A line that is none of these (not lackey output: garbage, binary, longer than `maximumLineBytes`)
+///   is counted as unrecognized and the first is kept; `problem()` refuses a log with no record, or
+///   with more unrecognized lines than lackey ones.
 public struct LackeyConverter<Sink: WorkloadSink> {
+    /// The longest line taken as lackey output; longer ones are unrecognized (and not buffered whole).
+    public static var maximumLineBytes: Int { 4096 }
+
+    /// An unrecognized line: its 1-based number, the byte offset where it starts, and its start, printable.
+    public struct BadLine: Sendable, Hashable {
+        public var line: Int
+        public var offset: Int
+        public var excerpt: String
+    }
+
     public var sink: Sink
     public private(set) var lines = 0
     public private(set) var accesses = 0
@@ -24,6 +37,17 @@ public struct LackeyConverter<Sink: WorkloadSink> {
     public private(set) var skippedLines = 0
     /// Bytes of text converted.
     public private(set) var bytes = 0
+    /// Lines that are lackey's own: access records and `SYSCALL[` lines.
+    public private(set) var recordLines = 0
+    /// Lines that are neither lackey records nor Valgrind messages (`==pid==`, `--pid--`, `**pid**`).
+    public private(set) var unrecognizedLines = 0
+    /// The first unrecognized line.
+    public private(set) var firstBadLine: BadLine?
+
+    /// File offset where the line being assembled starts.
+    private var lineStart = 0
+    /// Whether the line being assembled outgrew `maximumLineBytes` (its tail was dropped).
+    private var partialTooLong = false
 
     private var partial: [UInt8] = []
     private var lastPage: UInt64 = .max
@@ -36,6 +60,7 @@ public struct LackeyConverter<Sink: WorkloadSink> {
 
     /// Converts `chunk`; a line cut at the end waits for the next chunk.
     public mutating func feed(_ chunk: UnsafeRawBufferPointer) {
+        let base = bytes
         bytes += chunk.count
         let b = chunk.bindMemory(to: UInt8.self)
         var start = 0
@@ -43,19 +68,28 @@ public struct LackeyConverter<Sink: WorkloadSink> {
         let n = b.count
         while i < n {
             if b[i] == 0x0A {
-                if partial.isEmpty {
+                if partial.isEmpty && !partialTooLong {
                     line(UnsafeBufferPointer(rebasing: b[start..<i]))
                 } else {
-                    partial.append(contentsOf: b[start..<i])
+                    appendPartial(UnsafeBufferPointer(rebasing: b[start..<i]))
                     let whole = partial
                     partial.removeAll(keepingCapacity: true)
                     whole.withUnsafeBufferPointer { line($0) }
+                    partialTooLong = false
                 }
                 start = i + 1
+                lineStart = base + start
             }
             i += 1
         }
-        if start < n { partial.append(contentsOf: b[start..<n]) }
+        if start < n { appendPartial(UnsafeBufferPointer(rebasing: b[start..<n])) }
+    }
+
+    /// Keeps at most one byte more than `maximumLineBytes` of a line cut at a chunk's end.
+    private mutating func appendPartial(_ more: UnsafeBufferPointer<UInt8>) {
+        let room = Self.maximumLineBytes + 1 - partial.count
+        if more.count > room { partialTooLong = true }
+        if room > 0 { partial.append(contentsOf: more.prefix(room)) }
     }
 
     /// Converts a last line without a newline; returns the sink.
@@ -64,13 +98,52 @@ public struct LackeyConverter<Sink: WorkloadSink> {
             let whole = partial
             partial.removeAll()
             whole.withUnsafeBufferPointer { line($0) }
+            partialTooLong = false
         }
         return sink
     }
 
+    /// Why this log should not become a trace, or nil: it has no lackey record, or more unrecognized
+    /// lines than lackey ones (another file, a binary, a log cut to pieces).
+    public func problem() -> LackeyError? {
+        if recordLines == 0 {
+            if let bad = firstBadLine {
+                return LackeyError(line: bad.line, offset: bad.offset,
+                                   message: "no line of \(lines) is a lackey record (not a lackey log?); the first unrecognized line is '\(bad.excerpt)'")
+            }
+            return LackeyError(line: max(lines, 1), offset: bytes, message: "no lackey records in \(lines) line\(lines == 1 ? "" : "s") (an empty log, or Valgrind messages only)")
+        }
+        if unrecognizedLines > recordLines, let bad = firstBadLine {
+            return LackeyError(line: bad.line, offset: bad.offset,
+                               message: "\(unrecognizedLines) of \(lines) lines are not lackey output (only \(recordLines) are records); the first is '\(bad.excerpt)'")
+        }
+        return nil
+    }
+
+    private mutating func unrecognized(_ l: UnsafeBufferPointer<UInt8>) {
+        skippedLines += 1
+        unrecognizedLines += 1
+        if firstBadLine == nil {
+            let excerpt = l.prefix(60).map { c -> String in
+                c >= 0x20 && c < 0x7F ? String(UnicodeScalar(c)) : "\\x" + String(c, radix: 16, uppercase: true).leftPadded(to: 2)
+            }.joined()
+            firstBadLine = BadLine(line: lines, offset: lineStart, excerpt: excerpt + (l.count > 60 || partialTooLong ? "…" : ""))
+        }
+    }
+
+    /// `==123==`, `--123--`, `**123**`: Valgrind's own messages.
+    private func isValgrindMessage(_ l: UnsafeBufferPointer<UInt8>) -> Bool {
+        guard l.count >= 4, let mark = l.first, mark == 0x3D || mark == 0x2D || mark == 0x2A, l[1] == mark else { return false }
+        var p = 2
+        while p < l.count, l[p] >= 0x30 && l[p] <= 0x39 { p += 1 }
+        return p > 2 && p + 1 < l.count && l[p] == mark && l[p + 1] == mark
+    }
+
     private mutating func line(_ l: UnsafeBufferPointer<UInt8>) {
         lines += 1
-        guard l.count >= 4 else { skippedLines += 1; return }
+        if l.count > Self.maximumLineBytes || partialTooLong { unrecognized(l); return }
+        if l.allSatisfy({ $0 == 0x20 || $0 == 0x09 || $0 == 0x0D }) || isValgrindMessage(l) { skippedLines += 1; return }
+        guard l.count >= 4 else { unrecognized(l); return }
         let kind: AccessKind?, isModify: Bool
         switch (l[0], l[1], l[2]) {
         case (0x49, 0x20, 0x20): kind = .fetch; isModify = false        // "I  "
@@ -82,9 +155,12 @@ public struct LackeyConverter<Sink: WorkloadSink> {
         if let kind {
             var p = 3, address: UInt64 = 0, size: UInt64 = 0
             while p < l.count, let d = hexDigit(l[p]) { address = address &<< 4 | d; p += 1 }
-            guard p < l.count, l[p] == 0x2C, p > 3 else { skippedLines += 1; return }
+            guard p < l.count, l[p] == 0x2C, p > 3, p <= 3 + 16 else { unrecognized(l); return }
             p += 1
+            let sizeStart = p
             while p < l.count, l[p] >= 0x30 && l[p] <= 0x39 { size = size &* 10 &+ UInt64(l[p] - 0x30); p += 1 }
+            guard p > sizeStart, p - sizeStart <= 19, l[p...].allSatisfy({ $0 == 0x20 || $0 == 0x0D }) else { unrecognized(l); return }
+            recordLines += 1
             guard address < PageGeometry.userAddressLimit else { skippedLines += 1; return }
             let last = address &+ max(size, 1) &- 1
             touch(address, kind)
@@ -96,9 +172,10 @@ public struct LackeyConverter<Sink: WorkloadSink> {
             return
         }
         if l.starts(with: "SYSCALL[".utf8) {
+            recordLines += 1
             systemCall(String(decoding: l, as: UTF8.self))
         } else {
-            skippedLines += 1
+            unrecognized(l)
         }
     }
 
@@ -171,7 +248,7 @@ public struct LackeyConverter<Sink: WorkloadSink> {
         case "mremap":
             event = .mremap(address: arg(0), oldLength: arg(1), newLength: arg(2), newAddress: result)
             describe(arg(0), arg(1)); describe(result, arg(2))
-        case "brk":
+        case "brk" where result < PageGeometry.userAddressLimit:
             let top = (result + 0xFFF) & ~0xFFF
             if let old = brk {
                 let oldTop = (old + 0xFFF) & ~0xFFF
@@ -193,4 +270,20 @@ public struct LackeyConverter<Sink: WorkloadSink> {
             skippedLines += 1
         }
     }
+}
+
+/// Why a lackey log was refused: the line and byte offset where it shows, and what is wrong.
+public struct LackeyError: Error, Sendable, Hashable, CustomStringConvertible {
+    /// 1-based line number.
+    public var line: Int
+    /// Byte offset of the line's start in the log.
+    public var offset: Int
+    public var message: String
+
+    public init(line: Int, offset: Int, message: String) {
+        self.line = line; self.offset = offset; self.message = message
+    }
+
+    /// `line N (byte B): message`; the caller puts the file name in front.
+    public var description: String { "line \(line) (byte \(offset)): \(message)" }
 }
