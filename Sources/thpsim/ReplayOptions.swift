@@ -55,6 +55,7 @@ struct ReplayMachineOptions: ParsableArguments {
 
 /// Parses an access count with an optional decimal suffix (`20M` = 20 000 000, `1G`, `500K`).
 func parseCount(_ text: String, option: String) throws -> Int {
+    if text.hasPrefix("-") { throw ValidationError("\(option): '\(text)' is negative; give a count of zero or more (e.g. 20M, 500K, 1000)") }
     var digits = Substring(text), multiplier = 1
     if let last = digits.last, let m = ["K": 1_000, "k": 1_000, "M": 1_000_000, "G": 1_000_000_000][String(last)] {
         multiplier = m; digits = digits.dropLast()

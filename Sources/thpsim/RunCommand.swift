@@ -23,19 +23,19 @@ struct RunCommand: ParsableCommand {
     @Option(name: .customLong("workload"), help: "Synthetic workload(s): \(SyntheticWorkload.allCases.map(\.rawValue).joined(separator: ", ")).")
     var workloads: [String] = []
 
-    @Option(help: "Footprint(s) of the synthetic workloads (e.g. 4G; default 256M).")
+    @Option(parsing: .unconditionalSingleValue, help: "Footprint(s) of the synthetic workloads (e.g. 4G; default 256M).")
     var size: [String] = []
 
-    @Option(help: "Measured accesses of the synthetic workloads (e.g. 20M; default 1M).")
+    @Option(parsing: .unconditionalSingleValue, help: "Measured accesses of the synthetic workloads (e.g. 20M; default 1M).")
     var accesses: [String] = []
 
     @Option(help: "Threads of the synthetic workloads (1 to 64), each on its own simulated CPU.")
     var threads: Int = 1
 
-    @Option(help: "Random seed(s) of the synthetic workloads.")
+    @Option(parsing: .unconditionalSingleValue, help: "Random seed(s) of the synthetic workloads.")
     var seed: [String] = []
 
-    @Option(help: "Bytes between accesses of the stride workload.")
+    @Option(parsing: .unconditional, help: "Bytes between accesses of the stride workload.")
     var stride: String = "4K"
 
     @Flag(help: "The synthetic workloads advise their memory with MADV_HUGEPAGE (what enabled=madvise acts on).")
@@ -87,8 +87,7 @@ struct RunCommand: ParsableCommand {
         } else {
             var sizes: [UInt64] = []
             for s in Self.values(size.isEmpty ? ["256M"] : size) {
-                guard let b = ByteCount.parse(s) else { throw ValidationError("--size: '\(s)' is not a size (e.g. 4G, 512M)") }
-                sizes.append(b)
+                sizes.append(try parseSize(s, option: "--size"))
             }
             let counts = try Self.values(accesses.isEmpty ? ["1M"] : accesses).map { try parseCount($0, option: "--accesses") }
             var seeds: [UInt64] = []
@@ -96,7 +95,7 @@ struct RunCommand: ParsableCommand {
                 guard let v = UInt64(s) else { throw ValidationError("--seed: '\(s)' is not a non-negative integer") }
                 seeds.append(v)
             }
-            guard let strideBytes = ByteCount.parse(stride) else { throw ValidationError("--stride: '\(stride)' is not a size") }
+            let strideBytes = try parseSize(stride, option: "--stride")
             var specs: [WorkloadSpec] = []
             for n in names {
                 if n.isEmpty { throw ValidationError("--workload: an empty name in '\(workloads.joined(separator: ","))'") }

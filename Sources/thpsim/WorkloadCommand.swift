@@ -14,19 +14,19 @@ struct WorkloadCommand: ParsableCommand {
     @Argument(help: "Workload: \(SyntheticWorkload.allCases.map(\.rawValue).joined(separator: ", ")).")
     var name: String
 
-    @Option(help: "Footprint (e.g. 4G), a multiple of 4K.")
+    @Option(parsing: .unconditional, help: "Footprint (e.g. 4G), a multiple of 4K.")
     var size: String = "256M"
 
-    @Option(help: "Accesses of the measured phase (e.g. 20M = 20 000 000).")
+    @Option(parsing: .unconditional, help: "Accesses of the measured phase (e.g. 20M = 20 000 000).")
     var accesses: String = "1M"
 
     @Option(help: "Threads (1 to 64); each runs on its own simulated CPU.")
     var threads: Int = 1
 
-    @Option(help: "Random seed.")
+    @Option(parsing: .unconditional, help: "Random seed.")
     var seed: UInt64 = 1
 
-    @Option(help: "Bytes between accesses of the stride workload.")
+    @Option(parsing: .unconditional, help: "Bytes between accesses of the stride workload.")
     var stride: String = "4K"
 
     @Flag(help: "The synthetic workloads advise their memory with MADV_HUGEPAGE (what enabled=madvise acts on).")
@@ -41,8 +41,7 @@ struct WorkloadCommand: ParsableCommand {
         guard let workload = SyntheticWorkload(rawValue: name) else {
             throw ValidationError("unknown workload '\(name)' (one of \(SyntheticWorkload.allCases.map(\.rawValue).joined(separator: ", ")))")
         }
-        guard let bytes = ByteCount.parse(size) else { throw ValidationError("--size: '\(size)' is not a size (e.g. 4G, 512M)") }
-        guard let strideBytes = ByteCount.parse(stride) else { throw ValidationError("--stride: '\(stride)' is not a size") }
+        let bytes = try parseSize(size, option: "--size"), strideBytes = try parseSize(stride, option: "--stride")
         var p = SyntheticParameters(size: bytes, accesses: try parseCount(accesses, option: "--accesses"), threads: threads, seed: seed)
         p.stride = strideBytes
         p.adviseHugepage = advise

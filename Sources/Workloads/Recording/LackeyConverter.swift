@@ -124,10 +124,10 @@ public struct LackeyConverter<Sink: WorkloadSink> {
         skippedLines += 1
         unrecognizedLines += 1
         if firstBadLine == nil {
-            let excerpt = l.prefix(60).map { c -> String in
+            let excerpt = l.prefix(32).map { c -> String in
                 c >= 0x20 && c < 0x7F ? String(UnicodeScalar(c)) : "\\x" + String(c, radix: 16, uppercase: true).leftPadded(to: 2)
             }.joined()
-            firstBadLine = BadLine(line: lines, offset: lineStart, excerpt: excerpt + (l.count > 60 || partialTooLong ? "…" : ""))
+            firstBadLine = BadLine(line: lines, offset: lineStart, excerpt: excerpt + (l.count > 32 || partialTooLong ? "…" : ""))
         }
     }
 
