@@ -53,7 +53,7 @@ struct MachineConfigTests {
         ("based-on zen4\nfrequncy 3", 2, "unknown setting 'frequncy'"),
         ("based-on zen9", 1, "unknown preset 'zen9'"),
         ("name a\nbased-on zen4", 2, "must come before"),
-        ("based-on zen4\ntiming memory-ns fast", 2, "memory-ns must be a non-negative number, not 'fast'"),
+        ("based-on zen4\ntiming memory-ns fast", 2, "memory-ns must be a number from 0 to 10,000 ns, not 'fast'"),
         ("based-on zen4\ntiming walk-cost 3", 2, "unknown timing key 'walk-cost'"),
         ("based-on zen4\nl1d 4k 64", 2, "takes 3 values"),
         ("based-on zen4\ncache l2 1.5M 8 14", 2, "cache size"),

@@ -84,7 +84,7 @@ public struct TraceReader<Input: TraceInput> {
             guard raw.withUnsafeBufferPointer({ TraceFormat.checksum($0) }) == checksum else {
                 throw TraceError(.corrupted, at: payloadOffset, expected: "a block whose checksum matches its header")
             }
-            let decoded = try decodeBlock(into: &sink, payloadOffset: payloadOffset)
+            let decoded = try decodeBlock(into: &sink, payloadOffset: payloadOffset, compressed: method == 1)
             guard decoded == Int(records) else {
                 throw TraceError(.corrupted, at: payloadOffset, expected: "\(records) records in the block, found \(decoded)")
             }
@@ -92,16 +92,20 @@ public struct TraceReader<Input: TraceInput> {
         }
     }
 
-    /// Decodes one block's records. Offsets in errors point into the payload (exact for stored
-    /// blocks; for compressed ones, the payload's start plus the position in the decompressed bytes).
-    private func decodeBlock(into sink: inout some WorkloadSink, payloadOffset: Int) throws(TraceError) -> Int {
+    /// Decodes one block's records. Offsets in errors point into the payload: exactly for stored
+    /// blocks; for compressed ones, at the payload's start, with the position in the decompressed
+    /// bytes in the message (so an offset is always inside the file).
+    private func decodeBlock(into sink: inout some WorkloadSink, payloadOffset: Int, compressed: Bool) throws(TraceError) -> Int {
         try raw.withUnsafeBufferPointer { (b) throws(TraceError) -> Int in
             var p = 0
             var thread = 0
             var lastPage: UInt64 = 0
             var count = 0
             let n = b.count
-            func fail(_ what: String) -> TraceError { TraceError(.corrupted, at: payloadOffset + p, expected: what) }
+            func fail(_ what: String) -> TraceError {
+                compressed ? TraceError(.corrupted, at: payloadOffset, expected: "\(what) (at byte \(p) of the decompressed block)")
+                           : TraceError(.corrupted, at: payloadOffset + p, expected: what)
+            }
             @inline(__always) func varint() throws(TraceError) -> UInt64 {
                 var v: UInt64 = 0, shift: UInt64 = 0
                 while true {
