@@ -85,6 +85,8 @@ struct ImportCommand: ParsableCommand {
         do {
             while let data = try input.read(upToCount: 1 << 20), !data.isEmpty {
                 data.withUnsafeBytes { converter.feed($0) }
+                // 16 MiB without one record is not a lackey log (and /dev/zero would never end).
+                if converter.recordLines == 0 && converter.bytes >= 16 << 20 { break }
             }
         } catch {
             throw fail("\(file): error: cannot read the log: \(error.localizedDescription)")

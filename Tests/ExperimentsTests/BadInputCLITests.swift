@@ -43,8 +43,8 @@ struct BadInputCLITests {
         #expect(e.status == 2 && e.err.contains("\(odd):1: error: swap 6K is not a multiple of 4K"), "\(e.err)")
     }
 
-    @Test("import lackey refuses a directory, a missing file, garbage, binary and empty logs, naming the file; no trace is left",
-          arguments: ["directory", "missing", "garbage", "binary", "empty"])
+    @Test("import lackey refuses a directory, a missing file, garbage, binary, empty and endless logs, naming the file; no trace is left",
+          arguments: ["directory", "missing", "garbage", "binary", "empty", "endless"])
     func importRefuses(kind: String) throws {
         let out = temporaryFile("import-\(kind).trace")
         try? FileManager.default.removeItem(atPath: out)
@@ -60,6 +60,8 @@ struct BadInputCLITests {
             expected = "\(input):1: error: no line of 3889 is a lackey record"
         case "binary":
             input = Binary.thpsim!.path; expected = "\(input):1: error: no line of"
+        case "endless":
+            input = "/dev/zero"; expected = "/dev/zero:1: error: no line of 1 is a lackey record"
         default:
             input = try write("empty.log", []); expected = "\(input):1: error: no lackey records in 0 lines"
         }

@@ -115,8 +115,7 @@ struct LackeyBadInputTests {
         #expect(c.problem() == nil)
     }
 
-    @Test("seeded mutations of a log never crash the converter; what it writes reads back as a trace; refusals name a line and byte",
-          .timeLimit(.minutes(2)))
+    @Test("seeded mutations of a log never crash the converter; what it writes reads back as a trace; refusals name a line and byte")
     func fuzz() throws {
         let original = Array(Self.log.utf8)
         let iterations = InputMutator.iterations(default: 2000)

@@ -119,8 +119,7 @@ struct ScenarioBadInputTests {
         FileManager.default.contents(atPath: path).map { (URL(fileURLWithPath: path).lastPathComponent, Array($0)) }
     }
 
-    @Test("seeded mutations of every scenario never crash the parser; each refusal is an input error with file:line",
-          .timeLimit(.minutes(2)))
+    @Test("seeded mutations of every scenario never crash the parser; each refusal is an input error with file:line")
     func fuzz() throws {
         try #require(Self.corpus.count > 10)
         let iterations = InputMutator.iterations(default: 4000)

@@ -43,8 +43,7 @@ struct TraceFuzzTests {
         return result
     }()
 
-    @Test("whole-file mutations of compressed and stored traces are refused with an offset inside the file, or read",
-          .timeLimit(.minutes(2)))
+    @Test("whole-file mutations of compressed and stored traces are refused with an offset inside the file, or read")
     func fileMutations() throws {
         let files = [try traceBytes(.forkserver, size: 2 << 20, accesses: 3000, threads: 2, compress: true),
                      try traceBytes(.chase, size: 2 << 20, accesses: 3000, threads: 1, compress: false)]
@@ -62,8 +61,7 @@ struct TraceFuzzTests {
         #expect(rejected > iterations * 9 / 10, "checksums and framing catch nearly every change (\(rejected) of \(iterations))")
     }
 
-    @Test("mutated records in correctly framed blocks never crash the decoder; what decodes replays on a machine",
-          .timeLimit(.minutes(2)))
+    @Test("mutated records in correctly framed blocks never crash the decoder; what decodes replays on a machine")
     func recordMutations() throws {
         try #require(!Self.blocks.isEmpty)
         var mutator = InputMutator(seed: InputMutator.seed &+ 7)
