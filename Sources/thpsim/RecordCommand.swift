@@ -71,6 +71,11 @@ struct ImportCommand: ParsableCommand {
         if FileManager.default.fileExists(atPath: out, isDirectory: &isDirectory), isDirectory.boolValue {
             throw fail("\(out): error: cannot write the trace: it is a directory")
         }
+        let folder = outURL.deletingLastPathComponent().path
+        guard FileManager.default.fileExists(atPath: folder, isDirectory: &isDirectory), isDirectory.boolValue,
+              FileManager.default.isWritableFile(atPath: folder) else {
+            throw fail("\(out): error: cannot write the trace: the folder \(folder) does not exist or is not writable")
+        }
         let temporary = outURL.deletingLastPathComponent().appendingPathComponent(".\(outURL.lastPathComponent).partial-\(getpid())").path
         defer { try? FileManager.default.removeItem(atPath: temporary) }
 

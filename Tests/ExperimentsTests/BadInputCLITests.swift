@@ -73,7 +73,7 @@ struct BadInputCLITests {
         #expect(!leftovers.contains { $0.contains("import-\(kind).trace.partial") }, "\(leftovers)")
     }
 
-    @Test("import lackey keeps an existing trace when the new log is refused, and replaces it when the log is good")
+    @Test("import lackey keeps an existing trace when the new log is refused; an output that is the log, a folder, or in no folder is refused")
     func importKeepsOldTrace() throws {
         let out = temporaryFile("keep.trace")
         let good = try write("good.log", Array("==1== Lackey\nI  0401ab70,3\n L 1fff000670,8\n".utf8))
@@ -85,6 +85,10 @@ struct BadInputCLITests {
         #expect(try Data(contentsOf: URL(fileURLWithPath: out)) == before)
         let same = try Binary.run(["import", "lackey", good, "--out", good])
         #expect(same.status == 2 && same.err.contains("would overwrite the log"), "\(same.err)")
+        let nowhere = try Binary.run(["import", "lackey", good, "--out", "/nonexistent/folder/x.trace"])
+        #expect(nowhere.status == 2 && nowhere.err.contains("the folder /nonexistent/folder does not exist or is not writable"), "\(nowhere.err)")
+        let folder = try Binary.run(["import", "lackey", good, "--out", FileManager.default.temporaryDirectory.path])
+        #expect(folder.status == 2 && folder.err.contains("cannot write the trace: it is a directory"), "\(folder.err)")
     }
 
     @Test("a machine file's out-of-range number is refused by machines and run alike, with file:line and the range",
