@@ -77,13 +77,15 @@ public final class MachineExecutor: WorkloadSink {
     private func run(_ cpu: CPU, thread: Int, address: UInt64, kind: AccessKind, count: Int) {
         switch kind {
         case .load: loads &+= count
-        case .store: stores &+= count; markTouched(address)
+        case .store: stores &+= count
         case .fetch: fetches &+= count
         }
         untilTick &-= count
         if untilTick <= 0 { tick() }
         switch cpu.access(VirtualAddress(address), kind.memoryAccess) {
         case .success:
+            // A store that faulted and killed the process wrote nothing: only completed stores touch.
+            if kind == .store { markTouched(address) }
             if count > 1 {
                 let more = count - 1
                 cpu.counters.accesses &+= more
