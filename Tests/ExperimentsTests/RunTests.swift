@@ -125,6 +125,14 @@ struct RunTests {
         #expect(decoded == report)
     }
 
+    @Test("a dense writer under always has no bloat, even when a memory sample falls inside a huge page it is filling")
+    func noBloatWhenDense() throws {
+        // 65,536 pages: the first tick (and memory sample) comes after the huge fault of the page it lands in.
+        let grid = ExperimentGrid(workloads: [.synthetic("seq", size: 256 << 20, accesses: 20_000)], enabled: ["always"], memoryBytes: 1 << 30)
+        let r = try Small.run(grid).results[0]
+        #expect(r.memory.rssBytes == 256 << 20 && r.memory.touchedBytes == 256 << 20 && r.memory.bloatBytes == 0)
+    }
+
     @Test("a cell killed while its never cell completed gets no speedup, and the never cell keeps 1")
     func killedAgainstCompleted() throws {
         var report = try Small.run(Small.grid(["gups"], accesses: 1_000, enabled: ["never", "always"]))

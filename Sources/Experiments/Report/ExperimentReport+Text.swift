@@ -71,8 +71,8 @@ extension ExperimentReport {
         if !notes.isEmpty {
             let failed = results.filter { !$0.completed }.count
             if failed > 0 {
-                lines.append("WARNING: \(failed) of \(results.count) cells did not complete (a process was killed): their figures cover the run")
-                lines.append("until then, and no speedup is computed with them.")
+                lines += Format.wrap("WARNING: \(failed) of \(results.count) cells did not complete (a process was killed): their figures "
+                                     + "cover the run until then, and no speedup is computed with them.", width: 118, indent: "")
             }
             for (i, note) in notes.texts.enumerated() { lines += Format.wrap("[\(i + 1)] \(note)", width: 118, indent: "    ") }
             lines.append("")
