@@ -69,6 +69,21 @@ struct ReportFormatTests {
         #expect(abs(estimated - fault - access) < 1e-6 * estimated)
     }
 
+    @Test("a report written before the steady state and kills existed still decodes and merges")
+    func olderReport() throws {
+        var object = try #require(try JSONSerialization.jsonObject(with: Data(Small.report.json.utf8)) as? [String: Any])
+        var results = try #require(object["results"] as? [[String: Any]])
+        for i in results.indices {
+            for key in ["steady", "steadySpeedupVsNever", "kills", "droppedAccesses"] { results[i][key] = nil }
+        }
+        object["results"] = results
+        let old = try ExperimentReport.decode(try JSONSerialization.data(withJSONObject: object))
+        #expect(old.results.allSatisfy { $0.completed && $0.steady == nil && $0.status == "ok" })
+        let merged = try ExperimentReport.merge([("old.json", old)])
+        #expect(merged.results.allSatisfy { $0.steadySpeedupVsNever == nil } && merged.results[0].speedupVsNever == 1)
+        #expect(merged.text.contains("—") && !merged.csv.isEmpty && !merged.html.isEmpty)
+    }
+
     @Test("a report that is not JSON, or lacks keys, is refused with the reason")
     func invalidJSON() {
         #expect(throws: ExperimentError.self) { try ExperimentReport.decode(Data("{".utf8)) }

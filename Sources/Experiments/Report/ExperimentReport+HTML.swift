@@ -171,7 +171,7 @@ extension ExperimentReport {
         th { font-weight: 600; vertical-align: bottom; }
         table.results td:nth-child(-n+3), table.results th:nth-child(-n+3) { text-align: left; }
         table.results td, table.results th { white-space: nowrap; }
-        table.results td.what { white-space: normal; overflow-wrap: anywhere; min-width: 7em; max-width: 10em; }
+        table.results td.what { white-space: normal; overflow-wrap: anywhere; min-width: 7em; max-width: 12em; }
         table.settings td, table.settings th { text-align: left; }
         tr.killed td { background: #fde8e8; } tr.differs td { background: #fff6d6; }
         .warning { background: #fde8e8; border: 1px solid #d62728; padding: 0.6em 1em; font-weight: 600; }
@@ -196,7 +196,7 @@ extension ExperimentReport {
         \(overTime.joined(separator: "\n"))
         <h2>Fault latency distributions</h2>
         \(latency.joined(separator: "\n"))
-        <h2>Results</h2>
+        <h2 id="results">Results</h2>
         <div class="table-wrap"><table class="results">
         <tr>\(head)</tr>
         \(rows)</table></div>
