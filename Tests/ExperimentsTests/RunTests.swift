@@ -149,6 +149,22 @@ struct RunTests {
         #expect(ExperimentReport.textValues(report.results[1])[5] == "—")
     }
 
+    @Test("failed calls without a kill are marked and explained, and the speedups stay")
+    func failedCallsOnly() throws {
+        var report = try Small.run(Small.grid(["gups"], accesses: 1_000, enabled: ["never", "always"]))
+        report.results[1].failedCalls = ["EINVAL (22)": 2]
+        report.computeSpeedups()
+        let r = report.results[1]
+        #expect(r.completed && r.status == "calls failed" && r.speedupVsNever != nil)
+        let text = report.text
+        #expect(text.contains("calls failed [1]") && text.contains("[1] gups 8M 1K always: failed system calls EINVAL (22) ×2"), "\(text)")
+        #expect(!text.contains("WARNING"))
+        let fields = report.csv.split(separator: "\n")[2].split(separator: ",", omittingEmptySubsequences: false).map(String.init)
+        #expect(fields[ExperimentReport.csvColumns.firstIndex(of: "status")!] == "calls failed")
+        #expect(fields[ExperimentReport.csvColumns.firstIndex(of: "failed_calls")!] == "EINVAL (22)=2")
+        #expect(report.html.contains("calls failed [1]") && !report.html.contains("class=\"warning\""))
+    }
+
     @Test("a trace that cannot be read fails the cell with its path")
     func badTrace() {
         let grid = ExperimentGrid(workloads: [.trace("/nonexistent/x.trace")], enabled: ["never"])
