@@ -11,8 +11,8 @@ struct CalibrateCommand: ParsableCommand {
         abstract: "Predict ns/access for the calibration patterns (gups, chase, seq) with and without THP."
     )
 
-    @Option(help: "Machine preset or config file.")
-    var machine: String = "Benchmarks/Calibration/this-machine.machine"
+    @Option(help: "Machine preset or config file (default: \(CalibratedMachine.path), built in).")
+    var machine: String?
 
     @Option(help: "Where the patterns run: native, vm-host-thp, vm-host-4k.")
     var placement: String = "vm-host-thp"
@@ -27,7 +27,10 @@ struct CalibrateCommand: ParsableCommand {
     var accesses: Int = 1 << 20
 
     func run() throws {
-        let d = try loadMachine(machine)
+        let d: MachineDescription
+        if let machine { d = try loadMachine(machine) } else {
+            do { d = try CalibratedMachine.description } catch { throw ValidationError(error.description) }
+        }
         let where_: TranslationCost.Placement
         switch placement {
         case "native": where_ = .native

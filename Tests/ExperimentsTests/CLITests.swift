@@ -24,6 +24,10 @@ struct CLITests {
         (["run", "--accesses", "lots", "--workload", "gups"], "--accesses"),
         (["run", "--jobs", "0"] + small, "--jobs"),
         (["run", "--json", "--csv"] + small, "--json and --csv"),
+        (["run", "--html", "/tmp"] + small, "--html /tmp: is a directory"),
+        (["run", "--output", "/nonexistent/dir/report.txt"] + small, "--output /nonexistent/dir/report.txt: no directory '/nonexistent/dir'"),
+        (["run", "--html", "/tmp/x.html", "--output", "/tmp/./x.html"] + small, "--html and --output name the same file"),
+        (["merge", "--csv", "--output", "/", "/nonexistent/shard.json"], "--output /: is a directory"),
         (["merge"], "merge"),
         (["merge", "/nonexistent/shard.json"], "/nonexistent/shard.json: cannot read"),
     ] as [([String], String)])
@@ -60,6 +64,36 @@ struct CLITests {
         #expect(missing.status == 2 && missing.err.contains("missing"), "stderr: \(missing.err)")
         // Progress goes to a terminal only: with stderr a pipe, a run prints nothing there.
         #expect(whole.err.isEmpty)
+    }
+
+    @Test("an output file that cannot be written is refused before the grid runs")
+    func outputCheckedFirst() throws {
+        // A grid that would run for minutes: the refusal must come at once.
+        let start = Date()
+        let r = try Binary.run(["run", "--workload", "gups", "--size", "4G", "--accesses", "100M", "--html", FileManager.default.temporaryDirectory.path])
+        #expect(r.status == 64 && r.err.contains("is a directory"), "stderr: \(r.err)")
+        #expect(Date().timeIntervalSince(start) < 10)
+    }
+
+    @Test("a run whose program is killed exits 0 but says so on standard error and in the table")
+    func killedRun() throws {
+        let r = try Binary.run(["run", "--workload", "seq", "--size", "64M", "--accesses", "1K", "--memory", "16M", "--enabled", "never,always"])
+        #expect(r.status == 0)
+        #expect(r.err.contains("thpsim: warning: 2 of 2 cells' programs were killed"), "stderr: \(r.err)")
+        #expect(r.out.contains("killed [1]") && r.out.contains("SIGSEGV"), "\(r.out)")
+    }
+
+    @Test("thpsim --version prints the version reports record")
+    func version() throws {
+        let r = try Binary.run(["--version"])
+        #expect(r.status == 0 && r.out.trimmingCharacters(in: .whitespacesAndNewlines) == THPSimVersion.string)
+    }
+
+    @Test("thpsim calibrate runs from any directory with its built-in machine")
+    func calibrateAnywhere() throws {
+        let r = try Binary.run(["calibrate", "--sizes", "4M", "--patterns", "seq", "--accesses", "1000"], in: FileManager.default.temporaryDirectory.path)
+        #expect(r.status == 0, "stderr: \(r.err)")
+        #expect(r.out.contains("machine this-machine (zen5 under KVM)") && r.out.contains("seq"), "\(r.out)")
     }
 
     @Test("thpsim demo still runs the demonstration")

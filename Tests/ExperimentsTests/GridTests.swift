@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 import Workloads
 @testable import Experiments
@@ -43,6 +44,14 @@ struct GridTests {
         #expect(p.contains("unknown transparent_hugepage knob 'bogus'"))
         #expect(Small.grid().problems.isEmpty)
         #expect(ExperimentGrid(workloads: [.synthetic("gups", size: 4095, accesses: 1)]).problems.first?.contains("--size") == true)
+    }
+
+    @Test("the built-in calibration machine is Benchmarks/Calibration/this-machine.machine, and parses")
+    func calibratedMachine() throws {
+        let file = try String(contentsOf: Small.packageRoot.appendingPathComponent(CalibratedMachine.path), encoding: .utf8)
+        #expect(CalibratedMachine.text + "\n" == file || CalibratedMachine.text == file)
+        let d = try CalibratedMachine.description
+        #expect(d.name == "this-machine (zen5 under KVM)")
     }
 
     @Test("the default experiment is GUPS, heap and forkserver under never, madvise and always, in both designs")

@@ -34,10 +34,11 @@ enum Binary {
     }
 
     /// Runs thpsim; returns its exit status, whether a signal ended it, stdout and stderr.
-    static func run(_ arguments: [String]) throws -> (status: Int32, crashed: Bool, out: String, err: String) {
+    static func run(_ arguments: [String], in directory: String? = nil) throws -> (status: Int32, crashed: Bool, out: String, err: String) {
         let p = Process()
         p.executableURL = thpsim
         p.arguments = arguments
+        if let directory { p.currentDirectoryURL = URL(fileURLWithPath: directory) }
         let out = Pipe(), err = Pipe()
         p.standardOutput = out
         p.standardError = err

@@ -92,6 +92,79 @@ struct RunTests {
         #expect(loose.settings["khugepaged/max_ptes_none"] == "511" && strict.settings["enabled"] == "always [madvise] never")
     }
 
+    @Test("a program killed by the kernel shows in every form: status, signal, accesses not made, no speedup, bloat not negative")
+    func killedProgram() throws {
+        // 64 MiB of seq in 16 MiB of memory: mmap fails with ENOMEM, the first store takes SIGSEGV.
+        let grid = ExperimentGrid(workloads: [.synthetic("seq", size: 64 << 20, accesses: 10_000)], enabled: ["never", "always"],
+                                  memoryBytes: 16 << 20)
+        let report = try Small.run(grid)
+        for r in report.results {
+            #expect(!r.completed && r.status == "killed")
+            let kill = try #require(r.kills?.first)
+            #expect(r.kills?.count == 1 && kill.signal == "SIGSEGV" && kill.reason == "SEGV_MAPERR" && kill.process == 0)
+            #expect(r.failedCalls.keys.contains { $0.hasPrefix("ENOMEM") })
+            #expect((r.droppedAccesses ?? 0) > 10_000)
+            #expect(r.speedupVsNever == nil && r.steadySpeedupVsNever == nil)
+            #expect(r.memory.touchedBytes == 0 && r.memory.bloatBytes == 0, "the faulting store wrote nothing")
+        }
+        let text = report.text
+        #expect(text.contains("WARNING: 2 of 2 cells did not complete"))
+        #expect(text.contains("killed [1]") && text.contains("[1] seq 64M 10K never, seq 64M 10K always: process 0 killed by SIGSEGV (SEGV_MAPERR)"), "\(text)")
+        #expect(text.contains("ENOMEM"), "\(text)")
+        let (_, rows) = ReportFormatTests.tableLines(text)
+        #expect(rows.dropFirst().allSatisfy { $0.contains("killed [1]") && $0.components(separatedBy: "killed").count - 1 == 3 },
+                "status and both speedups say killed: \(rows)")
+        let csv = report.csv.split(separator: "\n").map { $0.split(separator: ",", omittingEmptySubsequences: false).map(String.init) }
+        let status = try #require(ExperimentReport.csvColumns.firstIndex(of: "status"))
+        let killedBy = try #require(ExperimentReport.csvColumns.firstIndex(of: "killed_by"))
+        let speedup = try #require(ExperimentReport.csvColumns.firstIndex(of: "speedup_vs_never"))
+        #expect(csv[1][status] == "killed" && csv[1][killedBy] == "SIGSEGV (SEGV_MAPERR)" && csv[1][speedup] == "")
+        let html = report.html
+        #expect(html.contains("class=\"warning\"") && html.contains("<tr class=\"killed\">") && html.contains("killed [1]"))
+        let decoded = try ExperimentReport.decode(Data(report.json.utf8))
+        #expect(decoded == report)
+    }
+
+    @Test("a dense writer under always has no bloat, even when a memory sample falls inside a huge page it is filling")
+    func noBloatWhenDense() throws {
+        // 65,536 pages: the first tick (and memory sample) comes after the huge fault of the page it lands in.
+        let grid = ExperimentGrid(workloads: [.synthetic("seq", size: 256 << 20, accesses: 20_000)], enabled: ["always"], memoryBytes: 1 << 30)
+        let r = try Small.run(grid).results[0]
+        #expect(r.memory.rssBytes == 256 << 20 && r.memory.touchedBytes == 256 << 20 && r.memory.bloatBytes == 0)
+    }
+
+    @Test("a cell killed while its never cell completed gets no speedup, and the never cell keeps 1")
+    func killedAgainstCompleted() throws {
+        var report = try Small.run(Small.grid(["gups"], accesses: 1_000, enabled: ["never", "always"]))
+        report.results[1].signals = 1
+        report.results[1].kills = [.init(signal: "SIGKILL", reason: "OOM", address: 0x1000, process: 0, thread: 0)]
+        report.computeSpeedups()
+        #expect(report.results[0].speedupVsNever == 1 && report.results[1].speedupVsNever == nil)
+        #expect(report.text.contains("calls failed") == false && report.text.contains("killed by SIGKILL (OOM)"))
+        // The never cell killed: no speedup for the cells measured against it either.
+        report.results.swapAt(0, 1)
+        report.results[0].cell.enabled = "never"; report.results[1].cell.enabled = "always"
+        report.computeSpeedups()
+        #expect(report.results[1].completed && report.results[1].speedupVsNever == nil)
+        #expect(ExperimentReport.textValues(report.results[1])[5] == "—")
+    }
+
+    @Test("failed calls without a kill are marked and explained, and the speedups stay")
+    func failedCallsOnly() throws {
+        var report = try Small.run(Small.grid(["gups"], accesses: 1_000, enabled: ["never", "always"]))
+        report.results[1].failedCalls = ["EINVAL (22)": 2]
+        report.computeSpeedups()
+        let r = report.results[1]
+        #expect(r.completed && r.status == "calls failed" && r.speedupVsNever != nil)
+        let text = report.text
+        #expect(text.contains("calls failed [1]") && text.contains("[1] gups 8M 1K always: failed system calls EINVAL (22) ×2"), "\(text)")
+        #expect(!text.contains("WARNING"))
+        let fields = report.csv.split(separator: "\n")[2].split(separator: ",", omittingEmptySubsequences: false).map(String.init)
+        #expect(fields[ExperimentReport.csvColumns.firstIndex(of: "status")!] == "calls failed")
+        #expect(fields[ExperimentReport.csvColumns.firstIndex(of: "failed_calls")!] == "EINVAL (22)=2")
+        #expect(report.html.contains("calls failed [1]") && !report.html.contains("class=\"warning\""))
+    }
+
     @Test("a trace that cannot be read fails the cell with its path")
     func badTrace() {
         let grid = ExperimentGrid(workloads: [.trace("/nonexistent/x.trace")], enabled: ["never"])

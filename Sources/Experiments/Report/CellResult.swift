@@ -43,9 +43,31 @@ public struct CellResult: Sendable, Equatable, Codable {
     public var accessCycles: Double
     /// `estimatedCycles` at `frequencyGHz`, in seconds.
     public var estimatedSeconds: Double
-    /// The `never` cell's estimated cycles over this one's (same workload, design, machine, tunables);
-    /// nil when the grid has no such cell.
+    /// The `never` cell's estimated cycles over this one's (same workload, design, machine, tunables):
+    /// the whole run, first-touch faults included. Nil when the grid has no such cell, or either
+    /// cell's program was killed.
     public var speedupVsNever: Double?
+
+    /// The measured accesses alone (the steady state): the run after the workload's set-up and first
+    /// touch. Optional only so that reports written before it existed still decode.
+    public var steady: Steady?
+    /// As `speedupVsNever`, over the steady state's estimated cycles.
+    public var steadySpeedupVsNever: Double?
+
+    public struct Steady: Sendable, Equatable, Codable {
+        /// False when the workload marked no end of set-up (a trace without one): then the steady
+        /// state is the whole run.
+        public var setUpExcluded: Bool
+        public var accesses: Int
+        /// `faultCycles` plus everything else, as for the whole run; faults of the measured phase
+        /// (copy-on-write after fork, a heap's growth) stay in.
+        public var estimatedCycles: Double
+        public var faultCycles: Double
+        public var faults: Int
+        public var l1MissesPerKilo: Double
+        public var l2MissesPerKilo: Double
+        public var walkCycles: Double
+    }
 
     public struct Memory: Sendable, Equatable, Codable {
         /// Peak `AnonPages` (RSS of anonymous memory, huge pages included), as sampled.
@@ -54,9 +76,9 @@ public struct CellResult: Sendable, Equatable, Codable {
         /// discarded since (by virtual address, over every process). Reads of memory never written map
         /// the zero page and take no memory, so they do not count.
         public var touchedBytes: UInt64
-        /// `rssBytes - touchedBytes`: memory resident beyond what the program touched (untouched parts
-        /// of huge pages, and copies copy-on-write made of pages both processes hold; negative when
-        /// reclaim swapped touched pages out).
+        /// `rssBytes - touchedBytes`, or 0 when fewer bytes are resident than were touched (reclaim
+        /// swapped touched pages out): memory resident beyond what the program touched (untouched
+        /// parts of huge pages, and copies copy-on-write made of pages both processes hold).
         public var bloatBytes: Int64
         /// `AnonPages`, `AnonHugePages` and `PageTables` at the end, and their ratio (THP coverage).
         public var anonBytes: UInt64
@@ -105,9 +127,47 @@ public struct CellResult: Sendable, Equatable, Codable {
     /// RSS, `AnonHugePages` and bytes touched during the run.
     public var memoryOverTime: [Sample]
 
-    /// Processes killed (SIGSEGV/SIGBUS) and failed system calls by errno.
+    /// Processes killed (SIGSEGV/SIGBUS, or the OOM killer) and failed system calls by errno.
     public var signals: Int
     public var failedCalls: [String: Int]
+
+    /// A process the kernel killed: by a signal for an access it could not resolve (Linux:
+    /// `force_sig_fault()`), or by the OOM killer when a fault found no memory (`VM_FAULT_OOM`).
+    public struct Kill: Sendable, Equatable, Codable {
+        /// `SIGSEGV`, `SIGBUS` or `SIGKILL`.
+        public var signal: String
+        /// `SEGV_MAPERR`, `SEGV_ACCERR`, `BUS_ADRERR` or `OOM`.
+        public var reason: String
+        public var address: UInt64
+        public var process: Int
+        public var thread: Int
+
+        public init(signal: String, reason: String, address: UInt64, process: Int, thread: Int) {
+            self.signal = signal; self.reason = reason; self.address = address; self.process = process; self.thread = thread
+        }
+
+        init(_ s: ReplayReport.Signal) {
+            let (signal, reason): (String, String) = switch s.fault.outcome {
+            case .segv(.mapErr): ("SIGSEGV", "SEGV_MAPERR")
+            case .segv(.accErr): ("SIGSEGV", "SEGV_ACCERR")
+            case .sigbus: ("SIGBUS", "BUS_ADRERR")
+            case .outOfMemory: ("SIGKILL", "OOM")
+            case .handled: ("none", "handled")
+            }
+            self.init(signal: signal, reason: reason, address: s.fault.address.rawValue, process: s.process, thread: s.thread)
+        }
+    }
+    /// Each process killed, in order (`signals` counts them). Optional only so that older reports decode.
+    public var kills: [Kill]?
+    /// Accesses the workload asked for that were not made because their process had died.
+    public var droppedAccesses: Int?
+
+    /// Whether every process ran to its end: none was killed. A run that did not complete covers the
+    /// program only until then, so no speedup is computed for it.
+    public var completed: Bool { signals == 0 && (kills ?? []).isEmpty }
+
+    /// `ok`, `killed` (a process was), or `calls failed` (none was killed, but system calls failed).
+    public var status: String { !completed ? "killed" : failedCalls.isEmpty ? "ok" : "calls failed" }
     /// Trace records read (traces only).
     public var records: Int
     /// The kernel's simulated clock at the end.
@@ -138,10 +198,16 @@ extension CellResult {
         accessCycles = c.cycles - c.faultCycles
         estimatedSeconds = c.cycles / machine.frequencyGHz / 1e9
         speedupVsNever = nil
+        let m = r.measuredCounters
+        let mPerKilo = { (n: Int) in m.accesses == 0 ? 0 : Double(n) * 1000 / Double(m.accesses) }
+        steady = Steady(setUpExcluded: r.measured, accesses: m.accesses, estimatedCycles: m.cycles, faultCycles: m.faultCycles,
+                        faults: m.faults, l1MissesPerKilo: mPerKilo(m.accesses - m.l1Hits),
+                        l2MissesPerKilo: mPerKilo(m.accesses - m.l1Hits - m.l2Hits), walkCycles: m.walkCycles)
+        steadySpeedupVsNever = nil
         let peak = r.peakSample
         let rss = peak?.anonBytes ?? 0, touched = peak?.touchedBytes ?? 0
         let anon = r.meminfoFinal["AnonPages"] ?? 0, huge = r.meminfoFinal["AnonHugePages"] ?? 0
-        memory = Memory(rssBytes: rss, touchedBytes: touched, bloatBytes: Int64(rss) - Int64(touched),
+        memory = Memory(rssBytes: rss, touchedBytes: touched, bloatBytes: max(0, Int64(rss) - Int64(touched)),
                         anonBytes: anon, anonHugeBytes: huge, pageTableBytes: r.meminfoFinal["PageTables"] ?? 0,
                         thpCoverage: anon == 0 ? 0 : Double(huge) / Double(anon))
         // Percentiles of the histogram as the report carries it (its buckets), so a report read back
@@ -161,6 +227,8 @@ extension CellResult {
         memoryOverTime = r.memoryOverTime.map { Sample(accesses: $0.accesses, anonBytes: $0.anonBytes, anonHugeBytes: $0.anonHugeBytes, touchedBytes: $0.touchedBytes) }
         signals = r.signals.count
         failedCalls = r.failedCalls
+        kills = r.signals.map(Kill.init)
+        droppedAccesses = r.droppedAccesses
         records = r.records
         simulatedNanoseconds = r.simulatedNanoseconds
     }

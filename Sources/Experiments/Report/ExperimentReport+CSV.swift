@@ -8,6 +8,8 @@ extension ExperimentReport {
         "thp_coverage", "rss_bytes", "touched_bytes", "bloat_bytes", "anon_huge_bytes", "page_table_bytes",
         "faults", "huge_faults", "fault_fallbacks", "fault_p50_cycles", "fault_p99_cycles", "fault_max_cycles",
         "splits", "split_pmds", "collapses", "compact_stalls", "signals", "frequency_ghz", "thpsim_version",
+        "status", "killed_by", "failed_calls", "dropped_accesses", "steady_speedup_vs_never", "steady_accesses",
+        "steady_estimated_cycles", "steady_fault_cycles",
     ]
 
     public var csv: String {
@@ -26,6 +28,12 @@ extension ExperimentReport {
                 "\(r.faults.fallback)", "\(r.faults.p50Cycles)", "\(r.faults.p99Cycles)", "\(r.faults.maxCycles)",
                 "\(r.splits)", "\(r.splitPMDs)", "\(r.collapses)", "\(r.compactStalls)", "\(r.signals)",
                 "\(r.frequencyGHz)", thpsimVersion,
+                r.status,
+                (r.kills ?? []).map { "\($0.signal) (\($0.reason))" }.joined(separator: "; "),
+                r.failedCalls.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: "; "),
+                "\(r.droppedAccesses ?? 0)", r.steadySpeedupVsNever.map { "\($0)" } ?? "",
+                r.steady.map { "\($0.accesses)" } ?? "", r.steady.map { "\($0.estimatedCycles)" } ?? "",
+                r.steady.map { "\($0.faultCycles)" } ?? "",
             ]
             lines.append(fields.map(Self.csvField).joined(separator: ","))
         }

@@ -39,13 +39,24 @@ public struct ExperimentReport: Sendable, Equatable, Codable {
         self.results = results
     }
 
-    /// Fills in each result's `speedupVsNever` from the `never` cell of its group, if present.
+    /// Fills in each result's `speedupVsNever` and `steadySpeedupVsNever` from the `never` cell of its
+    /// group, if present; none where either cell's program was killed.
     public mutating func computeSpeedups() {
-        var never: [String: Double] = [:]
-        for r in results where r.cell.enabled == "never" { never[r.cell.groupKey] = r.estimatedCycles }
+        var never: [String: CellResult] = [:]
+        for r in results where r.cell.enabled == "never" { never[r.cell.groupKey] = r }
+        func ratio(_ base: Double?, _ cycles: Double?) -> Double? {
+            guard let base, let cycles, cycles > 0 else { return nil }
+            return base / cycles
+        }
         for i in results.indices {
-            let base = never[results[i].cell.groupKey]
-            results[i].speedupVsNever = base.flatMap { b in results[i].estimatedCycles > 0 ? b / results[i].estimatedCycles : nil }
+            let r = results[i]
+            guard let base = never[r.cell.groupKey], base.completed, r.completed else {
+                results[i].speedupVsNever = nil
+                results[i].steadySpeedupVsNever = nil
+                continue
+            }
+            results[i].speedupVsNever = ratio(base.estimatedCycles, r.estimatedCycles)
+            results[i].steadySpeedupVsNever = ratio(base.steady?.estimatedCycles, r.steady?.estimatedCycles)
         }
     }
 

@@ -33,6 +33,21 @@ enum Format {
         return us >= 100 ? String(format: "%.0f", us) : us >= 10 ? String(format: "%.1f", us) : String(format: "%.2f", us)
     }
 
+    /// `text` in lines of at most `width` characters, broken at spaces; later lines start with `indent`.
+    static func wrap(_ text: String, width: Int, indent: String) -> [String] {
+        var lines: [String] = [], line = ""
+        for word in text.split(separator: " ", omittingEmptySubsequences: false) {
+            if !line.isEmpty && line.count + 1 + word.count > width {
+                lines.append(line)
+                line = indent + word
+            } else {
+                line += (line.isEmpty ? "" : " ") + word
+            }
+        }
+        if !line.isEmpty { lines.append(line) }
+        return lines
+    }
+
     static func pad(_ s: String, _ width: Int, left: Bool = false) -> String {
         let n = s.count
         if n >= width { return s }

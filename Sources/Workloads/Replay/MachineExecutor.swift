@@ -75,9 +75,12 @@ public final class MachineExecutor: WorkloadSink {
 
     @inline(__always)
     private func run(_ cpu: CPU, thread: Int, address: UInt64, kind: AccessKind, count: Int) {
+        // A store marks its page before the tick, so a memory sample taken there counts it as the
+        // huge page it may already have faulted in does.
+        var newlyTouched = false
         switch kind {
         case .load: loads &+= count
-        case .store: stores &+= count; markTouched(address)
+        case .store: stores &+= count; newlyTouched = markTouched(address)
         case .fetch: fetches &+= count
         }
         untilTick &-= count
@@ -91,6 +94,8 @@ public final class MachineExecutor: WorkloadSink {
                 cpu.counters.baseCycles += Double(more) * baseCycles
             }
         case .failure(let fault):
+            // The store that killed the process wrote nothing.
+            if newlyTouched { clearTouched(address, 1) }
             let process = Int(threadProcess[thread])
             report.signals.append(.init(thread: thread, process: process, fault: fault))
             kill(process: process)
@@ -99,8 +104,9 @@ public final class MachineExecutor: WorkloadSink {
 
     /// Records that the 4 KiB page of `address` was written. Only writes count: a read of memory never
     /// written maps the shared zero page and takes no memory (Linux: `do_anonymous_page()`).
-    @inline(__always)
-    private func markTouched(_ address: UInt64) {
+    /// Returns whether the page was not marked before.
+    @inline(__always) @discardableResult
+    private func markTouched(_ address: UInt64) -> Bool {
         let chunk = address >> 30
         let slot = Int(truncatingIfNeeded: chunk & 7)
         let offset: Int
@@ -114,10 +120,10 @@ public final class MachineExecutor: WorkloadSink {
         let page = Int(truncatingIfNeeded: (address >> 12) & 0x3FFFF)
         let bit: UInt64 = 1 &<< UInt64(page & 63)
         let i = offset &+ (page >> 6)
-        if touchedWords[i] & bit == 0 {
-            touchedWords[i] |= bit
-            touchedPages &+= 1
-        }
+        guard touchedWords[i] & bit == 0 else { return false }
+        touchedWords[i] |= bit
+        touchedPages &+= 1
+        return true
     }
 
     /// Forgets the pages of `[address, address + length)`: unmapped or discarded, they no longer hold
