@@ -66,7 +66,7 @@ struct LackeyTests {
     func recordAndReplay() throws {
         var converter = LackeyConverter(sink: try TraceWriter(output: TraceBytes()))
         let status = try LackeyRecorder.record(["/bin/true"], valgrind: valgrindPath!, into: &converter)
-        #expect(status == 0)
+        #expect(status.status == 0)
         #expect(converter.systemCalls > 3 && converter.accesses > 10_000)
         var writer = converter.finish()
         let bytes = try writer.finish().bytes
