@@ -126,8 +126,9 @@ static int out_fd = -1;
 static bool failed;
 // Shared with forked children (MAP_SHARED): the next thread id.
 static uint32_t *next_thread;
-// Thread ids reserved by clone(CLONE_VM) entries, taken by the next new vCPU.
-static uint32_t spawn_queue[256];
+// Threads announced by clone(CLONE_VM) entries, taken by the next new vCPU, which writes the spawn
+// record on its parent's behalf (so a clone that fails leaves no record).
+static struct { uint32_t parent, child; } spawn_queue[256];
 static unsigned spawn_head, spawn_tail;
 static uint64_t brk_top;       // the heap's top, page-aligned (0: not known yet)
 static uint64_t skip, window, every;
@@ -327,7 +328,10 @@ static struct vcpu *vcpu_of(unsigned int index) {
     if (index == 0 && spawn_head == spawn_tail) {
         v->thread = 0;
     } else if (spawn_head != spawn_tail) {
-        v->thread = spawn_queue[spawn_head++ % 256];
+        unsigned slot = spawn_head++ % 256;
+        v->thread = spawn_queue[slot].child;
+        begin_record(spawn_queue[slot].parent);
+        payload[payload_len++] = TAG_SPAWN; put_varint(v->thread); end_record();
     } else {
         v->thread = new_thread_id();   // a vCPU nobody announced: give it an id of its own
         begin_record(0);
@@ -532,9 +536,9 @@ static void on_syscall(plugin_id id, unsigned int index, int64_t num, uint64_t a
         if (clone_makes_thread(num, a1)) {
             pthread_mutex_lock(&lock);
             drain_all();
-            uint32_t t = new_thread_id();
-            spawn_queue[spawn_tail++ % 256] = t;
-            begin_record(v->thread); payload[payload_len++] = TAG_SPAWN; put_varint(t); end_record();
+            unsigned slot = spawn_tail++ % 256;
+            spawn_queue[slot].parent = v->thread;
+            spawn_queue[slot].child = new_thread_id();
             pthread_mutex_unlock(&lock);
             v->call = CALL_THREAD;
             break;
