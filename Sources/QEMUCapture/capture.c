@@ -4,29 +4,36 @@
 // writes them to a pipe that `thpsim record` reads:
 //
 //   pipe   := chunk*
-//   chunk  := block                  a trace block, method 0 (stored), at most 4,096 bytes, so
-//                                    that one write(2) to a pipe is atomic (PIPE_BUF) and blocks
-//                                    of forked children interleave whole with their parent's
-//           | 'M' length:u16le text  a message for thpsim (execve attempts, errors), ≤ 4,096 bytes
+//   chunk  := block                  a trace block, method 0 (stored), up to 64 KiB
+//           | 'M' length:u16le text  a message for thpsim (execve, counts, errors)
 //
-// What it records, per guest thread (a QEMU vCPU):
-// - data accesses as page runs: consecutive loads (or stores) of one thread to one 4 KiB page are
-//   one record; an access straddling two pages touches both;
-// - instruction fetches per executed translation block: a fetch run of the block's instruction
-//   count on the block's page (and one fetch on the next page when the block crosses into it);
-// - memory system calls with their results: mmap, munmap, mprotect, mremap, madvise (every advice,
-//   by number), brk (as mappings of the heap's growth, like thpsim's lackey converter), clone of a
+// Chunks are written whole under a lock shared with forked children (in MAP_SHARED memory), so the
+// blocks of every process of the recorded tree interleave whole in one stream.
+//
+// What it records, per guest thread (a QEMU vCPU), into a buffer of that thread's own (no lock on
+// the access path):
+// - data accesses as page runs: a thread keeps one open run of loads and one of stores; a run is
+//   one record when the thread's loads (or stores) move to another page. The first use of a page
+//   in the process is a record of its own at once, so first touches keep their order and kind;
+// - instruction fetches, with `fetches=1`: a run per executed translation block's page (off by
+//   default: a callback per block costs more than the data accesses' runs);
+// - the instruction count (an inline counter per translation block), reported at exit;
+// - memory system calls with their results: mmap, munmap, mprotect, mremap, madvise (advice the
+//   model has), brk (as mappings of the heap's growth, like thpsim's lackey converter), clone of a
 //   thread, fork/vfork/clone of a process, exit_group; execve is reported as a message.
 //
-// Accesses of one thread are ordered with the system calls of every thread: a memory system call
-// first closes every thread's open run (under the process's lock), then appends its record.
-// Thread ids come from a counter in memory shared with forked children, so they are unique in the
-// whole recorded process tree.
+// Order: a thread's buffer is written to the pipe at each of its system calls and when full, and a
+// memory system call's record right after it returns. So whatever a thread did before a system call
+// precedes, in the stream, whatever another thread did after it learnt of that call (through the
+// call's result or a futex); accesses racing with another thread's munmap may land after it.
+// Pages used before any traced call mapped them (the program, the loader, the stack: exec set them
+// up before tracing began) are mapped in the stream at once, before their first use.
+// Thread ids come from a counter shared with forked children: unique in the whole process tree.
 //
 // Sampling (architecture-simulator style): `skip=N` instructions are not traced, then `window=N`
-// instructions are, every `every=N` instructions (0: one window). System calls are always
-// recorded, and so is the first touch of every page outside the windows, so the address space and
-// resident memory stay right; only repeated accesses are left out.
+// instructions are, every `every=N` instructions (0: one window), counted over all threads and
+// checked when a run ends. System calls and every page's first use are always recorded, so the
+// address space and resident memory stay right; only repeated accesses are left out.
 //
 // The QEMU plugin API (version 1, QEMU 4.2 to 8.x) is reached through dlsym on the running QEMU,
 // with our own declarations of the few types and functions used, written from QEMU's documentation
@@ -60,6 +67,7 @@ typedef struct {
 
 enum { CB_NO_REGS = 0 };
 enum { MEM_RW = 3 };
+enum { INLINE_ADD_U64 = 0 };
 
 typedef void (*tb_trans_cb)(plugin_id, struct plugin_tb *);
 typedef void (*vcpu_udata_cb)(unsigned int vcpu, void *udata);
@@ -72,6 +80,7 @@ typedef void (*udata_cb)(plugin_id, void *udata);
 static struct {
     void (*register_tb_trans)(plugin_id, tb_trans_cb);
     void (*register_tb_exec)(struct plugin_tb *, vcpu_udata_cb, int flags, void *udata);
+    void (*register_tb_inline)(struct plugin_tb *, int op, void *ptr, uint64_t imm);
     void (*register_mem)(struct plugin_insn *, mem_cb, int flags, int rw, void *udata);
     void (*register_syscall)(plugin_id, syscall_cb);
     void (*register_syscall_ret)(plugin_id, syscall_ret_cb);
@@ -99,61 +108,64 @@ enum {
 
 enum { KIND_LOAD = 0, KIND_STORE = 1, KIND_FETCH = 2 };
 
-#define CHUNK_BYTES 4096
-#define HEADER_ROOM 16
-#define PAYLOAD_LIMIT (CHUNK_BYTES - HEADER_ROOM - 64)
+#define BLOCK_BYTES (64 << 10)
+#define BLOCK_LIMIT (BLOCK_BYTES - 128)
 #define MAX_VCPUS 4096
 #define THREAD_LIMIT 65536
+#define CACHE_SLOTS 4096
 
-// One guest thread's open runs. `count` is written by its thread without the lock (relaxed atomics)
-// and read and reset by a thread making a memory system call, under the lock.
+// A block being filled: its records, and the thread and page its next record is relative to.
+struct block {
+    uint32_t len, records, thread;
+    uint64_t page;
+    uint8_t bytes[BLOCK_BYTES];
+};
+
+// One guest thread: its open runs, its block, a cache of pages known to be used already.
 struct vcpu {
+    uint64_t loadPage, loadCount, storePage, storeCount, fetchPage, fetchCount;
+    uint64_t tracing;          // 1 inside a sampling window (always, without sampling), else 0
     uint32_t thread;
-    uint64_t page, count;      // the open data run
-    uint32_t kind;
-    uint64_t fetchPage, fetchCount;
-    uint64_t instructions;     // for sampling windows
-    bool tracing;              // inside a sampling window
     uint32_t pendingFork;      // child thread id reserved at a fork's entry
     uint32_t call;             // what the system call in flight is (CALL_…)
+    uint64_t args[4];          // its arguments (the return callback has none)
+    uint64_t seenCache[CACHE_SLOTS];
+    struct block out;
 };
 
 enum { CALL_OTHER = 0, CALL_THREAD = 1, CALL_FORK = 2 };
 
+// Shared with forked children (MAP_SHARED): the lock around pipe writes, the next thread id.
+struct shared {
+    pthread_mutex_t write_lock;
+    uint32_t next_thread;
+};
+
 static struct vcpu *vcpus[MAX_VCPUS];
+static __thread struct vcpu *self;
+// The process's lock: the page set, described ranges, spawn queue, brk, fork.
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static struct shared *shared;
 static int out_fd = -1;
-static bool failed;
-// Shared with forked children (MAP_SHARED): the next thread id.
-static uint32_t *next_thread;
+static bool failed, fetches, main_claimed;
 // Threads announced by clone(CLONE_VM) entries, taken by the next new vCPU, which writes the spawn
 // record on its parent's behalf (so a clone that fails leaves no record).
 static struct { uint32_t parent, child; } spawn_queue[256];
 static unsigned spawn_head, spawn_tail;
 static uint64_t brk_top;       // the heap's top, page-aligned (0: not known yet)
 static uint64_t skip, window, every;
-static bool sampling;
+static bool sampling, measuring;
+static uint64_t instructions;  // all threads', by an inline counter (racy between threads)
 
-// The block being filled (under the lock).
-static uint8_t payload[CHUNK_BYTES];
-static size_t payload_len;
-static uint32_t block_records, block_thread;
-static uint64_t block_page;
-
-// Pages touched so far in this process: an open-addressing set.
+// Pages used so far in this process: an open-addressing set of page + 1.
 static uint64_t *seen;
 static size_t seen_capacity, seen_count;
-// The union of the ranges traced system calls mapped or unmapped (sorted, disjoint, page-aligned):
-// a page outside it that the program uses was mapped before tracing began (by exec: the program,
-// the loader, the stack) and is mapped in the trace just before its first use.
+// The union of the ranges traced system calls mapped or unmapped (sorted, disjoint, page-aligned).
 static struct range { uint64_t start, end; } *described;
 static size_t described_count, described_capacity;
 static uint64_t implicit_pages;
 
-static void put_varint(uint64_t v) {
-    while (v >= 0x80) { payload[payload_len++] = (uint8_t)(v | 0x80); v >>= 7; }
-    payload[payload_len++] = (uint8_t)v;
-}
+// ---- Blocks and the pipe. ----
 
 static size_t varint_into(uint8_t *p, uint64_t v) {
     size_t n = 0;
@@ -162,13 +174,22 @@ static size_t varint_into(uint8_t *p, uint64_t v) {
     return n;
 }
 
+static void put_varint(struct block *b, uint64_t v) { b->len += (uint32_t)varint_into(b->bytes + b->len, v); }
+static void put_byte(struct block *b, uint8_t v) { b->bytes[b->len++] = v; }
+
 static void write_all(const uint8_t *p, size_t n) {
-    if (failed) return;
-    while (n > 0) {
+    while (n > 0 && !failed) {
         ssize_t w = write(out_fd, p, n);
         if (w < 0 && errno == EINTR) continue;
         if (w <= 0) { failed = true; return; }   // thpsim went away: stop tracing, let the program run
         p += w; n -= (size_t)w;
+    }
+}
+
+static void lock_writes(void) {
+    if (pthread_mutex_lock(&shared->write_lock) == EOWNERDEAD) {
+        // A process died while writing: its chunk may be cut, which thpsim reports.
+        pthread_mutex_consistent(&shared->write_lock);
     }
 }
 
@@ -178,56 +199,64 @@ static uint32_t fnv1a(const uint8_t *p, size_t n) {
     return h;
 }
 
-// Writes the block being filled as one chunk. Lock held.
-static void flush_block(void) {
-    if (payload_len == 0) return;
-    uint8_t chunk[CHUNK_BYTES];
+// Writes `b` as one chunk and empties it.
+static void flush(struct block *b) {
+    if (b->len == 0) return;
+    uint8_t header[32];
     size_t h = 0;
-    chunk[h++] = 'B';
-    h += varint_into(chunk + h, payload_len);
-    h += varint_into(chunk + h, payload_len);
-    h += varint_into(chunk + h, block_records);
-    chunk[h++] = 0;
-    uint32_t sum = fnv1a(payload, payload_len);
-    for (int i = 0; i < 4; i++) chunk[h++] = (uint8_t)(sum >> (8 * i));
-    memcpy(chunk + h, payload, payload_len);
-    write_all(chunk, h + payload_len);
-    payload_len = 0; block_records = 0; block_thread = 0; block_page = 0;
-}
-
-// Makes room for a record of up to 48 bytes by `thread`. Lock held.
-static void begin_record(uint32_t thread) {
-    if (payload_len > PAYLOAD_LIMIT) flush_block();
-    if (thread != block_thread) {
-        payload[payload_len++] = TAG_THREAD;
-        put_varint(thread);
-        block_thread = thread;
-        block_records++;
-    }
-}
-
-static void end_record(void) { block_records++; }
-
-static void emit_run(uint32_t thread, uint32_t kind, uint64_t page, uint64_t count) {
-    begin_record(thread);
-    payload[payload_len++] = (uint8_t)(kind + 1);
-    int64_t delta = (int64_t)(page - block_page);
-    put_varint((uint64_t)((delta << 1) ^ (delta >> 63)));
-    put_varint(count - 1);
-    block_page = page;
-    end_record();
+    header[h++] = 'B';
+    h += varint_into(header + h, b->len);
+    h += varint_into(header + h, b->len);
+    h += varint_into(header + h, b->records);
+    header[h++] = 0;
+    uint32_t sum = fnv1a(b->bytes, b->len);
+    for (int i = 0; i < 4; i++) header[h++] = (uint8_t)(sum >> (8 * i));
+    lock_writes();
+    write_all(header, h);
+    write_all(b->bytes, b->len);
+    pthread_mutex_unlock(&shared->write_lock);
+    b->len = 0; b->records = 0; b->thread = 0; b->page = 0;
 }
 
 static void send_message(const char *text) {
     size_t n = strlen(text);
-    if (n > CHUNK_BYTES - 3) n = CHUNK_BYTES - 3;
-    uint8_t chunk[CHUNK_BYTES];
+    if (n > 4000) n = 4000;
+    uint8_t chunk[4096];
     chunk[0] = 'M'; chunk[1] = (uint8_t)n; chunk[2] = (uint8_t)(n >> 8);
     memcpy(chunk + 3, text, n);
+    lock_writes();
     write_all(chunk, n + 3);
+    pthread_mutex_unlock(&shared->write_lock);
 }
 
-// ---- The set of touched pages. Lock held. ----
+// Starts a record of up to 64 bytes by `thread` in `b`.
+static void begin_record(struct block *b, uint32_t thread) {
+    if (b->len > BLOCK_LIMIT) flush(b);
+    if (thread != b->thread) {
+        put_byte(b, TAG_THREAD);
+        put_varint(b, thread);
+        b->thread = thread;
+        b->records++;
+    }
+    b->records++;
+}
+
+static void put_run(struct block *b, uint32_t thread, uint32_t kind, uint64_t page, uint64_t count) {
+    begin_record(b, thread);
+    put_byte(b, (uint8_t)(kind + 1));
+    int64_t delta = (int64_t)(page - b->page);
+    put_varint(b, (uint64_t)((delta << 1) ^ (delta >> 63)));
+    put_varint(b, count - 1);
+    b->page = page;
+}
+
+static void put_mmap(struct block *b, uint32_t thread, uint64_t address, uint64_t length, uint8_t protection, bool shared_mapping) {
+    begin_record(b, thread);
+    put_byte(b, TAG_MMAP); put_varint(b, address); put_varint(b, length);
+    put_byte(b, protection); put_byte(b, shared_mapping ? 1 : 0);
+}
+
+// ---- The page set and the described ranges. Lock held. ----
 
 static bool seen_insert(uint64_t page) {
     if (seen_count * 2 >= seen_capacity) {
@@ -251,13 +280,11 @@ static bool seen_insert(uint64_t page) {
     return true;
 }
 
-// ---- Described ranges. Lock held. ----
-
 static void describe(uint64_t start, uint64_t length) {
     uint64_t end = (start + length + 0xFFF) & ~0xFFFull;
     start &= ~0xFFFull;
     if (end <= start) return;
-    // Find the first range that ends at or after `start`; merge every range that touches [start, end).
+    // The first range ending at or after `start`; every range touching [start, end) merges into it.
     size_t lo = 0, hi = described_count;
     while (lo < hi) { size_t mid = (lo + hi) / 2; if (described[mid].end < start) lo = mid + 1; else hi = mid; }
     size_t first = lo, last = lo;
@@ -288,26 +315,11 @@ static bool is_described(uint64_t address) {
     return lo < described_count && described[lo].start <= address;
 }
 
-// Before `thread`'s first use of `page`: maps it if no traced call described it. Returns whether
-// this is the page's first use in the process. Lock held.
-static bool first_use(uint32_t thread, uint64_t page) {
-    if (!seen_insert(page)) return false;
-    if (!is_described(page << 12)) {
-        begin_record(thread);
-        payload[payload_len++] = TAG_MMAP; put_varint(page << 12); put_varint(4096);
-        payload[payload_len++] = 7; payload[payload_len++] = 0;
-        end_record();
-        implicit_pages++;
-    }
-    return true;
-}
-
 // ---- Threads. ----
-
 
 // A thread id unique in the recorded process tree; past the trace format's limit, tracing stops.
 static uint32_t new_thread_id(void) {
-    uint32_t t = __atomic_fetch_add(next_thread, 1, __ATOMIC_RELAXED);
+    uint32_t t = __atomic_fetch_add(&shared->next_thread, 1, __ATOMIC_RELAXED);
     if (t >= THREAD_LIMIT && !failed) {
         send_message("error more than 65536 threads and processes: the trace format's limit");
         failed = true;
@@ -315,150 +327,142 @@ static uint32_t new_thread_id(void) {
     return t & (THREAD_LIMIT - 1);
 }
 
-// The state of `index`, made on its first use (in its own thread). Lock not held.
-static struct vcpu *vcpu_of(unsigned int index) {
+static bool in_window(void) {
+    uint64_t n = __atomic_load_n(&instructions, __ATOMIC_RELAXED);
+    if (n <= skip) return false;
+    if (window == 0) return true;
+    uint64_t t = n - skip - 1;
+    return every ? (t % every) < window : t < window;
+}
+
+// The state of vCPU `index`, made on its first callback (in its own thread).
+static struct vcpu *vcpu_init(unsigned int index) {
     if (index >= MAX_VCPUS) {
         fprintf(stderr, "thpsim capture: more than %d guest threads at once\n", MAX_VCPUS);
         abort();
     }
-    struct vcpu *v = vcpus[index];
-    if (v) return v;
-    v = calloc(1, sizeof *v);
+    struct vcpu *v = calloc(1, sizeof *v);
+    if (!v) { fprintf(stderr, "thpsim capture: out of memory\n"); abort(); }
+    v->loadPage = v->storePage = v->fetchPage = UINT64_MAX;
+    v->tracing = !sampling || skip == 0;
     pthread_mutex_lock(&lock);
-    if (index == 0 && spawn_head == spawn_tail) {
-        v->thread = 0;
-    } else if (spawn_head != spawn_tail) {
+    struct block note = { 0 };
+    if (spawn_head != spawn_tail) {
         unsigned slot = spawn_head++ % 256;
         v->thread = spawn_queue[slot].child;
-        begin_record(spawn_queue[slot].parent);
-        payload[payload_len++] = TAG_SPAWN; put_varint(v->thread); end_record();
+        begin_record(&note, spawn_queue[slot].parent);
+        put_byte(&note, TAG_SPAWN); put_varint(&note, v->thread);
+    } else if (!main_claimed) {
+        v->thread = 0;
     } else {
-        v->thread = new_thread_id();   // a vCPU nobody announced: give it an id of its own
-        begin_record(0);
-        payload[payload_len++] = TAG_SPAWN; put_varint(v->thread); end_record();
+        v->thread = new_thread_id();   // a vCPU nobody announced: a thread of its own
+        begin_record(&note, 0);
+        put_byte(&note, TAG_SPAWN); put_varint(&note, v->thread);
     }
-    v->tracing = !sampling || skip == 0;
-    v->page = UINT64_MAX;
-    v->fetchPage = UINT64_MAX;
+    main_claimed = true;
+    flush(&note);
     __atomic_store_n(&vcpus[index], v, __ATOMIC_RELEASE);
     pthread_mutex_unlock(&lock);
+    self = v;
     return v;
 }
 
-// Closes every thread's open runs. Lock held.
-static void drain_all(void) {
-    for (unsigned i = 0; i < MAX_VCPUS; i++) {
-        struct vcpu *v = __atomic_load_n(&vcpus[i], __ATOMIC_ACQUIRE);
-        if (!v) continue;
-        uint64_t c = __atomic_load_n(&v->count, __ATOMIC_RELAXED);
-        if (c) { emit_run(v->thread, v->kind, v->page, c); __atomic_store_n(&v->count, 0, __ATOMIC_RELAXED); }
-        uint64_t f = __atomic_load_n(&v->fetchCount, __ATOMIC_RELAXED);
-        if (f) { emit_run(v->thread, KIND_FETCH, v->fetchPage, f); __atomic_store_n(&v->fetchCount, 0, __ATOMIC_RELAXED); }
-    }
+static inline struct vcpu *vcpu_of(unsigned int index) {
+    struct vcpu *v = index < MAX_VCPUS ? vcpus[index] : NULL;
+    return v ? v : vcpu_init(index);
+}
+
+// Emits `v`'s open runs into its block.
+static void close_runs(struct vcpu *v) {
+    if (v->loadCount) put_run(&v->out, v->thread, KIND_LOAD, v->loadPage, v->loadCount);
+    if (v->storeCount) put_run(&v->out, v->thread, KIND_STORE, v->storePage, v->storeCount);
+    if (v->fetchCount) put_run(&v->out, v->thread, KIND_FETCH, v->fetchPage, v->fetchCount);
+    v->loadCount = v->storeCount = v->fetchCount = 0;
+    v->loadPage = v->storePage = v->fetchPage = UINT64_MAX;
 }
 
 // ---- Accesses. ----
 
-// A new page (or kind) for `v`'s data run. Lock not held.
-static void data_slow(struct vcpu *v, uint64_t page, uint32_t kind) {
+// Whether this is the process's first use of `page`; a page no traced call described is mapped in
+// the stream at once (before any thread's access to it can be written).
+static bool first_use(struct vcpu *v, uint64_t page) {
+    uint64_t *slot = &v->seenCache[(page ^ (page >> 12)) & (CACHE_SLOTS - 1)];
+    if (*slot == page + 1) return false;
+    *slot = page + 1;
     pthread_mutex_lock(&lock);
-    uint64_t c = __atomic_load_n(&v->count, __ATOMIC_RELAXED);
-    if (c) emit_run(v->thread, v->kind, v->page, c);
-    v->page = page; v->kind = kind;
-    uint64_t start = 1;
-    bool fresh = first_use(v->thread, page);
-    if (!v->tracing) {
-        // Outside a sampling window only a page's first touch is kept.
-        if (fresh) emit_run(v->thread, kind, page, 1);
-        start = 0;
+    bool fresh = seen_insert(page);
+    if (fresh && !is_described(page << 12)) {
+        struct block note = { 0 };
+        put_mmap(&note, v->thread, page << 12, 4096, 7, false);
+        flush(&note);
+        implicit_pages++;
     }
-    __atomic_store_n(&v->count, start, __ATOMIC_RELAXED);
     pthread_mutex_unlock(&lock);
+    return fresh;
 }
 
-static inline void data_access(struct vcpu *v, uint64_t page, uint32_t kind) {
-    if (page == v->page && kind == v->kind) {
-        if (v->tracing) __atomic_store_n(&v->count, __atomic_load_n(&v->count, __ATOMIC_RELAXED) + 1, __ATOMIC_RELAXED);
-        return;
+// `v`'s loads or stores (`kind`) move to `page`.
+static void new_page(struct vcpu *v, uint64_t page, uint32_t kind) {
+    uint64_t *open = kind == KIND_STORE ? &v->storePage : kind == KIND_LOAD ? &v->loadPage : &v->fetchPage;
+    uint64_t *count = kind == KIND_STORE ? &v->storeCount : kind == KIND_LOAD ? &v->loadCount : &v->fetchCount;
+    if (*count) put_run(&v->out, v->thread, kind, *open, *count);
+    if (sampling) {
+        uint64_t in = in_window();
+        if (in != v->tracing) {
+            v->tracing = in;
+            if (in && !__atomic_exchange_n(&measuring, true, __ATOMIC_RELAXED)) {
+                begin_record(&v->out, v->thread); put_byte(&v->out, TAG_BEGIN);
+            }
+        }
     }
-    data_slow(v, page, kind);
+    *open = page;
+    *count = 0;
+    if (first_use(v, page)) {
+        put_run(&v->out, v->thread, kind, page, 1);   // a first touch keeps its place and kind
+    } else {
+        *count = v->tracing;
+    }
+}
+
+static inline void data_access(struct vcpu *v, uint64_t page, bool store) {
+    if (store) {
+        if (page == v->storePage) v->storeCount += v->tracing; else new_page(v, page, KIND_STORE);
+    } else {
+        if (page == v->loadPage) v->loadCount += v->tracing; else new_page(v, page, KIND_LOAD);
+    }
 }
 
 static void on_memory(unsigned int index, plugin_meminfo info, uint64_t vaddr, void *udata) {
     (void)udata;
     struct vcpu *v = vcpu_of(index);
-    if (failed) return;
-    uint32_t kind = api.mem_is_store(info) ? KIND_STORE : KIND_LOAD;
-    uint64_t page = vaddr >> 12;
-    data_access(v, page, kind);
-    uint64_t size = 1ull << api.mem_size_shift(info);
-    if ((vaddr & 0xFFF) + size > 0x1000) data_access(v, page + 1, kind);
+    bool store = api.mem_is_store(info);
+    data_access(v, vaddr >> 12, store);
+    // An access that straddles two pages touches both (accesses are at most 64 bytes).
+    if ((vaddr & 0xFFF) > 0xFC0 && (vaddr & 0xFFF) + (1u << api.mem_size_shift(info)) > 0x1000) {
+        data_access(v, (vaddr >> 12) + 1, store);
+    }
 }
 
-// The block's page (bits 12…), whether it crosses into the next page (bit 11) and its instruction
-// count (bits 0…10) are packed into the callback's user data, so translation allocates nothing.
+// With `fetches=1`: the block's page (bits 12…) and instruction count (bits 0…11) are the user
+// data, so translation allocates nothing.
 static void on_block(unsigned int index, void *udata) {
     struct vcpu *v = vcpu_of(index);
-    if (failed) return;
-    uint64_t packed = (uint64_t)(uintptr_t)udata;
-    uint64_t n = packed & 0x7FF, page = packed >> 12;
-    bool crosses = packed & 0x800;
-    if (sampling) {
-        uint64_t before = v->instructions;
-        v->instructions += n;
-        bool in;
-        if (v->instructions <= skip) in = false;
-        else if (window == 0) in = true;
-        else {
-            uint64_t t = v->instructions - skip - 1;
-            in = every ? (t % every) < window : t < window;
-        }
-        if (in != v->tracing) {
-            pthread_mutex_lock(&lock);
-            if (in && before <= skip) {   // the first window: the measured phase begins
-                begin_record(v->thread); payload[payload_len++] = TAG_BEGIN; end_record();
-            }
-            v->tracing = in;
-            pthread_mutex_unlock(&lock);
-        }
-        if (!in) {
-            if (page != v->fetchPage) {
-                pthread_mutex_lock(&lock);
-                if (first_use(v->thread, page)) emit_run(v->thread, KIND_FETCH, page, 1);
-                v->fetchPage = page;
-                pthread_mutex_unlock(&lock);
-            }
-            return;
-        }
-    }
-    if (page == v->fetchPage) {
-        __atomic_store_n(&v->fetchCount, __atomic_load_n(&v->fetchCount, __ATOMIC_RELAXED) + n, __ATOMIC_RELAXED);
-    } else {
-        pthread_mutex_lock(&lock);
-        uint64_t f = __atomic_load_n(&v->fetchCount, __ATOMIC_RELAXED);
-        if (f) emit_run(v->thread, KIND_FETCH, v->fetchPage, f);
-        first_use(v->thread, page);
-        v->fetchPage = page;
-        __atomic_store_n(&v->fetchCount, n, __ATOMIC_RELAXED);
-        pthread_mutex_unlock(&lock);
-    }
-    if (crosses) {
-        pthread_mutex_lock(&lock);
-        first_use(v->thread, page + 1);
-        emit_run(v->thread, KIND_FETCH, page + 1, 1);
-        pthread_mutex_unlock(&lock);
-    }
+    uint64_t packed = (uint64_t)(uintptr_t)udata, page = packed >> 12, n = packed & 0xFFF;
+    if (page == v->fetchPage) { v->fetchCount += n * v->tracing; return; }
+    new_page(v, page, KIND_FETCH);
+    if (v->fetchCount) v->fetchCount += (n - 1) * v->tracing;
+    else if (v->tracing && n > 1) v->fetchCount = n - 1;
 }
 
 static void on_translate(plugin_id id, struct plugin_tb *tb) {
     (void)id;
     size_t n = api.tb_n_insns(tb);
     if (n == 0) return;
-    uint64_t start = api.tb_vaddr(tb);
-    struct plugin_insn *last = api.tb_get_insn(tb, n - 1);
-    uint64_t end = api.insn_vaddr(last) + api.insn_size(last) - 1;
-    uint64_t packed = (start >> 12) << 12 | ((end >> 12) != (start >> 12) ? 0x800 : 0) | (n > 0x7FF ? 0x7FF : n);
-    api.register_tb_exec(tb, on_block, CB_NO_REGS, (void *)(uintptr_t)packed);
+    api.register_tb_inline(tb, INLINE_ADD_U64, &instructions, n);
+    if (fetches) {
+        uint64_t packed = (api.tb_vaddr(tb) >> 12) << 12 | (n > 0xFFF ? 0xFFF : n);
+        api.register_tb_exec(tb, on_block, CB_NO_REGS, (void *)(uintptr_t)packed);
+    }
     for (size_t i = 0; i < n; i++) {
         api.register_mem(api.tb_get_insn(tb, i), on_memory, CB_NO_REGS, MEM_RW, NULL);
     }
@@ -474,9 +478,6 @@ enum {
 #define CLONE_VM_FLAG 0x100
 #define MAP_SHARED_FLAG 0x01
 #define MAP_ANONYMOUS_FLAG 0x20
-
-// Up to 8 system-call arguments of the calls in flight, per vCPU (the return callback has none).
-static uint64_t args[MAX_VCPUS][4];
 
 // Linux's advice number as the trace's code (its index in thpsim's `Advice.allCases`: dontneed,
 // hugepage, nohugepage, dontfork, dofork, collapse, pageout), or -1 for advice the model ignores.
@@ -527,15 +528,16 @@ static void on_syscall(plugin_id id, unsigned int index, int64_t num, uint64_t a
                        uint64_t a3, uint64_t a4, uint64_t a5, uint64_t a6, uint64_t a7, uint64_t a8) {
     (void)id; (void)a5; (void)a6; (void)a7; (void)a8;
     struct vcpu *v = vcpu_of(index);
-    args[index][0] = a1; args[index][1] = a2; args[index][2] = a3; args[index][3] = a4;
+    v->args[0] = a1; v->args[1] = a2; v->args[2] = a3; v->args[3] = a4;
     v->call = CALL_OTHER;
     if (failed) return;
+    // Whatever this thread did before the call goes out now.
+    close_runs(v);
     switch (num) {
     case SYS_CLONE:
     case SYS_CLONE3:
         if (clone_makes_thread(num, a1)) {
             pthread_mutex_lock(&lock);
-            drain_all();
             unsigned slot = spawn_tail++ % 256;
             spawn_queue[slot].parent = v->thread;
             spawn_queue[slot].child = new_thread_id();
@@ -546,59 +548,45 @@ static void on_syscall(plugin_id id, unsigned int index, int64_t num, uint64_t a
         __attribute__((fallthrough));   // a clone without CLONE_VM is a fork
     case SYS_FORK:
     case SYS_VFORK:
-        // The lock is held across the fork, so the child inherits no half-written block and no
-        // lock taken by another thread; both processes release it when the call returns.
+        // The lock is held across the fork, so the child inherits it from this thread only; both
+        // processes release it when the call returns.
         pthread_mutex_lock(&lock);
-        drain_all();
         v->pendingFork = new_thread_id();
-        begin_record(v->thread); payload[payload_len++] = TAG_FORK; put_varint(v->pendingFork); end_record();
-        flush_block();
+        begin_record(&v->out, v->thread); put_byte(&v->out, TAG_FORK); put_varint(&v->out, v->pendingFork);
         v->call = CALL_FORK;
-        break;
-    case SYS_MUNMAP: case SYS_MPROTECT: case SYS_MREMAP: case SYS_MADVISE: case SYS_BRK:
-        pthread_mutex_lock(&lock);
-        drain_all();
-        pthread_mutex_unlock(&lock);
         break;
     case SYS_EXIT:
         // This thread ends; QEMU may give its vCPU index to the next new thread.
-        pthread_mutex_lock(&lock);
-        drain_all();
+        flush(&v->out);
         __atomic_store_n(&vcpus[index], NULL, __ATOMIC_RELEASE);
-        pthread_mutex_unlock(&lock);
-        break;
+        self = NULL;
+        return;
     case SYS_EXIT_GROUP:
-        pthread_mutex_lock(&lock);
-        drain_all();
-        begin_record(v->thread); payload[payload_len++] = TAG_EXIT; end_record();
-        flush_block();
-        pthread_mutex_unlock(&lock);
+        begin_record(&v->out, v->thread); put_byte(&v->out, TAG_EXIT);
         break;
     case SYS_EXECVE:
     case SYS_EXECVEAT: {
         char path[1024], message[1200];
         read_guest_string(num == SYS_EXECVE ? a1 : a2, path, sizeof path);
-        pthread_mutex_lock(&lock);
-        drain_all();
-        flush_block();
+        flush(&v->out);
         snprintf(message, sizeof message, "execve %u %s", v->thread, path);
         send_message(message);
-        pthread_mutex_unlock(&lock);
         break;
     }
     default:
         break;
     }
+    flush(&v->out);
 }
 
 static void on_syscall_return(plugin_id id, unsigned int index, int64_t num, int64_t ret) {
     (void)id;
     struct vcpu *v = vcpu_of(index);
-    uint64_t *a = args[index];
+    uint64_t *a = v->args;
     if (v->call == CALL_THREAD) {
         v->call = CALL_OTHER;
         if (failed_result(ret)) {
-            // No thread: take back the id no vCPU will claim.
+            // No thread: take back the announcement no vCPU will claim.
             pthread_mutex_lock(&lock);
             if (spawn_tail != spawn_head) spawn_tail--;
             pthread_mutex_unlock(&lock);
@@ -608,22 +596,22 @@ static void on_syscall_return(plugin_id id, unsigned int index, int64_t num, int
     if (v->call == CALL_FORK) {
         v->call = CALL_OTHER;
         if (ret == 0) {
-            // The child: a new process whose only thread is this one. The other vCPUs were the
-            // parent's threads, drained before the fork.
+            // The child: a new process whose only thread is this one. The other vCPUs and their
+            // unwritten records were the parent's threads.
             pthread_mutex_init(&lock, NULL);
             for (unsigned i = 0; i < MAX_VCPUS; i++) if (i != index) vcpus[i] = NULL;
             spawn_head = spawn_tail = 0;
             implicit_pages = 0;
+            instructions = 0;
             memset(ignored_advice, 0, sizeof ignored_advice);
             v->thread = v->pendingFork;
             v->pendingFork = 0;
-            __atomic_store_n(&v->count, 0, __ATOMIC_RELAXED);
-            __atomic_store_n(&v->fetchCount, 0, __ATOMIC_RELAXED);
             return;
         }
         if (failed_result(ret)) {
             // No child: the process the fork record announced exits at once.
-            begin_record(v->pendingFork); payload[payload_len++] = TAG_EXIT; end_record();
+            begin_record(&v->out, v->pendingFork); put_byte(&v->out, TAG_EXIT);
+            flush(&v->out);
         }
         v->pendingFork = 0;
         pthread_mutex_unlock(&lock);
@@ -633,10 +621,8 @@ static void on_syscall_return(plugin_id id, unsigned int index, int64_t num, int
     case SYS_EXECVE:
     case SYS_EXECVEAT: {
         char message[64];
-        pthread_mutex_lock(&lock);
         snprintf(message, sizeof message, "execve-failed %u", v->thread);
         send_message(message);
-        pthread_mutex_unlock(&lock);
         return;
     }
     case SYS_MMAP: case SYS_MUNMAP: case SYS_MPROTECT: case SYS_MREMAP: case SYS_MADVISE: case SYS_BRK:
@@ -645,78 +631,79 @@ static void on_syscall_return(plugin_id id, unsigned int index, int64_t num, int
         return;
     }
     if (failed) return;
+    close_runs(v);
+    struct block *b = &v->out;
     pthread_mutex_lock(&lock);
-    drain_all();
     if (num == SYS_BRK) {
         uint64_t top = ((uint64_t)ret + 0xFFF) & ~0xFFFull;
         if (brk_top == 0) {
             brk_top = top;
         } else if (top > brk_top) {
             describe(brk_top, top - brk_top);
-            begin_record(v->thread);
-            payload[payload_len++] = TAG_MMAP; put_varint(brk_top); put_varint(top - brk_top);
-            payload[payload_len++] = 3; payload[payload_len++] = 0;
-            end_record();
+            put_mmap(b, v->thread, brk_top, top - brk_top, 3, false);
             brk_top = top;
         } else if (top < brk_top) {
             describe(top, brk_top - top);
-            begin_record(v->thread);
-            payload[payload_len++] = TAG_MUNMAP; put_varint(top); put_varint(brk_top - top);
-            end_record();
+            begin_record(b, v->thread);
+            put_byte(b, TAG_MUNMAP); put_varint(b, top); put_varint(b, brk_top - top);
             brk_top = top;
         }
     } else if (num == SYS_MADVISE && !failed_result(ret) && advice_code(a[2]) < 0) {
         ignored_advice[a[2] < 64 ? a[2] : 63]++;
     } else if (!failed_result(ret)) {
-        begin_record(v->thread);
         switch (num) {
         case SYS_MMAP: {
             uint64_t flags = a[3];
-            bool shared = (flags & MAP_SHARED_FLAG) && (flags & MAP_ANONYMOUS_FLAG);
             describe((uint64_t)ret, a[1]);
-            payload[payload_len++] = TAG_MMAP; put_varint((uint64_t)ret); put_varint(a[1]);
-            payload[payload_len++] = (uint8_t)(a[2] & 7); payload[payload_len++] = shared ? 1 : 0;
+            put_mmap(b, v->thread, (uint64_t)ret, a[1], (uint8_t)(a[2] & 7),
+                     (flags & MAP_SHARED_FLAG) && (flags & MAP_ANONYMOUS_FLAG));
             break;
         }
         case SYS_MUNMAP:
             describe(a[0], a[1]);
-            payload[payload_len++] = TAG_MUNMAP; put_varint(a[0]); put_varint(a[1]);
+            begin_record(b, v->thread);
+            put_byte(b, TAG_MUNMAP); put_varint(b, a[0]); put_varint(b, a[1]);
             break;
         case SYS_MPROTECT:
-            payload[payload_len++] = TAG_MPROTECT; put_varint(a[0]); put_varint(a[1]);
-            payload[payload_len++] = (uint8_t)(a[2] & 7);
+            begin_record(b, v->thread);
+            put_byte(b, TAG_MPROTECT); put_varint(b, a[0]); put_varint(b, a[1]); put_byte(b, (uint8_t)(a[2] & 7));
             break;
         case SYS_MREMAP:
             describe(a[0], a[1]);
             describe((uint64_t)ret, a[2]);
-            payload[payload_len++] = TAG_MREMAP; put_varint(a[0]); put_varint(a[1]); put_varint(a[2]);
-            put_varint((uint64_t)ret);
+            begin_record(b, v->thread);
+            put_byte(b, TAG_MREMAP); put_varint(b, a[0]); put_varint(b, a[1]); put_varint(b, a[2]);
+            put_varint(b, (uint64_t)ret);
             break;
         case SYS_MADVISE:
-            payload[payload_len++] = TAG_MADVISE; put_varint(a[0]); put_varint(a[1]);
-            payload[payload_len++] = (uint8_t)advice_code(a[2]);
+            begin_record(b, v->thread);
+            put_byte(b, TAG_MADVISE); put_varint(b, a[0]); put_varint(b, a[1]); put_byte(b, (uint8_t)advice_code(a[2]));
             break;
         }
-        end_record();
     }
+    // Out before this thread goes on, so no thread can use the new layout before the stream has it.
+    flush(b);
     pthread_mutex_unlock(&lock);
 }
 
 static void on_exit_of_qemu(plugin_id id, void *udata) {
     (void)id; (void)udata;
-    pthread_mutex_lock(&lock);
-    drain_all();
-    flush_block();
+    // The exiting thread's records (a thread killed by a signal ends here too); other threads'
+    // last unwritten records are lost with them.
+    if (self) { close_runs(self); flush(&self->out); }
     char message[1024];
-    snprintf(message, sizeof message, "implicit %llu", (unsigned long long)implicit_pages);
+    snprintf(message, sizeof message, "counts instructions=%llu implicit=%llu",
+             (unsigned long long)instructions, (unsigned long long)implicit_pages);
     send_message(message);
     size_t n = (size_t)snprintf(message, sizeof message, "ignored-madvise");
     bool any = false;
     for (int i = 0; i < 64 && n < sizeof message - 32; i++) {
-        if (ignored_advice[i]) { n += (size_t)snprintf(message + n, sizeof message - n, " %d:%llu", i, (unsigned long long)ignored_advice[i]); any = true; }
+        if (ignored_advice[i]) {
+            n += (size_t)snprintf(message + n, sizeof message - n, " %d:%llu", i, (unsigned long long)ignored_advice[i]);
+            any = true;
+        }
     }
     if (any) send_message(message);
-    pthread_mutex_unlock(&lock);
 }
 
 // ---- Installation. ----
@@ -746,12 +733,13 @@ int qemu_plugin_install(plugin_id id, const plugin_info *info, int argc, char **
                 info->target_name, info->system_emulation ? ", system emulation" : "");
         return -1;
     }
+    uint64_t fetch_flag = 0;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         uint64_t v;
         const char *eq = strchr(a, '=');
         if (!eq || !parse_count(eq + 1, &v)) {
-            fprintf(stderr, "thpsim capture: bad argument '%s' (expected fd=N, skip=N, window=N or every=N)\n", a);
+            fprintf(stderr, "thpsim capture: bad argument '%s' (expected fd=N, skip=N, window=N, every=N or fetches=0|1)\n", a);
             return -1;
         }
         size_t k = (size_t)(eq - a);
@@ -759,6 +747,7 @@ int qemu_plugin_install(plugin_id id, const plugin_info *info, int argc, char **
         else if (k == 4 && !strncmp(a, "skip", 4)) skip = v;
         else if (k == 6 && !strncmp(a, "window", 6)) window = v;
         else if (k == 5 && !strncmp(a, "every", 5)) every = v;
+        else if (k == 7 && !strncmp(a, "fetches", 7)) fetch_flag = v;
         else { fprintf(stderr, "thpsim capture: unknown argument '%s'\n", a); return -1; }
     }
     if (out_fd < 0 || fcntl(out_fd, F_GETFD) < 0) {
@@ -771,14 +760,22 @@ int qemu_plugin_install(plugin_id id, const plugin_info *info, int argc, char **
         return -1;
     }
     sampling = skip || window;
+    fetches = fetch_flag != 0;
     // The program must not inherit the pipe across execve (a native program would hold it open).
     fcntl(out_fd, F_SETFD, FD_CLOEXEC);
-    next_thread = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    if (next_thread == MAP_FAILED) { perror("thpsim capture: mmap"); return -1; }
-    *next_thread = 1;
+    shared = mmap(NULL, sizeof *shared, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (shared == MAP_FAILED) { perror("thpsim capture: mmap"); return -1; }
+    pthread_mutexattr_t attributes;
+    pthread_mutexattr_init(&attributes);
+    pthread_mutexattr_setpshared(&attributes, PTHREAD_PROCESS_SHARED);
+    pthread_mutexattr_setrobust(&attributes, PTHREAD_MUTEX_ROBUST);
+    pthread_mutex_init(&shared->write_lock, &attributes);
+    pthread_mutexattr_destroy(&attributes);
+    shared->next_thread = 1;
 
     RESOLVE(register_tb_trans, "qemu_plugin_register_vcpu_tb_trans_cb");
     RESOLVE(register_tb_exec, "qemu_plugin_register_vcpu_tb_exec_cb");
+    RESOLVE(register_tb_inline, "qemu_plugin_register_vcpu_tb_exec_inline");
     RESOLVE(register_mem, "qemu_plugin_register_vcpu_mem_cb");
     RESOLVE(register_syscall, "qemu_plugin_register_vcpu_syscall_cb");
     RESOLVE(register_syscall_ret, "qemu_plugin_register_vcpu_syscall_ret_cb");

@@ -60,6 +60,7 @@ public final class CaptureMessages: Sendable {
         var errors: [String] = []
         var pluginAPI: Int?
         var implicitPages = 0
+        var instructions = 0
     }
     private let state = Mutex(State())
 
@@ -81,7 +82,12 @@ public final class CaptureMessages: Sendable {
                     let kv = pair.split(separator: ":")
                     if kv.count == 2, let a = Int(kv[0]), let n = Int(kv[1]) { s.ignoredAdvice[a, default: 0] += n }
                 }
-            case "implicit": if words.count > 1, let n = Int(words[1]) { s.implicitPages += n }
+            case "counts":
+                for pair in text.split(separator: " ").dropFirst() {
+                    let kv = pair.split(separator: "=")
+                    guard kv.count == 2, let n = Int(kv[1]) else { continue }
+                    if kv[0] == "instructions" { s.instructions += n } else if kv[0] == "implicit" { s.implicitPages += n }
+                }
             case "error": s.errors.append(String(text.dropFirst(6)))
             default: break
             }
@@ -99,6 +105,8 @@ public final class CaptureMessages: Sendable {
     /// Pages mapped in the trace at their first use because no traced call mapped them (the program,
     /// the loader and the stack, which exec set up before tracing began).
     public var implicitPages: Int { state.withLock { $0.implicitPages } }
+    /// Instructions the recorded processes executed (QEMU's count, summed over processes).
+    public var instructions: Int { state.withLock { $0.instructions } }
     /// The plugin API version QEMU reported (nil: the plugin never started).
     public var pluginAPI: Int? { state.withLock { $0.pluginAPI } }
 }
