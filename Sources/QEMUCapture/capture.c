@@ -113,6 +113,9 @@ enum { KIND_LOAD = 0, KIND_STORE = 1, KIND_FETCH = 2 };
 #define MAX_VCPUS 4096
 #define THREAD_LIMIT 65536
 #define CACHE_SLOTS 4096
+// Open runs per thread and kind: accesses that alternate between a few pages (a comparison of two
+// records, a copy) stay runs; each of these pages stays in any TLB while it is among them.
+#define OPEN_RUNS 4
 
 // A block being filled: its records, and the thread and page its next record is relative to.
 struct block {
@@ -123,7 +126,8 @@ struct block {
 
 // One guest thread: its open runs, its block, a cache of pages known to be used already.
 struct vcpu {
-    uint64_t loadPage, loadCount, storePage, storeCount, fetchPage, fetchCount;
+    uint64_t page[3][OPEN_RUNS], count[3][OPEN_RUNS];   // open runs by kind (load, store, fetch)
+    uint32_t victim[3];                                  // the next open run of a kind to close
     uint64_t tracing;          // 1 inside a sampling window (always, without sampling), else 0
     uint32_t thread;
     uint32_t pendingFork;      // child thread id reserved at a fork's entry
@@ -343,7 +347,7 @@ static struct vcpu *vcpu_init(unsigned int index) {
     }
     struct vcpu *v = calloc(1, sizeof *v);
     if (!v) { fprintf(stderr, "thpsim capture: out of memory\n"); abort(); }
-    v->loadPage = v->storePage = v->fetchPage = UINT64_MAX;
+    memset(v->page, 0xFF, sizeof v->page);
     v->tracing = !sampling || skip == 0;
     pthread_mutex_lock(&lock);
     struct block note = { 0 };
@@ -374,11 +378,13 @@ static inline struct vcpu *vcpu_of(unsigned int index) {
 
 // Emits `v`'s open runs into its block.
 static void close_runs(struct vcpu *v) {
-    if (v->loadCount) put_run(&v->out, v->thread, KIND_LOAD, v->loadPage, v->loadCount);
-    if (v->storeCount) put_run(&v->out, v->thread, KIND_STORE, v->storePage, v->storeCount);
-    if (v->fetchCount) put_run(&v->out, v->thread, KIND_FETCH, v->fetchPage, v->fetchCount);
-    v->loadCount = v->storeCount = v->fetchCount = 0;
-    v->loadPage = v->storePage = v->fetchPage = UINT64_MAX;
+    for (uint32_t kind = 0; kind < 3; kind++) {
+        for (int i = 0; i < OPEN_RUNS; i++) {
+            if (v->count[kind][i]) put_run(&v->out, v->thread, kind, v->page[kind][i], v->count[kind][i]);
+            v->count[kind][i] = 0;
+            v->page[kind][i] = UINT64_MAX;
+        }
+    }
 }
 
 // ---- Accesses. ----
@@ -401,11 +407,12 @@ static bool first_use(struct vcpu *v, uint64_t page) {
     return fresh;
 }
 
-// `v`'s loads or stores (`kind`) move to `page`.
-static void new_page(struct vcpu *v, uint64_t page, uint32_t kind) {
-    uint64_t *open = kind == KIND_STORE ? &v->storePage : kind == KIND_LOAD ? &v->loadPage : &v->fetchPage;
-    uint64_t *count = kind == KIND_STORE ? &v->storeCount : kind == KIND_LOAD ? &v->loadCount : &v->fetchCount;
-    if (*count) put_run(&v->out, v->thread, kind, *open, *count);
+// `v`'s loads, stores or fetches (`kind`) reach `page`, which is not among their open runs: the
+// oldest open run closes and `page` takes its place. Returns the new run's slot.
+static int new_page(struct vcpu *v, uint64_t page, uint32_t kind) {
+    int slot = (int)v->victim[kind];
+    v->victim[kind] = (v->victim[kind] + 1) % OPEN_RUNS;
+    if (v->count[kind][slot]) put_run(&v->out, v->thread, kind, v->page[kind][slot], v->count[kind][slot]);
     if (sampling) {
         uint64_t in = in_window();
         if (in != v->tracing) {
@@ -415,31 +422,32 @@ static void new_page(struct vcpu *v, uint64_t page, uint32_t kind) {
             }
         }
     }
-    *open = page;
-    *count = 0;
+    v->page[kind][slot] = page;
+    v->count[kind][slot] = 0;
     if (first_use(v, page)) {
         put_run(&v->out, v->thread, kind, page, 1);   // a first touch keeps its place and kind
     } else {
-        *count = v->tracing;
+        v->count[kind][slot] = v->tracing;
     }
+    return slot;
 }
 
-static inline void data_access(struct vcpu *v, uint64_t page, bool store) {
-    if (store) {
-        if (page == v->storePage) v->storeCount += v->tracing; else new_page(v, page, KIND_STORE);
-    } else {
-        if (page == v->loadPage) v->loadCount += v->tracing; else new_page(v, page, KIND_LOAD);
+static inline void data_access(struct vcpu *v, uint64_t page, uint32_t kind) {
+    uint64_t *open = v->page[kind];
+    for (int i = 0; i < OPEN_RUNS; i++) {
+        if (open[i] == page) { v->count[kind][i] += v->tracing; return; }
     }
+    new_page(v, page, kind);
 }
 
 static void on_memory(unsigned int index, plugin_meminfo info, uint64_t vaddr, void *udata) {
     (void)udata;
     struct vcpu *v = vcpu_of(index);
-    bool store = api.mem_is_store(info);
-    data_access(v, vaddr >> 12, store);
+    uint32_t kind = api.mem_is_store(info) ? KIND_STORE : KIND_LOAD;
+    data_access(v, vaddr >> 12, kind);
     // An access that straddles two pages touches both (accesses are at most 64 bytes).
     if ((vaddr & 0xFFF) > 0xFC0 && (vaddr & 0xFFF) + (1u << api.mem_size_shift(info)) > 0x1000) {
-        data_access(v, (vaddr >> 12) + 1, store);
+        data_access(v, (vaddr >> 12) + 1, kind);
     }
 }
 
@@ -448,10 +456,11 @@ static void on_memory(unsigned int index, plugin_meminfo info, uint64_t vaddr, v
 static void on_block(unsigned int index, void *udata) {
     struct vcpu *v = vcpu_of(index);
     uint64_t packed = (uint64_t)(uintptr_t)udata, page = packed >> 12, n = packed & 0xFFF;
-    if (page == v->fetchPage) { v->fetchCount += n * v->tracing; return; }
-    new_page(v, page, KIND_FETCH);
-    if (v->fetchCount) v->fetchCount += (n - 1) * v->tracing;
-    else if (v->tracing && n > 1) v->fetchCount = n - 1;
+    for (int i = 0; i < OPEN_RUNS; i++) {
+        if (v->page[KIND_FETCH][i] == page) { v->count[KIND_FETCH][i] += n * v->tracing; return; }
+    }
+    int slot = new_page(v, page, KIND_FETCH);
+    v->count[KIND_FETCH][slot] += (n - 1) * v->tracing;
 }
 
 static void on_translate(plugin_id id, struct plugin_tb *tb) {

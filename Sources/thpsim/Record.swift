@@ -292,13 +292,24 @@ final class TraceFileWriterThread: @unchecked Sendable {
     private static func write(_ file: TraceFile, path: String, input: CaptureBroadcast.Input, format: StreamedRun.Format,
                               broadcast: CaptureBroadcast, onMessage: (@Sendable (String) -> Void)?) -> Result<String, RecordError> {
         do throws(TraceError) {
-            var reader = try format == .captureStream ? TraceReader(stream: input) : TraceReader(input: input)
-            reader.onMessage = onMessage
-            var sink = TraceCensus(base: try TraceWriter(output: CancellingOutput(file: file, broadcast: broadcast)))
-            _ = try reader.replay(into: &sink)
-            _ = try sink.base.finish()
+            let output = CancellingOutput(file: file, broadcast: broadcast)
+            let summary: String
+            switch format {
+            case .captureStream:
+                // The plugin's blocks are copied and compressed, not decoded.
+                var copier = try CaptureFileWriter(input: input, output: output)
+                copier.onMessage = onMessage
+                _ = try copier.run()
+                summary = "\(copier.records) records in \(copier.blocks) blocks (\(copier.rawBytes >> 20) MiB before compression)"
+            case .traceFile:
+                var reader = try TraceReader(input: input)
+                var sink = TraceCensus(base: try TraceWriter(output: output))
+                _ = try reader.replay(into: &sink)
+                _ = try sink.base.finish()
+                summary = sink.summary(records: sink.base.records)
+            }
             try file.close()
-            return .success(sink.summary(records: sink.base.records))
+            return .success(summary)
         } catch {
             broadcast.cancel()
             return .failure(RecordError("writing \(path) failed (\(error)); the program was stopped and the trace is cut short (replay reports it as truncated)"))
