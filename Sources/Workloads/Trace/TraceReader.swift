@@ -19,8 +19,8 @@ public struct TraceReader<Input: TraceInput> {
     public var onMessage: ((String) -> Void)?
 
     /// Reads a capture plugin's stream (docs/trace-format.md, "Recording with QEMU"): blocks as in a
-    /// file and `'M' length:u16le text` messages, without header or end marker; the end of the input
-    /// at a chunk boundary ends it.
+    /// file but with checksum 0, and `'M' length:u16le text` messages, without header or end marker;
+    /// the end of the input at a chunk boundary ends it.
     public init(stream: Input) {
         self.input = stream
         version = TraceFormat.version
@@ -101,7 +101,8 @@ public struct TraceReader<Input: TraceInput> {
             default:
                 throw TraceError(.corrupted, at: methodOffset, expected: "block method 0 (stored) or 1 (compressed), found \(method)")
             }
-            guard raw.withUnsafeBufferPointer({ TraceFormat.checksum($0) }) == checksum else {
+            // A capture stream's blocks carry no checksum (the pipe does not corrupt them).
+            guard isStream || raw.withUnsafeBufferPointer({ TraceFormat.checksum($0) }) == checksum else {
                 throw TraceError(.corrupted, at: payloadOffset, expected: "a block whose checksum matches its header")
             }
             let decoded = try decodeBlock(into: &sink, payloadOffset: payloadOffset)
