@@ -3,43 +3,7 @@ import Foundation
 import VMCore
 import Kernel
 @testable import Workloads
-
-/// A small C program with known memory behaviour (Fixtures/recordee.c), and thpsim's capture plugin,
-/// both built here with the system's C compiler.
-enum RecordingFixtures {
-    static let sources = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
-    static let directory: URL = {
-        let d = FileManager.default.temporaryDirectory.appendingPathComponent("thpsim-recording-\(getpid())")
-        try? FileManager.default.createDirectory(at: d, withIntermediateDirectories: true)
-        return d
-    }()
-    static let qemu = QEMURecorder.findOnPath("qemu-x86_64")
-    static let compiler = QEMURecorder.findOnPath("cc")
-
-    static let plugin: String? = compile(
-        sources.appendingPathComponent("../../../Sources/QEMUCapture/capture.c").standardized.path,
-        to: "libcapture.so", flags: ["-shared", "-fPIC", "-O2", "-fvisibility=hidden"])
-    static let recordee: String? = compile(sources.appendingPathComponent("Fixtures/recordee.c").path,
-                                           to: "recordee", flags: ["-O1", "-pthread"])
-
-    private static func compile(_ source: String, to name: String, flags: [String]) -> String? {
-        guard let compiler else { return nil }
-        let out = directory.appendingPathComponent(name).path
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: compiler)
-        p.arguments = flags + ["-o", out, source]
-        guard (try? p.run()) != nil else { return nil }
-        p.waitUntilExit()
-        return p.terminationStatus == 0 ? out : nil
-    }
-
-    /// The addresses recordee wrote: regions A (8 MiB), B (1 MiB), C (256 KiB).
-    static func addresses(_ file: String) throws -> (a: UInt64, b: UInt64, c: UInt64) {
-        let words = try String(contentsOfFile: file, encoding: .utf8).split(whereSeparator: \.isWhitespace).compactMap { UInt64($0, radix: 16) }
-        try #require(words.count == 3)
-        return (words[0], words[1], words[2])
-    }
-}
+import TestSupport
 
 /// Records `command` under QEMU with the capture plugin and decodes the stream as it arrives.
 func recordWithQEMU(_ command: [String], sampling: CaptureSampling = .init()) throws -> (Recorder, ProgramExit, CaptureMessages) {
@@ -79,11 +43,11 @@ extension Recorder {
 struct QEMURecordingTests {
     @Test("the trace holds the program's mappings, advice, protection, unmapping, thread and fork, in order")
     func systemCalls() throws {
-        let file = RecordingFixtures.directory.appendingPathComponent("addresses-\(UUID()).txt").path
+        let file = RecordingFixtures.file("addresses.txt")
         let (r, exit, messages) = try recordWithQEMU([RecordingFixtures.recordee!, file])
         #expect(exit.status == 0)
         #expect(messages.pluginAPI == 1)
-        let (a, b, c) = try RecordingFixtures.addresses(file)
+        let (a, b, c) = try #require(RecordingFixtures.addresses(file))
         let events = r.events
         func index(_ match: ((Int, WorkloadEvent)) -> Bool) -> Int? { events.firstIndex(where: match) }
         let mapA = index { $0.0 == 0 && $0.1 == .mmap(address: a, length: 8 << 20, protection: .readWrite, shared: false) }
@@ -112,13 +76,13 @@ struct QEMURecordingTests {
 
     @Test("sampling keeps every system call and each page's first touch, and fewer accesses")
     func sampling() throws {
-        let full = RecordingFixtures.directory.appendingPathComponent("full-\(UUID()).txt").path
-        let sampled = RecordingFixtures.directory.appendingPathComponent("sampled-\(UUID()).txt").path
+        let full = RecordingFixtures.file("full.txt")
+        let sampled = RecordingFixtures.file("sampled.txt")
         let (r, exit, _) = try recordWithQEMU([RecordingFixtures.recordee!, full])
         let (s, sampledExit, _) = try recordWithQEMU([RecordingFixtures.recordee!, sampled],
                                                      sampling: CaptureSampling(skip: 1 << 40))
         #expect(exit.status == 0 && sampledExit.status == 0)
-        let (a, _, _) = try RecordingFixtures.addresses(sampled)
+        let (a, _, _) = try #require(RecordingFixtures.addresses(sampled))
         #expect(s.pages(.store, thread: 0, in: a, 8 << 20).count == 2048)
         #expect(s.accessCount < r.accessCount / 2, "sampled \(s.accessCount), full \(r.accessCount)")
         let kinds = { (x: Recorder) in x.events.map { e -> String in
@@ -149,5 +113,40 @@ struct QEMURecordingTests {
         let (_, exit, messages) = try recordWithQEMU(command)
         #expect(exit.status == 0)
         #expect(messages.replacedProcesses.map(\.path) == ["/bin/true"])
+    }
+}
+
+@Suite("Recording real programs with Valgrind lackey",
+       .enabled(if: RecordingFixtures.valgrind != nil, "valgrind is not installed"),
+       .enabled(if: RecordingFixtures.recordee != nil, "no C compiler to build the test program"))
+struct LackeyRecordingTests {
+    @Test("lackey's trace holds the program's mappings, advice, protection and unmapping")
+    func systemCalls() throws {
+        let file = RecordingFixtures.file("lackey-addresses.txt")
+        var converter = LackeyConverter(sink: Recorder())
+        let exit = try LackeyRecorder.record([RecordingFixtures.recordee!, file], valgrind: RecordingFixtures.valgrind!, into: &converter)
+        #expect(exit.status == 0)
+        let r = converter.finish()
+        let (a, b, _) = try #require(RecordingFixtures.addresses(file))
+        let events = r.events.map(\.1)
+        #expect(events.contains(.mmap(address: a, length: 8 << 20, protection: .readWrite, shared: false)))
+        #expect(events.contains(.madvise(address: a, length: 8 << 20, advice: .hugepage)))
+        #expect(events.contains(.mprotect(address: b, length: 1 << 20, protection: .read)))
+        #expect(events.contains(.munmap(address: a, length: 2 << 20)))
+        // Lackey has no thread ids: the parent's, the thread's and the child's stores are all thread 0's.
+        #expect(r.pages(.store, in: a, 8 << 20).count == 2048)
+    }
+
+    @Test("lackey follows execve: a #! wrapper's program is recorded too")
+    func followsExec() throws {
+        let script = RecordingFixtures.file("wrapper.sh")
+        let file = RecordingFixtures.file("wrapped-addresses.txt")
+        try Data("#!/bin/sh\nexec \(RecordingFixtures.recordee!) \(file)\n".utf8).write(to: URL(fileURLWithPath: script))
+        chmod(script, 0o755)
+        var converter = LackeyConverter(sink: Recorder())
+        let exit = try LackeyRecorder.record(try QEMURecorder.resolve([script]), valgrind: RecordingFixtures.valgrind!, into: &converter)
+        #expect(exit.status == 0)
+        let (a, _, _) = try #require(RecordingFixtures.addresses(file))
+        #expect(converter.finish().events.map(\.1).contains(.madvise(address: a, length: 8 << 20, advice: .hugepage)))
     }
 }
