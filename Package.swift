@@ -9,6 +9,8 @@ let package = Package(
     products: [
         .executable(name: "thpsim", targets: ["thpsim"]),
         .library(name: "THPSim", targets: ["VMCore", "PhysicalMemory", "Kernel", "Machine", "Workloads", "Experiments"]),
+        // The QEMU TCG plugin `thpsim record` loads into qemu-x86_64 (docs/trace-format.md).
+        .library(name: "thpsim-qemu-capture", type: .dynamic, targets: ["QEMUCapture"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -18,6 +20,9 @@ let package = Package(
         // Host instructions Swift cannot spell (streaming stores): static inline C functions for the
         // simulator's own hot tables.
         .target(name: "HostIntrinsics"),
+        // The capture plugin for QEMU user mode, in C; it reaches QEMU's plugin API through dlsym.
+        .target(name: "QEMUCapture", publicHeadersPath: ".", cSettings: [.unsafeFlags(["-fvisibility=hidden", "-O2"])],
+                linkerSettings: [.linkedLibrary("dl"), .linkedLibrary("pthread")]),
         .target(
             name: "VMCore", dependencies: ["HostIntrinsics"],
             // Release builds only: `SpinLocked.withLock` hands its value out inout, which dynamic
@@ -56,7 +61,8 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
-        .target(name: "TestSupport", dependencies: ["VMCore", "PhysicalMemory", "Kernel"], path: "Tests/TestSupport"),
+        .target(name: "TestSupport", dependencies: ["VMCore", "PhysicalMemory", "Kernel"], path: "Tests/TestSupport",
+                exclude: ["Fixtures"]),
         .testTarget(name: "VMCoreTests", dependencies: ["VMCore", "TestSupport"]),
         .testTarget(name: "PhysicalMemoryTests", dependencies: ["PhysicalMemory", "TestSupport"]),
         .testTarget(name: "KernelTests", dependencies: ["Kernel", "TestSupport"]),

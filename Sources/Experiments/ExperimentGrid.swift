@@ -16,6 +16,8 @@ public struct WorkloadSpec: Sendable, Hashable, Codable {
     public var stride: UInt64?
     /// Synthetic only: the program advises its memory with MADV_HUGEPAGE (`--advise`); nil means no.
     public var advise: Bool?
+    /// A program recorded and replayed as it ran (`thpsim record --replay`): its command line.
+    public var recorded: String?
 
     public static func synthetic(_ name: String, size: UInt64, accesses: Int, threads: Int = 1, seed: UInt64 = 1,
                                  stride: UInt64 = 4096, advise: Bool = false) -> WorkloadSpec {
@@ -27,8 +29,17 @@ public struct WorkloadSpec: Sendable, Hashable, Codable {
         WorkloadSpec(synthetic: nil, trace: path, size: nil, accesses: nil, threads: 1, seed: nil, stride: nil)
     }
 
-    /// A short name for tables: `gups 4G 20M`, `heap 1G 4M seed 2`, or the trace's path.
+    /// A program recorded as it runs, streamed into the cells (`thpsim record --replay`).
+    public static func recorded(_ command: String) -> WorkloadSpec {
+        var spec = WorkloadSpec(synthetic: nil, trace: nil, size: nil, accesses: nil, threads: 1, seed: nil, stride: nil)
+        spec.recorded = command
+        return spec
+    }
+
+    /// A short name for tables: `gups 4G 20M`, `heap 1G 4M seed 2`, the trace's path, or the
+    /// recorded command.
     public var label: String {
+        if let recorded { return recorded }
         guard let synthetic, let size, let accesses else { return trace ?? "?" }
         var s = "\(synthetic) \(Format.bytes(size)) \(Format.count(accesses))"
         if threads != 1 { s += " ×\(threads)" }
@@ -58,7 +69,7 @@ public struct WorkloadSpec: Sendable, Hashable, Codable {
             p.stride = stride ?? 4096
             return p.problem
         }
-        if trace == nil { return "a workload needs a synthetic name or a trace file" }
+        if trace == nil && recorded == nil { return "a workload needs a synthetic name or a trace file" }
         return nil
     }
 

@@ -68,26 +68,8 @@ public struct ExperimentRunner: Sendable {
 
     /// Runs one cell.
     public func run(_ cell: ExperimentCell, progress: Progress? = nil) throws(ExperimentError) -> CellResult {
-        guard let machine = machines[cell.machine] else { throw ExperimentError("machine '\(cell.machine)' was not loaded") }
-        guard let design = KernelDesign.named(cell.design), let enabled = TransparentHugepageSettings.Enabled(rawValue: cell.enabled) else {
-            throw ExperimentError("cell \(cell.index): design '\(cell.design)' or enabled '\(cell.enabled)' unknown")
-        }
-        var setup = ReplaySetup()
-        setup.design = design
-        setup.enabled = enabled
-        setup.machine = machine
-        setup.cpus = cell.workload.threads
-        setup.memoryBytes = grid.memoryBytes ?? cell.workload.defaultMemoryBytes
-        setup.tunables = cell.tunables
-        let executor: MachineExecutor
-        do throws(Errno) { executor = try setup.makeExecutor() } catch {
-            throw ExperimentError("\(cell.workload.label): the kernel model could not start the process (\(error))")
-        }
-        let kernel = executor.machine.kernel
-        var settings: [String: String] = [:]
-        for name in TransparentHugepageSettings.knobNames { settings[name] = kernel.hugepageSettings.sysfsText(name) }
-        for name in KhugepagedSettings.knobNames { settings[name] = kernel.khugepaged.sysfsText(name) }
-
+        let prepared = try prepare(cell)
+        let executor = prepared.executor
         let expected = cell.workload.expectedAccesses
         // About 100 memory samples a run, for the charts.
         if expected > 0 { executor.sampleInterval = max(MachineExecutor.tickInterval, expected / 100) }
@@ -107,8 +89,46 @@ public struct ExperimentRunner: Sendable {
         } else {
             throw ExperimentError("cell \(cell.index): \(cell.workload.problem ?? "no workload")")
         }
-        var report = executor.finish()
-        report.records = records
-        return CellResult(cell: cell, report: report, settings: settings, machine: machine, memoryBytes: setup.memoryBytes)
+        return prepared.result(records: records)
+    }
+
+    /// A cell's kernel, machine and executor, built and ready for the workload's events.
+    struct PreparedCell {
+        var cell: ExperimentCell
+        var executor: MachineExecutor
+        var settings: [String: String]
+        var machine: MachineDescription
+        var memoryBytes: UInt64
+
+        /// The cell's result once its workload has run.
+        func result(records: Int) -> CellResult {
+            var report = executor.finish()
+            report.records = records
+            return CellResult(cell: cell, report: report, settings: settings, machine: machine, memoryBytes: memoryBytes)
+        }
+    }
+
+    /// Builds a cell's system the way `thpsim workload` and `thpsim replay` build theirs.
+    func prepare(_ cell: ExperimentCell) throws(ExperimentError) -> PreparedCell {
+        guard let machine = machines[cell.machine] else { throw ExperimentError("machine '\(cell.machine)' was not loaded") }
+        guard let design = KernelDesign.named(cell.design), let enabled = TransparentHugepageSettings.Enabled(rawValue: cell.enabled) else {
+            throw ExperimentError("cell \(cell.index): design '\(cell.design)' or enabled '\(cell.enabled)' unknown")
+        }
+        var setup = ReplaySetup()
+        setup.design = design
+        setup.enabled = enabled
+        setup.machine = machine
+        setup.cpus = cell.workload.threads
+        setup.memoryBytes = grid.memoryBytes ?? cell.workload.defaultMemoryBytes
+        setup.tunables = cell.tunables
+        let executor: MachineExecutor
+        do throws(Errno) { executor = try setup.makeExecutor() } catch {
+            throw ExperimentError("\(cell.workload.label): the kernel model could not start the process (\(error))")
+        }
+        let kernel = executor.machine.kernel
+        var settings: [String: String] = [:]
+        for name in TransparentHugepageSettings.knobNames { settings[name] = kernel.hugepageSettings.sysfsText(name) }
+        for name in KhugepagedSettings.knobNames { settings[name] = kernel.khugepaged.sysfsText(name) }
+        return PreparedCell(cell: cell, executor: executor, settings: settings, machine: machine, memoryBytes: setup.memoryBytes)
     }
 }

@@ -2,34 +2,6 @@ import ArgumentParser
 import Foundation
 import Workloads
 
-/// `thpsim record --out FILE -- COMMAND ARGS...`: runs a program under Valgrind lackey and writes its
-/// mappings, system calls and accesses as a trace, converting the text stream on the fly.
-struct RecordCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "record",
-        abstract: "Record a real program's memory behaviour as a trace (via Valgrind lackey)."
-    )
-
-    @Option(help: "Trace file to write.")
-    var out: String
-
-    @Option(help: "The valgrind executable.")
-    var valgrind = "valgrind"
-
-    @Argument(parsing: .postTerminator, help: "The command and its arguments (after --).")
-    var command: [String]
-
-    func run() throws {
-        guard !command.isEmpty else { throw ValidationError("give the command to record after --") }
-        try writeTrace(to: out) { (converter: inout LackeyConverter<TraceWriter<TraceFile>>) throws in
-            let status = try LackeyRecorder.record(command, valgrind: valgrind, into: &converter) { c in
-                FileHandle.standardError.write(Data("record: \(c.bytes >> 20) MiB of lackey text, \(c.accesses) accesses, \(c.systemCalls) calls\n".utf8))
-            }
-            if status != 0 { FileHandle.standardError.write(Data("record: the program exited with status \(status)\n".utf8)) }
-        }
-    }
-}
-
 /// `thpsim import lackey FILE --out TRACE`: converts an existing lackey log.
 ///
 /// The trace is written beside `TRACE` under a temporary name and renamed into place only when the

@@ -109,26 +109,33 @@ struct RunCommand: ParsableCommand {
             }
             grid = ExperimentGrid(workloads: specs)
         }
-        if !enabled.isEmpty { grid.enabled = Self.values(enabled) }
-        if !design.isEmpty { grid.designs = Self.values(design) }
-        if !machine.isEmpty { grid.machines = Self.values(machine) }
+        try Self.applyAxes(to: &grid, enabled: enabled, design: design, machine: machine, tunables: tunables, memory: memory)
+        if let problem = grid.problems.first { throw ValidationError(problem) }
+        return grid
+    }
+
+    /// Sets the grid's policy axes from `--enabled`, `--design`, `--machine`, `--set` and `--memory`
+    /// (shared with `thpsim record --replay`).
+    static func applyAxes(to grid: inout ExperimentGrid, enabled: [String], design: [String], machine: [String],
+                          tunables: [String], memory: String?) throws {
+        if !enabled.isEmpty { grid.enabled = values(enabled) }
+        if !design.isEmpty { grid.designs = values(design) }
+        if !machine.isEmpty { grid.machines = values(machine) }
         for t in tunables {
             guard let eq = t.firstIndex(of: "="), eq != t.startIndex else {
                 throw ValidationError("--set: '\(t)' is not NAME=VALUE (e.g. khugepaged/max_ptes_none=0)")
             }
-            let name = String(t[..<eq]), values = Self.values([String(t[t.index(after: eq)...])])
+            let name = String(t[..<eq]), list = values([String(t[t.index(after: eq)...])])
             if let i = grid.tunables.firstIndex(where: { $0.name == name }) {
-                grid.tunables[i].values += values.filter { !grid.tunables[i].values.contains($0) }
+                grid.tunables[i].values += list.filter { !grid.tunables[i].values.contains($0) }
             } else {
-                grid.tunables.append(TunableAxis(name: name, values: values))
+                grid.tunables.append(TunableAxis(name: name, values: list))
             }
         }
         if let memory {
             guard let m = ByteCount.parse(memory) else { throw ValidationError("--memory: '\(memory)' is not a size (e.g. 8G)") }
             grid.memoryBytes = m
         }
-        if let problem = grid.problems.first { throw ValidationError(problem) }
-        return grid
     }
 
     /// `I/N` with 0 ≤ I < N.

@@ -55,6 +55,8 @@ public struct LackeyConverter<Sink: WorkloadSink> {
     private var described: [(start: UInt64, end: UInt64)] = []
     private var knownPages = Set<UInt64>()
     private var brk: UInt64?
+    /// Asynchronous calls waiting for their result line, by `SYSCALL[pid,tid](num)`.
+    private var pendingAsync: [String: String] = [:]
 
     public init(sink: Sink) { self.sink = sink }
 
@@ -210,8 +212,22 @@ public struct LackeyConverter<Sink: WorkloadSink> {
         described.append((start & ~0xFFF, end))
     }
 
-    /// `SYSCALL[pid,tid](num) sys_name ( args ) … --> … Success(0xresult)`.
+    /// `SYSCALL[pid,tid](num) sys_name ( args ) … --> … Success(0xresult)`. A call Valgrind runs
+    /// asynchronously (madvise, for one) prints `sys_name ( args ) --> [async] ...` and later
+    /// `SYSCALL[pid,tid](num) ... [async] --> Success(0xresult)`: the two are joined.
     private mutating func systemCall(_ text: String) {
+        if let key = text.range(of: ")")?.upperBound {
+            let caller = String(text[..<key])
+            if text[key...].hasPrefix(" ... [async] --> "), let arrow = text.range(of: " --> "),
+               let call = pendingAsync.removeValue(forKey: caller) {
+                systemCall(call + text[arrow.lowerBound...])
+                return
+            }
+            if text.hasSuffix("--> [async] ... ") || text.hasSuffix("--> [async] ..."), let arrow = text.range(of: " --> [async]") {
+                pendingAsync[caller] = String(text[..<arrow.lowerBound])
+                return
+            }
+        }
         guard let success = text.range(of: "Success(0x", options: .backwards) else { skippedLines += 1; return }
         let resultText = text[success.upperBound...].prefix { $0.isHexDigit }
         guard let result = UInt64(resultText, radix: 16),

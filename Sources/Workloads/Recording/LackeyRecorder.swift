@@ -7,22 +7,28 @@ public enum LackeyRecorder {
         public var description: String
     }
 
-    /// Records `command` into `converter`'s sink; returns the program's exit status (Valgrind passes
-    /// it through). `progress` is called about once a second with the converter's state.
+    /// Records `command` (resolved by `QEMURecorder.resolve`) into `converter`'s sink; returns how
+    /// the program ended (Valgrind passes its exit status through). Valgrind follows `execve`
+    /// (`--trace-children=yes`), so a wrapper script's program is recorded too. SIGINT, SIGTERM and
+    /// SIGHUP sent to thpsim stop the program, and what was recorded stays convertible.
+    /// `progress` is called about once a second with the converter's state.
     /// The program's stdout is inherited; its stderr is mixed into Valgrind's stream and skipped.
     public static func record<Sink: WorkloadSink>(
         _ command: [String], valgrind: String = "valgrind", into converter: inout LackeyConverter<Sink>,
         progress: ((LackeyConverter<Sink>) -> Void)? = nil
-    ) throws(Failure) -> Int32 {
+    ) throws(Failure) -> ProgramExit {
         guard !command.isEmpty else { throw Failure(description: "no command to record") }
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = [valgrind, "--tool=lackey", "--trace-mem=yes", "--trace-syscalls=yes", "--log-fd=2"] + command
+        process.arguments = [valgrind, "--tool=lackey", "--trace-mem=yes", "--trace-syscalls=yes", "--trace-children=yes",
+                             "--log-fd=2"] + command
         let pipe = Pipe()
         process.standardError = pipe
         do { try process.run() } catch {
             throw Failure(description: "cannot start \(valgrind): \(error)")
         }
+        let stopper = Stopper(pid: process.processIdentifier)
+        defer { stopper.cancel() }
         let fd = pipe.fileHandleForReading.fileDescriptor
         var buffer = [UInt8](repeating: 0, count: 1 << 20)
         var lastReport = Date()
@@ -37,9 +43,13 @@ public enum LackeyRecorder {
             }
         }
         process.waitUntilExit()
-        if converter.accesses == 0 {
-            throw Failure(description: "\(valgrind) produced no lackey trace (is Valgrind installed? exit status \(process.terminationStatus))")
+        stopper.exited()
+        var exit = ProgramExit()
+        if process.terminationReason == .uncaughtSignal { exit.signal = process.terminationStatus } else { exit.status = process.terminationStatus }
+        exit.interrupted = stopper.wasInterrupted
+        if converter.accesses == 0 && !exit.interrupted {
+            throw Failure(description: "\(valgrind) produced no lackey records (\(exit.description)); its messages are above")
         }
-        return process.terminationStatus
+        return exit
     }
 }

@@ -15,6 +15,8 @@ public enum TraceFormat {
     public static let headerBytes = 16
     public static let blockTag: UInt8 = 0x42   // 'B'
     public static let endTag: UInt8 = 0x45     // 'E'
+    /// A message chunk of a capture stream (never in a file).
+    public static let messageTag: UInt8 = 0x4D // 'M'
     /// Blocks are cut once their records reach this many bytes.
     public static let targetBlockBytes = 64 << 10
     /// No block may claim more raw bytes than this (bounds the reader's memory).

@@ -13,6 +13,19 @@ public struct TraceReader<Input: TraceInput> {
     private var stored: [UInt8] = []
     private var raw: [UInt8] = []
     public private(set) var version: UInt16 = 0
+    /// A capture stream (`init(stream:)`): no header, no end marker, message chunks between blocks.
+    private var isStream = false
+    /// Called with the text of each message chunk of a capture stream.
+    public var onMessage: ((String) -> Void)?
+
+    /// Reads a capture plugin's stream (docs/trace-format.md, "Recording with QEMU"): blocks as in a
+    /// file but with checksum 0, and `'M' length:u16le text` messages, without header or end marker;
+    /// the end of the input at a chunk boundary ends it.
+    public init(stream: Input) {
+        self.input = stream
+        version = TraceFormat.version
+        isStream = true
+    }
 
     /// Reads and checks the header.
     public init(input: Input) throws(TraceError) {
@@ -36,9 +49,16 @@ public struct TraceReader<Input: TraceInput> {
         while true {
             let tagOffset = offset
             guard let tag = try readByte() else {
+                if isStream { return total }
                 throw TraceError(.truncated, at: tagOffset, expected: "a block ('B') or the end marker ('E')")
             }
-            if tag == TraceFormat.endTag {
+            if isStream && tag == TraceFormat.messageTag {
+                let length = try readBytes(2, what: "a message's length")
+                let text = try readBytes(Int(length[0]) | Int(length[1]) << 8, what: "a message")
+                onMessage?(String(decoding: text, as: UTF8.self))
+                continue
+            }
+            if tag == TraceFormat.endTag && !isStream {
                 let countOffset = offset
                 let count = try readVarint(what: "the record count of the end marker")
                 guard count == UInt64(total) else {
@@ -81,7 +101,8 @@ public struct TraceReader<Input: TraceInput> {
             default:
                 throw TraceError(.corrupted, at: methodOffset, expected: "block method 0 (stored) or 1 (compressed), found \(method)")
             }
-            guard raw.withUnsafeBufferPointer({ TraceFormat.checksum($0) }) == checksum else {
+            // A capture stream's blocks carry no checksum (the pipe does not corrupt them).
+            guard isStream || raw.withUnsafeBufferPointer({ TraceFormat.checksum($0) }) == checksum else {
                 throw TraceError(.corrupted, at: payloadOffset, expected: "a block whose checksum matches its header")
             }
             let decoded = try decodeBlock(into: &sink, payloadOffset: payloadOffset, compressed: method == 1)
