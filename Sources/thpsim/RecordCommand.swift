@@ -105,8 +105,7 @@ struct RecordCommand: ParsableCommand {
             FileHandle.standardError.write(Data("thpsim record: \(error)\n".utf8))
             throw ExitCode(error.exitStatus)
         }
-        if let out { try checkWritable(out, option: "--out") }
-        try output.checkPaths()
+        if let out, let problem = ReportOutputOptions.problem(writing: out) { throw ValidationError("--out \(out): \(problem)") }
 
         // The grid and its cells, built (and every machine loaded) before the program starts.
         var grid = ExperimentGrid(workloads: [.recorded(command.joined(separator: " "))])
@@ -236,30 +235,6 @@ func adviceName(_ advice: Int) -> String {
 
 private func progressLine(_ text: String, since start: Date) {
     FileHandle.standardError.write(Data(("\rthpsim record: " + text + String(format: " (%.0f s)", Date().timeIntervalSince(start)) + "\u{1B}[K").utf8))
-}
-
-/// Fails unless `path` can be created or overwritten as a file.
-func checkWritable(_ path: String, option: String) throws {
-    var isDirectory: ObjCBool = false
-    if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) {
-        if isDirectory.boolValue { throw ValidationError("\(option) \(path): is a directory") }
-        if !FileManager.default.isWritableFile(atPath: path) { throw ValidationError("\(option) \(path): not writable") }
-        return
-    }
-    let parent = URL(fileURLWithPath: path).deletingLastPathComponent().path
-    var parentIsDirectory: ObjCBool = false
-    guard FileManager.default.fileExists(atPath: parent, isDirectory: &parentIsDirectory), parentIsDirectory.boolValue else {
-        throw ValidationError("\(option) \(path): the folder \(parent) does not exist")
-    }
-    if !FileManager.default.isWritableFile(atPath: parent) { throw ValidationError("\(option) \(path): the folder \(parent) is not writable") }
-}
-
-extension ReportOutputOptions {
-    /// Checks `--html` and `--output` before anything runs.
-    func checkPaths() throws {
-        if let html { try checkWritable(html, option: "--html") }
-        if let output { try checkWritable(output, option: "--output") }
-    }
 }
 
 /// A trace writer's output that publishes each write to a broadcast (the lackey recorder's path

@@ -50,7 +50,7 @@ struct RecordCLITests {
         (["--out", "T", "--with", "qemu", "--qemu", "/nonexistent/qemu-x86_64", "--", "/bin/true"], "qemu-user", 2),
         (["--out", "T", "--with", "vmware", "--", "/bin/true"], "--with", 64),
         (["--", "/bin/true"], "give --out FILE, --replay, or both", 64),
-        (["--out", "/nonexistent/dir/x.trace", "--", "/bin/true"], "does not exist", 64),
+        (["--out", "/nonexistent/dir/x.trace", "--", "/bin/true"], "no directory", 64),
         (["--out", "T", "--window", "5M", "--sample-every", "1M", "--", "/bin/true"], "--sample-every", 64),
     ] as [([String], String, Int32)])
     func badInput(arguments: [String], expected: String, status: Int32) throws {
