@@ -39,18 +39,21 @@ PY
 
 seconds() { /usr/bin/time -f %e "$@" 2>&1 >/dev/null | tail -n 1; }
 
-row() {   # name, command...
+row() {   # name, command...: native and recording times, trace size, replay speed, the policy table
     local name=$1; shift
     local native record
     native=$(seconds "$@")
     record=$( { /usr/bin/time -f %e "$THPSIM" record --out "$name.trace" -- "$@" >/dev/null 2>"$name.record.err"; } 2>&1 | tail -n 1)
-    local records accesses bytes
-    records=$(grep -o '^[^:]*: [0-9]* records' "$name.record.err" | grep -o '[0-9]* records' | grep -o '[0-9]*' || echo 0)
+    local records bytes accesses replay
+    records=$(grep -o '[0-9]* records in' "$name.record.err" | grep -o '^[0-9]*')
     bytes=$(stat -c %s "$name.trace")
-    accesses=$("$THPSIM" replay "$name.trace" --enabled never --json > "$name.replay.json"; "$PYTHON" -c "import json; r=json.load(open('$name.replay.json')); print(sum(r['accesses'].values()) if isinstance(r['accesses'], dict) else sum(r['accesses']))" 2>/dev/null || echo 0)
-    local replay
-    replay=$(seconds "$THPSIM" replay "$name.trace" --enabled never)
-    echo "$name | native ${native} s | record ${record} s | slowdown $("$PYTHON" -c "print(f'{$record/$native:.1f}')")× | trace $((bytes >> 20)) MiB | $("$PYTHON" -c "print(f'{$bytes/max(1,$accesses)*1e6/1048576:.2f}')") MiB per M accesses | replay ${replay} s = $("$PYTHON" -c "print(f'{$records/$replay/1e6:.1f}')") M records/s"
+    replay=$( { /usr/bin/time -f %e "$THPSIM" replay "$name.trace" --enabled never --json > "$name.replay.json"; } 2>&1 | tail -n 1)
+    accesses=$("$PYTHON" -c "import json; print(sum(json.load(open('$name.replay.json'))['accesses'].values()))")
+    echo "$name | native ${native} s | record ${record} s | slowdown $("$PYTHON" -c "print(f'{$record/$native:.1f}')")× |" \
+         "$records records, $("$PYTHON" -c "print(f'{$accesses/1e6:.0f}')") M accesses | trace $((bytes >> 20)) MiB =" \
+         "$("$PYTHON" -c "print(f'{$bytes/($accesses/1e6)/1024:.0f}')") KiB per M accesses |" \
+         "replay ${replay} s = $("$PYTHON" -c "print(f'{$records/$replay/1e6:.1f}')") M records/s, $("$PYTHON" -c "print(f'{$accesses/$replay/1e6:.0f}')") M accesses/s"
+    "$THPSIM" run --trace "$name.trace" --enabled never,madvise,always --no-progress > "$name.table.txt"
 }
 
 echo "thpsim recording benchmark — $(date -u +%F), $(nproc) cores, $(qemu-x86_64 --version | head -n 1)"
@@ -66,4 +69,4 @@ fi
 start=$(date +%s.%N)
 "$THPSIM" record --replay --enabled never,always -- sort lines1m.txt -o /dev/null > replay-table.txt
 echo "record --replay sort of 1,000,000 lines, never and always: $("$PYTHON" -c "import time; print(f'{time.time()-$start:.0f}')") s"
-cat replay-table.txt
+for name in sort xz python; do echo; cat "$name.table.txt"; done
