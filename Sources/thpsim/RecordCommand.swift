@@ -153,11 +153,18 @@ struct RecordCommand: ParsableCommand {
         if showProgress { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
 
         var failure: String?
+        let pluginStarted = !useQEMU || messages.pluginAPI != nil
         if let writer {
             switch writer.finish() {
-            case .success(let summary): print("\(out!): \(summary)")
+            case .success(let summary): if pluginStarted { print("\(out!): \(summary)") }
             case .failure(let problem): failure = problem.description
             }
+        }
+        if !pluginStarted {
+            // QEMU said why (a file that is not a plugin, an API version it does not support).
+            if let out { try? FileManager.default.removeItem(atPath: out) }
+            FileHandle.standardError.write(Data("thpsim record: error: the capture plugin did not start (QEMU's message is above); nothing was recorded\n".utf8))
+            throw ExitCode(1)
         }
         if let streamed {
             do {
@@ -176,8 +183,8 @@ struct RecordCommand: ParsableCommand {
     /// Says how the program ended and what the recording could not follow.
     private func report(_ messages: CaptureMessages, exit: ProgramExit, useQEMU: Bool) {
         var lines: [String] = []
-        if useQEMU && messages.pluginAPI == nil {
-            lines.append("the capture plugin did not start (see QEMU's message above); nothing was recorded")
+        if useQEMU && messages.instructions > 0 {
+            lines.append("the program ran \(messages.instructions) instructions (QEMU's count)")
         }
         if exit.interrupted {
             lines.append("interrupted: the program was stopped; the trace holds what it did until then")

@@ -52,6 +52,7 @@ struct RecordCLITests {
         (["--", "/bin/true"], "give --out FILE, --replay, or both", 64),
         (["--out", "/nonexistent/dir/x.trace", "--", "/bin/true"], "no directory", 64),
         (["--out", "T", "--window", "5M", "--sample-every", "1M", "--", "/bin/true"], "--sample-every", 64),
+        (["--out", "T", "--plugin", "/etc/hostname", "--", "/bin/true"], "the capture plugin did not start", 1),
     ] as [([String], String, Int32)])
     func badInput(arguments: [String], expected: String, status: Int32) throws {
         let trace = RecordingFixtures.file("bad.trace")
