@@ -37,17 +37,19 @@ with open('dict2m.py', 'w') as f:
             'print(sum(len(d[i]) for i in range(0, 2_000_000, 7)))\n')
 PY
 
-seconds() { /usr/bin/time -f %e "$@" 2>&1 >/dev/null | tail -n 1; }
+seconds() { /usr/bin/time -o time.txt -f %e "$@" >/dev/null 2>&1; cat time.txt; }
 
 row() {   # name, command...: native and recording times, trace size, replay speed, the policy table
     local name=$1; shift
     local native record
     native=$(seconds "$@")
-    record=$( { /usr/bin/time -f %e "$THPSIM" record --out "$name.trace" -- "$@" >/dev/null 2>"$name.record.err"; } 2>&1 | tail -n 1)
+    /usr/bin/time -o time.txt -f %e "$THPSIM" record --out "$name.trace" -- "$@" >"$name.record.out" 2>"$name.record.err"
+    record=$(cat time.txt)
     local records bytes accesses replay
-    records=$(grep -o '[0-9]* records in' "$name.record.err" | grep -o '^[0-9]*')
+    records=$(grep -o '[0-9]* records in' "$name.record.out" | grep -o '^[0-9]*')
     bytes=$(stat -c %s "$name.trace")
-    replay=$( { /usr/bin/time -f %e "$THPSIM" replay "$name.trace" --enabled never --json > "$name.replay.json"; } 2>&1 | tail -n 1)
+    /usr/bin/time -o time.txt -f %e "$THPSIM" replay "$name.trace" --enabled never --json > "$name.replay.json"
+    replay=$(cat time.txt)
     accesses=$("$PYTHON" -c "import json; print(sum(json.load(open('$name.replay.json'))['accesses'].values()))")
     echo "$name | native ${native} s | record ${record} s | slowdown $("$PYTHON" -c "print(f'{$record/$native:.1f}')")× |" \
          "$records records, $("$PYTHON" -c "print(f'{$accesses/1e6:.0f}')") M accesses | trace $((bytes >> 20)) MiB =" \
@@ -57,13 +59,13 @@ row() {   # name, command...: native and recording times, trace size, replay spe
 }
 
 echo "thpsim recording benchmark — $(date -u +%F), $(nproc) cores, $(qemu-x86_64 --version | head -n 1)"
-row sort sort lines1m.txt
-row xz xz -9 -c text20m.txt
+row sort sort lines1m.txt -o /dev/null
+row xz xz -9 -k -f text20m.txt
 row python "$PYTHON" dict2m.py
 if command -v valgrind >/dev/null; then
     native=$(seconds sort lines20k.txt)
-    qemu=$( { /usr/bin/time -f %e "$THPSIM" record --with qemu --out small-qemu.trace -- sort lines20k.txt >/dev/null 2>/dev/null; } 2>&1 | tail -n 1)
-    lackey=$( { /usr/bin/time -f %e "$THPSIM" record --with lackey --out small-lackey.trace -- sort lines20k.txt >/dev/null 2>/dev/null; } 2>&1 | tail -n 1)
+    qemu=$(seconds "$THPSIM" record --with qemu --out small-qemu.trace -- sort lines20k.txt)
+    lackey=$(seconds "$THPSIM" record --with lackey --out small-lackey.trace -- sort lines20k.txt)
     echo "sort 20,000 lines | native ${native} s | qemu ${qemu} s | lackey ${lackey} s"
 fi
 start=$(date +%s.%N)

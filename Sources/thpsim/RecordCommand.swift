@@ -40,13 +40,13 @@ struct RecordCommand: ParsableCommand {
     @Option(help: "The valgrind executable.")
     var valgrind = "valgrind"
 
-    @Option(help: "Instructions per thread not traced at the start (qemu; e.g. 1G).")
+    @Option(parsing: .unconditional, help: "Instructions (of all threads) not traced at the start (qemu; e.g. 1G).")
     var skip: String?
 
-    @Option(help: "Instructions per thread traced in each sampling window (qemu; e.g. 100M).")
+    @Option(parsing: .unconditional, help: "Instructions traced in each sampling window (qemu; e.g. 100M).")
     var window: String?
 
-    @Option(name: .customLong("sample-every"), help: "Instructions from one window's start to the next (qemu; needs --window).")
+    @Option(name: .customLong("sample-every"), parsing: .unconditional, help: "Instructions from one window's start to the next (qemu; needs --window).")
     var sampleEvery: String?
 
     @Option(help: "With --replay: THP enabled policies (default: never,madvise,always).")
@@ -61,7 +61,7 @@ struct RecordCommand: ParsableCommand {
     @Option(name: .customLong("set"), help: "With --replay: a tunable and its value(s), NAME=V1,V2, as in thpsim run.")
     var tunables: [String] = []
 
-    @Option(help: "With --replay: simulated physical memory per cell (default 8G).")
+    @Option(parsing: .unconditional, help: "With --replay: simulated physical memory per cell (default 8G).")
     var memory: String?
 
     @OptionGroup var output: ReportOutputOptions

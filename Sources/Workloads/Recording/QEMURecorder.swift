@@ -31,9 +31,9 @@ public struct ProgramExit: Sendable, Hashable {
     }
 }
 
-/// Sampling of accesses while recording (system calls are always recorded whole): skip the first
-/// `skip` instructions, then record `window` instructions every `every` (0: one window; a
-/// `window` of 0 with a `skip` records everything after the skip). Counted per thread.
+/// Sampling of accesses while recording (system calls and first touches are always recorded): skip
+/// the first `skip` instructions, then record `window` instructions every `every` (0: one window; a
+/// `window` of 0 with a `skip` records everything after the skip). Counted over all threads.
 public struct CaptureSampling: Sendable, Hashable {
     public var skip: UInt64 = 0
     public var window: UInt64 = 0
