@@ -25,6 +25,10 @@ struct RecordCommand: ParsableCommand {
     @Option(help: "Trace file to write.")
     var out: String?
 
+    @Option(name: .customLong("max-trace-size"), parsing: .unconditional,
+            help: "Stop the program once the trace file reaches this size (default 32G; recording also stops when less than 1G is left free on the disk).")
+    var maxTraceSize = "32G"
+
     @Flag(help: "Replay the program on the model as it runs and print the comparison table (as thpsim run).")
     var replay = false
 
@@ -106,6 +110,8 @@ struct RecordCommand: ParsableCommand {
             throw ExitCode(error.exitStatus)
         }
         if let out, let problem = ReportOutputOptions.problem(writing: out) { throw ValidationError("--out \(out): \(problem)") }
+        let maxTraceBytes = try parseSize(maxTraceSize, option: "--max-trace-size")
+        if maxTraceBytes < 1 << 20 { throw ValidationError("--max-trace-size: at least 1M") }
 
         // The grid and its cells, built (and every machine loaded) before the program starts.
         var grid = ExperimentGrid(workloads: [.recorded(command.joined(separator: " "))])
@@ -121,7 +127,7 @@ struct RecordCommand: ParsableCommand {
         let handle: @Sendable (String) -> Void = { messages.handle($0) }
         let writer = try out.map { path in
             try TraceFileWriterThread(path: path, input: broadcast.input(cells.count), format: format, broadcast: broadcast,
-                                      onMessage: cells.isEmpty ? handle : nil)
+                                      limit: maxTraceBytes, onMessage: cells.isEmpty ? handle : nil)
         }
         let streamed: StreamedRun?
         do {
@@ -260,21 +266,21 @@ final class TraceFileWriterThread: @unchecked Sendable {
     private var outcome: Result<String, RecordError> = .failure(RecordError("not finished"))
 
     init(path: String, input: CaptureBroadcast.Input, format: StreamedRun.Format, broadcast: CaptureBroadcast,
-         onMessage: (@Sendable (String) -> Void)?) throws {
+         limit: UInt64, onMessage: (@Sendable (String) -> Void)?) throws {
         let file: TraceFile
         do throws(TraceError) { file = try TraceFile(path: path, mode: .write) } catch { throw ValidationError("--out \(path): \(error)") }
         let box = UncheckedSendable((file, input))
         Thread.detachNewThread { [self] in
             let (file, input) = box.value
-            outcome = Self.write(file, path: path, input: input, format: format, broadcast: broadcast, onMessage: onMessage)
+            outcome = Self.write(file, path: path, input: input, format: format, broadcast: broadcast, limit: limit, onMessage: onMessage)
             done.signal()
         }
     }
 
     private static func write(_ file: TraceFile, path: String, input: CaptureBroadcast.Input, format: StreamedRun.Format,
-                              broadcast: CaptureBroadcast, onMessage: (@Sendable (String) -> Void)?) -> Result<String, RecordError> {
+                              broadcast: CaptureBroadcast, limit: UInt64, onMessage: (@Sendable (String) -> Void)?) -> Result<String, RecordError> {
         do throws(TraceError) {
-            let output = CancellingOutput(file: file, broadcast: broadcast)
+            let output = CancellingOutput(file: file, broadcast: broadcast, limit: limit)
             let summary: String
             switch format {
             case .captureStream:
@@ -306,10 +312,37 @@ final class TraceFileWriterThread: @unchecked Sendable {
 }
 
 /// A trace file whose first failed write cancels the stream.
+/// A trace file whose first failed write cancels the stream, and which stops the recording before
+/// it passes `limit` bytes or leaves less than `reserve` bytes free on its file system (a runaway
+/// program must not fill the disk).
 struct CancellingOutput: TraceOutput {
     let file: TraceFile
     let broadcast: CaptureBroadcast
+    let limit: UInt64
+    static let reserve: UInt64 = 1 << 30
+    private var written: UInt64 = 0
+    private var nextSpaceCheck: UInt64 = 0
+
+    init(file: TraceFile, broadcast: CaptureBroadcast, limit: UInt64) {
+        self.file = file
+        self.broadcast = broadcast
+        self.limit = limit
+    }
+
     mutating func write(_ bytes: [UInt8]) throws(TraceError) {
+        written += UInt64(bytes.count)
+        if written > limit {
+            broadcast.cancel()
+            throw TraceError(.io, at: Int(written), expected: "the trace reached --max-trace-size (\(limit >> 20) MiB)")
+        }
+        if written >= nextSpaceCheck {
+            nextSpaceCheck = written + (64 << 20)
+            var fs = statvfs()
+            if statvfs(file.path, &fs) == 0, UInt64(fs.f_bavail) * UInt64(fs.f_frsize) < Self.reserve {
+                broadcast.cancel()
+                throw TraceError(.io, at: Int(written), expected: "less than \(Self.reserve >> 30) GiB is left free on the trace's file system")
+            }
+        }
         do throws(TraceError) { try file.write(bytes) } catch {
             broadcast.cancel()
             throw error

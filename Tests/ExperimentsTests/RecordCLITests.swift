@@ -93,6 +93,18 @@ struct RecordCLITests {
         #expect(r.err.contains("writing /dev/full failed"), "stderr: \(r.err)")
     }
 
+    @Test("--max-trace-size stops the program once the trace reaches it; replay reports the trace cut short")
+    func sizeLimit() throws {
+        let trace = RecordingFixtures.file("limited.trace")
+        let r = try Binary.run(["record", "--out", trace, "--max-trace-size", "1M", "--", "dd", "if=/dev/zero", "of=/dev/null", "bs=1M", "count=1000000"])
+        #expect(!r.crashed && r.status == 1)
+        #expect(r.err.contains("--max-trace-size"), "stderr: \(r.err)")
+        let size = (try FileManager.default.attributesOfItem(atPath: trace)[.size] as? Int) ?? 0
+        #expect(size > 0 && size <= 1 << 20)
+        let replay = try Binary.run(["replay", trace])
+        #expect(replay.status == 2 && replay.err.contains("truncated"), "stderr: \(replay.err)")
+    }
+
     @Test("a sampled recording's TLB miss rate and steady speedup stay near the full recording's")
     func samplingAccuracy() throws {
         // sort of 20,000 seeded lines: about 30 M accesses, 1 M instructions sampled in every 5 M.
