@@ -338,6 +338,15 @@ public struct FrameTable: @unchecked Sendable {
         }
     }
 
+    /// The first frame below `end` whose record has a non-zero word, or nil (for the invariant checker:
+    /// the buddy allocator's untouched blocks must have none). Reading never-written records costs the
+    /// host no memory: they are the host's zero page.
+    func firstWrittenRecord(below end: Int) -> PFN? {
+        let records = UnsafeRawPointer(words).assumingMemoryBound(to: (UInt64, UInt64).self)
+        for i in 0..<end where records[i] != (0, 0) { return PFN(UInt32(i)) }
+        return nil
+    }
+
     /// The words of `pfn`'s record as plain 32-bit integers, for the C writers of whole records.
     private func plainWords(_ pfn: PFN) -> UnsafeMutablePointer<UInt32> {
         UnsafeMutableRawPointer(words + pfn.index &* 4).assumingMemoryBound(to: UInt32.self)
