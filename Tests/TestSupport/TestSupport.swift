@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import VMCore
 import PhysicalMemory
 import Kernel
@@ -46,4 +49,22 @@ public extension UInt64 {
     static let KiB: UInt64 = 1 << 10
     static let MiB: UInt64 = 1 << 20
     static let GiB: UInt64 = 1 << 30
+}
+
+/// This test process as the host sees it.
+public enum HostProcess {
+    /// Resident bytes now (the second field of `/proc/self/statm`, in pages), or nil off Linux.
+    public static var residentBytes: UInt64? {
+        #if canImport(Glibc)
+        guard let file = fopen("/proc/self/statm", "r") else { return nil }
+        defer { fclose(file) }
+        var line = [CChar](repeating: 0, count: 256)
+        guard fgets(&line, Int32(line.count), file) != nil else { return nil }
+        let fields = String(cString: line).split(separator: " ")
+        guard fields.count >= 2, let pages = UInt64(fields[1]) else { return nil }
+        return pages * UInt64(sysconf(Int32(_SC_PAGESIZE)))
+        #else
+        return nil
+        #endif
+    }
 }
