@@ -1,3 +1,8 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import Synchronization
 import VMCore
 import HostIntrinsics
@@ -342,9 +347,20 @@ public struct FrameTable: @unchecked Sendable {
     /// the buddy allocator's untouched blocks must have none). Reading never-written records costs the
     /// host no memory: they are the host's zero page.
     func firstWrittenRecord(below end: Int) -> PFN? {
-        let records = UnsafeRawPointer(words).assumingMemoryBound(to: (UInt64, UInt64).self)
-        for i in 0..<end where records[i] != (0, 0) { return PFN(UInt32(i)) }
-        return nil
+        let chunk = 256   // records per 4 KiB, compared at once
+        return withUnsafeTemporaryAllocation(byteCount: chunk * Self.bytesPerFrame, alignment: 64) { zero -> PFN? in
+            zero.initializeMemory(as: UInt8.self, repeating: 0)
+            var start = 0
+            while start < end {
+                let n = min(chunk, end - start)
+                if memcmp(UnsafeRawPointer(words + start * 4), zero.baseAddress!, n * Self.bytesPerFrame) != 0 {
+                    return (start..<(start + n)).first { i in (0..<4).contains { word(PFN(UInt32(i)), $0).pointee.load(ordering: .relaxed) != 0 } }
+                        .map { PFN(UInt32($0)) }
+                }
+                start += n
+            }
+            return nil
+        }
     }
 
     /// The words of `pfn`'s record as plain 32-bit integers, for the C writers of whole records.
