@@ -60,11 +60,34 @@ public enum HostProcess {
         defer { fclose(file) }
         var line = [CChar](repeating: 0, count: 256)
         guard fgets(&line, Int32(line.count), file) != nil else { return nil }
-        let fields = String(cString: line).split(separator: " ")
+        let fields = line.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }.split(separator: " ")
         guard fields.count >= 2, let pages = UInt64(fields[1]) else { return nil }
         return pages * UInt64(sysconf(Int32(_SC_PAGESIZE)))
         #else
         return nil
         #endif
+    }
+}
+
+/// How long the randomized, stress and race-exploring tests run. `swift test` runs them short, so the
+/// whole suite takes a few minutes; `.ci/run` sets `THPSIM_TEST_LENGTH=full` for the lengths they
+/// were written with. A test's own variable (`THPSIM_STEPS`, `THPSIM_RACE_SEEDS`, …) wins over both.
+public enum TestLength {
+    /// Whether `THPSIM_TEST_LENGTH=full` is set.
+    public static let isFull: Bool = {
+        #if canImport(Glibc)
+        guard let value = getenv("THPSIM_TEST_LENGTH") else { return false }
+        return String(cString: value) == "full"
+        #else
+        return false
+        #endif
+    }()
+
+    /// `full` under `THPSIM_TEST_LENGTH=full`, else `short`; an integer in `variable`, if set, instead.
+    public static func pick(short: Int, full: Int, variable: String? = nil) -> Int {
+        #if canImport(Glibc)
+        if let variable, let value = getenv(variable), let n = Int(String(cString: value)) { return n }
+        #endif
+        return isFull ? full : short
     }
 }
