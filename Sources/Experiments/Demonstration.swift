@@ -47,8 +47,15 @@ public struct Demonstration: Sendable {
         }
         var settings = design.defaultSettings
         settings.useZeroPage = true
-        let kernel = Kernel(KernelConfiguration(memoryBytes: memoryBytes, mode: mode, design: design,
-                                                hugepageSettings: settings))
+        let configuration = KernelConfiguration(memoryBytes: memoryBytes, mode: mode, design: design, hugepageSettings: settings)
+        // The demonstration touches its region a few times over, and its closing invariant check keeps
+        // about 32 bytes per frame of memory.
+        let checker = (memoryBytes >> PageGeometry.pageShift) * 32
+        if let shortfall = HostLimits.shortfall("--memory \(ByteCount.human(memoryBytes))", reserved: configuration.hostReservation,
+                                                resident: configuration.hostResident(touching: 3 * regionBytes) + checker) {
+            throw .invalid("\(shortfall)")
+        }
+        let kernel = Kernel(configuration)
         guard let parent = kernel.createAddressSpace() else { throw .step("no memory for a process") }
         var steps: [String] = []
         func check<T>(_ what: String, _ r: Result<T, AccessFault>) throws(Failure) {

@@ -183,4 +183,17 @@ public struct ExperimentGrid: Sendable, Hashable, Codable {
         if let m = memoryBytes, m < 16 << 20 || m > 1 << 40 { p.append("--memory: \(m) bytes is not a size from 16M to 1T") }
         return p
     }
+
+    /// The host memory problem of running `jobs` cells at once, each kernel filling host memory as its
+    /// workload touches its footprint (`KernelConfiguration.hostShortfall`); empty when the host can.
+    public func hostProblems(jobs: Int) -> [String] {
+        let atOnce = UInt64(max(1, min(jobs, cells.count)))
+        return workloads.compactMap { w -> String? in
+            guard let synthetic = w.synthetic, let size = w.size else { return nil }
+            let configuration = KernelConfiguration(memoryBytes: memoryBytes ?? w.defaultMemoryBytes, mode: .metadata)
+            let request = "--workload \(synthetic) --size \(ByteCount.human(size))" + (atOnce > 1 ? " (\(atOnce) cells at once, --jobs)" : "")
+            return HostLimits.shortfall(request, reserved: atOnce * configuration.hostReservation,
+                                        resident: atOnce * configuration.hostResident(touching: size)).map(\.description)
+        }
+    }
 }

@@ -48,6 +48,20 @@ public struct TranslationCost {
         self.machine = machine; self.placement = placement; self.accesses = accesses
     }
 
+    /// Why the host cannot hold a case over `bytes`, which faults in every page of the region (in a
+    /// VM, the guest's and the host's kernel both); nil when it can.
+    public func hostShortfall(bytes: UInt64) -> HostMemoryShortfall? {
+        let memory = (bytes + (256 << 20)).alignedUpToGiB
+        let kernel = KernelConfiguration(memoryBytes: memory, mode: .metadata)
+        var reserved = kernel.hostReservation, resident = kernel.hostResident(touching: bytes)
+        if case .virtualMachine = placement {
+            let host = KernelConfiguration(memoryBytes: memory + (256 << 20), mode: .metadata)
+            reserved += host.hostReservation
+            resident += host.hostResident(touching: memory)
+        }
+        return HostLimits.shortfall("--sizes \(ByteCount.human(bytes))", reserved: reserved, resident: resident)
+    }
+
     /// Runs one case. Throws when the kernel model refuses the setup (e.g. too little memory).
     public func run(_ pattern: Pattern, bytes: UInt64, hugepages: Bool) throws(Errno) -> Prediction {
         let memory = (bytes + (256 << 20)).alignedUpToGiB

@@ -7,6 +7,7 @@ extension BuddyAllocator {
     /// `__isolate_free_page()` via `isolate_freepages_block()`, and `split_free_page()`).
     public func isolateFreePage(_ pfn: PFN) -> Bool {
         lists.withLock { lists -> Bool in
+            listUntouched(downTo: pfn, &lists)
             // The free block containing pfn starts at pfn aligned down to its order.
             var found: (PFN, Int)?
             for order in 0...Int(PageOrder.max.rawValue) {
@@ -39,7 +40,8 @@ extension BuddyAllocator {
     /// `__compact_finished()`).
     public func hasFreeBlock(order: PageOrder) -> Bool {
         lists.withLock { lists in
-            (Int(order.rawValue)...Int(PageOrder.max.rawValue)).contains { lists.heads[$0] != FrameTable.noLink }
+            lists.untouched > 0
+                || (Int(order.rawValue)...Int(PageOrder.max.rawValue)).contains { lists.heads[$0] != FrameTable.noLink }
         }
     }
 }

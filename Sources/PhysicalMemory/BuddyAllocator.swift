@@ -7,6 +7,20 @@ import VMCore
 /// A free block of order `o` starts at a PFN aligned to 2^o; its buddy is `pfn ^ (1 << o)`. Freeing
 /// merges a block with its buddy while the buddy is free at the same order, so no two free buddies of
 /// one order ever coexist.
+///
+/// **Untouched blocks.** The max-order blocks at the bottom of memory that nothing has allocated yet
+/// are on no list: their records stay zero, so the host backs none of the frame table they cover
+/// (a 1 TiB machine declares 4 GiB of records; a run costs the host what it touches). They are the
+/// max-order list's cold end, in the order the boot-time loop would have linked them, so allocation
+/// order is the same as with every block listed; the next one is taken when the list is empty, and
+/// `isolateFreePage` lists them down to the one it needs (Linux: `DEFERRED_STRUCT_PAGE_INIT`,
+/// `deferred_grow_zone()`).
+///
+/// ```
+///  PFN 0                     untouched × 2^10                                       frames.count
+///  | untouched max-order blocks | blocks the allocator has handed out or listed | tail blocks |
+///    (all-zero records)           (max-order list: freed blocks first, then the listed ones, top down)
+/// ```
 public final class BuddyAllocator: @unchecked Sendable {
     public let frames: FrameTable
     public let watermarks: Watermarks
@@ -15,6 +29,8 @@ public final class BuddyAllocator: @unchecked Sendable {
     struct FreeLists {
         var heads = InlineArray<11, UInt32>(repeating: FrameTable.noLink)
         var blocks = InlineArray<11, Int>(repeating: 0)
+        /// Max-order blocks from PFN 0 up that have never been on a list (see "Untouched blocks").
+        var untouched = 0
     }
     /// The zone lock (Linux: `zone->lock`) and what it guards.
     let lists = SpinLocked(FreeLists())
@@ -41,15 +57,23 @@ public final class BuddyAllocator: @unchecked Sendable {
         self.frames = frames
         self.watermarks = watermarks
         perCPU = PerCPUPageLists(totalPages: frames.count, enabled: perCPULists)
-        var pfn = 0
+        // Whole max-order blocks stay untouched; the smaller ones of a ragged end are listed, as the
+        // largest aligned blocks that fit (Linux: `__free_pages_memory()`).
+        let whole = frames.count >> Int(PageOrder.max.rawValue)
+        lists.withLock { $0.untouched = whole }
+        freeCount.store(whole << Int(PageOrder.max.rawValue), ordering: .relaxed)
+        var pfn = whole << Int(PageOrder.max.rawValue)
         while pfn < frames.count {
-            // The largest aligned block that fits (Linux: `__free_pages_memory()`).
-            var order = Int(PageOrder.max.rawValue)
+            var order = Int(PageOrder.max.rawValue) - 1
             while order > 0 && (pfn & ((1 << order) - 1) != 0 || pfn + (1 << order) > frames.count) { order -= 1 }
             freeToFreeLists(PFN(pfn), order: PageOrder(order))
             pfn += 1 << order
         }
     }
+
+    /// Frames `0 ..< untouchedFrames` are in untouched max-order blocks: free, on no list, with
+    /// all-zero records (see "Untouched blocks"). Exact when no CPU is allocating.
+    public var untouchedFrames: Int { lists.withLock { $0.untouched } << Int(PageOrder.max.rawValue) }
 
     /// Free base pages now, on the free lists and on the per-CPU lists (a lockless sum: exact when no
     /// CPU is allocating or freeing).
@@ -94,10 +118,18 @@ public final class BuddyAllocator: @unchecked Sendable {
     func takeBlock(order: PageOrder, _ lists: inout FreeLists) -> PFN? {
         var current = Int(order.rawValue)
         while current <= Int(PageOrder.max.rawValue) && lists.heads[current] == FrameTable.noLink { current += 1 }
-        guard current <= Int(PageOrder.max.rawValue) else { return nil }
-        let pfn = PFN(lists.heads[current])
-        unlink(pfn, order: current, &lists)
-        frames.clear(pfn)
+        let pfn: PFN
+        if current <= Int(PageOrder.max.rawValue) {
+            pfn = PFN(lists.heads[current])
+            unlink(pfn, order: current, &lists)
+            frames.clear(pfn)
+        } else {
+            // The max-order list's cold end: the highest untouched block, whose records are zero.
+            guard lists.untouched > 0 else { return nil }
+            lists.untouched -= 1
+            current = Int(PageOrder.max.rawValue)
+            pfn = PFN(UInt32(lists.untouched << current))
+        }
         // Split: give the upper halves back (Linux: `expand()`).
         while current > Int(order.rawValue) {
             current -= 1
@@ -148,6 +180,27 @@ public final class BuddyAllocator: @unchecked Sendable {
         lists.blocks[order] += 1
     }
 
+    /// Puts the untouched blocks from the highest down to the one holding `pfn` on the max-order
+    /// list's cold end, in that order, as they would have been listed at boot (Linux:
+    /// `deferred_grow_zone()`). Nothing happens for a frame above the untouched ones.
+    func listUntouched(downTo pfn: PFN, _ lists: inout FreeLists) {
+        let shift = Int(PageOrder.max.rawValue)
+        let target = pfn.index >> shift
+        guard target < lists.untouched else { return }
+        var tail = lists.heads[shift]
+        while tail != FrameTable.noLink && frames.nextFree(PFN(tail)) != FrameTable.noLink { tail = frames.nextFree(PFN(tail)) }
+        while lists.untouched > target {
+            lists.untouched -= 1
+            let block = PFN(UInt32(lists.untouched << shift))
+            frames.setHeader(block, kind: .free, order: .max, flags: .buddy)
+            frames.setNextFree(block, FrameTable.noLink)
+            frames.setPrevFree(block, tail)
+            if tail == FrameTable.noLink { lists.heads[shift] = block.rawValue } else { frames.setNextFree(PFN(tail), block.rawValue) }
+            tail = block.rawValue
+            lists.blocks[shift] += 1
+        }
+    }
+
     func unlink(_ pfn: PFN, order: Int, _ lists: inout FreeLists) {
         let next = frames.nextFree(pfn), prev = frames.prevFree(pfn)
         if prev == FrameTable.noLink { lists.heads[order] = next } else { frames.setNextFree(PFN(prev), next) }
@@ -156,7 +209,11 @@ public final class BuddyAllocator: @unchecked Sendable {
     }
 
     /// Free blocks per order, as `/proc/buddyinfo` shows them.
-    public var freeBlocksPerOrder: [Int] { lists.withLock { lists in (0..<lists.blocks.count).map { lists.blocks[$0] } } }
+    public var freeBlocksPerOrder: [Int] {
+        lists.withLock { lists in
+            (0..<lists.blocks.count).map { lists.blocks[$0] + ($0 == Int(PageOrder.max.rawValue) ? lists.untouched : 0) }
+        }
+    }
 
     /// The unusable free space index for `order`: the fraction of free memory that lies in blocks too
     /// small for an allocation of that order; 0 means none, 1 means all (Linux: `unusable_free_index()`
@@ -169,8 +226,9 @@ public final class BuddyAllocator: @unchecked Sendable {
         return Double(total - usable) / Double(total)
     }
 
-    /// Walks every free list and calls `body(head, order)` for each free block.
-    public func forEachFreeBlock(_ body: (PFN, PageOrder) -> Void) {
+    /// Walks every free list and calls `body(head, order)` for each free block; with `untouched`, the
+    /// untouched blocks after the max-order list, highest first.
+    public func forEachFreeBlock(untouched: Bool = true, _ body: (PFN, PageOrder) -> Void) {
         lists.withLock { lists in
             for order in 0...Int(PageOrder.max.rawValue) {
                 var cursor = lists.heads[order]
@@ -178,6 +236,10 @@ public final class BuddyAllocator: @unchecked Sendable {
                     body(PFN(cursor), PageOrder(order))
                     cursor = frames.nextFree(PFN(cursor))
                 }
+            }
+            guard untouched else { return }
+            for block in stride(from: lists.untouched - 1, through: 0, by: -1) {
+                body(PFN(UInt32(block << Int(PageOrder.max.rawValue))), .max)
             }
         }
     }

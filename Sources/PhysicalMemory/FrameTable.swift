@@ -1,3 +1,8 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import Synchronization
 import VMCore
 import HostIntrinsics
@@ -335,6 +340,26 @@ public struct FrameTable: @unchecked Sendable {
     private func implicitTailsAreBlank(_ head: PFN) -> Bool {
         (4..<PageGeometry.pmdOrder.pages).allSatisfy { i in
             (0..<4).allSatisfy { word(head + i, $0).pointee.load(ordering: .relaxed) == 0 }
+        }
+    }
+
+    /// The first frame below `end` whose record has a non-zero word, or nil (for the invariant checker:
+    /// the buddy allocator's untouched blocks must have none). Reading never-written records costs the
+    /// host no memory: they are the host's zero page.
+    func firstWrittenRecord(below end: Int) -> PFN? {
+        let chunk = 256   // records per 4 KiB, compared at once
+        return withUnsafeTemporaryAllocation(byteCount: chunk * Self.bytesPerFrame, alignment: 64) { zero -> PFN? in
+            zero.initializeMemory(as: UInt8.self, repeating: 0)
+            var start = 0
+            while start < end {
+                let n = min(chunk, end - start)
+                if memcmp(UnsafeRawPointer(words + start * 4), zero.baseAddress!, n * Self.bytesPerFrame) != 0 {
+                    return (start..<(start + n)).first { i in (0..<4).contains { word(PFN(UInt32(i)), $0).pointee.load(ordering: .relaxed) != 0 } }
+                        .map { PFN(UInt32($0)) }
+                }
+                start += n
+            }
+            return nil
         }
     }
 

@@ -7,18 +7,26 @@ extension PhysicalMemory {
     /// frame not on a free list has a non-free kind; tails link to a head whose folio covers them
     /// (Linux: `VM_BUG_ON_PAGE` checks in `mm/page_alloc.c`).
     ///
+    /// The untouched blocks at the bottom of memory (`BuddyAllocator`) must have all-zero records; the
+    /// per-frame checks cover the frames above them, so their cost follows the memory a run used.
+    ///
     /// - Complexity: O(frames). Call it with the system quiescent.
     public func checkPhysicalInvariants() -> [String] {
         var problems: [String] = []
-        var inFreeBlock = [Bool](repeating: false, count: totalPages)
-        var freeTotal = 0
+        let base = buddy.untouchedFrames
+        if let written = frames.firstWrittenRecord(below: base) {
+            problems.append("\(written) is in an untouched free block but its record was written")
+        }
+        var inFreeBlock = [Bool](repeating: false, count: totalPages - base)
+        var freeTotal = base
         var heads: [PageOrder: Set<UInt32>] = [:]
-        buddy.forEachFreeBlock { pfn, order in
+        buddy.forEachFreeBlock(untouched: false) { pfn, order in
             if !pfn.isAligned(order: order) { problems.append("free block \(pfn) is not aligned to \(order)") }
             if pfn.index + order.pages > totalPages { problems.append("free block \(pfn) \(order) runs past memory") ; return }
+            if pfn.index < base { problems.append("free block \(pfn) is listed among the untouched blocks") ; return }
             for i in 0..<order.pages {
-                if inFreeBlock[pfn.index + i] { problems.append("frame \(pfn + i) is on two free lists") }
-                inFreeBlock[pfn.index + i] = true
+                if inFreeBlock[pfn.index - base + i] { problems.append("frame \(pfn + i) is on two free lists") }
+                inFreeBlock[pfn.index - base + i] = true
             }
             if frames.kind(pfn) != .free || !frames.flags(pfn).contains(.buddy) || frames.order(pfn) != order {
                 problems.append("free block head \(pfn) has kind \(frames.kind(pfn)), flags \(frames.flags(pfn).rawValue), \(frames.order(pfn))")
@@ -32,9 +40,10 @@ extension PhysicalMemory {
             }
         }
         buddy.forEachPerCPUBlock { pfn, order in
+            if pfn.index < base { problems.append("per-CPU block \(pfn) is among the untouched blocks") ; return }
             for i in 0..<order.pages {
-                if inFreeBlock[pfn.index + i] { problems.append("frame \(pfn + i) is on a free list and a per-CPU list") }
-                inFreeBlock[pfn.index + i] = true
+                if inFreeBlock[pfn.index - base + i] { problems.append("frame \(pfn + i) is on a free list and a per-CPU list") }
+                inFreeBlock[pfn.index - base + i] = true
             }
             if frames.kind(pfn) != .free || !frames.flags(pfn).contains(.perCPU) || frames.order(pfn) != order {
                 problems.append("per-CPU block \(pfn) has kind \(frames.kind(pfn)), flags \(frames.flags(pfn).rawValue), \(frames.order(pfn))")
@@ -42,10 +51,10 @@ extension PhysicalMemory {
             freeTotal += order.pages
         }
         if freeTotal != freePages { problems.append("free count \(freePages) but the free lists hold \(freeTotal) pages") }
-        for i in 0..<totalPages {
-            let pfn = PFN(i)
+        for i in base..<totalPages {
+            let pfn = PFN(UInt32(i))
             let kind = frames.kind(pfn)
-            if inFreeBlock[i] {
+            if inFreeBlock[i - base] {
                 if kind != .free { problems.append("\(pfn) is in a free block but has kind \(kind)") }
                 if frames.flags(pfn).isDisjoint(with: [.buddy, .perCPU]) && (frames.refcount(pfn) != 0 || frames.mapcount(pfn) != 0 || frames.link(pfn) != 0) {
                     problems.append("\(pfn) inside a free block carries counts or a link")

@@ -54,6 +54,9 @@ struct CalibrateCommand: ParsableCommand {
         }
         guard accesses > 0 else { throw ValidationError("--accesses must be positive") }
         let experiment = TranslationCost(machine: d, placement: where_, accesses: accesses)
+        for size in sizeList {
+            if let shortfall = experiment.hostShortfall(bytes: size) { throw ValidationError("\(shortfall)") }
+        }
         print("machine \(d.name), \(where_); ns/access predicted (THP share of the region in brackets)")
         print("pattern  size    4K ns    THP ns   speedup  L1 miss/acc 4K  walk refs/acc 4K  walk refs/acc THP  DRAM refs/acc 4K  THP")
         for size in sizeList {

@@ -22,6 +22,10 @@ struct ReplayCommand: ParsableCommand {
     func run() throws {
         guard (1...64).contains(cpus) else { throw ValidationError("--cpus must be 1 to 64") }
         let setup = try options.setup(cpus: cpus, defaultMemory: 8 << 30)
+        if let shortfall = setup.hostShortfall("--memory \(options.memory ?? "8G")", touching: 0) {
+            FileHandle.standardError.write(Data("error: \(shortfall)\n".utf8))
+            throw ExitCode(1)
+        }
         let executor = try setup.makeExecutor()
         let records: Int
         switch Result(catching: { () throws(TraceError) -> Int in

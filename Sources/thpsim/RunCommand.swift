@@ -155,6 +155,7 @@ struct RunCommand: ParsableCommand {
             throw ValidationError("--shard writes JSON for thpsim merge; give --csv or --html to merge instead")
         }
         if let jobs, !(1...256).contains(jobs) { throw ValidationError("--jobs: \(jobs) is not between 1 and 256") }
+        if let problem = grid.hostProblems(jobs: jobs ?? ProcessInfo.processInfo.activeProcessorCount).first { throw ValidationError(problem) }
         var machines: [String: MachineDescription] = [:]
         for m in grid.machines { machines[m] = try loadMachine(m) }
         var runner = ExperimentRunner(grid: grid, machines: machines)

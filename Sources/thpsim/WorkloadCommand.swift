@@ -67,6 +67,10 @@ struct WorkloadCommand: ParsableCommand {
         // Memory: the footprint twice over (fork copies), plus room for tables, rounded to 1 GiB.
         let memory = ((2 * bytes + (512 << 20)) + (1 << 30) - 1) & ~((1 << 30) - 1)
         let setup = try options.setup(cpus: threads, defaultMemory: memory)
+        if let shortfall = setup.hostShortfall("--size \(size)", touching: bytes) {
+            FileHandle.standardError.write(Data("error: \(shortfall)\n".utf8))
+            throw ExitCode(1)
+        }
         var executor = try setup.makeExecutor()
         workload.generate(p, into: &executor)
         options.print(executor.finish())

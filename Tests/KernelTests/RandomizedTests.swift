@@ -356,11 +356,11 @@ struct RandomizedTests {
     static var seed: UInt64 {
         ProcessInfo.processInfo.environment["THPSIM_SEED"].flatMap { UInt64($0) } ?? 0x5EED_2026
     }
-    static var steps: Int {
-        ProcessInfo.processInfo.environment["THPSIM_STEPS"].flatMap { Int($0) } ?? 10_000
-    }
+    static var steps: Int { TestLength.pick(short: 2_500, full: 10_000, variable: "THPSIM_STEPS") }
+    /// Steps of the huge-page runs.
+    static var hugeSteps: Int { TestLength.pick(short: 600, full: 2_000, variable: "THPSIM_HUGE_STEPS") }
 
-    @Test("10,000 random operations keep every byte and every invariant (seed printed; THPSIM_SEED replays)")
+    @Test("random operations (10,000 at full length) keep every byte and every invariant (seed printed; THPSIM_SEED replays)")
     func randomOperations() {
         let seed = Self.seed
         print("randomized kernel test: seed \(seed) (replay with THPSIM_SEED=\(seed)), \(Self.steps) steps")
@@ -372,7 +372,7 @@ struct RandomizedTests {
     @Test("with huge pages: random operations over 2 MiB regions, settings and splits keep every byte and invariant")
     func randomOperationsWithHugepages() {
         let seed = Self.seed ^ 0x7E90   // 0x7E9 until the page choice stopped depending on hash order; this one exercises 7 huge faults and splits
-        let steps = ProcessInfo.processInfo.environment["THPSIM_HUGE_STEPS"].flatMap { Int($0) } ?? 2_000
+        let steps = Self.hugeSteps
         print("randomized huge-page test: seed \(seed) (replay with THPSIM_SEED=\(Self.seed)), \(steps) steps")
         var run = RandomizedRun(seed: seed, hugepages: true)
         run.run(steps: steps)
@@ -385,7 +385,7 @@ struct RandomizedTests {
     @Test("linux-6.18: random operations with PTE-mapped THPs, deferred splits and folio splits keep every byte and invariant")
     func randomOperationsWithHugepagesToday() {
         let seed = Self.seed ^ 0x618
-        let steps = ProcessInfo.processInfo.environment["THPSIM_HUGE_STEPS"].flatMap { Int($0) } ?? 2_000
+        let steps = Self.hugeSteps
         print("randomized linux-6.18 test: seed \(seed) (replay with THPSIM_SEED=\(Self.seed)), \(steps) steps")
         var run = RandomizedRun(seed: seed, hugepages: true, design: .linux6_18)
         run.run(steps: steps)
@@ -399,7 +399,7 @@ struct RandomizedTests {
     @Test("linux-6.18 with a swap device of 2 MiB clusters: THPs go to swap whole; swap cache and shared reclaim keep every byte and invariant")
     func randomOperationsWithSwapClusters() {
         let seed = Self.seed ^ 0x5C1
-        let steps = ProcessInfo.processInfo.environment["THPSIM_HUGE_STEPS"].flatMap { Int($0) } ?? 2_000
+        let steps = TestLength.pick(short: 1_000, full: 2_000, variable: "THPSIM_HUGE_STEPS")   // fewer never swap in
         print("randomized swap-cluster test: seed \(seed) (replay with THPSIM_SEED=\(Self.seed)), \(steps) steps")
         var run = RandomizedRun(seed: seed, hugepages: true, design: .linux6_18, swap: SwapConfiguration(clusters: true))
         run.run(steps: steps)

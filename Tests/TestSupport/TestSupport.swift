@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import VMCore
 import PhysicalMemory
 import Kernel
@@ -46,4 +49,45 @@ public extension UInt64 {
     static let KiB: UInt64 = 1 << 10
     static let MiB: UInt64 = 1 << 20
     static let GiB: UInt64 = 1 << 30
+}
+
+/// This test process as the host sees it.
+public enum HostProcess {
+    /// Resident bytes now (the second field of `/proc/self/statm`, in pages), or nil off Linux.
+    public static var residentBytes: UInt64? {
+        #if canImport(Glibc)
+        guard let file = fopen("/proc/self/statm", "r") else { return nil }
+        defer { fclose(file) }
+        var line = [CChar](repeating: 0, count: 256)
+        guard fgets(&line, Int32(line.count), file) != nil else { return nil }
+        let fields = line.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }.split(separator: " ")
+        guard fields.count >= 2, let pages = UInt64(fields[1]) else { return nil }
+        return pages * UInt64(sysconf(Int32(_SC_PAGESIZE)))
+        #else
+        return nil
+        #endif
+    }
+}
+
+/// How long the randomized, stress and race-exploring tests run. `swift test` runs them short, so the
+/// whole suite takes a few minutes; `.ci/run` sets `THPSIM_TEST_LENGTH=full` for the lengths they
+/// were written with. A test's own variable (`THPSIM_STEPS`, `THPSIM_RACE_SEEDS`, …) wins over both.
+public enum TestLength {
+    /// Whether `THPSIM_TEST_LENGTH=full` is set.
+    public static let isFull: Bool = {
+        #if canImport(Glibc)
+        guard let value = getenv("THPSIM_TEST_LENGTH") else { return false }
+        return String(cString: value) == "full"
+        #else
+        return false
+        #endif
+    }()
+
+    /// `full` under `THPSIM_TEST_LENGTH=full`, else `short`; an integer in `variable`, if set, instead.
+    public static func pick(short: Int, full: Int, variable: String? = nil) -> Int {
+        #if canImport(Glibc)
+        if let variable, let value = getenv(variable), let n = Int(String(cString: value)) { return n }
+        #endif
+        return isFull ? full : short
+    }
 }

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import Workloads
+import TestSupport
 
 /// Native scenario runs on this machine's kernel, through the built `thpsim` binary.
 ///
@@ -65,13 +66,19 @@ struct ScenarioNativeTests {
         #expect(before == after, "the enabled tunable was restored")
     }
 
-    @Test("the linux-6.18 conformance suite agrees with the live kernel (scenarios/thp and scenarios/thp-6.18, --design linux-6.18)",
+    /// The conformance files: at full length (`THPSIM_TEST_LENGTH=full`) all of `scenarios/thp` and
+    /// `scenarios/thp-6.18` (about a minute here), else `scenarios/thp-6.18` alone.
+    static func conformanceFiles() -> [String] {
+        (TestLength.isFull ? thpFiles() : []) + files(in: "scenarios/thp-6.18")
+    }
+
+    @Test("the linux-6.18 conformance suite agrees with the live kernel (scenarios/thp-6.18, and scenarios/thp at full length, --design linux-6.18)",
           .enabled(if: isRoot, "native scenarios need root"),
           .enabled(if: hasTHP, "this kernel has no /sys/kernel/mm/transparent_hugepage"),
           .enabled(if: thpsim != nil, "the thpsim binary was not found next to the test bundle (run swift build)"))
     func conformance() throws {
-        let files = Self.thpFiles() + Self.files(in: "scenarios/thp-6.18")
-        #expect(files.count >= Self.thpFiles().count + 5)
+        let files = Self.conformanceFiles()
+        #expect(files.count >= (TestLength.isFull ? Self.thpFiles().count : 0) + 5)
         let knobs = ["enabled", "defrag", "use_zero_page"].map { "/sys/kernel/mm/transparent_hugepage/\($0)" }
         let before = try knobs.map { try String(contentsOfFile: $0, encoding: .utf8) }
         let (status, output) = try Self.runThpsim(["scenario", "--compare", "--design", "linux-6.18", "--json"] + files)

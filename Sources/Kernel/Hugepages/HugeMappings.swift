@@ -51,11 +51,11 @@ final class HugeMappings: @unchecked Sendable {
     /// Slots for huge pages anywhere in `totalPages` frames.
     init(totalPages: Int) {
         slotCount = totalPages / PageGeometry.pmdOrder.pages + 1
-        slots = .allocate(byteCount: slotCount * Self.slotBytes, alignment: Self.slotBytes)
-        slots.initializeMemory(as: UInt8.self, repeating: 0, count: slotCount * Self.slotBytes)
+        // Zeroed, and backed by the host only where huge pages have been.
+        slots = HostMemory.allocate(bytes: slotCount * Self.slotBytes)
     }
 
-    deinit { slots.deallocate() }
+    deinit { HostMemory.release(slots, bytes: slotCount * Self.slotBytes) }
 
     @inline(__always) private func slot(_ head: PFN) -> UnsafeMutableRawPointer {
         let index = Int(head.rawValue >> PageGeometry.pmdOrder.rawValue)

@@ -31,10 +31,9 @@ public final class PageTableStore: @unchecked Sendable {
     /// A store that can hold up to `maxTables` tables at once.
     public init(maxTables: Int) {
         chunkCapacity = maxTables / Self.slotsPerChunk + 1
-        directory = .allocate(capacity: chunkCapacity)
-        directory.initialize(repeating: nil, count: chunkCapacity)
-        lockDirectory = .allocate(capacity: chunkCapacity)
-        lockDirectory.initialize(repeating: nil, count: chunkCapacity)
+        // Zeroed (nil) and backed by the host only as chunks come.
+        directory = HostMemory.allocate(UnsafeMutablePointer<Atomic<UInt64>>?.self, count: chunkCapacity)
+        lockDirectory = HostMemory.allocate(UnsafeMutablePointer<Atomic<UInt32>>?.self, count: chunkCapacity)
     }
 
     deinit {
@@ -45,8 +44,8 @@ public final class PageTableStore: @unchecked Sendable {
             lockDirectory[c]!.deinitialize(count: Self.slotsPerChunk * Self.lockStride)
             UnsafeMutableRawPointer(lockDirectory[c]!).deallocate()
         }
-        directory.deallocate()
-        lockDirectory.deallocate()
+        HostMemory.release(directory, count: chunkCapacity)
+        HostMemory.release(lockDirectory, count: chunkCapacity)
     }
 
     /// Takes a slot whose entries are all empty: from this CPU's free slots, refilled from the shared

@@ -86,14 +86,13 @@ final class LRULists: @unchecked Sendable {   // every mutable field is guarded 
         staged = PerCPUStacks(capacities: [Self.stageSize, Self.stageSize])
         heads = .allocate(capacity: 1)
         heads.initialize(to: Heads())
-        nodes = .allocate(capacity: frames.count)
-        nodes.initialize(repeating: Node(next: 0, prev: 0, origin: 0), count: frames.count)
+        // Zeroed (every node unlinked) and backed by the host only where folios have been.
+        nodes = HostMemory.allocate(Node.self, count: frames.count)
     }
 
     deinit {
         staged.release()
-        nodes.deinitialize(count: frames.count)
-        nodes.deallocate()
+        HostMemory.release(nodes, count: frames.count)
         heads.deinitialize(count: 1)
         heads.deallocate()
     }

@@ -44,8 +44,8 @@ public final class SwapDevice: @unchecked Sendable {
         /// Slot → the page standing for it, and back.
         var cache: [Int: PFN] = [:]
         var cachedSlot: [PFN: Int] = [:]
-        /// One bit per slot in use.
-        var used: [UInt64]
+        /// One bit per slot in use; zeroed host memory, backed only where slots have been used.
+        let used: UnsafeMutableBufferPointer<UInt64>
         var cursor = 0
         var inUse = 0
 
@@ -68,8 +68,11 @@ public final class SwapDevice: @unchecked Sendable {
         precondition(capacity >= 0, "a swap device of \(capacity) slots")
         hasClusters = configuration.clusters
         storage = configuration.storage ?? MemorySwapStorage()
-        map = SpinLocked(Map(used: [UInt64](repeating: 0, count: (capacity + 63) / 64)))
+        let words = (capacity + 63) / 64
+        map = SpinLocked(Map(used: UnsafeMutableBufferPointer(start: HostMemory.allocate(UInt64.self, count: words), count: words)))
     }
+
+    deinit { map.withLock { HostMemory.release($0.used.baseAddress!, count: $0.used.count) } }
 
     /// Slots in use now (Linux: `si->inuse_pages`; meminfo `SwapTotal - SwapFree`).
     public var usedSlots: Int { map.withLock { $0.inUse } }

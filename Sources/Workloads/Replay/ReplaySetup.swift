@@ -33,6 +33,12 @@ public struct ReplaySetup: Sendable {
         return t.set(tunable.name, to: tunable.value)
     }
 
+    /// Why the host cannot hold a run on this setup that touches `bytes` of simulated memory, with
+    /// `request` naming the option that asks for it (`KernelConfiguration.hostShortfall`); nil if it can.
+    public func hostShortfall(_ request: String, touching bytes: UInt64) -> HostMemoryShortfall? {
+        KernelConfiguration(memoryBytes: memoryBytes, mode: .metadata, design: design).hostShortfall(request, touching: bytes)
+    }
+
     /// Builds kernel, machine and executor.
     /// - Precondition: every tunable is valid (`problem(with:)` is nil).
     /// - Throws: `Errno.ENOMEM` when the kernel cannot create the first process.

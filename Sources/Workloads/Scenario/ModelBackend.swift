@@ -36,6 +36,10 @@ final class ModelScenarioBackend: ScenarioBackend {
         if let problem = PhysicalMemory.problem(withSize: bytes) { throw .unsupported("memory: \(problem)") }
         var configuration = KernelConfiguration(memoryBytes: bytes, mode: .data, design: kernelDesign)
         if let swap { configuration.swap = SwapConfiguration(slots: Int(swap.bytes / 4096), clusters: swap.clusters) }
+        // What a scenario touches is known only as it runs: refuse what the host cannot even reserve.
+        if let shortfall = configuration.hostShortfall("memory \(ByteCount.human(bytes))", touching: 0) {
+            throw .run("\(shortfall)")
+        }
         kernel = Kernel(configuration)
     }
 

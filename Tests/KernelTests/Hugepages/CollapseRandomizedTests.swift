@@ -165,11 +165,11 @@ struct CollapseRandomizedRun {
 
 @Suite("Randomized collapse: MADV_COLLAPSE and khugepaged among writes, splits, swap, forks and pins")
 struct CollapseRandomizedTests {
-    @Test("every byte and invariant survive 1,000 random steps with collapses (THPSIM_SEED replays)")
+    @Test("every byte and invariant survive random steps with collapses (1,000 at full length; THPSIM_SEED replays)")
     func randomCollapses() {
         let seed = ProcessInfo.processInfo.environment["THPSIM_SEED"].flatMap { UInt64($0) } ?? 0xC0_11A9_5E
         var run = CollapseRandomizedRun(seed: seed)
-        let (collapsed, byKhugepaged) = run.run(steps: 1_000)
+        let (collapsed, byKhugepaged) = run.run(steps: TestLength.pick(short: 400, full: 1_000))
         let vm = run.kernel.vmstat
         print("randomized collapse test: seed \(seed), \(collapsed) steps allocated a huge page for a collapse, khugepaged collapsed \(byKhugepaged), pswpout \(vm[.pswpout]), pswpin \(vm[.pswpin]), thp_scan_exceed_swap_pte \(vm[.thpScanExceedSwapPTE])")
         #expect(vm[.pswpout] > 0 && vm[.pswpin] > 0, "the run never swapped")
@@ -177,13 +177,13 @@ struct CollapseRandomizedTests {
         #expect(collapsed > 20 && byKhugepaged > 5, "the run collapsed too little to mean anything")
     }
 
-    @Test("under memory pressure (16 MiB of memory in an 8 MiB machine), kswapd and direct reclaim keep every byte")
+    @Test("under memory pressure (16 MiB of memory in an 8 MiB machine), kswapd and direct reclaim keep every byte (600 steps at full length)")
     func randomUnderPressure() {
         let seed = (ProcessInfo.processInfo.environment["THPSIM_SEED"].flatMap { UInt64($0) } ?? 0xC0_11A9_5E) ^ 0x9E55
         // One process: the model's reclaim swaps out only pages one PTE maps (docs/notes.md).
         var run = CollapseRandomizedRun(seed: seed, memory: 8 << 20, ranges: 8,
                                         watermarks: Watermarks(min: 32, low: 128, high: 256), pressure: true)
-        let (collapsed, _) = run.run(steps: 600)
+        let (collapsed, _) = run.run(steps: TestLength.pick(short: 300, full: 600))
         let vm = run.kernel.vmstat
         let reclaimed = run.kernel.kswapd.pagesReclaimed
         print("randomized pressure test: seed \(seed), \(collapsed) collapses, reclaimed \(reclaimed), pswpout \(vm[.pswpout]), pswpin \(vm[.pswpin]), compact_stall \(vm[.compactStall]), free \(run.kernel.memory.freePages)")

@@ -13,7 +13,7 @@ import TestSupport
 struct RaceExplorationTests {
     static var seeds: [UInt64] {
         if let one = ProcessInfo.processInfo.environment["THPSIM_RACE_SEED"].flatMap({ UInt64($0) }) { return [one] }
-        let count = ProcessInfo.processInfo.environment["THPSIM_RACE_SEEDS"].flatMap { Int($0) } ?? 600
+        let count = TestLength.pick(short: 120, full: 600, variable: "THPSIM_RACE_SEEDS")
         return (0..<UInt64(count)).map { $0 }
     }
 
