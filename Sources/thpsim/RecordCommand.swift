@@ -174,7 +174,10 @@ struct RecordCommand: ParsableCommand {
         }
         if let streamed {
             do {
-                let report = try streamed.wait()
+                var report = try streamed.wait()
+                if messages.instructions > 0 {
+                    for i in report.results.indices { report.results[i].instructions = messages.instructions }
+                }
                 if failure == nil { try output.emit(report) }
             } catch { failure = failure ?? "\(error)" }
         }

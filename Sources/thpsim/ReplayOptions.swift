@@ -16,7 +16,7 @@ struct ReplayMachineOptions: ParsableArguments {
     @Option(help: "Machine preset or config file.")
     var machine: String = "skylake-sp"
 
-    @Option(help: "Simulated physical memory (e.g. 8G).")
+    @Option(parsing: .unconditional, help: "Simulated physical memory (e.g. 8G).")
     var memory: String?
 
     @Flag(help: "Print the report as JSON.")
@@ -37,7 +37,8 @@ struct ReplayMachineOptions: ParsableArguments {
         }
         s.machine = try loadMachine(machine)
         if let memory {
-            guard let m = ByteCount.parse(memory), m >= 16 << 20, m <= 1 << 40 else {
+            let m = try parseSize(memory, option: "--memory")
+            guard m >= 16 << 20, m <= 1 << 40 else {
                 throw ValidationError("--memory: '\(memory)' is not a size from 16M to 1T")
             }
             s.memoryBytes = m

@@ -56,7 +56,7 @@ struct RunCommand: ParsableCommand {
     @Option(name: .customLong("set"), help: "A tunable below /sys/kernel/mm/transparent_hugepage/ and its value(s): NAME=V1,V2 (e.g. khugepaged/max_ptes_none=0,511, defrag=always).")
     var tunables: [String] = []
 
-    @Option(help: "Simulated physical memory per run (default: twice the footprint plus 512M, rounded up to 1G; 8G for traces).")
+    @Option(parsing: .unconditional, help: "Simulated physical memory per run (default: twice the footprint plus 512M, rounded up to 1G; 8G for traces).")
     var memory: String?
 
     @Option(help: "Run only slice I of N of the grid (I from 0) and print its results as JSON, for thpsim merge.")
@@ -133,8 +133,7 @@ struct RunCommand: ParsableCommand {
             }
         }
         if let memory {
-            guard let m = ByteCount.parse(memory) else { throw ValidationError("--memory: '\(memory)' is not a size (e.g. 8G)") }
-            grid.memoryBytes = m
+            grid.memoryBytes = try parseSize(memory, option: "--memory")
         }
     }
 

@@ -107,6 +107,9 @@ struct BadInputCLITests {
         (["run", "--workload", "gups", "--accesses", "-5"], "--accesses: '-5' is negative"),
         (["workload", "gups", "--stride", "-8"], "--stride: '-8' is negative"),
         (["run", "--workload", "gups", "--size", "0"], "--size must be a positive multiple of 4K"),
+        (["run", "--workload", "gups", "--memory", "-1"], "--memory: '-1' is negative"),
+        (["workload", "gups", "--memory", "-1G"], "--memory: '-1G' is negative"),
+        (["record", "--replay", "--skip", "-5", "--", "/bin/true"], "--skip: '-5' is negative"),
     ] as [([String], String)])
     func negativeSizes(arguments: [String], expected: String) throws {
         let r = try Binary.run(arguments)

@@ -28,6 +28,7 @@ struct RecordCLITests {
         let cells = try Self.cells(r.out)
         let never = try #require(cells["never"]), always = try #require(cells["always"])
         #expect(always["speedupVsNever"] as? Double != nil)
+        #expect((never["instructions"] as? Int ?? 0) > 100_000)
         let vmNever = try #require(never["vmstat"] as? [String: Any]), vmAlways = try #require(always["vmstat"] as? [String: Any])
         // 8 MiB advised and written: at least three aligned 2 MiB ranges fault huge under always.
         #expect((vmAlways["thp_fault_alloc"] as? Int ?? 0) >= 3)

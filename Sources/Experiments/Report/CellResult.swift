@@ -53,6 +53,8 @@ public struct CellResult: Sendable, Equatable, Codable {
     public var steady: Steady?
     /// As `speedupVsNever`, over the steady state's estimated cycles.
     public var steadySpeedupVsNever: Double?
+    /// Instructions the recorded program executed (QEMU's count; `thpsim record --replay` only).
+    public var instructions: Int?
 
     public struct Steady: Sendable, Equatable, Codable {
         /// False when the workload marked no end of set-up (a trace without one): then the steady
