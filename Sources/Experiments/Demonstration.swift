@@ -48,11 +48,8 @@ public struct Demonstration: Sendable {
         var settings = design.defaultSettings
         settings.useZeroPage = true
         let configuration = KernelConfiguration(memoryBytes: memoryBytes, mode: mode, design: design, hugepageSettings: settings)
-        // The demonstration touches its region a few times over, and its closing invariant check keeps
-        // about 32 bytes per frame of memory.
-        let checker = (memoryBytes >> PageGeometry.pageShift) * 32
-        if let shortfall = HostLimits.shortfall("--memory \(ByteCount.human(memoryBytes))", reserved: configuration.hostReservation,
-                                                resident: configuration.hostResident(touching: 3 * regionBytes) + checker) {
+        // The demonstration touches its region a few times over.
+        if let shortfall = configuration.hostShortfall("--memory \(ByteCount.human(memoryBytes))", touching: 3 * regionBytes) {
             throw .invalid("\(shortfall)")
         }
         let kernel = Kernel(configuration)

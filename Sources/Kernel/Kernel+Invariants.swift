@@ -23,15 +23,15 @@ extension Kernel {
     public func checkInvariants() -> [String] {
         var problems = memory.checkPhysicalInvariants()
         let frames = memory.frames
-        var mappings = [Int32](repeating: 0, count: memory.totalPages)
+        let mappings = FrameScratch<Int32>(count: memory.totalPages)
         // Today's design counts PMD mappings apart (the folio's entire mapcount).
-        var pmdMappings = [Int32](repeating: 0, count: memory.totalPages)
-        var tableSeen = [Bool](repeating: false, count: memory.totalPages)
-        var shmemOwner = [Int](repeating: 0, count: memory.totalPages)
+        let pmdMappings = FrameScratch<Int32>(count: memory.totalPages)
+        let tableSeen = FrameScratch<Bool>(count: memory.totalPages)
+        let shmemOwner = FrameScratch<Int>(count: memory.totalPages)
         var objectsSeen = Set<ObjectIdentifier>()
         var hugeZeroMappings: Int32 = 0
         // A page in the swap cache holds one reference more than its mappings, and may be mapped nowhere.
-        var swapCached = [Int32](repeating: 0, count: memory.totalPages)
+        let swapCached = FrameScratch<Int32>(count: memory.totalPages)
         for pfn in swapDevice.cacheContents().values where pfn.index < memory.totalPages { swapCached[pfn.index] = 1 }
 
         for mm in addressSpaces {
@@ -50,11 +50,11 @@ extension Kernel {
                     }
                 }
             }
-            mm.checkTables(mm.root, level: .pgd, base: VirtualAddress(0), &mappings, &pmdMappings, &tableSeen, &hugeZeroMappings, &problems)
+            mm.checkTables(mm.root, level: .pgd, base: VirtualAddress(0), mappings, pmdMappings, tableSeen, &hugeZeroMappings, &problems)
         }
 
         // The split's reverse map lists exactly the huge PMDs that map anonymous huge pages.
-        var listed = [Int32](repeating: 0, count: memory.totalPages)
+        let listed = FrameScratch<Int32>(count: memory.totalPages)
         let spaces = liveSpaces.withLock { $0 }
         for (head, list) in hugeMappings.all() {
             guard Int(head) < memory.totalPages else { problems.append("huge mappings name \(PFN(head)) beyond memory"); continue }
@@ -135,7 +135,7 @@ extension Kernel {
 extension AddressSpace {
     /// Walks one table for the invariant checker, counting mappings and table ownership.
     func checkTables(_ table: PageTable, level: PageTableLevel, base: VirtualAddress,
-                     _ mappings: inout [Int32], _ pmdMappings: inout [Int32], _ tableSeen: inout [Bool],
+                     _ mappings: FrameScratch<Int32>, _ pmdMappings: FrameScratch<Int32>, _ tableSeen: FrameScratch<Bool>,
                      _ hugeZeroMappings: inout Int32, _ problems: inout [String]) {
         let frames = kernel.memory.frames
         if frames.kind(table.pfn) != .pageTable { problems.append("mm \(pid): table \(table.pfn) has kind \(frames.kind(table.pfn))") }
@@ -148,7 +148,7 @@ extension AddressSpace {
             let va = base + UInt64(i) * level.entrySpan
             if level == .pte && entry.isSwapEntry { continue }  // checkSwapInvariants
             if let lower = level.lower, !entry.isHuge {
-                checkTables(kernel.table(at: entry), level: lower, base: va, &mappings, &pmdMappings, &tableSeen, &hugeZeroMappings, &problems)
+                checkTables(kernel.table(at: entry), level: lower, base: va, mappings, pmdMappings, tableSeen, &hugeZeroMappings, &problems)
                 continue
             }
             if entry.isHuge {
@@ -211,11 +211,11 @@ extension Kernel {
     /// each page's mapcount is its PTEs, the folio's entire mapcount its PMDs, `pagesMapped` the pages
     /// PTEs map (with ENTIRELY_MAPPED while a PMD does), the head's refcount every mapping (no pins with
     /// the system quiescent), and the deferred-split queue holds exactly the heads flagged so.
-    func checkFolioInvariants(_ mappings: [Int32], _ pmdMappings: [Int32], _ swapCached: [Int32]) -> [String] {
+    func checkFolioInvariants(_ mappings: FrameScratch<Int32>, _ pmdMappings: FrameScratch<Int32>, _ swapCached: FrameScratch<Int32>) -> [String] {
         var problems: [String] = []
         let frames = memory.frames
         var anonMapped = 0, anonHuge = 0
-        var listed = [Int32](repeating: 0, count: memory.totalPages)
+        let listed = FrameScratch<Int32>(count: memory.totalPages)
         for (head, list) in hugeMappings.all() where Int(head) < memory.totalPages { listed[Int(head)] = Int32(list.count) }
         let queued = Set(deferredSplitQueue.folios.withLock { $0 })
         var i = 0
@@ -270,5 +270,25 @@ extension Kernel {
         }
         if anonMapped != vmstat[.nrAnonPages] { problems.append("nr_anon_pages \(vmstat[.nrAnonPages]) but \(anonMapped) mapped anonymous pages") }
         return problems
+    }
+}
+
+/// Per-frame scratch counts for the invariant checker, zeroed host memory the host backs only where
+/// they are written (the frames a run used), so checking a 1 TiB machine does not fill 1 GiB per array.
+final class FrameScratch<T: BitwiseCopyable> {
+    private let values: UnsafeMutablePointer<T>
+    let count: Int
+
+    /// `count` values whose bytes are all zero (`T` must be valid so: 0, false).
+    init(count: Int) {
+        self.count = count
+        values = HostMemory.allocate(T.self, count: count)
+    }
+
+    deinit { HostMemory.release(values, count: count) }
+
+    subscript(_ i: Int) -> T {
+        get { precondition(i >= 0 && i < count); return values[i] }
+        set { precondition(i >= 0 && i < count); values[i] = newValue }
     }
 }

@@ -13,13 +13,13 @@ extension Kernel {
         var problems: [String] = []
         let frames = memory.frames
         let snapshot = lru.snapshot()
-        var onList = [Int8](repeating: -1, count: memory.totalPages)
+        let onList = FrameScratch<Bool>(count: memory.totalPages)
         for list in AnonLRU.allCases {
             var pages = 0
             for pfn in snapshot.lists[list.rawValue] {
                 guard pfn.index < memory.totalPages else { problems.append("LRU list names \(pfn) beyond memory"); continue }
-                if onList[pfn.index] >= 0 { problems.append("\(pfn) is on the LRU lists twice") }
-                onList[pfn.index] = Int8(list.rawValue)
+                if onList[pfn.index] { problems.append("\(pfn) is on the LRU lists twice") }
+                onList[pfn.index] = true
                 let flags = frames.flags(pfn)
                 if frames.kind(pfn) != .anonymous || flags.contains(.tail) {
                     problems.append("\(pfn) on the \(list) list is not the head of an anonymous folio")
@@ -41,11 +41,11 @@ extension Kernel {
         for i in 0..<memory.totalPages {
             let pfn = PFN(i)
             let flags = frames.flags(pfn)
-            if flags.contains(.lru) && onList[i] < 0 { problems.append("\(pfn) has PG_lru but is on no list") }
+            if flags.contains(.lru) && !onList[i] { problems.append("\(pfn) has PG_lru but is on no list") }
             if snapshot.isolated.contains(pfn.rawValue) && flags.contains(.lru) {
                 problems.append("\(pfn) is isolated but has PG_lru")
             }
-            guard frames.kind(pfn) == .anonymous, !flags.contains(.tail), onList[i] < 0,
+            guard frames.kind(pfn) == .anonymous, !flags.contains(.tail), !onList[i],
                   !snapshot.isolated.contains(pfn.rawValue) else { continue }
             if folioMapcount(pfn) > 0 || flags.contains(.swapCache) {
                 problems.append("anonymous \(flags.contains(.head) ? "folio" : "page") \(pfn) is mapped or cached but on no LRU list")
