@@ -44,6 +44,9 @@ struct RecordCommand: ParsableCommand {
     @Option(help: "The valgrind executable.")
     var valgrind = "valgrind"
 
+    @Flag(help: "Also record instruction fetches, as runs per executed block's page (qemu; slower).")
+    var fetches = false
+
     @Option(parsing: .unconditional, help: "Instructions (of all threads) not traced at the start (qemu; e.g. 1G).")
     var skip: String?
 
@@ -86,9 +89,10 @@ struct RecordCommand: ParsableCommand {
     }
 
     func run() throws {
-        let sampling = CaptureSampling(skip: try skip.map { UInt64(try parseCount($0, option: "--skip")) } ?? 0,
+        var sampling = CaptureSampling(skip: try skip.map { UInt64(try parseCount($0, option: "--skip")) } ?? 0,
                                        window: try window.map { UInt64(try parseCount($0, option: "--window")) } ?? 0,
                                        every: try sampleEvery.map { UInt64(try parseCount($0, option: "--sample-every")) } ?? 0)
+        sampling.fetches = fetches
         if let problem = sampling.problem { throw ValidationError(problem) }
         let useQEMU: Bool
         switch recorder {
@@ -100,7 +104,9 @@ struct RecordCommand: ParsableCommand {
         case "lackey"?: useQEMU = false
         default: useQEMU = QEMURecorder.findOnPath(qemu) != nil
         }
-        if !useQEMU && sampling.isSampling { throw ValidationError("--skip, --window and --sample-every need the qemu recorder") }
+        if !useQEMU && (sampling.isSampling || fetches) {
+            throw ValidationError("--skip, --window, --sample-every and --fetches need the qemu recorder")
+        }
         if !useQEMU && QEMURecorder.findOnPath(valgrind) == nil {
             fail("neither qemu-x86_64 nor \(valgrind) is installed: install Debian's qemu-user package (apt-get install qemu-user), or valgrind for --with lackey")
         }

@@ -31,13 +31,15 @@ public struct ProgramExit: Sendable, Hashable {
     }
 }
 
-/// Sampling of accesses while recording (system calls and first touches are always recorded): skip
-/// the first `skip` instructions, then record `window` instructions every `every` (0: one window; a
-/// `window` of 0 with a `skip` records everything after the skip). Counted over all threads.
+/// What the plugin records besides data accesses and system calls, and how it samples: skip the
+/// first `skip` instructions, then record `window` instructions every `every` (0: one window; a
+/// `window` of 0 with a `skip` records everything after the skip), counted over all threads; system
+/// calls and first touches are always recorded. `fetches` adds instruction-fetch runs.
 public struct CaptureSampling: Sendable, Hashable {
     public var skip: UInt64 = 0
     public var window: UInt64 = 0
     public var every: UInt64 = 0
+    public var fetches = false
     public init(skip: UInt64 = 0, window: UInt64 = 0, every: UInt64 = 0) {
         self.skip = skip; self.window = window; self.every = every
     }
@@ -201,6 +203,7 @@ public enum QEMURecorder {
         if sampling.skip > 0 { pluginSpec += ",skip=\(sampling.skip)" }
         if sampling.window > 0 { pluginSpec += ",window=\(sampling.window)" }
         if sampling.every > 0 { pluginSpec += ",every=\(sampling.every)" }
+        if sampling.fetches { pluginSpec += ",fetches=1" }
         let arguments = [qemu, "-plugin", pluginSpec] + command
         let pid: pid_t
         do throws(RecordError) { pid = try spawn(arguments) } catch {

@@ -91,6 +91,20 @@ struct QEMURecordingTests {
         #expect(kinds(s) == kinds(r))
     }
 
+    @Test("with fetches, instruction fetches are runs on the program's code pages")
+    func fetches() throws {
+        var options = CaptureSampling()
+        options.fetches = true
+        let (withFetches, exit, messages) = try recordWithQEMU(["/bin/true"], sampling: options)
+        let (without, _, _) = try recordWithQEMU(["/bin/true"])
+        #expect(exit.status == 0)
+        let fetched = withFetches.items.reduce(0) { if case .run(let r) = $1, r.kind == .fetch { $0 + r.count } else { $0 } }
+        #expect(!without.items.contains { if case .run(let r) = $0 { r.kind == .fetch } else { false } })
+        // Every executed instruction is one fetch.
+        #expect(fetched > 10_000 && abs(fetched - messages.instructions) <= messages.instructions / 100,
+                "fetches \(fetched), instructions \(messages.instructions)")
+    }
+
     @Test("a program that does not exist, or is not x86-64, is refused before QEMU starts")
     func badPrograms() throws {
         #expect(throws: RecordError.self) { try QEMURecorder.resolve(["/nonexistent/program"]) }
