@@ -15,11 +15,7 @@ public struct CaptureFileWriter<Input: TraceInput, Output: TraceOutput> {
     public init(input: Input, output: Output) throws(TraceError) {
         self.input = input
         self.output = output
-        var header = TraceFormat.magic
-        header.appendLE(TraceFormat.version)
-        header.appendLE(UInt16(0))
-        header.appendLE(UInt32(0))
-        try self.output.write(header)
+        try self.output.write(TraceFormat.header)
     }
 
     /// Copies the stream until it ends, then writes the end marker; returns the output.

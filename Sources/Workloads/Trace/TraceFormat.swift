@@ -26,6 +26,15 @@ public enum TraceFormat {
     /// Page numbers are below this (the 47-bit user address space).
     public static let pageLimit: UInt64 = 1 << 35
 
+    /// The 16 bytes a trace file starts with: magic, version, zero flags and reserved word.
+    static var header: [UInt8] {
+        var bytes = magic
+        bytes.appendLE(version)
+        bytes.appendLE(UInt16(0))
+        bytes.appendLE(UInt32(0))
+        return bytes
+    }
+
     /// Record tags.
     public enum Tag: UInt8 {
         case load = 0x01, store = 0x02, fetch = 0x03

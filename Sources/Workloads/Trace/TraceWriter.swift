@@ -24,11 +24,7 @@ public struct TraceWriter<Output: TraceOutput>: WorkloadSink {
 
     public init(output: Output) throws(TraceError) {
         self.output = output
-        var header = TraceFormat.magic
-        header.appendLE(TraceFormat.version)
-        header.appendLE(UInt16(0))
-        header.appendLE(UInt32(0))
-        try self.output.write(header)
+        try self.output.write(TraceFormat.header)
         raw.reserveCapacity(TraceFormat.targetBlockBytes + 64)
     }
 
