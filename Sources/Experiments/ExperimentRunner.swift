@@ -54,9 +54,16 @@ public struct ExperimentRunner: Sendable {
             for _ in 0..<threads { DispatchQueue.global().async(group: group) { worker() } }
             group.wait()
         }
+        return try report(results.withLock { $0 }, count: todo.count, shard: shard)
+    }
+
+    /// The report of cells `0..<count` from their outcomes (each present), in cell order; the first
+    /// failed cell's error.
+    func report(_ outcomes: [Int: Result<CellResult, ExperimentError>], count: Int,
+                shard: ExperimentReport.Shard?) throws(ExperimentError) -> ExperimentReport {
         var out: [CellResult] = []
-        for i in todo.indices {
-            switch results.withLock({ $0[i]! }) {
+        for i in 0..<count {
+            switch outcomes[i]! {
             case .success(let c): out.append(c)
             case .failure(let e): throw e
             }

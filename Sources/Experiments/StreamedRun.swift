@@ -54,21 +54,12 @@ public final class StreamedRun: Sendable {
     /// Waits for every cell and returns the report, results in cell order.
     public func wait(shard: ExperimentReport.Shard? = nil) throws(ExperimentError) -> ExperimentReport {
         group.wait()
-        var out: [CellResult] = []
-        for i in cells.indices {
-            switch results.withLock({ $0[i]! }) {
-            case .success(let c): out.append(c)
-            case .failure(let e): throw e
-            }
-        }
-        var report = ExperimentReport(grid: runner.grid, shard: shard, results: out)
-        report.computeSpeedups()
-        return report
+        return try runner.report(results.withLock { $0 }, count: cells.count, shard: shard)
     }
 }
 
 /// Moves a value that is used by one thread at a time to that thread.
-struct UncheckedBox<T>: @unchecked Sendable {
-    var value: T
-    init(_ value: T) { self.value = value }
+package struct UncheckedBox<T>: @unchecked Sendable {
+    package var value: T
+    package init(_ value: T) { self.value = value }
 }

@@ -278,7 +278,7 @@ final class TraceFileWriterThread: @unchecked Sendable {
          limit: UInt64, onMessage: (@Sendable (String) -> Void)?) throws {
         let file: TraceFile
         do throws(TraceError) { file = try TraceFile(path: path, mode: .write) } catch { throw ValidationError("--out \(path): \(error)") }
-        let box = UncheckedSendable((file, input))
+        let box = UncheckedBox((file, input))
         Thread.detachNewThread { [self] in
             let (file, input) = box.value
             outcome = Self.write(file, path: path, input: input, format: format, broadcast: broadcast, limit: limit, onMessage: onMessage)
@@ -381,7 +381,3 @@ struct TraceCensus<Base: WorkloadSink>: WorkloadSink {
     }
 }
 
-struct UncheckedSendable<T>: @unchecked Sendable {
-    var value: T
-    init(_ value: T) { self.value = value }
-}
