@@ -21,38 +21,13 @@ let package = Package(
         // simulator's own hot tables.
         .target(name: "HostIntrinsics"),
         // The capture plugin for QEMU user mode, in C; it reaches QEMU's plugin API through dlsym.
-        .target(name: "QEMUCapture", publicHeadersPath: ".", cSettings: [.unsafeFlags(["-fvisibility=hidden", "-O2"])],
+        .target(name: "QEMUCapture", publicHeadersPath: ".",
                 linkerSettings: [.linkedLibrary("dl"), .linkedLibrary("pthread")]),
-        .target(
-            name: "VMCore", dependencies: ["HostIntrinsics"],
-            // Release builds only: `SpinLocked.withLock` hands its value out inout, which dynamic
-            // exclusivity checks pay for on every lock taken (docs/performance.md).
-            swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
-        ),
-        .target(
-            name: "PhysicalMemory", dependencies: ["VMCore", "HostIntrinsics"],
-            // Release builds only: the fault path's allocator and per-CPU lists mutate class state
-            // many times per fault, and dynamic exclusivity checks cost ~15 calls per huge fault
-            // (docs/performance.md). Debug builds, which the tests use, keep them.
-            swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
-        ),
-        .target(
-            name: "Kernel", dependencies: ["VMCore", "PhysicalMemory"],
-            // As PhysicalMemory: release builds only.
-            swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
-        ),
-        .target(
-            name: "Machine", dependencies: ["VMCore", "PhysicalMemory", "Kernel", .product(name: "Histogram", package: "hdrhistogram-swift")],
-            // The TLB lookup path mutates class state on every access; dynamic exclusivity checks
-            // cost more than the lookup itself (docs/performance.md). Static checks stay on.
-            swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"])]
-        ),
-        .target(
-            name: "Workloads", dependencies: ["VMCore", "PhysicalMemory", "Kernel", "Machine"],
-            // Trace replay drives the Machine's access path per record; as there, dynamic exclusivity
-            // checks on class state cost more than the work (docs/performance.md).
-            swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"])]
-        ),
+        .target(name: "VMCore", dependencies: ["HostIntrinsics"]),
+        .target(name: "PhysicalMemory", dependencies: ["VMCore", "HostIntrinsics"]),
+        .target(name: "Kernel", dependencies: ["VMCore", "PhysicalMemory"]),
+        .target(name: "Machine", dependencies: ["VMCore", "PhysicalMemory", "Kernel", .product(name: "Histogram", package: "hdrhistogram-swift")]),
+        .target(name: "Workloads", dependencies: ["VMCore", "PhysicalMemory", "Kernel", "Machine"]),
         .target(name: "Experiments", dependencies: ["VMCore", "PhysicalMemory", "Kernel", "Machine", "Workloads"]),
         .executableTarget(
             name: "thpsim",

@@ -27,43 +27,43 @@ public final class CPU: @unchecked Sendable {
     public let tlb: TLBHierarchy
     public let pageWalkCache: PageWalkCache
     public let cache: CacheModel
-    public var counters = TranslationCounters()
+    @exclusivity(unchecked) public var counters = TranslationCounters()
     /// Each fault's latency in cycles (`TimingParameters.faultCycles(_:)`); its sum is `counters.faultCycles`.
-    public var faultLatency = FaultLatencyHistogram()
+    @exclusivity(unchecked) public var faultLatency = FaultLatencyHistogram()
     /// What goes through the cache model; less is faster to simulate and less accurate.
     public var cacheModelling = CacheModelling.pageTablesAndData {
         didSet { modelsDataCache = cacheModelling == .pageTablesAndData; modelsWalkCache = cacheModelling != .none }
     }
-    @usableFromInline var modelsDataCache = true
-    @usableFromInline var modelsWalkCache = true
+    @exclusivity(unchecked) @usableFromInline var modelsDataCache = true
+    @exclusivity(unchecked) @usableFromInline var modelsWalkCache = true
     /// The stream's accesses are independent (GUPS-like), so misses overlap: walk and data cycles are
     /// divided by the core's memory-level parallelism. Off for dependent streams (pointer chasing).
-    public var independentAccesses = false
+    @exclusivity(unchecked) public var independentAccesses = false
 
     weak var machine: Machine?
     /// Set for a guest CPU of a `VirtualMachine`: walks become two-dimensional.
-    public internal(set) var nested: NestedPaging?
+    @exclusivity(unchecked) public internal(set) var nested: NestedPaging?
     /// The address space loaded (Linux: `cpu_tlbstate.loaded_mm`).
-    public private(set) var mm: AddressSpace?
+    @exclusivity(unchecked) public private(set) var mm: AddressSpace?
     /// The loaded mm's kernel; unowned because `mm` keeps it alive while loaded.
     @usableFromInline unowned(unsafe) var kernel: Kernel?
-    @usableFromInline var root: PageTable?
+    @exclusivity(unchecked) @usableFromInline var root: PageTable?
     /// The ASID (PCID) of the loaded address space.
-    public private(set) var asid: UInt16 = 0
+    @exclusivity(unchecked) public private(set) var asid: UInt16 = 0
 
     // The last data translation that hit, as a page range; a repeat hit leaves LRU order unchanged
     // (the entry is already most recent in its set), so it can skip the array lookup.
-    @usableFromInline var filterStart: UInt64 = 0
-    @usableFromInline var filterPages: UInt64 = 0
-    @usableFromInline var filterFrame: UInt32 = 0
-    @usableFromInline var filterDirty = false
-    @usableFromInline var lastDataLine: UInt64 = .max
+    @exclusivity(unchecked) @usableFromInline var filterStart: UInt64 = 0
+    @exclusivity(unchecked) @usableFromInline var filterPages: UInt64 = 0
+    @exclusivity(unchecked) @usableFromInline var filterFrame: UInt32 = 0
+    @exclusivity(unchecked) @usableFromInline var filterDirty = false
+    @exclusivity(unchecked) @usableFromInline var lastDataLine: UInt64 = .max
     /// The cache model's write-backs already charged.
-    @usableFromInline var chargedWritebacks = 0
+    @exclusivity(unchecked) @usableFromInline var chargedWritebacks = 0
     /// The first L1 data array when it holds 4 KiB pages, unretained (`tlb` owns it), while an
     /// address space is loaded: its 4 KiB probe is the first one `TLBHierarchy.lookup` makes, so a
     /// hit there is answered inline without the level walk.
-    @usableFromInline var firstL1Data: Unmanaged<TLBArray>?
+    @exclusivity(unchecked) @usableFromInline var firstL1Data: Unmanaged<TLBArray>?
 
     @usableFromInline let baseCycles: Double
     @usableFromInline let l1Latency: Double

@@ -140,7 +140,7 @@ public final class CacheModel: @unchecked Sendable {
     }
 
     /// Lines written back to memory: dirty lines pushed out of the last level.
-    public private(set) var writebacks = 0
+    @exclusivity(unchecked) public private(set) var writebacks = 0
 
     /// Puts an entry pushed out of one level (a line with its dirty bit) at the front of the next,
     /// and so on outwards; a dirty line pushed out of the last level is written back.

@@ -16,7 +16,7 @@ public final class Machine: @unchecked Sendable {
     public let cpus: [CPU]
     /// The CPU whose kernel code is running, the initiator of shootdowns (Linux: `smp_processor_id()`).
     /// An access that faults sets it; system calls made from outside an access can set it with `run(on:_:)`.
-    public var executingCPU = 0
+    @exclusivity(unchecked) public var executingCPU = 0
     /// Which CPUs ran each address space since they last dropped its translations, by pid
     /// (Linux: `mm_cpumask()`).
     var cpumasks: [Int: UInt64] = [:]

@@ -25,9 +25,9 @@ public final class TLBArray: @unchecked Sendable {
     @usableFromInline let tags: UnsafeMutablePointer<UInt64>
     @usableFromInline let payloads: UnsafeMutablePointer<UInt64>
     @usableFromInline let stamps: UnsafeMutablePointer<UInt64>
-    @usableFromInline var clock: UInt64 = 0
+    @exclusivity(unchecked) @usableFromInline var clock: UInt64 = 0
     /// Valid entries per page size, so lookups skip sizes the array holds none of.
-    @usableFromInline var occupancy: (UInt32, UInt32, UInt32) = (0, 0, 0)
+    @exclusivity(unchecked) @usableFromInline var occupancy: (UInt32, UInt32, UInt32) = (0, 0, 0)
     /// Wide (fully associative, more than 16 ways) arrays keep a hash index and a recency list
     /// instead of scanning every way (`TLBArray+Wide.swift`).
     @usableFromInline let wide: Bool
@@ -36,8 +36,8 @@ public final class TLBArray: @unchecked Sendable {
     @usableFromInline let indexShift: UInt64
     @usableFromInline let newer: UnsafeMutablePointer<Int32>
     @usableFromInline let older: UnsafeMutablePointer<Int32>
-    @usableFromInline var newest: Int32 = 0
-    @usableFromInline var oldestSlot: Int32 = 0
+    @exclusivity(unchecked) @usableFromInline var newest: Int32 = 0
+    @exclusivity(unchecked) @usableFromInline var oldestSlot: Int32 = 0
 
     public static let validBit: UInt64 = 1 << 63
 

@@ -52,6 +52,10 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+// Nothing of ours is exported but the two symbols QEMU looks up (marked `default` below); the
+// package sets no compiler flags, so that it stays usable as a dependency.
+#pragma GCC visibility push(hidden)
+
 // ---- The QEMU plugin API, version 1: the declarations this plugin relies on. ----
 
 typedef uint64_t plugin_id;
@@ -809,3 +813,5 @@ int qemu_plugin_install(plugin_id id, const plugin_info *info, int argc, char **
     api.register_atexit(id, on_exit_of_qemu, NULL);
     return 0;
 }
+
+#pragma GCC visibility pop

@@ -12,7 +12,7 @@ import Machine
 /// is counted with its errno and the program goes on.
 public final class MachineExecutor: WorkloadSink {
     public let machine: Machine
-    public var report = ReplayReport()
+    @exclusivity(unchecked) public var report = ReplayReport()
     /// Per thread: its process (index into `processes`), or -1 for a thread not created yet.
     private var threadProcess = ContiguousArray<Int32>(repeating: -1, count: 1)
     private var processes: [AddressSpace?] = []
@@ -36,14 +36,16 @@ public final class MachineExecutor: WorkloadSink {
     }
 
     /// The thread whose CPU and address space the last access used; -1 after any event.
-    private var cachedThread = -1
+    @exclusivity(unchecked) private var cachedThread = -1
     /// Its CPU, not retained (the machine keeps its CPUs alive): the hot path does no refcounting.
-    private var cachedCPU: Unmanaged<CPU>
-    private var loads = 0, stores = 0, fetches = 0
+    @exclusivity(unchecked) private var cachedCPU: Unmanaged<CPU>
+    @exclusivity(unchecked) private var loads = 0
+    @exclusivity(unchecked) private var stores = 0
+    @exclusivity(unchecked) private var fetches = 0
     /// Accesses left before the next tick (simulated time moves, progress, maybe a memory sample).
-    private var untilTick = MachineExecutor.tickInterval
+    @exclusivity(unchecked) private var untilTick = MachineExecutor.tickInterval
     /// Ticks left before the next memory sample.
-    private var ticksUntilSample = 0
+    @exclusivity(unchecked) private var ticksUntilSample = 0
     /// Simulated time moves (and kernel threads run) every this many accesses, and at every event.
     public static let tickInterval = 1 << 16
     /// Memory is sampled every this many accesses by default, and at phase changes, forks, exits and idles.
@@ -58,11 +60,11 @@ public final class MachineExecutor: WorkloadSink {
     /// Nanoseconds of idle time the workload asked for so far (`WorkloadEvent.idle`).
     private var idleNanoseconds: UInt64 = 0
     /// The pages any process wrote, as bits: 4,096 words (1 GiB of address space) per chunk.
-    private var touchedWords = ContiguousArray<UInt64>()
+    @exclusivity(unchecked) private var touchedWords = ContiguousArray<UInt64>()
     private var touchedChunks: [UInt64: Int] = [:]
     /// A direct-mapped cache of chunk → word offset, indexed by the chunk's low bits.
-    private var chunkCacheKeys = ContiguousArray<UInt64>(repeating: .max, count: 8)
-    private var chunkCacheOffsets = ContiguousArray<Int>(repeating: 0, count: 8)
+    @exclusivity(unchecked) private var chunkCacheKeys = ContiguousArray<UInt64>(repeating: .max, count: 8)
+    @exclusivity(unchecked) private var chunkCacheOffsets = ContiguousArray<Int>(repeating: 0, count: 8)
 
     @inline(__always)
     public func access(thread: Int, address: UInt64, kind: AccessKind, count: Int) {
