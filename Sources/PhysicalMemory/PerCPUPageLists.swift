@@ -187,6 +187,12 @@ extension BuddyAllocator {
         return drained
     }
 
+    /// The blocks of `order` on CPU `cpu`'s list, oldest first (for tests).
+    func perCPUBlocks(cpu: Int, order: PageOrder) -> [PFN] {
+        guard let i = perCPU.index(order) else { return [] }
+        return perCPU.withStripe(cpu) { $0.contents(i) }.map { PFN($0) }
+    }
+
     /// Calls `body(head, order)` for each block on a per-CPU list, for the invariant checker.
     public func forEachPerCPUBlock(_ body: (PFN, PageOrder) -> Void) {
         for cpu in 0..<perCPU.cpus {

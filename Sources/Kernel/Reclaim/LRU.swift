@@ -198,6 +198,9 @@ final class LRULists: @unchecked Sendable {   // every mutable field is guarded 
         for cpu in 0..<staged.cpus { flushStage(cpu) }
     }
 
+    /// How many CPUs have a stage.
+    var cpus: Int { staged.cpus }
+
     /// Folios staged on CPU `cpu` and not linked yet (for tests: a stage is per simulated CPU).
     func stagedCount(cpu: Int) -> Int {
         let stripe = staged.stripe(cpu)
