@@ -11,8 +11,13 @@ public struct KernelConfiguration: Sendable {
     public var watermarks: Watermarks?
     /// The huge-page design the mechanism follows.
     public var design: KernelDesign
-    /// Simulated CPUs, numbered from 0 (gup-fast and the stress command name them).
+    /// Simulated CPUs, numbered from 0 (Linux: `nr_cpu_ids`): each per-CPU structure (per-CPU page
+    /// lists, the LRU's add stages, vmstat's counters, page-table slot caches) has this many slots,
+    /// and a `Machine` on this kernel has at most this many CPUs. See `problem(withCPUs:)`.
     public var cpus: Int = 16
+    /// The CPU the kernel's own threads (khugepaged, kswapd, kcompactd) run on when simulated time
+    /// moves; in 0..<`cpus`.
+    public var kernelThreadCPU = 0
     /// Per-CPU lists of free base and huge pages in front of the zone lock (Linux's pcp lists).
     public var perCPUPageLists = true
     /// The THP settings at boot; nil for the design's defaults.
@@ -27,6 +32,18 @@ public struct KernelConfiguration: Sendable {
         self.watermarks = watermarks
         self.design = design
         self.hugepageSettings = hugepageSettings
+    }
+
+    /// Why `cpus` CPUs cannot be configured, or nil: a kernel has 1 to `SimulatedCPU.maxCount`.
+    public static func problem(withCPUs cpus: Int) -> String? {
+        (1...SimulatedCPU.maxCount).contains(cpus) ? nil : "\(cpus) CPUs: a kernel has 1 to \(SimulatedCPU.maxCount)"
+    }
+
+    /// Why the CPU settings cannot be used, or nil.
+    public var cpuProblem: String? {
+        if let problem = Self.problem(withCPUs: cpus) { return problem }
+        if !(0..<cpus).contains(kernelThreadCPU) { return "kernel threads on CPU \(kernelThreadCPU): the kernel has CPUs 0 to \(cpus - 1)" }
+        return nil
     }
 }
 
@@ -43,7 +60,7 @@ public protocol TLBFlushInterface: AnyObject, Sendable {
 public final class Kernel: @unchecked Sendable {
     public let configuration: KernelConfiguration
     public let memory: PhysicalMemory
-    public let vmstat = VMStat()
+    public let vmstat: VMStat
     let tables: PageTableStore
     /// The shared zero page (Linux: `ZERO_PAGE(0)`, `empty_zero_page`).
     public let zeroPage: PFN
@@ -85,15 +102,18 @@ public final class Kernel: @unchecked Sendable {
 
     public init(_ configuration: KernelConfiguration) {
         precondition(PhysicalMemory.problem(withSize: configuration.memoryBytes) == nil)
+        precondition(configuration.cpuProblem == nil, configuration.cpuProblem ?? "")
         self.configuration = configuration
+        vmstat = VMStat(cpus: configuration.cpus)
         design = configuration.design
         locklessWalkers = LocklessWalkers()
         hugepageSettingsWord = Atomic((configuration.hugepageSettings ?? configuration.design.defaultSettings).packed)
         memory = PhysicalMemory(bytes: configuration.memoryBytes, mode: configuration.mode,
-                                watermarks: configuration.watermarks, perCPULists: configuration.perCPUPageLists)
-        tables = PageTableStore(maxTables: memory.totalPages)
+                                watermarks: configuration.watermarks, perCPULists: configuration.perCPUPageLists,
+                                cpus: configuration.cpus)
+        tables = PageTableStore(maxTables: memory.totalPages, cpus: configuration.cpus)
         hugeMappings = HugeMappings(totalPages: memory.totalPages)
-        lru = LRULists(frames: memory.frames)
+        lru = LRULists(frames: memory.frames, cpus: configuration.cpus)
         swapDevice = SwapDevice(configuration.swap, defaultSlots: memory.totalPages)
         guard let zero = memory.allocateFolio(order: .base, kind: .zeroPage, reserve: .none) else {
             preconditionFailure("no frame for the zero page")

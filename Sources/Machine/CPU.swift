@@ -253,7 +253,7 @@ public final class CPU: @unchecked Sendable {
     /// `do_user_addr_fault()` → `handle_mm_fault()`).
     func raiseFault(_ va: VirtualAddress, _ kind: MemoryAccess) -> FaultOutcome {
         guard let mm, let kernel else { return .segv(.mapErr) }
-        machine?.executingCPU = id
+        SimulatedCPU.switchTo(id)
         // A write to an entry that is present is a write-protect fault: what it allocates are copies.
         let copyOnWrite = kind == .write && mm.translate(va) != nil
         let before = FaultWork.Snapshot(kernel)

@@ -14,32 +14,38 @@ public final class Machine: @unchecked Sendable {
     public let kernel: Kernel
     public let machineDescription: MachineDescription
     public let cpus: [CPU]
-    /// The CPU whose kernel code is running, the initiator of shootdowns (Linux: `smp_processor_id()`).
-    /// An access that faults sets it; system calls made from outside an access can set it with `run(on:_:)`.
-    @exclusivity(unchecked) public var executingCPU = 0
+    /// The CPU whose code the calling host thread is running, the initiator of shootdowns (Linux:
+    /// `smp_processor_id()`): `SimulatedCPU.current`, which also picks the kernel's per-CPU state. A
+    /// CPU's fault entry switches to the CPU; whoever runs a CPU on a host thread or interleaves
+    /// CPUs on one switches with `SimulatedCPU.switchTo(_:)`; system calls made from outside an
+    /// access run on a CPU with `run(on:_:)`. The thread that builds a machine runs CPU 0 (the boot
+    /// CPU) until it switches.
+    public var executingCPU: Int { SimulatedCPU.current }
     /// Which CPUs ran each address space since they last dropped its translations, by pid
     /// (Linux: `mm_cpumask()`).
     var cpumasks: [Int: UInt64] = [:]
     public internal(set) var flushCounters = TLBFlushCounters()
 
-    /// - Precondition: the description has no problems; 1 ≤ `cpuCount` ≤ 64.
+    /// - Precondition: the description has no problems; 1 ≤ `cpuCount` ≤ 64, and the kernel has per-CPU
+    ///   state for as many (`KernelConfiguration.cpus`).
     public init(kernel: Kernel, description: MachineDescription, cpuCount: Int = 1) {
         precondition(description.problems.isEmpty, "machine description: \(description.problems)")
         precondition((1...64).contains(cpuCount), "1 to 64 CPUs")
+        precondition(cpuCount <= kernel.configuration.cpus,
+                     "\(cpuCount) CPUs on a kernel configured for \(kernel.configuration.cpus)")
         self.kernel = kernel
         machineDescription = description
         cpus = (0..<cpuCount).map { CPU(id: $0, description: description) }
         for cpu in cpus { cpu.machine = self }
         kernel.tlb = FlushForwarder(self)
+        SimulatedCPU.switchTo(0)
     }
 
     /// Runs `body` as kernel code on `cpu` (e.g. a system call the process on it makes), so that
     /// flushes it causes are local there and remote elsewhere.
-    public func run<T>(on cpu: Int, _ body: () throws -> T) rethrows -> T {
-        let previous = executingCPU
-        executingCPU = cpu
-        defer { executingCPU = previous }
-        return try body()
+    public func run<T, E: Error>(on cpu: Int, _ body: () throws(E) -> T) throws(E) -> T {
+        precondition(cpu >= 0 && cpu < cpus.count, "CPU \(cpu) of \(cpus.count)")
+        return try SimulatedCPU.run(on: cpu, body)
     }
 
     func noteRunning(_ cpu: CPU, _ mm: AddressSpace) {

@@ -52,11 +52,13 @@ public final class BuddyAllocator: @unchecked Sendable {
     /// The per-CPU lists (see `PerCPUPageLists.swift`).
     let perCPU: PerCPUPageLists
 
-    /// Builds the allocator with every frame free; `perCPULists` turns on the per-CPU lists.
-    public init(frames: FrameTable, watermarks: Watermarks, perCPULists: Bool = false) {
+    /// Builds the allocator with every frame free; `perCPULists` turns on the per-CPU lists, one set
+    /// for each of `cpus` CPUs.
+    public init(frames: FrameTable, watermarks: Watermarks, perCPULists: Bool = false,
+                cpus: Int = SimulatedCPU.defaultCount) {
         self.frames = frames
         self.watermarks = watermarks
-        perCPU = PerCPUPageLists(totalPages: frames.count, enabled: perCPULists)
+        perCPU = PerCPUPageLists(totalPages: frames.count, enabled: perCPULists, cpus: cpus)
         // Whole max-order blocks stay untouched; the smaller ones of a ragged end are listed, as the
         // largest aligned blocks that fit (Linux: `__free_pages_memory()`).
         let whole = frames.count >> Int(PageOrder.max.rawValue)

@@ -8,14 +8,22 @@ import VMCore
 /// their buddies until drained, which an allocation that finds nothing on the free lists does
 /// (`drainPerCPULists()`, Linux: `drain_all_pages()`).
 ///
+/// Each simulated CPU has lists of its own (`KernelConfiguration.cpus` of them), found by
+/// `SimulatedCPU.current` (Linux: `this_cpu_ptr(zone->per_cpu_pageset)`): a block one CPU frees is
+/// reused by that CPU's next allocation, whether CPUs run on host threads of their own or one host
+/// thread interleaves them.
+///
 /// `high` scales with memory (1/512 of it per CPU for base pages, up to 96; huge pages only when a
 /// CPU's share covers several), so small test machines cache little or nothing.
 ///
 /// The huge-page list's `high` is tuned per CPU, as Linux 6.7+ tunes `pcp->high` between `high_min`
 /// and `high_max`: it starts at the value above and rises by a batch each time the CPU has to refill
 /// from the free lists (Linux: `nr_pcp_alloc()`) or frees into a full list (Linux: `nr_pcp_high()`),
-/// up to 1/8 of memory shared among the CPU slots (Linux's `high_max` is `managed_pages / 8 / CPUs`:
-/// 126,976 pages per CPU for this machine's 7.75 GiB Normal zone, on two CPUs). A batch is half of
+/// up to 1/8 of memory shared among `highMaxShares` CPUs (Linux's `high_max` is
+/// `managed_pages / 8 / CPUs`: 126,976 pages per CPU for this machine's 7.75 GiB Normal zone, on two
+/// CPUs). The model divides by a fixed 8, the number of per-CPU slots it had before simulated CPUs
+/// owned them, whatever the configured count: dividing by that count, as Linux does, changes
+/// results of runs with more than 1 GiB, and is a change of the model of its own. A batch is half of
 /// `high`: the model's rule, where Linux refills order-9 lists two pages at a time. Linux also lets
 /// `high` decay toward `high_min` every second (`decay_pcp_high()`); the model has no clock and does
 /// not. So a CPU that faults and frees huge pages in bulk reuses its own: a refill from the free lists
@@ -31,15 +39,18 @@ final class PerCPUPageLists: @unchecked Sendable {
     /// The huge-page list's least and greatest `high`; 0 turns its caching off.
     private let highHuge: (min: Int, max: Int)
     let stacks: PerCPUStacks
+    /// How many CPUs share the 1/8 of memory the huge-page lists may hold at most (see above).
+    static let highMaxShares = 8
 
-    init(totalPages: Int, enabled: Bool) {
+    /// Lists for `cpus` CPUs.
+    init(totalPages: Int, enabled: Bool, cpus: Int) {
         let share = enabled ? totalPages / 512 : 0
         highBase = min(share, 96)
         let least = min(share / PageGeometry.pmdOrder.pages / 4, 8)
-        let most = least == 0 ? 0 : max(least, totalPages / 8 / CPUStripe.count / PageGeometry.pmdOrder.pages)
+        let most = least == 0 ? 0 : max(least, totalPages / 8 / Self.highMaxShares / PageGeometry.pmdOrder.pages)
         highHuge = (least, most)
         // One spare place per list: a free pushes before it spills.
-        stacks = PerCPUStacks(capacities: [highBase + 1, most + 1])
+        stacks = PerCPUStacks(capacities: [highBase + 1, most + 1], cpus: cpus)
     }
 
     deinit { stacks.release() }
@@ -72,7 +83,10 @@ final class PerCPUPageLists: @unchecked Sendable {
         if now < highHuge.max { stripe.setTuned(min(now + batch(i, stripe), highHuge.max)) }
     }
 
-    /// Calls `body` with the lists of stripe `cpu` locked.
+    /// How many CPUs have lists.
+    var cpus: Int { stacks.cpus }
+
+    /// Calls `body` with the lists of CPU `cpu` locked.
     @inline(__always) func withStripe<R>(_ cpu: Int, _ body: (PerCPUStacks.Stripe) -> R) -> R {
         stacks.withStripe(cpu, body)
     }
@@ -80,7 +94,7 @@ final class PerCPUPageLists: @unchecked Sendable {
     /// Base pages on every CPU's lists now (a lockless sum: exact only when no CPU is changing them).
     var pages: Int {
         var total = 0
-        for cpu in 0..<CPUStripe.count {
+        for cpu in 0..<cpus {
             let s = stacks.stripe(cpu)
             total += s.count(0) + s.count(1) * PageGeometry.pmdOrder.pages
         }
@@ -89,11 +103,11 @@ final class PerCPUPageLists: @unchecked Sendable {
 }
 
 extension BuddyAllocator {
-    /// Takes a block from this CPU's list, refilling it with `batch` blocks from the free lists when
+    /// Takes a block from the executing CPU's list, refilling it with `batch` blocks from the free lists when
     /// empty (Linux: `rmqueue_pcplist()` → `rmqueue_bulk()`).
     func allocateFromPerCPUList(_ order: PageOrder) -> PFN? {
         guard let i = perCPU.index(order) else { return nil }
-        let cpu = CPUStripe.current
+        let cpu = SimulatedCPU.current
         let (popped, batch) = perCPU.withStripe(cpu) { stripe -> (UInt32?, Int) in
             if let pfn = stripe.pop(i) { return (pfn, 0) }
             perCPU.raiseHigh(i, stripe)
@@ -116,7 +130,7 @@ extension BuddyAllocator {
             guard n > 0 else { return nil }
             let kept = UnsafeBufferPointer(rebasing: taken[0..<(n - 1)])
             for pfn in kept { frames.setHeader(PFN(pfn), kind: .free, order: order, flags: .perCPU) }
-            // Another thread of this stripe may have filled the list meanwhile: what does not fit
+            // Another thread sharing this CPU's lists may have filled them meanwhile: what does not fit
             // goes back.
             let stored = perCPU.withStripe(cpu) { stripe -> Int in
                 let room = min(kept.count, perCPU.high(i, stripe) - stripe.count(i))
@@ -131,13 +145,13 @@ extension BuddyAllocator {
         }
     }
 
-    /// Puts a block on this CPU's list, spilling `batch` blocks back to the free lists when the list
+    /// Puts a block on the executing CPU's list, spilling `batch` blocks back to the free lists when the list
     /// is above `high` (Linux: `free_unref_page()` → `free_pcppages_bulk()`).
     func freeToPerCPUList(_ start: PFN, order: PageOrder) {
         guard let i = perCPU.index(order) else { preconditionFailure("order \(order) is not cached per CPU") }
         frames.setHeader(start, kind: .free, order: order, flags: .perCPU)
         withUnsafeTemporaryAllocation(of: UInt32.self, capacity: perCPU.maxBatch) { spill in
-            let n = perCPU.withStripe(CPUStripe.current) { stripe -> Int in
+            let n = perCPU.withStripe(SimulatedCPU.current) { stripe -> Int in
                 // Every operation leaves at most `high` blocks, and the stack has one place more.
                 let pushed = stripe.push(i, start.rawValue)
                 precondition(pushed, "a per-CPU list held more than high blocks")
@@ -160,7 +174,7 @@ extension BuddyAllocator {
     @discardableResult
     public func drainPerCPULists() -> Int {
         var drained = 0
-        for cpu in 0..<CPUStripe.count {
+        for cpu in 0..<perCPU.cpus {
             for (i, order) in PerCPUPageLists.orders.enumerated() {
                 let blocks = perCPU.withStripe(cpu) { $0.removeAll(i) }
                 for pfn in blocks {
@@ -173,9 +187,15 @@ extension BuddyAllocator {
         return drained
     }
 
+    /// The blocks of `order` on CPU `cpu`'s list, oldest first (for tests).
+    func perCPUBlocks(cpu: Int, order: PageOrder) -> [PFN] {
+        guard let i = perCPU.index(order) else { return [] }
+        return perCPU.withStripe(cpu) { $0.contents(i) }.map { PFN($0) }
+    }
+
     /// Calls `body(head, order)` for each block on a per-CPU list, for the invariant checker.
     public func forEachPerCPUBlock(_ body: (PFN, PageOrder) -> Void) {
-        for cpu in 0..<CPUStripe.count {
+        for cpu in 0..<perCPU.cpus {
             for (i, order) in PerCPUPageLists.orders.enumerated() {
                 for pfn in perCPU.withStripe(cpu, { $0.contents(i) }) { body(PFN(pfn), order) }
             }

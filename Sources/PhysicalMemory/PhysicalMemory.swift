@@ -29,14 +29,16 @@ public final class PhysicalMemory: @unchecked Sendable {
         return nil
     }
 
+    /// Memory of `bytes`; `perCPULists` turns on per-CPU lists for each of `cpus` CPUs.
     /// - Precondition: `problem(withSize: bytes) == nil`.
-    public init(bytes: UInt64, mode: Mode, watermarks: Watermarks? = nil, perCPULists: Bool = false) {
+    public init(bytes: UInt64, mode: Mode, watermarks: Watermarks? = nil, perCPULists: Bool = false,
+                cpus: Int = SimulatedCPU.defaultCount) {
         precondition(Self.problem(withSize: bytes) == nil, Self.problem(withSize: bytes) ?? "")
         self.mode = mode
         totalPages = Int(bytes >> PageGeometry.pageShift)
         frames = FrameTable(frames: totalPages)
         buddy = BuddyAllocator(frames: frames, watermarks: watermarks ?? .linuxDefaults(pages: totalPages),
-                               perCPULists: perCPULists)
+                               perCPULists: perCPULists, cpus: cpus)
         if mode == .data {
             guard let s = FrameStorage(frames: totalPages) else {
                 preconditionFailure("the host refused to reserve \(ByteCount.human(bytes)) for data mode")

@@ -4,6 +4,9 @@ import Synchronization
 /// caches that each CPU fills and drains on its own (Linux: `struct per_cpu_pages`, whose lock is
 /// per CPU too).
 ///
+/// There are as many sets of stacks as the kernel has CPUs (`KernelConfiguration.cpus`); a CPU
+/// finds its own by `SimulatedCPU.current`.
+///
 /// Each CPU's stacks live in one block of host memory of their own, starting on a cache line: the
 /// lock, the counts, then the stacks' values. CPUs working at once then write different lines. A
 /// value of this type is a view, copied freely with no reference count for CPUs to fight over; its
@@ -19,11 +22,15 @@ public struct PerCPUStacks: @unchecked Sendable {
     @usableFromInline let layout: UnsafeMutablePointer<Int>
     @usableFromInline let stride: Int
     @usableFromInline let base: UnsafeMutableRawPointer
+    /// CPUs with stacks of their own.
+    public let cpus: Int
 
-    /// Stacks of the given capacities, per CPU stripe.
-    /// - Precondition: at most 14 stacks.
-    public init(capacities: [Int]) {
+    /// Stacks of the given capacities, for each of `cpus` CPUs.
+    /// - Precondition: at most 14 stacks; 1 ≤ `cpus` ≤ `SimulatedCPU.maxCount`.
+    public init(capacities: [Int], cpus: Int = SimulatedCPU.defaultCount) {
         precondition(capacities.count <= 14)
+        precondition(cpus >= 1 && cpus <= SimulatedCPU.maxCount, "\(cpus) CPUs")
+        self.cpus = cpus
         layout = .allocate(capacity: 32)
         layout.initialize(repeating: 0, count: 32)
         var offset = 64
@@ -33,8 +40,8 @@ public struct PerCPUStacks: @unchecked Sendable {
             offset += c * 4
         }
         stride = (offset + 63) / 64 * 64
-        base = .allocate(byteCount: stride * CPUStripe.count, alignment: 64)
-        base.initializeMemory(as: UInt8.self, repeating: 0, count: stride * CPUStripe.count)
+        base = .allocate(byteCount: stride * cpus, alignment: 64)
+        base.initializeMemory(as: UInt8.self, repeating: 0, count: stride * cpus)
     }
 
     /// Frees the stacks; no copy of this view may be used afterwards.
@@ -123,12 +130,12 @@ public struct PerCPUStacks: @unchecked Sendable {
         public func contents(_ i: Int) -> [UInt32] { Array(UnsafeBufferPointer(start: values(i), count: count(i))) }
     }
 
-    /// The stacks of stripe `cpu`, for lockless reads of their counts.
+    /// The stacks of CPU `cpu`, for lockless reads of their counts.
     @inlinable public func stripe(_ cpu: Int) -> Stripe {
-        Stripe(base: base + cpu &* stride, layout: layout)
+        Stripe(base: base + SimulatedCPU.slot(cpu, of: cpus) &* stride, layout: layout)
     }
 
-    /// Calls `body` with the stacks of stripe `cpu` locked.
+    /// Calls `body` with the stacks of CPU `cpu` locked.
     @inlinable public func withStripe<R>(_ cpu: Int, _ body: (Stripe) -> R) -> R {
         let s = stripe(cpu)
         s.lock.acquireLeafLock()

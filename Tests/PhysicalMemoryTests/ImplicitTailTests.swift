@@ -105,7 +105,7 @@ struct PerCPUHighTests {
 
     @Test("a CPU refilling often keeps up to 1/8 of memory over the CPU slots, then spills half, and a drain gives them back")
     func risesToMax() {
-        // 8 GiB: high starts at 2 huge pages and may rise to 2 Mi pages / 8 / 8 slots = 64 huge pages.
+        // 8 GiB: high starts at 2 huge pages and may rise to 2 Mi pages / 8 / 8 (highMaxShares) = 64 huge pages.
         let memory = PhysicalMemory(bytes: 8 << 30, mode: .metadata, watermarks: .zero, perCPULists: true)
         var heads: [PFN] = []
         for _ in 0..<100 { heads.append(memory.allocateFolio(order: PageGeometry.pmdOrder, kind: .anonymous, zeroed: false)!) }

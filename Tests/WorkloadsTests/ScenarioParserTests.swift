@@ -111,6 +111,7 @@ struct ScenarioParserTests {
         ("fork c\non c\nexit\non c", 4, "process 'c' has exited"),
         ("exit\nmmap A 4M", 2, "no current process"),
         ("fork c\non c\nmmap X 4K\non parent\nwrite X 4K", 5, "undefined region 'X' in process 'parent'"),
+        ("mmap A 4M\nfork c\nmmap P 4K\non c\nwrite P 4K", 5, "undefined region 'P' in process 'c'"),
         ("khugepaged full_scans=zero", 1, "bad full_scans 'zero'"),
         ("khugepaged sleep=1", 1, "unknown option 'sleep'"),
         ("mmap A 4M\nexit now", 2, "unexpected 'now' after exit"),
@@ -138,8 +139,17 @@ struct ScenarioParserTests {
         #expect(s.statements[0].text == "mmap A 4M")
     }
 
+    /// The other way round, a name one process maps after the fork is unknown to the other: `errors`.
     @Test("a child inherits its parent's region names at fork")
     func inheritance() throws {
-        _ = try ScenarioParser.parse("mmap A 4M\nfork c\non c\nwrite A 4K\nmmap B 4K\non parent\nwrite A 4K", file: "f")
+        let s = try ScenarioParser.parse("mmap A 4M\nfork c\non c\nwrite A 4K\nmmap B 4K\non parent\nwrite A 4K", file: "f")
+        #expect(s.statements.map(\.command.keyword) == ["mmap", "fork", "on", "write", "mmap", "on", "write"])
+        #expect(s.forkCount == 1)
+        guard case .fork(let child) = s.statements[1].command, case .on(let current) = s.statements[2].command,
+              case .write(let inChild, let size) = s.statements[3].command,
+              case .write(let inParent, _) = s.statements[6].command else { Issue.record("wrong commands"); return }
+        #expect(child == "c" && current == "c")
+        #expect(inChild == AddressExpression(region: "A", offset: 0) && size == 4096)
+        #expect(inParent == AddressExpression(region: "A", offset: 0))
     }
 }

@@ -1,6 +1,6 @@
 // Host instructions Swift has no spelling for, used on the simulator's own hot tables: streaming
 // stores for the frame table's records of large folios, written when they are allocated and freed,
-// the spin-wait hint of spinning lock waiters, and a thread-local word (`CPUStripe`).
+// the spin-wait hint of spinning lock waiters, and a thread-local word (`SimulatedCPU`).
 // Static inline functions are inlined into their Swift callers.
 #ifndef THPSIM_HOST_INTRINSICS_H
 #define THPSIM_HOST_INTRINSICS_H
@@ -14,7 +14,7 @@
 #endif
 #endif
 
-/// The calling thread's per-CPU slot plus one; 0 until `CPUStripe` assigns one. A C thread-local
+/// The simulated CPU the calling thread executes, plus one; 0 until `SimulatedCPU` sets it. A C thread-local
 /// because Swift has none: reading it is one load, where `pthread_getspecific()` is a call.
 extern _Thread_local long thpsim_thread_cpu_slot;
 

@@ -110,14 +110,16 @@ public enum VMState: Int, CaseIterable, Sendable {
 
 /// The kernel's event and state counters, kept per CPU so that simulated CPUs counting at once do not
 /// fight over one cache line, and summed when read (Linux: `count_vm_event()` on per-CPU
-/// `vm_event_states`, `mod_node_page_state()` with per-CPU diffs). A CPU is a host thread here; threads
-/// share the stripes by a thread-local number (`CPUStripe`). A view of counters the kernel owns (see
+/// `vm_event_states`, `mod_node_page_state()` with per-CPU diffs). Each simulated CPU counts in its
+/// own slot (`SimulatedCPU.current`), one per configured CPU. A view of counters the kernel owns (see
 /// `PerCPUCounters`).
 public struct VMStat: @unchecked Sendable {
     private static let eventCount = VMEvent.allCases.count
-    private let counters = PerCPUCounters(count: VMEvent.allCases.count + VMState.allCases.count)
+    private let counters: PerCPUCounters
 
-    init() {}
+    init(cpus: Int) {
+        counters = PerCPUCounters(count: VMEvent.allCases.count + VMState.allCases.count, cpus: cpus)
+    }
 
     /// Frees the counters, when the kernel goes.
     func release() { counters.release() }
@@ -127,6 +129,8 @@ public struct VMStat: @unchecked Sendable {
         counters.add(event.rawValue, n)
     }
     public subscript(event: VMEvent) -> Int { counters.sum(event.rawValue) }
+    /// The count of `event` on CPU `cpu` alone (Linux: `per_cpu(vm_event_states, cpu)`).
+    public func count(_ event: VMEvent, cpu: Int) -> Int { counters.value(event.rawValue, cpu: cpu) }
 
     /// Linux: `mod_node_page_state()`.
     @inline(__always) public func modify(_ state: VMState, _ delta: Int) {

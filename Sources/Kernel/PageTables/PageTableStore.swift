@@ -25,11 +25,12 @@ public final class PageTableStore: @unchecked Sendable {
     private let slots = SpinLocked(Slots())
     /// Free slots each CPU keeps, so that a fault's table (the one a huge PMD deposits, say) takes
     /// no lock another CPU takes; `slotBatch` move at once to or from `slots`.
-    private let perCPUSlots = PerCPUStacks(capacities: [2 * PageTableStore.slotBatch])
+    private let perCPUSlots: PerCPUStacks
     private static let slotBatch = 16
 
-    /// A store that can hold up to `maxTables` tables at once.
-    public init(maxTables: Int) {
+    /// A store that can hold up to `maxTables` tables at once, with free-slot caches for `cpus` CPUs.
+    public init(maxTables: Int, cpus: Int = SimulatedCPU.defaultCount) {
+        perCPUSlots = PerCPUStacks(capacities: [2 * PageTableStore.slotBatch], cpus: cpus)
         chunkCapacity = maxTables / Self.slotsPerChunk + 1
         // Zeroed (nil) and backed by the host only as chunks come.
         directory = HostMemory.allocate(UnsafeMutablePointer<Atomic<UInt64>>?.self, count: chunkCapacity)
@@ -51,7 +52,7 @@ public final class PageTableStore: @unchecked Sendable {
     /// Takes a slot whose entries are all empty: from this CPU's free slots, refilled from the shared
     /// list when empty.
     func allocateSlot() -> UInt32 {
-        let cpu = CPUStripe.current
+        let cpu = SimulatedCPU.current
         if let slot = perCPUSlots.withStripe(cpu, { $0.pop(0) }) { return slot }
         return withUnsafeTemporaryAllocation(of: UInt32.self, capacity: Self.slotBatch) { batch in
             let n = slots.withLock { s -> Int in
@@ -62,7 +63,7 @@ public final class PageTableStore: @unchecked Sendable {
                 }
                 return n
             }
-            // What does not fit (another thread of this stripe refilled it meanwhile) goes back.
+            // What does not fit (another thread sharing this CPU's cache refilled it meanwhile) goes back.
             let kept = perCPUSlots.withStripe(cpu) { stripe -> Int in
                 var kept = 0
                 while kept < n - 1 && stripe.push(0, batch[kept]) { kept += 1 }
@@ -99,7 +100,7 @@ public final class PageTableStore: @unchecked Sendable {
     /// spills its older half to the shared list.
     func freeSlot(_ slot: UInt32) {
         withUnsafeTemporaryAllocation(of: UInt32.self, capacity: Self.slotBatch) { spill in
-            let n = perCPUSlots.withStripe(CPUStripe.current) { stripe -> Int in
+            let n = perCPUSlots.withStripe(SimulatedCPU.current) { stripe -> Int in
                 if stripe.push(0, slot) { return 0 }
                 stripe.removeOldest(0, Self.slotBatch, into: spill.baseAddress!)
                 let pushed = stripe.push(0, slot)

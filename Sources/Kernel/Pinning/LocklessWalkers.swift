@@ -62,7 +62,7 @@ extension Kernel {
     /// Runs `body` as a lockless page-table walk on simulated CPU `cpu` (interrupts off): nothing it
     /// sees is freed before it returns.
     @inline(__always)
-    func locklessWalk<R>(cpu: Int = CPUStripe.current, _ body: () -> R) -> R {
+    func locklessWalk<R>(cpu: Int = SimulatedCPU.current, _ body: () -> R) -> R {
         locklessWalkers.enter(cpu)
         defer { locklessWalkers.exit(cpu) }
         return body()

@@ -30,12 +30,13 @@ enum AnonLRU: Int, Sendable, CaseIterable {
 /// Linux): a folio whose last reference goes is taken off in the free path (`putPage`), and whoever
 /// takes one off to work on it — isolates it — takes a reference first (`folio_isolate_lru()`).
 ///
-/// The lock is a leaf but for the staging stripes' locks (below): nothing else is taken while it is
+/// The lock is a leaf but for the stages' locks (below): nothing else is taken while it is
 /// held. Faults take it under a PTE or PMD lock, splits under `compound_lock` and with the folio's
 /// refcount frozen.
 ///
 /// **Staging.** A new folio is on its list from `add` on: it has `PG_lru`, and every operation sees
-/// it there. But `add` only stages it on its CPU's own stripe, and the next operation that takes
+/// it there. But `add` only stages it on the executing simulated CPU's own stage (one per configured
+/// CPU, found by `SimulatedCPU.current`), and the next operation that takes
 /// `lock` links the staged folios first, each CPU's in the order they came (`lockFlushed()`), so what
 /// any operation sees is what linking at once would have given, but for the order among folios that
 /// different CPUs added at about the same time (which Linux does not promise either). A fault then
@@ -46,8 +47,8 @@ enum AnonLRU: Int, Sendable, CaseIterable {
 /// off the lists and without `PG_lru` until drained; the model's staged folios hold nothing and are
 /// on the lists already, so reclaim, migration and the invariants see them as before.
 ///
-/// Lock order: `lock`, then a stripe's lock. `add` takes only its stripe's, and `lock` (then the
-/// stripes') when its stripe is full.
+/// Lock order: `lock`, then a stage's lock. `add` takes only its CPU's stage's, and `lock` (then the
+/// stages') when that stage is full.
 ///
 /// Beside the links, each folio records where it was born, for the reverse map of reclaim: its mm's
 /// fork family and the linear page index of its first page (Linux: `folio->mapping`, the anon_vma,
@@ -81,9 +82,10 @@ final class LRULists: @unchecked Sendable {   // every mutable field is guarded 
     /// Folios a CPU stages before it links them (the size of 2.6.38's `PAGEVEC_SIZE`, for scale).
     static let stageSize = 14
 
-    init(frames: FrameTable) {
+    /// Empty lists over `frames`, with a stage for each of `cpus` CPUs.
+    init(frames: FrameTable, cpus: Int = SimulatedCPU.defaultCount) {
         self.frames = frames
-        staged = PerCPUStacks(capacities: [Self.stageSize, Self.stageSize])
+        staged = PerCPUStacks(capacities: [Self.stageSize, Self.stageSize], cpus: cpus)
         heads = .allocate(capacity: 1)
         heads.initialize(to: Heads())
         // Zeroed (every node unlinked) and backed by the host only where folios have been.
@@ -162,7 +164,7 @@ final class LRULists: @unchecked Sendable {   // every mutable field is guarded 
 
     /// Puts a new folio on `list`, recording its family and linear index for the reverse map
     /// (Linux: `folio_add_new_anon_rmap()` setting `folio->mapping`/`index`, then `folio_add_lru()`
-    /// → `lru_add()`). The folio is staged on this CPU's stripe (see "Staging").
+    /// → `lru_add()`). The folio is staged on the executing CPU's stage (see "Staging").
     /// - Precondition: the folio is on no list; `head` is its head; no other thread can reach it
     ///   yet (no entry maps it), so its flags and node are written without a lock.
     @inline(__always)
@@ -171,7 +173,7 @@ final class LRULists: @unchecked Sendable {   // every mutable field is guarded 
         let old = frames.insertFlagsUnshared(head, list == .active ? [.lru, .active] : .lru)
         precondition(!old.contains(.lru), "\(head) is already on an LRU list")
         if list == .inactive && old.contains(.active) { frames.removeFlags(head, .active) }
-        let cpu = CPUStripe.current
+        let cpu = SimulatedCPU.current
         let stagedHere = staged.withStripe(cpu) { $0.push(list.rawValue, head.rawValue) }
         if stagedHere { return }
         // This CPU's stage is full: link it, and this folio after it. Other CPUs' stages stay; their
@@ -190,12 +192,22 @@ final class LRULists: @unchecked Sendable {   // every mutable field is guarded 
         flushStages()
     }
 
-    /// Links every CPU's staged folios; `lock` is held.
+    /// Links every CPU's staged folios, CPU 0's first; `lock` is held (Linux: `lru_add_drain_all()`,
+    /// which drains each CPU's `cpu_fbatches.lru_add`).
     private func flushStages() {
-        for cpu in 0..<CPUStripe.count { flushStage(cpu) }
+        for cpu in 0..<staged.cpus { flushStage(cpu) }
     }
 
-    /// Links the folios staged on stripe `cpu`, oldest first.
+    /// How many CPUs have a stage.
+    var cpus: Int { staged.cpus }
+
+    /// Folios staged on CPU `cpu` and not linked yet (for tests: a stage is per simulated CPU).
+    func stagedCount(cpu: Int) -> Int {
+        let stripe = staged.stripe(cpu)
+        return stripe.count(0) + stripe.count(1)
+    }
+
+    /// Links the folios staged on CPU `cpu`, oldest first (Linux: `lru_add_drain_cpu()`).
     /// - Precondition: `lock` is held.
     private func flushStage(_ cpu: Int) {
         let stripe = staged.stripe(cpu)

@@ -72,19 +72,23 @@ public final class ReadWriteLock: @unchecked Sendable {
     /// The writing thread's identity, with `held` once it holds the lock, or 0; on a cache line of
     /// its own.
     @usableFromInline let word: UnsafeMutablePointer<Atomic<UInt>>
-    /// One reader count per CPU stripe, each on a cache line of its own.
+    /// Reader counts, each on a cache line of its own; the executing CPU counts in
+    /// `SimulatedCPU.current & (stripes - 1)`.
     @usableFromInline let readers: UnsafeMutablePointer<Atomic<Int>>
     @usableFromInline static let lineWords = 8
+    /// How many reader counts a lock has: a power of two, fixed whatever the kernel's CPU count, since
+    /// a lock is built without one (CPUs beyond it share a count, which costs only contention).
+    @usableFromInline static let stripes = 8
 
     public init() {
-        let raw = UnsafeMutableRawPointer.allocate(byteCount: 64 * (1 + CPUStripe.count), alignment: 64)
+        let raw = UnsafeMutableRawPointer.allocate(byteCount: 64 * (1 + Self.stripes), alignment: 64)
         word = raw.bindMemory(to: Atomic<UInt>.self, capacity: 1)
         word.initialize(to: Atomic(0))
-        readers = (raw + 64).bindMemory(to: Atomic<Int>.self, capacity: CPUStripe.count * Self.lineWords)
-        for i in 0..<CPUStripe.count * Self.lineWords { (readers + i).initialize(to: Atomic(0)) }
+        readers = (raw + 64).bindMemory(to: Atomic<Int>.self, capacity: Self.stripes * Self.lineWords)
+        for i in 0..<Self.stripes * Self.lineWords { (readers + i).initialize(to: Atomic(0)) }
     }
     deinit {
-        readers.deinitialize(count: CPUStripe.count * Self.lineWords)
+        readers.deinitialize(count: Self.stripes * Self.lineWords)
         word.deinitialize(count: 1)
         UnsafeMutableRawPointer(word).deallocate()
     }
@@ -98,11 +102,13 @@ public final class ReadWriteLock: @unchecked Sendable {
         #endif
     }
 
-    @inlinable func readerCount(_ cpu: Int) -> UnsafeMutablePointer<Atomic<Int>> { readers + cpu &* Self.lineWords }
+    @inlinable func readerCount(_ cpu: Int) -> UnsafeMutablePointer<Atomic<Int>> {
+        readers + (cpu & (Self.stripes &- 1)) &* Self.lineWords
+    }
 
     /// Whether some reader holds the lock (a sum over the stripes).
     @usableFromInline var hasReaders: Bool {
-        for cpu in 0..<CPUStripe.count where readerCount(cpu).pointee.load(ordering: .sequentiallyConsistent) != 0 {
+        for cpu in 0..<Self.stripes where readerCount(cpu).pointee.load(ordering: .sequentiallyConsistent) != 0 {
             return true
         }
         return false
@@ -117,7 +123,7 @@ public final class ReadWriteLock: @unchecked Sendable {
     /// Linux: `mmap_read_lock()`. Waits while a writer holds or claims the lock.
     @inlinable public func readLock() {
         Scheduling.point()
-        let count = readerCount(CPUStripe.current)
+        let count = readerCount(SimulatedCPU.current)
         while true {
             count.pointee.wrappingAdd(1, ordering: .sequentiallyConsistent)
             if word.pointee.load(ordering: .sequentiallyConsistent) == 0 { return }
@@ -170,7 +176,7 @@ public final class ReadWriteLock: @unchecked Sendable {
     /// writer that has only claimed the lock does not stop it, as a waiting writer did not stop
     /// glibc's rwlock, which the model used before.
     @inlinable public func tryReadLock() -> Bool {
-        let count = readerCount(CPUStripe.current)
+        let count = readerCount(SimulatedCPU.current)
         count.pointee.wrappingAdd(1, ordering: .sequentiallyConsistent)
         if word.pointee.load(ordering: .sequentiallyConsistent) & Self.held == 0 { return true }
         count.pointee.wrappingSubtract(1, ordering: .releasing)
@@ -181,7 +187,7 @@ public final class ReadWriteLock: @unchecked Sendable {
         if word.pointee.load(ordering: .relaxed) == Self.thread | Self.held {
             word.pointee.store(0, ordering: .releasing)
         } else {
-            readerCount(CPUStripe.current).pointee.wrappingSubtract(1, ordering: .releasing)
+            readerCount(SimulatedCPU.current).pointee.wrappingSubtract(1, ordering: .releasing)
         }
     }
 

@@ -46,7 +46,9 @@ public enum Scheduling {
 }
 
 /// Runs tasks as simulated CPUs, one at a time, switching at `Scheduling` points by a seeded choice
-/// (the deterministic mode of ARCHITECTURE.md). A failing seed replays exactly.
+/// (the deterministic mode of ARCHITECTURE.md). Task `i` runs as simulated CPU `i`
+/// (`SimulatedCPU.current`), so its per-CPU state is the same in every run. A failing seed replays
+/// exactly.
 public final class DeterministicScheduler: @unchecked Sendable {
     private var rng: UInt64
     private var turn = -1
@@ -112,6 +114,7 @@ public final class DeterministicScheduler: @unchecked Sendable {
             pthread_create(&thread, nil, { raw in
                 let box = Unmanaged<TaskBox>.fromOpaque(raw!).takeRetainedValue()
                 pthread_setspecific(Scheduling.managedKey, UnsafeRawPointer(bitPattern: 1))
+                SimulatedCPU.switchTo(box.index % SimulatedCPU.maxCount)
                 box.scheduler.waitForTurn(box.index)
                 box.body()
                 box.scheduler.finish(box.index)

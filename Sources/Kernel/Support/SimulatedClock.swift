@@ -1,9 +1,11 @@
 import Synchronization
+import VMCore
 
 /// Simulated time, in nanoseconds since boot, that drives the kernel's own threads: khugepaged on its
 /// timer; kswapd and kcompactd as soon as the clock moves after they were woken. Nothing advances it by itself: a test, the scenario runner or the
 /// Machine layer calls `Kernel.advanceTime(by:)`, and every kernel thread whose wake-up falls inside the
-/// interval runs then, in wake-up order, on the caller's thread (Linux: `jiffies` and the timers of
+/// interval runs then, in wake-up order, on the caller's host thread as simulated CPU
+/// `KernelConfiguration.kernelThreadCPU` (Linux: `jiffies` and the timers of
 /// `wait_event_freezable_timeout()`).
 public final class SimulatedClock: Sendable {
     private let nanoseconds = Atomic<UInt64>(0)
@@ -22,9 +24,13 @@ public final class SimulatedClock: Sendable {
 
 extension Kernel {
     /// Advances simulated time by `nanoseconds`, running every kernel thread whose wake-up falls in the
-    /// interval at its wake-up time (khugepaged's scans; kcompactd when it was woken).
+    /// interval at its wake-up time (khugepaged's scans; kcompactd when it was woken), on the kernel
+    /// threads' CPU.
     public func advanceTime(by nanoseconds: UInt64) {
-        let target = clock.now + nanoseconds
+        SimulatedCPU.run(on: configuration.kernelThreadCPU) { runKernelThreads(until: clock.now + nanoseconds) }
+    }
+
+    private func runKernelThreads(until target: UInt64) {
         kswapd.runIfWoken(self)
         kcompactd.runIfWoken(self)
         while let wake = khugepaged.nextWakeup(), wake <= target {
@@ -38,9 +44,14 @@ extension Kernel {
     }
 
     /// Advances simulated time to the next kernel-thread wake-up and runs it; false when no thread is
-    /// waiting on a timer (khugepaged with no mm to scan sleeps until one registers).
+    /// waiting on a timer (khugepaged with no mm to scan sleeps until one registers). It runs on the
+    /// kernel threads' CPU.
     @discardableResult
     public func runNextKernelThreadWakeup() -> Bool {
+        SimulatedCPU.run(on: configuration.kernelThreadCPU) { runNextWakeup() }
+    }
+
+    private func runNextWakeup() -> Bool {
         if kswapd.isWoken {
             kswapd.runIfWoken(self)
             return true

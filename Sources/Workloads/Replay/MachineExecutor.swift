@@ -4,7 +4,8 @@ import Machine
 
 /// Runs a workload's events on a `Machine`: accesses go through the CPUs' TLBs and walker into the
 /// kernel's faults, system calls into the kernel's `AddressSpace` calls. Thread `t` runs on CPU
-/// `t % cpus`; each process is an address space. A run of `count` accesses to one page costs one
+/// `t % cpus` (the executor switches the host thread to that simulated CPU, so the kernel's per-CPU
+/// state is that CPU's); each process is an address space. A run of `count` accesses to one page costs one
 /// access through the MMU and `count - 1` L1 TLB hits (the run keeps one access's TLB state).
 ///
 /// What Linux would do with a bad program, the executor does too: an access the kernel cannot
@@ -190,7 +191,7 @@ public final class MachineExecutor: WorkloadSink {
               let mm = processes[Int(threadProcess[thread])] else { return false }
         let cpu = machine.cpus[thread % cpuCount]
         if cpu.mm !== mm { cpu.switchTo(mm) }
-        machine.executingCPU = cpu.id
+        SimulatedCPU.switchTo(cpu.id)
         cachedCPU = Unmanaged.passUnretained(cpu)
         cachedThread = thread
         return true
@@ -202,7 +203,7 @@ public final class MachineExecutor: WorkloadSink {
             report.droppedEvents += 1
             return
         }
-        machine.executingCPU = thread % cpuCount
+        SimulatedCPU.switchTo(thread % cpuCount)
         cachedThread = -1
         report.events += 1
         if case .exit = event { sampleMemory() }   // RSS just before the process's memory goes

@@ -49,8 +49,10 @@ public struct ReplaySetup: Sendable {
             let problem = settings.set(t.name, to: t.value)
             precondition(problem == nil, problem ?? "")
         }
-        let kernel = Kernel(KernelConfiguration(memoryBytes: memoryBytes, mode: .metadata, design: design,
-                                                hugepageSettings: settings))
+        var configuration = KernelConfiguration(memoryBytes: memoryBytes, mode: .metadata, design: design,
+                                                hugepageSettings: settings)
+        configuration.cpus = cpus
+        let kernel = Kernel(configuration)
         for t in tunables where t.name.hasPrefix("khugepaged/") {
             let problem = kernel.setKhugepagedKnob(t.name, to: t.value)
             precondition(problem == nil, problem ?? "")

@@ -100,6 +100,7 @@ public struct StressRun: Sendable {
             round += 1
             let tasks: [@Sendable () -> Void] = windows.enumerated().map { cpu, window in
                 { @Sendable in
+                    SimulatedCPU.switchTo(cpu)
                     for _ in 0..<options.operationsPerRound where window.problem == nil {
                         Self.operate(window, cpu: cpu, mm: mm, kernel: kernel, device: device, secondary: secondary)
                     }
