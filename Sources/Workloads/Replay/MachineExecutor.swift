@@ -7,6 +7,8 @@ import Machine
 /// `t % cpus` (the executor switches the host thread to that simulated CPU, so the kernel's per-CPU
 /// state is that CPU's); each process is an address space. A run of `count` accesses to one page costs one
 /// access through the MMU and `count - 1` L1 TLB hits (the run keeps one access's TLB state).
+/// Accesses reach a CPU in batches of up to 256 through `CPU.run(_:)`, the access path's one entry
+/// point, in the order the workload made them.
 ///
 /// What Linux would do with a bad program, the executor does too: an access the kernel cannot
 /// resolve kills the process (SIGSEGV/SIGBUS, recorded in `report.signals`); a system call that fails
@@ -32,14 +34,26 @@ public final class MachineExecutor: WorkloadSink {
         threadProcess[0] = 0
         baseCycles = machine.machineDescription.timing.baseCycles
         cpuCount = machine.cpus.count
-        cachedCPU = Unmanaged.passUnretained(machine.cpus[0])
         setupVMStat = machine.kernel.vmstatValues()
+    }
+
+    deinit {
+        pending.deallocate()
+        pendingNewlyTouched.deallocate()
     }
 
     /// The thread whose CPU and address space the last access used; -1 after any event.
     @exclusivity(unchecked) private var cachedThread = -1
-    /// Its CPU, not retained (the machine keeps its CPUs alive): the hot path does no refcounting.
-    @exclusivity(unchecked) private var cachedCPU: Unmanaged<CPU>
+    /// Its CPU's index in `machine.cpus`.
+    @exclusivity(unchecked) private var cachedCPUIndex = 0
+    /// Accesses queued for the bound thread's CPU (`flush()`), whether each store marked a page
+    /// first, and the thread they belong to.
+    private let pending = UnsafeMutablePointer<AccessRecord>.allocate(capacity: MachineExecutor.batchCapacity)
+    private let pendingNewlyTouched = UnsafeMutablePointer<Bool>.allocate(capacity: MachineExecutor.batchCapacity)
+    @exclusivity(unchecked) private var pendingCount = 0
+    @exclusivity(unchecked) private var pendingThread = 0
+    /// Accesses handed to the CPU in one call.
+    static let batchCapacity = 256
     @exclusivity(unchecked) private var loads = 0
     @exclusivity(unchecked) private var stores = 0
     @exclusivity(unchecked) private var fetches = 0
@@ -69,15 +83,13 @@ public final class MachineExecutor: WorkloadSink {
 
     @inline(__always)
     public func access(thread: Int, address: UInt64, kind: AccessKind, count: Int) {
-        if thread != cachedThread && !bind(thread) {
-            report.droppedAccesses &+= count
-            return
+        if thread != cachedThread {
+            flush()
+            if !bind(thread) {
+                report.droppedAccesses &+= count
+                return
+            }
         }
-        cachedCPU._withUnsafeGuaranteedRef { cpu in run(cpu, thread: thread, address: address, kind: kind, count: count) }
-    }
-
-    @inline(__always)
-    private func run(_ cpu: CPU, thread: Int, address: UInt64, kind: AccessKind, count: Int) {
         // A store marks its page before the tick, so a memory sample taken there counts it as the
         // huge page it may already have faulted in does.
         var newlyTouched = false
@@ -87,22 +99,46 @@ public final class MachineExecutor: WorkloadSink {
         case .fetch: fetches &+= count
         }
         untilTick &-= count
-        if untilTick <= 0 { tick() }
-        switch cpu.access(VirtualAddress(address), kind.memoryAccess) {
-        case .success:
-            if count > 1 {
-                let more = count - 1
-                cpu.counters.accesses &+= more
-                cpu.counters.l1Hits &+= more
-                cpu.counters.baseCycles += Double(more) * baseCycles
+        if untilTick <= 0 { flush(); tick() }
+        let n = pendingCount
+        pending[n] = AccessRecord(address: address, count: count, kind: kind.memoryAccess)
+        pendingNewlyTouched[n] = newlyTouched
+        pendingThread = thread
+        pendingCount = n &+ 1
+        if n &+ 1 == Self.batchCapacity { flush() }
+    }
+
+    /// Runs the queued accesses on the bound thread's CPU (`CPU.run(_:)`, one call per batch). The
+    /// queue is flushed before anything else looks at the machine: a thread switch, a tick, an event,
+    /// the end of the run.
+    private func flush() {
+        let n = pendingCount
+        guard n > 0 else { return }
+        pendingCount = 0
+        let (completed, fault) = machine.cpus[cachedCPUIndex].run(UnsafeBufferPointer(start: pending, count: n))
+        if let fault { accessFailed(at: completed, of: n, fault) }
+    }
+
+    /// The queued access at `index` killed its process (SIGSEGV/SIGBUS): the store that killed it
+    /// wrote nothing, and the thread's accesses queued after it are dropped as they would have been
+    /// had they come after the kill.
+    @inline(never)
+    private func accessFailed(at index: Int, of n: Int, _ fault: AccessFault) {
+        if pendingNewlyTouched[index] { clearTouched(pending[index].address, 1) }
+        for j in (index + 1)..<n {
+            let r = pending[j]
+            switch r.kind {
+            case .read: loads &-= r.count
+            case .write: stores &-= r.count
+            case .execute: fetches &-= r.count
             }
-        case .failure(let fault):
-            // The store that killed the process wrote nothing.
-            if newlyTouched { clearTouched(address, 1) }
-            let process = Int(threadProcess[thread])
-            report.signals.append(.init(thread: thread, process: process, fault: fault))
-            kill(process: process)
+            untilTick &+= r.count
+            report.droppedAccesses &+= r.count
+            if pendingNewlyTouched[j] { clearTouched(r.address, 1) }
         }
+        let process = Int(threadProcess[pendingThread])
+        report.signals.append(.init(thread: pendingThread, process: process, fault: fault))
+        kill(process: process)
     }
 
     /// Records that the 4 KiB page of `address` was written. Only writes count: a read of memory never
@@ -192,12 +228,13 @@ public final class MachineExecutor: WorkloadSink {
         let cpu = machine.cpus[thread % cpuCount]
         if cpu.mm !== mm { cpu.switchTo(mm) }
         SimulatedCPU.switchTo(cpu.id)
-        cachedCPU = Unmanaged.passUnretained(cpu)
+        cachedCPUIndex = thread % cpuCount
         cachedThread = thread
         return true
     }
 
     public func event(thread: Int, _ event: WorkloadEvent) {
+        flush()
         guard thread >= 0, thread < threadProcess.count, threadProcess[thread] >= 0,
               let mm = processes[Int(threadProcess[thread])] else {
             report.droppedEvents += 1
@@ -282,6 +319,7 @@ public final class MachineExecutor: WorkloadSink {
     /// Fills in the report's end-of-run figures: counters of the measured phase (everything, when
     /// the workload never began measuring), vmstat deltas, memory.
     public func finish() -> ReplayReport {
+        flush()
         var r = report
         r.accesses = [loads, stores, fetches]
         advanceClock()
