@@ -1,6 +1,7 @@
 import VMCore
 import Kernel
 import Workloads
+import Simulation
 
 /// What a program in an experiment is: a synthetic workload with its parameters, or a trace file.
 public struct WorkloadSpec: Sendable, Hashable, Codable {

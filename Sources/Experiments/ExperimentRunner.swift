@@ -4,6 +4,7 @@ import VMCore
 import Kernel
 import Machine
 import Workloads
+import Simulation
 
 /// Why a cell could not run: outside input (a trace that cannot be read or is malformed, a machine
 /// without memory for the first process), named by cell and file.

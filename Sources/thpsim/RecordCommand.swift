@@ -3,6 +3,7 @@ import Foundation
 import Synchronization
 import Machine
 import Workloads
+import Simulation
 import Experiments
 
 /// `thpsim record [--out FILE] [--replay …] -- COMMAND ARGS...`: runs a real program under QEMU's

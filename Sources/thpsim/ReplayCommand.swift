@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Workloads
+import Simulation
 
 /// `thpsim replay TRACE`: drives a trace (docs/trace-format.md) through the kernel model and a
 /// simulated machine, and reports counters, TLB figures, estimated cycles and memory.

@@ -4,6 +4,7 @@ import VMCore
 import Kernel
 import Machine
 import Workloads
+import Simulation
 
 /// The kernel and machine options `replay` and `workload` share.
 struct ReplayMachineOptions: ParsableArguments {

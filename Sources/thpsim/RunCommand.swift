@@ -4,6 +4,7 @@ import Synchronization
 import VMCore
 import Machine
 import Workloads
+import Simulation
 import Experiments
 
 /// `thpsim run`: the main job. Runs an experiment — workloads × designs × machines × tunables ×

@@ -1,6 +1,6 @@
 import ArgumentParser
 import Foundation
-import Workloads
+import Scenarios
 import Kernel
 
 /// `thpsim scenario FILE...`: runs scenario files on the model, natively, or both (docs/scenarios.md).

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Kernel
 import Workloads
+import Simulation
 
 /// `thpsim stress`: concurrent random operations on the kernel model with invariant and byte checks.
 struct StressCommand: ParsableCommand {

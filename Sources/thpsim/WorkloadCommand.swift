@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import VMCore
 import Workloads
+import Simulation
 
 /// `thpsim workload NAME`: runs a synthetic workload on the kernel model and a simulated machine,
 /// or writes it as a trace with `--out`.

@@ -3,6 +3,7 @@ import Foundation
 import VMCore
 import Kernel
 @testable import Workloads
+import Simulation
 
 func convert(_ text: String, chunk: Int = 7) -> (Recorder, LackeyConverter<Recorder>) {
     var c = LackeyConverter(sink: Recorder())

@@ -3,6 +3,7 @@ import VMCore
 import Kernel
 import Machine
 @testable import Workloads
+import Simulation
 
 /// Counts what a generator emits, split at `beginMeasurement`.
 struct Census: WorkloadSink {

@@ -4,6 +4,7 @@ import VMCore
 import Kernel
 import Machine
 @testable import Workloads
+import Simulation
 
 /// Collects runs (merged as the trace merges them) and events, in order.
 struct Recorder: WorkloadSink, Equatable {

@@ -4,6 +4,7 @@ import TestSupport
 import VMCore
 import Kernel
 @testable import Workloads
+import Simulation
 
 /// Seeded fuzzing of the trace reader beyond TraceFormatTests' byte corruption: whole-file mutations
 /// (insertions, deletions, truncations, duplicated ranges), and records mutated inside blocks whose

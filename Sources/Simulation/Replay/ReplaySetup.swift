@@ -1,6 +1,7 @@
 import VMCore
 import Kernel
 import Machine
+import Workloads
 
 /// The kernel and machine a replay or synthetic run drives: metadata-only memory (no page contents),
 /// Linux's default watermarks, the design's THP defaults with `enabled` overridden.

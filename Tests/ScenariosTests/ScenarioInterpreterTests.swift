@@ -1,5 +1,5 @@
 import Testing
-@testable import Workloads
+@testable import Scenarios
 
 /// The interpreter on a fake in-memory kernel: shadow semantics, outcomes, skips, alignment.
 @Suite("Scenario interpreter")

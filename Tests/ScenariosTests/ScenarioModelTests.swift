@@ -1,6 +1,6 @@
 import Foundation
 import Testing
-@testable import Workloads
+@testable import Scenarios
 
 /// Every scenario file in `scenarios/` runs on the model, in process (the model needs no fork), except
 /// those in `scenarios/pending/`, which specify behaviour the model does not have yet (each names the

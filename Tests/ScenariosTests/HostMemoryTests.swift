@@ -2,7 +2,9 @@ import Testing
 import VMCore
 import Kernel
 import TestSupport
-@testable import Workloads
+@testable import Scenarios
+import Simulation
+import Workloads
 
 /// A declared machine costs the host what a run touches, not what it declares; what the host cannot
 /// hold is refused up front, naming the option, the memory needed and the limit.
