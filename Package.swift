@@ -82,8 +82,8 @@ let package = Package(
         .testTarget(name: "SimulationTests", dependencies: ["Simulation", "Workloads", "Machine", "TestSupport"]),
         .testTarget(name: "ScenariosTests", dependencies: ["Scenarios", "Simulation", "Workloads", "TestSupport"]),
         .testTarget(name: "MachineTests", dependencies: ["Machine", "TestSupport"]),
-        .testTarget(name: "ExperimentsTests", dependencies: ["Experiments", "Simulation", "Workloads", "Machine", "Kernel",
-                                                            "TestSupport"]),
+        .testTarget(name: "ExperimentsTests", dependencies: ["Experiments", "Scenarios", "Simulation", "Workloads", "Machine",
+                                                            "Kernel", "TestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -18,7 +18,7 @@ struct HostMemoryTests {
     @Test("a 1 TiB machine in metadata mode runs a small workload in bounded host memory")
     func terabyteWorkload() throws {
         let before = try #require(HostProcess.residentBytes)
-        var setup = ReplaySetup()
+        var setup = SystemBuilder()
         setup.memoryBytes = 1 << 40
         setup.enabled = .always
         var executor = try setup.makeExecutor()

@@ -90,7 +90,7 @@ struct LackeyTests {
         let bytes = try writer.finish().bytes
         #expect(bytes.count < converter.bytes / 20, "the trace is far smaller than lackey's text")
 
-        var setup = ReplaySetup(); setup.memoryBytes = 128 << 20
+        var setup = SystemBuilder(); setup.memoryBytes = 128 << 20
         let executor = try setup.makeExecutor()
         var reader = try TraceReader(input: TraceBytes(bytes))
         let records = try reader.replay(on: executor)

@@ -77,7 +77,7 @@ struct TraceFuzzTests {
             }
             let bytes = Self.frame(raw: raw, records: block.records, compress: i % 2 == 0)
             let replay = i % 25 == 0
-            var setup = ReplaySetup(); setup.memoryBytes = 64 << 20; setup.cpus = 2
+            var setup = SystemBuilder(); setup.memoryBytes = 64 << 20; setup.cpus = 2
             do {
                 if replay {
                     var executor = try setup.makeExecutor()
