@@ -14,6 +14,12 @@ extension AddressSpace {
     /// `do_user_addr_fault()` → `handle_mm_fault()` with its `struct vm_fault`). Takes the mmap lock
     /// for reading.
     public func handleFault(_ fault: inout FaultContext) -> FaultOutcome {
+        let outcome = resolveFault(&fault)
+        fault.outcome = outcome
+        return outcome
+    }
+
+    private func resolveFault(_ fault: inout FaultContext) -> FaultOutcome {
         let va = fault.address, access = fault.access
         mmapLock.readLock()
         defer { mmapLock.unlock() }

@@ -129,6 +129,8 @@ public struct FaultContext: Sendable, Hashable {
     /// What the handler waited for, if anything.
     public internal(set) var waited: FaultWait?
     public internal(set) var resolution = FaultResolution.retry
+    /// What `handleFault` returned (nil before it returns): handled, or the error it ends with.
+    public internal(set) var outcome: FaultOutcome?
 
     public init(cpu: Int = 0, address: VirtualAddress, access: MemoryAccess, errorCode: FaultErrorCode) {
         self.cpu = cpu

@@ -40,7 +40,9 @@ struct FaultContextTests {
         let a = try anon(mm, 64 * .KiB)
         let (outcome, f) = fault(mm, a, .read)
         #expect(outcome == .handled && f.mapped == .base && f.bytesZeroed == 0 && f.basePages == 0)
-        #expect(fault(mm, VirtualAddress(0x1000), .read).0 == .segv(.mapErr))
+        let (unmapped, g) = fault(mm, VirtualAddress(0x1000), .read)
+        #expect(unmapped == .segv(.mapErr) && g.outcome == .segv(.mapErr) && g.mapped == nil)
+        #expect(f.outcome == .handled)
         #expect(fault(mm, a, .execute).0 == .segv(.accErr))
     }
 
