@@ -30,6 +30,8 @@ public final class CPU: @unchecked Sendable {
     public var counters = TranslationCounters()
     /// Each fault's latency in cycles (`TimingParameters.faultCycles(_:)`); its sum is `counters.faultCycles`.
     public var faultLatency = FaultLatencyHistogram()
+    /// The last fault this CPU raised into its kernel, with what the kernel recorded doing.
+    public private(set) var lastFault: FaultContext?
     /// What goes through the cache model; less is faster to simulate and less accurate.
     public var cacheModelling = CacheModelling.pageTablesAndData {
         didSet { modelsDataCache = cacheModelling == .pageTablesAndData; modelsWalkCache = cacheModelling != .none }
@@ -209,19 +211,26 @@ public final class CPU: @unchecked Sendable {
         } else {
             counters.tlbCycles += independentAccesses ? l2TLBLatency / mlp : l2TLBLatency
         }
-        for _ in 0..<4 {
+        // The walk and its retry after each handled fault (`PageTableWalk.resolve`, the rule every
+        // walker follows).
+        let walked = PageTableWalk.resolve(va, walk: { () -> ((TLBEntry, PageSize)?, present: Bool) in
             switch nested.map({ walk2D($0, v, kind) }) ?? walk(v, kind) {
-            case .mapped(let entry, let size):
-                TLBHierarchy.fill(levels.l2, va: v, asid: asid, size: size, entry: entry)
-                let inL1 = TLBHierarchy.fill(levels.l1, va: v, asid: asid, size: size, entry: entry)
-                return complete(v, kind, entry.piece(containing: v, of: size, as: inL1?.size ?? size), inL1?.size ?? size)
-            case .notMapped:
-                counters.faults &+= 1
-                let outcome = raiseFault(va, kind)
-                if outcome != .handled { return .failure(AccessFault(at: va, outcome: outcome)) }
+            case .mapped(let entry, let size): ((entry, size), false)
+            case .notPresent: (nil, false)
+            case .protection: (nil, true)
             }
+        }, fault: { present in
+            counters.faults &+= 1
+            return raiseFault(va, kind, present: present)
+        })
+        switch walked {
+        case .success(let (entry, size)):
+            TLBHierarchy.fill(levels.l2, va: v, asid: asid, size: size, entry: entry)
+            let inL1 = TLBHierarchy.fill(levels.l1, va: v, asid: asid, size: size, entry: entry)
+            return complete(v, kind, entry.piece(containing: v, of: size, as: inL1?.size ?? size), inL1?.size ?? size)
+        case .failure(let fault):
+            return .failure(fault)
         }
-        preconditionFailure("fault at \(va) was handled four times without becoming accessible")
     }
 
     @inlinable @inline(__always)
@@ -247,20 +256,19 @@ public final class CPU: @unchecked Sendable {
         return .success(PFN(frame))
     }
 
-    /// Raises a page fault into the kernel and charges its latency, which depends on what the kernel
-    /// did (`FaultWork`: huge or small pages zeroed or copied, direct compaction, direct reclaim,
-    /// swap-in), and records it in `faultLatency` (Linux: `exc_page_fault()` →
+    /// Raises a page fault into the kernel with the error code the walk found (`present`: a present
+    /// leaf forbade the access) and charges its latency, which depends on what the kernel recorded in
+    /// the fault's context (`FaultWork`: huge or small pages zeroed or copied, direct compaction,
+    /// direct reclaim, swap-in), and records it in `faultLatency` (Linux: `exc_page_fault()` →
     /// `do_user_addr_fault()` → `handle_mm_fault()`).
-    func raiseFault(_ va: VirtualAddress, _ kind: MemoryAccess) -> FaultOutcome {
-        guard let mm, let kernel else { return .segv(.mapErr) }
+    func raiseFault(_ va: VirtualAddress, _ kind: MemoryAccess, present: Bool) -> FaultOutcome {
+        guard let mm else { return .segv(.mapErr) }
         SimulatedCPU.switchTo(id)
-        // A write to an entry that is present is a write-protect fault: what it allocates are copies.
-        let copyOnWrite = kind == .write && mm.translate(va) != nil
-        let before = FaultWork.Snapshot(kernel)
-        let outcome = mm.handleFault(at: va, access: kind)
+        var fault = FaultContext(cpu: id, address: va, access: kind, present: present)
+        let outcome = mm.handleFault(&fault)
+        lastFault = fault
         if outcome == .handled {
-            let work = FaultWork(from: before, to: FaultWork.Snapshot(kernel), copyOnWrite: copyOnWrite)
-            let cycles = machineDescription.timing.faultCycles(work)
+            let cycles = machineDescription.timing.faultCycles(FaultWork(fault))
             counters.faultCycles += cycles
             faultLatency.record(cycles: cycles)
         }
