@@ -1,6 +1,6 @@
 // swift-tools-version: 6.0
 // thpsim — an executable model of Linux's memory manager with transparent hugepages.
-// Layers (ARCHITECTURE.md): VMCore ← PhysicalMemory ← Kernel ← Machine ← Workloads ← Experiments ← thpsim.
+// Layers (ARCHITECTURE.md): VMCore ← PhysicalMemory ← Kernel ← Machine ← Workloads ← Simulation ← Scenarios, Experiments ← thpsim.
 import PackageDescription
 
 let package = Package(
@@ -8,7 +8,8 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "thpsim", targets: ["thpsim"]),
-        .library(name: "THPSim", targets: ["VMCore", "PhysicalMemory", "Kernel", "Machine", "Workloads", "Experiments"]),
+        .library(name: "THPSim", targets: ["VMCore", "PhysicalMemory", "Kernel", "Machine", "Workloads", "Simulation", "Scenarios",
+                                           "Experiments"]),
         // The QEMU TCG plugin `thpsim record` loads into qemu-x86_64 (docs/trace-format.md).
         .library(name: "thpsim-qemu-capture", type: .dynamic, targets: ["QEMUCapture"]),
     ],
@@ -28,11 +29,13 @@ let package = Package(
         .target(name: "Kernel", dependencies: ["VMCore", "PhysicalMemory"]),
         .target(name: "Machine", dependencies: ["VMCore", "PhysicalMemory", "Kernel", .product(name: "Histogram", package: "hdrhistogram-swift")]),
         .target(name: "Workloads", dependencies: ["VMCore", "PhysicalMemory", "Kernel", "Machine"]),
-        .target(name: "Experiments", dependencies: ["VMCore", "PhysicalMemory", "Kernel", "Machine", "Workloads"]),
+        .target(name: "Simulation", dependencies: ["VMCore", "PhysicalMemory", "Kernel", "Machine", "Workloads"]),
+        .target(name: "Scenarios", dependencies: ["VMCore", "PhysicalMemory", "Kernel", "Simulation"]),
+        .target(name: "Experiments", dependencies: ["VMCore", "PhysicalMemory", "Kernel", "Machine", "Workloads", "Simulation"]),
         .executableTarget(
             name: "thpsim",
             dependencies: [
-                "Kernel", "Machine", "Workloads", "Experiments",
+                "Kernel", "Machine", "Workloads", "Simulation", "Scenarios", "Experiments",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -41,9 +44,12 @@ let package = Package(
         .testTarget(name: "VMCoreTests", dependencies: ["VMCore", "TestSupport"]),
         .testTarget(name: "PhysicalMemoryTests", dependencies: ["PhysicalMemory", "TestSupport"]),
         .testTarget(name: "KernelTests", dependencies: ["Kernel", "TestSupport"]),
-        .testTarget(name: "WorkloadsTests", dependencies: ["Workloads", "Machine", "TestSupport"]),
+        .testTarget(name: "WorkloadsTests", dependencies: ["Workloads", "Simulation", "Machine", "TestSupport"]),
+        .testTarget(name: "SimulationTests", dependencies: ["Simulation", "Workloads", "Machine", "TestSupport"]),
+        .testTarget(name: "ScenariosTests", dependencies: ["Scenarios", "Simulation", "Workloads", "TestSupport"]),
         .testTarget(name: "MachineTests", dependencies: ["Machine", "TestSupport"]),
-        .testTarget(name: "ExperimentsTests", dependencies: ["Experiments", "Workloads", "Machine", "Kernel", "TestSupport"]),
+        .testTarget(name: "ExperimentsTests", dependencies: ["Experiments", "Scenarios", "Simulation", "Workloads", "Machine",
+                                                            "Kernel", "TestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -1,6 +1,7 @@
 import VMCore
 import PhysicalMemory
 import Kernel
+import Simulation
 
 /// The built-in demonstration `thpsim run` performs until experiments exist: a small program's life —
 /// map, touch, fork, copy-on-write, partial unmap, exit — with the counters a Linux user would read.
@@ -12,11 +13,22 @@ public struct Demonstration: Sendable {
     public var design: KernelDesign
 
     public init(memoryBytes: UInt64 = 1 << 30, mode: PhysicalMemory.Mode = .data, regionBytes: UInt64 = 64 << 20,
-                design: KernelDesign = .linux2_6_38) {
+                design: KernelDesign = SystemBuilder.defaultDesign) {
         self.memoryBytes = memoryBytes
         self.mode = mode
         self.regionBytes = regionBytes
         self.design = design
+    }
+
+    /// The system the demonstration runs on: data mode by default, so the `/proc` views show real
+    /// pages, and `use_zero_page=1`, so that a read fault shows the huge zero page.
+    public var system: SystemBuilder {
+        var s = SystemBuilder()
+        s.design = design
+        s.memoryBytes = memoryBytes
+        s.mode = mode
+        s.useZeroPage = true
+        return s
     }
 
     /// What the run shows: the steps taken and the `/proc` views at the end.
@@ -45,14 +57,13 @@ public struct Demonstration: Sendable {
         guard regionBytes >= 4 * PageGeometry.pageSize, regionBytes % PageGeometry.pageSize == 0 else {
             throw .invalid("region size must be a multiple of 4K and at least 16K")
         }
-        var settings = design.defaultSettings
-        settings.useZeroPage = true
-        let configuration = KernelConfiguration(memoryBytes: memoryBytes, mode: mode, design: design, hugepageSettings: settings)
+        let system = system
         // The demonstration touches its region a few times over.
-        if let shortfall = configuration.hostShortfall("--memory \(ByteCount.human(memoryBytes))", touching: 3 * regionBytes) {
+        if let shortfall = system.hostShortfall("--memory \(ByteCount.human(memoryBytes))", touching: 3 * regionBytes) {
             throw .invalid("\(shortfall)")
         }
-        let kernel = Kernel(configuration)
+        let kernel: Kernel
+        do throws(SysfsError) { kernel = try system.makeKernel() } catch { throw .invalid(error.description) }
         guard let parent = kernel.createAddressSpace() else { throw .step("no memory for a process") }
         var steps: [String] = []
         func check<T>(_ what: String, _ r: Result<T, AccessFault>) throws(Failure) {

@@ -1,6 +1,7 @@
 import VMCore
 import Kernel
 import Workloads
+import Simulation
 
 /// What a program in an experiment is: a synthetic workload with its parameters, or a trace file.
 public struct WorkloadSpec: Sendable, Hashable, Codable {
@@ -73,12 +74,9 @@ public struct WorkloadSpec: Sendable, Hashable, Codable {
         return nil
     }
 
-    /// Simulated memory a run needs by default: the footprint twice over (fork copies) plus room for
-    /// tables, rounded up to 1 GiB (as `thpsim workload`); 8 GiB for a trace.
-    var defaultMemoryBytes: UInt64 {
-        guard let size else { return 8 << 30 }
-        return ((2 * size + (512 << 20)) + (1 << 30) - 1) & ~((1 << 30) - 1)
-    }
+    /// Simulated memory a run needs by default (`SystemBuilder.defaultMemoryBytes(footprint:)`, as
+    /// `thpsim workload` and `thpsim replay`).
+    var defaultMemoryBytes: UInt64 { SystemBuilder.defaultMemoryBytes(footprint: size) }
 
     /// Accesses the run will make, for progress: first touch of every page plus the measured ones.
     var expectedAccesses: Int {
@@ -104,7 +102,7 @@ public struct ExperimentCell: Sendable, Hashable, Codable {
     public var machine: String
     public var enabled: String
     /// The tunables of the cell's combination, in the grid's axis order (without `enabled`).
-    public var tunables: [ReplaySetup.Tunable]
+    public var tunables: [SystemBuilder.Tunable]
 
     /// The cells that differ from this one only in `enabled` share this key (speedup vs never).
     public var groupKey: String {
@@ -123,7 +121,7 @@ public struct ExperimentGrid: Sendable, Hashable, Codable {
     /// Simulated physical memory per run; nil: what each workload needs (`thpsim workload`'s rule).
     public var memoryBytes: UInt64?
 
-    public init(workloads: [WorkloadSpec], designs: [String] = [KernelDesign.linux2_6_38.name],
+    public init(workloads: [WorkloadSpec], designs: [String] = [SystemBuilder.defaultDesign.name],
                 machines: [String] = ["skylake-sp"], enabled: [String] = ["never", "madvise", "always"],
                 tunables: [TunableAxis] = [], memoryBytes: UInt64? = nil) {
         self.workloads = workloads; self.designs = designs; self.machines = machines
@@ -133,9 +131,9 @@ public struct ExperimentGrid: Sendable, Hashable, Codable {
     /// The cells in a fixed order: workload, design, machine, tunables (first axis slowest), then
     /// `enabled` fastest, so one workload's policies sit side by side.
     public var cells: [ExperimentCell] {
-        var combos: [[ReplaySetup.Tunable]] = [[]]
+        var combos: [[SystemBuilder.Tunable]] = [[]]
         for axis in tunables {
-            combos = combos.flatMap { c in axis.values.map { c + [ReplaySetup.Tunable(name: axis.name, value: $0)] } }
+            combos = combos.flatMap { c in axis.values.map { c + [SystemBuilder.Tunable(name: axis.name, value: $0)] } }
         }
         var cells: [ExperimentCell] = []
         for w in workloads {
@@ -174,7 +172,16 @@ public struct ExperimentGrid: Sendable, Hashable, Codable {
         for axis in tunables {
             if axis.name == "enabled" { p.append("--set enabled=…: use --enabled"); continue }
             for v in axis.values {
-                if let problem = ReplaySetup.problem(with: .init(name: axis.name, value: v)) { p.append("--set: \(problem)") }
+                // Each design the grid runs must accept the value (a design may lack the file); with no
+                // design known, the default one.
+                var said: Set<String> = []
+                let known = designs.compactMap(KernelDesign.named)
+                for design in known.isEmpty ? [SystemBuilder.defaultDesign] : known {
+                    if let problem = SystemBuilder.problem(with: .init(name: axis.name, value: v), design: design),
+                       said.insert(problem.message).inserted {
+                        p.append("--set: \(problem)")
+                    }
+                }
             }
         }
         for (name, axis) in [("--design", designs), ("--machine", machines), ("--enabled", enabled)] where axis.isEmpty {
@@ -190,7 +197,9 @@ public struct ExperimentGrid: Sendable, Hashable, Codable {
         let atOnce = UInt64(max(1, min(jobs, cells.count)))
         return workloads.compactMap { w -> String? in
             guard let synthetic = w.synthetic, let size = w.size else { return nil }
-            let configuration = KernelConfiguration(memoryBytes: memoryBytes ?? w.defaultMemoryBytes, mode: .metadata)
+            var system = SystemBuilder()
+            system.memoryBytes = memoryBytes ?? w.defaultMemoryBytes
+            let configuration = system.configuration
             let request = "--workload \(synthetic) --size \(ByteCount.human(size))" + (atOnce > 1 ? " (\(atOnce) cells at once, --jobs)" : "")
             return HostLimits.shortfall(request, reserved: atOnce * configuration.hostReservation,
                                         resident: atOnce * configuration.hostResident(touching: size)).map(\.description)

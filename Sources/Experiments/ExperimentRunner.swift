@@ -4,6 +4,7 @@ import VMCore
 import Kernel
 import Machine
 import Workloads
+import Simulation
 
 /// Why a cell could not run: outside input (a trace that cannot be read or is malformed, a machine
 /// without memory for the first process), named by cell and file.
@@ -13,7 +14,7 @@ public struct ExperimentError: Error, Sendable, CustomStringConvertible {
 }
 
 /// Runs the cells of an `ExperimentGrid`, each on its own kernel model and simulated machine built
-/// the way `thpsim workload` and `thpsim replay` build theirs (`ReplaySetup`, `MachineExecutor`).
+/// the way `thpsim workload` and `thpsim replay` build theirs (`SystemBuilder`, `MachineExecutor`).
 /// Cells are independent and deterministic, so `jobs` host threads may run them at once without
 /// changing a number.
 public struct ExperimentRunner: Sendable {
@@ -121,7 +122,7 @@ public struct ExperimentRunner: Sendable {
         guard let design = KernelDesign.named(cell.design), let enabled = TransparentHugepageSettings.Enabled(rawValue: cell.enabled) else {
             throw ExperimentError("cell \(cell.index): design '\(cell.design)' or enabled '\(cell.enabled)' unknown")
         }
-        var setup = ReplaySetup()
+        var setup = SystemBuilder()
         setup.design = design
         setup.enabled = enabled
         setup.machine = machine

@@ -1,6 +1,7 @@
 import Foundation
 import Synchronization
 import Workloads
+import Simulation
 
 /// Runs cells of a grid on one stream of records as it arrives (`thpsim record --replay`): each cell
 /// decodes the stream on a host thread of its own, so a recorded program is compared under every

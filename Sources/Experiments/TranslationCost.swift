@@ -1,6 +1,7 @@
 import VMCore
 import Kernel
 import Machine
+import Simulation
 
 /// The calibration experiment of issue 7: the same three access patterns the native program
 /// `Benchmarks/Calibration/tlbcal.c` times, run on the model, with THP asked for (MADV_HUGEPAGE) or
@@ -48,14 +49,33 @@ public struct TranslationCost {
         self.machine = machine; self.placement = placement; self.accesses = accesses
     }
 
+    /// The system a case over `bytes` runs on (in a VM, the guest): memory for the region plus 256 MiB,
+    /// rounded up to 1 GiB; no watermarks, so nothing reclaims; THP as on the calibration machine,
+    /// `enabled=madvise`, so the advice decides.
+    public func system(bytes: UInt64) -> SystemBuilder {
+        var s = SystemBuilder()
+        s.memoryBytes = (bytes + (256 << 20)).alignedUpToGiB
+        s.watermarks = .zero
+        s.enabled = .madvise
+        s.machine = machine
+        return s
+    }
+
+    /// The kernel under a VM's guest: 256 MiB more than the guest's memory.
+    func hostSystem(bytes: UInt64) -> SystemBuilder {
+        var s = system(bytes: bytes)
+        s.memoryBytes += 256 << 20
+        return s
+    }
+
     /// Why the host cannot hold a case over `bytes`, which faults in every page of the region (in a
     /// VM, the guest's and the host's kernel both); nil when it can.
     public func hostShortfall(bytes: UInt64) -> HostMemoryShortfall? {
-        let memory = (bytes + (256 << 20)).alignedUpToGiB
-        let kernel = KernelConfiguration(memoryBytes: memory, mode: .metadata)
+        let memory = system(bytes: bytes).memoryBytes
+        let kernel = system(bytes: bytes).configuration
         var reserved = kernel.hostReservation, resident = kernel.hostResident(touching: bytes)
         if case .virtualMachine = placement {
-            let host = KernelConfiguration(memoryBytes: memory + (256 << 20), mode: .metadata)
+            let host = hostSystem(bytes: bytes).configuration
             reserved += host.hostReservation
             resident += host.hostResident(touching: memory)
         }
@@ -64,29 +84,23 @@ public struct TranslationCost {
 
     /// Runs one case. Throws when the kernel model refuses the setup (e.g. too little memory).
     public func run(_ pattern: Pattern, bytes: UInt64, hugepages: Bool) throws(Errno) -> Prediction {
-        let memory = (bytes + (256 << 20)).alignedUpToGiB
-        // THP as on the calibration machine: `enabled=madvise`, so the advice decides.
-        var settings = KernelDesign.linux2_6_38.defaultSettings
-        settings.enabled = .madvise
-        func config(_ bytes: UInt64) -> KernelConfiguration {
-            KernelConfiguration(memoryBytes: bytes, mode: .metadata, watermarks: .zero, hugepageSettings: settings)
-        }
+        let system = system(bytes: bytes)
         let cpu: CPU
         let mm: AddressSpace
         var keepAlive: [AnyObject] = []
         switch placement {
         case .native:
-            let kernel = Kernel(config(memory))
-            guard let m = kernel.createAddressSpace() else { throw .ENOMEM }
-            let machine = Machine(kernel: kernel, description: machine)
+            let machine: Machine
+            do throws(SysfsError) { machine = try system.makeMachine() } catch { throw error.errno }
+            guard let m = machine.kernel.createAddressSpace() else { throw .ENOMEM }
             keepAlive.append(machine)
             cpu = machine.cpus[0]
             mm = m
         case .virtualMachine(let hostTHP):
-            let host = Kernel(config(memory + (256 << 20)))
+            let host: Kernel
+            do throws(SysfsError) { host = try hostSystem(bytes: bytes).makeKernel() } catch { throw error.errno }
             guard let vmm = host.createAddressSpace() else { throw .ENOMEM }
-            let vm = try VirtualMachine(hostMM: vmm, guest: config(memory),
-                                        description: machine, hostAdvice: hostTHP ? .hugepage : .noHugepage)
+            let vm = try system.makeVirtualMachine(hostMM: vmm, hostAdvice: hostTHP ? .hugepage : .noHugepage)
             keepAlive.append(vm)
             guard let m = vm.guest.createAddressSpace() else { throw .ENOMEM }
             cpu = vm.machine.cpus[0]

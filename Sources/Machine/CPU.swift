@@ -30,12 +30,14 @@ public final class CPU: @unchecked Sendable {
     @exclusivity(unchecked) public var counters = TranslationCounters()
     /// Each fault's latency in cycles (`TimingParameters.faultCycles(_:)`); its sum is `counters.faultCycles`.
     @exclusivity(unchecked) public var faultLatency = FaultLatencyHistogram()
+    /// The last fault this CPU raised into its kernel, with what the kernel recorded doing.
+    public private(set) var lastFault: FaultContext?
     /// What goes through the cache model; less is faster to simulate and less accurate.
     public var cacheModelling = CacheModelling.pageTablesAndData {
         didSet { modelsDataCache = cacheModelling == .pageTablesAndData; modelsWalkCache = cacheModelling != .none }
     }
-    @exclusivity(unchecked) @usableFromInline var modelsDataCache = true
-    @exclusivity(unchecked) @usableFromInline var modelsWalkCache = true
+    @exclusivity(unchecked) var modelsDataCache = true
+    @exclusivity(unchecked) var modelsWalkCache = true
     /// The stream's accesses are independent (GUPS-like), so misses overlap: walk and data cycles are
     /// divided by the core's memory-level parallelism. Off for dependent streams (pointer chasing).
     @exclusivity(unchecked) public var independentAccesses = false
@@ -46,32 +48,32 @@ public final class CPU: @unchecked Sendable {
     /// The address space loaded (Linux: `cpu_tlbstate.loaded_mm`).
     @exclusivity(unchecked) public private(set) var mm: AddressSpace?
     /// The loaded mm's kernel; unowned because `mm` keeps it alive while loaded.
-    @usableFromInline unowned(unsafe) var kernel: Kernel?
-    @exclusivity(unchecked) @usableFromInline var root: PageTable?
+    unowned(unsafe) var kernel: Kernel?
+    @exclusivity(unchecked) var root: PageTable?
     /// The ASID (PCID) of the loaded address space.
     @exclusivity(unchecked) public private(set) var asid: UInt16 = 0
 
     // The last data translation that hit, as a page range; a repeat hit leaves LRU order unchanged
     // (the entry is already most recent in its set), so it can skip the array lookup.
-    @exclusivity(unchecked) @usableFromInline var filterStart: UInt64 = 0
-    @exclusivity(unchecked) @usableFromInline var filterPages: UInt64 = 0
-    @exclusivity(unchecked) @usableFromInline var filterFrame: UInt32 = 0
-    @exclusivity(unchecked) @usableFromInline var filterDirty = false
-    @exclusivity(unchecked) @usableFromInline var lastDataLine: UInt64 = .max
+    @exclusivity(unchecked) var filterStart: UInt64 = 0
+    @exclusivity(unchecked) var filterPages: UInt64 = 0
+    @exclusivity(unchecked) var filterFrame: UInt32 = 0
+    @exclusivity(unchecked) var filterDirty = false
+    @exclusivity(unchecked) var lastDataLine: UInt64 = .max
     /// The cache model's write-backs already charged.
-    @exclusivity(unchecked) @usableFromInline var chargedWritebacks = 0
+    @exclusivity(unchecked) var chargedWritebacks = 0
     /// The first L1 data array when it holds 4 KiB pages, unretained (`tlb` owns it), while an
     /// address space is loaded: its 4 KiB probe is the first one `TLBHierarchy.lookup` makes, so a
     /// hit there is answered inline without the level walk.
-    @exclusivity(unchecked) @usableFromInline var firstL1Data: Unmanaged<TLBArray>?
+    @exclusivity(unchecked) var firstL1Data: Unmanaged<TLBArray>?
 
-    @usableFromInline let baseCycles: Double
-    @usableFromInline let l1Latency: Double
+    let baseCycles: Double
+    let l1Latency: Double
     let l2TLBLatency: Double
     let walkStartCycles: Double
     /// A walk reference's cost when the cache model is off.
     let fixedReferenceCost: Double
-    @usableFromInline let mlp: Double
+    let mlp: Double
 
     init(id: Int, description: MachineDescription) {
         self.id = id
@@ -116,7 +118,7 @@ public final class CPU: @unchecked Sendable {
     /// One access by the program running here: translate, fault and retry as needed, and account
     /// its cycles. Returns the frame (on a guest CPU of a `VirtualMachine`, the host frame), or the
     /// fault the kernel could not resolve. Hardware: a load/store's address translation.
-    @inlinable @inline(__always)
+    @inline(__always)
     public func access(_ va: VirtualAddress, _ kind: MemoryAccess) -> Result<PFN, AccessFault> {
         let page = va.rawValue >> 12
         let offset = page &- filterStart
@@ -151,7 +153,7 @@ public final class CPU: @unchecked Sendable {
     }
 
     /// Charges the data line of an access to the cache model, and the write-backs it caused.
-    @inlinable @inline(__always)
+    @inline(__always)
     func touchData(frame: UInt32, va: UInt64, write: Bool) {
         let line = (UInt64(frame) << 6) | ((va & 0xFFF) >> 6)
         if line == lastDataLine {
@@ -168,14 +170,14 @@ public final class CPU: @unchecked Sendable {
         if cache.writebacks != chargedWritebacks { chargeWritebacks() }
     }
 
-    @usableFromInline func chargeData(_ latency: Double) {
+    func chargeData(_ latency: Double) {
         counters.dataCycles += independentAccesses ? latency / mlp : latency
     }
 
     /// Charges the dirty lines the cache model wrote back since the last charge. The core never waits
     /// for a write-back, which only takes a share of memory bandwidth: each costs the memory latency
     /// divided by `mlp`, in dependent streams too.
-    @usableFromInline func chargeWritebacks() {
+    func chargeWritebacks() {
         let n = cache.writebacks &- chargedWritebacks
         chargedWritebacks = cache.writebacks
         counters.writebacks &+= n
@@ -183,7 +185,7 @@ public final class CPU: @unchecked Sendable {
     }
 
     /// The access when the last-translation filter missed: L1, L2, walk, fault.
-    @usableFromInline @inline(never)
+    @inline(never)
     func accessThroughTLBs(_ va: VirtualAddress, _ kind: MemoryAccess) -> Result<PFN, AccessFault> {
         precondition(mm != nil, "CPU \(id) runs no address space")
         counters.accesses &+= 1
@@ -209,22 +211,29 @@ public final class CPU: @unchecked Sendable {
         } else {
             counters.tlbCycles += independentAccesses ? l2TLBLatency / mlp : l2TLBLatency
         }
-        for _ in 0..<4 {
+        // The walk and its retry after each handled fault (`PageTableWalk.resolve`, the rule every
+        // walker follows).
+        let walked = PageTableWalk.resolve(va, walk: { () -> ((TLBEntry, PageSize)?, present: Bool) in
             switch nested.map({ walk2D($0, v, kind) }) ?? walk(v, kind) {
-            case .mapped(let entry, let size):
-                TLBHierarchy.fill(levels.l2, va: v, asid: asid, size: size, entry: entry)
-                let inL1 = TLBHierarchy.fill(levels.l1, va: v, asid: asid, size: size, entry: entry)
-                return complete(v, kind, entry.piece(containing: v, of: size, as: inL1?.size ?? size), inL1?.size ?? size)
-            case .notMapped:
-                counters.faults &+= 1
-                let outcome = raiseFault(va, kind)
-                if outcome != .handled { return .failure(AccessFault(at: va, outcome: outcome)) }
+            case .mapped(let entry, let size): ((entry, size), false)
+            case .notPresent: (nil, false)
+            case .protection: (nil, true)
             }
+        }, fault: { present in
+            counters.faults &+= 1
+            return raiseFault(va, kind, present: present)
+        })
+        switch walked {
+        case .success(let (entry, size)):
+            TLBHierarchy.fill(levels.l2, va: v, asid: asid, size: size, entry: entry)
+            let inL1 = TLBHierarchy.fill(levels.l1, va: v, asid: asid, size: size, entry: entry)
+            return complete(v, kind, entry.piece(containing: v, of: size, as: inL1?.size ?? size), inL1?.size ?? size)
+        case .failure(let fault):
+            return .failure(fault)
         }
-        preconditionFailure("fault at \(va) was handled four times without becoming accessible")
     }
 
-    @inlinable @inline(__always)
+    @inline(__always)
     static func permits(_ e: TLBEntry, _ kind: MemoryAccess) -> Bool {
         switch kind {
         case .read: true
@@ -247,20 +256,19 @@ public final class CPU: @unchecked Sendable {
         return .success(PFN(frame))
     }
 
-    /// Raises a page fault into the kernel and charges its latency, which depends on what the kernel
-    /// did (`FaultWork`: huge or small pages zeroed or copied, direct compaction, direct reclaim,
-    /// swap-in), and records it in `faultLatency` (Linux: `exc_page_fault()` →
+    /// Raises a page fault into the kernel with the error code the walk found (`present`: a present
+    /// leaf forbade the access) and charges its latency, which depends on what the kernel recorded in
+    /// the fault's context (`FaultWork`: huge or small pages zeroed or copied, direct compaction,
+    /// direct reclaim, swap-in), and records it in `faultLatency` (Linux: `exc_page_fault()` →
     /// `do_user_addr_fault()` → `handle_mm_fault()`).
-    func raiseFault(_ va: VirtualAddress, _ kind: MemoryAccess) -> FaultOutcome {
-        guard let mm, let kernel else { return .segv(.mapErr) }
+    func raiseFault(_ va: VirtualAddress, _ kind: MemoryAccess, present: Bool) -> FaultOutcome {
+        guard let mm else { return .segv(.mapErr) }
         SimulatedCPU.switchTo(id)
-        // A write to an entry that is present is a write-protect fault: what it allocates are copies.
-        let copyOnWrite = kind == .write && mm.translate(va) != nil
-        let before = FaultWork.Snapshot(kernel)
-        let outcome = mm.handleFault(at: va, access: kind)
+        var fault = FaultContext(cpu: id, address: va, access: kind, present: present)
+        let outcome = mm.handleFault(&fault)
+        lastFault = fault
         if outcome == .handled {
-            let work = FaultWork(from: before, to: FaultWork.Snapshot(kernel), copyOnWrite: copyOnWrite)
-            let cycles = machineDescription.timing.faultCycles(work)
+            let cycles = machineDescription.timing.faultCycles(FaultWork(fault))
             counters.faultCycles += cycles
             faultLatency.record(cycles: cycles)
         }

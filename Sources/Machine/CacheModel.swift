@@ -14,18 +14,18 @@ import VMCore
 /// Hardware: the L1D/L2/L3 the page-miss handler reads through (Intel SDM vol. 3A, 4.10: walks are
 /// cached like other loads).
 public final class CacheModel: @unchecked Sendable {
-    @usableFromInline struct Level {
-        @usableFromInline let lines: UnsafeMutablePointer<UInt64>
-        @usableFromInline let setMask: UInt64
-        @usableFromInline let setBits: UInt64
-        @usableFromInline let ways: Int
-        @usableFromInline let latency: Double
+    struct Level {
+        let lines: UnsafeMutablePointer<UInt64>
+        let setMask: UInt64
+        let setBits: UInt64
+        let ways: Int
+        let latency: Double
         var count: Int { Int(setMask + 1) * ways }
     }
-    @usableFromInline let levels: UnsafeMutablePointer<Level>
-    @usableFromInline let levelCount: Int
+    let levels: UnsafeMutablePointer<Level>
+    let levelCount: Int
     public let memoryLatency: Double
-    @usableFromInline let hitCounts: UnsafeMutablePointer<Int>
+    let hitCounts: UnsafeMutablePointer<Int>
 
     public init(levels specs: [CacheLevelSpec], memoryLatency: Double) {
         levelCount = specs.count
@@ -56,7 +56,7 @@ public final class CacheModel: @unchecked Sendable {
     /// allocator, which places page tables at regular frame strides, from crowding them into a few sets
     /// (plain or XOR-folded indices did, and pushed hot page-table lines out far more often than
     /// capacity explains). Lines of one page stay in consecutive sets, as with plain indexing.
-    @inlinable @inline(__always)
+    @inline(__always)
     static func setIndex(_ level: Level, _ line: UInt64) -> UInt64 {
         let page = (line >> 6) &+ 1
         return ((page &* 0x9E37_79B9_7F4A_7C15) >> (64 &- level.setBits) &+ line) & level.setMask
@@ -64,7 +64,7 @@ public final class CacheModel: @unchecked Sendable {
 
     /// Bit 63 of a way's entry: the line was written since it came into this level (line numbers
     /// stay far below it).
-    @usableFromInline static let dirtyBit: UInt64 = 1 << 63
+    static let dirtyBit: UInt64 = 1 << 63
 
     /// Looks a line up in one level, moving it to the front (with its dirty bit, plus `dirty`); on a
     /// miss inserts it at the front with `dirty`. Returns whether it hit, and on a miss the entry
@@ -95,7 +95,7 @@ public final class CacheModel: @unchecked Sendable {
     /// behind its back. A write marks the first level's copy dirty; the mark travels outwards with
     /// the line, and a dirty line pushed out of the last level is written back to memory
     /// (`writebacks`), which costs memory bandwidth as a read does.
-    @inlinable @inline(__always) @discardableResult
+    @inline(__always) @discardableResult
     public func access(physicalAddress address: UInt64, write: Bool = false) -> Double {
         // A line already most recent in its first-level set: a hit that changes no order.
         if levelCount > 0 {
@@ -113,7 +113,7 @@ public final class CacheModel: @unchecked Sendable {
     }
 
     /// `access(physicalAddress:write:)` past the most-recent check: every level, with fills and victims.
-    @usableFromInline @inline(never)
+    @inline(never)
     func lookUp(line: UInt64, dirty: UInt64) -> Double {
         var i = 0
         while i < levelCount {

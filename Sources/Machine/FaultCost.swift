@@ -1,18 +1,19 @@
 import VMCore
 import Kernel
 
-/// What the kernel did while it handled one page fault, read from its counters around the fault:
-/// the pages it allocated (zeroed, or copied on copy-on-write), and any direct compaction, direct
-/// reclaim and swap-in on the way.
+/// What the kernel did while it handled one page fault, as the cost model counts it: the pages it
+/// allocated (zeroed, or copied on copy-on-write), and any direct compaction, direct reclaim and
+/// swap-in on the way. Read from the fault's `FaultContext`.
 ///
-/// Linux has no per-fault record of this; the counters are the ones `/proc/vmstat` shows, so the same
-/// deltas can be read around a fault on a real kernel (`perf trace -F` with vmstat snapshots).
+/// Linux has no per-fault record of this; on a real kernel the same figures are the `/proc/vmstat`
+/// deltas around one fault (`thp_fault_alloc`, `pgalloc_normal`, `compact_*`, `pgsteal_direct`,
+/// `pswpout`, `pswpin`).
 public struct FaultWork: Sendable, Hashable {
     /// 2 MiB pages allocated for the fault (`thp_fault_alloc`): zeroed, or copied on a huge COW.
     public var hugePages = 0
-    /// 4 KiB pages allocated for the faulting address(es): `pgalloc_normal` less the huge pages, the
-    /// page tables, compaction's migration targets and swap-ins (a 2.6.38 huge COW that falls back
-    /// allocates 512 of them).
+    /// 4 KiB pages allocated for the faulting address(es) (`FaultContext.basePages`): `pgalloc_normal`
+    /// less the huge pages, the page tables kept, compaction's migration targets and swap-ins (a 2.6.38
+    /// huge COW that falls back allocates 512 of them).
     public var smallPages = 0
     /// A write to a present, write-protected entry: the pages allocated are copies, not zero-filled.
     public var copyOnWrite = false
@@ -31,35 +32,18 @@ public struct FaultWork: Sendable, Hashable {
 
     public init() {}
 
-    /// The counters a fault's work is read from, at one moment.
-    struct Snapshot {
-        var thpFaultAlloc, pgalloc, pageTables, compactStall, compactScanned, compactIsolated: Int
-        var pswpout, pswpin, reclaimed: Int
-
-        init(_ kernel: Kernel) {
-            let v = kernel.vmstat
-            thpFaultAlloc = v[.thpFaultAlloc]; pgalloc = v[.pgallocNormal]; pageTables = v[.nrPageTablePages]
-            compactStall = v[.compactStall]
-            compactScanned = v[.compactMigrateScanned] + v[.compactFreeScanned]
-            compactIsolated = v[.compactIsolated]
-            pswpout = v[.pswpout]; pswpin = v[.pswpin]
-            reclaimed = kernel.kswapd.pagesReclaimed
-        }
-    }
-
-    /// The work between two snapshots taken around one fault.
-    init(from a: Snapshot, to b: Snapshot, copyOnWrite: Bool) {
-        hugePages = b.thpFaultAlloc - a.thpFaultAlloc
-        compactStalls = b.compactStall - a.compactStall
-        compactScanned = b.compactScanned - a.compactScanned
-        pagesMigrated = (b.compactIsolated - a.compactIsolated) / 2
-        pagesReclaimed = b.reclaimed - a.reclaimed
-        pagesSwappedOut = b.pswpout - a.pswpout
-        pagesSwappedIn = b.pswpin - a.pswpin
-        let tables = max(0, b.pageTables - a.pageTables)
-        smallPages = max(0, (b.pgalloc - a.pgalloc) - hugePages * PageGeometry.pmdOrder.pages - tables
-                              - pagesMigrated - pagesSwappedIn)
-        self.copyOnWrite = copyOnWrite
+    /// The work `fault` recorded. A write-protect fault's pages are charged as copies, the zero
+    /// page's (zeroed) copy included.
+    public init(_ fault: FaultContext) {
+        hugePages = fault.hugePages
+        smallPages = fault.basePages
+        copyOnWrite = fault.isWriteProtectFault
+        compactStalls = fault.compaction.stalls
+        compactScanned = fault.compaction.scanned
+        pagesMigrated = fault.compaction.migrated
+        pagesReclaimed = fault.reclaim.reclaimed
+        pagesSwappedOut = fault.reclaim.swappedOut
+        pagesSwappedIn = fault.pagesSwappedIn
     }
 }
 

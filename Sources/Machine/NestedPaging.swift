@@ -73,96 +73,115 @@ extension CPU {
             }
         }
         let hva = n.guestBase.rawValue &+ gpa
-        for _ in 0..<4 {
-            if let (entry, size) = hostWalk(n, hva, write: write, cost: &cost) {
-                if n.hasNestedTLB { n.nestedTLB.insert(page: gpa >> size.shift, size: size, asid: 0, payload: entry.rawValue) }
-                return (entry.frame &+ UInt32(truncatingIfNeeded: (gpa & (size.bytes &- 1)) >> 12), size)
+        let access: MemoryAccess = write ? .write : .read
+        let walked = PageTableWalk.resolve(VirtualAddress(hva), walk: { () -> ((TLBEntry, PageSize)?, present: Bool) in
+            var observer = HostWalk(cpu: self, nested: n, cost: cost)
+            let result = PageTableWalk.walk(hva, access, root: n.hostRoot, &observer)
+            cost = observer.cost
+            switch result {
+            case .mapped(let entry, let level):
+                return ((TLBEntry(frame: entry.pfn.rawValue, writable: entry.isWritable, dirty: write || entry.isDirty,
+                                  executable: true, user: true), PageSize(leafLevel: level)), false)
+            case .notPresent: return (nil, false)
+            case .protection: return (nil, true)
             }
+        }, fault: { present in
             n.hostFaults &+= 1
-            let outcome = n.hostMM.handleFault(at: VirtualAddress(hva), access: write ? .write : .read)
+            var fault = FaultContext(cpu: id, address: VirtualAddress(hva), access: access, present: present)
+            let outcome = n.hostMM.handleFault(&fault)
             counters.faultCycles += machineDescription.timing.baseFaultCycles
             precondition(outcome == .handled, "host cannot back guest frame \(gfn): \(outcome)")
-        }
-        preconditionFailure("host fault at \(VirtualAddress(hva)) did not map it")
+            return outcome
+        })
+        guard case .success(let (entry, size)) = walked else { preconditionFailure("host fault at \(VirtualAddress(hva)) did not map it") }
+        if n.hasNestedTLB { n.nestedTLB.insert(page: gpa >> size.shift, size: size, asid: 0, payload: entry.rawValue) }
+        return (entry.frame &+ UInt32(truncatingIfNeeded: (gpa & (size.bytes &- 1)) >> 12), size)
     }
 
-    /// One host walk (the second dimension): entries read through the cache model, A/D bits set.
-    private func hostWalk(_ n: NestedPaging, _ hva: UInt64, write: Bool, cost: inout Double) -> (TLBEntry, PageSize)? {
-        var level = PageTableLevel.pgd
-        var table = n.hostRoot
-        if let known = n.hostPageWalkCache.deepest(hva, asid: 0) {
-            counters.pageWalkCacheHits &+= 1
-            level = known.level
-            table = n.hostKernel.pageTable(frame: PFN(known.frame))
-        }
-        while true {
-            let i = Int(truncatingIfNeeded: (hva >> level.shift) & 511)
-            let before = counters.walkReferencesFromMemory
-            cost += readEntry(at: (UInt64(table.pfn.rawValue) << 12) | (UInt64(i) << 3))
-            n.hostReferences &+= 1
-            n.hostReferencesFromMemory &+= counters.walkReferencesFromMemory &- before
-            if level == .pte { n.hostLeafReferencesFromMemory &+= counters.walkReferencesFromMemory &- before }
-            counters.walkReferences &+= 1
-            let entry = table[i]
-            guard entry.isPresent else { return nil }
-            if level == .pte || entry.isHuge {
-                if write && !entry.isWritable { return nil }
-                let wanted = PageTableEntry.accessedBit | (write ? PageTableEntry.dirtyBit : 0)
-                if entry.rawValue & wanted != wanted { table.setHardwareBits(i, wanted) }
-                let size = PageSize(leafLevel: level)
-                return (TLBEntry(frame: entry.pfn.rawValue, writable: entry.isWritable, dirty: write || entry.isDirty,
-                                 executable: true, user: true), size)
-            }
-            n.hostPageWalkCache.fill(level, hva, asid: 0, frame: entry.pfn.rawValue)
-            table = n.hostKernel.pageTable(at: entry)
-            level = level.lower.unsafelyUnwrapped
-        }
-    }
-
-    /// The two-dimensional walk: the guest's tables, each read at a host-physical address found by a
-    /// host walk, then the data page's own host translation. Returns an entry whose frame is a host
-    /// frame and whose size is the smaller of the guest and host page sizes.
+    /// The two-dimensional walk: the guest's tables (`PageTableWalk` observed by `GuestWalk`), each
+    /// read at a host-physical address found by a host walk, then the data page's own host translation.
+    /// Returns an entry whose frame is a host frame and whose size is the smaller of the guest and
+    /// host page sizes.
     func walk2D(_ n: NestedPaging, _ v: UInt64, _ kind: MemoryAccess) -> WalkResult {
         counters.walks &+= 1
-        var cost = walkStartCycles
-        defer { counters.walkCycles += independentAccesses ? cost / mlp : cost; lastDataLine = .max }
-        let guestKernel = kernel.unsafelyUnwrapped
-        var level = PageTableLevel.pgd
-        var table = root.unsafelyUnwrapped
-        if let known = pageWalkCache.deepest(v, asid: asid) {
-            counters.pageWalkCacheHits &+= 1
-            level = known.level
-            table = guestKernel.pageTable(frame: PFN(known.frame))
+        var observer = GuestWalk(cpu: self, nested: n, kernel: kernel.unsafelyUnwrapped, asid: asid, cost: walkStartCycles)
+        defer { counters.walkCycles += independentAccesses ? observer.cost / mlp : observer.cost; lastDataLine = .max }
+        switch PageTableWalk.walk(v, kind, root: root.unsafelyUnwrapped, &observer) {
+        case .notPresent: return .notPresent
+        case .protection: return .protection
+        case .mapped(let entry, let level):
+            let guestSize = PageSize(leafLevel: level)
+            let guestFrame = entry.pfn.rawValue &+ UInt32(truncatingIfNeeded: (v & (guestSize.bytes &- 1)) >> 12)
+            let (hostFrame, hostSize) = hostFrame(n, guestFrame: guestFrame, write: kind == .write, cost: &observer.cost)
+            let size = min(guestSize, hostSize)
+            if hostSize < guestSize { n.splinteredFills &+= 1 }
+            let first = hostFrame &- UInt32(truncatingIfNeeded: (v & (size.bytes &- 1)) >> 12)
+            return .mapped(TLBEntry(frame: first, writable: entry.isWritable, dirty: kind == .write || entry.isDirty,
+                                    executable: entry.isExecutable, user: entry.isUser), size)
         }
-        while true {
-            let i = Int(truncatingIfNeeded: (v >> level.shift) & 511)
-            let (hostTableFrame, _) = hostFrame(n, guestFrame: table.pfn.rawValue, write: false, cost: &cost)
-            cost += readEntry(at: (UInt64(hostTableFrame) << 12) | (UInt64(i) << 3))
-            counters.walkReferences &+= 1
-            let entry = table[i]
-            guard entry.isPresent else { return .notMapped }
-            if level == .pte || entry.isHuge {
-                switch kind {
-                case .read: break
-                case .write: guard entry.isWritable else { return .notMapped }
-                case .execute: guard entry.isExecutable else { return .notMapped }
-                }
-                let wanted = PageTableEntry.accessedBit | (kind == .write ? PageTableEntry.dirtyBit : 0)
-                if entry.rawValue & wanted != wanted { table.setHardwareBits(i, wanted) }
-                let guestSize = PageSize(leafLevel: level)
-                let guestFrame = entry.pfn.rawValue &+ UInt32(truncatingIfNeeded: (v & (guestSize.bytes &- 1)) >> 12)
-                let (hostFrame, hostSize) = hostFrame(n, guestFrame: guestFrame, write: kind == .write, cost: &cost)
-                let size = min(guestSize, hostSize)
-                if hostSize < guestSize { n.splinteredFills &+= 1 }
-                let first = hostFrame &- UInt32(truncatingIfNeeded: (v & (size.bytes &- 1)) >> 12)
-                return .mapped(TLBEntry(frame: first, writable: entry.isWritable, dirty: kind == .write || entry.isDirty,
-                                        executable: entry.isExecutable, user: entry.isUser), size)
-            }
-            if !entry.isAccessed { table.setHardwareBits(i, PageTableEntry.accessedBit) }
-            pageWalkCache.fill(level, v, asid: asid, frame: entry.pfn.rawValue)
-            table = guestKernel.pageTable(at: entry)
-            level = level.lower.unsafelyUnwrapped
-        }
+    }
+}
+
+/// The host dimension's observer: the host's paging-structure caches, each reference through the
+/// guest CPU's cache model and counted as a host reference (by level, from memory or not).
+struct HostWalk: PageWalkObserver {
+    unowned(unsafe) let cpu: CPU
+    unowned(unsafe) let nested: NestedPaging
+    var cost: Double
+
+    @inline(__always)
+    mutating func start(_ va: UInt64, root: PageTable) -> (table: PageTable, level: PageTableLevel) {
+        guard let known = nested.hostPageWalkCache.deepest(va, asid: 0) else { return (root, .pgd) }
+        cpu.counters.pageWalkCacheHits &+= 1
+        return (nested.hostKernel.pageTable(frame: PFN(known.frame)), known.level)
+    }
+
+    @inline(__always)
+    mutating func willRead(_ table: PageTable, _ index: Int, level: PageTableLevel) {
+        let before = cpu.counters.walkReferencesFromMemory
+        cost += cpu.readEntry(at: (UInt64(table.pfn.rawValue) << 12) | (UInt64(index) << 3))
+        let fromMemory = cpu.counters.walkReferencesFromMemory &- before
+        nested.hostReferences &+= 1
+        nested.hostReferencesFromMemory &+= fromMemory
+        if level == .pte { nested.hostLeafReferencesFromMemory &+= fromMemory }
+        cpu.counters.walkReferences &+= 1
+    }
+
+    @inline(__always)
+    mutating func descend(_ va: UInt64, from level: PageTableLevel, through entry: PageTableEntry) -> PageTable {
+        nested.hostPageWalkCache.fill(level, va, asid: 0, frame: entry.pfn.rawValue)
+        return nested.hostKernel.pageTable(at: entry)
+    }
+}
+
+/// The guest dimension's observer: the guest CPU's paging-structure caches, and before each guest
+/// entry is read, a host walk (composed: `CPU.hostFrame`, itself `PageTableWalk` observed by
+/// `HostWalk`) that finds the host frame holding the guest table.
+struct GuestWalk: PageWalkObserver {
+    unowned(unsafe) let cpu: CPU
+    unowned(unsafe) let nested: NestedPaging
+    unowned(unsafe) let kernel: Kernel
+    let asid: UInt16
+    var cost: Double
+
+    @inline(__always)
+    mutating func start(_ va: UInt64, root: PageTable) -> (table: PageTable, level: PageTableLevel) {
+        guard let known = cpu.pageWalkCache.deepest(va, asid: asid) else { return (root, .pgd) }
+        cpu.counters.pageWalkCacheHits &+= 1
+        return (kernel.pageTable(frame: PFN(known.frame)), known.level)
+    }
+
+    @inline(__always)
+    mutating func willRead(_ table: PageTable, _ index: Int, level: PageTableLevel) {
+        let (hostTableFrame, _) = cpu.hostFrame(nested, guestFrame: table.pfn.rawValue, write: false, cost: &cost)
+        cost += cpu.readEntry(at: (UInt64(hostTableFrame) << 12) | (UInt64(index) << 3))
+        cpu.counters.walkReferences &+= 1
+    }
+
+    @inline(__always)
+    mutating func descend(_ va: UInt64, from level: PageTableLevel, through entry: PageTableEntry) -> PageTable {
+        cpu.pageWalkCache.fill(level, va, asid: asid, frame: entry.pfn.rawValue)
+        return kernel.pageTable(at: entry)
     }
 }
 

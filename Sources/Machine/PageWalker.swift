@@ -2,59 +2,73 @@ import VMCore
 import PhysicalMemory
 import Kernel
 
-/// How a walk ended.
+/// How a CPU's walk ended.
 public enum WalkResult: Sendable, Hashable {
     /// A leaf entry maps the address and permits the access: what the TLB caches.
     case mapped(TLBEntry, PageSize)
-    /// No present entry, or one that forbids the access: the MMU raises #PF.
-    case notMapped
+    /// No present entry: the MMU raises #PF with the P bit clear.
+    case notPresent
+    /// A present leaf that forbids the access: #PF with the P bit set (a protection fault).
+    case protection
+
+    /// The TLB entry a kernel walk's leaf becomes for an access of `kind`.
+    @inline(__always)
+    init(_ result: PageWalkResult, _ kind: MemoryAccess) {
+        switch result {
+        case .mapped(let entry, let level):
+            self = .mapped(TLBEntry(frame: entry.pfn.rawValue, writable: entry.isWritable,
+                                    dirty: kind == .write || entry.isDirty, executable: entry.isExecutable,
+                                    user: entry.isUser),
+                           PageSize(leafLevel: level))
+        case .notPresent: self = .notPresent
+        case .protection: self = .protection
+        }
+    }
+}
+
+/// The CPU's observer of a walk (`PageTableWalk`): starts below the root when a paging-structure cache
+/// knows a lower table, reads each entry through the cache model (one memory reference, its latency
+/// added to `cost`), and fills the paging-structure caches on the way down.
+/// Hardware: Intel SDM vol. 3A, 4.10.3; AMD's page walk cache.
+struct CPUWalk: PageWalkObserver {
+    unowned(unsafe) let cpu: CPU
+    unowned(unsafe) let kernel: Kernel
+    let asid: UInt16
+    var cost: Double
+
+    @inline(__always)
+    mutating func start(_ va: UInt64, root: PageTable) -> (table: PageTable, level: PageTableLevel) {
+        guard let known = cpu.pageWalkCache.deepest(va, asid: asid) else { return (root, .pgd) }
+        cpu.counters.pageWalkCacheHits &+= 1
+        return (kernel.pageTable(frame: PFN(known.frame)), known.level)
+    }
+
+    @inline(__always)
+    mutating func willRead(_ table: PageTable, _ index: Int, level: PageTableLevel) {
+        cost += cpu.readEntry(at: (UInt64(table.pfn.rawValue) << 12) | (UInt64(index) << 3))
+        cpu.counters.walkReferences &+= 1
+    }
+
+    @inline(__always)
+    mutating func descend(_ va: UInt64, from level: PageTableLevel, through entry: PageTableEntry) -> PageTable {
+        cpu.pageWalkCache.fill(level, va, asid: asid, frame: entry.pfn.rawValue)
+        return kernel.pageTable(at: entry)
+    }
 }
 
 extension CPU {
     /// Walks the loaded address space's page tables for `v`, as the hardware page-miss handler does:
-    /// starts below the root when a paging-structure cache knows a lower table, reads one entry per
-    /// level through the cache model (one memory reference each), checks the leaf's permissions and
-    /// sets its accessed bit (and dirty bit for a write) with an atomic OR, and fills the
-    /// paging-structure caches on the way down.
+    /// the kernel's one walker (`PageTableWalk`: a present bit per level, the leaf's permissions,
+    /// accessed and dirty bits set with an atomic OR) observed by this CPU (`CPUWalk`: paging-structure
+    /// caches, one reference per entry through the cache model), and the walk's cycles charged.
     ///
     /// Hardware: Intel SDM vol. 3A, 4.4-4.8 and 4.10.3; AMD APM vol. 2, 5.3. Linux's software view of
     /// the same walk is `follow_page_mask()`, and its reader of the bits `ptep_test_and_clear_young()`.
     @inline(__always)
     func walk(_ v: UInt64, _ kind: MemoryAccess) -> WalkResult {
         counters.walks &+= 1
-        var cost = walkStartCycles
-        defer { counters.walkCycles += independentAccesses ? cost / mlp : cost; lastDataLine = .max }
-        let kernel = kernel.unsafelyUnwrapped
-        var level = PageTableLevel.pgd
-        var table = root.unsafelyUnwrapped
-        if let known = pageWalkCache.deepest(v, asid: asid) {
-            counters.pageWalkCacheHits &+= 1
-            level = known.level
-            table = kernel.pageTable(frame: PFN(known.frame))
-        }
-        while true {
-            let i = Int(truncatingIfNeeded: (v >> level.shift) & 511)
-            cost += readEntry(at: (UInt64(table.pfn.rawValue) << 12) | (UInt64(i) << 3))
-            counters.walkReferences &+= 1
-            let entry = table[i]
-            guard entry.isPresent else { return .notMapped }
-            if level == .pte || entry.isHuge {
-                switch kind {
-                case .read: break
-                case .write: guard entry.isWritable else { return .notMapped }
-                case .execute: guard entry.isExecutable else { return .notMapped }
-                }
-                let wanted = PageTableEntry.accessedBit | (kind == .write ? PageTableEntry.dirtyBit : 0)
-                if entry.rawValue & wanted != wanted { table.setHardwareBits(i, wanted) }
-                return .mapped(TLBEntry(frame: entry.pfn.rawValue, writable: entry.isWritable,
-                                        dirty: kind == .write || entry.isDirty, executable: entry.isExecutable,
-                                        user: entry.isUser),
-                               PageSize(leafLevel: level))
-            }
-            if !entry.isAccessed { table.setHardwareBits(i, PageTableEntry.accessedBit) }
-            pageWalkCache.fill(level, v, asid: asid, frame: entry.pfn.rawValue)
-            table = kernel.pageTable(at: entry)
-            level = level.lower.unsafelyUnwrapped
-        }
+        var observer = CPUWalk(cpu: self, kernel: kernel.unsafelyUnwrapped, asid: asid, cost: walkStartCycles)
+        defer { counters.walkCycles += independentAccesses ? observer.cost / mlp : observer.cost; lastDataLine = .max }
+        return WalkResult(PageTableWalk.walk(v, kind, root: root.unsafelyUnwrapped, &observer), kind)
     }
 }

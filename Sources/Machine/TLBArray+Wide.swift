@@ -50,7 +50,7 @@ extension TLBArray {
         oldestSlot = s
     }
 
-    @usableFromInline func wideLookup(_ t: UInt64, touch: Bool) -> Int {
+    func wideLookup(_ t: UInt64, touch: Bool) -> Int {
         var h = home(t)
         while true {
             let s = index[h]

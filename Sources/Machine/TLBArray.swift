@@ -21,23 +21,23 @@ public final class TLBArray: @unchecked Sendable {
     public let sets: Int
     public let ways: Int
     public let pageSizes: PageSizeSet
-    @usableFromInline let setMask: UInt64
-    @usableFromInline let tags: UnsafeMutablePointer<UInt64>
-    @usableFromInline let payloads: UnsafeMutablePointer<UInt64>
-    @usableFromInline let stamps: UnsafeMutablePointer<UInt64>
-    @exclusivity(unchecked) @usableFromInline var clock: UInt64 = 0
+    let setMask: UInt64
+    let tags: UnsafeMutablePointer<UInt64>
+    let payloads: UnsafeMutablePointer<UInt64>
+    let stamps: UnsafeMutablePointer<UInt64>
+    @exclusivity(unchecked) var clock: UInt64 = 0
     /// Valid entries per page size, so lookups skip sizes the array holds none of.
-    @exclusivity(unchecked) @usableFromInline var occupancy: (UInt32, UInt32, UInt32) = (0, 0, 0)
+    @exclusivity(unchecked) var occupancy: (UInt32, UInt32, UInt32) = (0, 0, 0)
     /// Wide (fully associative, more than 16 ways) arrays keep a hash index and a recency list
     /// instead of scanning every way (`TLBArray+Wide.swift`).
-    @usableFromInline let wide: Bool
-    @usableFromInline let index: UnsafeMutablePointer<Int32>
-    @usableFromInline let indexMask: Int
-    @usableFromInline let indexShift: UInt64
-    @usableFromInline let newer: UnsafeMutablePointer<Int32>
-    @usableFromInline let older: UnsafeMutablePointer<Int32>
-    @exclusivity(unchecked) @usableFromInline var newest: Int32 = 0
-    @exclusivity(unchecked) @usableFromInline var oldestSlot: Int32 = 0
+    let wide: Bool
+    let index: UnsafeMutablePointer<Int32>
+    let indexMask: Int
+    let indexShift: UInt64
+    let newer: UnsafeMutablePointer<Int32>
+    let older: UnsafeMutablePointer<Int32>
+    @exclusivity(unchecked) var newest: Int32 = 0
+    @exclusivity(unchecked) var oldestSlot: Int32 = 0
 
     public static let validBit: UInt64 = 1 << 63
 
@@ -71,12 +71,12 @@ public final class TLBArray: @unchecked Sendable {
     public var entries: Int { sets * ways }
 
     /// The tag of a page: page number at its size, size and ASID, marked valid.
-    @inlinable @inline(__always)
+    @inline(__always)
     public static func tag(page: UInt64, size: PageSize, asid: UInt16) -> UInt64 {
         validBit | (page << 16) | (UInt64(size.rawValue) << 14) | UInt64(asid & 0xFFF)
     }
 
-    @inlinable @inline(__always) func count(_ size: PageSize) -> UInt32 {
+    @inline(__always) func count(_ size: PageSize) -> UInt32 {
         switch size {
         case .size4K: occupancy.0
         case .size2M: occupancy.1
@@ -84,7 +84,7 @@ public final class TLBArray: @unchecked Sendable {
         }
     }
 
-    @inlinable @inline(__always) func adjust(_ size: PageSize, _ delta: Int32) {
+    @inline(__always) func adjust(_ size: PageSize, _ delta: Int32) {
         switch size {
         case .size4K: occupancy.0 = UInt32(bitPattern: Int32(bitPattern: occupancy.0) &+ delta)
         case .size2M: occupancy.1 = UInt32(bitPattern: Int32(bitPattern: occupancy.1) &+ delta)
@@ -93,10 +93,10 @@ public final class TLBArray: @unchecked Sendable {
     }
 
     /// Whether the array holds any entry of `size`.
-    @inlinable @inline(__always) public func holds(_ size: PageSize) -> Bool { count(size) != 0 }
+    @inline(__always) public func holds(_ size: PageSize) -> Bool { count(size) != 0 }
 
     /// Looks `page` up and refreshes its LRU stamp on a hit. Returns the slot, or -1 on a miss.
-    @inlinable @inline(__always)
+    @inline(__always)
     public func lookup(page: UInt64, size: PageSize, asid: UInt16) -> Int {
         let t = Self.tag(page: page, size: size, asid: asid)
         if wide { return wideLookup(t, touch: true) }
@@ -135,10 +135,10 @@ public final class TLBArray: @unchecked Sendable {
     }
 
     /// The payload stored with the entry in `slot`.
-    @inlinable @inline(__always) public func payload(_ slot: Int) -> UInt64 { payloads[slot] }
+    @inline(__always) public func payload(_ slot: Int) -> UInt64 { payloads[slot] }
 
     /// Replaces the payload of a valid entry (e.g. when a walk set its dirty bit).
-    @inlinable @inline(__always) public func setPayload(_ slot: Int, _ value: UInt64) { payloads[slot] = value }
+    @inline(__always) public func setPayload(_ slot: Int, _ value: UInt64) { payloads[slot] = value }
 
     /// Fills `page` into its set, replacing an invalid way or the least recently used one; refreshes
     /// the payload if the page is already present. Returns the slot.
@@ -171,7 +171,7 @@ public final class TLBArray: @unchecked Sendable {
         return victim
     }
 
-    @inlinable static func size(ofTag t: UInt64) -> PageSize { PageSize(rawValue: Int((t >> 14) & 3))! }
+    static func size(ofTag t: UInt64) -> PageSize { PageSize(rawValue: Int((t >> 14) & 3))! }
 
     /// Invalidates the entry in `slot`.
     func clear(_ slot: Int) {

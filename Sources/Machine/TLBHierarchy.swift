@@ -15,8 +15,8 @@ public final class TLBHierarchy: @unchecked Sendable {
     public let l2: ContiguousArray<TLBArray>
     /// The same arrays as unretained references for the lookup path, which then does no reference
     /// counting; `l1Data`, `l1Instruction` and `l2` own them.
-    @usableFromInline let dataLevels: Levels
-    @usableFromInline let instructionLevels: Levels
+    let dataLevels: Levels
+    let instructionLevels: Levels
 
     public init(_ d: MachineDescription) {
         func build(_ specs: [TLBArraySpec]) -> ContiguousArray<TLBArray> {
@@ -162,23 +162,23 @@ public final class TLBHierarchy: @unchecked Sendable {
 /// ```
 public struct TLBEntry: RawRepresentable, Sendable, Hashable {
     public var rawValue: UInt64
-    @inlinable public init(rawValue: UInt64) { self.rawValue = rawValue }
+    public init(rawValue: UInt64) { self.rawValue = rawValue }
     public static let writableBit: UInt64 = 1 << 32
     public static let dirtyBit: UInt64 = 1 << 33
     public static let executableBit: UInt64 = 1 << 34
     public static let userBit: UInt64 = 1 << 35
 
-    @inlinable public init(frame: UInt32, writable: Bool, dirty: Bool, executable: Bool, user: Bool) {
+    public init(frame: UInt32, writable: Bool, dirty: Bool, executable: Bool, user: Bool) {
         rawValue = UInt64(frame) | (writable ? Self.writableBit : 0) | (dirty ? Self.dirtyBit : 0)
             | (executable ? Self.executableBit : 0) | (user ? Self.userBit : 0)
     }
-    @inlinable public var frame: UInt32 { UInt32(truncatingIfNeeded: rawValue) }
-    @inlinable public var isWritable: Bool { rawValue & Self.writableBit != 0 }
-    @inlinable public var isDirty: Bool { rawValue & Self.dirtyBit != 0 }
-    @inlinable public var isExecutable: Bool { rawValue & Self.executableBit != 0 }
+    public var frame: UInt32 { UInt32(truncatingIfNeeded: rawValue) }
+    public var isWritable: Bool { rawValue & Self.writableBit != 0 }
+    public var isDirty: Bool { rawValue & Self.dirtyBit != 0 }
+    public var isExecutable: Bool { rawValue & Self.executableBit != 0 }
 
     /// The entry for the piece of size `piece` that contains `va`, of a page of size `size`.
-    @inlinable public func piece(containing va: UInt64, of size: PageSize, as piece: PageSize) -> TLBEntry {
+    public func piece(containing va: UInt64, of size: PageSize, as piece: PageSize) -> TLBEntry {
         if piece == size { return self }
         let offsetPages = (va & (size.bytes &- 1) & ~(piece.bytes &- 1)) >> 12
         return TLBEntry(rawValue: (rawValue & ~0xFFFF_FFFF) | UInt64(frame &+ UInt32(truncatingIfNeeded: offsetPages)))

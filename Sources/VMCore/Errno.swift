@@ -11,6 +11,7 @@ public enum Errno: Int32, Error, Sendable, CaseIterable, CustomStringConvertible
     case EEXIST = 17
     case EINVAL = 22
     case ENOSPC = 28
+    case ERANGE = 34
 
     public var description: String { "\(name) (\(rawValue))" }
     public var name: String {
@@ -26,6 +27,7 @@ public enum Errno: Int32, Error, Sendable, CaseIterable, CustomStringConvertible
         case .EEXIST: "EEXIST"
         case .EINVAL: "EINVAL"
         case .ENOSPC: "ENOSPC"
+        case .ERANGE: "ERANGE"
         }
     }
     /// Looks up an errno by its symbolic name (`"EINVAL"`).

@@ -2,6 +2,7 @@ import ArgumentParser
 import VMCore
 import PhysicalMemory
 import Experiments
+import Simulation
 
 /// `thpsim demo`: a guided demonstration of the 2010 design's huge pages (fault, huge zero page,
 /// fork and copy-on-write, a split by partial munmap) with the Linux-format counters after it.
@@ -31,13 +32,16 @@ struct DemoCommand: ParsableCommand {
         guard let regionBytes = ByteCount.parse(region), regionBytes >= 16384, regionBytes % 4096 == 0 else {
             throw ValidationError("--region: '\(region)' is not a multiple of 4K of at least 16K")
         }
+        let demonstration = Demonstration(memoryBytes: memoryBytes, mode: storage, regionBytes: regionBytes)
         let report: Demonstration.Report
         do {
-            report = try Demonstration(memoryBytes: memoryBytes, mode: storage, regionBytes: regionBytes).run()
+            report = try demonstration.run()
         } catch {
             throw ValidationError(error.description)
         }
-        print("thpsim demonstration (design: linux-2.6.38, enabled=always use_zero_page=1; memory \(memory), \(mode) mode)\n")
+        let boot = demonstration.system.bootSettings
+        print("thpsim demonstration (design: \(demonstration.design), enabled=\(boot.enabled.rawValue) use_zero_page=\(boot.useZeroPage ? 1 : 0);"
+              + " memory \(memory), \(mode) mode)\n")
         for (i, step) in report.steps.enumerated() { print("  \(i + 1). \(step)") }
         print("\n== /proc/PID/smaps (parent) ==")
         print(report.smaps, terminator: "")

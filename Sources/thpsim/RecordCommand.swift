@@ -3,6 +3,7 @@ import Foundation
 import Synchronization
 import Machine
 import Workloads
+import Simulation
 import Experiments
 
 /// `thpsim record [--out FILE] [--replay …] -- COMMAND ARGS...`: runs a real program under QEMU's
@@ -59,7 +60,7 @@ struct RecordCommand: ParsableCommand {
     @Option(help: "With --replay: THP enabled policies (default: never,madvise,always).")
     var enabled: [String] = []
 
-    @Option(help: "With --replay: kernel design(s) (default: linux-2.6.38).")
+    @Option(help: "With --replay: kernel design(s) (default: \(SystemBuilder.defaultDesign.name)).")
     var design: [String] = []
 
     @Option(help: "With --replay: machine preset(s) or config file(s) (default: skylake-sp).")

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Workloads
+import Simulation
 
 /// `thpsim replay TRACE`: drives a trace (docs/trace-format.md) through the kernel model and a
 /// simulated machine, and reports counters, TLB figures, estimated cycles and memory.
@@ -21,7 +22,7 @@ struct ReplayCommand: ParsableCommand {
 
     func run() throws {
         guard (1...64).contains(cpus) else { throw ValidationError("--cpus must be 1 to 64") }
-        let setup = try options.setup(cpus: cpus, defaultMemory: 8 << 30)
+        let setup = try options.setup(cpus: cpus, defaultMemory: SystemBuilder.defaultMemoryBytes(footprint: nil))
         if let shortfall = setup.hostShortfall("--memory \(options.memory ?? "8G")", touching: 0) {
             FileHandle.standardError.write(Data("error: \(shortfall)\n".utf8))
             throw ExitCode(1)

@@ -4,11 +4,12 @@ import VMCore
 import Kernel
 import Machine
 import Workloads
+import Simulation
 
 /// The kernel and machine options `replay` and `workload` share.
 struct ReplayMachineOptions: ParsableArguments {
     @Option(help: "Kernel design (\(KernelDesign.all.map(\.name).joined(separator: ", "))).")
-    var design: String = KernelDesign.linux2_6_38.name
+    var design: String = SystemBuilder.defaultDesign.name
 
     @Option(help: "THP enabled setting: always, madvise or never (default: the design's).")
     var enabled: String?
@@ -22,9 +23,10 @@ struct ReplayMachineOptions: ParsableArguments {
     @Flag(help: "Print the report as JSON.")
     var json = false
 
-    /// The setup these options describe, with `cpus` CPUs and at least `defaultMemory` bytes.
-    func setup(cpus: Int, defaultMemory: UInt64) throws -> ReplaySetup {
-        var s = ReplaySetup()
+    /// The system these options describe, with `cpus` CPUs and `defaultMemory` bytes unless `--memory`
+    /// says otherwise.
+    func setup(cpus: Int, defaultMemory: UInt64) throws -> SystemBuilder {
+        var s = SystemBuilder()
         guard let d = KernelDesign.named(design) else {
             throw ValidationError("--design: '\(design)' is not one of \(KernelDesign.all.map(\.name).joined(separator: ", "))")
         }

@@ -4,6 +4,7 @@ import Synchronization
 import VMCore
 import Machine
 import Workloads
+import Simulation
 import Experiments
 
 /// `thpsim run`: the main job. Runs an experiment — workloads × designs × machines × tunables ×
@@ -47,7 +48,7 @@ struct RunCommand: ParsableCommand {
     @Option(help: "THP enabled policies (default: never,madvise,always).")
     var enabled: [String] = []
 
-    @Option(help: "Kernel design(s) (default: linux-2.6.38).")
+    @Option(help: "Kernel design(s) (default: \(SystemBuilder.defaultDesign.name)).")
     var design: [String] = []
 
     @Option(help: "Machine preset(s) or config file(s) (default: skylake-sp).")

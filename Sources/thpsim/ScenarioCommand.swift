@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
-import Workloads
+import Scenarios
+import Simulation
 import Kernel
 
 /// `thpsim scenario FILE...`: runs scenario files on the model, natively, or both (docs/scenarios.md).
@@ -29,7 +30,7 @@ struct ScenarioCommand: ParsableCommand {
     @Flag(help: "With --compare: print the conformance tables in Markdown (docs/conformance.md).")
     var markdown = false
 
-    @Option(help: "The model's design for files without a `design` line: \(KernelDesign.all.map(\.name).joined(separator: ", ")) (default linux-2.6.38).")
+    @Option(help: "The model's design for files without a `design` line: \(KernelDesign.all.map(\.name).joined(separator: ", ")) (default \(SystemBuilder.defaultDesign.name)).")
     var design: String?
 
     func validate() throws {

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Kernel
 import Workloads
+import Simulation
 
 /// `thpsim stress`: concurrent random operations on the kernel model with invariant and byte checks.
 struct StressCommand: ParsableCommand {
@@ -18,8 +19,8 @@ struct StressCommand: ParsableCommand {
     @Option(name: .long, help: "Seed of the operations (and, with --deterministic, of the interleaving).")
     var seed: UInt64 = 1
 
-    @Option(name: .long, help: "The design: linux-2.6.38 or linux-6.18.")
-    var design: String = KernelDesign.linux2_6_38.name
+    @Option(name: .long, help: "The design: \(KernelDesign.all.map(\.name).joined(separator: " or ")).")
+    var design: String = SystemBuilder.defaultDesign.name
 
     @Option(name: .long, help: "The lock that guards PMDs: mm (page_table_lock) or pmd (split PMD locks).")
     var lock: String = "mm"

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import VMCore
 import Workloads
+import Simulation
 
 /// `thpsim workload NAME`: runs a synthetic workload on the kernel model and a simulated machine,
 /// or writes it as a trace with `--out`.
@@ -64,9 +65,7 @@ struct WorkloadCommand: ParsableCommand {
             }
             return
         }
-        // Memory: the footprint twice over (fork copies), plus room for tables, rounded to 1 GiB.
-        let memory = ((2 * bytes + (512 << 20)) + (1 << 30) - 1) & ~((1 << 30) - 1)
-        let setup = try options.setup(cpus: threads, defaultMemory: memory)
+        let setup = try options.setup(cpus: threads, defaultMemory: SystemBuilder.defaultMemoryBytes(footprint: bytes))
         if let shortfall = setup.hostShortfall("--size \(size)", touching: bytes) {
             FileHandle.standardError.write(Data("error: \(shortfall)\n".utf8))
             throw ExitCode(1)

@@ -1,5 +1,6 @@
 import Benchmark
 import Workloads
+import Simulation
 
 /// Trace replay speed (issue 8's target: ≥ 50 M records/s on one core for a TLB-hit-dominated trace).
 ///
@@ -46,7 +47,7 @@ let benchmarks: @Sendable () -> Void = {
 
     Benchmark("replay: TLB-hit-dominated gups trace (\(records) records)",
               configuration: .init(scalingFactor: .one)) { benchmark in
-        var setup = ReplaySetup()
+        var setup = SystemBuilder()
         setup.memoryBytes = 64 << 20
         setup.enabled = .never
         for _ in benchmark.scaledIterations {

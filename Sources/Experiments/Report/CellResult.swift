@@ -1,5 +1,6 @@
 import Machine
 import Workloads
+import Simulation
 
 /// What one cell of an experiment measured. Counters cover the whole run (set-up included), since
 /// that is where faults and their latency fall. The keys are documented in docs/report-format.md;

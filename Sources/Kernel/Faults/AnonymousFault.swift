@@ -3,9 +3,24 @@ import VMCore
 import PhysicalMemory
 
 extension AddressSpace {
-    /// Handles a page fault at `va` for `access` (Linux: `do_user_addr_fault()` → `handle_mm_fault()`).
-    /// Takes the mmap lock for reading.
+    /// Handles a page fault at `va` for `access` raised without a walk, so with the P bit clear (the
+    /// handler does not read it); what the handler did is not kept. Takes the mmap lock for reading.
     public func handleFault(at va: VirtualAddress, access: MemoryAccess) -> FaultOutcome {
+        var fault = FaultContext(address: va, access: access, present: false)
+        return handleFault(&fault)
+    }
+
+    /// Handles the page fault `fault` describes and records into it what was done (Linux:
+    /// `do_user_addr_fault()` → `handle_mm_fault()` with its `struct vm_fault`). Takes the mmap lock
+    /// for reading.
+    public func handleFault(_ fault: inout FaultContext) -> FaultOutcome {
+        let outcome = resolveFault(&fault)
+        fault.outcome = outcome
+        return outcome
+    }
+
+    private func resolveFault(_ fault: inout FaultContext) -> FaultOutcome {
+        let va = fault.address, access = fault.access
         mmapLock.readLock()
         defer { mmapLock.unlock() }
         guard !hasExited, let index = vmas.index(containing: va) else { return .segv(.mapErr) }
@@ -19,15 +34,16 @@ extension AddressSpace {
             && (access == .write || hugepagesAllowed(in: vma, kernel.hugepageSettings) && hugeRangeFits(vma, va)) {
             // anon_vma_prepare() runs under the read lock in Linux with its own lock; the model's VMA
             // list is only written under the write lock, so upgrade briefly.
+            fault.waited = .mmapWriteLock
             mmapLock.unlock()
             mmapLock.writeLock()
             if let i = vmas.index(containing: va) { prepareAnonVMA(i) }
             mmapLock.unlock()
             mmapLock.readLock()
             guard let i = vmas.index(containing: va) else { return .segv(.mapErr) }
-            return handlePTEFault(vmas[i], va, access)
+            return handlePTEFault(vmas[i], &fault)
         }
-        return handlePTEFault(vma, va, access)
+        return handlePTEFault(vma, &fault)
     }
 
     /// Whether the VMA forbids the access (Linux: `access_error()`): a write needs VM_WRITE, an
@@ -44,40 +60,43 @@ extension AddressSpace {
     /// huge pages try a huge page, at a huge PMD resolve it there, and otherwise resolve the PTE
     /// (Linux: `__handle_mm_fault()` → `create_huge_pmd()`, `wp_huge_pmd()`, `handle_pte_fault()`).
     /// The PMD is looked at without a lock; each path re-checks it under the PMD lock.
-    func handlePTEFault(_ vma: VMA, _ va: VirtualAddress, _ access: MemoryAccess) -> FaultOutcome {
-        guard let (pmd, pmdIndex) = walk(va, to: .pmd, allocate: true) else { return .outOfMemory }
+    func handlePTEFault(_ vma: VMA, _ fault: inout FaultContext) -> FaultOutcome {
+        let va = fault.address, access = fault.access
+        guard let (pmd, pmdIndex) = walk(va, to: .pmd, allocating: &fault.reclaim) else { return .outOfMemory }
         let pmdEntry = pmd[pmdIndex]
         if pmdEntry.isNone {
             let settings = kernel.hugepageSettings
             if hugepagesAllowed(in: vma, settings),
-               case .done(let outcome) = hugeAnonymousFault(vma, va, pmd, pmdIndex, access, settings) {
+               case .done(let outcome) = hugeAnonymousFault(vma, va, pmd, pmdIndex, settings, &fault) {
                 return outcome
             }
         } else if pmdEntry.isHuge {
             if pmdEntry.isSplitting {
+                fault.waited = .hugePMDSplit
                 waitForSplit(pmd, pmdIndex)
                 return .handled
             }
             guard access == .write && !pmdEntry.isWritable else { return hugeSetAccessed(pmd, pmdIndex, access) }
-            if case .done(let outcome) = hugeWriteProtectFault(vma, va, pmd, pmdIndex, pmdEntry) { return outcome }
+            if case .done(let outcome) = hugeWriteProtectFault(vma, va, pmd, pmdIndex, pmdEntry, &fault) { return outcome }
         }
-        guard let table = pteTable(under: pmd, pmdIndex) else {
+        guard let table = pteTable(under: pmd, pmdIndex, allocating: &fault.reclaim) else {
             // Either memory ran out, or another CPU mapped a huge page here meanwhile: retry then.
             return pmd[pmdIndex].isHuge ? .handled : .outOfMemory
         }
         let index = va.tableIndex(.pte)
         let entry = table[index]
         if entry.isMigrationEntry {
+            fault.waited = .migrationEntry
             waitForMigration(table, index)
             return .handled
         }
-        if entry.isSwapEntry { return swapIn(vma, va, table, index, entry, access) }
+        if entry.isSwapEntry { return swapIn(vma, va, table, index, entry, &fault) }
         if !entry.isMapped {
-            return vma.isShared ? sharedFault(vma, va, table, index, access)
-                                : anonymousFault(vma, va, table, index, access)
+            return vma.isShared ? sharedFault(vma, va, table, index, &fault)
+                                : anonymousFault(vma, va, table, index, &fault)
         }
         if access == .write && !entry.isWritable {
-            return vma.isShared ? makeSharedWritable(table, index) : copyOnWrite(vma, va, table, index)
+            return vma.isShared ? makeSharedWritable(table, index, &fault) : copyOnWrite(vma, va, table, index, &fault)
         }
         // Spurious: another CPU resolved it, or only A/D bits were missing (Linux: `pte_mkyoung()` path).
         let lock = kernel.splitLock(table)
@@ -95,19 +114,25 @@ extension AddressSpace {
     /// First touch of private anonymous memory: a read maps the shared zero page read-only, a write
     /// maps a new zeroed page (Linux: `do_anonymous_page()`).
     func anonymousFault(_ vma: VMA, _ va: VirtualAddress, _ table: PageTable, _ index: Int,
-                        _ access: MemoryAccess) -> FaultOutcome {
+                        _ fault: inout FaultContext) -> FaultOutcome {
+        let access = fault.access
         let lock = kernel.splitLock(table)
         let bits = PageTableEntry.userBits(vma.flags.protection)
         if access != .write {
             let zero = PageTableEntry(pfn: kernel.zeroPage, bits: bits | PageTableEntry.specialBit | PageTableEntry.accessedBit)
             lock.spinLock()
-            if table[index].isNone { table.set(index, zero) }
+            if table[index].isNone {
+                table.set(index, zero)
+                fault.mapped = .base
+                fault.resolution = .mapped
+            }
             lock.spinUnlock()
             return .handled
         }
-        if let outcome = anonymousLargeFault(vma, va, table) { return outcome }
-        guard let pfn = kernel.allocateAnonymousPage() else { return .outOfMemory }
+        if let outcome = anonymousLargeFault(vma, va, table, &fault) { return outcome }
+        guard let pfn = kernel.allocateAnonymousPage(&fault.reclaim) else { return .outOfMemory }
         kernel.countAllocation(pages: 1)
+        fault.zeroed(pages: 1)
         kernel.memory.frames.insertFlags(pfn, [.anonExclusive, .swapBacked])
         let entry = PageTableEntry(pfn: pfn, bits: bits | PageTableEntry.writableBit | PageTableEntry.accessedBit | PageTableEntry.dirtyBit)
         lock.spinLock()
@@ -121,13 +146,16 @@ extension AddressSpace {
         addNewAnonFolioToLRU(pfn, vma, at: va)
         table.set(index, entry)
         lock.spinUnlock()
+        fault.mapped = .base
+        fault.resolution = .mapped
         return .handled
     }
 
     /// Write to a write-protected private page: reuse it when this mapping is its only user, otherwise
     /// copy it (the zero page is always "copied" into a fresh zeroed page) (Linux: `do_wp_page()`,
     /// `wp_page_reuse()`, `wp_page_copy()`).
-    func copyOnWrite(_ vma: VMA, _ va: VirtualAddress, _ table: PageTable, _ index: Int) -> FaultOutcome {
+    func copyOnWrite(_ vma: VMA, _ va: VirtualAddress, _ table: PageTable, _ index: Int,
+                     _ fault: inout FaultContext) -> FaultOutcome {
         let frames = kernel.memory.frames
         let lock = kernel.splitLock(table)
         let bits = PageTableEntry.userBits(vma.flags.protection) | PageTableEntry.writableBit
@@ -140,22 +168,25 @@ extension AddressSpace {
             frames.insertFlags(old.pfn, .anonExclusive)
             table.set(index, PageTableEntry(pfn: old.pfn, bits: bits))
             lock.spinUnlock()
+            fault.resolution = .copyOnWrite
             return .handled
         }
         lock.spinUnlock()
 
-        guard let copy = kernel.allocateAnonymousPage(zeroed: old.isSpecial) else {
+        guard let copy = kernel.allocateAnonymousPage(zeroed: old.isSpecial, &fault.reclaim) else {
             return .outOfMemory
         }
         kernel.countAllocation(pages: 1)
+        // The zero page's "copy" is a zeroed page (Linux: `wp_page_copy()` with `is_zero_pfn()`).
+        if old.isSpecial { fault.zeroed(pages: 1) } else { fault.copied(pages: 1) }
         frames.insertFlags(copy, [.anonExclusive, .swapBacked])
         let page = va.alignedDown(PageGeometry.pageSize)
-        return invalidatingSecondaryMMUs(page, page + PageGeometry.pageSize) { () -> FaultOutcome in
+        let mapped = invalidatingSecondaryMMUs(page, page + PageGeometry.pageSize) { () -> Bool in
             lock.spinLock()
             guard table[index] == old else {
                 lock.spinUnlock()
                 kernel.putPage(copy)
-                return .handled
+                return false
             }
             if !old.isSpecial, let storage = kernel.memory.storage { storage.copy(from: old.pfn, to: copy) }
             mapPage(copy)
@@ -164,8 +195,13 @@ extension AddressSpace {
             lock.spinUnlock()
             kernel.flushTLB(self, page, page + PageGeometry.pageSize)
             if !old.isSpecial { unmapPage(old.pfn) }
-            return .handled
+            return true
         }
+        if mapped {
+            fault.mapped = .base
+            fault.resolution = .copyOnWrite
+        }
+        return .handled
     }
 
     /// Whether a write may reuse the write-protected private page `pfn` in place. 2010: only this PTE
@@ -194,11 +230,13 @@ extension AddressSpace {
     /// First touch of shared anonymous memory: map the object's page, writable if the VMA is
     /// (Linux: `do_read_fault()` / `do_shared_fault()` → `shmem_fault()`).
     func sharedFault(_ vma: VMA, _ va: VirtualAddress, _ table: PageTable, _ index: Int,
-                     _ access: MemoryAccess) -> FaultOutcome {
+                     _ fault: inout FaultContext) -> FaultOutcome {
+        let access = fault.access
         guard let object = vma.sharedObject else { preconditionFailure("shared VMA without an object") }
         let page = vma.pageIndex(of: va)
         guard page < UInt64(object.pages) else { return .sigbus }
-        guard let pfn = object.frame(at: Int(page), kernel: kernel) else { return .outOfMemory }
+        guard let (pfn, allocated) = object.frame(at: Int(page), kernel: kernel) else { return .outOfMemory }
+        if allocated { fault.zeroed(pages: 1) }
         var bits = PageTableEntry.userBits(vma.flags.protection) | PageTableEntry.accessedBit
         if vma.flags.contains(.write) { bits |= PageTableEntry.writableBit }
         if access == .write { bits |= PageTableEntry.dirtyBit }
@@ -212,15 +250,20 @@ extension AddressSpace {
         mapPage(pfn)
         table.set(index, PageTableEntry(pfn: pfn, bits: bits))
         lock.spinUnlock()
+        fault.mapped = .base
+        fault.resolution = .mapped
         return .handled
     }
 
     /// A write to a shared page that is mapped read-only after mprotect gave write back.
-    func makeSharedWritable(_ table: PageTable, _ index: Int) -> FaultOutcome {
+    func makeSharedWritable(_ table: PageTable, _ index: Int, _ fault: inout FaultContext) -> FaultOutcome {
         let lock = kernel.splitLock(table)
         lock.spinLock()
         let old = table[index]
-        if old.isMapped { table.set(index, old.makingWritable().makingDirty().makingYoung()) }
+        if old.isMapped {
+            table.set(index, old.makingWritable().makingDirty().makingYoung())
+            fault.resolution = .copyOnWrite
+        }
         lock.spinUnlock()
         return .handled
     }

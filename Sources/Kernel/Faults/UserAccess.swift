@@ -44,44 +44,30 @@ extension AddressSpace {
         return entry.isMapped ? entry.pfn : nil
     }
 
-    /// The hardware walk of one access: permission check and A/D update on success; nil when the MMU
-    /// would raise a page fault (Intel SDM 4.7). Lockless, as the MMU is.
+    /// The hardware walk of one access (`PageTableWalk` seen by the software MMU): permission check
+    /// and A/D update on success; on a fault, whether a present entry forbade the access (x86's P
+    /// bit). Lockless, as the MMU is.
     @inline(__always)
-    func hardwareWalk(_ va: VirtualAddress, _ access: MemoryAccess) -> PFN? {
-        var table = root
-        var level = PageTableLevel.pgd
-        while true {
-            let i = va.tableIndex(level)
-            let entry = table[i]
-            guard entry.isPresent else { return nil }
-            if level == .pte || entry.isHuge {
-                switch access {
-                case .write: guard entry.isWritable else { return nil }
-                case .execute: guard entry.isExecutable else { return nil }
-                case .read: break
-                }
-                let wanted = PageTableEntry.accessedBit | (access == .write ? PageTableEntry.dirtyBit : 0)
-                if entry.rawValue & wanted != wanted { table.entries[i].bitwiseOr(wanted, ordering: .relaxed) }
-                return level == .pte ? entry.pfn : entry.pfn + va.tableIndex(.pte)
-            }
-            table = kernel.table(at: entry)
-            level = level.lower!
+    func hardwareWalk(_ va: VirtualAddress, _ access: MemoryAccess) -> (PFN?, present: Bool) {
+        var observer = SoftwareWalk(kernel)
+        switch PageTableWalk.walk(va.rawValue, access, root: root, &observer) {
+        case .mapped(let entry, let level):
+            return (level == .pte ? entry.pfn : entry.pfn + va.tableIndex(.pte), false)
+        case .notPresent: return (nil, false)
+        case .protection: return (nil, true)
         }
     }
 
     /// One access by the program: walk, fault if needed, retry (the software MMU the kernel model uses
-    /// until the Machine layer stands in front of it). The walk runs in a lockless-walk window, as a
-    /// hardware walk is covered by the TLB-flush IPI: no table it reads is freed under it. Another CPU
-    /// may undo a fault before the retry (unmap it again, split it), so retries are unbounded in
-    /// principle; a million of them is a bug. Returns the frame, or the fault that stopped it.
+    /// until the Machine layer stands in front of it; `PageTableWalk.resolve`'s retry rule). The walk
+    /// runs in a lockless-walk window, as a hardware walk is covered by the TLB-flush IPI: no table it
+    /// reads is freed under it. Returns the frame, or the fault that stopped it.
     @inline(__always)
     public func access(_ va: VirtualAddress, _ kind: MemoryAccess) -> Result<PFN, AccessFault> {
-        for _ in 0..<1_000_000 {
-            if let pfn = kernel.locklessWalk({ hardwareWalk(va, kind) }) { return .success(pfn) }
-            let outcome = handleFault(at: va, access: kind)
-            if outcome != .handled { return .failure(AccessFault(address: va, outcome: outcome)) }
-        }
-        preconditionFailure("fault at \(va) was handled a million times without becoming accessible")
+        PageTableWalk.resolve(va, walk: { kernel.locklessWalk { hardwareWalk(va, kind) } }, fault: { present in
+            var fault = FaultContext(address: va, access: kind, present: present)
+            return handleFault(&fault)
+        })
     }
 
     /// Touches every page of `[start, start + length)` with `kind`.
@@ -101,17 +87,17 @@ extension AddressSpace {
     /// are in (as a store completes before the TLB flush that unmaps its page can finish).
     @inline(__always)
     func accessFrame(_ va: VirtualAddress, _ kind: MemoryAccess, _ body: (PFN) -> Void) -> Result<Void, AccessFault> {
-        for _ in 0..<1_000_000 {
-            let done = kernel.locklessWalk { () -> Bool in
-                guard let pfn = hardwareWalk(va, kind) else { return false }
+        PageTableWalk.resolve(va, walk: {
+            kernel.locklessWalk { () -> (Void?, present: Bool) in
+                let (pfn, present) = hardwareWalk(va, kind)
+                guard let pfn else { return (nil, present) }
                 body(pfn)
-                return true
+                return ((), false)
             }
-            if done { return .success(()) }
-            let outcome = handleFault(at: va, access: kind)
-            if outcome != .handled { return .failure(AccessFault(address: va, outcome: outcome)) }
-        }
-        preconditionFailure("fault at \(va) was handled a million times without becoming accessible")
+        }, fault: { present in
+            var fault = FaultContext(address: va, access: kind, present: present)
+            return handleFault(&fault)
+        })
     }
 
     /// Writes `bytes` at `start`, page by page, as the program's stores would (Linux:

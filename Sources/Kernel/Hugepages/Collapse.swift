@@ -84,7 +84,8 @@ extension AddressSpace {
         // khugepaged compacts when khugepaged/defrag is 1; MADV_COLLAPSE always may (Linux:
         // `alloc_hugepage_khugepaged_gfpmask()`, `collapse_control.gfp`).
         let defrag: HugeAllocationDefrag = !control.isKhugepaged || control.limits.defrag ? .direct : .none
-        guard let head = kernel.allocateHugePage(zeroed: false, defrag: defrag) else {
+        var compaction = CompactionWork()
+        guard let head = kernel.allocateHugePage(zeroed: false, defrag: defrag, &compaction) else {
             kernel.vmstat.count(.thpCollapseAllocFailed)
             return (.allocationFailed, true)
         }

@@ -13,13 +13,13 @@ extension AddressSpace {
     /// - A page others map too (after fork): copy it into a new huge page; when none can be allocated,
     ///   copy it into 512 small pages (Linux 2.6.38: `do_huge_pmd_wp_page_fallback()`).
     func hugeWriteProtectFault(_ vma: VMA, _ va: VirtualAddress, _ pmd: PageTable, _ index: Int,
-                               _ orig: PageTableEntry) -> HugeFaultResult {
+                               _ orig: PageTableEntry, _ fault: inout FaultContext) -> HugeFaultResult {
         let frames = kernel.memory.frames
         let haddr = va.alignedDown(PageGeometry.pmdSize)
         let lock = pmdLock(pmd)
         let writableBits = PageTableEntry.userBits(vma.flags.protection) | PageTableEntry.hugeBit
             | PageTableEntry.writableBit | PageTableEntry.accessedBit | PageTableEntry.dirtyBit
-        if orig.isSpecial { return hugeZeroPageWriteFault(vma, pmd, index, haddr, orig, writableBits) }
+        if orig.isSpecial { return hugeZeroPageWriteFault(vma, pmd, index, haddr, orig, writableBits, &fault) }
 
         lock.spinLock()
         guard pmd[index] == orig else { lock.spinUnlock(); return .done(.handled) }
@@ -33,6 +33,7 @@ extension AddressSpace {
             frames.insertFlags(head, .anonExclusive)
             pmd.set(index, orig.makingWritable().makingDirty().makingYoung())
             lock.spinUnlock()
+            fault.resolution = .copyOnWrite
             return .done(.handled)
         }
         if kernel.design.hugeCOWCopy == .splitPMDCopyPage {
@@ -44,13 +45,14 @@ extension AddressSpace {
         kernel.getPage(head)  // keeps the page while the lock is dropped for the allocation
         lock.spinUnlock()
 
-        guard let copy = kernel.allocateHugePage(zeroed: false) else {
+        guard let copy = kernel.allocateHugePage(zeroed: false, &fault.compaction) else {
             kernel.vmstat.count(.thpFaultFallback)
-            let outcome = copyHugePageIntoSmallPages(vma, pmd, index, haddr, orig)
+            let outcome = copyHugePageIntoSmallPages(vma, pmd, index, haddr, orig, &fault)
             kernel.putPage(head)
             return .done(outcome)
         }
         kernel.vmstat.count(.thpFaultAlloc)
+        fault.hugePage(copied: true)
         if let storage = kernel.memory.storage {
             for i in 0..<PageGeometry.pmdOrder.pages { storage.copy(from: head + i, to: copy + i) }
         }
@@ -70,20 +72,24 @@ extension AddressSpace {
             lock.spinUnlock()
             kernel.flushTLB(self, haddr, haddr + PageGeometry.pmdSize)
             kernel.putPage(head)  // the reference taken above
+            fault.mapped = .pmd
+            fault.resolution = .copyOnWrite
             return .done(.handled)
         }
     }
 
     /// A write to the huge zero page (Linux 3.8: `do_huge_pmd_wp_zero_page()`).
     private func hugeZeroPageWriteFault(_ vma: VMA, _ pmd: PageTable, _ index: Int, _ haddr: VirtualAddress,
-                                        _ orig: PageTableEntry, _ writableBits: UInt64) -> HugeFaultResult {
+                                        _ orig: PageTableEntry, _ writableBits: UInt64,
+                                        _ fault: inout FaultContext) -> HugeFaultResult {
         let lock = pmdLock(pmd)
-        guard let head = kernel.allocateHugePage() else {
+        guard let head = kernel.allocateHugePage(&fault.compaction) else {
             kernel.vmstat.count(.thpFaultFallback)
             splitHugePMD(pmd, index, haddr)
             return .fallback
         }
         kernel.vmstat.count(.thpFaultAlloc)
+        fault.hugePage(copied: false)
         return invalidatingSecondaryMMUs(haddr, haddr + PageGeometry.pmdSize) { () -> HugeFaultResult in
             lock.spinLock()
             guard pmd[index] == orig else {
@@ -97,6 +103,8 @@ extension AddressSpace {
             kernel.putHugeZeroPage(orig.pfn)
             lock.spinUnlock()
             kernel.flushTLB(self, haddr, haddr + PageGeometry.pmdSize)
+            fault.mapped = .pmd
+            fault.resolution = .copyOnWrite
             return .done(.handled)
         }
     }
@@ -105,7 +113,7 @@ extension AddressSpace {
     /// map them, writable, through the PMD's deposited table (Linux 2.6.38:
     /// `do_huge_pmd_wp_page_fallback()`). Out of memory when the 512 pages cannot all be had.
     private func copyHugePageIntoSmallPages(_ vma: VMA, _ pmd: PageTable, _ index: Int, _ haddr: VirtualAddress,
-                                            _ orig: PageTableEntry) -> FaultOutcome {
+                                            _ orig: PageTableEntry, _ fault: inout FaultContext) -> FaultOutcome {
         let frames = kernel.memory.frames
         let head = orig.pfn
         var pages = [PFN]()
@@ -116,6 +124,7 @@ extension AddressSpace {
                 return .outOfMemory
             }
             kernel.countAllocation(pages: 1)
+            fault.copied(pages: 1)
             frames.insertFlags(page, [.anonExclusive, .swapBacked])
             if let storage = kernel.memory.storage { storage.copy(from: head + pages.count, to: page) }
             pages.append(page)
@@ -142,6 +151,8 @@ extension AddressSpace {
         kernel.putPage(head)  // the mapping's reference
         lock.spinUnlock()
         kernel.flushTLB(self, haddr, haddr + PageGeometry.pmdSize)
+        fault.mapped = .basePages(PageGeometry.pmdOrder.pages)
+        fault.resolution = .copyOnWrite
         return .handled
     }
 }

@@ -42,15 +42,17 @@ extension AddressSpace {
     /// the range does not fit the VMA (uncounted) or no huge page can be allocated
     /// (`thp_fault_fallback`) (Linux: `do_huge_pmd_anonymous_page()`).
     func hugeAnonymousFault(_ vma: VMA, _ va: VirtualAddress, _ pmd: PageTable, _ index: Int,
-                            _ access: MemoryAccess, _ settings: TransparentHugepageSettings) -> HugeFaultResult {
+                            _ settings: TransparentHugepageSettings, _ fault: inout FaultContext) -> HugeFaultResult {
+        let access = fault.access
         guard hugeRangeFits(vma, va) else { return .fallback }
         let haddr = va.alignedDown(PageGeometry.pmdSize)
         if !khugepagedRegistered.load(ordering: .relaxed) { khugepagedEnter(vma) }
-        guard let deposit = kernel.allocateTable() else { return .done(.outOfMemory) }
+        guard let deposit = kernel.allocateTable(&fault.reclaim) else { return .done(.outOfMemory) }
         let lock = pmdLock(pmd)
         if access != .write && settings.useZeroPage {
-            guard let zero = kernel.getHugeZeroPage() else {
+            guard let zero = kernel.getHugeZeroPage(&fault) else {
                 kernel.freeTable(deposit)
+                fault.gaveBack(pages: 1)
                 kernel.vmstat.count(.thpFaultFallback)
                 return .fallback
             }
@@ -61,15 +63,20 @@ extension AddressSpace {
                 lock.spinUnlock()
                 kernel.putHugeZeroPage(zero)
                 kernel.freeTable(deposit)
+                fault.gaveBack(pages: 1)
                 return .done(.handled)
             }
             depositTable(deposit, in: pmd)
             pmd.set(index, entry)
             lock.spinUnlock()
+            fault.mapped = .pmd
+            fault.resolution = .mapped
             return .done(.handled)
         }
-        guard let head = kernel.allocateHugePage(defrag: settings.faultDefrag(madvised: vma.flags.contains(.hugepage))) else {
+        guard let head = kernel.allocateHugePage(defrag: settings.faultDefrag(madvised: vma.flags.contains(.hugepage)),
+                                                 &fault.compaction) else {
             kernel.freeTable(deposit)
+            fault.gaveBack(pages: 1)
             kernel.vmstat.count(.thpFaultFallback)
             kernel.mthpStats.count(PageGeometry.pmdOrder.rawValue, .anonFaultFallback)
             return .fallback
@@ -83,6 +90,8 @@ extension AddressSpace {
             lock.spinUnlock()
             kernel.putPage(head)
             kernel.freeTable(deposit)
+            fault.zeroed(pages: PageGeometry.pmdOrder.pages)
+            fault.gaveBack(pages: 1)
             return .done(.handled)
         }
         depositTable(deposit, in: pmd)
@@ -95,6 +104,9 @@ extension AddressSpace {
         kernel.deferredSplitFolio(head, partiallyMapped: false)
         kernel.vmstat.count(.thpFaultAlloc)
         kernel.mthpStats.count(PageGeometry.pmdOrder.rawValue, .anonFaultAlloc)
+        fault.hugePage(copied: false)
+        fault.mapped = .pmd
+        fault.resolution = .mapped
         return .done(.handled)
     }
 
@@ -126,7 +138,9 @@ extension Kernel {
     /// (Linux: `vma_alloc_folio()` with the GFP flags of `vma_thp_gfp_mask()`, the huge zero page's
     /// shrinker under pressure, `__alloc_pages_direct_compact()`). Nil when memory has no free order-9
     /// block.
-    func allocateHugePage(zeroed: Bool = true, defrag: HugeAllocationDefrag = .none) -> PFN? {
+    /// The direct compaction it does is added to `work`.
+    func allocateHugePage(zeroed: Bool = true, defrag: HugeAllocationDefrag = .none,
+                          _ work: inout CompactionWork) -> PFN? {
         var head = memory.allocateFolio(order: PageGeometry.pmdOrder, kind: .anonymous, zeroed: zeroed)
         if head == nil && releaseUnusedHugeZeroPage() {
             head = memory.allocateFolio(order: PageGeometry.pmdOrder, kind: .anonymous, zeroed: zeroed)
@@ -134,7 +148,7 @@ extension Kernel {
         if head == nil {
             switch defrag {
             case .direct:
-                if directCompaction(order: PageGeometry.pmdOrder) {
+                if directCompaction(order: PageGeometry.pmdOrder, &work) {
                     head = memory.allocateFolio(order: PageGeometry.pmdOrder, kind: .anonymous, zeroed: zeroed)
                 }
             case .wakeKcompactd: kcompactd.wake()

@@ -21,7 +21,8 @@ final class HugeZeroPage: Sendable {
 extension Kernel {
     /// The huge zero page with a reference for the caller, allocating it on first use; nil when no
     /// order-9 block is free (Linux: `mm_get_huge_zero_folio()` → `get_huge_zero_folio()`).
-    func getHugeZeroPage() -> PFN? {
+    /// Its allocation, if this call makes it, is recorded in `fault`.
+    func getHugeZeroPage(_ fault: inout FaultContext) -> PFN? {
         hugeZeroPage.head.withLock { current -> PFN? in
             if let head = current {
                 memory.frames.addRefcount(head, 1)
@@ -32,6 +33,7 @@ extension Kernel {
                 return nil
             }
             countAllocation(pages: PageGeometry.pmdOrder.pages)
+            fault.zeroed(pages: PageGeometry.pmdOrder.pages)
             vmstat.count(.thpZeroPageAlloc)
             memory.frames.addRefcount(head, 1)  // 1 for the kernel, 1 for the caller
             current = head

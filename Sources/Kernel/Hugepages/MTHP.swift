@@ -15,7 +15,8 @@ extension AddressSpace {
     /// A write fault that may map a large folio of an mTHP size, or nil when none applies (the caller
     /// maps a 4 KiB page). Today's design only; private anonymous VMAs only.
     /// - Precondition: the mmap lock is held for reading; `table` is the PTE table for `va`.
-    func anonymousLargeFault(_ vma: VMA, _ va: VirtualAddress, _ table: PageTable) -> FaultOutcome? {
+    func anonymousLargeFault(_ vma: VMA, _ va: VirtualAddress, _ table: PageTable,
+                             _ fault: inout FaultContext) -> FaultOutcome? {
         let settings = kernel.hugepageSettings
         guard kernel.design.mapcounts == .perPage, !vma.isShared, !vma.flags.contains(.noHugepage),
               settings.perSizeBits & 0x3FFF != 0x3FFF else { return nil }  // every size below 2 MiB `never`
@@ -34,6 +35,7 @@ extension AddressSpace {
                 continue
             }
             kernel.countAllocation(pages: pages)
+            fault.zeroed(pages: pages)
             for i in 0..<pages { frames.insertFlags(head + i, [.anonExclusive, .swapBacked]) }
             frames.addRefcount(head, Int32(pages - 1))  // one reference per PTE
             var bits = PageTableEntry.userBits(vma.flags.protection) | PageTableEntry.accessedBit
@@ -52,6 +54,8 @@ extension AddressSpace {
             for i in 0..<pages { table.set(first + i, PageTableEntry(pfn: head + i, bits: bits)) }
             lock.spinUnlock()
             kernel.mthpStats.count(order, .anonFaultAlloc)
+            fault.mapped = .folio(order: order)
+            fault.resolution = .mapped
             return .handled
         }
         return nil

@@ -40,6 +40,13 @@ extension Kernel {
     /// - Precondition: no lock is held.
     @discardableResult
     public func compactZone(order: PageOrder = PageGeometry.pmdOrder) -> CompactionResult {
+        var work = CompactionWork()
+        return compactZone(order: order, &work)
+    }
+
+    /// `compactZone(order:)` adding the frames it scanned and the pages it isolated to `work`.
+    @discardableResult
+    func compactZone(order: PageOrder, _ work: inout CompactionWork) -> CompactionResult {
         // Pages parked on per-CPU lists do not merge; give them back first, and after each pageblock
         // (Linux: `drain_all_pages()` around compaction).
         func freeBlockAvailable() -> Bool {
@@ -62,6 +69,7 @@ extension Kernel {
                     let pfn = PFN(UInt32(freeCursor))
                     freeCursor -= 1
                     vmstat.count(.compactFreeScanned)
+                    work.scanned &+= 1
                     if frames.kind(pfn) == .free, let page = memory.allocatePage(at: pfn, kind: .anonymous) {
                         countAllocation(pages: 1)
                         vmstat.count(.compactIsolated)
@@ -82,6 +90,7 @@ extension Kernel {
             for i in start..<(start + Self.pageblockPages) {
                 let pfn = PFN(UInt32(i))
                 vmstat.count(.compactMigrateScanned)
+                work.scanned &+= 1
                 switch frames.kind(pfn) {
                 case .free: continue
                 case .anonymous where frames.flags(pfn).isDisjoint(with: [.head, .tail]): movable.append(pfn)
@@ -93,6 +102,7 @@ extension Kernel {
             for pfn in movable {
                 guard let target = nextFreePage() else { return freeBlockAvailable() ? .success : .failed }
                 vmstat.count(.compactIsolated)
+                work.migrated &+= 1
                 if case .migrated = migratePage(pfn, to: target, mappings: rmap[pfn] ?? []) { continue }
                 putPage(target)
             }
@@ -103,9 +113,11 @@ extension Kernel {
 
     /// Direct compaction by an allocation that found no free block: counts `compact_stall` and then
     /// `compact_success` or `compact_fail` (Linux: `__alloc_pages_direct_compact()`).
-    func directCompaction(order: PageOrder) -> Bool {
+    /// What it did is added to `work`.
+    func directCompaction(order: PageOrder, _ work: inout CompactionWork) -> Bool {
         vmstat.count(.compactStall)
-        let done = compactZone(order: order) != .failed
+        work.stalls &+= 1
+        let done = compactZone(order: order, &work) != .failed
         vmstat.count(done ? .compactSuccess : .compactFail)
         return done
     }

@@ -8,7 +8,13 @@ extension Kernel {
     /// Takes a frame for a page table and gives it an empty slot (Linux: `pagetable_alloc()`,
     /// counted as `NR_PAGETABLE`, meminfo `PageTables`). Nil when memory is exhausted.
     func allocateTable() -> PageTable? {
-        guard let pfn = allocateTableFrame() else { return nil }
+        var work = ReclaimWork()
+        return allocateTable(&work)
+    }
+
+    /// `allocateTable()` for a caller that records the direct reclaim it caused (a fault).
+    func allocateTable(_ work: inout ReclaimWork) -> PageTable? {
+        guard let pfn = allocateTableFrame(&work) else { return nil }
         countAllocation(pages: 1)
         let slot = tables.allocateSlot()
         memory.frames.setLink(pfn, slot)
@@ -61,13 +67,27 @@ extension AddressSpace {
     /// - Precondition: the mmap lock is held.
     @inline(__always)
     func walk(_ va: VirtualAddress, to target: PageTableLevel, allocate: Bool) -> (table: PageTable, index: Int)? {
+        var work = ReclaimWork()
+        return walk(va, to: target, allocate: allocate, &work)
+    }
+
+    /// `walk(_:to:allocate:)` allocating missing tables, recording the direct reclaim that took into
+    /// `work` (a fault's).
+    @inline(__always)
+    func walk(_ va: VirtualAddress, to target: PageTableLevel, allocating work: inout ReclaimWork) -> (table: PageTable, index: Int)? {
+        walk(va, to: target, allocate: true, &work)
+    }
+
+    @inline(__always)
+    private func walk(_ va: VirtualAddress, to target: PageTableLevel, allocate: Bool,
+                      _ work: inout ReclaimWork) -> (table: PageTable, index: Int)? {
         var table = root
         var level = PageTableLevel.pgd
         while level != target {
             let i = va.tableIndex(level)
             var entry = table[i]
             if entry.isNone {
-                guard allocate, let populated = populate(table, i, level: level) else { return nil }
+                guard allocate, let populated = populate(table, i, level: level, &work) else { return nil }
                 entry = populated
             }
             if entry.isHuge { return nil }
@@ -80,9 +100,15 @@ extension AddressSpace {
     /// The PTE table under a PMD entry, allocating it if the entry is empty (Linux: `__pte_alloc()`).
     /// Nil when memory is exhausted or the entry is huge.
     func pteTable(under pmd: PageTable, _ index: Int) -> PageTable? {
+        var work = ReclaimWork()
+        return pteTable(under: pmd, index, allocating: &work)
+    }
+
+    /// `pteTable(under:_:)` recording the direct reclaim an allocation took into `work` (a fault's).
+    func pteTable(under pmd: PageTable, _ index: Int, allocating work: inout ReclaimWork) -> PageTable? {
         var entry = pmd[index]
         if entry.isNone {
-            guard let populated = populate(pmd, index, level: .pmd) else { return nil }
+            guard let populated = populate(pmd, index, level: .pmd, &work) else { return nil }
             entry = populated
         }
         return entry.isHuge ? nil : kernel.table(at: entry)
@@ -93,8 +119,9 @@ extension AddressSpace {
     /// there first, in which case the new table goes back (Linux: `__pte_alloc()` under `pmd_lock()`,
     /// `__pmd_alloc()` and `__pud_alloc()` under `page_table_lock`). Returns the entry now there
     /// (possibly a huge PMD another fault installed), or nil when memory is exhausted.
-    private func populate(_ table: PageTable, _ index: Int, level: PageTableLevel) -> PageTableEntry? {
-        guard let fresh = kernel.allocateTable() else { return nil }
+    private func populate(_ table: PageTable, _ index: Int, level: PageTableLevel,
+                          _ work: inout ReclaimWork) -> PageTableEntry? {
+        guard let fresh = kernel.allocateTable(&work) else { return nil }
         let lock = level == .pmd ? pmdLock(table) : pageTableLock.word
         lock.spinLock()
         var entry = table[index]

@@ -32,7 +32,9 @@ extension AddressSpace {
             for _ in 0..<8 {
                 if let pfn = followPage(va, write: write) { pinned = pfn; break }
                 kernel.vmstat.count(.pgfault)
-                let outcome = handlePTEFault(vma, va, write ? .write : .read)
+                // Linux: `faultin_page()` → `handle_mm_fault()`; no MMU, so no error code but the access.
+                var fault = FaultContext(address: va, access: write ? .write : .read, errorCode: write ? .write : [])
+                let outcome = handlePTEFault(vma, &fault)
                 if outcome != .handled {
                     if !pages.isEmpty { return .success(pages) }
                     return .failure(outcome == .outOfMemory ? .ENOMEM : .EFAULT)

@@ -114,7 +114,7 @@ extension Kernel {
     /// replaced by the slot's swap entry, so that processes sharing it after fork share the slot
     /// (Linux: `shrink_folio_list()` → `add_to_swap()`, `try_to_unmap()` → `try_to_unmap_one()`).
     /// - Precondition: the caller isolated the page (one reference) and holds the mappers' mmap locks.
-    func unmapToSwap(_ pfn: PFN, _ mappings: [AnonMapping]) -> UnmapToSwapResult {
+    func unmapToSwap(_ pfn: PFN, _ mappings: [AnonMapping], _ swappedOut: inout Int) -> UnmapToSwapResult {
         let frames = memory.frames
         let cached = frames.flags(pfn).contains(.swapCache)
         guard frames.refcount(pfn) == frames.mapcount(pfn) + (cached ? 1 : 0) + 1 else { return .pinned }
@@ -150,7 +150,10 @@ extension Kernel {
         // pageout(): the bytes go to the slot only now, after every PTE that could write the page
         // was replaced and flushed; written before, a store between the copy and the unmap was lost
         // (found by `thpsim stress --seed 12 --lock pmd --deterministic`).
-        if !cached { writeToSwap(pfn, slot) }
+        if !cached {
+            writeToSwap(pfn, slot)
+            swappedOut &+= 1
+        }
         return all && frames.mapcount(pfn) == 0 ? .unmapped : .partly
     }
 }

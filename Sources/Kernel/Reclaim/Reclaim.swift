@@ -60,6 +60,13 @@ extension Kernel {
     /// - Precondition: no page-table lock is held (mmap locks for reading may be).
     @discardableResult
     public func reclaim(pages target: Int, by reclaimer: Reclaimer = .kswapd) -> Int {
+        var work = ReclaimWork()
+        return reclaim(pages: target, by: reclaimer, &work)
+    }
+
+    /// `reclaim(pages:by:)` adding the pages it freed and wrote to swap to `work`.
+    @discardableResult
+    func reclaim(pages target: Int, by reclaimer: Reclaimer, _ work: inout ReclaimWork) -> Int {
         guard target > 0 else { return 0 }
         let before = memory.freePages
         func freed() -> Int { memory.freePages - before }
@@ -78,7 +85,7 @@ extension Kernel {
                 if inactive > 0 {
                     let batch = min(inactive, Self.swapClusterMax)
                     inactive -= batch
-                    _ = shrinkInactiveList(batch, by: reclaimer)
+                    _ = shrinkInactiveList(batch, by: reclaimer, &work.swappedOut)
                 }
                 if active > 0 {
                     let batch = min(active, Self.swapClusterMax)
@@ -92,6 +99,7 @@ extension Kernel {
         }
         let result = max(0, freed())
         kswapd.count(result)
+        work.reclaimed &+= result
         return result
     }
 
@@ -103,9 +111,9 @@ extension Kernel {
     /// Direct reclaim by an allocation that found nothing free: reclaim a batch (Linux:
     /// `SWAP_CLUSTER_MAX`, 32 pages) and report whether anything was freed; one `allocstall_normal`
     /// (Linux: `try_to_free_pages()` → `do_try_to_free_pages()`).
-    func directReclaim(pages: Int = 32) -> Bool {
+    func directReclaim(pages: Int = 32, _ work: inout ReclaimWork) -> Bool {
         vmstat.count(.allocstallNormal)
-        return reclaim(pages: pages, by: .direct) > 0
+        return reclaim(pages: pages, by: .direct, &work) > 0
     }
 
     /// Counts pages reclaim looked at and freed (Linux: `PGSCAN_KSWAPD`/`PGSCAN_DIRECT` with
@@ -137,19 +145,20 @@ extension Kernel {
 
     /// Allocates a frame for a page table, reclaiming directly once when none is free (Linux:
     /// `pagetable_alloc()` with `GFP_PGTABLE_USER`, which may reclaim).
-    func allocateTableFrame() -> PFN? {
+    func allocateTableFrame(_ work: inout ReclaimWork) -> PFN? {
         if let pfn = memory.allocateFolio(order: .base, kind: .pageTable, zeroed: false) { return pfn }
         kswapd.wake()
-        guard directReclaim() else { return nil }
+        guard directReclaim(&work) else { return nil }
         return memory.allocateFolio(order: .base, kind: .pageTable, zeroed: false)
     }
 
     /// Allocates a base page for an anonymous fault, reclaiming directly once when none is free
     /// (Linux: `__alloc_pages_slowpath()` → `__alloc_pages_direct_reclaim()`).
-    func allocateAnonymousPage(zeroed: Bool = true) -> PFN? {
+    /// The direct reclaim it does is added to `work`.
+    func allocateAnonymousPage(zeroed: Bool = true, _ work: inout ReclaimWork) -> PFN? {
         if let pfn = memory.allocateFolio(order: .base, kind: .anonymous, zeroed: zeroed) { return pfn }
         kswapd.wake()
-        guard directReclaim() else { return nil }
+        guard directReclaim(&work) else { return nil }
         return memory.allocateFolio(order: .base, kind: .anonymous, zeroed: zeroed)
     }
 }

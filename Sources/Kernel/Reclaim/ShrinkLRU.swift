@@ -22,10 +22,16 @@ extension Kernel {
     /// as scanned; returns the pages freed (Linux: `shrink_inactive_list()` → `isolate_lru_folios()`,
     /// `shrink_folio_list()`, `move_folios_to_lru()`).
     func shrinkInactiveList(_ pages: Int, by reclaimer: Reclaimer) -> Int {
+        var swappedOut = 0
+        return shrinkInactiveList(pages, by: reclaimer, &swappedOut)
+    }
+
+    /// `shrinkInactiveList(_:by:)` adding the pages it wrote to swap to `swappedOut`.
+    func shrinkInactiveList(_ pages: Int, by reclaimer: Reclaimer, _ swappedOut: inout Int) -> Int {
         let (folios, scanned) = lru.isolateFromCold(.inactive, pages: pages)
         countReclaim(scanned: scanned, by: reclaimer)
         var freed = 0
-        for head in folios { freed += shrinkFolio(head, by: reclaimer) }
+        for head in folios { freed += shrinkFolio(head, by: reclaimer, &swappedOut) }
         return freed
     }
 
@@ -71,7 +77,7 @@ extension Kernel {
     }
 
     /// What became of an isolated folio; the pages freed.
-    private func shrinkFolio(_ head: PFN, by reclaimer: Reclaimer) -> Int {
+    private func shrinkFolio(_ head: PFN, by reclaimer: Reclaimer, _ swappedOut: inout Int) -> Int {
         let frames = memory.frames
         if folioMapcount(head) == 0 {
             // Nothing maps it: a clean swap-cache page goes (`__remove_mapping()`); anything else —
@@ -97,9 +103,9 @@ extension Kernel {
         }
         if frames.order(head) != .base {
             unlockMappers(locked)
-            return shrinkLargeFolio(head, mappings, by: reclaimer)
+            return shrinkLargeFolio(head, mappings, by: reclaimer, &swappedOut)
         }
-        let result = unmapToSwap(head, mappings)
+        let result = unmapToSwap(head, mappings, &swappedOut)
         unlockMappers(locked)
         switch result {
         case .pinned, .swapFull:
@@ -120,7 +126,8 @@ extension Kernel {
     /// a free cluster; otherwise the folio is split (2.6.38: `add_to_swap()` → `split_huge_page()`;
     /// 6.18: `folio_alloc_swap()` fails → `split_folio_to_list()`, `thp_swpout_fallback`) and its pages
     /// go back to the inactive list's cold end, where the same reclaim meets them next.
-    private func shrinkLargeFolio(_ head: PFN, _ mappings: [AnonMapping], by reclaimer: Reclaimer) -> Int {
+    private func shrinkLargeFolio(_ head: PFN, _ mappings: [AnonMapping], by reclaimer: Reclaimer,
+                                  _ swappedOut: inout Int) -> Int {
         let frames = memory.frames
         let order = frames.order(head)
         if design.splitPMDSplitsPage {
@@ -129,6 +136,7 @@ extension Kernel {
         }
         if order == PageGeometry.pmdOrder, mappings.count == 1, let m = mappings.first, m.huge,
            swapDevice.hasClusters, swapOutWhole(head, m) {
+            swappedOut &+= order.pages
             lru.release(head)
             putPage(head)
             countReclaim(stolen: order.pages, by: reclaimer)

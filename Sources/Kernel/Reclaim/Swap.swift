@@ -194,13 +194,14 @@ extension AddressSpace {
     /// the slot is freed, and the page is writable at once for a write if nobody else maps it (Linux:
     /// `do_swap_page()`, counted as `pgmajfault`, `pswpin` and `pgpgin` when read from the device).
     func swapIn(_ vma: VMA, _ va: VirtualAddress, _ table: PageTable, _ index: Int, _ entry: PageTableEntry,
-                _ access: MemoryAccess) -> FaultOutcome {
+                _ fault: inout FaultContext) -> FaultOutcome {
+        let access = fault.access
         let frames = kernel.memory.frames
         let slot = entry.swapSlot
         var page = kernel.lookupSwapCache(slot)
         var fresh: PFN?
         if page == nil {
-            guard let pfn = kernel.allocateAnonymousPage(zeroed: false) else { return .outOfMemory }
+            guard let pfn = kernel.allocateAnonymousPage(zeroed: false, &fault.reclaim) else { return .outOfMemory }
             kernel.countAllocation(pages: 1)
             frames.insertFlags(pfn, .swapBacked)
             fresh = pfn
@@ -211,12 +212,14 @@ extension AddressSpace {
             // Another thread swapped it in (or the range changed) first.
             lock.spinUnlock()
             kernel.putPage(page ?? fresh!)
+            if fresh != nil { fault.gaveBack(pages: 1) }
             return .handled
         }
         if let pfn = fresh {
             // The entry holds the slot, so it cannot be freed while the lock is held.
             if let storage = kernel.memory.storage { kernel.swapDevice.read(slot, into: storage.bytes(of: pfn)) }
             kernel.countSwapIn(pages: 1)
+            fault.pagesSwappedIn &+= 1
             kernel.vmstat.count(.pgmajfault)
             page = pfn
         }
@@ -241,6 +244,8 @@ extension AddressSpace {
         lock.spinUnlock()
         // The page is mapped now, so dropping the cache's reference cannot free it.
         if let uncached { kernel.dropFromSwapCache(uncached) }
+        fault.mapped = .base
+        fault.resolution = .mapped
         return .handled
     }
 

@@ -18,13 +18,14 @@ public final class SharedMemoryObject: @unchecked Sendable {
     }
 
     /// The frame at `index`, allocating a zeroed one when the page was never touched; nil when memory
-    /// is exhausted. The returned frame carries an extra reference for the caller's mapping.
-    func frame(at index: Int, kernel: Kernel) -> PFN? {
-        state.withLock { s -> PFN? in
+    /// is exhausted. The returned frame carries an extra reference for the caller's mapping;
+    /// `allocated` says whether it is new.
+    func frame(at index: Int, kernel: Kernel) -> (PFN, allocated: Bool)? {
+        state.withLock { s -> (PFN, allocated: Bool)? in
             if s.frames[index] != FrameTable.noLink {
                 let pfn = PFN(s.frames[index])
                 kernel.memory.frames.addRefcount(pfn, 1)
-                return pfn
+                return (pfn, false)
             }
             guard let pfn = kernel.memory.allocateFolio(order: .base, kind: .shmem) else { return nil }
             kernel.countAllocation(pages: 1)
@@ -32,7 +33,7 @@ public final class SharedMemoryObject: @unchecked Sendable {
             kernel.memory.frames.setRefcount(pfn, 2)
             kernel.vmstat.modify(.nrShmem, 1)
             s.frames[index] = pfn.rawValue
-            return pfn
+            return (pfn, true)
         }
     }
 

@@ -303,3 +303,10 @@ public struct LackeyError: Error, Sendable, Hashable, CustomStringConvertible {
     /// `line N (byte B): message`; the caller puts the file name in front.
     public var description: String { "line \(line) (byte \(offset)): \(message)" }
 }
+
+extension String {
+    /// Zero-padded on the left to `width` characters (as the scenario parser's, which is in Scenarios).
+    fileprivate func leftPadded(to width: Int) -> String {
+        count >= width ? self : String(repeating: "0", count: width - count) + self
+    }
+}

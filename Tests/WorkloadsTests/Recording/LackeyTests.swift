@@ -3,6 +3,7 @@ import Foundation
 import VMCore
 import Kernel
 @testable import Workloads
+import Simulation
 
 func convert(_ text: String, chunk: Int = 7) -> (Recorder, LackeyConverter<Recorder>) {
     var c = LackeyConverter(sink: Recorder())
@@ -89,7 +90,7 @@ struct LackeyTests {
         let bytes = try writer.finish().bytes
         #expect(bytes.count < converter.bytes / 20, "the trace is far smaller than lackey's text")
 
-        var setup = ReplaySetup(); setup.memoryBytes = 128 << 20
+        var setup = SystemBuilder(); setup.memoryBytes = 128 << 20
         let executor = try setup.makeExecutor()
         var reader = try TraceReader(input: TraceBytes(bytes))
         let records = try reader.replay(on: executor)

@@ -3,6 +3,7 @@ import VMCore
 import Kernel
 import Machine
 @testable import Workloads
+import Simulation
 
 /// Counts what a generator emits, split at `beginMeasurement`.
 struct Census: WorkloadSink {
@@ -96,7 +97,7 @@ struct SyntheticWorkloadTests {
         guard w == .gups else { return }
         // Under enabled=madvise only the advised run gets huge pages.
         for (adviseIt, huge) in [(false, false), (true, true)] {
-            var setup = ReplaySetup(); setup.memoryBytes = 64 << 20; setup.enabled = .madvise
+            var setup = SystemBuilder(); setup.memoryBytes = 64 << 20; setup.enabled = .madvise
             var executor = try setup.makeExecutor()
             var q = SyntheticParameters(size: 8 << 20, accesses: 1_000)
             q.adviseHugepage = adviseIt
@@ -155,7 +156,7 @@ struct SyntheticWorkloadTests {
 struct SyntheticOnMachineTests {
     func run(_ w: SyntheticWorkload, enabled: TransparentHugepageSettings.Enabled, size: UInt64 = 8 << 20,
              accesses: Int = 20_000, threads: Int = 1) throws -> ReplayReport {
-        var setup = ReplaySetup()
+        var setup = SystemBuilder()
         setup.memoryBytes = 256 << 20
         setup.enabled = enabled
         setup.cpus = threads

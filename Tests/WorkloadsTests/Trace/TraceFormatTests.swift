@@ -4,6 +4,7 @@ import VMCore
 import Kernel
 import Machine
 @testable import Workloads
+import Simulation
 
 /// Collects runs (merged as the trace merges them) and events, in order.
 struct Recorder: WorkloadSink, Equatable {
@@ -142,7 +143,7 @@ struct TraceFormatTests {
             let sum = bytes[headerEnd..<(headerEnd + rawLength)].withUnsafeBufferPointer { TraceFormat.checksum($0) }
             for k in 0..<4 { bytes[headerEnd - 4 + k] = UInt8(truncatingIfNeeded: sum >> (8 * UInt32(k))) }
             _ = blockStart
-            var setup = ReplaySetup(); setup.memoryBytes = 64 << 20; setup.cpus = 2
+            var setup = SystemBuilder(); setup.memoryBytes = 64 << 20; setup.cpus = 2
             var executor = try setup.makeExecutor()
             do {
                 var reader = try TraceReader(input: TraceBytes(bytes))
@@ -166,7 +167,7 @@ struct TraceFormatTests {
     @Test("replaying a trace gives the same TLB, walk and fault counts as running the generator",
           arguments: [SyntheticWorkload.gups, .heap, .forkserver, .stacks])
     func replayMatchesDirect(workload: SyntheticWorkload) throws {
-        var setup = ReplaySetup(); setup.memoryBytes = 128 << 20; setup.cpus = 2; setup.enabled = .always
+        var setup = SystemBuilder(); setup.memoryBytes = 128 << 20; setup.cpus = 2; setup.enabled = .always
         let p = SyntheticParameters(size: 8 << 20, accesses: 20_000, threads: 2)
         var direct = try setup.makeExecutor()
         workload.generate(p, into: &direct)
@@ -201,7 +202,7 @@ struct TraceFormatTests {
         writer.access(thread: 0, address: 0x4000_0000, kind: .load, count: 1)     // parent goes on
         writer.event(thread: 0, .mprotect(address: 0x4000_0000, length: 4096, protection: .read))
         writer.access(thread: 0, address: 0x4000_0000, kind: .store, count: 1)    // SEGV_ACCERR
-        var setup = ReplaySetup(); setup.memoryBytes = 64 << 20
+        var setup = SystemBuilder(); setup.memoryBytes = 64 << 20
         var executor = try setup.makeExecutor()
         var reader = try TraceReader(input: TraceBytes(try writer.finish().bytes))
         _ = try reader.replay(into: &executor)

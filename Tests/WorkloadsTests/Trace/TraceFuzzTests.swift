@@ -4,6 +4,7 @@ import TestSupport
 import VMCore
 import Kernel
 @testable import Workloads
+import Simulation
 
 /// Seeded fuzzing of the trace reader beyond TraceFormatTests' byte corruption: whole-file mutations
 /// (insertions, deletions, truncations, duplicated ranges), and records mutated inside blocks whose
@@ -76,7 +77,7 @@ struct TraceFuzzTests {
             }
             let bytes = Self.frame(raw: raw, records: block.records, compress: i % 2 == 0)
             let replay = i % 25 == 0
-            var setup = ReplaySetup(); setup.memoryBytes = 64 << 20; setup.cpus = 2
+            var setup = SystemBuilder(); setup.memoryBytes = 64 << 20; setup.cpus = 2
             do {
                 if replay {
                     var executor = try setup.makeExecutor()

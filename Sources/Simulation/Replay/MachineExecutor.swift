@@ -1,6 +1,7 @@
 import VMCore
 import Kernel
 import Machine
+import Workloads
 
 /// Runs a workload's events on a `Machine`: accesses go through the CPUs' TLBs and walker into the
 /// kernel's faults, system calls into the kernel's `AddressSpace` calls. Thread `t` runs on CPU

@@ -1,5 +1,5 @@
 import Testing
-@testable import Workloads
+@testable import Scenarios
 
 /// The parser and the static pass: every error path reports `file:line:` before anything runs.
 @Suite("Scenario parser")

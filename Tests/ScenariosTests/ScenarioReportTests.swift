@@ -1,6 +1,6 @@
 import Foundation
 import Testing
-@testable import Workloads
+@testable import Scenarios
 
 /// The text and JSON reports: stable keys, failures with file:line, comparisons side by side.
 @Suite("Scenario reports")

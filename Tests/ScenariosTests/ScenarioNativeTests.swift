@@ -1,6 +1,6 @@
 import Foundation
 import Testing
-@testable import Workloads
+@testable import Scenarios
 import TestSupport
 
 /// Native scenario runs on this machine's kernel, through the built `thpsim` binary.

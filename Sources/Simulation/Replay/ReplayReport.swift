@@ -1,6 +1,7 @@
 import Foundation
 import Kernel
 import Machine
+import Workloads
 
 /// What a replay (or a synthetic workload run) did: accesses by kind, signals, failed calls, the
 /// translation counters and estimated cycles of the measured phase, vmstat and memory.

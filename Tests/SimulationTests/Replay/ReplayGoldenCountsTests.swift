@@ -3,6 +3,7 @@ import VMCore
 import Kernel
 import Machine
 import Workloads
+import Simulation
 
 /// Replays of synthetic workloads must give exactly the counts of a known run: speed work on the
 /// Machine's access path (TLB lookups, the cache model, the walker) and on the executor must not
@@ -69,7 +70,7 @@ struct ReplayGoldenCountsTests {
     ]
 
     static func fingerprint(_ c: Case) throws -> String {
-        var setup = ReplaySetup()
+        var setup = SystemBuilder()
         setup.memoryBytes = 256 << 20
         setup.machine = c.machine
         setup.enabled = c.enabled

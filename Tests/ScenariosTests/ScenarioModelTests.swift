@@ -1,6 +1,6 @@
 import Foundation
 import Testing
-@testable import Workloads
+@testable import Scenarios
 
 /// Every scenario file in `scenarios/` runs on the model, in process (the model needs no fork), and
 /// passes with nothing skipped. There is no folder of scenarios that are only parsed: a behaviour the

@@ -1,6 +1,6 @@
 import Testing
 import Kernel
-@testable import Workloads
+@testable import Simulation
 
 @Suite("thpsim stress: concurrent random operations with invariant and byte checks", .serialized)
 struct StressTests {

@@ -2,7 +2,9 @@ import Testing
 import VMCore
 import Kernel
 import TestSupport
-@testable import Workloads
+@testable import Scenarios
+import Simulation
+import Workloads
 
 /// A declared machine costs the host what a run touches, not what it declares; what the host cannot
 /// hold is refused up front, naming the option, the memory needed and the limit.
@@ -16,7 +18,7 @@ struct HostMemoryTests {
     @Test("a 1 TiB machine in metadata mode runs a small workload in bounded host memory")
     func terabyteWorkload() throws {
         let before = try #require(HostProcess.residentBytes)
-        var setup = ReplaySetup()
+        var setup = SystemBuilder()
         setup.memoryBytes = 1 << 40
         setup.enabled = .always
         var executor = try setup.makeExecutor()

@@ -2,7 +2,7 @@ import Foundation
 import Testing
 import TestSupport
 import VMCore
-@testable import Workloads
+@testable import Scenarios
 
 /// Scenario files as editors, downloads and wrong arguments deliver them: line endings, encodings,
 /// files that check nothing, and seeded mutations of every file in `scenarios/`.

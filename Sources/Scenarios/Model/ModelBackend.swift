@@ -1,6 +1,7 @@
 import VMCore
 import PhysicalMemory
 import Kernel
+import Simulation
 
 /// Makes the backend that runs scenarios on the thpsim model, for `design`, `memory` and `swap` as the
 /// scenario gives them (nil: the model's defaults, 1 GiB in data mode, a swap device as large as
@@ -13,9 +14,10 @@ public func makeModelScenarioBackend(design: String?, memoryBytes: UInt64?, swap
 /// Runs scenarios on the kernel model: each scenario process is an `AddressSpace`, in data mode so
 /// that `expect data` reads real bytes.
 ///
-/// THP knobs other than `enabled`, `defrag`, `use_zero_page` and `khugepaged/*` are reported as
-/// unsupported, which skips the expectations after them with that reason rather than comparing
-/// against behaviour not yet built.
+/// Knobs are written through the kernel's sysfs (`Kernel.transparentHugepageSysfs`). A file the model
+/// (or the scenario's design) does not have is reported as unsupported, which skips the expectations
+/// after it with that reason rather than comparing against behaviour not yet built; a value Linux
+/// refuses fails the scenario.
 final class ModelScenarioBackend: ScenarioBackend {
     typealias Process = AddressSpace
     let kernel: Kernel
@@ -23,24 +25,30 @@ final class ModelScenarioBackend: ScenarioBackend {
     var name: String { "model" }
     var countersAreSystemWide: Bool { false }
 
-    /// The design a scenario runs when it names none.
-    static let defaultDesign = KernelDesign.linux2_6_38
+    /// The system a scenario runs on, for the `design`, `memory` and `swap` lines it gives: data mode,
+    /// so that `expect data` reads real bytes; 1 GiB unless the scenario says; the design's boot settings.
+    static func system(design: KernelDesign, memoryBytes: UInt64?, swap: SwapRequest?) -> SystemBuilder {
+        var s = SystemBuilder()
+        s.design = design
+        s.memoryBytes = memoryBytes ?? (1 << 30)
+        s.mode = .data
+        if let swap { s.swap = SwapConfiguration(slots: Int(swap.bytes / 4096), clusters: swap.clusters) }
+        return s
+    }
 
     init(design: String?, memoryBytes: UInt64?, swap: SwapRequest?) throws(ScenarioError) {
-        let chosen = design ?? Self.defaultDesign.name
+        let chosen = design ?? SystemBuilder.defaultDesign.name
         guard let kernelDesign = KernelDesign.named(chosen) else {
             throw .unsupported("the model has no design '\(chosen)' (known: \(KernelDesign.all.map(\.name).joined(separator: ", ")))")
         }
         self.design = chosen
-        let bytes = memoryBytes ?? (1 << 30)
-        if let problem = PhysicalMemory.problem(withSize: bytes) { throw .unsupported("memory: \(problem)") }
-        var configuration = KernelConfiguration(memoryBytes: bytes, mode: .data, design: kernelDesign)
-        if let swap { configuration.swap = SwapConfiguration(slots: Int(swap.bytes / 4096), clusters: swap.clusters) }
+        let system = Self.system(design: kernelDesign, memoryBytes: memoryBytes, swap: swap)
+        if let problem = PhysicalMemory.problem(withSize: system.memoryBytes) { throw .unsupported("memory: \(problem)") }
         // What a scenario touches is known only as it runs: refuse what the host cannot even reserve.
-        if let shortfall = configuration.hostShortfall("memory \(ByteCount.human(bytes))", touching: 0) {
+        if let shortfall = system.hostShortfall("memory \(ByteCount.human(system.memoryBytes))", touching: 0) {
             throw .run("\(shortfall)")
         }
-        kernel = Kernel(configuration)
+        do throws(SysfsError) { kernel = try system.makeKernel() } catch { throw .run(error.message) }
     }
 
     func start(_ scenario: Scenario) throws(ScenarioError) -> AddressSpace {
@@ -49,19 +57,11 @@ final class ModelScenarioBackend: ScenarioBackend {
     }
 
     func setTunable(_ knob: Knob) throws(ScenarioError) {
-        if knob.name.hasPrefix("khugepaged/") {
-            if let problem = kernel.setKhugepagedKnob(knob.name, to: knob.value) { throw .run(problem) }
-            return
+        do throws(SysfsError) { try kernel.transparentHugepageSysfs.write(knob.name, knob.value) } catch {
+            // No such file here: Linux may have it, the model (or this design) does not.
+            if error.errno == .ENOENT { throw .unsupported(error.message) }
+            throw .run(error.message)
         }
-        guard TransparentHugepageSettings.knobNames.contains(knob.name) else {
-            throw .unsupported("the model has no tunable '\(knob.name)' yet")
-        }
-        if knob.name.hasPrefix("hugepages-") && kernel.design.mapcounts != .perPage {
-            throw .unsupported("the \(design) design has no multi-size THP ('\(knob.name)' is Linux 6.8+)")
-        }
-        var settings = kernel.hugepageSettings
-        if let problem = settings.set(knob.name, to: knob.value) { throw .run(problem) }
-        kernel.hugepageSettings = settings
     }
 
     func mmap(in mm: AddressSpace, address: UInt64?, length: UInt64, protection: Protection, shared: Bool)

@@ -1,4 +1,4 @@
-@testable import Workloads
+@testable import Scenarios
 
 /// A tiny in-memory kernel for interpreter tests, written apart from the shadow so that the two
 /// check each other: per-page mappings, private pages copied at fork, shared pages in a box.

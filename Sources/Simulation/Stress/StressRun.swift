@@ -15,12 +15,25 @@ public struct StressRun: Sendable {
         public var seconds: Double = 5
         public var threads = 2
         public var seed: UInt64 = 1
-        public var design: KernelDesign = .linux2_6_38
+        public var design: KernelDesign = SystemBuilder.defaultDesign
         /// One CPU at a time under the deterministic scheduler (replayable) instead of parallel threads.
         public var deterministic = false
         public var operationsPerRound = 150
         public var memoryBytes: UInt64 = 256 << 20
         public init() {}
+
+        /// The system the CPUs hammer: data mode, so every byte can be checked; no watermarks, so
+        /// reclaim runs only when a CPU asks for it; `enabled=always`; one kernel CPU per thread.
+        public var system: SystemBuilder {
+            var s = SystemBuilder()
+            s.design = design
+            s.memoryBytes = memoryBytes
+            s.mode = .data
+            s.watermarks = .zero
+            s.enabled = .always
+            s.kernelCPUs = max(threads, 1)
+            return s
+        }
     }
 
     public struct Report: Sendable {
@@ -81,12 +94,8 @@ public struct StressRun: Sendable {
 
     public func run() -> Report {
         var report = Report()
-        var settings = options.design.defaultSettings
-        settings.enabled = .always
-        var configuration = KernelConfiguration(memoryBytes: options.memoryBytes, mode: .data, watermarks: .zero,
-                                                design: options.design, hugepageSettings: settings)
-        configuration.cpus = max(options.threads, 1)
-        let kernel = Kernel(configuration)
+        let kernel: Kernel
+        do throws(SysfsError) { kernel = try options.system.makeKernel() } catch { report.failure = "\(error)"; return report }
         guard let mm = kernel.createAddressSpace() else { report.failure = "no memory for the process"; return report }
         let secondary = SecondaryMMU(mirroring: mm)
         let device = DirectIODevice(kernel: kernel)

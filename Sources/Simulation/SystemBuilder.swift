@@ -1,0 +1,125 @@
+import VMCore
+import PhysicalMemory
+import Kernel
+import Machine
+
+/// The one place a simulated system is put together: a kernel with its design, memory and THP
+/// settings, and the machine of simulated CPUs that runs on it. Every command builds its system here —
+/// `run`, `workload`, `replay` and `record --replay` (`ExperimentRunner`, `thpsim replay`), the
+/// scenarios' model backend, `stress`, `demo` and `calibrate` — and states only what differs from the
+/// defaults below, which are a replay's: the default design, metadata-only memory sized by
+/// `defaultMemoryBytes(footprint:)`, Linux's watermarks, the design's boot settings, one Skylake-SP CPU.
+///
+/// Settings are applied as on a booting Linux: the design's boot settings (Linux: the
+/// `CONFIG_TRANSPARENT_HUGEPAGE_*` defaults) with `enabled` and `useZeroPage` overridden, as a kernel
+/// command line would (`transparent_hugepage=`), then every tunable written through the kernel's sysfs
+/// (`Kernel.transparentHugepageSysfs`), in order, before the first process starts.
+public struct SystemBuilder: Sendable {
+    /// The design a command runs when it names none.
+    public static let defaultDesign = KernelDesign.linux2_6_38
+
+    /// Simulated memory for a run that touches `footprint` bytes: twice the footprint (fork copies)
+    /// plus 512 MiB for tables, rounded up to 1 GiB; 8 GiB when the footprint is not known in advance
+    /// (a trace).
+    public static func defaultMemoryBytes(footprint: UInt64?) -> UInt64 {
+        guard let footprint else { return 8 << 30 }
+        return (2 * footprint + (512 << 20) + (1 << 30) - 1) & ~((1 << 30) - 1)
+    }
+
+    public var design: KernelDesign = defaultDesign
+    public var memoryBytes: UInt64 = defaultMemoryBytes(footprint: nil)
+    /// Whether frames hold bytes (`.data`, for runs that read what they wrote) or only metadata.
+    public var mode: PhysicalMemory.Mode = .metadata
+    /// Watermarks; nil for Linux's defaults for the memory size.
+    public var watermarks: Watermarks?
+    /// The kernel's simulated CPUs (`KernelConfiguration.cpus`); nil for as many as the machine has.
+    public var kernelCPUs: Int?
+    /// The swap device; nil for the kernel's default (as many slots as memory has pages).
+    public var swap: SwapConfiguration?
+    /// `enabled` at boot instead of the design's.
+    public var enabled: TransparentHugepageSettings.Enabled?
+    /// `use_zero_page` at boot instead of the design's.
+    public var useZeroPage: Bool?
+    /// Files below `/sys/kernel/mm/transparent_hugepage/` written after boot, in order (`enabled`,
+    /// `defrag`, `khugepaged/max_ptes_none`, …); they override `enabled` and `useZeroPage`.
+    public var tunables: [Tunable] = []
+    /// The machine the CPUs are.
+    public var machine: MachineDescription = .skylakeSP
+    /// The machine's CPUs (the threads of a workload run on CPU `t % cpus`).
+    public var cpus = 1
+
+    /// One sysfs file below `/sys/kernel/mm/transparent_hugepage/` and the text written to it.
+    public struct Tunable: Sendable, Hashable, Codable {
+        public var name: String
+        public var value: String
+        public init(name: String, value: String) { self.name = name; self.value = value }
+    }
+
+    public init() {}
+
+    /// The THP settings the kernel boots with.
+    public var bootSettings: TransparentHugepageSettings {
+        var settings = design.defaultSettings
+        if let enabled { settings.enabled = enabled }
+        if let useZeroPage { settings.useZeroPage = useZeroPage }
+        return settings
+    }
+
+    /// The kernel's configuration.
+    public var configuration: KernelConfiguration {
+        var c = KernelConfiguration(memoryBytes: memoryBytes, mode: mode, watermarks: watermarks, design: design,
+                                    hugepageSettings: bootSettings)
+        c.cpus = kernelCPUs ?? cpus
+        if let swap { c.swap = swap }
+        return c
+    }
+
+    /// What is wrong with writing `tunable` on a kernel of `design` (unknown file, read-only file, a value
+    /// Linux refuses), or nil.
+    public static func problem(with tunable: Tunable, design: KernelDesign = defaultDesign) -> SysfsError? {
+        TransparentHugepageSysfs.problem(writing: tunable.value, to: tunable.name, design: design)
+    }
+
+    /// Why the host cannot hold a run on this system that touches `bytes` of simulated memory, with
+    /// `request` naming the option that asks for it (`KernelConfiguration.hostShortfall`); nil if it can.
+    public func hostShortfall(_ request: String, touching bytes: UInt64) -> HostMemoryShortfall? {
+        configuration.hostShortfall(request, touching: bytes)
+    }
+
+    /// Boots the kernel and writes the tunables.
+    /// - Precondition: `memoryBytes` is a size `PhysicalMemory` accepts.
+    /// - Throws: the first tunable the kernel refuses.
+    public func makeKernel() throws(SysfsError) -> Kernel {
+        let kernel = Kernel(configuration)
+        for t in tunables { try kernel.transparentHugepageSysfs.write(t.name, t.value) }
+        return kernel
+    }
+
+    /// The kernel and a machine of `cpus` CPUs on it.
+    public func makeMachine() throws(SysfsError) -> Machine {
+        Machine(kernel: try makeKernel(), description: machine, cpuCount: cpus)
+    }
+
+    /// Kernel, machine and an executor that runs workloads on them (its first process started).
+    /// - Precondition: every tunable is valid (`problem(with:design:)` is nil).
+    /// - Throws: `Errno.ENOMEM` when the kernel cannot create the first process.
+    public func makeExecutor() throws(Errno) -> MachineExecutor {
+        let machine: Machine
+        do throws(SysfsError) { machine = try makeMachine() } catch { preconditionFailure("\(error)") }
+        return try MachineExecutor(machine: machine)
+    }
+
+    /// A virtual machine whose guest is this system, its memory mapped in `hostMM` with `hostAdvice`.
+    /// - Precondition: every tunable is valid (`problem(with:design:)` is nil).
+    public func makeVirtualMachine(hostMM: AddressSpace, hostAdvice: Advice?) throws(Errno) -> VirtualMachine {
+        let vm = try VirtualMachine(hostMM: hostMM, guest: configuration, description: machine, cpuCount: cpus,
+                                    hostAdvice: hostAdvice)
+        for t in tunables {
+            do throws(SysfsError) { try vm.guest.transparentHugepageSysfs.write(t.name, t.value) } catch {
+                preconditionFailure("\(error)")
+            }
+        }
+        return vm
+    }
+}
+
