@@ -17,6 +17,8 @@ public struct KernelConfiguration: Sendable {
     public var perCPUPageLists = true
     /// The THP settings at boot; nil for the design's defaults.
     public var hugepageSettings: TransparentHugepageSettings?
+    /// The hugepage policy; nil for the design's own (`KernelDesign.policy`).
+    public var policy: (any HugepagePolicy)?
     /// The swap device (by default as many slots as memory has pages, no clusters, in host memory).
     public var swap = SwapConfiguration()
 
@@ -49,8 +51,12 @@ public final class Kernel: @unchecked Sendable {
     public let zeroPage: PFN
     /// Set by the Machine layer; nil means no TLBs to keep coherent.
     public nonisolated(unsafe) var tlb: (any TLBFlushInterface)?
-    /// The huge-page design.
+    /// The huge-page design: its mechanism variants, each read in one place (`Policy/KernelDesign.swift`).
     public let design: KernelDesign
+    /// Which hugepage policy the kernel asks (`Policy/Kernel+Policy.swift`).
+    let policyDispatch: PolicyDispatch
+    /// The policy of `KernelConfiguration.policy`, if one was given.
+    let customPolicy: (any HugepagePolicy)?
     /// The THP sysfs settings, packed in one word so the fault path reads them with one load.
     private let hugepageSettingsWord: Atomic<UInt32>
     /// The huge zero page, while it exists (Linux: `huge_zero_folio`).
@@ -87,6 +93,8 @@ public final class Kernel: @unchecked Sendable {
         precondition(PhysicalMemory.problem(withSize: configuration.memoryBytes) == nil)
         self.configuration = configuration
         design = configuration.design
+        customPolicy = configuration.policy
+        policyDispatch = configuration.policy == nil ? PolicyDispatch(configuration.design.policy) : .custom
         locklessWalkers = LocklessWalkers()
         hugepageSettingsWord = Atomic((configuration.hugepageSettings ?? configuration.design.defaultSettings).packed)
         memory = PhysicalMemory(bytes: configuration.memoryBytes, mode: configuration.mode,

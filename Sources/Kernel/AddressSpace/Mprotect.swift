@@ -65,7 +65,7 @@ extension AddressSpace {
                         // Today's exclusive mark is exact (Linux 5.19+: `can_change_pte_writable()`); the
                         // 2010 design also asks that nobody else holds the page.
                         writable = vma.isShared
-                            || (kernel.design.pinsAreVisible ? frames.flags(old.pfn).contains(.anonExclusive)
+                            || (kernel.pinsAreVisible ? frames.flags(old.pfn).contains(.anonExclusive)
                                 : frames.refcount(old.pfn) == 1 && frames.mapcount(old.pfn) == 1
                                     && frames.flags(old.pfn).contains(.anonExclusive))
                     }

@@ -153,3 +153,12 @@ public struct TransparentHugepageSettings: Sendable, Hashable {
         perSizeBits = UInt16(truncatingIfNeeded: packed >> 12)
     }
 }
+
+extension Kernel {
+    /// Whether the design has the `transparent_hugepage/` knob `name` (the `hugepages-<size>kB/` ones
+    /// only with multi-size THP, Linux 6.8+). The one place the design's `knobs` are read.
+    public func acceptsHugepageKnob(_ name: String) -> Bool {
+        guard let group = KernelDesign.HugepageKnobs.group(of: name) else { return false }
+        return design.knobs.contains(group)
+    }
+}

@@ -56,7 +56,7 @@ final class ModelScenarioBackend: ScenarioBackend {
         guard TransparentHugepageSettings.knobNames.contains(knob.name) else {
             throw .unsupported("the model has no tunable '\(knob.name)' yet")
         }
-        if knob.name.hasPrefix("hugepages-") && kernel.design.mapcounts != .perPage {
+        if !kernel.acceptsHugepageKnob(knob.name) {
             throw .unsupported("the \(design) design has no multi-size THP ('\(knob.name)' is Linux 6.8+)")
         }
         var settings = kernel.hugepageSettings
