@@ -66,6 +66,7 @@ let package = Package(
         .testTarget(name: "VMCoreTests", dependencies: ["VMCore", "TestSupport"]),
         .testTarget(name: "PhysicalMemoryTests", dependencies: ["PhysicalMemory", "TestSupport"]),
         .testTarget(name: "KernelTests", dependencies: ["Kernel", "TestSupport"]),
+        .testTarget(name: "PolicySeamTests", dependencies: ["VMCore", "Kernel"]),
         .testTarget(name: "WorkloadsTests", dependencies: ["Workloads", "Machine", "TestSupport"]),
         .testTarget(name: "MachineTests", dependencies: ["Machine", "TestSupport"]),
         .testTarget(name: "ExperimentsTests", dependencies: ["Experiments", "Workloads", "Machine", "Kernel", "TestSupport"]),
