@@ -94,9 +94,9 @@ public final class Kernel: @unchecked Sendable {
         self.configuration = configuration
         design = configuration.design
         customPolicy = configuration.policy
-        policyDispatch = configuration.policy == nil ? PolicyDispatch(configuration.design.policy) : .custom
+        policyDispatch = PolicyDispatch(configuration)
         locklessWalkers = LocklessWalkers()
-        hugepageSettingsWord = Atomic((configuration.hugepageSettings ?? configuration.design.defaultSettings).packed)
+        hugepageSettingsWord = Atomic(configuration.bootHugepageSettings.packed)
         memory = PhysicalMemory(bytes: configuration.memoryBytes, mode: configuration.mode,
                                 watermarks: configuration.watermarks, perCPULists: configuration.perCPUPageLists)
         tables = PageTableStore(maxTables: memory.totalPages)

@@ -7,12 +7,19 @@ enum PolicyDispatch: UInt8, Sendable {
     case linux6_18
     case custom
 
-    init(_ policy: LinuxHugepagePolicy) {
-        switch policy {
+    /// The policy of `configuration`: the one it names, or its design's.
+    init(_ configuration: KernelConfiguration) {
+        guard configuration.policy == nil else { self = .custom; return }
+        switch configuration.design.policy {
         case .linux2_6_38: self = .linux2_6_38
         case .linux6_18: self = .linux6_18
         }
     }
+}
+
+extension KernelConfiguration {
+    /// The THP settings at boot: those given, or the design's.
+    var bootHugepageSettings: TransparentHugepageSettings { hugepageSettings ?? design.defaultSettings }
 }
 
 /// The points where the mechanism asks the hugepage policy. The tag is a trivial value, so the
