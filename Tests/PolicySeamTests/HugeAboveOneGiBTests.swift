@@ -7,8 +7,9 @@ import Kernel
 struct HugeAboveOneGiB: HugepagePolicy {
     static let threshold = VirtualAddress(1 << 30)
 
-    func faultOrders(in vma: VMA, at address: VirtualAddress, settings: TransparentHugepageSettings) -> FolioOrders {
-        address >= Self.threshold ? .pmd : []
+    func faultOrders(in vma: VMA, at address: VirtualAddress, among candidates: FolioOrders,
+                     settings: TransparentHugepageSettings) -> FolioOrders {
+        address >= Self.threshold ? candidates.intersection(.pmd) : []
     }
     func khugepagedMayCollapse(_ vma: VMA, settings: TransparentHugepageSettings) -> Bool { false }
     func madviseMayCollapse(_ vma: VMA, settings: TransparentHugepageSettings) -> Bool { false }

@@ -17,7 +17,7 @@ extension AddressSpace {
     /// - Precondition: the mmap lock is held for reading; `table` is the PTE table for `va`.
     func anonymousLargeFault(_ vma: VMA, _ va: VirtualAddress, _ table: PageTable) -> FaultOutcome? {
         guard kernel.supportsMTHP else { return nil }
-        let orders = kernel.faultOrders(vma, va, kernel.hugepageSettings).intersection(.belowPMD)
+        let orders = kernel.faultOrders(vma, va, among: .belowPMD, kernel.hugepageSettings)
         guard !orders.isEmpty else { return nil }
         let frames = kernel.memory.frames
         var order: UInt8 = PageGeometry.pmdOrder.rawValue - 1

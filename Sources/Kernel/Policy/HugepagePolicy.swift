@@ -15,10 +15,13 @@ import VMCore
 /// Linux: the answers of `thp_vma_allowable_orders()` (`TVA_PAGEFAULT`, `TVA_KHUGEPAGED`,
 /// `TVA_FORCED_COLLAPSE`), `deferred_split_folio()`'s callers and `thp_underused()`'s switch.
 public protocol HugepagePolicy: Sendable {
-    /// The folio orders above 0 a fault at `address` in the private anonymous `vma` may allocate,
-    /// largest tried first: `FolioOrders.pmd` maps a huge PMD, smaller ones a multi-size THP; an empty
-    /// set maps a 4 KiB page (Linux: `thp_vma_allowable_orders(vma, vm_flags, TVA_PAGEFAULT, …)`).
-    func faultOrders(in vma: VMA, at address: VirtualAddress, settings: TransparentHugepageSettings) -> FolioOrders
+    /// Which of `candidates` a fault at `address` in the private anonymous `vma` may allocate, largest
+    /// tried first: `FolioOrders.pmd` maps a huge PMD, smaller ones a multi-size THP; an empty set maps
+    /// a 4 KiB page. The kernel asks about `.pmd` at an empty PMD and about `.belowPMD` at a write to an
+    /// empty PTE, so a policy need only look at what is asked (Linux:
+    /// `thp_vma_allowable_orders(vma, vm_flags, TVA_PAGEFAULT, orders)`).
+    func faultOrders(in vma: VMA, at address: VirtualAddress, among candidates: FolioOrders,
+                     settings: TransparentHugepageSettings) -> FolioOrders
 
     /// Whether khugepaged registers a process at a huge fault in `vma` and may collapse the VMA's
     /// aligned 2 MiB ranges (Linux: `thp_vma_allowable_order(vma, …, TVA_KHUGEPAGED, PMD_ORDER)`).
@@ -71,6 +74,8 @@ public struct FolioOrders: OptionSet, Sendable, Hashable {
     /// The orders below the PMD's that anonymous memory may take (Linux: `THP_ORDERS_ALL_ANON` without
     /// `PMD_ORDER`).
     public static let belowPMD = FolioOrders(rawValue: (FolioOrders.pmd.rawValue - 1) & ~0b11)
+    /// Every order anonymous memory may take, 16 KiB to 2 MiB (Linux: `THP_ORDERS_ALL_ANON`).
+    public static let anonymous: FolioOrders = [.pmd, .belowPMD]
 
     /// Whether `order` is in the set.
     @inlinable public func contains(order: UInt8) -> Bool { order < 16 && rawValue & (1 << order) != 0 }

@@ -35,25 +35,28 @@ extension Kernel {
         }
     }
 
-    /// The folio orders a fault at `va` in `vma` may allocate: the policy's choice, less what the
+    /// Which of `candidates` a fault at `va` in `vma` may allocate: the policy's choice, less what the
     /// mechanism cannot do (no huge pages in shared memory, whose `shmem_enabled` is not modelled; no
     /// multi-size THP in a design without them).
     @inline(__always)
-    func faultOrders(_ vma: VMA, _ va: VirtualAddress, _ settings: TransparentHugepageSettings) -> FolioOrders {
+    func faultOrders(_ vma: VMA, _ va: VirtualAddress, among candidates: FolioOrders,
+                     _ settings: TransparentHugepageSettings) -> FolioOrders {
         if vma.isShared { return [] }
+        let possible = supportsMTHP ? candidates : candidates.intersection(.pmd)
+        if possible.isEmpty { return [] }
         let orders: FolioOrders = switch policyDispatch {
-        case .linux2_6_38: Linux2_6_38Policy().faultOrders(in: vma, at: va, settings: settings)
-        case .linux6_18: Linux6_18Policy().faultOrders(in: vma, at: va, settings: settings)
-        case .custom: customPolicy!.faultOrders(in: vma, at: va, settings: settings)
+        case .linux2_6_38: Linux2_6_38Policy().faultOrders(in: vma, at: va, among: possible, settings: settings)
+        case .linux6_18: Linux6_18Policy().faultOrders(in: vma, at: va, among: possible, settings: settings)
+        case .custom: customPolicy!.faultOrders(in: vma, at: va, among: possible, settings: settings)
         }
-        return supportsMTHP ? orders : orders.intersection(.pmd)
+        return orders.intersection(possible)
     }
 
     /// Whether a fault at `va` in `vma` may map a huge PMD (the policy's choice only; the range must
     /// still fit the VMA).
     @inline(__always)
     func faultMayMapHugePMD(_ vma: VMA, _ va: VirtualAddress, _ settings: TransparentHugepageSettings) -> Bool {
-        faultOrders(vma, va, settings).contains(.pmd)
+        faultOrders(vma, va, among: .pmd, settings).contains(.pmd)
     }
 
     /// Whether khugepaged may collapse ranges of `vma`.

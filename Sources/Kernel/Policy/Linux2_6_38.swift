@@ -39,8 +39,9 @@ public struct Linux2_6_38Policy: HugepagePolicy {
     public init() {}
 
     @inline(__always)
-    public func faultOrders(in vma: VMA, at address: VirtualAddress, settings: TransparentHugepageSettings) -> FolioOrders {
-        settings.allowsHugepages(in: vma) ? .pmd : []
+    public func faultOrders(in vma: VMA, at address: VirtualAddress, among candidates: FolioOrders,
+                            settings: TransparentHugepageSettings) -> FolioOrders {
+        candidates.contains(.pmd) && settings.allowsHugepages(in: vma) ? .pmd : []
     }
 
     public func khugepagedMayCollapse(_ vma: VMA, settings: TransparentHugepageSettings) -> Bool {

@@ -41,12 +41,14 @@ public struct Linux6_18Policy: HugepagePolicy {
     public init() {}
 
     @inline(__always)
-    public func faultOrders(in vma: VMA, at address: VirtualAddress, settings: TransparentHugepageSettings) -> FolioOrders {
+    public func faultOrders(in vma: VMA, at address: VirtualAddress, among candidates: FolioOrders,
+                            settings: TransparentHugepageSettings) -> FolioOrders {
         if vma.isShared || vma.flags.contains(.noHugepage) { return [] }
-        var orders: FolioOrders = settings.allowsHugepages(in: vma) ? .pmd : []
+        var orders: FolioOrders = candidates.contains(.pmd) && settings.allowsHugepages(in: vma) ? .pmd : []
         // Every size below 2 MiB `never` (the boot default): nothing more to look at.
-        guard settings.perSizeBits & 0x3FFF != 0x3FFF else { return orders }
-        for order in TransparentHugepageSettings.anonymousOrders where order < PageGeometry.pmdOrder.rawValue {
+        let small = candidates.intersection(.belowPMD)
+        guard !small.isEmpty, settings.perSizeBits & 0x3FFF != 0x3FFF else { return orders }
+        for order in TransparentHugepageSettings.anonymousOrders where small.contains(order: order) {
             if settings.allowsHugepages(in: vma, order: order) { orders.insert(FolioOrders(order: order)) }
         }
         return orders

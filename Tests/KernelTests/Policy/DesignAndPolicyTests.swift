@@ -73,7 +73,7 @@ struct DesignAndPolicyTests {
         settings.enabled = c.enabled
         let policies: [any HugepagePolicy] = [Linux2_6_38Policy(), Linux6_18Policy()]
         for policy in policies {
-            #expect(policy.faultOrders(in: vma, at: a, settings: settings) == (c.huge ? .pmd : []))
+            #expect(policy.faultOrders(in: vma, at: a, among: .anonymous, settings: settings) == (c.huge ? .pmd : []))
             #expect(policy.khugepagedMayCollapse(vma, settings: settings) == c.huge)
             #expect(policy.madviseMayCollapse(vma, settings: settings) == (c.advice != .noHugepage),
                     "MADV_COLLAPSE ignores enabled")
@@ -90,14 +90,17 @@ struct DesignAndPolicyTests {
         settings.setSizeEnabled(order: 6, .madvise)    // 256 KiB
         settings.setSizeEnabled(order: 3, .inherit)    // 32 KiB: madvise, from enabled
         let (plain, a) = try vma(nil)
-        #expect(policy.faultOrders(in: plain, at: a, settings: settings) == FolioOrders(order: 4))
+        #expect(policy.faultOrders(in: plain, at: a, among: .anonymous, settings: settings) == FolioOrders(order: 4))
         let (advised, b) = try vma(.hugepage)
-        #expect(policy.faultOrders(in: advised, at: b, settings: settings)
+        #expect(policy.faultOrders(in: advised, at: b, among: .anonymous, settings: settings)
                 == [.pmd, FolioOrders(order: 6), FolioOrders(order: 4), FolioOrders(order: 3)])
         let (refused, c) = try vma(.noHugepage)
-        #expect(policy.faultOrders(in: refused, at: c, settings: settings) == [])
-        #expect(Linux2_6_38Policy().faultOrders(in: advised, at: b, settings: settings) == .pmd,
+        #expect(policy.faultOrders(in: refused, at: c, among: .anonymous, settings: settings) == [])
+        #expect(Linux2_6_38Policy().faultOrders(in: advised, at: b, among: .anonymous, settings: settings) == .pmd,
                 "the 2010 policy has no multi-size THP")
+        #expect(policy.faultOrders(in: advised, at: b, among: .belowPMD, settings: settings)
+                == [FolioOrders(order: 6), FolioOrders(order: 4), FolioOrders(order: 3)], "only what is asked")
+        #expect(policy.faultOrders(in: advised, at: b, among: .pmd, settings: settings) == .pmd)
         #expect(FolioOrders.belowPMD.rawValue == 0b1_1111_1100)
     }
 
