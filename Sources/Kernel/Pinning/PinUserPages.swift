@@ -20,6 +20,13 @@ extension Kernel {
         return frames.refcount(head) >= Self.pinCountingBias
     }
 
+    /// Whether fork must give the child a copy of the exclusive anonymous page `pfn` rather than share
+    /// it, because the parent may have pinned it for DMA (Linux 5.9+: `folio_needs_cow_for_dma()`,
+    /// `copy_present_page()`); never in a design whose pins are plain references.
+    @inline(__always) func needsCOWForDMA(_ pfn: PFN) -> Bool {
+        pinsAreVisible && memory.frames.flags(pfn).contains(.anonExclusive) && folioMaybeDMAPinned(pfn)
+    }
+
     /// Turns a reference that GUP took on `pfn` into a pin (Linux: `try_grab_folio()` with FOLL_PIN).
     func convertReferenceToPin(_ pfn: PFN) {
         let frames = memory.frames
