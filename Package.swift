@@ -47,6 +47,8 @@ let package = Package(
         .testTarget(name: "WorkloadsTests", dependencies: ["Workloads", "Simulation", "Machine", "TestSupport"]),
         .testTarget(name: "SimulationTests", dependencies: ["Simulation", "Workloads", "Machine", "TestSupport"]),
         .testTarget(name: "ScenariosTests", dependencies: ["Scenarios", "Simulation", "Workloads", "TestSupport"]),
+        // A hugepage policy defined outside Kernel, through its public API only.
+        .testTarget(name: "PolicySeamTests", dependencies: ["VMCore", "Kernel"]),
         .testTarget(name: "MachineTests", dependencies: ["Machine", "TestSupport"]),
         .testTarget(name: "ExperimentsTests", dependencies: ["Experiments", "Scenarios", "Simulation", "Workloads", "Machine",
                                                             "Kernel", "TestSupport"]),

@@ -80,7 +80,7 @@ extension Kernel {
             case .pageTable:
                 tables += 1
                 if !tableSeen[i] { problems.append("page table \(pfn) is reachable from no mm (leaked)") }
-            case .anonymous where design.mapcounts == .perPage:
+            case .anonymous where mapcountsPerPage:
                 break  // checkFolioInvariants
             case .anonymous where flags.contains(.tail):
                 // 2010: a tail's refcount holds the pins taken through it; it has no mapcount of its own.
@@ -89,7 +89,7 @@ extension Kernel {
             case .anonymous:
                 let huge = flags.contains(.head)
                 if mapcount > 0 {
-                    anonMapped += huge ? (design.anonPagesCountHugePages ? frames.order(pfn).pages : 0) : 1
+                    anonMapped += huge ? (anonPagesCountHugePages ? frames.order(pfn).pages : 0) : 1
                     if huge { anonHuge += 1 }
                 }
                 if mapcount != mappings[i] { problems.append("\(pfn): mapcount \(mapcount) but \(mappings[i]) entries map it") }
@@ -115,13 +115,13 @@ extension Kernel {
                 break
             }
         }
-        if design.mapcounts == .perPage {
+        if mapcountsPerPage {
             problems += checkFolioInvariants(mappings, pmdMappings, swapCached)
         } else if anonHuge != vmstat[.nrAnonTransparentHugepages] {
             problems.append("nr_anon_transparent_hugepages \(vmstat[.nrAnonTransparentHugepages]) but \(anonHuge) mapped huge pages")
         }
         if tables != vmstat[.nrPageTablePages] { problems.append("nr_page_table_pages \(vmstat[.nrPageTablePages]) but \(tables) table frames") }
-        if design.mapcounts == .compoundHead && anonMapped != vmstat[.nrAnonPages] {
+        if !mapcountsPerPage && anonMapped != vmstat[.nrAnonPages] {
             problems.append("nr_anon_pages \(vmstat[.nrAnonPages]) but \(anonMapped) mapped anonymous pages")
         }
         if shmemPages != vmstat[.nrShmem] { problems.append("nr_shmem \(vmstat[.nrShmem]) but \(shmemPages) shmem pages") }
@@ -170,7 +170,7 @@ extension AddressSpace {
                 continue
             }
             guard entry.pfn.index < mappings.count else { problems.append("mm \(pid): \(va) maps \(entry.pfn) beyond memory"); continue }
-            let perPage = kernel.design.mapcounts == .perPage
+            let perPage = kernel.mapcountsPerPage
             if perPage && entry.isHuge { pmdMappings[entry.pfn.index] += 1 } else { mappings[entry.pfn.index] += 1 }
             let kind = frames.kind(entry.pfn)
             if vma.isShared ? kind != .shmem : kind != .anonymous {

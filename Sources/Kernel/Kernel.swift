@@ -22,6 +22,8 @@ public struct KernelConfiguration: Sendable {
     public var perCPUPageLists = true
     /// The THP settings at boot; nil for the design's defaults.
     public var hugepageSettings: TransparentHugepageSettings?
+    /// The hugepage policy; nil for the design's own (`KernelDesign.policy`).
+    public var policy: (any HugepagePolicy)?
     /// The swap device (by default as many slots as memory has pages, no clusters, in host memory).
     public var swap = SwapConfiguration()
 
@@ -66,8 +68,12 @@ public final class Kernel: @unchecked Sendable {
     public let zeroPage: PFN
     /// Set by the Machine layer; nil means no TLBs to keep coherent.
     public nonisolated(unsafe) var tlb: (any TLBFlushInterface)?
-    /// The huge-page design.
+    /// The huge-page design: its mechanism variants, each read in one place (`Policy/KernelDesign.swift`).
     public let design: KernelDesign
+    /// Which hugepage policy the kernel asks (`Policy/Kernel+Policy.swift`).
+    let policyDispatch: PolicyDispatch
+    /// The policy of `KernelConfiguration.policy`, if one was given.
+    let customPolicy: (any HugepagePolicy)?
     /// The THP sysfs settings, packed in one word so the fault path reads them with one load.
     private let hugepageSettingsWord: Atomic<UInt32>
     /// The huge zero page, while it exists (Linux: `huge_zero_folio`).
@@ -106,8 +112,10 @@ public final class Kernel: @unchecked Sendable {
         self.configuration = configuration
         vmstat = VMStat(cpus: configuration.cpus)
         design = configuration.design
+        customPolicy = configuration.policy
+        policyDispatch = PolicyDispatch(configuration)
         locklessWalkers = LocklessWalkers()
-        hugepageSettingsWord = Atomic((configuration.hugepageSettings ?? configuration.design.defaultSettings).packed)
+        hugepageSettingsWord = Atomic(configuration.bootHugepageSettings.packed)
         memory = PhysicalMemory(bytes: configuration.memoryBytes, mode: configuration.mode,
                                 watermarks: configuration.watermarks, perCPULists: configuration.perCPUPageLists,
                                 cpus: configuration.cpus)

@@ -43,6 +43,9 @@ public struct SystemBuilder: Sendable {
     /// Files below `/sys/kernel/mm/transparent_hugepage/` written after boot, in order (`enabled`,
     /// `defrag`, `khugepaged/max_ptes_none`, …); they override `enabled` and `useZeroPage`.
     public var tunables: [Tunable] = []
+    /// A hugepage policy instead of the design's own (`KernelConfiguration.policy`; ARCHITECTURE.md,
+    /// "Designs and policies").
+    public var policy: (any HugepagePolicy)?
     /// The machine the CPUs are.
     public var machine: MachineDescription = .skylakeSP
     /// The machine's CPUs (the threads of a workload run on CPU `t % cpus`).
@@ -71,6 +74,7 @@ public struct SystemBuilder: Sendable {
                                     hugepageSettings: bootSettings)
         c.cpus = kernelCPUs ?? cpus
         if let swap { c.swap = swap }
+        if let policy { c.policy = policy }
         return c
     }
 

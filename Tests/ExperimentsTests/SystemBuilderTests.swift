@@ -16,7 +16,8 @@ struct SystemBuilderTests {
         var mode: PhysicalMemory.Mode
         var watermarks: Watermarks?
         var settings: TransparentHugepageSettings
-        var kernelCPUs = 16
+        /// As many as the machine has (one), unless a command says otherwise.
+        var kernelCPUs = 1
     }
 
     func check(_ s: SystemBuilder, _ e: Expected, sourceLocation: Testing.SourceLocation = #_sourceLocation) {

@@ -229,7 +229,7 @@ struct RandomizedRun {
                 failures.append("huge mmap \(at) \(pages)p failed: \(error)")
                 return "huge mmap"
             }
-        case 6 where kernel.design.deferredSplit:
+        case 6 where kernel.hugepagePolicy.defersSplit(partiallyMapped: true):
             // The deferred-split shrinker, as memory pressure would run it.
             let freed = kernel.deferredSplitScan()
             return "deferred split scan: \(freed) pages freed"
@@ -238,7 +238,7 @@ struct RandomizedRun {
             settings.enabled = [.always, .always, .madvise, .madvise, .never][Int(random(5))]
             settings.useZeroPage = random(2) == 0
             var sizes = ""
-            if kernel.design.mapcounts == .perPage {
+            if kernel.design.supportsMTHP {
                 // Multi-size THP: a random size below 2 MiB gets a random setting.
                 let order = UInt8(2 + random(7))
                 let value = TransparentHugepageSettings.SizeEnabled.allCases[Int(random(4))]

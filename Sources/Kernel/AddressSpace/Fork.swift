@@ -58,8 +58,7 @@ extension AddressSpace {
                 let index = va.tableIndex(.pte)
                 var entry = table[index]
                 if entry.isMapped {
-                    if !entry.isSpecial && !vma.isShared && kernel.design.pinsAreVisible
-                        && frames.flags(entry.pfn).contains(.anonExclusive) && kernel.folioMaybeDMAPinned(entry.pfn) {
+                    if !entry.isSpecial && !vma.isShared && kernel.needsCOWForDMA(entry.pfn) {
                         // The parent's page may be pinned for DMA: the child gets a copy, the parent keeps
                         // the page it pinned, writable (Linux 5.9+: `copy_present_page()`).
                         guard let copy = copyPinnedPage(entry, vma) else { return false }

@@ -47,7 +47,6 @@ extension AddressSpace {
     }
 
     private func changeProtectionRange(_ vma: VMA) {
-        let frames = kernel.memory.frames
         let prot = vma.flags.protection
         forEachPTETable(vma.start, vma.end, huge: { pmd, index, _, whole in
             guard whole else { return .split }
@@ -62,12 +61,7 @@ extension AddressSpace {
                 if old.isMapped {
                     var writable = false
                     if prot.contains(.write) && !old.isSpecial {
-                        // Today's exclusive mark is exact (Linux 5.19+: `can_change_pte_writable()`); the
-                        // 2010 design also asks that nobody else holds the page.
-                        writable = vma.isShared
-                            || (kernel.design.pinsAreVisible ? frames.flags(old.pfn).contains(.anonExclusive)
-                                : frames.refcount(old.pfn) == 1 && frames.mapcount(old.pfn) == 1
-                                    && frames.flags(old.pfn).contains(.anonExclusive))
+                        writable = vma.isShared || kernel.canChangePTEWritable(old.pfn)
                     }
                     table.set(index, old.withProtection(prot, writable: writable))
                 }
@@ -76,5 +70,16 @@ extension AddressSpace {
             lock.spinUnlock()
             return true
         }
+    }
+}
+
+extension Kernel {
+    /// Whether mprotect may map the private anonymous page `pfn` writable at once, sparing a COW fault:
+    /// where pins are counted apart from references the exclusive mark is exact (Linux 5.19+:
+    /// `can_change_pte_writable()`); the 2010 design also asks that nobody else holds the page.
+    @inline(__always) func canChangePTEWritable(_ pfn: PFN) -> Bool {
+        let frames = memory.frames
+        guard frames.flags(pfn).contains(.anonExclusive) else { return false }
+        return pinsAreVisible || frames.refcount(pfn) == 1 && frames.mapcount(pfn) == 1
     }
 }

@@ -19,11 +19,16 @@ public struct Meminfo: Sendable, Equatable {
 }
 
 extension Kernel {
+    /// Whether `nr_anon_pages` counts the pages of PMD-mapped huge pages too (Linux 4.8+:
+    /// `NR_ANON_MAPPED`), or only small pages (2.6.38). The one place the design's
+    /// `anonPagesCountHugePages` is read.
+    @inline(__always) var anonPagesCountHugePages: Bool { design.anonPagesCountHugePages }
+
     /// Bytes of mapped anonymous memory, huge pages included whichever way the design counts them
     /// (Linux 2.6.38's `meminfo_proc_show()` adds `NR_ANON_TRANSPARENT_HUGEPAGES` back in).
     var anonPagesBytes: UInt64 {
         var pages = vmstat[.nrAnonPages]
-        if !design.anonPagesCountHugePages { pages += vmstat[.nrAnonTransparentHugepages] * PageGeometry.pmdOrder.pages }
+        if !anonPagesCountHugePages { pages += vmstat[.nrAnonTransparentHugepages] * PageGeometry.pmdOrder.pages }
         return UInt64(pages) * PageGeometry.pageSize
     }
 

@@ -75,7 +75,7 @@ extension AddressSpace {
             var mappings = frames.mapcount(pfn)
             if entry.isHuge {
                 mappings = kernel.entireMapcount(pfn)
-            } else if kernel.design.mapcounts == .perPage && kernel.isInLargeFolio(pfn) {
+            } else if kernel.mapcountsPerPage && kernel.isInLargeFolio(pfn) {
                 mappings += kernel.entireMapcount(frames.head(of: pfn))
             }
             let mapcount = UInt64(max(mappings, 1))

@@ -31,7 +31,7 @@ extension AddressSpace {
         // anon_vma_prepare() in do_anonymous_page() after the zero-page branch, and at the start of
         // do_huge_pmd_anonymous_page()).
         if vma.anonVMA == 0 && !vma.isShared
-            && (access == .write || hugepagesAllowed(in: vma, kernel.hugepageSettings) && hugeRangeFits(vma, va)) {
+            && (access == .write || kernel.faultMayMapHugePMD(vma, va, kernel.hugepageSettings) && hugeRangeFits(vma, va)) {
             // anon_vma_prepare() runs under the read lock in Linux with its own lock; the model's VMA
             // list is only written under the write lock, so upgrade briefly.
             fault.waited = .mmapWriteLock
@@ -66,7 +66,7 @@ extension AddressSpace {
         let pmdEntry = pmd[pmdIndex]
         if pmdEntry.isNone {
             let settings = kernel.hugepageSettings
-            if hugepagesAllowed(in: vma, settings),
+            if kernel.faultMayMapHugePMD(vma, va, settings),
                case .done(let outcome) = hugeAnonymousFault(vma, va, pmd, pmdIndex, settings, &fault) {
                 return outcome
             }
@@ -212,7 +212,7 @@ extension AddressSpace {
     /// - Precondition: the table's lock is held.
     func canReuseOnWrite(_ pfn: PFN, _ table: PageTable) -> Bool {
         let frames = kernel.memory.frames
-        guard kernel.design.pinsAreVisible else { return frames.refcount(pfn) == 1 && frames.mapcount(pfn) == 1 }
+        guard kernel.pinsAreVisible else { return frames.refcount(pfn) == 1 && frames.mapcount(pfn) == 1 }
         if frames.flags(pfn).contains(.anonExclusive) { return true }
         guard kernel.isInLargeFolio(pfn) else { return frames.refcount(pfn) == 1 }
         let head = frames.head(of: pfn)

@@ -100,9 +100,11 @@ extension AddressSpace {
     /// - Precondition: the mmap lock is held.
     private func collapseVMACheck(_ haddr: VirtualAddress, _ control: CollapseControl) -> CollapseResult? {
         guard let vma = vmas.vma(containing: haddr), hugeRangeFits(vma, haddr), !vma.isShared,
-              !vma.flags.contains(.noHugepage), vma.anonVMA != 0 else { return .vmaCheck }
-        if control.isKhugepaged && !hugepagesAllowed(in: vma, kernel.hugepageSettings) { return .vmaCheck }
-        return nil
+              vma.anonVMA != 0 else { return .vmaCheck }
+        let settings = kernel.hugepageSettings
+        let allowed = control.isKhugepaged ? kernel.khugepagedMayCollapse(vma, settings)
+                                           : kernel.madviseMayCollapse(vma, settings)
+        return allowed ? nil : .vmaCheck
     }
 
     /// Checks the 512 PTEs of `table` against the collapse rules, counting a limit that is exceeded
@@ -131,7 +133,7 @@ extension AddressSpace {
             }
             precondition(entry.isMapped, "a PTE that is neither empty nor mapped: \(entry)")
             let pfn = entry.pfn
-            precondition(frames.kind(pfn) == .anonymous && (kernel.design.mapcounts == .perPage || !frames.flags(pfn).contains(.head)),
+            precondition(frames.kind(pfn) == .anonymous && (kernel.mapcountsPerPage || !frames.flags(pfn).contains(.head)),
                          "a private anonymous PTE maps \(frames.kind(pfn)) frame \(pfn)")
             let mapcount = frames.mapcount(pfn)
             if mapcount > 1 {
@@ -256,7 +258,7 @@ extension AddressSpace {
             }
         }
         for (vma, from, to) in ranges {
-            if vma.isShared || vma.flags.contains(.noHugepage) { throw .EINVAL }
+            if !kernel.madviseMayCollapse(vma, kernel.hugepageSettings) { throw .EINVAL }
             let hstart = from.alignedUp(PageGeometry.pmdSize), hend = to.alignedDown(PageGeometry.pmdSize)
             var haddr = hstart
             var collapsed = 0, total = 0

@@ -26,6 +26,11 @@ import PhysicalMemory
 /// Invariant (2010): head refcount ≥ head mapcount + Σ tail refcounts. A tail's `put` and the split
 /// exclude each other with the head's `compound_lock` bit.
 extension Kernel {
+    /// Whether references and pins taken on a tail page also count in the tail (2010), so that a split
+    /// can hand each subpage its own; otherwise they live in the folio only. The one place the design's
+    /// `tailPagePins` is read.
+    @inline(__always) var pinsCountInTailPages: Bool { design.tailPagePins }
+
     /// Takes a reference on the page `pfn` (Linux 2.6.38: `get_page()`; on a tail page both the head's
     /// and the tail's counts rise).
     /// - Precondition: the caller already holds a reference or a mapping that keeps the page alive.
@@ -35,7 +40,7 @@ extension Kernel {
             let head = frames.head(of: pfn)
             let count = frames.addRefcount(head, 1)
             precondition(count > 1, "get_page on a tail of \(head), which had no reference")
-            if design.tailPagePins { frames.addRefcount(pfn, 1) }
+            if pinsCountInTailPages { frames.addRefcount(pfn, 1) }
         } else {
             let count = frames.addRefcount(pfn, 1)
             precondition(count > 1, "get_page on \(pfn), which had no reference")
@@ -46,7 +51,7 @@ extension Kernel {
     /// `put_page()`; in 2.6.38 `put_compound_page()` for tails).
     public func putPage(_ pfn: PFN) {
         let frames = memory.frames
-        if design.tailPagePins && frames.flags(pfn).contains(.tail) {
+        if pinsCountInTailPages && frames.flags(pfn).contains(.tail) {
             putTailPage(pfn)
             return
         }

@@ -22,7 +22,7 @@ extension Kernel {
     /// unmapped pages, counted once per folio as `thp_deferred_split_page` (Linux:
     /// `deferred_split_folio()`).
     func deferredSplitFolio(_ head: PFN, partiallyMapped: Bool = true) {
-        guard design.deferredSplit else { return }
+        guard defersSplit(partiallyMapped: partiallyMapped) else { return }
         let frames = memory.frames
         deferredSplitQueue.folios.withLock { queue in
             // The folio may be freed or split meanwhile by its last unmapper; both unqueue under this lock.
@@ -58,7 +58,7 @@ extension Kernel {
     /// freed (Linux: `deferred_split_scan()`, `thp_underused()`).
     @discardableResult
     public func deferredSplitScan(limit: Int = 128) -> Int {
-        guard design.deferredSplit else { return 0 }
+        guard splitsFoliosSeparately else { return 0 }
         let frames = memory.frames
         let before = memory.freePages
         // Take a batch off the queue, each with a reference so that it cannot be freed meanwhile.
@@ -79,7 +79,7 @@ extension Kernel {
         for head in batch {
             if frames.flags(head).contains(.partiallyMapped) {
                 if splitFolio(head) != .split { deferredSplitFolio(head, partiallyMapped: false) }
-            } else if hugepageSettings.shrinkUnderused && isUnderused(head) {
+            } else if splitsUnderused(hugepageSettings) && isUnderused(head) {
                 if splitFolio(head, useZeroPage: true) == .split {
                     vmstat.count(.thpUnderusedSplitPage)
                 } else {

@@ -23,10 +23,15 @@ import PhysicalMemory
 /// the ENTIRELY_MAPPED bit makes exact without a lock: a PMD's first mapping adds the pages no PTE
 /// maps, a page's first PTE adds it only when no PMD maps the folio.
 extension Kernel {
+    /// Whether each page of a large folio counts the PTEs that map it, beside the folio's entire
+    /// mapcount of PMDs (today), or the compound head counts the PMDs and no PTE maps a compound page
+    /// (2010). The one place the design's mapcount scheme is read (`KernelDesign.mapcounts`).
+    @inline(__always) var mapcountsPerPage: Bool { design.mapcounts == .perPage }
+
     /// The PMDs that map the folio `head` (Linux: `folio_entire_mapcount()`; 2.6.38: `page_mapcount()`
     /// of a compound head).
     @inline(__always) func entireMapcount(_ head: PFN) -> Int32 {
-        design.mapcounts == .compoundHead ? memory.frames.mapcount(head) : memory.frames.folioField(head, .entireMapcount)
+        !mapcountsPerPage ? memory.frames.mapcount(head) : memory.frames.folioField(head, .entireMapcount)
     }
 
     /// Every mapping of the folio `head`, PMDs and PTEs (Linux: `folio_mapcount()`).
@@ -34,7 +39,7 @@ extension Kernel {
         let frames = memory.frames
         let flags = frames.flags(head)
         guard flags.contains(.head) else { return frames.mapcount(head) }
-        guard design.mapcounts == .perPage else { return frames.mapcount(head) }
+        guard mapcountsPerPage else { return frames.mapcount(head) }
         var total = frames.folioField(head, .entireMapcount)
         for i in 0..<frames.order(head).pages { total += frames.mapcount(head + i) }
         return total
@@ -91,13 +96,12 @@ extension AddressSpace {
     /// - Precondition: the PMD lock is held; the caller's reference becomes the mapping's.
     func mapHugePage(_ head: PFN, at haddr: VirtualAddress) {
         let frames = kernel.memory.frames
-        switch kernel.design.mapcounts {
-        case .compoundHead:
+        if !kernel.mapcountsPerPage {
             if frames.addMapcount(head, 1) == 1 {
-                if kernel.design.anonPagesCountHugePages { kernel.vmstat.modify(.nrAnonPages, PageGeometry.pmdOrder.pages) }
+                if kernel.anonPagesCountHugePages { kernel.vmstat.modify(.nrAnonPages, PageGeometry.pmdOrder.pages) }
                 kernel.vmstat.modify(.nrAnonTransparentHugepages, 1)
             }
-        case .perPage:
+        } else {
             if frames.addFolioField(head, .entireMapcount, 1) == 1 {
                 let mapped = frames.addFolioField(head, .pagesMapped, FrameTable.entirelyMapped) - FrameTable.entirelyMapped
                 kernel.vmstat.modify(.nrAnonPages, frames.order(head).pages - Int(mapped))
@@ -114,13 +118,12 @@ extension AddressSpace {
     func unmapHugePage(_ head: PFN, at haddr: VirtualAddress) {
         let frames = kernel.memory.frames
         kernel.removeHugeMapping(head, self, haddr)
-        switch kernel.design.mapcounts {
-        case .compoundHead:
+        if !kernel.mapcountsPerPage {
             if frames.addMapcount(head, -1) == 0 {
-                if kernel.design.anonPagesCountHugePages { kernel.vmstat.modify(.nrAnonPages, -PageGeometry.pmdOrder.pages) }
+                if kernel.anonPagesCountHugePages { kernel.vmstat.modify(.nrAnonPages, -PageGeometry.pmdOrder.pages) }
                 kernel.vmstat.modify(.nrAnonTransparentHugepages, -1)
             }
-        case .perPage:
+        } else {
             if frames.addFolioField(head, .entireMapcount, -1) == 0 {
                 let mapped = frames.addFolioField(head, .pagesMapped, -FrameTable.entirelyMapped)
                 let unmapped = frames.order(head).pages - Int(mapped)

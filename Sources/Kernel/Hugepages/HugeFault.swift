@@ -11,29 +11,18 @@ enum HugeFaultResult: Equatable {
 }
 
 extension AddressSpace {
-    /// Whether the THP settings and the VMA's flags let a fault in `vma` map a huge page (Linux 2.6.38:
-    /// `transparent_hugepage_enabled()`; Linux 6.18: `thp_vma_allowable_order()` for anonymous VMAs).
-    /// Shared anonymous memory is shmem, whose huge pages (`shmem_enabled`) the model does not have.
-    func hugepagesAllowed(in vma: VMA, _ settings: TransparentHugepageSettings, order: UInt8 = 9) -> Bool {
-        if vma.isShared || vma.flags.contains(.noHugepage) { return false }
-        switch settings.mode(order: order) {
-        case .always: return true
-        case .madvise: return vma.flags.contains(.hugepage)
-        case .never: return false
-        }
-    }
-
     /// Whether the 2 MiB-aligned range around `va` lies inside `vma` (Linux: `transhuge_vma_suitable()`).
     @inline(__always) func hugeRangeFits(_ vma: VMA, _ va: VirtualAddress) -> Bool {
         let haddr = va.alignedDown(PageGeometry.pmdSize)
         return haddr >= vma.start && vma.end - haddr >= PageGeometry.pmdSize
     }
 
-    /// Whether smaps reports the VMA as eligible: the settings allow it and it covers at least one
-    /// aligned 2 MiB range (Linux 6.18: `thp_vma_allowable_orders()` for `THPeligible`).
+    /// Whether smaps reports the VMA as eligible: it covers at least one aligned 2 MiB range, where the
+    /// policy would map a huge PMD at a fault (Linux 6.18: `thp_vma_allowable_orders()` for
+    /// `THPeligible`).
     func isHugepageEligible(_ vma: VMA) -> Bool {
-        hugepagesAllowed(in: vma, kernel.hugepageSettings) && vma.end.rawValue >= PageGeometry.pmdSize
-            && hugeRangeFits(vma, vma.end - PageGeometry.pmdSize)
+        vma.end.rawValue >= PageGeometry.pmdSize && hugeRangeFits(vma, vma.end - PageGeometry.pmdSize)
+            && kernel.faultMayMapHugePMD(vma, vma.end - PageGeometry.pmdSize, kernel.hugepageSettings)
     }
 
     /// The first touch of an empty PMD in a VMA that allows huge pages: allocate a 2 MiB page and a PTE
@@ -73,7 +62,8 @@ extension AddressSpace {
             fault.resolution = .mapped
             return .done(.handled)
         }
-        guard let head = kernel.allocateHugePage(defrag: settings.faultDefrag(madvised: vma.flags.contains(.hugepage)),
+        guard let head = kernel.allocateHugePage(zeroed: kernel.zeroesAtFault(order: PageGeometry.pmdOrder),
+                                                 defrag: settings.faultDefrag(madvised: vma.flags.contains(.hugepage)),
                                                  &fault.compaction) else {
             kernel.freeTable(deposit)
             fault.gaveBack(pages: 1)

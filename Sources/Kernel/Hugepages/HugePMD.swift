@@ -88,8 +88,7 @@ extension AddressSpace {
             return .notHuge
         }
         precondition(childPMD[childIndex].isNone, "fork found the child's PMD at \(haddr) in use")
-        if !entry.isSpecial && kernel.design.pinsAreVisible && frames.flags(entry.pfn).contains(.anonExclusive)
-            && kernel.folioMaybeDMAPinned(entry.pfn) {
+        if !entry.isSpecial && kernel.needsCOWForDMA(entry.pfn) {
             // A page that may be pinned is not shared: split the PMD, and copy per page (Linux 5.9+:
             // `copy_huge_pmd()` → `__split_huge_pmd()`, `-EAGAIN`).
             lock.spinUnlock()

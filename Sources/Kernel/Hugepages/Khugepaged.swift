@@ -158,7 +158,7 @@ public final class Khugepaged: Sendable {
                     if progress + plan.count * PageGeometry.entriesPerTable >= budget { finished = false; break }
                     let hstart = max(vma.start, start).alignedUp(PageGeometry.pmdSize)
                     let hend = vma.end.alignedDown(PageGeometry.pmdSize)
-                    guard hstart < hend, !vma.isShared, mm.hugepagesAllowed(in: vma, all) else {
+                    guard hstart < hend, kernel.khugepagedMayCollapse(vma, all) else {
                         progress += 1
                         continue
                     }
@@ -207,7 +207,7 @@ extension AddressSpace {
     /// - Precondition: the mmap lock is held.
     func khugepagedEnter(_ vma: VMA) {
         let settings = kernel.hugepageSettings
-        guard settings.mode(order: 9) != .never, hugepagesAllowed(in: vma, settings),
+        guard kernel.khugepagedMayCollapse(vma, settings),
               vma.end.alignedDown(PageGeometry.pmdSize) > vma.start.alignedUp(PageGeometry.pmdSize) else { return }
         kernel.khugepaged.enter(self, now: kernel.clock.now)
     }

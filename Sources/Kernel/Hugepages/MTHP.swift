@@ -17,20 +17,21 @@ extension AddressSpace {
     /// - Precondition: the mmap lock is held for reading; `table` is the PTE table for `va`.
     func anonymousLargeFault(_ vma: VMA, _ va: VirtualAddress, _ table: PageTable,
                              _ fault: inout FaultContext) -> FaultOutcome? {
-        let settings = kernel.hugepageSettings
-        guard kernel.design.mapcounts == .perPage, !vma.isShared, !vma.flags.contains(.noHugepage),
-              settings.perSizeBits & 0x3FFF != 0x3FFF else { return nil }  // every size below 2 MiB `never`
+        guard kernel.supportsMTHP else { return nil }
+        let orders = kernel.faultOrders(vma, va, among: .belowPMD, kernel.hugepageSettings)
+        guard !orders.isEmpty else { return nil }
         let frames = kernel.memory.frames
         var order: UInt8 = PageGeometry.pmdOrder.rawValue - 1
         while order >= TransparentHugepageSettings.anonymousOrders.lowerBound {
             defer { order -= 1 }
-            guard hugepagesAllowed(in: vma, settings, order: order) else { continue }
+            guard orders.contains(order: order) else { continue }
             let pages = 1 << Int(order)
             let start = va.alignedDown(PageGeometry.pageSize << UInt64(order))
             guard start >= vma.start, start + (PageGeometry.pageSize << UInt64(order)) <= vma.end else { continue }
             let first = start.tableIndex(.pte)
             guard (first..<(first + pages)).allSatisfy({ table[$0].isNone }) else { continue }
-            guard let head = kernel.memory.allocateFolio(order: PageOrder(rawValue: order), kind: .anonymous) else {
+            guard let head = kernel.memory.allocateFolio(order: PageOrder(rawValue: order), kind: .anonymous,
+                                                          zeroed: kernel.zeroesAtFault(order: PageOrder(rawValue: order))) else {
                 kernel.mthpStats.count(order, .anonFaultFallback)
                 continue
             }
@@ -110,6 +111,10 @@ public struct MTHPStats: @unchecked Sendable {
 }
 
 extension Kernel {
+    /// Whether anonymous folios of the orders below the PMD's exist (Linux 6.8+). The one place the
+    /// design's `supportsMTHP` is read.
+    @inline(__always) var supportsMTHP: Bool { design.supportsMTHP }
+
     /// The value of a per-size file below `/sys/kernel/mm/transparent_hugepage/`:
     /// `hugepages-64kB/stats/anon_fault_alloc`, `hugepages-2048kB/stats/nr_anon`, …; nil for another
     /// path. `nr_anon` counts the anonymous folios of the size, `nr_anon_partially_mapped` those on the

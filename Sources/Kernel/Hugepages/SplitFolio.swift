@@ -37,7 +37,7 @@ extension Kernel {
     ///   mapper of the folio holds for writing.
     func splitFolio(_ head: PFN, useZeroPage: Bool = false) -> FolioSplitResult {
         let frames = memory.frames
-        guard design.mapcounts == .perPage, frames.kind(head) == .anonymous, frames.flags(head).contains(.head) else {
+        guard splitsFoliosSeparately, frames.kind(head) == .anonymous, frames.flags(head).contains(.head) else {
             return .notSplittable
         }
         let pages = frames.order(head).pages

@@ -82,3 +82,10 @@ extension AddressSpace {
         if split { kernel.flushTLB(self, haddr, end) }
     }
 }
+
+extension Kernel {
+    /// Whether splitting a huge PMD leaves its folio whole, to be split apart later if at all (Linux
+    /// 4.5+: `split_huge_pmd()` and `split_huge_page()`), or splits the page with every PMD that maps it
+    /// (2010: `split_huge_page_pmd()`). The one place the design's `splitPMDSplitsPage` is read.
+    @inline(__always) var splitsFoliosSeparately: Bool { !design.splitPMDSplitsPage }
+}

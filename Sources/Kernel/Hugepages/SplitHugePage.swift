@@ -24,7 +24,7 @@ extension AddressSpace {
     /// PMD is split and the folio stays whole (`splitHugePMDKeepingFolio`).
     /// - Precondition: the mmap lock is held; no page-table lock is.
     func splitHugePMD(_ pmd: PageTable, _ index: Int, _ haddr: VirtualAddress) {
-        guard kernel.design.splitPMDSplitsPage else {
+        if kernel.splitsFoliosSeparately {
             splitHugePMDKeepingFolio(pmd, index, haddr)
             return
         }
@@ -199,7 +199,7 @@ extension Kernel {
         let inherited = frames.flags(head).intersection([.dirty, .swapBacked, .referenced, .active, .anonExclusive])
         for i in 1..<PageGeometry.pmdOrder.pages {
             let tail = head + i
-            let pins = design.tailPagePins ? frames.refcount(tail) : 0
+            let pins = pinsCountInTailPages ? frames.refcount(tail) : 0
             if pins != 0 { frames.addRefcount(head, -pins) }
             frames.setRefcount(tail, mapcount + pins + 1)
             frames.setMapcount(tail, mapcount)
@@ -213,7 +213,7 @@ extension Kernel {
         lru.lock.unlock()
         // The huge page no longer counts as one; its 512 mapped subpages count as small pages.
         vmstat.modify(.nrAnonTransparentHugepages, -1)
-        if !design.anonPagesCountHugePages { vmstat.modify(.nrAnonPages, PageGeometry.pmdOrder.pages) }
+        if !anonPagesCountHugePages { vmstat.modify(.nrAnonPages, PageGeometry.pmdOrder.pages) }
         unlockCompound(head)
     }
 }
@@ -224,7 +224,7 @@ extension AddressSpace {
     /// `split_huge_pages_pid()`). The huge zero page is left alone, as Linux skips it.
     @discardableResult
     public func splitHugePages(_ start: VirtualAddress, length: UInt64) -> Int {
-        guard kernel.design.splitPMDSplitsPage else { return splitFolios(start, length: length) }
+        if kernel.splitsFoliosSeparately { return splitFolios(start, length: length) }
         return mmapLock.withReadLock {
             var split = 0
             let end = start + length

@@ -91,17 +91,14 @@ public struct TransparentHugepageSysfs: Sendable {
         }
         if path == "hpage_pmd_size" { return .readOnly }
         if path.hasPrefix("hugepages-"), path.hasSuffix("/enabled"),
-           TransparentHugepageSettings.order(ofSizeFolder: path.dropLast("/enabled".count)) != nil, !hasMultiSizeTHP(design) {
+           TransparentHugepageSettings.order(ofSizeFolder: path.dropLast("/enabled".count)) != nil,
+           !design.hasHugepageKnob(path) {
             throw SysfsError(errno: .ENOENT, message: "the \(design) design has no multi-size THP ('\(path)' is Linux 6.8+)")
         }
         if TransparentHugepageSettings.knobNames.contains(path) { return .hugepage }
         var t = design.defaultSettings
         throw SysfsError(errno: .ENOENT, message: t.set(path, to: "") ?? path)
     }
-
-    /// Whether `design` has the `hugepages-<size>kB/` folders (Linux 6.8+). The one place the sysfs
-    /// files read the design.
-    static func hasMultiSizeTHP(_ design: KernelDesign) -> Bool { design.mapcounts == .perPage }
 
     /// `value` as the settings types spell it, or the errno the file's store function returns for it.
     static func storeText(_ file: File, path: String, _ value: String) throws(SysfsError) -> String {

@@ -153,3 +153,17 @@ public struct TransparentHugepageSettings: Sendable, Hashable {
         perSizeBits = UInt16(truncatingIfNeeded: packed >> 12)
     }
 }
+
+extension KernelDesign {
+    /// Whether the design has the `transparent_hugepage/` knob `name` (the `hugepages-<size>kB/` ones
+    /// only with multi-size THP, Linux 6.8+). The one place the design's `knobs` are read.
+    public func hasHugepageKnob(_ name: String) -> Bool {
+        guard let group = HugepageKnobs.group(of: name) else { return false }
+        return knobs.contains(group)
+    }
+}
+
+extension Kernel {
+    /// Whether this kernel's design has the `transparent_hugepage/` knob `name`.
+    public func acceptsHugepageKnob(_ name: String) -> Bool { design.hasHugepageKnob(name) }
+}

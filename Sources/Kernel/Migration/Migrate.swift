@@ -126,7 +126,7 @@ extension Kernel {
         let cached = !huge && frames.flags(pfn).contains(.swapCache)
         // The isolation's reference is expected too.
         var pins = frames.refcount(pfn) - mapcount - (cached ? 1 : 0) - 1
-        if huge && design.tailPagePins {
+        if huge && pinsCountInTailPages {
             for i in 1..<PageGeometry.pmdOrder.pages { pins += frames.refcount(pfn + i) }
         }
         guard pins == 0 else { restore(); return .pinned }
@@ -134,7 +134,7 @@ extension Kernel {
         // Copy and move the counts, then point every entry at the new frame.
         if let storage = memory.storage { storage.copy(from: pfn, to: target, pages: frames.order(pfn).pages) }
         frames.insertFlags(target, frames.flags(pfn).intersection([.dirty, .swapBacked, .referenced, .active, .anonExclusive]))
-        let perPageHuge = huge && design.mapcounts == .perPage
+        let perPageHuge = huge && mapcountsPerPage
         if perPageHuge {
             frames.setFolioField(target, .entireMapcount, mapcount)
             frames.setFolioField(target, .pagesMapped, FrameTable.entirelyMapped)

@@ -20,6 +20,13 @@ extension Kernel {
         return frames.refcount(head) >= Self.pinCountingBias
     }
 
+    /// Whether fork must give the child a copy of the exclusive anonymous page `pfn` rather than share
+    /// it, because the parent may have pinned it for DMA (Linux 5.9+: `folio_needs_cow_for_dma()`,
+    /// `copy_present_page()`); never in a design whose pins are plain references.
+    @inline(__always) func needsCOWForDMA(_ pfn: PFN) -> Bool {
+        pinsAreVisible && memory.frames.flags(pfn).contains(.anonExclusive) && folioMaybeDMAPinned(pfn)
+    }
+
     /// Turns a reference that GUP took on `pfn` into a pin (Linux: `try_grab_folio()` with FOLL_PIN).
     func convertReferenceToPin(_ pfn: PFN) {
         let frames = memory.frames
@@ -55,7 +62,7 @@ extension AddressSpace {
     /// (Linux: `pin_user_pages_fast()`).
     public func pinUserPagesFast(_ start: VirtualAddress, count: Int, write: Bool, cpu: Int) -> Result<[PFN], Errno> {
         let result = getUserPagesFast(start, count: count, write: write, cpu: cpu)
-        if kernel.design.pinsAreVisible, case .success(let pages) = result {
+        if kernel.pinsAreVisible, case .success(let pages) = result {
             for page in pages { kernel.convertReferenceToPin(page) }
         }
         return result
@@ -64,7 +71,7 @@ extension AddressSpace {
     /// `pin_user_pages()`: the slow path only, under the mmap lock.
     public func pinUserPages(_ start: VirtualAddress, count: Int, write: Bool) -> Result<[PFN], Errno> {
         let result = getUserPages(start, count: count, write: write)
-        if kernel.design.pinsAreVisible, case .success(let pages) = result {
+        if kernel.pinsAreVisible, case .success(let pages) = result {
             for page in pages { kernel.convertReferenceToPin(page) }
         }
         return result
@@ -72,8 +79,13 @@ extension AddressSpace {
 }
 
 extension Kernel {
+    /// Whether `pin_user_pages()` pins are counted apart from references (FOLL_PIN), so that
+    /// `folio_maybe_dma_pinned()` can see them and fork, COW and mprotect treat a maybe-pinned
+    /// exclusive page as the pinner's. The one place the design's `pinsAreVisible` is read.
+    @inline(__always) var pinsAreVisible: Bool { design.pinsAreVisible }
+
     /// Releases what `pinUserPages`/`pinUserPagesFast` returned, as the design pins.
     public func releasePinnedPages(_ pages: [PFN]) {
-        if design.pinsAreVisible { unpinUserPages(pages) } else { putUserPages(pages) }
+        if pinsAreVisible { unpinUserPages(pages) } else { putUserPages(pages) }
     }
 }

@@ -371,6 +371,10 @@ final class LRULists: @unchecked Sendable {   // every mutable field is guarded 
 }
 
 extension Kernel {
+    /// How the anonymous LRU lists treat new and referenced pages. The one place the design's
+    /// `anonLRU` is read.
+    @inline(__always) var anonLRURules: KernelDesign.AnonLRUPolicy { design.anonLRU }
+
     /// Puts a new folio on `list` (Linux: `folio_add_lru()`). A kernel method, called by address-space
     /// code, so that the lists object is one reference from `self` and not retained around the call
     /// (see `addHugeMapping`).
@@ -384,7 +388,7 @@ extension AddressSpace {
     /// the design says, recording where it lives for the reverse map (Linux:
     /// `folio_add_new_anon_rmap()` and `folio_add_lru_vma()`; 2.6.38: `page_add_new_anon_rmap()`).
     @inline(__always) func addNewAnonFolioToLRU(_ head: PFN, _ vma: VMA, at address: VirtualAddress) {
-        kernel.folioAddLRU(head, to: kernel.design.anonLRU.newPagesActive ? .active : .inactive,
+        kernel.folioAddLRU(head, to: kernel.anonLRURules.newPagesActive ? .active : .inactive,
                            family: anonFamily, index: vma.pageIndex(of: address))
     }
 }

@@ -61,7 +61,7 @@ extension Kernel {
     /// `zone->inactive_ratio`).
     func inactiveIsLow() -> Bool {
         let (inactive, active) = lru.pages
-        let basis = design.anonLRU.ratioFromZoneSize ? memory.totalPages : inactive + active
+        let basis = anonLRURules.ratioFromZoneSize ? memory.totalPages : inactive + active
         let gb = basis >> (30 - Int(PageGeometry.pageShift))
         let ratio = gb > 0 ? Self.intSqrt(10 * gb) : 1
         return inactive * ratio < active
@@ -96,7 +96,7 @@ extension Kernel {
         let wasReferenced = frames.removeFlags(head, .referenced).contains(.referenced)
         if young > 0 {
             unlockMappers(locked)
-            if design.anonLRU.activateOnFirstReference || wasReferenced || young > 1 { return activate(head) }
+            if anonLRURules.activateOnFirstReference || wasReferenced || young > 1 { return activate(head) }
             // Looked at once: kept inactive, marked; another reference activates it.
             frames.insertFlags(head, .referenced)
             return keep(head, on: .inactive)
@@ -130,7 +130,7 @@ extension Kernel {
                                   _ swappedOut: inout Int) -> Int {
         let frames = memory.frames
         let order = frames.order(head)
-        if design.splitPMDSplitsPage {
+        if !splitsFoliosSeparately {
             splitHugePage(head)
             return keep(head, on: .inactive, cold: true)
         }

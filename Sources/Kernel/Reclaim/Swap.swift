@@ -33,7 +33,7 @@ extension AddressSpace {
                     forEachPTETable(from, to, huge: { pmd, index, haddr, whole in
                         // The huge zero page has nothing to swap; a huge page is split first.
                         if pmd[index].isSpecial { return .handled }
-                        guard !kernel.design.splitPMDSplitsPage, let (entry, lock) = lockHugePMD(pmd, index) else { return .split }
+                        guard kernel.splitsFoliosSeparately, let (entry, lock) = lockHugePMD(pmd, index) else { return .split }
                         if whole && !entry.isSpecial && swapOutHugePMD(pmd, index, haddr, entry) {
                             lock.spinUnlock()
                             kernel.flushTLB(self, haddr, haddr + PageGeometry.pmdSize)
@@ -73,7 +73,7 @@ extension AddressSpace {
     /// the `split_folio()` of `madvise_cold_or_pageout_pte_range()`).
     /// - Precondition: the mmap lock is held for reading; no page-table lock is.
     func splitLargeFolios(_ table: PageTable, _ from: VirtualAddress, _ to: VirtualAddress) {
-        guard kernel.design.mapcounts == .perPage else { return }
+        guard kernel.splitsFoliosSeparately else { return }
         let frames = kernel.memory.frames
         let lock = kernel.splitLock(table)
         var heads: [PFN] = []
@@ -167,7 +167,7 @@ extension AddressSpace {
         let frames = kernel.memory.frames
         let head = entry.pfn
         let pages = PageGeometry.pmdOrder.pages
-        guard kernel.swapDevice.hasClusters, kernel.design.mapcounts == .perPage,
+        guard kernel.swapDevice.hasClusters, kernel.swapsOutTHPWhole,
               frames.kind(head) == .anonymous, frames.order(head) == PageGeometry.pmdOrder,
               frames.refcount(head) == references, kernel.entireMapcount(head) == 1,
               frames.folioField(head, .pagesMapped) == FrameTable.entirelyMapped,
@@ -277,6 +277,10 @@ extension AddressSpace {
 }
 
 extension Kernel {
+    /// Whether a PMD-mapped THP may go to swap whole, into a cluster of 512 slots (Linux 4.13+:
+    /// `THP_SWAP`), rather than be split first. The one place the design's `swapsOutTHPWhole` is read.
+    @inline(__always) var swapsOutTHPWhole: Bool { design.swapsOutTHPWhole }
+
     /// Every swap entry in every page table refers to a slot in use, and each slot's use count equals
     /// the entries that refer to it; a slot is in use only while entries name it or a page stands for
     /// it in the swap cache. Each cached page is a 4 KiB anonymous page flagged `swapCache` (and no
