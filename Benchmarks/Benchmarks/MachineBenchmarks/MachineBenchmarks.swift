@@ -17,7 +17,7 @@ let accessesPerIteration = 1 << 20
 /// Accesses reach a CPU as replay hands them over: in batches through `CPU.run(_:)`, the access
 /// path's entry point (`MachineExecutor` queues up to 256).
 let batchSize = 256
-let records = UnsafeMutablePointer<AccessRecord>.allocate(capacity: batchSize)
+nonisolated(unsafe) let records = UnsafeMutablePointer<AccessRecord>.allocate(capacity: batchSize)
 
 /// Runs `accessesPerIteration` 8-byte reads at `address(i)` in batches.
 @inline(__always)
