@@ -3,7 +3,7 @@ import VMCore
 extension AccessFault {
     /// The fault an access ends with when the kernel could not resolve it, as the Machine layer's
     /// MMU reports it (Linux: the signal `do_user_addr_fault()` delivers).
-    package init(at address: VirtualAddress, outcome: FaultOutcome) {
+    @usableFromInline package init(at address: VirtualAddress, outcome: FaultOutcome) {
         self.init(address: address, outcome: outcome)
     }
 }

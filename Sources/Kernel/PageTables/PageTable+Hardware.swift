@@ -27,7 +27,7 @@ extension Kernel {
 extension PageTable {
     /// Sets hardware-owned bits (accessed, dirty) in entry `index` with an atomic OR, as the MMU's
     /// locked update does (Intel SDM vol. 3A, 4.8; Linux reads them with `ptep_test_and_clear_young()`).
-    @inlinable package func setHardwareBits(_ index: Int, _ bits: UInt64) {
+    @inlinable public func setHardwareBits(_ index: Int, _ bits: UInt64) {
         entries[index].bitwiseOr(bits, ordering: .relaxed)
     }
 }

@@ -22,7 +22,9 @@ public enum PageWalkResult: Sendable, Hashable {
 /// guest table through a host walk first.
 ///
 /// Observers are generic parameters, so each walk is specialized for its observer (no existential).
-package protocol PageWalkObserver {
+/// The walker is `public`, not `package`: Swift 6.3 neither inlines nor specializes an `@inlinable`
+/// `package` function in another module (a walk through the Machine ran unspecialized, 55 % slower).
+public protocol PageWalkObserver {
     /// The table and level the walk of `va` starts at: the root, or a lower table a paging-structure
     /// cache remembers.
     mutating func start(_ va: UInt64, root: PageTable) -> (table: PageTable, level: PageTableLevel)
@@ -46,10 +48,10 @@ package protocol PageWalkObserver {
 /// ```
 /// The caller provides the lockless-walk window when it needs one (`Kernel.locklessWalk`): the
 /// software MMU and gup-fast do; the Machine's CPUs, driven one at a time, do not.
-package enum PageTableWalk {
+public enum PageTableWalk {
     /// Walks `root`'s tables for `va` and an access of `kind`, as `observer` sees it.
     @inlinable @inline(__always)
-    package static func walk<Observer: PageWalkObserver>(
+    public static func walk<Observer: PageWalkObserver>(
         _ va: UInt64, _ kind: MemoryAccess, root: PageTable, _ observer: inout Observer
     ) -> PageWalkResult {
         var (table, level) = observer.start(va, root: root)
@@ -76,14 +78,14 @@ package enum PageTableWalk {
 
     /// Handled faults one access may take before the model calls it a bug. Another CPU may undo a
     /// fault before the retry (unmap it again, split it), so retries are unbounded in principle.
-    @inlinable package static var retryLimit: Int { 1_000_000 }
+    @inlinable public static var retryLimit: Int { 1_000_000 }
 
     /// The one retry rule of an access: walk; on a fault raise it (with the walk's P bit) into the
     /// kernel; retry while the kernel reports it handled (Linux: the MMU re-executes the faulting
     /// instruction after `exc_page_fault()` returns). Returns what `walk` found, or the fault the
     /// kernel could not resolve.
     @inlinable @inline(__always)
-    package static func resolve<T>(
+    public static func resolve<T>(
         _ va: VirtualAddress, walk: () -> (T?, present: Bool), fault: (_ present: Bool) -> FaultOutcome
     ) -> Result<T, AccessFault> {
         for _ in 0..<retryLimit {
