@@ -16,6 +16,7 @@ import Synchronization
 import VMCore
 import PhysicalMemory
 import Kernel
+import Machine
 
 func seconds() -> Double { Double(DispatchTime.now().uptimeNanoseconds) / 1e9 }
 /// CPU time the calling thread has used: below the wall time of its faults when it waited for a CPU.
@@ -160,7 +161,44 @@ func pingPong() {
     print("cache-line round trip between two threads: \(elapsed / Double(rounds) * 1e9) ns")
 }
 
+/// `MachineBenchmarks`' translation streams in a plain loop (for `perf record`): 1 GiB of 4 KiB pages
+/// faulted in, then ITERATIONS × 1 Mi 8-byte reads, sequential or random, no cache model, handed to the
+/// CPU in batches of 256 as replay does.
+func translate(random: Bool) {
+    var settings = KernelDesign.linux2_6_38.defaultSettings
+    settings.enabled = .never
+    let kernel = Kernel(KernelConfiguration(memoryBytes: 2 << 30, mode: .metadata, watermarks: .zero, hugepageSettings: settings))
+    let mm = kernel.createAddressSpace()!
+    let machine = Machine(kernel: kernel, description: .skylakeSP)
+    let cpu = machine.cpus[0]
+    cpu.switchTo(mm)
+    cpu.cacheModelling = .none
+    let bytes: UInt64 = 1 << 30
+    let start = try! mm.mmap(length: bytes, protection: .readWrite, flags: .private)
+    var va = start
+    while va < start + bytes { _ = cpu.access(va, .write); va = va + 4096 }
+    let records = UnsafeMutablePointer<AccessRecord>.allocate(capacity: 256)
+    let iterations = iterationsOverride ?? 200
+    var offset: UInt64 = 0, x: UInt64 = 0x9E37_79B9_7F4A_7C15, sink = 0
+    let t0 = seconds()
+    for _ in 0..<iterations {
+        for _ in 0..<(1 << 12) {
+            for i in 0..<256 {
+                let a: UInt64
+                if random { x ^= x << 13; x ^= x >> 7; x ^= x << 17; a = start.rawValue + (x & (bytes - 8)) }
+                else { a = start.rawValue + offset; offset = (offset &+ 8) & (bytes - 1) }
+                records[i] = AccessRecord(address: a, count: 1, kind: .read)
+            }
+            sink &+= cpu.run(UnsafeBufferPointer(start: records, count: 256)).completed
+        }
+    }
+    let elapsed = seconds() - t0
+    print("\(random ? "random" : "sequential"): \(Double(iterations << 20) / elapsed / 1e6) M accesses/s (\(sink))")
+}
+
 switch arguments.count > 1 ? arguments[1] : "" {
+case "seq": translate(random: false)
+case "random": translate(random: true)
 case "huge": hugeFaults()
 case "concurrent": concurrentFaults()
 case "pingpong": pingPong()
