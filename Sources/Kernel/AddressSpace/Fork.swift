@@ -16,6 +16,8 @@ extension AddressSpace {
             }
             child.brk = brk
             kernel.register(child)
+            // The child starts in its parent's cgroup (Linux: `cgroup_post_fork()`).
+            if let memcg { kernel.attach(child, to: memcg) }
             // Linux: khugepaged_fork().
             if isRegisteredWithKhugepaged { kernel.khugepaged.enter(child, now: kernel.clock.now) }
             for vma in vmas.areas where !vma.flags.contains(.dontCopy) {
