@@ -25,11 +25,20 @@ public final class MachineExecutor: WorkloadSink {
     /// Thread ids above this are refused (bounded memory whatever a trace says).
     public static let maxThreads = 1 << 16
 
+    /// Each process's pid, by index into `processes` (kept after it dies, for the report).
+    private var processPIDs: [Int] = []
+    /// The memory cgroup the workload's processes run in, if any.
+    public let cgroup: MemoryCgroup?
+
+    /// Starts the first process, in `cgroup` when one is given (its children inherit it).
     /// - Throws: `Errno` when the kernel cannot create the first process.
-    public init(machine: Machine) throws(Errno) {
+    public init(machine: Machine, cgroup: MemoryCgroup? = nil) throws(Errno) {
         self.machine = machine
+        self.cgroup = cgroup
         guard let mm = machine.kernel.createAddressSpace() else { throw .ENOMEM }
+        if let cgroup { try machine.kernel.move(mm, to: cgroup) }
         processes = [mm]
+        processPIDs = [mm.pid]
         threadProcess[0] = 0
         baseCycles = machine.machineDescription.timing.baseCycles
         cpuCount = machine.cpus.count
@@ -99,7 +108,10 @@ public final class MachineExecutor: WorkloadSink {
             // The store that killed the process wrote nothing.
             if newlyTouched { clearTouched(address, 1) }
             let process = Int(threadProcess[thread])
-            report.signals.append(.init(thread: thread, process: process, fault: fault))
+            // A process its cgroup's OOM killer chose is reported with the kills, not as a signal.
+            if processes[process]?.wasOOMKilled != true {
+                report.signals.append(.init(thread: thread, process: process, fault: fault))
+            }
             kill(process: process)
         }
     }
@@ -231,6 +243,7 @@ public final class MachineExecutor: WorkloadSink {
                 guard child >= 0, child < Self.maxThreads else { throw .EINVAL }
                 let forked = try mm.fork()
                 processes.append(forked)
+                processPIDs.append(forked.pid)
                 try bind(child, to: processes.count - 1)
             case .exit:
                 kill(process: Int(threadProcess[thread]))
@@ -305,6 +318,7 @@ public final class MachineExecutor: WorkloadSink {
         r.touchedBytes = touchedBytes
         r.faultLatency = machine.faultLatency
         r.simulatedNanoseconds = machine.kernel.clock.now
+        if let cgroup { r.cgroup = .init(kernel: machine.kernel, cgroup: cgroup, pids: processPIDs) }
         return r
     }
 }
