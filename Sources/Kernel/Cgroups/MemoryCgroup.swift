@@ -213,6 +213,24 @@ public final class MemoryCgroups: @unchecked Sendable {
         }
     }
 
+    /// Each cgroup's usage equals the frames charged to it, and only allocated frames are charged
+    /// (Linux: `page_counter` usage against the folios whose `memcg_data` names the memcg).
+    func checkInvariants(_ frameTable: FrameTable) -> [String] {
+        guard active.load(ordering: .acquiring) else { return [] }
+        var problems: [String] = []
+        var charged = [Int](repeating: 0, count: Self.maxCount + 1)
+        for pfn in 0..<frames where owners[pfn] != 0 {
+            charged[Int(owners[pfn])] += 1
+            if frameTable.refcount(frameTable.head(of: PFN(UInt32(pfn)))) == 0 {
+                problems.append("frame \(pfn) is charged to a memory cgroup but not allocated")
+            }
+        }
+        for memcg in all where charged[Int(memcg.id)] != memcg.usagePages {
+            problems.append("memory cgroup \(memcg.name): usage \(memcg.usagePages) pages, but \(charged[Int(memcg.id)]) frames are charged to it")
+        }
+        return Array(problems.prefix(10))
+    }
+
     /// Pages of PMD-mapped-size folios (THPs) charged to `memcg` now (Linux: `NR_ANON_THPS` per memcg).
     func thpPages(of memcg: MemoryCgroup, _ frameTable: FrameTable) -> Int {
         var pages = 0, pfn = 0
