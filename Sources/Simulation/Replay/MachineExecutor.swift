@@ -200,6 +200,11 @@ public final class MachineExecutor: WorkloadSink {
     private func bind(_ thread: Int) -> Bool {
         guard thread >= 0, thread < threadProcess.count, threadProcess[thread] >= 0,
               let mm = processes[Int(threadProcess[thread])] else { return false }
+        if mm.wasOOMKilled {
+            // Its cgroup's OOM killer chose it while another process faulted: it is gone.
+            kill(process: Int(threadProcess[thread]))
+            return false
+        }
         let cpu = machine.cpus[thread % cpuCount]
         if cpu.mm !== mm { cpu.switchTo(mm) }
         SimulatedCPU.switchTo(cpu.id)
@@ -210,7 +215,8 @@ public final class MachineExecutor: WorkloadSink {
 
     public func event(thread: Int, _ event: WorkloadEvent) {
         guard thread >= 0, thread < threadProcess.count, threadProcess[thread] >= 0,
-              let mm = processes[Int(threadProcess[thread])] else {
+              let mm = processes[Int(threadProcess[thread])], !mm.wasOOMKilled else {
+            if thread >= 0, thread < threadProcess.count, threadProcess[thread] >= 0 { kill(process: Int(threadProcess[thread])) }
             report.droppedEvents += 1
             return
         }

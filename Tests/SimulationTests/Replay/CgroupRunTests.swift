@@ -35,6 +35,23 @@ struct CgroupRunTests {
         #expect(r.droppedAccesses > 0)
     }
 
+    @Test("a process killed while another faulted stops: its later accesses and events are dropped")
+    func otherProcessKilled() throws {
+        let e = try executor([.init(name: "memory.max", value: "2M"), .init(name: "memory.swap.max", value: "0")])
+        let base: UInt64 = 0x1000_0000
+        e.event(thread: 0, .mmap(address: base, length: 4 << 20, protection: .readWrite, shared: false))
+        e.event(thread: 0, .fork(child: 1))
+        for page in 0..<300 { e.access(thread: 1, address: base + UInt64(page) * 4096, kind: .store, count: 1) }
+        for page in 300..<600 { e.access(thread: 0, address: base + UInt64(page) * 4096, kind: .store, count: 1) }
+        e.access(thread: 1, address: base, kind: .load, count: 1)
+        e.event(thread: 1, .munmap(address: base, length: 4096))
+        let r = e.finish()
+        #expect(r.signals.isEmpty)
+        #expect(r.cgroup?.oomKills.map(\.process) == [1])
+        #expect(r.droppedAccesses == 1 && r.droppedEvents == 1)
+        #expect(e.machine.kernel.checkInvariants().isEmpty)
+    }
+
     @Test("fork's child is charged to the same cgroup")
     func childInherits() throws {
         let e = try executor([.init(name: "memory.max", value: "max")])
