@@ -19,6 +19,18 @@ extension AddressSpace {
         return kernel.chargeSlow(memcg, head, pages: pages, for: self)
     }
 
+    /// Charges a new folio only if it fits under `memory.max` now: for callers holding a page-table
+    /// lock, which may not reclaim (Linux: a charge with `GFP_NOWAIT`, failing instead of reclaiming).
+    func chargeWithoutReclaim(_ head: PFN, order: PageOrder) -> Bool {
+        guard let memcg else { return true }
+        guard memcg.tryCharge(order.pages) else {
+            memcg.count(.max)
+            return false
+        }
+        kernel.memoryCgroups.record(head, pages: order.pages, memcg)
+        return true
+    }
+
     /// Counts a `memory.stat` event for this process's cgroup; nothing in the root.
     @inline(__always) func countMemcg(_ event: MemoryCgroup.StatEvent) {
         if let memcg { memcg.count(event) }

@@ -7,9 +7,10 @@ import TestSupport
 @Suite("Memory cgroups")
 struct MemoryCgroupTests {
     /// A 6.18 kernel with `memory` bytes and no swap, one process moved into the cgroup "box".
-    func boxed(memory: UInt64 = 64 << 20, enabled: TransparentHugepageSettings.Enabled = .never,
+    func boxed(memory: UInt64 = 64 << 20, design: KernelDesign = .linux6_18,
+               enabled: TransparentHugepageSettings.Enabled = .never,
                swapSlots: Int = 0) throws -> (Kernel, AddressSpace) {
-        let kernel = TestMachine.kernel(memory: memory, design: .linux6_18, enabled: enabled,
+        let kernel = TestMachine.kernel(memory: memory, design: design, enabled: enabled,
                                         swap: SwapConfiguration(slots: swapSlots))
         try kernel.createMemoryCgroup("box")
         let mm = try #require(kernel.createAddressSpace())
@@ -138,6 +139,21 @@ struct MemoryCgroupTests {
         child.exit()
         try mm.munmap(start, length: 1 << 20)
         #expect(try kernel.readCgroupFile("box", "memory.current") == "0\n")
+    }
+
+    @Test("fork's copies of pinned pages are charged to the child, and fork fails with ENOMEM over memory.max")
+    func forkCopiesPinned() throws {
+        let (kernel, mm) = try boxed(design: .linux6_18)
+        let start = try mm.mmap(address: nil, length: 1 << 20, protection: .readWrite, flags: .private)
+        for page in 0..<4 { try mm.write(start + UInt64(page) * 4096, [1]).get() }
+        let pins = try mm.pinUserPages(start, count: 4, write: true).get()
+        let child = try mm.fork()
+        #expect(try kernel.readCgroupFile("box", "memory.current") == "\(8 * 4096)\n")
+        child.exit()
+        try kernel.writeCgroupFile("box", "memory.max", "\(6 * 4096)")
+        #expect(throws: Errno.ENOMEM) { _ = try mm.fork() }
+        kernel.unpinUserPages(pins)
+        expectClean(kernel)
     }
 
     @Test("memory.high reclaims the cgroup back under it (here by splitting underused THPs)")
