@@ -13,7 +13,7 @@ extension AddressSpace {
         let pages = order.pages
         if memcg.tryCharge(pages) {
             kernel.memoryCgroups.record(head, pages: pages, memcg)
-            if memcg.usagePages > memcg.highPages.load(ordering: .relaxed) { kernel.reclaimHigh(memcg) }
+            if memcg.usagePages > memcg.highPages.load(ordering: .relaxed) { kernel.reclaimHigh(memcg, holding: self) }
             return true
         }
         return kernel.chargeSlow(memcg, head, pages: pages, for: self)
@@ -58,7 +58,7 @@ extension Kernel {
             }
             if mm.oomKilled.load(ordering: .relaxed) { return false }
             memcg.count(.max)
-            let reclaimed = reclaimCgroup(memcg, pages: pages)
+            let reclaimed = reclaimCgroup(memcg, pages: pages, holding: mm)
             if memcg.margin >= pages { continue }
             if retries > 0 {
                 retries -= 1
@@ -78,20 +78,21 @@ extension Kernel {
     /// Reclaims pages from the cgroup while it is above `memory.high` (Linux: `reclaim_high()` from
     /// `mem_cgroup_handle_over_high()`, run when the task returns to user space; the model runs it
     /// after the charge and does not add the throttling sleep).
-    func reclaimHigh(_ memcg: MemoryCgroup) {
+    func reclaimHigh(_ memcg: MemoryCgroup, holding mm: AddressSpace?) {
         let over = memcg.usagePages - memcg.highPages.load(ordering: .relaxed)
         guard over > 0 else { return }
         memcg.count(.high)
-        reclaimCgroup(memcg, pages: max(over, Self.swapClusterMax))
+        reclaimCgroup(memcg, pages: max(over, Self.swapClusterMax), holding: mm)
     }
 
     /// Reclaim restricted to the folios charged to `memcg`: first its folios on the deferred-split
     /// queue (partially mapped ones, and underused THPs when `shrink_underused` is on), then its
     /// folios on the LRU lists while the cgroup may still swap (`memory.swap.max`) and the swap
-    /// device has room. Returns the pages uncharged (Linux: `try_to_free_mem_cgroup_pages()` →
+    /// device has room. `mm` is a process whose mmap lock the caller holds for reading (the faulting
+    /// one), which is not locked again. Returns the pages uncharged (Linux: `try_to_free_mem_cgroup_pages()` →
     /// `shrink_node_memcgs()`, with `shrink_slab()` for the memcg-aware deferred-split shrinker).
     @discardableResult
-    func reclaimCgroup(_ memcg: MemoryCgroup, pages target: Int) -> Int {
+    func reclaimCgroup(_ memcg: MemoryCgroup, pages target: Int, holding mm: AddressSpace? = nil) -> Int {
         let before = memcg.usagePages
         func uncharged() -> Int { before - memcg.usagePages }
         vmstat.count(.allocstallNormal)
@@ -100,7 +101,7 @@ extension Kernel {
         var swappedOut = 0
         var priority = Self.defaultPriority
         while priority >= 0 && uncharged() < target && swapDevice.usedSlots < swapDevice.capacity
-                && mayStillSwap(memcg) {
+                && mayStillSwap(memcg, holding: mm) {
             let owned: (PFN) -> Bool = { [memoryCgroups] in memoryCgroups.owner(of: $0) === memcg }
             let sizes = lru.pages
             var inactive = sizes.inactive >> priority, active = sizes.active >> priority
@@ -122,17 +123,17 @@ extension Kernel {
     }
 
     /// Whether the cgroup is below `memory.swap.max` (Linux: `mem_cgroup_get_nr_swap_pages()` > 0).
-    func mayStillSwap(_ memcg: MemoryCgroup) -> Bool {
+    func mayStillSwap(_ memcg: MemoryCgroup, holding mm: AddressSpace? = nil) -> Bool {
         let limit = memcg.swapMaxPages.load(ordering: .relaxed)
-        return limit == Int.max || (limit > 0 && swapPages(of: memcg) < limit)
+        return limit == Int.max || (limit > 0 && swapPages(of: memcg, holding: mm) < limit)
     }
 
     /// Pages of swap the cgroup's processes hold (Linux: `memory.swap.current`; the model counts the
     /// swap entries in its processes' page tables, so an entry shared after fork counts in each).
-    func swapPages(of memcg: MemoryCgroup) -> Int {
+    func swapPages(of memcg: MemoryCgroup, holding held: AddressSpace? = nil) -> Int {
         memcg.processes.reduce(0) { sum, mm in
-            sum + Int(mm.mmapLock.withReadLock { mm.vmas.areas.reduce(UInt64(0)) { $0 + mm.swappedBytes(in: $1) } }
-                      >> PageGeometry.pageShift)
+            let bytes = { mm.vmas.areas.reduce(UInt64(0)) { $0 + mm.swappedBytes(in: $1) } }
+            return sum + Int((mm === held ? bytes() : mm.mmapLock.withReadLock(bytes)) >> PageGeometry.pageShift)
         }
     }
 }

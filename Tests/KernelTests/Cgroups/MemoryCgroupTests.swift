@@ -208,6 +208,21 @@ struct MemoryCgroupSwapTests {
         expectClean(kernel)
     }
 
+    @Test("memory.swap.max bounds what reclaim swaps out; past it the OOM killer runs")
+    func swapLimit() throws {
+        let (kernel, mm) = try boxed(swapMax: "512K")
+        let start = try mm.mmap(address: nil, length: 4 << 20, protection: .readWrite, flags: .private)
+        var swappedBeforeKill = 0
+        for page in 0..<1024 {
+            if case .failure = mm.write(start + UInt64(page) * 4096, [1]) { break }
+            swappedBeforeKill = kernel.swapDevice.usedSlots
+        }
+        #expect(mm.wasOOMKilled)
+        // The last reclaim batch may pass the limit by up to SWAP_CLUSTER_MAX pages.
+        #expect(swappedBeforeKill >= 128 && swappedBeforeKill <= 128 + 32)
+        #expect(kernel.swapDevice.usedSlots == 0)
+    }
+
     @Test("memory.swap.max=0 leaves nothing to reclaim: OOM kill")
     func noSwapAllowed() throws {
         let (kernel, mm) = try boxed(swapMax: "0")
