@@ -120,6 +120,8 @@ public struct ExperimentGrid: Sendable, Hashable, Codable {
     public var tunables: [TunableAxis]
     /// Simulated physical memory per run; nil: what each workload needs (`thpsim workload`'s rule).
     public var memoryBytes: UInt64?
+    /// Files of the memory cgroup every cell's processes run in (`--cgroup`); nil: the root cgroup.
+    public var cgroup: [SystemBuilder.Tunable]?
 
     public init(workloads: [WorkloadSpec], designs: [String] = [SystemBuilder.defaultDesign.name],
                 machines: [String] = ["skylake-sp"], enabled: [String] = ["never", "madvise", "always"],

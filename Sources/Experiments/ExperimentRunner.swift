@@ -129,6 +129,7 @@ public struct ExperimentRunner: Sendable {
         setup.cpus = cell.workload.threads
         setup.memoryBytes = grid.memoryBytes ?? cell.workload.defaultMemoryBytes
         setup.tunables = cell.tunables
+        setup.cgroup = grid.cgroup
         let executor: MachineExecutor
         do throws(Errno) { executor = try setup.makeExecutor() } catch {
             throw ExperimentError("\(cell.workload.label): the kernel model could not start the process (\(error))")

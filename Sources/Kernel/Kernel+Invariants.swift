@@ -22,6 +22,7 @@ extension Kernel {
     ///   (`checkLRUInvariants`).
     public func checkInvariants() -> [String] {
         var problems = memory.checkPhysicalInvariants()
+        problems += memoryCgroups.checkInvariants(memory.frames)
         let frames = memory.frames
         let mappings = FrameScratch<Int32>(count: memory.totalPages)
         // Today's design counts PMD mappings apart (the folio's entire mapcount).

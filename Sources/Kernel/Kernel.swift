@@ -101,6 +101,8 @@ public final class Kernel: @unchecked Sendable {
     public let kswapd = Kswapd()
     /// The anonymous LRU lists (Linux: the node's `lruvec`).
     let lru: LRULists
+    /// The memory cgroups and the charge of each frame (`Cgroups/`).
+    public let memoryCgroups: MemoryCgroups
 
     private let nextPID = Atomic<Int>(1)
     private let nextAnonVMA = Atomic<Int>(1)
@@ -123,6 +125,7 @@ public final class Kernel: @unchecked Sendable {
         hugeMappings = HugeMappings(totalPages: memory.totalPages)
         lru = LRULists(frames: memory.frames, cpus: configuration.cpus)
         swapDevice = SwapDevice(configuration.swap, defaultSlots: memory.totalPages)
+        memoryCgroups = MemoryCgroups(frames: memory.totalPages)
         guard let zero = memory.allocateFolio(order: .base, kind: .zeroPage, reserve: .none) else {
             preconditionFailure("no frame for the zero page")
         }

@@ -46,6 +46,12 @@ public struct SystemBuilder: Sendable {
     /// A hugepage policy instead of the design's own (`KernelConfiguration.policy`; ARCHITECTURE.md,
     /// "Designs and policies").
     public var policy: (any HugepagePolicy)?
+    /// Files of the memory cgroup a workload's processes run in (`memory.max`, `memory.high`,
+    /// `memory.swap.max`), written in order when the cgroup is made; nil runs them in the root
+    /// cgroup, uncharged (docs/cgroups.md).
+    public var cgroup: [Tunable]?
+    /// The name of the workload's cgroup.
+    public static let workloadCgroup = "workload"
     /// The machine the CPUs are.
     public var machine: MachineDescription = .skylakeSP
     /// The machine's CPUs (the threads of a workload run on CPU `t % cpus`).
@@ -84,6 +90,31 @@ public struct SystemBuilder: Sendable {
         TransparentHugepageSysfs.problem(writing: tunable.value, to: tunable.name, design: design)
     }
 
+    /// What is wrong with writing `setting` to the workload's cgroup (a file the model has no writer
+    /// for, a value Linux's parser refuses), as an errno and a message; nil if it is fine.
+    public static func problem(withCgroup setting: Tunable) -> String? {
+        guard ["memory.max", "memory.high", "memory.swap.max"].contains(setting.name) else {
+            return "unknown cgroup file '\(setting.name)' (ENOENT): use memory.max, memory.high or memory.swap.max (cgroup v2 names)"
+        }
+        do throws(Errno) { _ = try Kernel.pageCounterMemparse(setting.value) } catch {
+            return "\(setting.name)=\(setting.value): \(error): expected max or bytes with an optional K, M or G suffix"
+        }
+        return nil
+    }
+
+    /// Makes the workload's cgroup on `kernel` and writes its files; nil without `cgroup`.
+    /// - Precondition: every setting is valid (`problem(withCgroup:)` is nil).
+    public func makeCgroup(on kernel: Kernel) -> MemoryCgroup? {
+        guard let cgroup else { return nil }
+        do throws(Errno) {
+            let memcg = try kernel.createMemoryCgroup(Self.workloadCgroup)
+            for s in cgroup { try kernel.writeCgroupFile(Self.workloadCgroup, s.name, s.value) }
+            return memcg
+        } catch {
+            preconditionFailure("cgroup setting refused: \(error)")
+        }
+    }
+
     /// Why the host cannot hold a run on this system that touches `bytes` of simulated memory, with
     /// `request` naming the option that asks for it (`KernelConfiguration.hostShortfall`); nil if it can.
     public func hostShortfall(_ request: String, touching bytes: UInt64) -> HostMemoryShortfall? {
@@ -110,7 +141,7 @@ public struct SystemBuilder: Sendable {
     public func makeExecutor() throws(Errno) -> MachineExecutor {
         let machine: Machine
         do throws(SysfsError) { machine = try makeMachine() } catch { preconditionFailure("\(error)") }
-        return try MachineExecutor(machine: machine)
+        return try MachineExecutor(machine: machine, cgroup: makeCgroup(on: machine.kernel))
     }
 
     /// A virtual machine whose guest is this system, its memory mapped in `hostMM` with `hostAdvice`.

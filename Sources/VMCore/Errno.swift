@@ -2,6 +2,7 @@
 public enum Errno: Int32, Error, Sendable, CaseIterable, CustomStringConvertible {
     case EPERM = 1
     case ENOENT = 2
+    case ESRCH = 3
     case EINTR = 4
     case EAGAIN = 11
     case ENOMEM = 12
@@ -18,6 +19,7 @@ public enum Errno: Int32, Error, Sendable, CaseIterable, CustomStringConvertible
         switch self {
         case .EPERM: "EPERM"
         case .ENOENT: "ENOENT"
+        case .ESRCH: "ESRCH"
         case .EINTR: "EINTR"
         case .EAGAIN: "EAGAIN"
         case .ENOMEM: "ENOMEM"

@@ -23,6 +23,10 @@ struct ReplayMachineOptions: ParsableArguments {
     @Flag(help: "Print the report as JSON.")
     var json = false
 
+    @Option(name: .customLong("cgroup"),
+            help: "Run the workload's processes in one memory cgroup with this file set: memory.max=SIZE, memory.high=SIZE or memory.swap.max=SIZE (SIZE: bytes with K/M/G, or max); repeat for several (docs/cgroups.md).")
+    var cgroup: [String] = []
+
     /// The system these options describe, with `cpus` CPUs and `defaultMemory` bytes unless `--memory`
     /// says otherwise.
     func setup(cpus: Int, defaultMemory: UInt64) throws -> SystemBuilder {
@@ -48,7 +52,23 @@ struct ReplayMachineOptions: ParsableArguments {
             s.memoryBytes = defaultMemory
         }
         s.cpus = cpus
+        s.cgroup = try Self.cgroupSettings(cgroup)
         return s
+    }
+
+    /// `--cgroup` values as cgroup file writes; nil when none is given.
+    static func cgroupSettings(_ values: [String]) throws -> [SystemBuilder.Tunable]? {
+        guard !values.isEmpty else { return nil }
+        return try values.flatMap { value in
+            try value.split(separator: ",").map { part in
+                guard let eq = part.firstIndex(of: "="), eq != part.startIndex else {
+                    throw ValidationError("--cgroup: '\(part)' is not FILE=VALUE (e.g. memory.max=20M)")
+                }
+                let setting = SystemBuilder.Tunable(name: String(part[..<eq]), value: String(part[part.index(after: eq)...]))
+                if let problem = SystemBuilder.problem(withCgroup: setting) { throw ValidationError("--cgroup: \(problem)") }
+                return setting
+            }
+        }
     }
 
     func print(_ report: ReplayReport) {

@@ -146,8 +146,8 @@ struct ScenarioParserTests {
         #expect(s.statements.map(\.command.keyword) == ["mmap", "fork", "on", "write", "mmap", "on", "write"])
         #expect(s.forkCount == 1)
         guard case .fork(let child) = s.statements[1].command, case .on(let current) = s.statements[2].command,
-              case .write(let inChild, let size) = s.statements[3].command,
-              case .write(let inParent, _) = s.statements[6].command else { Issue.record("wrong commands"); return }
+              case .write(let inChild, let size, nil) = s.statements[3].command,
+              case .write(let inParent, _, _) = s.statements[6].command else { Issue.record("wrong commands"); return }
         #expect(child == "c" && current == "c")
         #expect(inChild == AddressExpression(region: "A", offset: 0) && size == 4096)
         #expect(inParent == AddressExpression(region: "A", offset: 0))

@@ -145,8 +145,17 @@ public struct CellResult: Sendable, Equatable, Codable {
         public var process: Int
         public var thread: Int
 
-        public init(signal: String, reason: String, address: UInt64, process: Int, thread: Int) {
+        /// Resident bytes at death, for a kill by a memory cgroup's OOM killer (Linux: `anon-rss`).
+        public var rssBytes: UInt64?
+
+        public init(signal: String, reason: String, address: UInt64, process: Int, thread: Int, rssBytes: UInt64? = nil) {
             self.signal = signal; self.reason = reason; self.address = address; self.process = process; self.thread = thread
+            self.rssBytes = rssBytes
+        }
+
+        /// A kill by the workload cgroup's OOM killer (`memory.events` `oom_kill`).
+        init(_ k: ReplayReport.CgroupReport.OOMKillRecord) {
+            self.init(signal: "SIGKILL", reason: "OOM_MEMCG", address: 0, process: k.process, thread: -1, rssBytes: k.rssBytes)
         }
 
         init(_ s: ReplayReport.Signal) {
@@ -164,6 +173,8 @@ public struct CellResult: Sendable, Equatable, Codable {
     public var kills: [Kill]?
     /// Accesses the workload asked for that were not made because their process had died.
     public var droppedAccesses: Int?
+    /// The workload cgroup's `memory.events` at the end, when the cell ran in one (`--cgroup`).
+    public var cgroupEvents: [String: Int]?
 
     /// Whether every process ran to its end: none was killed. A run that did not complete covers the
     /// program only until then, so no speedup is computed for it.
@@ -228,9 +239,11 @@ extension CellResult {
         vmstat = r.vmstatFinal
         meminfo = r.meminfoFinal
         memoryOverTime = r.memoryOverTime.map { Sample(accesses: $0.accesses, anonBytes: $0.anonBytes, anonHugeBytes: $0.anonHugeBytes, touchedBytes: $0.touchedBytes) }
-        signals = r.signals.count
+        let allKills = r.signals.map(Kill.init) + (r.cgroup?.oomKills ?? []).map(Kill.init)
+        signals = allKills.count
         failedCalls = r.failedCalls
-        kills = r.signals.map(Kill.init)
+        kills = allKills
+        cgroupEvents = r.cgroup?.events
         droppedAccesses = r.droppedAccesses
         records = r.records
         simulatedNanoseconds = r.simulatedNanoseconds

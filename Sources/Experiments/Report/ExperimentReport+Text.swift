@@ -190,7 +190,9 @@ extension CellResult {
     public var trouble: String? {
         var parts: [String] = []
         let kills = self.kills ?? []
-        if kills.count == 1, let k = kills.first {
+        if kills.count == 1, let k = kills.first, let rss = k.rssBytes {
+            parts.append("process \(k.process) killed by its memory cgroup's OOM killer (\(k.reason)), anon-rss \(rss >> 10) kB")
+        } else if kills.count == 1, let k = kills.first {
             parts.append("process \(k.process) killed by \(k.signal) (\(k.reason)) at 0x\(String(k.address, radix: 16))")
         } else if kills.count > 1 {
             var bySignal: [String: Int] = [:]

@@ -32,6 +32,13 @@ public final class AddressSpace: @unchecked Sendable {
     let mmuNotifiers = MMUNotifierList()
     /// khugepaged has a slot for this mm (Linux: `MMF_VM_HUGEPAGE`).
     let khugepagedRegistered = Atomic<Bool>(false)
+    /// The memory cgroup the process is in; nil for the root, which is not charged (Linux:
+    /// `mm->owner`'s css, `get_mem_cgroup_from_mm()`). Changed under the mmap lock for writing.
+    public internal(set) var memcg: MemoryCgroup?
+    /// The cgroup's OOM killer chose this process (Linux: `MMF_OOM_SKIP` / `tsk_is_oom_victim()`).
+    let oomKilled = Atomic<Bool>(false)
+    /// Whether an OOM killer killed this process.
+    public var wasOOMKilled: Bool { oomKilled.load(ordering: .relaxed) }
 
     /// The highest number of VMAs (Linux: `sysctl_max_map_count`, default 65530).
     public static let maxMapCount = 65530

@@ -16,6 +16,8 @@ extension AddressSpace {
             }
             child.brk = brk
             kernel.register(child)
+            // The child starts in its parent's cgroup (Linux: `cgroup_post_fork()`).
+            if let memcg { kernel.attach(child, to: memcg) }
             // Linux: khugepaged_fork().
             if isRegisteredWithKhugepaged { kernel.khugepaged.enter(child, now: kernel.clock.now) }
             for vma in vmas.areas where !vma.flags.contains(.dontCopy) {
@@ -61,7 +63,7 @@ extension AddressSpace {
                     if !entry.isSpecial && !vma.isShared && kernel.needsCOWForDMA(entry.pfn) {
                         // The parent's page may be pinned for DMA: the child gets a copy, the parent keeps
                         // the page it pinned, writable (Linux 5.9+: `copy_present_page()`).
-                        guard let copy = copyPinnedPage(entry, vma) else { return false }
+                        guard let copy = copyPinnedPage(entry, vma, for: child) else { return false }
                         child.mapPage(copy.pfn)
                         child.addNewAnonFolioToLRU(copy.pfn, vma, at: va)
                         childTable.set(index, copy)
@@ -93,9 +95,15 @@ extension AddressSpace {
     /// A copy of the page `entry` maps, for the child, as the entry the child maps it with: writable
     /// when the VMA is, dirty and exclusive. Nil when no page is free (fork fails with ENOMEM). The
     /// allocation does not reclaim: the caller holds a page-table lock (Linux preallocates instead).
-    private func copyPinnedPage(_ entry: PageTableEntry, _ vma: VMA) -> PageTableEntry? {
+    /// The copy is charged to the child's cgroup, without reclaim; over `memory.max` fork fails too
+    /// (Linux: `folio_prealloc()` → `mem_cgroup_charge()` in `copy_present_page()`'s caller).
+    private func copyPinnedPage(_ entry: PageTableEntry, _ vma: VMA, for child: AddressSpace) -> PageTableEntry? {
         guard let copy = kernel.memory.allocateFolio(order: .base, kind: .anonymous, zeroed: false) else { return nil }
         kernel.countAllocation(pages: 1)
+        guard child.chargeWithoutReclaim(copy, order: .base) else {
+            kernel.putPage(copy)
+            return nil
+        }
         kernel.memory.frames.insertFlags(copy, [.anonExclusive, .swapBacked])
         if let storage = kernel.memory.storage { storage.copy(from: entry.pfn, to: copy) }
         var bits = entry.rawValue & ~PageTableEntry.pfnMask | PageTableEntry.dirtyBit

@@ -14,7 +14,15 @@ extension AddressSpace {
     /// `do_user_addr_fault()` → `handle_mm_fault()` with its `struct vm_fault`). Takes the mmap lock
     /// for reading.
     public func handleFault(_ fault: inout FaultContext) -> FaultOutcome {
-        let outcome = resolveFault(&fault)
+        var outcome = resolveFault(&fault)
+        if outcome == .outOfMemory || _slowPath(oomKilled.load(ordering: .relaxed)) {
+            // Chosen by its cgroup's OOM killer during the fault: the process dies (Linux:
+            // `pagefault_out_of_memory()` finding the SIGKILL pending).
+            if oomKilled.load(ordering: .relaxed) {
+                exit()
+                outcome = .outOfMemory
+            }
+        }
         fault.outcome = outcome
         return outcome
     }
@@ -27,6 +35,7 @@ extension AddressSpace {
         let vma = vmas[index]
         if let denied = accessError(vma, access) { return denied }
         kernel.vmstat.count(.pgfault)
+        countMemcg(.pgfault)
         // A read that maps the zero page needs no anon_vma; a write or a huge fault does (Linux:
         // anon_vma_prepare() in do_anonymous_page() after the zero-page branch, and at the start of
         // do_huge_pmd_anonymous_page()).
@@ -132,6 +141,10 @@ extension AddressSpace {
         if let outcome = anonymousLargeFault(vma, va, table, &fault) { return outcome }
         guard let pfn = kernel.allocateAnonymousPage(&fault.reclaim) else { return .outOfMemory }
         kernel.countAllocation(pages: 1)
+        guard charge(pfn, order: .base) else {
+            kernel.putPage(pfn)
+            return .outOfMemory
+        }
         fault.zeroed(pages: 1)
         kernel.memory.frames.insertFlags(pfn, [.anonExclusive, .swapBacked])
         let entry = PageTableEntry(pfn: pfn, bits: bits | PageTableEntry.writableBit | PageTableEntry.accessedBit | PageTableEntry.dirtyBit)
@@ -177,6 +190,10 @@ extension AddressSpace {
             return .outOfMemory
         }
         kernel.countAllocation(pages: 1)
+        guard charge(copy, order: .base) else {
+            kernel.putPage(copy)
+            return .outOfMemory
+        }
         // The zero page's "copy" is a zeroed page (Linux: `wp_page_copy()` with `is_zero_pfn()`).
         if old.isSpecial { fault.zeroed(pages: 1) } else { fault.copied(pages: 1) }
         frames.insertFlags(copy, [.anonExclusive, .swapBacked])

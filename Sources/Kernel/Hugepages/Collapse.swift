@@ -90,6 +90,12 @@ extension AddressSpace {
             return (.allocationFailed, true)
         }
         kernel.vmstat.count(.thpCollapseAlloc)
+        guard charge(head, order: PageGeometry.pmdOrder) else {
+            // Linux: `SCAN_CGROUP_CHARGE_FAIL` from `alloc_charge_folio()`.
+            kernel.putPage(head)
+            return (.allocationFailed, true)
+        }
+        countMemcg(.thpCollapseAlloc)
         let result = mmapLock.withWriteLock { collapseLocked(haddr, head, control) }
         if result != .succeeded { kernel.putPage(head) }
         return (result, true)

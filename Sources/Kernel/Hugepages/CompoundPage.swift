@@ -65,7 +65,9 @@ extension Kernel {
         if remaining == 0 {
             unqueueDeferredSplit(head)
             if memory.frames.flags(head).contains(.lru) { lru.delete(head) }
-            vmstat.count(.pgfree, memory.frames.order(head).pages)
+            let pages = memory.frames.order(head).pages
+            vmstat.count(.pgfree, pages)
+            memoryCgroups.uncharge(head, pages: pages)
             memory.freeFolio(head)
         }
     }

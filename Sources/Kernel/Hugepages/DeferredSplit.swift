@@ -56,14 +56,32 @@ extension Kernel {
     /// with more than `max_ptes_none` zero-filled pages, whose zero pages become the shared zero page
     /// (`thp_underused_split_page`). Folios that cannot be split now stay queued. Returns the pages
     /// freed (Linux: `deferred_split_scan()`, `thp_underused()`).
+    /// With `memcg`, only the folios charged to it are looked at (Linux keeps a queue per memcg,
+    /// `memcg->deferred_split_queue`, which a memcg's reclaim shrinks).
     @discardableResult
-    public func deferredSplitScan(limit: Int = 128) -> Int {
+    public func deferredSplitScan(limit: Int = 128, only memcg: MemoryCgroup? = nil) -> Int {
         guard splitsFoliosSeparately else { return 0 }
         let frames = memory.frames
         let before = memory.freePages
         // Take a batch off the queue, each with a reference so that it cannot be freed meanwhile.
         let batch: [PFN] = deferredSplitQueue.folios.withLock { queue in
             var taken: [PFN] = []
+            if let memcg {
+                // The cgroup's own queue, in effect: take its folios, leave the others in order.
+                var kept: [UInt32] = []
+                for raw in queue {
+                    let head = PFN(raw)
+                    guard taken.count < limit, memoryCgroups.owner(of: head) === memcg else { kept.append(raw); continue }
+                    if frames.tryGetReference(head) {
+                        frames.removeFlags(head, .deferredSplit)
+                        taken.append(head)
+                    } else {
+                        frames.removeFlags(head, [.deferredSplit, .partiallyMapped])
+                    }
+                }
+                queue = kept
+                return taken
+            }
             while taken.count < limit, !queue.isEmpty {
                 let head = PFN(queue.removeFirst())
                 if frames.tryGetReference(head) {

@@ -45,7 +45,11 @@ extension AddressSpace {
         kernel.getPage(head)  // keeps the page while the lock is dropped for the allocation
         lock.spinUnlock()
 
-        guard let copy = kernel.allocateHugePage(zeroed: false, &fault.compaction) else {
+        guard let copy = kernel.allocateHugePage(zeroed: false, &fault.compaction).flatMap({ copy in
+            if charge(copy, order: PageGeometry.pmdOrder) { return copy }
+            kernel.putPage(copy)
+            return nil
+        }) else {
             kernel.vmstat.count(.thpFaultFallback)
             let outcome = copyHugePageIntoSmallPages(vma, pmd, index, haddr, orig, &fault)
             kernel.putPage(head)
@@ -83,7 +87,11 @@ extension AddressSpace {
                                         _ orig: PageTableEntry, _ writableBits: UInt64,
                                         _ fault: inout FaultContext) -> HugeFaultResult {
         let lock = pmdLock(pmd)
-        guard let head = kernel.allocateHugePage(&fault.compaction) else {
+        guard let head = kernel.allocateHugePage(&fault.compaction).flatMap({ head in
+            if charge(head, order: PageGeometry.pmdOrder) { return head }
+            kernel.putPage(head)
+            return nil
+        }) else {
             kernel.vmstat.count(.thpFaultFallback)
             splitHugePMD(pmd, index, haddr)
             return .fallback
@@ -124,6 +132,11 @@ extension AddressSpace {
                 return .outOfMemory
             }
             kernel.countAllocation(pages: 1)
+            guard charge(page, order: .base) else {
+                kernel.putPage(page)
+                for page in pages { kernel.putPage(page) }
+                return .outOfMemory
+            }
             fault.copied(pages: 1)
             frames.insertFlags(page, [.anonExclusive, .swapBacked])
             if let storage = kernel.memory.storage { storage.copy(from: head + pages.count, to: page) }

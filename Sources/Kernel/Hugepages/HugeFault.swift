@@ -71,6 +71,16 @@ extension AddressSpace {
             kernel.mthpStats.count(PageGeometry.pmdOrder.rawValue, .anonFaultFallback)
             return .fallback
         }
+        guard charge(head, order: PageGeometry.pmdOrder) else {
+            // Linux: `THP_FAULT_FALLBACK_CHARGE`; the folio goes back uncharged and 4 KiB pages follow.
+            kernel.putPage(head)
+            kernel.freeTable(deposit)
+            fault.gaveBack(pages: 1)
+            kernel.vmstat.count(.thpFaultFallback)
+            kernel.vmstat.count(.thpFaultFallbackCharge)
+            kernel.mthpStats.count(PageGeometry.pmdOrder.rawValue, .anonFaultFallback)
+            return .fallback
+        }
         var bits = PageTableEntry.userBits(vma.flags.protection) | PageTableEntry.hugeBit
             | PageTableEntry.accessedBit | PageTableEntry.dirtyBit
         if vma.flags.contains(.write) { bits |= PageTableEntry.writableBit }
@@ -93,6 +103,7 @@ extension AddressSpace {
         // zero (`map_anon_folio_pmd()` → `deferred_split_folio(folio, false)`).
         kernel.deferredSplitFolio(head, partiallyMapped: false)
         kernel.vmstat.count(.thpFaultAlloc)
+        countMemcg(.thpFaultAlloc)
         kernel.mthpStats.count(PageGeometry.pmdOrder.rawValue, .anonFaultAlloc)
         fault.hugePage(copied: false)
         fault.mapped = .pmd

@@ -36,6 +36,11 @@ extension AddressSpace {
                 continue
             }
             kernel.countAllocation(pages: pages)
+            guard charge(head, order: PageOrder(rawValue: order)) else {
+                kernel.putPage(head)
+                kernel.mthpStats.count(order, .anonFaultFallbackCharge)
+                continue
+            }
             fault.zeroed(pages: pages)
             for i in 0..<pages { frames.insertFlags(head + i, [.anonExclusive, .swapBacked]) }
             frames.addRefcount(head, Int32(pages - 1))  // one reference per PTE

@@ -136,6 +136,7 @@ extension Kernel {
                 // A tail mapped as the zero page now was on the list.
                 if frames.flags(page).contains(.lru) { lru.delete(page) }
                 vmstat.count(.pgfree)
+                memoryCgroups.uncharge(page, pages: 1)
                 memory.freeFolio(page)
             }
             return .split

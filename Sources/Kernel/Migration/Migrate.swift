@@ -151,6 +151,8 @@ extension Kernel {
             restore()
             return .pinned
         }
+        // The charge moves with the page (Linux: `mem_cgroup_migrate()`).
+        memoryCgroups.migrateCharge(from: pfn, to: target, pages: frames.order(pfn).pages)
         // The new page takes the old one's list and reverse-map origin before anything can reach it.
         let origin = lru.origin(of: pfn)
         lru.add(target, to: list, family: origin.family, index: origin.index)

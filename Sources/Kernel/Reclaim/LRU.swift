@@ -263,7 +263,7 @@ final class LRULists: @unchecked Sendable {   // every mutable field is guarded 
     /// Isolates folios from the cold end of `list` until `pages` pages are taken or every folio was
     /// looked at once; a folio whose last reference is going is moved to the hot end and left (Linux:
     /// `isolate_lru_folios()`). Returns the folios, each with a reference, and the pages scanned.
-    func isolateFromCold(_ list: AnonLRU, pages wanted: Int) -> (folios: [PFN], scanned: Int) {
+    func isolateFromCold(_ list: AnonLRU, pages wanted: Int, only accept: ((PFN) -> Bool)? = nil) -> (folios: [PFN], scanned: Int) {
         var taken: [PFN] = []
         var takenPages = 0, scanned = 0
         lockFlushed()
@@ -274,6 +274,13 @@ final class LRULists: @unchecked Sendable {   // every mutable field is guarded 
             guard last != 0 else { break }
             let head = PFN(last - 1)
             let pages = frames.order(head).pages
+            if let accept, !accept(head) {
+                // Another cgroup's folio: a memcg's reclaim sees only its own lruvec's (the model has
+                // one lruvec, so it passes over the others, moving them to the hot end).
+                unlink(head, list)
+                link(head, list)
+                continue
+            }
             scanned += pages
             guard frames.tryGetReference(head) else {
                 unlink(head, list)

@@ -27,8 +27,9 @@ extension Kernel {
     }
 
     /// `shrinkInactiveList(_:by:)` adding the pages it wrote to swap to `swappedOut`.
-    func shrinkInactiveList(_ pages: Int, by reclaimer: Reclaimer, _ swappedOut: inout Int) -> Int {
-        let (folios, scanned) = lru.isolateFromCold(.inactive, pages: pages)
+    func shrinkInactiveList(_ pages: Int, by reclaimer: Reclaimer, _ swappedOut: inout Int,
+                            only accept: ((PFN) -> Bool)? = nil) -> Int {
+        let (folios, scanned) = lru.isolateFromCold(.inactive, pages: pages, only: accept)
         countReclaim(scanned: scanned, by: reclaimer)
         var freed = 0
         for head in folios { freed += shrinkFolio(head, by: reclaimer, &swappedOut) }
@@ -39,8 +40,8 @@ extension Kernel {
     /// clearing their young bits: anonymous folios are deactivated whether referenced or not (Linux:
     /// `shrink_active_list()`, counted as `pgrefill` and `pgdeactivate`; only executable file folios
     /// stay active, and the model has none).
-    func shrinkActiveList(_ pages: Int) {
-        let (folios, scanned) = lru.isolateFromCold(.active, pages: pages)
+    func shrinkActiveList(_ pages: Int, only accept: ((PFN) -> Bool)? = nil) {
+        let (folios, scanned) = lru.isolateFromCold(.active, pages: pages, only: accept)
         vmstat.count(.pgrefill, scanned)
         var deactivated = 0
         for head in folios {

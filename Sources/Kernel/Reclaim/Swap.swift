@@ -203,6 +203,10 @@ extension AddressSpace {
         if page == nil {
             guard let pfn = kernel.allocateAnonymousPage(zeroed: false, &fault.reclaim) else { return .outOfMemory }
             kernel.countAllocation(pages: 1)
+            guard charge(pfn, order: .base) else {
+                kernel.putPage(pfn)
+                return .outOfMemory
+            }
             frames.insertFlags(pfn, .swapBacked)
             fresh = pfn
         }

@@ -82,6 +82,21 @@ public protocol ScenarioBackend: AnyObject {
     /// `/proc/meminfo`, `… kB` fields in kB. Linux: `meminfo_proc_show()`.
     func meminfo() throws(ScenarioError) -> [String: Int64]
 
+    /// Creates the memory cgroup `name` below the root. Linux: `mkdir /sys/fs/cgroup/NAME`.
+    func createCgroup(_ name: String) throws(ScenarioError) -> Result<Void, ScenarioErrno>
+
+    /// Writes `value` to a file of the cgroup `name`. Linux: `write()` to `/sys/fs/cgroup/NAME/FILE`.
+    func writeCgroup(_ name: String, file: String, value: String) throws(ScenarioError) -> Result<Void, ScenarioErrno>
+
+    /// Moves `process` into the cgroup `name` (nil: the root). Linux: its pid to `cgroup.procs`.
+    func joinCgroup(_ process: Process, _ name: String?) throws(ScenarioError) -> Result<Void, ScenarioErrno>
+
+    /// The text of a file of the cgroup `name`, as Linux prints it.
+    func readCgroup(_ name: String, file: String) throws(ScenarioError) -> String
+
+    /// Whether a cgroup's OOM killer killed `process`.
+    func wasKilled(_ process: Process) throws(ScenarioError) -> Bool
+
     /// Ends the run: ends every process and undoes what `start` and `setTunable` changed. Always
     /// called once per `start`, also when `start` threw, so it must cope with a partial start.
     func finish()
@@ -99,6 +114,9 @@ public enum TouchOutcome: Sendable, Hashable {
     case completed
     /// The access faulted at `address` (SIGSEGV); bytes before it were touched.
     case segv(address: UInt64)
+    /// The access at `address` needed memory the process's cgroup had no room for, and the cgroup's
+    /// OOM killer killed the process; bytes before it were touched.
+    case killed(address: UInt64)
 }
 
 /// The answer to a `readData` request.

@@ -33,10 +33,18 @@ extension ScenarioInterpreter {
         case .segv:
             let observed: String = switch lastTouch {
             case .segv(let at)?: "segv at 0x\(String(at, radix: 16))"
+            case .killed(let at)?: "OOM-killed at 0x\(String(at, radix: 16))"
             case .completed?: "the touch completed"
             case nil: "no touch yet"
             }
             record(statement, 0, statement.text, passed: observed.hasPrefix("segv"), expected: "segv", observed: observed)
+        case .killed(let name):
+            let process = name ?? current!
+            let observed = killed[process].map { "'\(process)' was OOM-killed at line \($0)" } ?? "'\(process)' is alive"
+            record(statement, 0, statement.text, passed: killed[process] != nil,
+                   expected: "'\(process)' killed by its cgroup's OOM killer", observed: observed)
+        case .cgroup(let name, let file, let checks):
+            try compareCgroup(name, file: file, checks, statement: statement)
         }
     }
 
@@ -62,6 +70,35 @@ extension ScenarioInterpreter {
             let text = check.comparison == .delta ? "\(check.field) changed by \(observed)\(unit)" : "\(check.field) = \(observed)\(unit)"
             record(statement, i, check.text, passed: check.comparison.holds(observed: observed, expected: check.value),
                    expected: expected, observed: text)
+        }
+    }
+
+    /// Compares checks with a cgroup's files: one keyed file, or one single-value file per check.
+    func compareCgroup(_ name: String, file: String?, _ checks: [CounterCheck], statement: Statement) throws(ScenarioError) {
+        func number(_ text: Substring) -> Int64? { text == "max" ? .max : Int64(text) }
+        var keyed: [String: Int64] = [:]
+        if let file {
+            for line in try backend.readCgroup(name, file: file).split(separator: "\n") {
+                let parts = line.split(separator: " ")
+                if parts.count == 2, let v = number(parts[1]) { keyed[String(parts[0])] = v }
+            }
+        }
+        for (i, check) in checks.enumerated() {
+            let source = file ?? check.field
+            let value: Int64?
+            if file != nil {
+                value = keyed[check.field]
+            } else {
+                value = number(Substring(try backend.readCgroup(name, file: check.field).trimmingCharacters(in: .newlines)))
+            }
+            func show(_ v: Int64) -> String { v == .max ? "max" : "\(v)" }
+            let expected = "\(check.field) \(check.comparison.rawValue) \(show(check.value))"
+            guard let value else {
+                record(statement, i, check.text, passed: false, expected: expected, observed: "\(source) of cgroup '\(name)' has no \(check.field)")
+                continue
+            }
+            record(statement, i, check.text, passed: check.comparison.holds(observed: value, expected: check.value),
+                   expected: expected, observed: "\(check.field) = \(show(value))")
         }
     }
 

@@ -37,6 +37,10 @@ final class ScenarioInterpreter<Backend: ScenarioBackend> {
     var unchecked: (Statement, Outcome)?
     var vmstatBase: [String: Int64] = [:]
     var meminfoBase: [String: Int64] = [:]
+    /// Memory cgroups created so far.
+    var cgroups: Set<String> = []
+    /// Processes a cgroup's OOM killer killed, with the line that was running then.
+    var killed: [String: Int] = [:]
     /// Set once a command could not run here: every later expectation is skipped with this reason.
     var skipReason: String?
     var report: ScenarioReport
@@ -110,17 +114,34 @@ final class ScenarioInterpreter<Backend: ScenarioBackend> {
                 }
             }
             called(result, statement)
-        case .write(let a, let length):
+        case .write(let a, let length, nil):
             let address = try resolve(a)
             writeCount += 1
             let pattern = DataPattern(sequence: writeCount, firstOffset: UInt64(bitPattern: a.offset))
             let outcome = try backend.touch(in: handle(), address: address, length: length, access: .write(pattern))
-            let written = if case .segv(let at) = outcome { at > address ? min(at - address, length) : 0 } else { length }
+            let written: UInt64 = switch outcome {
+            case .segv(let at), .killed(let at): at > address ? min(at - address, length) : 0
+            case .completed: length
+            }
             processes[current!]!.shadow.write(start: address, length: written, pattern: pattern)
-            touched(outcome, statement)
+            try touched(outcome, statement)
+        case .write(let a, let length, let stride?):
+            // One byte every `stride` bytes, each a touch of its own, so both backends see the same stores.
+            let address = try resolve(a)
+            writeCount += 1
+            var offset: UInt64 = 0
+            var outcome = TouchOutcome.completed
+            while offset < length {
+                let pattern = DataPattern(sequence: writeCount, firstOffset: UInt64(bitPattern: a.offset) &+ offset)
+                outcome = try backend.touch(in: handle(), address: address + offset, length: 1, access: .write(pattern))
+                guard case .completed = outcome else { break }
+                processes[current!]!.shadow.write(start: address + offset, length: 1, pattern: pattern)
+                offset += stride
+            }
+            try touched(outcome, statement)
         case .read(let a, let length):
             let outcome = try backend.touch(in: handle(), address: try resolve(a), length: length, access: .read)
-            touched(outcome, statement)
+            try touched(outcome, statement)
         case .munmap(let a, let length):
             let address = try resolve(a)
             let result = try backend.munmap(in: handle(), address: address, length: length)
@@ -132,6 +153,7 @@ final class ScenarioInterpreter<Backend: ScenarioBackend> {
         case .mremap(let a, let oldLength, let newLength, let to):
             try mremap(a, oldLength: oldLength, newLength: newLength, to: to, statement: statement)
         case .fork(let name):
+            _ = try handle()
             let parent = processes[current!]!
             let result = try backend.fork(parent.handle)
             if case .success(let child) = result {
@@ -155,19 +177,35 @@ final class ScenarioInterpreter<Backend: ScenarioBackend> {
             try backend.unpin(in: handle(), address: try resolve(a), length: length)
         case .mark:
             try takeBaselines()
+        case .cgroup(let name, let writes):
+            var result: Result<Void, ScenarioErrno> = .success(())
+            if !cgroups.contains(name) {
+                result = try backend.createCgroup(name)
+                if case .success = result { cgroups.insert(name) }
+            }
+            for write in writes {
+                guard case .success = result else { break }
+                result = try backend.writeCgroup(name, file: write.name, value: write.value)
+            }
+            called(result, statement)
+            // Lowering memory.max may have called the OOM killer.
+            try noteKills(statement)
+        case .inCgroup(let name):
+            called(try backend.joinCgroup(handle(), name == CgroupFiles.rootName ? nil : name), statement)
         case .expect(let expectation):
             if let skipReason {
                 skip(statement, reason: skipReason)
                 return
             }
             try evaluate(expectation, statement: statement)
+            if case .killed(let name) = expectation, name == nil || name == current { current = nil }
         }
     }
 
     /// `mmap`, aligned to 2 MiB unless `align=4K` or `at=`: if the kernel's choice is not aligned,
     /// map 2 MiB more and trim both ends, so the model and Linux see the same calls.
     func mmap(_ request: MmapRequest, location: SourceLocation) throws(ScenarioError) {
-        let process = handle()
+        let process = try handle()
         let fixed = try request.fixedAddress.map { a throws(ScenarioError) in try resolve(a) }
         var result = try backend.mmap(in: process, address: fixed, length: request.length,
                                       protection: request.protection, shared: request.shared)
@@ -217,7 +255,19 @@ final class ScenarioInterpreter<Backend: ScenarioBackend> {
 
     // MARK: Helpers
 
-    func handle() -> Backend.Process { processes[current!]!.handle }
+    /// The current process; an error once its cgroup's OOM killer killed it.
+    func handle() throws(ScenarioError) -> Backend.Process {
+        if let line = killed[current!] { throw .run("process '\(current!)' was killed by the OOM killer at line \(line)") }
+        return processes[current!]!.handle
+    }
+
+    /// Records the processes a cgroup's OOM killer killed during `statement`.
+    func noteKills(_ statement: Statement) throws(ScenarioError) {
+        guard scenario.usesCgroups else { return }
+        for (name, process) in processes where killed[name] == nil {
+            if try backend.wasKilled(process.handle) { killed[name] = statement.location.line }
+        }
+    }
 
     /// The address an expression names in the current process.
     func resolve(_ a: AddressExpression) throws(ScenarioError) -> UInt64 {
@@ -243,9 +293,13 @@ final class ScenarioInterpreter<Backend: ScenarioBackend> {
         if case .failure = result { unchecked = (statement, .call(result)) }
     }
 
-    func touched(_ outcome: TouchOutcome, _ statement: Statement) {
+    func touched(_ outcome: TouchOutcome, _ statement: Statement) throws(ScenarioError) {
         lastTouch = outcome
-        if case .segv = outcome { unchecked = (statement, .touch(outcome)) }
+        switch outcome {
+        case .segv, .killed: unchecked = (statement, .touch(outcome))
+        case .completed: break
+        }
+        try noteKills(statement)
     }
 
     /// A failed call or a faulting touch must be followed by the `expect` that states it.
@@ -253,13 +307,14 @@ final class ScenarioInterpreter<Backend: ScenarioBackend> {
         guard let (statement, outcome) = unchecked else { return }
         unchecked = nil
         switch (outcome, next?.command) {
-        case (.call, .expect(.result)?), (.touch, .expect(.segv)?): return
+        case (.call, .expect(.result)?), (.touch(.segv), .expect(.segv)?), (.touch(.killed), .expect(.killed)?): return
         default: break
         }
         let observed: String
         switch outcome {
         case .call(.failure(let errno)): observed = "failed with \(errno); add `expect result \(errno.name)` if intended"
         case .touch(.segv(let at)): observed = "segv at 0x\(String(at, radix: 16)); add `expect segv` if intended"
+        case .touch(.killed(let at)): observed = "OOM-killed at 0x\(String(at, radix: 16)); add `expect killed` if intended"
         default: return
         }
         report.results.append(ExpectationResult(location: statement.location, index: 0, check: statement.text,

@@ -3,7 +3,7 @@ import VMCore
 /// Parsing of `expect …` lines and their `Field<op>Value` checks.
 extension LineParser {
     mutating func expectation() throws(ScenarioError) -> Expectation {
-        let kind = try next("what to expect (smaps, vmstat, meminfo, data, result or segv)")
+        let kind = try next("what to expect (smaps, vmstat, meminfo, data, result, segv, cgroup or killed)")
         switch kind {
         case "smaps":
             let at = try address()
@@ -19,9 +19,63 @@ extension LineParser {
             }
             return .result(errno)
         case "segv": return .segv
+        case "killed":
+            return .killed(!remaining.isEmpty ? try regionOrProcessName("process name") : nil)
+        case "cgroup": return try cgroupExpectation()
         default:
-            throw error("malformed expectation: unknown kind '\(kind)'; expected smaps, vmstat, meminfo, data, result or segv")
+            throw error("malformed expectation: unknown kind '\(kind)'; expected smaps, vmstat, meminfo, data, result, segv, cgroup or killed")
         }
+    }
+
+    /// `expect cgroup NAME memory.events oom_kill=1 …` or `expect cgroup NAME memory.current<=20M …`.
+    mutating func cgroupExpectation() throws(ScenarioError) -> Expectation {
+        let name = try regionOrProcessName("cgroup name")
+        var file: String?
+        if let word = remaining.first, CgroupFiles.keyed.contains(word) { file = try next("file") }
+        let words = takeRemaining()
+        guard !words.isEmpty else {
+            throw error("malformed expectation: missing checks, like memory.current<=20M or memory.events oom_kill=1")
+        }
+        var checks: [CounterCheck] = []
+        for word in words {
+            let check = try cgroupCheck(word)
+            if file == nil && !CgroupFiles.singleValued.contains(check.field) {
+                let hint = CgroupFiles.keyed.contains(check.field) ? "; name the keyed file first: expect cgroup \(name) \(check.field) KEY=VALUE" : ""
+                throw error("malformed expectation '\(word)': '\(check.field)' is not a single-value cgroup file (\(CgroupFiles.singleValued.joined(separator: ", ")))\(hint)")
+            }
+            checks.append(check)
+        }
+        return .cgroup(name, file: file, checks)
+    }
+
+    /// `FIELD=VALUE`, `>=`, `<=`: VALUE is a count or bytes (`20M` is 20971520), or `max`.
+    func cgroupCheck(_ word: String) throws(ScenarioError) -> CounterCheck {
+        let operators: [(String, Comparison)] = [(">=", .atLeast), ("<=", .atMost), ("=", .equal)]
+        if word.contains("+=") {
+            throw error("malformed expectation '\(word)': cgroup checks compare values (=, >=, <=), not changes")
+        }
+        for (symbol, comparison) in operators {
+            guard let range = word.firstRange(of: symbol) else { continue }
+            let field = String(word[..<range.lowerBound]), valueText = String(word[range.upperBound...])
+            guard !field.isEmpty, field.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "_.".contains($0)) }) else {
+                throw error("malformed expectation '\(word)': bad field name '\(field)'")
+            }
+            let value: Int64
+            if valueText == "max" {
+                value = .max
+            } else if let n = Int64(valueText), n >= 0 {
+                value = n
+            } else if let bytes = ByteCount.parse(valueText), bytes <= UInt64(Int64.max) {
+                value = Int64(bytes)
+            } else {
+                throw error("malformed expectation '\(word)': bad value '\(valueText)'; expected a count, bytes (20M) or max")
+            }
+            return CounterCheck(field: field, comparison: comparison, value: value, text: word)
+        }
+        if CgroupFiles.keyed.contains(word) {
+            throw error("malformed expectation: '\(word)' is a keyed file; check it on a line of its own, right after the cgroup's name")
+        }
+        throw error("malformed expectation '\(word)': expected FIELD=VALUE, FIELD>=VALUE or FIELD<=VALUE")
     }
 
     /// The `Field<op>Value` words that end a counter expectation; at least one.

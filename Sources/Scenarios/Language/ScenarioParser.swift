@@ -60,7 +60,7 @@ struct LineParser {
         case "set": command = .set(try knobs())
         case "mmap": command = .mmap(try mmapRequest())
         case "madvise": command = .madvise(try address(), try size(), try advice())
-        case "write": command = .write(try address(), try size())
+        case "write": command = try writeCommand()
         case "read": command = .read(try address(), try size())
         case "munmap": command = .munmap(try address(), try size())
         case "mprotect": command = .mprotect(try address(), try size(), try protection(next("protection")))
@@ -73,9 +73,11 @@ struct LineParser {
         case "split": command = .split(try address(), try size())
         case "pin": command = .pin(try address(), try size())
         case "unpin": command = .unpin(try address(), try size())
+        case "cgroup": command = try cgroupCommand()
+        case "in": command = .inCgroup(try regionOrProcessName("cgroup name"))
         case "expect": command = .expect(try expectation())
         default:
-            throw error("unknown command '\(keyword)'; expected one of: design, memory, swap, set, mmap, madvise, write, read, munmap, mprotect, mremap, fork, on, exit, khugepaged, split, pin, unpin, expect, mark")
+            throw error("unknown command '\(keyword)'; expected one of: design, memory, swap, set, mmap, madvise, write, read, munmap, mprotect, mremap, fork, on, exit, khugepaged, split, pin, unpin, cgroup, in, expect, mark")
         }
         if index < words.count {
             throw error("unexpected '\(words[index])' after \(keyword) command")
@@ -236,6 +238,42 @@ struct LineParser {
             destination = try parseAddress(option(word, allowed: ["to"]).1)
         }
         return .mremap(old, oldSize, newSize, to: destination)
+    }
+
+    /// `write ADDR SIZE [stride=S]`.
+    mutating func writeCommand() throws(ScenarioError) -> Command {
+        let at = try address(), length = try size()
+        var stride: UInt64?
+        for word in takeRemaining() {
+            let value = try option(word, allowed: ["stride"]).1
+            let s = try parseSize(value)
+            guard s > 0 else { throw error("bad stride '\(value)': a stride is at least 1 byte") }
+            stride = s
+        }
+        return .write(at, length, stride: stride)
+    }
+
+    /// `cgroup NAME [FILE=VALUE ...]`: the value goes to the kernel as written (Linux parses it).
+    mutating func cgroupCommand() throws(ScenarioError) -> Command {
+        let name = try regionOrProcessName("cgroup name")
+        guard name != CgroupFiles.rootName else {
+            throw error("cgroup: 'root' names the root cgroup, which has no memory.max; pick another name")
+        }
+        var writes: [Knob] = []
+        for word in takeRemaining() {
+            guard let eq = word.firstIndex(of: "="), eq != word.startIndex else {
+                throw error("bad cgroup setting '\(word)': expected FILE=VALUE, like memory.max=20M")
+            }
+            let file = String(word[..<eq]), value = String(word[word.index(after: eq)...])
+            guard CgroupFiles.writable.contains(file) else {
+                if CgroupFiles.all.contains(file) {
+                    throw error("cgroup file '\(file)' is read-only (Linux: EACCES); writable are \(CgroupFiles.writable.joined(separator: ", "))")
+                }
+                throw error("unknown cgroup file '\(file)' (Linux: ENOENT); writable are \(CgroupFiles.writable.joined(separator: ", ")) — cgroup v2 names, not v1's memory.limit_in_bytes")
+            }
+            writes.append(Knob(name: file, value: value))
+        }
+        return .cgroup(name, writes)
     }
 
     mutating func khugepaged() throws(ScenarioError) -> Command {

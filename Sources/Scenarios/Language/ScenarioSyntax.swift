@@ -17,6 +17,16 @@ public struct Scenario: Sendable {
         statements.count { if case .fork = $0.command { true } else { false } }
     }
 
+    /// Whether any statement creates, joins or checks a memory cgroup.
+    public var usesCgroups: Bool {
+        statements.contains {
+            switch $0.command {
+            case .cgroup, .inCgroup, .expect(.cgroup), .expect(.killed): true
+            default: false
+            }
+        }
+    }
+
     /// Whether any statement uses `advice`.
     public func uses(_ advice: Advice) -> Bool {
         statements.contains { if case .madvise(_, _, let a) = $0.command { a == advice } else { false } }
@@ -34,7 +44,8 @@ extension Statement {
     /// The checks of an `expect` statement as written, one per result; empty for other commands.
     public var checkTexts: [String] {
         switch command {
-        case .expect(.smaps(_, let checks)), .expect(.vmstat(let checks)), .expect(.meminfo(let checks)): checks.map(\.text)
+        case .expect(.smaps(_, let checks)), .expect(.vmstat(let checks)), .expect(.meminfo(let checks)),
+             .expect(.cgroup(_, _, let checks)): checks.map(\.text)
         case .expect: [text]
         default: []
         }
@@ -49,7 +60,8 @@ public enum Command: Sendable {
     case set([Knob])
     case mmap(MmapRequest)
     case madvise(AddressExpression, UInt64, Advice)
-    case write(AddressExpression, UInt64)
+    /// Stores the pattern to every byte of the range, or with a stride to one byte every `stride` bytes.
+    case write(AddressExpression, UInt64, stride: UInt64?)
     case read(AddressExpression, UInt64)
     case munmap(AddressExpression, UInt64)
     case mprotect(AddressExpression, UInt64, Protection)
@@ -65,6 +77,10 @@ public enum Command: Sendable {
     /// Releases the pins an earlier `pin` of exactly this range took.
     case unpin(AddressExpression, UInt64)
     case mark
+    /// `cgroup NAME [FILE=VALUE ...]`: creates the memory cgroup if new, then writes its files in order.
+    case cgroup(String, [Knob])
+    /// `in NAME`: the current process joins the cgroup (`root`: the root cgroup).
+    case inCgroup(String)
     case expect(Expectation)
 
     /// The command's keyword, as written.
@@ -89,6 +105,8 @@ public enum Command: Sendable {
         case .pin: "pin"
         case .unpin: "unpin"
         case .mark: "mark"
+        case .cgroup: "cgroup"
+        case .inCgroup: "in"
         case .expect: "expect"
         }
     }
@@ -189,6 +207,26 @@ public enum Expectation: Sendable {
     case result(ScenarioErrno?)
     /// The previous touch faulted.
     case segv
+    /// Files of a memory cgroup: a keyed file (`memory.events`, `memory.stat`) and its keys, or
+    /// single-value files (`memory.current<=20M`). Values are bytes or counts, as Linux prints them.
+    case cgroup(String, file: String?, [CounterCheck])
+    /// The process (the current one when nil) was killed by its cgroup's OOM killer.
+    case killed(String?)
+}
+
+/// The memory cgroup files scenarios write and check (cgroup v2 names).
+public enum CgroupFiles {
+    /// Files `cgroup NAME FILE=VALUE` may write.
+    public static let writable = ["memory.max", "memory.high", "memory.swap.max"]
+    /// Files holding one value, which `expect cgroup NAME FILE<op>VALUE` checks.
+    public static let singleValued = ["memory.current", "memory.peak", "memory.max", "memory.high",
+                                      "memory.swap.max", "memory.swap.current"]
+    /// Files of `key value` lines, which `expect cgroup NAME FILE KEY<op>VALUE` checks.
+    public static let keyed = ["memory.events", "memory.stat"]
+    /// Every file the model has.
+    public static var all: [String] { Array(Set(writable + singleValued + keyed)).sorted() }
+    /// The name of the root cgroup in `in root`; no cgroup may take it.
+    public static let rootName = "root"
 }
 
 /// Formatting of byte counts the way scenarios write them (`4K`, `2M`, or plain bytes).

@@ -37,8 +37,14 @@ enum ScenarioValidator {
                 scenario.swap = request
             default:
                 state.sawOtherCommand = true
+                state.line = location.line
                 try state.apply(statement.command, fail: fail)
             }
+        }
+        // A cgroup nobody joins limits nothing: say so where it was declared.
+        if let (name, line) = state.cgroups.filter({ !state.joined.contains($0.key) }).min(by: { $0.value < $1.value }) {
+            throw ScenarioError("cgroup '\(name)' has no processes: no `in \(name)` line puts one there, so its limits would apply to nothing",
+                                at: SourceLocation(file: scenario.file, line: line))
         }
     }
 
@@ -53,6 +59,9 @@ enum ScenarioValidator {
         var sawCall = false
         var sawTouch = false
         var line = 0
+        /// Memory cgroups and the line that created each; the ones some process joined.
+        var cgroups: [String: Int] = [:]
+        var joined: Set<String> = []
 
         mutating func apply(_ command: Command, fail: (String) -> ScenarioError) throws(ScenarioError) {
             switch command {
@@ -65,6 +74,19 @@ enum ScenarioValidator {
                 return
             case .expect(.segv):
                 if !sawTouch { throw fail("expect segv: no read or write before it") }
+                return
+            case .cgroup(let name, _):
+                if cgroups[name] == nil { cgroups[name] = line }
+                sawCall = true
+                return
+            case .expect(.cgroup(let name, _, _)):
+                guard cgroups[name] != nil else { throw fail("expect cgroup: undefined cgroup '\(name)'; create it with `cgroup \(name) …` first") }
+                return
+            case .expect(.killed(let name?)):
+                guard processes[name] != nil else { throw fail("expect killed: undefined process '\(name)'") }
+                // The process is gone from here on.
+                regions[name] = nil
+                if current == name { current = nil }
                 return
             case .on(let name):
                 guard processes[name] != nil else { throw fail("on: undefined process '\(name)'") }
@@ -97,7 +119,7 @@ enum ScenarioValidator {
                 try need(a)
                 if let to { try need(to) }
                 sawCall = true
-            case .write(let a, _), .read(let a, _):
+            case .write(let a, _, _), .read(let a, _):
                 try need(a)
                 sawTouch = true
             case .expect(.data(let a, let length)):
@@ -113,9 +135,15 @@ enum ScenarioValidator {
                 processes[child] = 1
                 regions[child] = regions[process]
                 sawCall = true
-            case .exit:
+            case .exit, .expect(.killed(nil)):
                 regions[process] = nil
                 current = nil
+            case .inCgroup(let name):
+                guard name == CgroupFiles.rootName || cgroups[name] != nil else {
+                    throw fail("in: undefined cgroup '\(name)'; create it with `cgroup \(name) memory.max=…` first")
+                }
+                joined.insert(name)
+                sawCall = true
             default:
                 break
             }

@@ -124,7 +124,9 @@ final class ModelScenarioBackend: ScenarioBackend {
                 switch fault.outcome {
                 case .segv: return .segv(address: va.rawValue)
                 case .sigbus: throw .run("SIGBUS at \(va): the access lies past the end of the shared object")
-                case .outOfMemory: throw .run("the model ran out of memory at \(va) (raise `memory`)")
+                case .outOfMemory:
+                    if mm.wasOOMKilled { return .killed(address: va.rawValue) }
+                    throw .run("the model ran out of memory at \(va) (raise `memory`)")
                 case .handled: preconditionFailure("a handled fault reported as a failure")
                 }
             }
@@ -239,6 +241,25 @@ final class ModelScenarioBackend: ScenarioBackend {
         for field in kernel.meminfo().fields { fields[field.name] = Int64(field.bytes >> 10) }
         return fields
     }
+
+    func createCgroup(_ name: String) throws(ScenarioError) -> Result<Void, ScenarioErrno> {
+        Self.result { () throws(Errno) in try kernel.createMemoryCgroup(name) }
+    }
+
+    func writeCgroup(_ name: String, file: String, value: String) throws(ScenarioError) -> Result<Void, ScenarioErrno> {
+        Self.result { () throws(Errno) in try kernel.writeCgroupFile(name, file, value) }
+    }
+
+    func joinCgroup(_ mm: AddressSpace, _ name: String?) throws(ScenarioError) -> Result<Void, ScenarioErrno> {
+        guard let name else { return Self.result { () throws(Errno) in try kernel.move(mm, to: nil) } }
+        return Self.result { () throws(Errno) in try kernel.writeCgroupFile(name, "cgroup.procs", "\(mm.pid)") }
+    }
+
+    func readCgroup(_ name: String, file: String) throws(ScenarioError) -> String {
+        do { return try kernel.readCgroupFile(name, file) } catch { throw .run("cannot read \(file) of cgroup '\(name)': \(error)") }
+    }
+
+    func wasKilled(_ mm: AddressSpace) throws(ScenarioError) -> Bool { mm.wasOOMKilled }
 
     func finish() {
         for pages in pins.values { kernel.releasePinnedPages(pages) }

@@ -41,6 +41,7 @@ public final class NativeScenarioBackend: ScenarioBackend {
     public init() {}
 
     public func start(_ scenario: Scenario) throws(ScenarioError) -> Process {
+        if scenario.usesCgroups { throw .unsupported(Self.cgroupsUnsupported) }
         guard geteuid() == 0 else { throw .unsupported("native runs need root (to set THP tunables and read other processes' smaps)") }
         guard access(NativeTunables.root, F_OK) == 0 else { throw .unsupported("this kernel has no \(NativeTunables.root)") }
         let threads = NativeSyscalls.readFile("/proc/self/status")?.split(separator: "\n")
@@ -172,6 +173,20 @@ public final class NativeScenarioBackend: ScenarioBackend {
         guard let text = NativeSyscalls.readFile("/proc/meminfo") else { throw .run("cannot read /proc/meminfo") }
         return NativeProcFiles.meminfo(text)
     }
+
+    /// Why cgroup scenarios do not run natively yet: this machine mounts cgroup v1's memory controller
+    /// (`memory.limit_in_bytes`), whose semantics differ from v2's `memory.max` (docs/cgroups.md).
+    static let cgroupsUnsupported = "memory cgroup scenarios are model-only for now: the native backend does not create cgroups (this machine mounts cgroup v1, whose memory.limit_in_bytes differs from v2's memory.max)"
+
+    public func createCgroup(_ name: String) throws(ScenarioError) -> Result<Void, ScenarioErrno> { throw .unsupported(Self.cgroupsUnsupported) }
+    public func writeCgroup(_ name: String, file: String, value: String) throws(ScenarioError) -> Result<Void, ScenarioErrno> {
+        throw .unsupported(Self.cgroupsUnsupported)
+    }
+    public func joinCgroup(_ process: Process, _ name: String?) throws(ScenarioError) -> Result<Void, ScenarioErrno> {
+        throw .unsupported(Self.cgroupsUnsupported)
+    }
+    public func readCgroup(_ name: String, file: String) throws(ScenarioError) -> String { throw .unsupported(Self.cgroupsUnsupported) }
+    public func wasKilled(_ process: Process) throws(ScenarioError) -> Bool { throw .unsupported(Self.cgroupsUnsupported) }
 
     /// Kills every worker, restores the tunables, removes the swap file, unmounts debugfs if mounted here.
     public func finish() {

@@ -27,11 +27,20 @@ public final class MachineExecutor: WorkloadSink {
     /// Thread ids above this are refused (bounded memory whatever a trace says).
     public static let maxThreads = 1 << 16
 
+    /// Each process's pid, by index into `processes` (kept after it dies, for the report).
+    private var processPIDs: [Int] = []
+    /// The memory cgroup the workload's processes run in, if any.
+    public let cgroup: MemoryCgroup?
+
+    /// Starts the first process, in `cgroup` when one is given (its children inherit it).
     /// - Throws: `Errno` when the kernel cannot create the first process.
-    public init(machine: Machine) throws(Errno) {
+    public init(machine: Machine, cgroup: MemoryCgroup? = nil) throws(Errno) {
         self.machine = machine
+        self.cgroup = cgroup
         guard let mm = machine.kernel.createAddressSpace() else { throw .ENOMEM }
+        if let cgroup { try machine.kernel.move(mm, to: cgroup) }
         processes = [mm]
+        processPIDs = [mm.pid]
         threadProcess[0] = 0
         baseCycles = machine.machineDescription.timing.baseCycles
         cpuCount = machine.cpus.count
@@ -138,7 +147,10 @@ public final class MachineExecutor: WorkloadSink {
             if pendingNewlyTouched[j] { clearTouched(r.address, 1) }
         }
         let process = Int(threadProcess[pendingThread])
-        report.signals.append(.init(thread: pendingThread, process: process, fault: fault))
+        // A process its cgroup's OOM killer chose is reported with the kills, not as a signal.
+        if processes[process]?.wasOOMKilled != true {
+            report.signals.append(.init(thread: pendingThread, process: process, fault: fault))
+        }
         kill(process: process)
     }
 
@@ -226,6 +238,11 @@ public final class MachineExecutor: WorkloadSink {
     private func bind(_ thread: Int) -> Bool {
         guard thread >= 0, thread < threadProcess.count, threadProcess[thread] >= 0,
               let mm = processes[Int(threadProcess[thread])] else { return false }
+        if mm.wasOOMKilled {
+            // Its cgroup's OOM killer chose it while another process faulted: it is gone.
+            kill(process: Int(threadProcess[thread]))
+            return false
+        }
         let cpu = machine.cpus[thread % cpuCount]
         if cpu.mm !== mm { cpu.switchTo(mm) }
         SimulatedCPU.switchTo(cpu.id)
@@ -237,7 +254,8 @@ public final class MachineExecutor: WorkloadSink {
     public func event(thread: Int, _ event: WorkloadEvent) {
         flush()
         guard thread >= 0, thread < threadProcess.count, threadProcess[thread] >= 0,
-              let mm = processes[Int(threadProcess[thread])] else {
+              let mm = processes[Int(threadProcess[thread])], !mm.wasOOMKilled else {
+            if thread >= 0, thread < threadProcess.count, threadProcess[thread] >= 0 { kill(process: Int(threadProcess[thread])) }
             report.droppedEvents += 1
             return
         }
@@ -270,6 +288,7 @@ public final class MachineExecutor: WorkloadSink {
                 guard child >= 0, child < Self.maxThreads else { throw .EINVAL }
                 let forked = try mm.fork()
                 processes.append(forked)
+                processPIDs.append(forked.pid)
                 try bind(child, to: processes.count - 1)
             case .exit:
                 kill(process: Int(threadProcess[thread]))
@@ -345,6 +364,7 @@ public final class MachineExecutor: WorkloadSink {
         r.touchedBytes = touchedBytes
         r.faultLatency = machine.faultLatency
         r.simulatedNanoseconds = machine.kernel.clock.now
+        if let cgroup { r.cgroup = .init(kernel: machine.kernel, cgroup: cgroup, pids: processPIDs) }
         return r
     }
 }

@@ -17,6 +17,64 @@ public struct ReplayReport: Sendable {
     public var accesses = [Int](repeating: 0, count: 3)
     public var events = 0
     public var signals: [Signal] = []
+    /// The workload's memory cgroup at the end, when it ran in one (`--cgroup`).
+    public var cgroup: CgroupReport?
+
+    /// The workload's memory cgroup: its files, events, statistics and OOM kills.
+    public struct CgroupReport: Sendable, Equatable {
+        /// A process killed by the cgroup's OOM killer (Linux: "Memory cgroup out of memory: Killed
+        /// process …").
+        public struct OOMKillRecord: Sendable, Hashable {
+            /// The process's index, as `signals` number them (-1 if not the workload's).
+            public var process: Int
+            public var pid: Int
+            /// Resident bytes at death (Linux: `anon-rss`).
+            public var rssBytes: UInt64
+            public var swapBytes: UInt64
+            public var simulatedNanoseconds: UInt64
+        }
+        /// `memory.max`, `memory.high`, `memory.swap.max`, `memory.current`, `memory.peak` as Linux prints them.
+        public var files: [String: String] = [:]
+        /// `memory.events`.
+        public var events: [String: Int] = [:]
+        /// `memory.stat` (the lines the model has).
+        public var stat: [String: Int] = [:]
+        public var oomKills: [OOMKillRecord] = []
+
+        public init() {}
+
+        /// The cgroup `cgroup` of `kernel` now; `pids` are the workload's processes by index.
+        public init(kernel: Kernel, cgroup memcg: MemoryCgroup, pids: [Int]) {
+            for file in ["memory.max", "memory.high", "memory.swap.max", "memory.current", "memory.peak"] {
+                files[file] = (try? kernel.readCgroupFile(memcg.name, file))?.trimmingCharacters(in: .newlines)
+            }
+            events = Dictionary(uniqueKeysWithValues: MemoryCgroup.Event.allCases.map { ($0.name, memcg.value(of: $0)) })
+            stat = Dictionary(uniqueKeysWithValues: kernel.memoryStat(memcg).map { ($0.name, $0.value) })
+            oomKills = kernel.memoryCgroups.oomKills.filter { $0.cgroup == memcg.name }.map { kill in
+                OOMKillRecord(process: pids.firstIndex(of: kill.pid) ?? -1, pid: kill.pid, rssBytes: kill.rssBytes,
+                              swapBytes: kill.swapBytes, simulatedNanoseconds: kill.nanoseconds)
+            }
+        }
+
+        /// Lines for the text report.
+        var lines: [String] {
+            var s: [String] = []
+            for kill in oomKills {
+                s.append("process \(kill.process) OOM-killed by its cgroup: anon-rss \(kill.rssBytes >> 10) kB, swap \(kill.swapBytes >> 10) kB at \(kill.simulatedNanoseconds / 1_000_000) ms")
+            }
+            let shown = ["memory.max", "memory.high", "memory.swap.max", "memory.current", "memory.peak"]
+            s.append("cgroup: " + shown.map { "\($0) \(files[$0] ?? "?")" }.joined(separator: ", "))
+            s.append("cgroup memory.events: " + MemoryCgroup.Event.allCases.map { "\($0.name) \(events[$0.name] ?? 0)" }.joined(separator: ", "))
+            return s
+        }
+
+        /// The JSON object (docs/report-format.md).
+        var json: [String: Any] {
+            ["files": files, "events": events, "stat": stat,
+             "oom_kills": oomKills.map { ["process": $0.process, "pid": $0.pid, "rss_bytes": $0.rssBytes,
+                                          "swap_bytes": $0.swapBytes, "simulated_ns": $0.simulatedNanoseconds] }]
+        }
+    }
     /// Failed system calls by errno name.
     public var failedCalls: [String: Int] = [:]
     /// Accesses and events of threads that do not exist (never created, or their process died).
@@ -76,6 +134,7 @@ public struct ReplayReport: Sendable {
         for sig in signals {
             s.append("process \(sig.process) (thread \(sig.thread)) killed: \(sig.fault)")
         }
+        if let cgroup { s.append(contentsOf: cgroup.lines) }
         if !failedCalls.isEmpty {
             s.append("failed system calls: " + failedCalls.sorted { $0.key < $1.key }.map { "\($0.key) ×\($0.value)" }.joined(separator: ", "))
         }
@@ -114,7 +173,7 @@ public struct ReplayReport: Sendable {
              "faults": c.faults, "cycles": c.cycles, "tlb_cycles": c.tlbCycles, "walk_cycles": c.walkCycles,
              "data_cycles": c.dataCycles, "fault_cycles": c.faultCycles, "flush_cycles": c.flushCycles]
         }
-        let object: [String: Any] = [
+        var object: [String: Any] = [
             "records": records,
             "accesses": ["loads": accesses[0], "stores": accesses[1], "fetches": accesses[2]],
             "signals": signals.map { ["process": $0.process, "thread": $0.thread, "address": $0.fault.address.rawValue,
@@ -129,6 +188,7 @@ public struct ReplayReport: Sendable {
             "fault_latency_cycles": ["count": faultLatency.count, "p50": faultLatency.percentile(50),
                                      "p99": faultLatency.percentile(99), "max": faultLatency.max],
         ]
+        if let cgroup { object["cgroup"] = cgroup.json }
         let data = try! JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .prettyPrinted])
         return String(decoding: data, as: UTF8.self)
     }

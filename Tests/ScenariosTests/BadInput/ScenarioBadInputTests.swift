@@ -32,7 +32,7 @@ struct ScenarioBadInputTests {
     @Test("a CRLF file that does not start with a comment parses (sizes keep no CR)")
     func crlfWithoutComment() throws {
         let s = try parseFile("mmap A 4M\r\nwrite A 4M\r\nexpect data A 4M\r\n")
-        guard case .write(_, let bytes) = s.statements[1].command else { Issue.record("not a write"); return }
+        guard case .write(_, let bytes, _) = s.statements[1].command else { Issue.record("not a write"); return }
         #expect(bytes == 4 << 20)
     }
 

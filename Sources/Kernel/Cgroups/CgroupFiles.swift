@@ -1,0 +1,204 @@
+import VMCore
+import PhysicalMemory
+
+/// The files of a memory cgroup's directory that the model has, as `/sys/fs/cgroup/NAME/FILE` in a
+/// v2 hierarchy (Documentation/admin-guide/cgroup-v2.rst, "Memory Interface Files").
+public enum MemoryCgroupFile: String, CaseIterable, Sendable {
+    case max = "memory.max"
+    case high = "memory.high"
+    case swapMax = "memory.swap.max"
+    case current = "memory.current"
+    case peak = "memory.peak"
+    case swapCurrent = "memory.swap.current"
+    case stat = "memory.stat"
+    case events = "memory.events"
+    case procs = "cgroup.procs"
+
+    /// Whether the file has a write handler (the others are mode 0444: EACCES on write).
+    public var isWritable: Bool {
+        switch self {
+        case .max, .high, .swapMax, .procs: true
+        default: false
+        }
+    }
+
+    /// Files whose content is `key value` lines.
+    public var isKeyed: Bool { self == .stat || self == .events }
+}
+
+extension Kernel {
+    /// Creates the memory cgroup `name` below the root (Linux: `mkdir /sys/fs/cgroup/NAME`).
+    /// - Throws: EINVAL for a name that is not one path component, EEXIST, ENOSPC past
+    ///   `MemoryCgroups.maxCount`.
+    @discardableResult
+    public func createMemoryCgroup(_ name: String) throws(Errno) -> MemoryCgroup {
+        try memoryCgroups.create(name)
+    }
+
+    /// Moves a process into `memcg` (nil: the root) (Linux: writing its pid to `cgroup.procs` →
+    /// `cgroup_attach_task()`). In v2 the pages it already has stay charged where they are; only new
+    /// charges go to the new cgroup.
+    /// - Throws: ESRCH when the process has exited.
+    public func move(_ mm: AddressSpace, to memcg: MemoryCgroup?) throws(Errno) {
+        let moved = mm.mmapLock.withWriteLock { () -> Bool in
+            guard !mm.hasExited else { return false }
+            if let old = mm.memcg { _ = old.members.withLock { $0.removeValue(forKey: mm.pid) } }
+            mm.memcg = nil
+            if let memcg { attachLocked(mm, to: memcg) }
+            return true
+        }
+        if !moved { throw .ESRCH }
+    }
+
+    /// Puts a new process (fork's child) in `memcg`.
+    func attach(_ mm: AddressSpace, to memcg: MemoryCgroup) { attachLocked(mm, to: memcg) }
+
+    private func attachLocked(_ mm: AddressSpace, to memcg: MemoryCgroup) {
+        mm.memcg = memcg
+        memcg.members.withLock { $0[mm.pid] = WeakAddressSpace(mm) }
+    }
+
+    /// Reads `file` of the cgroup `name` as Linux prints it.
+    /// - Throws: ENOENT for an unknown cgroup or file.
+    public func readCgroupFile(_ name: String, _ file: String) throws(Errno) -> String {
+        guard let memcg = memoryCgroups.cgroup(named: name), let f = MemoryCgroupFile(rawValue: file) else { throw .ENOENT }
+        let page = Int(PageGeometry.pageSize)
+        func limit(_ pages: Int) -> String { pages == Int.max ? "max\n" : "\(pages * page)\n" }
+        switch f {
+        case .max: return limit(memcg.limitPages)
+        case .high: return limit(memcg.highPages.load(ordering: .relaxed))
+        case .swapMax: return limit(memcg.swapMaxPages.load(ordering: .relaxed))
+        case .current: return "\(memcg.usagePages * page)\n"
+        case .peak: return "\(memcg.peak.load(ordering: .relaxed) * page)\n"
+        case .swapCurrent: return "\(swapPages(of: memcg) * page)\n"
+        case .procs: return memcg.processes.map { "\($0.pid)\n" }.joined()
+        case .events:
+            return MemoryCgroup.Event.allCases.map { "\($0.name) \(memcg.value(of: $0))\n" }.joined()
+        case .stat:
+            return memoryStat(memcg).map { "\($0.name) \($0.value)\n" }.joined()
+        }
+    }
+
+    /// The lines of `memory.stat` the model has, in Linux's order: sizes in bytes, then events
+    /// (Linux: `memory_stat_format()` with `memory_stats[]` and `memcg_vm_event_stat[]`). Every
+    /// charged page is anonymous in the model.
+    public func memoryStat(_ memcg: MemoryCgroup) -> [(name: String, value: Int)] {
+        let page = Int(PageGeometry.pageSize)
+        return [("anon", memcg.usagePages * page),
+                ("anon_thp", memoryCgroups.thpPages(of: memcg, memory.frames) * page),
+                ("pgfault", memcg.value(of: .pgfault)),
+                ("thp_fault_alloc", memcg.value(of: .thpFaultAlloc)),
+                ("thp_collapse_alloc", memcg.value(of: .thpCollapseAlloc))]
+    }
+
+    /// Writes `value` to `file` of the cgroup `name`, as Linux's write handlers do.
+    ///
+    /// `memory.max`, `memory.high`, `memory.swap.max` take "max" or a byte count with an optional
+    /// K/M/G/T/P/E suffix, rounded down to pages (Linux: `page_counter_memparse()` → `memparse()`).
+    /// Lowering `memory.max` below the usage reclaims and then calls the OOM killer until the usage
+    /// fits or nobody is left (Linux: `memory_max_write()`); lowering `memory.high` reclaims
+    /// (`memory_high_write()`). `cgroup.procs` takes a pid and moves that process
+    /// (`__cgroup_procs_write()`).
+    /// - Throws: ENOENT for an unknown cgroup or file, EACCES for a read-only file, EINVAL for a
+    ///   value the parser refuses, ESRCH for a pid with no live process.
+    public func writeCgroupFile(_ name: String, _ file: String, _ value: String) throws(Errno) {
+        guard let memcg = memoryCgroups.cgroup(named: name), let f = MemoryCgroupFile(rawValue: file) else { throw .ENOENT }
+        guard f.isWritable else { throw .EACCES }
+        let text = Self.kernelStrip(value)
+        switch f {
+        case .procs:
+            guard let pid = Self.kstrtoint(text) else { throw .EINVAL }
+            guard let mm = liveSpaces.withLock({ $0[pid]?.space }) else { throw .ESRCH }
+            try move(mm, to: memcg)
+        case .max:
+            let pages = try Self.pageCounterMemparse(text)
+            memcg.maxPages.store(pages, ordering: .relaxed)
+            var reclaims = Self.maxReclaimRetries
+            while memcg.usagePages > pages {
+                if reclaims > 0 {
+                    if reclaimCgroup(memcg, pages: memcg.usagePages - pages) == 0 { reclaims -= 1 }
+                    continue
+                }
+                memcg.count(.oom)
+                guard outOfMemory(in: memcg, faulting: nil) else { break }
+            }
+        case .high:
+            let pages = try Self.pageCounterMemparse(text)
+            memcg.highPages.store(pages, ordering: .relaxed)
+            var reclaims = Self.maxReclaimRetries
+            while memcg.usagePages > pages && reclaims > 0 {
+                if reclaimCgroup(memcg, pages: memcg.usagePages - pages) == 0 { reclaims -= 1 }
+            }
+        case .swapMax:
+            memcg.swapMaxPages.store(try Self.pageCounterMemparse(text), ordering: .relaxed)
+        default:
+            throw .EACCES
+        }
+    }
+
+    /// Linux: `strstrip()` (leading and trailing whitespace).
+    static func kernelStrip(_ s: String) -> String {
+        let ws: Set<Character> = [" ", "\t", "\n", "\r", "\u{0B}", "\u{0C}"]
+        var sub = Substring(s)
+        while let c = sub.first, ws.contains(c) { sub.removeFirst() }
+        while let c = sub.last, ws.contains(c) { sub.removeLast() }
+        return String(sub)
+    }
+
+    /// Pages for a limit: "max" (`Int.max`), or bytes as `memparse()` reads them — a number in base
+    /// 10, 16 ("0x") or 8 (leading "0"), then at most one of K, M, G, T, P, E (either case) —
+    /// divided by the page size. Like Linux, an empty value is 0 and an overflowing one wraps
+    /// (`simple_strtoull()` does not check). EINVAL when anything is left over.
+    public static func pageCounterMemparse(_ text: String) throws(Errno) -> Int {
+        if text == "max" { return Int.max }
+        let bytes = Array(text.utf8)
+        var i = 0
+        var base: UInt64 = 10
+        if bytes.count >= 2 && bytes[0] == 0x30 && (bytes[1] | 0x20) == 0x78,
+           bytes.count > 2, hexValue(bytes[2]) != nil {
+            base = 16; i = 2
+        } else if bytes.first == 0x30 {
+            base = 8
+        }
+        var value: UInt64 = 0
+        while i < bytes.count, let d = hexValue(bytes[i]), UInt64(d) < base {
+            value = value &* base &+ UInt64(d)
+            i += 1
+        }
+        if i < bytes.count {
+            let shift: UInt64? = switch bytes[i] | 0x20 {
+            case 0x6B: 10  // k
+            case 0x6D: 20  // m
+            case 0x67: 30  // g
+            case 0x74: 40  // t
+            case 0x70: 50  // p
+            case 0x65: 60  // e
+            default: nil
+            }
+            if let shift {
+                value = value &<< shift
+                i += 1
+            }
+        }
+        guard i == bytes.count else { throw .EINVAL }
+        // Linux: min(bytes / PAGE_SIZE, PAGE_COUNTER_MAX), PAGE_COUNTER_MAX = LONG_MAX / PAGE_SIZE.
+        let pages = value / PageGeometry.pageSize
+        let counterMax = UInt64(Int.max) / PageGeometry.pageSize
+        return pages >= counterMax ? Int.max : Int(pages)
+    }
+
+    private static func hexValue(_ c: UInt8) -> Int? {
+        switch c {
+        case 0x30...0x39: Int(c - 0x30)
+        case 0x61...0x66: Int(c - 0x61 + 10)
+        case 0x41...0x46: Int(c - 0x41 + 10)
+        default: nil
+        }
+    }
+
+    /// Linux: `kstrtoint(s, 0, &v)` for a pid (decimal here; the sign and range are checked).
+    static func kstrtoint(_ s: String) -> Int? {
+        guard let v = Int32(s) else { return nil }
+        return Int(v)
+    }
+}
