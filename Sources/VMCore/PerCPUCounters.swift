@@ -32,7 +32,7 @@ public struct PerCPUCounters: @unchecked Sendable {
     }
 
     /// Adds `n` to counter `index` of the executing CPU.
-    @inlinable public func add(_ index: Int, _ n: Int) {
+    @inlinable @inline(__always) public func add(_ index: Int, _ n: Int) {
         let cpu = SimulatedCPU.slot(SimulatedCPU.current, of: cpus)
         (counters + (cpu &* stride &+ index)).pointee.wrappingAdd(n, ordering: .relaxed)
     }

@@ -45,7 +45,7 @@ public enum SimulatedCPU {
     }()
 
     /// The CPU executing the calling code, in 0..<maxCount (Linux: `smp_processor_id()`).
-    @inlinable public static var current: Int {
+    @inlinable @inline(__always) public static var current: Int {
         let value = thpsim_cpu_slot()
         if value != 0 { return value &- 1 }
         return assign()
@@ -68,7 +68,7 @@ public enum SimulatedCPU {
 
     /// The slot of `cpu` in a per-CPU structure of `count` slots: `cpu` itself when the structure has
     /// it (always, for the CPUs of a machine whose kernel sized the structure); otherwise CPUs share.
-    @inlinable public static func slot(_ cpu: Int, of count: Int) -> Int {
+    @inlinable @inline(__always) public static func slot(_ cpu: Int, of count: Int) -> Int {
         cpu < count ? cpu : cpu % count
     }
 

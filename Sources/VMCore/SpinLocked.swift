@@ -14,7 +14,7 @@ import HostIntrinsics
 /// deterministic scheduler); a waiter spins, then yields its thread (`SpinBackoff`).
 public final class SpinLocked<Value>: @unchecked Sendable {
     private let word = Atomic<UInt32>(0)
-    private var value: Value
+    @exclusivity(unchecked) private var value: Value
 
     public init(_ value: Value) { self.value = value }
 

@@ -196,7 +196,29 @@ func translate(random: Bool) {
     print("\(random ? "random" : "sequential"): \(Double(iterations << 20) / elapsed / 1e6) M accesses/s (\(sink))")
 }
 
+/// `4 KiB write faults, metadata mode` of FaultBenchmarks: 2 GiB, enabled=never, map 256 MiB,
+/// write-fault every 4 KiB page, unmap.
+func smallFaults() {
+    var settings = KernelDesign.linux2_6_38.defaultSettings
+    settings.enabled = .never
+    let k = Kernel(KernelConfiguration(memoryBytes: 2 << 30, mode: .metadata, design: .linux2_6_38, hugepageSettings: settings))
+    guard let mm = k.createAddressSpace() else { fatalError("no address space") }
+    let iterations = iterationsOverride ?? 200
+    let region: UInt64 = 256 << 20
+    var faulting = 0.0
+    for _ in 0..<iterations {
+        let start = try! mm.mmap(length: region, protection: .readWrite, flags: .private)
+        let t0 = seconds()
+        var va = start
+        while va < start + region { _ = mm.access(va, .write); va = va + 4096 }
+        faulting += seconds() - t0
+        try! mm.munmap(start, length: region)
+    }
+    print("4 KiB faults: \(Double(iterations) * Double(region >> 12) / faulting / 1e6) M/s")
+}
+
 switch arguments.count > 1 ? arguments[1] : "" {
+case "small": smallFaults()
 case "seq": translate(random: false)
 case "random": translate(random: true)
 case "huge": hugeFaults()

@@ -21,7 +21,7 @@ public final class AddressSpace: @unchecked Sendable {
     public let mmapLock = ReadWriteLock()
     public let pageTableLock = SpinLock()
     /// The VMAs; read and written under `mmapLock`.
-    public internal(set) var vmas = VMAList()
+    @exclusivity(unchecked) public internal(set) var vmas = VMAList()
     /// The heap's start and current break (Linux: `mm->start_brk`, `mm->brk`).
     public internal(set) var startBrk: VirtualAddress
     public internal(set) var brk: VirtualAddress
