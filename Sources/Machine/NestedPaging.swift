@@ -166,9 +166,7 @@ struct GuestWalk: PageWalkObserver {
 
     @inline(__always)
     mutating func start(_ va: UInt64, root: PageTable) -> (table: PageTable, level: PageTableLevel) {
-        guard let known = cpu.pageWalkCache.deepest(va, asid: asid) else { return (root, .pgd) }
-        cpu.counters.pageWalkCacheHits &+= 1
-        return (kernel.pageTable(frame: PFN(known.frame)), known.level)
+        cpu.walkStart(va, root: root, asid: asid, kernel: kernel)
     }
 
     @inline(__always)
@@ -180,8 +178,7 @@ struct GuestWalk: PageWalkObserver {
 
     @inline(__always)
     mutating func descend(_ va: UInt64, from level: PageTableLevel, through entry: PageTableEntry) -> PageTable {
-        cpu.pageWalkCache.fill(level, va, asid: asid, frame: entry.pfn.rawValue)
-        return kernel.pageTable(at: entry)
+        cpu.walkDescend(va, from: level, through: entry, asid: asid, kernel: kernel)
     }
 }
 

@@ -38,9 +38,7 @@ struct CPUWalk: PageWalkObserver {
 
     @inline(__always)
     mutating func start(_ va: UInt64, root: PageTable) -> (table: PageTable, level: PageTableLevel) {
-        guard let known = cpu.pageWalkCache.deepest(va, asid: asid) else { return (root, .pgd) }
-        cpu.counters.pageWalkCacheHits &+= 1
-        return (kernel.pageTable(frame: PFN(known.frame)), known.level)
+        cpu.walkStart(va, root: root, asid: asid, kernel: kernel)
     }
 
     @inline(__always)
@@ -51,7 +49,25 @@ struct CPUWalk: PageWalkObserver {
 
     @inline(__always)
     mutating func descend(_ va: UInt64, from level: PageTableLevel, through entry: PageTableEntry) -> PageTable {
-        cpu.pageWalkCache.fill(level, va, asid: asid, frame: entry.pfn.rawValue)
+        cpu.walkDescend(va, from: level, through: entry, asid: asid, kernel: kernel)
+    }
+}
+
+extension CPU {
+    /// Where a walk of `va` starts: below the root when a paging-structure cache knows a lower table
+    /// (shared by the CPU's observer and a guest CPU's, `GuestWalk`).
+    @inline(__always)
+    func walkStart(_ va: UInt64, root: PageTable, asid: UInt16, kernel: Kernel) -> (table: PageTable, level: PageTableLevel) {
+        guard let known = pageWalkCache.deepest(va, asid: asid) else { return (root, .pgd) }
+        counters.pageWalkCacheHits &+= 1
+        return (kernel.pageTable(frame: PFN(known.frame)), known.level)
+    }
+
+    /// The next table of a walk, filling the paging-structure cache of `level` on the way down.
+    @inline(__always)
+    func walkDescend(_ va: UInt64, from level: PageTableLevel, through entry: PageTableEntry, asid: UInt16,
+                     kernel: Kernel) -> PageTable {
+        pageWalkCache.fill(level, va, asid: asid, frame: entry.pfn.rawValue)
         return kernel.pageTable(at: entry)
     }
 }
