@@ -80,7 +80,7 @@ struct LackeyTests {
     }
 
     // The limit guards against a hang, not a slow host: under `.ci/run`'s full-length parallel suite
-    // this 2-second recording once took over a minute.
+    // this recording (0.6 s alone) once took over a minute.
     @Test("recording /bin/true under Valgrind and replaying it: no signal, its calls and fetches replayed",
           .enabled(if: valgrindPath != nil, "valgrind is not installed"), .timeLimit(.minutes(5)))
     func recordAndReplay() throws {
