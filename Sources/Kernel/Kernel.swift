@@ -67,7 +67,7 @@ public final class Kernel: @unchecked Sendable {
     /// The shared zero page (Linux: `ZERO_PAGE(0)`, `empty_zero_page`).
     public let zeroPage: PFN
     /// Set by the Machine layer; nil means no TLBs to keep coherent.
-    public nonisolated(unsafe) var tlb: (any TLBFlushInterface)?
+    @exclusivity(unchecked) public nonisolated(unsafe) var tlb: (any TLBFlushInterface)?
     /// The huge-page design: its mechanism variants, each read in one place (`Policy/KernelDesign.swift`).
     public let design: KernelDesign
     /// Which hugepage policy the kernel asks (`Policy/Kernel+Policy.swift`).

@@ -33,9 +33,8 @@ extension CPU {
             case .success:
                 if r.count > 1 {
                     let more = r.count &- 1
-                    counters.accesses &+= more
-                    counters.l1Hits &+= more
-                    counters.baseCycles += Double(more) * baseCycles
+                    tally.accesses &+= more
+                    tally.l1Hits &+= more
                 }
             case .failure(let fault):
                 return (i, fault)

@@ -27,11 +27,26 @@ public final class CPU: @unchecked Sendable {
     public let tlb: TLBHierarchy
     public let pageWalkCache: PageWalkCache
     public let cache: CacheModel
-    @exclusivity(unchecked) public var counters = TranslationCounters()
+    /// What this CPU's translations did and cost.
+    public var counters: TranslationCounters {
+        get {
+            var c = tally
+            c.baseCycles += Double(c.accesses) * baseCycles
+            return c
+        }
+        set {
+            tally = newValue
+            tally.baseCycles = newValue.baseCycles - Double(newValue.accesses) * baseCycles
+        }
+    }
+    /// The counters as the access path keeps them. Every access costs `baseCycles`, so its base cycles
+    /// are counted by `accesses` alone (`counters` multiplies), which keeps a floating-point addition
+    /// out of the path of each access; `tally.baseCycles` holds only a difference a caller set.
+    @exclusivity(unchecked) var tally = TranslationCounters()
     /// Each fault's latency in cycles (`TimingParameters.faultCycles(_:)`); its sum is `counters.faultCycles`.
     @exclusivity(unchecked) public var faultLatency = FaultLatencyHistogram()
     /// The last fault this CPU raised into its kernel, with what the kernel recorded doing.
-    public private(set) var lastFault: FaultContext?
+    @exclusivity(unchecked) public private(set) var lastFault: FaultContext?
     /// What goes through the cache model; less is faster to simulate and less accurate.
     public var cacheModelling = CacheModelling.pageTablesAndData {
         didSet { modelsDataCache = cacheModelling == .pageTablesAndData; modelsWalkCache = cacheModelling != .none }
@@ -108,7 +123,7 @@ public final class CPU: @unchecked Sendable {
     @inline(__always) func readEntry(at address: UInt64) -> Double {
         guard modelsWalkCache else { return fixedReferenceCost }
         let latency = cache.access(physicalAddress: address)
-        if latency == cache.memoryLatency { counters.walkReferencesFromMemory &+= 1 }
+        if latency == cache.memoryLatency { tally.walkReferencesFromMemory &+= 1 }
         if cache.writebacks != chargedWritebacks { chargeWritebacks() }
         return latency
     }
@@ -123,9 +138,8 @@ public final class CPU: @unchecked Sendable {
         let page = va.rawValue >> 12
         let offset = page &- filterStart
         if offset < filterPages && kind != .execute && (kind == .read || filterDirty) {
-            counters.accesses &+= 1
-            counters.l1Hits &+= 1
-            counters.baseCycles += baseCycles
+            tally.accesses &+= 1
+            tally.l1Hits &+= 1
             let frame = filterFrame &+ UInt32(truncatingIfNeeded: offset)
             if modelsDataCache { touchData(frame: frame, va: va.rawValue, write: kind == .write) }
             return .success(PFN(frame))
@@ -137,9 +151,8 @@ public final class CPU: @unchecked Sendable {
                 return slot >= 0 ? TLBEntry(rawValue: a.payload(slot)) : nil
             }
             if let entry = hit, Self.permits(entry, kind) {
-                counters.accesses &+= 1
-                counters.l1Hits &+= 1
-                counters.baseCycles += baseCycles
+                tally.accesses &+= 1
+                tally.l1Hits &+= 1
                 // `complete(_:_:_:_:)` for a 4 KiB data page.
                 filterStart = page
                 filterPages = 1
@@ -171,7 +184,7 @@ public final class CPU: @unchecked Sendable {
     }
 
     func chargeData(_ latency: Double) {
-        counters.dataCycles += independentAccesses ? latency / mlp : latency
+        tally.dataCycles += independentAccesses ? latency / mlp : latency
     }
 
     /// Charges the dirty lines the cache model wrote back since the last charge. The core never waits
@@ -180,36 +193,35 @@ public final class CPU: @unchecked Sendable {
     func chargeWritebacks() {
         let n = cache.writebacks &- chargedWritebacks
         chargedWritebacks = cache.writebacks
-        counters.writebacks &+= n
-        counters.dataCycles += Double(n) * cache.memoryLatency / mlp
+        tally.writebacks &+= n
+        tally.dataCycles += Double(n) * cache.memoryLatency / mlp
     }
 
     /// The access when the last-translation filter missed: L1, L2, walk, fault.
     @inline(never)
     func accessThroughTLBs(_ va: VirtualAddress, _ kind: MemoryAccess) -> Result<PFN, AccessFault> {
         precondition(mm != nil, "CPU \(id) runs no address space")
-        counters.accesses &+= 1
-        counters.baseCycles += baseCycles
+        tally.accesses &+= 1
         let v = va.rawValue
         let levels = kind == .execute ? tlb.instructionLevels : tlb.dataLevels
         if let hit = TLBHierarchy.lookup(levels.l1, va: v, asid: asid) {
             let entry = TLBHierarchy.payload(levels.l1, hit)
             if Self.permits(entry, kind) {
-                counters.l1Hits &+= 1
+                tally.l1Hits &+= 1
                 return complete(v, kind, entry, hit.size)
             }
-            if kind == .write && entry.isWritable { counters.dirtyAssists &+= 1 }
+            if kind == .write && entry.isWritable { tally.dirtyAssists &+= 1 }
         } else if let hit = TLBHierarchy.lookup(levels.l2, va: v, asid: asid) {
-            counters.tlbCycles += independentAccesses ? l2TLBLatency / mlp : l2TLBLatency
+            tally.tlbCycles += independentAccesses ? l2TLBLatency / mlp : l2TLBLatency
             let entry = TLBHierarchy.payload(levels.l2, hit)
             if Self.permits(entry, kind) {
-                counters.l2Hits &+= 1
+                tally.l2Hits &+= 1
                 TLBHierarchy.fill(levels.l1, va: v, asid: asid, size: hit.size, entry: entry)
                 return complete(v, kind, entry, hit.size)
             }
-            if kind == .write && entry.isWritable { counters.dirtyAssists &+= 1 }
+            if kind == .write && entry.isWritable { tally.dirtyAssists &+= 1 }
         } else {
-            counters.tlbCycles += independentAccesses ? l2TLBLatency / mlp : l2TLBLatency
+            tally.tlbCycles += independentAccesses ? l2TLBLatency / mlp : l2TLBLatency
         }
         // The walk and its retry after each handled fault (`PageTableWalk.resolve`, the rule every
         // walker follows).
@@ -220,7 +232,7 @@ public final class CPU: @unchecked Sendable {
             case .protection: (nil, true)
             }
         }, fault: { present in
-            counters.faults &+= 1
+            tally.faults &+= 1
             return raiseFault(va, kind, present: present)
         })
         switch walked {
@@ -269,7 +281,7 @@ public final class CPU: @unchecked Sendable {
         lastFault = fault
         if outcome == .handled {
             let cycles = machineDescription.timing.faultCycles(FaultWork(fault))
-            counters.faultCycles += cycles
+            tally.faultCycles += cycles
             faultLatency.record(cycles: cycles)
         }
         dropFilter()
@@ -304,7 +316,7 @@ public final class CPU: @unchecked Sendable {
         dropFilter()
     }
 
-    /// Empties this CPU's TLBs, paging-structure caches and cache model, and zeroes its counters.
+    /// Empties this CPU's TLBs, paging-structure caches and cache model, and zeroes its tally.
     public func reset() {
         flushTranslations()
         cache.clear()

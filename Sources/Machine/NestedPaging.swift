@@ -89,7 +89,7 @@ extension CPU {
             n.hostFaults &+= 1
             var fault = FaultContext(cpu: id, address: VirtualAddress(hva), access: access, present: present)
             let outcome = n.hostMM.handleFault(&fault)
-            counters.faultCycles += machineDescription.timing.baseFaultCycles
+            tally.faultCycles += machineDescription.timing.baseFaultCycles
             precondition(outcome == .handled, "host cannot back guest frame \(gfn): \(outcome)")
             return outcome
         })
@@ -103,9 +103,9 @@ extension CPU {
     /// Returns an entry whose frame is a host frame and whose size is the smaller of the guest and
     /// host page sizes.
     func walk2D(_ n: NestedPaging, _ v: UInt64, _ kind: MemoryAccess) -> WalkResult {
-        counters.walks &+= 1
+        tally.walks &+= 1
         var observer = GuestWalk(cpu: self, nested: n, kernel: kernel.unsafelyUnwrapped, asid: asid, cost: walkStartCycles)
-        defer { counters.walkCycles += independentAccesses ? observer.cost / mlp : observer.cost; lastDataLine = .max }
+        defer { tally.walkCycles += independentAccesses ? observer.cost / mlp : observer.cost; lastDataLine = .max }
         switch PageTableWalk.walk(v, kind, root: root.unsafelyUnwrapped, &observer) {
         case .notPresent: return .notPresent
         case .protection: return .protection
@@ -132,19 +132,19 @@ struct HostWalk: PageWalkObserver {
     @inline(__always)
     mutating func start(_ va: UInt64, root: PageTable) -> (table: PageTable, level: PageTableLevel) {
         guard let known = nested.hostPageWalkCache.deepest(va, asid: 0) else { return (root, .pgd) }
-        cpu.counters.pageWalkCacheHits &+= 1
+        cpu.tally.pageWalkCacheHits &+= 1
         return (nested.hostKernel.pageTable(frame: PFN(known.frame)), known.level)
     }
 
     @inline(__always)
     mutating func willRead(_ table: PageTable, _ index: Int, level: PageTableLevel) {
-        let before = cpu.counters.walkReferencesFromMemory
+        let before = cpu.tally.walkReferencesFromMemory
         cost += cpu.readEntry(at: (UInt64(table.pfn.rawValue) << 12) | (UInt64(index) << 3))
-        let fromMemory = cpu.counters.walkReferencesFromMemory &- before
+        let fromMemory = cpu.tally.walkReferencesFromMemory &- before
         nested.hostReferences &+= 1
         nested.hostReferencesFromMemory &+= fromMemory
         if level == .pte { nested.hostLeafReferencesFromMemory &+= fromMemory }
-        cpu.counters.walkReferences &+= 1
+        cpu.tally.walkReferences &+= 1
     }
 
     @inline(__always)
@@ -173,7 +173,7 @@ struct GuestWalk: PageWalkObserver {
     mutating func willRead(_ table: PageTable, _ index: Int, level: PageTableLevel) {
         let (hostTableFrame, _) = cpu.hostFrame(nested, guestFrame: table.pfn.rawValue, write: false, cost: &cost)
         cost += cpu.readEntry(at: (UInt64(hostTableFrame) << 12) | (UInt64(index) << 3))
-        cpu.counters.walkReferences &+= 1
+        cpu.tally.walkReferences &+= 1
     }
 
     @inline(__always)

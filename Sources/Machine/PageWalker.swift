@@ -31,25 +31,44 @@ public enum WalkResult: Sendable, Hashable {
 /// added to `cost`), and fills the paging-structure caches on the way down.
 /// Hardware: Intel SDM vol. 3A, 4.10.3; AMD's page walk cache.
 struct CPUWalk: PageWalkObserver {
-    unowned(unsafe) let cpu: CPU
-    unowned(unsafe) let kernel: Kernel
+    /// Unretained: the walk runs inside a call on `cpu`, whose loaded `mm` keeps `kernel` alive, so
+    /// the observer's methods (called once or more per level) retain and release neither.
+    let cpu: Unmanaged<CPU>
+    let kernel: Unmanaged<Kernel>
     let asid: UInt16
     var cost: Double
 
     @inline(__always)
+    init(cpu: CPU, kernel: Kernel, asid: UInt16, cost: Double) {
+        self.cpu = .passUnretained(cpu)
+        self.kernel = .passUnretained(kernel)
+        self.asid = asid
+        self.cost = cost
+    }
+
+    @inline(__always)
     mutating func start(_ va: UInt64, root: PageTable) -> (table: PageTable, level: PageTableLevel) {
-        cpu.walkStart(va, root: root, asid: asid, kernel: kernel)
+        let asid = asid
+        return kernel._withUnsafeGuaranteedRef { k in
+            cpu._withUnsafeGuaranteedRef { $0.walkStart(va, root: root, asid: asid, kernel: k) }
+        }
     }
 
     @inline(__always)
     mutating func willRead(_ table: PageTable, _ index: Int, level: PageTableLevel) {
-        cost += cpu.readEntry(at: (UInt64(table.pfn.rawValue) << 12) | (UInt64(index) << 3))
-        cpu.counters.walkReferences &+= 1
+        let address = (UInt64(table.pfn.rawValue) << 12) | (UInt64(index) << 3)
+        cost += cpu._withUnsafeGuaranteedRef { cpu in
+            cpu.tally.walkReferences &+= 1
+            return cpu.readEntry(at: address)
+        }
     }
 
     @inline(__always)
     mutating func descend(_ va: UInt64, from level: PageTableLevel, through entry: PageTableEntry) -> PageTable {
-        cpu.walkDescend(va, from: level, through: entry, asid: asid, kernel: kernel)
+        let asid = asid
+        return kernel._withUnsafeGuaranteedRef { k in
+            cpu._withUnsafeGuaranteedRef { $0.walkDescend(va, from: level, through: entry, asid: asid, kernel: k) }
+        }
     }
 }
 
@@ -59,7 +78,7 @@ extension CPU {
     @inline(__always)
     func walkStart(_ va: UInt64, root: PageTable, asid: UInt16, kernel: Kernel) -> (table: PageTable, level: PageTableLevel) {
         guard let known = pageWalkCache.deepest(va, asid: asid) else { return (root, .pgd) }
-        counters.pageWalkCacheHits &+= 1
+        tally.pageWalkCacheHits &+= 1
         return (kernel.pageTable(frame: PFN(known.frame)), known.level)
     }
 
@@ -82,9 +101,9 @@ extension CPU {
     /// the same walk is `follow_page_mask()`, and its reader of the bits `ptep_test_and_clear_young()`.
     @inline(__always)
     func walk(_ v: UInt64, _ kind: MemoryAccess) -> WalkResult {
-        counters.walks &+= 1
+        tally.walks &+= 1
         var observer = CPUWalk(cpu: self, kernel: kernel.unsafelyUnwrapped, asid: asid, cost: walkStartCycles)
-        defer { counters.walkCycles += independentAccesses ? observer.cost / mlp : observer.cost; lastDataLine = .max }
+        defer { tally.walkCycles += independentAccesses ? observer.cost / mlp : observer.cost; lastDataLine = .max }
         return WalkResult(PageTableWalk.walk(v, kind, root: root.unsafelyUnwrapped, &observer), kind)
     }
 }

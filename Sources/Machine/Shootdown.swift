@@ -61,17 +61,17 @@ extension Machine: TLBFlushInterface {
             if !runsIt { keep &= ~(1 << UInt64(cpu.id)) }
             if cpu.id == executingCPU && runsIt {
                 if let pages { flushCounters.localFlushOne += Int(pages) } else { flushCounters.localFlushAll += 1 }
-                cpu.counters.flushCycles += localCost
+                cpu.tally.flushCycles += localCost
             } else {
                 remote += 1
                 flushCounters.remoteFlushReceived += 1
-                cpu.counters.flushCycles += t.ipiReceiveCycles + localCost
+                cpu.tally.flushCycles += t.ipiReceiveCycles + localCost
             }
         }
         cpumasks[mm.pid] = keep
         if remote > 0 {
             flushCounters.remoteFlush += 1
-            if executingCPU < cpus.count { cpus[executingCPU].counters.flushCycles += t.ipiSendCycles }
+            if executingCPU < cpus.count { cpus[executingCPU].tally.flushCycles += t.ipiSendCycles }
         }
     }
 }

@@ -28,38 +28,38 @@ public struct FrameFlags: OptionSet, Sendable, Hashable {
     public var rawValue: UInt16
     @inlinable public init(rawValue: UInt16) { self.rawValue = rawValue }
     /// First frame of a folio of order > 0 (Linux: `PG_head`).
-    public static let head = FrameFlags(rawValue: 1 << 0)
+    @inlinable public static var head: FrameFlags { FrameFlags(rawValue: 1 << 0) }
     /// Any other frame of such a folio; its link word holds the head's PFN (Linux: `compound_head`).
-    public static let tail = FrameFlags(rawValue: 1 << 1)
+    @inlinable public static var tail: FrameFlags { FrameFlags(rawValue: 1 << 1) }
     /// First frame of a free block in the buddy allocator (Linux: `PageBuddy`).
-    public static let buddy = FrameFlags(rawValue: 1 << 2)
+    @inlinable public static var buddy: FrameFlags { FrameFlags(rawValue: 1 << 2) }
     /// On an LRU list (Linux: `PG_lru`).
-    public static let lru = FrameFlags(rawValue: 1 << 3)
+    @inlinable public static var lru: FrameFlags { FrameFlags(rawValue: 1 << 3) }
     /// Written since it was last cleaned (Linux: `PG_dirty`).
-    public static let dirty = FrameFlags(rawValue: 1 << 4)
+    @inlinable public static var dirty: FrameFlags { FrameFlags(rawValue: 1 << 4) }
     /// Anonymous memory that swap backs (Linux: `PG_swapbacked`).
-    public static let swapBacked = FrameFlags(rawValue: 1 << 5)
+    @inlinable public static var swapBacked: FrameFlags { FrameFlags(rawValue: 1 << 5) }
     /// The per-head-page bit spinlock of the 2010 design (Linux 2.6.38: `PG_compound_lock`).
-    public static let compoundLock = FrameFlags(rawValue: 1 << 6)
+    @inlinable public static var compoundLock: FrameFlags { FrameFlags(rawValue: 1 << 6) }
     /// Only one process maps it; a write may reuse it without copying (Linux: `PG_anon_exclusive`).
-    public static let anonExclusive = FrameFlags(rawValue: 1 << 7)
+    @inlinable public static var anonExclusive: FrameFlags { FrameFlags(rawValue: 1 << 7) }
     /// Recently referenced (Linux: `PG_referenced`).
-    public static let referenced = FrameFlags(rawValue: 1 << 8)
+    @inlinable public static var referenced: FrameFlags { FrameFlags(rawValue: 1 << 8) }
     /// On the active LRU list (Linux: `PG_active`).
-    public static let active = FrameFlags(rawValue: 1 << 9)
+    @inlinable public static var active: FrameFlags { FrameFlags(rawValue: 1 << 9) }
     /// First frame of a free block held on a per-CPU list rather than the free lists; it does not merge
     /// with its buddy until drained (Linux: a page on `pcp->lists`).
-    public static let perCPU = FrameFlags(rawValue: 1 << 10)
+    @inlinable public static var perCPU: FrameFlags { FrameFlags(rawValue: 1 << 10) }
     /// On the deferred-split queue (Linux: a non-empty `folio->_deferred_list`).
-    public static let deferredSplit = FrameFlags(rawValue: 1 << 11)
+    @inlinable public static var deferredSplit: FrameFlags { FrameFlags(rawValue: 1 << 11) }
     /// Some of its pages are unmapped while others are still mapped (Linux 6.12+: `PG_partially_mapped`).
-    public static let partiallyMapped = FrameFlags(rawValue: 1 << 12)
+    @inlinable public static var partiallyMapped: FrameFlags { FrameFlags(rawValue: 1 << 12) }
     /// Stands for a swap slot in the swap cache, which holds a reference on it (Linux: `PG_swapcache`).
-    public static let swapCache = FrameFlags(rawValue: 1 << 13)
+    @inlinable public static var swapCache: FrameFlags { FrameFlags(rawValue: 1 << 13) }
     /// On the head of a PMD-order folio: some tail's record has been written out (see `FrameTable`,
     /// "implicit tails"), so freeing the folio must clear all of its records. The model's own; Linux
     /// writes every tail's `struct page` when it makes a compound page.
-    public static let explicitTails = FrameFlags(rawValue: 1 << 14)
+    @inlinable public static var explicitTails: FrameFlags { FrameFlags(rawValue: 1 << 14) }
 }
 
 /// The frame table: one 16-byte record per 4 KiB frame, a flat array indexed by PFN (Linux: `mem_map`,

@@ -21,7 +21,7 @@ public enum PageGeometry {
     /// Entries in one page table at any level (Linux: `PTRS_PER_PTE`).
     public static let entriesPerTable = 512
     /// Order of a PMD-sized folio (Linux: `HPAGE_PMD_ORDER`).
-    public static let pmdOrder = PageOrder(9)
+    @inlinable public static var pmdOrder: PageOrder { PageOrder(rawValue: 9) }
     /// One past the highest user address (Linux: `TASK_SIZE` with 4-level paging, 47 bits).
     public static let userAddressLimit: UInt64 = 1 << 47
 }
@@ -94,8 +94,8 @@ public struct PageOrder: RawRepresentable, Hashable, Comparable, Sendable, Custo
     @inlinable public var pages: Int { 1 << Int(rawValue) }
     @inlinable public var bytes: UInt64 { UInt64(pages) << PageGeometry.pageShift }
     /// The highest order the buddy allocator manages (Linux: `MAX_PAGE_ORDER`, 10).
-    public static let max = PageOrder(10)
-    public static let base = PageOrder(0)
+    @inlinable public static var max: PageOrder { PageOrder(rawValue: 10) }
+    @inlinable public static var base: PageOrder { PageOrder(rawValue: 0) }
     public var description: String { "order \(rawValue)" }
 }
 

@@ -28,7 +28,7 @@ public struct PageTableEntry: RawRepresentable, Hashable, Sendable, CustomString
     public static let splittingBit: UInt64 = 1 << 10
     public static let pfnMask: UInt64 = 0x000F_FFFF_FFFF_F000
 
-    public static let none = PageTableEntry(rawValue: 0)
+    @inlinable public static var none: PageTableEntry { PageTableEntry(rawValue: 0) }
 
     /// An entry pointing at `pfn` with the given bits.
     @inlinable public init(pfn: PFN, bits: UInt64) {
@@ -107,11 +107,11 @@ public struct PageTableEntry: RawRepresentable, Hashable, Sendable, CustomString
 public struct Protection: OptionSet, Hashable, Sendable, CustomStringConvertible {
     public var rawValue: UInt8
     @inlinable public init(rawValue: UInt8) { self.rawValue = rawValue }
-    public static let read = Protection(rawValue: 1)
-    public static let write = Protection(rawValue: 2)
-    public static let execute = Protection(rawValue: 4)
-    public static let none: Protection = []
-    public static let readWrite: Protection = [.read, .write]
+    @inlinable public static var read: Protection { Protection(rawValue: 1) }
+    @inlinable public static var write: Protection { Protection(rawValue: 2) }
+    @inlinable public static var execute: Protection { Protection(rawValue: 4) }
+    @inlinable public static var none: Protection { [] }
+    @inlinable public static var readWrite: Protection { Protection(rawValue: 3) }
 
     /// Parses `r`, `rw`, `rx`, `rwx`, `w`, `none` (the scenario language's spelling).
     public init?(letters: String) {

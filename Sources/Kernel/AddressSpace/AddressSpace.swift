@@ -22,19 +22,22 @@ public final class AddressSpace: @unchecked Sendable {
     public let pageTableLock = SpinLock()
     /// The VMAs; read and written under `mmapLock`.
     @exclusivity(unchecked) public internal(set) var vmas = VMAList()
-    /// The heap's start and current break (Linux: `mm->start_brk`, `mm->brk`).
-    public internal(set) var startBrk: VirtualAddress
-    public internal(set) var brk: VirtualAddress
+    /// The heap's start and current break (Linux: `mm->start_brk`, `mm->brk`). These and the other
+    /// `@exclusivity(unchecked)` fields below are written under the mmap lock for writing (or before the
+    /// process runs), so the runtime's exclusivity check, which every fault would pay, adds nothing.
+    @exclusivity(unchecked) public internal(set) var startBrk: VirtualAddress
+    @exclusivity(unchecked) public internal(set) var brk: VirtualAddress
     /// Top-down allocation starts below this address (Linux: `mm->mmap_base`).
     public let mmapBase: VirtualAddress
-    public internal(set) var hasExited = false
+    /// The process has exited (Linux: `mm_users` reaching zero); set once, under the mmap lock.
+    @exclusivity(unchecked) public internal(set) var hasExited = false
     /// Secondary MMUs mirroring this mm (Linux: `mm->notifier_subscriptions`).
     let mmuNotifiers = MMUNotifierList()
     /// khugepaged has a slot for this mm (Linux: `MMF_VM_HUGEPAGE`).
     let khugepagedRegistered = Atomic<Bool>(false)
     /// The memory cgroup the process is in; nil for the root, which is not charged (Linux:
     /// `mm->owner`'s css, `get_mem_cgroup_from_mm()`). Changed under the mmap lock for writing.
-    public internal(set) var memcg: MemoryCgroup?
+    @exclusivity(unchecked) public internal(set) var memcg: MemoryCgroup?
     /// The cgroup's OOM killer chose this process (Linux: `MMF_OOM_SKIP` / `tsk_is_oom_victim()`).
     let oomKilled = Atomic<Bool>(false)
     /// Whether an OOM killer killed this process.

@@ -21,8 +21,14 @@ extension Kernel {
     /// Queues the large folio `head` for a deferred split; `partiallyMapped` marks it as having
     /// unmapped pages, counted once per folio as `thp_deferred_split_page` (Linux:
     /// `deferred_split_folio()`).
+    @inline(__always)
     func deferredSplitFolio(_ head: PFN, partiallyMapped: Bool = true) {
         guard defersSplit(partiallyMapped: partiallyMapped) else { return }
+        queueDeferredSplit(head, partiallyMapped: partiallyMapped)
+    }
+
+    /// Puts a folio the policy defers on the queue (the body of `deferredSplitFolio`, out of line).
+    private func queueDeferredSplit(_ head: PFN, partiallyMapped: Bool) {
         let frames = memory.frames
         deferredSplitQueue.folios.withLock { queue in
             // The folio may be freed or split meanwhile by its last unmapper; both unqueue under this lock.

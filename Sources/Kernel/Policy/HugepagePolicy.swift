@@ -70,12 +70,12 @@ public struct FolioOrders: OptionSet, Sendable, Hashable {
     }
 
     /// The PMD's order: a huge page mapped by one PMD.
-    public static let pmd = FolioOrders(order: PageGeometry.pmdOrder.rawValue)
+    @inlinable public static var pmd: FolioOrders { FolioOrders(rawValue: 1 << PageGeometry.pmdOrder.rawValue) }
     /// The orders below the PMD's that anonymous memory may take (Linux: `THP_ORDERS_ALL_ANON` without
     /// `PMD_ORDER`).
-    public static let belowPMD = FolioOrders(rawValue: (FolioOrders.pmd.rawValue - 1) & ~0b11)
+    @inlinable public static var belowPMD: FolioOrders { FolioOrders(rawValue: (FolioOrders.pmd.rawValue &- 1) & ~0b11) }
     /// Every order anonymous memory may take, 16 KiB to 2 MiB (Linux: `THP_ORDERS_ALL_ANON`).
-    public static let anonymous: FolioOrders = [.pmd, .belowPMD]
+    @inlinable public static var anonymous: FolioOrders { FolioOrders(rawValue: FolioOrders.pmd.rawValue | FolioOrders.belowPMD.rawValue) }
 
     /// Whether `order` is in the set.
     @inlinable public func contains(order: UInt8) -> Bool { order < 16 && rawValue & (1 << order) != 0 }
