@@ -217,11 +217,40 @@ func smallFaults() {
     print("4 KiB faults: \(Double(iterations) * Double(region >> 12) / faulting / 1e6) M/s")
 }
 
+
+/// `khugepaged scan without collapse` of KhugepagedBenchmarks: 1 GiB of 4 KiB pages under
+/// MADV_HUGEPAGE, accessed bits cleared, one khugepaged wake-up scanning all 262,144 PTEs, ITERATIONS times.
+func khugepagedScan() {
+    let regionBytes: UInt64 = 1 << 30
+    var settings = KernelDesign.linux2_6_38.defaultSettings
+    settings.enabled = .madvise
+    let kernel = Kernel(KernelConfiguration(memoryBytes: 4 << 30, mode: .metadata, watermarks: .zero, design: .linux2_6_38,
+                                            hugepageSettings: settings))
+    guard let mm = kernel.createAddressSpace() else { fatalError("no address space") }
+    precondition(kernel.setKhugepagedKnob("khugepaged/pages_to_scan", to: String(regionBytes >> 12)) == nil)
+    precondition(kernel.setKhugepagedKnob("khugepaged/scan_sleep_millisecs", to: "0") == nil)
+    let start = try! mm.mmap(length: regionBytes, protection: .readWrite, flags: .private)
+    var va = start
+    while va < start + regionBytes { _ = mm.access(va, .write); va = va + 4096 }
+    try! mm.madvise(start, length: regionBytes, advice: .hugepage)
+    let iterations = iterationsOverride ?? 200
+    var scanning = 0.0
+    for _ in 0..<iterations {
+        mm.clearYoung(start, length: regionBytes)
+        let t0 = seconds()
+        kernel.runNextKernelThreadWakeup()
+        scanning += seconds() - t0
+    }
+    precondition(kernel.khugepaged.pagesCollapsed == 0)
+    print("khugepaged scan: \(Double(iterations) * Double(regionBytes >> 12) / scanning / 1e6) M PTEs/s")
+}
+
 switch arguments.count > 1 ? arguments[1] : "" {
 case "small": smallFaults()
 case "seq": translate(random: false)
 case "random": translate(random: true)
 case "huge": hugeFaults()
+case "scan": khugepagedScan()
 case "concurrent": concurrentFaults()
 case "pingpong": pingPong()
 default:
