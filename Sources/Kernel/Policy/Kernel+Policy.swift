@@ -113,3 +113,49 @@ extension Kernel {
         }
     }
 }
+
+/// The hooks of a policy with state. Linux's policies have none, so for them each costs one predictable
+/// branch on the tag; a custom policy costs one existential call.
+extension Kernel {
+    /// Tells a custom policy that a fault mapped a 4 KiB page (or the zero page) at `va` of `vma`.
+    @inline(__always)
+    func policyNoteAnonymousFault(_ mm: AddressSpace, _ vma: VMA, _ va: VirtualAddress) {
+        guard _slowPath(policyDispatch == .custom) else { return }
+        customPolicy!.anonymousFaultMapped(mm, vma, at: va, state: policyState)
+    }
+
+    /// Tells a custom policy that `[start, end)` of `mm` was unmapped.
+    @inline(__always)
+    func policyNoteUnmap(_ mm: AddressSpace, _ start: VirtualAddress, _ end: VirtualAddress) {
+        guard _slowPath(policyDispatch == .custom) else { return }
+        customPolicy!.rangeUnmapped(mm, from: start, to: end, state: policyState)
+    }
+
+    /// Whether khugepaged's scan may collapse the range at `haddr` of `mm`.
+    func policyAllowsScanCollapse(_ mm: AddressSpace, _ haddr: VirtualAddress) -> Bool {
+        guard policyDispatch == .custom else { return true }
+        return customPolicy!.khugepagedMayCollapse(mm, range: haddr, state: policyState)
+    }
+
+    /// Collapses the ranges a custom policy queued for khugepaged, each costing a range's worth of the
+    /// wake-up's `budget` (Linux: Ingens's `osa_khugepaged_schedule_mm_slot()`, which points the scan at
+    /// the queued range first). Returns the progress made, the ranges collapsed and whether an allocation failed, which ends
+    /// the wake-up's work as a failed allocation in the scan does.
+    func collapsePolicyQueue(budget: Int, _ settings: KhugepagedSettings)
+        -> (progress: Int, collapsed: Int, allocationFailed: Bool) {
+        guard policyDispatch == .custom else { return (0, 0, false) }
+        var progress = 0, collapsed = 0
+        while progress < budget, let (mm, haddr) = customPolicy!.nextQueuedCollapse(state: policyState) {
+            let result = mm.hasExited ? .processExited
+                : mm.collapseAttempt(haddr, CollapseControl(isKhugepaged: true, limits: settings)).result
+            progress += PageGeometry.entriesPerTable
+            customPolicy!.khugepagedAttempted(mm, range: haddr, queued: true, result: result, state: policyState)
+            if result == .succeeded { collapsed += 1 }
+            if result == .allocationFailed { return (progress, collapsed, true) }
+        }
+        return (progress, collapsed, false)
+    }
+
+    /// The custom policy's counters, `/proc/vmstat` style; none for Linux's policies.
+    public var policyCounters: [(name: String, value: Int)] { policyState?.counters ?? [] }
+}
