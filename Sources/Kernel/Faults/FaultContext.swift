@@ -166,6 +166,11 @@ public struct FaultContext: Sendable, Hashable {
         basePages &+= pages
     }
 
+    /// Records a new PMD-size page that a pre-zeroing thread had cleared ahead: nothing zeroed now.
+    @inline(__always) mutating func hugePagePreZeroed() {
+        hugePages &+= 1
+    }
+
     /// Records a new PMD-size page, zeroed or copied.
     @inline(__always) mutating func hugePage(copied: Bool) {
         hugePages &+= 1

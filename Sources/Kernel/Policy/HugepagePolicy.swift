@@ -75,6 +75,18 @@ public protocol HugepagePolicy: Sendable {
     /// policy's queue.
     func khugepagedAttempted(_ mm: AddressSpace, range haddr: VirtualAddress, queued: Bool, result: CollapseResult,
                              state: (any HugepagePolicyState)?)
+
+    /// When the policy's own kernel threads (samplers, pre-zeroing) want to run next, in simulated
+    /// nanoseconds; nil while none waits on a timer. The clock runs them beside khugepaged.
+    func nextThreadWakeup(state: (any HugepagePolicyState)?) -> UInt64?
+
+    /// Runs the policy's kernel threads whose wake-up is due at `kernel.clock.now`, on the kernel
+    /// threads' CPU with no lock held.
+    func runThreads(_ kernel: Kernel, state: (any HugepagePolicyState)?)
+
+    /// The deferred-split shrinker splits a fully mapped THP (when `splitsUnderused`) with more
+    /// zero-filled pages than this; Linux's limit is `max_ptes_none` (`thp_underused()`).
+    func underusedZeroPages(maxPtesNone: Int) -> Int
 }
 
 extension HugepagePolicy {
@@ -91,6 +103,9 @@ extension HugepagePolicy {
                                       state: (any HugepagePolicyState)?) -> Bool { true }
     public func khugepagedAttempted(_ mm: AddressSpace, range haddr: VirtualAddress, queued: Bool,
                                     result: CollapseResult, state: (any HugepagePolicyState)?) {}
+    public func nextThreadWakeup(state: (any HugepagePolicyState)?) -> UInt64? { nil }
+    public func runThreads(_ kernel: Kernel, state: (any HugepagePolicyState)?) {}
+    public func underusedZeroPages(maxPtesNone: Int) -> Int { maxPtesNone }
 }
 
 /// What a policy keeps in one kernel (`HugepagePolicy.makeState()`): its knobs, which `--set` and the
@@ -112,6 +127,10 @@ public enum PageZeroing: Sendable, Hashable {
     /// By the faulting CPU, before the folio is mapped (Linux: `vma_alloc_zeroed_movable_folio()`,
     /// `folio_zero_user()` for a THP).
     case atFault
+    /// A huge page from a free block a pre-zeroing thread cleared ahead is mapped as it is; any other
+    /// is zeroed at the fault (HawkEye: `__do_huge_pmd_anonymous_page()` skips `clear_huge_page()` for
+    /// a `PageZeroed` page). Asked for the PMD's order only; smaller folios are zeroed at the fault.
+    case aheadWhenAvailable
 }
 
 /// A set of folio orders from 1 to 15, as a bit mask (Linux: the `unsigned long orders` of

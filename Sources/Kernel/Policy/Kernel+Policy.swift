@@ -109,7 +109,7 @@ extension Kernel {
         case .custom: customPolicy!.zeroing(order: order)
         }
         switch zeroing {
-        case .atFault: return true
+        case .atFault, .aheadWhenAvailable: return true
         }
     }
 }
@@ -154,6 +154,42 @@ extension Kernel {
             if result == .allocationFailed { return (progress, collapsed, true) }
         }
         return (progress, collapsed, false)
+    }
+
+    /// When a custom policy's kernel threads wake next; nil for Linux's policies.
+    func policyThreadWakeup() -> UInt64? {
+        guard policyDispatch == .custom else { return nil }
+        return customPolicy!.nextThreadWakeup(state: policyState)
+    }
+
+    /// Runs a custom policy's kernel threads that are due.
+    func runPolicyThreads() {
+        guard policyDispatch == .custom else { return }
+        customPolicy!.runThreads(self, state: policyState)
+    }
+
+    /// Whether a huge fault may take a pre-zeroed block and skip zeroing it.
+    @inline(__always)
+    func hugeFaultTakesPreZeroed() -> Bool {
+        guard _slowPath(policyDispatch == .custom) else { return false }
+        return customPolicy!.zeroing(order: PageGeometry.pmdOrder) == .aheadWhenAvailable
+    }
+
+    /// Zeroes up to `count` free blocks ahead of their allocation, order 10 first, then order 9; returns
+    /// how many it zeroed (HawkEye: `zero_fill_zone_pages()`).
+    public func preZeroFreeBlocks(_ count: Int) -> Int {
+        var zeroed = 0
+        while zeroed < count && (memory.preZeroFreeBlock(order: .max) || memory.preZeroFreeBlock(order: PageGeometry.pmdOrder)) {
+            zeroed += 1
+        }
+        return zeroed
+    }
+
+    /// The zero-filled pages above which the underused shrinker splits a THP.
+    func underusedZeroPageLimit() -> Int {
+        let maxPtesNone = khugepaged.settings.maxPtesNone
+        guard policyDispatch == .custom else { return maxPtesNone }
+        return customPolicy!.underusedZeroPages(maxPtesNone: maxPtesNone)
     }
 
     /// The custom policy's counters, `/proc/vmstat` style; none for Linux's policies.
