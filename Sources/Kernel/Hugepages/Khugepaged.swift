@@ -183,6 +183,7 @@ public final class Khugepaged: Sendable {
                 }
                 let control = CollapseControl(isKhugepaged: true, limits: settings)
                 let (result, attempted) = mm.collapseAttempt(haddr, control)
+                kernel.policyNoteScanCollapse(mm, haddr, result)
                 lastResult = result
                 progress += PageGeometry.entriesPerTable
                 state.withLock { s in

@@ -234,15 +234,19 @@ public final class HawkEyeState: HugepagePolicyState {
         }
     }
 
-    /// Drops the candidates in `[start, end)` (HawkEye: `remove_ohp_bins()`).
+    /// Drops the candidates whose whole range lies in `[start, end)` (HawkEye: `remove_ohp_bins()`
+    /// when a VMA goes); a range partly unmapped stays, and its sampling sees fewer young PTEs.
     func removeCandidates(_ pid: Int, _ start: VirtualAddress, _ end: VirtualAddress) {
         state.withLock { s in
-            guard var p = s.processes[pid] else { return }
-            if p.candidates.count > Int((end.rawValue - start.rawValue) >> PageGeometry.pmdShift) {
-                var haddr = start.alignedDown(PageGeometry.pmdSize)
-                while haddr < end { p.candidates[haddr.rawValue] = nil; haddr = haddr + PageGeometry.pmdSize }
+            guard var p = s.processes[pid], !p.candidates.isEmpty else { return }
+            let first = start.alignedUp(PageGeometry.pmdSize).rawValue
+            let last = end.alignedDown(PageGeometry.pmdSize).rawValue     // ranges start below this
+            guard first < last else { return }
+            if UInt64(p.candidates.count) > (last - first) >> PageGeometry.pmdShift {
+                var haddr = first
+                while haddr < last { p.candidates[haddr] = nil; haddr += PageGeometry.pmdSize }
             } else {
-                p.candidates = p.candidates.filter { $0.key < start.alignedDown(PageGeometry.pmdSize).rawValue || $0.key >= end.rawValue }
+                p.candidates = p.candidates.filter { $0.key < first || $0.key >= last }
             }
             s.processes[pid] = p
         }

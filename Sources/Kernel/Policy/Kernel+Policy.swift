@@ -137,6 +137,12 @@ extension Kernel {
         return customPolicy!.khugepagedMayCollapse(mm, range: haddr, state: policyState)
     }
 
+    /// Tells a custom policy what khugepaged's scan did at the range `haddr` of `mm`.
+    func policyNoteScanCollapse(_ mm: AddressSpace, _ haddr: VirtualAddress, _ result: CollapseResult) {
+        guard policyDispatch == .custom else { return }
+        customPolicy!.khugepagedAttempted(mm, range: haddr, queued: false, result: result, state: policyState)
+    }
+
     /// Collapses the ranges a custom policy queued for khugepaged, each costing a range's worth of the
     /// wake-up's `budget` (Linux: Ingens's `osa_khugepaged_schedule_mm_slot()`, which points the scan at
     /// the queued range first). Returns the progress made, the ranges collapsed and whether an allocation failed, which ends

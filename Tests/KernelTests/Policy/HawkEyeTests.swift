@@ -58,6 +58,11 @@ struct HawkEyeTests {
         let c = try state(kernel).candidates(pid: mm.pid)
         #expect(c.keys.sorted() == [Self.base])
         #expect(c[Self.base]?.bin == 0 && c[Self.base]?.weight == 0)
+        // A partial unmap keeps the candidate; unmapping the whole range drops it.
+        try mm.madvise(Self.base + 4096, length: 4096, advice: .dontNeed)
+        #expect(try state(kernel).candidates(pid: mm.pid).keys.sorted() == [Self.base])
+        try mm.munmap(Self.base, length: 4 << 20)
+        #expect(try state(kernel).candidates(pid: mm.pid).isEmpty)
         expectClean(kernel)
     }
 
