@@ -153,6 +153,9 @@ public final class HawkEyeState: HugepagePolicyState {
         state = SpinLocked(State(policy: policy, zeroWakeup: policy.preZeroing.enabled ? 0 : nil))
     }
 
+    /// The bin of a candidate khugepaged has taken and not yet reported on.
+    static let taken = -1
+
     /// The bin of `weight`: `order_base_2()`, the base-2 logarithm rounded up (0 and 1 → 0, 512 → 9).
     public static func bin(_ weight: Int) -> Int { weight <= 1 ? 0 : Int.bitWidth - (weight - 1).leadingZeroBitCount }
 
@@ -260,8 +263,10 @@ public final class HawkEyeState: HugepagePolicyState {
                 for (i, pid) in s.roundRobin.enumerated() {
                     guard let p = s.processes[pid], let mm = p.mm, !mm.hasExited else { continue }
                     // Lowest address first within a bin, for determinism.
-                    guard let haddr = p.candidates.filter({ $0.value.bin == bin }).keys.min() else { continue }
-                    s.processes[pid]!.candidates[haddr] = nil
+                    var lowest: UInt64?
+                    for (address, c) in p.candidates where c.bin == bin && address < (lowest ?? .max) { lowest = address }
+                    guard let haddr = lowest else { continue }
+                    s.processes[pid]!.candidates[haddr]!.bin = Self.taken
                     s.roundRobin.remove(at: i)
                     s.roundRobin.append(pid)
                     return (mm, VirtualAddress(haddr))
@@ -275,12 +280,16 @@ public final class HawkEyeState: HugepagePolicyState {
     func attempted(_ mm: AddressSpace, _ haddr: VirtualAddress, result: CollapseResult) {
         state.withLock { s in
             switch result {
-            case .succeeded: s.rangesPromoted += 1
-            case .pmdMapped, .processExited, .vmaCheck, .pmdNone: s.rangesDropped += 1
+            case .succeeded:
+                s.rangesPromoted += 1
+                s.processes[mm.pid]?.candidates[haddr.rawValue] = nil
+            case .pmdMapped, .processExited, .vmaCheck, .pmdNone:
+                s.rangesDropped += 1
+                s.processes[mm.pid]?.candidates[haddr.rawValue] = nil
             default:
+                // Back in bin 0 with its weight, until the next sample re-bins it.
                 s.promotionsFailed += 1
-                let weight = 0
-                s.processes[mm.pid]?.candidates[haddr.rawValue] = Candidate(weight: weight, bin: 0)
+                s.processes[mm.pid]?.candidates[haddr.rawValue]?.bin = 0
             }
         }
     }
