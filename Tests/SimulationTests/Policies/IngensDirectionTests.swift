@@ -40,12 +40,13 @@ struct IngensDirectionTests {
         #expect(rss["linux-6.18"]! == size)
     }
 
-    @Test("gups over 32 MiB: after khugepaged has run, Ingens gets ≥ 90 % of Linux always's cut in page walks")
+    @Test("gups over 32 MiB: after khugepaged has run, Ingens (and HawkEye) get ≥ 90 % of Linux always's cut in page walks")
     func gups() throws {
         let size: UInt64 = 32 << 20
         var walks: [String: Int] = [:], huge: [String: UInt64] = [:]
         for (name, policy, enabled) in [("never", nil, .never), ("always", nil, .always),
-                                        ("ingens", IngensPolicy() as (any HugepagePolicy)?, .always)]
+                                        ("ingens", IngensPolicy() as (any HugepagePolicy)?, .always),
+                                        ("hawkeye", HawkEyePolicy(), .always)]
                 as [(String, (any HugepagePolicy)?, TransparentHugepageSettings.Enabled)] {
             let e = try executor(policy, enabled: enabled)
             e.event(thread: 0, .mmap(address: Self.base, length: size, protection: .readWrite, shared: false))
@@ -59,9 +60,11 @@ struct IngensDirectionTests {
             walks[name] = r.measuredCounters.walks
             huge[name] = r.anonHugeBytes
         }
-        #expect(huge["ingens"] == size && huge["always"] == size && huge["never"] == 0)
-        let benefit = Double(walks["never"]! - walks["ingens"]!) / Double(walks["never"]! - walks["always"]!)
-        #expect(benefit >= 0.9, "walks \(walks)")
+        #expect(huge["ingens"] == size && huge["hawkeye"] == size && huge["always"] == size && huge["never"] == 0)
+        for name in ["ingens", "hawkeye"] {
+            let benefit = Double(walks["never"]! - walks[name]!) / Double(walks["never"]! - walks["always"]!)
+            #expect(benefit >= 0.9, "\(name): walks \(walks)")
+        }
     }
 
     @Test("huge pages come only from khugepaged's queue, never from a fault, and only after a range filled")
