@@ -74,6 +74,8 @@ public final class Kernel: @unchecked Sendable {
     let policyDispatch: PolicyDispatch
     /// The policy of `KernelConfiguration.policy`, if one was given.
     let customPolicy: (any HugepagePolicy)?
+    /// The custom policy's state in this kernel (`HugepagePolicy.makeState()`), if it keeps one.
+    public let policyState: (any HugepagePolicyState)?
     /// The THP sysfs settings, packed in one word so the fault path reads them with one load.
     private let hugepageSettingsWord: Atomic<UInt32>
     /// The huge zero page, while it exists (Linux: `huge_zero_folio`).
@@ -116,6 +118,7 @@ public final class Kernel: @unchecked Sendable {
         design = configuration.design
         customPolicy = configuration.policy
         policyDispatch = PolicyDispatch(configuration)
+        policyState = configuration.policy?.makeState()
         locklessWalkers = LocklessWalkers()
         hugepageSettingsWord = Atomic(configuration.bootHugepageSettings.packed)
         memory = PhysicalMemory(bytes: configuration.memoryBytes, mode: configuration.mode,

@@ -29,6 +29,8 @@ public struct FaultWork: Sendable, Hashable {
     public var pagesSwappedOut = 0
     /// `pswpin`: pages read back from swap (a major fault).
     public var pagesSwappedIn = 0
+    /// Of `hugePages`, those zeroed ahead by a pre-zeroing thread: their 512 pages are not zeroed now.
+    public var hugePagesPreZeroed = 0
 
     public init() {}
 
@@ -44,6 +46,7 @@ public struct FaultWork: Sendable, Hashable {
         pagesReclaimed = fault.reclaim.reclaimed
         pagesSwappedOut = fault.reclaim.swappedOut
         pagesSwappedIn = fault.pagesSwappedIn
+        hugePagesPreZeroed = fault.hugePagesPreZeroed
     }
 }
 
@@ -59,6 +62,7 @@ extension TimingParameters {
     /// | fault-4k + (small − 1) × zero          a 4 KiB fault (zeroing 4 KiB included)
     /// | fault-minor                            nothing allocated
     /// + pages × (copy-4k − zero)               on copy-on-write, copying instead of zeroing
+    /// − pre-zeroed huge × 512 × zero           huge pages a pre-zeroing thread cleared ahead
     /// + stalls × compact-stall + scanned × compact-scan + migrated × migrate-4k
     /// + reclaimed × reclaim-4k + swapped out × swap-out-4k + swapped in × swap-in-4k
     /// ```
@@ -75,6 +79,7 @@ extension TimingParameters {
             cycles = minorFaultCycles
         }
         if work.copyOnWrite { cycles += Double(pages) * (copyPageCycles - zero) }
+        if _slowPath(work.hugePagesPreZeroed > 0) { cycles -= Double(work.hugePagesPreZeroed * PageGeometry.pmdOrder.pages) * zero }
         cycles += Double(work.compactStalls) * compactStallCycles + Double(work.compactScanned) * compactScanCycles
         cycles += Double(work.pagesMigrated) * migratePageCycles + Double(work.pagesReclaimed) * reclaimPageCycles
         cycles += Double(work.pagesSwappedOut) * swapOutPageCycles + Double(work.pagesSwappedIn) * swapInPageCycles

@@ -121,8 +121,10 @@ public final class BuddyAllocator: @unchecked Sendable {
         var current = Int(order.rawValue)
         while current <= Int(PageOrder.max.rawValue) && lists.heads[current] == FrameTable.noLink { current += 1 }
         let pfn: PFN
+        var preZeroed = false
         if current <= Int(PageOrder.max.rawValue) {
             pfn = PFN(lists.heads[current])
+            preZeroed = frames.flags(pfn).contains(.preZeroed)
             unlink(pfn, order: current, &lists)
             frames.clear(pfn)
         } else {
@@ -135,8 +137,10 @@ public final class BuddyAllocator: @unchecked Sendable {
         // Split: give the upper halves back (Linux: `expand()`).
         while current > Int(order.rawValue) {
             current -= 1
-            push(pfn + (1 << current), order: current, &lists)
+            push(pfn + (1 << current), order: current, &lists, preZeroed: preZeroed)
         }
+        // The taken block says so until its allocator writes its header (`allocateFolioNotingPreZeroed`).
+        if _slowPath(preZeroed) { frames.insertFlagsUnshared(pfn, .preZeroed) }
         return pfn
     }
 
@@ -172,8 +176,8 @@ public final class BuddyAllocator: @unchecked Sendable {
         }
     }
 
-    func push(_ pfn: PFN, order: Int, _ lists: inout FreeLists) {
-        frames.setHeader(pfn, kind: .free, order: PageOrder(order), flags: .buddy)
+    func push(_ pfn: PFN, order: Int, _ lists: inout FreeLists, preZeroed: Bool = false) {
+        frames.setHeader(pfn, kind: .free, order: PageOrder(order), flags: preZeroed ? [.buddy, .preZeroed] : .buddy)
         let old = lists.heads[order]
         frames.setNextFree(pfn, old)
         frames.setPrevFree(pfn, FrameTable.noLink)

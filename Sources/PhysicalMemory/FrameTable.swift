@@ -60,6 +60,10 @@ public struct FrameFlags: OptionSet, Sendable, Hashable {
     /// "implicit tails"), so freeing the folio must clear all of its records. The model's own; Linux
     /// writes every tail's `struct page` when it makes a compound page.
     @inlinable public static var explicitTails: FrameFlags { FrameFlags(rawValue: 1 << 14) }
+    /// On the head of a free block: every byte of the block is zero, cleared ahead of its allocation by
+    /// a policy's pre-zeroing thread; splitting the block keeps it on both halves, merging drops it
+    /// (HawkEye: `PG_zeroed`).
+    @inlinable public static var preZeroed: FrameFlags { FrameFlags(rawValue: 1 << 15) }
 }
 
 /// The frame table: one 16-byte record per 4 KiB frame, a flat array indexed by PFN (Linux: `mem_map`,

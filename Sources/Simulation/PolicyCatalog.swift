@@ -27,6 +27,10 @@ public struct PolicyCatalog: Sendable {
               summary: "Linux 2.6.38 (2011): huge PMDs at fault and by khugepaged"),
         Entry(name: KernelDesign.linux6_18.name, design: .linux6_18, policy: nil,
               summary: "Linux 6.18: huge PMDs and multi-size THP at fault, khugepaged, deferred split"),
+        Entry(name: IngensPolicy.name, design: .linux6_18, policy: IngensPolicy(),
+              summary: "Ingens (OSDI 2016): 4 KiB at fault, khugepaged promotes ranges 90 % populated, queue first"),
+        Entry(name: HawkEyePolicy.name, design: .linux6_18, policy: HawkEyePolicy(),
+              summary: "HawkEye (ASPLOS 2019): Linux's faults, promotion by access coverage, pre-zeroing, bloat recovery"),
     ]
 
     /// The policy called `name`, if there is one.

@@ -90,6 +90,12 @@ public struct SystemBuilder: Sendable {
         TransparentHugepageSysfs.problem(writing: tunable.value, to: tunable.name, design: design)
     }
 
+    /// What is wrong with writing `tunable` on a kernel of `design` running `policy` (its knobs, such as
+    /// `ingens/util_threshold`, as well as the design's files), or nil.
+    public static func problem(with tunable: Tunable, design: KernelDesign, policy: (any HugepagePolicy)?) -> SysfsError? {
+        TransparentHugepageSysfs.problem(writing: tunable.value, to: tunable.name, design: design, policy: policy)
+    }
+
     /// What is wrong with writing `setting` to the workload's cgroup (a file the model has no writer
     /// for, a value Linux's parser refuses), as an errno and a message; nil if it is fine.
     public static func problem(withCgroup setting: Tunable) -> String? {

@@ -84,6 +84,7 @@ extension Kernel {
             lines.append("\(state.name) \(value)")
         }
         for event in VMEvent.allCases { lines.append("\(event.name) \(vmstat[event])") }
+        for (name, value) in policyCounters { lines.append("\(name) \(value)") }
         return lines.joined(separator: "\n") + "\n"
     }
 
@@ -92,6 +93,7 @@ extension Kernel {
         var values = [String: Int]()
         for state in VMState.allCases { values[state.name] = vmstatState(state) }
         for event in VMEvent.allCases { values[event.name] = vmstat[event] }
+        for (name, value) in policyCounters { values[name] = value }
         return values
     }
 }

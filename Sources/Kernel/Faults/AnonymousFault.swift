@@ -130,12 +130,14 @@ extension AddressSpace {
         if access != .write {
             let zero = PageTableEntry(pfn: kernel.zeroPage, bits: bits | PageTableEntry.specialBit | PageTableEntry.accessedBit)
             lock.spinLock()
-            if table[index].isNone {
+            let mapped = table[index].isNone
+            if mapped {
                 table.set(index, zero)
                 fault.mapped = .base
                 fault.resolution = .mapped
             }
             lock.spinUnlock()
+            if mapped { kernel.policyNoteAnonymousFault(self, vma, va) }
             return .handled
         }
         if let outcome = anonymousLargeFault(vma, va, table, &fault) { return outcome }
@@ -161,6 +163,7 @@ extension AddressSpace {
         lock.spinUnlock()
         fault.mapped = .base
         fault.resolution = .mapped
+        kernel.policyNoteAnonymousFault(self, vma, va)
         return .handled
     }
 

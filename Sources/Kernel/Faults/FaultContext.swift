@@ -110,6 +110,8 @@ public struct FaultContext: Sendable, Hashable {
 
     /// PMD-size folios allocated for the fault and mapped (`thp_fault_alloc`): zeroed, or copies.
     public internal(set) var hugePages = 0
+    /// Of those, the ones a pre-zeroing thread had cleared ahead, which the fault did not zero.
+    public internal(set) var hugePagesPreZeroed = 0
     /// Base pages allocated for the fault outside those: its 4 KiB pages (zeroed or copies), the
     /// pages of an mTHP folio, the huge zero page on first use (512), and a PTE table taken for a
     /// huge PMD's deposit and given back when the fault fell back to 4 KiB. Page tables kept, the
@@ -164,6 +166,12 @@ public struct FaultContext: Sendable, Hashable {
     /// deposit table when the fault fell back, or a page another CPU's fault made unnecessary.
     @inline(__always) mutating func gaveBack(pages: Int) {
         basePages &+= pages
+    }
+
+    /// Records a new PMD-size page that a pre-zeroing thread had cleared ahead: nothing zeroed now.
+    @inline(__always) mutating func hugePagePreZeroed() {
+        hugePages &+= 1
+        hugePagesPreZeroed &+= 1
     }
 
     /// Records a new PMD-size page, zeroed or copied.

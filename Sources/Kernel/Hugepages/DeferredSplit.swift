@@ -119,7 +119,7 @@ extension Kernel {
     /// bytes to look at, so nothing is underused there (Linux: `thp_underused()`).
     func isUnderused(_ head: PFN) -> Bool {
         guard let storage = memory.storage else { return false }
-        let limit = khugepaged.settings.maxPtesNone
+        let limit = underusedZeroPageLimit()
         guard limit < PageGeometry.pmdOrder.pages - 1 else { return false }
         var zero = 0
         for i in 0..<memory.frames.order(head).pages where storage.isZero(head + i) {

@@ -62,9 +62,12 @@ extension AddressSpace {
             fault.resolution = .mapped
             return .done(.handled)
         }
-        guard let head = kernel.allocateHugePage(zeroed: kernel.zeroesAtFault(order: PageGeometry.pmdOrder),
-                                                 defrag: settings.faultDefrag(madvised: vma.flags.contains(.hugepage)),
-                                                 &fault.compaction) else {
+        var preZeroed = false
+        let defrag = settings.faultDefrag(madvised: vma.flags.contains(.hugepage))
+        guard let head = kernel.hugeFaultTakesPreZeroed()
+                ? kernel.allocatePreZeroedHugePage(defrag: defrag, &fault.compaction, preZeroed: &preZeroed)
+                : kernel.allocateHugePage(zeroed: kernel.zeroesAtFault(order: PageGeometry.pmdOrder), defrag: defrag,
+                                          &fault.compaction) else {
             kernel.freeTable(deposit)
             fault.gaveBack(pages: 1)
             kernel.vmstat.count(.thpFaultFallback)
@@ -105,7 +108,7 @@ extension AddressSpace {
         kernel.vmstat.count(.thpFaultAlloc)
         countMemcg(.thpFaultAlloc)
         kernel.mthpStats.count(PageGeometry.pmdOrder.rawValue, .anonFaultAlloc)
-        fault.hugePage(copied: false)
+        if _slowPath(preZeroed) { fault.hugePagePreZeroed() } else { fault.hugePage(copied: false) }
         fault.mapped = .pmd
         fault.resolution = .mapped
         return .done(.handled)
@@ -142,15 +145,34 @@ extension Kernel {
     /// The direct compaction it does is added to `work`.
     func allocateHugePage(zeroed: Bool = true, defrag: HugeAllocationDefrag = .none,
                           _ work: inout CompactionWork) -> PFN? {
-        var head = memory.allocateFolio(order: PageGeometry.pmdOrder, kind: .anonymous, zeroed: zeroed)
+        allocateHugePage(defrag: defrag, &work) { memory.allocateFolio(order: PageGeometry.pmdOrder, kind: .anonymous, zeroed: zeroed) }
+    }
+
+    /// `allocateHugePage` for a policy whose huge faults take pre-zeroed blocks: `preZeroed` says
+    /// whether the page came zeroed ahead (then nothing cleared it now).
+    func allocatePreZeroedHugePage(defrag: HugeAllocationDefrag, _ work: inout CompactionWork,
+                                   preZeroed: inout Bool) -> PFN? {
+        var zeroedAhead = false
+        let head = allocateHugePage(defrag: defrag, &work) {
+            guard let (head, ahead) = memory.allocateFolioNotingPreZeroed(order: PageGeometry.pmdOrder, kind: .anonymous) else { return nil }
+            zeroedAhead = ahead
+            return head
+        }
+        preZeroed = zeroedAhead
+        return head
+    }
+
+    private func allocateHugePage(defrag: HugeAllocationDefrag, _ work: inout CompactionWork,
+                                  _ allocate: () -> PFN?) -> PFN? {
+        var head = allocate()
         if head == nil && releaseUnusedHugeZeroPage() {
-            head = memory.allocateFolio(order: PageGeometry.pmdOrder, kind: .anonymous, zeroed: zeroed)
+            head = allocate()
         }
         if head == nil {
             switch defrag {
             case .direct:
                 if directCompaction(order: PageGeometry.pmdOrder, &work) {
-                    head = memory.allocateFolio(order: PageGeometry.pmdOrder, kind: .anonymous, zeroed: zeroed)
+                    head = allocate()
                 }
             case .wakeKcompactd: kcompactd.wake()
             case .none: break

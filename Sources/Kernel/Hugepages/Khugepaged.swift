@@ -113,7 +113,12 @@ public final class Khugepaged: Sendable {
             let budget = settings.pagesToScan
             var progress = 0, passesThroughHead = 0
             var allocationFailed = false, waitedForAllocation = false
-            while progress < budget {
+            // A policy's queue of ranges to promote comes before the scan (Ingens).
+            let queued = kernel.collapsePolicyQueue(budget: budget, settings)
+            if queued.collapsed > 0 { state.withLock { $0.pagesCollapsed += queued.collapsed } }
+            progress += queued.progress
+            allocationFailed = queued.allocationFailed
+            while progress < budget && !allocationFailed {
                 let atHead = state.withLock { $0.cursor == nil }
                 if atHead { passesThroughHead += 1 }
                 guard passesThroughHead < 2, kernel.hugepageSettings.mode(order: 9) != .never,
@@ -171,8 +176,14 @@ public final class Khugepaged: Sendable {
                 }
             }
             for haddr in plan {
+                guard kernel.policyAllowsScanCollapse(mm, haddr) else {
+                    progress += PageGeometry.entriesPerTable
+                    state.withLock { $0.cursor = (slot.pid, haddr + PageGeometry.pmdSize) }
+                    continue
+                }
                 let control = CollapseControl(isKhugepaged: true, limits: settings)
                 let (result, attempted) = mm.collapseAttempt(haddr, control)
+                kernel.policyNoteScanCollapse(mm, haddr, result)
                 lastResult = result
                 progress += PageGeometry.entriesPerTable
                 state.withLock { s in

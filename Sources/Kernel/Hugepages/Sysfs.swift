@@ -33,6 +33,10 @@ public struct TransparentHugepageSysfs: Sendable {
     /// Writes `value` to `directory + path` (e.g. `enabled`, `khugepaged/max_ptes_none`,
     /// `hugepages-64kB/enabled`); the new value applies from the next fault or scan.
     public func write(_ path: String, _ value: String) throws(SysfsError) {
+        if let state = kernel.policyState, try Self.isPolicyKnob(path, of: state) {
+            if let problem = state.setKnob(path, to: Self.trimmed(value)) { throw SysfsError(errno: .EINVAL, message: problem) }
+            return
+        }
         let file = try Self.file(path, design: kernel.design)
         let text = try Self.storeText(file, path: path, value)
         switch file {
@@ -49,6 +53,7 @@ public struct TransparentHugepageSysfs: Sendable {
 
     /// The text `cat directory + path` prints.
     public func read(_ path: String) throws(SysfsError) -> String {
+        if let state = kernel.policyState, try Self.isPolicyKnob(path, of: state) { return state.knobText(path) ?? "" }
         switch try Self.file(path, design: kernel.design) {
         case .khugepaged, .readOnly where path.hasPrefix("khugepaged/"):
             return kernel.khugepaged.sysfsText(path) ?? ""
@@ -76,6 +81,32 @@ public struct TransparentHugepageSysfs: Sendable {
             return nil
         } catch { return error }
     }
+
+    /// What writing `value` to `path` would refuse on a kernel running `policy` (nil for the design's
+    /// own): the policy's knobs (`ingens/util_threshold`) first, then the design's files.
+    public static func problem(writing value: String, to path: String, design: KernelDesign,
+                               policy: (any HugepagePolicy)?) -> SysfsError? {
+        if let state = policy?.makeState() {
+            do throws(SysfsError) {
+                if try isPolicyKnob(path, of: state) {
+                    return state.setKnob(path, to: trimmed(value)).map { SysfsError(errno: .EINVAL, message: $0) }
+                }
+            } catch { return error }
+        }
+        return problem(writing: value, to: path, design: design)
+    }
+
+    /// Whether `path` is one of the policy's knobs; `ENOENT` for an unknown name in a policy's folder.
+    static func isPolicyKnob(_ path: String, of state: any HugepagePolicyState) throws(SysfsError) -> Bool {
+        let names = state.knobNames
+        if names.contains(path) { return true }
+        guard let slash = path.firstIndex(of: "/"),
+              names.contains(where: { $0.hasPrefix(path[...slash]) }) else { return false }
+        throw SysfsError(errno: .ENOENT, message: "unknown knob '\(path)': the policy's knobs are \(names.joined(separator: ", "))")
+    }
+
+    /// `value` without the one newline a store function ignores.
+    static func trimmed(_ value: String) -> String { value.hasSuffix("\n") ? String(value.dropLast()) : value }
 
     // MARK: Which file, and the value its store function parses
 

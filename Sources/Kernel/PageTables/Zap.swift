@@ -16,6 +16,7 @@ extension AddressSpace {
         var gathered: [PFN] = []
         invalidatingSecondaryMMUs(start, end) { zapRange(start, end, &gathered) }
         for pfn in gathered { kernel.putPage(pfn) }
+        kernel.policyNoteUnmap(self, start, end)
     }
 
     private func zapRange(_ start: VirtualAddress, _ end: VirtualAddress, _ gathered: inout [PFN]) {

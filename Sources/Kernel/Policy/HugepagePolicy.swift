@@ -43,11 +43,83 @@ public protocol HugepagePolicy: Sendable {
 
     /// How a fault's new folio of `order` is zeroed.
     func zeroing(order: PageOrder) -> PageZeroing
+
+    // Policies with state (research policies): every hook below has a default that does nothing, so
+    // Linux's policies keep their behaviour, and the kernel calls them only for a custom policy.
+
+    /// The state this policy keeps in one kernel (population counts, queues, knobs), made once when the
+    /// kernel boots and handed back at every hook; nil for a stateless policy. The state guards itself
+    /// with its own leaf lock, as khugepaged's slot list does, so hooks may run on any CPU.
+    func makeState() -> (any HugepagePolicyState)?
+
+    /// A fault mapped a 4 KiB page at `address` of the private anonymous `vma`: a new zeroed page at a
+    /// write, or the zero page at a read (Linux: the end of `do_anonymous_page()`). Called with the mmap
+    /// lock held for reading and no page-table lock.
+    func anonymousFaultMapped(_ mm: AddressSpace, _ vma: VMA, at address: VirtualAddress,
+                              state: (any HugepagePolicyState)?)
+
+    /// `[start, end)` of `mm` was unmapped (munmap, MADV_DONTNEED, exit) (Linux: `zap_page_range()`).
+    /// Called with the mmap lock held.
+    func rangeUnmapped(_ mm: AddressSpace, from start: VirtualAddress, to end: VirtualAddress,
+                       state: (any HugepagePolicyState)?)
+
+    /// The next range khugepaged should collapse before it scans, taken off the policy's queue; nil
+    /// when the queue is empty. Called by khugepaged with no lock held.
+    func nextQueuedCollapse(state: (any HugepagePolicyState)?) -> (mm: AddressSpace, address: VirtualAddress)?
+
+    /// Whether khugepaged's regular scan may collapse the 2 MiB range at `haddr` of `mm` (the queue's
+    /// ranges are not asked). Called by khugepaged with no lock held.
+    func khugepagedMayCollapse(_ mm: AddressSpace, range haddr: VirtualAddress, state: (any HugepagePolicyState)?) -> Bool
+
+    /// What khugepaged's attempt at the range `haddr` of `mm` came to; `queued` when it came off the
+    /// policy's queue.
+    func khugepagedAttempted(_ mm: AddressSpace, range haddr: VirtualAddress, queued: Bool, result: CollapseResult,
+                             state: (any HugepagePolicyState)?)
+
+    /// When the policy's own kernel threads (samplers, pre-zeroing) want to run next, in simulated
+    /// nanoseconds; nil while none waits on a timer. The clock runs them beside khugepaged.
+    func nextThreadWakeup(state: (any HugepagePolicyState)?) -> UInt64?
+
+    /// Runs the policy's kernel threads whose wake-up is due at `kernel.clock.now`, on the kernel
+    /// threads' CPU with no lock held.
+    func runThreads(_ kernel: Kernel, state: (any HugepagePolicyState)?)
+
+    /// The deferred-split shrinker splits a fully mapped THP (when `splitsUnderused`) with more
+    /// zero-filled pages than this; Linux's limit is `max_ptes_none` (`thp_underused()`).
+    func underusedZeroPages(maxPtesNone: Int) -> Int
 }
 
 extension HugepagePolicy {
     /// Linux zeroes every new anonymous folio at the fault (`folio_zero_user()`).
     public func zeroing(order: PageOrder) -> PageZeroing { .atFault }
+
+    public func makeState() -> (any HugepagePolicyState)? { nil }
+    public func anonymousFaultMapped(_ mm: AddressSpace, _ vma: VMA, at address: VirtualAddress,
+                                     state: (any HugepagePolicyState)?) {}
+    public func rangeUnmapped(_ mm: AddressSpace, from start: VirtualAddress, to end: VirtualAddress,
+                              state: (any HugepagePolicyState)?) {}
+    public func nextQueuedCollapse(state: (any HugepagePolicyState)?) -> (mm: AddressSpace, address: VirtualAddress)? { nil }
+    public func khugepagedMayCollapse(_ mm: AddressSpace, range haddr: VirtualAddress,
+                                      state: (any HugepagePolicyState)?) -> Bool { true }
+    public func khugepagedAttempted(_ mm: AddressSpace, range haddr: VirtualAddress, queued: Bool,
+                                    result: CollapseResult, state: (any HugepagePolicyState)?) {}
+    public func nextThreadWakeup(state: (any HugepagePolicyState)?) -> UInt64? { nil }
+    public func runThreads(_ kernel: Kernel, state: (any HugepagePolicyState)?) {}
+    public func underusedZeroPages(maxPtesNone: Int) -> Int { maxPtesNone }
+}
+
+/// What a policy keeps in one kernel (`HugepagePolicy.makeState()`): its knobs, which `--set` and the
+/// sysfs writer reach by name (`ingens/util_threshold`), and its counters, which `/proc/vmstat` prints
+/// after Linux's. A final class that guards its fields with its own leaf lock.
+public protocol HugepagePolicyState: AnyObject, Sendable {
+    /// The knobs' names, `policy/knob`.
+    var knobNames: [String] { get }
+    /// The knob's value as `cat` prints it; nil for an unknown name.
+    func knobText(_ name: String) -> String?
+    /// Sets a knob from its text; returns what is wrong with the name or the value, or nil.
+    func setKnob(_ name: String, to text: String) -> String?
+    /// The policy's counters, `/proc/vmstat` style (`ingens_ranges_queued`), in a fixed order.
+    var counters: [(name: String, value: Int)] { get }
 }
 
 /// How the pages of a new anonymous folio are cleared.
@@ -55,6 +127,10 @@ public enum PageZeroing: Sendable, Hashable {
     /// By the faulting CPU, before the folio is mapped (Linux: `vma_alloc_zeroed_movable_folio()`,
     /// `folio_zero_user()` for a THP).
     case atFault
+    /// A huge page from a free block a pre-zeroing thread cleared ahead is mapped as it is; any other
+    /// is zeroed at the fault (HawkEye: `__do_huge_pmd_anonymous_page()` skips `clear_huge_page()` for
+    /// a `PageZeroed` page). Asked for the PMD's order only; smaller folios are zeroed at the fault.
+    case aheadWhenAvailable
 }
 
 /// A set of folio orders from 1 to 15, as a bit mask (Linux: the `unsigned long orders` of

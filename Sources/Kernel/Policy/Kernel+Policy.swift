@@ -109,7 +109,95 @@ extension Kernel {
         case .custom: customPolicy!.zeroing(order: order)
         }
         switch zeroing {
-        case .atFault: return true
+        case .atFault, .aheadWhenAvailable: return true
         }
     }
+}
+
+/// The hooks of a policy with state. Linux's policies have none, so for them each costs one predictable
+/// branch on the tag; a custom policy costs one existential call.
+extension Kernel {
+    /// Tells a custom policy that a fault mapped a 4 KiB page (or the zero page) at `va` of `vma`.
+    @inline(__always)
+    func policyNoteAnonymousFault(_ mm: AddressSpace, _ vma: VMA, _ va: VirtualAddress) {
+        guard _slowPath(policyDispatch == .custom) else { return }
+        customPolicy!.anonymousFaultMapped(mm, vma, at: va, state: policyState)
+    }
+
+    /// Tells a custom policy that `[start, end)` of `mm` was unmapped.
+    @inline(__always)
+    func policyNoteUnmap(_ mm: AddressSpace, _ start: VirtualAddress, _ end: VirtualAddress) {
+        guard _slowPath(policyDispatch == .custom) else { return }
+        customPolicy!.rangeUnmapped(mm, from: start, to: end, state: policyState)
+    }
+
+    /// Whether khugepaged's scan may collapse the range at `haddr` of `mm`.
+    func policyAllowsScanCollapse(_ mm: AddressSpace, _ haddr: VirtualAddress) -> Bool {
+        guard policyDispatch == .custom else { return true }
+        return customPolicy!.khugepagedMayCollapse(mm, range: haddr, state: policyState)
+    }
+
+    /// Tells a custom policy what khugepaged's scan did at the range `haddr` of `mm`.
+    func policyNoteScanCollapse(_ mm: AddressSpace, _ haddr: VirtualAddress, _ result: CollapseResult) {
+        guard policyDispatch == .custom else { return }
+        customPolicy!.khugepagedAttempted(mm, range: haddr, queued: false, result: result, state: policyState)
+    }
+
+    /// Collapses the ranges a custom policy queued for khugepaged, each costing a range's worth of the
+    /// wake-up's `budget` (Linux: Ingens's `osa_khugepaged_schedule_mm_slot()`, which points the scan at
+    /// the queued range first). Returns the progress made, the ranges collapsed and whether an allocation failed, which ends
+    /// the wake-up's work as a failed allocation in the scan does.
+    func collapsePolicyQueue(budget: Int, _ settings: KhugepagedSettings)
+        -> (progress: Int, collapsed: Int, allocationFailed: Bool) {
+        guard policyDispatch == .custom else { return (0, 0, false) }
+        var progress = 0, collapsed = 0
+        while progress < budget, let (mm, haddr) = customPolicy!.nextQueuedCollapse(state: policyState) {
+            let result = mm.hasExited ? .processExited
+                : mm.collapseAttempt(haddr, CollapseControl(isKhugepaged: true, limits: settings)).result
+            progress += PageGeometry.entriesPerTable
+            customPolicy!.khugepagedAttempted(mm, range: haddr, queued: true, result: result, state: policyState)
+            if result == .succeeded { collapsed += 1 }
+            if result == .allocationFailed { return (progress, collapsed, true) }
+        }
+        return (progress, collapsed, false)
+    }
+
+    /// When a custom policy's kernel threads wake next; nil for Linux's policies.
+    func policyThreadWakeup() -> UInt64? {
+        guard policyDispatch == .custom else { return nil }
+        return customPolicy!.nextThreadWakeup(state: policyState)
+    }
+
+    /// Runs a custom policy's kernel threads that are due.
+    func runPolicyThreads() {
+        guard policyDispatch == .custom else { return }
+        customPolicy!.runThreads(self, state: policyState)
+    }
+
+    /// Whether a huge fault may take a pre-zeroed block and skip zeroing it.
+    @inline(__always)
+    func hugeFaultTakesPreZeroed() -> Bool {
+        guard _slowPath(policyDispatch == .custom) else { return false }
+        return customPolicy!.zeroing(order: PageGeometry.pmdOrder) == .aheadWhenAvailable
+    }
+
+    /// Zeroes up to `count` free blocks ahead of their allocation, order 10 first, then order 9; returns
+    /// how many it zeroed (HawkEye: `zero_fill_zone_pages()`).
+    public func preZeroFreeBlocks(_ count: Int) -> Int {
+        var zeroed = 0
+        while zeroed < count && (memory.preZeroFreeBlock(order: .max) || memory.preZeroFreeBlock(order: PageGeometry.pmdOrder)) {
+            zeroed += 1
+        }
+        return zeroed
+    }
+
+    /// The zero-filled pages above which the underused shrinker splits a THP.
+    func underusedZeroPageLimit() -> Int {
+        let maxPtesNone = khugepaged.settings.maxPtesNone
+        guard policyDispatch == .custom else { return maxPtesNone }
+        return customPolicy!.underusedZeroPages(maxPtesNone: maxPtesNone)
+    }
+
+    /// The custom policy's counters, `/proc/vmstat` style; none for Linux's policies.
+    public var policyCounters: [(name: String, value: Int)] { policyState?.counters ?? [] }
 }

@@ -33,9 +33,9 @@ extension Kernel {
     private func runKernelThreads(until target: UInt64) {
         kswapd.runIfWoken(self)
         kcompactd.runIfWoken(self)
-        while let wake = khugepaged.nextWakeup(), wake <= target {
+        while let (wake, policyThreads) = nextTimedWakeup(), wake <= target {
             clock.set(max(wake, clock.now))
-            khugepaged.wakeUp(self)
+            if policyThreads { runPolicyThreads() } else { khugepaged.wakeUp(self) }
             kswapd.runIfWoken(self)
             kcompactd.runIfWoken(self)
         }
@@ -60,9 +60,18 @@ extension Kernel {
             kcompactd.runIfWoken(self)
             return true
         }
-        guard let wake = khugepaged.nextWakeup() else { return false }
+        guard let (wake, policyThreads) = nextTimedWakeup() else { return false }
         clock.set(max(wake, clock.now))
-        khugepaged.wakeUp(self)
+        if policyThreads { runPolicyThreads() } else { khugepaged.wakeUp(self) }
         return true
+    }
+
+    /// The next timed wake-up: khugepaged's, or a custom policy's threads' when theirs comes first
+    /// (`policyThreads`); khugepaged first on a tie.
+    private func nextTimedWakeup() -> (time: UInt64, policyThreads: Bool)? {
+        let khugepagedWake = khugepaged.nextWakeup()
+        guard let policyWake = policyThreadWakeup() else { return khugepagedWake.map { ($0, false) } }
+        if let khugepagedWake, khugepagedWake <= policyWake { return (khugepagedWake, false) }
+        return (policyWake, true)
     }
 }

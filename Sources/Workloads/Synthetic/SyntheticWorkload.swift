@@ -28,6 +28,11 @@ public enum SyntheticWorkload: String, Sendable, CaseIterable {
     case stacks
     /// Sparse first touch, an idle phase (for khugepaged), then uniform loads over the size.
     case idle
+    /// A key-value store fragmenting its memory: 4 KiB values to 90 % of the size, 80 % deleted, 2 MiB
+    /// values back up to the size; then GETs.
+    case kvstore
+    /// A key-value store forking a snapshot child (Redis BGSAVE) while Zipf-skewed SETs continue.
+    case kvfork
 
     /// Runs the generator into `sink`.
     /// - Precondition: `parameters.problem == nil`.
@@ -39,6 +44,8 @@ public enum SyntheticWorkload: String, Sendable, CaseIterable {
         case .forkserver: ForkServerWorkload(p: parameters).generate(into: &sink)
         case .stacks: StacksWorkload(p: parameters).generate(into: &sink)
         case .idle: IdleWorkload(p: parameters).generate(into: &sink)
+        case .kvstore: KeyValueStoreWorkload(p: parameters).generate(into: &sink)
+        case .kvfork: KeyValueForkWorkload(p: parameters).generate(into: &sink)
         }
     }
 }

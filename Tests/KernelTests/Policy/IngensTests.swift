@@ -1,0 +1,190 @@
+import Testing
+import VMCore
+import PhysicalMemory
+import Kernel
+import TestSupport
+
+/// Ingens's rules, one test each (docs/policies.md, "ingens").
+@Suite("Ingens: population counts, the promotion queue, fairness")
+struct IngensTests {
+    static let base = VirtualAddress(1 << 30)
+    static let mib2 = PageGeometry.pmdSize
+
+    func kernel(_ policy: IngensPolicy = IngensPolicy(), enabled: TransparentHugepageSettings.Enabled = .always,
+                memory: UInt64 = 64 << 20) -> Kernel {
+        var configuration = KernelConfiguration(
+            memoryBytes: memory, watermarks: .zero, design: .linux6_18,
+            hugepageSettings: TransparentHugepageSettings(enabled: enabled, defrag: .madvise, useZeroPage: true))
+        configuration.policy = policy
+        return Kernel(configuration)
+    }
+
+    func state(_ kernel: Kernel) throws -> IngensState { try #require(kernel.policyState as? IngensState) }
+
+    /// Writes one byte in each of `pages` pages of the 2 MiB range at `haddr`, from its first page.
+    func touch(_ mm: AddressSpace, _ haddr: VirtualAddress, pages: Range<Int>, write: Bool = true) throws {
+        for p in pages {
+            let va = haddr + UInt64(p) * PageGeometry.pageSize
+            if write { try mm.write(va, [1]).get() } else { _ = try mm.read(va, count: 1).get() }
+        }
+    }
+
+    func counter(_ kernel: Kernel, _ name: String) -> Int { kernel.vmstatValues()[name] ?? -1 }
+
+    @Test("a fault maps 4 KiB even where enabled=always would map 2 MiB; each page counts once, zero-page reads too")
+    func noHugePageAtFault() throws {
+        let kernel = kernel()
+        let mm = try #require(kernel.createAddressSpace())
+        _ = try mm.mmap(address: Self.base, length: 4 << 20, protection: .readWrite, flags: [.private, .fixed])
+        try touch(mm, Self.base, pages: 0..<10)
+        try touch(mm, Self.base, pages: 0..<10)                     // again: no change
+        try touch(mm, Self.base, pages: 10..<15, write: false)      // zero-page reads count
+        try touch(mm, Self.base, pages: 10..<12)                    // COW of the zero page: already counted
+        #expect(mm.translate(Self.base)?.level == .pte)
+        #expect(kernel.vmstat[.thpFaultAlloc] == 0)
+        #expect(try state(kernel).weight(pid: mm.pid, range: Self.base) == 15)
+        #expect(try state(kernel).weight(pid: mm.pid, range: Self.base + Self.mib2) == 0)
+        #expect(mm.isRegisteredWithKhugepaged)
+        expectClean(kernel)
+    }
+
+    @Test("the range is queued once, at util_threshold percent of 512 pages", arguments: [(90, 460), (50, 256), (100, 512)])
+    func threshold(percent: Int, pages: Int) throws {
+        let kernel = kernel(IngensPolicy(utilThreshold: percent))
+        let mm = try #require(kernel.createAddressSpace())
+        _ = try mm.mmap(address: Self.base, length: 4 << 20, protection: .readWrite, flags: [.private, .fixed])
+        try touch(mm, Self.base, pages: 0..<(pages - 1))
+        #expect(try state(kernel).queuedRanges.isEmpty)
+        try touch(mm, Self.base, pages: (pages - 1)..<pages)
+        #expect(try state(kernel).queuedRanges.map(\.address) == [Self.base])
+        try touch(mm, Self.base, pages: pages..<512)
+        #expect(try state(kernel).queuedRanges.count == 1)
+        #expect(counter(kernel, "ingens_ranges_queued") == 1)
+    }
+
+    @Test("no tracking where enabled forbids huge pages, or where the range does not fit the VMA")
+    func eligibility() throws {
+        let never = kernel(enabled: .never)
+        let mm = try #require(never.createAddressSpace())
+        _ = try mm.mmap(address: Self.base, length: 2 << 20, protection: .readWrite, flags: [.private, .fixed])
+        try touch(mm, Self.base, pages: 0..<512)
+        #expect(try state(never).weight(pid: mm.pid, range: Self.base) == 0 && !mm.isRegisteredWithKhugepaged)
+
+        let always = kernel()
+        let mm2 = try #require(always.createAddressSpace())
+        _ = try mm2.mmap(address: Self.base, length: 1 << 20, protection: .readWrite, flags: [.private, .fixed])
+        try touch(mm2, Self.base, pages: 0..<256)
+        #expect(try state(always).weight(pid: mm2.pid, range: Self.base) == 0)
+    }
+
+    @Test("khugepaged collapses the queue before it scans: the range that filled first is promoted first")
+    func queueFirst() throws {
+        let kernel = kernel()
+        #expect(kernel.setKhugepagedKnob("khugepaged/pages_to_scan", to: "512") == nil)
+        let mm = try #require(kernel.createAddressSpace())
+        _ = try mm.mmap(address: Self.base, length: 4 << 20, protection: .readWrite, flags: [.private, .fixed])
+        let low = Self.base, high = Self.base + Self.mib2
+        try touch(mm, high, pages: 0..<512)        // queued first
+        try touch(mm, low, pages: 0..<512)         // queued second; a scan from the start would take it first
+        #expect(try state(kernel).queuedRanges.map(\.address) == [high, low])
+        #expect(kernel.runNextKernelThreadWakeup())
+        #expect(mm.translate(high)?.level == .pmd && mm.translate(low)?.level == .pte)
+        #expect(kernel.khugepaged.pagesCollapsed == 1)
+        #expect(kernel.runNextKernelThreadWakeup())
+        #expect(mm.translate(low)?.level == .pmd)
+        #expect(counter(kernel, "ingens_ranges_promoted") == 2 && counter(kernel, "ingens_promotions_failed") == 0)
+        #expect(try mm.read(high + 4096, count: 1).get() == [1])
+        expectClean(kernel)
+    }
+
+    @Test("khugepaged's scan leaves a range populated below the threshold alone, where Linux's would collapse it")
+    func scanRefusesUnderutilized() throws {
+        for policy in [IngensPolicy() as any HugepagePolicy, Linux6_18Policy()] {
+            var configuration = KernelConfiguration(
+                memoryBytes: 64 << 20, watermarks: .zero, design: .linux6_18,
+                hugepageSettings: TransparentHugepageSettings(enabled: .always, defrag: .madvise, useZeroPage: true))
+            configuration.policy = policy
+            let kernel = Kernel(configuration)
+            let mm = try #require(kernel.createAddressSpace())
+            _ = try mm.mmap(address: Self.base, length: 4 << 20, protection: .readWrite, flags: [.private, .fixed])
+            // Linux maps 2 MiB at the fault; split it back so both start from 300 small pages.
+            try touch(mm, Self.base, pages: 0..<300)
+            if policy is Linux6_18Policy {
+                try mm.madvise(Self.base + 300 * 4096, length: Self.mib2 - 300 * 4096, advice: .dontNeed)
+                #expect(mm.translate(Self.base)?.level == .pte)
+                #expect(mm.isRegisteredWithKhugepaged)
+            }
+            for _ in 0..<4 { kernel.advanceTime(by: 20 * 1_000_000_000) }
+            let collapsed = mm.translate(Self.base)?.level == .pmd
+            #expect(collapsed == (policy is Linux6_18Policy))
+            if policy is IngensPolicy { #expect(counter(kernel, "ingens_scan_underutilized") > 0) }
+        }
+    }
+
+    @Test("unmapping clears the bits and the committed mark: the range queues again when it refills")
+    func unmapClears() throws {
+        let kernel = kernel()
+        let mm = try #require(kernel.createAddressSpace())
+        _ = try mm.mmap(address: Self.base, length: 4 << 20, protection: .readWrite, flags: [.private, .fixed])
+        try touch(mm, Self.base, pages: 0..<460)
+        #expect(try state(kernel).queuedRanges.count == 1)
+        try mm.madvise(Self.base, length: 100 * 4096, advice: .dontNeed)
+        #expect(try state(kernel).weight(pid: mm.pid, range: Self.base) == 360)
+        #expect(kernel.runNextKernelThreadWakeup())   // the queued entry is stale now: dropped, not collapsed
+        #expect(mm.translate(Self.base + 200 * 4096)?.level == .pte && counter(kernel, "ingens_queue_stale") == 1)
+        try touch(mm, Self.base, pages: 0..<100)
+        #expect(counter(kernel, "ingens_ranges_queued") == 2)
+        try mm.munmap(Self.base, length: 4 << 20)
+        #expect(try state(kernel).weight(pid: mm.pid, range: Self.base) == 0)
+        expectClean(kernel)
+    }
+
+    @Test("with fairness the queue serves the process holding fewer huge pages first; without, first come first served",
+          arguments: [false, true])
+    func fairness(on: Bool) throws {
+        let kernel = kernel(IngensPolicy(fairness: on))
+        #expect(kernel.setKhugepagedKnob("khugepaged/pages_to_scan", to: "512") == nil)
+        let rich = try #require(kernel.createAddressSpace()), poor = try #require(kernel.createAddressSpace())
+        for mm in [rich, poor] {
+            _ = try mm.mmap(address: Self.base, length: 6 << 20, protection: .readWrite, flags: [.private, .fixed])
+        }
+        // rich gets one huge page first.
+        try touch(rich, Self.base, pages: 0..<512)
+        #expect(kernel.runNextKernelThreadWakeup())
+        #expect(rich.translate(Self.base)?.level == .pmd)
+        // Then rich queues a range before poor does.
+        try touch(rich, Self.base + Self.mib2, pages: 0..<512)
+        try touch(poor, Self.base, pages: 0..<512)
+        #expect(kernel.runNextKernelThreadWakeup())
+        let richSecond = rich.translate(Self.base + Self.mib2)?.level == .pmd
+        let poorFirst = poor.translate(Self.base)?.level == .pmd
+        #expect(richSecond == !on && poorFirst == on)
+        expectClean(kernel)
+    }
+
+    @Test("knobs: ingens/util_threshold and ingens/fairness through sysfs; bad values and names are refused")
+    func knobs() throws {
+        let kernel = kernel()
+        let sysfs = kernel.transparentHugepageSysfs
+        #expect(try sysfs.read("ingens/util_threshold") == "90" && sysfs.read("ingens/fairness") == "0")
+        try sysfs.write("ingens/util_threshold", "50\n")
+        try sysfs.write("ingens/fairness", "1")
+        #expect(try sysfs.read("ingens/util_threshold") == "50" && sysfs.read("ingens/fairness") == "1")
+        #expect(throws: SysfsError.self) { try sysfs.write("ingens/util_threshold", "101") }
+        do { try sysfs.write("ingens/util_threshold", "x"); Issue.record("accepted x") } catch {
+            #expect(error.errno == .EINVAL && error.message.contains("ingens/util_threshold"))
+        }
+        do { try sysfs.write("ingens/bogus", "1"); Issue.record("accepted a bogus knob") } catch {
+            #expect(error.errno == .ENOENT && error.message.contains("ingens/util_threshold"))
+        }
+        // Without a kernel, for --set: the policy's knobs and the design's files.
+        let p = IngensPolicy()
+        #expect(TransparentHugepageSysfs.problem(writing: "70", to: "ingens/util_threshold", design: .linux6_18, policy: p) == nil)
+        #expect(TransparentHugepageSysfs.problem(writing: "-1", to: "ingens/util_threshold", design: .linux6_18, policy: p)?.errno == .EINVAL)
+        #expect(TransparentHugepageSysfs.problem(writing: "always", to: "enabled", design: .linux6_18, policy: p) == nil)
+        #expect(TransparentHugepageSysfs.problem(writing: "70", to: "ingens/util_threshold", design: .linux6_18, policy: nil)?.errno == .ENOENT)
+        // Counters after Linux's in /proc/vmstat; none on a Linux kernel.
+        #expect(kernel.vmstatText().contains("\ningens_ranges_queued 0\n"))
+        #expect(!Kernel(KernelConfiguration(memoryBytes: 64 << 20, design: .linux6_18)).vmstatText().contains("ingens"))
+    }
+}
