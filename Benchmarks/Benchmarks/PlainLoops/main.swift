@@ -10,7 +10,8 @@
 //   .build/release/PlainLoops pingpong
 //       # the host's cache-line round trip between two threads (how far apart the vCPUs are now)
 //
-// Environment: ITERATIONS (default 200 for huge, 60 for concurrent).
+// Environment: ITERATIONS (default 200 for huge, 60 for concurrent); CGROUP=1 (small, huge) faults in a
+// memory cgroup; CACHE=1 (seq, random) through the cache model.
 import Foundation
 import Synchronization
 import VMCore
@@ -37,6 +38,12 @@ func kernel(gib: UInt64, lock: KernelDesign.PMDLockGranularity) -> Kernel {
                                       hugepageSettings: settings))
 }
 
+/// CGROUP=1 runs the process in a memory cgroup without a limit, so that every fault charges it.
+func placeInCgroup(_ kernel: Kernel, _ mm: AddressSpace) {
+    guard ProcessInfo.processInfo.environment["CGROUP"] == "1" else { return }
+    try! kernel.move(mm, to: try! kernel.createMemoryCgroup("plainloops"))
+}
+
 /// `2 MiB huge write faults, metadata mode` of FaultBenchmarks: map, first-touch every 2 MiB, unmap.
 func hugeFaults() {
     let gib = arguments.count > 2 ? UInt64(arguments[2]) ?? 16 : 16
@@ -44,6 +51,7 @@ func hugeFaults() {
     let iterations = iterationsOverride ?? 200
     let k = kernel(gib: gib, lock: .pageTableLock)
     guard let mm = k.createAddressSpace() else { fatalError("no address space") }
+    placeInCgroup(k, mm)
     let region = UInt64(faults) << 21
     var faulting = 0.0, unmapping = 0.0
     for _ in 0..<iterations {
@@ -172,7 +180,8 @@ func translate(random: Bool) {
     let machine = Machine(kernel: kernel, description: .skylakeSP)
     let cpu = machine.cpus[0]
     cpu.switchTo(mm)
-    cpu.cacheModelling = .none
+    // CACHE=1: through the cache model (page-table and data lines), as MachineBenchmarks' "cache model" cases.
+    cpu.cacheModelling = ProcessInfo.processInfo.environment["CACHE"] == "1" ? .pageTablesAndData : .none
     let bytes: UInt64 = 1 << 30
     let start = try! mm.mmap(length: bytes, protection: .readWrite, flags: .private)
     var va = start
@@ -203,6 +212,7 @@ func smallFaults() {
     settings.enabled = .never
     let k = Kernel(KernelConfiguration(memoryBytes: 2 << 30, mode: .metadata, design: .linux2_6_38, hugepageSettings: settings))
     guard let mm = k.createAddressSpace() else { fatalError("no address space") }
+    placeInCgroup(k, mm)
     let iterations = iterationsOverride ?? 200
     let region: UInt64 = 256 << 20
     var faulting = 0.0
