@@ -15,9 +15,56 @@ public struct PolicyCatalog: Sendable {
         public var policy: (any HugepagePolicy)?
         /// One line for `--help` and error messages.
         public var summary: String
+        /// The policy's parameters, set with `--set NAME/KNOB=V1,V2` (docs/policies.md).
+        public var knobs: [Knob]
+        /// The policy with its knobs set to the values given (each knob given at most once, its value
+        /// valid); nil for an entry without knobs, whose `policy` is used.
+        public var configure: (@Sendable ([String: Int]) -> any HugepagePolicy)?
 
-        public init(name: String, design: KernelDesign, policy: (any HugepagePolicy)?, summary: String) {
+        public init(name: String, design: KernelDesign, policy: (any HugepagePolicy)?, summary: String,
+                    knobs: [Knob] = [], configure: (@Sendable ([String: Int]) -> any HugepagePolicy)? = nil) {
             self.name = name; self.design = design; self.policy = policy; self.summary = summary
+            self.knobs = knobs; self.configure = configure
+        }
+
+        /// The knob called `name` (without the policy's prefix).
+        public func knob(_ name: String) -> Knob? { knobs.first { $0.name == name } }
+
+        /// The policy to give the kernel with `settings` (knob name without prefix → text): the
+        /// configured one, the entry's own, or nil for Linux's. Values must have passed `problem(…)`.
+        public func makePolicy(_ settings: [String: String]) -> (any HugepagePolicy)? {
+            guard let configure else { return policy }
+            var values: [String: Int] = [:]
+            for knob in knobs { values[knob.name] = settings[knob.name].flatMap { Int($0) } ?? knob.defaultValue }
+            return configure(values)
+        }
+
+        /// What is wrong with setting this policy's knob `name` to `value`, for `--set`; nil if fine.
+        public func problem(knob name: String, value: String) -> String? {
+            guard let knob = knob(name) else {
+                if knobs.isEmpty {
+                    return "policy \(self.name) has no knobs (Linux's tunables are sysfs files: --set defrag=…, --set khugepaged/…)"
+                }
+                return "policy \(self.name) has no knob '\(name)' (its knobs: \(knobs.map(\.name).joined(separator: ", ")))"
+            }
+            guard let v = Int(value), knob.range.contains(v) else {
+                return "\(self.name)/\(name) must be an integer from \(knob.range.lowerBound) to \(knob.range.upperBound), not '\(value)'"
+            }
+            return nil
+        }
+    }
+
+    /// An integer parameter of a policy.
+    public struct Knob: Sendable, Hashable {
+        /// The name after the policy's (`sync_n` of `quicksilver/sync_n`).
+        public var name: String
+        public var defaultValue: Int
+        public var range: ClosedRange<Int>
+        /// What it means, for docs and messages.
+        public var summary: String
+
+        public init(name: String, defaultValue: Int, range: ClosedRange<Int>, summary: String) {
+            self.name = name; self.defaultValue = defaultValue; self.range = range; self.summary = summary
         }
     }
 
@@ -34,4 +81,16 @@ public struct PolicyCatalog: Sendable {
 
     /// The names, comma-separated, for messages.
     public static var names: String { all.map(\.name).joined(separator: ", ") }
+
+    /// `name` split into a policy and one of its knobs when it is `POLICY/KNOB` for a policy of the
+    /// catalog (`freebsd/…`); nil for any other name (a sysfs file such as `khugepaged/max_ptes_none`).
+    public static func policyKnob(_ name: String) -> (policy: Entry, knob: String)? {
+        guard let slash = name.firstIndex(of: "/"), let entry = named(String(name[..<slash])) else { return nil }
+        return (entry, String(name[name.index(after: slash)...]))
+    }
+
+    /// What is wrong with the policy name `name` for `option`; nil if the catalog has it.
+    public static func problem(policy name: String, option: String = "--policy") -> String? {
+        named(name) == nil ? "\(option): '\(name)' is not one of \(names)" : nil
+    }
 }
