@@ -74,6 +74,11 @@ public struct PolicyCatalog: Sendable {
               summary: "Linux 2.6.38 (2011): huge PMDs at fault and by khugepaged"),
         Entry(name: KernelDesign.linux6_18.name, design: .linux6_18, policy: nil,
               summary: "Linux 6.18: huge PMDs and multi-size THP at fault, khugepaged, deferred split"),
+        Entry(name: "freebsd", design: .linux6_18, policy: FreeBSDPolicy(),
+              summary: "FreeBSD: 2 MiB reservations populated page by page, promoted in place when full",
+              knobs: [Knob(name: "promote", defaultValue: 1, range: 0...1,
+                           summary: "promote a fully populated reservation to a huge PMD (vm.pmap.pg_ps_enabled)")],
+              configure: { FreeBSDPolicy(promotes: $0["promote"] == 1) }),
     ]
 
     /// The policy called `name`, if there is one.

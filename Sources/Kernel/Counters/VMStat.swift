@@ -26,6 +26,9 @@ public enum VMEvent: Int, CaseIterable, Sendable {
     case thpSplitPage, thpSplitPageFailed, thpDeferredSplitPage, thpUnderusedSplitPage, thpSplitPMD
     case thpScanExceedNonePTE, thpScanExceedSwapPTE, thpScanExceedSharePTE
     case thpSplitPUD, thpZeroPageAlloc, thpZeroPageAllocFailed, thpSwpout, thpSwpoutFallback
+    /// Not Linux's: the work of reservation-based policies (FreeBSD's `vm.reserv.*` sysctls and
+    /// `vm.pmap.pde.promotions`; `Reservations.swift`): reservations made, broken, promoted.
+    case thpReservAlloc, thpReservBroken, thpReservPromote
 
     /// The name `/proc/vmstat` prints.
     public var name: String {
@@ -80,6 +83,9 @@ public enum VMEvent: Int, CaseIterable, Sendable {
         case .thpZeroPageAllocFailed: "thp_zero_page_alloc_failed"
         case .thpSwpout: "thp_swpout"
         case .thpSwpoutFallback: "thp_swpout_fallback"
+        case .thpReservAlloc: "reserv_alloc"
+        case .thpReservBroken: "reserv_broken"
+        case .thpReservPromote: "reserv_promote"
         }
     }
 

@@ -96,7 +96,11 @@ extension Kernel {
         }
         for head in batch {
             if frames.flags(head).contains(.partiallyMapped) {
-                if splitFolio(head) != .split { deferredSplitFolio(head, partiallyMapped: false) }
+                if splitFolio(head) != .split {
+                    deferredSplitFolio(head, partiallyMapped: false)
+                } else if policyReservesPages {
+                    vmstat.count(.thpReservBroken)
+                }
             } else if splitsUnderused(hugepageSettings) && isUnderused(head) {
                 if splitFolio(head, useZeroPage: true) == .split {
                     vmstat.count(.thpUnderusedSplitPage)
@@ -121,5 +125,19 @@ extension Kernel {
             if zero > limit { return true }
         }
         return false
+    }
+
+    /// Moves `head` to the tail of the queue if it is on it, so that the queue stays in order of last
+    /// change and the shrinker breaks the reservation changed least recently first (FreeBSD:
+    /// `vm_reserv_populate()` moving the reservation to the tail of `partpop`).
+    func requeueDeferredSplit(_ head: PFN) {
+        let frames = memory.frames
+        guard frames.flags(head).contains(.deferredSplit) else { return }
+        deferredSplitQueue.folios.withLock { queue in
+            guard frames.flags(head).contains(.deferredSplit), queue.last != head.rawValue,
+                  let i = queue.lastIndex(of: head.rawValue) else { return }
+            queue.remove(at: i)
+            queue.append(head.rawValue)
+        }
     }
 }

@@ -43,11 +43,37 @@ public protocol HugepagePolicy: Sendable {
 
     /// How a fault's new folio of `order` is zeroed.
     func zeroing(order: PageOrder) -> PageZeroing
+
+    /// How the first touch of a 4 KiB page at `address` in the private anonymous `vma` is served when
+    /// the policy reserves physical memory ahead of faults, or nil to allocate one page at a time as
+    /// Linux does (FreeBSD: `vm_reserv_alloc_page()`; `Reservations.swift`). Asked at an empty PTE.
+    func reservation(in vma: VMA, at address: VirtualAddress, settings: TransparentHugepageSettings) -> ReservationRules?
+
+    /// Whether the policy makes reservations at all (for counting the ones broken).
+    var reservesPages: Bool { get }
 }
 
 extension HugepagePolicy {
     /// Linux zeroes every new anonymous folio at the fault (`folio_zero_user()`).
     public func zeroing(order: PageOrder) -> PageZeroing { .atFault }
+
+    /// Linux allocates anonymous memory a page (or a THP) at a time: no reservations.
+    public func reservation(in vma: VMA, at address: VirtualAddress,
+                            settings: TransparentHugepageSettings) -> ReservationRules? { nil }
+
+    public var reservesPages: Bool { false }
+}
+
+/// What a reservation-based policy does with the 2 MiB block it reserved at the first fault in an
+/// aligned range (FreeBSD's `vm_reserv`; `Reservations.swift`).
+public struct ReservationRules: Sendable, Hashable {
+    /// Whether the range is remapped by one PMD, in place, once all 512 pages are populated (FreeBSD:
+    /// `pmap_promote_pde()`, behind `vm.pmap.pg_ps_enabled`).
+    public var promotes: Bool
+
+    public init(promotes: Bool) {
+        self.promotes = promotes
+    }
 }
 
 /// How the pages of a new anonymous folio are cleared.
