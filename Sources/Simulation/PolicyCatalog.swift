@@ -79,6 +79,18 @@ public struct PolicyCatalog: Sendable {
               knobs: [Knob(name: "promote", defaultValue: 1, range: 0...1,
                            summary: "promote a fully populated reservation to a huge PMD (vm.pmap.pg_ps_enabled)")],
               configure: { FreeBSDPolicy(promotes: $0["promote"] == 1) }),
+        Entry(name: "quicksilver", design: .linux6_18, policy: QuicksilverPolicy(),
+              summary: "Quicksilver: FreeBSD reservations, filled and promoted at N pages by the fault (Sync-N) or a thread (Async-N)",
+              knobs: [Knob(name: "sync_n", defaultValue: 64, range: 0...512,
+                           summary: "Sync-N: the fault that brings a reservation to N pages fills and promotes it; 0 off"),
+                      Knob(name: "async_n", defaultValue: 0, range: 0...512,
+                           summary: "Async-N: the thread fills and promotes reservations of at least N pages; 0 off"),
+                      Knob(name: "async_budget", defaultValue: 200_000, range: 1...1_000_000,
+                           summary: "reservations the thread may fill per wake-up (pop_budget)"),
+                      Knob(name: "async_interval_ms", defaultValue: 1000, range: 1...60_000,
+                           summary: "the thread's period in milliseconds of simulated time (wakeup_frequency)")],
+              configure: { QuicksilverPolicy(syncN: $0["sync_n"]!, asyncN: $0["async_n"]!, asyncBudget: $0["async_budget"]!,
+                                             asyncIntervalMilliseconds: $0["async_interval_ms"]!) }),
     ]
 
     /// The policy called `name`, if there is one.

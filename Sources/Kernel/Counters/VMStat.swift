@@ -29,6 +29,9 @@ public enum VMEvent: Int, CaseIterable, Sendable {
     /// Not Linux's: the work of reservation-based policies (FreeBSD's `vm.reserv.*` sysctls and
     /// `vm.pmap.pde.promotions`; `Reservations.swift`): reservations made, broken, promoted.
     case thpReservAlloc, thpReservBroken, thpReservPromote
+    /// Quicksilver's: reservations filled at a fault (Sync-N), by its thread (Async-N), pages its
+    /// thread zeroed ahead of use.
+    case thpReservFill, thpReservPrepopulate, thpReservPrezero
 
     /// The name `/proc/vmstat` prints.
     public var name: String {
@@ -86,6 +89,9 @@ public enum VMEvent: Int, CaseIterable, Sendable {
         case .thpReservAlloc: "reserv_alloc"
         case .thpReservBroken: "reserv_broken"
         case .thpReservPromote: "reserv_promote"
+        case .thpReservFill: "reserv_sync_fill"
+        case .thpReservPrepopulate: "reserv_async_fill"
+        case .thpReservPrezero: "reserv_async_prezero"
         }
     }
 

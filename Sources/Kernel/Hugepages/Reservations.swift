@@ -83,17 +83,22 @@ extension AddressSpace {
         }
         kernel.memory.storage?.zero(pfn)
         frames.insertFlags(pfn, [.anonExclusive, .swapBacked])
-        var bits = PageTableEntry.userBits(vma.flags.protection) | PageTableEntry.accessedBit
-        if fault.access == .write { bits |= PageTableEntry.writableBit | PageTableEntry.dirtyBit }
         mapPage(pfn)
         if created != nil { addNewAnonFolioToLRU(head, vma, at: haddr) }
-        table.set(index, PageTableEntry(pfn: pfn, bits: bits))
-        let population = Int(frames.folioField(head, .pagesMapped))
+        table.set(index, PageTableEntry(pfn: pfn, bits: reservedPageBits(vma)))
+        var population = Int(frames.folioField(head, .pagesMapped))
+        var filled = 0
+        if let fillAt = rules.fillAt, population >= fillAt, population < PageGeometry.entriesPerTable {
+            // Sync-N: the fault fills the rest of the reservation, zeroing every page.
+            filled = fillReservation(vma, table, head)
+            population += filled
+        }
         lock.spinUnlock()
 
-        fault.zeroed(pages: 1)
+        fault.zeroed(pages: 1 + filled)
         fault.mapped = .base
         fault.resolution = .mapped
+        if filled > 0 { kernel.vmstat.count(.thpReservFill) }
         if created != nil {
             kernel.vmstat.count(.thpReservAlloc)
             if population < PageGeometry.entriesPerTable { kernel.deferredSplitFolio(head, partiallyMapped: true) }
@@ -106,6 +111,60 @@ extension AddressSpace {
             kernel.requeueDeferredSplit(head)
         }
         return .handled
+    }
+
+    /// The bits of a PTE that maps a reservation's page: writable (and dirty) wherever the VMA is, so
+    /// that a read first touch does not keep the range from promotion (FreeBSD's `vm_fault()` maps a
+    /// private page of the first object with the entry's full protection).
+    @inline(__always) func reservedPageBits(_ vma: VMA) -> UInt64 {
+        var bits = PageTableEntry.userBits(vma.flags.protection) | PageTableEntry.accessedBit
+        if vma.flags.contains(.write) { bits |= PageTableEntry.writableBit | PageTableEntry.dirtyBit }
+        return bits
+    }
+
+    /// Maps every page of the reservation `head` whose PTE in `table` is empty, each zeroed and with a
+    /// reference of its own; returns how many (Quicksilver: the all-at-once preparation of Sync-N and
+    /// `vm_reserv_prepopulate()`).
+    /// - Precondition: the table's split lock is held; `table` maps the reservation `head`.
+    func fillReservation(_ vma: VMA, _ table: PageTable, _ head: PFN) -> Int {
+        let frames = kernel.memory.frames
+        let bits = reservedPageBits(vma)
+        var filled = 0
+        for i in 0..<PageGeometry.entriesPerTable where table[i].isNone {
+            let pfn = head + i
+            guard frames.mapcount(pfn) == 0, frames.tryGetReference(head) else { continue }
+            kernel.memory.storage?.zero(pfn)
+            frames.insertFlags(pfn, [.anonExclusive, .swapBacked])
+            mapPage(pfn)
+            table.set(i, PageTableEntry(pfn: pfn, bits: bits))
+            filled += 1
+        }
+        return filled
+    }
+
+    /// Async-N's work on one reservation: fills the reservation `head` mapped at `haddr` and promotes it,
+    /// under the mmap lock taken for writing; returns the pages zeroed ahead, or nil when the range no
+    /// longer holds that reservation (Quicksilver: `vm_reserv_prepopulate()`).
+    /// - Precondition: no lock of this mm is held; the caller holds a reference on `head`.
+    func prepopulateReservation(_ haddr: VirtualAddress, _ head: PFN, promotes: Bool) -> Int? {
+        mmapLock.withWriteLock { () -> Int? in
+            guard !hasExited, let vma = vmas.vma(containing: haddr), !vma.isShared, hugeRangeFits(vma, haddr),
+                  let (pmd, pmdIndex) = walk(haddr, to: .pmd, allocate: false) else { return nil }
+            let entry = pmd[pmdIndex]
+            guard !entry.isNone, !entry.isHuge else { return nil }
+            let table = kernel.table(at: entry)
+            let lock = kernel.splitLock(table)
+            lock.spinLock()
+            guard case .reserved(head) = reservation(in: table) else { lock.spinUnlock(); return nil }
+            let filled = fillReservation(vma, table, head)
+            let population = Int(kernel.memory.frames.folioField(head, .pagesMapped))
+            lock.spinUnlock()
+            if population >= PageGeometry.entriesPerTable {
+                kernel.unqueueDeferredSplit(head)
+                if promotes { promoteReservation(haddr) }
+            }
+            return filled
+        }
     }
 
     /// What a PTE table holds for reservations.
@@ -215,5 +274,44 @@ extension AddressSpace {
             kernel.vmstat.count(.thpReservPromote)
             return true
         }
+    }
+}
+
+extension Kernel {
+    /// One wake-up of Quicksilver's `asyncpromo` thread (Async-N): from the most recently changed
+    /// partly populated reservation back, fills and promotes those with at least `threshold` pages
+    /// populated, at most `budget` of them; returns how many (Quicksilver: `vm_reserv_scan_partpopq()`).
+    /// Counts `reserv_prepopulate` and the pages zeroed ahead, `reserv_prezero`.
+    @discardableResult
+    func prepopulateReservations(threshold: Int, budget: Int, promotes: Bool) -> Int {
+        let frames = memory.frames
+        let candidates: [UInt32] = deferredSplitQueue.folios.withLock { Array($0.reversed()) }
+        var done = 0
+        for raw in candidates where done < budget {
+            let head = PFN(raw)
+            guard frames.tryGetReference(head) else { continue }
+            defer { putPage(head) }
+            let flags = frames.flags(head)
+            guard flags.contains(.head), frames.kind(head) == .anonymous, frames.order(head) == PageGeometry.pmdOrder else { continue }
+            let population = Int(frames.folioField(head, .pagesMapped))
+            guard population >= threshold, population < PageGeometry.entriesPerTable else { continue }
+            let origin = lru.origin(of: head)
+            for mm in addressSpaces where mm.anonFamily == origin.family {
+                let haddr: VirtualAddress? = mm.mmapLock.withReadLock {
+                    mm.vmas.areas.lazy.filter { !$0.isShared }.compactMap { vma -> VirtualAddress? in
+                        let pages = (vma.end - vma.start) >> PageGeometry.pageShift
+                        guard origin.index >= vma.pgoff, origin.index < vma.pgoff + pages else { return nil }
+                        let va = vma.start + ((origin.index - vma.pgoff) << PageGeometry.pageShift)
+                        return va.isAligned(PageGeometry.pmdSize) ? va : nil
+                    }.first
+                }
+                guard let haddr, let filled = mm.prepopulateReservation(haddr, head, promotes: promotes) else { continue }
+                vmstat.count(.thpReservPrepopulate)
+                vmstat.count(.thpReservPrezero, filled)
+                done += 1
+                break
+            }
+        }
+        return done
     }
 }

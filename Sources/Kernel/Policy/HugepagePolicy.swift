@@ -51,6 +51,13 @@ public protocol HugepagePolicy: Sendable {
 
     /// Whether the policy makes reservations at all (for counting the ones broken).
     var reservesPages: Bool { get }
+
+    /// The period of the policy's own kernel thread in nanoseconds of simulated time, or nil for none;
+    /// the thread runs like khugepaged, on the clock (`PolicyDaemon.swift`).
+    var daemonInterval: UInt64? { get }
+
+    /// One wake-up of the policy's kernel thread.
+    func daemonWakeUp(_ kernel: Kernel)
 }
 
 extension HugepagePolicy {
@@ -62,6 +69,11 @@ extension HugepagePolicy {
                             settings: TransparentHugepageSettings) -> ReservationRules? { nil }
 
     public var reservesPages: Bool { false }
+
+    /// Linux's policies have no thread of their own (khugepaged is the mechanism's).
+    public var daemonInterval: UInt64? { nil }
+
+    public func daemonWakeUp(_ kernel: Kernel) {}
 }
 
 /// What a reservation-based policy does with the 2 MiB block it reserved at the first fault in an
@@ -70,9 +82,13 @@ public struct ReservationRules: Sendable, Hashable {
     /// Whether the range is remapped by one PMD, in place, once all 512 pages are populated (FreeBSD:
     /// `pmap_promote_pde()`, behind `vm.pmap.pg_ps_enabled`).
     public var promotes: Bool
+    /// Sync-N: when a fault brings the population to this many pages, it fills the rest of the
+    /// reservation and maps the whole 2 MiB (Quicksilver: `sync_popthreshold`); nil never fills.
+    public var fillAt: Int?
 
-    public init(promotes: Bool) {
+    public init(promotes: Bool, fillAt: Int? = nil) {
         self.promotes = promotes
+        self.fillAt = fillAt
     }
 }
 

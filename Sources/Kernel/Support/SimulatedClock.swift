@@ -33,9 +33,9 @@ extension Kernel {
     private func runKernelThreads(until target: UInt64) {
         kswapd.runIfWoken(self)
         kcompactd.runIfWoken(self)
-        while let wake = khugepaged.nextWakeup(), wake <= target {
+        while let (wake, daemon) = nextTimer(), wake <= target {
             clock.set(max(wake, clock.now))
-            khugepaged.wakeUp(self)
+            if daemon { policyDaemon!.wakeUp(self) } else { khugepaged.wakeUp(self) }
             kswapd.runIfWoken(self)
             kcompactd.runIfWoken(self)
         }
@@ -60,9 +60,18 @@ extension Kernel {
             kcompactd.runIfWoken(self)
             return true
         }
-        guard let wake = khugepaged.nextWakeup() else { return false }
+        guard let (wake, daemon) = nextTimer() else { return false }
         clock.set(max(wake, clock.now))
-        khugepaged.wakeUp(self)
+        if daemon { policyDaemon!.wakeUp(self) } else { khugepaged.wakeUp(self) }
         return true
+    }
+
+    /// The earliest timer of a kernel thread, and whether it is the policy's daemon rather than
+    /// khugepaged (khugepaged first at a tie); nil when neither waits on a timer.
+    private func nextTimer() -> (UInt64, daemon: Bool)? {
+        let scan = khugepaged.nextWakeup()
+        guard let policyDaemon, let own = policyDaemon.nextWakeup else { return scan.map { ($0, false) } }
+        guard let scan, scan <= own else { return (own, true) }
+        return (scan, false)
     }
 }
