@@ -68,6 +68,21 @@ struct PolicyAxisTests {
         #expect(absent.problems.contains { $0.contains("no cell runs policy linux-6.18") })
     }
 
+    @Test("docs/policies.md names every policy and documents every knob with its default")
+    func documented() throws {
+        let doc = try String(contentsOf: Small.packageRoot.appendingPathComponent("docs/policies.md"), encoding: .utf8)
+        for entry in PolicyCatalog.all {
+            #expect(doc.contains("| `\(entry.name)` |"), "\(entry.name) in the table of policies")
+            for knob in entry.knobs {
+                let row = doc.split(separator: "\n").first { $0.hasPrefix("| `\(entry.name)/\(knob.name)` |") }
+                // The last column is the default: the number, alone or before a remark in parentheses.
+                let last = row?.split(separator: "|").last.map { $0.trimmingCharacters(in: .whitespaces) } ?? ""
+                #expect(last == "\(knob.defaultValue)" || last.hasPrefix("\(knob.defaultValue) ("),
+                        "\(entry.name)/\(knob.name) with its default \(knob.defaultValue), not '\(last)'")
+            }
+        }
+    }
+
     @Test("each cell's policy shows in the text, JSON, CSV and HTML reports")
     func reports() throws {
         let g = Self.grid(policies: ["linux-6.18", "linux-2.6.38"])
