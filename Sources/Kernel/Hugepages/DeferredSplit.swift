@@ -19,9 +19,9 @@ final class DeferredSplitQueue: Sendable {
 
 extension Kernel {
     /// Queues the large folio `head` for a deferred split; `partiallyMapped` marks it as having
-    /// unmapped pages, counted once per folio as `thp_deferred_split_page` (Linux:
-    /// `deferred_split_folio()`).
-    func deferredSplitFolio(_ head: PFN, partiallyMapped: Bool = true) {
+    /// unmapped pages, counted once per folio as `thp_deferred_split_page` unless `counted` is false
+    /// (a new reservation, which Linux has no counter for) (Linux: `deferred_split_folio()`).
+    func deferredSplitFolio(_ head: PFN, partiallyMapped: Bool = true, counted: Bool = true) {
         guard defersSplit(partiallyMapped: partiallyMapped) else { return }
         let frames = memory.frames
         deferredSplitQueue.folios.withLock { queue in
@@ -30,8 +30,10 @@ extension Kernel {
             guard flags.contains(.head), frames.refcount(head) > 0 else { return }
             if partiallyMapped && !flags.contains(.partiallyMapped) {
                 frames.insertFlags(head, .partiallyMapped)
-                if frames.order(head) == PageGeometry.pmdOrder { vmstat.count(.thpDeferredSplitPage) }
-                mthpStats.count(frames.order(head).rawValue, .splitDeferred)
+                if counted {
+                    if frames.order(head) == PageGeometry.pmdOrder { vmstat.count(.thpDeferredSplitPage) }
+                    mthpStats.count(frames.order(head).rawValue, .splitDeferred)
+                }
             }
             if !flags.contains(.deferredSplit) {
                 frames.insertFlags(head, .deferredSplit)

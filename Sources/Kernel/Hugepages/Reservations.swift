@@ -101,7 +101,7 @@ extension AddressSpace {
         if filled > 0 { kernel.vmstat.count(.thpReservFill) }
         if created != nil {
             kernel.vmstat.count(.thpReservAlloc)
-            if population < PageGeometry.entriesPerTable { kernel.deferredSplitFolio(head, partiallyMapped: true) }
+            if population < PageGeometry.entriesPerTable { kernel.deferredSplitFolio(head, partiallyMapped: true, counted: false) }
         }
         if population >= PageGeometry.entriesPerTable {
             // Fully populated: off the partially populated queue, and promoted if the policy says so.

@@ -51,6 +51,7 @@ struct FreeBSDReservationTests {
         #expect(kernel.vmstat[.thpReservAlloc] == 1, "one reservation serves the range")
         #expect(anonPages(kernel) == 5, "RSS is the pages touched, not the block")
         #expect(kernel.vmstat[.thpFaultAlloc] == 0)
+        #expect(kernel.vmstat[.thpDeferredSplitPage] == 0, "a reservation is no THP Linux split partly")
         #expect(try mm.read(start + 300 * 4096, count: 4).get() == [0, 0, 0, 0])
         expectClean(kernel)
     }
