@@ -31,6 +31,24 @@ struct PolicyDirectionTests {
         }
     }
 
+    @Test("gups over fully touched memory: freebsd and quicksilver get at least 90 % of linux-6.18 always's steady TLB benefit")
+    func tlbBenefit() throws {
+        var grid = ExperimentGrid(workloads: [.synthetic("gups", size: 32 << 20, accesses: 50_000)],
+                                  designs: ["linux-6.18"], enabled: ["never", "always"], memoryBytes: 128 << 20)
+        grid.policies = ["linux-6.18", "freebsd", "quicksilver"]
+        let report = try Small.run(grid)
+        func steadySpeedup(_ policy: String, _ enabled: String) throws -> Double {
+            let r = try #require(report.results.first { $0.cell.policyName == policy && $0.cell.enabled == enabled })
+            return try #require(r.steadySpeedupVsNever)
+        }
+        let linux = try steadySpeedup("linux-6.18", "always")
+        #expect(linux > 1.02, "huge pages pay on gups")
+        for policy in ["freebsd", "quicksilver"] {
+            let speedup = try steadySpeedup(policy, "always")
+            #expect(speedup - 1 >= 0.9 * (linux - 1), "\(policy): steady speedup \(speedup) against linux-6.18's \(linux)")
+        }
+    }
+
     @Test("freebsd's knob promote=0 keeps fully populated reservations PTE-mapped; the grid runs it beside promote=1")
     func promoteKnob() throws {
         var grid = ExperimentGrid(workloads: [.synthetic("gups", size: 8 << 20, accesses: 1_000)],
