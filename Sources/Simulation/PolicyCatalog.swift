@@ -88,9 +88,16 @@ public struct PolicyCatalog: Sendable {
                       Knob(name: "async_budget", defaultValue: 200_000, range: 1...1_000_000,
                            summary: "reservations the thread may fill per wake-up (pop_budget)"),
                       Knob(name: "async_interval_ms", defaultValue: 1000, range: 1...60_000,
-                           summary: "the thread's period in milliseconds of simulated time (wakeup_frequency)")],
+                           summary: "the thread's period in milliseconds of simulated time (wakeup_frequency)"),
+                      Knob(name: "defrag", defaultValue: 1, range: 0...1,
+                           summary: "the thread evicts inactive reservations, migrating their pages out (enable_compact)"),
+                      Knob(name: "inactive_ms", defaultValue: 5000, range: 1...3_600_000,
+                           summary: "a reservation unchanged this long is inactive (inactive_thre)"),
+                      Knob(name: "migrate_budget", defaultValue: 262_144, range: 1...16_777_216,
+                           summary: "pages the thread may migrate per wake-up (migrate_budget)")],
               configure: { QuicksilverPolicy(syncN: $0["sync_n"]!, asyncN: $0["async_n"]!, asyncBudget: $0["async_budget"]!,
-                                             asyncIntervalMilliseconds: $0["async_interval_ms"]!) }),
+                                             asyncIntervalMilliseconds: $0["async_interval_ms"]!, defrag: $0["defrag"] == 1,
+                                             inactiveMilliseconds: $0["inactive_ms"]!, migrateBudget: $0["migrate_budget"]!) }),
     ]
 
     /// The policy called `name`, if there is one.

@@ -32,6 +32,8 @@ public enum VMEvent: Int, CaseIterable, Sendable {
     /// Quicksilver's: reservations filled at a fault (Sync-N), by its thread (Async-N), pages its
     /// thread zeroed ahead of use.
     case thpReservFill, thpReservPrepopulate, thpReservPrezero
+    /// Quicksilver's defragmentation: inactive reservations evicted, pages it migrated out of them.
+    case thpReservEvict, thpReservEvictMigrated
 
     /// The name `/proc/vmstat` prints.
     public var name: String {
@@ -92,6 +94,8 @@ public enum VMEvent: Int, CaseIterable, Sendable {
         case .thpReservFill: "reserv_sync_fill"
         case .thpReservPrepopulate: "reserv_async_fill"
         case .thpReservPrezero: "reserv_async_prezero"
+        case .thpReservEvict: "reserv_evict"
+        case .thpReservEvictMigrated: "reserv_evict_migrated"
         }
     }
 

@@ -314,4 +314,71 @@ extension Kernel {
         }
         return done
     }
+
+    /// One pass of Quicksilver's defragmentation of inactive reservations: from the least recently
+    /// changed partly populated reservation on, each whose population the thread has seen unchanged for
+    /// `inactiveFor` nanoseconds is broken and its populated pages are migrated out, so that its 2 MiB
+    /// block is free again, until `budget` pages have been migrated; returns the pages migrated
+    /// (Quicksilver: `vm_reserv_evict_inactive()` → `vm_page_reclaim_run()`, under `inactive_thre` and
+    /// `migrate_budget`). Counts `reserv_evict` and `reserv_evict_migrated`.
+    /// - Precondition: called by the policy's thread (`policyDaemon` exists).
+    @discardableResult
+    func evictInactiveReservations(inactiveFor: UInt64, budget: Int) -> Int {
+        guard let policyDaemon else { return 0 }
+        let frames = memory.frames
+        let now = clock.now
+        let queued: [UInt32] = deferredSplitQueue.folios.withLock { Array($0) }
+        // Which reservations have kept their population since when.
+        var inactive: [PFN] = []
+        policyDaemon.reservationsSeen.withLock { seen in
+            var next: [UInt32: (population: Int32, since: UInt64)] = [:]
+            for raw in queued {
+                let head = PFN(raw)
+                guard frames.flags(head).contains(.head), frames.order(head) == PageGeometry.pmdOrder else { continue }
+                let population = frames.folioField(head, .pagesMapped)
+                if let old = seen[raw], old.population == population {
+                    next[raw] = old
+                    if now &- old.since >= inactiveFor { inactive.append(head) }
+                } else {
+                    next[raw] = (population, now)
+                }
+            }
+            seen = next
+        }
+        guard !inactive.isEmpty else { return 0 }
+        var migrated = 0
+        var rmap: [PFN: [(AddressSpace, VirtualAddress)]]?
+        for head in inactive where migrated < budget {
+            guard frames.tryGetReference(head) else { continue }
+            let split = splitFolio(head)
+            putPage(head)
+            guard split == .split else { continue }
+            vmstat.count(.thpReservEvict)
+            policyDaemon.reservationsSeen.withLock { _ = $0.removeValue(forKey: head.rawValue) }
+            // The block's unpopulated pages are free now; move the populated ones out of it.
+            let block = head.rawValue..<(head.rawValue + UInt32(PageGeometry.entriesPerTable))
+            if rmap == nil { rmap = smallPageMappings() }
+            var inside: [PFN] = []
+            defer { for page in inside { putPage(page) } }
+            for raw in block where migrated < budget {
+                let pfn = PFN(raw)
+                guard frames.kind(pfn) == .anonymous, frames.mapcount(pfn) > 0, let mappings = rmap?[pfn] else { continue }
+                var target: PFN?
+                while let page = memory.allocateFolio(order: .base, kind: .anonymous, zeroed: false) {
+                    if block.contains(page.rawValue) { inside.append(page); continue }
+                    target = page
+                    break
+                }
+                guard let target else { break }
+                countAllocation(pages: 1)
+                if case .migrated = migratePage(pfn, to: target, mappings: mappings) {
+                    migrated += 1
+                } else {
+                    putPage(target)
+                }
+            }
+        }
+        vmstat.count(.thpReservEvictMigrated, migrated)
+        return migrated
+    }
 }

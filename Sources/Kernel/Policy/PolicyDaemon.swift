@@ -7,6 +7,10 @@ import VMCore
 final class PolicyDaemon: Sendable {
     let interval: UInt64
     private let next: Atomic<UInt64>
+    /// What the thread saw of each reservation at its wake-ups, by first frame: the population then and
+    /// since when it has not changed (Quicksilver: `rv->timestamp`, the last populate or depopulate).
+    /// Only the thread reads and writes it.
+    let reservationsSeen = Mutex<[UInt32: (population: Int32, since: UInt64)]>([:])
 
     init(interval: UInt64) {
         precondition(interval > 0)

@@ -15,9 +15,12 @@ import VMCore
 ///   under `pop_threshold`, `pop_budget`, `wakeup_frequency`).
 /// - Everything else is FreeBSD's: no huge page at a fault, no khugepaged, promotion in place of a full
 ///   reservation, the least recently changed partly populated reservation broken under pressure;
-///   `enabled` chooses where reservations are made. Quicksilver's inactive-reservation
-///   defragmentation (`vm_reserv_evict_inactive()`, migrating the pages of reservations idle for
-///   `inactive_thre` within `migrate_budget`) is not modelled.
+///   `enabled` chooses where reservations are made.
+/// - **Defragmentation** (`defrag`, default 1): at each wake-up the thread evicts partly populated
+///   reservations whose population has not changed for `inactive_ms` (5000): it breaks them and
+///   migrates their pages out, within `migrate_budget` pages (262144) per wake-up, so that their 2 MiB
+///   blocks are free for new reservations (Quicksilver: `vm_reserv_evict_inactive()`,
+///   `vm_page_reclaim_run()`, `inactive_thre`, `migrate_budget`, `enable_compact`).
 public struct QuicksilverPolicy: HugepagePolicy {
     /// Sync-N's threshold in pages; 0 turns Sync-N off.
     public var syncN: Int
@@ -27,13 +30,25 @@ public struct QuicksilverPolicy: HugepagePolicy {
     public var asyncBudget: Int
     /// The thread's period in milliseconds of simulated time.
     public var asyncIntervalMilliseconds: Int
+    /// Whether the thread evicts inactive reservations (Quicksilver: `enable_compact`).
+    public var defrag: Bool
+    /// How long a reservation's population must stay unchanged before it is evicted, in milliseconds
+    /// (Quicksilver: `inactive_thre`).
+    public var inactiveMilliseconds: Int
+    /// Pages the thread may migrate per wake-up (Quicksilver: `migrate_budget`).
+    public var migrateBudget: Int
 
-    public init(syncN: Int = 64, asyncN: Int = 0, asyncBudget: Int = 200_000, asyncIntervalMilliseconds: Int = 1000) {
-        precondition((0...512).contains(syncN) && (0...512).contains(asyncN) && asyncBudget > 0 && asyncIntervalMilliseconds > 0)
+    public init(syncN: Int = 64, asyncN: Int = 0, asyncBudget: Int = 200_000, asyncIntervalMilliseconds: Int = 1000,
+                defrag: Bool = true, inactiveMilliseconds: Int = 5000, migrateBudget: Int = 262_144) {
+        precondition((0...512).contains(syncN) && (0...512).contains(asyncN) && asyncBudget > 0 && asyncIntervalMilliseconds > 0
+                      && inactiveMilliseconds > 0 && migrateBudget > 0)
         self.syncN = syncN
         self.asyncN = asyncN
         self.asyncBudget = asyncBudget
         self.asyncIntervalMilliseconds = asyncIntervalMilliseconds
+        self.defrag = defrag
+        self.inactiveMilliseconds = inactiveMilliseconds
+        self.migrateBudget = migrateBudget
     }
 
     public func faultOrders(in vma: VMA, at address: VirtualAddress, among candidates: FolioOrders,
@@ -55,11 +70,14 @@ public struct QuicksilverPolicy: HugepagePolicy {
     public var reservesPages: Bool { true }
 
     public var daemonInterval: UInt64? {
-        asyncN > 0 ? UInt64(asyncIntervalMilliseconds) * SimulatedClock.nanosecondsPerMillisecond : nil
+        asyncN > 0 || defrag ? UInt64(asyncIntervalMilliseconds) * SimulatedClock.nanosecondsPerMillisecond : nil
     }
 
     public func daemonWakeUp(_ kernel: Kernel) {
-        guard asyncN > 0 else { return }
-        kernel.prepopulateReservations(threshold: asyncN, budget: asyncBudget, promotes: true)
+        if asyncN > 0 { kernel.prepopulateReservations(threshold: asyncN, budget: asyncBudget, promotes: true) }
+        if defrag {
+            kernel.evictInactiveReservations(inactiveFor: UInt64(inactiveMilliseconds) * SimulatedClock.nanosecondsPerMillisecond,
+                                             budget: migrateBudget)
+        }
     }
 }

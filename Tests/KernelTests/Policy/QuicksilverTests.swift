@@ -87,4 +87,29 @@ struct QuicksilverTests {
         #expect(kernel.vmstat[.thpReservPrepopulate] == 2)
         expectClean(kernel)
     }
+
+    @Test("defragmentation: a reservation unchanged for inactive_ms is broken and its pages migrated out, freeing its 2 MiB block; a changing one stays")
+    func defrag() throws {
+        let (kernel, mm) = kernel(QuicksilverPolicy(syncN: 0, defrag: true, inactiveMilliseconds: 2000))
+        let start = try anon(mm, 2 * Self.huge, at: VirtualAddress(1 << 30))
+        let idle = start, busy = start + Self.huge
+        for page in 0..<10 { try mm.write(idle + UInt64(page) * 4096, [UInt8(page + 1)]).get() }
+        _ = touch(mm, busy)
+        let block = try #require(mm.translate(idle)).frame
+        for second in 1...3 {
+            _ = touch(mm, busy + UInt64(second) * 4096)
+            kernel.advanceTime(by: Self.second)
+            if second < 3 { #expect(kernel.vmstat[.thpReservEvict] == 0, "not inactive for 2 s yet at \(second) s") }
+        }
+        #expect(kernel.vmstat[.thpReservEvict] == 1 && kernel.vmstat[.thpReservEvictMigrated] == 10)
+        let frames = kernel.memory.frames
+        #expect((0..<512).allSatisfy { frames.kind(block + $0) == .free }, "the idle reservation's block is free")
+        for page in 0..<10 {
+            let t = try #require(mm.translate(idle + UInt64(page) * 4096))
+            #expect(!(block.rawValue..<block.rawValue + 512).contains(t.frame.rawValue))
+            #expect(try mm.read(idle + UInt64(page) * 4096, count: 1).get() == [UInt8(page + 1)])
+        }
+        #expect(frames.flags(try #require(mm.translate(busy)).frame).contains(.head), "the busy reservation stays")
+        expectClean(kernel)
+    }
 }
