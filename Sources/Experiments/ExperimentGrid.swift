@@ -93,28 +93,54 @@ public struct TunableAxis: Sendable, Hashable, Codable {
     public init(name: String, values: [String]) { self.name = name; self.values = values }
 }
 
-/// One run of the grid: a workload under one design, machine, tunable combination and `enabled`.
+/// One run of the grid: a workload under one policy (on its design), machine, tunable combination
+/// and `enabled`.
 public struct ExperimentCell: Sendable, Hashable, Codable {
     /// Position in the grid's expansion (0-based): the key shards and merges use.
     public var index: Int
     public var workload: WorkloadSpec
     public var design: String
+    /// The hugepage policy (`PolicyCatalog`): one of `--policy`, or without it the design's own, which
+    /// has the design's name; nil only in reports written before policies were an axis.
+    public var policy: String?
     public var machine: String
     public var enabled: String
     /// The tunables of the cell's combination, in the grid's axis order (without `enabled`).
+    /// Policy knobs (`freebsd/…`) come after the sysfs files, in the grid's axis order too.
     public var tunables: [SystemBuilder.Tunable]
 
     /// The cells that differ from this one only in `enabled` share this key (speedup vs never).
     public var groupKey: String {
-        ([workload.label, workload.trace ?? "", design, machine] + tunables.map { "\($0.name)=\($0.value)" }).joined(separator: "\u{1F}")
+        ([workload.label, workload.trace ?? "", policyName, design, machine] + tunables.map { "\($0.name)=\($0.value)" }).joined(separator: "\u{1F}")
+    }
+
+    /// The cell's policy: `policy`, or the design's own.
+    public var policyName: String { policy ?? design }
+
+    /// The policy and design for titles: `freebsd (linux-6.18)`, or the design alone for its own policy.
+    public var policyLabel: String { policyName == design ? design : "\(policyName) (\(design))" }
+
+    /// The sysfs files of `tunables`, without the policy knobs.
+    public var sysfsTunables: [SystemBuilder.Tunable] { tunables.filter { PolicyCatalog.policyKnob($0.name) == nil } }
+
+    /// The policy knobs of `tunables`, by knob name without the policy's prefix.
+    public var policyKnobs: [String: String] {
+        var knobs: [String: String] = [:]
+        for t in tunables { if let (_, knob) = PolicyCatalog.policyKnob(t.name) { knobs[knob] = t.value } }
+        return knobs
     }
 }
 
-/// Workloads × designs × machines × tunable values × `enabled`: the experiment a `thpsim run` names.
-/// Repeated options and comma lists add values to an axis; the grid is their cross product.
+/// Workloads × policies (or designs) × machines × tunable values × `enabled`: the experiment a
+/// `thpsim run` names. Repeated options and comma lists add values to an axis; the grid is their cross
+/// product, except that a policy runs only on its own design and its knobs (`--set freebsd/…`) only
+/// multiply its own cells.
 public struct ExperimentGrid: Sendable, Hashable, Codable {
     public var workloads: [WorkloadSpec]
     public var designs: [String]
+    /// Hugepage policies (`--policy`, names from `PolicyCatalog`); nil or empty: each design's own.
+    /// Each runs on the designs of `designs` that are its `PolicyCatalog.Entry.design`.
+    public var policies: [String]?
     public var machines: [String]
     public var enabled: [String]
     public var tunables: [TunableAxis]
@@ -130,20 +156,41 @@ public struct ExperimentGrid: Sendable, Hashable, Codable {
         self.enabled = enabled; self.tunables = tunables; self.memoryBytes = memoryBytes
     }
 
-    /// The cells in a fixed order: workload, design, machine, tunables (first axis slowest), then
-    /// `enabled` fastest, so one workload's policies sit side by side.
-    public var cells: [ExperimentCell] {
+    /// The policies the grid runs, each with a design it runs on, in order: `policies` (each on the
+    /// designs of `designs` that are its own), or each design with its own policy.
+    public var policyDesigns: [(policy: String, design: String)] {
+        guard let policies, !policies.isEmpty else { return designs.map { ($0, $0) } }
+        return policies.flatMap { p -> [(policy: String, design: String)] in
+            guard let entry = PolicyCatalog.named(p) else { return [] }
+            return designs.filter { $0 == entry.design.name }.map { (p, $0) }
+        }
+    }
+
+    /// The tunable combinations of a cell of `policy`: the sysfs axes and that policy's knob axes, first
+    /// axis slowest.
+    func tunableCombinations(policy: String) -> [[SystemBuilder.Tunable]] {
         var combos: [[SystemBuilder.Tunable]] = [[]]
         for axis in tunables {
+            if let (entry, _) = PolicyCatalog.policyKnob(axis.name), entry.name != policy { continue }
             combos = combos.flatMap { c in axis.values.map { c + [SystemBuilder.Tunable(name: axis.name, value: $0)] } }
         }
+        // The sysfs files first, then the policy's knobs, each group in axis order.
+        return combos.map { c in c.filter { PolicyCatalog.policyKnob($0.name) == nil } + c.filter { PolicyCatalog.policyKnob($0.name) != nil } }
+    }
+
+    /// The cells in a fixed order: workload, policy (with its design), machine, tunables (first axis
+    /// slowest), then `enabled` fastest, so one workload's policies sit side by side.
+    public var cells: [ExperimentCell] {
         var cells: [ExperimentCell] = []
+        let pairs = policyDesigns
         for w in workloads {
-            for d in designs {
+            for (p, d) in pairs {
+                let combos = tunableCombinations(policy: p)
                 for m in machines {
                     for t in combos {
                         for e in enabled {
-                            cells.append(ExperimentCell(index: cells.count, workload: w, design: d, machine: m, enabled: e, tunables: t))
+                            cells.append(ExperimentCell(index: cells.count, workload: w, design: d, policy: p, machine: m,
+                                                        enabled: e, tunables: t))
                         }
                     }
                 }
@@ -171,13 +218,36 @@ public struct ExperimentGrid: Sendable, Hashable, Codable {
         for e in enabled where TransparentHugepageSettings.Enabled(rawValue: e) == nil {
             p.append("--enabled: '\(e)' is not always, madvise or never")
         }
+        let named = (policies ?? []).filter { PolicyCatalog.named($0) != nil }
+        for name in policies ?? [] {
+            guard let entry = PolicyCatalog.named(name) else {
+                p.append(PolicyCatalog.problem(policy: name)!)
+                continue
+            }
+            if KernelDesign.named(entry.design.name) != nil, !designs.contains(entry.design.name) {
+                p.append("--policy \(name) runs on \(entry.design.name)'s mechanism; --design \(designs.joined(separator: ",")) cannot run it "
+                         + "(a policy names its design: leave --design out, or add \(entry.design.name))")
+            }
+        }
+        if !named.isEmpty {
+            for d in designs where KernelDesign.named(d) != nil && !named.contains(where: { PolicyCatalog.named($0)!.design.name == d }) {
+                p.append("--design \(d): no --policy runs on it (\(named.map { "\($0) runs on \(PolicyCatalog.named($0)!.design.name)" }.joined(separator: ", ")))")
+            }
+        }
         for axis in tunables {
             if axis.name == "enabled" { p.append("--set enabled=…: use --enabled"); continue }
+            if let (entry, knob) = PolicyCatalog.policyKnob(axis.name) {
+                if !policyDesigns.contains(where: { $0.policy == entry.name }) {
+                    p.append("--set \(axis.name): no cell runs policy \(entry.name) (give --policy \(entry.name))")
+                }
+                for v in axis.values { if let problem = entry.problem(knob: knob, value: v) { p.append("--set: \(problem)") } }
+                continue
+            }
             for v in axis.values {
                 // Each design the grid runs must accept the value (a design may lack the file); with no
                 // design known, the default one.
                 var said: Set<String> = []
-                let known = designs.compactMap(KernelDesign.named)
+                let known = designs.filter { d in policyDesigns.contains { $0.design == d } }.compactMap(KernelDesign.named)
                 for design in known.isEmpty ? [SystemBuilder.defaultDesign] : known {
                     if let problem = SystemBuilder.problem(with: .init(name: axis.name, value: v), design: design),
                        said.insert(problem.message).inserted {
@@ -186,6 +256,7 @@ public struct ExperimentGrid: Sendable, Hashable, Codable {
                 }
             }
         }
+        if let policies, policies.contains(where: \.isEmpty) { p.append("--policy: an empty name") }
         for (name, axis) in [("--design", designs), ("--machine", machines), ("--enabled", enabled)] where axis.isEmpty {
             p.append("\(name): no value")
         }

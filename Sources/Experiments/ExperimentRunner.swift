@@ -122,13 +122,17 @@ public struct ExperimentRunner: Sendable {
         guard let design = KernelDesign.named(cell.design), let enabled = TransparentHugepageSettings.Enabled(rawValue: cell.enabled) else {
             throw ExperimentError("cell \(cell.index): design '\(cell.design)' or enabled '\(cell.enabled)' unknown")
         }
+        guard let entry = PolicyCatalog.named(cell.policyName), entry.design == design else {
+            throw ExperimentError("cell \(cell.index): policy '\(cell.policyName)' does not run on design '\(cell.design)'")
+        }
         var setup = SystemBuilder()
         setup.design = design
+        setup.policy = entry.makePolicy(cell.policyKnobs)
         setup.enabled = enabled
         setup.machine = machine
         setup.cpus = cell.workload.threads
         setup.memoryBytes = grid.memoryBytes ?? cell.workload.defaultMemoryBytes
-        setup.tunables = cell.tunables
+        setup.tunables = cell.sysfsTunables
         setup.cgroup = grid.cgroup
         let executor: MachineExecutor
         do throws(Errno) { executor = try setup.makeExecutor() } catch {
@@ -138,6 +142,7 @@ public struct ExperimentRunner: Sendable {
         var settings: [String: String] = [:]
         for name in TransparentHugepageSettings.knobNames { settings[name] = kernel.hugepageSettings.sysfsText(name) }
         for name in KhugepagedSettings.knobNames { settings[name] = kernel.khugepaged.sysfsText(name) }
+        for knob in entry.knobs { settings["\(entry.name)/\(knob.name)"] = cell.policyKnobs[knob.name] ?? "\(knob.defaultValue)" }
         return PreparedCell(cell: cell, executor: executor, settings: settings, machine: machine, memoryBytes: setup.memoryBytes)
     }
 }

@@ -105,6 +105,8 @@ public final class Kernel: @unchecked Sendable {
     let lru: LRULists
     /// The memory cgroups and the charge of each frame (`Cgroups/`).
     public let memoryCgroups: MemoryCgroups
+    /// The custom policy's kernel thread, if it has one (`Policy/PolicyDaemon.swift`).
+    let policyDaemon: PolicyDaemon?
 
     private let nextPID = Atomic<Int>(1)
     private let nextAnonVMA = Atomic<Int>(1)
@@ -119,6 +121,7 @@ public final class Kernel: @unchecked Sendable {
         customPolicy = configuration.policy
         policyDispatch = PolicyDispatch(configuration)
         policyState = configuration.policy?.makeState()
+        policyDaemon = configuration.policy?.daemonInterval.map { PolicyDaemon(interval: $0) }
         locklessWalkers = LocklessWalkers()
         hugepageSettingsWord = Atomic(configuration.bootHugepageSettings.packed)
         memory = PhysicalMemory(bytes: configuration.memoryBytes, mode: configuration.mode,

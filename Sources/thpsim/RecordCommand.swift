@@ -63,6 +63,9 @@ struct RecordCommand: ParsableCommand {
     @Option(help: "With --replay: kernel design(s) (default: \(SystemBuilder.defaultDesign.name)).")
     var design: [String] = []
 
+    @Option(help: "With --replay: hugepage policies (\(PolicyCatalog.names); default: each design's own).")
+    var policy: [String] = []
+
     @Option(help: "With --replay: machine preset(s) or config file(s) (default: skylake-sp).")
     var machine: [String] = []
 
@@ -83,9 +86,9 @@ struct RecordCommand: ParsableCommand {
         if let recorder, recorder != "qemu" && recorder != "lackey" {
             throw ValidationError("--with: '\(recorder)' is not a recorder (qemu or lackey)")
         }
-        if !replay && (!enabled.isEmpty || !design.isEmpty || !machine.isEmpty || !tunables.isEmpty || memory != nil
+        if !replay && (!enabled.isEmpty || !design.isEmpty || !policy.isEmpty || !machine.isEmpty || !tunables.isEmpty || memory != nil
                        || output.json || output.csv || output.html != nil) {
-            throw ValidationError("--enabled, --design, --machine, --set, --memory and the report options apply to --replay")
+            throw ValidationError("--enabled, --design, --policy, --machine, --set, --memory and the report options apply to --replay")
         }
     }
 
@@ -122,7 +125,8 @@ struct RecordCommand: ParsableCommand {
 
         // The grid and its cells, built (and every machine loaded) before the program starts.
         var grid = ExperimentGrid(workloads: [.recorded(command.joined(separator: " "))])
-        try RunCommand.applyAxes(to: &grid, enabled: enabled, design: design, machine: machine, tunables: tunables, memory: memory)
+        try RunCommand.applyAxes(to: &grid, enabled: enabled, design: design, machine: machine, tunables: tunables, memory: memory,
+                                 policy: policy)
         if let problem = grid.problems.first { throw ValidationError(problem) }
         var machines: [String: MachineDescription] = [:]
         if replay { for m in grid.machines { machines[m] = try loadMachine(m) } }

@@ -8,8 +8,11 @@ import Simulation
 
 /// The kernel and machine options `replay` and `workload` share.
 struct ReplayMachineOptions: ParsableArguments {
-    @Option(help: "Kernel design (\(KernelDesign.all.map(\.name).joined(separator: ", "))).")
-    var design: String = SystemBuilder.defaultDesign.name
+    @Option(help: "Kernel design (\(KernelDesign.all.map(\.name).joined(separator: ", ")); default \(SystemBuilder.defaultDesign.name), or with --policy the policy's).")
+    var design: String?
+
+    @Option(help: "Hugepage policy: \(PolicyCatalog.names) (default: the design's own); it runs on its design's mechanism (docs/policies.md).")
+    var policy: String?
 
     @Option(help: "THP enabled setting: always, madvise or never (default: the design's).")
     var enabled: String?
@@ -31,10 +34,20 @@ struct ReplayMachineOptions: ParsableArguments {
     /// says otherwise.
     func setup(cpus: Int, defaultMemory: UInt64) throws -> SystemBuilder {
         var s = SystemBuilder()
-        guard let d = KernelDesign.named(design) else {
+        if let design, KernelDesign.named(design) == nil {
             throw ValidationError("--design: '\(design)' is not one of \(KernelDesign.all.map(\.name).joined(separator: ", "))")
         }
-        s.design = d
+        if let policy {
+            if let problem = PolicyCatalog.problem(policy: policy) { throw ValidationError(problem) }
+            let entry = PolicyCatalog.named(policy)!
+            if let design, design != entry.design.name {
+                throw ValidationError("--policy \(policy) runs on \(entry.design.name)'s mechanism, not --design \(design) (leave --design out)")
+            }
+            s.design = entry.design
+            s.policy = entry.makePolicy([:])
+        } else {
+            s.design = KernelDesign.named(design ?? SystemBuilder.defaultDesign.name)!
+        }
         if let enabled {
             guard let e = TransparentHugepageSettings.Enabled(rawValue: enabled) else {
                 throw ValidationError("--enabled: '\(enabled)' is not always, madvise or never")

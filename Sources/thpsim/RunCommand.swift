@@ -16,8 +16,10 @@ struct RunCommand: ParsableCommand {
         abstract: "Run workloads under THP policies side by side and compare (no arguments: the built-in experiment).",
         discussion: """
         Repeated options and comma lists form a grid: --workload gups,heap --enabled never,always
-        --set khugepaged/max_ptes_none=0,511 runs 2 × 2 × 2 cells. Without --workload or --trace,
-        the built-in experiment's workloads run (gups 4G, heap 1G, forkserver 1G).
+        --set khugepaged/max_ptes_none=0,511 runs 2 × 2 × 2 cells. --policy linux-6.18,freebsd adds the
+        policy axis (each policy on its own design's mechanism); a policy's knobs (--set POLICY/KNOB=…)
+        multiply only that policy's cells. Without --workload or --trace, the built-in experiment's
+        workloads run (gups 4G, heap 1G, forkserver 1G).
         """
     )
 
@@ -48,8 +50,11 @@ struct RunCommand: ParsableCommand {
     @Option(help: "THP enabled policies (default: never,madvise,always).")
     var enabled: [String] = []
 
-    @Option(help: "Kernel design(s) (default: \(SystemBuilder.defaultDesign.name)).")
+    @Option(help: "Kernel design(s) (default: \(SystemBuilder.defaultDesign.name); with --policy, the policies' own).")
     var design: [String] = []
+
+    @Option(help: "Hugepage policies: \(PolicyCatalog.names) (default: each design's own). A policy runs on its design's mechanism; its knobs are --set POLICY/KNOB=V1,V2 (docs/policies.md).")
+    var policy: [String] = []
 
     @Option(help: "Machine preset(s) or config file(s) (default: skylake-sp).")
     var machine: [String] = []
@@ -113,18 +118,29 @@ struct RunCommand: ParsableCommand {
             }
             grid = ExperimentGrid(workloads: specs)
         }
-        try Self.applyAxes(to: &grid, enabled: enabled, design: design, machine: machine, tunables: tunables, memory: memory)
+        try Self.applyAxes(to: &grid, enabled: enabled, design: design, machine: machine, tunables: tunables, memory: memory,
+                           policy: policy)
         if let settings = try ReplayMachineOptions.cgroupSettings(cgroup) { grid.cgroup = settings }
         if let problem = grid.problems.first { throw ValidationError(problem) }
         return grid
     }
 
-    /// Sets the grid's policy axes from `--enabled`, `--design`, `--machine`, `--set` and `--memory`
-    /// (shared with `thpsim record --replay`).
+    /// Sets the grid's policy axes from `--enabled`, `--design`, `--policy`, `--machine`, `--set` and
+    /// `--memory` (shared with `thpsim record --replay`). With `--policy` and no `--design`, the designs
+    /// are the policies' own.
     static func applyAxes(to grid: inout ExperimentGrid, enabled: [String], design: [String], machine: [String],
-                          tunables: [String], memory: String?) throws {
+                          tunables: [String], memory: String?, policy: [String] = []) throws {
         if !enabled.isEmpty { grid.enabled = values(enabled) }
         if !design.isEmpty { grid.designs = values(design) }
+        if !policy.isEmpty {
+            let names = values(policy)
+            grid.policies = names
+            if design.isEmpty {
+                var designs: [String] = []
+                for n in names { if let d = PolicyCatalog.named(n)?.design.name, !designs.contains(d) { designs.append(d) } }
+                if !designs.isEmpty { grid.designs = designs }
+            }
+        }
         if !machine.isEmpty { grid.machines = values(machine) }
         for t in tunables {
             guard let eq = t.firstIndex(of: "="), eq != t.startIndex else {

@@ -9,7 +9,7 @@ extension ExperimentReport {
         "faults", "huge_faults", "fault_fallbacks", "fault_p50_cycles", "fault_p99_cycles", "fault_max_cycles",
         "splits", "split_pmds", "collapses", "compact_stalls", "signals", "frequency_ghz", "thpsim_version",
         "status", "killed_by", "failed_calls", "dropped_accesses", "steady_speedup_vs_never", "steady_accesses",
-        "steady_estimated_cycles", "steady_fault_cycles",
+        "steady_estimated_cycles", "steady_fault_cycles", "policy",
     ]
 
     public var csv: String {
@@ -33,7 +33,7 @@ extension ExperimentReport {
                 r.failedCalls.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: "; "),
                 "\(r.droppedAccesses ?? 0)", r.steadySpeedupVsNever.map { "\($0)" } ?? "",
                 r.steady.map { "\($0.accesses)" } ?? "", r.steady.map { "\($0.estimatedCycles)" } ?? "",
-                r.steady.map { "\($0.faultCycles)" } ?? "",
+                r.steady.map { "\($0.faultCycles)" } ?? "", c.policyName,
             ]
             lines.append(fields.map(Self.csvField).joined(separator: ","))
         }

@@ -16,10 +16,10 @@ extension ExperimentReport {
     /// what varies in the grid.
     var groups: [(label: String, key: String)] {
         var seen = Set<String>(), out: [(String, String)] = []
-        let designs = Set(results.map(\.cell.design)).count > 1, machines = Set(results.map(\.cell.machine)).count > 1
+        let policies = Set(results.map(\.cell.policyLabel)).count > 1, machines = Set(results.map(\.cell.machine)).count > 1
         for r in results where seen.insert(r.cell.groupKey).inserted {
             var label = r.cell.workload.label
-            if designs { label += " " + r.cell.design }
+            if policies { label += " " + r.cell.policyLabel }
             if machines { label += " " + r.cell.machine }
             if !r.cell.tunables.isEmpty { label += " " + r.cell.tunables.map { "\($0.name.replacingOccurrences(of: "khugepaged/", with: ""))=\($0.value)" }.joined(separator: " ") }
             out.append((label, r.cell.groupKey))
@@ -120,7 +120,7 @@ extension ExperimentReport {
 
         var rows = ""
         for r in results {
-            let what = [r.cell.workload.label, r.cell.design, r.cell.machine]
+            let what = [r.cell.workload.label, r.cell.policyLabel, r.cell.machine]
                 + r.cell.tunables.map { "\($0.name.replacingOccurrences(of: "khugepaged/", with: ""))=\($0.value)" }
             let status = notes.isEmpty ? "" : "<td class=\"status\">\(e(notes.marker(r)))</td>"
             rows += "<tr\(r.completed ? "" : " class=\"killed\"")><td class=\"what\">\(what.map(e).joined(separator: "<br/>"))</td>"
@@ -185,7 +185,8 @@ extension ExperimentReport {
         <body data-charts="\(charts.count + 2 * overTime.count + latency.count)">
         <h1>thpsim experiment report</h1>
         <p>thpsim \(e(thpsimVersion)), report schema \(schema): \(results.count) of \(cellCount) cells\(e(shardText)).
-        Designs: \(e(Set(results.map(\.cell.design)).sorted().joined(separator: ", "))); machines:
+        Designs: \(e(Set(results.map(\.cell.design)).sorted().joined(separator: ", "))); policies:
+        \(e(Set(results.map(\.cell.policyName)).sorted().joined(separator: ", "))); machines:
         \(e(Set(results.map { "\($0.cell.machine) (\($0.machineSource))" }).sorted().joined(separator: ", ")))\(inputs.isEmpty ? "" : "; " + e(inputs.joined(separator: "; "))).
         Every count covers the whole run, set-up included; the steady speedup covers the measured accesses alone (set-up
         and first touch excluded). Cycles are the model's estimate (docs/report-format.md).</p>

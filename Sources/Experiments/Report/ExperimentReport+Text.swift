@@ -1,4 +1,4 @@
-/// The comparison table `thpsim run` prints: one block per workload (and design, machine,
+/// The comparison table `thpsim run` prints: one block per workload (and policy with its design, machine,
 /// tunables), one row per `enabled` policy, a status column and footnotes when a program was killed
 /// or its calls failed, and a footer with the legend and the settings.
 extension ExperimentReport {
@@ -61,7 +61,7 @@ extension ExperimentReport {
         for (r, row) in zip(results, rows) {
             if r.cell.groupKey != lastGroup {
                 lastGroup = r.cell.groupKey
-                var title = "\(r.cell.workload.label) — \(r.cell.design), \(r.cell.machine)"
+                var title = "\(r.cell.workload.label) — \(r.cell.policyLabel), \(r.cell.machine)"
                 if !r.cell.tunables.isEmpty { title += ", " + r.cell.tunables.map { "\($0.name)=\($0.value)" }.joined(separator: " ") }
                 lines.append(title)
             }

@@ -26,6 +26,14 @@ public enum VMEvent: Int, CaseIterable, Sendable {
     case thpSplitPage, thpSplitPageFailed, thpDeferredSplitPage, thpUnderusedSplitPage, thpSplitPMD
     case thpScanExceedNonePTE, thpScanExceedSwapPTE, thpScanExceedSharePTE
     case thpSplitPUD, thpZeroPageAlloc, thpZeroPageAllocFailed, thpSwpout, thpSwpoutFallback
+    /// Not Linux's: the work of reservation-based policies (FreeBSD's `vm.reserv.*` sysctls and
+    /// `vm.pmap.pde.promotions`; `Reservations.swift`): reservations made, broken, promoted.
+    case thpReservAlloc, thpReservBroken, thpReservPromote
+    /// Quicksilver's: reservations filled at a fault (Sync-N), by its thread (Async-N), pages its
+    /// thread zeroed ahead of use.
+    case thpReservFill, thpReservPrepopulate, thpReservPrezero
+    /// Quicksilver's defragmentation: inactive reservations evicted, pages it migrated out of them.
+    case thpReservEvict, thpReservEvictMigrated
 
     /// The name `/proc/vmstat` prints.
     public var name: String {
@@ -80,6 +88,14 @@ public enum VMEvent: Int, CaseIterable, Sendable {
         case .thpZeroPageAllocFailed: "thp_zero_page_alloc_failed"
         case .thpSwpout: "thp_swpout"
         case .thpSwpoutFallback: "thp_swpout_fallback"
+        case .thpReservAlloc: "reserv_alloc"
+        case .thpReservBroken: "reserv_broken"
+        case .thpReservPromote: "reserv_promote"
+        case .thpReservFill: "reserv_sync_fill"
+        case .thpReservPrepopulate: "reserv_async_fill"
+        case .thpReservPrezero: "reserv_async_prezero"
+        case .thpReservEvict: "reserv_evict"
+        case .thpReservEvictMigrated: "reserv_evict_migrated"
         }
     }
 

@@ -15,6 +15,7 @@ extension AddressSpace {
     /// for reading.
     public func handleFault(_ fault: inout FaultContext) -> FaultOutcome {
         var outcome = resolveFault(&fault)
+        if _slowPath(fault.reservationToPromote != nil) { promoteReservationAfterFault(&fault) }
         if outcome == .outOfMemory || _slowPath(oomKilled.load(ordering: .relaxed)) {
             // Chosen by its cgroup's OOM killer during the fault: the process dies (Linux:
             // `pagefault_out_of_memory()` finding the SIGKILL pending).
@@ -40,7 +41,8 @@ extension AddressSpace {
         // anon_vma_prepare() in do_anonymous_page() after the zero-page branch, and at the start of
         // do_huge_pmd_anonymous_page()).
         if vma.anonVMA == 0 && !vma.isShared
-            && (access == .write || kernel.faultMayMapHugePMD(vma, va, kernel.hugepageSettings) && hugeRangeFits(vma, va)) {
+            && (access == .write || kernel.faultMayMapHugePMD(vma, va, kernel.hugepageSettings) && hugeRangeFits(vma, va)
+                || kernel.reservationRules(vma, va) != nil) {
             // anon_vma_prepare() runs under the read lock in Linux with its own lock; the model's VMA
             // list is only written under the write lock, so upgrade briefly.
             fault.waited = .mmapWriteLock
@@ -125,6 +127,10 @@ extension AddressSpace {
     func anonymousFault(_ vma: VMA, _ va: VirtualAddress, _ table: PageTable, _ index: Int,
                         _ fault: inout FaultContext) -> FaultOutcome {
         let access = fault.access
+        if let rules = kernel.reservationRules(vma, va),
+           let outcome = reservationFault(vma, va, table, index, rules, &fault) {
+            return outcome
+        }
         let lock = kernel.splitLock(table)
         let bits = PageTableEntry.userBits(vma.flags.protection)
         if access != .write {

@@ -133,6 +133,9 @@ public struct FaultContext: Sendable, Hashable {
     public internal(set) var resolution = FaultResolution.retry
     /// What `handleFault` returned (nil before it returns): handled, or the error it ends with.
     public internal(set) var outcome: FaultOutcome?
+    /// A reservation the fault filled, which `handleFault` promotes to a huge PMD once the mmap lock
+    /// can be taken for writing (`Reservations.swift`).
+    var reservationToPromote: VirtualAddress?
 
     public init(cpu: Int = 0, address: VirtualAddress, access: MemoryAccess, errorCode: FaultErrorCode) {
         self.cpu = cpu

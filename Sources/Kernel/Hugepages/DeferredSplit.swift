@@ -19,16 +19,16 @@ final class DeferredSplitQueue: Sendable {
 
 extension Kernel {
     /// Queues the large folio `head` for a deferred split; `partiallyMapped` marks it as having
-    /// unmapped pages, counted once per folio as `thp_deferred_split_page` (Linux:
-    /// `deferred_split_folio()`).
+    /// unmapped pages, counted once per folio as `thp_deferred_split_page` unless `counted` is false
+    /// (a new reservation, which Linux has no counter for) (Linux: `deferred_split_folio()`).
     @inline(__always)
-    func deferredSplitFolio(_ head: PFN, partiallyMapped: Bool = true) {
+    func deferredSplitFolio(_ head: PFN, partiallyMapped: Bool = true, counted: Bool = true) {
         guard defersSplit(partiallyMapped: partiallyMapped) else { return }
-        queueDeferredSplit(head, partiallyMapped: partiallyMapped)
+        queueDeferredSplit(head, partiallyMapped: partiallyMapped, counted: counted)
     }
 
     /// Puts a folio the policy defers on the queue (the body of `deferredSplitFolio`, out of line).
-    private func queueDeferredSplit(_ head: PFN, partiallyMapped: Bool) {
+    private func queueDeferredSplit(_ head: PFN, partiallyMapped: Bool, counted: Bool) {
         let frames = memory.frames
         deferredSplitQueue.folios.withLock { queue in
             // The folio may be freed or split meanwhile by its last unmapper; both unqueue under this lock.
@@ -36,8 +36,10 @@ extension Kernel {
             guard flags.contains(.head), frames.refcount(head) > 0 else { return }
             if partiallyMapped && !flags.contains(.partiallyMapped) {
                 frames.insertFlags(head, .partiallyMapped)
-                if frames.order(head) == PageGeometry.pmdOrder { vmstat.count(.thpDeferredSplitPage) }
-                mthpStats.count(frames.order(head).rawValue, .splitDeferred)
+                if counted {
+                    if frames.order(head) == PageGeometry.pmdOrder { vmstat.count(.thpDeferredSplitPage) }
+                    mthpStats.count(frames.order(head).rawValue, .splitDeferred)
+                }
             }
             if !flags.contains(.deferredSplit) {
                 frames.insertFlags(head, .deferredSplit)
@@ -102,7 +104,11 @@ extension Kernel {
         }
         for head in batch {
             if frames.flags(head).contains(.partiallyMapped) {
-                if splitFolio(head) != .split { deferredSplitFolio(head, partiallyMapped: false) }
+                if splitFolio(head) != .split {
+                    deferredSplitFolio(head, partiallyMapped: false)
+                } else if policyReservesPages {
+                    vmstat.count(.thpReservBroken)
+                }
             } else if splitsUnderused(hugepageSettings) && isUnderused(head) {
                 if splitFolio(head, useZeroPage: true) == .split {
                     vmstat.count(.thpUnderusedSplitPage)
@@ -127,5 +133,19 @@ extension Kernel {
             if zero > limit { return true }
         }
         return false
+    }
+
+    /// Moves `head` to the tail of the queue if it is on it, so that the queue stays in order of last
+    /// change and the shrinker breaks the reservation changed least recently first (FreeBSD:
+    /// `vm_reserv_populate()` moving the reservation to the tail of `partpop`).
+    func requeueDeferredSplit(_ head: PFN) {
+        let frames = memory.frames
+        guard frames.flags(head).contains(.deferredSplit) else { return }
+        deferredSplitQueue.folios.withLock { queue in
+            guard frames.flags(head).contains(.deferredSplit), queue.last != head.rawValue,
+                  let i = queue.lastIndex(of: head.rawValue) else { return }
+            queue.remove(at: i)
+            queue.append(head.rawValue)
+        }
     }
 }

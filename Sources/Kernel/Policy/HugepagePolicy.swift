@@ -87,6 +87,23 @@ public protocol HugepagePolicy: Sendable {
     /// The deferred-split shrinker splits a fully mapped THP (when `splitsUnderused`) with more
     /// zero-filled pages than this; Linux's limit is `max_ptes_none` (`thp_underused()`).
     func underusedZeroPages(maxPtesNone: Int) -> Int
+
+    // Reservation-based policies (FreeBSD, Quicksilver) and a policy thread of their own.
+
+    /// How the first touch of a 4 KiB page at `address` in the private anonymous `vma` is served when
+    /// the policy reserves physical memory ahead of faults, or nil to allocate one page at a time as
+    /// Linux does (FreeBSD: `vm_reserv_alloc_page()`; `Reservations.swift`). Asked at an empty PTE.
+    func reservation(in vma: VMA, at address: VirtualAddress, settings: TransparentHugepageSettings) -> ReservationRules?
+
+    /// Whether the policy makes reservations at all (for counting the ones broken).
+    var reservesPages: Bool { get }
+
+    /// The period of the policy's own kernel thread in nanoseconds of simulated time, or nil for none;
+    /// the thread runs like khugepaged, on the clock (`PolicyDaemon.swift`).
+    var daemonInterval: UInt64? { get }
+
+    /// One wake-up of the policy's kernel thread.
+    func daemonWakeUp(_ kernel: Kernel)
 }
 
 extension HugepagePolicy {
@@ -106,6 +123,33 @@ extension HugepagePolicy {
     public func nextThreadWakeup(state: (any HugepagePolicyState)?) -> UInt64? { nil }
     public func runThreads(_ kernel: Kernel, state: (any HugepagePolicyState)?) {}
     public func underusedZeroPages(maxPtesNone: Int) -> Int { maxPtesNone }
+
+    /// Linux allocates anonymous memory a page (or a THP) at a time: no reservations.
+    public func reservation(in vma: VMA, at address: VirtualAddress,
+                            settings: TransparentHugepageSettings) -> ReservationRules? { nil }
+
+    public var reservesPages: Bool { false }
+
+    /// Linux's policies have no thread of their own (khugepaged is the mechanism's).
+    public var daemonInterval: UInt64? { nil }
+
+    public func daemonWakeUp(_ kernel: Kernel) {}
+}
+
+/// What a reservation-based policy does with the 2 MiB block it reserved at the first fault in an
+/// aligned range (FreeBSD's `vm_reserv`; `Reservations.swift`).
+public struct ReservationRules: Sendable, Hashable {
+    /// Whether the range is remapped by one PMD, in place, once all 512 pages are populated (FreeBSD:
+    /// `pmap_promote_pde()`, behind `vm.pmap.pg_ps_enabled`).
+    public var promotes: Bool
+    /// Sync-N: when a fault brings the population to this many pages, it fills the rest of the
+    /// reservation and maps the whole 2 MiB (Quicksilver: `sync_popthreshold`); nil never fills.
+    public var fillAt: Int?
+
+    public init(promotes: Bool, fillAt: Int? = nil) {
+        self.promotes = promotes
+        self.fillAt = fillAt
+    }
 }
 
 /// What a policy keeps in one kernel (`HugepagePolicy.makeState()`): its knobs, which `--set` and the

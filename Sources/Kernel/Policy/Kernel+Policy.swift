@@ -112,6 +112,17 @@ extension Kernel {
         case .atFault, .aheadWhenAvailable: return true
         }
     }
+
+    /// How a first touch at `va` in `vma` takes its page from a reservation, or nil for Linux's
+    /// page-at-a-time allocation: Linux's policies make none (one predictable branch on the fault path).
+    @inline(__always)
+    func reservationRules(_ vma: VMA, _ va: VirtualAddress) -> ReservationRules? {
+        guard _slowPath(policyDispatch == .custom), !vma.isShared else { return nil }
+        return customPolicy!.reservation(in: vma, at: va, settings: hugepageSettings)
+    }
+
+    /// Whether the policy makes reservations, so that a split of a partly populated folio breaks one.
+    var policyReservesPages: Bool { policyDispatch == .custom && customPolicy!.reservesPages }
 }
 
 /// The hooks of a policy with state. Linux's policies have none, so for them each costs one predictable

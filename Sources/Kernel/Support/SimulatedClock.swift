@@ -33,9 +33,9 @@ extension Kernel {
     private func runKernelThreads(until target: UInt64) {
         kswapd.runIfWoken(self)
         kcompactd.runIfWoken(self)
-        while let (wake, policyThreads) = nextTimedWakeup(), wake <= target {
+        while let (wake, thread) = nextTimer(), wake <= target {
             clock.set(max(wake, clock.now))
-            if policyThreads { runPolicyThreads() } else { khugepaged.wakeUp(self) }
+            run(thread)
             kswapd.runIfWoken(self)
             kcompactd.runIfWoken(self)
         }
@@ -60,18 +60,29 @@ extension Kernel {
             kcompactd.runIfWoken(self)
             return true
         }
-        guard let (wake, policyThreads) = nextTimedWakeup() else { return false }
+        guard let (wake, thread) = nextTimer() else { return false }
         clock.set(max(wake, clock.now))
-        if policyThreads { runPolicyThreads() } else { khugepaged.wakeUp(self) }
+        run(thread)
         return true
     }
 
-    /// The next timed wake-up: khugepaged's, or a custom policy's threads' when theirs comes first
-    /// (`policyThreads`); khugepaged first on a tie.
-    private func nextTimedWakeup() -> (time: UInt64, policyThreads: Bool)? {
-        let khugepagedWake = khugepaged.nextWakeup()
-        guard let policyWake = policyThreadWakeup() else { return khugepagedWake.map { ($0, false) } }
-        if let khugepagedWake, khugepagedWake <= policyWake { return (khugepagedWake, false) }
-        return (policyWake, true)
+    /// The kernel threads that wait on a timer.
+    private enum TimedThread { case khugepaged, policyThreads, policyDaemon }
+
+    private func run(_ thread: TimedThread) {
+        switch thread {
+        case .khugepaged: khugepaged.wakeUp(self)
+        case .policyThreads: runPolicyThreads()
+        case .policyDaemon: policyDaemon!.wakeUp(self)
+        }
+    }
+
+    /// The earliest timer of a kernel thread: khugepaged's, a custom policy's threads' (`runThreads`)
+    /// or its daemon's (`daemonWakeUp`), in that order at a tie; nil when none waits on a timer.
+    private func nextTimer() -> (UInt64, TimedThread)? {
+        var next: (UInt64, TimedThread)? = khugepaged.nextWakeup().map { ($0, .khugepaged) }
+        if let wake = policyThreadWakeup(), next.map({ wake < $0.0 }) ?? true { next = (wake, .policyThreads) }
+        if let wake = policyDaemon?.nextWakeup, next.map({ wake < $0.0 }) ?? true { next = (wake, .policyDaemon) }
+        return next
     }
 }

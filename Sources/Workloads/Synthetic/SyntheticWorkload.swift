@@ -8,7 +8,9 @@ import Kernel
 public enum SyntheticWorkload: String, Sendable, CaseIterable {
     /// Sequential 8-byte loads over each thread's slice, wrapping (STREAM-like).
     case seq
-    /// One 8-byte load every `stride` bytes over each thread's slice, wrapping.
+    /// One 8-byte load every `stride` bytes over each thread's slice, wrapping; set-up writes one byte
+    /// every `stride` bytes too (every page when `stride` is 4 KiB or less), so a sparse stride leaves
+    /// most pages untouched (the memory-bloat test: `--stride 64K` touches one page in 16).
     case stride
     /// Random 8-byte read-modify-write updates uniform over the whole size (HPCC RandomAccess). One
     /// store per update: the load of the update translates through the same TLB entry.
@@ -78,7 +80,8 @@ struct ArrayPattern {
 
     func generate(into sink: inout some WorkloadSink) {
         let base = SyntheticLayout.base
-        mapAndFirstTouch(p, base: base, into: &sink)
+        let pageStep = kind == .stride ? max(1, p.stride / PageGeometry.pageSize) : 1
+        mapAndFirstTouch(p, base: base, pageStep: pageStep, into: &sink)
         sink.event(thread: 0, .beginMeasurement)
         var rng = SplitMix64(seed: p.seed)
         let pages = p.size / PageGeometry.pageSize

@@ -72,6 +72,17 @@ struct SyntheticWorkloadTests {
         #expect(c.touchedPages.count == 1024)
     }
 
+    @Test("a sparse stride first-touches one page per stride only: 64K touches one page in 16")
+    func sparseStride() {
+        var p = SyntheticParameters(size: 4 << 20, accesses: 1000)
+        p.stride = 64 << 10
+        var c = Census()
+        SyntheticWorkload.stride.generate(p, into: &c)
+        #expect(c.setupAccesses == 64)
+        #expect(c.touchedPages.count == 64)
+        #expect(c.touchedPages.allSatisfy { $0 % 16 == (c.touchedPages.min()! % 16) })
+    }
+
     @Test("same seed, same stream; another seed, another stream", arguments: SyntheticWorkload.allCases)
     func determinism(workload: SyntheticWorkload) {
         let a = census(workload, seed: 7), b = census(workload, seed: 7)
