@@ -89,12 +89,10 @@ public final class MemoryCgroup: @unchecked Sendable {
             usage.wrappingSubtract(pages, ordering: .relaxed)
             return false
         }
-        var seen = peak.load(ordering: .relaxed)
-        while new > seen {
-            let (exchanged, now) = peak.weakCompareExchange(expected: seen, desired: new, ordering: .relaxed)
-            if exchanged { break }
-            seen = now
-        }
+        // A plain store, racy by design: two CPUs charging at once may leave the lower of their values,
+        // as Linux accepts ("racy, but we can live with an inaccurate watermark"); one CPU's charges, and
+        // every charge made while no other runs, raise it exactly. No locked instruction per charge.
+        if new > peak.load(ordering: .relaxed) { peak.store(new, ordering: .relaxed) }
         return true
     }
 
@@ -177,7 +175,7 @@ public final class MemoryCgroups: @unchecked Sendable {
     /// Records that the folio at `head` of `pages` frames is charged to `memcg`.
     @inline(__always) func record(_ head: PFN, pages: Int, _ memcg: MemoryCgroup) {
         let base = owners + Int(head.rawValue)
-        for i in 0..<pages { base[i] = memcg.id }
+        if pages == 1 { base.pointee = memcg.id } else { base.update(repeating: memcg.id, count: pages) }
     }
 
     /// The cgroup the frame `pfn` is charged to, or nil.
@@ -191,6 +189,14 @@ public final class MemoryCgroups: @unchecked Sendable {
     @inline(__always) func uncharge(_ head: PFN, pages: Int) {
         guard active.load(ordering: .relaxed) else { return }
         let base = owners + Int(head.rawValue)
+        // A folio charged whole (the common case): one cgroup for every page, found with one memcmp of
+        // the records against themselves shifted by one, and cleared with one memset.
+        if pages > 1 && base.pointee != 0 && memcmp(base, base + 1, (pages - 1) * MemoryLayout<UInt16>.stride) == 0 {
+            let id = base.pointee
+            base.update(repeating: 0, count: pages)
+            table[Int(id)]!.takeUnretainedValue().uncharge(pages)
+            return
+        }
         var i = 0
         while i < pages {
             let id = base[i]
