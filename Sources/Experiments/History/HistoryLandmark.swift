@@ -36,6 +36,28 @@ public struct HistoryResult: Sendable, Hashable, Codable {
     /// Whether the model's numbers go the same way.
     public var agrees: Bool
     public var notes: [String]
+    /// Values over time (drawn as lines in the HTML report), and the x and y axes' labels.
+    public var series: [HistorySeries] = []
+    public var seriesXLabel = ""
+    public var seriesYLabel = ""
+
+    var seriesAxes: (String, String) {
+        get { (seriesXLabel, seriesYLabel) }
+        set { (seriesXLabel, seriesYLabel) = newValue }
+    }
+}
+
+/// One line of a landmark's over-time chart.
+public struct HistorySeries: Sendable, Hashable, Codable {
+    public var name: String
+    public var x: [Double]
+    public var y: [Double]
+
+    public init(name: String, points: [(Double, Double)]) {
+        self.name = name
+        x = points.map(\.0)
+        y = points.map(\.1)
+    }
 }
 
 /// A change in Linux's history whose measurements the model reproduces (`thpsim history NAME`).
@@ -54,6 +76,7 @@ public struct HistoryLandmark: Sendable {
         UnderusedShrinkerLandmark.landmark,
         AnonymousAlignmentLandmark.landmark,
         ThreadStacksLandmark.landmark,
+        ReturnedMemoryLandmark.landmark,
     ]
 
     public static func named(_ name: String) -> HistoryLandmark? { all.first { $0.name == name } }

@@ -59,6 +59,16 @@ public struct HistoryReport: Sendable, Codable {
                                         values: figures.map { [$0.reportedValue, $0.modelledValue] },
                                         format: { Format.fixed($0, $0 < 10 ? 2 : 0) })
             }
+            if !r.series.isEmpty {
+                chartCount += 1
+                let strokes = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd"]
+                charts += SVGChart.lines(name: "\(r.name)-over-time", title: "\(r.title): over time",
+                                         xLabel: r.seriesXLabel, yLabel: r.seriesYLabel,
+                                         series: r.series.enumerated().map { i, s in
+                                             (s.name, SVGChart.Stroke(color: strokes[i % strokes.count], dash: i == 0 ? nil : "6,3", width: 2),
+                                              Array(zip(s.x, s.y)))
+                                         })
+            }
             var rows = ""
             for f in r.figures { rows += "<tr><td>\(e(f.label))</td><td>\(e(f.reported))</td><td>\(e(f.modelled))</td></tr>\n" }
             let notes = r.notes.map { "<p class=\"note\">\(e($0))</p>" }.joined()

@@ -9,6 +9,8 @@ public enum UnderusedShrinkerLandmark {
     /// What one run of the cgroup test ended with.
     public struct Outcome: Sendable, Hashable {
         public var killed: Bool
+        /// How far the writes got: all of `touched`, or the offset of the write that was killed.
+        public var writtenBytes: UInt64
         public var oomKills: Int
         public var underusedSplits: Int
         public var thpFaults: Int
@@ -53,7 +55,7 @@ public enum UnderusedShrinkerLandmark {
             return 0
         }
         let events = cgroup("memory.events")
-        return Outcome(killed: mm.wasOOMKilled, oomKills: field(events, "oom_kill"),
+        return Outcome(killed: mm.wasOOMKilled, writtenBytes: min(offset, touched), oomKills: field(events, "oom_kill"),
                        underusedSplits: vmstat["thp_underused_split_page"] ?? 0, thpFaults: vmstat["thp_fault_alloc"] ?? 0,
                        chargedBytes: UInt64(cgroup("memory.current").trimmingWhitespace) ?? 0,
                        peakBytes: UInt64(cgroup("memory.peak").trimmingWhitespace) ?? 0)
@@ -64,13 +66,17 @@ public enum UnderusedShrinkerLandmark {
         var sweep: [(Int, Outcome)] = []
         for none in [0, 409, 450, 470, 480] { sweep.append((none, try run(shrinkUnderused: true, maxPtesNone: none))) }
         func describe(_ o: Outcome) -> String {
-            o.killed ? "OOM-killed (oom_kill \(o.oomKills))"
+            o.killed ? "OOM-killed after \(ByteCount.human(o.writtenBytes)) (oom_kill \(o.oomKills))"
                 : "alive, \(ByteCount.human(o.chargedBytes)) charged, \(o.underusedSplits) underused splits"
         }
-        var figures = [HistoryFigure("shrink_underused=0, max_ptes_none=450", reported: "OOM-killed", modelled: describe(off))]
+        // Charted: how much of the 40 MiB was written before the end (all of it when not killed).
+        let unit = "MiB written of 40"
+        var figures = [HistoryFigure("shrink_underused=0, max_ptes_none=450", reported: "OOM-killed", modelled: describe(off),
+                                     unit: unit, modelledValue: HistoryRun.mib(off.writtenBytes))]
         for (none, o) in sweep {
             figures.append(HistoryFigure("shrink_underused=1, max_ptes_none=\(none)",
-                                         reported: none <= 470 ? "not killed" : "(not reported; above 470)", modelled: describe(o)))
+                                         reported: none <= 470 ? "not killed" : "(not reported; above 470)", modelled: describe(o),
+                                         unit: unit, reportedValue: none <= 470 ? 40 : nil, modelledValue: HistoryRun.mib(o.writtenBytes)))
         }
         let survivesUpTo470 = sweep.filter { $0.0 <= 470 }.allSatisfy { !$0.1.killed && $0.1.underusedSplits > 0 }
         return HistoryResult(
