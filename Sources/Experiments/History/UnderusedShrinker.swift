@@ -71,10 +71,10 @@ public enum UnderusedShrinkerLandmark {
         }
         // Charted: how much of the 40 MiB was written before the end (all of it when not killed).
         let unit = "MiB written of 40"
-        var figures = [HistoryFigure("shrink_underused=0, max_ptes_none=450", reported: "OOM-killed", modelled: describe(off),
+        var figures = [HistoryFigure("shrink_underused 0, max_ptes_none 450", reported: "OOM-killed", modelled: describe(off),
                                      unit: unit, modelledValue: HistoryRun.mib(off.writtenBytes))]
         for (none, o) in sweep {
-            figures.append(HistoryFigure("shrink_underused=1, max_ptes_none=\(none)",
+            figures.append(HistoryFigure("shrink_underused 1, max_ptes_none \(none)",
                                          reported: none <= 470 ? "not killed" : "(not reported; above 470)", modelled: describe(o),
                                          unit: unit, reportedValue: none <= 470 ? 40 : nil, modelledValue: HistoryRun.mib(o.writtenBytes)))
         }
