@@ -80,7 +80,7 @@ struct HistoryTests {
 /// `thpsim history` through the built binary: bad input is named, with a non-zero status.
 @Suite("History on the command line", .enabled(if: Binary.thpsim != nil, "the thpsim binary was not found next to the test bundle (run swift build)"))
 struct HistoryCLITests {
-    @Test("an unknown landmark, no landmark, or a name with --all: an error naming the problem")
+    @Test("an unknown landmark or flag, no landmark, a name with --all, a directory for --html: an error naming the problem")
     func badInput() throws {
         let unknown = try Binary.run(["history", "no-such-landmark"])
         #expect(unknown.status != 0 && !unknown.crashed && unknown.err.contains("no history landmark 'no-such-landmark'")
@@ -89,6 +89,8 @@ struct HistoryCLITests {
         #expect(none.status != 0 && none.err.contains("name a landmark or give --all"), "\(none.err)")
         let both = try Binary.run(["history", "--all", "thread-stacks"])
         #expect(both.status != 0 && both.err.contains("not both"), "\(both.err)")
+        let flag = try Binary.run(["history", "underused-shrinker", "--bogus"])
+        #expect(flag.status != 0 && flag.err.contains("Unknown option '--bogus'"), "\(flag.err)")
         let dir = try Binary.run(["history", "underused-shrinker", "--html", NSTemporaryDirectory()])
         #expect(dir.status != 0 && dir.err.contains("is a directory"), "\(dir.err)")
     }
