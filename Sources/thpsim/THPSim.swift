@@ -9,6 +9,6 @@ struct THPSim: ParsableCommand {
         abstract: "An executable model of Linux's transparent hugepages: what would Linux do, and what would it cost?",
         version: THPSimVersion.string,
         subcommands: [RunCommand.self, MergeCommand.self, DemoCommand.self, ScenarioCommand.self, StressCommand.self, MachinesCommand.self, CalibrateCommand.self,
-                      WorkloadCommand.self, ReplayCommand.self, RecordCommand.self, ImportCommand.self]
+                      WorkloadCommand.self, ReplayCommand.self, RecordCommand.self, ImportCommand.self, HistoryCommand.self]
     )
 }

@@ -13,6 +13,9 @@ public struct MapFlags: OptionSet, Hashable, Sendable {
     public static let fixedNoReplace = MapFlags(rawValue: 1 << 3)
     /// Do not charge the mapping to the overcommit limit (Linux: `MAP_NORESERVE`).
     public static let noReserve = MapFlags(rawValue: 1 << 4)
+    /// The mapping is a thread's stack (Linux: `MAP_STACK`); since 6.7 it gets `VM_NOHUGEPAGE` where
+    /// the design says so (`KernelDesign.mapStackDisablesHugepages`).
+    public static let stack = MapFlags(rawValue: 1 << 5)
 }
 
 extension AddressSpace {
@@ -43,15 +46,19 @@ extension AddressSpace {
                 }
                 start = fixedAt
             } else {
-                // Linux 6.7+ (6.10+: lengths that are multiples of 2 MiB only): private anonymous
+                // Linux 6.7+ (6.12+: lengths that are multiples of 2 MiB only): private anonymous
                 // mappings without a hint start on a 2 MiB boundary, so THPs can map them whole
-                // (`__get_unmapped_area()` → `thp_get_unmapped_area_vmflags()`).
-                let alignTHP = kernel.design.alignsLargeAnonymousMappings && hint == nil && !flags.contains(.shared)
-                    && rounded % PageGeometry.pmdSize == 0
+                // (`__get_unmapped_area()` → `thp_get_unmapped_area_vmflags()`; 6.7 to 6.11:
+                // `__thp_get_unmapped_area()` gives up below 2 MiB only).
+                let design = kernel.design
+                let alignTHP = design.alignsLargeAnonymousMappings && hint == nil && !flags.contains(.shared)
+                    && (design.alignsOnlyPMDMultiples ? rounded % PageGeometry.pmdSize == 0 : rounded >= PageGeometry.pmdSize)
                 start = try unmappedArea(length: rounded, hint: hint, alignment: alignTHP ? PageGeometry.pmdSize : PageGeometry.pageSize)
             }
             guard vmas.count < Self.maxMapCount else { throw .ENOMEM }
             var vmFlags = VMFlags([.mayRead, .mayWrite, .mayExec]).with(protection: protection)
+            // Linux 6.7+: `calc_vm_flag_bits()` turns MAP_STACK into VM_NOHUGEPAGE.
+            if flags.contains(.stack) && kernel.design.mapStackDisablesHugepages { vmFlags.insert(.noHugepage) }
             if flags.contains(.shared) {
                 vmFlags.formUnion([.shared, .mayShare])
             } else if protection.contains(.write) && !flags.contains(.noReserve) {

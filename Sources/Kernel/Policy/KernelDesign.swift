@@ -55,9 +55,19 @@ public struct KernelDesign: Sendable, Hashable, CustomStringConvertible {
     /// copies pages that may be pinned instead of sharing them (Linux 5.9+: `copy_present_page()`)
     /// (read by `pinsAreVisible`, `PinUserPages.swift`).
     public let pinsAreVisible: Bool
-    /// Whether anonymous mmaps whose length is a multiple of 2 MiB are placed 2 MiB-aligned (Linux
-    /// 6.7+: `thp_get_unmapped_area()` for anonymous mappings) (`Mmap.swift`).
-    public let alignsLargeAnonymousMappings: Bool
+    /// Whether large anonymous mmaps are placed 2 MiB-aligned (Linux 6.7+: `thp_get_unmapped_area()`
+    /// for anonymous mappings; which lengths: `alignsOnlyPMDMultiples`) (`Mmap.swift`).
+    public var alignsLargeAnonymousMappings: Bool
+    /// With `alignsLargeAnonymousMappings`: only lengths that are multiples of 2 MiB are aligned (Linux
+    /// 6.12+: "mm, mmap: limit THP alignment of anonymous mappings to PMD-aligned sizes"), or every
+    /// length of at least 2 MiB (6.7 to 6.11) (`Mmap.swift`). A variable so that an experiment can
+    /// put 6.7's rule back (`thpsim history anon-alignment`).
+    public var alignsOnlyPMDMultiples = true
+    /// `MAP_STACK` makes the mapping `VM_NOHUGEPAGE` (Linux 6.7+: "mm: mmap: map MAP_STACK to
+    /// VM_NOHUGEPAGE", `calc_vm_flag_bits()`), or is ignored (before) (`Mmap.swift`). Set with
+    /// `alignsLargeAnonymousMappings`, which came in the same release; a variable so that an
+    /// experiment can take the rule out (`thpsim history thread-stacks`).
+    public var mapStackDisablesHugepages: Bool
     /// How the anonymous LRU lists treat new and referenced pages (read by `anonLRURules`, `LRU.swift`).
     public let anonLRU: AnonLRUPolicy
 
@@ -92,6 +102,7 @@ public struct KernelDesign: Sendable, Hashable, CustomStringConvertible {
         self.swapsOutTHPWhole = swapsOutTHPWhole
         self.pinsAreVisible = pinsAreVisible
         self.alignsLargeAnonymousMappings = alignsLargeAnonymousMappings
+        self.mapStackDisablesHugepages = alignsLargeAnonymousMappings
         self.anonLRU = anonLRU
         self.policy = policy
         self.defaultSettings = defaultSettings
