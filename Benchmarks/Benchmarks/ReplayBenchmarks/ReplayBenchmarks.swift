@@ -1,6 +1,7 @@
 import Benchmark
 import Workloads
 import Simulation
+import Kernel
 
 /// Trace replay speed (issue 8's target: ≥ 50 M records/s on one core for a TLB-hit-dominated trace).
 ///
@@ -41,6 +42,15 @@ let lackeyText: [UInt8] = {
     return Array(text.utf8)
 }()
 
+/// For the policy comparison (issue 24: a zoo policy's replay within 10 % of linux-6.18's): `gups`
+/// over 64 MiB with 2 M updates, so that faults (16,384 first touches), 2 MiB ranges and the policies'
+/// kernel threads all take part.
+let policyTraceBytes: [UInt8] = {
+    var writer = try! TraceWriter(output: TraceBytes())
+    SyntheticWorkload.gups.generate(SyntheticParameters(size: 64 << 20, accesses: 2_000_000), into: &writer)
+    return try! writer.finish().bytes
+}()
+
 let benchmarks: @Sendable () -> Void = {
     Benchmark.defaultConfiguration = .init(metrics: [.wallClock, .throughput, .instructions, .mallocCountTotal],
                                            maxDuration: .seconds(10), maxIterations: 20)
@@ -57,6 +67,30 @@ let benchmarks: @Sendable () -> Void = {
             blackHole(try! reader.replay(on: executor))
             benchmark.stopMeasurement()
             blackHole(executor.finish())
+        }
+    }
+
+    // One trace under each policy of the catalog that runs on linux-6.18's mechanism, `enabled=always`;
+    // and linux-6.18 with `enabled=never`, the baseline for a policy that maps no huge page at a fault
+    // (Ingens): its run takes a TLB miss where `always` hits, whatever the policy decides.
+    let policyRuns = PolicyCatalog.all.filter { $0.design.name == KernelDesign.linux6_18.name }
+        .map { ($0, TransparentHugepageSettings.Enabled.always, $0.name) }
+        + [(PolicyCatalog.named(KernelDesign.linux6_18.name)!, .never, "linux-6.18 never")]
+    for (entry, enabled, label) in policyRuns {
+        Benchmark("replay by policy: gups 64 MiB trace, \(label)", configuration: .init(scalingFactor: .one)) { benchmark in
+            var setup = SystemBuilder()
+            setup.design = entry.design
+            setup.policy = entry.policy
+            setup.memoryBytes = 256 << 20
+            setup.enabled = enabled
+            for _ in benchmark.scaledIterations {
+                let executor = try! setup.makeExecutor()
+                var reader = try! TraceReader(input: TraceBytes(policyTraceBytes))
+                benchmark.startMeasurement()
+                blackHole(try! reader.replay(on: executor))
+                benchmark.stopMeasurement()
+                blackHole(executor.finish())
+            }
         }
     }
 
