@@ -54,13 +54,7 @@ extension PhysicalMemory {
                                              reserve: BuddyAllocator.Reserve = .min) -> (head: PFN, preZeroed: Bool)? {
         guard let head = buddy.allocate(order: order, reserve: reserve) else { return nil }
         let preZeroed = frames.flags(head).contains(.preZeroed)
-        if order.rawValue == 0 {
-            frames.setHeader(head, kind: kind, order: order, flags: [])
-        } else {
-            frames.setHeader(head, kind: kind, order: order, flags: .head)
-            frames.initializeTails(of: head, count: order.pages, kind: kind)
-        }
-        frames.setRefcount(head, 1)
+        prepareFolio(head, order: order, kind: kind)
         if !preZeroed, let storage { storage.zero(head, pages: order.pages) }
         return (head, preZeroed)
     }

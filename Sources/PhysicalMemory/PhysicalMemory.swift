@@ -64,6 +64,15 @@ public final class PhysicalMemory: @unchecked Sendable {
     public func allocateFolio(order: PageOrder, kind: FrameKind, zeroed: Bool = true,
                               reserve: BuddyAllocator.Reserve = .min) -> PFN? {
         guard let head = buddy.allocate(order: order, reserve: reserve) else { return nil }
+        prepareFolio(head, order: order, kind: kind)
+        if zeroed, let storage { storage.zero(head, pages: order.pages) }
+        return head
+    }
+
+    /// Writes a new folio's records: the head's kind, order and refcount 1, `.head` and the tails'
+    /// links when order > 0 (Linux: `prep_new_page()`, `prep_compound_page()`).
+    @inline(__always)
+    func prepareFolio(_ head: PFN, order: PageOrder, kind: FrameKind) {
         if order.rawValue == 0 {
             frames.setHeader(head, kind: kind, order: order, flags: [])
         } else {
@@ -71,8 +80,6 @@ public final class PhysicalMemory: @unchecked Sendable {
             frames.initializeTails(of: head, count: order.pages, kind: kind)
         }
         frames.setRefcount(head, 1)
-        if zeroed, let storage { storage.zero(head, pages: order.pages) }
-        return head
     }
 
     /// Gives a folio back to the allocator (Linux: `free_compound_page()`, `free_unref_page()`).

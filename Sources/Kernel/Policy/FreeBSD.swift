@@ -16,7 +16,7 @@ import VMCore
 /// - Where reservations are made follows `enabled` and `MADV_*` as Linux's huge pages do (`always`:
 ///   every anonymous VMA; `madvise`: those given MADV_HUGEPAGE; `never`: none), so that a grid's
 ///   `never` cell is the same program with 4 KiB pages.
-public struct FreeBSDPolicy: HugepagePolicy {
+public struct FreeBSDPolicy: ReservationPolicy {
     /// Whether fully populated reservations are promoted (FreeBSD: `vm.pmap.pg_ps_enabled`, default 1).
     public var promotes: Bool
 
@@ -24,6 +24,19 @@ public struct FreeBSDPolicy: HugepagePolicy {
         self.promotes = promotes
     }
 
+    public func reservation(in vma: VMA, at address: VirtualAddress,
+                            settings: TransparentHugepageSettings) -> ReservationRules? {
+        settings.allowsHugepages(in: vma) ? ReservationRules(promotes: promotes) : nil
+    }
+}
+
+/// A policy that serves anonymous memory from reservations, as FreeBSD does (`FreeBSDPolicy`, and
+/// `QuicksilverPolicy` on top of it): no huge page and no multi-size THP at a fault, no khugepaged, no
+/// MADV_COLLAPSE; a partly populated reservation waits on the deferred-split queue, whose shrinker
+/// breaks reservations; the underused-THP shrinker does not apply.
+public protocol ReservationPolicy: HugepagePolicy {}
+
+extension ReservationPolicy {
     public func faultOrders(in vma: VMA, at address: VirtualAddress, among candidates: FolioOrders,
                             settings: TransparentHugepageSettings) -> FolioOrders { [] }
 
@@ -35,11 +48,6 @@ public struct FreeBSDPolicy: HugepagePolicy {
     public func defersSplit(partiallyMapped: Bool) -> Bool { partiallyMapped }
 
     public func splitsUnderused(settings: TransparentHugepageSettings) -> Bool { false }
-
-    public func reservation(in vma: VMA, at address: VirtualAddress,
-                            settings: TransparentHugepageSettings) -> ReservationRules? {
-        settings.allowsHugepages(in: vma) ? ReservationRules(promotes: promotes) : nil
-    }
 
     public var reservesPages: Bool { true }
 }

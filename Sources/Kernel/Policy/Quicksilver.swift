@@ -21,7 +21,7 @@ import VMCore
 ///   migrates their pages out, within `migrate_budget` pages (262144) per wake-up, so that their 2 MiB
 ///   blocks are free for new reservations (Quicksilver: `vm_reserv_evict_inactive()`,
 ///   `vm_page_reclaim_run()`, `inactive_thre`, `migrate_budget`, `enable_compact`).
-public struct QuicksilverPolicy: HugepagePolicy {
+public struct QuicksilverPolicy: ReservationPolicy {
     /// Sync-N's threshold in pages; 0 turns Sync-N off.
     public var syncN: Int
     /// Async-N's threshold in pages; 0 turns the thread off.
@@ -51,23 +51,10 @@ public struct QuicksilverPolicy: HugepagePolicy {
         self.migrateBudget = migrateBudget
     }
 
-    public func faultOrders(in vma: VMA, at address: VirtualAddress, among candidates: FolioOrders,
-                            settings: TransparentHugepageSettings) -> FolioOrders { [] }
-
-    public func khugepagedMayCollapse(_ vma: VMA, settings: TransparentHugepageSettings) -> Bool { false }
-
-    public func madviseMayCollapse(_ vma: VMA, settings: TransparentHugepageSettings) -> Bool { false }
-
-    public func defersSplit(partiallyMapped: Bool) -> Bool { partiallyMapped }
-
-    public func splitsUnderused(settings: TransparentHugepageSettings) -> Bool { false }
-
     public func reservation(in vma: VMA, at address: VirtualAddress,
                             settings: TransparentHugepageSettings) -> ReservationRules? {
         settings.allowsHugepages(in: vma) ? ReservationRules(promotes: true, fillAt: syncN > 0 ? syncN : nil) : nil
     }
-
-    public var reservesPages: Bool { true }
 
     public var daemonInterval: UInt64? {
         asyncN > 0 || defrag ? UInt64(asyncIntervalMilliseconds) * SimulatedClock.nanosecondsPerMillisecond : nil

@@ -24,6 +24,22 @@ struct QuicksilverTests {
         return fault
     }
 
+    @Test("FreeBSD and Quicksilver take the reservation rules through ReservationPolicy, seen as any HugepagePolicy")
+    func reservationRules() throws {
+        let (_, mm) = kernel(QuicksilverPolicy())
+        let start = try mm.mmap(length: 4 << 20, protection: .readWrite, flags: .private)
+        let vma = try #require(mm.vmas.vma(containing: start))
+        let settings = TransparentHugepageSettings(enabled: .always, defrag: .madvise, useZeroPage: true)
+        for policy in [FreeBSDPolicy() as any HugepagePolicy, QuicksilverPolicy()] {
+            #expect(policy.reservesPages)
+            #expect(policy.faultOrders(in: vma, at: vma.start, among: .anonymous, settings: settings).isEmpty)
+            #expect(!policy.khugepagedMayCollapse(vma, settings: settings) && !policy.madviseMayCollapse(vma, settings: settings))
+            #expect(policy.defersSplit(partiallyMapped: true) && !policy.defersSplit(partiallyMapped: false))
+            #expect(!policy.splitsUnderused(settings: settings))
+        }
+        #expect(!Linux6_18Policy().reservesPages)
+    }
+
     @Test("Sync-64: the 64th page's fault zeroes and maps the other 448 and promotes the range; before, 4 KiB at a time")
     func syncN() throws {
         let (kernel, mm) = kernel(QuicksilverPolicy(syncN: 64))
