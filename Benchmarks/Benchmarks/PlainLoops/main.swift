@@ -9,6 +9,9 @@
 //       # own (10 GiB), which shares nothing: the ceiling the host's cores and memory allow
 //   .build/release/PlainLoops pingpong
 //       # the host's cache-line round trip between two threads (how far apart the vCPUs are now)
+//   .build/release/PlainLoops small | seq | random | scan
+//       # 4 KiB write faults; sequential or random reads through CPU.run(_:) over 1 GiB of 4 KiB
+//       # pages; khugepaged scans of 262,144 PTEs. Under callgrind: strip -g the binary first.
 //
 // Environment: ITERATIONS (default 200 for huge, 60 for concurrent); CGROUP=1 (small, huge) faults in a
 // memory cgroup; CACHE=1 (seq, random) through the cache model.
@@ -264,6 +267,6 @@ case "scan": khugepagedScan()
 case "concurrent": concurrentFaults()
 case "pingpong": pingPong()
 default:
-    FileHandle.standardError.write("usage: PlainLoops huge [GiB] [faults] | concurrent THREADS [mm|pmd] [separate] | pingpong\n".data(using: .utf8)!)
+    FileHandle.standardError.write("usage: PlainLoops huge [GiB] [faults] | small | seq | random | scan | concurrent THREADS [mm|pmd] [separate] | pingpong\n".data(using: .utf8)!)
     exit(2)
 }
