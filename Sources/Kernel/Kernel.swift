@@ -105,6 +105,9 @@ public final class Kernel: @unchecked Sendable {
     let lru: LRULists
     /// The memory cgroups and the charge of each frame (`Cgroups/`).
     public let memoryCgroups: MemoryCgroups
+    /// `memoryCgroups`, unretained (the kernel keeps it alive): the charge and free paths reach the
+    /// charge record through it without a retain and release per page.
+    let chargeRecords: Unmanaged<MemoryCgroups>
     /// The custom policy's kernel thread, if it has one (`Policy/PolicyDaemon.swift`).
     let policyDaemon: PolicyDaemon?
 
@@ -132,6 +135,7 @@ public final class Kernel: @unchecked Sendable {
         lru = LRULists(frames: memory.frames, cpus: configuration.cpus)
         swapDevice = SwapDevice(configuration.swap, defaultSlots: memory.totalPages)
         memoryCgroups = MemoryCgroups(frames: memory.totalPages)
+        chargeRecords = .passUnretained(memoryCgroups)
         guard let zero = memory.allocateFolio(order: .base, kind: .zeroPage, reserve: .none) else {
             preconditionFailure("no frame for the zero page")
         }

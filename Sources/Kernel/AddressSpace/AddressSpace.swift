@@ -37,7 +37,12 @@ public final class AddressSpace: @unchecked Sendable {
     let khugepagedRegistered = Atomic<Bool>(false)
     /// The memory cgroup the process is in; nil for the root, which is not charged (Linux:
     /// `mm->owner`'s css, `get_mem_cgroup_from_mm()`). Changed under the mmap lock for writing.
-    @exclusivity(unchecked) public internal(set) var memcg: MemoryCgroup?
+    @exclusivity(unchecked) public internal(set) var memcg: MemoryCgroup? {
+        didSet { memcgRef = memcg.map { Unmanaged.passUnretained($0) } }
+    }
+    /// `memcg`, unretained (`memcg` keeps it alive): the fault path's charge reaches the cgroup
+    /// through it without a retain and release per fault.
+    @exclusivity(unchecked) private(set) var memcgRef: Unmanaged<MemoryCgroup>?
     /// The cgroup's OOM killer chose this process (Linux: `MMF_OOM_SKIP` / `tsk_is_oom_victim()`).
     let oomKilled = Atomic<Bool>(false)
     /// Whether an OOM killer killed this process.

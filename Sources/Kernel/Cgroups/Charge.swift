@@ -9,11 +9,25 @@ extension AddressSpace {
     /// root cgroup pays one branch. When it returns false the caller frees the folio (uncharged) and
     /// falls back or fails the fault.
     @inline(__always) func charge(_ head: PFN, order: PageOrder) -> Bool {
-        guard let memcg else { return true }
+        guard let memcgRef else { return true }
         let pages = order.pages
-        if memcg.tryCharge(pages) {
-            kernel.memoryCgroups.record(head, pages: pages, memcg)
-            if memcg.usagePages > memcg.highPages.load(ordering: .relaxed) { kernel.reclaimHigh(memcg, holding: self) }
+        // 0: charged, within `memory.high`; 1: charged, over it; 2: over `memory.max`.
+        let outcome = memcgRef._withUnsafeGuaranteedRef { memcg -> Int in
+            guard memcg.tryCharge(pages) else { return 2 }
+            kernel.chargeRecords._withUnsafeGuaranteedRef { $0.record(head, pages: pages, memcg) }
+            return memcg.usagePages > memcg.highPages.load(ordering: .relaxed) ? 1 : 0
+        }
+        if _fastPath(outcome == 0) { return true }
+        return chargeOverHighOrMax(head, pages: pages, charged: outcome == 1)
+    }
+
+    /// The rarer outcomes of `charge`: the charge went through but passed `memory.high` (reclaim
+    /// from the cgroup), or it would pass `memory.max` (the slow path).
+    @inline(never)
+    private func chargeOverHighOrMax(_ head: PFN, pages: Int, charged: Bool) -> Bool {
+        guard let memcg else { return true }
+        if charged {
+            kernel.reclaimHigh(memcg, holding: self)
             return true
         }
         return kernel.chargeSlow(memcg, head, pages: pages, for: self)
@@ -33,7 +47,7 @@ extension AddressSpace {
 
     /// Counts a `memory.stat` event for this process's cgroup; nothing in the root.
     @inline(__always) func countMemcg(_ event: MemoryCgroup.StatEvent) {
-        if let memcg { memcg.count(event) }
+        if let memcgRef { memcgRef._withUnsafeGuaranteedRef { $0.count(event) } }
     }
 }
 

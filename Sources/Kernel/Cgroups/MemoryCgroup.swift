@@ -115,8 +115,10 @@ public final class MemoryCgroup: @unchecked Sendable {
 /// has no `memory.max`) and its children, and which cgroup each frame is charged to.
 ///
 /// The charge record is one 16-bit cgroup index per frame (Linux keeps the memcg pointer in
-/// `folio->memcg_data`); every page of a folio carries it, so that a split needs no hand-over
-/// (Linux: `folio_split_memcg_refs()`) and each page freed later is uncharged from the right cgroup.
+/// `folio->memcg_data`). A folio charged whole records its cgroup on its head only, with
+/// `wholeFolio` in the first tail's slot; a split hands the record to every page first
+/// (`splitRecord`, Linux: `folio_split_memcg_refs()`), so each page freed later is uncharged from
+/// the right cgroup. Pages charged one by one that later form a folio keep a record each.
 public final class MemoryCgroups: @unchecked Sendable {
     /// Whether any cgroup was created: the free path looks at the charge record only then.
     let active = Atomic<Bool>(false)
@@ -172,15 +174,30 @@ public final class MemoryCgroups: @unchecked Sendable {
         return memcg
     }
 
-    /// Records that the folio at `head` of `pages` frames is charged to `memcg`.
+    /// In the first tail's slot: the folio is charged whole, to the cgroup its head's slot names.
+    static let wholeFolio: UInt16 = .max
+
+    /// Records that the folio at `head` of `pages` frames is charged to `memcg`: two stores whatever
+    /// its size.
     @inline(__always) func record(_ head: PFN, pages: Int, _ memcg: MemoryCgroup) {
         let base = owners + Int(head.rawValue)
-        if pages == 1 { base.pointee = memcg.id } else { base.update(repeating: memcg.id, count: pages) }
+        base.pointee = memcg.id
+        if pages > 1 { base[1] = Self.wholeFolio }
     }
 
-    /// The cgroup the frame `pfn` is charged to, or nil.
-    func owner(of pfn: PFN) -> MemoryCgroup? {
-        let id = owners[Int(pfn.rawValue)]
+    /// Gives every page of the folio at `head` (2^`order` frames) its own record, before a split turns
+    /// its tails into pages of their own (Linux: `folio_split_memcg_refs()`).
+    func splitRecord(_ head: PFN, order: PageOrder) {
+        let pages = order.pages
+        guard pages > 1 else { return }
+        let base = owners + Int(head.rawValue)
+        if base[1] == Self.wholeFolio { base.update(repeating: base.pointee, count: pages) }
+    }
+
+    /// The cgroup the folio at `head` is charged to, or nil (a folio whose pages were charged one by
+    /// one answers for its head page).
+    func owner(of head: PFN) -> MemoryCgroup? {
+        let id = owners[Int(head.rawValue)]
         return id == 0 ? nil : table[Int(id)]?.takeUnretainedValue()
     }
 
@@ -189,12 +206,19 @@ public final class MemoryCgroups: @unchecked Sendable {
     @inline(__always) func uncharge(_ head: PFN, pages: Int) {
         guard active.load(ordering: .relaxed) else { return }
         let base = owners + Int(head.rawValue)
-        // A folio charged whole (the common case): one cgroup for every page, found with one memcmp of
-        // the records against themselves shifted by one, and cleared with one memset.
-        if pages > 1 && base.pointee != 0 && memcmp(base, base + 1, (pages - 1) * MemoryLayout<UInt16>.stride) == 0 {
+        if pages == 1 {
             let id = base.pointee
-            base.update(repeating: 0, count: pages)
-            table[Int(id)]!.takeUnretainedValue().uncharge(pages)
+            guard id != 0 else { return }
+            base.pointee = 0
+            table[Int(id)].unsafelyUnwrapped._withUnsafeGuaranteedRef { $0.uncharge(1) }
+            return
+        }
+        // A folio charged whole (the common case): its head's record.
+        if base[1] == Self.wholeFolio {
+            let id = base.pointee
+            base.pointee = 0
+            base[1] = 0
+            table[Int(id)].unsafelyUnwrapped._withUnsafeGuaranteedRef { $0.uncharge(pages) }
             return
         }
         var i = 0
@@ -225,11 +249,33 @@ public final class MemoryCgroups: @unchecked Sendable {
         guard active.load(ordering: .acquiring) else { return [] }
         var problems: [String] = []
         var charged = [Int](repeating: 0, count: Self.maxCount + 1)
-        for pfn in 0..<frames where owners[pfn] != 0 {
-            charged[Int(owners[pfn])] += 1
-            if frameTable.refcount(frameTable.head(of: PFN(UInt32(pfn)))) == 0 {
+        var pfn = 0
+        while pfn < frames {
+            let id = owners[pfn]
+            guard id != 0 else { pfn += 1; continue }
+            let frame = PFN(UInt32(pfn))
+            guard id != Self.wholeFolio else {
+                problems.append("frame \(pfn) is marked as a whole folio's first tail, but no head before it is charged")
+                pfn += 1
+                continue
+            }
+            var pages = 1
+            if pfn + 1 < frames && owners[pfn + 1] == Self.wholeFolio {
+                if frameTable.flags(frame).contains(.head) {
+                    pages = frameTable.order(frame).pages
+                    if (2..<pages).contains(where: { owners[pfn + $0] != 0 }) {
+                        problems.append("folio \(pfn) is charged whole, but a tail has a record of its own")
+                    }
+                } else {
+                    problems.append("frame \(pfn) is charged as a whole folio but is not a folio's head")
+                    pages = 2
+                }
+            }
+            charged[Int(id)] += pages
+            if frameTable.refcount(frameTable.head(of: frame)) == 0 {
                 problems.append("frame \(pfn) is charged to a memory cgroup but not allocated")
             }
+            pfn += pages
         }
         for memcg in all where charged[Int(memcg.id)] != memcg.usagePages {
             problems.append("memory cgroup \(memcg.name): usage \(memcg.usagePages) pages, but \(charged[Int(memcg.id)]) frames are charged to it")

@@ -67,7 +67,7 @@ extension Kernel {
             if memory.frames.flags(head).contains(.lru) { lru.delete(head) }
             let pages = memory.frames.order(head).pages
             vmstat.count(.pgfree, pages)
-            memoryCgroups.uncharge(head, pages: pages)
+            chargeRecords._withUnsafeGuaranteedRef { $0.uncharge(head, pages: pages) }
             memory.freeFolio(head)
         }
     }

@@ -97,6 +97,7 @@ extension Kernel {
             // the tails that stay mapped join its list (Linux: `__split_unmapped_folio()` under the
             // lruvec lock, `lru_add_split_folio()`).
             lru.lockFlushed()
+            memoryCgroups.splitRecord(head, order: order)
             let inherited = frames.flags(head).intersection([.dirty, .swapBacked, .referenced, .active])
             var unused: [PFN] = []
             var kept: [PFN] = []

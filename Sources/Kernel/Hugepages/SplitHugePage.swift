@@ -196,6 +196,7 @@ extension Kernel {
         // The LRU lock keeps the head's list flags still while its header is rewritten, and the tails
         // join its list (2.6.38 takes `zone->lru_lock` around `__split_huge_page_refcount()`).
         lru.lockFlushed()
+        memoryCgroups.splitRecord(head, order: PageGeometry.pmdOrder)
         let inherited = frames.flags(head).intersection([.dirty, .swapBacked, .referenced, .active, .anonExclusive])
         for i in 1..<PageGeometry.pmdOrder.pages {
             let tail = head + i

@@ -78,6 +78,38 @@ struct MemoryCgroupTests {
         expectClean(kernel)
     }
 
+    @Test("a THP charged whole is split page by page: each page then uncharges alone (both designs, and a 64 KiB mTHP)",
+          arguments: [KernelDesign.linux2_6_38, .linux6_18])
+    func splitOfAWholeCharge(design: KernelDesign) throws {
+        let (kernel, mm) = try boxed(design: design, enabled: .always)
+        let start = try mm.mmap(address: nil, length: 4 << 20, protection: .readWrite, flags: .private)
+        let huge = start.alignedUp(PageGeometry.pmdSize)
+        for page in 0..<512 { try mm.write(huge + UInt64(page) * 4096, [1]).get() }
+        #expect(try kernel.readCgroupFile("box", "memory.current") == "\(2 << 20)\n")
+        #expect(mm.splitHugePages(huge, length: PageGeometry.pmdSize) == 1)
+        expectClean(kernel)
+        // Half the pages go back one at a time, each uncharged from the cgroup its split record names.
+        try mm.madvise(huge, length: 1 << 20, advice: .dontNeed)
+        #expect(try kernel.readCgroupFile("box", "memory.current") == "\(1 << 20)\n")
+        expectClean(kernel)
+        try mm.munmap(start, length: 4 << 20)
+        #expect(try kernel.readCgroupFile("box", "memory.current") == "0\n")
+        expectClean(kernel)
+        guard design.supportsMTHP else { return }
+        try kernel.transparentHugepageSysfs.write("enabled", "never")
+        try kernel.transparentHugepageSysfs.write("hugepages-64kB/enabled", "always")
+        let small = try mm.mmap(address: nil, length: 1 << 20, protection: .readWrite, flags: .private)
+        let folio = small.alignedUp(64 << 10)
+        try mm.write(folio, [1]).get()
+        #expect(try kernel.readCgroupFile("box", "memory.current") == "\(64 << 10)\n")
+        try mm.madvise(folio + 4096, length: 4096, advice: .dontNeed)
+        #expect(mm.splitHugePages(small, length: 1 << 20) >= 0)
+        expectClean(kernel)
+        try mm.munmap(small, length: 1 << 20)
+        #expect(try kernel.readCgroupFile("box", "memory.current") == "0\n")
+        expectClean(kernel)
+    }
+
     @Test("a THP charge over memory.max falls back to 4 KiB pages (thp_fault_fallback_charge)")
     func thpChargeFallback() throws {
         let (kernel, mm) = try boxed(enabled: .always)
