@@ -19,6 +19,17 @@ struct HistoryTests {
         #expect(try UnderusedShrinkerLandmark.run(shrinkUnderused: true, maxPtesNone: 480).killed)
     }
 
+    @Test("underused shrinker, production heap: RSS with madvise < always + shrinker at 409 < always; madvise holds what was written")
+    func underusedShrinkerHeap() throws {
+        let madvise = try UnderusedShrinkerLandmark.productionHeap(enabled: "madvise", shrinkUnderused: false, ranges: 40)
+        let always = try UnderusedShrinkerLandmark.productionHeap(enabled: "always", shrinkUnderused: false, ranges: 40)
+        let shrunk = try UnderusedShrinkerLandmark.productionHeap(enabled: "always", shrinkUnderused: true, ranges: 40)
+        #expect(madvise.chargedBytes == madvise.usedBytes)
+        #expect(always.chargedBytes == 40 * (2 << 20) && always.underusedSplits == 0)
+        #expect(shrunk.underusedSplits > 0)
+        #expect(madvise.chargedBytes < shrunk.chargedBytes && shrunk.chargedBytes < always.chargedBytes)
+    }
+
     @Test("malloc1: 6.7's alignment makes every iteration fault a THP; 6.12's rule and no alignment fault 4 KiB")
     func malloc1() throws {
         let none = try AnonymousAlignmentLandmark.malloc1(.none, iterations: 20)
@@ -95,12 +106,12 @@ struct HistoryCLITests {
         #expect(dir.status != 0 && dir.err.contains("is a directory"), "\(dir.err)")
     }
 
-    @Test("a landmark prints reported and modelled numbers, and --json and --html write them")
+    @Test("a landmark prints reported and modelled numbers, and --json and --html write them (a chart per unit)")
     func runsOne() throws {
         let html = temporaryFile("history.html")
         let r = try Binary.run(["history", "underused-shrinker", "--json", "--html", html])
         #expect(r.status == 0 && !r.crashed, "\(r.err)")
         #expect(r.out.contains("\"name\" : \"underused-shrinker\"") && r.out.contains("\"agrees\" : true"), "\(r.out)")
-        #expect(try String(contentsOfFile: html, encoding: .utf8).contains("data-charts=\"1\""))
+        #expect(try String(contentsOfFile: html, encoding: .utf8).contains("data-charts=\"2\""))
     }
 }
