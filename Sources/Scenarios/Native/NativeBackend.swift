@@ -118,9 +118,9 @@ public final class NativeScenarioBackend: ScenarioBackend {
         }
         let r: NativeResponse
         do { r = try call(process, request) } catch {
-            // A worker the cgroup's OOM killer killed mid-touch: Linux's SIGKILL. Where in the range
-            // it died is not known here; the touch's start stands for it.
-            // Its pipe closes while it is still exiting: let it finish dying (bounded) before asking.
+            // A worker its cgroup's OOM killer killed mid-touch (SIGKILL). Its pipe closes while it is
+            // still exiting, so let it finish dying (bounded) before asking. Where in the range it died
+            // is not known here; the touch's start stands for it.
             let deadline = NativeChannel.monotonicSeconds() + 5
             while Self.isAlive(process.pid) && NativeChannel.monotonicSeconds() < deadline { usleep(1000) }
             if try wasKilled(process) { return .killed(address: address) }
