@@ -71,6 +71,32 @@ struct HistoryTests {
         #expect(refill.rssOverTime.count > 2 && refill.rssOverTime.last!.seconds > 0)
     }
 
+    @Test("mTHP: 64 KiB folios cut a build's anonymous faults about 16x and their cycles; none are mapped when the size is off")
+    func multiSizeTHP() throws {
+        let base = try MultiSizeTHPLandmark.run(mthp64K: false, processes: 8)
+        let mthp = try MultiSizeTHPLandmark.run(mthp64K: true, processes: 8)
+        #expect(base.touchedBytes == mthp.touchedBytes && base.faults == Int(base.touchedBytes / 4096) && base.folios64K == 0)
+        // Each heap's unaligned head and tail (under 64 KiB each) still fault 4 KiB at a time.
+        #expect(mthp.folios64K > 0 && mthp.faults >= mthp.folios64K && mthp.faults < base.faults / 10)
+        #expect(mthp.faults > base.faults / 16 - 1)
+        #expect(mthp.faultCycles < base.faultCycles / 2)
+    }
+
+    @Test("fork: the 2010 design copies 2 MiB per shared huge PMD written; 6.18 copies 4 KiB like enabled=never")
+    func forkCopyOnWrite() throws {
+        let size: UInt64 = 16 << 20
+        let old = try ForkCopyOnWriteLandmark.run(.linux2010, size: size)
+        let today = try ForkCopyOnWriteLandmark.run(.linux6_18, size: size)
+        let never = try ForkCopyOnWriteLandmark.run(.never, size: size)
+        #expect(old.hugeBytesAtFork == size && today.hugeBytesAtFork == size && never.hugeBytesAtFork == 0)
+        #expect(old.copiedBytes % (2 << 20) == 0 && old.copiedBytes > 2 * today.copiedBytes)
+        #expect(today.copiedBytes == never.copiedBytes && today.copiedBytes > 0)
+        #expect(old.writeFaults == Int(old.copiedBytes / (2 << 20)))
+        #expect(today.writeFaults >= Int(today.copiedBytes / 4096) && never.writeFaults == Int(never.copiedBytes / 4096))
+        #expect(old.p50Cycles > 10 * today.p99Cycles)
+        #expect(today.p50Cycles == never.p50Cycles)
+    }
+
     @Test("every landmark has a unique name; the report renders as JSON and well-formed HTML with a chart per unit")
     func report() throws {
         #expect(Set(HistoryLandmark.all.map(\.name)).count == HistoryLandmark.all.count)

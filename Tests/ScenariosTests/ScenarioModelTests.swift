@@ -37,7 +37,7 @@ struct ScenarioModelTests {
     /// The folders docs/scenarios.md describes. The tests above take their files as arguments, and a
     /// test with no arguments runs no case and cannot fail, so a folder that is moved or emptied must
     /// fail here.
-    static let folders = ["native-smoke", "thp", "thp-2.6.38", "thp-6.18", "model"]
+    static let folders = ["native-smoke", "thp", "thp-2.6.38", "thp-6.18", "model", "cgroup"]
 
     @Test("every scenario folder the docs describe holds scenarios, and every scenario is in one of them")
     func filesExist() throws {

@@ -77,6 +77,8 @@ public struct HistoryLandmark: Sendable {
         AnonymousAlignmentLandmark.landmark,
         ThreadStacksLandmark.landmark,
         ReturnedMemoryLandmark.landmark,
+        MultiSizeTHPLandmark.landmark,
+        ForkCopyOnWriteLandmark.landmark,
     ]
 
     public static func named(_ name: String) -> HistoryLandmark? { all.first { $0.name == name } }

@@ -97,9 +97,17 @@ public protocol ScenarioBackend: AnyObject {
     /// Whether a cgroup's OOM killer killed `process`.
     func wasKilled(_ process: Process) throws(ScenarioError) -> Bool
 
+    /// Why `key` of the keyed cgroup file `file` cannot be read on this backend (cgroup v1 has no
+    /// `memory.events oom`), or nil; the checks of such keys are skipped with this reason.
+    func missingCgroupKeyReason(file: String, key: String) -> String?
+
     /// Ends the run: ends every process and undoes what `start` and `setTunable` changed. Always
     /// called once per `start`, also when `start` threw, so it must cope with a partial start.
     func finish()
+}
+
+extension ScenarioBackend {
+    public func missingCgroupKeyReason(file: String, key: String) -> String? { nil }
 }
 
 /// How a touch accesses memory.

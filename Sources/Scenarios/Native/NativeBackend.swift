@@ -35,14 +35,24 @@ public final class NativeScenarioBackend: ScenarioBackend {
     private let debugfs = NativeDebugfs()
     private var swap: NativeSwapFile?
     private var previousSIGPIPE: sighandler_t?
+    /// The run's memory cgroups (scenarios that use them), and which cgroup each process was put in.
+    private var cgroups: NativeCgroups?
+    private var membership: [Int32: String] = [:]
+    /// Processes that ended with `exit` (not killed).
+    private var exited: Set<Int32> = []
     /// How long one request may take before the worker is presumed stuck.
     private let requestTimeout = 300.0
 
     public init() {}
 
     public func start(_ scenario: Scenario) throws(ScenarioError) -> Process {
-        if scenario.usesCgroups { throw .unsupported(Self.cgroupsUnsupported) }
         guard geteuid() == 0 else { throw .unsupported("native runs need root (to set THP tunables and read other processes' smaps)") }
+        if scenario.usesCgroups {
+            switch NativeCgroups.open() {
+            case .success(let c): cgroups = c
+            case .failure(let reason): throw reason
+            }
+        }
         guard access(NativeTunables.root, F_OK) == 0 else { throw .unsupported("this kernel has no \(NativeTunables.root)") }
         let threads = NativeSyscalls.readFile("/proc/self/status")?.split(separator: "\n")
             .first { $0.hasPrefix("Threads:") }.flatMap { NativeProcFiles.field($0)?.1 } ?? 0
@@ -106,7 +116,16 @@ public final class NativeScenarioBackend: ScenarioBackend {
         case .read: NativeRequest(.touchRead, address, length)
         case .write(let p): NativeRequest(.touchWrite, address, length, p.sequence, p.firstOffset)
         }
-        let r = try call(process, request)
+        let r: NativeResponse
+        do { r = try call(process, request) } catch {
+            // A worker its cgroup's OOM killer killed mid-touch (SIGKILL). Its pipe closes while it is
+            // still exiting, so let it finish dying (bounded) before asking. Where in the range it died
+            // is not known here; the touch's start stands for it.
+            let deadline = NativeChannel.monotonicSeconds() + 5
+            while Self.isAlive(process.pid) && NativeChannel.monotonicSeconds() < deadline { usleep(1000) }
+            if try wasKilled(process) { return .killed(address: address) }
+            throw error
+        }
         if r.status == NativeResponse.faulted { return .segv(address: r.value) }
         guard r.status == 0 else { throw .run("the touch could not run: \(ScenarioErrno(code: Int32(r.status)))") }
         return .completed
@@ -129,12 +148,14 @@ public final class NativeScenarioBackend: ScenarioBackend {
         nextChannel += 1
         let child = Process(channel: channel, pid: Int32(truncatingIfNeeded: r.value))
         live[child.pid] = child
+        membership[child.pid] = membership[process.pid]   // cgroup_post_fork(): the parent's cgroup
         created.append(child.pid)
         return .success(child)
     }
 
     public func exit(_ process: Process) throws(ScenarioError) {
         _ = try call(process, NativeRequest(.exit))
+        exited.insert(process.pid)
         live[process.pid] = nil
         if process.pid == firstWorker { reapFirstWorker() }
     }
@@ -174,19 +195,43 @@ public final class NativeScenarioBackend: ScenarioBackend {
         return NativeProcFiles.meminfo(text)
     }
 
-    /// Why cgroup scenarios do not run natively yet: this machine mounts cgroup v1's memory controller
-    /// (`memory.limit_in_bytes`), whose semantics differ from v2's `memory.max` (docs/cgroups.md).
-    static let cgroupsUnsupported = "memory cgroup scenarios are model-only for now: the native backend does not create cgroups (this machine mounts cgroup v1, whose memory.limit_in_bytes differs from v2's memory.max)"
+    private func cgroupsOrSkip() throws(ScenarioError) -> NativeCgroups {
+        guard let cgroups else { throw .unsupported("the native run has no memory cgroups") }
+        return cgroups
+    }
 
-    public func createCgroup(_ name: String) throws(ScenarioError) -> Result<Void, ScenarioErrno> { throw .unsupported(Self.cgroupsUnsupported) }
+    /// Linux: `mkdir` below the host's own memory cgroup (`NativeCgroups`).
+    public func createCgroup(_ name: String) throws(ScenarioError) -> Result<Void, ScenarioErrno> {
+        try cgroupsOrSkip().create(name)
+    }
+
     public func writeCgroup(_ name: String, file: String, value: String) throws(ScenarioError) -> Result<Void, ScenarioErrno> {
-        throw .unsupported(Self.cgroupsUnsupported)
+        try cgroupsOrSkip().write(name, file: file, value: value)
     }
+
+    /// Writes the worker's pid to the cgroup's `cgroup.procs` (the host's own cgroup for the root).
     public func joinCgroup(_ process: Process, _ name: String?) throws(ScenarioError) -> Result<Void, ScenarioErrno> {
-        throw .unsupported(Self.cgroupsUnsupported)
+        let result = try cgroupsOrSkip().join(process.pid, name)
+        if case .success = result { membership[process.pid] = name }
+        return result
     }
-    public func readCgroup(_ name: String, file: String) throws(ScenarioError) -> String { throw .unsupported(Self.cgroupsUnsupported) }
-    public func wasKilled(_ process: Process) throws(ScenarioError) -> Bool { throw .unsupported(Self.cgroupsUnsupported) }
+
+    public func readCgroup(_ name: String, file: String) throws(ScenarioError) -> String {
+        try cgroupsOrSkip().read(name, file: file)
+    }
+
+    public func missingCgroupKeyReason(file: String, key: String) -> String? {
+        cgroups?.missingKeyReason(file: file, key: key)
+    }
+
+    /// A worker in a cgroup that is gone without `exit`, while its cgroup counts an OOM kill.
+    public func wasKilled(_ process: Process) throws(ScenarioError) -> Bool {
+        guard let cgroups, let name = membership[process.pid], !exited.contains(process.pid),
+              !Self.isAlive(process.pid), cgroups.oomKills(name) > 0 else { return false }
+        // Reap the host's own child at once: a zombie's kernel stack stays charged to the cgroup.
+        if process.pid == firstWorker { reapFirstWorker() }
+        return true
+    }
 
     /// Kills every worker, restores the tunables, removes the swap file, unmounts debugfs if mounted here.
     public func finish() {
@@ -213,6 +258,10 @@ public final class NativeScenarioBackend: ScenarioBackend {
         if let message = swap?.remove() { printToStandardError("thpsim: \(message)") }
         swap = nil
         debugfs.unmountIfMounted()
+        if let failed = cgroups?.removeAll(), !failed.isEmpty { printToStandardError("thpsim: could not remove the cgroups \(failed.joined(separator: ", "))") }
+        cgroups = nil
+        membership.removeAll()
+        exited.removeAll()
         if let previousSIGPIPE { signal(SIGPIPE, previousSIGPIPE) }
         previousSIGPIPE = nil
     }
