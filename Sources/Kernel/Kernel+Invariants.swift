@@ -218,7 +218,7 @@ extension Kernel {
         var anonMapped = 0, anonHuge = 0
         let listed = FrameScratch<Int32>(count: memory.totalPages)
         for (head, list) in hugeMappings.all() where Int(head) < memory.totalPages { listed[Int(head)] = Int32(list.count) }
-        let queued = Set(deferredSplitQueue.folios.withLock { $0 })
+        let queued = Set(allDeferredSplitFolios())
         var i = 0
         while i < memory.totalPages {
             let pfn = PFN(i)

@@ -23,6 +23,9 @@ public final class MemoryCgroup: @unchecked Sendable {
     let maxPages = Atomic<Int>(Int.max)
     let highPages = Atomic<Int>(Int.max)
     let swapMaxPages = Atomic<Int>(Int.max)
+    /// The deferred-split queue of the folios charged to this cgroup, which its reclaim shrinks
+    /// (Linux: `memcg->deferred_split_queue`).
+    let deferredSplitQueue = DeferredSplitQueue()
 
     /// `memory.events` (Linux: `memcg->memory_events[]`, `memcg_memory_event()`).
     public enum Event: Int, CaseIterable, Sendable {

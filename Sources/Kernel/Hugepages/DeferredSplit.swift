@@ -10,6 +10,11 @@ import PhysicalMemory
 /// The queue holds no reference: a folio freed while queued leaves the queue first
 /// (`unqueueDeferredSplit`, Linux: `folio_unqueue_deferred_split()` in the free path). Membership is the
 /// head's `.deferredSplit` flag, changed only under the queue's lock.
+///
+/// As in Linux, there is one queue for folios charged to no cgroup (the kernel's, Linux: the node's
+/// `pgdat->deferred_split_queue`) and one per memory cgroup for the folios charged to it
+/// (`memcg->deferred_split_queue`, found from the folio: `folio_split_queue()`); a cgroup's reclaim
+/// shrinks its own, global reclaim all of them.
 final class DeferredSplitQueue: Sendable {
     let folios = SpinLocked<[UInt32]>([])
     init() {}
@@ -18,6 +23,27 @@ final class DeferredSplitQueue: Sendable {
 }
 
 extension Kernel {
+    /// The queue the folio at `head` belongs on: its cgroup's, or the kernel's when it is charged to
+    /// none (Linux: `folio_split_queue()`).
+    @inline(__always)
+    func splitQueue(of head: PFN) -> DeferredSplitQueue {
+        guard memoryCgroups.active.load(ordering: .relaxed), let memcg = memoryCgroups.owner(of: head) else {
+            return deferredSplitQueue
+        }
+        return memcg.deferredSplitQueue
+    }
+
+    /// Every deferred-split queue: the kernel's, then each cgroup's.
+    var allSplitQueues: [DeferredSplitQueue] {
+        guard memoryCgroups.active.load(ordering: .relaxed) else { return [deferredSplitQueue] }
+        return [deferredSplitQueue] + memoryCgroups.all.map(\.deferredSplitQueue)
+    }
+
+    /// The folios on every queue, each queue in its order (the kernel's first).
+    func allDeferredSplitFolios() -> [UInt32] {
+        allSplitQueues.flatMap { queue in queue.folios.withLock { $0 } }
+    }
+
     /// Queues the large folio `head` for a deferred split; `partiallyMapped` marks it as having
     /// unmapped pages, counted once per folio as `thp_deferred_split_page` unless `counted` is false
     /// (a new reservation, which Linux has no counter for) (Linux: `deferred_split_folio()`).
@@ -30,7 +56,7 @@ extension Kernel {
     /// Puts a folio the policy defers on the queue (the body of `deferredSplitFolio`, out of line).
     private func queueDeferredSplit(_ head: PFN, partiallyMapped: Bool, counted: Bool) {
         let frames = memory.frames
-        deferredSplitQueue.folios.withLock { queue in
+        splitQueue(of: head).folios.withLock { queue in
             // The folio may be freed or split meanwhile by its last unmapper; both unqueue under this lock.
             let flags = frames.flags(head)
             guard flags.contains(.head), frames.refcount(head) > 0 else { return }
@@ -52,10 +78,30 @@ extension Kernel {
     func unqueueDeferredSplit(_ head: PFN) {
         let frames = memory.frames
         guard frames.flags(head).contains(.deferredSplit) else { return }
-        deferredSplitQueue.folios.withLock { queue in
-            guard frames.flags(head).contains(.deferredSplit) else { return }
+        let found = splitQueue(of: head).folios.withLock { queue -> Bool in
+            guard frames.flags(head).contains(.deferredSplit) else { return true }
+            guard let i = queue.firstIndex(of: head.rawValue) else { return false }
             frames.removeFlags(head, [.deferredSplit, .partiallyMapped])
-            if let i = queue.firstIndex(of: head.rawValue) { queue.remove(at: i) }
+            queue.remove(at: i)
+            return true
+        }
+        if !found { unqueueFromAnyQueue(head) }
+    }
+
+    /// A queued folio whose charge changed since it was queued (queued before its charge, or its
+    /// record moved by migration) is looked for on every queue.
+    @inline(never)
+    private func unqueueFromAnyQueue(_ head: PFN) {
+        let frames = memory.frames
+        for queue in allSplitQueues {
+            let done = queue.folios.withLock { queue -> Bool in
+                guard frames.flags(head).contains(.deferredSplit) else { return true }
+                guard let i = queue.firstIndex(of: head.rawValue) else { return false }
+                frames.removeFlags(head, [.deferredSplit, .partiallyMapped])
+                queue.remove(at: i)
+                return true
+            }
+            if done { return }
         }
     }
 
@@ -64,32 +110,28 @@ extension Kernel {
     /// with more than `max_ptes_none` zero-filled pages, whose zero pages become the shared zero page
     /// (`thp_underused_split_page`). Folios that cannot be split now stay queued. Returns the pages
     /// freed (Linux: `deferred_split_scan()`, `thp_underused()`).
-    /// With `memcg`, only the folios charged to it are looked at (Linux keeps a queue per memcg,
-    /// `memcg->deferred_split_queue`, which a memcg's reclaim shrinks).
+    /// With `memcg`, the cgroup's own queue is shrunk (a memcg's reclaim); without, every queue, the
+    /// kernel's first, up to `limit` folios in all (global reclaim, kswapd: Linux's memcg-aware
+    /// shrinker is called for each memcg of the node).
     @discardableResult
     public func deferredSplitScan(limit: Int = 128, only memcg: MemoryCgroup? = nil) -> Int {
         guard splitsFoliosSeparately else { return 0 }
-        let frames = memory.frames
         let before = memory.freePages
-        // Take a batch off the queue, each with a reference so that it cannot be freed meanwhile.
-        let batch: [PFN] = deferredSplitQueue.folios.withLock { queue in
+        let queues = memcg.map { [$0.deferredSplitQueue] } ?? allSplitQueues
+        var batch: [PFN] = []
+        for queue in queues where batch.count < limit {
+            batch += takeDeferredSplitBatch(queue, limit: limit - batch.count)
+        }
+        for head in batch { shrinkDeferredSplitFolio(head) }
+        return max(0, memory.freePages - before)
+    }
+
+    /// Takes up to `limit` folios off `queue`, each with a reference so that it cannot be freed
+    /// meanwhile; folios being freed are dropped (their free path finds them off the queue).
+    private func takeDeferredSplitBatch(_ queue: DeferredSplitQueue, limit: Int) -> [PFN] {
+        let frames = memory.frames
+        return queue.folios.withLock { queue in
             var taken: [PFN] = []
-            if let memcg {
-                // The cgroup's own queue, in effect: take its folios, leave the others in order.
-                var kept: [UInt32] = []
-                for raw in queue {
-                    let head = PFN(raw)
-                    guard taken.count < limit, memoryCgroups.owner(of: head) === memcg else { kept.append(raw); continue }
-                    if frames.tryGetReference(head) {
-                        frames.removeFlags(head, .deferredSplit)
-                        taken.append(head)
-                    } else {
-                        frames.removeFlags(head, [.deferredSplit, .partiallyMapped])
-                    }
-                }
-                queue = kept
-                return taken
-            }
             while taken.count < limit, !queue.isEmpty {
                 let head = PFN(queue.removeFirst())
                 if frames.tryGetReference(head) {
@@ -102,23 +144,24 @@ extension Kernel {
             }
             return taken
         }
-        for head in batch {
-            if frames.flags(head).contains(.partiallyMapped) {
-                if splitFolio(head) != .split {
-                    deferredSplitFolio(head, partiallyMapped: false)
-                } else if policyReservesPages {
-                    vmstat.count(.thpReservBroken)
-                }
-            } else if splitsUnderused(hugepageSettings) && isUnderused(head) {
-                if splitFolio(head, useZeroPage: true) == .split {
-                    vmstat.count(.thpUnderusedSplitPage)
-                } else {
-                    deferredSplitFolio(head, partiallyMapped: false)
-                }
+    }
+
+    /// The shrinker's decision on one folio taken off a queue (with a reference, which it drops).
+    private func shrinkDeferredSplitFolio(_ head: PFN) {
+        if memory.frames.flags(head).contains(.partiallyMapped) {
+            if splitFolio(head) != .split {
+                deferredSplitFolio(head, partiallyMapped: false)
+            } else if policyReservesPages {
+                vmstat.count(.thpReservBroken)
             }
-            putPage(head)
+        } else if splitsUnderused(hugepageSettings) && isUnderused(head) {
+            if splitFolio(head, useZeroPage: true) == .split {
+                vmstat.count(.thpUnderusedSplitPage)
+            } else {
+                deferredSplitFolio(head, partiallyMapped: false)
+            }
         }
-        return max(0, memory.freePages - before)
+        putPage(head)
     }
 
     /// Whether more than `max_ptes_none` of the folio's pages hold only zeros. Metadata mode has no
@@ -141,7 +184,7 @@ extension Kernel {
     func requeueDeferredSplit(_ head: PFN) {
         let frames = memory.frames
         guard frames.flags(head).contains(.deferredSplit) else { return }
-        deferredSplitQueue.folios.withLock { queue in
+        splitQueue(of: head).folios.withLock { queue in
             guard frames.flags(head).contains(.deferredSplit), queue.last != head.rawValue,
                   let i = queue.lastIndex(of: head.rawValue) else { return }
             queue.remove(at: i)

@@ -285,7 +285,7 @@ extension Kernel {
     @discardableResult
     func prepopulateReservations(threshold: Int, budget: Int, promotes: Bool) -> Int {
         let frames = memory.frames
-        let candidates: [UInt32] = deferredSplitQueue.folios.withLock { Array($0.reversed()) }
+        let candidates: [UInt32] = allDeferredSplitFolios().reversed()
         var done = 0
         for raw in candidates where done < budget {
             let head = PFN(raw)
@@ -327,7 +327,7 @@ extension Kernel {
         guard let policyDaemon else { return 0 }
         let frames = memory.frames
         let now = clock.now
-        let queued: [UInt32] = deferredSplitQueue.folios.withLock { Array($0) }
+        let queued: [UInt32] = allDeferredSplitFolios()
         // Which reservations have kept their population since when.
         var inactive: [PFN] = []
         policyDaemon.reservationsSeen.withLock { seen in

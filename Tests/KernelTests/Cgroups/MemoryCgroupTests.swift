@@ -1,7 +1,7 @@
 import Testing
 import VMCore
 import PhysicalMemory
-import Kernel
+@testable import Kernel
 import TestSupport
 
 @Suite("Memory cgroups")
@@ -199,6 +199,33 @@ struct MemoryCgroupTests {
         let events = try kernel.readCgroupFile("box", "memory.events")
         #expect(events.contains("high 1\n"))
         #expect(kernel.memoryCgroups.cgroup(named: "box")!.usagePages <= 768)
+        expectClean(kernel)
+    }
+
+    @Test("each cgroup has its own deferred-split queue: its reclaim splits only its own underused THPs; global reclaim reaches every queue")
+    func perCgroupSplitQueues() throws {
+        let (kernel, a) = try boxed(enabled: .always)
+        try kernel.transparentHugepageSysfs.write("khugepaged/max_ptes_none", "450")
+        _ = try kernel.createMemoryCgroup("other")
+        let b = try #require(kernel.createAddressSpace())
+        try kernel.writeCgroupFile("other", "cgroup.procs", "\(b.pid)\n")
+        for mm in [a, b] {
+            let start = try mm.mmap(address: nil, length: 4 << 20, protection: .readWrite, flags: .private)
+            try mm.write(start, [1]).get()
+            try mm.write(start + (2 << 20), [1]).get()
+        }
+        let box = try #require(kernel.memoryCgroups.cgroup(named: "box"))
+        let other = try #require(kernel.memoryCgroups.cgroup(named: "other"))
+        #expect(box.usagePages == 1024 && other.usagePages == 1024)
+        #expect(box.deferredSplitQueue.count == 2 && other.deferredSplitQueue.count == 2 && kernel.deferredSplitQueue.count == 0)
+        kernel.deferredSplitScan(only: box)
+        #expect(box.usagePages == 2 && other.usagePages == 1024)
+        #expect(box.deferredSplitQueue.count == 0 && other.deferredSplitQueue.count == 2)
+        #expect(kernel.vmstatValues()["thp_underused_split_page"] == 2)
+        expectClean(kernel)
+        kernel.deferredSplitScan()
+        #expect(other.usagePages == 2 && other.deferredSplitQueue.count == 0)
+        #expect(kernel.vmstatValues()["thp_underused_split_page"] == 4)
         expectClean(kernel)
     }
 
