@@ -197,7 +197,7 @@ extension AddressSpace {
     }
 
     /// Promotes the reservation the fault filled, under the mmap lock taken for writing as a collapse
-    /// is made (a fault through GUP leaves its range PTE-mapped).
+    /// is made (`getUserPages` promotes what its faults filled once it drops the lock).
     /// - Precondition: no lock of this mm is held.
     func promoteReservationAfterFault(_ fault: inout FaultContext) {
         guard let haddr = fault.reservationToPromote else { return }
