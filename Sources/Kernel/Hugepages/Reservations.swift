@@ -47,6 +47,7 @@ extension AddressSpace {
         guard table[index].isNone else { lock.spinUnlock(); return .handled }
         var found = reservation(in: table)
         lock.spinUnlock()
+        if case .changing(let at) = found { return waitForChange(table, at, &fault) }
 
         var created: PFN?
         if case .none = found {
@@ -68,14 +69,20 @@ extension AddressSpace {
 
         lock.spinLock()
         // Another CPU may have mapped this page, or made a reservation of its own, meanwhile.
+        let now = table[index].isNone ? reservation(in: table) : .occupied
+        if case .changing(let at) = now {
+            lock.spinUnlock()
+            if let created { kernel.putPage(created) }
+            return waitForChange(table, at, &fault)
+        }
         if let created {
-            guard table[index].isNone, case .none = reservation(in: table) else {
+            guard table[index].isNone, case .none = now else {
                 lock.spinUnlock()
                 kernel.putPage(created)
                 return .handled
             }
         } else {
-            guard table[index].isNone, case .reserved(head) = reservation(in: table),
+            guard table[index].isNone, case .reserved(head) = now,
                   frames.mapcount(pfn) == 0, frames.tryGetReference(head) else {
                 lock.spinUnlock()
                 return table[index].isNone ? nil : .handled
@@ -110,6 +117,16 @@ extension AddressSpace {
         } else if created == nil {
             kernel.requeueDeferredSplit(head)
         }
+        return .handled
+    }
+
+    /// Waits for the migration entry at `index` to go (a split or a migration of the range's pages is
+    /// under way, so its population cannot be read), then lets the access fault again (Linux:
+    /// `migration_entry_wait()`; FreeBSD serializes population and `vm_reserv_break()` under the
+    /// reservation's lock).
+    private func waitForChange(_ table: PageTable, _ index: Int, _ fault: inout FaultContext) -> FaultOutcome {
+        fault.waited = .migrationEntry
+        waitForMigration(table, index)
         return .handled
     }
 
@@ -176,15 +193,20 @@ extension AddressSpace {
         /// Something other than a reservation is mapped there (a page of its own, a swap entry), so
         /// none is made (FreeBSD: `vm_reserv_alloc_page()`'s `leftcap`/`rightcap` test).
         case occupied
+        /// A migration entry stands at this index: a split or a migration is under way, so what the
+        /// range holds is not known until it ends.
+        case changing(Int)
     }
 
-    /// The reservation `table` maps, judged by its first non-empty entry (zero-page entries skipped).
+    /// The reservation `table` maps, judged by its first non-empty entry (zero-page entries skipped;
+    /// a migration entry first makes it `.changing`).
     /// - Precondition: the table's split lock is held.
     func reservation(in table: PageTable) -> TableReservation {
         let frames = kernel.memory.frames
         for i in 0..<PageGeometry.entriesPerTable {
             let e = table[i]
             if e.isNone || e.isMapped && e.isSpecial { continue }
+            if e.isMigrationEntry { return .changing(i) }
             guard e.isMapped else { return .occupied }
             let flags = frames.flags(e.pfn)
             guard !flags.isDisjoint(with: [.head, .tail]) else { return .occupied }
@@ -197,7 +219,7 @@ extension AddressSpace {
     }
 
     /// Promotes the reservation the fault filled, under the mmap lock taken for writing as a collapse
-    /// is made (a fault through GUP leaves its range PTE-mapped).
+    /// is made (`getUserPages` promotes what its faults filled once it drops the lock).
     /// - Precondition: no lock of this mm is held.
     func promoteReservationAfterFault(_ fault: inout FaultContext) {
         guard let haddr = fault.reservationToPromote else { return }

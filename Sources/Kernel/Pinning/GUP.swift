@@ -12,7 +12,21 @@ extension AddressSpace {
     /// had after the first — or the errno when not even the first could: EFAULT outside a VMA or against
     /// its protection, ENOMEM when memory ran out (Linux: `get_user_pages()` → `__get_user_pages()` →
     /// `follow_page_mask()` / `handle_mm_fault()`). Release each with `Kernel.putPage`.
+    ///
+    /// A fault that fills a reservation (FreeBSD, Quicksilver) promotes it once the mmap lock is
+    /// dropped, under the lock taken for writing as after any fault: FreeBSD's `vm_fault()` promotes at
+    /// `pmap_enter()` whether or not the caller holds the page (`vm_fault_quick_hold_pages()`), and a
+    /// held page in a superpage stays held.
     public func getUserPages(_ start: VirtualAddress, count: Int, write: Bool) -> Result<[PFN], Errno> {
+        var filled: [VirtualAddress] = []
+        let result = getUserPagesLocked(start, count: count, write: write, filled: &filled)
+        for haddr in filled { mmapLock.withWriteLock { _ = promoteReservation(haddr) } }
+        return result
+    }
+
+    /// `getUserPages` under the mmap read lock; the reservations its faults filled go into `filled`.
+    private func getUserPagesLocked(_ start: VirtualAddress, count: Int, write: Bool,
+                                    filled: inout [VirtualAddress]) -> Result<[PFN], Errno> {
         guard count > 0, start.isAligned(PageGeometry.pageSize) else { return .failure(.EINVAL) }
         let end = start + UInt64(count) * PageGeometry.pageSize
         // Give private VMAs their anon_vma identity first (faults below hold the lock for reading).
@@ -35,6 +49,7 @@ extension AddressSpace {
                 // Linux: `faultin_page()` → `handle_mm_fault()`; no MMU, so no error code but the access.
                 var fault = FaultContext(address: va, access: write ? .write : .read, errorCode: write ? .write : [])
                 let outcome = handlePTEFault(vma, &fault)
+                if let haddr = fault.reservationToPromote { filled.append(haddr) }
                 if outcome != .handled {
                     if !pages.isEmpty { return .success(pages) }
                     return .failure(outcome == .outOfMemory ? .ENOMEM : .EFAULT)

@@ -4,12 +4,16 @@ import VMCore
 /// fault in a range that could hold a huge page sets the page's bit in the range's population bitmap,
 /// and when `util_threshold` percent of the 512 pages are populated the range is queued for khugepaged,
 /// which collapses queued ranges before it scans; its scan refuses ranges populated below the
-/// threshold. With `fairness`, the queue is served first to the process whose huge pages cover the
-/// least of its populated memory.
+/// threshold. An access-frequency sampler (`osa_hpage_scand`) wakes every `scan_sleep_millisecs`,
+/// reads and clears the accessed bits of every tracked range, keeps each range's last four samples
+/// (hot when all four saw an access), and counts each process's huge pages, idle huge pages and
+/// anonymous pages; with `fairness`, the queue is served first to the process with the highest
+/// fairness metric `weight × requirement × 100 / huge pages held` from that sample.
 ///
 /// ```
 ///  fault ─► bitmap[pid, haddr] |= bit ─► weight ≥ 460 ─► queue (once, "committed") ─► khugepaged
 ///  munmap/MADV_DONTNEED ─► bits cleared, committed reset
+///  sampler (every 4 s) ─► accessed bits read and cleared ─► history, hot ranges, huge/idle/RSS counts ─► fairness
 /// ```
 /// What runs on Linux 6.18's mechanism: the collapse itself (`collapse_huge_page()`), khugepaged's
 /// wake-ups and budget (`pages_to_scan`, `scan_sleep_millisecs`), and its `enabled` rule: Ingens
@@ -17,18 +21,28 @@ import VMCore
 ///
 /// Linux (Ingens): `do_anonymous_page()`'s `CONFIG_OSA` block (`popl_bitmap`, `hugepage_worklist`),
 /// `khugepaged_scan_pmd()`'s `util_threshold` check, `osa_khugepaged_schedule_mm_slot()`,
-/// `osa_compute_fairness_metric()`, `osa_clear_poplmap_range()`.
+/// `osa_compute_fairness_metric()`, `osa_clear_poplmap_range()`; osa/hugepage_scan.c's
+/// `osa_hpage_do_scan()`, `osa_hpage_pmd_walker()`, `osa_bpage_pte_walker()`.
 public struct IngensPolicy: HugepagePolicy {
     /// Percent of a range's 512 pages that must be populated before it is promoted (`util_threshold`).
     public var utilThreshold: Int
     /// Whether the queue is served to the most deprived process first (`hugepage_fairness`).
     public var fairness: Bool
+    /// The access-frequency sampler's period in milliseconds of simulated time; 0 stops it (Ingens:
+    /// `scan_sleep_millisecs` of `osa_hpage_scand`, whose `has_work` is false at 0).
+    public var scanSleepMillisecs: UInt64
+    /// The fairness weight every process starts with (Ingens: `mm->hpage_stats.weight`, written
+    /// through `/proc/PID/hugepage_stats`); a process of weight 0 is neither sampled nor ranked.
+    public var weight: Int
 
-    /// Ingens's defaults: 90 %, fairness off (as its sysfs files boot).
-    public init(utilThreshold: Int = 90, fairness: Bool = false) {
-        precondition((0...100).contains(utilThreshold))
+    /// Ingens's defaults: 90 %, fairness off, the sampler every 4 s (as its sysfs files boot); every
+    /// process weighs 1, where Ingens starts each at 0 and leaves it out until a weight is written.
+    public init(utilThreshold: Int = 90, fairness: Bool = false, scanSleepMillisecs: UInt64 = 4000, weight: Int = 1) {
+        precondition((0...100).contains(utilThreshold) && (0...IngensState.maxWeight).contains(weight))
         self.utilThreshold = utilThreshold
         self.fairness = fairness
+        self.scanSleepMillisecs = scanSleepMillisecs
+        self.weight = weight
     }
 
     /// The policy's name (`--policy`) and the folder of its knobs.
@@ -50,7 +64,7 @@ public struct IngensPolicy: HugepagePolicy {
     public func splitsUnderused(settings: TransparentHugepageSettings) -> Bool { false }
 
     public func makeState() -> (any HugepagePolicyState)? {
-        IngensState(utilThreshold: utilThreshold, fairness: fairness)
+        IngensState(self)
     }
 
     public func anonymousFaultMapped(_ mm: AddressSpace, _ vma: VMA, at address: VirtualAddress,
@@ -81,6 +95,14 @@ public struct IngensPolicy: HugepagePolicy {
                                     result: CollapseResult, state: (any HugepagePolicyState)?) {
         (state as? IngensState)?.attempted(mm.pid, haddr, queued: queued, result: result)
     }
+
+    public func nextThreadWakeup(state: (any HugepagePolicyState)?) -> UInt64? {
+        (state as? IngensState)?.nextSample
+    }
+
+    public func runThreads(_ kernel: Kernel, state: (any HugepagePolicyState)?) {
+        (state as? IngensState)?.sampleIfDue(kernel)
+    }
 }
 
 /// Ingens's state in one kernel: each process's population bitmaps, the promotion queue, the knobs and
@@ -95,13 +117,23 @@ public final class IngensState: HugepagePolicyState {
         var committed = false
         /// khugepaged collapsed it, and nothing was unmapped from it since.
         var promoted = false
+        /// The sampler's last samples, newest in bit 0: whether any page of the range was accessed
+        /// (Ingens: the top bits of `freq_bitmap`).
+        var history: UInt8 = 0
+        /// Samples taken since the range was first tracked, up to 8.
+        var samples: UInt8 = 0
     }
 
     /// A process's ranges and the totals the fairness metric uses.
     struct Process {
+        weak var mm: AddressSpace?
         var ranges: [UInt64: Range] = [:]
         var populatedPages = 0
         var promotedRanges = 0
+        /// Set by `setWeight(_:pid:)`; nil for the knob's default.
+        var weight: Int?
+        /// What the sampler's last pass saw.
+        var sampled = IngensSample()
     }
 
     struct Queued {
@@ -113,23 +145,34 @@ public final class IngensState: HugepagePolicyState {
     struct State {
         var utilThreshold: Int
         var fairness: Bool
+        var scanSleepMillisecs: UInt64
+        var defaultWeight: Int
         var processes: [Int: Process] = [:]
         var queue: [Queued] = []
+        /// When the sampler wakes next; nil while it waits for a process to track.
+        var samplerWakeup: UInt64?
         var queuedRanges = 0, promotedRanges = 0, failedPromotions = 0, underutilizedSkips = 0, staleQueued = 0
+        var samplePasses = 0, hotRangeSamples = 0, idleHugeSamples = 0
+
+        func weight(_ p: Process) -> Int { p.weight ?? defaultWeight }
     }
 
-    private let state: SpinLocked<State>
+    let state: SpinLocked<State>
 
-    init(utilThreshold: Int, fairness: Bool) {
-        state = SpinLocked(State(utilThreshold: utilThreshold, fairness: fairness))
+    init(_ policy: IngensPolicy) {
+        state = SpinLocked(State(utilThreshold: policy.utilThreshold, fairness: policy.fairness,
+                                 scanSleepMillisecs: policy.scanSleepMillisecs, defaultWeight: policy.weight))
     }
+
+    /// The largest fairness weight (Ingens's proc file takes three digits).
+    public static let maxWeight = 999
 
     /// Pages of 512 that must be populated: `util_threshold * 512 / 100` (90 % → 460).
     static func thresholdPages(_ percent: Int) -> Int { percent * PageGeometry.entriesPerTable / 100 }
 
     // MARK: Knobs and counters
 
-    public static let knobNames = ["ingens/util_threshold", "ingens/fairness"]
+    public static let knobNames = ["ingens/util_threshold", "ingens/fairness", "ingens/scan_sleep_millisecs", "ingens/weight"]
     public var knobNames: [String] { Self.knobNames }
 
     public func knobText(_ name: String) -> String? {
@@ -137,6 +180,8 @@ public final class IngensState: HugepagePolicyState {
             switch name {
             case "ingens/util_threshold": String(s.utilThreshold)
             case "ingens/fairness": s.fairness ? "1" : "0"
+            case "ingens/scan_sleep_millisecs": String(s.scanSleepMillisecs)
+            case "ingens/weight": String(s.defaultWeight)
             default: nil
             }
         }
@@ -152,6 +197,20 @@ public final class IngensState: HugepagePolicyState {
         case "ingens/fairness":
             guard text == "0" || text == "1" else { return "\(name): '\(text)' is not 0 or 1" }
             state.withLock { $0.fairness = text == "1" }
+        case "ingens/scan_sleep_millisecs":
+            guard let v = UInt64(text), v <= 3_600_000 else {
+                return "\(name): '\(text)' is not a number of milliseconds from 0 (off) to 3600000"
+            }
+            state.withLock { s in
+                s.scanSleepMillisecs = v
+                // Off stops the thread; on again, it samples at its next wake-up (a fault or the clock).
+                if v == 0 { s.samplerWakeup = nil }
+            }
+        case "ingens/weight":
+            guard let v = Int(text), (0...Self.maxWeight).contains(v) else {
+                return "\(name): '\(text)' is not a weight from 0 to \(Self.maxWeight)"
+            }
+            state.withLock { $0.defaultWeight = v }
         default:
             return "unknown knob '\(name)': Ingens has \(Self.knobNames.joined(separator: ", "))"
         }
@@ -162,7 +221,8 @@ public final class IngensState: HugepagePolicyState {
         state.withLock { s in
             [("ingens_ranges_queued", s.queuedRanges), ("ingens_ranges_promoted", s.promotedRanges),
              ("ingens_promotions_failed", s.failedPromotions), ("ingens_queue_stale", s.staleQueued),
-             ("ingens_scan_underutilized", s.underutilizedSkips)]
+             ("ingens_scan_underutilized", s.underutilizedSkips), ("ingens_sample_passes", s.samplePasses),
+             ("ingens_hot_range_samples", s.hotRangeSamples), ("ingens_idle_hugepage_samples", s.idleHugeSamples)]
         }
     }
 
@@ -172,9 +232,13 @@ public final class IngensState: HugepagePolicyState {
     func populate(_ mm: AddressSpace, _ va: VirtualAddress) {
         let haddr = va.alignedDown(PageGeometry.pmdSize)
         let page = Int((va.rawValue - haddr.rawValue) >> PageGeometry.pageShift)
+        let now = mm.kernel.clock.now
         state.withLock { s in
             let threshold = Self.thresholdPages(s.utilThreshold)
             var queue = false
+            if s.processes[mm.pid]?.mm == nil { s.processes[mm.pid, default: Process()].mm = mm }
+            // The sampler wakes when a process joins its list (`khugepaged_enter()` → `osa_hpage_enter_list()`).
+            if s.samplerWakeup == nil && s.scanSleepMillisecs > 0 { s.samplerWakeup = now }
             s.processes[mm.pid, default: Process()].update(haddr.rawValue) { r, p in
                 let mask: UInt64 = 1 << UInt64(page & 63)
                 guard r.bits[page >> 6] & mask == 0 else { return }
@@ -211,25 +275,26 @@ public final class IngensState: HugepagePolicyState {
                 }
                 haddr = haddr + PageGeometry.pmdSize
             }
-            if !process.ranges.isEmpty { s.processes[pid] = process }
+            if !process.ranges.isEmpty || process.weight != nil { s.processes[pid] = process }
         }
     }
 
     /// The next queued range that is still populated to the threshold: the oldest, or with fairness
-    /// the oldest of the process whose huge pages cover the least of its populated memory (Ingens:
-    /// `osa_khugepaged_schedule_mm_slot()` and `osa_compute_fairness_metric()`, which rank processes by
-    /// huge pages held against their need). A range unmapped below the threshold since it was queued is
-    /// dropped, as Ingens's scan of the queued address refuses it.
+    /// the oldest of the process with the highest fairness metric above 1 (`fairnessMetric(_:)`; a
+    /// process of weight 0 is not ranked; with no metric above 1, the oldest) (Ingens:
+    /// `osa_khugepaged_schedule_mm_slot()`, which starts from `metric_max = 1`). A range unmapped below
+    /// the threshold since it was queued is dropped, as Ingens's scan of the queued address refuses it.
     func dequeue() -> (mm: AddressSpace, address: VirtualAddress)? {
         state.withLock { s in
             let threshold = Self.thresholdPages(s.utilThreshold)
             while !s.queue.isEmpty {
                 var index = 0
                 if s.fairness {
-                    var best = Double.infinity
+                    var best = 1
                     for (i, q) in s.queue.enumerated() {
-                        let share = Self.hugeShare(s.processes[q.pid])
-                        if share < best { best = share; index = i }
+                        guard let p = s.processes[q.pid] else { continue }
+                        let metric = Self.fairnessMetric(weight: s.weight(p), p.sampled)
+                        if metric > best { best = metric; index = i }
                     }
                 }
                 let q = s.queue.remove(at: index)
@@ -244,10 +309,12 @@ public final class IngensState: HugepagePolicyState {
         }
     }
 
-    /// The share of a process's populated memory that its promoted huge pages cover (0 without any).
-    static func hugeShare(_ p: Process?) -> Double {
-        guard let p else { return 0 }
-        return Double(p.promotedRanges * PageGeometry.entriesPerTable) / Double(max(1, p.populatedPages))
+    /// Ingens's fairness metric of a process: `weight × requirement × 100 / huge pages`, with the
+    /// requirement (anonymous pages / 512) and the huge pages (at least 1) from the sampler's last
+    /// pass, so a process that needs many huge pages and holds few ranks first; 0 for weight 0
+    /// (Ingens: `osa_compute_fairness_metric()`).
+    public static func fairnessMetric(weight: Int, _ sample: IngensSample) -> Int {
+        weight * sample.requirement * 100 / max(1, sample.hugePages)
     }
 
     /// Whether the range's weight reaches the threshold (Ingens: `khugepaged_scan_pmd()` in

@@ -3,21 +3,26 @@ import Kernel
 
 /// A key-value store's fragmentation pattern, the one HawkEye and others measure with Redis: insert
 /// 4 KiB values until nine tenths of `size` are live, delete a random 80 % of them (each deletion
-/// returns its page with `MADV_DONTNEED`, as jemalloc's purge does), then insert 2 MiB values, in a
-/// second mapping, until `size` is live again. Values are written whole on insert, one store per page.
-/// All of that is set-up; the measured phase is `accesses` GETs, 8-byte loads from random live values.
+/// returns its page with `MADV_DONTNEED`, as jemalloc's purge does), pause a minute of simulated time
+/// (the store serves what is left; khugepaged and the policies' threads run), then insert 2 MiB
+/// values, in a second mapping, until `size` is live again. Values are written whole on insert, one
+/// store per page. All of that is set-up; the measured phase is `accesses` GETs, 8-byte loads from
+/// random live values.
 ///
 /// ```
 ///  region 1  [v v v v v v v v v v …]  insert 4 KiB values to 90 % of size
-///            [v . . v . . . . v . …]  delete 80 %: holes inside 2 MiB ranges (bloat under THP)
+///            [v . . v . . . . v . …]  delete 80 %: holes inside 2 MiB ranges
+///            (60 s idle)               khugepaged may collapse the holed ranges again: bloat
 ///  region 2  [VVVV…][VVVV…] …          insert 2 MiB values back up to size
 /// ```
-/// With a `--memory` near `size`, a policy that leaves the holes' huge pages whole runs short of memory
-/// in the third phase (reclaim, swap, or the out-of-memory outcome); one that recovers bloat does not.
+/// With a `--memory` near `size`, a policy whose khugepaged refilled the holes runs short of memory in
+/// the third phase (reclaim, swap, or the out-of-memory outcome); docs/policies.md has which do.
 struct KeyValueStoreWorkload {
     let p: SyntheticParameters
     static let smallValue = PageGeometry.pageSize
     static let largeValue = PageGeometry.pmdSize
+    /// The pause between the deletions and the large inserts, in milliseconds of simulated time.
+    static let pauseMilliseconds: UInt64 = 60_000
 
     func generate(into sink: inout some WorkloadSink) {
         let base = SyntheticLayout.base
@@ -37,6 +42,9 @@ struct KeyValueStoreWorkload {
                                            advice: .dontNeed))
         }
         var live: [(address: UInt64, bytes: UInt64)] = keys[deletions...].map { (base + UInt64($0) * Self.smallValue, Self.smallValue) }
+        // The store serves its remaining values a while before the large inserts, so kernel threads
+        // (khugepaged, a policy's samplers) get simulated time between the phases, as Redis's do.
+        sink.event(thread: 0, .idle(milliseconds: Self.pauseMilliseconds))
         // Phase 3: 2 MiB values in a second region until `size` is live again.
         let liveSmall = UInt64(smallCount - deletions) * Self.smallValue
         let largeCount = (p.size - min(p.size, liveSmall)) / Self.largeValue

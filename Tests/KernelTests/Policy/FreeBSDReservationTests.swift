@@ -103,6 +103,26 @@ struct FreeBSDReservationTests {
         expectClean(kernel)
     }
 
+    @Test("a page faulted in by GUP that fills the reservation promotes it, as any fault does; the pin holds the page inside the huge PMD",
+          arguments: [false, true])
+    func gupFaultPromotes(pin: Bool) throws {
+        let (kernel, mm) = kernel()
+        let start = try aligned(mm)
+        for page in 0..<511 { try mm.write(start + UInt64(page) * 4096, [UInt8(truncatingIfNeeded: page) | 1]).get() }
+        #expect(mm.translate(start)?.level == .pte)
+        let last = start + 511 * 4096
+        let pages = try (pin ? mm.pinUserPages(last, count: 1, write: true) : mm.getUserPages(last, count: 1, write: true)).get()
+        let t = try #require(mm.translate(start + 7 * 4096))
+        #expect(t.level == .pmd, "promoted once GUP dropped the mmap lock")
+        #expect(kernel.vmstat[.thpReservPromote] == 1)
+        let head = PFN(t.frame.rawValue - 7)
+        #expect(pages == [head + 511], "the pinned page is the reservation's last frame, now inside the huge page")
+        #expect(try mm.read(start + 7 * 4096, count: 1).get() == [7 | 1])
+        if pin { kernel.releasePinnedPages(pages) } else { kernel.putUserPages(pages) }
+        try mm.munmap(start, length: Self.huge)
+        expectClean(kernel)
+    }
+
     @Test("with promote=0 (vm.pmap.pg_ps_enabled=0) a full reservation stays PTE-mapped")
     func noPromotion() throws {
         let (kernel, mm) = kernel(promotes: false)

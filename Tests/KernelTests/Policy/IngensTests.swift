@@ -5,12 +5,13 @@ import Kernel
 import TestSupport
 
 /// Ingens's rules, one test each (docs/policies.md, "ingens").
-@Suite("Ingens: population counts, the promotion queue, fairness")
+@Suite("Ingens: population counts, the promotion queue, the sampler, fairness")
 struct IngensTests {
     static let base = VirtualAddress(1 << 30)
     static let mib2 = PageGeometry.pmdSize
 
-    func kernel(_ policy: IngensPolicy = IngensPolicy(), enabled: TransparentHugepageSettings.Enabled = .always,
+    /// The sampler is off unless a test is about it, so that each kernel-thread wake-up is khugepaged's.
+    func kernel(_ policy: IngensPolicy = IngensPolicy(scanSleepMillisecs: 0), enabled: TransparentHugepageSettings.Enabled = .always,
                 memory: UInt64 = 64 << 20) -> Kernel {
         var configuration = KernelConfiguration(
             memoryBytes: memory, watermarks: .zero, design: .linux6_18,
@@ -139,26 +140,91 @@ struct IngensTests {
         expectClean(kernel)
     }
 
-    @Test("with fairness the queue serves the process holding fewer huge pages first; without, first come first served",
-          arguments: [false, true])
-    func fairness(on: Bool) throws {
+    @Test("the sampler reads and clears accessed bits every scan_sleep_millisecs: a range is hot once accessed at 4 passes in a row")
+    func samplerHotRanges() throws {
+        let kernel = kernel(IngensPolicy())
+        let mm = try #require(kernel.createAddressSpace())
+        _ = try mm.mmap(address: Self.base, length: 4 << 20, protection: .readWrite, flags: [.private, .fixed])
+        let hot = Self.base, cold = Self.base + Self.mib2
+        try touch(mm, hot, pages: 0..<10)
+        try touch(mm, cold, pages: 0..<10)
+        let s = try state(kernel)
+        kernel.advanceTime(by: 1_000_000)                       // the first pass, when the process joined
+        #expect(counter(kernel, "ingens_sample_passes") == 1)
+        #expect(s.sample(pid: mm.pid).basePages == 20 && s.sample(pid: mm.pid).idleBasePages == 0)
+        for pass in 2...4 {
+            try touch(mm, hot, pages: 0..<1)
+            kernel.advanceTime(by: 4_000_000_000)
+            #expect(counter(kernel, "ingens_sample_passes") == pass)
+            #expect(s.isHot(pid: mm.pid, range: hot) == (pass == 4))  // hot only at the 4th young sample
+            #expect(!s.isHot(pid: mm.pid, range: cold))
+        }
+        // The bits were cleared at each pass: one page of 20 seen young.
+        #expect(s.sample(pid: mm.pid).idleBasePages == 19 && s.sample(pid: mm.pid).hotRanges == 1)
+        kernel.advanceTime(by: 4_000_000_000)                   // a pass without an access: no longer hot
+        #expect(!s.isHot(pid: mm.pid, range: hot) && s.sample(pid: mm.pid).idleBasePages == 20)
+        #expect(counter(kernel, "ingens_hot_range_samples") == 1)
+        // A passes only every scan_sleep_millisecs; the process's exit stops it.
+        try sysfsWrite(kernel, "ingens/scan_sleep_millisecs", "10000")
+        kernel.advanceTime(by: 4_000_000_000)   // the pass already set for 4 s later runs, then 10 s apart
+        kernel.advanceTime(by: 9_000_000_000)   // no pass 9 s after the last
+        #expect(counter(kernel, "ingens_sample_passes") == 6)
+        mm.exit()
+        kernel.advanceTime(by: 60_000_000_000)  // one more pass finds nothing to sample, and the thread sleeps
+        #expect(counter(kernel, "ingens_sample_passes") == 7)
+        expectClean(kernel)
+    }
+
+    @Test("the sampler counts huge PMDs, idle ones, and the requirement: resident pages / 512")
+    func samplerHugePages() throws {
+        let kernel = kernel(IngensPolicy())
+        #expect(kernel.setKhugepagedKnob("khugepaged/pages_to_scan", to: "512") == nil)
+        let mm = try #require(kernel.createAddressSpace())
+        _ = try mm.mmap(address: Self.base, length: 6 << 20, protection: .readWrite, flags: [.private, .fixed])
+        try touch(mm, Self.base, pages: 0..<512)
+        try touch(mm, Self.base + Self.mib2, pages: 0..<300)
+        kernel.advanceTime(by: 1_000_000)                       // khugepaged collapses the full range; a pass
+        #expect(mm.translate(Self.base)?.level == .pmd)
+        kernel.advanceTime(by: 4_000_000_000)                   // nothing accessed since the last pass
+        let sample = try state(kernel).sample(pid: mm.pid)
+        #expect(sample.hugePages == 1 && sample.idleHugePages == 1 && sample.basePages == 300)
+        #expect(sample.requirement == (512 + 300) / 512)
+        try touch(mm, Self.base, pages: 7..<8)
+        kernel.advanceTime(by: 4_000_000_000)
+        #expect(try state(kernel).sample(pid: mm.pid).idleHugePages == 0 && counter(kernel, "ingens_idle_hugepage_samples") >= 1)
+        #expect(try state(kernel).fairnessMetric(pid: mm.pid) == 1 * 1 * 100 / 1)
+        expectClean(kernel)
+    }
+
+    /// Which of two processes' queued ranges khugepaged promotes first: B queues one range first, A two
+    /// after it; the sampler then finds A needing 2 huge pages and B 1, neither holding any.
+    @Test("fairness: the queue serves the highest weight × requirement × 100 / huge pages first; without, first come first served",
+          arguments: [(false, 1, 1, "B"), (true, 1, 1, "A"), (true, 1, 3, "B"), (true, 0, 1, "B")])
+    func fairness(on: Bool, weightA: Int, weightB: Int, first: String) throws {
         let kernel = kernel(IngensPolicy(fairness: on))
         #expect(kernel.setKhugepagedKnob("khugepaged/pages_to_scan", to: "512") == nil)
-        let rich = try #require(kernel.createAddressSpace()), poor = try #require(kernel.createAddressSpace())
-        for mm in [rich, poor] {
+        let a = try #require(kernel.createAddressSpace()), b = try #require(kernel.createAddressSpace())
+        for mm in [a, b] {
             _ = try mm.mmap(address: Self.base, length: 6 << 20, protection: .readWrite, flags: [.private, .fixed])
         }
-        // rich gets one huge page first.
-        try touch(rich, Self.base, pages: 0..<512)
-        #expect(kernel.runNextKernelThreadWakeup())
-        #expect(rich.translate(Self.base)?.level == .pmd)
-        // Then rich queues a range before poor does.
-        try touch(rich, Self.base + Self.mib2, pages: 0..<512)
-        try touch(poor, Self.base, pages: 0..<512)
-        #expect(kernel.runNextKernelThreadWakeup())
-        let richSecond = rich.translate(Self.base + Self.mib2)?.level == .pmd
-        let poorFirst = poor.translate(Self.base)?.level == .pmd
-        #expect(richSecond == !on && poorFirst == on)
+        let s = try state(kernel)
+        s.setWeight(weightA, pid: a.pid)
+        s.setWeight(weightB, pid: b.pid)
+        try touch(b, Self.base, pages: 0..<400)
+        try touch(a, Self.base, pages: 0..<400)
+        try touch(a, Self.base + Self.mib2, pages: 0..<400)
+        kernel.advanceTime(by: 1_000_000)             // khugepaged and the sampler run once: nothing to promote
+        try touch(b, Self.base, pages: 400..<512)      // queued first
+        try touch(a, Self.base, pages: 400..<512)
+        try touch(a, Self.base + Self.mib2, pages: 400..<512)
+        kernel.advanceTime(by: 5_000_000_000)         // the sampler's pass at 4 s; khugepaged sleeps until 10 s
+        #expect(s.fairnessMetric(pid: a.pid) == weightA * 2 * 100 && s.fairnessMetric(pid: b.pid) == weightB * 1 * 100)
+        #expect(s.sample(pid: a.pid).requirement == (weightA == 0 ? 0 : 2))   // weight 0: not sampled
+        #expect(kernel.khugepaged.pagesCollapsed == 0)
+        kernel.advanceTime(by: 5_000_000_000)         // khugepaged at 10 s: one range (512 pages of budget)
+        #expect(kernel.khugepaged.pagesCollapsed == 1)
+        #expect((a.translate(Self.base)?.level == .pmd) == (first == "A"))
+        #expect((b.translate(Self.base)?.level == .pmd) == (first == "B"))
         expectClean(kernel)
     }
 
@@ -170,6 +236,12 @@ struct IngensTests {
         try sysfs.write("ingens/util_threshold", "50\n")
         try sysfs.write("ingens/fairness", "1")
         #expect(try sysfs.read("ingens/util_threshold") == "50" && sysfs.read("ingens/fairness") == "1")
+        #expect(try sysfs.read("ingens/scan_sleep_millisecs") == "0" && sysfs.read("ingens/weight") == "1")
+        try sysfs.write("ingens/scan_sleep_millisecs", "4000")
+        try sysfs.write("ingens/weight", "7")
+        #expect(try sysfs.read("ingens/scan_sleep_millisecs") == "4000" && sysfs.read("ingens/weight") == "7")
+        #expect(throws: SysfsError.self) { try sysfs.write("ingens/weight", "1000") }
+        #expect(throws: SysfsError.self) { try sysfs.write("ingens/scan_sleep_millisecs", "-5") }
         #expect(throws: SysfsError.self) { try sysfs.write("ingens/util_threshold", "101") }
         do { try sysfs.write("ingens/util_threshold", "x"); Issue.record("accepted x") } catch {
             #expect(error.errno == .EINVAL && error.message.contains("ingens/util_threshold"))
@@ -186,5 +258,9 @@ struct IngensTests {
         // Counters after Linux's in /proc/vmstat; none on a Linux kernel.
         #expect(kernel.vmstatText().contains("\ningens_ranges_queued 0\n"))
         #expect(!Kernel(KernelConfiguration(memoryBytes: 64 << 20, design: .linux6_18)).vmstatText().contains("ingens"))
+    }
+
+    func sysfsWrite(_ kernel: Kernel, _ name: String, _ value: String) throws {
+        try kernel.transparentHugepageSysfs.write(name, value)
     }
 }
