@@ -1,7 +1,7 @@
 import Foundation
 import Synchronization
 
-extension TraceReader {
+extension TraceReader where Input: SendableMetatype {
     /// `replay(into:)` on two host threads: a reader thread reads, decompresses and checks blocks
     /// (`nextBlock`) up to `depth` blocks ahead, while the calling thread decodes each block's records
     /// into `sink` in file order, so the sink sees exactly what `replay(into:)` gives it, and the
