@@ -26,7 +26,7 @@ struct CalibrateCommand: ParsableCommand {
     @Option(help: "Accesses measured per case (after as many to warm up).")
     var accesses: Int = 1 << 20
 
-    @Option(name: .customLong("cache-model"), help: CacheModelOption.help)
+    @Option(name: .customLong("cache-model"), help: ArgumentHelp(CacheModelOption.help))
     var cacheModel: String = CacheModelOption.default.rawValue
 
     func run() throws {

@@ -23,7 +23,7 @@ struct ReplayMachineOptions: ParsableArguments {
     @Option(parsing: .unconditional, help: "Simulated physical memory (e.g. 8G).")
     var memory: String?
 
-    @Option(name: .customLong("cache-model"), help: CacheModelOption.help)
+    @Option(name: .customLong("cache-model"), help: ArgumentHelp(CacheModelOption.help))
     var cacheModel: String = CacheModelOption.default.rawValue
 
     @Flag(help: "Print the report as JSON.")
@@ -113,7 +113,7 @@ enum CacheModelOption {
     /// The command line's default: set sampling, many times faster on large footprints; `full` is the
     /// exact model (docs/machines.md, "What the default cache model simulates").
     static let `default` = CacheModel.Kind.sampled
-    static let help: ArgumentHelp = "Cache model: sampled (default: the outer levels simulate one line in 16, the rest estimated) or full (every line, exact; docs/machines.md)."
+    static let help = "Cache model: sampled (default: the outer levels simulate one line in 16, the rest estimated) or full (every line, exact; docs/machines.md)."
 
     static func parse(_ value: String) throws -> CacheModel.Kind {
         guard let kind = CacheModel.Kind(rawValue: value) else {

@@ -77,7 +77,7 @@ struct RunCommand: ParsableCommand {
     @Flag(inversion: .prefixedNo, help: "Show progress on standard error when it is a terminal and the run takes over 2 s.")
     var progress = true
 
-    @Option(name: .customLong("cache-model"), help: CacheModelOption.help)
+    @Option(name: .customLong("cache-model"), help: ArgumentHelp(CacheModelOption.help))
     var cacheModel: String = CacheModelOption.default.rawValue
 
     @OptionGroup var output: ReportOutputOptions
