@@ -166,11 +166,8 @@ public final class CacheModel: @unchecked Sendable {
 
     @inline(__always)
     private static func touch(set: UnsafeMutablePointer<UInt64>, ways: Int, key: UInt64, dirty: UInt64) -> (hit: Bool, victim: UInt64) {
-        var i = 0
-        while i < ways {
-            if set[i] & ~dirtyBit == key { break }
-            i &+= 1
-        }
+        // The common associativities with a constant trip count, which the compiler unrolls.
+        let i = ways == 8 ? find(key, in: set, ways: 8) : ways == 16 ? find(key, in: set, ways: 16) : find(key, in: set, ways: ways)
         let hit = i < ways
         let victim = hit ? 0 : set[ways &- 1]
         let carried = hit ? set[i] & dirtyBit : 0
@@ -179,6 +176,17 @@ public final class CacheModel: @unchecked Sendable {
         if j > 0 { (set + 1).update(from: set, count: j) }
         set[0] = key | carried | dirty
         return (hit, victim)
+    }
+
+    /// The way of `set` that holds `key` (either dirty bit), or `ways`.
+    @inline(__always)
+    private static func find(_ key: UInt64, in set: UnsafeMutablePointer<UInt64>, ways: Int) -> Int {
+        var i = 0
+        while i < ways {
+            if set[i] & ~dirtyBit == key { return i }
+            i &+= 1
+        }
+        return ways
     }
 
     /// Reads (or, with `write`, writes) the 64-byte line at physical address `address`; returns the
