@@ -210,13 +210,13 @@ public final class CacheModel: @unchecked Sendable {
                 return first.latency
             }
         }
-        return lookUp(line: address >> 6, dirty: write ? Self.dirtyBit : 0, source: source)
+        if sampleShift != 0 { return lookUpSampled(line: address >> 6, dirty: write ? Self.dirtyBit : 0, source: source) }
+        return lookUp(line: address >> 6, dirty: write ? Self.dirtyBit : 0)
     }
 
     /// `access(physicalAddress:write:)` past the most-recent check: every level, with fills and victims.
     @inline(never)
-    func lookUp(line: UInt64, dirty: UInt64, source: Source) -> Double {
-        if sampleShift != 0 { return lookUpSampled(line: line, dirty: dirty, source: source) }
+    func lookUp(line: UInt64, dirty: UInt64) -> Double {
         var i = 0
         while i < levelCount {
             let (hit, victim) = Self.touch(levels[i], line, dirty: i == 0 ? dirty : 0)
