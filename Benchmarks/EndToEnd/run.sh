@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # End-to-end replay speed (docs/performance.md, "End to end: replay against a plain C TLB loop"):
 # whole `thpsim workload` commands as a user runs them (release build, default machine and cache
-# model, metadata mode, --enabled never), and beside them, in the same invocation, tlbref.c: a plain
-# C loop over the same kind of addresses through a two-level TLB and a four-level radix walk.
+# model, which is `sampled`, metadata mode, --enabled never), the same with the exact
+# `--cache-model full`, and beside them, in the same invocation, tlbref.c: a plain C loop over the
+# same kind of addresses through a two-level TLB and a four-level radix walk.
 # thpsim's rate is the measured phase's marginal rate: two runs that differ only in --accesses,
 # (A2 − A1) / (T2 − T1), so set-up (mapping and first touch) cancels out. A real program's trace
 # (recorded here with QEMU when qemu-x86_64 is present) is replayed whole.
@@ -22,8 +23,12 @@ for spec in "gups 4G 4096 2000000 12000000" "chase 4G 4096 2000000 12000000" "se
     t1=$(wall "$THPSIM" workload "$name" --size "$size" --accesses "$a1" --enabled never)
     t2=$(wall "$THPSIM" workload "$name" --size "$size" --accesses "$a2" --enabled never)
     ours=$(python3 -c "print(f'{($a2 - $a1) / max(1e-9, $t2 - $t1) / 1e6:.2f}')")
+    # The exact cache model (--cache-model full) beside the default (sampled).
+    f1=$(wall "$THPSIM" workload "$name" --size "$size" --accesses "$a1" --enabled never --cache-model full)
+    f2=$(wall "$THPSIM" workload "$name" --size "$size" --accesses "$a2" --enabled never --cache-model full)
+    full=$(python3 -c "print(f'{($a2 - $a1) / max(1e-9, $f2 - $f1) / 1e6:.2f}')")
     ref=$("$WORK/tlbref" "$name" "$mib" "$a2" | sed -E 's/.* = ([0-9.]+) M accesses.*/\1/')
-    echo "$name $size: thpsim ${t1} s (${a1}) / ${t2} s (${a2}) = ${ours} M accesses/s | C loop ${ref} M/s | ratio $(python3 -c "print(f'{$ours / $ref:.2f}')")×"
+    echo "$name $size: thpsim ${t1} s (${a1}) / ${t2} s (${a2}) = ${ours} M accesses/s | C loop ${ref} M/s | ratio $(python3 -c "print(f'{$ours / $ref:.2f}')")× | --cache-model full: ${f1} s / ${f2} s = ${full} M/s, $(python3 -c "print(f'{$full / $ref:.2f}')")×"
 done
 if command -v qemu-x86_64 >/dev/null; then
     python3 -c "
@@ -33,7 +38,8 @@ with open('$WORK/lines.txt', 'w') as f:
     for _ in range(200000): f.write('%d %s\n' % (random.randrange(10**9), ''.join(random.choice('abcdefghij') for _ in range(8))))"
     "$THPSIM" record --out "$WORK/sort.trace" -- sort --parallel=1 "$WORK/lines.txt" -o /dev/null >/dev/null 2>&1
     t=$(wall "$THPSIM" replay "$WORK/sort.trace" --enabled never)
+    tf=$(wall "$THPSIM" replay "$WORK/sort.trace" --enabled never --cache-model full)
     accesses=$("$THPSIM" replay "$WORK/sort.trace" --enabled never --json | python3 -c "import json, sys; print(sum(json.load(sys.stdin)['accesses'].values()))")
-    echo "sort of 200,000 lines (recorded trace, $((accesses / 1000000)) M accesses): replay ${t} s = $(python3 -c "print(f'{$accesses / $t / 1e6:.1f}')") M accesses/s of the program"
+    echo "sort of 200,000 lines (recorded trace, $((accesses / 1000000)) M accesses): replay ${t} s = $(python3 -c "print(f'{$accesses / $t / 1e6:.1f}')") M accesses/s of the program (--cache-model full: ${tf} s = $(python3 -c "print(f'{$accesses / $tf / 1e6:.1f}')") M/s)"
 fi
 rm -rf "$WORK"

@@ -22,6 +22,8 @@ public struct ExperimentRunner: Sendable {
     /// The machine descriptions of the grid's machine names (presets or config files).
     public var machines: [String: MachineDescription]
     /// Host threads running cells at once.
+    /// The CPUs' cache model in every cell (`SystemBuilder.cacheModel`).
+    public var cacheModel: CacheModel.Kind = .full
     public var jobs = 1
 
     /// Progress of a running cell: its index, accesses made, accesses expected (0: unknown).
@@ -134,6 +136,7 @@ public struct ExperimentRunner: Sendable {
         setup.memoryBytes = grid.memoryBytes ?? cell.workload.defaultMemoryBytes
         setup.tunables = cell.sysfsTunables
         setup.cgroup = grid.cgroup
+        setup.cacheModel = cacheModel
         let executor: MachineExecutor
         do throws(Errno) { executor = try setup.makeExecutor() } catch {
             throw ExperimentError("\(cell.workload.label): the kernel model could not start the process (\(error))")

@@ -44,9 +44,11 @@ public struct TranslationCost {
     public var placement: Placement
     /// Accesses measured after warming up (the same number again).
     public var accesses: Int
+    /// The CPU's cache model (`SystemBuilder.cacheModel`).
+    public var cacheModel: CacheModel.Kind
 
-    public init(machine: MachineDescription, placement: Placement, accesses: Int = 1 << 20) {
-        self.machine = machine; self.placement = placement; self.accesses = accesses
+    public init(machine: MachineDescription, placement: Placement, accesses: Int = 1 << 20, cacheModel: CacheModel.Kind = .full) {
+        self.machine = machine; self.placement = placement; self.accesses = accesses; self.cacheModel = cacheModel
     }
 
     /// The system a case over `bytes` runs on (in a VM, the guest): memory for the region plus 256 MiB,
@@ -58,6 +60,7 @@ public struct TranslationCost {
         s.watermarks = .zero
         s.enabled = .madvise
         s.machine = machine
+        s.cacheModel = cacheModel
         return s
     }
 

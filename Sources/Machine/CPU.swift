@@ -119,10 +119,10 @@ public final class CPU: @unchecked Sendable {
 
     static func asid(of mm: AddressSpace) -> UInt16 { UInt16(truncatingIfNeeded: mm.pid & 0xFFF) }
 
-    /// Reads one page-table entry at a physical address: its latency.
-    @inline(__always) func readEntry(at address: UInt64) -> Double {
+    /// Reads one page-table entry of a table at `level` at a physical address: its latency.
+    @inline(__always) func readEntry(at address: UInt64, level: PageTableLevel) -> Double {
         guard modelsWalkCache else { return fixedReferenceCost }
-        let latency = cache.access(physicalAddress: address)
+        let latency = cache.access(physicalAddress: address, source: 1 &+ level.rawValue)
         if latency == cache.memoryLatency { tally.walkReferencesFromMemory &+= 1 }
         if cache.writebacks != chargedWritebacks { chargeWritebacks() }
         return latency

@@ -14,6 +14,25 @@ import VMCore
 /// Hardware: the L1D/L2/L3 the page-miss handler reads through (Intel SDM vol. 3A, 4.10: walks are
 /// cached like other loads).
 public final class CacheModel: @unchecked Sendable {
+    /// How much of the outer levels (L2, L3, …) is simulated; the first level is always exact.
+    public enum Kind: String, Sendable, Hashable, CaseIterable {
+        /// Every set of every level: the exact model.
+        case full
+        /// One line in `sampleFraction` (chosen by a hash of the line) goes through the outer levels,
+        /// which keep that fraction of their sets; the other lines' first-level misses are answered
+        /// from where the sampled lines of the same kind (data, or a walk's table level) were found
+        /// recently (set sampling: Kessler, Hill and Wood, "A comparison of trace-sampling
+        /// techniques for multi-megabyte caches", IEEE ToC 1994). Deterministic; docs/machines.md
+        /// says how far it can differ from `full`.
+        case sampled
+    }
+
+    /// What an access's line is, for the sampled model's estimates: data, or a walk's entry at a
+    /// table level (`1 + PageTableLevel.rawValue`).
+    public typealias Source = Int
+    public static let dataSource: Source = 0
+    static let sourceCount = 5
+
     struct Level {
         let lines: UnsafeMutablePointer<UInt64>
         let setMask: UInt64
@@ -26,26 +45,96 @@ public final class CacheModel: @unchecked Sendable {
     let levelCount: Int
     public let memoryLatency: Double
     let hitCounts: UnsafeMutablePointer<Int>
+    let specs: [CacheLevelSpec]
+    /// The model in use (`use(_:)` changes it).
+    public private(set) var kind = Kind.full
+    /// log2 of the sampling divisor in use: 0 for `full` (every line through every level).
+    @exclusivity(unchecked) private(set) var sampleShift: UInt64 = 0
+    /// The sampled model's last `history` outcomes of sampled lines' first-level misses per source
+    /// (0: hit in level 1, …, `levelCount - 1`: memory) in a ring (`outcomeRing`, `ringPositions`),
+    /// counted per outcome (`outcomeCounts`: `sourceCount` rows of `levelCount`) with the rows'
+    /// totals, and each row's position in its low-discrepancy sequence (`estimate(_:)`).
+    let outcomeRing: UnsafeMutablePointer<UInt8>
+    let ringPositions: UnsafeMutablePointer<Int>
+    let outcomeCounts: UnsafeMutablePointer<UInt32>
+    let outcomeTotals: UnsafeMutablePointer<UInt32>
+    let outcomePhases: UnsafeMutablePointer<UInt32>
+    /// How many recent sampled outcomes of a source its estimates use: a window, not a running total,
+    /// so estimates follow phase changes (faulting in, then random access) within about 64 sampled
+    /// misses (some 1,000 first-level misses of the source) and carry no rounding bias.
+    static let history = 128
+    /// Sampled dirty lines the first level pushed out, and how many sampled dirty lines the last level
+    /// wrote back, over the same window; `writebackCarry` diffuses the ratio's remainder.
+    @exclusivity(unchecked) var sampledDirtyDemotions: UInt32 = 0
+    @exclusivity(unchecked) var sampledWritebacks: UInt32 = 0
+    @exclusivity(unchecked) var writebackCarry: UInt32 = 0
+    /// The write-back ratio's counts are halved when the demotions reach this.
+    static let window: UInt32 = 512
 
-    public init(levels specs: [CacheLevelSpec], memoryLatency: Double) {
+    /// The sampled model simulates one line in 2^`preferredSampleShift` (16) in its outer levels, and
+    /// fewer divisions when an outer level would keep fewer than 2^`minimumSampledSetBits` sets.
+    static let preferredSampleShift: UInt64 = 4
+    static let minimumSampledSetBits: UInt64 = 4
+
+    public init(levels specs: [CacheLevelSpec], memoryLatency: Double, kind: Kind = .full) {
         levelCount = specs.count
+        self.specs = specs
         levels = .allocate(capacity: specs.count)
-        for (i, spec) in specs.enumerated() {
-            let count = spec.bytes / 64
-            (levels + i).initialize(to: Level(lines: HostMemory.allocate(UInt64.self, count: count),
-                                              setMask: UInt64(count / spec.ways - 1),
-                                              setBits: UInt64((count / spec.ways).trailingZeroBitCount),
-                                              ways: spec.ways, latency: spec.latency))
-        }
+        for (i, spec) in specs.enumerated() { (levels + i).initialize(to: Self.makeLevel(spec, shift: 0)) }
         self.memoryLatency = memoryLatency
         hitCounts = .allocate(capacity: specs.count + 1)
         hitCounts.initialize(repeating: 0, count: specs.count + 1)
+        let outcomes = max(1, specs.count)
+        outcomeCounts = .allocate(capacity: Self.sourceCount * outcomes)
+        outcomeCounts.initialize(repeating: 0, count: Self.sourceCount * outcomes)
+        outcomeTotals = .allocate(capacity: Self.sourceCount)
+        outcomeTotals.initialize(repeating: 0, count: Self.sourceCount)
+        outcomePhases = .allocate(capacity: Self.sourceCount)
+        outcomePhases.initialize(repeating: 0, count: Self.sourceCount)
+        outcomeRing = .allocate(capacity: Self.sourceCount * Self.history)
+        outcomeRing.initialize(repeating: 0, count: Self.sourceCount * Self.history)
+        ringPositions = .allocate(capacity: Self.sourceCount)
+        ringPositions.initialize(repeating: 0, count: Self.sourceCount)
+        if kind != .full { use(kind) }
+    }
+
+    static func makeLevel(_ spec: CacheLevelSpec, shift: UInt64) -> Level {
+        let count = (spec.bytes / 64) >> shift
+        return Level(lines: HostMemory.allocate(UInt64.self, count: count), setMask: UInt64(count / spec.ways - 1),
+                     setBits: UInt64((count / spec.ways).trailingZeroBitCount), ways: spec.ways, latency: spec.latency)
     }
 
     deinit {
         for i in 0..<levelCount { HostMemory.release(levels[i].lines, count: levels[i].count) }
         levels.deallocate()
         hitCounts.deallocate()
+        outcomeCounts.deallocate()
+        outcomeTotals.deallocate()
+        outcomePhases.deallocate()
+        outcomeRing.deallocate()
+        ringPositions.deallocate()
+    }
+
+    /// The sampling divisor's log2 that `sampled` uses for these levels: 0 (exact) with fewer than two
+    /// levels or an outer level too small to divide.
+    public static func sampleShift(for specs: [CacheLevelSpec]) -> UInt64 {
+        guard specs.count > 1 else { return 0 }
+        let fewestSetBits = specs.dropFirst().map { UInt64((($0.bytes / 64) / $0.ways).trailingZeroBitCount) }.min()!
+        return min(preferredSampleShift, fewestSetBits > minimumSampledSetBits ? fewestSetBits - minimumSampledSetBits : 0)
+    }
+
+    /// Switches to `kind`, emptying every level and zeroing the counts.
+    public func use(_ kind: Kind) {
+        let shift = kind == .sampled ? Self.sampleShift(for: specs) : 0
+        self.kind = kind
+        if shift != sampleShift {
+            for i in 1..<max(1, levelCount) {
+                HostMemory.release(levels[i].lines, count: levels[i].count)
+                levels[i] = Self.makeLevel(specs[i], shift: shift)
+            }
+            sampleShift = shift
+        }
+        clear()
     }
 
     /// Hits per level (index = level; the last = memory).
@@ -71,21 +160,33 @@ public final class CacheModel: @unchecked Sendable {
     /// pushed out of the set (0: none; with its dirty bit).
     @inline(__always)
     private static func touch(_ level: Level, _ line: UInt64, dirty: UInt64) -> (hit: Bool, victim: UInt64) {
-        let key = line &+ 1
-        let set = level.lines + Int(truncatingIfNeeded: setIndex(level, line)) &* level.ways
-        var i = 0
-        while i < level.ways {
-            if set[i] & ~dirtyBit == key { break }
-            i &+= 1
-        }
-        let hit = i < level.ways
-        let victim = hit ? 0 : set[level.ways &- 1]
+        touch(set: level.lines + Int(truncatingIfNeeded: setIndex(level, line)) &* level.ways, ways: level.ways,
+              key: line &+ 1, dirty: dirty)
+    }
+
+    @inline(__always)
+    private static func touch(set: UnsafeMutablePointer<UInt64>, ways: Int, key: UInt64, dirty: UInt64) -> (hit: Bool, victim: UInt64) {
+        // The common associativities with a constant trip count, which the compiler unrolls.
+        let i = ways == 8 ? find(key, in: set, ways: 8) : ways == 16 ? find(key, in: set, ways: 16) : find(key, in: set, ways: ways)
+        let hit = i < ways
+        let victim = hit ? 0 : set[ways &- 1]
         let carried = hit ? set[i] & dirtyBit : 0
-        let j = hit ? i : level.ways &- 1
+        let j = hit ? i : ways &- 1
         // Ways 0..<j move down one (a memmove, overlap-safe, faster than a loop over 16 ways).
         if j > 0 { (set + 1).update(from: set, count: j) }
         set[0] = key | carried | dirty
         return (hit, victim)
+    }
+
+    /// The way of `set` that holds `key` (either dirty bit), or `ways`.
+    @inline(__always)
+    private static func find(_ key: UInt64, in set: UnsafeMutablePointer<UInt64>, ways: Int) -> Int {
+        var i = 0
+        while i < ways {
+            if set[i] & ~dirtyBit == key { return i }
+            i &+= 1
+        }
+        return ways
     }
 
     /// Reads (or, with `write`, writes) the 64-byte line at physical address `address`; returns the
@@ -96,7 +197,7 @@ public final class CacheModel: @unchecked Sendable {
     /// the line, and a dirty line pushed out of the last level is written back to memory
     /// (`writebacks`), which costs memory bandwidth as a read does.
     @inline(__always) @discardableResult
-    public func access(physicalAddress address: UInt64, write: Bool = false) -> Double {
+    public func access(physicalAddress address: UInt64, write: Bool = false, source: Source = dataSource) -> Double {
         // A line already most recent in its first-level set: a hit that changes no order.
         if levelCount > 0 {
             let first = levels[0]
@@ -109,6 +210,7 @@ public final class CacheModel: @unchecked Sendable {
                 return first.latency
             }
         }
+        if sampleShift != 0 { return lookUpSampled(line: address >> 6, dirty: write ? Self.dirtyBit : 0, source: source) }
         return lookUp(line: address >> 6, dirty: write ? Self.dirtyBit : 0)
     }
 
@@ -127,6 +229,130 @@ public final class CacheModel: @unchecked Sendable {
         }
         hitCounts[levelCount] &+= 1
         return memoryLatency
+    }
+
+    /// A line's hash for the sampled model: its top `sampleShift` bits zero selects the line for the
+    /// outer levels, its low bits pick the line's set there (a full 64-bit mix, so strided addresses
+    /// such as page tables at 2 MiB strides spread over samples and sets alike).
+    @inline(__always)
+    static func mix(_ line: UInt64) -> UInt64 {
+        var h = line &* 0x9E37_79B9_7F4A_7C15
+        h ^= h >> 29
+        h &*= 0xBF58_476D_1CE4_E5B9
+        h ^= h >> 32
+        return h
+    }
+
+    @inline(__always)
+    func isSampled(_ hash: UInt64) -> Bool { hash >> (64 &- sampleShift) == 0 }
+
+    /// `lookUp` for `sampled`: the first level exactly; past it, a sampled line goes through the
+    /// outer levels' sampled sets and its outcome is recorded for its source; any other line's outcome
+    /// is drawn from its source's recent sampled outcomes (`estimate(_:)`).
+    @inline(never)
+    func lookUpSampled(line: UInt64, dirty: UInt64, source: Source) -> Double {
+        let (hit, victim) = Self.touch(levels[0], line, dirty: dirty)
+        if victim != 0 { demoteFromFirst(victim) }
+        if hit {
+            hitCounts[0] &+= 1
+            return levels[0].latency
+        }
+        let h = Self.mix(line)
+        let outcome: Int
+        if isSampled(h) {
+            var i = 1
+            while i < levelCount {
+                let level = levels[i]
+                let (hit, victim) = Self.touch(set: level.lines + Int(truncatingIfNeeded: h & level.setMask) &* level.ways,
+                                               ways: level.ways, key: line &+ 1, dirty: 0)
+                if victim != 0 { demoteSampled(victim, into: i &+ 1) }
+                if hit { break }
+                i &+= 1
+            }
+            outcome = i &- 1
+            record(source, outcome)
+        } else {
+            outcome = estimate(source)
+        }
+        hitCounts[outcome &+ 1] &+= 1
+        return outcome &+ 1 < levelCount ? levels[outcome &+ 1].latency : memoryLatency
+    }
+
+    /// An entry the first level pushed out, under `sampled`: a sampled line moves outwards as in
+    /// `demote`; a dirty unsampled line is written back at the rate sampled dirty lines were.
+    @inline(__always)
+    private func demoteFromFirst(_ entry: UInt64) {
+        let dirty = entry & Self.dirtyBit != 0
+        if isSampled(Self.mix((entry & ~Self.dirtyBit) &- 1)) {
+            if dirty {
+                sampledDirtyDemotions &+= 1
+                if sampledDirtyDemotions >= Self.window {
+                    sampledDirtyDemotions >>= 1
+                    sampledWritebacks >>= 1
+                    writebackCarry >>= 1
+                }
+            }
+            demoteSampled(entry, into: 1)
+        } else if dirty && sampledDirtyDemotions > 0 {
+            // Error diffusion: over n such lines, n × writebacks / demotions of them are written back.
+            writebackCarry &+= sampledWritebacks
+            if writebackCarry >= sampledDirtyDemotions {
+                writebackCarry &-= sampledDirtyDemotions
+                writebacks &+= 1
+            }
+        }
+    }
+
+    /// `demote` through the outer levels' sampled sets.
+    private func demoteSampled(_ entry: UInt64, into level: Int) {
+        var entry = entry, l = level
+        while l < levelCount {
+            let line = (entry & ~Self.dirtyBit) &- 1
+            let lv = levels[l]
+            let (hit, victim) = Self.touch(set: lv.lines + Int(truncatingIfNeeded: Self.mix(line) & lv.setMask) &* lv.ways,
+                                           ways: lv.ways, key: line &+ 1, dirty: entry & Self.dirtyBit)
+            if hit || victim == 0 { return }
+            entry = victim
+            l &+= 1
+        }
+        if entry & Self.dirtyBit != 0 {
+            writebacks &+= 1
+            sampledWritebacks &+= 1
+        }
+    }
+
+    /// Records where a sampled line's first-level miss was answered (0: level 1, …, last: memory).
+    @inline(__always)
+    private func record(_ source: Source, _ outcome: Int) {
+        let row = outcomeCounts + source &* levelCount
+        let ring = outcomeRing + source &* Self.history
+        let position = ringPositions[source]
+        if outcomeTotals[source] == UInt32(Self.history) {
+            row[Int(ring[position])] &-= 1
+        } else {
+            outcomeTotals[source] &+= 1
+        }
+        ring[position] = UInt8(truncatingIfNeeded: outcome)
+        row[outcome] &+= 1
+        ringPositions[source] = position &+ 1 == Self.history ? 0 : position &+ 1
+    }
+
+    /// An outcome for an unsampled line's first-level miss: the next point of a golden-ratio sequence
+    /// (deterministic, evenly spread) placed in the cumulative distribution of the source's recent
+    /// sampled outcomes; memory before any was sampled.
+    @inline(__always)
+    private func estimate(_ source: Source) -> Int {
+        let total = outcomeTotals[source]
+        guard total > 0 else { return levelCount &- 1 }
+        outcomePhases[source] &+= 0x9E37_79B9
+        let target = UInt32(truncatingIfNeeded: (UInt64(outcomePhases[source]) &* UInt64(total)) >> 32)
+        let row = outcomeCounts + source &* levelCount
+        var o = 0, cumulative = row[0]
+        while cumulative <= target && o < levelCount &- 1 {
+            o &+= 1
+            cumulative &+= row[o]
+        }
+        return o
     }
 
     /// Marks the line at `address` written where the first level holds it (a write to the line the
@@ -156,12 +382,22 @@ public final class CacheModel: @unchecked Sendable {
         if entry & Self.dirtyBit != 0 { writebacks &+= 1 }
     }
 
-    /// The level that holds the line, without changing anything (nil: memory).
+    /// The level that holds the line, without changing anything (nil: memory; under `sampled`, also
+    /// an unsampled line the first level does not hold).
     public func level(holding address: UInt64) -> Int? {
         let key = (address >> 6) &+ 1
+        let h = Self.mix(address >> 6)
         for i in 0..<levelCount {
             let level = levels[i]
-            let set = level.lines + Int(truncatingIfNeeded: Self.setIndex(level, address >> 6)) * level.ways
+            let index: UInt64
+            if i == 0 || sampleShift == 0 {
+                index = Self.setIndex(level, address >> 6)
+            } else if isSampled(h) {
+                index = h & level.setMask
+            } else {
+                return nil
+            }
+            let set = level.lines + Int(truncatingIfNeeded: index) * level.ways
             for w in 0..<level.ways where set[w] & ~Self.dirtyBit == key { return i }
         }
         return nil
@@ -172,5 +408,12 @@ public final class CacheModel: @unchecked Sendable {
         for i in 0..<levelCount { levels[i].lines.update(repeating: 0, count: levels[i].count) }
         hitCounts.update(repeating: 0, count: levelCount + 1)
         writebacks = 0
+        outcomeCounts.update(repeating: 0, count: Self.sourceCount * max(1, levelCount))
+        outcomeTotals.update(repeating: 0, count: Self.sourceCount)
+        outcomePhases.update(repeating: 0, count: Self.sourceCount)
+        ringPositions.update(repeating: 0, count: Self.sourceCount)
+        sampledDirtyDemotions = 0
+        sampledWritebacks = 0
+        writebackCarry = 0
     }
 }

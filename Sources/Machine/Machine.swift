@@ -41,6 +41,13 @@ public final class Machine: @unchecked Sendable {
         SimulatedCPU.switchTo(0)
     }
 
+    /// The cache model every CPU uses (`CacheModel.Kind`: `full` by default, `sampled` faster);
+    /// setting it empties the CPUs' caches.
+    public var cacheModel: CacheModel.Kind {
+        get { cpus[0].cache.kind }
+        set { for cpu in cpus { cpu.cache.use(newValue); cpu.chargedWritebacks = 0 } }
+    }
+
     /// Runs `body` as kernel code on `cpu` (e.g. a system call the process on it makes), so that
     /// flushes it causes are local there and remote elsewhere.
     public func run<T, E: Error>(on cpu: Int, _ body: () throws(E) -> T) throws(E) -> T {

@@ -139,7 +139,7 @@ struct HostWalk: PageWalkObserver {
     @inline(__always)
     mutating func willRead(_ table: PageTable, _ index: Int, level: PageTableLevel) {
         let before = cpu.tally.walkReferencesFromMemory
-        cost += cpu.readEntry(at: (UInt64(table.pfn.rawValue) << 12) | (UInt64(index) << 3))
+        cost += cpu.readEntry(at: (UInt64(table.pfn.rawValue) << 12) | (UInt64(index) << 3), level: level)
         let fromMemory = cpu.tally.walkReferencesFromMemory &- before
         nested.hostReferences &+= 1
         nested.hostReferencesFromMemory &+= fromMemory
@@ -172,7 +172,7 @@ struct GuestWalk: PageWalkObserver {
     @inline(__always)
     mutating func willRead(_ table: PageTable, _ index: Int, level: PageTableLevel) {
         let (hostTableFrame, _) = cpu.hostFrame(nested, guestFrame: table.pfn.rawValue, write: false, cost: &cost)
-        cost += cpu.readEntry(at: (UInt64(hostTableFrame) << 12) | (UInt64(index) << 3))
+        cost += cpu.readEntry(at: (UInt64(hostTableFrame) << 12) | (UInt64(index) << 3), level: level)
         cpu.tally.walkReferences &+= 1
     }
 

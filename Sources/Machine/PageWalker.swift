@@ -59,7 +59,7 @@ struct CPUWalk: PageWalkObserver {
         let address = (UInt64(table.pfn.rawValue) << 12) | (UInt64(index) << 3)
         cost += cpu._withUnsafeGuaranteedRef { cpu in
             cpu.tally.walkReferences &+= 1
-            return cpu.readEntry(at: address)
+            return cpu.readEntry(at: address, level: level)
         }
     }
 

@@ -56,6 +56,9 @@ public struct SystemBuilder: Sendable {
     public var machine: MachineDescription = .skylakeSP
     /// The machine's CPUs (the threads of a workload run on CPU `t % cpus`).
     public var cpus = 1
+    /// The CPUs' cache model: `full` (exact, the library's default, which the golden-count tests pin)
+    /// or `sampled` (set sampling, the command line's default; docs/machines.md).
+    public var cacheModel: CacheModel.Kind = .full
 
     /// One sysfs file below `/sys/kernel/mm/transparent_hugepage/` and the text written to it.
     public struct Tunable: Sendable, Hashable, Codable {
@@ -138,7 +141,9 @@ public struct SystemBuilder: Sendable {
 
     /// The kernel and a machine of `cpus` CPUs on it.
     public func makeMachine() throws(SysfsError) -> Machine {
-        Machine(kernel: try makeKernel(), description: machine, cpuCount: cpus)
+        let m = Machine(kernel: try makeKernel(), description: machine, cpuCount: cpus)
+        if cacheModel != .full { m.cacheModel = cacheModel }
+        return m
     }
 
     /// Kernel, machine and an executor that runs workloads on them (its first process started).
@@ -155,6 +160,7 @@ public struct SystemBuilder: Sendable {
     public func makeVirtualMachine(hostMM: AddressSpace, hostAdvice: Advice?) throws(Errno) -> VirtualMachine {
         let vm = try VirtualMachine(hostMM: hostMM, guest: configuration, description: machine, cpuCount: cpus,
                                     hostAdvice: hostAdvice)
+        if cacheModel != .full { vm.machine.cacheModel = cacheModel }
         for t in tunables {
             do throws(SysfsError) { try vm.guest.transparentHugepageSysfs.write(t.name, t.value) } catch {
                 preconditionFailure("\(error)")

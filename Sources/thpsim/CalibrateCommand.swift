@@ -26,6 +26,9 @@ struct CalibrateCommand: ParsableCommand {
     @Option(help: "Accesses measured per case (after as many to warm up).")
     var accesses: Int = 1 << 20
 
+    @Option(name: .customLong("cache-model"), help: ArgumentHelp(CacheModelOption.help))
+    var cacheModel: String = CacheModelOption.default.rawValue
+
     func run() throws {
         let d: MachineDescription
         if let machine { d = try loadMachine(machine) } else {
@@ -53,7 +56,8 @@ struct CalibrateCommand: ParsableCommand {
             patternList.append(pattern)
         }
         guard accesses > 0 else { throw ValidationError("--accesses must be positive") }
-        let experiment = TranslationCost(machine: d, placement: where_, accesses: accesses)
+        let experiment = TranslationCost(machine: d, placement: where_, accesses: accesses,
+                                         cacheModel: try CacheModelOption.parse(cacheModel))
         for size in sizeList {
             if let shortfall = experiment.hostShortfall(bytes: size) { throw ValidationError("\(shortfall)") }
         }

@@ -69,6 +69,9 @@ struct RecordCommand: ParsableCommand {
     @Option(help: "With --replay: machine preset(s) or config file(s) (default: skylake-sp).")
     var machine: [String] = []
 
+    @Option(name: .customLong("cache-model"), help: ArgumentHelp("With --replay: " + CacheModelOption.help))
+    var cacheModel: String = CacheModelOption.default.rawValue
+
     @Option(name: .customLong("set"), help: "With --replay: a tunable and its value(s), NAME=V1,V2, as in thpsim run.")
     var tunables: [String] = []
 
@@ -140,9 +143,11 @@ struct RecordCommand: ParsableCommand {
             try TraceFileWriterThread(path: path, input: broadcast.input(cells.count), format: format, broadcast: broadcast,
                                       limit: maxTraceBytes, onMessage: cells.isEmpty ? handle : nil)
         }
+        var runner = ExperimentRunner(grid: grid, machines: machines)
+        runner.cacheModel = try CacheModelOption.parse(cacheModel)
         let streamed: StreamedRun?
         do {
-            streamed = replay ? try StreamedRun(runner: ExperimentRunner(grid: grid, machines: machines), cells: cells,
+            streamed = replay ? try StreamedRun(runner: runner, cells: cells,
                                                 inputs: cells.indices.map { broadcast.input($0) }, format: format,
                                                 broadcast: broadcast, onMessage: handle) : nil
         } catch { fail(error.description) }

@@ -23,6 +23,9 @@ struct ReplayMachineOptions: ParsableArguments {
     @Option(parsing: .unconditional, help: "Simulated physical memory (e.g. 8G).")
     var memory: String?
 
+    @Option(name: .customLong("cache-model"), help: ArgumentHelp(CacheModelOption.help))
+    var cacheModel: String = CacheModelOption.default.rawValue
+
     @Flag(help: "Print the report as JSON.")
     var json = false
 
@@ -65,6 +68,7 @@ struct ReplayMachineOptions: ParsableArguments {
             s.memoryBytes = defaultMemory
         }
         s.cpus = cpus
+        s.cacheModel = try CacheModelOption.parse(cacheModel)
         s.cgroup = try Self.cgroupSettings(cgroup)
         return s
     }
@@ -102,4 +106,19 @@ func parseCount(_ text: String, option: String) throws -> Int {
     let (p, overflow) = n.multipliedReportingOverflow(by: multiplier)
     guard !overflow, p <= 1 << 40 else { throw ValidationError("\(option): '\(text)' is too large") }
     return p
+}
+
+/// `--cache-model` of `workload`, `replay`, `run` and `calibrate`.
+enum CacheModelOption {
+    /// The command line's default: set sampling, many times faster on large footprints; `full` is the
+    /// exact model (docs/machines.md, "What the default cache model simulates").
+    static let `default` = CacheModel.Kind.sampled
+    static let help = "Cache model: sampled (default: the outer levels simulate one line in 16, the rest estimated) or full (every line, exact; docs/machines.md)."
+
+    static func parse(_ value: String) throws -> CacheModel.Kind {
+        guard let kind = CacheModel.Kind(rawValue: value) else {
+            throw ValidationError("--cache-model: '\(value)' is not full or sampled")
+        }
+        return kind
+    }
 }

@@ -77,6 +77,9 @@ struct RunCommand: ParsableCommand {
     @Flag(inversion: .prefixedNo, help: "Show progress on standard error when it is a terminal and the run takes over 2 s.")
     var progress = true
 
+    @Option(name: .customLong("cache-model"), help: ArgumentHelp(CacheModelOption.help))
+    var cacheModel: String = CacheModelOption.default.rawValue
+
     @OptionGroup var output: ReportOutputOptions
 
     /// Splits repeated options and comma lists into one list of values.
@@ -180,6 +183,7 @@ struct RunCommand: ParsableCommand {
         for m in grid.machines { machines[m] = try loadMachine(m) }
         var runner = ExperimentRunner(grid: grid, machines: machines)
         runner.jobs = jobs ?? ProcessInfo.processInfo.activeProcessorCount
+        runner.cacheModel = try CacheModelOption.parse(cacheModel)
         let cells = shardSpec.map { grid.cells(shard: $0.index, of: $0.count) } ?? grid.cells
         let meter = ProgressMeter(cells: cells, enabled: progress && isatty(STDERR_FILENO) == 1)
         let report: ExperimentReport

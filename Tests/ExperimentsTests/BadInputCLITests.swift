@@ -24,6 +24,20 @@ struct BadInputCLITests {
         }
     }
 
+    @Test("--cache-model accepts full and sampled and names the option otherwise, on every command that has it")
+    func cacheModel() throws {
+        for command in [["workload", "gups", "--size", "16M", "--accesses", "1000"], ["run", "--workload", "gups", "--size", "16M", "--accesses", "1000"],
+                        ["calibrate", "--sizes", "4M", "--patterns", "seq", "--accesses", "1000"]] {
+            let bad = try Binary.run(command + ["--cache-model", "exact"])
+            #expect(bad.status == 64 && !bad.crashed, "\(command): \(bad.err)")
+            #expect(bad.err.contains("--cache-model: 'exact' is not full or sampled"), "\(command): \(bad.err)")
+            for kind in ["full", "sampled"] {
+                let good = try Binary.run(command + ["--cache-model", kind])
+                #expect(good.status == 0 && !good.crashed, "\(command) \(kind): \(good.err)")
+            }
+        }
+    }
+
     @Test("a scenario with no expect line fails, naming the file")
     func scenarioWithoutChecks() throws {
         let path = try write("nochecks.scen", Array("# nothing checked\nmmap A 4M\nwrite A 4K".utf8))

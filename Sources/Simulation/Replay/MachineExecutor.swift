@@ -385,10 +385,11 @@ extension TranslationCounters {
 }
 
 extension TraceReader where Input == TraceFile {
-    /// Replays into `executor` (a concrete entry point, so the record loop is specialized for it).
+    /// Replays into `executor` (a concrete entry point, so the record loop is specialized for it),
+    /// reading and decompressing blocks on a second host thread (`replayPipelined`; same results).
     public mutating func replay(on executor: MachineExecutor) throws(TraceError) -> Int {
         var e = executor
-        return try replay(into: &e)
+        return try replayPipelined(into: &e)
     }
 }
 

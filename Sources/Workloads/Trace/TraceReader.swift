@@ -1,6 +1,15 @@
 import VMCore
 import Kernel
 
+/// A block read, decompressed and checked, not yet decoded (`TraceReader.nextBlock`).
+struct TraceBlock {
+    var raw: [UInt8]
+    var payloadOffset: Int
+    var compressed: Bool
+    /// The record count its header states.
+    var records: UInt64
+}
+
 /// Reads a trace (docs/trace-format.md) block by block and hands its records to a sink. Memory is
 /// bounded by the largest block; every problem in the file is a `TraceError` naming the byte offset
 /// and what was expected there, never a crash.
@@ -14,7 +23,7 @@ public struct TraceReader<Input: TraceInput> {
     private var raw: [UInt8] = []
     public private(set) var version: UInt16 = 0
     /// A capture stream (`init(stream:)`): no header, no end marker, message chunks between blocks.
-    private var isStream = false
+    private(set) var isStream = false
     /// Called with the text of each message chunk of a capture stream.
     public var onMessage: ((String) -> Void)?
 
@@ -46,10 +55,26 @@ public struct TraceReader<Input: TraceInput> {
     /// Feeds every record to `sink`; returns the number of records.
     public mutating func replay(into sink: inout some WorkloadSink) throws(TraceError) -> Int {
         var total = 0
+        while let block = try nextBlock(recordsSoFar: total) {
+            let decoded = try block.raw.withUnsafeBufferPointer { (b) throws(TraceError) in
+                try Self.decodeBlock(b, into: &sink, payloadOffset: block.payloadOffset, compressed: block.compressed)
+            }
+            guard UInt64(decoded) == block.records else {
+                throw TraceError(.corrupted, at: block.payloadOffset, expected: "\(block.records) records in the block, found \(decoded)")
+            }
+            total += decoded
+        }
+        return total
+    }
+
+    /// Reads the next block (decompressed, its checksum checked), passing a capture stream's messages
+    /// to `onMessage`; nil at the end: a file's end marker, which must state `recordsSoFar`, or the
+    /// end of a stream's input.
+    mutating func nextBlock(recordsSoFar total: Int) throws(TraceError) -> TraceBlock? {
         while true {
             let tagOffset = offset
             guard let tag = try readByte() else {
-                if isStream { return total }
+                if isStream { return nil }
                 throw TraceError(.truncated, at: tagOffset, expected: "a block ('B') or the end marker ('E')")
             }
             if isStream && tag == TraceFormat.messageTag {
@@ -67,7 +92,7 @@ public struct TraceReader<Input: TraceInput> {
                 guard try readByte() == nil else {
                     throw TraceError(.corrupted, at: offset - 1, expected: "the end of the file after the end marker")
                 }
-                return total
+                return nil
             }
             guard tag == TraceFormat.blockTag else {
                 throw TraceError(.corrupted, at: tagOffset, expected: "a block ('B') or the end marker ('E'), found 0x\(String(tag, radix: 16))")
@@ -105,19 +130,16 @@ public struct TraceReader<Input: TraceInput> {
             guard isStream || raw.withUnsafeBufferPointer({ TraceFormat.checksum($0) }) == checksum else {
                 throw TraceError(.corrupted, at: payloadOffset, expected: "a block whose checksum matches its header")
             }
-            let decoded = try decodeBlock(into: &sink, payloadOffset: payloadOffset, compressed: method == 1)
-            guard decoded == Int(records) else {
-                throw TraceError(.corrupted, at: payloadOffset, expected: "\(records) records in the block, found \(decoded)")
-            }
-            total += decoded
+            return TraceBlock(raw: raw, payloadOffset: payloadOffset, compressed: method == 1, records: records)
         }
     }
 
     /// Decodes one block's records. Offsets in errors point into the payload: exactly for stored
     /// blocks; for compressed ones, at the payload's start, with the position in the decompressed
     /// bytes in the message (so an offset is always inside the file).
-    private func decodeBlock(into sink: inout some WorkloadSink, payloadOffset: Int, compressed: Bool) throws(TraceError) -> Int {
-        try raw.withUnsafeBufferPointer { (b) throws(TraceError) -> Int in
+    static func decodeBlock(_ b: UnsafeBufferPointer<UInt8>, into sink: inout some WorkloadSink, payloadOffset: Int,
+                            compressed: Bool) throws(TraceError) -> Int {
+        do {
             var p = 0
             var thread = 0
             var lastPage: UInt64 = 0
