@@ -126,11 +126,13 @@ public struct ExperimentRunner: Sendable {
             throw ExperimentError("cell \(cell.index): policy '\(cell.policyName)' does not run on design '\(cell.design)'")
         }
         var setup = SystemBuilder()
-        setup.design = design
+        setup.design = cell.effectiveDesign(design)
         setup.policy = entry.makePolicy(cell.policyKnobs)
         setup.enabled = enabled
         setup.machine = machine
         setup.cpus = cell.workload.threads
+        // Many CPUs run in simulated-time order and pay for what they share (docs/concurrency.md).
+        setup.simulatedTime = cell.workload.threads > 1
         setup.memoryBytes = grid.memoryBytes ?? cell.workload.defaultMemoryBytes
         setup.tunables = cell.sysfsTunables
         setup.cgroup = grid.cgroup

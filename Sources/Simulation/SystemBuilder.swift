@@ -56,6 +56,10 @@ public struct SystemBuilder: Sendable {
     public var machine: MachineDescription = .skylakeSP
     /// The machine's CPUs (the threads of a workload run on CPU `t % cpus`).
     public var cpus = 1
+    /// Threads run in simulated-time order and what CPUs share costs time (`SimulatedTime`), on a
+    /// machine of more than one CPU. Off: threads run in the order the workload gives (the figures
+    /// of runs recorded before simulated time).
+    public var simulatedTime = false
 
     /// One sysfs file below `/sys/kernel/mm/transparent_hugepage/` and the text written to it.
     public struct Tunable: Sendable, Hashable, Codable {
@@ -138,7 +142,7 @@ public struct SystemBuilder: Sendable {
 
     /// The kernel and a machine of `cpus` CPUs on it.
     public func makeMachine() throws(SysfsError) -> Machine {
-        Machine(kernel: try makeKernel(), description: machine, cpuCount: cpus)
+        Machine(kernel: try makeKernel(), description: machine, cpuCount: cpus, simulatedTime: simulatedTime)
     }
 
     /// Kernel, machine and an executor that runs workloads on them (its first process started).
