@@ -323,8 +323,28 @@ public final class MachineExecutor: WorkloadSink {
         let now = machine.kernel.clock.now
         if target > now {
             cachedThread = -1
+            guard let time = machine.simulatedTime else {
+                machine.kernel.advanceTime(by: target - now)
+                return
+            }
+            // The kernel threads' work shows on the clock of the CPU they run on.
+            let before = machine.kernel.vmstatValues()
             machine.kernel.advanceTime(by: target - now)
+            let cycles = Self.kernelThreadCycles(from: before, to: machine.kernel.vmstatValues(),
+                                                 machine.machineDescription.timing)
+            if cycles > 0 { time.charge(cpu: machine.kernel.configuration.kernelThreadCPU % cpuCount, cycles: cycles) }
         }
+    }
+
+    /// What kernel threads (khugepaged, kswapd, kcompactd, policy threads) did between two vmstat
+    /// snapshots, in cycles: each collapse copies 512 pages (`collapse_huge_page()`), each page
+    /// reclaimed, written to swap, migrated or scanned by compaction costs what it costs a fault.
+    static func kernelThreadCycles(from a: [String: Int], to b: [String: Int], _ t: TimingParameters) -> Double {
+        func delta(_ name: String) -> Double { Double(max(0, (b[name] ?? 0) - (a[name] ?? 0))) }
+        return delta("thp_collapse_alloc") * Double(PageGeometry.pmdOrder.pages) * t.copyPageCycles
+            + delta("pgsteal_kswapd") * t.reclaimPageCycles + delta("pswpout") * t.swapOutPageCycles
+            + delta("compact_isolated") / 2 * t.migratePageCycles
+            + (delta("compact_migrate_scanned") + delta("compact_free_scanned")) * t.compactScanCycles
     }
 
     /// Makes `thread` the cached one: its CPU runs its address space. False for a thread that does

@@ -8,9 +8,10 @@ import VMCore
 ///
 /// Each buffer comes from `malloc()`, which glibc serves with `mmap()` for large sizes, placed
 /// top-down, each mapping just below the previous one: buffers are 4 KiB-aligned but not
-/// 2 MiB-aligned (Linux before 6.7 does not align anonymous mappings to huge pages), so the partial
-/// 2 MiB ranges at each end fault 4 KiB pages even with THP. The data starts after malloc's 16-byte
-/// chunk header. Threads touch in turn, one page each, as threads running at once on CPUs of their
+/// 2 MiB-aligned (Linux before 6.7 does not align anonymous mappings to huge pages). Adjacent
+/// anonymous mappings merge into one VMA (`vma_merge()`), so with THP a 2 MiB range across two
+/// buffers is one huge page, and only the merged region's partial ranges fault 4 KiB pages. The data
+/// starts after malloc's 16-byte chunk header. Threads touch in turn, one page each, as threads running at once on CPUs of their
 /// own would. The touch is the benchmark (thp_memscale times it); as in every synthetic workload it
 /// is the set-up, and the measured phase after it writes `accesses` words at random pages of each
 /// thread's buffer (`--accesses 0` for the benchmark alone).
