@@ -109,9 +109,10 @@ public final class SimulatedTime: @unchecked Sendable {
     /// An atomic read-modify-write of a shared line at time `t` by `cpu`: the line serves one writer
     /// at a time, and a writer other than the one before it pays a transfer. Returns the delay.
     private func writeLine(_ key: UInt64, cpu: Int, at t: Double) -> Double {
-        var line = lines[key] ?? Timeline()
-        let (start, previous) = line.reserve(at: t, cpu: cpu) { self.transfer(from: $0, to: cpu) + self.parameters.atomicCycles }
-        lines[key] = line
+        // In place: a copy out of the dictionary would copy the timeline's arrays on write.
+        let (start, previous) = lines[key, default: Timeline()].reserve(at: t, cpu: cpu) {
+            self.transfer(from: $0, to: cpu) + self.parameters.atomicCycles
+        }
         let move = transfer(from: previous, to: cpu)
         transferCycles += move
         return start - t + move
@@ -121,12 +122,12 @@ public final class SimulatedTime: @unchecked Sendable {
     /// waited and a transfer of the lock's line when another CPU held it before. Returns the delay
     /// before the critical section starts.
     private func acquire(_ key: UInt64, _ lockClass: LockClass, cpu: Int, at t: Double, hold: Double) -> Double {
-        var lock = locks[key] ?? Timeline()
         let c = lockClass.rawValue
         acquisitions[c] &+= 1
         let handoff = parameters.sameSocketTransferCycles
-        let (start, previous) = lock.reserve(at: t, cpu: cpu) { self.transfer(from: $0, to: cpu) + hold + handoff }
-        locks[key] = lock
+        let (start, previous) = locks[key, default: Timeline()].reserve(at: t, cpu: cpu) {
+            self.transfer(from: $0, to: cpu) + hold + handoff
+        }
         let move = transfer(from: previous, to: cpu)
         transferCycles += move
         if start > t {
