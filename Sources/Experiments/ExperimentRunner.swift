@@ -76,6 +76,9 @@ public struct ExperimentRunner: Sendable {
 
     /// Runs one cell.
     public func run(_ cell: ExperimentCell, progress: Progress? = nil) throws(ExperimentError) -> CellResult {
+        // The boot CPU builds the cell's system, whichever simulated CPU this host thread ran last
+        // (a worker thread keeps the CPU of its previous cell): per-CPU state starts the same.
+        SimulatedCPU.switchTo(0)
         let prepared = try prepare(cell)
         let executor = prepared.executor
         let expected = cell.workload.expectedAccesses

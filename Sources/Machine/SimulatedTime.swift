@@ -49,33 +49,38 @@ public final class SimulatedTime: @unchecked Sendable {
     public let parameters: ContentionParameters
     let cpuCount: Int
     /// Cycles each CPU spent on sharing (waits, transfers, system calls, bandwidth), beyond its counters.
-    public private(set) var extraCycles: [Double]
+    @exclusivity(unchecked) public private(set) var extraCycles: [Double]
     /// Cycles spent spinning or waiting, per lock class (`LockClass.rawValue`), over all CPUs.
-    public private(set) var waitCycles: [Double]
+    @exclusivity(unchecked) public private(set) var waitCycles: [Double]
     /// Acquisitions that found their lock busy, per lock class.
-    public private(set) var contended: [Int]
+    @exclusivity(unchecked) public private(set) var contended: [Int]
     /// Acquisitions, per lock class.
-    public private(set) var acquisitions: [Int]
+    @exclusivity(unchecked) public private(set) var acquisitions: [Int]
     /// Cycles spent on cache-line transfers of shared lines (lock words, the mmap lock's count).
-    public private(set) var transferCycles = 0.0
+    @exclusivity(unchecked) public private(set) var transferCycles = 0.0
     /// Cycles CPUs waited for memory bandwidth while zeroing or copying.
-    public private(set) var bandwidthCycles = 0.0
+    @exclusivity(unchecked) public private(set) var bandwidthCycles = 0.0
     /// System calls charged.
     public private(set) var systemCalls = 0
 
-    private var locks: [UInt64: Timeline] = [:]
-    private var lines: [UInt64: Timeline] = [:]
+    /// Split PTE and PMD locks, by pid and table.
+    @exclusivity(unchecked) private var locks: [UInt64: Timeline] = [:]
+    /// Per address space (by `mmIndex`): its mmap lock's count line and its `page_table_lock`.
+    @exclusivity(unchecked) private var countLines: [Timeline] = []
+    @exclusivity(unchecked) private var pageTableLocks: [Timeline] = []
+    private var mmIndex: [Int: Int] = [:]
+    @exclusivity(unchecked) private var lastPID = -1, lastMM = 0
+    /// `zone->lock` and `lru_lock` (one zone, one node).
+    @exclusivity(unchecked) private var zoneLock = Timeline(), lruLock = Timeline()
     /// When the mmap lock held for writing is next free, by pid.
-    private var writerFreeAt: [Int: Double] = [:]
+    @exclusivity(unchecked) private var writerFreeAt: [Int: Double] = [:]
     /// Per socket: bytes its memory channels carry in each slot of `bandwidthSlotCycles`, by slot.
-    private var memorySlots: [[Int: Double]]
+    @exclusivity(unchecked) private var memorySlots: [[Int: Double]]
     /// The granularity of the bandwidth timeline.
     static let bandwidthSlotCycles = 10_000.0
     /// Per CPU: pages left in its per-CPU list, folios in its pagevec.
-    private var pcpPages: [Int]
-    private var pagevecFolios: [Int]
-    /// 2 MiB ranges that have a PTE table, by pid and range (the first 4 KiB fault in one installs it).
-    private var pteTables: Set<UInt64> = []
+    @exclusivity(unchecked) private var pcpPages: [Int]
+    @exclusivity(unchecked) private var pagevecFolios: [Int]
     private let zeroRate: Double
 
     init(cpuCount: Int, description: MachineDescription) {
@@ -102,15 +107,31 @@ public final class SimulatedTime: @unchecked Sendable {
         return socket(Int(from)) == socket(to) ? parameters.sameSocketTransferCycles : parameters.remoteSocketTransferCycles
     }
 
+    /// The index of `pid`'s timelines, made on first use.
+    @inline(__always) private func mm(_ pid: Int) -> Int {
+        if pid == lastPID { return lastMM }
+        let i: Int
+        if let known = mmIndex[pid] {
+            i = known
+        } else {
+            i = countLines.count
+            mmIndex[pid] = i
+            countLines.append(Timeline())
+            pageTableLocks.append(Timeline())
+        }
+        lastPID = pid
+        lastMM = i
+        return i
+    }
+
     private static func key(_ kind: UInt64, _ pid: Int, _ index: UInt64) -> UInt64 {
         (kind << 60) | (UInt64(truncatingIfNeeded: pid) & 0xF_FFFF) << 40 | (index & 0xFF_FFFF_FFFF)
     }
 
     /// An atomic read-modify-write of a shared line at time `t` by `cpu`: the line serves one writer
     /// at a time, and a writer other than the one before it pays a transfer. Returns the delay.
-    private func writeLine(_ key: UInt64, cpu: Int, at t: Double) -> Double {
-        // In place: a copy out of the dictionary would copy the timeline's arrays on write.
-        let (start, previous) = lines[key, default: Timeline()].reserve(at: t, cpu: cpu) {
+    private func writeLine(_ line: inout Timeline, cpu: Int, at t: Double) -> Double {
+        let (start, previous) = line.reserve(at: t, cpu: cpu) {
             self.transfer(from: $0, to: cpu) + self.parameters.atomicCycles
         }
         let move = transfer(from: previous, to: cpu)
@@ -121,11 +142,11 @@ public final class SimulatedTime: @unchecked Sendable {
     /// Takes a lock at time `t` for `hold` cycles: waits until it is free, plus a hand-off when it
     /// waited and a transfer of the lock's line when another CPU held it before. Returns the delay
     /// before the critical section starts.
-    private func acquire(_ key: UInt64, _ lockClass: LockClass, cpu: Int, at t: Double, hold: Double) -> Double {
+    private func acquire(_ lock: inout Timeline, _ lockClass: LockClass, cpu: Int, at t: Double, hold: Double) -> Double {
         let c = lockClass.rawValue
         acquisitions[c] &+= 1
         let handoff = parameters.sameSocketTransferCycles
-        let (start, previous) = locks[key, default: Timeline()].reserve(at: t, cpu: cpu) {
+        let (start, previous) = lock.reserve(at: t, cpu: cpu) {
             self.transfer(from: $0, to: cpu) + hold + handoff
         }
         let move = transfer(from: previous, to: cpu)
@@ -175,21 +196,25 @@ public final class SimulatedTime: @unchecked Sendable {
     func chargeFault(_ fault: FaultContext, cpu: Int, pid: Int, design: KernelDesign, start: Double, cycles: Double) {
         let p = parameters
         var delay = 0.0
-        let mmapLine = Self.key(1, pid, 0)
+        let m = mm(pid)
         // down_read(): the rwsem's count, after any writer.
         delay += max(0, (writerFreeAt[pid] ?? 0) - start)
-        delay += writeLine(mmapLine, cpu: cpu, at: start + delay)
+        delay += writeLine(&countLines[m], cpu: cpu, at: start + delay)
         acquisitions[LockClass.mmapLock.rawValue] &+= 1
         let va = fault.address.rawValue
         let splitPMD = design.pmdLock == .splitPMDLock
-        let pmdKey = splitPMD ? Self.key(3, pid, va >> 30) : Self.key(2, pid, 0)
         let pmdClass: LockClass = splitPMD ? .pmdPTL : .pageTableLock
+        /// The PMD lock of `va`: the mm's page_table_lock, or the PMD table's split lock.
+        func takePMDLock(at t: Double, hold: Double) -> Double {
+            splitPMD ? acquire(&locks[Self.key(3, pid, va >> 30), default: Timeline()], pmdClass, cpu: cpu, at: t, hold: hold)
+                     : acquire(&pageTableLocks[m], pmdClass, cpu: cpu, at: t, hold: hold)
+        }
         if fault.hugePages > 0 {
             // The order-9 allocation takes zone->lock (no per-CPU list holds order 9 before 6.7).
-            delay += acquire(Self.key(5, 0, 0), .zoneLock, cpu: cpu, at: start + delay, hold: p.zoneHugeHoldCycles)
+            delay += acquire(&zoneLock, .zoneLock, cpu: cpu, at: start + delay, hold: p.zoneHugeHoldCycles)
         } else if fault.basePages > 0 {
             if pcpPages[cpu] < fault.basePages {
-                delay += acquire(Self.key(5, 0, 0), .zoneLock, cpu: cpu, at: start + delay, hold: p.zoneBatchHoldCycles)
+                delay += acquire(&zoneLock, .zoneLock, cpu: cpu, at: start + delay, hold: p.zoneBatchHoldCycles)
                 pcpPages[cpu] += p.zoneBatchPages
             }
             pcpPages[cpu] -= min(pcpPages[cpu], fault.basePages)
@@ -197,23 +222,25 @@ public final class SimulatedTime: @unchecked Sendable {
         delay += stream(fault.bytesZeroed + 2 * fault.bytesCopied, cpu: cpu, at: start + delay)
         let end = start + cycles
         if fault.hugePages > 0 {
-            delay += acquire(pmdKey, pmdClass, cpu: cpu, at: end - p.hugePMDHoldCycles + delay, hold: p.hugePMDHoldCycles)
+            delay += takePMDLock(at: end - p.hugePMDHoldCycles + delay, hold: p.hugePMDHoldCycles)
         } else if fault.basePages > 0 || fault.mapped != nil {
-            if pteTables.insert(Self.key(0, pid, va >> 21)).inserted {
-                delay += acquire(pmdKey, pmdClass, cpu: cpu, at: start + delay, hold: p.pteTableInstallHoldCycles)
+            let ptlKey = Self.key(4, pid, va >> 21)
+            if locks[ptlKey] == nil {
+                // The first fault in the 2 MiB range installs its PTE table.
+                delay += takePMDLock(at: start + delay, hold: p.pteTableInstallHoldCycles)
             }
-            delay += acquire(Self.key(4, pid, va >> 21), .ptl, cpu: cpu, at: end - p.ptePTEHoldCycles + delay, hold: p.ptePTEHoldCycles)
+            delay += acquire(&locks[ptlKey, default: Timeline()], .ptl, cpu: cpu, at: end - p.ptePTEHoldCycles + delay, hold: p.ptePTEHoldCycles)
         }
         if fault.hugePages > 0 || fault.basePages > 0 {
             pagevecFolios[cpu] += 1
             if pagevecFolios[cpu] >= p.lruBatchFolios {
                 pagevecFolios[cpu] = 0
-                delay += acquire(Self.key(6, 0, 0), .lruLock, cpu: cpu, at: end + delay, hold: p.lruBatchHoldCycles)
+                delay += acquire(&lruLock, .lruLock, cpu: cpu, at: end + delay, hold: p.lruBatchHoldCycles)
             }
         }
         // up_read(): the count again.
         let before = delay
-        delay += writeLine(mmapLine, cpu: cpu, at: end + delay)
+        delay += writeLine(&countLines[m], cpu: cpu, at: end + delay)
         waitCycles[LockClass.mmapLock.rawValue] += delay - before
         extraCycles[cpu] += delay
     }
@@ -226,7 +253,7 @@ public final class SimulatedTime: @unchecked Sendable {
         if changesVMAs {
             // The writer takes the count's line like a reader, then excludes readers while it works.
             let t = now + delay
-            let lineDelay = writeLine(Self.key(1, pid, 0), cpu: cpu, at: max(t, writerFreeAt[pid] ?? 0))
+            let lineDelay = writeLine(&countLines[mm(pid)], cpu: cpu, at: max(t, writerFreeAt[pid] ?? 0))
             let wait = max(0, (writerFreeAt[pid] ?? 0) - t) + lineDelay
             acquisitions[LockClass.mmapLock.rawValue] &+= 1
             if wait > 0 { contended[LockClass.mmapLock.rawValue] &+= 1 }
@@ -253,30 +280,35 @@ public final class SimulatedTime: @unchecked Sendable {
 /// request may fall before reservations already made: it takes the first gap long enough from its
 /// time. Only the latest `capacity` intervals are kept (older ones lie far behind every CPU's clock).
 struct Timeline {
-    private var starts = ContiguousArray<Double>()
-    private var ends = ContiguousArray<Double>()
-    private var holders = ContiguousArray<Int32>()
+    private struct Interval { var start: Double; var end: Double; var holder: Int32 }
+    private var intervals = ContiguousArray<Interval>()
     static let capacity = 256
 
     /// Reserves the first gap at or after `t` long enough for `duration(previous holder)`; returns its
     /// start and the CPU that held it before (-1 if none).
     mutating func reserve(at t: Double, cpu: Int, duration: (Int32) -> Double) -> (start: Double, previous: Int32) {
         // The first interval that ends after `t` (searching from the end: requests are mostly late).
-        var i = ends.count
-        while i > 0 && ends[i - 1] > t { i -= 1 }
+        var i = intervals.count
+        if i > 0 && intervals[i - 1].end > t {
+            // Binary search: intervals do not overlap, so their ends are in order.
+            var lo = 0, hi = i - 1
+            while lo < hi {
+                let mid = (lo + hi) / 2
+                if intervals[mid].end > t { hi = mid } else { lo = mid + 1 }
+            }
+            i = lo
+        }
         var start = t
         while true {
-            let previous: Int32 = i > 0 ? holders[i - 1] : -1
+            let previous: Int32 = i > 0 ? intervals[i - 1].holder : -1
             let d = duration(previous)
-            if i == ends.count || start + d <= starts[i] {
-                starts.insert(start, at: i); ends.insert(start + d, at: i); holders.insert(Int32(cpu), at: i)
-                if starts.count > Self.capacity {
-                    let drop = Self.capacity / 2
-                    starts.removeFirst(drop); ends.removeFirst(drop); holders.removeFirst(drop)
-                }
+            if i == intervals.count || start + d <= intervals[i].start {
+                let interval = Interval(start: start, end: start + d, holder: Int32(cpu))
+                if i == intervals.count { intervals.append(interval) } else { intervals.insert(interval, at: i) }
+                if intervals.count > Self.capacity { intervals.removeFirst(Self.capacity / 2) }
                 return (start, previous)
             }
-            start = max(start, ends[i])
+            start = max(start, intervals[i].end)
             i += 1
         }
     }
