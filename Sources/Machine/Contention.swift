@@ -40,7 +40,9 @@ public struct ContentionParameters: Sendable, Hashable {
     public var lruBatchHoldCycles: Double = 1_000
     /// Folios a per-CPU pagevec holds before it is added to the LRU (`PAGEVEC_SIZE`, 14; 15 in 5.x).
     public var lruBatchFolios = 14
-    /// The kind of spin lock the design's kernel uses (ticket locks before 4.2, queued spin locks after).
+    /// The kind of spin lock (ticket locks before 4.2, queued spin locks after). Recorded, not used
+    /// yet: a hand-off costs one transfer of the lock's line whatever the kind (docs/concurrency.md,
+    /// "What it leaves out").
     public var spinLockKind = SpinLockKind.ticket
 
     public enum SpinLockKind: String, Sendable, Hashable {
