@@ -52,7 +52,7 @@ public struct WorkloadSpec: Sendable, Hashable, Codable {
 
     /// The synthetic workload and its parameters, when this is one and they are valid.
     var syntheticRun: (SyntheticWorkload, SyntheticParameters)? {
-        guard let synthetic, let w = SyntheticWorkload(rawValue: synthetic), let size, let accesses else { return nil }
+        guard let synthetic, let w = SyntheticWorkload(rawValue: synthetic), let size = footprint, let accesses else { return nil }
         var p = SyntheticParameters(size: size, accesses: accesses, threads: threads, seed: seed ?? 1)
         p.stride = stride ?? 4096
         p.adviseHugepage = advise ?? false
@@ -65,7 +65,7 @@ public struct WorkloadSpec: Sendable, Hashable, Codable {
             guard SyntheticWorkload(rawValue: synthetic) != nil else {
                 return "--workload: '\(synthetic)' is not one of \(SyntheticWorkload.allCases.map(\.rawValue).joined(separator: ", "))"
             }
-            guard let size, let accesses else { return "--workload \(synthetic): size and accesses are required" }
+            guard let size = footprint, let accesses else { return "--workload \(synthetic): size and accesses are required" }
             var p = SyntheticParameters(size: size, accesses: accesses, threads: threads, seed: seed ?? 1)
             p.stride = stride ?? 4096
             return p.problem
@@ -76,12 +76,19 @@ public struct WorkloadSpec: Sendable, Hashable, Codable {
 
     /// Simulated memory a run needs by default (`SystemBuilder.defaultMemoryBytes(footprint:)`, as
     /// `thpsim workload` and `thpsim replay`).
-    var defaultMemoryBytes: UInt64 { SystemBuilder.defaultMemoryBytes(footprint: size) }
+    var defaultMemoryBytes: UInt64 { SystemBuilder.defaultMemoryBytes(footprint: footprint) }
+
+    /// Bytes the workload maps, its `SyntheticParameters.size`: `size`, or for memscale, whose
+    /// `--size` is per thread, `size × threads`.
+    var footprint: UInt64? {
+        guard let size else { return nil }
+        return synthetic == SyntheticWorkload.memscale.rawValue ? size * UInt64(threads) : size
+    }
 
     /// Accesses the run will make, for progress: first touch of every page plus the measured ones.
     var expectedAccesses: Int {
-        guard let size, let accesses else { return 0 }
-        return accesses + Int(size / PageGeometry.pageSize)
+        guard let footprint, let accesses else { return 0 }
+        return accesses + Int(footprint / PageGeometry.pageSize)
     }
 }
 
@@ -121,7 +128,29 @@ public struct ExperimentCell: Sendable, Hashable, Codable {
     public var policyLabel: String { policyName == design ? design : "\(policyName) (\(design))" }
 
     /// The sysfs files of `tunables`, without the policy knobs.
-    public var sysfsTunables: [SystemBuilder.Tunable] { tunables.filter { PolicyCatalog.policyKnob($0.name) == nil } }
+    public var sysfsTunables: [SystemBuilder.Tunable] {
+        tunables.filter { PolicyCatalog.policyKnob($0.name) == nil && $0.name != Self.pmdLockTunable }
+    }
+
+    /// The model-only tunable that picks the lock guarding huge PMDs (`--set pmd_lock=page_table_lock,split`):
+    /// not a sysfs file, a choice Linux made at build time (split PMD locks came with 3.13).
+    public static let pmdLockTunable = "pmd_lock"
+
+    /// The lock a `pmd_lock` value names.
+    public static func pmdLock(_ value: String) -> KernelDesign.PMDLockGranularity? {
+        switch value {
+        case "page_table_lock": .pageTableLock
+        case "split": .splitPMDLock
+        default: nil
+        }
+    }
+
+    /// The cell's design with its model-only tunables applied.
+    public func effectiveDesign(_ design: KernelDesign) -> KernelDesign {
+        var d = design
+        if let v = tunables.first(where: { $0.name == Self.pmdLockTunable })?.value, let lock = Self.pmdLock(v) { d.pmdLock = lock }
+        return d
+    }
 
     /// The policy knobs of `tunables`, by knob name without the policy's prefix.
     public var policyKnobs: [String: String] {
@@ -236,6 +265,12 @@ public struct ExperimentGrid: Sendable, Hashable, Codable {
         }
         for axis in tunables {
             if axis.name == "enabled" { p.append("--set enabled=…: use --enabled"); continue }
+            if axis.name == ExperimentCell.pmdLockTunable {
+                for v in axis.values where ExperimentCell.pmdLock(v) == nil {
+                    p.append("--set pmd_lock: '\(v)' is not page_table_lock or split")
+                }
+                continue
+            }
             if let (entry, knob) = PolicyCatalog.policyKnob(axis.name) {
                 if !policyDesigns.contains(where: { $0.policy == entry.name }) {
                     p.append("--set \(axis.name): no cell runs policy \(entry.name) (give --policy \(entry.name))")
@@ -269,7 +304,7 @@ public struct ExperimentGrid: Sendable, Hashable, Codable {
     public func hostProblems(jobs: Int) -> [String] {
         let atOnce = UInt64(max(1, min(jobs, cells.count)))
         return workloads.compactMap { w -> String? in
-            guard let synthetic = w.synthetic, let size = w.size else { return nil }
+            guard let synthetic = w.synthetic, let size = w.footprint else { return nil }
             var system = SystemBuilder()
             system.memoryBytes = memoryBytes ?? w.defaultMemoryBytes
             let configuration = system.configuration

@@ -78,6 +78,9 @@ public struct ExperimentRunner: Sendable {
 
     /// Runs one cell.
     public func run(_ cell: ExperimentCell, progress: Progress? = nil) throws(ExperimentError) -> CellResult {
+        // The boot CPU builds the cell's system, whichever simulated CPU this host thread ran last
+        // (a worker thread keeps the CPU of its previous cell): per-CPU state starts the same.
+        SimulatedCPU.switchTo(0)
         let prepared = try prepare(cell)
         let executor = prepared.executor
         let expected = cell.workload.expectedAccesses
@@ -128,11 +131,13 @@ public struct ExperimentRunner: Sendable {
             throw ExperimentError("cell \(cell.index): policy '\(cell.policyName)' does not run on design '\(cell.design)'")
         }
         var setup = SystemBuilder()
-        setup.design = design
+        setup.design = cell.effectiveDesign(design)
         setup.policy = entry.makePolicy(cell.policyKnobs)
         setup.enabled = enabled
         setup.machine = machine
         setup.cpus = cell.workload.threads
+        // Many CPUs run in simulated-time order and pay for what they share (docs/concurrency.md).
+        setup.simulatedTime = cell.workload.threads > 1
         setup.memoryBytes = grid.memoryBytes ?? cell.workload.defaultMemoryBytes
         setup.tunables = cell.sysfsTunables
         setup.cgroup = grid.cgroup

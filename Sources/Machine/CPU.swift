@@ -283,6 +283,11 @@ public final class CPU: @unchecked Sendable {
             let cycles = machineDescription.timing.faultCycles(FaultWork(fault))
             tally.faultCycles += cycles
             faultLatency.record(cycles: cycles)
+            if let time = machine?.simulatedTime, let kernel {
+                // Many CPUs: the fault's locks and shared lines, on the machine's timeline.
+                time.chargeFault(fault, cpu: id, pid: mm.pid, design: kernel.design,
+                                 start: counters.cycles - cycles + time.extraCycles[id], cycles: cycles)
+            }
         }
         dropFilter()
         return outcome

@@ -23,19 +23,31 @@ public final class Machine: @unchecked Sendable {
     public var executingCPU: Int { SimulatedCPU.current }
     /// Which CPUs ran each address space since they last dropped its translations, by pid
     /// (Linux: `mm_cpumask()`).
-    var cpumasks: [Int: UInt64] = [:]
+    var cpumasks: [Int: CPUMask] = [:]
     public internal(set) var flushCounters = TLBFlushCounters()
+    /// Shootdowns each CPU sent (flushes that interrupted other CPUs) and IPIs each received.
+    public internal(set) var shootdownsSent: [Int]
+    public internal(set) var shootdownsReceived: [Int]
+    /// What sharing cost each CPU (locks, shared lines, bandwidth, system calls), when the machine was
+    /// built with `simulatedTime` and has more than one CPU; nil otherwise (each CPU's time is its cycles).
+    public let simulatedTime: SimulatedTime?
+    /// The most CPUs a machine may have.
+    public static let maxCPUs = CPUMask.capacity
 
-    /// - Precondition: the description has no problems; 1 ≤ `cpuCount` ≤ 64, and the kernel has per-CPU
+    /// - Precondition: the description has no problems; 1 ≤ `cpuCount` ≤ `maxCPUs`, and the kernel has per-CPU
     ///   state for as many (`KernelConfiguration.cpus`).
-    public init(kernel: Kernel, description: MachineDescription, cpuCount: Int = 1) {
+    ///   `simulatedTime` turns on the contention timeline (`SimulatedTime`) on a machine of more than one CPU.
+    public init(kernel: Kernel, description: MachineDescription, cpuCount: Int = 1, simulatedTime: Bool = false) {
         precondition(description.problems.isEmpty, "machine description: \(description.problems)")
-        precondition((1...64).contains(cpuCount), "1 to 64 CPUs")
+        precondition((1...Self.maxCPUs).contains(cpuCount), "1 to \(Self.maxCPUs) CPUs")
         precondition(cpuCount <= kernel.configuration.cpus,
                      "\(cpuCount) CPUs on a kernel configured for \(kernel.configuration.cpus)")
         self.kernel = kernel
         machineDescription = description
         cpus = (0..<cpuCount).map { CPU(id: $0, description: description) }
+        shootdownsSent = Array(repeating: 0, count: cpuCount)
+        shootdownsReceived = Array(repeating: 0, count: cpuCount)
+        self.simulatedTime = simulatedTime && cpuCount > 1 ? SimulatedTime(cpuCount: cpuCount, description: description) : nil
         for cpu in cpus { cpu.machine = self }
         kernel.tlb = FlushForwarder(self)
         SimulatedCPU.switchTo(0)
@@ -56,13 +68,25 @@ public final class Machine: @unchecked Sendable {
     }
 
     func noteRunning(_ cpu: CPU, _ mm: AddressSpace) {
-        cpumasks[mm.pid, default: 0] |= 1 << UInt64(cpu.id)
+        cpumasks[mm.pid, default: CPUMask()].insert(cpu.id)
+    }
+
+    /// `cpu`'s simulated clock in cycles: its counters' cycles plus what sharing cost it.
+    public func clock(of cpu: Int) -> Double {
+        cpus[cpu].counters.cycles + (simulatedTime?.extraCycles[cpu] ?? 0)
+    }
+
+    /// The run's elapsed simulated time in cycles: the slowest CPU's clock.
+    public var elapsedCycles: Double {
+        var m = 0.0
+        for i in cpus.indices { m = max(m, clock(of: i)) }
+        return m
     }
 
     /// The CPUs that may hold translations of `mm` (Linux: `mm_cpumask()`).
     public func cpusThatRan(_ mm: AddressSpace) -> [Int] {
-        let mask = cpumasks[mm.pid] ?? 0
-        return (0..<cpus.count).filter { mask & (1 << UInt64($0)) != 0 }
+        let mask = cpumasks[mm.pid] ?? CPUMask()
+        return (0..<cpus.count).filter { mask.contains($0) }
     }
 
     /// Counters and cycles summed over every CPU.
@@ -96,4 +120,45 @@ final class FlushForwarder: TLBFlushInterface, @unchecked Sendable {
         machine?.flushRange(mm, start: start, end: end)
     }
     func flushAll(_ mm: AddressSpace) { machine?.flushAll(mm) }
+}
+
+/// A set of CPUs of a machine, one bit each (Linux: `struct cpumask`).
+struct CPUMask: Hashable {
+    static let capacity = 256
+    private var words: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
+
+    var isEmpty: Bool { words.0 | words.1 | words.2 | words.3 == 0 }
+
+    @inline(__always) func contains(_ cpu: Int) -> Bool {
+        let bit = UInt64(1) << UInt64(cpu & 63)
+        switch cpu >> 6 {
+        case 0: return words.0 & bit != 0
+        case 1: return words.1 & bit != 0
+        case 2: return words.2 & bit != 0
+        default: return words.3 & bit != 0
+        }
+    }
+
+    @inline(__always) mutating func insert(_ cpu: Int) {
+        let bit = UInt64(1) << UInt64(cpu & 63)
+        switch cpu >> 6 {
+        case 0: words.0 |= bit
+        case 1: words.1 |= bit
+        case 2: words.2 |= bit
+        default: words.3 |= bit
+        }
+    }
+
+    @inline(__always) mutating func remove(_ cpu: Int) {
+        let bit = ~(UInt64(1) << UInt64(cpu & 63))
+        switch cpu >> 6 {
+        case 0: words.0 &= bit
+        case 1: words.1 &= bit
+        case 2: words.2 &= bit
+        default: words.3 &= bit
+        }
+    }
+
+    static func == (a: CPUMask, b: CPUMask) -> Bool { a.words == b.words }
+    func hash(into h: inout Hasher) { h.combine(words.0); h.combine(words.1); h.combine(words.2); h.combine(words.3) }
 }

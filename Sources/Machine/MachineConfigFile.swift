@@ -65,6 +65,7 @@ extension MachineDescription {
 
     /// Parses machine config text; `file` names it in errors.
     public static func parse(_ text: String, file: String) throws(MachineConfigError) -> MachineDescription {
+        var basedOnPreset = false
         var d = MachineDescription(name: "", source: "config file \(file)", frequencyGHz: 0, l1Data: [], l1Instruction: [],
                                    l2: [], pml4Cache: .full(.size4K, entries: 0), pdptCache: .full(.size4K, entries: 0),
                                    pdCache: .full(.size4K, entries: 0), nestedTLB: .full(.all, entries: 0),
@@ -134,12 +135,15 @@ extension MachineDescription {
                     throw fail("unknown preset '\(args[0])' (presets: \(presetNames.joined(separator: ", ")))")
                 }
                 d = preset
+                basedOnPreset = true
                 d.source = "config file \(file), based on \(preset.name)"
                 for (i, c) in preset.caches.enumerated() { cacheLevels[i + 1] = c }
                 for k in ["name", "frequency", "l1d", "l1i", "l2", "pwc pml4", "pwc pdpt", "pwc pd", "nested-tlb"] { definedAt[k] = lineNumber }
             case "name":
                 guard !args.isEmpty else { throw fail("'name' needs a value") }
                 d.name = args.joined(separator: " ")
+                // A core described in full gets its name's contention defaults (a preset's, or generic).
+                if !basedOnPreset { d.contention = .preset(named: d.name) }
                 definedAt["name"] = lineNumber
             case "frequency":
                 try expectCount(1, "GHZ")

@@ -109,6 +109,9 @@ public struct MachineDescription: Sendable, Hashable {
     /// L1D, L2, L3 of the cache model, innermost first.
     public var caches: [CacheLevelSpec]
     public var timing: TimingParameters
+    /// What sharing costs between CPUs (`SimulatedTime`, machines of more than one CPU); a preset's
+    /// defaults (`ContentionParameters.preset(named:)`) unless set.
+    public var contention: ContentionParameters
 
     public init(name: String, source: String, frequencyGHz: Double, l1Data: [TLBArraySpec],
                 l1Instruction: [TLBArraySpec], l2: [TLBArraySpec], pml4Cache: TLBArraySpec,
@@ -118,6 +121,7 @@ public struct MachineDescription: Sendable, Hashable {
         self.l1Data = l1Data; self.l1Instruction = l1Instruction; self.l2 = l2
         self.pml4Cache = pml4Cache; self.pdptCache = pdptCache; self.pdCache = pdCache
         self.nestedTLB = nestedTLB; self.caches = caches; self.timing = timing
+        contention = .preset(named: name)
     }
 
     /// The same core without paging-structure caches or nested TLB: every walk reads every level
@@ -156,6 +160,7 @@ public struct MachineDescription: Sendable, Hashable {
             }
         }
         if caches.isEmpty { out.append("no cache level") }
+        if let p = contention.problem { out.append("contention: \(p)") }
         for (i, c) in caches.enumerated() { if let p = c.problem { out.append("cache l\(i + 1): \(p)") } }
         return out
     }

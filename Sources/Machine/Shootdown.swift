@@ -47,31 +47,35 @@ extension Machine: TLBFlushInterface {
 
     /// `pages` nil means a full flush of the mm's ASID.
     private func shootDown(_ mm: AddressSpace, start: UInt64, end: UInt64, pages: UInt64?) {
-        let mask = cpumasks[mm.pid] ?? 0
-        guard mask != 0 else { return }
+        let mask = cpumasks[mm.pid] ?? CPUMask()
+        guard !mask.isEmpty else { return }
         let asid = CPU.asid(of: mm)
         let t = machineDescription.timing
         let localCost = pages.map { Double($0) * t.invlpgCycles } ?? t.fullFlushCycles
         var remote = 0
         var keep = mask
-        for cpu in cpus where mask & (1 << UInt64(cpu.id)) != 0 {
+        for cpu in cpus where mask.contains(cpu.id) {
             let runsIt = cpu.mm === mm
             // A CPU that switched away drops everything of the mm and leaves its cpumask.
             cpu.invalidate(asid: asid, start: start, end: runsIt ? (pages == nil ? nil : end) : nil)
-            if !runsIt { keep &= ~(1 << UInt64(cpu.id)) }
+            if !runsIt { keep.remove(cpu.id) }
             if cpu.id == executingCPU && runsIt {
                 if let pages { flushCounters.localFlushOne += Int(pages) } else { flushCounters.localFlushAll += 1 }
                 cpu.tally.flushCycles += localCost
             } else {
                 remote += 1
                 flushCounters.remoteFlushReceived += 1
+                shootdownsReceived[cpu.id] += 1
                 cpu.tally.flushCycles += t.ipiReceiveCycles + localCost
             }
         }
         cpumasks[mm.pid] = keep
         if remote > 0 {
             flushCounters.remoteFlush += 1
-            if executingCPU < cpus.count { cpus[executingCPU].tally.flushCycles += t.ipiSendCycles }
+            if executingCPU < cpus.count {
+                cpus[executingCPU].tally.flushCycles += t.ipiSendCycles
+                shootdownsSent[executingCPU] += 1
+            }
         }
     }
 }

@@ -59,6 +59,10 @@ public struct SystemBuilder: Sendable {
     /// The CPUs' cache model: `full` (exact, the library's default, which the golden-count tests pin)
     /// or `sampled` (set sampling, the command line's default; docs/machines.md).
     public var cacheModel: CacheModel.Kind = .full
+    /// Threads run in simulated-time order and what CPUs share costs time (`SimulatedTime`), on a
+    /// machine of more than one CPU. Off: threads run in the order the workload gives (the figures
+    /// of runs recorded before simulated time).
+    public var simulatedTime = false
 
     /// One sysfs file below `/sys/kernel/mm/transparent_hugepage/` and the text written to it.
     public struct Tunable: Sendable, Hashable, Codable {
@@ -141,7 +145,7 @@ public struct SystemBuilder: Sendable {
 
     /// The kernel and a machine of `cpus` CPUs on it.
     public func makeMachine() throws(SysfsError) -> Machine {
-        let m = Machine(kernel: try makeKernel(), description: machine, cpuCount: cpus)
+        let m = Machine(kernel: try makeKernel(), description: machine, cpuCount: cpus, simulatedTime: simulatedTime)
         if cacheModel != .full { m.cacheModel = cacheModel }
         return m
     }

@@ -32,8 +32,8 @@ struct RunCommand: ParsableCommand {
     @Option(parsing: .unconditionalSingleValue, help: "Measured accesses of the synthetic workloads (e.g. 20M; default 1M).")
     var accesses: [String] = []
 
-    @Option(help: "Threads of the synthetic workloads (1 to 64), each on its own simulated CPU.")
-    var threads: Int = 1
+    @Option(parsing: .unconditionalSingleValue, help: "Threads of the synthetic workloads (1 to \(SyntheticParameters.maxThreads); a comma list is a grid axis), each on its own simulated CPU.")
+    var threads: [String] = []
 
     @Option(parsing: .unconditionalSingleValue, help: "Random seed(s) of the synthetic workloads.")
     var seed: [String] = []
@@ -92,7 +92,7 @@ struct RunCommand: ParsableCommand {
         var grid: ExperimentGrid
         let names = Self.values(workloads)
         if names.isEmpty && traces.isEmpty {
-            for (option, given) in [("--size", size), ("--accesses", accesses), ("--seed", seed)] where !given.isEmpty {
+            for (option, given) in [("--size", size), ("--accesses", accesses), ("--seed", seed), ("--threads", threads)] where !given.isEmpty {
                 throw ValidationError("\(option) applies to synthetic workloads: give --workload too")
             }
             grid = DefaultExperiment.grid
@@ -108,12 +108,19 @@ struct RunCommand: ParsableCommand {
                 seeds.append(v)
             }
             let strideBytes = try parseSize(stride, option: "--stride")
+            var threadCounts: [Int] = []
+            for t in Self.values(threads.isEmpty ? ["1"] : threads) {
+                guard let n = Int(t), (1...SyntheticParameters.maxThreads).contains(n) else {
+                    throw ValidationError("--threads: '\(t)' is not a number from 1 to \(SyntheticParameters.maxThreads)")
+                }
+                threadCounts.append(n)
+            }
             var specs: [WorkloadSpec] = []
             for n in names {
                 if n.isEmpty { throw ValidationError("--workload: an empty name in '\(workloads.joined(separator: ","))'") }
-                for s in sizes { for a in counts { for sd in seeds {
-                    specs.append(.synthetic(n, size: s, accesses: a, threads: threads, seed: sd, stride: strideBytes, advise: advise))
-                } } }
+                for s in sizes { for a in counts { for sd in seeds { for th in threadCounts {
+                    specs.append(.synthetic(n, size: s, accesses: a, threads: th, seed: sd, stride: strideBytes, advise: advise))
+                } } } }
             }
             for t in Self.values(traces) {
                 guard FileManager.default.isReadableFile(atPath: t) else { throw ValidationError("--trace: '\(t)' cannot be read") }

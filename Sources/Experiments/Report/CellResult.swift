@@ -186,6 +186,11 @@ public struct CellResult: Sendable, Equatable, Codable {
     public var records: Int
     /// The kernel's simulated clock at the end.
     public var simulatedNanoseconds: UInt64
+    /// The run's elapsed simulated time: the slowest CPU's clock (idle time excluded). Optional only
+    /// so that older reports decode.
+    public var elapsedSimulatedNanoseconds: UInt64?
+    /// Per-CPU time, lock waits by Linux's names, shootdowns per CPU (`SimulatedTimeReport`).
+    public var time: SimulatedTimeReport?
 }
 
 extension CellResult {
@@ -247,5 +252,7 @@ extension CellResult {
         droppedAccesses = r.droppedAccesses
         records = r.records
         simulatedNanoseconds = r.simulatedNanoseconds
+        elapsedSimulatedNanoseconds = r.time.elapsedNanoseconds
+        time = r.time
     }
 }

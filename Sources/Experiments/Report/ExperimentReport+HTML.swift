@@ -118,6 +118,16 @@ extension ExperimentReport {
                                           logX: true, yMax: 1))
         }
 
+        // Simulated time on many CPUs: the scaling curves, and each many-CPU cell's figures.
+        let scaling = timeCharts
+        var scalingSection = ""
+        if hasManyCPUs {
+            scalingSection = "<h2>Simulated time on many CPUs</h2>\n<p>Elapsed: the slowest CPU's simulated clock; CPUs run in "
+                + "simulated-time order and pay for the locks, cache lines and memory bandwidth they share (docs/concurrency.md).</p>\n"
+                + scaling.joined(separator: "\n")
+                + "\n<pre class=\"time\">" + e(timeLines.dropFirst(2).joined(separator: "\n")) + "</pre>"
+        }
+
         var rows = ""
         for r in results {
             let what = [r.cell.workload.label, r.cell.policyLabel, r.cell.machine]
@@ -182,7 +192,7 @@ extension ExperimentReport {
         .axis-label { font-size: 12px; fill: #333; } .chart-title { font-size: 13px; font-weight: 600; }
         </style>
         </head>
-        <body data-charts="\(charts.count + 2 * overTime.count + latency.count)">
+        <body data-charts="\(charts.count + 2 * overTime.count + latency.count + scaling.count)">
         <h1>thpsim experiment report</h1>
         <p>thpsim \(e(thpsimVersion)), report schema \(schema): \(results.count) of \(cellCount) cells\(e(shardText)).
         Designs: \(e(Set(results.map(\.cell.design)).sorted().joined(separator: ", "))); policies:
@@ -197,6 +207,7 @@ extension ExperimentReport {
         \(overTime.joined(separator: "\n"))
         <h2>Fault latency distributions</h2>
         \(latency.joined(separator: "\n"))
+        \(scalingSection)
         <h2 id="results">Results</h2>
         <div class="table-wrap"><table class="results">
         <tr>\(head)</tr>

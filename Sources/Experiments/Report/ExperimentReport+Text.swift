@@ -83,6 +83,7 @@ extension ExperimentReport {
         lines.append("estimated cycles over this row's, for the whole run (first-touch faults included) and the steady state (the measured")
         lines.append("accesses alone); THP: AnonHugePages/AnonPages at the end; RSS: peak AnonPages; bloat: RSS − bytes written; fault")
         lines.append("latency at \(ghz) GHz (docs/report-format.md).")
+        lines.append(contentsOf: timeLines)
         lines.append(contentsOf: reproduction)
         return lines.joined(separator: "\n")
     }

@@ -44,6 +44,7 @@ public final class MachineExecutor: WorkloadSink {
         threadProcess[0] = 0
         baseCycles = machine.machineDescription.timing.baseCycles
         cpuCount = machine.cpus.count
+        timeOrdered = machine.simulatedTime != nil
         setupVMStat = machine.kernel.vmstatValues()
     }
 
@@ -91,10 +92,29 @@ public final class MachineExecutor: WorkloadSink {
     @exclusivity(unchecked) private var chunkCacheKeys = ContiguousArray<UInt64>(repeating: .max, count: 8)
     @exclusivity(unchecked) private var chunkCacheOffsets = ContiguousArray<Int>(repeating: 0, count: 8)
 
+    /// Threads run in simulated-time order (a machine of more than one CPU): each thread's accesses
+    /// wait in its queue until an ordering point (a tick, an event, the end), where `drainQueues()`
+    /// runs them, repeatedly giving a quantum to the thread whose CPU's clock is lowest.
+    private let timeOrdered: Bool
+    /// Per thread: the accesses it made since the last ordering point, and whether each store marked
+    /// its page first. Bounded by `tickInterval` accesses over all threads.
+    private var queues: [ThreadQueue] = []
+    /// Threads whose queue holds accesses.
+    private var queuedThreads = ContiguousArray<Int>()
+    /// Accesses a thread runs before the scheduler looks at the clocks again.
+    public static let quantum = 64
+
+    private struct ThreadQueue {
+        var records = ContiguousArray<AccessRecord>()
+        var touched = ContiguousArray<Bool>()
+        var head = 0
+        var isEmpty: Bool { head == records.count }
+    }
+
     @inline(__always)
     public func access(thread: Int, address: UInt64, kind: AccessKind, count: Int) {
         if thread != cachedThread {
-            flush()
+            if !timeOrdered { flush() }
             if !bind(thread) {
                 report.droppedAccesses &+= count
                 return
@@ -110,6 +130,10 @@ public final class MachineExecutor: WorkloadSink {
         }
         untilTick &-= count
         if untilTick <= 0 { flush(); tick() }
+        if timeOrdered {
+            enqueue(thread, AccessRecord(address: address, count: count, kind: kind.memoryAccess), newlyTouched)
+            return
+        }
         let n = pendingCount
         pending[n] = AccessRecord(address: address, count: count, kind: kind.memoryAccess)
         pendingNewlyTouched[n] = newlyTouched
@@ -122,11 +146,82 @@ public final class MachineExecutor: WorkloadSink {
     /// queue is flushed before anything else looks at the machine: a thread switch, a tick, an event,
     /// the end of the run.
     private func flush() {
+        if timeOrdered { drainQueues() } else { runPending() }
+    }
+
+    /// Runs the queued batch on the bound thread's CPU.
+    private func runPending() {
         let n = pendingCount
         guard n > 0 else { return }
         pendingCount = 0
         let (completed, fault) = machine.cpus[cachedCPUIndex].run(UnsafeBufferPointer(start: pending, count: n))
         if let fault { accessFailed(at: completed, of: n, fault) }
+    }
+
+    private func enqueue(_ thread: Int, _ record: AccessRecord, _ newlyTouched: Bool) {
+        if thread >= queues.count { queues.append(contentsOf: repeatElement(ThreadQueue(), count: thread + 1 - queues.count)) }
+        if queues[thread].isEmpty { queuedThreads.append(thread) }
+        queues[thread].records.append(record)
+        queues[thread].touched.append(newlyTouched)
+    }
+
+    /// Runs every queued access in simulated-time order: the thread whose CPU's clock is lowest (the
+    /// lowest thread number at a tie) runs up to `quantum` accesses, then the clocks are read again.
+    /// Deterministic: it depends only on the workload and the simulated clocks.
+    private func drainQueues() {
+        while !queuedThreads.isEmpty {
+            var best = -1, bestSlot = 0
+            var bestClock = Double.infinity
+            for (slot, t) in queuedThreads.enumerated() {
+                let c = machine.clock(of: t % cpuCount)
+                if c < bestClock || (c == bestClock && t < best) { best = t; bestSlot = slot; bestClock = c }
+            }
+            if !bind(best) {
+                dropQueue(best)
+                continue
+            }
+            var n = 0
+            queues[best].records.withUnsafeBufferPointer { records in
+                queues[best].touched.withUnsafeBufferPointer { touched in
+                    var i = queues[best].head
+                    while n < Self.quantum && i < records.count {
+                        pending[n] = records[i]
+                        pendingNewlyTouched[n] = touched[i]
+                        n += 1; i += 1
+                    }
+                }
+            }
+            queues[best].head += n
+            if queues[best].isEmpty {
+                queues[best].records.removeAll(keepingCapacity: true)
+                queues[best].touched.removeAll(keepingCapacity: true)
+                queues[best].head = 0
+                queuedThreads.remove(at: bestSlot)
+            }
+            pendingThread = best
+            pendingCount = n
+            runPending()
+        }
+        cachedThread = -1
+    }
+
+    /// Drops the queued accesses of `thread`, whose process died: they are not made.
+    private func dropQueue(_ thread: Int) {
+        guard thread < queues.count, !queues[thread].isEmpty else { return }
+        let q = queues[thread]
+        for j in q.head..<q.records.count {
+            let r = q.records[j]
+            switch r.kind {
+            case .read: loads &-= r.count
+            case .write: stores &-= r.count
+            case .execute: fetches &-= r.count
+            }
+            untilTick &+= r.count
+            report.droppedAccesses &+= r.count
+            if q.touched[j] { clearTouched(r.address, 1) }
+        }
+        queues[thread] = ThreadQueue()
+        if let slot = queuedThreads.firstIndex(of: thread) { queuedThreads.remove(at: slot) }
     }
 
     /// The queued access at `index` killed its process (SIGSEGV/SIGBUS): the store that killed it
@@ -223,14 +318,33 @@ public final class MachineExecutor: WorkloadSink {
     /// machine's frequency, plus the idle time asked for. Kernel threads whose wake-up falls in
     /// between (khugepaged, kswapd, kcompactd) run now (Linux: timers firing as time passes).
     private func advanceClock() {
-        var cycles = 0.0
-        for cpu in machine.cpus { cycles = max(cycles, cpu.counters.cycles) }
+        let cycles = machine.elapsedCycles
         let target = idleNanoseconds &+ UInt64(cycles / machine.machineDescription.frequencyGHz)
         let now = machine.kernel.clock.now
         if target > now {
             cachedThread = -1
+            guard let time = machine.simulatedTime else {
+                machine.kernel.advanceTime(by: target - now)
+                return
+            }
+            // The kernel threads' work shows on the clock of the CPU they run on.
+            let before = machine.kernel.vmstatValues()
             machine.kernel.advanceTime(by: target - now)
+            let cycles = Self.kernelThreadCycles(from: before, to: machine.kernel.vmstatValues(),
+                                                 machine.machineDescription.timing)
+            if cycles > 0 { time.charge(cpu: machine.kernel.configuration.kernelThreadCPU % cpuCount, cycles: cycles) }
         }
+    }
+
+    /// What kernel threads (khugepaged, kswapd, kcompactd, policy threads) did between two vmstat
+    /// snapshots, in cycles: each collapse copies 512 pages (`collapse_huge_page()`), each page
+    /// reclaimed, written to swap, migrated or scanned by compaction costs what it costs a fault.
+    static func kernelThreadCycles(from a: [String: Int], to b: [String: Int], _ t: TimingParameters) -> Double {
+        func delta(_ name: String) -> Double { Double(max(0, (b[name] ?? 0) - (a[name] ?? 0))) }
+        return delta("thp_collapse_alloc") * Double(PageGeometry.pmdOrder.pages) * t.copyPageCycles
+            + delta("pgsteal_kswapd") * t.reclaimPageCycles + delta("pswpout") * t.swapOutPageCycles
+            + delta("compact_isolated") / 2 * t.migratePageCycles
+            + (delta("compact_migrate_scanned") + delta("compact_free_scanned")) * t.compactScanCycles
     }
 
     /// Makes `thread` the cached one: its CPU runs its address space. False for a thread that does
@@ -262,6 +376,7 @@ public final class MachineExecutor: WorkloadSink {
         SimulatedCPU.switchTo(thread % cpuCount)
         cachedThread = -1
         report.events += 1
+        if let time = machine.simulatedTime { chargeSystemCall(event, thread: thread, pid: mm.pid, time) }
         if case .exit = event { sampleMemory() }   // RSS just before the process's memory goes
         do throws(Errno) {
             switch event {
@@ -310,6 +425,19 @@ public final class MachineExecutor: WorkloadSink {
         }
     }
 
+    /// Charges the CPU of `thread` the system call `event` makes, at its clock.
+    private func chargeSystemCall(_ event: WorkloadEvent, thread: Int, pid: Int, _ time: SimulatedTime) {
+        let changesVMAs: Bool
+        switch event {
+        case .mmap, .munmap, .mprotect, .mremap, .brk, .fork: changesVMAs = true
+        case .madvise(_, _, let advice): changesVMAs = advice != .dontNeed
+        case .spawn, .exit: changesVMAs = false
+        case .idle, .beginMeasurement: return
+        }
+        let cpu = thread % cpuCount
+        time.chargeSystemCall(cpu: cpu, pid: pid, now: machine.clock(of: cpu), changesVMAs: changesVMAs)
+    }
+
     private func bind(_ thread: Int, to process: Int) throws(Errno) {
         guard thread >= 0, thread < Self.maxThreads else { throw .EINVAL }
         if thread >= threadProcess.count {
@@ -331,6 +459,9 @@ public final class MachineExecutor: WorkloadSink {
     private func kill(process: Int) {
         guard let mm = processes[process] else { return }
         cachedThread = -1
+        if timeOrdered {
+            for t in threadProcess.indices where Int(threadProcess[t]) == process { dropQueue(t) }
+        }
         for cpu in machine.cpus where cpu.mm === mm { cpu.switchTo(nil) }
         mm.exit()
         processes[process] = nil
@@ -364,6 +495,7 @@ public final class MachineExecutor: WorkloadSink {
         r.touchedBytes = touchedBytes
         r.faultLatency = machine.faultLatency
         r.simulatedNanoseconds = machine.kernel.clock.now
+        r.time = .init(machine)
         if let cgroup { r.cgroup = .init(kernel: machine.kernel, cgroup: cgroup, pids: processPIDs) }
         return r
     }

@@ -117,6 +117,8 @@ public struct ReplayReport: Sendable {
     public var faultLatency = FaultLatencyHistogram()
     /// Simulated time at the end (the kernel's clock).
     public var simulatedNanoseconds: UInt64 = 0
+    /// Each CPU's simulated time, the elapsed time and what sharing cost (`SimulatedTimeReport`).
+    public var time = SimulatedTimeReport()
     /// The sample with the largest `AnonPages` (the RSS peak; the first such sample).
     public var peakSample: MemorySample? {
         memoryOverTime.reduce(nil) { best, s in (best.map { s.anonBytes > $0.anonBytes } ?? true) ? s : best }
@@ -162,6 +164,7 @@ public struct ReplayReport: Sendable {
         }
         s.append("memory at end: AnonPages \(anonBytes >> 10) kB, AnonHugePages \(anonHugeBytes >> 10) kB, PageTables \(pageTableBytes >> 10) kB")
         s.append("bloat at end: \((Int64(anonBytes) - Int64(touchedBytes)) / 1024) kB (AnonPages minus the \(touchedBytes >> 10) kB of pages written and still mapped)")
+        if time.cpuNanoseconds.count > 1 { s.append(contentsOf: time.lines) }
         return s.joined(separator: "\n")
     }
 
@@ -189,6 +192,13 @@ public struct ReplayReport: Sendable {
                                      "p99": faultLatency.percentile(99), "max": faultLatency.max],
         ]
         if let cgroup { object["cgroup"] = cgroup.json }
+        if time.cpuNanoseconds.count > 1 {
+            object["simulated_time"] = ["elapsed_ns": time.elapsedNanoseconds, "cpu_ns": time.cpuNanoseconds,
+                                        "lock_wait_ns": time.lockWaitNanoseconds, "lock_acquisitions": time.lockAcquisitions,
+                                        "lock_contended": time.lockContended, "transfer_ns": time.transferNanoseconds,
+                                        "bandwidth_stall_ns": time.bandwidthStallNanoseconds, "system_calls": time.systemCalls,
+                                        "shootdowns_sent": time.shootdownsSent, "shootdowns_received": time.shootdownsReceived]
+        }
         let data = try! JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .prettyPrinted])
         return String(decoding: data, as: UTF8.self)
     }

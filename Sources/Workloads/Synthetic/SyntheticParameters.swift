@@ -15,6 +15,9 @@ public struct SyntheticParameters: Sendable, Hashable {
     /// this is what `enabled=madvise` acts on (`--advise`).
     public var adviseHugepage = false
 
+    /// The most threads a synthetic workload may have (each runs on a simulated CPU of its own).
+    public static let maxThreads = 256
+
     public init(size: UInt64, accesses: Int, threads: Int = 1, seed: UInt64 = 1) {
         self.size = size; self.accesses = accesses; self.threads = threads; self.seed = seed
     }
@@ -26,7 +29,7 @@ public struct SyntheticParameters: Sendable, Hashable {
         }
         if size > 1 << 40 { return "--size must be at most 1T" }
         if accesses < 0 { return "--accesses must not be negative" }
-        if !(1...64).contains(threads) { return "--threads must be 1 to 64, not \(threads)" }
+        if !(1...Self.maxThreads).contains(threads) { return "--threads must be 1 to \(Self.maxThreads), not \(threads)" }
         if stride == 0 || stride % 8 != 0 { return "--stride must be a positive multiple of 8" }
         return nil
     }

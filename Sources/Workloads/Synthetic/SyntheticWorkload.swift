@@ -35,6 +35,9 @@ public enum SyntheticWorkload: String, Sendable, CaseIterable {
     case kvstore
     /// A key-value store forking a snapshot child (Redis BGSAVE) while Zipf-skewed SETs continue.
     case kvfork
+    /// `thp_memscale` (Linux 3.13's split PMD lock benchmark): each thread mallocs `--size` bytes of
+    /// its own and writes one byte per 4 KiB page (`--size` is per thread); then `--accesses` writes.
+    case memscale
 
     /// Runs the generator into `sink`.
     /// - Precondition: `parameters.problem == nil`.
@@ -48,6 +51,7 @@ public enum SyntheticWorkload: String, Sendable, CaseIterable {
         case .idle: IdleWorkload(p: parameters).generate(into: &sink)
         case .kvstore: KeyValueStoreWorkload(p: parameters).generate(into: &sink)
         case .kvfork: KeyValueForkWorkload(p: parameters).generate(into: &sink)
+        case .memscale: MemscaleWorkload(p: parameters).generate(into: &sink)
         }
     }
 }

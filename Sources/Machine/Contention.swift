@@ -1,0 +1,97 @@
+/// What sharing costs between the CPUs of a machine, in cycles unless named otherwise: cache-line
+/// transfers, lock hand-offs, system calls, memory bandwidth, and the hold times of the kernel's
+/// critical sections on the fault path. Used only when a machine has more than one CPU
+/// (`SimulatedTime`); a one-CPU machine's figures do not depend on them.
+///
+/// The hold times are estimates of the instructions Linux runs under each lock (named per field),
+/// not measurements; docs/concurrency.md ("Simulated time") lists them with their reasons.
+public struct ContentionParameters: Sendable, Hashable {
+    /// CPUs per socket (a socket shares a last-level cache and a memory controller).
+    public var cpusPerSocket = 28
+    /// Moving a modified cache line from another core of the same socket (a "HITM" snoop).
+    public var sameSocketTransferCycles: Double = 100
+    /// Moving a modified cache line from a core of another socket (over UPI / Infinity Fabric).
+    public var remoteSocketTransferCycles: Double = 300
+    /// Memory bandwidth of one socket in bytes per cycle, shared by the CPUs zeroing and copying pages
+    /// at the same simulated time.
+    public var socketBandwidthBytesPerCycle: Double = 48
+    /// Entering and leaving the kernel for a system call (`entry_SYSCALL_64` to `sysret`).
+    public var systemCallCycles: Double = 150
+    /// Work a VMA-changing system call does under the mmap lock held for writing (`mmap_region()`,
+    /// `do_munmap()` for one VMA, without the page work, which is charged as faults and flushes).
+    public var mmapWriteHoldCycles: Double = 2_000
+    /// An atomic read-modify-write on a line this CPU already owns (`lock xadd` in `down_read()`).
+    public var atomicCycles: Double = 20
+    /// Under the PMD lock in a huge fault: the `pmd_none()` re-check, `page_add_new_anon_rmap()`,
+    /// the deposit of the PTE table, `set_pmd_at()`, the mm counters (`__do_huge_pmd_anonymous_page()`).
+    public var hugePMDHoldCycles: Double = 400
+    /// Under the PTE lock in a 4 KiB fault: the `pte_none()` re-check, rmap, `set_pte_at()`
+    /// (`do_anonymous_page()`).
+    public var ptePTEHoldCycles: Double = 200
+    /// Under the PMD lock (or `page_table_lock`) installing a PTE table (`__pte_alloc()`: `pmd_populate()`).
+    public var pteTableInstallHoldCycles: Double = 150
+    /// Under `zone->lock`: taking an order-9 block off the free lists (`__rmqueue()` with its split).
+    public var zoneHugeHoldCycles: Double = 600
+    /// Under `zone->lock`: refilling a per-CPU list with a batch of 4 KiB pages (`rmqueue_bulk()`).
+    public var zoneBatchHoldCycles: Double = 1_800
+    /// 4 KiB pages a per-CPU list refill takes (`pcp->batch`, 31 on large zones).
+    public var zoneBatchPages = 31
+    /// Under `lru_lock`: adding a full per-CPU pagevec to the LRU lists (`__pagevec_lru_add()`).
+    public var lruBatchHoldCycles: Double = 1_000
+    /// Folios a per-CPU pagevec holds before it is added to the LRU (`PAGEVEC_SIZE`, 14; 15 in 5.x).
+    public var lruBatchFolios = 14
+    /// The kind of spin lock (ticket locks before 4.2, queued spin locks after). Recorded, not used
+    /// yet: a hand-off costs one transfer of the lock's line whatever the kind (docs/concurrency.md,
+    /// "What it leaves out").
+    public var spinLockKind = SpinLockKind.ticket
+
+    public enum SpinLockKind: String, Sendable, Hashable {
+        /// Every waiter spins on the lock's line: a hand-off invalidates every waiter's copy and the
+        /// next owner's read joins the queue of their reads (Linux 2.6.25–4.1 on x86).
+        case ticket
+        /// Each waiter spins on its own node: a hand-off is one line transfer (Linux 4.2+: qspinlock).
+        case queued
+    }
+
+    public init() {}
+
+    /// A preset's defaults: the socket size of the part the preset's core is sold in at its largest,
+    /// transfer latencies from cache-to-cache measurements (Intel MLC `c2c`, AMD's and Chips and
+    /// Cheese's published core-to-core latencies) and bandwidth from the memory channels
+    /// (channels × transfer rate × 8 bytes at the preset's frequency). docs/concurrency.md cites each.
+    public static func preset(named name: String) -> ContentionParameters {
+        var c = ContentionParameters()
+        switch name {
+        case "skylake-sp":          // Xeon Platinum 8180: 28 cores, 6 × DDR4-2666 = 128 GB/s at 2.5 GHz
+            c.cpusPerSocket = 28; c.sameSocketTransferCycles = 110; c.remoteSocketTransferCycles = 330
+            c.socketBandwidthBytesPerCycle = 51
+        case "icelake-sp":          // Xeon Platinum 8380: 40 cores, 8 × DDR4-3200 = 205 GB/s at 2.6 GHz
+            c.cpusPerSocket = 40; c.sameSocketTransferCycles = 120; c.remoteSocketTransferCycles = 340
+            c.socketBandwidthBytesPerCycle = 79
+        case "zen3":                // EPYC 7763: 64 cores, 8 × DDR4-3200 = 205 GB/s at 3.0 GHz
+            c.cpusPerSocket = 64; c.sameSocketTransferCycles = 250; c.remoteSocketTransferCycles = 600
+            c.socketBandwidthBytesPerCycle = 68
+        case "zen4":                // EPYC 9654: 96 cores, 12 × DDR5-4800 = 461 GB/s at 3.0 GHz
+            c.cpusPerSocket = 96; c.sameSocketTransferCycles = 250; c.remoteSocketTransferCycles = 600
+            c.socketBandwidthBytesPerCycle = 154
+        case "zen5":                // EPYC 9755: 128 cores, 12 × DDR5-6000 = 576 GB/s at 2.6 GHz
+            c.cpusPerSocket = 128; c.sameSocketTransferCycles = 220; c.remoteSocketTransferCycles = 550
+            c.socketBandwidthBytesPerCycle = 221
+        default: break
+        }
+        return c
+    }
+
+    /// Why these parameters cannot be used, or nil.
+    public var problem: String? {
+        if cpusPerSocket < 1 { return "cpus-per-socket must be at least 1" }
+        if !(socketBandwidthBytesPerCycle > 0) { return "socket bandwidth must be positive" }
+        if zoneBatchPages < 1 || lruBatchFolios < 1 { return "batch sizes must be at least 1" }
+        for v in [sameSocketTransferCycles, remoteSocketTransferCycles, systemCallCycles, mmapWriteHoldCycles, atomicCycles,
+                  hugePMDHoldCycles, ptePTEHoldCycles, pteTableInstallHoldCycles, zoneHugeHoldCycles,
+                  zoneBatchHoldCycles, lruBatchHoldCycles] where !(v >= 0) {
+            return "costs must not be negative"
+        }
+        return nil
+    }
+}

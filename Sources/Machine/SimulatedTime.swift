@@ -1,0 +1,315 @@
+import VMCore
+import Kernel
+
+/// The kernel locks whose waits simulated time reports, by Linux's names.
+public enum LockClass: Int, Sendable, CaseIterable {
+    /// The mm's `mmap_lock` (`mmap_sem` before 5.8): an rwsem whose count is one line every fault writes.
+    case mmapLock
+    /// The mm's `page_table_lock`: every huge PMD and PTE-table install before 3.13.
+    case pageTableLock
+    /// A PTE table's split lock (`pte_lockptr()`).
+    case ptl
+    /// A PMD table's split lock (`pmd_lockptr()`, 3.13+).
+    case pmdPTL
+    /// The LRU lists' lock (`zone->lru_lock`, `lruvec->lru_lock` since 5.11).
+    case lruLock
+    /// The buddy free lists' lock (`zone->lock`).
+    case zoneLock
+
+    /// The name Linux's lock statistics use.
+    public var name: String {
+        switch self {
+        case .mmapLock: "mmap_lock"
+        case .pageTableLock: "page_table_lock"
+        case .ptl: "ptl"
+        case .pmdPTL: "pmd_ptl"
+        case .lruLock: "lru_lock"
+        case .zoneLock: "zone->lock"
+        }
+    }
+}
+
+/// Time on a machine of many CPUs: each CPU's clock is its cycles (`CPU.counters.cycles`: accesses,
+/// walks, faults' work, flushes) plus what sharing cost it here — waits for locks other CPUs held,
+/// cache lines other CPUs wrote, system calls, memory bandwidth other CPUs were using.
+///
+/// Lock acquisitions have a timeline: per lock, the simulated time it is next free and the CPU that
+/// held it last. A fault's acquisitions follow from what it recorded doing (`FaultContext`) and the
+/// design's locks, in the order Linux's handler takes them (`do_anonymous_page()`,
+/// `__do_huge_pmd_anonymous_page()`): the mmap lock's count (`down_read()`), `zone->lock` when the
+/// allocation needs the buddy lists, the zeroing (which shares the socket's memory bandwidth), the
+/// PTE-table install, the PMD or PTE lock, the LRU lock when the per-CPU pagevec fills, and the
+/// count again (`up_read()`). A lock found busy makes the CPU spin until it is free, plus a hand-off;
+/// a line another CPU wrote last costs a transfer. The CPUs' work must reach this in simulated-time
+/// order (`MachineExecutor` interleaves threads by their CPUs' clocks), so that a lock's timeline is
+/// read at the times it is taken.
+///
+/// Exists only on machines of more than one CPU: a one-CPU machine's times are its cycles.
+public final class SimulatedTime: @unchecked Sendable {
+    public let parameters: ContentionParameters
+    let cpuCount: Int
+    /// Cycles each CPU spent on sharing (waits, transfers, system calls, bandwidth), beyond its counters.
+    @exclusivity(unchecked) public private(set) var extraCycles: [Double]
+    /// Cycles spent spinning or waiting, per lock class (`LockClass.rawValue`), over all CPUs.
+    @exclusivity(unchecked) public private(set) var waitCycles: [Double]
+    /// Acquisitions that found their lock busy, per lock class.
+    @exclusivity(unchecked) public private(set) var contended: [Int]
+    /// Acquisitions, per lock class.
+    @exclusivity(unchecked) public private(set) var acquisitions: [Int]
+    /// Cycles spent on cache-line transfers of shared lines (lock words, the mmap lock's count).
+    @exclusivity(unchecked) public private(set) var transferCycles = 0.0
+    /// Cycles CPUs waited for memory bandwidth while zeroing or copying.
+    @exclusivity(unchecked) public private(set) var bandwidthCycles = 0.0
+    /// System calls charged.
+    public private(set) var systemCalls = 0
+
+    /// Split PTE and PMD locks, by pid and table.
+    @exclusivity(unchecked) private var locks: [UInt64: Timeline] = [:]
+    /// Per address space (by `mmIndex`): its mmap lock's count line and its `page_table_lock`.
+    @exclusivity(unchecked) private var countLines: [Timeline] = []
+    @exclusivity(unchecked) private var pageTableLocks: [Timeline] = []
+    private var mmIndex: [Int: Int] = [:]
+    @exclusivity(unchecked) private var lastPID = -1, lastMM = 0
+    /// `zone->lock` and `lru_lock` (one zone, one node).
+    @exclusivity(unchecked) private var zoneLock = Timeline(), lruLock = Timeline()
+    /// When the mmap lock held for writing is next free, by pid.
+    @exclusivity(unchecked) private var writerFreeAt: [Int: Double] = [:]
+    /// Per socket: bytes its memory channels carry in each slot of `bandwidthSlotCycles`, by slot.
+    @exclusivity(unchecked) private var memorySlots: [[Int: Double]]
+    /// The granularity of the bandwidth timeline.
+    static let bandwidthSlotCycles = 10_000.0
+    /// Per CPU: pages left in its per-CPU list, folios in its pagevec.
+    @exclusivity(unchecked) private var pcpPages: [Int]
+    @exclusivity(unchecked) private var pagevecFolios: [Int]
+    private let zeroRate: Double
+
+    init(cpuCount: Int, description: MachineDescription) {
+        self.cpuCount = cpuCount
+        parameters = description.contention
+        extraCycles = Array(repeating: 0, count: cpuCount)
+        waitCycles = Array(repeating: 0, count: LockClass.allCases.count)
+        contended = Array(repeating: 0, count: LockClass.allCases.count)
+        acquisitions = Array(repeating: 0, count: LockClass.allCases.count)
+        let sockets = (cpuCount + parameters.cpusPerSocket - 1) / parameters.cpusPerSocket
+        memorySlots = Array(repeating: [:], count: max(1, sockets))
+        pcpPages = Array(repeating: 0, count: cpuCount)
+        pagevecFolios = Array(repeating: 0, count: cpuCount)
+        let zero = description.timing.zeroPageCycles
+        zeroRate = zero > 0 ? Double(PageGeometry.pageSize) / zero : .infinity
+    }
+
+    /// The socket of `cpu`.
+    @inline(__always) func socket(_ cpu: Int) -> Int { cpu / parameters.cpusPerSocket }
+
+    /// What moving a line last written by `from` to `to` costs.
+    @inline(__always) func transfer(from: Int32, to: Int) -> Double {
+        if from < 0 || Int(from) == to { return 0 }
+        return socket(Int(from)) == socket(to) ? parameters.sameSocketTransferCycles : parameters.remoteSocketTransferCycles
+    }
+
+    /// The index of `pid`'s timelines, made on first use.
+    @inline(__always) private func mm(_ pid: Int) -> Int {
+        if pid == lastPID { return lastMM }
+        let i: Int
+        if let known = mmIndex[pid] {
+            i = known
+        } else {
+            i = countLines.count
+            mmIndex[pid] = i
+            countLines.append(Timeline())
+            pageTableLocks.append(Timeline())
+        }
+        lastPID = pid
+        lastMM = i
+        return i
+    }
+
+    private static func key(_ kind: UInt64, _ pid: Int, _ index: UInt64) -> UInt64 {
+        (kind << 60) | (UInt64(truncatingIfNeeded: pid) & 0xF_FFFF) << 40 | (index & 0xFF_FFFF_FFFF)
+    }
+
+    /// An atomic read-modify-write of a shared line at time `t` by `cpu`: the line serves one writer
+    /// at a time, and a writer other than the one before it pays a transfer. Returns the delay.
+    private func writeLine(_ line: inout Timeline, cpu: Int, at t: Double) -> Double {
+        let (start, previous) = line.reserve(at: t, cpu: cpu) {
+            self.transfer(from: $0, to: cpu) + self.parameters.atomicCycles
+        }
+        let move = transfer(from: previous, to: cpu)
+        transferCycles += move
+        return start - t + move
+    }
+
+    /// Takes a lock at time `t` for `hold` cycles: waits until it is free, plus a hand-off when it
+    /// waited and a transfer of the lock's line when another CPU held it before. Returns the delay
+    /// before the critical section starts.
+    private func acquire(_ lock: inout Timeline, _ lockClass: LockClass, cpu: Int, at t: Double, hold: Double) -> Double {
+        let c = lockClass.rawValue
+        acquisitions[c] &+= 1
+        let handoff = parameters.sameSocketTransferCycles
+        let (start, previous) = lock.reserve(at: t, cpu: cpu) {
+            self.transfer(from: $0, to: cpu) + hold + handoff
+        }
+        let move = transfer(from: previous, to: cpu)
+        transferCycles += move
+        if start > t {
+            // A spinning waiter: the holder's release reaches it as one more transfer of the line.
+            contended[c] &+= 1
+            let wait = start - t + max(move, handoff)
+            waitCycles[c] += wait
+            return wait
+        }
+        return move
+    }
+
+    /// Zeroing or copying `bytes` at time `t` on `cpu`'s socket at the core's speed, unless the
+    /// socket's channels are full with other CPUs' streams in the same slots of time. Returns the
+    /// stall beyond the core's own time.
+    private func stream(_ bytes: UInt64, cpu: Int, at t: Double) -> Double {
+        guard bytes > 0 else { return 0 }
+        let s = socket(cpu)
+        let slot = Self.bandwidthSlotCycles
+        let capacity = parameters.socketBandwidthBytesPerCycle * slot
+        var left = Double(bytes)
+        var now = t
+        var index = Int(t / slot)
+        while left > 0 {
+            let slotEnd = Double(index + 1) * slot
+            let coreBytes = (slotEnd - now) * zeroRate
+            let used = memorySlots[s][index] ?? 0
+            let take = min(left, coreBytes, max(0, capacity - used))
+            if take > 0 { memorySlots[s][index] = used + take }
+            left -= take
+            now = left > 0 ? slotEnd : now + take / zeroRate
+            index += 1
+        }
+        if memorySlots[s].count > 4096 {
+            let floor = Int(t / slot) - 2048
+            memorySlots[s] = memorySlots[s].filter { $0.key >= floor }
+        }
+        let stall = max(0, now - (t + Double(bytes) / zeroRate))
+        bandwidthCycles += stall
+        return stall
+    }
+
+    /// Charges `cpu` what sharing cost one fault that started at `start` (its clock before the fault)
+    /// and whose own work took `cycles`, from what the kernel recorded.
+    func chargeFault(_ fault: FaultContext, cpu: Int, pid: Int, design: KernelDesign, start: Double, cycles: Double) {
+        let p = parameters
+        var delay = 0.0
+        let m = mm(pid)
+        // down_read(): the rwsem's count, after any writer.
+        delay += max(0, (writerFreeAt[pid] ?? 0) - start)
+        delay += writeLine(&countLines[m], cpu: cpu, at: start + delay)
+        acquisitions[LockClass.mmapLock.rawValue] &+= 1
+        let va = fault.address.rawValue
+        let splitPMD = design.pmdLock == .splitPMDLock
+        let pmdClass: LockClass = splitPMD ? .pmdPTL : .pageTableLock
+        /// The PMD lock of `va`: the mm's page_table_lock, or the PMD table's split lock.
+        func takePMDLock(at t: Double, hold: Double) -> Double {
+            splitPMD ? acquire(&locks[Self.key(3, pid, va >> 30), default: Timeline()], pmdClass, cpu: cpu, at: t, hold: hold)
+                     : acquire(&pageTableLocks[m], pmdClass, cpu: cpu, at: t, hold: hold)
+        }
+        if fault.hugePages > 0 {
+            // The order-9 allocation takes zone->lock (no per-CPU list holds order 9 before 6.7).
+            delay += acquire(&zoneLock, .zoneLock, cpu: cpu, at: start + delay, hold: p.zoneHugeHoldCycles)
+        } else if fault.basePages > 0 {
+            if pcpPages[cpu] < fault.basePages {
+                delay += acquire(&zoneLock, .zoneLock, cpu: cpu, at: start + delay, hold: p.zoneBatchHoldCycles)
+                pcpPages[cpu] += p.zoneBatchPages
+            }
+            pcpPages[cpu] -= min(pcpPages[cpu], fault.basePages)
+        }
+        delay += stream(fault.bytesZeroed + 2 * fault.bytesCopied, cpu: cpu, at: start + delay)
+        let end = start + cycles
+        if fault.hugePages > 0 {
+            delay += takePMDLock(at: end - p.hugePMDHoldCycles + delay, hold: p.hugePMDHoldCycles)
+        } else if fault.basePages > 0 || fault.mapped != nil {
+            let ptlKey = Self.key(4, pid, va >> 21)
+            if locks[ptlKey] == nil {
+                // The first fault in the 2 MiB range installs its PTE table.
+                delay += takePMDLock(at: start + delay, hold: p.pteTableInstallHoldCycles)
+            }
+            delay += acquire(&locks[ptlKey, default: Timeline()], .ptl, cpu: cpu, at: end - p.ptePTEHoldCycles + delay, hold: p.ptePTEHoldCycles)
+        }
+        if fault.hugePages > 0 || fault.basePages > 0 {
+            pagevecFolios[cpu] += 1
+            if pagevecFolios[cpu] >= p.lruBatchFolios {
+                pagevecFolios[cpu] = 0
+                delay += acquire(&lruLock, .lruLock, cpu: cpu, at: end + delay, hold: p.lruBatchHoldCycles)
+            }
+        }
+        // up_read(): the count again.
+        let before = delay
+        delay += writeLine(&countLines[m], cpu: cpu, at: end + delay)
+        waitCycles[LockClass.mmapLock.rawValue] += delay - before
+        extraCycles[cpu] += delay
+    }
+
+    /// Charges `cpu`, at its clock `now`, a system call; one that changes VMAs holds `pid`'s mmap lock
+    /// for writing (`mmap_write_lock()`), after the readers and writers before it.
+    public func chargeSystemCall(cpu: Int, pid: Int, now: Double, changesVMAs: Bool) {
+        systemCalls &+= 1
+        var delay = parameters.systemCallCycles
+        if changesVMAs {
+            // The writer takes the count's line like a reader, then excludes readers while it works.
+            let t = now + delay
+            let lineDelay = writeLine(&countLines[mm(pid)], cpu: cpu, at: max(t, writerFreeAt[pid] ?? 0))
+            let wait = max(0, (writerFreeAt[pid] ?? 0) - t) + lineDelay
+            acquisitions[LockClass.mmapLock.rawValue] &+= 1
+            if wait > 0 { contended[LockClass.mmapLock.rawValue] &+= 1 }
+            waitCycles[LockClass.mmapLock.rawValue] += wait
+            writerFreeAt[pid] = t + wait + parameters.mmapWriteHoldCycles
+            delay += wait + parameters.mmapWriteHoldCycles
+        }
+        extraCycles[cpu] += delay
+    }
+
+    /// Adds `cycles` to `cpu`'s clock (work charged elsewhere: a kernel thread's).
+    public func charge(cpu: Int, cycles: Double) { extraCycles[cpu] += cycles }
+
+    /// Wait cycles by Linux's lock name, for the locks that had any acquisition.
+    public var waitsByLock: [String: Double] {
+        var out: [String: Double] = [:]
+        for c in LockClass.allCases where acquisitions[c.rawValue] > 0 { out[c.name] = waitCycles[c.rawValue] }
+        return out
+    }
+}
+
+/// When a lock or a shared line is busy: the intervals reserved on it, in time order, each with the
+/// CPU that reserved it. CPUs reach it in simulated-time order only up to a scheduling quantum, so a
+/// request may fall before reservations already made: it takes the first gap long enough from its
+/// time. Only the latest `capacity` intervals are kept (older ones lie far behind every CPU's clock).
+struct Timeline {
+    private struct Interval { var start: Double; var end: Double; var holder: Int32 }
+    private var intervals = ContiguousArray<Interval>()
+    static let capacity = 256
+
+    /// Reserves the first gap at or after `t` long enough for `duration(previous holder)`; returns its
+    /// start and the CPU that held it before (-1 if none).
+    mutating func reserve(at t: Double, cpu: Int, duration: (Int32) -> Double) -> (start: Double, previous: Int32) {
+        // The first interval that ends after `t` (searching from the end: requests are mostly late).
+        var i = intervals.count
+        if i > 0 && intervals[i - 1].end > t {
+            // Binary search: intervals do not overlap, so their ends are in order.
+            var lo = 0, hi = i - 1
+            while lo < hi {
+                let mid = (lo + hi) / 2
+                if intervals[mid].end > t { hi = mid } else { lo = mid + 1 }
+            }
+            i = lo
+        }
+        var start = t
+        while true {
+            let previous: Int32 = i > 0 ? intervals[i - 1].holder : -1
+            let d = duration(previous)
+            if i == intervals.count || start + d <= intervals[i].start {
+                let interval = Interval(start: start, end: start + d, holder: Int32(cpu))
+                if i == intervals.count { intervals.append(interval) } else { intervals.insert(interval, at: i) }
+                if intervals.count > Self.capacity { intervals.removeFirst(Self.capacity / 2) }
+                return (start, previous)
+            }
+            start = max(start, intervals[i].end)
+            i += 1
+        }
+    }
+}

@@ -1,0 +1,81 @@
+import Testing
+import VMCore
+import Kernel
+@testable import Machine
+import TestSupport
+
+@Suite("Simulated time on many CPUs")
+struct SimulatedTimeTests {
+    @Test("one CPU has no contention timeline: its clock is its cycles")
+    func oneCPU() throws {
+        let kernel = TestMachine.kernel(memory: 64 << 20, mode: .metadata)
+        let mm = kernel.createAddressSpace()!
+        let m = Machine(kernel: kernel, description: .skylakeSP, cpuCount: 1, simulatedTime: true)
+        m.cpus[0].switchTo(mm)
+        touchPages(m.cpus[0], try anon(mm, 1 << 20), 1 << 20, .write)
+        #expect(m.simulatedTime == nil)
+        #expect(m.clock(of: 0) == m.cpus[0].counters.cycles && m.elapsedCycles == m.cpus[0].counters.cycles)
+    }
+
+    @Test("two CPUs faulting in one mm move its mmap lock's count line between them; the clocks carry it")
+    func sharedCountLine() throws {
+        let kernel = TestMachine.kernel(memory: 64 << 20, mode: .metadata)
+        let mm = kernel.createAddressSpace()!
+        let m = Machine(kernel: kernel, description: .skylakeSP, cpuCount: 2, simulatedTime: true)
+        let time = try #require(m.simulatedTime)
+        for cpu in m.cpus { cpu.switchTo(mm) }
+        let va = try anon(mm, 1 << 20)
+        // The CPUs take turns, one fault each, in time order.
+        for page in 0..<64 {
+            let cpu = m.cpus[page % 2]
+            _ = cpu.access(va + UInt64(page) * 4096, .write)
+        }
+        #expect(time.transferCycles > 0)
+        #expect(time.acquisitions[LockClass.mmapLock.rawValue] == 64)
+        for i in 0..<2 { #expect(m.clock(of: i) > m.cpus[i].counters.cycles) }
+        #expect(m.elapsedCycles == max(m.clock(of: 0), m.clock(of: 1)))
+    }
+
+    @Test("a CPU alone pays no transfer for lines it wrote last")
+    func privateLines() throws {
+        let kernel = TestMachine.kernel(memory: 64 << 20, mode: .metadata)
+        let mm = kernel.createAddressSpace()!
+        let m = Machine(kernel: kernel, description: .skylakeSP, cpuCount: 2, simulatedTime: true)
+        m.cpus[0].switchTo(mm)
+        touchPages(m.cpus[0], try anon(mm, 1 << 20), 1 << 20, .write)
+        #expect(m.simulatedTime!.transferCycles == 0)
+        #expect(m.simulatedTime!.waitCycles.allSatisfy { $0 == 0 })
+        #expect(m.clock(of: 1) == 0)
+    }
+
+    @Test("a timeline serves a request made for an earlier time in the gap before later reservations")
+    func timelineGaps() {
+        var t = Timeline()
+        #expect(t.reserve(at: 1_000, cpu: 1) { _ in 100 } == (1_000, -1))
+        // Earlier and short enough to fit before: not delayed by the later reservation.
+        #expect(t.reserve(at: 0, cpu: 2) { _ in 100 } == (0, -1))
+        // Overlapping the reservation at 1,000: waits for its end, and CPU 1 held it before.
+        #expect(t.reserve(at: 1_050, cpu: 3) { _ in 10 } == (1_100, 1))
+        // Too long for the gap between 100 and 1,000: goes after 1,110.
+        #expect(t.reserve(at: 100, cpu: 4) { _ in 950 } == (1_110, 3))
+    }
+
+    @Test("machines up to 256 CPUs: a shootdown reaches a CPU above 64 and is counted per CPU")
+    func manyCPUs() throws {
+        var configuration = KernelConfiguration(memoryBytes: 64 << 20, mode: .metadata, watermarks: .zero)
+        configuration.cpus = 130
+        let kernel = Kernel(configuration)
+        let mm = kernel.createAddressSpace()!
+        let m = Machine(kernel: kernel, description: .zen4, cpuCount: 130, simulatedTime: true)
+        let va = try anon(mm, 1 << 20)
+        m.cpus[0].switchTo(mm)
+        m.cpus[129].switchTo(mm)
+        touchPages(m.cpus[0], va, 4 * 4096, .write)
+        touchPages(m.cpus[129], va, 4 * 4096)
+        #expect(m.cpusThatRan(mm) == [0, 129])
+        try m.run(on: 0) { try mm.munmap(va, length: 4096) }
+        #expect(m.cpus[129].cachedTranslation(va) == nil)
+        #expect(m.shootdownsSent[0] == 1 && m.shootdownsReceived[129] == 1)
+        #expect(m.shootdownsReceived.reduce(0, +) == 1)
+    }
+}
