@@ -72,6 +72,7 @@ public struct ExperimentRunner: Sendable {
             }
         }
         var report = ExperimentReport(grid: grid, shard: shard, results: out)
+        report.cacheModel = cacheModel.rawValue
         report.computeSpeedups()
         return report
     }

@@ -41,6 +41,13 @@ struct RunTests {
         do { _ = try ExperimentReport.merge([shards[1], other]); Issue.record("merged shards of two grids") } catch {
             #expect(error.description.contains("different grid"))
         }
+        // Shards that ran different cache models are refused too; the report says which it ran.
+        #expect(whole.cacheModel == "full" && whole.text.contains("cache model full"))
+        var sampled = shards[0]
+        sampled.report.cacheModel = "sampled"
+        do { _ = try ExperimentReport.merge([shards[1], sampled]); Issue.record("merged shards of two cache models") } catch {
+            #expect(error.description.contains("cache model sampled"))
+        }
     }
 
     @Test("the trade-off shows: huge pages cut GUPS's walks and fault count, and cost longer faults")

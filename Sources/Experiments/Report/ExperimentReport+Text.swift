@@ -35,7 +35,8 @@ extension ExperimentReport {
     public var text: String {
         var lines: [String] = []
         let cells = "\(results.count) of \(cellCount) cells" + (shard.map { " (shard \($0.index)/\($0.count))" } ?? "")
-        lines.append("thpsim \(thpsimVersion) — \(cells); counts cover the whole run, set-up included (steady: the measured accesses alone)")
+        lines.append("thpsim \(thpsimVersion) — \(cells); counts cover the whole run, set-up included (steady: the measured accesses alone)"
+                     + (cacheModel.map { "; cache model \($0)" } ?? ""))
         lines.append("")
 
         let notes = footnotes

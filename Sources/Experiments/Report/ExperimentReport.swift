@@ -29,6 +29,9 @@ public struct ExperimentReport: Sendable, Equatable, Codable {
     public var shard: Shard?
     /// One result per cell run, in cell order.
     public var results: [CellResult]
+    /// The CPUs' cache model every cell ran with (`full` or `sampled`; absent in reports written
+    /// before it could be chosen, which ran `full`).
+    public var cacheModel: String?
 
     public init(grid: ExperimentGrid, shard: Shard?, results: [CellResult]) {
         schema = Self.currentSchema
@@ -105,6 +108,9 @@ public struct ExperimentReport: Sendable, Equatable, Codable {
             guard r.grid == first.report.grid else {
                 throw ExperimentError("\(name): a different grid from \(first.name)'s (shards must come from one command line)")
             }
+            guard r.cacheModel == first.report.cacheModel else {
+                throw ExperimentError("\(name): cache model \(r.cacheModel ?? "full"), but \(first.name) ran \(first.report.cacheModel ?? "full")")
+            }
             guard r.thpsimVersion == first.report.thpsimVersion else {
                 throw ExperimentError("\(name): thpsim \(r.thpsimVersion), but \(first.name) is from thpsim \(first.report.thpsimVersion)")
             }
@@ -131,6 +137,7 @@ public struct ExperimentReport: Sendable, Equatable, Codable {
         }
         var merged = ExperimentReport(grid: first.report.grid, shard: nil, results: cells.map { byCell[$0.index]! })
         merged.thpsimVersion = first.report.thpsimVersion
+        merged.cacheModel = first.report.cacheModel
         merged.computeSpeedups()
         return merged
     }

@@ -24,6 +24,8 @@ public final class MachineExecutor: WorkloadSink {
     private var setupVMStat: [String: Int] = [:]
     private let baseCycles: Double
     private let cpuCount: Int
+    /// The kernel keeps bytes: stores leave a marker byte in the pages they write first (`writeMarkers`).
+    private let writesMarkers: Bool
     /// Thread ids above this are refused (bounded memory whatever a trace says).
     public static let maxThreads = 1 << 16
 
@@ -44,6 +46,7 @@ public final class MachineExecutor: WorkloadSink {
         threadProcess[0] = 0
         baseCycles = machine.machineDescription.timing.baseCycles
         cpuCount = machine.cpus.count
+        writesMarkers = machine.kernel.memory.mode == .data
         timeOrdered = machine.simulatedTime != nil
         setupVMStat = machine.kernel.vmstatValues()
     }
@@ -155,7 +158,21 @@ public final class MachineExecutor: WorkloadSink {
         guard n > 0 else { return }
         pendingCount = 0
         let (completed, fault) = machine.cpus[cachedCPUIndex].run(UnsafeBufferPointer(start: pending, count: n))
+        if _slowPath(writesMarkers) { writeMarkers(upTo: fault == nil ? n : completed) }
         if let fault { accessFailed(at: completed, of: n, fault) }
+    }
+
+    /// In data mode, the stores among the first `count` queued accesses that wrote a page first leave
+    /// a byte in it: a workload's stores carry no values, and without one every page it wrote would
+    /// read as zero-filled to the kernel's zero-page checks (the underused-THP shrinker, HawkEye's
+    /// bloat recovery), which would take them for untouched. The byte, 1, goes at the store's address
+    /// through the kernel's own write (the page is mapped: the CPU just stored to it).
+    @inline(never)
+    private func writeMarkers(upTo count: Int) {
+        guard let mm = processes[Int(threadProcess[pendingThread])] else { return }
+        for j in 0..<count where pendingNewlyTouched[j] {
+            _ = mm.write(VirtualAddress(pending[j].address), CollectionOfOne(UInt8(1)))
+        }
     }
 
     private func enqueue(_ thread: Int, _ record: AccessRecord, _ newlyTouched: Bool) {
