@@ -7,9 +7,11 @@ import Testing
 /// Memory cgroup scenarios on the live kernel (`NativeCgroups`): v2 files translated to v1 where the
 /// memory controller is there, cgroups made below the host's own and removed afterwards. The native
 /// runs go through the built `thpsim` (see `ScenarioNativeTests`) and are skipped, with the reason,
-/// where memory cgroups cannot be made.
+/// where memory cgroups cannot be made. Nested in `ScenarioNativeTests`, whose `.serialized` covers it:
+/// native runs write the host's THP tunables and check they were restored, so no two may overlap.
+extension ScenarioNativeTests {
 @Suite("Native scenarios: memory cgroups", .serialized)
-struct ScenarioNativeCgroupTests {
+struct Cgroups {
     /// The directory the runs make their cgroups in, when cgroups are writable here.
     static let parent: String? = {
         guard getuid() == 0, case .success(let cgroups) = NativeCgroups.open() else { return nil }
@@ -63,5 +65,6 @@ struct ScenarioNativeCgroupTests {
         #expect(output.contains("\(file.path):5"), "\(output)")
         #expect(Self.leftovers().isEmpty, "\(Self.leftovers())")
     }
+}
 }
 #endif
