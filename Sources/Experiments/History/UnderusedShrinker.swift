@@ -25,16 +25,8 @@ public enum UnderusedShrinkerLandmark {
     /// can be told apart).
     public static func run(shrinkUnderused: Bool, maxPtesNone: Int, limit: UInt64 = 20 << 20,
                            touched: UInt64 = 40 << 20, stride: UInt64 = 50 << 10) throws(HistoryError) -> Outcome {
-        let kernel = try HistoryRun.kernel(.linux6_18, memory: 128 << 20, mode: .data,
-                                           tunables: [("enabled", "always"), ("shrink_underused", shrinkUnderused ? "1" : "0"),
-                                                      ("khugepaged/max_ptes_none", "\(maxPtesNone)")])
-        let mm = try HistoryRun.process(kernel)
-        do throws(Errno) {
-            _ = try kernel.createMemoryCgroup("test")
-            try kernel.writeCgroupFile("test", "memory.max", "\(limit)")
-            try kernel.writeCgroupFile("test", "memory.swap.max", "0")
-            try kernel.writeCgroupFile("test", "cgroup.procs", "\(mm.pid)")
-        } catch { throw HistoryError("cannot set up the cgroup: \(error)") }
+        let (kernel, mm) = try boxedProcess(memory: 128 << 20, enabled: "always", shrinkUnderused: shrinkUnderused,
+                                            maxPtesNone: maxPtesNone, cgroup: "test", limit: ("memory.max", limit))
         let start = try HistoryRun.mmap(mm, touched)
         var offset: UInt64 = 0
         while offset < touched {
@@ -60,6 +52,23 @@ public enum UnderusedShrinkerLandmark {
                        underusedSplits: vmstat["thp_underused_split_page"] ?? 0, thpFaults: vmstat["thp_fault_alloc"] ?? 0,
                        chargedBytes: UInt64(cgroup("memory.current").trimmingWhitespace) ?? 0,
                        peakBytes: UInt64(cgroup("memory.peak").trimmingWhitespace) ?? 0)
+    }
+
+    /// A linux-6.18 data-mode kernel with these THP settings and one process in the cgroup `cgroup`,
+    /// whose `limit` file is set, without swap.
+    static func boxedProcess(memory: UInt64, enabled: String, shrinkUnderused: Bool, maxPtesNone: Int,
+                             cgroup: String, limit: (file: String, bytes: UInt64)) throws(HistoryError) -> (Kernel, AddressSpace) {
+        let kernel = try HistoryRun.kernel(.linux6_18, memory: memory, mode: .data,
+                                           tunables: [("enabled", enabled), ("shrink_underused", shrinkUnderused ? "1" : "0"),
+                                                      ("khugepaged/max_ptes_none", "\(maxPtesNone)")])
+        let mm = try HistoryRun.process(kernel)
+        do throws(Errno) {
+            _ = try kernel.createMemoryCgroup(cgroup)
+            try kernel.writeCgroupFile(cgroup, limit.file, "\(limit.bytes)")
+            try kernel.writeCgroupFile(cgroup, "memory.swap.max", "0")
+            try kernel.writeCgroupFile(cgroup, "cgroup.procs", "\(mm.pid)")
+        } catch { throw HistoryError("cannot set up the cgroup: \(error)") }
+        return (kernel, mm)
     }
 
     /// The resident memory of the production figure's heap under one setting.
@@ -97,16 +106,8 @@ public enum UnderusedShrinkerLandmark {
         }
         let usedBytes = UInt64(used.reduce(0, +)) << PageGeometry.pageShift
         let length = UInt64(ranges) * PageGeometry.pmdSize
-        let kernel = try HistoryRun.kernel(.linux6_18, memory: length * 2 + (64 << 20), mode: .data,
-                                           tunables: [("enabled", enabled), ("shrink_underused", shrinkUnderused ? "1" : "0"),
-                                                      ("khugepaged/max_ptes_none", "\(maxPtesNone)")])
-        let mm = try HistoryRun.process(kernel)
-        do throws(Errno) {
-            _ = try kernel.createMemoryCgroup("heap")
-            try kernel.writeCgroupFile("heap", "memory.high", "\(usedBytes)")
-            try kernel.writeCgroupFile("heap", "memory.swap.max", "0")
-            try kernel.writeCgroupFile("heap", "cgroup.procs", "\(mm.pid)")
-        } catch { throw HistoryError("cannot set up the cgroup: \(error)") }
+        let (kernel, mm) = try boxedProcess(memory: length * 2 + (64 << 20), enabled: enabled, shrinkUnderused: shrinkUnderused,
+                                            maxPtesNone: maxPtesNone, cgroup: "heap", limit: ("memory.high", usedBytes))
         // A 2 MiB-aligned heap, as a long-running allocator's arenas are.
         let mapped = try HistoryRun.mmap(mm, length + PageGeometry.pmdSize)
         let start = mapped.alignedUp(PageGeometry.pmdSize)

@@ -78,30 +78,21 @@ extension Kernel {
     func unqueueDeferredSplit(_ head: PFN) {
         let frames = memory.frames
         guard frames.flags(head).contains(.deferredSplit) else { return }
-        let found = splitQueue(of: head).folios.withLock { queue -> Bool in
+        guard !unqueue(head, from: splitQueue(of: head)) else { return }
+        // A queued folio whose charge changed since it was queued (queued before its charge, or its
+        // record moved by migration) is looked for on every queue.
+        for queue in allSplitQueues where unqueue(head, from: queue) { return }
+    }
+
+    /// Takes `head` off `queue` under its lock; false if it is queued, but not there.
+    private func unqueue(_ head: PFN, from queue: DeferredSplitQueue) -> Bool {
+        let frames = memory.frames
+        return queue.folios.withLock { queue -> Bool in
             guard frames.flags(head).contains(.deferredSplit) else { return true }
             guard let i = queue.firstIndex(of: head.rawValue) else { return false }
             frames.removeFlags(head, [.deferredSplit, .partiallyMapped])
             queue.remove(at: i)
             return true
-        }
-        if !found { unqueueFromAnyQueue(head) }
-    }
-
-    /// A queued folio whose charge changed since it was queued (queued before its charge, or its
-    /// record moved by migration) is looked for on every queue.
-    @inline(never)
-    private func unqueueFromAnyQueue(_ head: PFN) {
-        let frames = memory.frames
-        for queue in allSplitQueues {
-            let done = queue.folios.withLock { queue -> Bool in
-                guard frames.flags(head).contains(.deferredSplit) else { return true }
-                guard let i = queue.firstIndex(of: head.rawValue) else { return false }
-                frames.removeFlags(head, [.deferredSplit, .partiallyMapped])
-                queue.remove(at: i)
-                return true
-            }
-            if done { return }
         }
     }
 

@@ -222,21 +222,24 @@ public final class MachineExecutor: WorkloadSink {
         cachedThread = -1
     }
 
+    /// Takes back a queued access that will not be made: its count, and the page it would have
+    /// marked written first.
+    private func drop(_ r: AccessRecord, newlyTouched: Bool) {
+        switch r.kind {
+        case .read: loads &-= r.count
+        case .write: stores &-= r.count
+        case .execute: fetches &-= r.count
+        }
+        untilTick &+= r.count
+        report.droppedAccesses &+= r.count
+        if newlyTouched { clearTouched(r.address, 1) }
+    }
+
     /// Drops the queued accesses of `thread`, whose process died: they are not made.
     private func dropQueue(_ thread: Int) {
         guard thread < queues.count, !queues[thread].isEmpty else { return }
         let q = queues[thread]
-        for j in q.head..<q.records.count {
-            let r = q.records[j]
-            switch r.kind {
-            case .read: loads &-= r.count
-            case .write: stores &-= r.count
-            case .execute: fetches &-= r.count
-            }
-            untilTick &+= r.count
-            report.droppedAccesses &+= r.count
-            if q.touched[j] { clearTouched(r.address, 1) }
-        }
+        for j in q.head..<q.records.count { drop(q.records[j], newlyTouched: q.touched[j]) }
         queues[thread] = ThreadQueue()
         if let slot = queuedThreads.firstIndex(of: thread) { queuedThreads.remove(at: slot) }
     }
@@ -247,17 +250,7 @@ public final class MachineExecutor: WorkloadSink {
     @inline(never)
     private func accessFailed(at index: Int, of n: Int, _ fault: AccessFault) {
         if pendingNewlyTouched[index] { clearTouched(pending[index].address, 1) }
-        for j in (index + 1)..<n {
-            let r = pending[j]
-            switch r.kind {
-            case .read: loads &-= r.count
-            case .write: stores &-= r.count
-            case .execute: fetches &-= r.count
-            }
-            untilTick &+= r.count
-            report.droppedAccesses &+= r.count
-            if pendingNewlyTouched[j] { clearTouched(r.address, 1) }
-        }
+        for j in (index + 1)..<n { drop(pending[j], newlyTouched: pendingNewlyTouched[j]) }
         let process = Int(threadProcess[pendingThread])
         // A process its cgroup's OOM killer chose is reported with the kills, not as a signal.
         if processes[process]?.wasOOMKilled != true {
