@@ -134,7 +134,7 @@ public final class Kernel: @unchecked Sendable {
         hugeMappings = HugeMappings(totalPages: memory.totalPages)
         lru = LRULists(frames: memory.frames, cpus: configuration.cpus)
         swapDevice = SwapDevice(configuration.swap, defaultSlots: memory.totalPages)
-        memoryCgroups = MemoryCgroups(frames: memory.totalPages)
+        memoryCgroups = MemoryCgroups(frameTable: memory.frames)
         chargeRecords = .passUnretained(memoryCgroups)
         guard let zero = memory.allocateFolio(order: .base, kind: .zeroPage, reserve: .none) else {
             preconditionFailure("no frame for the zero page")

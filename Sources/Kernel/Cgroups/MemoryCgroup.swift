@@ -117,30 +117,36 @@ public final class MemoryCgroup: @unchecked Sendable {
 /// The memory cgroups of a kernel: the root (nil: processes there are not charged, as the v2 root
 /// has no `memory.max`) and its children, and which cgroup each frame is charged to.
 ///
-/// The charge record is one 16-bit cgroup index per frame (Linux keeps the memcg pointer in
-/// `folio->memcg_data`). A folio charged whole records its cgroup on its head only, with
-/// `wholeFolio` in the first tail's slot; a split hands the record to every page first
-/// (`splitRecord`, Linux: `folio_split_memcg_refs()`), so each page freed later is uncharged from
-/// the right cgroup. Pages charged one by one that later form a folio keep a record each.
+/// Where the charge is recorded (Linux keeps the memcg pointer in `folio->memcg_data`, in the
+/// folio's own `struct page`):
+/// - a folio charged whole records its cgroup in its head's link word (`FrameTable.link`, unused
+///   on an anonymous head), tagged with `wholeFolioTag`: the fault that charges it and the free that
+///   uncharges it touch no line but the head's record, which they write anyway;
+/// - a page charged on its own records it in `owners`, one 16-bit cgroup index per frame.
+/// A split hands the head's record to every page first (`splitRecord`, Linux:
+/// `folio_split_memcg_refs()`), so each page freed later is uncharged from the right cgroup.
 public final class MemoryCgroups: @unchecked Sendable {
     /// Whether any cgroup was created: the free path looks at the charge record only then.
     let active = Atomic<Bool>(false)
     /// Index → cgroup; slot 0 is "not charged". Written once per slot under `lock`.
     private let table: UnsafeMutablePointer<Unmanaged<MemoryCgroup>?>
-    /// Frame → index of the cgroup it is charged to (0: none). Untouched host pages stay unbacked.
+    /// Frame → index of the cgroup it is charged to on its own (0: none). Untouched host pages stay
+    /// unbacked.
     private let owners: UnsafeMutablePointer<UInt16>
-    private let frames: Int
+    /// The frame table, whose heads' link words hold the records of folios charged whole.
+    private let frameTable: FrameTable
+    private var frames: Int { frameTable.count }
     private let byName = SpinLocked<[String: MemoryCgroup]>([:])
     /// The OOM kills so far, oldest first.
     let kills = SpinLocked<[OOMKill]>([])
     /// The most cgroups a kernel may have (the charge record is 16 bits).
     public static let maxCount = 1023
 
-    init(frames: Int) {
-        self.frames = frames
+    init(frameTable: FrameTable) {
+        self.frameTable = frameTable
         table = .allocate(capacity: Self.maxCount + 1)
         table.initialize(repeating: nil, count: Self.maxCount + 1)
-        owners = calloc(max(1, frames), MemoryLayout<UInt16>.stride)!.assumingMemoryBound(to: UInt16.self)
+        owners = calloc(max(1, frameTable.count), MemoryLayout<UInt16>.stride)!.assumingMemoryBound(to: UInt16.self)
     }
 
     deinit {
@@ -177,51 +183,58 @@ public final class MemoryCgroups: @unchecked Sendable {
         return memcg
     }
 
-    /// In the first tail's slot: the folio is charged whole, to the cgroup its head's slot names.
-    static let wholeFolio: UInt16 = .max
+    /// Marks a head's link word as the charge record of the whole folio, with the cgroup's index in
+    /// the low 16 bits. No other link value has this bit (page-table slots and shmem indices are small).
+    static let wholeFolioTag: UInt32 = 1 << 31
 
-    /// Records that the folio at `head` of `pages` frames is charged to `memcg`: two stores whatever
+    /// The index of the cgroup the folio at `head` is charged to whole, or nil.
+    @inline(__always) private func wholeRecord(_ head: PFN) -> UInt16? {
+        let link = frameTable.link(head)
+        return link & Self.wholeFolioTag != 0 ? UInt16(truncatingIfNeeded: link) : nil
+    }
+
+    /// Records that the folio at `head` of `pages` frames is charged to `memcg`: one store whatever
     /// its size.
     @inline(__always) func record(_ head: PFN, pages: Int, _ memcg: MemoryCgroup) {
-        let base = owners + Int(head.rawValue)
-        base.pointee = memcg.id
-        if pages > 1 { base[1] = Self.wholeFolio }
+        if pages > 1 {
+            frameTable.setLink(head, Self.wholeFolioTag | UInt32(memcg.id))
+        } else {
+            owners[Int(head.rawValue)] = memcg.id
+        }
     }
 
     /// Gives every page of the folio at `head` (2^`order` frames) its own record, before a split turns
     /// its tails into pages of their own (Linux: `folio_split_memcg_refs()`).
     func splitRecord(_ head: PFN, order: PageOrder) {
         let pages = order.pages
-        guard pages > 1 else { return }
-        let base = owners + Int(head.rawValue)
-        if base[1] == Self.wholeFolio { base.update(repeating: base.pointee, count: pages) }
+        guard pages > 1, let id = wholeRecord(head) else { return }
+        (owners + Int(head.rawValue)).update(repeating: id, count: pages)
+        frameTable.setLink(head, 0)
     }
 
     /// The cgroup the folio at `head` is charged to, or nil (a folio whose pages were charged one by
     /// one answers for its head page).
     func owner(of head: PFN) -> MemoryCgroup? {
-        let id = owners[Int(head.rawValue)]
+        let id = wholeRecord(head) ?? owners[Int(head.rawValue)]
         return id == 0 ? nil : table[Int(id)]?.takeUnretainedValue()
     }
 
-    /// Uncharges the folio at `head` of `pages` frames, freed now, page by page from whichever cgroup
-    /// each page is charged to (Linux: `mem_cgroup_uncharge()` from the free path).
+    /// Uncharges the folio at `head` of `pages` frames, freed now, from whichever cgroup it or each of
+    /// its pages is charged to (Linux: `mem_cgroup_uncharge()` from the free path).
     @inline(__always) func uncharge(_ head: PFN, pages: Int) {
         guard active.load(ordering: .relaxed) else { return }
+        if pages > 1, let id = wholeRecord(head) {
+            // A folio charged whole (the common case): its head's record.
+            frameTable.setLink(head, 0)
+            table[Int(id)].unsafelyUnwrapped._withUnsafeGuaranteedRef { $0.uncharge(pages) }
+            return
+        }
         let base = owners + Int(head.rawValue)
         if pages == 1 {
             let id = base.pointee
             guard id != 0 else { return }
             base.pointee = 0
             table[Int(id)].unsafelyUnwrapped._withUnsafeGuaranteedRef { $0.uncharge(1) }
-            return
-        }
-        // A folio charged whole (the common case): its head's record.
-        if base[1] == Self.wholeFolio {
-            let id = base.pointee
-            base.pointee = 0
-            base[1] = 0
-            table[Int(id)].unsafelyUnwrapped._withUnsafeGuaranteedRef { $0.uncharge(pages) }
             return
         }
         var i = 0
@@ -239,11 +252,22 @@ public final class MemoryCgroups: @unchecked Sendable {
     /// Moves the charge record of a migrated folio to its new frames (Linux: `mem_cgroup_migrate()`).
     func migrateCharge(from old: PFN, to new: PFN, pages: Int) {
         guard active.load(ordering: .relaxed) else { return }
+        if pages > 1, let id = wholeRecord(old) {
+            frameTable.setLink(new, Self.wholeFolioTag | UInt32(id))
+            frameTable.setLink(old, 0)
+            return
+        }
         let from = owners + Int(old.rawValue), to = owners + Int(new.rawValue)
         for i in 0..<pages {
             to[i] = from[i]
             from[i] = 0
         }
+    }
+
+    /// The index and size of the whole-folio record at `pfn`, if `pfn` heads a folio charged whole.
+    private func wholeCharge(at pfn: PFN) -> (id: UInt16, pages: Int)? {
+        guard let id = wholeRecord(pfn), frameTable.flags(pfn).contains(.head) else { return nil }
+        return (id, frameTable.order(pfn).pages)
     }
 
     /// Each cgroup's usage equals the frames charged to it, and only allocated frames are charged
@@ -254,31 +278,30 @@ public final class MemoryCgroups: @unchecked Sendable {
         var charged = [Int](repeating: 0, count: Self.maxCount + 1)
         var pfn = 0
         while pfn < frames {
-            let id = owners[pfn]
-            guard id != 0 else { pfn += 1; continue }
             let frame = PFN(UInt32(pfn))
-            guard id != Self.wholeFolio else {
-                problems.append("frame \(pfn) is marked as a whole folio's first tail, but no head before it is charged")
-                pfn += 1
+            if wholeRecord(frame) != nil {
+                guard let whole = wholeCharge(at: frame) else {
+                    problems.append("frame \(pfn) carries a whole folio's charge record but is not a folio's head")
+                    pfn += 1
+                    continue
+                }
+                if (0..<whole.pages).contains(where: { owners[pfn + $0] != 0 }) {
+                    problems.append("folio \(pfn) is charged whole, but a page has a record of its own")
+                }
+                charged[Int(whole.id)] += whole.pages
+                if frameTable.refcount(frame) == 0 {
+                    problems.append("folio \(pfn) is charged to a memory cgroup but not allocated")
+                }
+                pfn += whole.pages
                 continue
             }
-            var pages = 1
-            if pfn + 1 < frames && owners[pfn + 1] == Self.wholeFolio {
-                if frameTable.flags(frame).contains(.head) {
-                    pages = frameTable.order(frame).pages
-                    if (2..<pages).contains(where: { owners[pfn + $0] != 0 }) {
-                        problems.append("folio \(pfn) is charged whole, but a tail has a record of its own")
-                    }
-                } else {
-                    problems.append("frame \(pfn) is charged as a whole folio but is not a folio's head")
-                    pages = 2
-                }
-            }
-            charged[Int(id)] += pages
+            let id = owners[pfn]
+            guard id != 0 else { pfn += 1; continue }
+            charged[Int(id)] += 1
             if frameTable.refcount(frameTable.head(of: frame)) == 0 {
                 problems.append("frame \(pfn) is charged to a memory cgroup but not allocated")
             }
-            pfn += pages
+            pfn += 1
         }
         for memcg in all where charged[Int(memcg.id)] != memcg.usagePages {
             problems.append("memory cgroup \(memcg.name): usage \(memcg.usagePages) pages, but \(charged[Int(memcg.id)]) frames are charged to it")
@@ -291,13 +314,12 @@ public final class MemoryCgroups: @unchecked Sendable {
         var pages = 0, pfn = 0
         let thp = PageGeometry.pmdOrder.pages
         while pfn < frames {
-            if owners[pfn] == memcg.id {
-                let head = PFN(UInt32(pfn))
-                if frameTable.flags(head).contains(.head) && frameTable.order(head) == PageGeometry.pmdOrder {
-                    pages += thp
-                    pfn += thp
-                    continue
-                }
+            let head = PFN(UInt32(pfn))
+            let id = wholeRecord(head) ?? owners[pfn]
+            if id == memcg.id && frameTable.flags(head).contains(.head) && frameTable.order(head) == PageGeometry.pmdOrder {
+                pages += thp
+                pfn += thp
+                continue
             }
             pfn += 1
         }

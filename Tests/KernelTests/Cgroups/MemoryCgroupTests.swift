@@ -110,6 +110,31 @@ struct MemoryCgroupTests {
         expectClean(kernel)
     }
 
+    @Test("a THP charged whole keeps its charge when it migrates; the record leaves the old frame and splits from the new",
+          arguments: [KernelDesign.linux2_6_38, .linux6_18])
+    func migrationOfAWholeCharge(design: KernelDesign) throws {
+        let (kernel, mm) = try boxed(design: design, enabled: .always)
+        let start = try mm.mmap(address: nil, length: 4 << 20, protection: .readWrite, flags: .private)
+        let huge = start.alignedUp(PageGeometry.pmdSize)
+        try mm.write(huge, [1]).get()
+        let head = try #require(mm.residentFrame(huge))
+        let target = try #require(kernel.memory.allocateFolio(order: PageGeometry.pmdOrder, kind: .anonymous))
+        #expect(kernel.memoryCgroups.owner(of: head)?.name == "box")
+        #expect(kernel.migratePage(head, to: target) == .migrated(target))
+        #expect(kernel.memoryCgroups.owner(of: target)?.name == "box")
+        #expect(kernel.memoryCgroups.owner(of: head) == nil)
+        #expect(try kernel.readCgroupFile("box", "memory.current") == "\(2 << 20)\n")
+        expectClean(kernel)
+        // Split after the move: each page of the new frames uncharges on its own.
+        #expect(mm.splitHugePages(huge, length: PageGeometry.pmdSize) == 1)
+        try mm.madvise(huge, length: 1 << 20, advice: .dontNeed)
+        #expect(try kernel.readCgroupFile("box", "memory.current") == "\(1 << 20)\n")
+        expectClean(kernel)
+        try mm.munmap(start, length: 4 << 20)
+        #expect(try kernel.readCgroupFile("box", "memory.current") == "0\n")
+        expectClean(kernel)
+    }
+
     @Test("a THP charge over memory.max falls back to 4 KiB pages (thp_fault_fallback_charge)")
     func thpChargeFallback() throws {
         let (kernel, mm) = try boxed(enabled: .always)
