@@ -119,7 +119,8 @@ public struct IngensPolicy: HugepagePolicy {
 public final class IngensState: HugepagePolicyState {
     /// One 2 MiB range's population (Ingens: `popl_node_t`).
     struct Range {
-        var bits = [UInt64](repeating: 0, count: PageGeometry.entriesPerTable / 64)
+        /// One bit per page, inline (a range's update allocates nothing).
+        var bits = SIMD8<UInt64>()
         /// Pages whose bit is set (`bitmap_weight()`), kept as bits change.
         var weight = 0
         /// Queued, or promoted, since the bits last went down (Ingens: `committed`).
@@ -136,6 +137,8 @@ public final class IngensState: HugepagePolicyState {
     /// A process's ranges and the totals the fairness metric uses.
     struct Process {
         weak var mm: AddressSpace?
+        /// `mm` was set (by the process's first tracked fault), so a fault need not load the weak reference.
+        var hasMM = false
         var ranges: [UInt64: Range] = [:]
         var populatedPages = 0
         var promotedRanges = 0
@@ -247,10 +250,9 @@ public final class IngensState: HugepagePolicyState {
         state.withLock { s in
             let threshold = Self.thresholdPages(s.utilThreshold)
             var queue = false
-            if s.processes[mm.pid]?.mm == nil { s.processes[mm.pid, default: Process()].mm = mm }
             // The sampler wakes when a process joins its list (`khugepaged_enter()` → `osa_hpage_enter_list()`).
             if s.samplerWakeup == nil && s.scanSleepMillisecs > 0 { s.samplerWakeup = now }
-            s.processes[mm.pid, default: Process()].update(haddr.rawValue) { r, p in
+            s.processes[mm.pid, default: Process()].update(haddr.rawValue, mm) { r, p in
                 let mask: UInt64 = 1 << UInt64(page & 63)
                 guard r.bits[page >> 6] & mask == 0 else { return }
                 r.bits[page >> 6] |= mask
@@ -389,10 +391,10 @@ public final class IngensState: HugepagePolicyState {
 }
 
 extension IngensState.Process {
-    /// Runs `body` on the range at `haddr` (made if absent) and the process's populated-page count.
-    mutating func update(_ haddr: UInt64, _ body: (inout IngensState.Range, inout Int) -> Void) {
-        var r = ranges[haddr] ?? IngensState.Range()
-        body(&r, &populatedPages)
-        ranges[haddr] = r
+    /// Runs `body` on the range at `haddr` (made if absent) and the process's populated-page count, in
+    /// place; records `mm` as the process's if it has none yet.
+    mutating func update(_ haddr: UInt64, _ mm: AddressSpace? = nil, _ body: (inout IngensState.Range, inout Int) -> Void) {
+        if let mm, !hasMM { self.mm = mm; hasMM = true }
+        body(&ranges[haddr, default: IngensState.Range()], &populatedPages)
     }
 }
