@@ -17,13 +17,15 @@ public struct WorkloadSpec: Sendable, Hashable, Codable {
     public var stride: UInt64?
     /// Synthetic only: the program advises its memory with MADV_HUGEPAGE (`--advise`); nil means no.
     public var advise: Bool?
+    /// Synthetic only: simulated milliseconds the program sleeps after set-up (`--settle`); nil means 0.
+    public var settle: UInt64?
     /// A program recorded and replayed as it ran (`thpsim record --replay`): its command line.
     public var recorded: String?
 
     public static func synthetic(_ name: String, size: UInt64, accesses: Int, threads: Int = 1, seed: UInt64 = 1,
-                                 stride: UInt64 = 4096, advise: Bool = false) -> WorkloadSpec {
+                                 stride: UInt64 = 4096, advise: Bool = false, settleMilliseconds: UInt64 = 0) -> WorkloadSpec {
         WorkloadSpec(synthetic: name, trace: nil, size: size, accesses: accesses, threads: threads, seed: seed, stride: stride,
-                     advise: advise ? true : nil)
+                     advise: advise ? true : nil, settle: settleMilliseconds > 0 ? settleMilliseconds : nil)
     }
 
     public static func trace(_ path: String) -> WorkloadSpec {
@@ -47,6 +49,7 @@ public struct WorkloadSpec: Sendable, Hashable, Codable {
         if let seed, seed != 1 { s += " seed \(seed)" }
         if synthetic == "stride", let stride, stride != 4096 { s += " stride \(Format.bytes(stride))" }
         if advise == true { s += " +MADV_HUGEPAGE" }
+        if let settle, settle > 0 { s += " settle \(Format.milliseconds(settle))" }
         return s
     }
 
@@ -56,6 +59,7 @@ public struct WorkloadSpec: Sendable, Hashable, Codable {
         var p = SyntheticParameters(size: size, accesses: accesses, threads: threads, seed: seed ?? 1)
         p.stride = stride ?? 4096
         p.adviseHugepage = advise ?? false
+        p.settleMilliseconds = settle ?? 0
         return p.problem == nil ? (w, p) : nil
     }
 
@@ -68,6 +72,7 @@ public struct WorkloadSpec: Sendable, Hashable, Codable {
             guard let size = footprint, let accesses else { return "--workload \(synthetic): size and accesses are required" }
             var p = SyntheticParameters(size: size, accesses: accesses, threads: threads, seed: seed ?? 1)
             p.stride = stride ?? 4096
+            p.settleMilliseconds = settle ?? 0
             return p.problem
         }
         if trace == nil && recorded == nil { return "a workload needs a synthetic name or a trace file" }

@@ -44,6 +44,9 @@ struct RunCommand: ParsableCommand {
     @Flag(help: "The synthetic workloads advise their memory with MADV_HUGEPAGE (what enabled=madvise acts on).")
     var advise = false
 
+    @Option(parsing: .unconditional, help: "Simulated time the synthetic workloads sleep after set-up, before the measured accesses (e.g. 30s, 500ms; default 0): khugepaged and the policies' threads act meanwhile.")
+    var settle: String = "0"
+
     @Option(name: .customLong("trace"), help: "Trace file(s) to replay (thpsim workload --out, record, import).")
     var traces: [String] = []
 
@@ -92,6 +95,7 @@ struct RunCommand: ParsableCommand {
         var grid: ExperimentGrid
         let names = Self.values(workloads)
         if names.isEmpty && traces.isEmpty {
+            if settle != "0" { throw ValidationError("--settle applies to synthetic workloads: give --workload too") }
             for (option, given) in [("--size", size), ("--accesses", accesses), ("--seed", seed), ("--threads", threads)] where !given.isEmpty {
                 throw ValidationError("\(option) applies to synthetic workloads: give --workload too")
             }
@@ -108,6 +112,7 @@ struct RunCommand: ParsableCommand {
                 seeds.append(v)
             }
             let strideBytes = try parseSize(stride, option: "--stride")
+            let settleMilliseconds = try parseMilliseconds(settle, option: "--settle")
             var threadCounts: [Int] = []
             for t in Self.values(threads.isEmpty ? ["1"] : threads) {
                 guard let n = Int(t), (1...SyntheticParameters.maxThreads).contains(n) else {
@@ -119,7 +124,8 @@ struct RunCommand: ParsableCommand {
             for n in names {
                 if n.isEmpty { throw ValidationError("--workload: an empty name in '\(workloads.joined(separator: ","))'") }
                 for s in sizes { for a in counts { for sd in seeds { for th in threadCounts {
-                    specs.append(.synthetic(n, size: s, accesses: a, threads: th, seed: sd, stride: strideBytes, advise: advise))
+                    specs.append(.synthetic(n, size: s, accesses: a, threads: th, seed: sd, stride: strideBytes, advise: advise,
+                                                settleMilliseconds: settleMilliseconds))
                 } } } }
             }
             for t in Self.values(traces) {

@@ -33,6 +33,9 @@ struct WorkloadCommand: ParsableCommand {
     @Flag(help: "The synthetic workloads advise their memory with MADV_HUGEPAGE (what enabled=madvise acts on).")
     var advise = false
 
+    @Option(parsing: .unconditional, help: "Simulated time the synthetic workloads sleep after set-up, before the measured accesses (e.g. 30s, 500ms; default 0): khugepaged and the policies' threads act meanwhile.")
+    var settle: String = "0"
+
     @Option(help: "Write the workload as a trace file instead of running it.")
     var out: String?
 
@@ -46,6 +49,7 @@ struct WorkloadCommand: ParsableCommand {
         var p = SyntheticParameters(size: bytes, accesses: try parseCount(accesses, option: "--accesses"), threads: threads, seed: seed)
         p.stride = strideBytes
         p.adviseHugepage = advise
+        p.settleMilliseconds = try parseMilliseconds(settle, option: "--settle")
         if let problem = p.problem { throw ValidationError(problem) }
 
         if let out {

@@ -25,6 +25,13 @@ enum Format {
         return "\(n)"
     }
 
+    /// A duration in milliseconds as `--settle` takes it: `30s`, `2m`, `1500ms`.
+    static func milliseconds(_ ms: UInt64) -> String {
+        if ms % 60_000 == 0 { return "\(ms / 60_000)m" }
+        if ms % 1_000 == 0 { return "\(ms / 1_000)s" }
+        return "\(ms)ms"
+    }
+
     static func fixed(_ x: Double, _ digits: Int) -> String { String(format: "%.\(digits)f", x) }
 
     /// Cycles as microseconds at `ghz`.

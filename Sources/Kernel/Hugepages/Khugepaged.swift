@@ -23,6 +23,8 @@ public final class Khugepaged: Sendable {
     struct Slot {
         weak var mm: AddressSpace?
         let pid: Int
+        /// Where the scan resumes when a policy sends it back to this mm (Linux: `mm_slot->address`).
+        var address = VirtualAddress(0)
     }
 
     struct State {
@@ -132,10 +134,17 @@ public final class Khugepaged: Sendable {
                     kernel.clock.set(kernel.clock.now + settings.allocSleepMillisecs * SimulatedClock.nanosecondsPerMillisecond)
                 }
             }
+            // With ranges on a policy's queue the thread does not sleep: it wakes again at once (Ingens's
+            // khugepaged_wait_work(): "aggressive promotion when asynchronous promotion requests exist").
+            let queueWaits = !allocationFailed && kernel.policyHasQueuedCollapses()
             state.withLock { s in
                 let hasWork = !s.slots.isEmpty && kernel.hugepageSettings.mode(order: 9) != .never
                 let sleep = allocationFailed ? s.settings.allocSleepMillisecs : s.settings.scanSleepMillisecs
-                s.nextWakeup = hasWork ? kernel.clock.now + sleep * SimulatedClock.nanosecondsPerMillisecond : nil
+                if queueWaits {
+                    s.nextWakeup = kernel.clock.now
+                } else {
+                    s.nextWakeup = hasWork ? kernel.clock.now + sleep * SimulatedClock.nanosecondsPerMillisecond : nil
+                }
             }
         }
     }
@@ -145,6 +154,15 @@ public final class Khugepaged: Sendable {
     /// which moves the cursor to the next slot and at the end of the list counts a full scan. Returns
     /// the progress made and the result of the last range (Linux: `khugepaged_scan_mm_slot()`).
     private func scanSlot(_ kernel: Kernel, budget: Int, _ settings: KhugepagedSettings) -> (Int, CollapseResult?) {
+        // A policy may send the scan to another mm, which resumes where the scan last left it (Ingens's
+        // fairness: the mm with the highest metric; Linux goes on where it is).
+        if let target = kernel.policyScanTarget(among: registeredPIDs) {
+            state.withLock { s in
+                guard s.cursor?.pid != target, let i = s.slots.firstIndex(where: { $0.pid == target }) else { return }
+                if let c = s.cursor, let j = s.slots.firstIndex(where: { $0.pid == c.pid }) { s.slots[j].address = c.address }
+                s.cursor = (target, s.slots[i].address)
+            }
+        }
         let (slot, start): (Slot, VirtualAddress) = state.withLock { s in
             if let c = s.cursor, let slot = s.slots.first(where: { $0.pid == c.pid }) { return (slot, c.address) }
             s.cursor = (s.slots[0].pid, VirtualAddress(0))
@@ -199,6 +217,7 @@ public final class Khugepaged: Sendable {
         // This mm is done: on to the next slot, or a full scan is complete.
         state.withLock { s in
             guard let i = s.slots.firstIndex(where: { $0.pid == slot.pid }) else { s.cursor = nil; return }
+            s.slots[i].address = VirtualAddress(0)
             let exited = slot.mm.map(\.hasExited) ?? true
             if i + 1 < s.slots.count {
                 s.cursor = (s.slots[i + 1].pid, VirtualAddress(0))

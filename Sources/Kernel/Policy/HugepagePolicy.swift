@@ -67,6 +67,16 @@ public protocol HugepagePolicy: Sendable {
     /// when the queue is empty. Called by khugepaged with no lock held.
     func nextQueuedCollapse(state: (any HugepagePolicyState)?) -> (mm: AddressSpace, address: VirtualAddress)?
 
+    /// Whether ranges wait on the policy's queue for khugepaged. While some do, khugepaged does not
+    /// sleep between wake-ups (Ingens: `khugepaged_wait_work()` returns at once while
+    /// `khugepaged_has_deferred_work()`). Called by khugepaged with no lock held.
+    func hasQueuedCollapses(state: (any HugepagePolicyState)?) -> Bool
+
+    /// The registered mm (by pid, among `pids`, in khugepaged's slot order) that khugepaged's scan should
+    /// go to next, or nil to go on where it is (Ingens: `osa_khugepaged_schedule_mm_slot()` with
+    /// fairness). Asked when the queue is empty, before each mm the scan enters or resumes.
+    func khugepagedScanTarget(among pids: [Int], state: (any HugepagePolicyState)?) -> Int?
+
     /// Whether khugepaged's regular scan may collapse the 2 MiB range at `haddr` of `mm` (the queue's
     /// ranges are not asked). Called by khugepaged with no lock held.
     func khugepagedMayCollapse(_ mm: AddressSpace, range haddr: VirtualAddress, state: (any HugepagePolicyState)?) -> Bool
@@ -116,6 +126,8 @@ extension HugepagePolicy {
     public func rangeUnmapped(_ mm: AddressSpace, from start: VirtualAddress, to end: VirtualAddress,
                               state: (any HugepagePolicyState)?) {}
     public func nextQueuedCollapse(state: (any HugepagePolicyState)?) -> (mm: AddressSpace, address: VirtualAddress)? { nil }
+    public func hasQueuedCollapses(state: (any HugepagePolicyState)?) -> Bool { false }
+    public func khugepagedScanTarget(among pids: [Int], state: (any HugepagePolicyState)?) -> Int? { nil }
     public func khugepagedMayCollapse(_ mm: AddressSpace, range haddr: VirtualAddress,
                                       state: (any HugepagePolicyState)?) -> Bool { true }
     public func khugepagedAttempted(_ mm: AddressSpace, range haddr: VirtualAddress, queued: Bool,

@@ -7,8 +7,9 @@ import VMCore
 /// threshold. An access-frequency sampler (`osa_hpage_scand`) wakes every `scan_sleep_millisecs`,
 /// reads and clears the accessed bits of every tracked range, keeps each range's last four samples
 /// (hot when all four saw an access), and counts each process's huge pages, idle huge pages and
-/// anonymous pages; with `fairness`, the queue is served first to the process with the highest
-/// fairness metric `weight × requirement × 100 / huge pages held` from that sample.
+/// anonymous pages. While ranges are queued khugepaged does not sleep, and serves them oldest first;
+/// with the queue empty and `fairness` on, its scan goes to the process with the highest fairness
+/// metric `weight × requirement × 100 / huge pages held` from that sample.
 ///
 /// ```
 ///  fault ─► bitmap[pid, haddr] |= bit ─► weight ≥ 460 ─► queue (once, "committed") ─► khugepaged
@@ -26,7 +27,7 @@ import VMCore
 public struct IngensPolicy: HugepagePolicy {
     /// Percent of a range's 512 pages that must be populated before it is promoted (`util_threshold`).
     public var utilThreshold: Int
-    /// Whether the queue is served to the most deprived process first (`hugepage_fairness`).
+    /// Whether khugepaged's scan goes to the most deprived process first (`hugepage_fairness`).
     public var fairness: Bool
     /// The access-frequency sampler's period in milliseconds of simulated time; 0 stops it (Ingens:
     /// `scan_sleep_millisecs` of `osa_hpage_scand`, whose `has_work` is false at 0).
@@ -86,6 +87,14 @@ public struct IngensPolicy: HugepagePolicy {
         (state as? IngensState)?.dequeue()
     }
 
+    public func hasQueuedCollapses(state: (any HugepagePolicyState)?) -> Bool {
+        (state as? IngensState)?.hasQueued ?? false
+    }
+
+    public func khugepagedScanTarget(among pids: [Int], state: (any HugepagePolicyState)?) -> Int? {
+        (state as? IngensState)?.fairestProcess(among: pids)
+    }
+
     public func khugepagedMayCollapse(_ mm: AddressSpace, range haddr: VirtualAddress,
                                       state: (any HugepagePolicyState)?) -> Bool {
         (state as? IngensState)?.isUtilized(mm.pid, haddr) ?? false
@@ -110,7 +119,8 @@ public struct IngensPolicy: HugepagePolicy {
 public final class IngensState: HugepagePolicyState {
     /// One 2 MiB range's population (Ingens: `popl_node_t`).
     struct Range {
-        var bits = [UInt64](repeating: 0, count: PageGeometry.entriesPerTable / 64)
+        /// One bit per page, inline (a range's update allocates nothing).
+        var bits = SIMD8<UInt64>()
         /// Pages whose bit is set (`bitmap_weight()`), kept as bits change.
         var weight = 0
         /// Queued, or promoted, since the bits last went down (Ingens: `committed`).
@@ -127,6 +137,8 @@ public final class IngensState: HugepagePolicyState {
     /// A process's ranges and the totals the fairness metric uses.
     struct Process {
         weak var mm: AddressSpace?
+        /// `mm` was set (by the process's first tracked fault), so a fault need not load the weak reference.
+        var hasMM = false
         var ranges: [UInt64: Range] = [:]
         var populatedPages = 0
         var promotedRanges = 0
@@ -148,7 +160,9 @@ public final class IngensState: HugepagePolicyState {
         var scanSleepMillisecs: UInt64
         var defaultWeight: Int
         var processes: [Int: Process] = [:]
+        /// The promotion queue, oldest first from `head` (Ingens: `hugepage_worklist`).
         var queue: [Queued] = []
+        var head = 0
         /// When the sampler wakes next; nil while it waits for a process to track.
         var samplerWakeup: UInt64?
         var queuedRanges = 0, promotedRanges = 0, failedPromotions = 0, underutilizedSkips = 0, staleQueued = 0
@@ -236,10 +250,9 @@ public final class IngensState: HugepagePolicyState {
         state.withLock { s in
             let threshold = Self.thresholdPages(s.utilThreshold)
             var queue = false
-            if s.processes[mm.pid]?.mm == nil { s.processes[mm.pid, default: Process()].mm = mm }
             // The sampler wakes when a process joins its list (`khugepaged_enter()` → `osa_hpage_enter_list()`).
             if s.samplerWakeup == nil && s.scanSleepMillisecs > 0 { s.samplerWakeup = now }
-            s.processes[mm.pid, default: Process()].update(haddr.rawValue) { r, p in
+            s.processes[mm.pid, default: Process()].update(haddr.rawValue, mm) { r, p in
                 let mask: UInt64 = 1 << UInt64(page & 63)
                 guard r.bits[page >> 6] & mask == 0 else { return }
                 r.bits[page >> 6] |= mask
@@ -279,25 +292,21 @@ public final class IngensState: HugepagePolicyState {
         }
     }
 
-    /// The next queued range that is still populated to the threshold: the oldest, or with fairness
-    /// the oldest of the process with the highest fairness metric above 1 (`fairnessMetric(_:)`; a
-    /// process of weight 0 is not ranked; with no metric above 1, the oldest) (Ingens:
-    /// `osa_khugepaged_schedule_mm_slot()`, which starts from `metric_max = 1`). A range unmapped below
-    /// the threshold since it was queued is dropped, as Ingens's scan of the queued address refuses it.
+    /// The next queued range that is still populated to the threshold, oldest first (Ingens:
+    /// `osa_khugepaged_schedule_mm_slot()` serves `hugepage_worklist` in order, before and regardless of
+    /// fairness). A range unmapped below the threshold since it was queued is dropped, as Ingens's scan
+    /// of the queued address refuses it; so is a range of a process that exited.
     func dequeue() -> (mm: AddressSpace, address: VirtualAddress)? {
         state.withLock { s in
             let threshold = Self.thresholdPages(s.utilThreshold)
-            while !s.queue.isEmpty {
-                var index = 0
-                if s.fairness {
-                    var best = 1
-                    for (i, q) in s.queue.enumerated() {
-                        guard let p = s.processes[q.pid] else { continue }
-                        let metric = Self.fairnessMetric(weight: s.weight(p), p.sampled)
-                        if metric > best { best = metric; index = i }
-                    }
+            while s.head < s.queue.count {
+                let q = s.queue[s.head]
+                s.head += 1
+                if s.head == s.queue.count {
+                    s.queue.removeAll(keepingCapacity: true); s.head = 0
+                } else if s.head >= 1024 && s.head * 2 >= s.queue.count {
+                    s.queue.removeFirst(s.head); s.head = 0     // served entries go, in O(1) amortized
                 }
-                let q = s.queue.remove(at: index)
                 guard let mm = q.mm, !mm.hasExited else { continue }
                 guard (s.processes[q.pid]?.ranges[q.haddr.rawValue]?.weight ?? 0) >= threshold else {
                     s.staleQueued += 1
@@ -306,6 +315,29 @@ public final class IngensState: HugepagePolicyState {
                 return (mm, q.haddr)
             }
             return nil
+        }
+    }
+
+    /// Whether ranges wait on the queue.
+    var hasQueued: Bool { state.withLock { $0.head < $0.queue.count } }
+
+    /// With fairness, the process among `pids` (khugepaged's slots, in order) whose scan should come
+    /// next: the first with the highest fairness metric above 1 (`fairnessMetric(weight:_:)`, at least
+    /// 1), leaving out processes of weight 0 and those Ingens does not track; nil without fairness or
+    /// when none is above 1, so that the scan goes on where it is (Ingens:
+    /// `osa_khugepaged_schedule_mm_slot()`, which starts from `metric_max = 1`).
+    func fairestProcess(among pids: [Int]) -> Int? {
+        state.withLock { s in
+            guard s.fairness else { return nil }
+            var best = 1, chosen: Int?
+            for pid in pids {
+                guard let p = s.processes[pid], let mm = p.mm, !mm.hasExited else { continue }
+                let weight = s.weight(p)
+                guard weight > 0 else { continue }
+                let metric = max(1, Self.fairnessMetric(weight: weight, p.sampled))
+                if metric > best { best = metric; chosen = pid }
+            }
+            return chosen
         }
     }
 
@@ -354,15 +386,15 @@ public final class IngensState: HugepagePolicyState {
 
     /// The queued ranges, oldest first.
     public var queuedRanges: [(pid: Int, address: VirtualAddress)] {
-        state.withLock { $0.queue.map { ($0.pid, $0.haddr) } }
+        state.withLock { s in s.queue[s.head...].map { ($0.pid, $0.haddr) } }
     }
 }
 
 extension IngensState.Process {
-    /// Runs `body` on the range at `haddr` (made if absent) and the process's populated-page count.
-    mutating func update(_ haddr: UInt64, _ body: (inout IngensState.Range, inout Int) -> Void) {
-        var r = ranges[haddr] ?? IngensState.Range()
-        body(&r, &populatedPages)
-        ranges[haddr] = r
+    /// Runs `body` on the range at `haddr` (made if absent) and the process's populated-page count, in
+    /// place; records `mm` as the process's if it has none yet.
+    mutating func update(_ haddr: UInt64, _ mm: AddressSpace? = nil, _ body: (inout IngensState.Range, inout Int) -> Void) {
+        if let mm, !hasMM { self.mm = mm; hasMM = true }
+        body(&ranges[haddr, default: IngensState.Range()], &populatedPages)
     }
 }

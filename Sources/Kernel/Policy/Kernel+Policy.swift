@@ -173,6 +173,19 @@ extension Kernel {
         return (progress, collapsed, false)
     }
 
+    /// Whether ranges wait on a custom policy's queue, so that khugepaged does not sleep; false for
+    /// Linux's policies.
+    func policyHasQueuedCollapses() -> Bool {
+        guard policyDispatch == .custom else { return false }
+        return customPolicy!.hasQueuedCollapses(state: policyState)
+    }
+
+    /// The mm (pid) a custom policy wants khugepaged's scan to go to next; nil for Linux's policies.
+    func policyScanTarget(among pids: [Int]) -> Int? {
+        guard policyDispatch == .custom, !pids.isEmpty else { return nil }
+        return customPolicy!.khugepagedScanTarget(among: pids, state: policyState)
+    }
+
     /// When a custom policy's kernel threads wake next; nil for Linux's policies.
     func policyThreadWakeup() -> UInt64? {
         guard policyDispatch == .custom else { return nil }

@@ -11,7 +11,7 @@ struct ForkServerWorkload {
     func generate(into sink: inout some WorkloadSink) {
         let base = SyntheticLayout.base
         mapAndFirstTouch(p, base: base, into: &sink)
-        sink.event(thread: 0, .beginMeasurement)
+        beginMeasurement(p, into: &sink)
         let child = p.threads
         sink.event(thread: 0, .fork(child: child))
         var rng = SplitMix64(seed: p.seed)

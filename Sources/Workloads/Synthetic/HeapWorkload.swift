@@ -57,7 +57,7 @@ struct HeapWorkload {
             sink.access(thread: 0, address: a, kind: .store, count: 1)
             liveAddress.append(a); liveClass.append(c)
         }
-        sink.event(thread: 0, .beginMeasurement)
+        beginMeasurement(p, into: &sink)
 
         for _ in 0..<p.accesses {
             let op = rng.below(8)

@@ -11,7 +11,7 @@ struct IdleWorkload {
         let base = SyntheticLayout.base
         mapAndFirstTouch(p, base: base, pageStep: 8, into: &sink)
         sink.event(thread: 0, .idle(milliseconds: Self.idleMilliseconds))
-        sink.event(thread: 0, .beginMeasurement)
+        beginMeasurement(p, into: &sink)
         var rng = SplitMix64(seed: p.seed)
         var remaining = p.accesses
         var t = 0

@@ -62,7 +62,7 @@ struct KeyValueStoreWorkload {
             }
             live.append((value, Self.largeValue))
         }
-        sink.event(thread: 0, .beginMeasurement)
+        beginMeasurement(p, into: &sink)
         // GETs: a random live value, a random word of it.
         for _ in 0..<p.accesses {
             let v = live[Int(rng.below(UInt64(live.count)))]
@@ -88,7 +88,7 @@ struct KeyValueForkWorkload {
     func generate(into sink: inout some WorkloadSink) {
         let base = SyntheticLayout.base
         mapAndFirstTouch(p, base: base, into: &sink)
-        sink.event(thread: 0, .beginMeasurement)
+        beginMeasurement(p, into: &sink)
         let values = p.size / PageGeometry.pageSize
         let child = p.threads
         sink.event(thread: 0, .fork(child: child))

@@ -44,7 +44,7 @@ struct MemscaleWorkload {
                 sink.access(thread: t, address: m.address + page * PageGeometry.pageSize + 16, kind: .store, count: 1)
             }
         }
-        sink.event(thread: 0, .beginMeasurement)
+        beginMeasurement(p, into: &sink)
         var rng = SplitMix64(seed: p.seed)
         var remaining = p.accesses
         while remaining > 0 {

@@ -33,7 +33,7 @@ struct StacksWorkload {
         for t in 0..<p.threads {
             sink.event(thread: t, .mprotect(address: base + UInt64(t) * stack, length: Self.guardBytes, protection: .none))
         }
-        sink.event(thread: 0, .beginMeasurement)
+        beginMeasurement(p, into: &sink)
         var remaining = p.accesses
         var t = 0
         while remaining > 0 {

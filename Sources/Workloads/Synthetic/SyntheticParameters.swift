@@ -14,6 +14,13 @@ public struct SyntheticParameters: Sendable, Hashable {
     /// with `-XX:+UseTransparentHugePages`, many databases and glibc with `glibc.malloc.hugetlb=1` do;
     /// this is what `enabled=madvise` acts on (`--advise`).
     public var adviseHugepage = false
+    /// Simulated milliseconds every thread sleeps after set-up, before the measured accesses
+    /// (`--settle`): time in which khugepaged and the policies' threads act, so that the measurement
+    /// sees what they made of the memory. 0 (the default) goes straight on.
+    public var settleMilliseconds: UInt64 = 0
+
+    /// The longest `--settle`: a day of simulated time.
+    public static let maxSettleMilliseconds: UInt64 = 86_400_000
 
     /// The most threads a synthetic workload may have (each runs on a simulated CPU of its own).
     public static let maxThreads = 256
@@ -31,6 +38,7 @@ public struct SyntheticParameters: Sendable, Hashable {
         if accesses < 0 { return "--accesses must not be negative" }
         if !(1...Self.maxThreads).contains(threads) { return "--threads must be 1 to \(Self.maxThreads), not \(threads)" }
         if stride == 0 || stride % 8 != 0 { return "--stride must be a positive multiple of 8" }
+        if settleMilliseconds > Self.maxSettleMilliseconds { return "--settle must be at most 24h, not \(settleMilliseconds) ms" }
         return nil
     }
 

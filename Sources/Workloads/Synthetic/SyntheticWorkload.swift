@@ -3,8 +3,8 @@ import VMCore
 import Kernel
 
 /// The named synthetic workloads of `thpsim workload NAME` (issue 8). Each maps and first-touches its
-/// memory as the real program would (so faults and huge-page allocation happen during set-up), emits
-/// `beginMeasurement`, then exactly `accesses` accesses.
+/// memory as the real program would (so faults and huge-page allocation happen during set-up), sleeps
+/// `settleMilliseconds` if asked, emits `beginMeasurement`, then exactly `accesses` accesses.
 public enum SyntheticWorkload: String, Sendable, CaseIterable {
     /// Sequential 8-byte loads over each thread's slice, wrapping (STREAM-like).
     case seq
@@ -73,6 +73,13 @@ func mapAndFirstTouch(_ p: SyntheticParameters, base: UInt64, pageStep: UInt64 =
     }
 }
 
+/// Ends set-up: the threads sleep `settleMilliseconds` when asked (`--settle`), then the measured
+/// phase begins.
+func beginMeasurement(_ p: SyntheticParameters, into sink: inout some WorkloadSink) {
+    if p.settleMilliseconds > 0 { sink.event(thread: 0, .idle(milliseconds: p.settleMilliseconds)) }
+    sink.event(thread: 0, .beginMeasurement)
+}
+
 /// How many accesses each thread issues before the next thread runs: threads interleave in quanta,
 /// as a scheduler's time slices would on fewer CPUs, and stay deterministic.
 let threadQuantum = 256
@@ -86,7 +93,7 @@ struct ArrayPattern {
         let base = SyntheticLayout.base
         let pageStep = kind == .stride ? max(1, p.stride / PageGeometry.pageSize) : 1
         mapAndFirstTouch(p, base: base, pageStep: pageStep, into: &sink)
-        sink.event(thread: 0, .beginMeasurement)
+        beginMeasurement(p, into: &sink)
         var rng = SplitMix64(seed: p.seed)
         let pages = p.size / PageGeometry.pageSize
         // Per-thread cursors for seq/stride; one permutation for chase.

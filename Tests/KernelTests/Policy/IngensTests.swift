@@ -196,35 +196,68 @@ struct IngensTests {
         expectClean(kernel)
     }
 
-    /// Which of two processes' queued ranges khugepaged promotes first: B queues one range first, A two
-    /// after it; the sampler then finds A needing 2 huge pages and B 1, neither holding any.
-    @Test("fairness: the queue serves the highest weight × requirement × 100 / huge pages first; without, first come first served",
-          arguments: [(false, 1, 1, "B"), (true, 1, 1, "A"), (true, 1, 3, "B"), (true, 0, 1, "B")])
+    @Test("while ranges are queued khugepaged does not sleep: 16 queued ranges are all promoted at the first wake-up, 8 a pass")
+    func queueDrainsWithoutSleeping() throws {
+        let kernel = kernel(memory: 128 << 20)
+        let mm = try #require(kernel.createAddressSpace())
+        let size: UInt64 = 32 << 20
+        _ = try mm.mmap(address: Self.base, length: size, protection: .readWrite, flags: [.private, .fixed])
+        for r in 0..<16 { try touch(mm, Self.base + UInt64(r) * Self.mib2, pages: 0..<512) }
+        #expect(try state(kernel).queuedRanges.count == 16)
+        #expect(kernel.khugepaged.settings.pagesToScan == 4096)        // 8 ranges of budget a pass
+        kernel.advanceTime(by: 1_000_000)                              // the wake-up due since the first fault
+        #expect(kernel.khugepaged.pagesCollapsed == 16)                // Linux's sleep would leave 8 for 10 s
+        #expect(try state(kernel).queuedRanges.isEmpty)
+        #expect(counter(kernel, "ingens_ranges_promoted") == 16)
+        // With the queue empty it sleeps scan_sleep_millisecs again.
+        #expect(kernel.khugepaged.nextWakeupTime == 10_000 * 1_000_000)
+        expectClean(kernel)
+    }
+
+    @Test("the queue is served oldest first, with fairness too: the queue comes before the fairness metric")
+    func queueIgnoresFairness() throws {
+        let kernel = kernel(IngensPolicy(fairness: true, scanSleepMillisecs: 0))
+        #expect(kernel.setKhugepagedKnob("khugepaged/pages_to_scan", to: "512") == nil)
+        let a = try #require(kernel.createAddressSpace()), b = try #require(kernel.createAddressSpace())
+        for mm in [a, b] { _ = try mm.mmap(address: Self.base, length: 4 << 20, protection: .readWrite, flags: [.private, .fixed]) }
+        let s = try state(kernel)
+        s.setWeight(1, pid: a.pid)
+        s.setWeight(999, pid: b.pid)
+        try touch(a, Self.base, pages: 0..<512)        // queued first
+        try touch(b, Self.base, pages: 0..<512)
+        #expect(kernel.runNextKernelThreadWakeup())
+        #expect(a.translate(Self.base)?.level == .pmd && b.translate(Self.base)?.level == .pte)
+        expectClean(kernel)
+    }
+
+    /// Which process khugepaged's scan serves first once the queue is empty. A registers first, so a
+    /// scan that goes on in slot order serves A; A has two ranges of 300 pages and B four, so the
+    /// sampler finds A needing 1 huge page and B 2, neither holding any. Nothing is queued (300 pages
+    /// are below 90 %); util_threshold then drops to 50, so the scan finds every range eligible.
+    @Test("fairness picks the process khugepaged scans: highest weight × requirement × 100 / huge pages above 1; without, slot order",
+          arguments: [(false, 1, 1, "A"), (true, 1, 1, "B"), (true, 3, 1, "A"), (true, 0, 1, "B"), (true, 1, 0, "A"), (false, 0, 3, "A")])
     func fairness(on: Bool, weightA: Int, weightB: Int, first: String) throws {
         let kernel = kernel(IngensPolicy(fairness: on))
         #expect(kernel.setKhugepagedKnob("khugepaged/pages_to_scan", to: "512") == nil)
         let a = try #require(kernel.createAddressSpace()), b = try #require(kernel.createAddressSpace())
         for mm in [a, b] {
-            _ = try mm.mmap(address: Self.base, length: 6 << 20, protection: .readWrite, flags: [.private, .fixed])
+            _ = try mm.mmap(address: Self.base, length: 8 << 20, protection: .readWrite, flags: [.private, .fixed])
         }
         let s = try state(kernel)
         s.setWeight(weightA, pid: a.pid)
         s.setWeight(weightB, pid: b.pid)
-        try touch(b, Self.base, pages: 0..<400)
-        try touch(a, Self.base, pages: 0..<400)
-        try touch(a, Self.base + Self.mib2, pages: 0..<400)
-        kernel.advanceTime(by: 1_000_000)             // khugepaged and the sampler run once: nothing to promote
-        try touch(b, Self.base, pages: 400..<512)      // queued first
-        try touch(a, Self.base, pages: 400..<512)
-        try touch(a, Self.base + Self.mib2, pages: 400..<512)
-        kernel.advanceTime(by: 5_000_000_000)         // the sampler's pass at 4 s; khugepaged sleeps until 10 s
-        #expect(s.fairnessMetric(pid: a.pid) == weightA * 2 * 100 && s.fairnessMetric(pid: b.pid) == weightB * 1 * 100)
-        #expect(s.sample(pid: a.pid).requirement == (weightA == 0 ? 0 : 2))   // weight 0: not sampled
+        for r in 0..<2 { try touch(a, Self.base + UInt64(r) * Self.mib2, pages: 0..<300) }
+        for r in 0..<4 { try touch(b, Self.base + UInt64(r) * Self.mib2, pages: 0..<300) }
+        #expect(s.queuedRanges.isEmpty && kernel.khugepaged.registeredPIDs == [a.pid, b.pid])
+        kernel.advanceTime(by: 1_000_000)     // khugepaged refuses A's first range (below 90 %); the sampler's pass
         #expect(kernel.khugepaged.pagesCollapsed == 0)
-        kernel.advanceTime(by: 5_000_000_000)         // khugepaged at 10 s: one range (512 pages of budget)
+        #expect(s.fairnessMetric(pid: a.pid) == weightA * 1 * 100 && s.fairnessMetric(pid: b.pid) == weightB * 2 * 100)
+        try sysfsWrite(kernel, "ingens/util_threshold", "50")
+        kernel.advanceTime(by: 10_000_000_000)   // khugepaged at 10 s: one range of budget
         #expect(kernel.khugepaged.pagesCollapsed == 1)
-        #expect((a.translate(Self.base)?.level == .pmd) == (first == "A"))
-        #expect((b.translate(Self.base)?.level == .pmd) == (first == "B"))
+        let hugeA = (0..<2).contains { a.translate(Self.base + UInt64($0) * Self.mib2)?.level == .pmd }
+        let hugeB = (0..<4).contains { b.translate(Self.base + UInt64($0) * Self.mib2)?.level == .pmd }
+        #expect(hugeA == (first == "A") && hugeB == (first == "B"))
         expectClean(kernel)
     }
 
