@@ -188,7 +188,7 @@ public enum UnderusedShrinkerLandmark {
             agrees: off.killed && survivesUpTo470 && productionDirection,
             notes: ["The cgroup test touches \(touchedMiB) MiB, not the letter's 40 MiB: page tables are charged to the cgroup, as Linux charges them, "
                     + "so only nine THPs fit in 20 MiB and at 40 MiB the other eleven ranges fit as 4 KiB pages; Linux 6.18.44 on this machine "
-                    + "does the same natively (alive, anon_thp 18 MiB, memory.current 20,942,848), where the letter's kernel killed it. "
+                    + "does the same natively (alive, anon_thp 18 MiB, memory.current 20.86 to 20.95 MB in four runs), where the letter's kernel killed it. "
                     + "From 44 MiB on the model and that kernel both OOM-kill without the shrinker and survive with it.",
                     "The production heap's usage (85 % of ranges whole, the rest uniformly partial) is an assumption the letter does not give; "
                     + "the direction holds for any heap with some ranges below 103 written pages, the sizes of the gaps do not."])
