@@ -108,7 +108,9 @@ struct CgroupScenarioTests {
             write A 8K
             in b
             write A+8K 4K
-            expect cgroup a memory.current=8K
+            # a: the two pages and the PUD, PMD and PTE tables that map them (page tables are charged)
+            expect cgroup a memory.current=20K
+            expect cgroup a memory.stat anon=8K pagetables=12K
             expect cgroup b memory.current=4K
             in root
             write A+12K 4K

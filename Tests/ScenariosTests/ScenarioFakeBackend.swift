@@ -38,7 +38,7 @@ final class FakeBackend: ScenarioBackend {
         stride(from: address, to: address + (length + Self.page - 1) / Self.page * Self.page, by: Int(Self.page))
     }
 
-    func mmap(in m: Memory, address: UInt64?, length: UInt64, protection: Protection, shared: Bool) throws(ScenarioError) -> Result<UInt64, ScenarioErrno> {
+    func mmap(in m: Memory, address: UInt64?, length: UInt64, protection: Protection, shared: Bool, stack: Bool) throws(ScenarioError) -> Result<UInt64, ScenarioErrno> {
         calls.append("mmap \(length)")
         guard length > 0 else { return .failure(ScenarioErrno(name: "EINVAL")!) }
         let start = address ?? nextAddress

@@ -69,6 +69,17 @@ struct ScenarioParserTests {
         #expect(r.shared && !r.hugeAligned && r.protection == .none)
         guard case .expect(.result(let e)) = s.statements[2].command else { Issue.record("not result"); return }
         #expect(e == nil)
+        #expect(!r.stack)
+    }
+
+    @Test("stack=yes asks for MAP_STACK; stack=no and no option do not")
+    func stackOption() throws {
+        let s = try ScenarioParser.parse("mmap A 2M stack=yes\nmmap B 2M stack=no\nmmap C 2M", file: "f")
+        let stacks = s.statements.compactMap { statement -> Bool? in
+            if case .mmap(let r) = statement.command { return r.stack }
+            return nil
+        }
+        #expect(stacks == [true, false, false])
     }
 
     static let errors: [(String, Int, String)] = [
@@ -86,6 +97,8 @@ struct ScenarioParserTests {
         ("mmap A 4M color=red", 1, "unknown option 'color'"),
         ("mmap A 4M align=8K", 1, "bad alignment '8K'"),
         ("mmap A 4M shared=maybe", 1, "bad value 'maybe' for shared"),
+        ("mmap A 2M stack=1", 1, "bad value '1' for stack: expected yes or no (MAP_STACK)"),
+        ("mmap A 2M stack", 1, "bad option 'stack'"),
         ("mmap A 4M\nmremap A 4M 8M to=Q", 2, "undefined region 'Q'"),
         ("mmap A 4M\ndesign linux-6.18", 2, "'design' must come before every other command"),
         ("set enabled=never\nmemory 1G", 2, "'memory' must come before every other command"),

@@ -17,7 +17,11 @@ extension AddressSpace {
             child.brk = brk
             kernel.register(child)
             // The child starts in its parent's cgroup (Linux: `cgroup_post_fork()`).
-            if let memcg { kernel.attach(child, to: memcg) }
+            // Its PGD is charged there too (Linux: `pgd_alloc()` with `GFP_PGTABLE_USER`, run by the parent).
+            if let memcg {
+                kernel.attach(child, to: memcg)
+                _ = child.chargeTable(child.root, mayReclaim: false)
+            }
             // Linux: khugepaged_fork().
             if isRegisteredWithKhugepaged { kernel.khugepaged.enter(child, now: kernel.clock.now) }
             for vma in vmas.areas where !vma.flags.contains(.dontCopy) {

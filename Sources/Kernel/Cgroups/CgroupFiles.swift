@@ -81,10 +81,12 @@ extension Kernel {
 
     /// The lines of `memory.stat` the model has, in Linux's order: sizes in bytes, then events
     /// (Linux: `memory_stat_format()` with `memory_stats[]` and `memcg_vm_event_stat[]`). Every
-    /// charged page is anonymous in the model.
+    /// charged page is anonymous in the model except the page tables (`pagetables`).
     public func memoryStat(_ memcg: MemoryCgroup) -> [(name: String, value: Int)] {
         let page = Int(PageGeometry.pageSize)
-        return [("anon", memcg.usagePages * page),
+        let tables = memcg.pageTablePages.load(ordering: .relaxed)
+        return [("anon", (memcg.usagePages - tables) * page),
+                ("pagetables", tables * page),
                 ("anon_thp", memoryCgroups.thpPages(of: memcg, memory.frames) * page),
                 ("pgfault", memcg.value(of: .pgfault)),
                 ("thp_fault_alloc", memcg.value(of: .thpFaultAlloc)),

@@ -45,6 +45,26 @@ extension AddressSpace {
         return true
     }
 
+    /// Charges a page table just allocated for this process to its cgroup, and counts it in the
+    /// cgroup's `pagetables` (Linux allocates user page tables with `GFP_PGTABLE_USER`, which has
+    /// `__GFP_ACCOUNT`: `pagetable_alloc()` → `__memcg_kmem_charge_page()`, `NR_PAGETABLE` per memcg).
+    /// In a fault (`mayReclaim`) the charge is a small one like a 4 KiB page's: over `memory.max` it
+    /// reclaims from the cgroup and may call its OOM killer; false means the fault fails and the
+    /// caller frees the table. Elsewhere (fork, mremap) the model charges without reclaim, past the
+    /// limit if need be, where Linux would reclaim or fail with ENOMEM. The root pays one branch;
+    /// nothing is charged per access. `Kernel.freeTable` uncharges.
+    func chargeTable(_ table: PageTable, mayReclaim: Bool) -> Bool {
+        guard let memcg else { return true }
+        if mayReclaim {
+            guard charge(table.pfn, order: .base) else { return false }
+        } else {
+            memcg.forceCharge(1)
+            kernel.memoryCgroups.record(table.pfn, pages: 1, memcg)
+        }
+        memcg.pageTablePages.add(1, ordering: .relaxed)
+        return true
+    }
+
     /// Counts a `memory.stat` event for this process's cgroup; nothing in the root.
     @inline(__always) func countMemcg(_ event: MemoryCgroup.StatEvent) {
         if let memcgRef { memcgRef._withUnsafeGuaranteedRef { $0.count(event) } }

@@ -23,6 +23,9 @@ public final class MemoryCgroup: @unchecked Sendable {
     let maxPages = Atomic<Int>(Int.max)
     let highPages = Atomic<Int>(Int.max)
     let swapMaxPages = Atomic<Int>(Int.max)
+    /// Page-table pages charged to the cgroup (Linux: `memory.stat` `pagetables`, `NR_PAGETABLE` per
+    /// memcg); they are part of `usage` too.
+    let pageTablePages = Atomic<Int>(0)
     /// The deferred-split queue of the folios charged to this cgroup, which its reclaim shrinks
     /// (Linux: `memcg->deferred_split_queue`).
     let deferredSplitQueue = DeferredSplitQueue()
@@ -97,6 +100,13 @@ public final class MemoryCgroup: @unchecked Sendable {
         // every charge made while no other runs, raise it exactly. No locked instruction per charge.
         if new > peak.load(ordering: .relaxed) { peak.store(new, ordering: .relaxed) }
         return true
+    }
+
+    /// Charges `pages` whatever the limit (Linux: `page_counter_charge()`, the charge
+    /// `try_charge_memcg()` forces for `__GFP_NOFAIL`); raises the watermark like `tryCharge`.
+    func forceCharge(_ pages: Int) {
+        let new = usage.wrappingAdd(pages, ordering: .relaxed).newValue
+        if new > peak.load(ordering: .relaxed) { peak.store(new, ordering: .relaxed) }
     }
 
     /// Linux: `page_counter_uncharge()`.

@@ -25,6 +25,10 @@ public enum CollapseResult: String, Sendable, CaseIterable {
     case lackReferencedPage
     /// No huge page could be allocated (`SCAN_ALLOC_HUGE_PAGE_FAIL`).
     case allocationFailed
+    /// The huge page could not be charged to the process's memory cgroup (`SCAN_CGROUP_CHARGE_FAIL`).
+    /// Unlike an allocation failure, khugepaged does not sleep `alloc_sleep_millisecs` for it
+    /// (`khugepaged_do_scan()` waits only on `SCAN_ALLOC_HUGE_PAGE_FAIL`).
+    case chargeFailed
     /// The process exited meanwhile (`SCAN_ANY_PROCESS`).
     case processExited
 }
@@ -93,7 +97,7 @@ extension AddressSpace {
         guard charge(head, order: PageGeometry.pmdOrder) else {
             // Linux: `SCAN_CGROUP_CHARGE_FAIL` from `alloc_charge_folio()`.
             kernel.putPage(head)
-            return (.allocationFailed, true)
+            return (.chargeFailed, true)
         }
         countMemcg(.thpCollapseAlloc)
         let result = mmapLock.withWriteLock { collapseLocked(haddr, head, control) }
@@ -239,11 +243,12 @@ extension AddressSpace {
 
 extension Kernel {
     /// MADV_COLLAPSE's result as an errno (Linux: `madvise_collapse_errno()`): no memory for a huge
-    /// page is ENOMEM, a page that is pinned (a transient state) EAGAIN, anything else EINVAL.
+    /// page is ENOMEM, a charge the memory cgroup refuses EBUSY, a page that is pinned (a transient
+    /// state) EAGAIN, anything else EINVAL.
     static func collapseErrno(_ result: CollapseResult) -> Errno {
         switch result {
         case .allocationFailed: .ENOMEM
-        case .exceedNonePTE: .EBUSY
+        case .exceedNonePTE, .chargeFailed: .EBUSY
         case .pageCount: .EAGAIN
         default: .EINVAL
         }

@@ -45,6 +45,11 @@ extension AddressSpace {
                 kernel.vmstat.count(.thpFaultFallback)
                 return .fallback
             }
+            guard chargeTable(deposit, mayReclaim: true) else {
+                kernel.putHugeZeroPage(zero)
+                kernel.freeTable(deposit)
+                return .done(.outOfMemory)
+            }
             let entry = PageTableEntry(pfn: zero, bits: PageTableEntry.userBits(vma.flags.protection)
                 | PageTableEntry.hugeBit | PageTableEntry.specialBit | PageTableEntry.accessedBit)
             lock.spinLock()
@@ -83,6 +88,14 @@ extension AddressSpace {
             kernel.vmstat.count(.thpFaultFallbackCharge)
             kernel.mthpStats.count(PageGeometry.pmdOrder.rawValue, .anonFaultFallback)
             return .fallback
+        }
+        // The deposited table is charged after the folio, as Linux charges the folio in
+        // `vma_alloc_anon_folio_pmd()` and then the table in `pte_alloc_one()`: a THP that fits with no
+        // page to spare makes the table's charge reclaim, or call the OOM killer (`VM_FAULT_OOM`).
+        guard chargeTable(deposit, mayReclaim: true) else {
+            kernel.putPage(head)
+            kernel.freeTable(deposit)
+            return .done(.outOfMemory)
         }
         var bits = PageTableEntry.userBits(vma.flags.protection) | PageTableEntry.hugeBit
             | PageTableEntry.accessedBit | PageTableEntry.dirtyBit

@@ -70,6 +70,7 @@ extension AddressSpace {
     func copyHugePMD(_ pmd: PageTable, _ index: Int, _ haddr: VirtualAddress, into child: AddressSpace) -> HugePMDStep {
         let frames = kernel.memory.frames
         guard let deposit = kernel.allocateTable() else { return .outOfMemory }
+        _ = child.chargeTable(deposit, mayReclaim: false)
         guard let (childPMD, childIndex) = child.walk(haddr, to: .pmd, allocate: true) else {
             kernel.freeTable(deposit)
             return .outOfMemory

@@ -26,10 +26,15 @@ extension Kernel {
     public var pageTableStoreBytes: Int { tables.chunkCount * PageTableStore.slotsPerChunk * (512 * 8 + 64) }
 
     /// Frees an empty page table (Linux: `pagetable_free()`).
+    /// A table charged to a memory cgroup (`AddressSpace.chargeTable`) leaves its `pagetables` here and
+    /// its usage when the frame is freed (Linux: `pagetable_free()` → `__memcg_kmem_uncharge_page()`).
     func freeTable(_ table: PageTable) {
         precondition(table.isEmpty(), "freeing a page table that still has entries")
         tables.freeSlot(table.slot)
         vmstat.modify(.nrPageTablePages, -1)
+        if memoryCgroups.active.load(ordering: .relaxed), let memcg = memoryCgroups.owner(of: table.pfn) {
+            memcg.pageTablePages.subtract(1, ordering: .relaxed)
+        }
         putPage(table.pfn)
     }
 
@@ -68,18 +73,18 @@ extension AddressSpace {
     @inline(__always)
     func walk(_ va: VirtualAddress, to target: PageTableLevel, allocate: Bool) -> (table: PageTable, index: Int)? {
         var work = ReclaimWork()
-        return walk(va, to: target, allocate: allocate, &work)
+        return walk(va, to: target, allocate: allocate, inFault: false, &work)
     }
 
     /// `walk(_:to:allocate:)` allocating missing tables, recording the direct reclaim that took into
     /// `work` (a fault's).
     @inline(__always)
     func walk(_ va: VirtualAddress, to target: PageTableLevel, allocating work: inout ReclaimWork) -> (table: PageTable, index: Int)? {
-        walk(va, to: target, allocate: true, &work)
+        walk(va, to: target, allocate: true, inFault: true, &work)
     }
 
     @inline(__always)
-    private func walk(_ va: VirtualAddress, to target: PageTableLevel, allocate: Bool,
+    private func walk(_ va: VirtualAddress, to target: PageTableLevel, allocate: Bool, inFault: Bool,
                       _ work: inout ReclaimWork) -> (table: PageTable, index: Int)? {
         var table = root
         var level = PageTableLevel.pgd
@@ -87,7 +92,7 @@ extension AddressSpace {
             let i = va.tableIndex(level)
             var entry = table[i]
             if entry.isNone {
-                guard allocate, let populated = populate(table, i, level: level, &work) else { return nil }
+                guard allocate, let populated = populate(table, i, level: level, inFault: inFault, &work) else { return nil }
                 entry = populated
             }
             if entry.isHuge { return nil }
@@ -101,14 +106,18 @@ extension AddressSpace {
     /// Nil when memory is exhausted or the entry is huge.
     func pteTable(under pmd: PageTable, _ index: Int) -> PageTable? {
         var work = ReclaimWork()
-        return pteTable(under: pmd, index, allocating: &work)
+        return pteTable(under: pmd, index, inFault: false, &work)
     }
 
     /// `pteTable(under:_:)` recording the direct reclaim an allocation took into `work` (a fault's).
     func pteTable(under pmd: PageTable, _ index: Int, allocating work: inout ReclaimWork) -> PageTable? {
+        pteTable(under: pmd, index, inFault: true, &work)
+    }
+
+    private func pteTable(under pmd: PageTable, _ index: Int, inFault: Bool, _ work: inout ReclaimWork) -> PageTable? {
         var entry = pmd[index]
         if entry.isNone {
-            guard let populated = populate(pmd, index, level: .pmd, &work) else { return nil }
+            guard let populated = populate(pmd, index, level: .pmd, inFault: inFault, &work) else { return nil }
             entry = populated
         }
         return entry.isHuge ? nil : kernel.table(at: entry)
@@ -118,10 +127,16 @@ extension AddressSpace {
     /// outside the lock, then install under the lock that guards the entry unless another CPU got
     /// there first, in which case the new table goes back (Linux: `__pte_alloc()` under `pmd_lock()`,
     /// `__pmd_alloc()` and `__pud_alloc()` under `page_table_lock`). Returns the entry now there
-    /// (possibly a huge PMD another fault installed), or nil when memory is exhausted.
-    private func populate(_ table: PageTable, _ index: Int, level: PageTableLevel,
+    /// (possibly a huge PMD another fault installed), or nil when memory is exhausted. The new table is
+    /// charged to the process's memory cgroup (`chargeTable`; in a fault with reclaim), and nil also
+    /// means that charge failed.
+    private func populate(_ table: PageTable, _ index: Int, level: PageTableLevel, inFault: Bool,
                           _ work: inout ReclaimWork) -> PageTableEntry? {
         guard let fresh = kernel.allocateTable(&work) else { return nil }
+        guard chargeTable(fresh, mayReclaim: inFault) else {
+            kernel.freeTable(fresh)
+            return nil
+        }
         let lock = level == .pmd ? pmdLock(table) : pageTableLock.word
         lock.spinLock()
         var entry = table[index]

@@ -24,8 +24,8 @@ public protocol ScenarioBackend: AnyObject {
     /// Sets a THP tunable, a path below `/sys/kernel/mm/transparent_hugepage/`.
     func setTunable(_ knob: Knob) throws(ScenarioError)
 
-    /// Maps anonymous memory; returns the start. Linux: `mmap(MAP_ANONYMOUS | MAP_PRIVATE or MAP_SHARED [| MAP_FIXED])`.
-    func mmap(in process: Process, address: UInt64?, length: UInt64, protection: Protection, shared: Bool)
+    /// Maps anonymous memory; returns the start. Linux: `mmap(MAP_ANONYMOUS | MAP_PRIVATE or MAP_SHARED [| MAP_FIXED] [| MAP_STACK])`.
+    func mmap(in process: Process, address: UInt64?, length: UInt64, protection: Protection, shared: Bool, stack: Bool)
         throws(ScenarioError) -> Result<UInt64, ScenarioErrno>
 
     /// Linux: `munmap()`.

@@ -208,13 +208,13 @@ final class ScenarioInterpreter<Backend: ScenarioBackend> {
         let process = try handle()
         let fixed = try request.fixedAddress.map { a throws(ScenarioError) in try resolve(a) }
         var result = try backend.mmap(in: process, address: fixed, length: request.length,
-                                      protection: request.protection, shared: request.shared)
+                                      protection: request.protection, shared: request.shared, stack: request.stack)
         if case .success(let start) = result, fixed == nil, request.hugeAligned, start % Self.hugeSize != 0,
            request.length < 1 << 56 {
             let length = ShadowAddressSpace.pageRound(request.length)
             try housekeeping(backend.munmap(in: process, address: start, length: length), "unmap the unaligned mapping")
             result = try backend.mmap(in: process, address: nil, length: length + Self.hugeSize,
-                                      protection: request.protection, shared: request.shared)
+                                      protection: request.protection, shared: request.shared, stack: request.stack)
             if case .success(let wide) = result {
                 let aligned = (wide + Self.hugeSize - 1) & ~(Self.hugeSize - 1)
                 if aligned > wide {

@@ -213,13 +213,16 @@ struct LineParser {
         var request = MmapRequest(name: try regionOrProcessName("region name"), length: try size(), fixedAddress: nil,
                                   protection: .rw, shared: false, hugeAligned: true)
         for word in takeRemaining() {
-            let (key, value) = try option(word, allowed: ["at", "prot", "shared", "align"])
+            let (key, value) = try option(word, allowed: ["at", "prot", "shared", "stack", "align"])
             switch key {
             case "at": request.fixedAddress = try parseAddress(value)
             case "prot": request.protection = try protection(value)
             case "shared":
                 guard value == "yes" || value == "no" else { throw error("bad value '\(value)' for shared: expected yes or no") }
                 request.shared = value == "yes"
+            case "stack":
+                guard value == "yes" || value == "no" else { throw error("bad value '\(value)' for stack: expected yes or no (MAP_STACK)") }
+                request.stack = value == "yes"
             default:
                 switch try parseSize(value) {
                 case 4096: request.hugeAligned = false

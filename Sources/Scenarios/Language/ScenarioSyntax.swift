@@ -118,7 +118,7 @@ public struct Knob: Sendable, Hashable {
     public var value: String
 }
 
-/// The operands of `mmap NAME SIZE [at=ADDR] [prot=P] [shared=yes] [align=4K]`.
+/// The operands of `mmap NAME SIZE [at=ADDR] [prot=P] [shared=yes] [stack=yes] [align=4K]`.
 public struct MmapRequest: Sendable {
     public var name: String
     public var length: UInt64
@@ -129,6 +129,9 @@ public struct MmapRequest: Sendable {
     public var shared: Bool
     /// Whether the interpreter aligns the start to 2 MiB (the default) or takes any page (`align=4K`).
     public var hugeAligned: Bool
+    /// `MAP_STACK` (`stack=yes`), as glibc maps a thread's stack (`allocate_stack()`); Linux 6.7+
+    /// makes such a mapping `VM_NOHUGEPAGE` (`calc_vm_flag_bits()`).
+    public var stack: Bool = false
 }
 
 /// A region name with an optional byte offset: `A`, `A+2M-4K`.

@@ -64,10 +64,11 @@ final class ModelScenarioBackend: ScenarioBackend {
         }
     }
 
-    func mmap(in mm: AddressSpace, address: UInt64?, length: UInt64, protection: Protection, shared: Bool)
+    func mmap(in mm: AddressSpace, address: UInt64?, length: UInt64, protection: Protection, shared: Bool, stack: Bool)
         throws(ScenarioError) -> Result<UInt64, ScenarioErrno> {
         var flags: MapFlags = shared ? .shared : .private
         if address != nil { flags.insert(.fixed) }
+        if stack { flags.insert(.stack) }
         do throws(Errno) {
             return .success(try mm.mmap(address: address.map { VirtualAddress($0) }, length: length,
                                         protection: Self.protection(protection), flags: flags).rawValue)

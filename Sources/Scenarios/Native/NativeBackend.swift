@@ -83,10 +83,10 @@ public final class NativeScenarioBackend: ScenarioBackend {
 
     public func setTunable(_ knob: Knob) throws(ScenarioError) { try tunables.set(knob) }
 
-    public func mmap(in process: Process, address: UInt64?, length: UInt64, protection: Protection, shared: Bool)
+    public func mmap(in process: Process, address: UInt64?, length: UInt64, protection: Protection, shared: Bool, stack: Bool)
         throws(ScenarioError) -> Result<UInt64, ScenarioErrno> {
         let r = try call(process, NativeRequest(.mmap, address ?? 0, length, UInt64(NativeSyscalls.protectionBits(protection)),
-                                                shared ? 1 : 0, address == nil ? 0 : 1))
+                                                shared ? 1 : 0, address == nil ? 0 : 1, stack ? 1 : 0))
         return r.status == 0 ? .success(r.value) : .failure(ScenarioErrno(code: Int32(r.status)))
     }
 

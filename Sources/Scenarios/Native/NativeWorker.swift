@@ -20,6 +20,7 @@ enum NativeWorker {
             switch operation {
             case .mmap:
                 let flags = (a[3] != 0 ? MAP_SHARED : MAP_PRIVATE) | MAP_ANONYMOUS | (a[4] != 0 ? MAP_FIXED : 0)
+                    | (a[5] != 0 ? MAP_STACK : 0)
                 let p = Glibc.mmap(pointer(a[0]), size(a[1]), Int32(truncatingIfNeeded: a[2]), flags, -1, 0)
                 if Int(bitPattern: p) == -1 { response.status = Int64(errno) } else { response.value = UInt64(UInt(bitPattern: p)) }
             case .munmap:

@@ -27,7 +27,7 @@ struct MemoryCgroupTests {
         #expect(try kernel.readCgroupFile("box", "memory.current") == "0\n")
         #expect(try kernel.readCgroupFile("box", "cgroup.procs") == "\(mm.pid)\n")
         #expect(try kernel.readCgroupFile("box", "memory.events") == "low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\noom_group_kill 0\n")
-        #expect(try kernel.readCgroupFile("box", "memory.stat").hasPrefix("anon 0\nanon_thp 0\npgfault 0\n"))
+        #expect(try kernel.readCgroupFile("box", "memory.stat").hasPrefix("anon 0\npagetables 0\nanon_thp 0\npgfault 0\n"))
     }
 
     @Test("limits parse as page_counter_memparse() does, rounded down to pages")
@@ -68,13 +68,15 @@ struct MemoryCgroupTests {
         let (kernel, mm) = try boxed(enabled: .always)
         let start = try mm.mmap(address: nil, length: 4 << 20, protection: .readWrite, flags: .private)
         try mm.write(start, [1]).get()
-        #expect(try kernel.readCgroupFile("box", "memory.current") == "\(2 << 20)\n")
+        // The THP, and the PUD and PMD tables and the PTE table deposited beside the huge PMD.
+        #expect(try kernel.readCgroupFile("box", "memory.current") == "\((2 << 20) + 3 * 4096)\n")
         let stat = try kernel.readCgroupFile("box", "memory.stat")
+        #expect(stat.contains("anon \(2 << 20)\n") && stat.contains("pagetables \(3 * 4096)\n"))
         #expect(stat.contains("anon_thp \(2 << 20)\n"))
         #expect(stat.contains("thp_fault_alloc 1\n"))
         try mm.munmap(start, length: 4 << 20)
         #expect(try kernel.readCgroupFile("box", "memory.current") == "0\n")
-        #expect(try kernel.readCgroupFile("box", "memory.peak") == "\(2 << 20)\n")
+        #expect(try kernel.readCgroupFile("box", "memory.peak") == "\((2 << 20) + 3 * 4096)\n")
         expectClean(kernel)
     }
 
@@ -85,12 +87,14 @@ struct MemoryCgroupTests {
         let start = try mm.mmap(address: nil, length: 4 << 20, protection: .readWrite, flags: .private)
         let huge = start.alignedUp(PageGeometry.pmdSize)
         for page in 0..<512 { try mm.write(huge + UInt64(page) * 4096, [1]).get() }
-        #expect(try kernel.readCgroupFile("box", "memory.current") == "\(2 << 20)\n")
+        // Three page tables (PUD, PMD, the deposited PTE table, which maps the pages after the split).
+        let tables = 3 * 4096
+        #expect(try kernel.readCgroupFile("box", "memory.current") == "\((2 << 20) + tables)\n")
         #expect(mm.splitHugePages(huge, length: PageGeometry.pmdSize) == 1)
         expectClean(kernel)
         // Half the pages go back one at a time, each uncharged from the cgroup its split record names.
         try mm.madvise(huge, length: 1 << 20, advice: .dontNeed)
-        #expect(try kernel.readCgroupFile("box", "memory.current") == "\(1 << 20)\n")
+        #expect(try kernel.readCgroupFile("box", "memory.current") == "\((1 << 20) + tables)\n")
         expectClean(kernel)
         try mm.munmap(start, length: 4 << 20)
         #expect(try kernel.readCgroupFile("box", "memory.current") == "0\n")
@@ -101,7 +105,7 @@ struct MemoryCgroupTests {
         let small = try mm.mmap(address: nil, length: 1 << 20, protection: .readWrite, flags: .private)
         let folio = small.alignedUp(64 << 10)
         try mm.write(folio, [1]).get()
-        #expect(try kernel.readCgroupFile("box", "memory.current") == "\(64 << 10)\n")
+        #expect(try kernel.readCgroupFile("box", "memory.current") == "\((64 << 10) + tables)\n")
         try mm.madvise(folio + 4096, length: 4096, advice: .dontNeed)
         #expect(mm.splitHugePages(small, length: 1 << 20) >= 0)
         expectClean(kernel)
@@ -141,7 +145,8 @@ struct MemoryCgroupTests {
         try kernel.writeCgroupFile("box", "memory.max", "1M")
         let start = try mm.mmap(address: nil, length: 2 << 20, protection: .readWrite, flags: .private)
         try mm.write(start, [1]).get()
-        #expect(try kernel.readCgroupFile("box", "memory.current") == "4096\n")
+        // One 4 KiB page and its PUD, PMD and PTE tables.
+        #expect(try kernel.readCgroupFile("box", "memory.current") == "\(4 * 4096)\n")
         #expect(kernel.vmstatValues()["thp_fault_fallback_charge"] == 1)
         #expect(kernel.memoryCgroups.oomKills.isEmpty)
     }
@@ -158,7 +163,8 @@ struct MemoryCgroupTests {
         #expect(failure?.outcome == .outOfMemory)
         #expect(mm.hasExited && mm.wasOOMKilled)
         let kill = try #require(kernel.memoryCgroups.oomKills.first)
-        #expect(kill.pid == mm.pid && kill.cgroup == "box" && kill.rssBytes == 1 << 20)
+        // The PUD, PMD and PTE tables take 3 of the 256 pages.
+        #expect(kill.pid == mm.pid && kill.cgroup == "box" && kill.rssBytes == (1 << 20) - 3 * 4096)
         #expect(try kernel.readCgroupFile("box", "memory.current") == "0\n")
         let events = try kernel.readCgroupFile("box", "memory.events")
         #expect(events.contains("oom 1\n") && events.contains("oom_kill 1\n") && !events.contains("max 0\n"))
@@ -189,7 +195,8 @@ struct MemoryCgroupTests {
         #expect(child.memcg === mm.memcg)
         try kernel.createMemoryCgroup("other")
         try kernel.writeCgroupFile("other", "cgroup.procs", "\(mm.pid)")
-        #expect(try kernel.readCgroupFile("box", "memory.current") == "4096\n")
+        // The page, the parent's PUD, PMD and PTE tables and the child's PGD, PUD, PMD and PTE tables.
+        #expect(try kernel.readCgroupFile("box", "memory.current") == "\(8 * 4096)\n")
         #expect(try kernel.readCgroupFile("other", "memory.current") == "0\n")
         try mm.write(start + 4096, [1]).get()
         #expect(try kernel.readCgroupFile("other", "memory.current") == "4096\n")
@@ -205,9 +212,11 @@ struct MemoryCgroupTests {
         for page in 0..<4 { try mm.write(start + UInt64(page) * 4096, [1]).get() }
         let pins = try mm.pinUserPages(start, count: 4, write: true).get()
         let child = try mm.fork()
-        #expect(try kernel.readCgroupFile("box", "memory.current") == "\(8 * 4096)\n")
+        // 4 pages and 3 tables of the parent's; the child's 4 copies and its 4 tables (PGD to PTE).
+        #expect(try kernel.readCgroupFile("box", "memory.current") == "\(15 * 4096)\n")
         child.exit()
-        try kernel.writeCgroupFile("box", "memory.max", "\(6 * 4096)")
+        // 7 pages charged: room for 2 more, not for the child's tables and 4 copies.
+        try kernel.writeCgroupFile("box", "memory.max", "\(9 * 4096)")
         #expect(throws: Errno.ENOMEM) { _ = try mm.fork() }
         kernel.unpinUserPages(pins)
         expectClean(kernel)
@@ -241,15 +250,16 @@ struct MemoryCgroupTests {
         }
         let box = try #require(kernel.memoryCgroups.cgroup(named: "box"))
         let other = try #require(kernel.memoryCgroups.cgroup(named: "other"))
-        #expect(box.usagePages == 1024 && other.usagePages == 1024)
+        // Two THPs each, and 4 page tables each: PUD, PMD and the two deposited PTE tables.
+        #expect(box.usagePages == 1024 + 4 && other.usagePages == 1024 + 4)
         #expect(box.deferredSplitQueue.count == 2 && other.deferredSplitQueue.count == 2 && kernel.deferredSplitQueue.count == 0)
         kernel.deferredSplitScan(only: box)
-        #expect(box.usagePages == 2 && other.usagePages == 1024)
+        #expect(box.usagePages == 2 + 4 && other.usagePages == 1024 + 4)
         #expect(box.deferredSplitQueue.count == 0 && other.deferredSplitQueue.count == 2)
         #expect(kernel.vmstatValues()["thp_underused_split_page"] == 2)
         expectClean(kernel)
         kernel.deferredSplitScan()
-        #expect(other.usagePages == 2 && other.deferredSplitQueue.count == 0)
+        #expect(other.usagePages == 2 + 4 && other.deferredSplitQueue.count == 0)
         #expect(kernel.vmstatValues()["thp_underused_split_page"] == 4)
         expectClean(kernel)
     }
