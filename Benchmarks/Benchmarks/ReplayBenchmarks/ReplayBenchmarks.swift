@@ -131,4 +131,6 @@ let benchmarks: @Sendable () -> Void = {
             blackHole(try! writer.finish().bytes.count)
         }
     }
+
+    registerManyCPUBenchmarks()
 }
