@@ -77,8 +77,8 @@ public final class SimulatedTime: @unchecked Sendable {
     @exclusivity(unchecked) private var lastPID = -1, lastMM = 0
     /// `zone->lock` and `lru_lock` (one zone, one node).
     @exclusivity(unchecked) private var zoneLock = Timeline(), lruLock = Timeline()
-    /// When the mmap lock held for writing is next free, by pid.
-    @exclusivity(unchecked) private var writerFreeAt: [Int: Double] = [:]
+    /// When the mmap lock held for writing is next free, by `mmIndex`.
+    @exclusivity(unchecked) private var writerFreeAt = ContiguousArray<Double>()
     /// Per socket: bytes its memory channels carry in each slot of `bandwidthSlotCycles`, by slot.
     @exclusivity(unchecked) private var memorySlots: [[Int: Double]]
     /// Per socket: no slot of `memorySlots` lies below it (slots are dropped from the bottom).
@@ -147,6 +147,7 @@ public final class SimulatedTime: @unchecked Sendable {
             i = countLines.count
             mmIndex[pid] = i
             countLines.append(Timeline())
+            writerFreeAt.append(0)
             pageTableLocks.append(Timeline())
         }
         lastPID = pid
@@ -237,7 +238,7 @@ public final class SimulatedTime: @unchecked Sendable {
         var delay = 0.0
         let m = mm(pid)
         // down_read(): the rwsem's count, after any writer.
-        delay += max(0, (writerFreeAt[pid] ?? 0) - start)
+        delay += max(0, writerFreeAt[m] - start)
         delay += writeLine(&countLines[m], cpu: cpu, at: start + delay)
         acquisitions[LockClass.mmapLock.rawValue] &+= 1
         let va = fault.address.rawValue
@@ -293,12 +294,13 @@ public final class SimulatedTime: @unchecked Sendable {
         if changesVMAs {
             // The writer takes the count's line like a reader, then excludes readers while it works.
             let t = now + delay
-            let lineDelay = writeLine(&countLines[mm(pid)], cpu: cpu, at: max(t, writerFreeAt[pid] ?? 0))
-            let wait = max(0, (writerFreeAt[pid] ?? 0) - t) + lineDelay
+            let m = mm(pid)
+            let lineDelay = writeLine(&countLines[m], cpu: cpu, at: max(t, writerFreeAt[m]))
+            let wait = max(0, writerFreeAt[m] - t) + lineDelay
             acquisitions[LockClass.mmapLock.rawValue] &+= 1
             if wait > 0 { contended[LockClass.mmapLock.rawValue] &+= 1 }
             waitCycles[LockClass.mmapLock.rawValue] += wait
-            writerFreeAt[pid] = t + wait + parameters.mmapWriteHoldCycles
+            writerFreeAt[m] = t + wait + parameters.mmapWriteHoldCycles
             delay += wait + parameters.mmapWriteHoldCycles
         }
         extraCycles[cpu] += delay
@@ -370,9 +372,9 @@ struct Timeline {
             storage.append(interval)
         } else if head > 0 && i - head < n - i {
             storage.withUnsafeMutableBufferPointer { b in
-                var j = head
-                while j < i { b[j - 1] = b[j]; j += 1 }
-                b[i - 1] = interval
+                let base = b.baseAddress!
+                (base + head - 1).moveInitialize(from: base + head, count: i - head)
+                base[i - 1] = interval
             }
             head -= 1
         } else {
