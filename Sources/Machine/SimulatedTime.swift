@@ -80,9 +80,7 @@ public final class SimulatedTime: @unchecked Sendable {
     /// When the mmap lock held for writing is next free, by `mmIndex`.
     @exclusivity(unchecked) private var writerFreeAt = ContiguousArray<Double>()
     /// Per socket: bytes its memory channels carry in each slot of `bandwidthSlotCycles`, by slot.
-    @exclusivity(unchecked) private var memorySlots: [[Int: Double]]
-    /// Per socket: no slot of `memorySlots` lies below it (slots are dropped from the bottom).
-    @exclusivity(unchecked) private var lowestSlots: [Int]
+    @exclusivity(unchecked) private var memorySlots: [BandwidthSlots]
     /// The granularity of the bandwidth timeline.
     static let bandwidthSlotCycles = 10_000.0
     /// Per CPU: pages left in its per-CPU list, folios in its pagevec.
@@ -98,8 +96,7 @@ public final class SimulatedTime: @unchecked Sendable {
         contended = Array(repeating: 0, count: LockClass.allCases.count)
         acquisitions = Array(repeating: 0, count: LockClass.allCases.count)
         let sockets = (cpuCount + parameters.cpusPerSocket - 1) / parameters.cpusPerSocket
-        memorySlots = Array(repeating: [:], count: max(1, sockets))
-        lowestSlots = Array(repeating: .max, count: max(1, sockets))
+        memorySlots = Array(repeating: BandwidthSlots(), count: max(1, sockets))
         lastLockKeys = ContiguousArray(repeating: .max, count: 2 * cpuCount)
         lastLockIndices = ContiguousArray(repeating: 0, count: 2 * cpuCount)
         pcpPages = Array(repeating: 0, count: cpuCount)
@@ -205,27 +202,15 @@ public final class SimulatedTime: @unchecked Sendable {
         while left > 0 {
             let slotEnd = Double(index + 1) * slot
             let coreBytes = (slotEnd - now) * zeroRate
-            let used = memorySlots[s][index] ?? 0
+            let used = memorySlots[s][index]
             let take = min(left, coreBytes, max(0, capacity - used))
-            if take > 0 {
-                memorySlots[s][index] = used + take
-                if index < lowestSlots[s] { lowestSlots[s] = index }
-            }
+            if take > 0 { memorySlots[s].set(index, used + take) }
             left -= take
             now = left > 0 ? slotEnd : now + take / zeroRate
             index += 1
         }
         // Slots far behind are dropped once there are many: those more than 2,048 slots before `t`.
-        let count = memorySlots[s].count
-        if count > 4096, first - 2048 > lowestSlots[s] {
-            let floor = first - 2048
-            if floor - lowestSlots[s] <= count {
-                for k in lowestSlots[s]..<floor { memorySlots[s].removeValue(forKey: k) }
-            } else {
-                memorySlots[s] = memorySlots[s].filter { $0.key >= floor }
-            }
-            lowestSlots[s] = floor
-        }
+        if memorySlots[s].count > 4096 { memorySlots[s].drop(below: first - 2048) }
         let stall = max(0, now - (t + Double(bytes) / zeroRate))
         bandwidthCycles += stall
         return stall

@@ -104,6 +104,38 @@ struct SimulatedTimeTests {
         #expect(delayed > 1_000 && early > 100)
     }
 
+    @Test("bandwidth slots answer as a dictionary of slot to bytes would, through late requests, jumps and drops")
+    func bandwidthSlotsMatchDictionary() {
+        var slots = BandwidthSlots(), plain: [Int: Double] = [:]
+        var rng = SplitMix64(seed: 7)
+        var front = 0
+        var mismatches = 0, farWrites = 0, drops = 0
+        for n in 0..<40_000 {
+            // The front of time moves by a few slots, now and then by far more than the ring holds.
+            front += Int(rng.next() % 3) + (n % 5_000 == 0 ? BandwidthSlots.ringSlots * 3 : 0)
+            let behind = n % 11 == 0 ? Int(rng.next() % UInt64(3 * BandwidthSlots.ringSlots)) : Int(rng.next() % 8)
+            let slot = max(0, front - behind)
+            if slot < front - BandwidthSlots.ringSlots { farWrites += 1 }
+            if slots[slot] != (plain[slot] ?? 0) { mismatches += 1 }
+            let bytes = (plain[slot] ?? 0) + Double(1 + rng.next() % 100)
+            slots.set(slot, bytes)
+            plain[slot] = bytes
+            // SimulatedTime drops below 2,048 slots before the request once 4,096 slots carry
+            // bytes; smaller numbers here, so that drops come often.
+            if plain.count > 256 {
+                let floor = slot - 128
+                slots.drop(below: floor)
+                let before = plain.count
+                plain = plain.filter { $0.key >= floor }
+                if plain.count < before { drops += 1 }
+            }
+            if slots.count != plain.count { mismatches += 1 }
+        }
+        for (slot, bytes) in plain where slots[slot] != bytes { mismatches += 1 }
+        #expect(mismatches == 0)
+        #expect(farWrites > 1_000 && drops > 100)
+    }
+
     @Test("machines up to 256 CPUs: a shootdown reaches a CPU above 64 and is counted per CPU")
     func manyCPUs() throws {
         var configuration = KernelConfiguration(memoryBytes: 64 << 20, mode: .metadata, watermarks: .zero)
