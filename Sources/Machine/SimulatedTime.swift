@@ -63,8 +63,13 @@ public final class SimulatedTime: @unchecked Sendable {
     /// System calls charged.
     public private(set) var systemCalls = 0
 
-    /// Split PTE and PMD locks, by pid and table.
-    @exclusivity(unchecked) private var locks: [UInt64: Timeline] = [:]
+    /// Split PTE and PMD locks, by pid and table (`key(_:_:_:)`): the index of each one's timeline.
+    private var lockIndex: [UInt64: Int] = [:]
+    @exclusivity(unchecked) private var lockTimelines = ContiguousArray<Timeline>()
+    /// Per CPU and kind of split lock (PTE, PMD): the key it looked up last and its index. A CPU's
+    /// faults mostly fall in the 2 MiB range of its previous one, so this spares the hash lookup.
+    @exclusivity(unchecked) private var lastLockKeys: ContiguousArray<UInt64>
+    @exclusivity(unchecked) private var lastLockIndices: ContiguousArray<Int>
     /// Per address space (by `mmIndex`): its mmap lock's count line and its `page_table_lock`.
     @exclusivity(unchecked) private var countLines: [Timeline] = []
     @exclusivity(unchecked) private var pageTableLocks: [Timeline] = []
@@ -72,10 +77,10 @@ public final class SimulatedTime: @unchecked Sendable {
     @exclusivity(unchecked) private var lastPID = -1, lastMM = 0
     /// `zone->lock` and `lru_lock` (one zone, one node).
     @exclusivity(unchecked) private var zoneLock = Timeline(), lruLock = Timeline()
-    /// When the mmap lock held for writing is next free, by pid.
-    @exclusivity(unchecked) private var writerFreeAt: [Int: Double] = [:]
+    /// When the mmap lock held for writing is next free, by `mmIndex`.
+    @exclusivity(unchecked) private var writerFreeAt = ContiguousArray<Double>()
     /// Per socket: bytes its memory channels carry in each slot of `bandwidthSlotCycles`, by slot.
-    @exclusivity(unchecked) private var memorySlots: [[Int: Double]]
+    @exclusivity(unchecked) private var memorySlots: [BandwidthSlots]
     /// The granularity of the bandwidth timeline.
     static let bandwidthSlotCycles = 10_000.0
     /// Per CPU: pages left in its per-CPU list, folios in its pagevec.
@@ -91,7 +96,9 @@ public final class SimulatedTime: @unchecked Sendable {
         contended = Array(repeating: 0, count: LockClass.allCases.count)
         acquisitions = Array(repeating: 0, count: LockClass.allCases.count)
         let sockets = (cpuCount + parameters.cpusPerSocket - 1) / parameters.cpusPerSocket
-        memorySlots = Array(repeating: [:], count: max(1, sockets))
+        memorySlots = Array(repeating: BandwidthSlots(), count: max(1, sockets))
+        lastLockKeys = ContiguousArray(repeating: .max, count: 2 * cpuCount)
+        lastLockIndices = ContiguousArray(repeating: 0, count: 2 * cpuCount)
         pcpPages = Array(repeating: 0, count: cpuCount)
         pagevecFolios = Array(repeating: 0, count: cpuCount)
         let zero = description.timing.zeroPageCycles
@@ -102,9 +109,29 @@ public final class SimulatedTime: @unchecked Sendable {
     @inline(__always) func socket(_ cpu: Int) -> Int { cpu / parameters.cpusPerSocket }
 
     /// What moving a line last written by `from` to `to` costs.
-    @inline(__always) func transfer(from: Int32, to: Int) -> Double {
+    @inline(__always) func transfer(from: Int32, to: Int) -> Double { Self.transfer(parameters, from: from, to: to) }
+
+    @inline(__always) static func transfer(_ p: ContentionParameters, from: Int32, to: Int) -> Double {
         if from < 0 || Int(from) == to { return 0 }
-        return socket(Int(from)) == socket(to) ? parameters.sameSocketTransferCycles : parameters.remoteSocketTransferCycles
+        return Int(from) / p.cpusPerSocket == to / p.cpusPerSocket ? p.sameSocketTransferCycles : p.remoteSocketTransferCycles
+    }
+
+    /// The timeline of the split lock `key` (`kind` 0 for a PTE table's, 1 for a PMD table's), and
+    /// whether it was made now (nobody took the lock before).
+    @inline(__always) private func splitLock(_ key: UInt64, kind: Int, cpu: Int) -> (index: Int, new: Bool) {
+        let memo = 2 &* cpu &+ kind
+        if lastLockKeys[memo] == key { return (lastLockIndices[memo], false) }
+        let index: Int, new: Bool
+        if let known = lockIndex[key] {
+            index = known; new = false
+        } else {
+            index = lockTimelines.count; new = true
+            lockIndex[key] = index
+            lockTimelines.append(Timeline())
+        }
+        lastLockKeys[memo] = key
+        lastLockIndices[memo] = index
+        return (index, new)
     }
 
     /// The index of `pid`'s timelines, made on first use.
@@ -117,6 +144,7 @@ public final class SimulatedTime: @unchecked Sendable {
             i = countLines.count
             mmIndex[pid] = i
             countLines.append(Timeline())
+            writerFreeAt.append(0)
             pageTableLocks.append(Timeline())
         }
         lastPID = pid
@@ -131,9 +159,8 @@ public final class SimulatedTime: @unchecked Sendable {
     /// An atomic read-modify-write of a shared line at time `t` by `cpu`: the line serves one writer
     /// at a time, and a writer other than the one before it pays a transfer. Returns the delay.
     private func writeLine(_ line: inout Timeline, cpu: Int, at t: Double) -> Double {
-        let (start, previous) = line.reserve(at: t, cpu: cpu) {
-            self.transfer(from: $0, to: cpu) + self.parameters.atomicCycles
-        }
+        let p = parameters
+        let (start, previous) = line.reserve(at: t, cpu: cpu) { Self.transfer(p, from: $0, to: cpu) + p.atomicCycles }
         let move = transfer(from: previous, to: cpu)
         transferCycles += move
         return start - t + move
@@ -145,10 +172,9 @@ public final class SimulatedTime: @unchecked Sendable {
     private func acquire(_ lock: inout Timeline, _ lockClass: LockClass, cpu: Int, at t: Double, hold: Double) -> Double {
         let c = lockClass.rawValue
         acquisitions[c] &+= 1
-        let handoff = parameters.sameSocketTransferCycles
-        let (start, previous) = lock.reserve(at: t, cpu: cpu) {
-            self.transfer(from: $0, to: cpu) + hold + handoff
-        }
+        let p = parameters
+        let handoff = p.sameSocketTransferCycles
+        let (start, previous) = lock.reserve(at: t, cpu: cpu) { Self.transfer(p, from: $0, to: cpu) + hold + handoff }
         let move = transfer(from: previous, to: cpu)
         transferCycles += move
         if start > t {
@@ -171,21 +197,20 @@ public final class SimulatedTime: @unchecked Sendable {
         let capacity = parameters.socketBandwidthBytesPerCycle * slot
         var left = Double(bytes)
         var now = t
-        var index = Int(t / slot)
+        let first = Int(t / slot)
+        var index = first
         while left > 0 {
             let slotEnd = Double(index + 1) * slot
             let coreBytes = (slotEnd - now) * zeroRate
-            let used = memorySlots[s][index] ?? 0
+            let used = memorySlots[s][index]
             let take = min(left, coreBytes, max(0, capacity - used))
-            if take > 0 { memorySlots[s][index] = used + take }
+            if take > 0 { memorySlots[s].set(index, used + take) }
             left -= take
             now = left > 0 ? slotEnd : now + take / zeroRate
             index += 1
         }
-        if memorySlots[s].count > 4096 {
-            let floor = Int(t / slot) - 2048
-            memorySlots[s] = memorySlots[s].filter { $0.key >= floor }
-        }
+        // Slots far behind are dropped once there are many: those more than 2,048 slots before `t`.
+        if memorySlots[s].count > 4096 { memorySlots[s].drop(below: first - 2048) }
         let stall = max(0, now - (t + Double(bytes) / zeroRate))
         bandwidthCycles += stall
         return stall
@@ -198,7 +223,7 @@ public final class SimulatedTime: @unchecked Sendable {
         var delay = 0.0
         let m = mm(pid)
         // down_read(): the rwsem's count, after any writer.
-        delay += max(0, (writerFreeAt[pid] ?? 0) - start)
+        delay += max(0, writerFreeAt[m] - start)
         delay += writeLine(&countLines[m], cpu: cpu, at: start + delay)
         acquisitions[LockClass.mmapLock.rawValue] &+= 1
         let va = fault.address.rawValue
@@ -206,7 +231,8 @@ public final class SimulatedTime: @unchecked Sendable {
         let pmdClass: LockClass = splitPMD ? .pmdPTL : .pageTableLock
         /// The PMD lock of `va`: the mm's page_table_lock, or the PMD table's split lock.
         func takePMDLock(at t: Double, hold: Double) -> Double {
-            splitPMD ? acquire(&locks[Self.key(3, pid, va >> 30), default: Timeline()], pmdClass, cpu: cpu, at: t, hold: hold)
+            splitPMD ? acquire(&lockTimelines[splitLock(Self.key(3, pid, va >> 30), kind: 1, cpu: cpu).index], pmdClass,
+                               cpu: cpu, at: t, hold: hold)
                      : acquire(&pageTableLocks[m], pmdClass, cpu: cpu, at: t, hold: hold)
         }
         if fault.hugePages > 0 {
@@ -224,12 +250,12 @@ public final class SimulatedTime: @unchecked Sendable {
         if fault.hugePages > 0 {
             delay += takePMDLock(at: end - p.hugePMDHoldCycles + delay, hold: p.hugePMDHoldCycles)
         } else if fault.basePages > 0 || fault.mapped != nil {
-            let ptlKey = Self.key(4, pid, va >> 21)
-            if locks[ptlKey] == nil {
+            let ptl = splitLock(Self.key(4, pid, va >> 21), kind: 0, cpu: cpu)
+            if ptl.new {
                 // The first fault in the 2 MiB range installs its PTE table.
                 delay += takePMDLock(at: start + delay, hold: p.pteTableInstallHoldCycles)
             }
-            delay += acquire(&locks[ptlKey, default: Timeline()], .ptl, cpu: cpu, at: end - p.ptePTEHoldCycles + delay, hold: p.ptePTEHoldCycles)
+            delay += acquire(&lockTimelines[ptl.index], .ptl, cpu: cpu, at: end - p.ptePTEHoldCycles + delay, hold: p.ptePTEHoldCycles)
         }
         if fault.hugePages > 0 || fault.basePages > 0 {
             pagevecFolios[cpu] += 1
@@ -253,12 +279,13 @@ public final class SimulatedTime: @unchecked Sendable {
         if changesVMAs {
             // The writer takes the count's line like a reader, then excludes readers while it works.
             let t = now + delay
-            let lineDelay = writeLine(&countLines[mm(pid)], cpu: cpu, at: max(t, writerFreeAt[pid] ?? 0))
-            let wait = max(0, (writerFreeAt[pid] ?? 0) - t) + lineDelay
+            let m = mm(pid)
+            let lineDelay = writeLine(&countLines[m], cpu: cpu, at: max(t, writerFreeAt[m]))
+            let wait = max(0, writerFreeAt[m] - t) + lineDelay
             acquisitions[LockClass.mmapLock.rawValue] &+= 1
             if wait > 0 { contended[LockClass.mmapLock.rawValue] &+= 1 }
             waitCycles[LockClass.mmapLock.rawValue] += wait
-            writerFreeAt[pid] = t + wait + parameters.mmapWriteHoldCycles
+            writerFreeAt[m] = t + wait + parameters.mmapWriteHoldCycles
             delay += wait + parameters.mmapWriteHoldCycles
         }
         extraCycles[cpu] += delay
@@ -278,38 +305,73 @@ public final class SimulatedTime: @unchecked Sendable {
 /// When a lock or a shared line is busy: the intervals reserved on it, in time order, each with the
 /// CPU that reserved it. CPUs reach it in simulated-time order only up to a scheduling quantum, so a
 /// request may fall before reservations already made: it takes the first gap long enough from its
-/// time. Only the latest `capacity` intervals are kept (older ones lie far behind every CPU's clock).
+/// time. Only the latest `capacity` intervals are kept (older ones lie far behind every CPU's clock):
+/// past `capacity`, the oldest half is dropped.
+///
+/// ```
+///   storage: [ free … free | oldest … newest ]
+///              0 ..< head    head ..< storage.count
+/// ```
+/// Dropping the oldest moves `head`; an insertion nearer the front than the back moves the front
+/// part down into a free slot, one nearer the back moves the back part up, so neither moves much of
+/// a timeline whose requests are mostly late.
 struct Timeline {
     private struct Interval { var start: Double; var end: Double; var holder: Int32 }
-    private var intervals = ContiguousArray<Interval>()
+    private var storage = ContiguousArray<Interval>()
+    /// Where the kept intervals start in `storage`.
+    private var head = 0
     static let capacity = 256
 
     /// Reserves the first gap at or after `t` long enough for `duration(previous holder)`; returns its
     /// start and the CPU that held it before (-1 if none).
     mutating func reserve(at t: Double, cpu: Int, duration: (Int32) -> Double) -> (start: Double, previous: Int32) {
+        let first = head, n = storage.count
         // The first interval that ends after `t` (searching from the end: requests are mostly late).
-        var i = intervals.count
-        if i > 0 && intervals[i - 1].end > t {
+        var i = n
+        if i > first && storage[i - 1].end > t {
             // Binary search: intervals do not overlap, so their ends are in order.
-            var lo = 0, hi = i - 1
+            var lo = first, hi = i - 1
             while lo < hi {
                 let mid = (lo + hi) / 2
-                if intervals[mid].end > t { hi = mid } else { lo = mid + 1 }
+                if storage[mid].end > t { hi = mid } else { lo = mid + 1 }
             }
             i = lo
         }
         var start = t
         while true {
-            let previous: Int32 = i > 0 ? intervals[i - 1].holder : -1
+            let previous: Int32 = i > first ? storage[i - 1].holder : -1
             let d = duration(previous)
-            if i == intervals.count || start + d <= intervals[i].start {
-                let interval = Interval(start: start, end: start + d, holder: Int32(cpu))
-                if i == intervals.count { intervals.append(interval) } else { intervals.insert(interval, at: i) }
-                if intervals.count > Self.capacity { intervals.removeFirst(Self.capacity / 2) }
+            if i == n || start + d <= storage[i].start {
+                insert(Interval(start: start, end: start + d, holder: Int32(cpu)), at: i)
                 return (start, previous)
             }
-            start = max(start, intervals[i].end)
+            start = max(start, storage[i].end)
             i += 1
+        }
+    }
+
+    /// Inserts `interval` before `storage[i]`, then drops the oldest half past `capacity`.
+    private mutating func insert(_ interval: Interval, at i: Int) {
+        let n = storage.count
+        if i == n {
+            storage.append(interval)
+        } else if head > 0 && i - head < n - i {
+            storage.withUnsafeMutableBufferPointer { b in
+                let base = b.baseAddress!
+                (base + head - 1).moveInitialize(from: base + head, count: i - head)
+                base[i - 1] = interval
+            }
+            head -= 1
+        } else {
+            storage.insert(interval, at: i)
+        }
+        if storage.count - head > Self.capacity {
+            head += Self.capacity / 2
+            // Keep half a timeline of free slots in front; give back the rest.
+            if head >= Self.capacity {
+                storage.removeFirst(head - Self.capacity / 2)
+                head = Self.capacity / 2
+            }
         }
     }
 }

@@ -60,6 +60,82 @@ struct SimulatedTimeTests {
         #expect(t.reserve(at: 100, cpu: 4) { _ in 950 } == (1_110, 3))
     }
 
+    @Test("a timeline answers as a plain sorted list of its latest 256 intervals would, over thousands of out-of-order requests")
+    func timelineMatchesPlainList() {
+        /// The specification: every interval in one sorted array, the oldest half dropped past 256.
+        struct PlainTimeline {
+            var intervals: [(start: Double, end: Double, holder: Int32)] = []
+            mutating func reserve(at t: Double, cpu: Int, duration: (Int32) -> Double) -> (Double, Int32) {
+                var i = intervals.firstIndex { $0.end > t } ?? intervals.count
+                var start = t
+                while true {
+                    let previous: Int32 = i > 0 ? intervals[i - 1].holder : -1
+                    let d = duration(previous)
+                    if i == intervals.count || start + d <= intervals[i].start {
+                        intervals.insert((start, start + d, Int32(cpu)), at: i)
+                        if intervals.count > 256 { intervals.removeFirst(128) }
+                        return (start, previous)
+                    }
+                    start = max(start, intervals[i].end)
+                    i += 1
+                }
+            }
+        }
+        var fast = Timeline(), plain = PlainTimeline()
+        var rng = SplitMix64(seed: 20)
+        var clock = 0.0
+        var mismatches = 0, delayed = 0, early = 0
+        for n in 0..<20_000 {
+            // Requests mostly near the front of time, some far behind it (a CPU a quantum late), of
+            // lengths that depend on the previous holder as a transfer does.
+            clock += Double(rng.next() % 300)
+            let t = max(0, clock - Double(rng.next() % (n % 7 == 0 ? 20_000 : 600)))
+            let cpu = Int(rng.next() % 8)
+            let base = Double(10 + rng.next() % 120)
+            let cost: (Int32) -> Double = { $0 < 0 || Int($0) == cpu ? base : base + 110 }
+            let a = fast.reserve(at: t, cpu: cpu, duration: cost)
+            let b = plain.reserve(at: t, cpu: cpu, duration: cost)
+            if a.start != b.0 || a.previous != b.1 { mismatches += 1 }
+            if a.start > t { delayed += 1 }
+            if a.start < clock - 1_000 { early += 1 }
+        }
+        #expect(mismatches == 0)
+        // The requests exercised waiting, gaps before later reservations, and the dropped oldest half.
+        #expect(delayed > 1_000 && early > 100)
+    }
+
+    @Test("bandwidth slots answer as a dictionary of slot to bytes would, through late requests, jumps and drops")
+    func bandwidthSlotsMatchDictionary() {
+        var slots = BandwidthSlots(), plain: [Int: Double] = [:]
+        var rng = SplitMix64(seed: 7)
+        var front = 0
+        var mismatches = 0, farWrites = 0, drops = 0
+        for n in 0..<40_000 {
+            // The front of time moves by a few slots, now and then by far more than the ring holds.
+            front += Int(rng.next() % 3) + (n % 5_000 == 0 ? BandwidthSlots.ringSlots * 3 : 0)
+            let behind = n % 11 == 0 ? Int(rng.next() % UInt64(3 * BandwidthSlots.ringSlots)) : Int(rng.next() % 8)
+            let slot = max(0, front - behind)
+            if slot < front - BandwidthSlots.ringSlots { farWrites += 1 }
+            if slots[slot] != (plain[slot] ?? 0) { mismatches += 1 }
+            let bytes = (plain[slot] ?? 0) + Double(1 + rng.next() % 100)
+            slots.set(slot, bytes)
+            plain[slot] = bytes
+            // SimulatedTime drops below 2,048 slots before the request once 4,096 slots carry
+            // bytes; smaller numbers here, so that drops come often.
+            if plain.count > 256 {
+                let floor = slot - 128
+                slots.drop(below: floor)
+                let before = plain.count
+                plain = plain.filter { $0.key >= floor }
+                if plain.count < before { drops += 1 }
+            }
+            if slots.count != plain.count { mismatches += 1 }
+        }
+        for (slot, bytes) in plain where slots[slot] != bytes { mismatches += 1 }
+        #expect(mismatches == 0)
+        #expect(farWrites > 1_000 && drops > 100)
+    }
+
     @Test("machines up to 256 CPUs: a shootdown reaches a CPU above 64 and is counted per CPU")
     func manyCPUs() throws {
         var configuration = KernelConfiguration(memoryBytes: 64 << 20, mode: .metadata, watermarks: .zero)

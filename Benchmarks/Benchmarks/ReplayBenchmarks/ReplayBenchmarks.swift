@@ -227,4 +227,6 @@ let benchmarks: @Sendable () -> Void = {
             blackHole(try! writer.finish().bytes.count)
         }
     }
+
+    registerManyCPUBenchmarks()
 }

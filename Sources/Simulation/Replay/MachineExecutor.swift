@@ -18,8 +18,8 @@ public final class MachineExecutor: WorkloadSink {
     public let machine: Machine
     @exclusivity(unchecked) public var report = ReplayReport()
     /// Per thread: its process (index into `processes`), or -1 for a thread not created yet.
-    private var threadProcess = ContiguousArray<Int32>(repeating: -1, count: 1)
-    private var processes: [AddressSpace?] = []
+    @exclusivity(unchecked) private var threadProcess = ContiguousArray<Int32>(repeating: -1, count: 1)
+    @exclusivity(unchecked) private var processes: [AddressSpace?] = []
     private var setupCounters = TranslationCounters()
     private var setupVMStat: [String: Int] = [:]
     private let baseCycles: Double
@@ -101,9 +101,9 @@ public final class MachineExecutor: WorkloadSink {
     private let timeOrdered: Bool
     /// Per thread: the accesses it made since the last ordering point, and whether each store marked
     /// its page first. Bounded by `tickInterval` accesses over all threads.
-    private var queues: [ThreadQueue] = []
+    @exclusivity(unchecked) private var queues: [ThreadQueue] = []
     /// Threads whose queue holds accesses.
-    private var queuedThreads = ContiguousArray<Int>()
+    @exclusivity(unchecked) private var queuedThreads = ContiguousArray<Int>()
     /// Accesses a thread runs before the scheduler looks at the clocks again.
     public static let quantum = 64
 
