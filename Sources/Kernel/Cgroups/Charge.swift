@@ -53,15 +53,17 @@ extension AddressSpace {
     /// caller frees the table. Elsewhere (fork, mremap) the model charges without reclaim, past the
     /// limit if need be, where Linux would reclaim or fail with ENOMEM. The root pays one branch;
     /// nothing is charged per access. `Kernel.freeTable` uncharges.
-    func chargeTable(_ table: PageTable, mayReclaim: Bool) -> Bool {
-        guard let memcg else { return true }
+    @inline(__always) func chargeTable(_ table: PageTable, mayReclaim: Bool) -> Bool {
+        guard let memcgRef else { return true }
         if mayReclaim {
             guard charge(table.pfn, order: .base) else { return false }
         } else {
-            memcg.forceCharge(1)
-            kernel.memoryCgroups.record(table.pfn, pages: 1, memcg)
+            memcgRef._withUnsafeGuaranteedRef { memcg in
+                memcg.forceCharge(1)
+                kernel.chargeRecords._withUnsafeGuaranteedRef { $0.record(table.pfn, pages: 1, memcg) }
+            }
         }
-        memcg.pageTablePages.add(1, ordering: .relaxed)
+        memcgRef._withUnsafeGuaranteedRef { $0.pageTablePages.add(1, ordering: .relaxed) }
         return true
     }
 
