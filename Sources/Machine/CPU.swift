@@ -81,6 +81,10 @@ public final class CPU: @unchecked Sendable {
     /// address space is loaded: its 4 KiB probe is the first one `TLBHierarchy.lookup` makes, so a
     /// hit there is answered inline without the level walk.
     @exclusivity(unchecked) var firstL1Data: Unmanaged<TLBArray>?
+    /// The lines of last-level page-table entries `run(_:)` prefetched recently (direct-mapped by
+    /// the 32 KiB of address space a line of entries maps, plus one; 0: empty).
+    let prefetchedLines: UnsafeMutablePointer<UInt64>
+    static var prefetchFilterSize: Int { 64 }
 
     let baseCycles: Double
     let l1Latency: Double
@@ -102,7 +106,11 @@ public final class CPU: @unchecked Sendable {
         walkStartCycles = description.timing.walkStartCycles
         fixedReferenceCost = description.caches.count > 1 ? description.caches[1].latency : l1Latency
         mlp = max(1, description.timing.memoryLevelParallelism)
+        prefetchedLines = .allocate(capacity: Self.prefetchFilterSize)
+        prefetchedLines.initialize(repeating: 0, count: Self.prefetchFilterSize)
     }
+
+    deinit { prefetchedLines.deallocate() }
 
     /// Loads `mm` (Linux: `switch_mm_irqs_off()`: CR3 with the mm's PCID, the CPU joins
     /// `mm_cpumask()`). Translations of other address spaces stay, tagged by their ASID.

@@ -16,6 +16,23 @@ extension Kernel {
     /// The table an upper-level entry points at, for a hardware walker (Linux: `pmd_page_vaddr()`).
     package func pageTable(at entry: PageTableEntry) -> PageTable { table(at: entry) }
 
+    /// Where the last-level entry a walk of `va` from `root` would read lives in host memory, or nil
+    /// when an upper entry is not present or maps a huge page; reads entries without setting any bit
+    /// (the Machine's CPUs prefetch it a few accesses ahead of their walks, so the walk's one host
+    /// cache miss overlaps the accesses before it).
+    package func leafEntryAddress(_ va: UInt64, root: PageTable) -> UnsafeRawPointer? {
+        var table = root
+        var level = PageTableLevel.pgd
+        while level != .pte {
+            let entry = PageTableEntry(rawValue: table.entries[Int(truncatingIfNeeded: (va >> level.shift) & 511)]
+                .load(ordering: .relaxed))
+            guard entry.isPresent && !entry.isHuge else { return nil }
+            table = self.table(at: entry)
+            level = level.lower.unsafelyUnwrapped
+        }
+        return UnsafeRawPointer(table.entries + Int(truncatingIfNeeded: (va >> 12) & 511))
+    }
+
     /// The table that lives in frame `pfn` (the walker's paging-structure caches keep frames).
     /// - Precondition: `pfn` holds a page table.
     package func pageTable(frame pfn: PFN) -> PageTable {
