@@ -34,8 +34,12 @@ extension CPU {
         // the host's caches otherwise waits for host memory twice. Hints only; they change no
         // simulated state.
         // One reference to the kernel per batch, none per record.
-        let walked: (kernel: Unmanaged<Kernel>, root: PageTable)? = nested == nil
+        // Only while the stream walks: after a batch that walked for fewer than one record in
+        // `lookAheadWalkRatio` (sequential and local streams), the next batch looks nowhere ahead.
+        let walked: (kernel: Unmanaged<Kernel>, root: PageTable)? = nested == nil && lookAhead
             ? kernel.flatMap { k in root.map { (.passUnretained(k), $0) } } : nil
+        let walksBefore = tally.walks
+        defer { lookAhead = (tally.walks &- walksBefore) &* Self.lookAheadWalkRatio >= records.count }
         if let walked {
             for i in 0..<min(Self.prefetchDistance, records.count) {
                 prefetchLeafEntry(records[i].address, walked.kernel, walked.root)
@@ -78,6 +82,8 @@ extension CPU {
     /// access to complete behind the accesses in between.
     static var prefetchDistance: Int { 4 }
     static var recordPrefetchDistance: Int { 8 }
+    /// A batch looks ahead when the one before walked for at least one record in this many.
+    static var lookAheadWalkRatio: Int { 16 }
 
     /// Prefetches the last-level entry that a walk of `address` would read, unless a recent prefetch
     /// covered the same 64-byte line of entries (eight 4 KiB pages): sequential and local streams,

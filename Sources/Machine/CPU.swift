@@ -84,6 +84,8 @@ public final class CPU: @unchecked Sendable {
     /// The lines of last-level page-table entries `run(_:)` prefetched recently (direct-mapped by
     /// the 32 KiB of address space a line of entries maps, plus one; 0: empty).
     let prefetchedLines: UnsafeMutablePointer<UInt64>
+    /// Whether `run(_:)` looks ahead in its next batch (the last one walked often enough).
+    @exclusivity(unchecked) var lookAhead = true
     static var prefetchFilterSize: Int { 64 }
 
     let baseCycles: Double
