@@ -27,7 +27,7 @@ let package = Package(
         .target(name: "VMCore", dependencies: ["HostIntrinsics"]),
         .target(name: "PhysicalMemory", dependencies: ["VMCore", "HostIntrinsics"]),
         .target(name: "Kernel", dependencies: ["VMCore", "PhysicalMemory"]),
-        .target(name: "Machine", dependencies: ["VMCore", "PhysicalMemory", "Kernel", .product(name: "Histogram", package: "hdrhistogram-swift")]),
+        .target(name: "Machine", dependencies: ["VMCore", "PhysicalMemory", "Kernel", "HostIntrinsics", .product(name: "Histogram", package: "hdrhistogram-swift")]),
         .target(name: "Workloads", dependencies: ["VMCore", "PhysicalMemory", "Kernel", "Machine"]),
         .target(name: "Simulation", dependencies: ["VMCore", "PhysicalMemory", "Kernel", "Machine", "Workloads"]),
         .target(name: "Scenarios", dependencies: ["VMCore", "PhysicalMemory", "Kernel", "Simulation"]),

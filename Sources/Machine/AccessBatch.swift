@@ -1,5 +1,6 @@
 import VMCore
 import Kernel
+import HostIntrinsics
 
 /// One entry of a batch of program accesses for `CPU.run(_:)`: `count` accesses of one kind to the
 /// page of `address`. A run of `count` accesses keeps one access's TLB state: it costs one access
@@ -27,7 +28,41 @@ extension CPU {
     /// kernel could not resolve, with its fault (that record's first access was counted; the records
     /// after it were not run).
     public func run(_ records: UnsafeBufferPointer<AccessRecord>) -> (completed: Int, fault: AccessFault?) {
+        // The page-table entries of the accesses `prefetchDistance` ahead are fetched into the host's
+        // caches while this one runs, and the frame records of their tables (which the kernel's
+        // table lookup reads first) `recordPrefetchDistance` ahead: a walk over tables larger than
+        // the host's caches otherwise waits for host memory twice. Hints only; they change no
+        // simulated state.
+        // One reference to the kernel per batch, none per record.
+        // Only while the stream walks: after a batch that walked for fewer than one record in
+        // `lookAheadWalkRatio` (sequential and local streams), the next batch looks nowhere ahead.
+        let walked: (kernel: Unmanaged<Kernel>, root: PageTable)? = nested == nil && lookAhead
+            ? kernel.flatMap { k in root.map { (.passUnretained(k), $0) } } : nil
+        let walksBefore = tally.walks
+        defer { lookAhead = (tally.walks &- walksBefore) &* Self.lookAheadWalkRatio >= records.count }
+        if let walked {
+            for i in 0..<min(Self.prefetchDistance, records.count) {
+                prefetchLeafEntry(records[i].address, walked.kernel, walked.root)
+            }
+        }
+        // The 32 KiB of address space of the last line of entries looked at: a record there (the
+        // common case of sequential and local streams) needs no lookup at all.
+        var lastLine = UInt64.max, lastFarLine = UInt64.max
         for i in records.indices {
+            if let walked, i &+ Self.recordPrefetchDistance < records.count {
+                let address = records[i &+ Self.recordPrefetchDistance].address
+                if address >> 15 != lastFarLine {
+                    lastFarLine = address >> 15
+                    prefetchLeafTableRecord(address, walked.kernel, walked.root)
+                }
+            }
+            if let walked, i &+ Self.prefetchDistance < records.count {
+                let address = records[i &+ Self.prefetchDistance].address
+                if address >> 15 != lastLine {
+                    lastLine = address >> 15
+                    prefetchLeafEntry(address, walked.kernel, walked.root)
+                }
+            }
             let r = records[i]
             switch access(VirtualAddress(r.address), r.kind) {
             case .success:
@@ -41,5 +76,35 @@ extension CPU {
             }
         }
         return (records.count, nil)
+    }
+
+    /// How many records ahead `run(_:)` prefetches page-table entries: enough for a host memory
+    /// access to complete behind the accesses in between.
+    static var prefetchDistance: Int { 4 }
+    static var recordPrefetchDistance: Int { 8 }
+    /// A batch looks ahead when the one before walked for at least one record in this many.
+    static var lookAheadWalkRatio: Int { 16 }
+
+    /// Prefetches the last-level entry that a walk of `address` would read, unless a recent prefetch
+    /// covered the same 64-byte line of entries (eight 4 KiB pages): sequential and local streams,
+    /// whose entries stay in the host's caches, skip the lookup.
+    @inline(__always)
+    func prefetchLeafEntry(_ address: UInt64, _ kernel: Unmanaged<Kernel>, _ root: PageTable) {
+        let line = address >> 15
+        let slot = Int(truncatingIfNeeded: line & UInt64(Self.prefetchFilterSize &- 1))
+        if prefetchedLines[slot] == line &+ 1 { return }
+        prefetchedLines[slot] = line &+ 1
+        let target = kernel._withUnsafeGuaranteedRef { $0.leafEntryAddress(address, root: root) }
+        if let target { thpsim_prefetch(target) }
+    }
+
+    /// Prefetches the frame record of the last-level table a walk of `address` reaches, unless the
+    /// line of entries was prefetched recently (then its table's record was read too).
+    @inline(__always)
+    func prefetchLeafTableRecord(_ address: UInt64, _ kernel: Unmanaged<Kernel>, _ root: PageTable) {
+        let line = address >> 15
+        if prefetchedLines[Int(truncatingIfNeeded: line & UInt64(Self.prefetchFilterSize &- 1))] == line &+ 1 { return }
+        let target = kernel._withUnsafeGuaranteedRef { $0.leafTableRecordAddress(address, root: root) }
+        if let target { thpsim_prefetch(target) }
     }
 }

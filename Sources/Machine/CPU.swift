@@ -81,6 +81,12 @@ public final class CPU: @unchecked Sendable {
     /// address space is loaded: its 4 KiB probe is the first one `TLBHierarchy.lookup` makes, so a
     /// hit there is answered inline without the level walk.
     @exclusivity(unchecked) var firstL1Data: Unmanaged<TLBArray>?
+    /// The lines of last-level page-table entries `run(_:)` prefetched recently (direct-mapped by
+    /// the 32 KiB of address space a line of entries maps, plus one; 0: empty).
+    let prefetchedLines: UnsafeMutablePointer<UInt64>
+    /// Whether `run(_:)` looks ahead in its next batch (the last one walked often enough).
+    @exclusivity(unchecked) var lookAhead = true
+    static var prefetchFilterSize: Int { 64 }
 
     let baseCycles: Double
     let l1Latency: Double
@@ -102,7 +108,11 @@ public final class CPU: @unchecked Sendable {
         walkStartCycles = description.timing.walkStartCycles
         fixedReferenceCost = description.caches.count > 1 ? description.caches[1].latency : l1Latency
         mlp = max(1, description.timing.memoryLevelParallelism)
+        prefetchedLines = .allocate(capacity: Self.prefetchFilterSize)
+        prefetchedLines.initialize(repeating: 0, count: Self.prefetchFilterSize)
     }
+
+    deinit { prefetchedLines.deallocate() }
 
     /// Loads `mm` (Linux: `switch_mm_irqs_off()`: CR3 with the mm's PCID, the CPU joins
     /// `mm_cpumask()`). Translations of other address spaces stay, tagged by their ASID.
@@ -145,12 +155,13 @@ public final class CPU: @unchecked Sendable {
             return .success(PFN(frame))
         }
         if kind != .execute, let l1 = firstL1Data {
-            // The first probe of the L1 lookup; a miss changes nothing, so the full path may repeat it.
+            // The first probe of the L1 lookup; a miss changes nothing, so the full path starts after it.
             let hit: TLBEntry? = l1._withUnsafeGuaranteedRef { a in
                 let slot = a.lookup(page: page, size: .size4K, asid: asid)
                 return slot >= 0 ? TLBEntry(rawValue: a.payload(slot)) : nil
             }
-            if let entry = hit, Self.permits(entry, kind) {
+            guard let entry = hit else { return accessThroughTLBs(va, kind, probedFirst4K: true) }
+            if Self.permits(entry, kind) {
                 tally.accesses &+= 1
                 tally.l1Hits &+= 1
                 // `complete(_:_:_:_:)` for a 4 KiB data page.
@@ -198,13 +209,14 @@ public final class CPU: @unchecked Sendable {
     }
 
     /// The access when the last-translation filter missed: L1, L2, walk, fault.
+    /// `probedFirst4K`: `access` already probed the first L1 data array for the 4 KiB page and missed.
     @inline(never)
-    func accessThroughTLBs(_ va: VirtualAddress, _ kind: MemoryAccess) -> Result<PFN, AccessFault> {
+    func accessThroughTLBs(_ va: VirtualAddress, _ kind: MemoryAccess, probedFirst4K: Bool = false) -> Result<PFN, AccessFault> {
         precondition(mm != nil, "CPU \(id) runs no address space")
         tally.accesses &+= 1
         let v = va.rawValue
         let levels = kind == .execute ? tlb.instructionLevels : tlb.dataLevels
-        if let hit = TLBHierarchy.lookup(levels.l1, va: v, asid: asid) {
+        if let hit = TLBHierarchy.lookup(levels.l1, va: v, asid: asid, skippingFirst4K: probedFirst4K) {
             let entry = TLBHierarchy.payload(levels.l1, hit)
             if Self.permits(entry, kind) {
                 tally.l1Hits &+= 1

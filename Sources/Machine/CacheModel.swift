@@ -166,16 +166,30 @@ public final class CacheModel: @unchecked Sendable {
 
     @inline(__always)
     private static func touch(set: UnsafeMutablePointer<UInt64>, ways: Int, key: UInt64, dirty: UInt64) -> (hit: Bool, victim: UInt64) {
-        // The common associativities with a constant trip count, which the compiler unrolls.
-        let i = ways == 8 ? find(key, in: set, ways: 8) : ways == 16 ? find(key, in: set, ways: 16) : find(key, in: set, ways: ways)
-        let hit = i < ways
-        let victim = hit ? 0 : set[ways &- 1]
-        let carried = hit ? set[i] & dirtyBit : 0
-        let j = hit ? i : ways &- 1
-        // Ways 0..<j move down one (a memmove, overlap-safe, faster than a loop over 16 ways).
-        if j > 0 { (set + 1).update(from: set, count: j) }
+        // The common associativities with a constant trip count and move size, which the compiler
+        // unrolls and expands inline.
+        ways == 8 ? touch(set: set, fixedWays: 8, key: key, dirty: dirty)
+            : ways == 16 ? touch(set: set, fixedWays: 16, key: key, dirty: dirty)
+            : touch(set: set, fixedWays: ways, key: key, dirty: dirty)
+    }
+
+    @inline(__always)
+    private static func touch(set: UnsafeMutablePointer<UInt64>, fixedWays ways: Int, key: UInt64, dirty: UInt64) -> (hit: Bool, victim: UInt64) {
+        let i = find(key, in: set, ways: ways)
+        if i == ways {
+            // A miss: every way moves down one and the last one leaves. With a constant way count the
+            // move is a fixed-size copy done in registers, not a call to `memmove`.
+            let victim = set[ways &- 1]
+            (set + 1).update(from: set, count: ways &- 1)
+            set[0] = key | dirty
+            return (false, victim)
+        }
+        let carried = set[i] & dirtyBit
+        // A hit in way i: ways 0..<i move down one (overlap-safe, from the back).
+        var k = i
+        while k > 0 { set[k] = set[k &- 1]; k &-= 1 }
         set[0] = key | carried | dirty
-        return (hit, victim)
+        return (true, 0)
     }
 
     /// The way of `set` that holds `key` (either dirty bit), or `ways`.

@@ -60,12 +60,14 @@ public final class TLBHierarchy: @unchecked Sendable {
         public var size: PageSize
     }
 
-    /// Looks `va` up in one level's arrays, refreshing LRU on a hit.
+    /// Looks `va` up in one level's arrays, refreshing LRU on a hit. `skippingFirst4K`: the caller
+    /// already probed the first array for a 4 KiB page and missed (a miss changes nothing).
     @inline(__always)
-    public static func lookup(_ arrays: ArrayList, va: UInt64, asid: UInt16) -> Hit? {
+    public static func lookup(_ arrays: ArrayList, va: UInt64, asid: UInt16, skippingFirst4K: Bool = false) -> Hit? {
         var i = 0
         while i < arrays.count {
-            let (slot, size) = arrays.with(i) { probe($0, va: va, asid: asid) }
+            let with4K = i != 0 || !skippingFirst4K
+            let (slot, size) = arrays.with(i) { probe($0, va: va, asid: asid, with4K: with4K) }
             if slot >= 0 { return Hit(array: i, slot: slot, size: size) }
             i &+= 1
         }
@@ -74,8 +76,8 @@ public final class TLBHierarchy: @unchecked Sendable {
 
     /// One array's probes, smallest page size first: the slot and size of a hit, or slot -1.
     @inline(__always)
-    static func probe(_ a: TLBArray, va: UInt64, asid: UInt16) -> (Int, PageSize) {
-        if a.holds(.size4K) {
+    static func probe(_ a: TLBArray, va: UInt64, asid: UInt16, with4K: Bool = true) -> (Int, PageSize) {
+        if with4K && a.holds(.size4K) {
             let s = a.lookup(page: va >> 12, size: .size4K, asid: asid)
             if s >= 0 { return (s, .size4K) }
         }

@@ -304,6 +304,9 @@ public struct FrameTable: @unchecked Sendable {
 
     // MARK: Word 3: link
 
+    /// Where `pfn`'s record lives in host memory, for a host prefetch hint (nothing reads through it).
+    @inlinable public func recordAddress(_ pfn: PFN) -> UnsafeRawPointer { UnsafeRawPointer(word(pfn, 0)) }
+
     /// The link word: a tail's head PFN, a page table's slot, a shmem page's index.
     @inlinable public func link(_ pfn: PFN) -> UInt32 { word(pfn, 3).pointee.load(ordering: .acquiring) }
     @inlinable public func setLink(_ pfn: PFN, _ value: UInt32) { word(pfn, 3).pointee.store(value, ordering: .releasing) }

@@ -1,6 +1,7 @@
 // Host instructions Swift has no spelling for, used on the simulator's own hot tables: streaming
 // stores for the frame table's records of large folios, written when they are allocated and freed,
-// the spin-wait hint of spinning lock waiters, and a thread-local word (`SimulatedCPU`).
+// the spin-wait hint of spinning lock waiters, a thread-local word (`SimulatedCPU`), and a prefetch
+// hint for the simulated page tables a batch of accesses will walk.
 // Static inline functions are inlined into their Swift callers.
 #ifndef THPSIM_HOST_INTRINSICS_H
 #define THPSIM_HOST_INTRINSICS_H
@@ -37,6 +38,10 @@ static inline void thpsim_cpu_relax(void) {
 /// first, which halves the memory traffic of a large folio's records; a fence at the end orders them
 /// before any later store, so the records are visible before the folio is published. Under the
 /// thread sanitizer the stores are relaxed atomics instead, which it understands.
+/// Asks the host to bring the cache line at `address` into its caches ahead of a load (x86
+/// `prefetcht0`). A hint: it never faults and changes nothing the program can observe.
+static inline void thpsim_prefetch(const void *address) { __builtin_prefetch(address, 0, 3); }
+
 static inline void thpsim_write_frame_records(uint32_t *records, size_t count, uint32_t header, uint32_t link) {
 #if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "frame records are written as little-endian 64-bit halves"

@@ -16,6 +16,36 @@ extension Kernel {
     /// The table an upper-level entry points at, for a hardware walker (Linux: `pmd_page_vaddr()`).
     package func pageTable(at entry: PageTableEntry) -> PageTable { table(at: entry) }
 
+    /// Where the last-level entry a walk of `va` from `root` would read lives in host memory, or nil
+    /// when an upper entry is not present or maps a huge page; reads entries without setting any bit
+    /// (the Machine's CPUs prefetch it a few accesses ahead of their walks, so the walk's host cache
+    /// misses overlap the accesses before it).
+    package func leafEntryAddress(_ va: UInt64, root: PageTable) -> UnsafeRawPointer? {
+        guard let pmd = pmdEntry(va, root: root) else { return nil }
+        return UnsafeRawPointer(table(at: pmd).entries + Int(truncatingIfNeeded: (va >> 12) & 511))
+    }
+
+    /// Where the frame record of the last-level table a walk of `va` from `root` reaches lives in host
+    /// memory (the record `table(at:)` reads the table's slot from), or nil as `leafEntryAddress`.
+    package func leafTableRecordAddress(_ va: UInt64, root: PageTable) -> UnsafeRawPointer? {
+        pmdEntry(va, root: root).map { memory.frames.recordAddress($0.pfn) }
+    }
+
+    /// The present PMD entry that points at the last-level table for `va`, read without setting
+    /// any bit; nil when an entry on the way is not present or maps a huge page.
+    @inline(__always) private func pmdEntry(_ va: UInt64, root: PageTable) -> PageTableEntry? {
+        var table = root
+        var level = PageTableLevel.pgd
+        while true {
+            let entry = PageTableEntry(rawValue: table.entries[Int(truncatingIfNeeded: (va >> level.shift) & 511)]
+                .load(ordering: .relaxed))
+            guard entry.isPresent && !entry.isHuge else { return nil }
+            if level == .pmd { return entry }
+            table = self.table(at: entry)
+            level = level.lower.unsafelyUnwrapped
+        }
+    }
+
     /// The table that lives in frame `pfn` (the walker's paging-structure caches keep frames).
     /// - Precondition: `pfn` holds a page table.
     package func pageTable(frame pfn: PFN) -> PageTable {
