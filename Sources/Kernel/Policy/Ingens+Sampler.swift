@@ -71,10 +71,10 @@ extension IngensState {
             for (mm, _) in work { samples[mm.pid] = IngensSample() }
             var anonymous: [Int: Int] = [:]
             for v in seen {
-                guard var r = s.processes[v.pid]?.ranges[v.haddr] else { continue }
-                r.history = r.history << 1 | (v.young > 0 ? 1 : 0)
-                r.samples = min(r.samples + 1, 8)
-                s.processes[v.pid]!.ranges[v.haddr] = r
+                guard let box = s.processes[v.pid]?.ranges[v.haddr] else { continue }
+                box.r.history = box.r.history << 1 | (v.young > 0 ? 1 : 0)
+                box.r.samples = min(box.r.samples + 1, 8)
+                let r = box.r
                 if Self.isHot(r) { samples[v.pid]!.hotRanges += 1; s.hotRangeSamples += 1 }
                 if v.huge {
                     samples[v.pid]!.hugePages += 1
@@ -90,6 +90,7 @@ extension IngensState {
                 s.processes[pid]!.sampled = sample
             }
             // A process that exited leaves the list (`osa_hpage_exit_list()`).
+            s.last = nil
             s.processes = s.processes.filter { $0.value.mm.map { !$0.hasExited } ?? ($0.value.weight != nil) }
             s.samplePasses += 1
             let live = s.processes.values.contains { $0.mm != nil }
@@ -134,7 +135,7 @@ extension IngensState {
     /// Whether the range at `haddr` of process `pid` was accessed at each of the last four passes.
     public func isHot(pid: Int, range haddr: VirtualAddress) -> Bool {
         state.withLock { s in
-            s.processes[pid]?.ranges[haddr.alignedDown(PageGeometry.pmdSize).rawValue].map(Self.isHot) ?? false
+            s.processes[pid]?.ranges[haddr.alignedDown(PageGeometry.pmdSize).rawValue].map { Self.isHot($0.r) } ?? false
         }
     }
 }

@@ -134,13 +134,19 @@ public final class IngensState: HugepagePolicyState {
         var samples: UInt8 = 0
     }
 
+    /// A range's population in a box of its own, so that the last range a fault updated can be reached
+    /// again without a look-up (`State.last`).
+    final class RangeBox {
+        /// Read and written only under the state's lock.
+        @exclusivity(unchecked) var r = Range()
+    }
+
     /// A process's ranges and the totals the fairness metric uses.
     struct Process {
         weak var mm: AddressSpace?
         /// `mm` was set (by the process's first tracked fault), so a fault need not load the weak reference.
         var hasMM = false
-        var ranges: [UInt64: Range] = [:]
-        var populatedPages = 0
+        var ranges: [UInt64: RangeBox] = [:]
         var promotedRanges = 0
         /// Set by `setWeight(_:pid:)`; nil for the knob's default.
         var weight: Int?
@@ -160,6 +166,10 @@ public final class IngensState: HugepagePolicyState {
         var scanSleepMillisecs: UInt64
         var defaultWeight: Int
         var processes: [Int: Process] = [:]
+        /// The range the last fault updated, by pid and address: consecutive faults in one range (a
+        /// first touch of 512 pages) skip both look-ups. Cleared wherever a range or a process may
+        /// leave `processes`.
+        var last: (pid: Int, haddr: UInt64, box: RangeBox)?
         /// The promotion queue, oldest first from `head` (Ingens: `hugepage_worklist`).
         var queue: [Queued] = []
         var head = 0
@@ -252,13 +262,18 @@ public final class IngensState: HugepagePolicyState {
             var queue = false
             // The sampler wakes when a process joins its list (`khugepaged_enter()` → `osa_hpage_enter_list()`).
             if s.samplerWakeup == nil && s.scanSleepMillisecs > 0 { s.samplerWakeup = now }
-            s.processes[mm.pid, default: Process()].update(haddr.rawValue, mm) { r, p in
-                let mask: UInt64 = 1 << UInt64(page & 63)
-                guard r.bits[page >> 6] & mask == 0 else { return }
-                r.bits[page >> 6] |= mask
-                r.weight += 1
-                p += 1
-                if r.weight >= threshold && !r.committed { r.committed = true; queue = true }
+            let box: RangeBox
+            if let last = s.last, last.pid == mm.pid, last.haddr == haddr.rawValue {
+                box = last.box
+            } else {
+                box = s.processes[mm.pid, default: Process()].box(haddr.rawValue, mm)
+                s.last = (mm.pid, haddr.rawValue, box)
+            }
+            let mask: UInt64 = 1 << UInt64(page & 63)
+            if box.r.bits[page >> 6] & mask == 0 {
+                box.r.bits[page >> 6] |= mask
+                box.r.weight += 1
+                if box.r.weight >= threshold && !box.r.committed { box.r.committed = true; queue = true }
             }
             if queue {
                 s.queue.append(Queued(mm: mm, pid: mm.pid, haddr: haddr))
@@ -270,21 +285,24 @@ public final class IngensState: HugepagePolicyState {
     /// Clears the bits of `[start, end)` of process `pid` (Ingens: `osa_clear_poplmap_range()`).
     func depopulate(_ pid: Int, _ start: VirtualAddress, _ end: VirtualAddress) {
         state.withLock { s in
+            s.last = nil
             guard var process = s.processes.removeValue(forKey: pid) else { return }
             var haddr = start.alignedDown(PageGeometry.pmdSize)
             while haddr < end {
-                if var r = process.ranges[haddr.rawValue] {
+                if let box = process.ranges[haddr.rawValue] {
+                    var r = box.r
                     let from = max(start, haddr), to = min(end, haddr + PageGeometry.pmdSize)
                     var page = Int((from.rawValue - haddr.rawValue) >> PageGeometry.pageShift)
                     let last = Int((to.rawValue - haddr.rawValue) >> PageGeometry.pageShift)
                     while page < last {
                         let mask: UInt64 = 1 << UInt64(page & 63)
-                        if r.bits[page >> 6] & mask != 0 { r.bits[page >> 6] &= ~mask; r.weight -= 1; process.populatedPages -= 1 }
+                        if r.bits[page >> 6] & mask != 0 { r.bits[page >> 6] &= ~mask; r.weight -= 1 }
                         page += 1
                     }
                     r.committed = false
                     if r.promoted { r.promoted = false; process.promotedRanges -= 1 }
-                    process.ranges[haddr.rawValue] = r.weight == 0 ? nil : r
+                    box.r = r
+                    if r.weight == 0 { process.ranges[haddr.rawValue] = nil }
                 }
                 haddr = haddr + PageGeometry.pmdSize
             }
@@ -308,7 +326,7 @@ public final class IngensState: HugepagePolicyState {
                     s.queue.removeFirst(s.head); s.head = 0     // served entries go, in O(1) amortized
                 }
                 guard let mm = q.mm, !mm.hasExited else { continue }
-                guard (s.processes[q.pid]?.ranges[q.haddr.rawValue]?.weight ?? 0) >= threshold else {
+                guard (s.processes[q.pid]?.ranges[q.haddr.rawValue]?.r.weight ?? 0) >= threshold else {
                     s.staleQueued += 1
                     continue
                 }
@@ -353,7 +371,7 @@ public final class IngensState: HugepagePolicyState {
     /// `deferred_mode`); counts a refusal.
     func isUtilized(_ pid: Int, _ haddr: VirtualAddress) -> Bool {
         state.withLock { s in
-            let weight = s.processes[pid]?.ranges[haddr.rawValue]?.weight ?? 0
+            let weight = s.processes[pid]?.ranges[haddr.rawValue]?.r.weight ?? 0
             if weight >= Self.thresholdPages(s.utilThreshold) { return true }
             s.underutilizedSkips += 1
             return false
@@ -365,9 +383,9 @@ public final class IngensState: HugepagePolicyState {
         state.withLock { s in
             if result == .succeeded {
                 var newlyPromoted = false
-                s.processes[pid]?.update(haddr.rawValue) { r, _ in
-                    r.committed = true
-                    if !r.promoted { r.promoted = true; newlyPromoted = true }
+                if let box = s.processes[pid]?.box(haddr.rawValue) {
+                    box.r.committed = true
+                    if !box.r.promoted { box.r.promoted = true; newlyPromoted = true }
                 }
                 if newlyPromoted { s.processes[pid]!.promotedRanges += 1 }
                 if queued { s.promotedRanges += 1 }
@@ -381,7 +399,7 @@ public final class IngensState: HugepagePolicyState {
 
     /// The population count of the range at `haddr` of process `pid`.
     public func weight(pid: Int, range haddr: VirtualAddress) -> Int {
-        state.withLock { $0.processes[pid]?.ranges[haddr.alignedDown(PageGeometry.pmdSize).rawValue]?.weight ?? 0 }
+        state.withLock { $0.processes[pid]?.ranges[haddr.alignedDown(PageGeometry.pmdSize).rawValue]?.r.weight ?? 0 }
     }
 
     /// The queued ranges, oldest first.
@@ -391,10 +409,12 @@ public final class IngensState: HugepagePolicyState {
 }
 
 extension IngensState.Process {
-    /// Runs `body` on the range at `haddr` (made if absent) and the process's populated-page count, in
-    /// place; records `mm` as the process's if it has none yet.
-    mutating func update(_ haddr: UInt64, _ mm: AddressSpace? = nil, _ body: (inout IngensState.Range, inout Int) -> Void) {
+    /// The box of the range at `haddr`, made if absent; records `mm` as the process's if it has none yet.
+    mutating func box(_ haddr: UInt64, _ mm: AddressSpace? = nil) -> IngensState.RangeBox {
         if let mm, !hasMM { self.mm = mm; hasMM = true }
-        body(&ranges[haddr, default: IngensState.Range()], &populatedPages)
+        if let box = ranges[haddr] { return box }
+        let box = IngensState.RangeBox()
+        ranges[haddr] = box
+        return box
     }
 }
