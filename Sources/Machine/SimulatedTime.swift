@@ -62,6 +62,14 @@ public final class SimulatedTime: @unchecked Sendable {
     @exclusivity(unchecked) public private(set) var bandwidthCycles = 0.0
     /// System calls charged.
     public private(set) var systemCalls = 0
+    /// A time no CPU that still has work is behind: the lowest clock among them, as the executor last
+    /// saw it (it only moves forward). Timelines may forget what ended by then.
+    @exclusivity(unchecked) public private(set) var horizon = -Double.infinity
+
+    /// Moves the horizon to `time`, the lowest clock of the CPUs that have work to run, if it is later.
+    public func advanceHorizon(to time: Double) {
+        if time > horizon { horizon = time }
+    }
 
     /// Split PTE and PMD locks, by pid and table (`key(_:_:_:)`): the index of each one's timeline.
     private var lockIndex: [UInt64: Int] = [:]
@@ -160,7 +168,7 @@ public final class SimulatedTime: @unchecked Sendable {
     /// at a time, and a writer other than the one before it pays a transfer. Returns the delay.
     private func writeLine(_ line: inout Timeline, cpu: Int, at t: Double) -> Double {
         let p = parameters
-        let (start, previous) = line.reserve(at: t, cpu: cpu) { Self.transfer(p, from: $0, to: cpu) + p.atomicCycles }
+        let (start, previous) = line.reserve(at: t, horizon: horizon, cpu: cpu) { Self.transfer(p, from: $0, to: cpu) + p.atomicCycles }
         let move = transfer(from: previous, to: cpu)
         transferCycles += move
         return start - t + move
@@ -174,7 +182,7 @@ public final class SimulatedTime: @unchecked Sendable {
         acquisitions[c] &+= 1
         let p = parameters
         let handoff = p.sameSocketTransferCycles
-        let (start, previous) = lock.reserve(at: t, cpu: cpu) { Self.transfer(p, from: $0, to: cpu) + hold + handoff }
+        let (start, previous) = lock.reserve(at: t, horizon: horizon, cpu: cpu) { Self.transfer(p, from: $0, to: cpu) + hold + handoff }
         let move = transfer(from: previous, to: cpu)
         transferCycles += move
         if start > t {
@@ -305,8 +313,12 @@ public final class SimulatedTime: @unchecked Sendable {
 /// When a lock or a shared line is busy: the intervals reserved on it, in time order, each with the
 /// CPU that reserved it. CPUs reach it in simulated-time order only up to a scheduling quantum, so a
 /// request may fall before reservations already made: it takes the first gap long enough from its
-/// time. Only the latest `capacity` intervals are kept (older ones lie far behind every CPU's clock):
-/// past `capacity`, the oldest half is dropped.
+/// time. Past `capacity` intervals, those that end at or before the horizon (the lowest clock of the
+/// CPUs that still have work: no request can be made for an earlier time) are dropped, when at least
+/// half a timeline's worth can go; past `hardCapacity` the oldest half goes whatever the horizon, so
+/// that memory stays bounded. Either way the timeline remembers where what it dropped ended (`floor`)
+/// and serves a request for an earlier time from there: it may then wait longer than it would have,
+/// but a lock is never granted to two CPUs at once.
 ///
 /// ```
 ///   storage: [ free … free | oldest … newest ]
@@ -320,11 +332,17 @@ struct Timeline {
     private var storage = ContiguousArray<Interval>()
     /// Where the kept intervals start in `storage`.
     private var head = 0
+    /// The end of the latest interval dropped: nothing is granted before it.
+    private var floor = -Double.infinity
     static let capacity = 256
+    static let hardCapacity = 16 * capacity
 
-    /// Reserves the first gap at or after `t` long enough for `duration(previous holder)`; returns its
-    /// start and the CPU that held it before (-1 if none).
-    mutating func reserve(at t: Double, cpu: Int, duration: (Int32) -> Double) -> (start: Double, previous: Int32) {
+    /// Reserves the first gap at or after `t` (and after what was dropped) long enough for
+    /// `duration(previous holder)`; returns its start and the CPU that held it before (-1 if none).
+    /// `horizon` is a time no later request will be made for: intervals that end by then may go.
+    mutating func reserve(at requested: Double, horizon: Double = -.infinity, cpu: Int,
+                          duration: (Int32) -> Double) -> (start: Double, previous: Int32) {
+        let t = max(requested, floor)
         let first = head, n = storage.count
         // The first interval that ends after `t` (searching from the end: requests are mostly late).
         var i = n
@@ -342,7 +360,7 @@ struct Timeline {
             let previous: Int32 = i > first ? storage[i - 1].holder : -1
             let d = duration(previous)
             if i == n || start + d <= storage[i].start {
-                insert(Interval(start: start, end: start + d, holder: Int32(cpu)), at: i)
+                insert(Interval(start: start, end: start + d, holder: Int32(cpu)), at: i, horizon: horizon)
                 return (start, previous)
             }
             start = max(start, storage[i].end)
@@ -350,8 +368,8 @@ struct Timeline {
         }
     }
 
-    /// Inserts `interval` before `storage[i]`, then drops the oldest half past `capacity`.
-    private mutating func insert(_ interval: Interval, at i: Int) {
+    /// Inserts `interval` before `storage[i]`, then drops what it may past `capacity`.
+    private mutating func insert(_ interval: Interval, at i: Int, horizon: Double) {
         let n = storage.count
         if i == n {
             storage.append(interval)
@@ -365,8 +383,19 @@ struct Timeline {
         } else {
             storage.insert(interval, at: i)
         }
-        if storage.count - head > Self.capacity {
-            head += Self.capacity / 2
+        let kept = storage.count - head
+        if kept > Self.capacity {
+            // The intervals that end by the horizon (ends are in order: intervals do not overlap).
+            var lo = head, hi = storage.count
+            while lo < hi {
+                let mid = (lo + hi) / 2
+                if storage[mid].end > horizon { hi = mid } else { lo = mid + 1 }
+            }
+            let past = lo - head
+            let drop = past >= Self.capacity / 2 ? past : kept > Self.hardCapacity ? kept / 2 : 0
+            guard drop > 0 else { return }
+            floor = max(floor, storage[head + drop - 1].end)
+            head += drop
             // Keep half a timeline of free slots in front; give back the rest.
             if head >= Self.capacity {
                 storage.removeFirst(head - Self.capacity / 2)

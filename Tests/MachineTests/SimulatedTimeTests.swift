@@ -60,12 +60,17 @@ struct SimulatedTimeTests {
         #expect(t.reserve(at: 100, cpu: 4) { _ in 950 } == (1_110, 3))
     }
 
-    @Test("a timeline answers as a plain sorted list of its latest 256 intervals would, over thousands of out-of-order requests")
-    func timelineMatchesPlainList() {
-        /// The specification: every interval in one sorted array, the oldest half dropped past 256.
+    @Test("a timeline answers as a plain sorted list would that forgets, past 256 intervals, those that end by the horizon (or past 4,096 the oldest half), over thousands of out-of-order requests",
+          arguments: [true, false])
+    func timelineMatchesPlainList(horizonMoves: Bool) {
+        /// The specification: every interval in one sorted array; past 256, those that end by the
+        /// horizon go if at least 128 can, past 4,096 the oldest half; nothing is granted before the
+        /// end of what went.
         struct PlainTimeline {
             var intervals: [(start: Double, end: Double, holder: Int32)] = []
-            mutating func reserve(at t: Double, cpu: Int, duration: (Int32) -> Double) -> (Double, Int32) {
+            var floor = -Double.infinity
+            mutating func reserve(at requested: Double, horizon: Double, cpu: Int, duration: (Int32) -> Double) -> (Double, Int32) {
+                let t = max(requested, floor)
                 var i = intervals.firstIndex { $0.end > t } ?? intervals.count
                 var start = t
                 while true {
@@ -73,7 +78,14 @@ struct SimulatedTimeTests {
                     let d = duration(previous)
                     if i == intervals.count || start + d <= intervals[i].start {
                         intervals.insert((start, start + d, Int32(cpu)), at: i)
-                        if intervals.count > 256 { intervals.removeFirst(128) }
+                        if intervals.count > 256 {
+                            let past = intervals.prefix { $0.end <= horizon }.count
+                            let drop = past >= 128 ? past : intervals.count > 4096 ? intervals.count / 2 : 0
+                            if drop > 0 {
+                                floor = max(floor, intervals[drop - 1].end)
+                                intervals.removeFirst(drop)
+                            }
+                        }
                         return (start, previous)
                     }
                     start = max(start, intervals[i].end)
@@ -87,21 +99,45 @@ struct SimulatedTimeTests {
         var mismatches = 0, delayed = 0, early = 0
         for n in 0..<20_000 {
             // Requests mostly near the front of time, some far behind it (a CPU a quantum late), of
-            // lengths that depend on the previous holder as a transfer does.
-            clock += Double(rng.next() % 300)
+            // lengths that depend on the previous holder as a transfer does. No request is earlier
+            // than 20,000 cycles behind the front: that is the horizon, when it moves.
+            clock += Double(rng.next() % 600)
             let t = max(0, clock - Double(rng.next() % (n % 7 == 0 ? 20_000 : 600)))
+            let horizon = horizonMoves ? clock - 20_000 : -.infinity
             let cpu = Int(rng.next() % 8)
             let base = Double(10 + rng.next() % 120)
             let cost: (Int32) -> Double = { $0 < 0 || Int($0) == cpu ? base : base + 110 }
-            let a = fast.reserve(at: t, cpu: cpu, duration: cost)
-            let b = plain.reserve(at: t, cpu: cpu, duration: cost)
+            let a = fast.reserve(at: t, horizon: horizon, cpu: cpu, duration: cost)
+            let b = plain.reserve(at: t, horizon: horizon, cpu: cpu, duration: cost)
             if a.start != b.0 || a.previous != b.1 { mismatches += 1 }
             if a.start > t { delayed += 1 }
             if a.start < clock - 1_000 { early += 1 }
         }
         #expect(mismatches == 0)
-        // The requests exercised waiting, gaps before later reservations, and the dropped oldest half.
+        // The requests exercised waiting, gaps before later reservations, and dropping.
         #expect(delayed > 1_000 && early > 100)
+        // With a horizon the timeline stays near 256 intervals; without, it grows to 4,096 and halves.
+        if horizonMoves {
+            #expect(plain.intervals.count < 512)
+        } else {
+            #expect(plain.intervals.count > 2_048 && plain.intervals.count <= 4_096)
+        }
+    }
+
+    @Test("a timeline never grants a lock to two CPUs at once: what it forgot still delays a request for an earlier time")
+    func timelineNeverDoubleBooks() {
+        var t = Timeline()
+        // 300 back-to-back holds of 10 cycles from time 0, more than a timeline keeps, with no horizon.
+        for i in 0..<300 { _ = t.reserve(at: Double(i * 10), cpu: 1) { _ in 10 } }
+        // A request for time 5 must wait for the end of the last one: the lock was never free since.
+        #expect(t.reserve(at: 5, cpu: 2) { _ in 1 }.start == 3_000)
+        // Once the horizon passes them, the old holds are forgotten, but a request for a time before
+        // the horizon still starts no earlier than where they ended.
+        var u = Timeline()
+        for i in 0..<300 { _ = u.reserve(at: Double(i * 10), horizon: 1_500, cpu: 1) { _ in 10 } }
+        let late = u.reserve(at: 5, horizon: 1_500, cpu: 2) { _ in 1 }
+        #expect(late.start >= 1_500)
+        #expect(late.start == 3_000)
     }
 
     @Test("bandwidth slots answer as a dictionary of slot to bytes would, through late requests, jumps and drops")

@@ -193,6 +193,8 @@ public final class MachineExecutor: WorkloadSink {
                 let c = machine.clock(of: t % cpuCount)
                 if c < bestClock || (c == bestClock && t < best) { best = t; bestSlot = slot; bestClock = c }
             }
+            // No CPU with work is behind `bestClock`: lock and line timelines may forget what ended by then.
+            machine.simulatedTime?.advanceHorizon(to: bestClock)
             if !bind(best) {
                 dropQueue(best)
                 continue
