@@ -122,6 +122,20 @@ let ingensBaseline: (trace: [UInt8], ingensHuge: UInt64) = {
     return (try! recorder.writer.finish().bytes, huge)
 }()
 
+/// Replays `bytes` on a fresh system from `setup` once per iteration, measuring the replay alone;
+/// `check` sees each run's report.
+func measureReplays(_ benchmark: Benchmark, _ setup: SystemBuilder, _ bytes: [UInt8],
+                    check: (ReplayReport) -> Void = { blackHole($0) }) {
+    for _ in benchmark.scaledIterations {
+        let executor = try! setup.makeExecutor()
+        var reader = try! TraceReader(input: TraceBytes(bytes))
+        benchmark.startMeasurement()
+        blackHole(try! reader.replay(on: executor))
+        benchmark.stopMeasurement()
+        check(executor.finish())
+    }
+}
+
 let benchmarks: @Sendable () -> Void = {
     Benchmark.defaultConfiguration = .init(metrics: [.wallClock, .throughput, .instructions, .mallocCountTotal],
                                            maxDuration: .seconds(10), maxIterations: 20)
@@ -131,14 +145,7 @@ let benchmarks: @Sendable () -> Void = {
         var setup = SystemBuilder()
         setup.memoryBytes = 64 << 20
         setup.enabled = .never
-        for _ in benchmark.scaledIterations {
-            let executor = try! setup.makeExecutor()
-            var reader = try! TraceReader(input: TraceBytes(traceBytes))
-            benchmark.startMeasurement()
-            blackHole(try! reader.replay(on: executor))
-            benchmark.stopMeasurement()
-            blackHole(executor.finish())
-        }
+        measureReplays(benchmark, setup, traceBytes)
     }
 
     // One trace under each policy of the catalog that runs on linux-6.18's mechanism, `enabled=always`;
@@ -154,14 +161,7 @@ let benchmarks: @Sendable () -> Void = {
             setup.policy = entry.policy
             setup.memoryBytes = 256 << 20
             setup.enabled = enabled
-            for _ in benchmark.scaledIterations {
-                let executor = try! setup.makeExecutor()
-                var reader = try! TraceReader(input: TraceBytes(policyTraceBytes))
-                benchmark.startMeasurement()
-                blackHole(try! reader.replay(on: executor))
-                benchmark.stopMeasurement()
-                blackHole(executor.finish())
-            }
+            measureReplays(benchmark, setup, policyTraceBytes)
         }
     }
 
@@ -177,14 +177,8 @@ let benchmarks: @Sendable () -> Void = {
             setup.policy = policy
             setup.memoryBytes = 256 << 20
             setup.enabled = enabled
-            let bytes = trace()
-            for _ in benchmark.scaledIterations {
-                let executor = try! setup.makeExecutor()
-                var reader = try! TraceReader(input: TraceBytes(bytes))
-                benchmark.startMeasurement()
-                blackHole(try! reader.replay(on: executor))
-                benchmark.stopMeasurement()
-                let huge = executor.finish().anonHugeBytes
+            measureReplays(benchmark, setup, trace()) { report in
+                let huge = report.anonHugeBytes
                 precondition(huge == ingensBaseline.ingensHuge, "\(label) ended with \(huge) bytes huge, Ingens with \(ingensBaseline.ingensHuge)")
             }
         }

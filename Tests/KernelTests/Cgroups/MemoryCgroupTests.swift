@@ -18,6 +18,14 @@ struct MemoryCgroupTests {
         return (kernel, mm)
     }
 
+    /// A boxed process under `enabled=always` with a 4 MiB mapping at `start`, and the 2 MiB-aligned
+    /// range inside it, `huge`.
+    func boxedMapping(design: KernelDesign) throws -> (kernel: Kernel, mm: AddressSpace, start: VirtualAddress, huge: VirtualAddress) {
+        let (kernel, mm) = try boxed(design: design, enabled: .always)
+        let start = try mm.mmap(address: nil, length: 4 << 20, protection: .readWrite, flags: .private)
+        return (kernel, mm, start, start.alignedUp(PageGeometry.pmdSize))
+    }
+
     @Test("a new cgroup has no limits, no usage and Linux's file formats")
     func freshFiles() throws {
         let (kernel, mm) = try boxed()
@@ -83,9 +91,7 @@ struct MemoryCgroupTests {
     @Test("a THP charged whole is split page by page: each page then uncharges alone (both designs, and a 64 KiB mTHP)",
           arguments: [KernelDesign.linux2_6_38, .linux6_18])
     func splitOfAWholeCharge(design: KernelDesign) throws {
-        let (kernel, mm) = try boxed(design: design, enabled: .always)
-        let start = try mm.mmap(address: nil, length: 4 << 20, protection: .readWrite, flags: .private)
-        let huge = start.alignedUp(PageGeometry.pmdSize)
+        let (kernel, mm, start, huge) = try boxedMapping(design: design)
         for page in 0..<512 { try mm.write(huge + UInt64(page) * 4096, [1]).get() }
         // Three page tables (PUD, PMD, the deposited PTE table, which maps the pages after the split).
         let tables = 3 * 4096
@@ -117,9 +123,7 @@ struct MemoryCgroupTests {
     @Test("a THP charged whole keeps its charge when it migrates; the record leaves the old frame and splits from the new",
           arguments: [KernelDesign.linux2_6_38, .linux6_18])
     func migrationOfAWholeCharge(design: KernelDesign) throws {
-        let (kernel, mm) = try boxed(design: design, enabled: .always)
-        let start = try mm.mmap(address: nil, length: 4 << 20, protection: .readWrite, flags: .private)
-        let huge = start.alignedUp(PageGeometry.pmdSize)
+        let (kernel, mm, start, huge) = try boxedMapping(design: design)
         try mm.write(huge, [1]).get()
         let head = try #require(mm.residentFrame(huge))
         let target = try #require(kernel.memory.allocateFolio(order: PageGeometry.pmdOrder, kind: .anonymous))
