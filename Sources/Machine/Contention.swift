@@ -40,18 +40,13 @@ public struct ContentionParameters: Sendable, Hashable {
     public var lruBatchHoldCycles: Double = 1_000
     /// Folios a per-CPU pagevec holds before it is added to the LRU (`PAGEVEC_SIZE`, 14; 15 in 5.x).
     public var lruBatchFolios = 14
-    /// The kind of spin lock (ticket locks before 4.2, queued spin locks after). Recorded, not used
-    /// yet: a hand-off costs one transfer of the lock's line whatever the kind (docs/concurrency.md,
-    /// "What it leaves out").
-    public var spinLockKind = SpinLockKind.ticket
-
-    public enum SpinLockKind: String, Sendable, Hashable {
-        /// Every waiter spins on the lock's line: a hand-off invalidates every waiter's copy and the
-        /// next owner's read joins the queue of their reads (Linux 2.6.25–4.1 on x86).
-        case ticket
-        /// Each waiter spins on its own node: a hand-off is one line transfer (Linux 4.2+: qspinlock).
-        case queued
-    }
+    /// Under the PMD or PTE lock in `follow_page_mask()`: re-reading the entry and `get_page()`, an
+    /// atomic on the page's count (and, in the 2010 design, the tail's) (`follow_trans_huge_pmd()`,
+    /// `follow_page_pte()`).
+    public var followPageHoldCycles: Double = 100
+    /// The rest of a `get_mempolicy(MPOL_F_NODE | MPOL_F_ADDR)`: `find_vma_intersection()`, the walk
+    /// down to the entry, `page_to_nid()`, `put_page()` (`do_get_mempolicy()`, `lookup_node()`).
+    public var nodeLookupCycles: Double = 300
 
     public init() {}
 
@@ -89,7 +84,7 @@ public struct ContentionParameters: Sendable, Hashable {
         if zoneBatchPages < 1 || lruBatchFolios < 1 { return "batch sizes must be at least 1" }
         for v in [sameSocketTransferCycles, remoteSocketTransferCycles, systemCallCycles, mmapWriteHoldCycles, atomicCycles,
                   hugePMDHoldCycles, ptePTEHoldCycles, pteTableInstallHoldCycles, zoneHugeHoldCycles,
-                  zoneBatchHoldCycles, lruBatchHoldCycles] where !(v >= 0) {
+                  zoneBatchHoldCycles, lruBatchHoldCycles, followPageHoldCycles, nodeLookupCycles] where !(v >= 0) {
             return "costs must not be negative"
         }
         return nil

@@ -95,10 +95,14 @@ public final class SimulatedTime: @unchecked Sendable {
     @exclusivity(unchecked) private var pcpPages: [Int]
     @exclusivity(unchecked) private var pagevecFolios: [Int]
     private let zeroRate: Double
+    /// A read served by the last-level cache: what each of a ticket lock's spinning waiters costs the
+    /// next owner in a hand-off (`acquire`).
+    private let sharedCacheReadCycles: Double
 
     init(cpuCount: Int, description: MachineDescription) {
         self.cpuCount = cpuCount
         parameters = description.contention
+        sharedCacheReadCycles = description.caches.last?.latency ?? description.contention.sameSocketTransferCycles
         extraCycles = Array(repeating: 0, count: cpuCount)
         waitCycles = Array(repeating: 0, count: LockClass.allCases.count)
         contended = Array(repeating: 0, count: LockClass.allCases.count)
@@ -168,21 +172,35 @@ public final class SimulatedTime: @unchecked Sendable {
     /// at a time, and a writer other than the one before it pays a transfer. Returns the delay.
     private func writeLine(_ line: inout Timeline, cpu: Int, at t: Double) -> Double {
         let p = parameters
-        let (start, previous) = line.reserve(at: t, horizon: horizon, cpu: cpu) { Self.transfer(p, from: $0, to: cpu) + p.atomicCycles }
+        let (start, previous) = line.reserve(at: t, horizon: horizon, cpu: cpu) { holder, _ in Self.transfer(p, from: holder, to: cpu) + p.atomicCycles }
         let move = transfer(from: previous, to: cpu)
         transferCycles += move
         return start - t + move
     }
 
-    /// Takes a lock at time `t` for `hold` cycles: waits until it is free, plus a hand-off when it
-    /// waited and a transfer of the lock's line when another CPU held it before. Returns the delay
-    /// before the critical section starts.
-    private func acquire(_ lock: inout Timeline, _ lockClass: LockClass, cpu: Int, at t: Double, hold: Double) -> Double {
+    /// Takes a spin lock of kind `kind` at time `t` for `hold` cycles: waits until it is free, plus a
+    /// hand-off when it waited and a transfer of the lock's line when another CPU held it before.
+    /// Returns the delay before the critical section starts.
+    ///
+    /// The hand-off after a release is one transfer of the line for a queued spin lock. For a ticket
+    /// lock every waiter spins reading the lock's line: the release invalidates each copy, the waiters
+    /// read the line again one after another, and the next owner's read comes, on average, halfway
+    /// among theirs (Boyd-Wickizer, Kaashoek, Morris, Zeldovich, "Non-scalable locks are dangerous",
+    /// Linux Symposium 2012, whose model and measurements have the hand-off grow linearly with the
+    /// waiters). The waiters at a release are taken to be as many as the holder found ahead of it
+    /// when it asked (the queue a busy lock keeps); each waiter's read is served by the last-level
+    /// cache, where the line sits once the first reader has fetched it (`sharedCacheReadCycles`; a
+    /// waiter on another socket would cost more: docs/concurrency.md says how much that changes).
+    private func acquire(_ lock: inout Timeline, _ lockClass: LockClass, _ kind: KernelDesign.SpinLockKind,
+                         cpu: Int, at t: Double, hold: Double) -> Double {
         let c = lockClass.rawValue
         acquisitions[c] &+= 1
         let p = parameters
         let handoff = p.sameSocketTransferCycles
-        let (start, previous) = lock.reserve(at: t, horizon: horizon, cpu: cpu) { Self.transfer(p, from: $0, to: cpu) + hold + handoff }
+        let perWaiter = kind == .ticket ? sharedCacheReadCycles / 2 : 0
+        let (start, previous) = lock.reserve(at: t, horizon: horizon, cpu: cpu) { holder, ahead in
+            Self.transfer(p, from: holder, to: cpu) + hold + handoff + perWaiter * Double(ahead)
+        }
         let move = transfer(from: previous, to: cpu)
         transferCycles += move
         if start > t {
@@ -237,18 +255,19 @@ public final class SimulatedTime: @unchecked Sendable {
         let va = fault.address.rawValue
         let splitPMD = design.pmdLock == .splitPMDLock
         let pmdClass: LockClass = splitPMD ? .pmdPTL : .pageTableLock
+        let spin = design.spinLocks
         /// The PMD lock of `va`: the mm's page_table_lock, or the PMD table's split lock.
         func takePMDLock(at t: Double, hold: Double) -> Double {
-            splitPMD ? acquire(&lockTimelines[splitLock(Self.key(3, pid, va >> 30), kind: 1, cpu: cpu).index], pmdClass,
+            splitPMD ? acquire(&lockTimelines[splitLock(Self.key(3, pid, va >> 30), kind: 1, cpu: cpu).index], pmdClass, spin,
                                cpu: cpu, at: t, hold: hold)
-                     : acquire(&pageTableLocks[m], pmdClass, cpu: cpu, at: t, hold: hold)
+                     : acquire(&pageTableLocks[m], pmdClass, spin, cpu: cpu, at: t, hold: hold)
         }
         if fault.hugePages > 0 {
             // The order-9 allocation takes zone->lock (no per-CPU list holds order 9 before 6.7).
-            delay += acquire(&zoneLock, .zoneLock, cpu: cpu, at: start + delay, hold: p.zoneHugeHoldCycles)
+            delay += acquire(&zoneLock, .zoneLock, spin, cpu: cpu, at: start + delay, hold: p.zoneHugeHoldCycles)
         } else if fault.basePages > 0 {
             if pcpPages[cpu] < fault.basePages {
-                delay += acquire(&zoneLock, .zoneLock, cpu: cpu, at: start + delay, hold: p.zoneBatchHoldCycles)
+                delay += acquire(&zoneLock, .zoneLock, spin, cpu: cpu, at: start + delay, hold: p.zoneBatchHoldCycles)
                 pcpPages[cpu] += p.zoneBatchPages
             }
             pcpPages[cpu] -= min(pcpPages[cpu], fault.basePages)
@@ -263,13 +282,13 @@ public final class SimulatedTime: @unchecked Sendable {
                 // The first fault in the 2 MiB range installs its PTE table.
                 delay += takePMDLock(at: start + delay, hold: p.pteTableInstallHoldCycles)
             }
-            delay += acquire(&lockTimelines[ptl.index], .ptl, cpu: cpu, at: end - p.ptePTEHoldCycles + delay, hold: p.ptePTEHoldCycles)
+            delay += acquire(&lockTimelines[ptl.index], .ptl, spin, cpu: cpu, at: end - p.ptePTEHoldCycles + delay, hold: p.ptePTEHoldCycles)
         }
         if fault.hugePages > 0 || fault.basePages > 0 {
             pagevecFolios[cpu] += 1
             if pagevecFolios[cpu] >= p.lruBatchFolios {
                 pagevecFolios[cpu] = 0
-                delay += acquire(&lruLock, .lruLock, cpu: cpu, at: end + delay, hold: p.lruBatchHoldCycles)
+                delay += acquire(&lruLock, .lruLock, spin, cpu: cpu, at: end + delay, hold: p.lruBatchHoldCycles)
             }
         }
         // up_read(): the count again.
@@ -277,6 +296,45 @@ public final class SimulatedTime: @unchecked Sendable {
         delay += writeLine(&countLines[m], cpu: cpu, at: end + delay)
         waitCycles[LockClass.mmapLock.rawValue] += delay - before
         extraCycles[cpu] += delay
+    }
+
+    /// Charges `cpu`, at its clock `now`, a `get_mempolicy(MPOL_F_NODE | MPOL_F_ADDR)` of the page at
+    /// `address` (Linux 2.6.38–5.x: `do_get_mempolicy()` takes the mmap lock for reading,
+    /// `lookup_node()` → `get_user_pages()` → `follow_page_mask()` takes the lock of the entry that
+    /// maps the page, then `up_read()`): the system call, the mmap lock's count line twice, and that
+    /// lock — the PMD lock for a page behind a huge PMD (`follow_trans_huge_pmd()` under the mm's
+    /// `page_table_lock` before 3.13, the PMD table's split lock after), the PTE table's split lock
+    /// otherwise (`follow_page_pte()`).
+    public func chargeNodeLookup(cpu: Int, pid: Int, address va: UInt64, hugePMD: Bool, design: KernelDesign, now: Double) {
+        systemCalls &+= 1
+        let p = parameters
+        let m = mm(pid)
+        let spin = design.spinLocks
+        let half = p.nodeLookupCycles / 2
+        var delay = p.systemCallCycles / 2
+        // down_read(): the rwsem's count, after any writer.
+        delay += max(0, writerFreeAt[m] - (now + delay))
+        delay += writeLine(&countLines[m], cpu: cpu, at: now + delay)
+        acquisitions[LockClass.mmapLock.rawValue] &+= 1
+        let beforeLock = delay
+        delay += half
+        if hugePMD {
+            if design.pmdLock == .splitPMDLock {
+                let lock = splitLock(Self.key(3, pid, va >> 30), kind: 1, cpu: cpu).index
+                delay += acquire(&lockTimelines[lock], .pmdPTL, spin, cpu: cpu, at: now + delay, hold: p.followPageHoldCycles)
+            } else {
+                delay += acquire(&pageTableLocks[m], .pageTableLock, spin, cpu: cpu, at: now + delay, hold: p.followPageHoldCycles)
+            }
+        } else {
+            let lock = splitLock(Self.key(4, pid, va >> 21), kind: 0, cpu: cpu).index
+            delay += acquire(&lockTimelines[lock], .ptl, spin, cpu: cpu, at: now + delay, hold: p.followPageHoldCycles)
+        }
+        delay += p.followPageHoldCycles + half
+        // up_read().
+        let before = delay
+        delay += writeLine(&countLines[m], cpu: cpu, at: now + delay)
+        waitCycles[LockClass.mmapLock.rawValue] += beforeLock - p.systemCallCycles / 2 + delay - before
+        extraCycles[cpu] += delay + p.systemCallCycles / 2
     }
 
     /// Charges `cpu`, at its clock `now`, a system call; one that changes VMAs holds `pid`'s mmap lock
@@ -340,8 +398,9 @@ struct Timeline {
     /// Reserves the first gap at or after `t` (and after what was dropped) long enough for
     /// `duration(previous holder)`; returns its start and the CPU that held it before (-1 if none).
     /// `horizon` is a time no later request will be made for: intervals that end by then may go.
+    /// `duration` is given the previous holder and how many reservations the request waits behind.
     mutating func reserve(at requested: Double, horizon: Double = -.infinity, cpu: Int,
-                          duration: (Int32) -> Double) -> (start: Double, previous: Int32) {
+                          duration: (_ previous: Int32, _ ahead: Int) -> Double) -> (start: Double, previous: Int32) {
         let t = max(requested, floor)
         let first = head, n = storage.count
         // The first interval that ends after `t` (searching from the end: requests are mostly late).
@@ -356,9 +415,10 @@ struct Timeline {
             i = lo
         }
         var start = t
+        let firstAfter = i
         while true {
             let previous: Int32 = i > first ? storage[i - 1].holder : -1
-            let d = duration(previous)
+            let d = duration(previous, i - firstAfter)
             if i == n || start + d <= storage[i].start {
                 insert(Interval(start: start, end: start + d, holder: Int32(cpu)), at: i, horizon: horizon)
                 return (start, previous)

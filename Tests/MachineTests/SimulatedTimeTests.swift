@@ -48,16 +48,46 @@ struct SimulatedTimeTests {
         #expect(m.clock(of: 1) == 0)
     }
 
+    @Test("a ticket lock's hand-off grows with its waiters, a queued lock's does not; split PMD locks keep CPUs on PMD tables of their own apart")
+    func spinLockHandOffs() {
+        /// `cpus` CPUs look up a page behind a huge PMD at time 0, `stride` bytes apart; the waits on
+        /// the PMD lock (page_table_lock or the split PMD locks).
+        func waits(_ cpus: Int, _ lock: KernelDesign.PMDLockGranularity, _ spin: KernelDesign.SpinLockKind,
+                   stride: UInt64 = 2 << 20) -> Double {
+            let kernel = TestMachine.kernel(memory: 64 << 20, mode: .metadata)
+            let m = Machine(kernel: kernel, description: .skylakeSP, cpuCount: cpus, simulatedTime: true)
+            var design = KernelDesign.linux2_6_38
+            design.pmdLock = lock
+            design.spinLocks = spin
+            let time = m.simulatedTime!
+            for cpu in 0..<cpus {
+                time.chargeNodeLookup(cpu: cpu, pid: 1, address: UInt64(cpu) * stride, hugePMD: true, design: design, now: 0)
+            }
+            #expect(time.acquisitions[LockClass.pageTableLock.rawValue] + time.acquisitions[LockClass.pmdPTL.rawValue] == cpus)
+            return time.waitCycles[LockClass.pageTableLock.rawValue] + time.waitCycles[LockClass.pmdPTL.rawValue]
+        }
+        let ticket4 = waits(4, .pageTableLock, .ticket), ticket16 = waits(16, .pageTableLock, .ticket)
+        let queued4 = waits(4, .pageTableLock, .queued), queued16 = waits(16, .pageTableLock, .queued)
+        #expect(queued4 > 0 && ticket4 >= queued4 && ticket16 > queued16)
+        // Four times the CPUs: a queued lock's waits grow by the queue (about 4² = 16×), a ticket
+        // lock's by more, since each of its hand-offs also grows with the queue.
+        #expect(ticket16 / ticket4 > queued16 / queued4)
+        // One PMD table (1 GiB) per CPU: the split PMD locks are not shared, so nobody waits; the
+        // same lookups within one PMD table share its split lock.
+        #expect(waits(16, .splitPMDLock, .ticket, stride: 1 << 30) == 0)
+        #expect(waits(16, .splitPMDLock, .ticket) == ticket16)
+    }
+
     @Test("a timeline serves a request made for an earlier time in the gap before later reservations")
     func timelineGaps() {
         var t = Timeline()
-        #expect(t.reserve(at: 1_000, cpu: 1) { _ in 100 } == (1_000, -1))
+        #expect(t.reserve(at: 1_000, cpu: 1) { _, _ in 100 } == (1_000, -1))
         // Earlier and short enough to fit before: not delayed by the later reservation.
-        #expect(t.reserve(at: 0, cpu: 2) { _ in 100 } == (0, -1))
+        #expect(t.reserve(at: 0, cpu: 2) { _, _ in 100 } == (0, -1))
         // Overlapping the reservation at 1,000: waits for its end, and CPU 1 held it before.
-        #expect(t.reserve(at: 1_050, cpu: 3) { _ in 10 } == (1_100, 1))
+        #expect(t.reserve(at: 1_050, cpu: 3) { _, _ in 10 } == (1_100, 1))
         // Too long for the gap between 100 and 1,000: goes after 1,110.
-        #expect(t.reserve(at: 100, cpu: 4) { _ in 950 } == (1_110, 3))
+        #expect(t.reserve(at: 100, cpu: 4) { _, _ in 950 } == (1_110, 3))
     }
 
     @Test("a timeline answers as a plain sorted list would that forgets, past 256 intervals, those that end by the horizon (or past 4,096 the oldest half), over thousands of out-of-order requests",
@@ -69,13 +99,14 @@ struct SimulatedTimeTests {
         struct PlainTimeline {
             var intervals: [(start: Double, end: Double, holder: Int32)] = []
             var floor = -Double.infinity
-            mutating func reserve(at requested: Double, horizon: Double, cpu: Int, duration: (Int32) -> Double) -> (Double, Int32) {
+            mutating func reserve(at requested: Double, horizon: Double, cpu: Int, duration: (Int32, Int) -> Double) -> (Double, Int32) {
                 let t = max(requested, floor)
                 var i = intervals.firstIndex { $0.end > t } ?? intervals.count
                 var start = t
+                let firstAfter = i
                 while true {
                     let previous: Int32 = i > 0 ? intervals[i - 1].holder : -1
-                    let d = duration(previous)
+                    let d = duration(previous, i - firstAfter)
                     if i == intervals.count || start + d <= intervals[i].start {
                         intervals.insert((start, start + d, Int32(cpu)), at: i)
                         if intervals.count > 256 {
@@ -106,7 +137,8 @@ struct SimulatedTimeTests {
             let horizon = horizonMoves ? clock - 20_000 : -.infinity
             let cpu = Int(rng.next() % 8)
             let base = Double(10 + rng.next() % 120)
-            let cost: (Int32) -> Double = { $0 < 0 || Int($0) == cpu ? base : base + 110 }
+            // A ticket lock's hand-off: longer the more reservations the request waits behind.
+            let cost: (Int32, Int) -> Double = { ($0 < 0 || Int($0) == cpu ? base : base + 110) + 3 * Double($1) }
             let a = fast.reserve(at: t, horizon: horizon, cpu: cpu, duration: cost)
             let b = plain.reserve(at: t, horizon: horizon, cpu: cpu, duration: cost)
             if a.start != b.0 || a.previous != b.1 { mismatches += 1 }
@@ -128,14 +160,14 @@ struct SimulatedTimeTests {
     func timelineNeverDoubleBooks() {
         var t = Timeline()
         // 300 back-to-back holds of 10 cycles from time 0, more than a timeline keeps, with no horizon.
-        for i in 0..<300 { _ = t.reserve(at: Double(i * 10), cpu: 1) { _ in 10 } }
+        for i in 0..<300 { _ = t.reserve(at: Double(i * 10), cpu: 1) { _, _ in 10 } }
         // A request for time 5 must wait for the end of the last one: the lock was never free since.
-        #expect(t.reserve(at: 5, cpu: 2) { _ in 1 }.start == 3_000)
+        #expect(t.reserve(at: 5, cpu: 2) { _, _ in 1 }.start == 3_000)
         // Once the horizon passes them, the old holds are forgotten, but a request for a time before
         // the horizon still starts no earlier than where they ended.
         var u = Timeline()
-        for i in 0..<300 { _ = u.reserve(at: Double(i * 10), horizon: 1_500, cpu: 1) { _ in 10 } }
-        let late = u.reserve(at: 5, horizon: 1_500, cpu: 2) { _ in 1 }
+        for i in 0..<300 { _ = u.reserve(at: Double(i * 10), horizon: 1_500, cpu: 1) { _, _ in 10 } }
+        let late = u.reserve(at: 5, horizon: 1_500, cpu: 2) { _, _ in 1 }
         #expect(late.start >= 1_500)
         #expect(late.start == 3_000)
     }

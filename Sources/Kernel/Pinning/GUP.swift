@@ -67,6 +67,13 @@ extension AddressSpace {
     /// split in progress instead of splitting).
     /// - Precondition: the mmap lock is held.
     func followPage(_ va: VirtualAddress, write: Bool) -> PFN? {
+        var hugePMD = false
+        return followPage(va, write: write, hugePMD: &hugePMD)
+    }
+
+    /// `followPage(_:write:)`, saying in `hugePMD` whether the page was found through a huge PMD (under
+    /// the PMD lock) rather than a PTE (under its table's split lock).
+    func followPage(_ va: VirtualAddress, write: Bool, hugePMD: inout Bool) -> PFN? {
         while true {
             guard let (pmd, index) = walk(va, to: .pmd, allocate: false) else { return nil }
             let seen = pmd[index]
@@ -85,6 +92,7 @@ extension AddressSpace {
                 let page = entry.pfn + va.tableIndex(.pte)
                 kernel.getPage(page)
                 lock.spinUnlock()
+                hugePMD = true
                 return page
             }
             let table = kernel.table(at: seen)
@@ -94,6 +102,7 @@ extension AddressSpace {
             let entry = table[va.tableIndex(.pte)]
             guard entry.isPresent, !write || entry.isWritable else { return nil }
             kernel.getPage(entry.pfn)
+            hugePMD = false
             return entry.pfn
         }
     }

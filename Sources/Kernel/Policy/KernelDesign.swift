@@ -70,6 +70,9 @@ public struct KernelDesign: Sendable, Hashable, CustomStringConvertible {
     public var mapStackDisablesHugepages: Bool
     /// How the anonymous LRU lists treat new and referenced pages (read by `anonLRURules`, `LRU.swift`).
     public let anonLRU: AnonLRUPolicy
+    /// How a contended spin lock passes to its next owner (read by `SimulatedTime`'s lock timelines,
+    /// Machine/SimulatedTime.swift; the kernel's own locks on host threads are the same either way).
+    public var spinLocks: SpinLockKind
 
     // MARK: Policy, settings and knobs
 
@@ -85,7 +88,7 @@ public struct KernelDesign: Sendable, Hashable, CustomStringConvertible {
     public init(id: Identifier, pmdLock: PMDLockGranularity, tailPagePins: Bool, hugeCOWReuse: HugeCOWReuse,
                 hugeCOWCopy: HugeCOWCopy, anonPagesCountHugePages: Bool, mapcounts: FolioMapcounts,
                 splitPMDSplitsPage: Bool, supportsMTHP: Bool, swapsOutTHPWhole: Bool, pinsAreVisible: Bool,
-                alignsLargeAnonymousMappings: Bool, anonLRU: AnonLRUPolicy, policy: LinuxHugepagePolicy,
+                alignsLargeAnonymousMappings: Bool, anonLRU: AnonLRUPolicy, spinLocks: SpinLockKind, policy: LinuxHugepagePolicy,
                 defaultSettings: TransparentHugepageSettings, knobs: HugepageKnobs) {
         precondition(!supportsMTHP || mapcounts == .perPage, "PTE-mapped large folios need per-page mapcounts")
         precondition(!swapsOutTHPWhole || !splitPMDSplitsPage, "a THP swapped out whole is not split with its PMD")
@@ -104,9 +107,21 @@ public struct KernelDesign: Sendable, Hashable, CustomStringConvertible {
         self.alignsLargeAnonymousMappings = alignsLargeAnonymousMappings
         self.mapStackDisablesHugepages = alignsLargeAnonymousMappings
         self.anonLRU = anonLRU
+        self.spinLocks = spinLocks
         self.policy = policy
         self.defaultSettings = defaultSettings
         self.knobs = knobs
+    }
+
+    /// The x86 spin lock of a Linux version.
+    public enum SpinLockKind: String, Sendable, Hashable {
+        /// Ticket locks (2.6.25–4.1: `__ticket_spin_lock()`, `arch_spin_lock()`): every waiter spins
+        /// reading the lock's one line, so a release must reach them all and the next owner's read
+        /// waits its turn among theirs — a hand-off grows with the waiters.
+        case ticket
+        /// Queued spin locks (4.2+: `queued_spin_lock_slowpath()`, an MCS queue): each waiter spins on
+        /// its own node, and a release is one line transfer to the next.
+        case queued
     }
 
     /// The groups of `/sys/kernel/mm/transparent_hugepage/` knobs a design may have.

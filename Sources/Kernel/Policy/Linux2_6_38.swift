@@ -24,6 +24,7 @@ extension KernelDesign {
         alignsLargeAnonymousMappings: false,  // mmap places anonymous memory anywhere
         anonLRU: KernelDesign.AnonLRUPolicy(newPagesActive: true, activateOnFirstReference: true,
                                             ratioFromZoneSize: true),
+        spinLocks: .ticket,                   // x86 ticket spin locks (2.6.25–4.1)
         // Policy, settings, knobs.
         policy: .linux2_6_38,
         defaultSettings: TransparentHugepageSettings(enabled: .always, defrag: .always, useZeroPage: false),

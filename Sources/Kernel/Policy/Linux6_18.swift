@@ -25,6 +25,7 @@ extension KernelDesign {
         alignsLargeAnonymousMappings: true,   // thp_get_unmapped_area() for anonymous memory (6.7+)
         anonLRU: KernelDesign.AnonLRUPolicy(newPagesActive: false, activateOnFirstReference: false,
                                             ratioFromZoneSize: false),
+        spinLocks: .queued,                   // qspinlock (4.2+)
         // Policy, settings, knobs.
         policy: .linux6_18,
         defaultSettings: TransparentHugepageSettings(enabled: .madvise, defrag: .madvise, useZeroPage: true),

@@ -340,23 +340,29 @@ public final class MachineExecutor: WorkloadSink {
                 return
             }
             // The kernel threads' work shows on the clock of the CPU they run on.
-            let before = machine.kernel.vmstatValues()
+            let before = kernelThreadWork()
             machine.kernel.advanceTime(by: target - now)
-            let cycles = Self.kernelThreadCycles(from: before, to: machine.kernel.vmstatValues(),
-                                                 machine.machineDescription.timing)
+            let cycles = Self.kernelThreadCycles(from: before, to: kernelThreadWork(), machine.machineDescription.timing)
             if cycles > 0 { time.charge(cpu: machine.kernel.configuration.kernelThreadCPU % cpuCount, cycles: cycles) }
         }
     }
 
-    /// What kernel threads (khugepaged, kswapd, kcompactd, policy threads) did between two vmstat
-    /// snapshots, in cycles: each collapse copies 512 pages (`collapse_huge_page()`), each page
-    /// reclaimed, written to swap, migrated or scanned by compaction costs what it costs a fault.
-    static func kernelThreadCycles(from a: [String: Int], to b: [String: Int], _ t: TimingParameters) -> Double {
-        func delta(_ name: String) -> Double { Double(max(0, (b[name] ?? 0) - (a[name] ?? 0))) }
-        return delta("thp_collapse_alloc") * Double(PageGeometry.pmdOrder.pages) * t.copyPageCycles
-            + delta("pgsteal_kswapd") * t.reclaimPageCycles + delta("pswpout") * t.swapOutPageCycles
-            + delta("compact_isolated") / 2 * t.migratePageCycles
-            + (delta("compact_migrate_scanned") + delta("compact_free_scanned")) * t.compactScanCycles
+    /// The vmstat events kernel threads' work is counted by, in `kernelThreadCycles`' order.
+    private static let kernelThreadEvents: [VMEvent] = [.thpCollapseAlloc, .pgstealKswapd, .pswpout, .compactIsolated,
+                                                        .compactMigrateScanned, .compactFreeScanned]
+
+    /// The counts of `kernelThreadEvents` now (read one by one: the whole vmstat is a dictionary).
+    private func kernelThreadWork() -> [Int] { Self.kernelThreadEvents.map { machine.kernel.vmstat[$0] } }
+
+    /// What kernel threads (khugepaged, kswapd, kcompactd, policy threads) did between two snapshots of
+    /// `kernelThreadEvents`, in cycles: each collapse copies 512 pages (`collapse_huge_page()`), each
+    /// page reclaimed, written to swap, migrated or scanned by compaction costs what it costs a fault.
+    static func kernelThreadCycles(from a: [Int], to b: [Int], _ t: TimingParameters) -> Double {
+        func delta(_ i: Int) -> Double { Double(max(0, b[i] - a[i])) }
+        return delta(0) * Double(PageGeometry.pmdOrder.pages) * t.copyPageCycles
+            + delta(1) * t.reclaimPageCycles + delta(2) * t.swapOutPageCycles
+            + delta(3) / 2 * t.migratePageCycles
+            + (delta(4) + delta(5)) * t.compactScanCycles
     }
 
     /// Makes `thread` the cached one: its CPU runs its address space. False for a thread that does
@@ -409,6 +415,13 @@ public final class MachineExecutor: WorkloadSink {
                 clearTouched(address, oldLength)
             case .brk(let address):
                 _ = mm.setBreak(VirtualAddress(address))
+            case .getMempolicy(let address):
+                let found = try mm.nodeOfPage(at: VirtualAddress(address)).get()
+                if let time = machine.simulatedTime {
+                    let cpu = thread % cpuCount
+                    time.chargeNodeLookup(cpu: cpu, pid: mm.pid, address: address, hugePMD: found.hugePMD,
+                                          design: machine.kernel.design, now: machine.clock(of: cpu))
+                }
             case .spawn(let child):
                 try bind(child, to: Int(threadProcess[thread]))
             case .fork(let child):
@@ -445,6 +458,7 @@ public final class MachineExecutor: WorkloadSink {
         case .madvise(_, _, let advice): changesVMAs = advice != .dontNeed
         case .spawn, .exit: changesVMAs = false
         case .idle, .beginMeasurement: return
+        case .getMempolicy: return   // charged with its page-table locks once the lookup is done
         }
         let cpu = thread % cpuCount
         time.chargeSystemCall(cpu: cpu, pid: pid, now: machine.clock(of: cpu), changesVMAs: changesVMAs)

@@ -28,6 +28,9 @@ public enum WorkloadEvent: Sendable, Hashable {
     case mremap(address: UInt64, oldLength: UInt64, newLength: UInt64, newAddress: UInt64)
     /// `brk(address)`.
     case brk(address: UInt64)
+    /// `get_mempolicy(&node, NULL, 0, address, MPOL_F_NODE | MPOL_F_ADDR)`: which NUMA node holds the
+    /// page at `address` (the kernel looks the page up with GUP, faulting it in when absent).
+    case getMempolicy(address: UInt64)
     /// A new thread of the caller's process (Linux: `clone(CLONE_VM)`).
     case spawn(thread: Int)
     /// A new process whose only thread is `child` (Linux: `fork()`).

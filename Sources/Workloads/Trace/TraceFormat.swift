@@ -40,7 +40,7 @@ public enum TraceFormat {
         case load = 0x01, store = 0x02, fetch = 0x03
         case thread = 0x04
         case mmap = 0x10, munmap = 0x11, mprotect = 0x12, madvise = 0x13, mremap = 0x14, brk = 0x15
-        case spawn = 0x16, fork = 0x17, exit = 0x18, idle = 0x19, beginMeasurement = 0x1A
+        case spawn = 0x16, fork = 0x17, exit = 0x18, idle = 0x19, beginMeasurement = 0x1A, getMempolicy = 0x1B
     }
 
     /// FNV-1a, 32 bits.

@@ -211,6 +211,7 @@ public struct TraceReader<Input: TraceInput> {
                     let a = try varint(), o = try varint(), l = try varint(), to = try varint()
                     sink.event(thread: thread, .mremap(address: a, oldLength: o, newLength: l, newAddress: to))
                 case .brk: sink.event(thread: thread, .brk(address: try varint()))
+                case .getMempolicy: sink.event(thread: thread, .getMempolicy(address: try varint()))
                 case .spawn: sink.event(thread: thread, .spawn(thread: try threadID()))
                 case .fork: sink.event(thread: thread, .fork(child: try threadID()))
                 case .exit: sink.event(thread: thread, .exit)

@@ -59,6 +59,8 @@ public struct TraceWriter<Output: TraceOutput>: WorkloadSink {
             tag(.mremap); raw.appendVarint(a); raw.appendVarint(o); raw.appendVarint(n); raw.appendVarint(to)
         case .brk(let a):
             tag(.brk); raw.appendVarint(a)
+        case .getMempolicy(let a):
+            tag(.getMempolicy); raw.appendVarint(a)
         case .spawn(let c):
             precondition(c >= 0 && c < TraceFormat.maxThreads)
             tag(.spawn); raw.appendVarint(UInt64(c))

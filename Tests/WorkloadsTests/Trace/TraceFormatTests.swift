@@ -54,7 +54,7 @@ struct TraceFormatTests {
             .mmap(address: 0x7fff_ffff_f000, length: UInt64.max, protection: [.read, .write, .execute], shared: true),
             .munmap(address: 0, length: 1), .mprotect(address: 1 << 46, length: 4096, protection: .none),
             .madvise(address: 4096, length: 8192, advice: .noHugepage), .mremap(address: 1, oldLength: 2, newLength: 3, newAddress: 4),
-            .brk(address: 0x5555_5600_0000), .spawn(thread: 65535), .fork(child: 7), .exit, .idle(milliseconds: 12345),
+            .brk(address: 0x5555_5600_0000), .getMempolicy(address: 0x7fff_ffff_ffff), .spawn(thread: 65535), .fork(child: 7), .exit, .idle(milliseconds: 12345),
             .beginMeasurement,
         ] + MadviseAdvice.allCases.map { .madvise(address: 0, length: 0, advice: $0) }
         var writer = try TraceWriter(output: TraceBytes())
