@@ -98,11 +98,15 @@ public final class SimulatedTime: @unchecked Sendable {
     /// A read served by the last-level cache: what each of a ticket lock's spinning waiters costs the
     /// next owner in a hand-off (`acquire`).
     private let sharedCacheReadCycles: Double
+    /// The socket of each CPU (CPUs are numbered socket by socket), looked up rather than divided for
+    /// every reservation a timeline weighs.
+    private let socketOf: ContiguousArray<Int32>
 
     init(cpuCount: Int, description: MachineDescription) {
         self.cpuCount = cpuCount
         parameters = description.contention
         sharedCacheReadCycles = description.caches.last?.latency ?? description.contention.sameSocketTransferCycles
+        socketOf = ContiguousArray((0..<cpuCount).map { Int32($0 / description.contention.cpusPerSocket) })
         extraCycles = Array(repeating: 0, count: cpuCount)
         waitCycles = Array(repeating: 0, count: LockClass.allCases.count)
         contended = Array(repeating: 0, count: LockClass.allCases.count)
@@ -121,11 +125,9 @@ public final class SimulatedTime: @unchecked Sendable {
     @inline(__always) func socket(_ cpu: Int) -> Int { cpu / parameters.cpusPerSocket }
 
     /// What moving a line last written by `from` to `to` costs.
-    @inline(__always) func transfer(from: Int32, to: Int) -> Double { Self.transfer(parameters, from: from, to: to) }
-
-    @inline(__always) static func transfer(_ p: ContentionParameters, from: Int32, to: Int) -> Double {
+    @inline(__always) func transfer(from: Int32, to: Int) -> Double {
         if from < 0 || Int(from) == to { return 0 }
-        return Int(from) / p.cpusPerSocket == to / p.cpusPerSocket ? p.sameSocketTransferCycles : p.remoteSocketTransferCycles
+        return socketOf[Int(from)] == socketOf[to] ? parameters.sameSocketTransferCycles : parameters.remoteSocketTransferCycles
     }
 
     /// The timeline of the split lock `key` (`kind` 0 for a PTE table's, 1 for a PMD table's), and
@@ -172,7 +174,7 @@ public final class SimulatedTime: @unchecked Sendable {
     /// at a time, and a writer other than the one before it pays a transfer. Returns the delay.
     private func writeLine(_ line: inout Timeline, cpu: Int, at t: Double) -> Double {
         let p = parameters
-        let (start, previous) = line.reserve(at: t, horizon: horizon, cpu: cpu) { holder, _ in Self.transfer(p, from: holder, to: cpu) + p.atomicCycles }
+        let (start, previous) = line.reserve(at: t, horizon: horizon, cpu: cpu) { holder, _ in self.transfer(from: holder, to: cpu) + p.atomicCycles }
         let move = transfer(from: previous, to: cpu)
         transferCycles += move
         return start - t + move
@@ -199,7 +201,7 @@ public final class SimulatedTime: @unchecked Sendable {
         let handoff = p.sameSocketTransferCycles
         let perWaiter = kind == .ticket ? sharedCacheReadCycles / 2 : 0
         let (start, previous) = lock.reserve(at: t, horizon: horizon, cpu: cpu) { holder, ahead in
-            Self.transfer(p, from: holder, to: cpu) + hold + handoff + perWaiter * Double(ahead)
+            self.transfer(from: holder, to: cpu) + hold + handoff + perWaiter * Double(ahead)
         }
         let move = transfer(from: previous, to: cpu)
         transferCycles += move
@@ -392,6 +394,10 @@ struct Timeline {
     private var head = 0
     /// The end of the latest interval dropped: nothing is granted before it.
     private var floor = -Double.infinity
+    /// Where the back-to-back run at the end of `storage` starts: from here on each interval starts
+    /// where the one before ends, so a request that reaches the run can only go after it. A busy
+    /// lock's or line's reservations queue up so; a request need not walk them one by one.
+    private var runStart = 0
     static let capacity = 256
     static let hardCapacity = 16 * capacity
 
@@ -423,8 +429,14 @@ struct Timeline {
                 insert(Interval(start: start, end: start + d, holder: Int32(cpu)), at: i, horizon: horizon)
                 return (start, previous)
             }
-            start = max(start, storage[i].end)
-            i += 1
+            if i >= runStart {
+                // No gap from here to the end.
+                start = max(start, storage[n - 1].end)
+                i = n
+            } else {
+                start = max(start, storage[i].end)
+                i += 1
+            }
         }
     }
 
@@ -432,6 +444,8 @@ struct Timeline {
     private mutating func insert(_ interval: Interval, at i: Int, horizon: Double) {
         let n = storage.count
         if i == n {
+            // Joins the run at the end if it starts where the last one ends; else starts a run.
+            if n == head || storage[n - 1].end != interval.start { runStart = n }
             storage.append(interval)
         } else if head > 0 && i - head < n - i {
             storage.withUnsafeMutableBufferPointer { b in
@@ -440,8 +454,12 @@ struct Timeline {
                 base[i - 1] = interval
             }
             head -= 1
+            // What lay before `i` moved one place down: the run too, if it started before `i` (a
+            // zero-length interval put inside it).
+            if runStart < i { runStart -= 1 }
         } else {
             storage.insert(interval, at: i)
+            if runStart >= i { runStart += 1 }
         }
         let kept = storage.count - head
         if kept > Self.capacity {
@@ -456,10 +474,13 @@ struct Timeline {
             guard drop > 0 else { return }
             floor = max(floor, storage[head + drop - 1].end)
             head += drop
+            runStart = max(runStart, head)
             // Keep half a timeline of free slots in front; give back the rest.
             if head >= Self.capacity {
-                storage.removeFirst(head - Self.capacity / 2)
+                let removed = head - Self.capacity / 2
+                storage.removeFirst(removed)
                 head = Self.capacity / 2
+                runStart -= removed
             }
         }
     }

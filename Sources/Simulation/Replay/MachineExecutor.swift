@@ -111,7 +111,14 @@ public final class MachineExecutor: WorkloadSink {
         var records = ContiguousArray<AccessRecord>()
         var touched = ContiguousArray<Bool>()
         var head = 0
-        var isEmpty: Bool { head == records.count }
+        /// The thread's `get_mempolicy()` page lookups, each made once the records before
+        /// `position` (counted from the queue's start) have run: a question about a page, which can
+        /// wait its turn in simulated time with the thread's accesses instead of ordering every thread.
+        var lookups = ContiguousArray<(position: Int, address: UInt64)>()
+        var lookupHead = 0
+        var isEmpty: Bool { head == records.count && lookupHead == lookups.count }
+        /// Records that may run before the next lookup is due.
+        var recordsBeforeLookup: Int { lookupHead < lookups.count ? lookups[lookupHead].position - head : records.count - head }
     }
 
     @inline(__always)
@@ -199,11 +206,14 @@ public final class MachineExecutor: WorkloadSink {
                 dropQueue(best)
                 continue
             }
+            // Up to `quantum` accesses, or fewer when a lookup comes first: a lookup takes locks other
+            // CPUs take, so the clocks are read again after it.
             var n = 0
+            let limit = min(Self.quantum, queues[best].recordsBeforeLookup)
             queues[best].records.withUnsafeBufferPointer { records in
                 queues[best].touched.withUnsafeBufferPointer { touched in
                     var i = queues[best].head
-                    while n < Self.quantum && i < records.count {
+                    while n < limit && i < records.count {
                         pending[n] = records[i]
                         pendingNewlyTouched[n] = touched[i]
                         n += 1; i += 1
@@ -211,17 +221,46 @@ public final class MachineExecutor: WorkloadSink {
                 }
             }
             queues[best].head += n
+            // The lookups due once these records have run.
+            var due: UInt64? = nil, moreDue = ContiguousArray<UInt64>()
+            while queues[best].lookupHead < queues[best].lookups.count,
+                  queues[best].lookups[queues[best].lookupHead].position == queues[best].head {
+                let a = queues[best].lookups[queues[best].lookupHead].address
+                if due == nil { due = a } else { moreDue.append(a) }
+                queues[best].lookupHead += 1
+            }
             if queues[best].isEmpty {
                 queues[best].records.removeAll(keepingCapacity: true)
                 queues[best].touched.removeAll(keepingCapacity: true)
+                queues[best].lookups.removeAll(keepingCapacity: true)
                 queues[best].head = 0
+                queues[best].lookupHead = 0
                 queuedThreads.remove(at: bestSlot)
             }
             pendingThread = best
             pendingCount = n
             runPending()
+            if let due, threadProcess[best] >= 0, let mm = processes[Int(threadProcess[best])], !mm.wasOOMKilled {
+                lookUpNode(thread: best, mm: mm, address: due)
+                for a in moreDue { lookUpNode(thread: best, mm: mm, address: a) }
+            }
         }
         cachedThread = -1
+    }
+
+    /// `get_mempolicy(MPOL_F_NODE | MPOL_F_ADDR)` of `address` by `thread` (`AddressSpace.nodeOfPage`),
+    /// charged to its CPU at its clock on a machine in simulated time.
+    private func lookUpNode(thread: Int, mm: AddressSpace, address: UInt64) {
+        switch mm.nodeOfPage(at: VirtualAddress(address)) {
+        case .success(let found):
+            if let time = machine.simulatedTime {
+                let cpu = thread % cpuCount
+                time.chargeNodeLookup(cpu: cpu, pid: mm.pid, address: address, hugePMD: found.hugePMD,
+                                      design: machine.kernel.design, now: machine.clock(of: cpu))
+            }
+        case .failure(let errno):
+            report.failedCalls[String(describing: errno), default: 0] += 1
+        }
     }
 
     /// Takes back a queued access that will not be made: its count, and the page it would have
@@ -384,6 +423,19 @@ public final class MachineExecutor: WorkloadSink {
     }
 
     public func event(thread: Int, _ event: WorkloadEvent) {
+        if timeOrdered, case .getMempolicy(let address) = event {
+            // Waits in the thread's queue for its turn in simulated time (`drainQueues()`).
+            guard thread >= 0, thread < threadProcess.count, threadProcess[thread] >= 0,
+                  let mm = processes[Int(threadProcess[thread])], !mm.wasOOMKilled else {
+                report.droppedEvents += 1
+                return
+            }
+            report.events += 1
+            if thread >= queues.count { queues.append(contentsOf: repeatElement(ThreadQueue(), count: thread + 1 - queues.count)) }
+            if queues[thread].isEmpty { queuedThreads.append(thread) }
+            queues[thread].lookups.append((queues[thread].records.count, address))
+            return
+        }
         flush()
         guard thread >= 0, thread < threadProcess.count, threadProcess[thread] >= 0,
               let mm = processes[Int(threadProcess[thread])], !mm.wasOOMKilled else {
@@ -416,12 +468,7 @@ public final class MachineExecutor: WorkloadSink {
             case .brk(let address):
                 _ = mm.setBreak(VirtualAddress(address))
             case .getMempolicy(let address):
-                let found = try mm.nodeOfPage(at: VirtualAddress(address)).get()
-                if let time = machine.simulatedTime {
-                    let cpu = thread % cpuCount
-                    time.chargeNodeLookup(cpu: cpu, pid: mm.pid, address: address, hugePMD: found.hugePMD,
-                                          design: machine.kernel.design, now: machine.clock(of: cpu))
-                }
+                lookUpNode(thread: thread, mm: mm, address: address)
             case .spawn(let child):
                 try bind(child, to: Int(threadProcess[thread]))
             case .fork(let child):
@@ -443,7 +490,8 @@ public final class MachineExecutor: WorkloadSink {
         } catch {
             report.failedCalls[String(describing: error), default: 0] += 1
         }
-        advanceClock()
+        // A page's node is a question, not a change: the clock moves at the next tick or change.
+        if case .getMempolicy = event {} else { advanceClock() }
         switch event {
         case .fork, .exit, .idle, .beginMeasurement: sampleMemory()
         default: break
