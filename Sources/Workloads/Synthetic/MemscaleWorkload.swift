@@ -21,6 +21,9 @@ import VMCore
 /// buffer (`--accesses 0` for the benchmark alone).
 struct MemscaleWorkload {
     let p: SyntheticParameters
+    /// The order in which the threads' set-up reaches the kernel (docs/concurrency.md, "memscale":
+    /// the fault count with THP depends on it; others are for tests).
+    var order: MemscaleLayout.Order = .stacksThenArenasThenBuffers
 
     /// Linux's `mmap_base` for the workload (2 MiB-aligned: the synthetic layout's base).
     static let top: UInt64 = SyntheticLayout.base
@@ -31,7 +34,7 @@ struct MemscaleWorkload {
     /// The set-up's system calls and first writes, and where each buffer is (`MemscaleLayout`).
     var layout: MemscaleLayout {
         let requests = (0..<p.threads).map { p.slice($0).length }
-        guard let layout = MemscaleLayout(requests: requests, order: .stacksThenArenasThenBuffers,
+        guard let layout = MemscaleLayout(requests: requests, order: order,
                                           ceiling: Self.top, floor: Self.bottom) else {
             preconditionFailure("memscale: \(p.threads) threads × \(p.size / UInt64(p.threads)) bytes do not fit below \(Self.top)")
         }

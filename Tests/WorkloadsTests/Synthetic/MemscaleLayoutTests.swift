@@ -100,12 +100,13 @@ struct MemscaleLayoutTests {
         #expect(l.stacks[0] == c - 8 * mib)
     }
 
-    /// The 2 MiB ranges a huge page can fault into, given the default order: those inside one buffer's
-    /// own mapping. A range shared with the buffer below was written first by the upper buffer's
-    /// chunk header, when the lower one was not mapped yet, and faults 4 KiB pages ever after.
-    static func expectedFaults(threads: Int, perThread: UInt64, huge thp: Bool) -> (faults: Int, huge: Int) {
+    /// The 2 MiB ranges a huge page can fault into: those inside one buffer's own mapping. A range a
+    /// buffer shares with a neighbour below (the default order maps them one below the other, and
+    /// they merge) was written first by the upper buffer's chunk header, when the lower one was not
+    /// mapped yet, and faults 4 KiB pages ever after; in the other orders a heap lies between buffers.
+    static func expectedFaults(threads: Int, perThread: UInt64, huge thp: Bool, order: MemscaleLayout.Order) -> (faults: Int, huge: Int) {
         let pmd: UInt64 = 2 << 20, page = Self.page
-        let w = MemscaleWorkload(p: SyntheticParameters(size: perThread * UInt64(threads), accesses: 0, threads: threads))
+        let w = MemscaleWorkload(p: SyntheticParameters(size: perThread * UInt64(threads), accesses: 0, threads: threads), order: order)
         let l = w.layout
         var faults = 0, huge = 0
         for t in 0..<threads {
@@ -126,9 +127,9 @@ struct MemscaleLayoutTests {
         return (faults, huge)
     }
 
-    @Test("on a machine: faults are the buffers' pages (THP off) or what the layout predicts (THP on)",
-          arguments: [TransparentHugepageSettings.Enabled.never, .always])
-    func faultsFollowLayout(enabled: TransparentHugepageSettings.Enabled) throws {
+    @Test("on a machine: faults are the buffers' pages (THP off) or what the layout predicts (THP on), in every order",
+          arguments: [TransparentHugepageSettings.Enabled.never, .always], MemscaleLayout.Order.allCases)
+    func faultsFollowLayout(enabled: TransparentHugepageSettings.Enabled, order: MemscaleLayout.Order) throws {
         let threads = 4, perThread: UInt64 = 5 << 20 | 7 << 12
         var s = SystemBuilder()
         s.design = .linux2_6_38
@@ -136,14 +137,30 @@ struct MemscaleLayoutTests {
         s.memoryBytes = 256 << 20
         let e = try s.makeExecutor()
         var sink = e
-        SyntheticWorkload.memscale.generate(SyntheticParameters(size: perThread * UInt64(threads), accesses: 0, threads: threads), into: &sink)
+        MemscaleWorkload(p: SyntheticParameters(size: perThread * UInt64(threads), accesses: 0, threads: threads), order: order)
+            .generate(into: &sink)
         let r = e.finish()
         #expect(r.signals.isEmpty && r.failedCalls.isEmpty)
-        let expected = Self.expectedFaults(threads: threads, perThread: perThread, huge: enabled == .always)
+        let expected = Self.expectedFaults(threads: threads, perThread: perThread, huge: enabled == .always, order: order)
         if enabled == .never { #expect(expected.faults == threads * (Int(perThread / Self.page) + 3)) }
         #expect(expected.huge > 0 || enabled == .never)
         #expect(r.vmstatFinal["pgfault"] == expected.faults)
         #expect((r.vmstatFinal["thp_fault_alloc"] ?? 0) == expected.huge)
+    }
+
+    @Test("the order decides the count: a buffer ending on its own heap (serial) faults 4 KiB pages at its low end only")
+    func orderMatters() {
+        // 100 MiB + 72 pages: a mapping of 100 MiB + 73 pages, too big for the holes beside the heaps.
+        let threads = 3, perThread: UInt64 = 100 << 20 | 72 << 12, pages = Int(perThread / Self.page)
+        let serial = Self.expectedFaults(threads: threads, perThread: perThread, huge: true, order: .serial)
+        let packed = Self.expectedFaults(threads: threads, perThread: perThread, huge: true, order: .stacksThenArenasThenBuffers)
+        // Serial: 50 huge ranges under the 64 MiB-aligned heap (the last of them holds the mapping's
+        // untouched last page), 73 touched pages below them; each stack (in the hole above heap 0,
+        // at 8 MiB steps under the ceiling) a huge fault at its top; each arena header a 4 KiB one.
+        #expect(serial.huge == threads * (50 + 1))
+        #expect(serial.faults == threads * (50 + (pages - (50 * 512 - 1)) + 1 + 1))
+        // One below the other, each shared 2 MiB range faults 4 KiB pages: many more faults.
+        #expect(packed.faults > serial.faults + 400)
     }
 
     @Test("the footprint: the buffers are --size plus a page each, every touch lies in a mapping")
