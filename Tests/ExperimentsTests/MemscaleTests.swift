@@ -3,7 +3,7 @@ import Testing
 import VMCore
 import Kernel
 import Machine
-import Workloads
+@testable import Workloads
 import Simulation
 @testable import Experiments
 
@@ -87,25 +87,29 @@ struct MemscaleTests {
         #expect(r.results.allSatisfy { $0.time?.cpuNanoseconds.count == 8 && $0.time!.cpuNanoseconds.allSatisfy { $0 > 0 } })
     }
 
-    @Test("faults: one per 4 KiB page with THP off; with THP on one per aligned 2 MiB range of each buffer plus its ends")
+    @Test("faults: each buffer's pages and three set-up pages a thread with THP off; with THP on one per 2 MiB range inside a buffer plus the rest")
     func faultCounts() throws {
         let threads = 4, perThread: UInt64 = 3 << 20 | 5 << 12   // 3 MiB + 5 pages: no buffer is 2 MiB-aligned
         let r = try Small.run(Self.grid(threads: [threads], perThread: perThread, locks: ["split"]))
         let off = try #require(r.results.first { $0.cell.enabled == "never" })
         let on = try #require(r.results.first { $0.cell.enabled == "always" })
         let pages = threads * Int(perThread >> 12)
-        #expect(off.faults.count == pages)
-        // The buffers lie top-down below the synthetic base, one unmapped page apart (separate VMAs):
-        // each faults a huge page per 2 MiB range inside it and 4 KiB pages at its unaligned ends.
-        var huge = 0
-        for t in 0..<threads {
-            let start = SyntheticLayout.base - UInt64(t + 1) * (perThread + 4096), end = start + perThread
-            let first = (start + (2 << 20) - 1) & ~((2 << 20) - 1), last = end & ~((2 << 20) - 1)
-            if last > first { huge += Int((last - first) >> 21) }
+        // Each thread's stack (its top two pages) and arena (its header) fault too (MemscaleLayout).
+        #expect(off.faults.count == pages + 3 * threads)
+        // With THP the buffers, one below the other, fault a huge page per 2 MiB range inside each
+        // and 4 KiB pages elsewhere; each stack's top 2 MiB (8 MiB stacks under a 2 MiB-aligned base)
+        // is one huge fault, each arena header a 4 KiB one.
+        let layout = MemscaleWorkload(p: SyntheticParameters(size: perThread * UInt64(threads), accesses: 0, threads: threads)).layout
+        var huge = 0, coveredPages = 0   // touched pages inside those ranges (a mapping's last page is not touched)
+        for (start, length) in layout.buffers {
+            let first = (start + (2 << 20) - 1) & ~((2 << 20) - 1), last = (start + length) & ~((2 << 20) - 1)
+            guard last > first else { continue }
+            huge += Int((last - first) >> 21)
+            coveredPages += Int((min(last, start + perThread) - first) >> 12)
         }
-        #expect(huge > 0 && pages - huge * 512 > 0)
-        #expect(on.faults.huge == huge)
-        #expect(on.faults.count == huge + (pages - huge * 512))
+        #expect(huge > 0 && pages - coveredPages > 0)
+        #expect(on.faults.huge == huge + threads)
+        #expect(on.faults.count == huge + (pages - coveredPages) + 2 * threads)
     }
 
     @Test("4 KiB faults on many CPUs contend on the mmap lock's count line: the same work per thread takes longer")
