@@ -96,12 +96,15 @@ public final class CPU: @unchecked Sendable {
     let fixedReferenceCost: Double
     let mlp: Double
 
-    init(id: Int, description: MachineDescription) {
+    /// - Parameter sharedLastLevel: the last-level cache this CPU shares with the others of its
+    ///   socket, or nil for one of its own.
+    init(id: Int, description: MachineDescription, sharedLastLevel: SharedCacheLevel? = nil) {
         self.id = id
         machineDescription = description
         tlb = TLBHierarchy(description)
         pageWalkCache = PageWalkCache(pml4: description.pml4Cache, pdpt: description.pdptCache, pd: description.pdCache)
-        cache = CacheModel(levels: description.caches, memoryLatency: description.memoryLatencyCycles)
+        cache = CacheModel(levels: description.caches, memoryLatency: description.memoryLatencyCycles,
+                           sharedLastLevel: sharedLastLevel)
         baseCycles = description.timing.baseCycles
         l1Latency = description.caches.first?.latency ?? 0
         l2TLBLatency = description.timing.l2TLBHitCycles

@@ -43,6 +43,10 @@ public final class CacheModel: @unchecked Sendable {
     }
     let levels: UnsafeMutablePointer<Level>
     let levelCount: Int
+    /// The last level's storage when other CPUs' models share it (a socket's L3); nil when it is this
+    /// model's own. A shared level is an ordinary `Level` whose `lines` point into it, so an access
+    /// reads it exactly as it reads an own level.
+    public let sharedLastLevel: SharedCacheLevel?
     public let memoryLatency: Double
     let hitCounts: UnsafeMutablePointer<Int>
     let specs: [CacheLevelSpec]
@@ -76,11 +80,21 @@ public final class CacheModel: @unchecked Sendable {
     static let preferredSampleShift: UInt64 = 4
     static let minimumSampledSetBits: UInt64 = 4
 
-    public init(levels specs: [CacheLevelSpec], memoryLatency: Double, kind: Kind = .full) {
+    /// - Parameter sharedLastLevel: storage for the last level that this model shares with others
+    ///   (every sharer's last level is the same cache); nil for a last level of its own.
+    /// - Precondition: `sharedLastLevel`, when given, was made for `specs.last` and there are at least
+    ///   two levels.
+    public init(levels specs: [CacheLevelSpec], memoryLatency: Double, kind: Kind = .full,
+                sharedLastLevel: SharedCacheLevel? = nil) {
+        precondition(sharedLastLevel == nil || (specs.count > 1 && sharedLastLevel!.spec == specs.last),
+                     "a shared last level must be made for the last of two or more levels")
         levelCount = specs.count
         self.specs = specs
+        self.sharedLastLevel = sharedLastLevel
         levels = .allocate(capacity: specs.count)
-        for (i, spec) in specs.enumerated() { (levels + i).initialize(to: Self.makeLevel(spec, shift: 0)) }
+        for (i, spec) in specs.enumerated() {
+            (levels + i).initialize(to: Self.makeLevel(spec, shift: 0, storage: i == specs.count - 1 ? sharedLastLevel : nil))
+        }
         self.memoryLatency = memoryLatency
         hitCounts = .allocate(capacity: specs.count + 1)
         hitCounts.initialize(repeating: 0, count: specs.count + 1)
@@ -98,14 +112,18 @@ public final class CacheModel: @unchecked Sendable {
         if kind != .full { use(kind) }
     }
 
-    static func makeLevel(_ spec: CacheLevelSpec, shift: UInt64) -> Level {
+    /// A level of `spec` divided by 2^`shift`, in new storage or in the first entries of `storage`.
+    static func makeLevel(_ spec: CacheLevelSpec, shift: UInt64, storage: SharedCacheLevel? = nil) -> Level {
         let count = (spec.bytes / 64) >> shift
-        return Level(lines: HostMemory.allocate(UInt64.self, count: count), setMask: UInt64(count / spec.ways - 1),
+        return Level(lines: storage?.lines ?? HostMemory.allocate(UInt64.self, count: count), setMask: UInt64(count / spec.ways - 1),
                      setBits: UInt64((count / spec.ways).trailingZeroBitCount), ways: spec.ways, latency: spec.latency)
     }
 
+    /// Whether level `i`'s storage is this model's own (not a shared last level).
+    @inline(__always) private func ownsLevel(_ i: Int) -> Bool { sharedLastLevel == nil || i != levelCount - 1 }
+
     deinit {
-        for i in 0..<levelCount { HostMemory.release(levels[i].lines, count: levels[i].count) }
+        for i in 0..<levelCount where ownsLevel(i) { HostMemory.release(levels[i].lines, count: levels[i].count) }
         levels.deallocate()
         hitCounts.deallocate()
         outcomeCounts.deallocate()
@@ -123,14 +141,20 @@ public final class CacheModel: @unchecked Sendable {
         return min(preferredSampleShift, fewestSetBits > minimumSampledSetBits ? fewestSetBits - minimumSampledSetBits : 0)
     }
 
-    /// Switches to `kind`, emptying every level and zeroing the counts.
+    /// Switches to `kind`, emptying every level and zeroing the counts. With a shared last level,
+    /// every model sharing it must switch too (`Machine.cacheModel` switches every CPU), so that all
+    /// read it with the same geometry; this one empties it.
     public func use(_ kind: Kind) {
         let shift = kind == .sampled ? Self.sampleShift(for: specs) : 0
         self.kind = kind
         if shift != sampleShift {
             for i in 1..<max(1, levelCount) {
-                HostMemory.release(levels[i].lines, count: levels[i].count)
-                levels[i] = Self.makeLevel(specs[i], shift: shift)
+                if ownsLevel(i) {
+                    HostMemory.release(levels[i].lines, count: levels[i].count)
+                    levels[i] = Self.makeLevel(specs[i], shift: shift)
+                } else {
+                    levels[i] = Self.makeLevel(specs[i], shift: shift, storage: sharedLastLevel)
+                }
             }
             sampleShift = shift
         }
@@ -417,7 +441,7 @@ public final class CacheModel: @unchecked Sendable {
         return nil
     }
 
-    /// Empties every level.
+    /// Empties every level (a shared last level for every model sharing it).
     public func clear() {
         for i in 0..<levelCount { levels[i].lines.update(repeating: 0, count: levels[i].count) }
         hitCounts.update(repeating: 0, count: levelCount + 1)
@@ -430,4 +454,26 @@ public final class CacheModel: @unchecked Sendable {
         sampledWritebacks = 0
         writebackCarry = 0
     }
+}
+
+
+/// The storage of a cache level that several CPUs' cache models share: a socket's last-level cache,
+/// which hardware shares among the cores of a package (Intel's Xeon Scalable L3, distributed over the
+/// cores' slices and hashed by address; AMD shares an L3 per core complex, which the model does not
+/// distinguish from the socket). Sized for the full model; a model using `sampled` indexes its first
+/// 1/2^`sampleShift` of it. Sharing needs one host thread to drive every sharer (a machine in
+/// simulated-time order), as nothing here is locked.
+public final class SharedCacheLevel: @unchecked Sendable {
+    /// The level it holds.
+    public let spec: CacheLevelSpec
+    let lines: UnsafeMutablePointer<UInt64>
+    let capacity: Int
+
+    public init(_ spec: CacheLevelSpec) {
+        self.spec = spec
+        capacity = spec.bytes / 64
+        lines = HostMemory.allocate(UInt64.self, count: capacity)
+    }
+
+    deinit { HostMemory.release(lines, count: capacity) }
 }

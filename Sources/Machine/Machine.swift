@@ -44,13 +44,34 @@ public final class Machine: @unchecked Sendable {
                      "\(cpuCount) CPUs on a kernel configured for \(kernel.configuration.cpus)")
         self.kernel = kernel
         machineDescription = description
-        cpus = (0..<cpuCount).map { CPU(id: $0, description: description) }
+        let sharedLastLevels = simulatedTime && cpuCount > 1 ? Self.socketCaches(description, cpuCount: cpuCount) : []
+        cpus = (0..<cpuCount).map { id in
+            CPU(id: id, description: description,
+                sharedLastLevel: sharedLastLevels.isEmpty ? nil : sharedLastLevels[id / description.contention.cpusPerSocket])
+        }
         shootdownsSent = Array(repeating: 0, count: cpuCount)
         shootdownsReceived = Array(repeating: 0, count: cpuCount)
         self.simulatedTime = simulatedTime && cpuCount > 1 ? SimulatedTime(cpuCount: cpuCount, description: description) : nil
         for cpu in cpus { cpu.machine = self }
         kernel.tlb = FlushForwarder(self)
         SimulatedCPU.switchTo(0)
+    }
+
+    /// One last-level cache per socket (`ContentionParameters.cpusPerSocket`, CPUs numbered socket by
+    /// socket), which the socket's CPUs share as hardware does; none (each CPU keeps a last level of
+    /// its own) when the description has fewer than three cache levels, whose last is then a core's
+    /// own. Only a machine in simulated-time order shares: one host thread drives all its CPUs, while
+    /// other machines' CPUs may run on several.
+    static func socketCaches(_ description: MachineDescription, cpuCount: Int) -> [SharedCacheLevel] {
+        guard description.caches.count >= 3, let last = description.caches.last else { return [] }
+        let perSocket = description.contention.cpusPerSocket
+        return (0..<(cpuCount + perSocket - 1) / perSocket).map { _ in SharedCacheLevel(last) }
+    }
+
+    /// Whether CPUs `a` and `b` share their last-level cache.
+    public func shareLastLevelCache(_ a: Int, _ b: Int) -> Bool {
+        guard let shared = cpus[a].cache.sharedLastLevel else { return a == b }
+        return shared === cpus[b].cache.sharedLastLevel
     }
 
     /// The cache model every CPU uses (`CacheModel.Kind`: `full` by default, `sampled` faster);

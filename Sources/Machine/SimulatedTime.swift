@@ -74,6 +74,16 @@ public final class SimulatedTime: @unchecked Sendable {
     /// Split PTE and PMD locks, by pid and table (`key(_:_:_:)`): the index of each one's timeline.
     private var lockIndex: [UInt64: Int] = [:]
     @exclusivity(unchecked) private var lockTimelines = ContiguousArray<Timeline>()
+    /// The split locks' timelines that may hold more than their last reservation, by index: those
+    /// used since the last `compactSplitLocks()`. A lock is made for every page table a run
+    /// touches and mostly used while its table fills, so the rest are kept down to their last
+    /// reservation once it ends by the horizon, and host memory follows the tables in use.
+    @exclusivity(unchecked) private var activeSplitLocks = ContiguousArray<Int>()
+    /// Whether each split lock is in `activeSplitLocks`, by index.
+    @exclusivity(unchecked) private var splitLockActive = ContiguousArray<Bool>()
+    /// `activeSplitLocks` is compacted when it reaches this (twice what was left active last time,
+    /// at least 256), so the work is constant per lock used.
+    @exclusivity(unchecked) private var compactionThreshold = 256
     /// Per CPU and kind of split lock (PTE, PMD): the key it looked up last and its index. A CPU's
     /// faults mostly fall in the 2 MiB range of its previous one, so this spares the hash lookup.
     @exclusivity(unchecked) private var lastLockKeys: ContiguousArray<UInt64>
@@ -142,11 +152,42 @@ public final class SimulatedTime: @unchecked Sendable {
             index = lockTimelines.count; new = true
             lockIndex[key] = index
             lockTimelines.append(Timeline())
+            splitLockActive.append(false)
         }
         lastLockKeys[memo] = key
         lastLockIndices[memo] = index
+        // A lock leaves the memo only here, so one that a CPU keeps taking is noted once.
+        if !splitLockActive[index] {
+            splitLockActive[index] = true
+            activeSplitLocks.append(index)
+            if activeSplitLocks.count >= compactionThreshold { compactSplitLocks() }
+        }
         return (index, new)
     }
+
+    /// Keeps each active split lock whose reservations all end by the horizon down to its last one
+    /// (`Timeline.compact(horizon:)`), and notes which remain active. A lock in a CPU's memo stays
+    /// active: the memo's hits do not note it again.
+    private func compactSplitLocks() {
+        var kept = 0
+        let memo = Set(lastLockIndices.indices.lazy.filter { self.lastLockKeys[$0] != .max }.map { self.lastLockIndices[$0] })
+        for index in activeSplitLocks {
+            if !memo.contains(index) && lockTimelines[index].compact(horizon: horizon) {
+                splitLockActive[index] = false
+            } else {
+                activeSplitLocks[kept] = index
+                kept += 1
+            }
+        }
+        activeSplitLocks.removeLast(activeSplitLocks.count - kept)
+        compactionThreshold = max(256, 2 * kept)
+    }
+
+    /// Host bytes the split locks' timelines hold (their reservations' storage), for measuring.
+    var splitLockStorageBytes: Int { lockTimelines.reduce(0) { $0 + $1.storageBytes } }
+
+    /// How many split locks exist, and how many are active (not yet compacted).
+    var splitLockCounts: (all: Int, active: Int) { (lockTimelines.count, activeSplitLocks.count) }
 
     /// The index of `pid`'s timelines, made on first use.
     @inline(__always) private func mm(_ pid: Int) -> Int {
@@ -439,6 +480,29 @@ struct Timeline {
             }
         }
     }
+
+    /// When every reservation ends by `horizon` (no later request can fall before or into any of
+    /// them), drops all but the last into `floor` and gives back the storage: the last stays for the
+    /// CPU that held the lock last, whom the next holder's transfer is from. Answers are those the
+    /// whole timeline would give for requests at or after `horizon`. Returns whether it did so (or
+    /// the timeline was empty).
+    mutating func compact(horizon: Double) -> Bool {
+        let n = storage.count
+        guard n > head else { return true }
+        guard storage[n - 1].end <= horizon else { return false }
+        if n - head > 1 { floor = max(floor, storage[n - 2].end) }
+        if n > 1 || storage.capacity > 2 {
+            var last = ContiguousArray<Interval>()
+            last.reserveCapacity(1)
+            last.append(storage[n - 1])
+            storage = last
+            head = 0
+        }
+        return true
+    }
+
+    /// Host bytes this timeline's storage holds.
+    var storageBytes: Int { storage.capacity * MemoryLayout<Interval>.stride }
 
     /// Inserts `interval` before `storage[i]`, then drops what it may past `capacity`.
     private mutating func insert(_ interval: Interval, at i: Int, horizon: Double) {
