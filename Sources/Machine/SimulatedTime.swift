@@ -497,6 +497,7 @@ struct Timeline {
             last.append(storage[n - 1])
             storage = last
             head = 0
+            runStart = 0
         }
         return true
     }

@@ -21,8 +21,8 @@ struct SplitLockCompactionTests {
                 let t = horizon + Double.random(in: 0..<600, using: &rng)
                 let cpu = Int.random(in: 0..<8, using: &rng)
                 let hold = Double.random(in: 10..<300, using: &rng)
-                let a = whole.reserve(at: t, horizon: horizon, cpu: cpu) { _ in hold }
-                let b = compacted.reserve(at: t, horizon: horizon, cpu: cpu) { _ in hold }
+                let a = whole.reserve(at: t, horizon: horizon, cpu: cpu) { _, _ in hold }
+                let b = compacted.reserve(at: t, horizon: horizon, cpu: cpu) { _, _ in hold }
                 #expect(a == b, "round \(round), step \(step)")
                 if a != b { return }
                 horizon += step % 10 == 9 ? 2_000 : Double.random(in: 0..<200, using: &rng)
@@ -36,7 +36,7 @@ struct SplitLockCompactionTests {
     @Test("compacting keeps only the last reservation, and only when every reservation ended by the horizon")
     func compactsOnlyWhatEnded() {
         var t = Timeline()
-        for i in 0..<100 { _ = t.reserve(at: Double(i) * 100, cpu: i % 3) { _ in 50 } }
+        for i in 0..<100 { _ = t.reserve(at: Double(i) * 100, cpu: i % 3) { _, _ in 50 } }
         let early = t.compact(horizon: 9_949)
         #expect(!early, "the last reservation ends at 9,950")
         #expect(t.storageBytes >= 100 * 24)
@@ -44,8 +44,8 @@ struct SplitLockCompactionTests {
         #expect(compacted)
         #expect(t.storageBytes <= 2 * 24)
         // The next holder's transfer is from CPU 99 % 3 = 0; a request for an earlier time waits for what was dropped.
-        #expect(t.reserve(at: 10_000, cpu: 1) { _ in 10 } == (10_000, 0))
-        #expect(t.reserve(at: 0, cpu: 2) { _ in 10 }.start >= 9_850)
+        #expect(t.reserve(at: 10_000, cpu: 1) { _, _ in 10 } == (10_000, 0))
+        #expect(t.reserve(at: 0, cpu: 2) { _, _ in 10 }.start >= 9_850)
     }
 
     @Test("host memory for split locks follows the page tables in use, not every table made")
