@@ -125,6 +125,25 @@ public final class TLBArray: @unchecked Sendable {
         return found
     }
 
+    /// Probes for `va` at each page size the array holds entries of, smallest first (4 KiB only when
+    /// `with4K`), refreshing LRU on a hit: the slot and size of the hit as `slot << 2 | size`, or -1.
+    @inline(__always)
+    func probe(va: UInt64, asid: UInt16, with4K: Bool) -> Int {
+        if with4K && holds(.size4K) {
+            let s = lookup(page: va >> 12, size: .size4K, asid: asid)
+            if s >= 0 { return s << 2 | PageSize.size4K.rawValue }
+        }
+        if holds(.size2M) {
+            let s = lookup(page: va >> 21, size: .size2M, asid: asid)
+            if s >= 0 { return s << 2 | PageSize.size2M.rawValue }
+        }
+        if holds(.size1G) {
+            let s = lookup(page: va >> 30, size: .size1G, asid: asid)
+            if s >= 0 { return s << 2 | PageSize.size1G.rawValue }
+        }
+        return -1
+    }
+
     /// Looks `page` up without touching LRU state (the functional view). Returns the slot or -1.
     public func peek(page: UInt64, size: PageSize, asid: UInt16) -> Int {
         let t = Self.tag(page: page, size: size, asid: asid)
