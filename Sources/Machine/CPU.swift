@@ -216,6 +216,9 @@ public final class CPU: @unchecked Sendable {
         tally.accesses &+= 1
         let v = va.rawValue
         let levels = kind == .execute ? tlb.instructionLevels : tlb.dataLevels
+        // Whether a level's lookup missed: its fill then needs no search for the page (unless a
+        // fault ran in between).
+        var missedL1 = false, missedL2 = false
         if let hit = levels.l1.lookup(va: v, asid: asid, skippingFirst4K: probedFirst4K) {
             let entry = levels.l1.payload(hit)
             if Self.permits(entry, kind) {
@@ -224,17 +227,21 @@ public final class CPU: @unchecked Sendable {
             }
             if kind == .write && entry.isWritable { tally.dirtyAssists &+= 1 }
         } else if let hit = levels.l2.lookup(va: v, asid: asid) {
+            missedL1 = true
             tally.tlbCycles += independentAccesses ? l2TLBLatency / mlp : l2TLBLatency
             let entry = levels.l2.payload(hit)
             if Self.permits(entry, kind) {
                 tally.l2Hits &+= 1
-                levels.l1.fill(va: v, asid: asid, size: hit.size, entry: entry)
+                levels.l1.fill(va: v, asid: asid, size: hit.size, entry: entry, absent: true)
                 return complete(v, kind, entry, hit.size)
             }
             if kind == .write && entry.isWritable { tally.dirtyAssists &+= 1 }
         } else {
+            missedL1 = true
+            missedL2 = true
             tally.tlbCycles += independentAccesses ? l2TLBLatency / mlp : l2TLBLatency
         }
+        let faultsBefore = tally.faults
         // The walk and its retry after each handled fault (`PageTableWalk.resolve`, the rule every
         // walker follows).
         let walked = PageTableWalk.resolve(va, walk: { () -> ((TLBEntry, PageSize)?, present: Bool) in
@@ -249,8 +256,10 @@ public final class CPU: @unchecked Sendable {
         })
         switch walked {
         case .success(let (entry, size)):
-            levels.l2.fill(va: v, asid: asid, size: size, entry: entry)
-            let inL1 = levels.l1.fill(va: v, asid: asid, size: size, entry: entry)
+            // After a fault (kernel code ran, shootdowns with it) the fills search as before.
+            let noFault = tally.faults == faultsBefore
+            levels.l2.fill(va: v, asid: asid, size: size, entry: entry, absent: missedL2 && noFault)
+            let inL1 = levels.l1.fill(va: v, asid: asid, size: size, entry: entry, absent: missedL1 && noFault)
             return complete(v, kind, entry.piece(containing: v, of: size, as: inL1?.size ?? size), inL1?.size ?? size)
         case .failure(let fault):
             return .failure(fault)

@@ -94,9 +94,10 @@ public final class TLBHierarchy: @unchecked Sendable {
 
         /// Fills a translation of a page of `size` into the level: into the array that holds `size`,
         /// or the largest smaller size some array holds (the piece containing `va`). Returns where
-        /// it went.
+        /// it went. `absent`: the caller looked `va` up in this level and missed, and nothing filled
+        /// the level since (the fill then only picks the victim; `TLBArray.insert`).
         @discardableResult @inline(__always)
-        public func fill(va: UInt64, asid: UInt16, size: PageSize, entry: TLBEntry) -> Hit? {
+        public func fill(va: UInt64, asid: UInt16, size: PageSize, entry: TLBEntry, absent: Bool = false) -> Hit? {
             let array: Int8, pieceSize: PageSize
             switch size {
             case .size4K: array = fillArray.0; pieceSize = fillSize.0
@@ -106,7 +107,7 @@ public final class TLBHierarchy: @unchecked Sendable {
             guard array >= 0 else { return nil }
             let piece = entry.piece(containing: va, of: size, as: pieceSize)
             let slot = base[Int(array)]._withUnsafeGuaranteedRef {
-                $0.insert(page: va >> pieceSize.shift, size: pieceSize, asid: asid, payload: piece.rawValue)
+                $0.insert(page: va >> pieceSize.shift, size: pieceSize, asid: asid, payload: piece.rawValue, absent: absent)
             }
             return Hit(array: Int(array), slot: slot, size: pieceSize)
         }
