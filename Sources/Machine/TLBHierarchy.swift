@@ -34,19 +34,23 @@ public final class TLBHierarchy: @unchecked Sendable {
     }
 
     /// The arrays of one level, unretained, with the level's lookup and fill: the access path calls
-    /// these on the value (no class metadata, no reference counting, no closure per array).
+    /// these on the value (no class metadata, no reference counting, no closure per array). Two
+    /// words, so that choosing the data or the instruction levels per access copies four.
     public struct ArrayList: @unchecked Sendable {
         let base: UnsafeMutablePointer<Unmanaged<TLBArray>>
-        public let count: Int
-        /// Where a fill of each page size goes (indexed by `PageSize.rawValue`): the array that holds
-        /// the size, or the largest smaller size some array holds (the first such array), and the
-        /// size it is kept as; array -1 when no array holds it or anything smaller. Array sizes never
-        /// change, so this is computed once.
-        let fillArray: (Int8, Int8, Int8)
-        let fillSize: (PageSize, PageSize, PageSize)
+        let info: UnsafeMutablePointer<Info>
+        /// How many arrays, and where a fill of each page size goes (indexed by `PageSize.rawValue`):
+        /// the array that holds the size, or the largest smaller size some array holds (the first
+        /// such array), and the size it is kept as; array -1 when no array holds it or anything
+        /// smaller. Array sizes never change, so this is computed once.
+        struct Info {
+            var count: Int
+            var fillArray: (Int8, Int8, Int8)
+            var fillSize: (PageSize, PageSize, PageSize)
+        }
+        public var count: Int { info.pointee.count }
 
         init(_ arrays: ContiguousArray<TLBArray>) {
-            count = arrays.count
             base = .allocate(capacity: arrays.count)
             for (i, a) in arrays.enumerated() { (base + i).initialize(to: .passUnretained(a)) }
             func target(_ size: PageSize) -> (Int8, PageSize) {
@@ -60,10 +64,10 @@ public final class TLBHierarchy: @unchecked Sendable {
                 return (Int8(bestArray), bestSize)
             }
             let (a0, s0) = target(.size4K), (a1, s1) = target(.size2M), (a2, s2) = target(.size1G)
-            fillArray = (a0, a1, a2)
-            fillSize = (s0, s1, s2)
+            info = .allocate(capacity: 1)
+            info.initialize(to: Info(count: arrays.count, fillArray: (a0, a1, a2), fillSize: (s0, s1, s2)))
         }
-        func free() { base.deallocate() }
+        func free() { base.deallocate(); info.deallocate() }
         /// Calls `body` with array `i` without retaining it.
         @inline(__always) func with<R>(_ i: Int, _ body: (TLBArray) -> R) -> R {
             base[i]._withUnsafeGuaranteedRef(body)
@@ -73,6 +77,7 @@ public final class TLBHierarchy: @unchecked Sendable {
         /// caller already probed the first array for a 4 KiB page and missed (a miss changes nothing).
         @inline(__always)
         public func lookup(va: UInt64, asid: UInt16, skippingFirst4K: Bool = false) -> Hit? {
+            let count = count
             var i = 0
             while i < count {
                 let with4K = i != 0 || !skippingFirst4K
@@ -100,9 +105,9 @@ public final class TLBHierarchy: @unchecked Sendable {
         public func fill(va: UInt64, asid: UInt16, size: PageSize, entry: TLBEntry, absent: Bool = false) -> Hit? {
             let array: Int8, pieceSize: PageSize
             switch size {
-            case .size4K: array = fillArray.0; pieceSize = fillSize.0
-            case .size2M: array = fillArray.1; pieceSize = fillSize.1
-            case .size1G: array = fillArray.2; pieceSize = fillSize.2
+            case .size4K: array = info.pointee.fillArray.0; pieceSize = info.pointee.fillSize.0
+            case .size2M: array = info.pointee.fillArray.1; pieceSize = info.pointee.fillSize.1
+            case .size1G: array = info.pointee.fillArray.2; pieceSize = info.pointee.fillSize.2
             }
             guard array >= 0 else { return nil }
             let piece = entry.piece(containing: va, of: size, as: pieceSize)
