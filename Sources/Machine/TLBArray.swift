@@ -194,8 +194,14 @@ public final class TLBArray: @unchecked Sendable {
         }
         let old = tags[victim]
         if old != t {
-            if old & Self.validBit != 0 { adjust(Self.size(ofTag: old), -1) }
-            adjust(size, 1)
+            // Replacing a valid entry of the same size (the steady state) leaves the counts as
+            // they are.
+            if old & Self.validBit == 0 {
+                adjust(size, 1)
+            } else if (old >> 14) & 3 != UInt64(size.rawValue) {
+                adjust(Self.size(ofTag: old), -1)
+                adjust(size, 1)
+            }
             tags[victim] = t
         }
         payloads[victim] = payload
