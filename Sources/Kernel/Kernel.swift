@@ -63,7 +63,8 @@ public final class Kernel: @unchecked Sendable {
     public let configuration: KernelConfiguration
     public let memory: PhysicalMemory
     public let vmstat: VMStat
-    let tables: PageTableStore
+    /// `@usableFromInline` for the hardware walker's table accessors (`PageTable+Hardware.swift`).
+    @usableFromInline let tables: PageTableStore
     /// The shared zero page (Linux: `ZERO_PAGE(0)`, `empty_zero_page`).
     public let zeroPage: PFN
     /// Set by the Machine layer; nil means no TLBs to keep coherent.

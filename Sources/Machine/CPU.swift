@@ -78,8 +78,8 @@ public final class CPU: @unchecked Sendable {
     /// The cache model's write-backs already charged.
     @exclusivity(unchecked) var chargedWritebacks = 0
     /// The first L1 data array when it holds 4 KiB pages, unretained (`tlb` owns it), while an
-    /// address space is loaded: its 4 KiB probe is the first one `TLBHierarchy.lookup` makes, so a
-    /// hit there is answered inline without the level walk.
+    /// address space is loaded: its 4 KiB probe is the first one `TLBHierarchy.ArrayList.lookup`
+    /// makes, so a hit there is answered inline without the level walk.
     @exclusivity(unchecked) var firstL1Data: Unmanaged<TLBArray>?
     /// The lines of last-level page-table entries `run(_:)` prefetched recently (direct-mapped by
     /// the 32 KiB of address space a line of entries maps, plus one; 0: empty).
@@ -219,25 +219,32 @@ public final class CPU: @unchecked Sendable {
         tally.accesses &+= 1
         let v = va.rawValue
         let levels = kind == .execute ? tlb.instructionLevels : tlb.dataLevels
-        if let hit = TLBHierarchy.lookup(levels.l1, va: v, asid: asid, skippingFirst4K: probedFirst4K) {
-            let entry = TLBHierarchy.payload(levels.l1, hit)
+        // Whether a level's lookup missed: its fill then needs no search for the page (unless a
+        // fault ran in between).
+        var missedL1 = false, missedL2 = false
+        if let hit = levels.l1.lookup(va: v, asid: asid, skippingFirst4K: probedFirst4K) {
+            let entry = levels.l1.payload(hit)
             if Self.permits(entry, kind) {
                 tally.l1Hits &+= 1
                 return complete(v, kind, entry, hit.size)
             }
             if kind == .write && entry.isWritable { tally.dirtyAssists &+= 1 }
-        } else if let hit = TLBHierarchy.lookup(levels.l2, va: v, asid: asid) {
+        } else if let hit = levels.l2.lookup(va: v, asid: asid) {
+            missedL1 = true
             tally.tlbCycles += independentAccesses ? l2TLBLatency / mlp : l2TLBLatency
-            let entry = TLBHierarchy.payload(levels.l2, hit)
+            let entry = levels.l2.payload(hit)
             if Self.permits(entry, kind) {
                 tally.l2Hits &+= 1
-                TLBHierarchy.fill(levels.l1, va: v, asid: asid, size: hit.size, entry: entry)
+                levels.l1.fill(va: v, asid: asid, size: hit.size, entry: entry, absent: true)
                 return complete(v, kind, entry, hit.size)
             }
             if kind == .write && entry.isWritable { tally.dirtyAssists &+= 1 }
         } else {
+            missedL1 = true
+            missedL2 = true
             tally.tlbCycles += independentAccesses ? l2TLBLatency / mlp : l2TLBLatency
         }
+        let faultsBefore = tally.faults
         // The walk and its retry after each handled fault (`PageTableWalk.resolve`, the rule every
         // walker follows).
         let walked = PageTableWalk.resolve(va, walk: { () -> ((TLBEntry, PageSize)?, present: Bool) in
@@ -252,8 +259,10 @@ public final class CPU: @unchecked Sendable {
         })
         switch walked {
         case .success(let (entry, size)):
-            TLBHierarchy.fill(levels.l2, va: v, asid: asid, size: size, entry: entry)
-            let inL1 = TLBHierarchy.fill(levels.l1, va: v, asid: asid, size: size, entry: entry)
+            // After a fault (kernel code ran, shootdowns with it) the fills search as before.
+            let noFault = tally.faults == faultsBefore
+            levels.l2.fill(va: v, asid: asid, size: size, entry: entry, absent: missedL2 && noFault)
+            let inL1 = levels.l1.fill(va: v, asid: asid, size: size, entry: entry, absent: missedL1 && noFault)
             return complete(v, kind, entry.piece(containing: v, of: size, as: inL1?.size ?? size), inL1?.size ?? size)
         case .failure(let fault):
             return .failure(fault)

@@ -41,13 +41,15 @@ public final class PageWalkCache: @unchecked Sendable {
         return nil
     }
 
-    /// Remembers that the entry at `level` for `va` points at the table in `frame`.
+    /// Remembers that the entry at `level` for `va` points at the table in `frame`. `absent`: the
+    /// caller's `deepest` missed in that cache and nothing filled it since (a walk that descends from
+    /// `level` started above it, so its `deepest` missed there).
     @inline(__always)
-    public func fill(_ level: PageTableLevel, _ va: UInt64, asid: UInt16, frame: UInt32) {
+    public func fill(_ level: PageTableLevel, _ va: UInt64, asid: UInt16, frame: UInt32, absent: Bool = false) {
         switch level {
-        case .pgd: if hasPML4 { pml4.insert(page: va >> 39, size: .size4K, asid: asid, payload: UInt64(frame)) }
-        case .pud: if hasPDPT { pdpt.insert(page: va >> 30, size: .size4K, asid: asid, payload: UInt64(frame)) }
-        default: if hasPD { pd.insert(page: va >> 21, size: .size4K, asid: asid, payload: UInt64(frame)) }
+        case .pgd: if hasPML4 { pml4.insert(page: va >> 39, size: .size4K, asid: asid, payload: UInt64(frame), absent: absent) }
+        case .pud: if hasPDPT { pdpt.insert(page: va >> 30, size: .size4K, asid: asid, payload: UInt64(frame), absent: absent) }
+        default: if hasPD { pd.insert(page: va >> 21, size: .size4K, asid: asid, payload: UInt64(frame), absent: absent) }
         }
     }
 

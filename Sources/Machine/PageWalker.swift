@@ -67,7 +67,8 @@ struct CPUWalk: PageWalkObserver {
     mutating func descend(_ va: UInt64, from level: PageTableLevel, through entry: PageTableEntry) -> PageTable {
         let asid = asid
         return kernel._withUnsafeGuaranteedRef { k in
-            cpu._withUnsafeGuaranteedRef { $0.walkDescend(va, from: level, through: entry, asid: asid, kernel: k) }
+            // The walk started above `level`, so this walk's `deepest` missed in its cache.
+            cpu._withUnsafeGuaranteedRef { $0.walkDescend(va, from: level, through: entry, asid: asid, kernel: k, absent: true) }
         }
     }
 }
@@ -82,11 +83,12 @@ extension CPU {
         return (kernel.pageTable(frame: PFN(known.frame)), known.level)
     }
 
-    /// The next table of a walk, filling the paging-structure cache of `level` on the way down.
+    /// The next table of a walk, filling the paging-structure cache of `level` on the way down
+    /// (`absent`: as `PageWalkCache.fill`).
     @inline(__always)
     func walkDescend(_ va: UInt64, from level: PageTableLevel, through entry: PageTableEntry, asid: UInt16,
-                     kernel: Kernel) -> PageTable {
-        pageWalkCache.fill(level, va, asid: asid, frame: entry.pfn.rawValue)
+                     kernel: Kernel, absent: Bool = false) -> PageTable {
+        pageWalkCache.fill(level, va, asid: asid, frame: entry.pfn.rawValue, absent: absent)
         return kernel.pageTable(at: entry)
     }
 }

@@ -125,6 +125,25 @@ public final class TLBArray: @unchecked Sendable {
         return found
     }
 
+    /// Probes for `va` at each page size the array holds entries of, smallest first (4 KiB only when
+    /// `with4K`), refreshing LRU on a hit: the slot and size of the hit as `slot << 2 | size`, or -1.
+    @inline(__always)
+    func probe(va: UInt64, asid: UInt16, with4K: Bool) -> Int {
+        if with4K && holds(.size4K) {
+            let s = lookup(page: va >> 12, size: .size4K, asid: asid)
+            if s >= 0 { return s << 2 | PageSize.size4K.rawValue }
+        }
+        if holds(.size2M) {
+            let s = lookup(page: va >> 21, size: .size2M, asid: asid)
+            if s >= 0 { return s << 2 | PageSize.size2M.rawValue }
+        }
+        if holds(.size1G) {
+            let s = lookup(page: va >> 30, size: .size1G, asid: asid)
+            if s >= 0 { return s << 2 | PageSize.size1G.rawValue }
+        }
+        return -1
+    }
+
     /// Looks `page` up without touching LRU state (the functional view). Returns the slot or -1.
     public func peek(page: UInt64, size: PageSize, asid: UInt16) -> Int {
         let t = Self.tag(page: page, size: size, asid: asid)
@@ -141,28 +160,48 @@ public final class TLBArray: @unchecked Sendable {
     @inline(__always) public func setPayload(_ slot: Int, _ value: UInt64) { payloads[slot] = value }
 
     /// Fills `page` into its set, replacing an invalid way or the least recently used one; refreshes
-    /// the payload if the page is already present. Returns the slot.
-    @discardableResult
-    public func insert(page: UInt64, size: PageSize, asid: UInt16, payload: UInt64) -> Int {
+    /// the payload if the page is already present. Returns the slot. `absent`: the caller knows the
+    /// page is not in the array (it looked it up and missed, and nothing filled the array since), so
+    /// the fill skips looking for it and only picks the victim.
+    @discardableResult @inline(__always)
+    public func insert(page: UInt64, size: PageSize, asid: UInt16, payload: UInt64, absent: Bool = false) -> Int {
         let t = Self.tag(page: page, size: size, asid: asid)
         if wide { return wideInsert(t, size: size, payload: payload) }
         let base = Int(truncatingIfNeeded: page & setMask) &* ways
-        // One pass: the way that already holds the page, else the least recently used one (empty
-        // ways have stamp 0, so they go first).
-        var victim = base
-        var oldest = UInt64.max
-        var slot = base
-        let end = base &+ ways
-        while slot < end {
-            if tags[slot] == t { victim = slot; oldest = 0; break }
-            let stamp = stamps[slot]
-            if stamp < oldest { victim = slot; oldest = stamp }
-            slot &+= 1
+        let tags = self.tags, stamps = self.stamps, ways = self.ways
+        assert(!absent || peek(page: page, size: size, asid: asid) < 0, "TLB fill told a present page is absent")
+        var victim = -1
+        if !absent {
+            // The way that already holds the page.
+            var way = 0
+            while way < ways {
+                if tags[base &+ way] == t { victim = base &+ way; break }
+                way &+= 1
+            }
+        }
+        if victim < 0 {
+            // The least recently used way, the first on a tie (empty ways have stamp 0, so the first
+            // empty way goes first; valid ways' stamps are distinct).
+            victim = base
+            var oldest = stamps[base]
+            var slot = base &+ 1
+            let end = base &+ ways
+            while slot < end {
+                let stamp = stamps[slot]
+                if stamp < oldest { victim = slot; oldest = stamp }
+                slot &+= 1
+            }
         }
         let old = tags[victim]
         if old != t {
-            if old & Self.validBit != 0 { adjust(Self.size(ofTag: old), -1) }
-            adjust(size, 1)
+            // Replacing a valid entry of the same size (the steady state) leaves the counts as
+            // they are.
+            if old & Self.validBit == 0 {
+                adjust(size, 1)
+            } else if (old >> 14) & 3 != UInt64(size.rawValue) {
+                adjust(Self.size(ofTag: old), -1)
+                adjust(size, 1)
+            }
             tags[victim] = t
         }
         payloads[victim] = payload

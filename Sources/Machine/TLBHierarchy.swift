@@ -33,19 +33,88 @@ public final class TLBHierarchy: @unchecked Sendable {
         dataLevels.l1.free(); dataLevels.l2.free(); instructionLevels.l1.free(); instructionLevels.l2.free()
     }
 
-    /// The arrays of one level, unretained.
+    /// The arrays of one level, unretained, with the level's lookup and fill: the access path calls
+    /// these on the value (no class metadata, no reference counting, no closure per array). Two
+    /// words, so that choosing the data or the instruction levels per access copies four.
     public struct ArrayList: @unchecked Sendable {
         let base: UnsafeMutablePointer<Unmanaged<TLBArray>>
-        public let count: Int
+        let info: UnsafeMutablePointer<Info>
+        /// How many arrays, and where a fill of each page size goes (indexed by `PageSize.rawValue`):
+        /// the array that holds the size, or the largest smaller size some array holds (the first
+        /// such array), and the size it is kept as; array -1 when no array holds it or anything
+        /// smaller. Array sizes never change, so this is computed once.
+        struct Info {
+            var count: Int
+            var fillArray: (Int8, Int8, Int8)
+            var fillSize: (PageSize, PageSize, PageSize)
+        }
+        public var count: Int { info.pointee.count }
+
         init(_ arrays: ContiguousArray<TLBArray>) {
-            count = arrays.count
             base = .allocate(capacity: arrays.count)
             for (i, a) in arrays.enumerated() { (base + i).initialize(to: .passUnretained(a)) }
+            func target(_ size: PageSize) -> (Int8, PageSize) {
+                var bestArray = -1
+                var bestSize = PageSize.size4K
+                for (i, a) in arrays.enumerated() {
+                    if let s = a.pageSizes.largest(atMost: size), bestArray < 0 || s > bestSize {
+                        bestArray = i; bestSize = s
+                    }
+                }
+                return (Int8(bestArray), bestSize)
+            }
+            let (a0, s0) = target(.size4K), (a1, s1) = target(.size2M), (a2, s2) = target(.size1G)
+            info = .allocate(capacity: 1)
+            info.initialize(to: Info(count: arrays.count, fillArray: (a0, a1, a2), fillSize: (s0, s1, s2)))
         }
-        func free() { base.deallocate() }
+        func free() { base.deallocate(); info.deallocate() }
         /// Calls `body` with array `i` without retaining it.
         @inline(__always) func with<R>(_ i: Int, _ body: (TLBArray) -> R) -> R {
             base[i]._withUnsafeGuaranteedRef(body)
+        }
+
+        /// Looks `va` up in the level's arrays, refreshing LRU on a hit. `skippingFirst4K`: the
+        /// caller already probed the first array for a 4 KiB page and missed (a miss changes nothing).
+        @inline(__always)
+        public func lookup(va: UInt64, asid: UInt16, skippingFirst4K: Bool = false) -> Hit? {
+            let count = count
+            var i = 0
+            while i < count {
+                let with4K = i != 0 || !skippingFirst4K
+                // The slot and the size in one word (slot << 2 | size), -1 on a miss.
+                let found = base[i]._withUnsafeGuaranteedRef { $0.probe(va: va, asid: asid, with4K: with4K) }
+                if found >= 0 {
+                    return Hit(array: i, slot: found >> 2, size: PageSize(rawValue: found & 3).unsafelyUnwrapped)
+                }
+                i &+= 1
+            }
+            return nil
+        }
+
+        /// The payload of a hit.
+        @inline(__always)
+        public func payload(_ hit: Hit) -> TLBEntry {
+            TLBEntry(rawValue: base[hit.array]._withUnsafeGuaranteedRef { $0.payload(hit.slot) })
+        }
+
+        /// Fills a translation of a page of `size` into the level: into the array that holds `size`,
+        /// or the largest smaller size some array holds (the piece containing `va`). Returns where
+        /// it went. `absent`: the caller looked `va` up in this level and missed, and nothing filled
+        /// the level since (the fill then only picks the victim; `TLBArray.insert`).
+        @discardableResult @inline(__always)
+        public func fill(va: UInt64, asid: UInt16, size: PageSize, entry: TLBEntry, absent: Bool = false) -> Hit? {
+            let array: Int8, pieceSize: PageSize
+            switch size {
+            case .size4K: array = info.pointee.fillArray.0; pieceSize = info.pointee.fillSize.0
+            case .size2M: array = info.pointee.fillArray.1; pieceSize = info.pointee.fillSize.1
+            case .size1G: array = info.pointee.fillArray.2; pieceSize = info.pointee.fillSize.2
+            }
+            guard array >= 0 else { return nil }
+            let piece = entry.piece(containing: va, of: size, as: pieceSize)
+            let slot = base[Int(array)]._withUnsafeGuaranteedRef {
+                $0.insert(page: va >> pieceSize.shift, size: pieceSize, asid: asid, payload: piece.rawValue, absent: absent)
+            }
+            return Hit(array: Int(array), slot: slot, size: pieceSize)
         }
     }
     public struct Levels: Sendable {
@@ -60,68 +129,25 @@ public final class TLBHierarchy: @unchecked Sendable {
         public var size: PageSize
     }
 
-    /// Looks `va` up in one level's arrays, refreshing LRU on a hit. `skippingFirst4K`: the caller
-    /// already probed the first array for a 4 KiB page and missed (a miss changes nothing).
-    @inline(__always)
+    /// Looks `va` up in one level's arrays, refreshing LRU on a hit (`ArrayList.lookup`).
     public static func lookup(_ arrays: ArrayList, va: UInt64, asid: UInt16, skippingFirst4K: Bool = false) -> Hit? {
-        var i = 0
-        while i < arrays.count {
-            let with4K = i != 0 || !skippingFirst4K
-            let (slot, size) = arrays.with(i) { probe($0, va: va, asid: asid, with4K: with4K) }
-            if slot >= 0 { return Hit(array: i, slot: slot, size: size) }
-            i &+= 1
-        }
-        return nil
-    }
-
-    /// One array's probes, smallest page size first: the slot and size of a hit, or slot -1.
-    @inline(__always)
-    static func probe(_ a: TLBArray, va: UInt64, asid: UInt16, with4K: Bool = true) -> (Int, PageSize) {
-        if with4K && a.holds(.size4K) {
-            let s = a.lookup(page: va >> 12, size: .size4K, asid: asid)
-            if s >= 0 { return (s, .size4K) }
-        }
-        if a.holds(.size2M) {
-            let s = a.lookup(page: va >> 21, size: .size2M, asid: asid)
-            if s >= 0 { return (s, .size2M) }
-        }
-        if a.holds(.size1G) {
-            let s = a.lookup(page: va >> 30, size: .size1G, asid: asid)
-            if s >= 0 { return (s, .size1G) }
-        }
-        return (-1, .size4K)
+        arrays.lookup(va: va, asid: asid, skippingFirst4K: skippingFirst4K)
     }
 
     /// Looks `va` up in one level's arrays (the owning form, for tests and tools).
     public static func lookup(_ arrays: ContiguousArray<TLBArray>, va: UInt64, asid: UInt16) -> Hit? {
         let list = ArrayList(arrays)
         defer { list.free() }
-        return lookup(list, va: va, asid: asid)
+        return list.lookup(va: va, asid: asid)
     }
 
-    /// The payload of a hit.
-    @inline(__always)
-    public static func payload(_ arrays: ArrayList, _ hit: Hit) -> TLBEntry {
-        TLBEntry(rawValue: arrays.with(hit.array) { $0.payload(hit.slot) })
-    }
+    /// The payload of a hit (`ArrayList.payload`).
+    public static func payload(_ arrays: ArrayList, _ hit: Hit) -> TLBEntry { arrays.payload(hit) }
 
-    /// Fills a translation of a page of `size` into the level: into the array that holds `size`, or
-    /// the largest smaller size some array holds (the piece containing `va`). Returns where it went.
+    /// Fills a translation into one level (`ArrayList.fill`).
     @discardableResult
     public static func fill(_ arrays: ArrayList, va: UInt64, asid: UInt16, size: PageSize, entry: TLBEntry) -> Hit? {
-        var bestArray = -1
-        var bestSize = PageSize.size4K
-        var i = 0
-        while i < arrays.count {
-            if let s = arrays.with(i, { $0.pageSizes.largest(atMost: size) }), bestArray < 0 || s > bestSize {
-                bestArray = i; bestSize = s
-            }
-            i &+= 1
-        }
-        guard bestArray >= 0 else { return nil }
-        let piece = entry.piece(containing: va, of: size, as: bestSize)
-        let slot = arrays.with(bestArray) { $0.insert(page: va >> bestSize.shift, size: bestSize, asid: asid, payload: piece.rawValue) }
-        return Hit(array: bestArray, slot: slot, size: bestSize)
+        arrays.fill(va: va, asid: asid, size: size, entry: entry)
     }
 
     /// Fills a translation into one level (the owning form, for tests and tools).
@@ -129,7 +155,7 @@ public final class TLBHierarchy: @unchecked Sendable {
     public static func fill(_ arrays: ContiguousArray<TLBArray>, va: UInt64, asid: UInt16, size: PageSize, entry: TLBEntry) -> Hit? {
         let list = ArrayList(arrays)
         defer { list.free() }
-        return fill(list, va: va, asid: asid, size: size, entry: entry)
+        return list.fill(va: va, asid: asid, size: size, entry: entry)
     }
 
     /// Invalidates `[start, end)` of `asid` in every array; returns the entries removed.
@@ -180,6 +206,7 @@ public struct TLBEntry: RawRepresentable, Sendable, Hashable {
     public var isExecutable: Bool { rawValue & Self.executableBit != 0 }
 
     /// The entry for the piece of size `piece` that contains `va`, of a page of size `size`.
+    @inline(__always)
     public func piece(containing va: UInt64, of size: PageSize, as piece: PageSize) -> TLBEntry {
         if piece == size { return self }
         let offsetPages = (va & (size.bytes &- 1) & ~(piece.bytes &- 1)) >> 12

@@ -63,6 +63,45 @@ struct TLBArrayTests {
         #expect(!tlb.holds(.size4K))
     }
 
+    @Test("a fill told the page is absent picks the same way as one that searches, through hits, misses, mixed sizes and invalidations",
+          arguments: [(1536, 12), (64, 4), (32, 4), (8, 8)])
+    func absentFillMatchesSearchingFill(entries: Int, ways: Int) {
+        // `absent` (after a lookup that missed) skips the search for the page; the victim must be
+        // the one the searching fill picks, empty ways (stamp 0) among valid ones included.
+        let fast = TLBArray(entries: entries, ways: ways, pageSizes: [.size4K, .size2M])
+        let reference = TLBArray(entries: entries, ways: ways, pageSizes: [.size4K, .size2M])
+        var state: UInt64 = 0x9E37_79B9_7F4A_7C15 &* UInt64(entries &+ ways)
+        func next() -> UInt64 {   // SplitMix64
+            state &+= 0x9E37_79B9_7F4A_7C15
+            var z = state
+            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+            return z ^ (z >> 31)
+        }
+        var evictions = 0
+        for step in 0..<20_000 {
+            let r = next()
+            let page = r % UInt64(entries * 3)   // a pool three times the array: hits and misses
+            let size: PageSize = r >> 40 & 7 == 0 ? .size2M : .size4K
+            if r >> 48 & 63 == 0 {
+                // Empties a few slots, so fills meet invalid ways between valid ones.
+                let start = (page << 12), end = start + (UInt64(r >> 56 & 7) + 1) << 12
+                #expect(fast.invalidate(asid: 1, start: start, end: end) == reference.invalidate(asid: 1, start: start, end: end))
+                continue
+            }
+            let hit = fast.lookup(page: page, size: size, asid: 1)
+            #expect(hit == reference.lookup(page: page, size: size, asid: 1), "step \(step)")
+            if hit < 0 {
+                if fast.validEntries == entries { evictions += 1 }
+                let slot = fast.insert(page: page, size: size, asid: 1, payload: page, absent: true)
+                #expect(slot == reference.insert(page: page, size: size, asid: 1, payload: page), "step \(step)")
+            }
+        }
+        #expect(fast.validEntries(of: .size4K) == reference.validEntries(of: .size4K))
+        #expect(fast.validEntries(of: .size2M) == reference.validEntries(of: .size2M))
+        #expect(evictions > 1000)   // the victim search ran on full sets, not only on empty ways
+    }
+
     @Test("a range invalidation removes exactly the pages that overlap the range", arguments: [32, 4096])
     func rangeInvalidation(entries: Int) {
         let tlb = TLBArray(entries: entries, ways: min(entries, 16), pageSizes: [.size4K, .size2M])

@@ -14,7 +14,10 @@ extension AddressSpace {
 
 extension Kernel {
     /// The table an upper-level entry points at, for a hardware walker (Linux: `pmd_page_vaddr()`).
-    package func pageTable(at entry: PageTableEntry) -> PageTable { table(at: entry) }
+    /// `public @inlinable`, not `package`: the Machine's walk calls it once or twice per TLB miss, and
+    /// Swift 6.3 does not inline an `@inlinable package` function into another module (as
+    /// `PageTableWalk`). It reads the table's frame record (its slot) and nothing else.
+    @inlinable public func pageTable(at entry: PageTableEntry) -> PageTable { pageTable(frame: entry.pfn) }
 
     /// Where the last-level entry a walk of `va` from `root` would read lives in host memory, or nil
     /// when an upper entry is not present or maps a huge page; reads entries without setting any bit
@@ -48,7 +51,7 @@ extension Kernel {
 
     /// The table that lives in frame `pfn` (the walker's paging-structure caches keep frames).
     /// - Precondition: `pfn` holds a page table.
-    package func pageTable(frame pfn: PFN) -> PageTable {
+    @inlinable public func pageTable(frame pfn: PFN) -> PageTable {
         let slot = memory.frames.link(pfn)
         return PageTable(pfn: pfn, slot: slot, entries: tables.entries(slot))
     }

@@ -15,10 +15,12 @@ import PhysicalMemory
 ///           ──► chunk 1: [ slot 64 … ]
 /// ```
 public final class PageTableStore: @unchecked Sendable {
-    public static let slotsPerChunk = 64
+    /// A computed constant, not a `static let`: read from another module (the Machine's walker,
+    /// through `entries(_:)`) a `static let` is an addressor call.
+    @inlinable public static var slotsPerChunk: Int { 64 }
     /// Lock words per slot: one 4-byte lock and padding to 64 bytes.
     private static let lockStride = 16
-    private let directory: UnsafeMutablePointer<UnsafeMutablePointer<Atomic<UInt64>>?>
+    @usableFromInline let directory: UnsafeMutablePointer<UnsafeMutablePointer<Atomic<UInt64>>?>
     private let lockDirectory: UnsafeMutablePointer<UnsafeMutablePointer<Atomic<UInt32>>?>
     private let chunkCapacity: Int
     private struct Slots { var free: [UInt32] = []; var next: UInt32 = 0; var chunks = 0 }
@@ -114,8 +116,8 @@ public final class PageTableStore: @unchecked Sendable {
     /// Chunks allocated so far (each holds 64 tables' entries and never shrinks).
     var chunkCount: Int { slots.withLock { $0.chunks } }
 
-    /// The 512 entries of a table.
-    @inline(__always) func entries(_ slot: UInt32) -> UnsafeMutablePointer<Atomic<UInt64>> {
+    /// The 512 entries of a table (inlinable: the Machine's walker reaches every table through it).
+    @inlinable @inline(__always) func entries(_ slot: UInt32) -> UnsafeMutablePointer<Atomic<UInt64>> {
         let s = Int(slot)
         return directory[s / Self.slotsPerChunk].unsafelyUnwrapped + (s % Self.slotsPerChunk) * 512
     }
