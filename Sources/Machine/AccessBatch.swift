@@ -102,8 +102,9 @@ extension CPU {
     ///
     /// Should the filter not hold the page (a run outside one page, or an instruction fetch), the
     /// rest goes through `access(_:_:)` one by one; returns the fault of an access the kernel could
-    /// not resolve there.
-    @inline(__always)
+    /// not resolve there. Not inlined into `run`: it is called once a run, and inlined it costs
+    /// every record of a trace's replay spilled registers.
+    @inline(never)
     func runRest(_ r: AccessRecord) -> AccessFault? {
         let stride = UInt64(r.stride)
         let more = r.count &- 1
