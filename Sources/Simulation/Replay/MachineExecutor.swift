@@ -132,7 +132,16 @@ public final class MachineExecutor: WorkloadSink {
         case .fetch: fetches &+= count
         }
         untilTick &-= count
-        if untilTick <= 0 { flush(); tick() }
+        if untilTick <= 0 {
+            flush(); tick()
+            // The batch just run may have killed this thread's process: the access is not made.
+            if _slowPath(!timeOrdered && !isLive(thread)) {
+                countAccesses(kind, -count)
+                if newlyTouched { clearTouched(address, 1) }
+                report.droppedAccesses &+= count
+                return
+            }
+        }
         if timeOrdered {
             enqueue(thread, AccessRecord(address: address, count: count, kind: kind.memoryAccess), newlyTouched)
             return
@@ -190,12 +199,25 @@ public final class MachineExecutor: WorkloadSink {
                 countAccesses(kind, 1)
                 untilTick &-= 1
                 flush(); tick()
+                if _slowPath(!isLive(thread)) {
+                    // The batch just run killed the process: this access and the rest are not made.
+                    countAccesses(kind, -1)
+                    if newlyTouched { clearTouched(address, 1) }
+                    report.droppedAccesses &+= left &- beforeTick
+                    return
+                }
                 queue(thread, AccessRecord(address: address, count: 1, kind: kind.memoryAccess), newlyTouched)
                 newlyTouched = false
                 address &+= stride
             }
             left &-= k
         }
+    }
+
+    /// Whether the bound `thread`'s process is alive: a batch run at a tick may have killed it.
+    @inline(__always)
+    private func isLive(_ thread: Int) -> Bool {
+        processes[Int(threadProcess[thread])] != nil
     }
 
     @inline(__always)

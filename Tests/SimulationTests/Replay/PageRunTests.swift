@@ -178,6 +178,28 @@ struct PageRunTests {
         }
     }
 
+    /// An access that takes a tick right after the batch holding an access that kills its process
+    /// (run at that tick): it is dropped, as the accesses after it are, not run on a CPU that has
+    /// no address space any more (which stopped the program before).
+    static func killThenTick(_ sink: inout some WorkloadSink) {
+        let base: UInt64 = 0x7f00_0000_0000
+        sink.event(thread: 0, .mmap(address: base, length: 1 << 20, protection: .readWrite, shared: false))
+        for i in 0..<(MachineExecutor.tickInterval - 2) {
+            sink.access(thread: 0, address: base + UInt64(i % 256) * 4096, kind: i % 2 == 0 ? .store : .load, count: 1)
+        }
+        sink.access(thread: 0, address: base + (64 << 20), kind: .load, count: 1)   // unmapped: SIGSEGV
+        sink.accessRun(thread: 0, address: base + 8, stride: 8, count: 100, kind: .store)   // its first takes the tick
+        sink.access(thread: 0, address: base, kind: .load, count: 1)
+    }
+
+    @Test("an access taking a tick after its process was killed is dropped")
+    func tickAfterKill() throws {
+        let (runs, single, _) = try Self.both(Setup(), { Self.killThenTick(&$0) }, { Self.killThenTick(&$0) })
+        #expect(runs == single)
+        #expect(runs.contains("dropped=101/0"), "\(runs)")
+        #expect(runs.contains("SIGSEGV"))
+    }
+
     /// A run that crosses a tick (`MachineExecutor.tickInterval`) splits there: the tick's memory
     /// sample and clock move see what they would see access by access.
     @Test("a tick inside a run falls where it would")
