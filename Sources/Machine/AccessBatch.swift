@@ -3,18 +3,29 @@ import Kernel
 import HostIntrinsics
 
 /// One entry of a batch of program accesses for `CPU.run(_:)`: `count` accesses of one kind to the
-/// page of `address`. A run of `count` accesses keeps one access's TLB state: it costs one access
-/// through the MMU and `count - 1` L1 TLB hits.
+/// page of `address`.
+///
+/// With `stride` 0 (a trace's record, which keeps pages, not offsets), a run of `count` accesses
+/// keeps one access's TLB state: it costs one access through the MMU and `count - 1` L1 TLB hits,
+/// and only the first access's data line goes through the cache model.
+///
+/// With `stride` ≥ 1 (a page run), the record is exactly the `count` accesses at `address`,
+/// `address + stride`, …, all in the 4 KiB page of `address`: the first goes through the MMU, each
+/// of the others is the hit in the last-translation filter it would be on its own (a data page's
+/// translation covers the page), and every access's data line is charged as `access(_:_:)` charges it.
 public struct AccessRecord: Sendable {
     public var address: UInt64
     public var count: Int
     public var kind: MemoryAccess
+    /// Bytes between the accesses of a page run; 0: a trace's run of `count` accesses to one page.
+    public var stride: UInt32
 
     @inlinable
-    public init(address: UInt64, count: Int, kind: MemoryAccess) {
+    public init(address: UInt64, count: Int, kind: MemoryAccess, stride: UInt32 = 0) {
         self.address = address
         self.count = count
         self.kind = kind
+        self.stride = stride
     }
 }
 
@@ -67,15 +78,89 @@ extension CPU {
             switch access(VirtualAddress(r.address), r.kind) {
             case .success:
                 if r.count > 1 {
-                    let more = r.count &- 1
-                    tally.accesses &+= more
-                    tally.l1Hits &+= more
+                    if r.stride != 0 {
+                        if let fault = runRest(r) { return (i, fault) }
+                    } else {
+                        let more = r.count &- 1
+                        tally.accesses &+= more
+                        tally.l1Hits &+= more
+                    }
                 }
             case .failure(let fault):
                 return (i, fault)
             }
         }
         return (records.count, nil)
+    }
+
+    /// The accesses of a page run after its first, which has just succeeded: each is a hit in the
+    /// last-translation filter (the first left its page there, and a data access in the filter's
+    /// page neither faults nor changes TLB state), counted as an L1 TLB hit, and its data line goes
+    /// through `touchData` as the filter's path sends it; an access to the line just charged (the
+    /// cache model's most recent line) costs the L1 latency without a lookup, so the run charges
+    /// those by the line, not one by one.
+    ///
+    /// Should the filter not hold the page (a run outside one page, or an instruction fetch), the
+    /// rest goes through `access(_:_:)` one by one; returns the fault of an access the kernel could
+    /// not resolve there. Not inlined into `run`: it is called once a run, and inlined it costs
+    /// every record of a trace's replay spilled registers.
+    @inline(never)
+    func runRest(_ r: AccessRecord) -> AccessFault? {
+        let stride = UInt64(r.stride)
+        let more = r.count &- 1
+        let page = r.address >> 12
+        let offset = page &- filterStart
+        let last = r.address &+ UInt64(truncatingIfNeeded: more) &* stride
+        guard offset < filterPages, last >> 12 == page, last > r.address, r.kind != .execute,
+              r.kind == .read || filterDirty else {
+            var va = r.address
+            for _ in 0..<more {
+                va &+= stride
+                if case .failure(let fault) = access(VirtualAddress(va), r.kind) { return fault }
+            }
+            return nil
+        }
+        tally.accesses &+= more
+        tally.l1Hits &+= more
+        guard modelsDataCache else { return nil }
+        let frame = filterFrame &+ UInt32(truncatingIfNeeded: offset)
+        let write = r.kind == .write
+        let repeatCost = independentAccesses ? l1Latency / mlp : l1Latency
+        let wholeCost = repeatCost.magnitude < 0x1p20 && Double(Int64(repeatCost)) == repeatCost
+        // Accesses left in a line: a shift for a power-of-two stride, else a division.
+        let shift = stride & (stride &- 1) == 0 ? stride.trailingZeroBitCount : -1
+        var va = r.address &+ stride
+        var left = more
+        while left > 0 {
+            // This access, then those after it in its 64-byte line.
+            var sameLine = 0
+            if stride < 64 {
+                let room = 63 &- (va & 63)
+                sameLine = min(left &- 1, Int(truncatingIfNeeded: shift >= 0 ? room >> UInt64(shift) : room / stride))
+            }
+            touchData(frame: frame, va: va, write: write)
+            if sameLine > 0 {
+                if write { cache.markDirty(physicalAddress: lastDataLine << 6) }
+                chargeRepeated(repeatCost, sameLine, whole: wholeCost)
+            }
+            va &+= UInt64(truncatingIfNeeded: sameLine &+ 1) &* stride
+            left &-= sameLine &+ 1
+        }
+        return nil
+    }
+
+    /// Adds `cost` to the data cycles `n` (< 2³²) times, with the result of `n` additions in a row:
+    /// one multiplication when every partial sum is an integer below 2⁵³ (then each addition is
+    /// exact), else the additions themselves. `whole`: `cost` is an integer below 2²⁰.
+    @inline(__always)
+    func chargeRepeated(_ cost: Double, _ n: Int, whole: Bool) {
+        var total = tally.dataCycles
+        if whole && total.magnitude < 0x1p52 && Double(Int64(total)) == total {
+            tally.dataCycles = total + Double(n) * cost
+            return
+        }
+        for _ in 0..<n { total += cost }
+        tally.dataCycles = total
     }
 
     /// How many records ahead `run(_:)` prefetches page-table entries: enough for a host memory

@@ -139,13 +139,108 @@ public final class MachineExecutor: WorkloadSink {
         case .fetch: fetches &+= count
         }
         untilTick &-= count
-        if untilTick <= 0 { flush(); tick() }
+        if untilTick <= 0 {
+            flush(); tick()
+            // The batch just run may have killed this thread's process: the access is not made.
+            if _slowPath(!timeOrdered && !isLive(thread)) {
+                countAccesses(kind, -count)
+                if newlyTouched { clearTouched(address, 1) }
+                report.droppedAccesses &+= count
+                return
+            }
+        }
         if timeOrdered {
             enqueue(thread, AccessRecord(address: address, count: count, kind: kind.memoryAccess), newlyTouched)
             return
         }
         let n = pendingCount
         pending[n] = AccessRecord(address: address, count: count, kind: kind.memoryAccess)
+        pendingNewlyTouched[n] = newlyTouched
+        pendingThread = thread
+        pendingCount = n &+ 1
+        if n &+ 1 == Self.batchCapacity { flush() }
+    }
+
+    /// A page run (`WorkloadSink.accessRun`), queued as one record whose first access goes through
+    /// the MMU and whose others are charged as the filter hits they are (`AccessRecord.stride`): the
+    /// same counts, ticks and samples as `count` calls of `access(…count: 1)`. A tick falls where it
+    /// would between those calls (the run is split there); with threads in simulated-time order
+    /// (whose scheduling quantum counts records) the run goes access by access.
+    @inline(__always)
+    public func accessRun(thread: Int, address: UInt64, stride: UInt64, count: Int, kind: AccessKind) {
+        if count == 1 || timeOrdered || stride == 0 || stride > PageGeometry.pageSize {
+            var a = address
+            for _ in 0..<count {
+                access(thread: thread, address: a, kind: kind, count: 1)
+                a &+= stride
+            }
+            return
+        }
+        var address = address, left = count
+        var newlyTouched = false
+        while left > 0 {
+            // As `access` does for each access: bind the thread (again after a tick that unbound
+            // it), and drop what is left when its process is gone.
+            if thread != cachedThread {
+                flush()
+                if !bind(thread) {
+                    report.droppedAccesses &+= left
+                    return
+                }
+            }
+            if left == count { newlyTouched = kind == .store && markTouched(address) }
+            // The accesses before the next tick, then the one that takes it (counted before the
+            // tick, run after it, as `access` does).
+            let k = min(left, max(1, untilTick))
+            let ticks = k >= untilTick
+            let beforeTick = ticks ? k &- 1 : k
+            if beforeTick > 0 {
+                countAccesses(kind, beforeTick)
+                untilTick &-= beforeTick
+                queue(thread, AccessRecord(address: address, count: beforeTick, kind: kind.memoryAccess,
+                                           stride: UInt32(truncatingIfNeeded: stride)), newlyTouched)
+                newlyTouched = false
+                address &+= UInt64(truncatingIfNeeded: beforeTick) &* stride
+            }
+            if ticks {
+                countAccesses(kind, 1)
+                untilTick &-= 1
+                flush(); tick()
+                if _slowPath(!isLive(thread)) {
+                    // The batch just run killed the process: this access and the rest are not made.
+                    countAccesses(kind, -1)
+                    if newlyTouched { clearTouched(address, 1) }
+                    report.droppedAccesses &+= left &- beforeTick
+                    return
+                }
+                queue(thread, AccessRecord(address: address, count: 1, kind: kind.memoryAccess), newlyTouched)
+                newlyTouched = false
+                address &+= stride
+            }
+            left &-= k
+        }
+    }
+
+    /// Whether the bound `thread`'s process is alive: a batch run at a tick may have killed it.
+    @inline(__always)
+    private func isLive(_ thread: Int) -> Bool {
+        processes[Int(threadProcess[thread])] != nil
+    }
+
+    @inline(__always)
+    private func countAccesses(_ kind: AccessKind, _ n: Int) {
+        switch kind {
+        case .load: loads &+= n
+        case .store: stores &+= n
+        case .fetch: fetches &+= n
+        }
+    }
+
+    /// Appends a record to the bound thread's batch; runs the batch when it is full.
+    @inline(__always)
+    private func queue(_ thread: Int, _ record: AccessRecord, _ newlyTouched: Bool) {
+        let n = pendingCount
+        pending[n] = record
         pendingNewlyTouched[n] = newlyTouched
         pendingThread = thread
         pendingCount = n &+ 1
@@ -291,6 +386,11 @@ public final class MachineExecutor: WorkloadSink {
     @inline(never)
     private func accessFailed(at index: Int, of n: Int, _ fault: AccessFault) {
         if pendingNewlyTouched[index] { clearTouched(pending[index].address, 1) }
+        // A page run failed at its first access (the others cannot fault): the rest are not made.
+        let failed = pending[index]
+        if failed.stride != 0 && failed.count > 1 {
+            drop(AccessRecord(address: failed.address, count: failed.count &- 1, kind: failed.kind), newlyTouched: false)
+        }
         for j in (index + 1)..<n { drop(pending[j], newlyTouched: pendingNewlyTouched[j]) }
         let process = Int(threadProcess[pendingThread])
         // A process its cgroup's OOM killer chose is reported with the kills, not as a signal.

@@ -106,17 +106,30 @@ struct ArrayPattern {
         var thread = 0
         while remaining > 0 {
             let n = min(threadQuantum, remaining)
-            let (start, length) = p.slice(thread)
+            if kind == .seq || kind == .stride {
+                // The quantum as page runs: the accesses in one 4 KiB page before the cursor wraps,
+                // one `accessRun` each (the same accesses, in the same order, as one call each).
+                let step = kind == .seq ? 8 : p.stride
+                let (start, length) = p.slice(thread)
+                var left = n
+                while left > 0 {
+                    let cursor = cursors[thread]
+                    let address = base &+ start &+ cursor
+                    let inPage = (PageGeometry.pageSize &- (address & (PageGeometry.pageSize &- 1)) &+ step &- 1) / step
+                    let beforeWrap = (length &- cursor &+ step &- 1) / step
+                    let k = Int(min(UInt64(left), inPage, beforeWrap))
+                    sink.accessRun(thread: thread, address: address, stride: step, count: k, kind: .load)
+                    cursors[thread] = (cursor &+ UInt64(k) &* step) % length
+                    left -= k
+                }
+                remaining -= n
+                thread = (thread + 1) % p.threads
+                continue
+            }
             for _ in 0..<n {
                 let address: UInt64
                 var op = AccessKind.load
                 switch kind {
-                case .seq:
-                    address = base &+ start &+ cursors[thread]
-                    cursors[thread] = (cursors[thread] &+ 8) % length
-                case .stride:
-                    address = base &+ start &+ cursors[thread]
-                    cursors[thread] = (cursors[thread] &+ p.stride) % length
                 case .gups:
                     address = base &+ rng.below(p.size / 8) &* 8
                     op = .store

@@ -51,6 +51,24 @@ public protocol WorkloadSink {
     mutating func access(thread: Int, address: UInt64, kind: AccessKind, count: Int)
     /// A system call or scheduling event made by `thread`.
     mutating func event(thread: Int, _ event: WorkloadEvent)
+    /// A page run: `count` ≥ 1 consecutive accesses of one kind by `thread` at `address`,
+    /// `address + stride`, …, `address + (count - 1) × stride`, all in the 4 KiB page of `address`
+    /// (`stride` ≥ 1). It means exactly `count` calls of `access(thread:address:kind:count: 1)` at
+    /// those addresses, which is what the default does; a sink may take it whole (`MachineExecutor`
+    /// translates the page once and charges each access's data line as the per-access path would).
+    mutating func accessRun(thread: Int, address: UInt64, stride: UInt64, count: Int, kind: AccessKind)
+}
+
+extension WorkloadSink {
+    /// One `access(…count: 1)` per access of the run, in order.
+    @inlinable
+    public mutating func accessRun(thread: Int, address: UInt64, stride: UInt64, count: Int, kind: AccessKind) {
+        var a = address
+        for _ in 0..<count {
+            access(thread: thread, address: a, kind: kind, count: 1)
+            a &+= stride
+        }
+    }
 }
 
 extension MadviseAdvice {
