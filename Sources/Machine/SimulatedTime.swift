@@ -215,7 +215,9 @@ public final class SimulatedTime: @unchecked Sendable {
     /// at a time, and a writer other than the one before it pays a transfer. Returns the delay.
     private func writeLine(_ line: inout Timeline, cpu: Int, at t: Double) -> Double {
         let p = parameters
-        let (start, previous) = line.reserve(at: t, horizon: horizon, cpu: cpu) { holder, _ in self.transfer(from: holder, to: cpu) + p.atomicCycles }
+        let (start, previous) = line.reserve(at: t, horizon: horizon, cpu: cpu, shortest: p.atomicCycles) { holder, _ in
+            self.transfer(from: holder, to: cpu) + p.atomicCycles
+        }
         let move = transfer(from: previous, to: cpu)
         transferCycles += move
         return start - t + move
@@ -241,7 +243,7 @@ public final class SimulatedTime: @unchecked Sendable {
         let p = parameters
         let handoff = p.sameSocketTransferCycles
         let perWaiter = kind == .ticket ? sharedCacheReadCycles / 2 : 0
-        let (start, previous) = lock.reserve(at: t, horizon: horizon, cpu: cpu) { holder, ahead in
+        let (start, previous) = lock.reserve(at: t, horizon: horizon, cpu: cpu, shortest: hold + handoff) { holder, ahead in
             self.transfer(from: holder, to: cpu) + hold + handoff + perWaiter * Double(ahead)
         }
         let move = transfer(from: previous, to: cpu)
@@ -445,8 +447,10 @@ struct Timeline {
     /// Reserves the first gap at or after `t` (and after what was dropped) long enough for
     /// `duration(previous holder)`; returns its start and the CPU that held it before (-1 if none).
     /// `horizon` is a time no later request will be made for: intervals that end by then may go.
-    /// `duration` is given the previous holder and how many reservations the request waits behind.
-    mutating func reserve(at requested: Double, horizon: Double = -.infinity, cpu: Int,
+    /// `duration` is given the previous holder and how many reservations the request waits behind;
+    /// it is never less than `shortest`, so a gap shorter than that is passed without asking it (on a
+    /// busy line nearly every gap is: docs/concurrency.md, "Cost of simulating").
+    mutating func reserve(at requested: Double, horizon: Double = -.infinity, cpu: Int, shortest: Double = 0,
                           duration: (_ previous: Int32, _ ahead: Int) -> Double) -> (start: Double, previous: Int32) {
         let t = max(requested, floor)
         let first = head, n = storage.count
@@ -464,6 +468,18 @@ struct Timeline {
         var start = t
         let firstAfter = i
         while true {
+            if i < n && start + shortest > storage[i].start {
+                // Too short for any duration: the request cannot go here (`start + d` is at least
+                // `start + shortest`, rounding being monotonic).
+                if i >= runStart {
+                    start = max(start, storage[n - 1].end)
+                    i = n
+                } else {
+                    start = max(start, storage[i].end)
+                    i += 1
+                }
+                continue
+            }
             let previous: Int32 = i > first ? storage[i - 1].holder : -1
             let d = duration(previous, i - firstAfter)
             if i == n || start + d <= storage[i].start {
