@@ -297,6 +297,7 @@ public final class SimulatedTime: @unchecked Sendable {
         delay += max(0, writerFreeAt[m] - start)
         delay += writeLine(&countLines[m], cpu: cpu, at: start + delay)
         acquisitions[LockClass.mmapLock.rawValue] &+= 1
+        let downReadWait = delay
         let va = fault.address.rawValue
         let splitPMD = design.pmdLock == .splitPMDLock
         let pmdClass: LockClass = splitPMD ? .pmdPTL : .pageTableLock
@@ -339,7 +340,7 @@ public final class SimulatedTime: @unchecked Sendable {
         // up_read(): the count again.
         let before = delay
         delay += writeLine(&countLines[m], cpu: cpu, at: end + delay)
-        waitCycles[LockClass.mmapLock.rawValue] += delay - before
+        waitCycles[LockClass.mmapLock.rawValue] += downReadWait + delay - before
         extraCycles[cpu] += delay
     }
 
