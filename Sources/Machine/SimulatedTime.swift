@@ -469,23 +469,15 @@ struct Timeline {
         var start = t
         let firstAfter = i
         while true {
-            if i < n && start + shortest > storage[i].start {
-                // Too short for any duration: the request cannot go here (`start + d` is at least
-                // `start + shortest`, rounding being monotonic).
-                if i >= runStart {
-                    start = max(start, storage[n - 1].end)
-                    i = n
-                } else {
-                    start = max(start, storage[i].end)
-                    i += 1
+            // A gap shorter than `shortest` is too short for any duration (`start + d` is at least
+            // `start + shortest`, rounding being monotonic): the request is not weighed there.
+            if i == n || start + shortest <= storage[i].start {
+                let previous: Int32 = i > first ? storage[i - 1].holder : -1
+                let d = duration(previous, i - firstAfter)
+                if i == n || start + d <= storage[i].start {
+                    insert(Interval(start: start, end: start + d, holder: Int32(cpu)), at: i, horizon: horizon)
+                    return (start, previous)
                 }
-                continue
-            }
-            let previous: Int32 = i > first ? storage[i - 1].holder : -1
-            let d = duration(previous, i - firstAfter)
-            if i == n || start + d <= storage[i].start {
-                insert(Interval(start: start, end: start + d, holder: Int32(cpu)), at: i, horizon: horizon)
-                return (start, previous)
             }
             if i >= runStart {
                 // No gap from here to the end.
