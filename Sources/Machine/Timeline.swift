@@ -1,0 +1,145 @@
+/// When a lock or a shared line is busy: the intervals reserved on it, in time order, each with the
+/// CPU that reserved it. CPUs reach it in simulated-time order only up to a scheduling quantum, so a
+/// request may fall before reservations already made: it takes the first gap long enough from its
+/// time. Past `capacity` intervals, those that end at or before the horizon (the lowest clock of the
+/// CPUs that still have work: no request can be made for an earlier time) are dropped, when at least
+/// half a timeline's worth can go; past `hardCapacity` the oldest half goes whatever the horizon, so
+/// that memory stays bounded. Either way the timeline remembers where what it dropped ended (`floor`)
+/// and serves a request for an earlier time from there: it may then wait longer than it would have,
+/// but a lock is never granted to two CPUs at once.
+///
+/// ```
+///   storage: [ free … free | oldest … newest ]
+///              0 ..< head    head ..< storage.count
+/// ```
+/// Dropping the oldest moves `head`; an insertion nearer the front than the back moves the front
+/// part down into a free slot, one nearer the back moves the back part up, so neither moves much of
+/// a timeline whose requests are mostly late.
+struct Timeline {
+    private struct Interval { var start: Double; var end: Double; var holder: Int32 }
+    private var storage = ContiguousArray<Interval>()
+    /// Where the kept intervals start in `storage`.
+    private var head = 0
+    /// The end of the latest interval dropped: nothing is granted before it.
+    private var floor = -Double.infinity
+    /// Where the back-to-back run at the end of `storage` starts: from here on each interval starts
+    /// where the one before ends, so a request that reaches the run can only go after it. A busy
+    /// lock's or line's reservations queue up so; a request need not walk them one by one.
+    private var runStart = 0
+    static let capacity = 256
+    static let hardCapacity = 16 * capacity
+
+    /// Reserves the first gap at or after `t` (and after what was dropped) long enough for
+    /// `duration(previous holder)`; returns its start and the CPU that held it before (-1 if none).
+    /// `horizon` is a time no later request will be made for: intervals that end by then may go.
+    /// `duration` is given the previous holder and how many reservations the request waits behind;
+    /// it is never less than `shortest`, so a gap shorter than that is passed without asking it (on a
+    /// busy line nearly every gap is: docs/concurrency.md, "Cost of simulating").
+    mutating func reserve(at requested: Double, horizon: Double = -.infinity, cpu: Int, shortest: Double = 0,
+                          duration: (_ previous: Int32, _ ahead: Int) -> Double) -> (start: Double, previous: Int32) {
+        let t = max(requested, floor)
+        let first = head, n = storage.count
+        // The first interval that ends after `t` (searching from the end: requests are mostly late).
+        var i = n
+        if i > first && storage[i - 1].end > t {
+            // Binary search: intervals do not overlap, so their ends are in order.
+            var lo = first, hi = i - 1
+            while lo < hi {
+                let mid = (lo + hi) / 2
+                if storage[mid].end > t { hi = mid } else { lo = mid + 1 }
+            }
+            i = lo
+        }
+        var start = t
+        let firstAfter = i
+        while true {
+            // A gap shorter than `shortest` is too short for any duration (`start + d` is at least
+            // `start + shortest`, rounding being monotonic): the request is not weighed there.
+            if i == n || start + shortest <= storage[i].start {
+                let previous: Int32 = i > first ? storage[i - 1].holder : -1
+                let d = duration(previous, i - firstAfter)
+                if i == n || start + d <= storage[i].start {
+                    insert(Interval(start: start, end: start + d, holder: Int32(cpu)), at: i, horizon: horizon)
+                    return (start, previous)
+                }
+            }
+            if i >= runStart {
+                // No gap from here to the end.
+                start = max(start, storage[n - 1].end)
+                i = n
+            } else {
+                start = max(start, storage[i].end)
+                i += 1
+            }
+        }
+    }
+
+    /// When every reservation ends by `horizon` (no later request can fall before or into any of
+    /// them), drops all but the last into `floor` and gives back the storage: the last stays for the
+    /// CPU that held the lock last, whom the next holder's transfer is from. Answers are those the
+    /// whole timeline would give for requests at or after `horizon`. Returns whether it did so (or
+    /// the timeline was empty).
+    mutating func compact(horizon: Double) -> Bool {
+        let n = storage.count
+        guard n > head else { return true }
+        guard storage[n - 1].end <= horizon else { return false }
+        if n - head > 1 { floor = max(floor, storage[n - 2].end) }
+        if n > 1 || storage.capacity > 2 {
+            var last = ContiguousArray<Interval>()
+            last.reserveCapacity(1)
+            last.append(storage[n - 1])
+            storage = last
+            head = 0
+            runStart = 0
+        }
+        return true
+    }
+
+    /// Host bytes this timeline's storage holds.
+    var storageBytes: Int { storage.capacity * MemoryLayout<Interval>.stride }
+
+    /// Inserts `interval` before `storage[i]`, then drops what it may past `capacity`.
+    private mutating func insert(_ interval: Interval, at i: Int, horizon: Double) {
+        let n = storage.count
+        if i == n {
+            // Joins the run at the end if it starts where the last one ends; else starts a run.
+            if n == head || storage[n - 1].end != interval.start { runStart = n }
+            storage.append(interval)
+        } else if head > 0 && i - head < n - i {
+            storage.withUnsafeMutableBufferPointer { b in
+                let base = b.baseAddress!
+                (base + head - 1).moveInitialize(from: base + head, count: i - head)
+                base[i - 1] = interval
+            }
+            head -= 1
+            // What lay before `i` moved one place down: the run too, if it started before `i` (a
+            // zero-length interval put inside it).
+            if runStart < i { runStart -= 1 }
+        } else {
+            storage.insert(interval, at: i)
+            if runStart >= i { runStart += 1 }
+        }
+        let kept = storage.count - head
+        if kept > Self.capacity {
+            // The intervals that end by the horizon (ends are in order: intervals do not overlap).
+            var lo = head, hi = storage.count
+            while lo < hi {
+                let mid = (lo + hi) / 2
+                if storage[mid].end > horizon { hi = mid } else { lo = mid + 1 }
+            }
+            let past = lo - head
+            let drop = past >= Self.capacity / 2 ? past : kept > Self.hardCapacity ? kept / 2 : 0
+            guard drop > 0 else { return }
+            floor = max(floor, storage[head + drop - 1].end)
+            head += drop
+            runStart = max(runStart, head)
+            // Keep half a timeline of free slots in front; give back the rest.
+            if head >= Self.capacity {
+                let removed = head - Self.capacity / 2
+                storage.removeFirst(removed)
+                head = Self.capacity / 2
+                runStart -= removed
+            }
+        }
+    }
+}
