@@ -134,6 +134,9 @@ public final class SimulatedTime: @unchecked Sendable {
     /// The socket of `cpu`.
     @inline(__always) func socket(_ cpu: Int) -> Int { cpu / parameters.cpusPerSocket }
 
+    /// The least a transfer between two CPUs costs (`transfer(from:to:)` of two different CPUs).
+    private var leastTransferCycles: Double { min(parameters.sameSocketTransferCycles, parameters.remoteSocketTransferCycles) }
+
     /// What moving a line last written by `from` to `to` costs.
     @inline(__always) func transfer(from: Int32, to: Int) -> Double {
         if from < 0 || Int(from) == to { return 0 }
@@ -215,7 +218,8 @@ public final class SimulatedTime: @unchecked Sendable {
     /// at a time, and a writer other than the one before it pays a transfer. Returns the delay.
     private func writeLine(_ line: inout Timeline, cpu: Int, at t: Double) -> Double {
         let p = parameters
-        let (start, previous) = line.reserve(at: t, horizon: horizon, cpu: cpu, shortest: p.atomicCycles) { holder, _ in
+        let (start, previous) = line.reserve(at: t, horizon: horizon, cpu: cpu, shortest: p.atomicCycles,
+                                             shortestAfterOther: p.atomicCycles + leastTransferCycles) { holder, _ in
             self.transfer(from: holder, to: cpu) + p.atomicCycles
         }
         let move = transfer(from: previous, to: cpu)
@@ -243,7 +247,8 @@ public final class SimulatedTime: @unchecked Sendable {
         let p = parameters
         let handoff = p.sameSocketTransferCycles
         let perWaiter = kind == .ticket ? sharedCacheReadCycles / 2 : 0
-        let (start, previous) = lock.reserve(at: t, horizon: horizon, cpu: cpu, shortest: hold + handoff) { holder, ahead in
+        let (start, previous) = lock.reserve(at: t, horizon: horizon, cpu: cpu, shortest: hold + handoff,
+                                             shortestAfterOther: hold + handoff + leastTransferCycles) { holder, ahead in
             self.transfer(from: holder, to: cpu) + hold + handoff + perWaiter * Double(ahead)
         }
         let move = transfer(from: previous, to: cpu)

@@ -33,10 +33,15 @@ struct Timeline {
     /// `duration(previous holder)`; returns its start and the CPU that held it before (-1 if none).
     /// `horizon` is a time no later request will be made for: intervals that end by then may go.
     /// `duration` is given the previous holder and how many reservations the request waits behind;
-    /// it is never less than `shortest`, so a gap shorter than that is passed without asking it (on a
-    /// busy line nearly every gap is: docs/concurrency.md, "Cost of simulating").
+    /// it is never less than `shortest`, nor less than `shortestAfterOther` when the previous holder
+    /// is another CPU (a transfer of the line comes first), so a gap shorter than that is passed
+    /// without asking it (on a busy line nearly every gap is: docs/concurrency.md, "Cost of
+    /// simulating").
     mutating func reserve(at requested: Double, horizon: Double = -.infinity, cpu: Int, shortest: Double = 0,
+                          shortestAfterOther: Double? = nil,
                           duration: (_ previous: Int32, _ ahead: Int) -> Double) -> (start: Double, previous: Int32) {
+        let afterOther = shortestAfterOther ?? shortest
+        let me = Int32(truncatingIfNeeded: cpu)
         let t = max(requested, floor)
         let first = head, n = storage.count
         // The first interval that ends after `t` (searching from the end: requests are mostly late).
@@ -53,10 +58,11 @@ struct Timeline {
         var start = t
         let firstAfter = i
         while true {
-            // A gap shorter than `shortest` is too short for any duration (`start + d` is at least
-            // `start + shortest`, rounding being monotonic): the request is not weighed there.
-            if i == n || start + shortest <= storage[i].start {
-                let previous: Int32 = i > first ? storage[i - 1].holder : -1
+            // A gap shorter than the least duration after its holder is too short for any (`start +
+            // d` is at least `start + least`, rounding being monotonic): the request is not weighed there.
+            let previous: Int32 = i > first ? storage[i - 1].holder : -1
+            let least = previous < 0 || previous == me ? shortest : afterOther
+            if i == n || start + least <= storage[i].start {
                 let d = duration(previous, i - firstAfter)
                 if i == n || start + d <= storage[i].start {
                     insert(Interval(start: start, end: start + d, holder: Int32(cpu)), at: i, horizon: horizon)

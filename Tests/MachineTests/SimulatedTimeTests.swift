@@ -139,8 +139,9 @@ struct SimulatedTimeTests {
             let base = Double(10 + rng.next() % 120)
             // A ticket lock's hand-off: longer the more reservations the request waits behind.
             let cost: (Int32, Int) -> Double = { ($0 < 0 || Int($0) == cpu ? base : base + 110) + 3 * Double($1) }
-            // `shortest` is a lower bound the timeline may use to pass short gaps without asking `cost`.
-            let a = fast.reserve(at: t, horizon: horizon, cpu: cpu, shortest: base, duration: cost)
+            // `shortest` and `shortestAfterOther` are lower bounds (after the request's own CPU or
+            // nobody, after another CPU) the timeline may use to pass short gaps without asking `cost`.
+            let a = fast.reserve(at: t, horizon: horizon, cpu: cpu, shortest: base, shortestAfterOther: base + 110, duration: cost)
             let b = plain.reserve(at: t, horizon: horizon, cpu: cpu, duration: cost)
             if a.start != b.0 || a.previous != b.1 { mismatches += 1 }
             if a.start > t { delayed += 1 }

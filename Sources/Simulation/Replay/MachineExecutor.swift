@@ -104,6 +104,8 @@ public final class MachineExecutor: WorkloadSink {
     @exclusivity(unchecked) private var queues: [ThreadQueue] = []
     /// Threads whose queue holds accesses.
     @exclusivity(unchecked) private var queuedThreads = ContiguousArray<Int>()
+    /// `queuedThreads` by their CPUs' clocks, while `drainQueues` runs them.
+    @exclusivity(unchecked) private var clockOrder = ClockOrder()
     /// Accesses a thread runs before the scheduler looks at the clocks again.
     public static let quantum = 64
 
@@ -288,12 +290,21 @@ public final class MachineExecutor: WorkloadSink {
     /// lowest thread number at a tie) runs up to `quantum` accesses, then the clocks are read again.
     /// Deterministic: it depends only on the workload and the simulated clocks.
     private func drainQueues() {
-        while !queuedThreads.isEmpty {
-            var best = -1, bestSlot = 0
-            var bestClock = Double.infinity
-            for (slot, t) in queuedThreads.enumerated() {
-                let c = machine.clock(of: t % cpuCount)
-                if c < bestClock || (c == bestClock && t < best) { best = t; bestSlot = slot; bestClock = c }
+        clockOrder.removeAll()
+        for t in queuedThreads { clockOrder.push(clock: machine.clock(of: t % cpuCount), thread: t) }
+        while let (key, best) = clockOrder.popFirst() {
+            // A thread dropped while it waited (its process was killed) has nothing left.
+            guard best < queues.count, !queues[best].isEmpty else { continue }
+            let bestClock = machine.clock(of: best % cpuCount)
+            if bestClock > key {
+                // Its clock moved while it waited (`ClockOrder`): back in at its true place.
+                clockOrder.push(clock: bestClock, thread: best)
+                continue
+            } else if bestClock < key {
+                // A clock went back (no path does this today): order every thread again.
+                clockOrder.removeAll()
+                for t in queuedThreads { clockOrder.push(clock: machine.clock(of: t % cpuCount), thread: t) }
+                continue
             }
             // No CPU with work is behind `bestClock`: lock and line timelines may forget what ended by then.
             machine.simulatedTime?.advanceHorizon(to: bestClock)
@@ -330,7 +341,7 @@ public final class MachineExecutor: WorkloadSink {
                 queues[best].lookups.removeAll(keepingCapacity: true)
                 queues[best].head = 0
                 queues[best].lookupHead = 0
-                queuedThreads.remove(at: bestSlot)
+                if let slot = queuedThreads.firstIndex(of: best) { queuedThreads.remove(at: slot) }
             }
             pendingThread = best
             pendingCount = n
@@ -339,6 +350,7 @@ public final class MachineExecutor: WorkloadSink {
                 lookUpNode(thread: best, mm: mm, address: due)
                 for a in moreDue { lookUpNode(thread: best, mm: mm, address: a) }
             }
+            if !queues[best].isEmpty { clockOrder.push(clock: machine.clock(of: best % cpuCount), thread: best) }
         }
         cachedThread = -1
     }

@@ -1,0 +1,38 @@
+import Testing
+@testable import Simulation
+import TestSupport
+
+/// `ClockOrder` must pick, at every step, the thread a scan of every thread's clock picks (the lowest
+/// clock, the lowest thread at a tie), while clocks move forward behind its back.
+@Suite("The executor's order of threads by clock")
+struct ClockOrderTests {
+    @Test("popping with re-pushes of stale keys gives the order a scan of the true clocks gives, ties included")
+    func matchesScan() {
+        var rng = SplitMix64(seed: 23)
+        for round in 0..<20 {
+            let threads = 1 + Int(rng.next() % 130)
+            let cpus = 1 + Int(rng.next() % UInt64(threads))
+            // Clocks on a coarse grid, so ties are common; threads share CPUs when threads > cpus.
+            var clock = (0..<cpus).map { _ in Double(rng.next() % 8) * 10 }
+            var work = (0..<threads).map { _ in 1 + Int(rng.next() % 6) }
+            var order = ClockOrder()
+            for t in 0..<threads { order.push(clock: clock[t % cpus], thread: t) }
+            var mismatches = 0, repushes = 0
+            while let (key, t) = order.popFirst() {
+                let now = clock[t % cpus]
+                if now != key { repushes += 1; order.push(clock: now, thread: t); continue }
+                let scan = (0..<threads).filter { work[$0] > 0 }.min { (clock[$0 % cpus], $0) < (clock[$1 % cpus], $1) }!
+                if scan != t { mismatches += 1 }
+                // The thread runs: its CPU's clock moves; sometimes another CPU's does too (a
+                // shootdown's handler, a kernel thread).
+                clock[t % cpus] += Double(rng.next() % 4) * 10
+                if rng.next() % 4 == 0 { clock[Int(rng.next() % UInt64(cpus))] += 10 }
+                work[t] -= 1
+                if work[t] > 0 { order.push(clock: clock[t % cpus], thread: t) }
+            }
+            #expect(mismatches == 0, "round \(round): \(threads) threads on \(cpus) CPUs")
+            #expect(work.allSatisfy { $0 == 0 })
+            if threads > 20 { #expect(repushes > 0, "round \(round) never met a stale key") }
+        }
+    }
+}
