@@ -16,7 +16,18 @@
 /// part down into a free slot, one nearer the back moves the back part up, so neither moves much of
 /// a timeline whose requests are mostly late.
 struct Timeline {
-    private struct Interval { var start: Double; var end: Double; var holder: Int32 }
+    /// A reservation, with what a request needs to pass the gap before it quickly: the gap's length
+    /// and who held the interval before (both as of when the two became neighbours; the kept
+    /// intervals' order never changes, so they stay true for all but the oldest kept). 24 bytes.
+    private struct Interval {
+        var start: Double
+        var end: Double
+        var holder: Int16
+        /// The holder of the interval before this one in `storage` (-1 if none).
+        var previousHolder: Int16 = -1
+        /// `start` − the end of the interval before (rounded to a `Float`; infinite if none).
+        var gapBefore: Float = .infinity
+    }
     private var storage = ContiguousArray<Interval>()
     /// Where the kept intervals start in `storage`.
     private var head = 0
@@ -41,7 +52,10 @@ struct Timeline {
                           shortestAfterOther: Double? = nil,
                           duration: (_ previous: Int32, _ ahead: Int) -> Double) -> (start: Double, previous: Int32) {
         let afterOther = shortestAfterOther ?? shortest
-        let me = Int32(truncatingIfNeeded: cpu)
+        let me = Int16(truncatingIfNeeded: cpu)
+        // The gaps `passShort` may pass: under the least duration by a margin that covers the
+        // rounding of a gap to a `Float` and of `end + least` in `Double` (`passShort`).
+        let lowest = Float(Self.passable(shortest)), lowestAfterOther = Float(Self.passable(afterOther))
         let t = max(requested, floor)
         let first = head, n = storage.count
         // The first interval that ends after `t` (searching from the end: requests are mostly late).
@@ -58,14 +72,20 @@ struct Timeline {
         var start = t
         let firstAfter = i
         while true {
+            if i > firstAfter && i < runStart {
+                // Past the first gap, each gap is whole (`start` is the end of the interval before):
+                // pass the short ones together.
+                i = passShort(from: i, to: runStart, me: me, lowest: lowest, lowestAfterOther: lowestAfterOther)
+                start = storage[i - 1].end
+            }
             // A gap shorter than the least duration after its holder is too short for any (`start +
             // d` is at least `start + least`, rounding being monotonic): the request is not weighed there.
-            let previous: Int32 = i > first ? storage[i - 1].holder : -1
+            let previous: Int32 = i > first ? Int32(storage[i - 1].holder) : -1
             let least = previous < 0 || previous == me ? shortest : afterOther
             if i == n || start + least <= storage[i].start {
                 let d = duration(previous, i - firstAfter)
                 if i == n || start + d <= storage[i].start {
-                    insert(Interval(start: start, end: start + d, holder: Int32(cpu)), at: i, horizon: horizon)
+                    insert(Interval(start: start, end: start + d, holder: me), at: i, horizon: horizon)
                     return (start, previous)
                 }
             }
@@ -79,6 +99,27 @@ struct Timeline {
             }
         }
     }
+
+    /// The first index from `i` (before `limit`) whose gap a request of `me` might fit: at least
+    /// `lowest` long, and at least `lowestAfterOther` unless `me` held the interval before.
+    @inline(__always)
+    private func passShort(from i: Int, to limit: Int, me: Int16, lowest: Float, lowestAfterOther: Float) -> Int {
+        storage.withUnsafeBufferPointer { b in
+            var j = i
+            while j < limit {
+                let gap = b[j].gapBefore
+                if gap >= lowest && (gap >= lowestAfterOther || b[j].previousHolder == me) { break }
+                j &+= 1
+            }
+            return j
+        }
+    }
+
+    /// A length a gap may be passed below, for a request of at least `least`: gaps shorter than it
+    /// by 2 cycles and a millionth. A gap `g = s − e` (within half an ulp of `s`, at most 0.5 for
+    /// times below 2⁵², 52 days at 1 GHz) that is, as a `Float`, under `least − 2 − least·10⁻⁶` is
+    /// under `least − 1.5` exactly, so `e + least` rounds above `s`: the walk would not weigh it.
+    private static func passable(_ least: Double) -> Double { least - 2 - least * 1e-6 }
 
     /// When every reservation ends by `horizon` (no later request can fall before or into any of
     /// them), drops all but the last into `floor` and gives back the storage: the last stays for the
@@ -105,8 +146,18 @@ struct Timeline {
     var storageBytes: Int { storage.capacity * MemoryLayout<Interval>.stride }
 
     /// Inserts `interval` before `storage[i]`, then drops what it may past `capacity`.
-    private mutating func insert(_ interval: Interval, at i: Int, horizon: Double) {
+    private mutating func insert(_ new: Interval, at i: Int, horizon: Double) {
         let n = storage.count
+        var interval = new
+        if i > head {
+            let before = storage[i - 1]
+            interval.previousHolder = before.holder
+            interval.gapBefore = Float(interval.start - before.end)
+        }
+        if i < n {
+            storage[i].previousHolder = interval.holder
+            storage[i].gapBefore = Float(storage[i].start - interval.end)
+        }
         if i == n {
             // Joins the run at the end if it starts where the last one ends; else starts a run.
             if n == head || storage[n - 1].end != interval.start { runStart = n }
@@ -122,7 +173,13 @@ struct Timeline {
             // zero-length interval put inside it).
             if runStart < i { runStart -= 1 }
         } else {
-            storage.insert(interval, at: i)
+            // The back part moves up one place (the intervals are plain values: a memmove).
+            storage.append(storage[n - 1])
+            storage.withUnsafeMutableBufferPointer { b in
+                let base = b.baseAddress!
+                (base + i + 1).moveInitialize(from: base + i, count: n - 1 - i)
+                base[i] = interval
+            }
             if runStart >= i { runStart += 1 }
         }
         let kept = storage.count - head
