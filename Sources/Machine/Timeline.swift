@@ -16,19 +16,15 @@
 /// part down into a free slot, one nearer the back moves the back part up, so neither moves much of
 /// a timeline whose requests are mostly late.
 struct Timeline {
-    /// A reservation, with what a request needs to pass the gap before it quickly: the gap's length
-    /// and who held the interval before (both as of when the two became neighbours; the kept
-    /// intervals' order never changes, so they stay true for all but the oldest kept). 24 bytes.
-    private struct Interval {
-        var start: Double
-        var end: Double
-        var holder: Int16
-        /// The holder of the interval before this one in `storage` (-1 if none).
-        var previousHolder: Int16 = -1
-        /// `start` − the end of the interval before (rounded to a `Float`; infinite if none).
-        var gapBefore: Float = .infinity
-    }
+    private struct Interval { var start: Double; var end: Double; var holder: Int32 }
     private var storage = ContiguousArray<Interval>()
+    /// Beside each reservation in `storage`, what a request needs to pass the gap before it quickly:
+    /// its length (`start` − the end of the interval before, rounded to a `Float`; infinite if none)
+    /// and who held the interval before (-1 if none). Both are as of when the two became neighbours;
+    /// the kept intervals' order never changes, so they stay true for all but the oldest kept. Kept
+    /// apart from `storage` so that `passShort` reads eight at a time.
+    private var gapsBefore = ContiguousArray<Float>()
+    private var holdersBefore = ContiguousArray<Int32>()
     /// Where the kept intervals start in `storage`.
     private var head = 0
     /// The end of the latest interval dropped: nothing is granted before it.
@@ -52,7 +48,7 @@ struct Timeline {
                           shortestAfterOther: Double? = nil,
                           duration: (_ previous: Int32, _ ahead: Int) -> Double) -> (start: Double, previous: Int32) {
         let afterOther = shortestAfterOther ?? shortest
-        let me = Int16(truncatingIfNeeded: cpu)
+        let me = Int32(truncatingIfNeeded: cpu)
         // The gaps `passShort` may pass: under the least duration by a margin that covers the
         // rounding of a gap to a `Float` and of `end + least` in `Double` (`passShort`).
         let lowest = Float(Self.passable(shortest)), lowestAfterOther = Float(Self.passable(afterOther))
@@ -80,7 +76,7 @@ struct Timeline {
             }
             // A gap shorter than the least duration after its holder is too short for any (`start +
             // d` is at least `start + least`, rounding being monotonic): the request is not weighed there.
-            let previous: Int32 = i > first ? Int32(storage[i - 1].holder) : -1
+            let previous: Int32 = i > first ? storage[i - 1].holder : -1
             let least = previous < 0 || previous == me ? shortest : afterOther
             if i == n || start + least <= storage[i].start {
                 let d = duration(previous, i - firstAfter)
@@ -101,17 +97,32 @@ struct Timeline {
     }
 
     /// The first index from `i` (before `limit`) whose gap a request of `me` might fit: at least
-    /// `lowest` long, and at least `lowestAfterOther` unless `me` held the interval before.
+    /// `lowest` long, and at least `lowestAfterOther` unless `me` held the interval before. Eight
+    /// gaps at a time; the last few one by one.
     @inline(__always)
-    private func passShort(from i: Int, to limit: Int, me: Int16, lowest: Float, lowestAfterOther: Float) -> Int {
-        storage.withUnsafeBufferPointer { b in
-            var j = i
-            while j < limit {
-                let gap = b[j].gapBefore
-                if gap >= lowest && (gap >= lowestAfterOther || b[j].previousHolder == me) { break }
-                j &+= 1
+    private func passShort(from i: Int, to limit: Int, me: Int32, lowest: Float, lowestAfterOther: Float) -> Int {
+        gapsBefore.withUnsafeBufferPointer { gaps in
+            holdersBefore.withUnsafeBufferPointer { holders in
+                let g = UnsafeRawPointer(gaps.baseAddress!), h = UnsafeRawPointer(holders.baseAddress!)
+                let lo = SIMD8<Float>(repeating: lowest), hi = SIMD8<Float>(repeating: lowestAfterOther)
+                let mine = SIMD8<Int32>(repeating: me)
+                var j = i
+                while j &+ 8 <= limit {
+                    let gap = g.loadUnaligned(fromByteOffset: j &* 4, as: SIMD8<Float>.self)
+                    let holder = h.loadUnaligned(fromByteOffset: j &* 4, as: SIMD8<Int32>.self)
+                    let fits = (gap .>= hi) .| ((gap .>= lo) .& (holder .== mine))
+                    if any(fits) {
+                        for lane in 0..<8 where fits[lane] { return j &+ lane }
+                    }
+                    j &+= 8
+                }
+                while j < limit {
+                    let gap = gaps[j]
+                    if gap >= lowest && (gap >= lowestAfterOther || holders[j] == me) { break }
+                    j &+= 1
+                }
+                return j
             }
-            return j
         }
     }
 
@@ -136,6 +147,8 @@ struct Timeline {
             last.reserveCapacity(1)
             last.append(storage[n - 1])
             storage = last
+            gapsBefore = [.infinity]
+            holdersBefore = [-1]
             head = 0
             runStart = 0
         }
@@ -143,43 +156,61 @@ struct Timeline {
     }
 
     /// Host bytes this timeline's storage holds.
-    var storageBytes: Int { storage.capacity * MemoryLayout<Interval>.stride }
+    var storageBytes: Int {
+        storage.capacity * MemoryLayout<Interval>.stride + gapsBefore.capacity * 4 + holdersBefore.capacity * 4
+    }
+
+    /// Puts `element` before `array[i]` by moving `array[head ..< i]` one place down into the free
+    /// slot before `head` (plain values: a memmove).
+    @inline(__always)
+    private static func insertMovingFront<T>(_ array: inout ContiguousArray<T>, _ element: T, at i: Int, head: Int) {
+        array.withUnsafeMutableBufferPointer { b in
+            let base = b.baseAddress!
+            (base + head - 1).moveInitialize(from: base + head, count: i - head)
+            base[i - 1] = element
+        }
+    }
+
+    /// Puts `element` at `array[i]` by moving `array[i...]` one place up (plain values: a memmove).
+    @inline(__always)
+    private static func insertMovingBack<T>(_ array: inout ContiguousArray<T>, _ element: T, at i: Int) {
+        let n = array.count
+        array.append(array[n - 1])
+        array.withUnsafeMutableBufferPointer { b in
+            let base = b.baseAddress!
+            (base + i + 1).moveInitialize(from: base + i, count: n - 1 - i)
+            base[i] = element
+        }
+    }
 
     /// Inserts `interval` before `storage[i]`, then drops what it may past `capacity`.
-    private mutating func insert(_ new: Interval, at i: Int, horizon: Double) {
+    private mutating func insert(_ interval: Interval, at i: Int, horizon: Double) {
         let n = storage.count
-        var interval = new
-        if i > head {
-            let before = storage[i - 1]
-            interval.previousHolder = before.holder
-            interval.gapBefore = Float(interval.start - before.end)
-        }
+        let gap: Float = i > head ? Float(interval.start - storage[i - 1].end) : .infinity
+        let holderBefore: Int32 = i > head ? storage[i - 1].holder : -1
         if i < n {
-            storage[i].previousHolder = interval.holder
-            storage[i].gapBefore = Float(storage[i].start - interval.end)
+            // The interval after it now follows it.
+            gapsBefore[i] = Float(storage[i].start - interval.end)
+            holdersBefore[i] = interval.holder
         }
         if i == n {
             // Joins the run at the end if it starts where the last one ends; else starts a run.
             if n == head || storage[n - 1].end != interval.start { runStart = n }
             storage.append(interval)
+            gapsBefore.append(gap)
+            holdersBefore.append(holderBefore)
         } else if head > 0 && i - head < n - i {
-            storage.withUnsafeMutableBufferPointer { b in
-                let base = b.baseAddress!
-                (base + head - 1).moveInitialize(from: base + head, count: i - head)
-                base[i - 1] = interval
-            }
+            Self.insertMovingFront(&storage, interval, at: i, head: head)
+            Self.insertMovingFront(&gapsBefore, gap, at: i, head: head)
+            Self.insertMovingFront(&holdersBefore, holderBefore, at: i, head: head)
             head -= 1
             // What lay before `i` moved one place down: the run too, if it started before `i` (a
             // zero-length interval put inside it).
             if runStart < i { runStart -= 1 }
         } else {
-            // The back part moves up one place (the intervals are plain values: a memmove).
-            storage.append(storage[n - 1])
-            storage.withUnsafeMutableBufferPointer { b in
-                let base = b.baseAddress!
-                (base + i + 1).moveInitialize(from: base + i, count: n - 1 - i)
-                base[i] = interval
-            }
+            Self.insertMovingBack(&storage, interval, at: i)
+            Self.insertMovingBack(&gapsBefore, gap, at: i)
+            Self.insertMovingBack(&holdersBefore, holderBefore, at: i)
             if runStart >= i { runStart += 1 }
         }
         let kept = storage.count - head
@@ -200,6 +231,8 @@ struct Timeline {
             if head >= Self.capacity {
                 let removed = head - Self.capacity / 2
                 storage.removeFirst(removed)
+                gapsBefore.removeFirst(removed)
+                holdersBefore.removeFirst(removed)
                 head = Self.capacity / 2
                 runStart -= removed
             }
