@@ -57,13 +57,18 @@ struct Timeline {
         // The first interval that ends after `t` (searching from the end: requests are mostly late).
         var i = n
         if i > first && storage[i - 1].end > t {
-            // Binary search: intervals do not overlap, so their ends are in order.
-            var lo = first, hi = i - 1
-            while lo < hi {
-                let mid = (lo + hi) / 2
-                if storage[mid].end > t { hi = mid } else { lo = mid + 1 }
+            // Binary search: intervals do not overlap, so their ends are in order. The answer is in
+            // `lo ..< lo + count`; each step keeps the half that holds it, without a branch to
+            // mispredict.
+            i = storage.withUnsafeBufferPointer { b in
+                var lo = first, count = n - first
+                while count > 1 {
+                    let half = count >> 1
+                    lo = b[lo &+ half &- 1].end > t ? lo : lo &+ half
+                    count &-= half
+                }
+                return lo
             }
-            i = lo
         }
         var start = t
         let firstAfter = i
@@ -188,34 +193,62 @@ struct Timeline {
         let n = storage.count
         let gap: Float = i > head ? Float(interval.start - storage[i - 1].end) : .infinity
         let holderBefore: Int32 = i > head ? storage[i - 1].holder : -1
-        if i < n {
-            // The interval after it now follows it.
-            gapsBefore[i] = Float(storage[i].start - interval.end)
-            holdersBefore[i] = interval.holder
-        }
+        // An insertion nearer the front than the back moves the front part down into a free slot;
+        // any other moves the back part up.
+        let movesFront = i < n && head > 0 && i - head < n - i
         if i == n {
             // Joins the run at the end if it starts where the last one ends; else starts a run.
             if n == head || storage[n - 1].end != interval.start { runStart = n }
+        } else if movesFront {
+            // What lay before `i` moves one place down: the run too, if it started before `i` (a
+            // zero-length interval put inside it).
+            if runStart < i { runStart -= 1 }
+        } else if runStart >= i {
+            runStart += 1
+        }
+        if !movesFront {
             storage.append(interval)
             gapsBefore.append(gap)
             holdersBefore.append(holderBefore)
-        } else if head > 0 && i - head < n - i {
-            Self.insertMovingFront(&storage, interval, at: i, head: head)
-            Self.insertMovingFront(&gapsBefore, gap, at: i, head: head)
-            Self.insertMovingFront(&holdersBefore, holderBefore, at: i, head: head)
-            head -= 1
-            // What lay before `i` moved one place down: the run too, if it started before `i` (a
-            // zero-length interval put inside it).
-            if runStart < i { runStart -= 1 }
-        } else {
-            Self.insertMovingBack(&storage, interval, at: i)
-            Self.insertMovingBack(&gapsBefore, gap, at: i)
-            Self.insertMovingBack(&holdersBefore, holderBefore, at: i)
-            if runStart >= i { runStart += 1 }
+            guard i < n else { return dropPast(horizon: horizon) }
         }
+        let from = movesFront ? head : i
+        storage.withUnsafeMutableBufferPointer { s in
+            gapsBefore.withUnsafeMutableBufferPointer { g in
+                holdersBefore.withUnsafeMutableBufferPointer { h in
+                    // The interval after it now follows it.
+                    g[i] = Float(s[i].start - interval.end)
+                    h[i] = interval.holder
+                    // Plain values: each part moves by a memmove.
+                    if movesFront {
+                        let count = i - from
+                        (s.baseAddress! + from - 1).moveInitialize(from: s.baseAddress! + from, count: count)
+                        (g.baseAddress! + from - 1).moveInitialize(from: g.baseAddress! + from, count: count)
+                        (h.baseAddress! + from - 1).moveInitialize(from: h.baseAddress! + from, count: count)
+                        s[i - 1] = interval; g[i - 1] = gap; h[i - 1] = holderBefore
+                    } else {
+                        let count = n - i
+                        (s.baseAddress! + i + 1).moveInitialize(from: s.baseAddress! + i, count: count)
+                        (g.baseAddress! + i + 1).moveInitialize(from: g.baseAddress! + i, count: count)
+                        (h.baseAddress! + i + 1).moveInitialize(from: h.baseAddress! + i, count: count)
+                        s[i] = interval; g[i] = gap; h[i] = holderBefore
+                    }
+                }
+            }
+        }
+        if movesFront { head -= 1 }
+        dropPast(horizon: horizon)
+    }
+
+    /// Past `capacity` kept intervals, drops those that end by `horizon` when at least half a
+    /// timeline's worth can go, or past `hardCapacity` the oldest half.
+    private mutating func dropPast(horizon: Double) {
         let kept = storage.count - head
         if kept > Self.capacity {
-            // The intervals that end by the horizon (ends are in order: intervals do not overlap).
+            // Fewer than half a timeline's worth end by the horizon when the one that would make it
+            // half does not (ends are in order: intervals do not overlap).
+            if kept <= Self.hardCapacity && storage[head + Self.capacity / 2 - 1].end > horizon { return }
+            // The intervals that end by the horizon.
             var lo = head, hi = storage.count
             while lo < hi {
                 let mid = (lo + hi) / 2
