@@ -14,27 +14,45 @@
 /// ```
 /// Dropping the oldest moves `head`; an insertion nearer the front than the back moves the front
 /// part down into a free slot, one nearer the back moves the back part up, so neither moves much of
-/// a timeline whose requests are mostly late.
-struct Timeline {
+/// a timeline whose requests are mostly late. A class over buffers of its own: a request on a busy
+/// line makes one insertion, and arrays would check each time that they are not shared.
+final class Timeline {
     private struct Interval { var start: Double; var end: Double; var holder: Int32 }
-    private var storage = ContiguousArray<Interval>()
-    /// Beside each reservation in `storage`, what a request needs to pass the gap before it quickly:
-    /// its length (`start` − the end of the interval before, rounded to a `Float`; infinite if none)
-    /// and who held the interval before (-1 if none). Both are as of when the two became neighbours;
-    /// the kept intervals' order never changes, so they stay true for all but the oldest kept. Kept
-    /// apart from `storage` so that `passShort` reads eight at a time.
-    private var gapsBefore = ContiguousArray<Float>()
-    private var holdersBefore = ContiguousArray<Int32>()
-    /// Where the kept intervals start in `storage`.
+    /// The intervals, `count` of them (`capacity` allocated), the kept ones from `head`.
+    private var intervals: UnsafeMutablePointer<Interval>
+    /// Beside each interval, what a request needs to pass the gap before it quickly: its length
+    /// (`start` − the end of the interval before, rounded to a `Float`; infinite if none) and who
+    /// held the interval before (-1 if none). Both are as of when the two became neighbours; the kept
+    /// intervals' order never changes, so they stay true for all but the oldest kept. Kept apart from
+    /// `intervals` so that `passShort` reads eight at a time.
+    private var gapsBefore: UnsafeMutablePointer<Float>
+    private var holdersBefore: UnsafeMutablePointer<Int32>
+    private var count = 0
+    private var capacity: Int
+    /// Where the kept intervals start.
     private var head = 0
     /// The end of the latest interval dropped: nothing is granted before it.
     private var floor = -Double.infinity
-    /// Where the back-to-back run at the end of `storage` starts: from here on each interval starts
-    /// where the one before ends, so a request that reaches the run can only go after it. A busy
-    /// lock's or line's reservations queue up so; a request need not walk them one by one.
+    /// Where the back-to-back run at the end starts: from here on each interval starts where the one
+    /// before ends, so a request that reaches the run can only go after it. A busy lock's or line's
+    /// reservations queue up so; a request need not walk them one by one.
     private var runStart = 0
-    static let capacity = 256
-    static let hardCapacity = 16 * capacity
+    /// Kept intervals past which those that end by the horizon are dropped.
+    static let keptCapacity = 256
+    static let hardCapacity = 16 * keptCapacity
+
+    init() {
+        capacity = 2
+        intervals = .allocate(capacity: capacity)
+        gapsBefore = .allocate(capacity: capacity)
+        holdersBefore = .allocate(capacity: capacity)
+    }
+
+    deinit {
+        intervals.deallocate()
+        gapsBefore.deallocate()
+        holdersBefore.deallocate()
+    }
 
     /// Reserves the first gap at or after `t` (and after what was dropped) long enough for
     /// `duration(previous holder)`; returns its start and the CPU that held it before (-1 if none).
@@ -44,31 +62,32 @@ struct Timeline {
     /// is another CPU (a transfer of the line comes first), so a gap shorter than that is passed
     /// without asking it (on a busy line nearly every gap is: docs/concurrency.md, "Cost of
     /// simulating").
-    mutating func reserve(at requested: Double, horizon: Double = -.infinity, cpu: Int, shortest: Double = 0,
-                          shortestAfterOther: Double? = nil,
-                          duration: (_ previous: Int32, _ ahead: Int) -> Double) -> (start: Double, previous: Int32) {
+    func reserve(at requested: Double, horizon: Double = -.infinity, cpu: Int, shortest: Double = 0,
+                 shortestAfterOther: Double? = nil,
+                 duration: (_ previous: Int32, _ ahead: Int) -> Double) -> (start: Double, previous: Int32) {
         let afterOther = shortestAfterOther ?? shortest
         let me = Int32(truncatingIfNeeded: cpu)
         // The gaps `passShort` may pass: under the least duration by a margin that covers the
-        // rounding of a gap to a `Float` and of `end + least` in `Double` (`passShort`).
+        // rounding of a gap to a `Float` and of `end + least` in `Double` (`passable`).
         let lowest = Float(Self.passable(shortest)), lowestAfterOther = Float(Self.passable(afterOther))
         let t = max(requested, floor)
-        let first = head, n = storage.count
-        // The first interval that ends after `t` (searching from the end: requests are mostly late).
+        let first = head, n = count
+        let b = intervals
+        // The first interval that ends after `t`.
         var i = n
-        if i > first && storage[i - 1].end > t {
+        if i > first && b[i - 1].end > t {
             // Binary search: intervals do not overlap, so their ends are in order. The answer is in
-            // `lo ..< lo + count`; each step keeps the half that holds it, without a branch to
+            // `lo ..< lo + left`; each step keeps the half that holds it, without a branch to
             // mispredict.
-            i = storage.withUnsafeBufferPointer { b in
-                var lo = first, count = n - first
-                while count > 1 {
-                    let half = count >> 1
-                    lo = b[lo &+ half &- 1].end > t ? lo : lo &+ half
-                    count &-= half
-                }
-                return lo
+            var lo = first, left = n - first
+            while left > 1 {
+                let half = left >> 1
+                // `lo += half` when that interval ends by `t`, as arithmetic (a mask), not a branch.
+                let endsBy = Int(unsafeBitCast(b[lo &+ half &- 1].end <= t, to: UInt8.self))
+                lo &+= half & (0 &- endsBy)
+                left &-= half
             }
+            i = lo
         }
         var start = t
         let firstAfter = i
@@ -77,25 +96,25 @@ struct Timeline {
                 // Past the first gap, each gap is whole (`start` is the end of the interval before):
                 // pass the short ones together.
                 i = passShort(from: i, to: runStart, me: me, lowest: lowest, lowestAfterOther: lowestAfterOther)
-                start = storage[i - 1].end
+                start = b[i - 1].end
             }
             // A gap shorter than the least duration after its holder is too short for any (`start +
             // d` is at least `start + least`, rounding being monotonic): the request is not weighed there.
-            let previous: Int32 = i > first ? storage[i - 1].holder : -1
+            let previous: Int32 = i > first ? b[i - 1].holder : -1
             let least = previous < 0 || previous == me ? shortest : afterOther
-            if i == n || start + least <= storage[i].start {
+            if i == n || start + least <= b[i].start {
                 let d = duration(previous, i - firstAfter)
-                if i == n || start + d <= storage[i].start {
+                if i == n || start + d <= b[i].start {
                     insert(Interval(start: start, end: start + d, holder: me), at: i, horizon: horizon)
                     return (start, previous)
                 }
             }
             if i >= runStart {
                 // No gap from here to the end.
-                start = max(start, storage[n - 1].end)
+                start = max(start, b[n - 1].end)
                 i = n
             } else {
-                start = max(start, storage[i].end)
+                start = max(start, b[i].end)
                 i += 1
             }
         }
@@ -106,29 +125,26 @@ struct Timeline {
     /// gaps at a time; the last few one by one.
     @inline(__always)
     private func passShort(from i: Int, to limit: Int, me: Int32, lowest: Float, lowestAfterOther: Float) -> Int {
-        gapsBefore.withUnsafeBufferPointer { gaps in
-            holdersBefore.withUnsafeBufferPointer { holders in
-                let g = UnsafeRawPointer(gaps.baseAddress!), h = UnsafeRawPointer(holders.baseAddress!)
-                let lo = SIMD8<Float>(repeating: lowest), hi = SIMD8<Float>(repeating: lowestAfterOther)
-                let mine = SIMD8<Int32>(repeating: me)
-                var j = i
-                while j &+ 8 <= limit {
-                    let gap = g.loadUnaligned(fromByteOffset: j &* 4, as: SIMD8<Float>.self)
-                    let holder = h.loadUnaligned(fromByteOffset: j &* 4, as: SIMD8<Int32>.self)
-                    let fits = (gap .>= hi) .| ((gap .>= lo) .& (holder .== mine))
-                    if any(fits) {
-                        for lane in 0..<8 where fits[lane] { return j &+ lane }
-                    }
-                    j &+= 8
-                }
-                while j < limit {
-                    let gap = gaps[j]
-                    if gap >= lowest && (gap >= lowestAfterOther || holders[j] == me) { break }
-                    j &+= 1
-                }
-                return j
+        let gaps = gapsBefore, holders = holdersBefore
+        let g = UnsafeRawPointer(gaps), h = UnsafeRawPointer(holders)
+        let lo = SIMD8<Float>(repeating: lowest), hi = SIMD8<Float>(repeating: lowestAfterOther)
+        let mine = SIMD8<Int32>(repeating: me)
+        var j = i
+        while j &+ 8 <= limit {
+            let gap = g.loadUnaligned(fromByteOffset: j &* 4, as: SIMD8<Float>.self)
+            let holder = h.loadUnaligned(fromByteOffset: j &* 4, as: SIMD8<Int32>.self)
+            let fits = (gap .>= hi) .| ((gap .>= lo) .& (holder .== mine))
+            if any(fits) {
+                for lane in 0..<8 where fits[lane] { return j &+ lane }
             }
+            j &+= 8
         }
+        while j < limit {
+            let gap = gaps[j]
+            if gap >= lowest && (gap >= lowestAfterOther || holders[j] == me) { break }
+            j &+= 1
+        }
+        return j
     }
 
     /// A length a gap may be passed below, for a request of at least `least`: gaps shorter than it
@@ -142,18 +158,18 @@ struct Timeline {
     /// CPU that held the lock last, whom the next holder's transfer is from. Answers are those the
     /// whole timeline would give for requests at or after `horizon`. Returns whether it did so (or
     /// the timeline was empty).
-    mutating func compact(horizon: Double) -> Bool {
-        let n = storage.count
+    func compact(horizon: Double) -> Bool {
+        let n = count
         guard n > head else { return true }
-        guard storage[n - 1].end <= horizon else { return false }
-        if n - head > 1 { floor = max(floor, storage[n - 2].end) }
-        if n > 1 || storage.capacity > 2 {
-            var last = ContiguousArray<Interval>()
-            last.reserveCapacity(1)
-            last.append(storage[n - 1])
-            storage = last
-            gapsBefore = [.infinity]
-            holdersBefore = [-1]
+        guard intervals[n - 1].end <= horizon else { return false }
+        if n - head > 1 { floor = max(floor, intervals[n - 2].end) }
+        if n > 1 || capacity > 2 {
+            let last = intervals[n - 1]
+            resize(to: 2, keeping: 0 ..< 0)
+            intervals[0] = last
+            gapsBefore[0] = .infinity
+            holdersBefore[0] = -1
+            count = 1
             head = 0
             runStart = 0
         }
@@ -161,44 +177,34 @@ struct Timeline {
     }
 
     /// Host bytes this timeline's storage holds.
-    var storageBytes: Int {
-        storage.capacity * MemoryLayout<Interval>.stride + gapsBefore.capacity * 4 + holdersBefore.capacity * 4
-    }
+    var storageBytes: Int { capacity * (MemoryLayout<Interval>.stride + 4 + 4) }
 
-    /// Puts `element` before `array[i]` by moving `array[head ..< i]` one place down into the free
-    /// slot before `head` (plain values: a memmove).
-    @inline(__always)
-    private static func insertMovingFront<T>(_ array: inout ContiguousArray<T>, _ element: T, at i: Int, head: Int) {
-        array.withUnsafeMutableBufferPointer { b in
-            let base = b.baseAddress!
-            (base + head - 1).moveInitialize(from: base + head, count: i - head)
-            base[i - 1] = element
+    /// Gives the buffers room for `newCapacity` intervals, keeping those in `kept` (moved to the front).
+    private func resize(to newCapacity: Int, keeping kept: Range<Int>) {
+        func moved<T>(_ old: UnsafeMutablePointer<T>) -> UnsafeMutablePointer<T> {
+            let new = UnsafeMutablePointer<T>.allocate(capacity: newCapacity)
+            new.moveInitialize(from: old + kept.lowerBound, count: kept.count)
+            old.deallocate()
+            return new
         }
+        intervals = moved(intervals)
+        gapsBefore = moved(gapsBefore)
+        holdersBefore = moved(holdersBefore)
+        capacity = newCapacity
     }
 
-    /// Puts `element` at `array[i]` by moving `array[i...]` one place up (plain values: a memmove).
+    /// Inserts `interval` before the one at `i`, then drops what it may past `keptCapacity`.
     @inline(__always)
-    private static func insertMovingBack<T>(_ array: inout ContiguousArray<T>, _ element: T, at i: Int) {
-        let n = array.count
-        array.append(array[n - 1])
-        array.withUnsafeMutableBufferPointer { b in
-            let base = b.baseAddress!
-            (base + i + 1).moveInitialize(from: base + i, count: n - 1 - i)
-            base[i] = element
-        }
-    }
-
-    /// Inserts `interval` before `storage[i]`, then drops what it may past `capacity`.
-    private mutating func insert(_ interval: Interval, at i: Int, horizon: Double) {
-        let n = storage.count
-        let gap: Float = i > head ? Float(interval.start - storage[i - 1].end) : .infinity
-        let holderBefore: Int32 = i > head ? storage[i - 1].holder : -1
+    private func insert(_ interval: Interval, at i: Int, horizon: Double) {
+        let n = count
+        let gap: Float = i > head ? Float(interval.start - intervals[i - 1].end) : .infinity
+        let holderBefore: Int32 = i > head ? intervals[i - 1].holder : -1
         // An insertion nearer the front than the back moves the front part down into a free slot;
         // any other moves the back part up.
         let movesFront = i < n && head > 0 && i - head < n - i
         if i == n {
             // Joins the run at the end if it starts where the last one ends; else starts a run.
-            if n == head || storage[n - 1].end != interval.start { runStart = n }
+            if n == head || intervals[n - 1].end != interval.start { runStart = n }
         } else if movesFront {
             // What lay before `i` moves one place down: the run too, if it started before `i` (a
             // zero-length interval put inside it).
@@ -206,69 +212,64 @@ struct Timeline {
         } else if runStart >= i {
             runStart += 1
         }
-        if !movesFront {
-            storage.append(interval)
-            gapsBefore.append(gap)
-            holdersBefore.append(holderBefore)
-            guard i < n else { return dropPast(horizon: horizon) }
+        if !movesFront && n == capacity {
+            // Full: twice the room, keeping the free slots in front.
+            resize(to: 2 * capacity, keeping: 0 ..< n)
         }
-        let from = movesFront ? head : i
-        storage.withUnsafeMutableBufferPointer { s in
-            gapsBefore.withUnsafeMutableBufferPointer { g in
-                holdersBefore.withUnsafeMutableBufferPointer { h in
-                    // The interval after it now follows it.
-                    g[i] = Float(s[i].start - interval.end)
-                    h[i] = interval.holder
-                    // Plain values: each part moves by a memmove.
-                    if movesFront {
-                        let count = i - from
-                        (s.baseAddress! + from - 1).moveInitialize(from: s.baseAddress! + from, count: count)
-                        (g.baseAddress! + from - 1).moveInitialize(from: g.baseAddress! + from, count: count)
-                        (h.baseAddress! + from - 1).moveInitialize(from: h.baseAddress! + from, count: count)
-                        s[i - 1] = interval; g[i - 1] = gap; h[i - 1] = holderBefore
-                    } else {
-                        let count = n - i
-                        (s.baseAddress! + i + 1).moveInitialize(from: s.baseAddress! + i, count: count)
-                        (g.baseAddress! + i + 1).moveInitialize(from: g.baseAddress! + i, count: count)
-                        (h.baseAddress! + i + 1).moveInitialize(from: h.baseAddress! + i, count: count)
-                        s[i] = interval; g[i] = gap; h[i] = holderBefore
-                    }
-                }
-            }
+        let s = intervals, g = gapsBefore, h = holdersBefore
+        if i < n {
+            // The interval after it now follows it.
+            g[i] = Float(s[i].start - interval.end)
+            h[i] = interval.holder
         }
-        if movesFront { head -= 1 }
+        // Plain values: each part moves by a memmove.
+        if movesFront {
+            let from = head
+            (s + from - 1).moveInitialize(from: s + from, count: i - from)
+            (g + from - 1).moveInitialize(from: g + from, count: i - from)
+            (h + from - 1).moveInitialize(from: h + from, count: i - from)
+            s[i - 1] = interval; g[i - 1] = gap; h[i - 1] = holderBefore
+            head -= 1
+        } else {
+            (s + i + 1).moveInitialize(from: s + i, count: n - i)
+            (g + i + 1).moveInitialize(from: g + i, count: n - i)
+            (h + i + 1).moveInitialize(from: h + i, count: n - i)
+            s[i] = interval; g[i] = gap; h[i] = holderBefore
+            count = n + 1
+        }
         dropPast(horizon: horizon)
     }
 
-    /// Past `capacity` kept intervals, drops those that end by `horizon` when at least half a
+    /// Past `keptCapacity` kept intervals, drops those that end by `horizon` when at least half a
     /// timeline's worth can go, or past `hardCapacity` the oldest half.
-    private mutating func dropPast(horizon: Double) {
-        let kept = storage.count - head
-        if kept > Self.capacity {
-            // Fewer than half a timeline's worth end by the horizon when the one that would make it
-            // half does not (ends are in order: intervals do not overlap).
-            if kept <= Self.hardCapacity && storage[head + Self.capacity / 2 - 1].end > horizon { return }
-            // The intervals that end by the horizon.
-            var lo = head, hi = storage.count
-            while lo < hi {
-                let mid = (lo + hi) / 2
-                if storage[mid].end > horizon { hi = mid } else { lo = mid + 1 }
-            }
-            let past = lo - head
-            let drop = past >= Self.capacity / 2 ? past : kept > Self.hardCapacity ? kept / 2 : 0
-            guard drop > 0 else { return }
-            floor = max(floor, storage[head + drop - 1].end)
-            head += drop
-            runStart = max(runStart, head)
-            // Keep half a timeline of free slots in front; give back the rest.
-            if head >= Self.capacity {
-                let removed = head - Self.capacity / 2
-                storage.removeFirst(removed)
-                gapsBefore.removeFirst(removed)
-                holdersBefore.removeFirst(removed)
-                head = Self.capacity / 2
-                runStart -= removed
-            }
+    private func dropPast(horizon: Double) {
+        let kept = count - head
+        guard kept > Self.keptCapacity else { return }
+        // Fewer than half a timeline's worth end by the horizon when the one that would make it half
+        // does not (ends are in order: intervals do not overlap).
+        if kept <= Self.hardCapacity && intervals[head + Self.keptCapacity / 2 - 1].end > horizon { return }
+        // The intervals that end by the horizon.
+        var lo = head, hi = count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if intervals[mid].end > horizon { hi = mid } else { lo = mid + 1 }
+        }
+        let past = lo - head
+        let drop = past >= Self.keptCapacity / 2 ? past : kept > Self.hardCapacity ? kept / 2 : 0
+        guard drop > 0 else { return }
+        floor = max(floor, intervals[head + drop - 1].end)
+        head += drop
+        runStart = max(runStart, head)
+        // Keep half a timeline of free slots in front; move the rest down.
+        if head >= Self.keptCapacity {
+            let removed = head - Self.keptCapacity / 2
+            let keptRange = removed ..< count
+            intervals.moveInitialize(from: intervals + keptRange.lowerBound, count: keptRange.count)
+            gapsBefore.moveInitialize(from: gapsBefore + keptRange.lowerBound, count: keptRange.count)
+            holdersBefore.moveInitialize(from: holdersBefore + keptRange.lowerBound, count: keptRange.count)
+            count -= removed
+            head = Self.keptCapacity / 2
+            runStart -= removed
         }
     }
 }

@@ -80,7 +80,7 @@ struct SimulatedTimeTests {
 
     @Test("a timeline serves a request made for an earlier time in the gap before later reservations")
     func timelineGaps() {
-        var t = Timeline()
+        let t = Timeline()
         #expect(t.reserve(at: 1_000, cpu: 1) { _, _ in 100 } == (1_000, -1))
         // Earlier and short enough to fit before: not delayed by the later reservation.
         #expect(t.reserve(at: 0, cpu: 2) { _, _ in 100 } == (0, -1))
@@ -124,7 +124,7 @@ struct SimulatedTimeTests {
                 }
             }
         }
-        var fast = Timeline(), plain = PlainTimeline()
+        let fast = Timeline(); var plain = PlainTimeline()
         var rng = SplitMix64(seed: 20)
         var clock = 0.0
         var mismatches = 0, delayed = 0, early = 0
@@ -160,14 +160,14 @@ struct SimulatedTimeTests {
 
     @Test("a timeline never grants a lock to two CPUs at once: what it forgot still delays a request for an earlier time")
     func timelineNeverDoubleBooks() {
-        var t = Timeline()
+        let t = Timeline()
         // 300 back-to-back holds of 10 cycles from time 0, more than a timeline keeps, with no horizon.
         for i in 0..<300 { _ = t.reserve(at: Double(i * 10), cpu: 1) { _, _ in 10 } }
         // A request for time 5 must wait for the end of the last one: the lock was never free since.
         #expect(t.reserve(at: 5, cpu: 2) { _, _ in 1 }.start == 3_000)
         // Once the horizon passes them, the old holds are forgotten, but a request for a time before
         // the horizon still starts no earlier than where they ended.
-        var u = Timeline()
+        let u = Timeline()
         for i in 0..<300 { _ = u.reserve(at: Double(i * 10), horizon: 1_500, cpu: 1) { _, _ in 10 } }
         let late = u.reserve(at: 5, horizon: 1_500, cpu: 2) { _, _ in 1 }
         #expect(late.start >= 1_500)

@@ -8,58 +8,74 @@
 /// is at least the popped one), so this is the thread a scan of every clock would pick; when it does
 /// not, the thread goes back in with its true clock.
 struct ClockOrder {
-    private var keys = ContiguousArray<Double>()
-    private var threads = ContiguousArray<Int>()
+    private struct Entry { var clock: Double; var thread: Int }
+    private var entries = ContiguousArray<Entry>()
 
-    var isEmpty: Bool { keys.isEmpty }
+    var isEmpty: Bool { entries.isEmpty }
 
-    /// Whether entry `a` comes before entry `b`.
-    @inline(__always) private func before(_ a: Int, _ b: Int) -> Bool {
-        keys[a] < keys[b] || (keys[a] == keys[b] && threads[a] < threads[b])
+    /// Whether `a` comes before `b`.
+    @inline(__always) private static func before(_ a: Entry, _ b: Entry) -> Bool {
+        a.clock < b.clock || (a.clock == b.clock && a.thread < b.thread)
     }
 
-    @inline(__always) private mutating func swapAt(_ a: Int, _ b: Int) {
-        keys.swapAt(a, b)
-        threads.swapAt(a, b)
-    }
-
-    mutating func removeAll() {
-        keys.removeAll(keepingCapacity: true)
-        threads.removeAll(keepingCapacity: true)
-    }
+    mutating func removeAll() { entries.removeAll(keepingCapacity: true) }
 
     mutating func push(clock: Double, thread: Int) {
-        keys.append(clock)
-        threads.append(thread)
-        var i = keys.count - 1
-        while i > 0 {
-            let parent = (i - 1) / 2
-            guard before(i, parent) else { break }
-            swapAt(i, parent)
-            i = parent
+        let new = Entry(clock: clock, thread: thread)
+        entries.append(new)
+        entries.withUnsafeMutableBufferPointer { e in
+            // Parents that come after it move down into the hole until its place is found.
+            var i = e.count - 1
+            while i > 0 {
+                let parent = (i - 1) / 2
+                guard Self.before(new, e[parent]) else { break }
+                e[i] = e[parent]
+                i = parent
+            }
+            e[i] = new
         }
+    }
+
+    /// The entry that comes first.
+    var first: (clock: Double, thread: Int)? { entries.first.map { ($0.clock, $0.thread) } }
+
+    /// Gives the first entry's thread the key `clock` and moves it to its place.
+    mutating func replaceFirst(clock: Double) {
+        var top = entries[0]
+        top.clock = clock
+        siftDown(top)
+    }
+
+    /// Removes the first entry.
+    mutating func removeFirst() {
+        let last = entries.removeLast()
+        guard !entries.isEmpty else { return }
+        siftDown(last)
     }
 
     /// The entry that comes first, removed.
     mutating func popFirst() -> (clock: Double, thread: Int)? {
-        guard let lastKey = keys.last, let lastThread = threads.last else { return nil }
-        let top = (keys[0], threads[0])
-        keys.removeLast()
-        threads.removeLast()
-        guard !keys.isEmpty else { return top }
-        keys[0] = lastKey
-        threads[0] = lastThread
-        var i = 0
-        let n = keys.count
-        while true {
-            let left = 2 * i + 1, right = left + 1
-            var first = i
-            if left < n && before(left, first) { first = left }
-            if right < n && before(right, first) { first = right }
-            guard first != i else { break }
-            swapAt(i, first)
-            i = first
-        }
+        guard let top = first else { return nil }
+        removeFirst()
         return top
+    }
+
+    /// Puts `entry` in the first place and moves it down to its place: children that come before it
+    /// move up into the hole.
+    private mutating func siftDown(_ entry: Entry) {
+        entries.withUnsafeMutableBufferPointer { e in
+            let n = e.count
+            var i = 0
+            while true {
+                let left = 2 &* i &+ 1
+                guard left < n else { break }
+                let right = left &+ 1
+                let child = right < n && Self.before(e[right], e[left]) ? right : left
+                guard Self.before(e[child], entry) else { break }
+                e[i] = e[child]
+                i = child
+            }
+            e[i] = entry
+        }
     }
 }

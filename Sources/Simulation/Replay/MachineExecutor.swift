@@ -127,7 +127,9 @@ public final class MachineExecutor: WorkloadSink {
     public func access(thread: Int, address: UInt64, kind: AccessKind, count: Int) {
         if thread != cachedThread {
             if !timeOrdered { flush() }
-            if !bind(thread) {
+            // In simulated-time order the access only waits in its thread's queue, and
+            // `drainQueues()` binds the CPU when it runs: here it is enough that it may be made.
+            if !(timeOrdered ? admits(thread) : bind(thread)) {
                 report.droppedAccesses &+= count
                 return
             }
@@ -292,13 +294,16 @@ public final class MachineExecutor: WorkloadSink {
     private func drainQueues() {
         clockOrder.removeAll()
         for t in queuedThreads { clockOrder.push(clock: machine.clock(of: t % cpuCount), thread: t) }
-        while let (key, best) = clockOrder.popFirst() {
+        while let (key, best) = clockOrder.first {
             // A thread dropped while it waited (its process was killed) has nothing left.
-            guard best < queues.count, !queues[best].isEmpty else { continue }
+            guard best < queues.count, !queues[best].isEmpty else {
+                clockOrder.removeFirst()
+                continue
+            }
             let bestClock = machine.clock(of: best % cpuCount)
             if bestClock > key {
-                // Its clock moved while it waited (`ClockOrder`): back in at its true place.
-                clockOrder.push(clock: bestClock, thread: best)
+                // Its clock moved while it waited (`ClockOrder`): to its true place.
+                clockOrder.replaceFirst(clock: bestClock)
                 continue
             } else if bestClock < key {
                 // A clock went back (no path does this today): order every thread again.
@@ -310,6 +315,7 @@ public final class MachineExecutor: WorkloadSink {
             machine.simulatedTime?.advanceHorizon(to: bestClock)
             if !bind(best) {
                 dropQueue(best)
+                clockOrder.removeFirst()
                 continue
             }
             // Up to `quantum` accesses, or fewer when a lookup comes first: a lookup takes locks other
@@ -350,7 +356,12 @@ public final class MachineExecutor: WorkloadSink {
                 lookUpNode(thread: best, mm: mm, address: due)
                 for a in moreDue { lookUpNode(thread: best, mm: mm, address: a) }
             }
-            if !queues[best].isEmpty { clockOrder.push(clock: machine.clock(of: best % cpuCount), thread: best) }
+            // It stays first in the order until here: nothing run above reorders the threads.
+            if queues[best].isEmpty {
+                clockOrder.removeFirst()
+            } else {
+                clockOrder.replaceFirst(clock: machine.clock(of: best % cpuCount))
+            }
         }
         cachedThread = -1
     }
@@ -442,14 +453,18 @@ public final class MachineExecutor: WorkloadSink {
         var page = address >> 12
         let end = (address &+ length &+ 4095) >> 12
         while page < end {
+            // The pages of one chunk at a time.
+            let chunkEnd = min(end, ((page >> 18) + 1) << 18)
             guard let offset = touchedChunks[page >> 18] else {
-                page = ((page >> 18) + 1) << 18
+                page = chunkEnd
                 continue
             }
-            let i = offset + Int((page & 0x3FFFF) >> 6)
-            let bit: UInt64 = 1 << (page & 63)
-            if touchedWords[i] & bit != 0 { touchedWords[i] &= ~bit; touchedPages -= 1 }
-            page += 1
+            while page < chunkEnd {
+                let i = offset + Int((page & 0x3FFFF) >> 6)
+                let bit: UInt64 = 1 << (page & 63)
+                if touchedWords[i] & bit != 0 { touchedWords[i] &= ~bit; touchedPages -= 1 }
+                page += 1
+            }
         }
     }
 
@@ -518,6 +533,20 @@ public final class MachineExecutor: WorkloadSink {
 
     /// Makes `thread` the cached one: its CPU runs its address space. False for a thread that does
     /// not exist or whose process died.
+    /// Whether `thread` may make accesses, as `bind(_:)` decides, without binding its CPU: the cached
+    /// thread of simulated-time order, whose accesses wait in its queue (`cachedThread` is reset
+    /// wherever a process may die: a drain, an event, a kill).
+    private func admits(_ thread: Int) -> Bool {
+        guard thread >= 0, thread < threadProcess.count, threadProcess[thread] >= 0,
+              let mm = processes[Int(threadProcess[thread])] else { return false }
+        if mm.wasOOMKilled {
+            kill(process: Int(threadProcess[thread]))
+            return false
+        }
+        cachedThread = thread
+        return true
+    }
+
     private func bind(_ thread: Int) -> Bool {
         guard thread >= 0, thread < threadProcess.count, threadProcess[thread] >= 0,
               let mm = processes[Int(threadProcess[thread])] else { return false }

@@ -6,7 +6,7 @@ import TestSupport
 /// clock, the lowest thread at a tie), while clocks move forward behind its back.
 @Suite("The executor's order of threads by clock")
 struct ClockOrderTests {
-    @Test("popping with re-pushes of stale keys gives the order a scan of the true clocks gives, ties included")
+    @Test("taking the first and putting it back at its true clock gives the order a scan of the true clocks gives, ties included")
     func matchesScan() {
         var rng = SplitMix64(seed: 23)
         for round in 0..<20 {
@@ -18,9 +18,9 @@ struct ClockOrderTests {
             var order = ClockOrder()
             for t in 0..<threads { order.push(clock: clock[t % cpus], thread: t) }
             var mismatches = 0, repushes = 0
-            while let (key, t) = order.popFirst() {
+            while let (key, t) = order.first {
                 let now = clock[t % cpus]
-                if now != key { repushes += 1; order.push(clock: now, thread: t); continue }
+                if now != key { repushes += 1; order.replaceFirst(clock: now); continue }
                 let scan = (0..<threads).filter { work[$0] > 0 }.min { (clock[$0 % cpus], $0) < (clock[$1 % cpus], $1) }!
                 if scan != t { mismatches += 1 }
                 // The thread runs: its CPU's clock moves; sometimes another CPU's does too (a
@@ -28,7 +28,7 @@ struct ClockOrderTests {
                 clock[t % cpus] += Double(rng.next() % 4) * 10
                 if rng.next() % 4 == 0 { clock[Int(rng.next() % UInt64(cpus))] += 10 }
                 work[t] -= 1
-                if work[t] > 0 { order.push(clock: clock[t % cpus], thread: t) }
+                if work[t] > 0 { order.replaceFirst(clock: clock[t % cpus]) } else { order.removeFirst() }
             }
             #expect(mismatches == 0, "round \(round): \(threads) threads on \(cpus) CPUs")
             #expect(work.allSatisfy { $0 == 0 })
