@@ -58,6 +58,9 @@ public final class CPU: @unchecked Sendable {
     @exclusivity(unchecked) public var independentAccesses = false
 
     weak var machine: Machine?
+    /// The machine's contention timeline (`Machine.simulatedTime`), held here so that a fault's
+    /// charge does not load the weak `machine`.
+    @exclusivity(unchecked) var simulatedTime: SimulatedTime?
     /// Set for a guest CPU of a `VirtualMachine`: walks become two-dimensional.
     @exclusivity(unchecked) public internal(set) var nested: NestedPaging?
     /// The address space loaded (Linux: `cpu_tlbstate.loaded_mm`).
@@ -307,7 +310,7 @@ public final class CPU: @unchecked Sendable {
             let cycles = machineDescription.timing.faultCycles(FaultWork(fault))
             tally.faultCycles += cycles
             faultLatency.record(cycles: cycles)
-            if let time = machine?.simulatedTime, let kernel {
+            if let time = simulatedTime, let kernel {
                 // Many CPUs: the fault's locks and shared lines, on the machine's timeline.
                 time.chargeFault(fault, cpu: id, pid: mm.pid, design: kernel.design,
                                  start: counters.cycles - cycles + time.extraCycles[id], cycles: cycles)

@@ -52,7 +52,10 @@ public final class Machine: @unchecked Sendable {
         shootdownsSent = Array(repeating: 0, count: cpuCount)
         shootdownsReceived = Array(repeating: 0, count: cpuCount)
         self.simulatedTime = simulatedTime && cpuCount > 1 ? SimulatedTime(cpuCount: cpuCount, description: description) : nil
-        for cpu in cpus { cpu.machine = self }
+        for cpu in cpus {
+            cpu.machine = self
+            cpu.simulatedTime = self.simulatedTime
+        }
         kernel.tlb = FlushForwarder(self)
         SimulatedCPU.switchTo(0)
     }

@@ -216,7 +216,7 @@ public final class SimulatedTime: @unchecked Sendable {
 
     /// An atomic read-modify-write of a shared line at time `t` by `cpu`: the line serves one writer
     /// at a time, and a writer other than the one before it pays a transfer. Returns the delay.
-    private func writeLine(_ line: inout Timeline, cpu: Int, at t: Double) -> Double {
+    private func writeLine(_ line: Timeline, cpu: Int, at t: Double) -> Double {
         let p = parameters
         let (start, previous) = line.reserve(at: t, horizon: horizon, cpu: cpu, shortest: p.atomicCycles,
                                              shortestAfterOther: p.atomicCycles + leastTransferCycles) { holder, _ in
@@ -240,7 +240,7 @@ public final class SimulatedTime: @unchecked Sendable {
     /// when it asked (the queue a busy lock keeps); each waiter's read is served by the last-level
     /// cache, where the line sits once the first reader has fetched it (`sharedCacheReadCycles`; a
     /// waiter on another socket would cost more: docs/concurrency.md says how much that changes).
-    private func acquire(_ lock: inout Timeline, _ lockClass: LockClass, _ kind: KernelDesign.SpinLockKind,
+    private func acquire(_ lock: Timeline, _ lockClass: LockClass, _ kind: KernelDesign.SpinLockKind,
                          cpu: Int, at t: Double, hold: Double) -> Double {
         let c = lockClass.rawValue
         acquisitions[c] &+= 1
@@ -300,7 +300,7 @@ public final class SimulatedTime: @unchecked Sendable {
         let m = mm(pid)
         // down_read(): the rwsem's count, after any writer.
         delay += max(0, writerFreeAt[m] - start)
-        delay += writeLine(&countLines[m], cpu: cpu, at: start + delay)
+        delay += writeLine(countLines[m], cpu: cpu, at: start + delay)
         acquisitions[LockClass.mmapLock.rawValue] &+= 1
         let downReadWait = delay
         let va = fault.address.rawValue
@@ -309,16 +309,16 @@ public final class SimulatedTime: @unchecked Sendable {
         let spin = design.spinLocks
         /// The PMD lock of `va`: the mm's page_table_lock, or the PMD table's split lock.
         func takePMDLock(at t: Double, hold: Double) -> Double {
-            splitPMD ? acquire(&lockTimelines[splitLock(Self.key(3, pid, va >> 30), kind: 1, cpu: cpu).index], pmdClass, spin,
+            splitPMD ? acquire(lockTimelines[splitLock(Self.key(3, pid, va >> 30), kind: 1, cpu: cpu).index], pmdClass, spin,
                                cpu: cpu, at: t, hold: hold)
-                     : acquire(&pageTableLocks[m], pmdClass, spin, cpu: cpu, at: t, hold: hold)
+                     : acquire(pageTableLocks[m], pmdClass, spin, cpu: cpu, at: t, hold: hold)
         }
         if fault.hugePages > 0 {
             // The order-9 allocation takes zone->lock (no per-CPU list holds order 9 before 6.7).
-            delay += acquire(&zoneLock, .zoneLock, spin, cpu: cpu, at: start + delay, hold: p.zoneHugeHoldCycles)
+            delay += acquire(zoneLock, .zoneLock, spin, cpu: cpu, at: start + delay, hold: p.zoneHugeHoldCycles)
         } else if fault.basePages > 0 {
             if pcpPages[cpu] < fault.basePages {
-                delay += acquire(&zoneLock, .zoneLock, spin, cpu: cpu, at: start + delay, hold: p.zoneBatchHoldCycles)
+                delay += acquire(zoneLock, .zoneLock, spin, cpu: cpu, at: start + delay, hold: p.zoneBatchHoldCycles)
                 pcpPages[cpu] += p.zoneBatchPages
             }
             pcpPages[cpu] -= min(pcpPages[cpu], fault.basePages)
@@ -333,18 +333,18 @@ public final class SimulatedTime: @unchecked Sendable {
                 // The first fault in the 2 MiB range installs its PTE table.
                 delay += takePMDLock(at: start + delay, hold: p.pteTableInstallHoldCycles)
             }
-            delay += acquire(&lockTimelines[ptl.index], .ptl, spin, cpu: cpu, at: end - p.ptePTEHoldCycles + delay, hold: p.ptePTEHoldCycles)
+            delay += acquire(lockTimelines[ptl.index], .ptl, spin, cpu: cpu, at: end - p.ptePTEHoldCycles + delay, hold: p.ptePTEHoldCycles)
         }
         if fault.hugePages > 0 || fault.basePages > 0 {
             pagevecFolios[cpu] += 1
             if pagevecFolios[cpu] >= p.lruBatchFolios {
                 pagevecFolios[cpu] = 0
-                delay += acquire(&lruLock, .lruLock, spin, cpu: cpu, at: end + delay, hold: p.lruBatchHoldCycles)
+                delay += acquire(lruLock, .lruLock, spin, cpu: cpu, at: end + delay, hold: p.lruBatchHoldCycles)
             }
         }
         // up_read(): the count again.
         let before = delay
-        delay += writeLine(&countLines[m], cpu: cpu, at: end + delay)
+        delay += writeLine(countLines[m], cpu: cpu, at: end + delay)
         waitCycles[LockClass.mmapLock.rawValue] += downReadWait + delay - before
         extraCycles[cpu] += delay
     }
@@ -365,25 +365,25 @@ public final class SimulatedTime: @unchecked Sendable {
         var delay = p.systemCallCycles / 2
         // down_read(): the rwsem's count, after any writer.
         delay += max(0, writerFreeAt[m] - (now + delay))
-        delay += writeLine(&countLines[m], cpu: cpu, at: now + delay)
+        delay += writeLine(countLines[m], cpu: cpu, at: now + delay)
         acquisitions[LockClass.mmapLock.rawValue] &+= 1
         let beforeLock = delay
         delay += half
         if hugePMD {
             if design.pmdLock == .splitPMDLock {
                 let lock = splitLock(Self.key(3, pid, va >> 30), kind: 1, cpu: cpu).index
-                delay += acquire(&lockTimelines[lock], .pmdPTL, spin, cpu: cpu, at: now + delay, hold: p.followPageHoldCycles)
+                delay += acquire(lockTimelines[lock], .pmdPTL, spin, cpu: cpu, at: now + delay, hold: p.followPageHoldCycles)
             } else {
-                delay += acquire(&pageTableLocks[m], .pageTableLock, spin, cpu: cpu, at: now + delay, hold: p.followPageHoldCycles)
+                delay += acquire(pageTableLocks[m], .pageTableLock, spin, cpu: cpu, at: now + delay, hold: p.followPageHoldCycles)
             }
         } else {
             let lock = splitLock(Self.key(4, pid, va >> 21), kind: 0, cpu: cpu).index
-            delay += acquire(&lockTimelines[lock], .ptl, spin, cpu: cpu, at: now + delay, hold: p.followPageHoldCycles)
+            delay += acquire(lockTimelines[lock], .ptl, spin, cpu: cpu, at: now + delay, hold: p.followPageHoldCycles)
         }
         delay += p.followPageHoldCycles + half
         // up_read().
         let before = delay
-        delay += writeLine(&countLines[m], cpu: cpu, at: now + delay)
+        delay += writeLine(countLines[m], cpu: cpu, at: now + delay)
         waitCycles[LockClass.mmapLock.rawValue] += beforeLock - p.systemCallCycles / 2 + delay - before
         extraCycles[cpu] += delay + p.systemCallCycles / 2
     }
@@ -397,7 +397,7 @@ public final class SimulatedTime: @unchecked Sendable {
             // The writer takes the count's line like a reader, then excludes readers while it works.
             let t = now + delay
             let m = mm(pid)
-            let lineDelay = writeLine(&countLines[m], cpu: cpu, at: max(t, writerFreeAt[m]))
+            let lineDelay = writeLine(countLines[m], cpu: cpu, at: max(t, writerFreeAt[m]))
             let wait = max(0, writerFreeAt[m] - t) + lineDelay
             acquisitions[LockClass.mmapLock.rawValue] &+= 1
             if wait > 0 { contended[LockClass.mmapLock.rawValue] &+= 1 }

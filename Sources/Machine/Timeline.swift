@@ -260,8 +260,9 @@ final class Timeline {
         floor = max(floor, intervals[head + drop - 1].end)
         head += drop
         runStart = max(runStart, head)
-        // Keep half a timeline of free slots in front; move the rest down.
-        if head >= Self.keptCapacity {
+        // Keep half a timeline of free slots in front; move the rest down once the free slots are
+        // as many as those kept (so that each kept interval moves once per as many dropped).
+        if head >= max(Self.keptCapacity, count - head) {
             let removed = head - Self.keptCapacity / 2
             let keptRange = removed ..< count
             intervals.moveInitialize(from: intervals + keptRange.lowerBound, count: keptRange.count)
