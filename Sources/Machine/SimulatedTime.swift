@@ -403,6 +403,82 @@ public final class SimulatedTime: @unchecked Sendable {
         extraCycles[cpu] += delay
     }
 
+    /// Charges `cpu` a `munmap()` (`writer`: the mmap lock held for writing) or an
+    /// `madvise(MADV_DONTNEED)` (the mmap lock held for reading) that did what `zap` records, from its
+    /// clock `now` before the call, in the order Linux takes the locks (`do_munmap()` →
+    /// `unmap_region()`; `madvise_dontneed_single_vma()` → `zap_page_range()`): the system call; the
+    /// mmap lock (a writer after the readers' count line and the writers before it, with the VMA work;
+    /// a reader after any writer); each PTE table's split lock for as long as its entries take to
+    /// clear (`zap_pte_range()`); the PMD lock per huge PMD cleared (`zap_huge_pmd()`); the TLB flush
+    /// the call did (`flushCycles`, already on the CPU's cycles); then the gathered pages released
+    /// (`tlb_finish_mmu()` → `free_pages_and_swap_cache()` → `release_pages()`): `lru_lock` once per
+    /// batch of `releaseBatchFolios` for those on an LRU list, each folio put on the CPU's per-CPU list,
+    /// `zone->lock` for each `zoneBatchPages` given back once the list is past `pcpHighPages`
+    /// (`free_pcppages_bulk()`) and for each larger folio (`__free_pages_ok()`); and for a reader,
+    /// `up_read()`. A writer's hold covers all of it: faults of the mm on other CPUs wait for its end.
+    public func chargeZap(_ zap: ZapRecord, cpu: Int, pid: Int, design: KernelDesign, now: Double, writer: Bool,
+                          flushCycles: Double) {
+        systemCalls &+= 1
+        let p = parameters
+        let m = mm(pid)
+        let spin = design.spinLocks
+        let mmap = LockClass.mmapLock.rawValue
+        let entered = now + p.systemCallCycles
+        var t = entered
+        acquisitions[mmap] &+= 1
+        // down_write() / down_read(): after any writer, then the count's line.
+        var wait = max(0, writerFreeAt[m] - t)
+        wait += writeLine(&countLines[m], cpu: cpu, at: t + wait)
+        if wait > 0 { contended[mmap] &+= 1 }
+        waitCycles[mmap] += wait
+        t += wait
+        if writer { t += p.mmapWriteHoldCycles }
+        // unmap_vmas(): each PTE table under its lock, each huge PMD under the PMD lock.
+        for table in zap.pteTables {
+            let hold = p.zapTableHoldCycles + Double(table.entries) * p.zapEntryCycles
+            let lock = splitLock(Self.key(4, pid, table.range), kind: 0, cpu: cpu).index
+            t += acquire(&lockTimelines[lock], .ptl, spin, cpu: cpu, at: t, hold: hold) + hold
+        }
+        for haddr in zap.hugePMDs {
+            let hold = p.zapHugePMDHoldCycles
+            if design.pmdLock == .splitPMDLock {
+                let lock = splitLock(Self.key(3, pid, haddr >> 30), kind: 1, cpu: cpu).index
+                t += acquire(&lockTimelines[lock], .pmdPTL, spin, cpu: cpu, at: t, hold: hold) + hold
+            } else {
+                t += acquire(&pageTableLocks[m], .pageTableLock, spin, cpu: cpu, at: t, hold: hold) + hold
+            }
+        }
+        t += flushCycles
+        // tlb_finish_mmu(): the gathered pages, batch by batch.
+        let freed = zap.freed
+        var onLRU = freed.onLRU
+        while onLRU > 0 {
+            let batch = min(onLRU, p.releaseBatchFolios)
+            let hold = Double(batch) * p.lruReleaseFolioCycles
+            t += acquire(&lruLock, .lruLock, spin, cpu: cpu, at: t, hold: hold) + hold
+            onLRU -= batch
+        }
+        t += Double(freed.folios) * p.freeFolioCycles
+        for _ in 0..<freed.largeFolios {
+            t += acquire(&zoneLock, .zoneLock, spin, cpu: cpu, at: t, hold: p.zoneHugeHoldCycles) + p.zoneHugeHoldCycles
+        }
+        pcpPages[cpu] += freed.folios - freed.largeFolios
+        while pcpPages[cpu] > p.pcpHighPages {
+            t += acquire(&zoneLock, .zoneLock, spin, cpu: cpu, at: t, hold: p.zoneBatchHoldCycles) + p.zoneBatchHoldCycles
+            pcpPages[cpu] -= p.zoneBatchPages
+        }
+        if writer {
+            // up_write(): readers and writers after it start from here.
+            writerFreeAt[m] = t
+        } else {
+            // up_read(): the count again.
+            let release = writeLine(&countLines[m], cpu: cpu, at: t)
+            waitCycles[mmap] += release
+            t += release
+        }
+        extraCycles[cpu] += t - now - flushCycles
+    }
+
     /// Adds `cycles` to `cpu`'s clock (work charged elsewhere: a kernel thread's).
     public func charge(cpu: Int, cycles: Double) { extraCycles[cpu] += cycles }
 
