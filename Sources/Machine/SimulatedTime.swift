@@ -450,7 +450,87 @@ public final class SimulatedTime: @unchecked Sendable {
         }
         t += flushCycles
         // tlb_finish_mmu(): the gathered pages, batch by batch.
-        let freed = zap.freed
+        t = chargeRelease(zap.freed, cpu: cpu, spin: spin, at: t)
+        if writer {
+            // up_write(): readers and writers after it start from here.
+            writerFreeAt[m] = t
+        } else {
+            // up_read(): the count again.
+            let release = writeLine(&countLines[m], cpu: cpu, at: t)
+            waitCycles[mmap] += release
+            t += release
+        }
+        extraCycles[cpu] += t - now - flushCycles
+    }
+
+    /// Charges `cpu` — khugepaged's (`KernelConfiguration.kernelThreadCPU`) — from its clock `now`, one
+    /// collapse of `collapse.pid`'s range, in the order `collapse_huge_page()` takes the locks (Linux
+    /// 2.6.38 and 6.18 alike, but for the PMD lock, which is the design's): the scan's `down_read()` and
+    /// `up_read()` on the mm's count line; `down_write()` — faults of the mm on other CPUs wait from
+    /// here to `up_write()`; the PMD lock while the PMD is cleared (`pmdp_clear_flush()`); the PTE
+    /// table's lock while its 512 entries are checked (`__collapse_huge_page_isolate()`), with
+    /// `lru_lock` taken for each page isolated (`isolate_lru_page()`); the copy (`copyCycles`, and the
+    /// socket's memory bandwidth for reading and writing 2 MiB), each old entry cleared
+    /// (`__collapse_huge_page_copy()`: under the PTE lock of a table nobody else reaches any more, so
+    /// without a timeline) and the old pages freed as a zap frees them (`chargeRelease`); the PMD lock
+    /// again for `set_pmd_at()`; `up_write()`.
+    public func chargeCollapse(_ collapse: CollapseRecord, cpu: Int, design: KernelDesign, now: Double, copyCycles: Double) {
+        let p = parameters
+        let pid = collapse.pid
+        let m = mm(pid)
+        let spin = design.spinLocks
+        let mmap = LockClass.mmapLock.rawValue
+        var t = now
+        var wait = 0.0
+        // The scan under the mmap lock for reading (`khugepaged_scan_pmd()`; its work is not charged
+        // here), then up_read().
+        wait += max(0, writerFreeAt[m] - t)
+        wait += writeLine(&countLines[m], cpu: cpu, at: t + wait)
+        t += wait
+        let upRead = writeLine(&countLines[m], cpu: cpu, at: t)
+        wait += upRead
+        t += upRead
+        acquisitions[mmap] &+= 2
+        // down_write(): after the writers before it, then the count's line.
+        var writeWait = max(0, writerFreeAt[m] - t)
+        writeWait += writeLine(&countLines[m], cpu: cpu, at: t + writeWait)
+        if wait + writeWait > 0 { contended[mmap] &+= 1 }
+        waitCycles[mmap] += wait + writeWait
+        t += writeWait
+        /// The PMD lock of the range for `hold` cycles at `t`; returns the time it is released.
+        func pmdLocked(at t: Double, hold: Double) -> Double {
+            if design.pmdLock == .splitPMDLock {
+                let lock = splitLock(Self.key(3, pid, collapse.address >> 30), kind: 1, cpu: cpu).index
+                return t + acquire(&lockTimelines[lock], .pmdPTL, spin, cpu: cpu, at: t, hold: hold) + hold
+            }
+            return t + acquire(&pageTableLocks[m], .pageTableLock, spin, cpu: cpu, at: t, hold: hold) + hold
+        }
+        t = pmdLocked(at: t, hold: p.zapHugePMDHoldCycles)
+        // The PTE table's lock while its entries are checked and the pages isolated from the LRU.
+        let isolate = p.zapTableHoldCycles + Double(PageGeometry.entriesPerTable) * p.zapEntryCycles
+        let ptl = splitLock(Self.key(4, pid, collapse.address >> 21), kind: 0, cpu: cpu).index
+        t += acquire(&lockTimelines[ptl], .ptl, spin, cpu: cpu, at: t, hold: isolate) + isolate
+        for _ in 0..<collapse.pagesCopied {
+            t += acquire(&lruLock, .lruLock, spin, cpu: cpu, at: t, hold: p.lruReleaseFolioCycles) + p.lruReleaseFolioCycles
+        }
+        // The copy, each old entry cleared, the old pages freed.
+        t += copyCycles + stream(2 * PageGeometry.pmdSize, cpu: cpu, at: t)
+        t += Double(collapse.pagesCopied) * p.zapEntryCycles
+        t = chargeRelease(collapse.freed, cpu: cpu, spin: spin, at: t)
+        // set_pmd_at() under the PMD lock, then up_write().
+        t = pmdLocked(at: t, hold: p.hugePMDHoldCycles)
+        writerFreeAt[m] = t
+        extraCycles[cpu] += t - now
+    }
+
+    /// Gives back what a zap or a collapse freed, from `t` on `cpu`: `lru_lock` once per batch of
+    /// `releaseBatchFolios` for the folios on an LRU list (`release_pages()`), each folio put on the
+    /// CPU's per-CPU list, `zone->lock` for each larger folio (`__free_pages_ok()`) and for each
+    /// `zoneBatchPages` given back once the list is past `pcpHighPages` (`free_pcppages_bulk()`).
+    /// Returns when it is done.
+    private func chargeRelease(_ freed: FolioRelease, cpu: Int, spin: KernelDesign.SpinLockKind, at start: Double) -> Double {
+        let p = parameters
+        var t = start
         var onLRU = freed.onLRU
         while onLRU > 0 {
             let batch = min(onLRU, p.releaseBatchFolios)
@@ -467,16 +547,7 @@ public final class SimulatedTime: @unchecked Sendable {
             t += acquire(&zoneLock, .zoneLock, spin, cpu: cpu, at: t, hold: p.zoneBatchHoldCycles) + p.zoneBatchHoldCycles
             pcpPages[cpu] -= p.zoneBatchPages
         }
-        if writer {
-            // up_write(): readers and writers after it start from here.
-            writerFreeAt[m] = t
-        } else {
-            // up_read(): the count again.
-            let release = writeLine(&countLines[m], cpu: cpu, at: t)
-            waitCycles[mmap] += release
-            t += release
-        }
-        extraCycles[cpu] += t - now - flushCycles
+        return t
     }
 
     /// Adds `cycles` to `cpu`'s clock (work charged elsewhere: a kernel thread's).

@@ -54,3 +54,50 @@ struct ZapInSimulatedTimeTests {
         #expect(big.mmapWait > big.work / 2 && small.mmapWait < 5_000)
     }
 }
+
+@Suite("khugepaged's collapses in simulated time, through the executor")
+struct CollapseInSimulatedTimeTests {
+    /// Thread 0 writes 512 pages of a 2 MiB range and advises it (`advice`), which wakes khugepaged
+    /// on CPU 0; thread 1, on CPU 1, having written half as many, then writes 64 more of its own
+    /// buffer in the same mm. Thread 1's wait for the mmap lock in cycles after the advice, and how
+    /// many ranges khugepaged collapsed by then.
+    static func run(_ advice: MadviseAdvice) throws -> (mmapWait: Double, collapsed: Int) {
+        var setup = SystemBuilder()
+        setup.cpus = 2
+        setup.enabled = .madvise
+        setup.simulatedTime = true
+        setup.memoryBytes = 128 << 20
+        let executor = try setup.makeExecutor()
+        executor.event(thread: 0, .spawn(thread: 1))
+        let a: UInt64 = 1 << 40, b: UInt64 = 1 << 41
+        executor.event(thread: 0, .mmap(address: a, length: 2 << 20, protection: .readWrite, shared: false))
+        executor.event(thread: 1, .mmap(address: b, length: 4 << 20, protection: .readWrite, shared: false))
+        // Thread 1 does half the work: CPU 0's clock leads when thread 0 advises, so the kernel's
+        // clock moves with it and khugepaged runs then (`advanceClock()`).
+        for page in 0..<512 as Range<UInt64> {
+            executor.access(thread: 0, address: a + page << 12, kind: .store, count: 1)
+            if page % 2 == 0 { executor.access(thread: 1, address: b + page / 2 << 12, kind: .store, count: 1) }
+        }
+        executor.event(thread: 1, .idle(milliseconds: 0))
+        let time = executor.machine.simulatedTime!
+        let before = time.waitCycles[LockClass.mmapLock.rawValue]
+        executor.event(thread: 0, .madvise(address: a, length: 2 << 20, advice: advice))
+        let collapsed = executor.machine.kernel.khugepaged.pagesCollapsed
+        for page in 256..<320 as Range<UInt64> {
+            executor.access(thread: 1, address: b + page << 12, kind: .store, count: 1)
+        }
+        let report = executor.finish()
+        #expect(report.failedCalls.isEmpty)
+        return (time.waitCycles[LockClass.mmapLock.rawValue] - before, collapsed)
+    }
+
+    @Test("MADV_HUGEPAGE wakes khugepaged, whose collapse holds the mm's mmap lock: the other CPU's faults wait for it")
+    func collapseHoldsTheMM() throws {
+        let advised = try Self.run(.hugepage)
+        let not = try Self.run(.noHugepage)
+        #expect(advised.collapsed == 1 && not.collapsed == 0)
+        // Thread 1's first fault waits for the advice's hold of the mmap lock either way (its clock
+        // lags CPU 0's); after MADV_HUGEPAGE, also for the collapse, whose copy alone is 512 × 500 cycles.
+        #expect(advised.mmapWait - not.mmapWait > 512 * 500)
+    }
+}

@@ -478,11 +478,21 @@ public final class MachineExecutor: WorkloadSink {
                 machine.kernel.advanceTime(by: target - now)
                 return
             }
-            // The kernel threads' work shows on the clock of the CPU they run on.
+            // The kernel threads' work shows on the clock of the CPU they run on; khugepaged's collapses
+            // with the locks they take (the target mm's mmap lock for writing across the copy).
+            machine.kernel.recordCollapses(true)
             let before = kernelThreadWork()
             machine.kernel.advanceTime(by: target - now)
-            let cycles = Self.kernelThreadCycles(from: before, to: kernelThreadWork(), machine.machineDescription.timing)
-            if cycles > 0 { time.charge(cpu: machine.kernel.configuration.kernelThreadCPU % cpuCount, cycles: cycles) }
+            var cycles = Self.kernelThreadCycles(from: before, to: kernelThreadWork(), machine.machineDescription.timing)
+            let collapses = machine.kernel.takeCollapseRecords()
+            let cpu = machine.kernel.configuration.kernelThreadCPU % cpuCount
+            let copy = Double(PageGeometry.pmdOrder.pages) * machine.machineDescription.timing.copyPageCycles
+            for collapse in collapses {
+                time.chargeCollapse(collapse, cpu: cpu, design: machine.kernel.design, now: machine.clock(of: cpu), copyCycles: copy)
+            }
+            // The copies of the collapses charged above are in `kernelThreadCycles` too.
+            cycles = max(0, cycles - Double(collapses.count) * copy)
+            if cycles > 0 { time.charge(cpu: cpu, cycles: cycles) }
         }
     }
 

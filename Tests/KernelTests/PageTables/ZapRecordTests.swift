@@ -53,3 +53,29 @@ struct ZapRecordTests {
         expectClean(kernel)
     }
 }
+
+@Suite("What a collapse records")
+struct CollapseRecordTests {
+    @Test("khugepaged's collapses are recorded only while someone asks for them")
+    func recordedWhenAsked() throws {
+        for recording in [false, true] {
+            let kernel = TestMachine.kernel(memory: 64 << 20, mode: .metadata, enabled: .madvise)
+            let mm = try #require(kernel.createAddressSpace())
+            let a = try anon(mm, 4 << 20, at: VirtualAddress(0x4000_0000))
+            for i in 0..<1024 { try mm.write(a + UInt64(i) * 4096, [1]).get() }
+            kernel.recordCollapses(recording)
+            try mm.madvise(a, length: 4 << 20, advice: .hugepage)
+            #expect(kernel.setKhugepagedKnob("khugepaged/pages_to_scan", to: "1024") == nil)
+            kernel.advanceTime(by: 20_000_000_000)
+            #expect(kernel.khugepaged.pagesCollapsed == 2)
+            let records = kernel.takeCollapseRecords()
+            if recording {
+                #expect(records.map(\.address) == [0x4000_0000, 0x4020_0000])
+                #expect(records.allSatisfy { $0.pid == mm.pid && $0.pagesCopied == 512 && $0.freed.folios == 512 })
+            } else {
+                #expect(records.isEmpty)
+            }
+            expectClean(kernel)
+        }
+    }
+}
