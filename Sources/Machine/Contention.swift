@@ -72,6 +72,11 @@ public struct ContentionParameters: Sendable, Hashable {
     /// lists under `zone->lock` (`free_pcppages_bulk()`): `pcp->high`, 6 × `pcp->batch` = 186 on large
     /// zones (2.6.38 `setup_pageset()`; later kernels tune it, 6.7+ upward).
     public var pcpHighPages = 186
+    /// Per entry of a huge PMD split into 512 PTEs: the entry written (`set_pte_at()`) and, in 6.x,
+    /// the page's mapcount raised (`__split_huge_pmd_locked()`); in 2.6.38 also each tail's count
+    /// and flags set under `lru_lock` (`__split_huge_page_refcount()`) and its PTE under
+    /// `page_table_lock` (`__split_huge_page_map()`).
+    public var splitEntryCycles: Double = 40
 
     public init() {}
 
@@ -112,7 +117,7 @@ public struct ContentionParameters: Sendable, Hashable {
                   hugePMDHoldCycles, ptePTEHoldCycles, pteTableInstallHoldCycles, zoneHugeHoldCycles,
                   zoneBatchHoldCycles, lruBatchHoldCycles, followPageHoldCycles, nodeLookupCycles,
                   zapEntryCycles, zapTableHoldCycles, zapHugePMDHoldCycles, lruReleaseFolioCycles,
-                  freeFolioCycles] where !(v >= 0) {
+                  freeFolioCycles, splitEntryCycles] where !(v >= 0) {
             return "costs must not be negative"
         }
         return nil

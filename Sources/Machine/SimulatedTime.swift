@@ -408,7 +408,8 @@ public final class SimulatedTime: @unchecked Sendable {
     /// clock `now` before the call, in the order Linux takes the locks (`do_munmap()` →
     /// `unmap_region()`; `madvise_dontneed_single_vma()` → `zap_page_range()`): the system call; the
     /// mmap lock (a writer after the readers' count line and the writers before it, with the VMA work;
-    /// a reader after any writer); each PTE table's split lock for as long as its entries take to
+    /// a reader after any writer); the split of each huge PMD the range covers in part (the PMD lock;
+    /// in 2.6.38 the page's split: `page_table_lock`, `lru_lock`, `page_table_lock`); each PTE table's split lock for as long as its entries take to
     /// clear (`zap_pte_range()`); the PMD lock per huge PMD cleared (`zap_huge_pmd()`); the TLB flush
     /// the call did (`flushCycles`, already on the CPU's cycles); then the gathered pages released
     /// (`tlb_finish_mmu()` → `free_pages_and_swap_cache()` → `release_pages()`): `lru_lock` once per
@@ -433,21 +434,33 @@ public final class SimulatedTime: @unchecked Sendable {
         waitCycles[mmap] += wait
         t += wait
         if writer { t += p.mmapWriteHoldCycles }
-        // unmap_vmas(): each PTE table under its lock, each huge PMD under the PMD lock.
+        /// The PMD lock of `haddr` for `hold` cycles from `t`; returns when it is released.
+        func pmdLocked(_ haddr: UInt64, at t: Double, hold: Double) -> Double {
+            if design.pmdLock == .splitPMDLock {
+                let lock = splitLock(Self.key(3, pid, haddr >> 30), kind: 1, cpu: cpu).index
+                return t + acquire(&lockTimelines[lock], .pmdPTL, spin, cpu: cpu, at: t, hold: hold) + hold
+            }
+            return t + acquire(&pageTableLocks[m], .pageTableLock, spin, cpu: cpu, at: t, hold: hold) + hold
+        }
+        // Huge PMDs covered in part are split first (`split_huge_pmd()`: under the PMD lock, 512 PTEs
+        // written). 2.6.38 splits the page (`split_huge_page()`): the PMD marked splitting under
+        // `page_table_lock`, the tails' counts set under `lru_lock`, the PTEs written under
+        // `page_table_lock` again.
+        let entries = Double(PageGeometry.entriesPerTable) * p.splitEntryCycles
+        for haddr in zap.pmdSplits {
+            if design.splitPMDSplitsPage {
+                t = pmdLocked(haddr, at: t, hold: p.zapHugePMDHoldCycles)
+                t += acquire(&lruLock, .lruLock, spin, cpu: cpu, at: t, hold: entries) + entries
+            }
+            t = pmdLocked(haddr, at: t, hold: p.zapTableHoldCycles + entries)
+        }
+        // unmap_vmas(): each PTE table under its lock, then each huge PMD cleared whole under the PMD lock.
         for table in zap.pteTables {
             let hold = p.zapTableHoldCycles + Double(table.entries) * p.zapEntryCycles
             let lock = splitLock(Self.key(4, pid, table.range), kind: 0, cpu: cpu).index
             t += acquire(&lockTimelines[lock], .ptl, spin, cpu: cpu, at: t, hold: hold) + hold
         }
-        for haddr in zap.hugePMDs {
-            let hold = p.zapHugePMDHoldCycles
-            if design.pmdLock == .splitPMDLock {
-                let lock = splitLock(Self.key(3, pid, haddr >> 30), kind: 1, cpu: cpu).index
-                t += acquire(&lockTimelines[lock], .pmdPTL, spin, cpu: cpu, at: t, hold: hold) + hold
-            } else {
-                t += acquire(&pageTableLocks[m], .pageTableLock, spin, cpu: cpu, at: t, hold: hold) + hold
-            }
-        }
+        for haddr in zap.hugePMDs { t = pmdLocked(haddr, at: t, hold: p.zapHugePMDHoldCycles) }
         t += flushCycles
         // tlb_finish_mmu(): the gathered pages, batch by batch.
         t = chargeRelease(zap.freed, cpu: cpu, spin: spin, at: t)

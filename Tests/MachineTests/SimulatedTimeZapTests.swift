@@ -88,4 +88,30 @@ struct SimulatedTimeZapTests {
             #expect(time.acquisitions[LockClass.zoneLock.rawValue] == zoneTaken + 4)
         }
     }
+
+    @Test("a munmap of half a huge page splits its PMD under the PMD lock; 2.6.38 splits the page, under page_table_lock twice and lru_lock",
+          arguments: [KernelDesign.linux2_6_38, .linux6_18])
+    func partialHugeUnmap(design: KernelDesign) throws {
+        let kernel = TestMachine.kernel(memory: 64 << 20, mode: .metadata, design: design, enabled: .always)
+        let mm = try #require(kernel.createAddressSpace())
+        let m = Machine(kernel: kernel, description: .skylakeSP, cpuCount: 2, simulatedTime: true)
+        let time = try #require(m.simulatedTime)
+        let region = try mm.mmap(address: VirtualAddress(0x4000_0000), length: 2 << 20, protection: .readWrite,
+                                 flags: [.private, .fixed])
+        m.cpus[0].switchTo(mm)
+        _ = m.cpus[0].access(region, .write)
+        var zap = ZapRecord()
+        try mm.munmap(region, length: 1 << 20, recording: &zap)
+        #expect(zap.pmdSplits == [0x4000_0000] && zap.hugePMDs.isEmpty)
+        #expect(zap.entriesCleared == 256)
+        let pmdClass = design.pmdLock == .splitPMDLock ? LockClass.pmdPTL : .pageTableLock
+        let pmd = time.acquisitions[pmdClass.rawValue], lru = time.acquisitions[LockClass.lruLock.rawValue]
+        let before = m.clock(of: 0)
+        time.chargeZap(zap, cpu: 0, pid: mm.pid, design: design, now: before, writer: true, flushCycles: 0)
+        let splitsPage = design.splitPMDSplitsPage
+        #expect(time.acquisitions[pmdClass.rawValue] == pmd + (splitsPage ? 2 : 1))
+        #expect(time.acquisitions[LockClass.lruLock.rawValue] >= lru + (splitsPage ? 1 : 0))
+        // The 512 entries written are in the call's length.
+        #expect(m.clock(of: 0) - before > 512 * time.parameters.splitEntryCycles)
+    }
 }

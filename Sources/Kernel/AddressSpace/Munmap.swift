@@ -35,6 +35,15 @@ extension AddressSpace {
     /// `unmapLocked`, adding what its zaps did to `record`.
     func unmapLocked(_ start: VirtualAddress, _ end: VirtualAddress, recording record: inout ZapRecord) {
         guard vmas.intersects(start, end) else { return }
+        // A boundary inside a huge PMD splits it with its VMA (`vma_adjust_trans_huge()`).
+        for boundary in [start, end] where !boundary.isAligned(PageGeometry.pmdSize) {
+            if let i = vmas.index(containing: boundary), vmas[i].start < boundary,
+               let (pmd, index) = walk(boundary, to: .pmd, allocate: false), pmd[index].isHuge,
+               record.pmdSplits.last != boundary.alignedDown(PageGeometry.pmdSize).rawValue {
+                // (Both ends in one huge PMD split it once.)
+                record.pmdSplits.append(boundary.alignedDown(PageGeometry.pmdSize).rawValue)
+            }
+        }
         splitAtBoundaries(start, end)
         let range = vmas.indices(intersecting: start, end)
         for i in range.reversed() {

@@ -30,7 +30,10 @@ extension AddressSpace {
     private func zapRange(_ start: VirtualAddress, _ end: VirtualAddress, _ gathered: inout [PFN],
                           _ record: inout ZapRecord) {
         forEachPTETable(start, end, huge: { pmd, index, haddr, whole in
-            guard whole else { return .split }
+            guard whole else {
+                record.pmdSplits.append(haddr.rawValue)
+                return .split
+            }
             guard zapHugePMD(pmd, index, haddr, &gathered) == .handled else { return .retry }
             record.hugePMDs.append(haddr.rawValue)
             return .handled

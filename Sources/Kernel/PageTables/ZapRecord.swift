@@ -29,6 +29,7 @@ public struct FolioRelease: Sendable, Hashable {
 /// ```
 ///  zap [start, end) ──► per PTE table: its lock, entries cleared       → pteTables
 ///                   ──► per huge PMD: the PMD lock, the PMD cleared     → hugePMDs
+///                   ──► per huge PMD covered in part: its split        → pmdSplits
 ///                   ──► after the flush: references dropped, folios freed → released, freed
 /// ```
 public struct ZapRecord: Sendable, Hashable {
@@ -45,6 +46,9 @@ public struct ZapRecord: Sendable, Hashable {
     public internal(set) var pteTables: [Table] = []
     /// The huge PMDs it cleared whole, by the address of their 2 MiB range (`zap_huge_pmd()`).
     public internal(set) var hugePMDs: [UInt64] = []
+    /// The huge PMDs the range covered only in part, split before their PTEs were zapped, by the
+    /// address of their 2 MiB range (`split_huge_pmd()`; 2.6.38 `split_huge_page_pmd()`).
+    public internal(set) var pmdSplits: [UInt64] = []
     /// Page references dropped after the flush (the pages `tlb_remove_page()` gathered).
     public internal(set) var referencesDropped = 0
     /// The folios whose last reference went with them.

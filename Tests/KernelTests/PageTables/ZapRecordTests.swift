@@ -79,3 +79,21 @@ struct CollapseRecordTests {
         }
     }
 }
+
+@Suite("What a zap records of splits")
+struct ZapSplitRecordTests {
+    @Test("munmap of a huge page's middle records one split; of its first half, one; of whole PMDs, none")
+    func splits() throws {
+        for (offset, length, splits) in [(UInt64(512 << 10), UInt64(1 << 20), 1), (0, 1 << 20, 1), (0, 2 << 20, 0)] {
+            let kernel = TestMachine.kernel(memory: 64 << 20, mode: .metadata, enabled: .always)
+            let mm = try #require(kernel.createAddressSpace())
+            let start = try anon(mm, 2 << 20, at: VirtualAddress(0x4000_0000))
+            try mm.write(start, [1]).get()
+            var record = ZapRecord()
+            try mm.munmap(start + offset, length: length, recording: &record)
+            #expect(record.pmdSplits.count == splits)
+            #expect(record.hugePMDs.count == (splits == 0 ? 1 : 0))
+            expectClean(kernel)
+        }
+    }
+}
