@@ -77,6 +77,9 @@ public struct ContentionParameters: Sendable, Hashable {
     /// and flags set under `lru_lock` (`__split_huge_page_refcount()`) and its PTE under
     /// `page_table_lock` (`__split_huge_page_map()`).
     public var splitEntryCycles: Double = 40
+    /// Pages reclaim isolates from the LRU lists under one hold of `lru_lock` (`isolate_lru_pages()`
+    /// takes up to `SWAP_CLUSTER_MAX`, 32, per call of `shrink_inactive_list()`/`shrink_active_list()`).
+    public var isolateBatchPages = 32
 
     public init() {}
 
@@ -111,7 +114,7 @@ public struct ContentionParameters: Sendable, Hashable {
     public var problem: String? {
         if cpusPerSocket < 1 { return "cpus-per-socket must be at least 1" }
         if !(socketBandwidthBytesPerCycle > 0) { return "socket bandwidth must be positive" }
-        if zoneBatchPages < 1 || lruBatchFolios < 1 || releaseBatchFolios < 1 { return "batch sizes must be at least 1" }
+        if zoneBatchPages < 1 || lruBatchFolios < 1 || releaseBatchFolios < 1 || isolateBatchPages < 1 { return "batch sizes must be at least 1" }
         if pcpHighPages < zoneBatchPages { return "pcp-high must be at least the batch" }
         for v in [sameSocketTransferCycles, remoteSocketTransferCycles, systemCallCycles, mmapWriteHoldCycles, atomicCycles,
                   hugePMDHoldCycles, ptePTEHoldCycles, pteTableInstallHoldCycles, zoneHugeHoldCycles,

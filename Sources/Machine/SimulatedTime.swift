@@ -536,29 +536,55 @@ public final class SimulatedTime: @unchecked Sendable {
         extraCycles[cpu] += t - now
     }
 
-    /// Gives back what a zap or a collapse freed, from `t` on `cpu`: `lru_lock` once per batch of
-    /// `releaseBatchFolios` for the folios on an LRU list (`release_pages()`), each folio put on the
-    /// CPU's per-CPU list, `zone->lock` for each larger folio (`__free_pages_ok()`) and for each
-    /// `zoneBatchPages` given back once the list is past `pcpHighPages` (`free_pcppages_bulk()`).
-    /// Returns when it is done.
+    /// Charges `cpu` — the kernel threads' — from its clock `now`, the waits of reclaim isolating
+    /// `pages` pages from the LRU lists: `lru_lock` once per `isolateBatchPages`, held
+    /// `lruReleaseFolioCycles` per page, the batches `workPerPage` per page apart
+    /// (`shrink_inactive_list()` → `isolate_lru_pages()`, then the batch's reclaim). The work itself
+    /// is in the kernel threads' cycles already (`reclaimPageCycles` per page reclaimed): only the
+    /// waits for other CPUs' holds are added.
+    public func chargeLRUIsolation(pages: Int, cpu: Int, design: KernelDesign, now: Double, workPerPage: Double) {
+        let p = parameters
+        var t = now, left = pages, waited = 0.0
+        while left > 0 {
+            let batch = min(left, p.isolateBatchPages)
+            let hold = Double(batch) * p.lruReleaseFolioCycles
+            let wait = acquire(&lruLock, .lruLock, design.spinLocks, cpu: cpu, at: t, hold: hold)
+            waited += wait
+            t += wait + hold + Double(batch) * workPerPage
+            left -= batch
+        }
+        extraCycles[cpu] += waited
+    }
+
+    /// Gives back what a zap or a collapse freed, from `start` on `cpu`, batch by batch as
+    /// `release_pages()` does: for each `releaseBatchFolios` folios, `lru_lock` for those of them on an
+    /// LRU list, then each folio freed (`freeFolioCycles`): a larger folio to the buddy lists under
+    /// `zone->lock` (`__free_pages_ok()`), a small one onto the CPU's per-CPU list, which gives
+    /// `zoneBatchPages` back under `zone->lock` once past `pcpHighPages` (`free_pcppages_bulk()`).
+    /// Larger folios are taken to come first. Returns when it is done.
     private func chargeRelease(_ freed: FolioRelease, cpu: Int, spin: KernelDesign.SpinLockKind, at start: Double) -> Double {
         let p = parameters
         var t = start
-        var onLRU = freed.onLRU
-        while onLRU > 0 {
-            let batch = min(onLRU, p.releaseBatchFolios)
-            let hold = Double(batch) * p.lruReleaseFolioCycles
-            t += acquire(&lruLock, .lruLock, spin, cpu: cpu, at: t, hold: hold) + hold
-            onLRU -= batch
-        }
-        t += Double(freed.folios) * p.freeFolioCycles
-        for _ in 0..<freed.largeFolios {
-            t += acquire(&zoneLock, .zoneLock, spin, cpu: cpu, at: t, hold: p.zoneHugeHoldCycles) + p.zoneHugeHoldCycles
-        }
-        pcpPages[cpu] += freed.folios - freed.largeFolios
-        while pcpPages[cpu] > p.pcpHighPages {
-            t += acquire(&zoneLock, .zoneLock, spin, cpu: cpu, at: t, hold: p.zoneBatchHoldCycles) + p.zoneBatchHoldCycles
-            pcpPages[cpu] -= p.zoneBatchPages
+        var folios = freed.folios, onLRU = freed.onLRU, large = freed.largeFolios
+        while folios > 0 {
+            let batch = min(folios, p.releaseBatchFolios)
+            let listed = min(onLRU, batch)
+            if listed > 0 {
+                let hold = Double(listed) * p.lruReleaseFolioCycles
+                t += acquire(&lruLock, .lruLock, spin, cpu: cpu, at: t, hold: hold) + hold
+            }
+            let big = min(large, batch)
+            for _ in 0..<big {
+                t += p.freeFolioCycles
+                t += acquire(&zoneLock, .zoneLock, spin, cpu: cpu, at: t, hold: p.zoneHugeHoldCycles) + p.zoneHugeHoldCycles
+            }
+            t += Double(batch - big) * p.freeFolioCycles
+            pcpPages[cpu] += batch - big
+            while pcpPages[cpu] > p.pcpHighPages {
+                t += acquire(&zoneLock, .zoneLock, spin, cpu: cpu, at: t, hold: p.zoneBatchHoldCycles) + p.zoneBatchHoldCycles
+                pcpPages[cpu] -= p.zoneBatchPages
+            }
+            folios -= batch; onLRU -= listed; large -= big
         }
         return t
     }

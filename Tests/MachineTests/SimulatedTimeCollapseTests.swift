@@ -66,4 +66,19 @@ struct SimulatedTimeCollapseTests {
         // The isolation took lru_lock for each page.
         #expect(same.time.acquisitions[LockClass.lruLock.rawValue] >= 512)
     }
+
+    @Test("reclaim's isolation takes lru_lock once per 32 pages; a CPU holding it makes the kernel thread wait")
+    func isolationBatches() throws {
+        let kernel = TestMachine.kernel(memory: 64 << 20, mode: .metadata)
+        let m = Machine(kernel: kernel, description: .skylakeSP, cpuCount: 2, simulatedTime: true)
+        let time = try #require(m.simulatedTime)
+        time.chargeLRUIsolation(pages: 100, cpu: 0, design: kernel.design, now: 0, workPerPage: 1_000)
+        #expect(time.acquisitions[LockClass.lruLock.rawValue] == 4)
+        #expect(m.clock(of: 0) == 0, "alone, the isolation's work is the kernel thread's cycles, charged elsewhere")
+        // CPU 1 isolates 320 pages from the same time: it waits for CPU 0's batches.
+        time.chargeLRUIsolation(pages: 100, cpu: 0, design: kernel.design, now: 100_000, workPerPage: 1_000)
+        time.chargeLRUIsolation(pages: 320, cpu: 1, design: kernel.design, now: 100_000, workPerPage: 1_000)
+        #expect(time.acquisitions[LockClass.lruLock.rawValue] == 18)
+        #expect(m.clock(of: 1) > 0 && time.waitCycles[LockClass.lruLock.rawValue] > 0)
+    }
 }

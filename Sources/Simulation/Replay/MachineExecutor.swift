@@ -482,6 +482,7 @@ public final class MachineExecutor: WorkloadSink {
             // with the locks they take (the target mm's mmap lock for writing across the copy).
             machine.kernel.recordCollapses(true)
             let before = kernelThreadWork()
+            let scannedBefore = machine.kernel.vmstat[.pgscanKswapd]
             machine.kernel.advanceTime(by: target - now)
             var cycles = Self.kernelThreadCycles(from: before, to: kernelThreadWork(), machine.machineDescription.timing)
             let collapses = machine.kernel.takeCollapseRecords()
@@ -489,6 +490,12 @@ public final class MachineExecutor: WorkloadSink {
             let copy = Double(PageGeometry.pmdOrder.pages) * machine.machineDescription.timing.copyPageCycles
             for collapse in collapses {
                 time.chargeCollapse(collapse, cpu: cpu, design: machine.kernel.design, now: machine.clock(of: cpu), copyCycles: copy)
+            }
+            // kswapd's isolations from the LRU lists, under lru_lock in batches.
+            let scanned = machine.kernel.vmstat[.pgscanKswapd] - scannedBefore
+            if scanned > 0 {
+                time.chargeLRUIsolation(pages: scanned, cpu: cpu, design: machine.kernel.design, now: machine.clock(of: cpu),
+                                        workPerPage: machine.machineDescription.timing.reclaimPageCycles)
             }
             // The copies of the collapses charged above are in `kernelThreadCycles` too.
             cycles = max(0, cycles - Double(collapses.count) * copy)
