@@ -115,6 +115,8 @@ public final class Kernel: @unchecked Sendable {
     private let nextPID = Atomic<Int>(1)
     private let nextAnonVMA = Atomic<Int>(1)
     let liveSpaces = SpinLocked<[Int: WeakAddressSpace]>([:])
+    /// khugepaged's collapses, recorded for simulated time (`Hugepages/CollapseRecord.swift`).
+    let collapseLog = SpinLocked(CollapseLog())
 
     public init(_ configuration: KernelConfiguration) {
         precondition(PhysicalMemory.problem(withSize: configuration.memoryBytes) == nil)

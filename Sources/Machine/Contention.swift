@@ -47,6 +47,39 @@ public struct ContentionParameters: Sendable, Hashable {
     /// The rest of a `get_mempolicy(MPOL_F_NODE | MPOL_F_ADDR)`: `find_vma_intersection()`, the walk
     /// down to the entry, `page_to_nid()`, `put_page()` (`do_get_mempolicy()`, `lookup_node()`).
     public var nodeLookupCycles: Double = 300
+    /// Under a PTE table's lock in a zap, per entry cleared: `ptep_get_and_clear_full()`, the page's
+    /// `page_remove_rmap()` (an atomic on its mapcount, a line of `struct page` the zap is the first
+    /// to touch in a while), `tlb_remove_page()`'s store into the gather, the mm counter
+    /// (`zap_pte_range()`).
+    public var zapEntryCycles: Double = 60
+    /// Under a PTE table's lock in a zap, per table: `pte_offset_map_lock()`'s walk to the entries and
+    /// the lazy-MMU bracket around them (`zap_pte_range()`).
+    public var zapTableHoldCycles: Double = 100
+    /// Under the PMD lock zapping a huge PMD: `pmdp_get_and_clear()`, `page_remove_rmap()` of the huge
+    /// page, the deposited table's withdrawal, the mm counter (`zap_huge_pmd()`).
+    public var zapHugePMDHoldCycles: Double = 300
+    /// Under `lru_lock`, per folio freed that was on an LRU list: `__ClearPageLRU()` and
+    /// `del_page_from_lru_list()` (`release_pages()`).
+    public var lruReleaseFolioCycles: Double = 50
+    /// Folios `free_pages_and_swap_cache()` hands `release_pages()` at once, which takes `lru_lock`
+    /// once for those of them on an LRU list (`PAGEVEC_SIZE`, 14, in 2.6.38; `folio_batch`es of 31
+    /// for `folios_put_refs()` since 6.x: the model keeps 14 for both).
+    public var releaseBatchFolios = 14
+    /// Per folio freed, off every lock: `put_page_testzero()` and `free_hot_cold_page()` putting it on
+    /// the CPU's per-CPU list (`release_pages()`, `free_unref_folios()`).
+    public var freeFolioCycles: Double = 100
+    /// 4 KiB pages a per-CPU list holds before a free gives `zoneBatchPages` of them back to the buddy
+    /// lists under `zone->lock` (`free_pcppages_bulk()`): `pcp->high`, 6 × `pcp->batch` = 186 on large
+    /// zones (2.6.38 `setup_pageset()`; later kernels tune it, 6.7+ upward).
+    public var pcpHighPages = 186
+    /// Per entry of a huge PMD split into 512 PTEs: the entry written (`set_pte_at()`) and, in 6.x,
+    /// the page's mapcount raised (`__split_huge_pmd_locked()`); in 2.6.38 also each tail's count
+    /// and flags set under `lru_lock` (`__split_huge_page_refcount()`) and its PTE under
+    /// `page_table_lock` (`__split_huge_page_map()`).
+    public var splitEntryCycles: Double = 40
+    /// Pages reclaim isolates from the LRU lists under one hold of `lru_lock` (`isolate_lru_pages()`
+    /// takes up to `SWAP_CLUSTER_MAX`, 32, per call of `shrink_inactive_list()`/`shrink_active_list()`).
+    public var isolateBatchPages = 32
 
     public init() {}
 
@@ -81,10 +114,13 @@ public struct ContentionParameters: Sendable, Hashable {
     public var problem: String? {
         if cpusPerSocket < 1 { return "cpus-per-socket must be at least 1" }
         if !(socketBandwidthBytesPerCycle > 0) { return "socket bandwidth must be positive" }
-        if zoneBatchPages < 1 || lruBatchFolios < 1 { return "batch sizes must be at least 1" }
+        if zoneBatchPages < 1 || lruBatchFolios < 1 || releaseBatchFolios < 1 || isolateBatchPages < 1 { return "batch sizes must be at least 1" }
+        if pcpHighPages < zoneBatchPages { return "pcp-high must be at least the batch" }
         for v in [sameSocketTransferCycles, remoteSocketTransferCycles, systemCallCycles, mmapWriteHoldCycles, atomicCycles,
                   hugePMDHoldCycles, ptePTEHoldCycles, pteTableInstallHoldCycles, zoneHugeHoldCycles,
-                  zoneBatchHoldCycles, lruBatchHoldCycles, followPageHoldCycles, nodeLookupCycles] where !(v >= 0) {
+                  zoneBatchHoldCycles, lruBatchHoldCycles, followPageHoldCycles, nodeLookupCycles,
+                  zapEntryCycles, zapTableHoldCycles, zapHugePMDHoldCycles, lruReleaseFolioCycles,
+                  freeFolioCycles, splitEntryCycles] where !(v >= 0) {
             return "costs must not be negative"
         }
         return nil

@@ -408,6 +408,192 @@ public final class SimulatedTime: @unchecked Sendable {
         extraCycles[cpu] += delay
     }
 
+    /// Charges `cpu` a `munmap()` (`writer`: the mmap lock held for writing) or an
+    /// `madvise(MADV_DONTNEED)` (the mmap lock held for reading) that did what `zap` records, from its
+    /// clock `now` before the call, in the order Linux takes the locks (`do_munmap()` →
+    /// `unmap_region()`; `madvise_dontneed_single_vma()` → `zap_page_range()`): the system call; the
+    /// mmap lock (a writer after the readers' count line and the writers before it, with the VMA work;
+    /// a reader after any writer); the split of each huge PMD the range covers in part (the PMD lock;
+    /// in 2.6.38 the page's split: `page_table_lock`, `lru_lock`, `page_table_lock`); each PTE table's split lock for as long as its entries take to
+    /// clear (`zap_pte_range()`); the PMD lock per huge PMD cleared (`zap_huge_pmd()`); the TLB flush
+    /// the call did (`flushCycles`, already on the CPU's cycles); then the gathered pages released
+    /// (`tlb_finish_mmu()` → `free_pages_and_swap_cache()` → `release_pages()`): `lru_lock` once per
+    /// batch of `releaseBatchFolios` for those on an LRU list, each folio put on the CPU's per-CPU list,
+    /// `zone->lock` for each `zoneBatchPages` given back once the list is past `pcpHighPages`
+    /// (`free_pcppages_bulk()`) and for each larger folio (`__free_pages_ok()`); and for a reader,
+    /// `up_read()`. A writer's hold covers all of it: faults of the mm on other CPUs wait for its end.
+    public func chargeZap(_ zap: ZapRecord, cpu: Int, pid: Int, design: KernelDesign, now: Double, writer: Bool,
+                          flushCycles: Double) {
+        systemCalls &+= 1
+        let p = parameters
+        let m = mm(pid)
+        let spin = design.spinLocks
+        let mmap = LockClass.mmapLock.rawValue
+        let entered = now + p.systemCallCycles
+        var t = entered
+        acquisitions[mmap] &+= 1
+        // down_write() / down_read(): after any writer, then the count's line.
+        var wait = max(0, writerFreeAt[m] - t)
+        wait += writeLine(countLines[m], cpu: cpu, at: t + wait)
+        if wait > 0 { contended[mmap] &+= 1 }
+        waitCycles[mmap] += wait
+        t += wait
+        if writer { t += p.mmapWriteHoldCycles }
+        /// The PMD lock of `haddr` for `hold` cycles from `t`; returns when it is released.
+        func pmdLocked(_ haddr: UInt64, at t: Double, hold: Double) -> Double {
+            if design.pmdLock == .splitPMDLock {
+                let lock = splitLock(Self.key(3, pid, haddr >> 30), kind: 1, cpu: cpu).index
+                return t + acquire(lockTimelines[lock], .pmdPTL, spin, cpu: cpu, at: t, hold: hold) + hold
+            }
+            return t + acquire(pageTableLocks[m], .pageTableLock, spin, cpu: cpu, at: t, hold: hold) + hold
+        }
+        // Huge PMDs covered in part are split first (`split_huge_pmd()`: under the PMD lock, 512 PTEs
+        // written). 2.6.38 splits the page (`split_huge_page()`): the PMD marked splitting under
+        // `page_table_lock`, the tails' counts set under `lru_lock`, the PTEs written under
+        // `page_table_lock` again.
+        let entries = Double(PageGeometry.entriesPerTable) * p.splitEntryCycles
+        for haddr in zap.pmdSplits {
+            if design.splitPMDSplitsPage {
+                t = pmdLocked(haddr, at: t, hold: p.zapHugePMDHoldCycles)
+                t += acquire(lruLock, .lruLock, spin, cpu: cpu, at: t, hold: entries) + entries
+            }
+            t = pmdLocked(haddr, at: t, hold: p.zapTableHoldCycles + entries)
+        }
+        // unmap_vmas(): each PTE table under its lock, then each huge PMD cleared whole under the PMD lock.
+        for table in zap.pteTables {
+            let hold = p.zapTableHoldCycles + Double(table.entries) * p.zapEntryCycles
+            let lock = splitLock(Self.key(4, pid, table.range), kind: 0, cpu: cpu).index
+            t += acquire(lockTimelines[lock], .ptl, spin, cpu: cpu, at: t, hold: hold) + hold
+        }
+        for haddr in zap.hugePMDs { t = pmdLocked(haddr, at: t, hold: p.zapHugePMDHoldCycles) }
+        t += flushCycles
+        // tlb_finish_mmu(): the gathered pages, batch by batch.
+        t = chargeRelease(zap.freed, cpu: cpu, spin: spin, at: t)
+        if writer {
+            // up_write(): readers and writers after it start from here.
+            writerFreeAt[m] = t
+        } else {
+            // up_read(): the count again.
+            let release = writeLine(countLines[m], cpu: cpu, at: t)
+            waitCycles[mmap] += release
+            t += release
+        }
+        extraCycles[cpu] += t - now - flushCycles
+    }
+
+    /// Charges `cpu` — khugepaged's (`KernelConfiguration.kernelThreadCPU`) — from its clock `now`, one
+    /// collapse of `collapse.pid`'s range, in the order `collapse_huge_page()` takes the locks (Linux
+    /// 2.6.38 and 6.18 alike, but for the PMD lock, which is the design's): the scan's `down_read()` and
+    /// `up_read()` on the mm's count line; `down_write()` — faults of the mm on other CPUs wait from
+    /// here to `up_write()`; the PMD lock while the PMD is cleared (`pmdp_clear_flush()`); the PTE
+    /// table's lock while its 512 entries are checked (`__collapse_huge_page_isolate()`), with
+    /// `lru_lock` taken for each page isolated (`isolate_lru_page()`); the copy (`copyCycles`, and the
+    /// socket's memory bandwidth for reading and writing 2 MiB), each old entry cleared
+    /// (`__collapse_huge_page_copy()`: under the PTE lock of a table nobody else reaches any more, so
+    /// without a timeline) and the old pages freed as a zap frees them (`chargeRelease`); the PMD lock
+    /// again for `set_pmd_at()`; `up_write()`.
+    public func chargeCollapse(_ collapse: CollapseRecord, cpu: Int, design: KernelDesign, now: Double, copyCycles: Double) {
+        let p = parameters
+        let pid = collapse.pid
+        let m = mm(pid)
+        let spin = design.spinLocks
+        let mmap = LockClass.mmapLock.rawValue
+        var t = now
+        var wait = 0.0
+        // The scan under the mmap lock for reading (`khugepaged_scan_pmd()`; its work is not charged
+        // here), then up_read().
+        wait += max(0, writerFreeAt[m] - t)
+        wait += writeLine(countLines[m], cpu: cpu, at: t + wait)
+        t += wait
+        let upRead = writeLine(countLines[m], cpu: cpu, at: t)
+        wait += upRead
+        t += upRead
+        acquisitions[mmap] &+= 2
+        // down_write(): after the writers before it, then the count's line.
+        var writeWait = max(0, writerFreeAt[m] - t)
+        writeWait += writeLine(countLines[m], cpu: cpu, at: t + writeWait)
+        if wait + writeWait > 0 { contended[mmap] &+= 1 }
+        waitCycles[mmap] += wait + writeWait
+        t += writeWait
+        /// The PMD lock of the range for `hold` cycles at `t`; returns the time it is released.
+        func pmdLocked(at t: Double, hold: Double) -> Double {
+            if design.pmdLock == .splitPMDLock {
+                let lock = splitLock(Self.key(3, pid, collapse.address >> 30), kind: 1, cpu: cpu).index
+                return t + acquire(lockTimelines[lock], .pmdPTL, spin, cpu: cpu, at: t, hold: hold) + hold
+            }
+            return t + acquire(pageTableLocks[m], .pageTableLock, spin, cpu: cpu, at: t, hold: hold) + hold
+        }
+        t = pmdLocked(at: t, hold: p.zapHugePMDHoldCycles)
+        // The PTE table's lock while its entries are checked and the pages isolated from the LRU.
+        let isolate = p.zapTableHoldCycles + Double(PageGeometry.entriesPerTable) * p.zapEntryCycles
+        let ptl = splitLock(Self.key(4, pid, collapse.address >> 21), kind: 0, cpu: cpu).index
+        t += acquire(lockTimelines[ptl], .ptl, spin, cpu: cpu, at: t, hold: isolate) + isolate
+        for _ in 0..<collapse.pagesCopied {
+            t += acquire(lruLock, .lruLock, spin, cpu: cpu, at: t, hold: p.lruReleaseFolioCycles) + p.lruReleaseFolioCycles
+        }
+        // The copy, each old entry cleared, the old pages freed.
+        t += copyCycles + stream(2 * PageGeometry.pmdSize, cpu: cpu, at: t)
+        t += Double(collapse.pagesCopied) * p.zapEntryCycles
+        t = chargeRelease(collapse.freed, cpu: cpu, spin: spin, at: t)
+        // set_pmd_at() under the PMD lock, then up_write().
+        t = pmdLocked(at: t, hold: p.hugePMDHoldCycles)
+        writerFreeAt[m] = t
+        extraCycles[cpu] += t - now
+    }
+
+    /// Charges `cpu` — the kernel threads' — from its clock `now`, the waits of reclaim isolating
+    /// `pages` pages from the LRU lists: `lru_lock` once per `isolateBatchPages`, held
+    /// `lruReleaseFolioCycles` per page, the batches `workPerPage` per page apart
+    /// (`shrink_inactive_list()` → `isolate_lru_pages()`, then the batch's reclaim). The work itself
+    /// is in the kernel threads' cycles already (`reclaimPageCycles` per page reclaimed): only the
+    /// waits for other CPUs' holds are added.
+    public func chargeLRUIsolation(pages: Int, cpu: Int, design: KernelDesign, now: Double, workPerPage: Double) {
+        let p = parameters
+        var t = now, left = pages, waited = 0.0
+        while left > 0 {
+            let batch = min(left, p.isolateBatchPages)
+            let hold = Double(batch) * p.lruReleaseFolioCycles
+            let wait = acquire(lruLock, .lruLock, design.spinLocks, cpu: cpu, at: t, hold: hold)
+            waited += wait
+            t += wait + hold + Double(batch) * workPerPage
+            left -= batch
+        }
+        extraCycles[cpu] += waited
+    }
+
+    /// Gives back what a zap or a collapse freed, from `start` on `cpu`, batch by batch as
+    /// `release_pages()` does: for each `releaseBatchFolios` folios, `lru_lock` for those of them on an
+    /// LRU list, then each folio freed (`freeFolioCycles`): a larger folio to the buddy lists under
+    /// `zone->lock` (`__free_pages_ok()`), a small one onto the CPU's per-CPU list, which gives
+    /// `zoneBatchPages` back under `zone->lock` once past `pcpHighPages` (`free_pcppages_bulk()`).
+    /// Larger folios are taken to come first. Returns when it is done.
+    private func chargeRelease(_ freed: FolioRelease, cpu: Int, spin: KernelDesign.SpinLockKind, at start: Double) -> Double {
+        let p = parameters
+        var t = start
+        var folios = freed.folios, onLRU = freed.onLRU, large = freed.largeFolios
+        while folios > 0 {
+            let batch = min(folios, p.releaseBatchFolios)
+            let listed = min(onLRU, batch)
+            if listed > 0 {
+                let hold = Double(listed) * p.lruReleaseFolioCycles
+                t += acquire(lruLock, .lruLock, spin, cpu: cpu, at: t, hold: hold) + hold
+            }
+            let big = min(large, batch)
+            for _ in 0..<big {
+                t += p.freeFolioCycles
+                t += acquire(zoneLock, .zoneLock, spin, cpu: cpu, at: t, hold: p.zoneHugeHoldCycles) + p.zoneHugeHoldCycles
+            }
+            t += Double(batch - big) * p.freeFolioCycles
+            pcpPages[cpu] += batch - big
+            while pcpPages[cpu] > p.pcpHighPages {
+                t += acquire(zoneLock, .zoneLock, spin, cpu: cpu, at: t, hold: p.zoneBatchHoldCycles) + p.zoneBatchHoldCycles
+                pcpPages[cpu] -= p.zoneBatchPages
+            }
+            folios -= batch; onLRU -= listed; large -= big
+        }
+        return t
+    }
+
     /// Adds `cycles` to `cpu`'s clock (work charged elsewhere: a kernel thread's).
     public func charge(cpu: Int, cycles: Double) { extraCycles[cpu] += cycles }
 

@@ -24,6 +24,13 @@ extension AddressSpace {
     /// Errors: EINVAL for a misaligned start or an overflowing range; ENOMEM when part of the range is
     /// unmapped — after the advice was applied to the mapped parts, as Linux does.
     public func madvise(_ start: VirtualAddress, length: UInt64, advice: Advice) throws(Errno) {
+        var record = ZapRecord()
+        try madvise(start, length: length, advice: advice, recording: &record)
+    }
+
+    /// `madvise`, adding what MADV_DONTNEED's zaps did to `record` (for simulated time's charge).
+    public func madvise(_ start: VirtualAddress, length: UInt64, advice: Advice,
+                        recording record: inout ZapRecord) throws(Errno) {
         guard start.isAligned(PageGeometry.pageSize) else { throw .EINVAL }
         let rounded = VirtualAddress(length).alignedUp(PageGeometry.pageSize).rawValue
         guard rounded >= length, start.rawValue <= UInt64.max - rounded else { throw .EINVAL }
@@ -49,7 +56,7 @@ extension AddressSpace {
             case .dontNeed:
                 for i in vmas.indices(intersecting: start, end) {
                     let vma = vmas[i]
-                    zap(max(vma.start, start), min(vma.end, end))
+                    zap(max(vma.start, start), min(vma.end, end), recording: &record)
                 }
             case .collapse, .pageout:
                 break

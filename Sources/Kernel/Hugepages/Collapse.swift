@@ -100,8 +100,10 @@ extension AddressSpace {
             return (.chargeFailed, true)
         }
         countMemcg(.thpCollapseAlloc)
-        let result = mmapLock.withWriteLock { collapseLocked(haddr, head, control) }
+        var record = CollapseRecord(pid: pid, address: haddr.rawValue)
+        let result = mmapLock.withWriteLock { collapseLocked(haddr, head, control, &record) }
         if result != .succeeded { kernel.putPage(head) }
+        if result == .succeeded && control.isKhugepaged { kernel.noteCollapse(record) }
         return (result, true)
     }
 
@@ -172,7 +174,8 @@ extension AddressSpace {
 
     /// The part of a collapse under the mmap write lock: revalidate, isolate, copy, install. The caller
     /// frees `head` unless this succeeds (Linux: `collapse_huge_page()` after `mmap_write_lock()`).
-    private func collapseLocked(_ haddr: VirtualAddress, _ head: PFN, _ control: CollapseControl) -> CollapseResult {
+    private func collapseLocked(_ haddr: VirtualAddress, _ head: PFN, _ control: CollapseControl,
+                                _ record: inout CollapseRecord) -> CollapseResult {
         if hasExited { return .processExited }
         if let problem = collapseVMACheck(haddr, control) { return problem }
         guard let vma = vmas.vma(containing: haddr),
@@ -201,7 +204,7 @@ extension AddressSpace {
                 lock.spinUnlock()
                 return isolated
             }
-            copyIntoHugePage(table, head)
+            copyIntoHugePage(table, head, &record)
             pteLock.spinUnlock()
 
             var bits = PageTableEntry.userBits(vma.flags.protection) | PageTableEntry.hugeBit
@@ -219,9 +222,9 @@ extension AddressSpace {
 
     /// Copies each mapped page into its subpage of `head`, reads swapped ones from swap, zeroes the
     /// subpages of empty and zero-page PTEs, and clears every PTE, dropping the small pages' mappings (Linux:
-    /// `__collapse_huge_page_copy()`).
+    /// `__collapse_huge_page_copy()`); adds the pages copied and the folios freed to `record`.
     /// - Precondition: the table's split lock is held and the table is unhooked from its PMD.
-    private func copyIntoHugePage(_ table: PageTable, _ head: PFN) {
+    private func copyIntoHugePage(_ table: PageTable, _ head: PFN, _ record: inout CollapseRecord) {
         let storage = kernel.memory.storage
         for i in 0..<PageGeometry.entriesPerTable {
             let entry = table.exchange(i, .none)
@@ -235,7 +238,9 @@ extension AddressSpace {
                 kernel.countSwapIn(pages: 1)
             } else {
                 storage?.copy(from: entry.pfn, to: head + i)
-                unmapPage(entry.pfn)
+                removeMapping(entry.pfn)
+                record.pagesCopied += 1
+                record.freed = record.freed + kernel.putPage(entry.pfn)
             }
         }
     }

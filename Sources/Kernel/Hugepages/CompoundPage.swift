@@ -48,58 +48,64 @@ extension Kernel {
     }
 
     /// Drops one reference to the page `pfn` and frees its folio when it was the last (Linux:
-    /// `put_page()`; in 2.6.38 `put_compound_page()` for tails).
-    public func putPage(_ pfn: PFN) {
+    /// `put_page()`; in 2.6.38 `put_compound_page()` for tails). Returns what was freed, if anything.
+    @discardableResult
+    public func putPage(_ pfn: PFN) -> FolioRelease {
         let frames = memory.frames
         if pinsCountInTailPages && frames.flags(pfn).contains(.tail) {
-            putTailPage(pfn)
-            return
+            return putTailPage(pfn)
         }
-        putHead(frames.head(of: pfn))
+        return putHead(frames.head(of: pfn))
     }
 
     /// Drops a reference held on a head or an ordinary page.
-    private func putHead(_ head: PFN) {
+    @discardableResult
+    private func putHead(_ head: PFN) -> FolioRelease {
         let remaining = memory.frames.addRefcount(head, -1)
         precondition(remaining >= 0, "refcount underflow on \(head)")
+        var freed = FolioRelease()
         if remaining == 0 {
             unqueueDeferredSplit(head)
-            if memory.frames.flags(head).contains(.lru) { lru.delete(head) }
+            if memory.frames.flags(head).contains(.lru) {
+                lru.delete(head)
+                freed.onLRU = 1
+            }
             let pages = memory.frames.order(head).pages
             vmstat.count(.pgfree, pages)
             chargeRecords._withUnsafeGuaranteedRef { $0.uncharge(head, pages: pages) }
             memory.freeFolio(head)
+            freed.pages = pages
+            freed.folios = 1
+            freed.largeFolios = pages > 1 ? 1 : 0
         }
+        return freed
     }
 
     /// A tail's put, which may race with `split_huge_page()`: hold the head alive, take its
     /// `compound_lock`, and see whether the page is still compound. If it is, the tail's pin and the
     /// head's share go together; if a split got there first, the tail is an ordinary page now and the
     /// reference is its own (Linux 2.6.38: `put_compound_page()`).
-    private func putTailPage(_ pfn: PFN) {
+    private func putTailPage(_ pfn: PFN) -> FolioRelease {
         let frames = memory.frames
         let head = frames.head(of: pfn)
         // The head cannot be freed while the tail holds a pin, but after a split the two are separate
         // pages whose counts may both reach zero; a reference on the head keeps it from that meanwhile.
         guard frames.tryGetReference(head) else {
             precondition(!frames.flags(pfn).contains(.tail), "tail \(pfn) of a freed head")
-            putHead(pfn)
-            return
+            return putHead(pfn)
         }
         lockCompound(head)
         guard frames.flags(pfn).contains(.tail) && frames.head(of: pfn) == head else {
             // split_huge_page() ran first: the pin moved to the now ordinary page `pfn`.
             unlockCompound(head)
-            putHead(head)
-            putHead(pfn)
-            return
+            return putHead(head) + putHead(pfn)
         }
         let tailCount = frames.addRefcount(pfn, -1)
         precondition(tailCount >= 0, "tail refcount underflow on \(pfn)")
         let headCount = frames.addRefcount(head, -1)  // the temporary reference taken above
         precondition(headCount > 0, "head \(head) lost the reference its tail pin holds")
         unlockCompound(head)
-        putHead(head)
+        return putHead(head)
     }
 
     /// Takes the per-head bit spin lock that serializes a tail's put against a split (Linux 2.6.38:

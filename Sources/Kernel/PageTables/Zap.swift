@@ -13,31 +13,51 @@ extension AddressSpace {
     /// `tlb_gather_mmu()` … `tlb_finish_mmu()`).
     /// - Precondition: the mmap lock is held; the range lies in one VMA or in a gap.
     func zap(_ start: VirtualAddress, _ end: VirtualAddress) {
+        var record = ZapRecord()
+        zap(start, end, recording: &record)
+    }
+
+    /// `zap`, adding what it did to `record`: each PTE table locked and its entries cleared, each huge
+    /// PMD cleared, the references dropped and the folios freed.
+    func zap(_ start: VirtualAddress, _ end: VirtualAddress, recording record: inout ZapRecord) {
         var gathered: [PFN] = []
-        invalidatingSecondaryMMUs(start, end) { zapRange(start, end, &gathered) }
-        for pfn in gathered { kernel.putPage(pfn) }
+        invalidatingSecondaryMMUs(start, end) { zapRange(start, end, &gathered, &record) }
+        record.referencesDropped += gathered.count
+        for pfn in gathered { record.freed = record.freed + kernel.putPage(pfn) }
         kernel.policyNoteUnmap(self, start, end)
     }
 
-    private func zapRange(_ start: VirtualAddress, _ end: VirtualAddress, _ gathered: inout [PFN]) {
+    private func zapRange(_ start: VirtualAddress, _ end: VirtualAddress, _ gathered: inout [PFN],
+                          _ record: inout ZapRecord) {
         forEachPTETable(start, end, huge: { pmd, index, haddr, whole in
-            guard whole else { return .split }
-            return zapHugePMD(pmd, index, haddr, &gathered) == .handled ? .handled : .retry
+            guard whole else {
+                record.pmdSplits.append(haddr.rawValue)
+                return .split
+            }
+            guard zapHugePMD(pmd, index, haddr, &gathered) == .handled else { return .retry }
+            record.hugePMDs.append(haddr.rawValue)
+            return .handled
         }) { table, from, to in
             let lock = kernel.splitLock(table)
             lock.spinLock()
+            var cleared = 0
             var va = from
             while va < to {
                 let old = table.exchange(va.tableIndex(.pte), .none)
                 if old.isMapped && !old.isSpecial {
                     removeMapping(old.pfn)
                     gathered.append(old.pfn)
+                    cleared += 1
                 } else if old.isSwapEntry {
                     kernel.swapFree(old.swapSlot)
+                    cleared += 1
+                } else if old.isMapped {
+                    cleared += 1   // the zero page: cleared, nothing to release
                 }
                 va = va + PageGeometry.pageSize
             }
             lock.spinUnlock()
+            record.pteTables.append(ZapRecord.Table(range: from.rawValue >> 21, entries: cleared))
             return true
         }
         kernel.flushTLB(self, start, end)

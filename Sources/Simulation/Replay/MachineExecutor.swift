@@ -505,11 +505,28 @@ public final class MachineExecutor: WorkloadSink {
                 machine.kernel.advanceTime(by: target - now)
                 return
             }
-            // The kernel threads' work shows on the clock of the CPU they run on.
+            // The kernel threads' work shows on the clock of the CPU they run on; khugepaged's collapses
+            // with the locks they take (the target mm's mmap lock for writing across the copy).
+            machine.kernel.recordCollapses(true)
             let before = kernelThreadWork()
+            let scannedBefore = machine.kernel.vmstat[.pgscanKswapd]
             machine.kernel.advanceTime(by: target - now)
-            let cycles = Self.kernelThreadCycles(from: before, to: kernelThreadWork(), machine.machineDescription.timing)
-            if cycles > 0 { time.charge(cpu: machine.kernel.configuration.kernelThreadCPU % cpuCount, cycles: cycles) }
+            var cycles = Self.kernelThreadCycles(from: before, to: kernelThreadWork(), machine.machineDescription.timing)
+            let collapses = machine.kernel.takeCollapseRecords()
+            let cpu = machine.kernel.configuration.kernelThreadCPU % cpuCount
+            let copy = Double(PageGeometry.pmdOrder.pages) * machine.machineDescription.timing.copyPageCycles
+            for collapse in collapses {
+                time.chargeCollapse(collapse, cpu: cpu, design: machine.kernel.design, now: machine.clock(of: cpu), copyCycles: copy)
+            }
+            // kswapd's isolations from the LRU lists, under lru_lock in batches.
+            let scanned = machine.kernel.vmstat[.pgscanKswapd] - scannedBefore
+            if scanned > 0 {
+                time.chargeLRUIsolation(pages: scanned, cpu: cpu, design: machine.kernel.design, now: machine.clock(of: cpu),
+                                        workPerPage: machine.machineDescription.timing.reclaimPageCycles)
+            }
+            // The copies of the collapses charged above are in `kernelThreadCycles` too.
+            cycles = max(0, cycles - Double(collapses.count) * copy)
+            if cycles > 0 { time.charge(cpu: cpu, cycles: cycles) }
         }
     }
 
@@ -587,6 +604,9 @@ public final class MachineExecutor: WorkloadSink {
         SimulatedCPU.switchTo(thread % cpuCount)
         cachedThread = -1
         report.events += 1
+        // munmap and MADV_DONTNEED are charged after the call, with what their zaps did.
+        var zap = ZapRecord()
+        let clockBefore = machine.simulatedTime == nil ? 0 : machine.clock(of: thread % cpuCount)
         if let time = machine.simulatedTime { chargeSystemCall(event, thread: thread, pid: mm.pid, time) }
         if case .exit = event { sampleMemory() }   // RSS just before the process's memory goes
         do throws(Errno) {
@@ -595,12 +615,12 @@ public final class MachineExecutor: WorkloadSink {
                 _ = try mm.mmap(address: VirtualAddress(address), length: length, protection: protection,
                                 flags: [shared ? .shared : .private, .fixed])
             case .munmap(let address, let length):
-                try mm.munmap(VirtualAddress(address), length: length)
+                try mm.munmap(VirtualAddress(address), length: length, recording: &zap)
                 clearTouched(address, length)
             case .mprotect(let address, let length, let protection):
                 try mm.mprotect(VirtualAddress(address), length: length, protection: protection)
             case .madvise(let address, let length, let advice):
-                try mm.madvise(VirtualAddress(address), length: length, advice: advice)
+                try mm.madvise(VirtualAddress(address), length: length, advice: advice, recording: &zap)
                 if advice == .dontNeed { clearTouched(address, length) }
             case .mremap(let address, let oldLength, let newLength, let newAddress):
                 _ = try mm.mremap(VirtualAddress(address), oldSize: oldLength, newSize: newLength,
@@ -631,6 +651,7 @@ public final class MachineExecutor: WorkloadSink {
         } catch {
             report.failedCalls[String(describing: error), default: 0] += 1
         }
+        if let time = machine.simulatedTime { chargeZap(event, zap, thread: thread, pid: mm.pid, clockBefore: clockBefore, time) }
         // A page's node is a question, not a change: the clock moves at the next tick or change.
         if case .getMempolicy = event {} else { advanceClock() }
         switch event {
@@ -639,18 +660,37 @@ public final class MachineExecutor: WorkloadSink {
         }
     }
 
-    /// Charges the CPU of `thread` the system call `event` makes, at its clock.
+    /// Charges the CPU of `thread` the system call `event` makes, at its clock (munmap and
+    /// MADV_DONTNEED: `chargeZap`, once they are done).
     private func chargeSystemCall(_ event: WorkloadEvent, thread: Int, pid: Int, _ time: SimulatedTime) {
         let changesVMAs: Bool
         switch event {
-        case .mmap, .munmap, .mprotect, .mremap, .brk, .fork: changesVMAs = true
-        case .madvise(_, _, let advice): changesVMAs = advice != .dontNeed
+        case .munmap, .madvise(_, _, .dontNeed): return
+        case .mmap, .mprotect, .mremap, .brk, .fork: changesVMAs = true
+        case .madvise: changesVMAs = true
         case .spawn, .exit: changesVMAs = false
         case .idle, .beginMeasurement: return
         case .getMempolicy: return   // charged with its page-table locks once the lookup is done
         }
         let cpu = thread % cpuCount
         time.chargeSystemCall(cpu: cpu, pid: pid, now: machine.clock(of: cpu), changesVMAs: changesVMAs)
+    }
+
+    /// Charges the CPU of `thread` a munmap or MADV_DONTNEED that did what `zap` records, from its clock
+    /// before the call (`clockBefore`); the TLB flushes the call made are on the CPU's cycles already,
+    /// and are inside the mmap lock's hold (`SimulatedTime.chargeZap`).
+    private func chargeZap(_ event: WorkloadEvent, _ zap: ZapRecord, thread: Int, pid: Int, clockBefore: Double,
+                           _ time: SimulatedTime) {
+        let writer: Bool
+        switch event {
+        case .munmap: writer = true
+        case .madvise(_, _, .dontNeed): writer = false
+        default: return
+        }
+        let cpu = thread % cpuCount
+        let flushCycles = max(0, machine.cpus[cpu].counters.cycles + time.extraCycles[cpu] - clockBefore)
+        time.chargeZap(zap, cpu: cpu, pid: pid, design: machine.kernel.design, now: clockBefore, writer: writer,
+                       flushCycles: flushCycles)
     }
 
     private func bind(_ thread: Int, to process: Int) throws(Errno) {
