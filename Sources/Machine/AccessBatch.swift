@@ -50,30 +50,16 @@ extension CPU {
         let walked: (kernel: Unmanaged<Kernel>, root: PageTable)? = nested == nil && lookAhead
             ? kernel.flatMap { k in root.map { (.passUnretained(k), $0) } } : nil
         let walksBefore = tally.walks
+        defer { lookAheadPMDs.update(repeating: 0, count: 2 * Self.lookAheadRingSize) }
         defer { lookAhead = (tally.walks &- walksBefore) &* Self.lookAheadWalkRatio >= records.count }
         if let walked {
             for i in 0..<min(Self.prefetchDistance, records.count) {
-                prefetchLeafEntry(records[i].address, walked.kernel, walked.root)
+                prefetchLeafEntry(records[i].address, walked.kernel, walked.root, ring: nil)
             }
         }
-        // The 32 KiB of address space of the last line of entries looked at: a record there (the
-        // common case of sequential and local streams) needs no lookup at all.
-        var lastLine = UInt64.max, lastFarLine = UInt64.max
+        var ahead = LookAhead(faultsSeen: tally.faults)
         for i in records.indices {
-            if let walked, i &+ Self.recordPrefetchDistance < records.count {
-                let address = records[i &+ Self.recordPrefetchDistance].address
-                if address >> 15 != lastFarLine {
-                    lastFarLine = address >> 15
-                    prefetchLeafTableRecord(address, walked.kernel, walked.root)
-                }
-            }
-            if let walked, i &+ Self.prefetchDistance < records.count {
-                let address = records[i &+ Self.prefetchDistance].address
-                if address >> 15 != lastLine {
-                    lastLine = address >> 15
-                    prefetchLeafEntry(address, walked.kernel, walked.root)
-                }
-            }
+            if let walked { lookAhead(from: i, records, walked.kernel, walked.root, &ahead) }
             let r = records[i]
             switch access(VirtualAddress(r.address), r.kind) {
             case .success:
@@ -163,6 +149,47 @@ extension CPU {
         tally.dataCycles = total
     }
 
+    /// What `run(_:)`'s look-ahead remembers from one record to the next.
+    struct LookAhead {
+        /// The 32 KiB of address space of the last line of entries looked at, at each distance: a
+        /// record there (the common case of sequential and local streams) needs no lookup at all.
+        var lastLine = UInt64.max, lastFarLine = UInt64.max
+        /// The faults counted when the ring's PMD entries were read: a fault runs kernel code, which
+        /// may change or free tables, so the ring empties when the count moves.
+        var faultsSeen: Int
+    }
+
+    /// The look-ahead before record `i` of a batch that walks: the frame record of the last-level
+    /// table of the record `recordPrefetchDistance` ahead and the entry of the one `prefetchDistance`
+    /// ahead, the second from the PMD entry the first look-down left in the ring. Not inlined into
+    /// `run(_:)`, which then stays small enough to inline `access(_:_:)` (a trace's records, which
+    /// rarely walk, do not pay for it).
+    @inline(never)
+    func lookAhead(from i: Int, _ records: UnsafeBufferPointer<AccessRecord>, _ kernel: Unmanaged<Kernel>,
+                   _ root: PageTable, _ ahead: inout LookAhead) {
+        if tally.faults != ahead.faultsSeen {
+            ahead.faultsSeen = tally.faults
+            lookAheadPMDs.update(repeating: 0, count: 2 * Self.lookAheadRingSize)
+        }
+        let ringMask = Self.lookAheadRingSize &- 1
+        let far = i &+ Self.recordPrefetchDistance
+        if far < records.count {
+            let address = records[far].address
+            if address >> 15 != ahead.lastFarLine {
+                ahead.lastFarLine = address >> 15
+                prefetchLeafTableRecord(address, kernel, root, ring: lookAheadPMDs + 2 &* (far & ringMask))
+            }
+        }
+        let near = i &+ Self.prefetchDistance
+        if near < records.count {
+            let address = records[near].address
+            if address >> 15 != ahead.lastLine {
+                ahead.lastLine = address >> 15
+                prefetchLeafEntry(address, kernel, root, ring: lookAheadPMDs + 2 &* (near & ringMask))
+            }
+        }
+    }
+
     /// How many records ahead `run(_:)` prefetches page-table entries: enough for a host memory
     /// access to complete behind the accesses in between.
     static var prefetchDistance: Int { 4 }
@@ -172,24 +199,36 @@ extension CPU {
 
     /// Prefetches the last-level entry that a walk of `address` would read, unless a recent prefetch
     /// covered the same 64-byte line of entries (eight 4 KiB pages): sequential and local streams,
-    /// whose entries stay in the host's caches, skip the lookup.
+    /// whose entries stay in the host's caches, skip the lookup. `ring`: where the record's earlier
+    /// look-down (`prefetchLeafTableRecord`) left its PMD entry, if it did; then only the last level
+    /// is looked up.
     @inline(__always)
-    func prefetchLeafEntry(_ address: UInt64, _ kernel: Unmanaged<Kernel>, _ root: PageTable) {
+    func prefetchLeafEntry(_ address: UInt64, _ kernel: Unmanaged<Kernel>, _ root: PageTable,
+                           ring: UnsafeMutablePointer<UInt64>?) {
         let line = address >> 15
         let slot = Int(truncatingIfNeeded: line & UInt64(Self.prefetchFilterSize &- 1))
         if prefetchedLines[slot] == line &+ 1 { return }
         prefetchedLines[slot] = line &+ 1
-        let target = kernel._withUnsafeGuaranteedRef { $0.leafEntryAddress(address, root: root) }
-        if let target { thpsim_prefetch(target) }
+        kernel._withUnsafeGuaranteedRef { k in
+            let pmd = ring.flatMap { $0[0] == line &+ 1 ? PageTableEntry(rawValue: $0[1]) : nil }
+                ?? k.leafTableEntry(address, root: root)
+            if let pmd { thpsim_prefetch(k.leafEntryAddress(address, under: pmd)) }
+        }
     }
 
     /// Prefetches the frame record of the last-level table a walk of `address` reaches, unless the
-    /// line of entries was prefetched recently (then its table's record was read too).
+    /// line of entries was prefetched recently (then its table's record was read too), and leaves
+    /// the PMD entry it found in `ring` (emptied if none) for the record's `prefetchLeafEntry`.
     @inline(__always)
-    func prefetchLeafTableRecord(_ address: UInt64, _ kernel: Unmanaged<Kernel>, _ root: PageTable) {
+    func prefetchLeafTableRecord(_ address: UInt64, _ kernel: Unmanaged<Kernel>, _ root: PageTable,
+                                 ring: UnsafeMutablePointer<UInt64>) {
         let line = address >> 15
         if prefetchedLines[Int(truncatingIfNeeded: line & UInt64(Self.prefetchFilterSize &- 1))] == line &+ 1 { return }
-        let target = kernel._withUnsafeGuaranteedRef { $0.leafTableRecordAddress(address, root: root) }
-        if let target { thpsim_prefetch(target) }
+        kernel._withUnsafeGuaranteedRef { k in
+            guard let pmd = k.leafTableEntry(address, root: root) else { ring[0] = 0; return }
+            ring[0] = line &+ 1
+            ring[1] = pmd.rawValue
+            thpsim_prefetch(k.tableRecordAddress(under: pmd))
+        }
     }
 }

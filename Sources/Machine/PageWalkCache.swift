@@ -47,10 +47,17 @@ public final class PageWalkCache: @unchecked Sendable {
     @inline(__always)
     public func fill(_ level: PageTableLevel, _ va: UInt64, asid: UInt16, frame: UInt32, absent: Bool = false) {
         switch level {
-        case .pgd: if hasPML4 { pml4.insert(page: va >> 39, size: .size4K, asid: asid, payload: UInt64(frame), absent: absent) }
-        case .pud: if hasPDPT { pdpt.insert(page: va >> 30, size: .size4K, asid: asid, payload: UInt64(frame), absent: absent) }
+        case .pgd: if hasPML4 { fillUpper(pml4, va >> 39, asid: asid, frame: frame, absent: absent) }
+        case .pud: if hasPDPT { fillUpper(pdpt, va >> 30, asid: asid, frame: frame, absent: absent) }
         default: if hasPD { pd.insert(page: va >> 21, size: .size4K, asid: asid, payload: UInt64(frame), absent: absent) }
         }
+    }
+
+    /// A PML4E or PDPTE cache fill, not inlined: walks seldom start above the PDE level, and the
+    /// walk inlines the PDE cache's fill only while it stays small.
+    @inline(never)
+    func fillUpper(_ cache: TLBArray, _ page: UInt64, asid: UInt16, frame: UInt32, absent: Bool) {
+        cache.insert(page: page, size: .size4K, asid: asid, payload: UInt64(frame), absent: absent)
     }
 
     /// Drops entries of `asid` whose span intersects `[start, end)`; a range flush must, since the

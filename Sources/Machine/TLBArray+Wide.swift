@@ -104,7 +104,7 @@ extension TLBArray {
         tags[Int(victim)] = t
         payloads[Int(victim)] = payload
         clock &+= 1
-        stamps[Int(victim)] = clock
+        stamps[Int(victim)] = stamp(way: Int(victim))
         adjust(size, 1)
         indexInsert(t, victim)
         makeNewest(victim)

@@ -14,7 +14,22 @@ import VMCore
 /// ```
 /// The set of a page is its page number masked by `sets - 1` (sets are a power of two). LRU keeps a
 /// last-use stamp per slot; a hit refreshes it and a fill replaces the invalid or oldest way.
-/// Invariants: a (page, size, ASID) is valid in at most one slot; an invalid slot's stamp is 0.
+///
+/// A stamp packs the array's use counter with the slot's way, so that the victim is simply the
+/// smallest stamp of the set (a branch-free minimum, no index kept beside it):
+///
+/// ```
+///  63 ............................... wayBits   wayBits-1 ... 0
+/// +-------------------------------------------+-----------------+
+/// | the array's use count at the slot's last   |       way       |
+/// | hit or fill; 0 while the slot is invalid   |                 |
+/// +-------------------------------------------+-----------------+
+/// ```
+/// An invalid way's stamp is its way number, below every valid stamp, so the first invalid way goes
+/// first; valid ways' counts are distinct, so the oldest goes next: the exact LRU choice of the
+/// original scan ("the first way with the smallest count"), as long as the counter stays below
+/// 2^(64 − wayBits) (2^60 uses of a 12-way array).
+/// Invariants: a (page, size, ASID) is valid in at most one slot; an invalid slot's stamp is its way.
 ///
 /// Hardware: the L1 dTLB/iTLB arrays and the STLB (Intel SDM vol. 3A, 4.10.2; AMD "L1/L2 TLB").
 public final class TLBArray: @unchecked Sendable {
@@ -26,6 +41,9 @@ public final class TLBArray: @unchecked Sendable {
     let payloads: UnsafeMutablePointer<UInt64>
     let stamps: UnsafeMutablePointer<UInt64>
     @exclusivity(unchecked) var clock: UInt64 = 0
+    /// Bits of a stamp that hold the way (enough for `ways - 1`), and their mask.
+    let wayBits: UInt64
+    let wayMask: UInt64
     /// Valid entries per page size, so lookups skip sizes the array holds none of.
     @exclusivity(unchecked) var occupancy: (UInt32, UInt32, UInt32) = (0, 0, 0)
     /// Wide (fully associative, more than 16 ways) arrays keep a hash index and a recency list
@@ -52,7 +70,10 @@ public final class TLBArray: @unchecked Sendable {
         setMask = UInt64(sets - 1)
         tags = .allocate(capacity: entries); tags.initialize(repeating: 0, count: entries)
         payloads = .allocate(capacity: entries); payloads.initialize(repeating: 0, count: entries)
-        stamps = .allocate(capacity: entries); stamps.initialize(repeating: 0, count: entries)
+        stamps = .allocate(capacity: entries)
+        wayBits = UInt64(Int.bitWidth - (ways - 1).leadingZeroBitCount)
+        wayMask = (1 << wayBits) &- 1
+        for slot in 0..<entries { (stamps + slot).initialize(to: UInt64(slot % ways)) }
         wide = sets == 1 && ways > 16
         let indexSize = wide ? max(64, 1 << (Int.bitWidth - (4 * ways - 1).leadingZeroBitCount)) : 1
         index = .allocate(capacity: indexSize)
@@ -69,6 +90,9 @@ public final class TLBArray: @unchecked Sendable {
     }
 
     public var entries: Int { sets * ways }
+
+    /// The stamp of a use of `way` now (`clock` already advanced).
+    @inline(__always) func stamp(way: Int) -> UInt64 { clock << wayBits | UInt64(truncatingIfNeeded: way) }
 
     /// The tag of a page: page number at its size, size and ASID, marked valid.
     @inline(__always)
@@ -120,7 +144,7 @@ public final class TLBArray: @unchecked Sendable {
         }
         if found >= 0 {
             clock &+= 1
-            stamps[found] = clock
+            stamps[found] = stamp(way: found &- base)
         }
         return found
     }
@@ -168,29 +192,14 @@ public final class TLBArray: @unchecked Sendable {
         let t = Self.tag(page: page, size: size, asid: asid)
         if wide { return wideInsert(t, size: size, payload: payload) }
         let base = Int(truncatingIfNeeded: page & setMask) &* ways
-        let tags = self.tags, stamps = self.stamps, ways = self.ways
+        let tags = self.tags, stamps = self.stamps
         assert(!absent || peek(page: page, size: size, asid: asid) < 0, "TLB fill told a present page is absent")
         var victim = -1
-        if !absent {
-            // The way that already holds the page.
-            var way = 0
-            while way < ways {
-                if tags[base &+ way] == t { victim = base &+ way; break }
-                way &+= 1
-            }
-        }
+        if !absent { victim = slot(of: t, base: base) }
         if victim < 0 {
-            // The least recently used way, the first on a tie (empty ways have stamp 0, so the first
-            // empty way goes first; valid ways' stamps are distinct).
-            victim = base
-            var oldest = stamps[base]
-            var slot = base &+ 1
-            let end = base &+ ways
-            while slot < end {
-                let stamp = stamps[slot]
-                if stamp < oldest { victim = slot; oldest = stamp }
-                slot &+= 1
-            }
+            // The least recently used way: the smallest stamp, whose low bits are its way (the
+            // first empty way if any, else the oldest valid one).
+            victim = base &+ Int(truncatingIfNeeded: oldestStamp(stamps + base) & wayMask)
         }
         let old = tags[victim]
         if old != t {
@@ -206,8 +215,47 @@ public final class TLBArray: @unchecked Sendable {
         }
         payloads[victim] = payload
         clock &+= 1
-        stamps[victim] = clock
+        stamps[victim] = stamp(way: victim &- base)
         return victim
+    }
+
+    /// The slot of set `base` that holds tag `t`, or -1. Not inlined: fills that follow a miss skip
+    /// it (`absent`), and without it `insert` stays small enough to be inlined into the walk.
+    @inline(never)
+    func slot(of t: UInt64, base: Int) -> Int {
+        var way = 0
+        while way < ways {
+            if tags[base &+ way] == t { return base &+ way }
+            way &+= 1
+        }
+        return -1
+    }
+
+    /// The smallest of the `ways` stamps at `p`: a tree of minimums for 4 ways (the L1 dTLBs and the
+    /// PDE cache) and 12 (the STLB): 12 loads and 11 compare-and-moves, where the compiler vectorizes
+    /// a loop of 64-bit minimums, which without SSE 4.2 costs more than the scalar tree.
+    @inline(__always)
+    func oldestStamp(_ p: UnsafeMutablePointer<UInt64>) -> UInt64 {
+        @inline(__always) func least(_ a: UInt64, _ b: UInt64) -> UInt64 { a < b ? a : b }
+        @inline(__always) func four(_ i: Int) -> UInt64 { least(least(p[i], p[i &+ 1]), least(p[i &+ 2], p[i &+ 3])) }
+        switch ways {
+        case 4: return four(0)
+        case 12: return least(least(four(0), four(4)), four(8))
+        default: return oldestStampScanning(p)
+        }
+    }
+
+    /// `oldestStamp` for other associativities, not inlined: the fills stay small enough to be
+    /// inlined where the walk and the TLB levels call them.
+    @inline(never)
+    func oldestStampScanning(_ p: UnsafeMutablePointer<UInt64>) -> UInt64 {
+        var oldest = p[0]
+        var i = 1
+        while i < ways {
+            oldest = min(oldest, p[i])
+            i &+= 1
+        }
+        return oldest
     }
 
     static func size(ofTag t: UInt64) -> PageSize { PageSize(rawValue: Int((t >> 14) & 3))! }
@@ -219,7 +267,7 @@ public final class TLBArray: @unchecked Sendable {
         if wide { indexRemove(t); makeOldest(Int32(slot)) }
         adjust(Self.size(ofTag: t), -1)
         tags[slot] = 0
-        stamps[slot] = 0
+        stamps[slot] = UInt64(slot % ways)
     }
 
     /// Invalidates every entry of `asid` that maps any byte of `[start, end)`; returns how many went
@@ -263,7 +311,7 @@ public final class TLBArray: @unchecked Sendable {
     /// Empties the array.
     public func invalidateEverything() {
         tags.update(repeating: 0, count: entries)
-        stamps.update(repeating: 0, count: entries)
+        for slot in 0..<entries { stamps[slot] = UInt64(slot % ways) }
         occupancy = (0, 0, 0)
         resetRecency()
     }

@@ -194,3 +194,49 @@ struct WideTLBArrayTests {
         }
     }
 }
+
+@Suite("Set-associative TLB arrays: exact LRU")
+struct SetAssociativeLRUTests {
+    /// A fill's way against a reference model of the rule: the first invalid way of the set, else
+    /// the way used least recently (last use counted per array, as hits and fills happen).
+    @Test("a fill replaces the first invalid way, else the least recently used one, through hits, fills and invalidations",
+          arguments: [(4, 16, UInt64(1)), (12, 1536, 2), (8, 64, 3), (2, 8, 4), (6, 48, 5), (16, 64, 6)])
+    func matchesReferenceLRU(ways: Int, entries: Int, seed: UInt64) {
+        let tlb = TLBArray(entries: entries, ways: ways)
+        let sets = entries / ways
+        var tags = [UInt64?](repeating: nil, count: entries)   // reference: page per slot
+        var lastUse = [Int](repeating: 0, count: entries)
+        var now = 0
+        var rng = SplitMix64(seed: seed)
+        for step in 0..<20_000 {
+            // Twice as many pages as ways in each of a few sets: sets fill, overflow and are invalidated.
+            let set = UInt64.random(in: 0..<UInt64(min(sets, 3)), using: &rng)
+            let page = UInt64.random(in: 0..<UInt64(2 * ways), using: &rng) * UInt64(sets) + set
+            let base = Int(page % UInt64(sets)) * ways
+            let held = (base..<base + ways).first { tags[$0] == page }
+            switch rng.next() % 10 {
+            case 0..<4:
+                let slot = tlb.lookup(page: page, size: .size4K, asid: 1)
+                #expect(slot == (held ?? -1), "step \(step): lookup")
+                if let held { now += 1; lastUse[held] = now }
+            case 4..<9:
+                let absent = held == nil && rng.next() % 2 == 0
+                let slot = tlb.insert(page: page, size: .size4K, asid: 1, payload: page, absent: absent)
+                let expected = held ?? (base..<base + ways).first { tags[$0] == nil }
+                    ?? (base..<base + ways).min { lastUse[$0] < lastUse[$1] }!
+                if slot != expected { Issue.record("step \(step): filled slot \(slot), expected \(expected)"); return }
+                tags[expected] = page
+                now += 1
+                lastUse[expected] = now
+            default:
+                let count = UInt64.random(in: 1...3, using: &rng)
+                tlb.invalidate(asid: 1, start: page << 12, end: (page + count) << 12)
+                for slot in 0..<entries where tags[slot].map({ $0 >= page && $0 < page + count }) == true {
+                    tags[slot] = nil
+                    lastUse[slot] = 0
+                }
+            }
+            if tlb.validEntries != tags.compactMap({ $0 }).count { Issue.record("step \(step): valid entries differ"); return }
+        }
+    }
+}

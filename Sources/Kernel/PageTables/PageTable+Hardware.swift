@@ -17,26 +17,28 @@ extension Kernel {
     /// `public @inlinable`, not `package`: the Machine's walk calls it once or twice per TLB miss, and
     /// Swift 6.3 does not inline an `@inlinable package` function into another module (as
     /// `PageTableWalk`). It reads the table's frame record (its slot) and nothing else.
-    @inlinable public func pageTable(at entry: PageTableEntry) -> PageTable { pageTable(frame: entry.pfn) }
+    @inlinable @inline(__always) public func pageTable(at entry: PageTableEntry) -> PageTable { pageTable(frame: entry.pfn) }
 
     /// Where the last-level entry a walk of `va` from `root` would read lives in host memory, or nil
     /// when an upper entry is not present or maps a huge page; reads entries without setting any bit
     /// (the Machine's CPUs prefetch it a few accesses ahead of their walks, so the walk's host cache
     /// misses overlap the accesses before it).
     package func leafEntryAddress(_ va: UInt64, root: PageTable) -> UnsafeRawPointer? {
-        guard let pmd = pmdEntry(va, root: root) else { return nil }
-        return UnsafeRawPointer(table(at: pmd).entries + Int(truncatingIfNeeded: (va >> 12) & 511))
+        leafTableEntry(va, root: root).map { leafEntryAddress(va, under: $0) }
     }
 
     /// Where the frame record of the last-level table a walk of `va` from `root` reaches lives in host
     /// memory (the record `table(at:)` reads the table's slot from), or nil as `leafEntryAddress`.
     package func leafTableRecordAddress(_ va: UInt64, root: PageTable) -> UnsafeRawPointer? {
-        pmdEntry(va, root: root).map { memory.frames.recordAddress($0.pfn) }
+        leafTableEntry(va, root: root).map { tableRecordAddress(under: $0) }
     }
 
     /// The present PMD entry that points at the last-level table for `va`, read without setting
-    /// any bit; nil when an entry on the way is not present or maps a huge page.
-    @inline(__always) private func pmdEntry(_ va: UInt64, root: PageTable) -> PageTableEntry? {
+    /// any bit; nil when an entry on the way is not present or maps a huge page. With the two below,
+    /// a caller that looks ahead reads the upper levels once for both of its prefetches (`CPU.run`).
+    /// `public @inlinable` so that the Machine's batch loop inlines it (see `pageTable(at:)`).
+    @inlinable @inline(__always)
+    public func leafTableEntry(_ va: UInt64, root: PageTable) -> PageTableEntry? {
         var table = root
         var level = PageTableLevel.pgd
         while true {
@@ -44,14 +46,28 @@ extension Kernel {
                 .load(ordering: .relaxed))
             guard entry.isPresent && !entry.isHuge else { return nil }
             if level == .pmd { return entry }
-            table = self.table(at: entry)
+            table = pageTable(at: entry)
             level = level.lower.unsafelyUnwrapped
         }
     }
 
+    /// Where the last-level entry for `va` lives in host memory, in the table the present, non-huge
+    /// PMD entry `pmd` points at (`leafTableEntry`).
+    @inlinable @inline(__always)
+    public func leafEntryAddress(_ va: UInt64, under pmd: PageTableEntry) -> UnsafeRawPointer {
+        UnsafeRawPointer(pageTable(at: pmd).entries + Int(truncatingIfNeeded: (va >> 12) & 511))
+    }
+
+    /// Where the frame record of the table the present, non-huge PMD entry `pmd` points at lives in
+    /// host memory (the record `pageTable(at:)` reads the table's slot from).
+    @inlinable @inline(__always)
+    public func tableRecordAddress(under pmd: PageTableEntry) -> UnsafeRawPointer {
+        memory.frames.recordAddress(pmd.pfn)
+    }
+
     /// The table that lives in frame `pfn` (the walker's paging-structure caches keep frames).
     /// - Precondition: `pfn` holds a page table.
-    @inlinable public func pageTable(frame pfn: PFN) -> PageTable {
+    @inlinable @inline(__always) public func pageTable(frame pfn: PFN) -> PageTable {
         let slot = memory.frames.link(pfn)
         return PageTable(pfn: pfn, slot: slot, entries: tables.entries(slot))
     }
