@@ -19,23 +19,12 @@ extension Kernel {
     /// `PageTableWalk`). It reads the table's frame record (its slot) and nothing else.
     @inlinable @inline(__always) public func pageTable(at entry: PageTableEntry) -> PageTable { pageTable(frame: entry.pfn) }
 
-    /// Where the last-level entry a walk of `va` from `root` would read lives in host memory, or nil
-    /// when an upper entry is not present or maps a huge page; reads entries without setting any bit
-    /// (the Machine's CPUs prefetch it a few accesses ahead of their walks, so the walk's host cache
-    /// misses overlap the accesses before it).
-    package func leafEntryAddress(_ va: UInt64, root: PageTable) -> UnsafeRawPointer? {
-        leafTableEntry(va, root: root).map { leafEntryAddress(va, under: $0) }
-    }
-
-    /// Where the frame record of the last-level table a walk of `va` from `root` reaches lives in host
-    /// memory (the record `table(at:)` reads the table's slot from), or nil as `leafEntryAddress`.
-    package func leafTableRecordAddress(_ va: UInt64, root: PageTable) -> UnsafeRawPointer? {
-        leafTableEntry(va, root: root).map { tableRecordAddress(under: $0) }
-    }
-
     /// The present PMD entry that points at the last-level table for `va`, read without setting
-    /// any bit; nil when an entry on the way is not present or maps a huge page. With the two below,
-    /// a caller that looks ahead reads the upper levels once for both of its prefetches (`CPU.run`).
+    /// any bit; nil when an entry on the way is not present or maps a huge page. With the two below
+    /// (where the leaf entry lives in host memory, and its table's frame record), a caller that looks
+    /// ahead reads the upper levels once for both of its prefetches (`CPU.run`): the Machine's CPUs
+    /// prefetch them a few accesses ahead of their walks, so the walk's host cache misses overlap the
+    /// accesses before it.
     /// `public @inlinable` so that the Machine's batch loop inlines it (see `pageTable(at:)`).
     @inlinable @inline(__always)
     public func leafTableEntry(_ va: UInt64, root: PageTable) -> PageTableEntry? {
