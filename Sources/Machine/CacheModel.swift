@@ -172,7 +172,8 @@ public final class CacheModel: @unchecked Sendable {
     @inline(__always)
     static func setIndex(_ level: Level, _ line: UInt64) -> UInt64 {
         let page = (line >> 6) &+ 1
-        return ((page &* 0x9E37_79B9_7F4A_7C15) >> (64 &- level.setBits) &+ line) & level.setMask
+        // A masking shift (no test for a count of 64): with one set (`setBits` 0) the mask is 0 anyway.
+        return ((page &* 0x9E37_79B9_7F4A_7C15) &>> (64 &- level.setBits) &+ line) & level.setMask
     }
 
     /// Bit 63 of a way's entry: the line was written since it came into this level (line numbers
@@ -247,8 +248,9 @@ public final class CacheModel: @unchecked Sendable {
                 hitCounts[0] &+= 1
                 return first.latency
             }
+            // The sampled model takes the set just found (no second index computation).
+            if sampleShift != 0 { return lookUpSampled(set: way0, line: line, dirty: write ? Self.dirtyBit : 0, source: source) }
         }
-        if sampleShift != 0 { return lookUpSampled(line: address >> 6, dirty: write ? Self.dirtyBit : 0, source: source) }
         return lookUp(line: address >> 6, dirty: write ? Self.dirtyBit : 0)
     }
 
@@ -281,15 +283,17 @@ public final class CacheModel: @unchecked Sendable {
         return h
     }
 
+    /// Only while `sampleShift` is not 0 (the masking shift needs a count below 64).
     @inline(__always)
-    func isSampled(_ hash: UInt64) -> Bool { hash >> (64 &- sampleShift) == 0 }
+    func isSampled(_ hash: UInt64) -> Bool { hash &>> (64 &- sampleShift) == 0 }
 
     /// `lookUp` for `sampled`: the first level exactly; past it, a sampled line goes through the
     /// outer levels' sampled sets and its outcome is recorded for its source; any other line's outcome
     /// is drawn from its source's recent sampled outcomes (`estimate(_:)`).
+    /// `set` is the line's first-level set.
     @inline(never)
-    func lookUpSampled(line: UInt64, dirty: UInt64, source: Source) -> Double {
-        let (hit, victim) = Self.touch(levels[0], line, dirty: dirty)
+    func lookUpSampled(set: UnsafeMutablePointer<UInt64>, line: UInt64, dirty: UInt64, source: Source) -> Double {
+        let (hit, victim) = Self.touch(set: set, ways: levels[0].ways, key: line &+ 1, dirty: dirty)
         if victim != 0 { demoteFromFirst(victim) }
         if hit {
             hitCounts[0] &+= 1
