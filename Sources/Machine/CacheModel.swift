@@ -179,8 +179,14 @@ public final class CacheModel: @unchecked Sendable {
     /// Bit 63 of a way's entry: the line was written since it came into this level (line numbers
     /// stay far below it).
     static let dirtyBit: UInt64 = 1 << 63
+    /// Bit 62 of a first-level entry under `sampled`: the line is one the outer levels simulate
+    /// (`isSampled`), noted when it is filled so that pushing it out needs no second hash. Outer
+    /// levels' entries never carry it.
+    static let sampledBit: UInt64 = 1 << 62
+    /// The bits of an entry that are not its key.
+    static let flagBits: UInt64 = 0xC000_0000_0000_0000
 
-    /// Looks a line up in one level, moving it to the front (with its dirty bit, plus `dirty`); on a
+    /// Looks a line up in one level, moving it to the front (with its flags, plus `dirty`); on a
     /// miss inserts it at the front with `dirty`. Returns whether it hit, and on a miss the entry
     /// pushed out of the set (0: none; with its dirty bit).
     @inline(__always)
@@ -209,7 +215,7 @@ public final class CacheModel: @unchecked Sendable {
             set[0] = key | dirty
             return (false, victim)
         }
-        let carried = set[i] & dirtyBit
+        let carried = set[i] & flagBits
         // A hit in way i: ways 0..<i move down one (overlap-safe, from the back).
         var k = i
         while k > 0 { set[k] = set[k &- 1]; k &-= 1 }
@@ -217,12 +223,44 @@ public final class CacheModel: @unchecked Sendable {
         return (true, 0)
     }
 
-    /// The way of `set` that holds `key` (either dirty bit), or `ways`.
+    /// `find` with the common associativities' trip counts constant (unrolled).
+    @inline(__always)
+    private static func find(_ key: UInt64, in set: UnsafeMutablePointer<UInt64>, anyWays ways: Int) -> Int {
+        ways == 8 ? find(key, in: set, ways: 8) : ways == 16 ? find(key, in: set, ways: 16) : find(key, in: set, ways: ways)
+    }
+
+    /// Moves way `i`'s entry (key and flags) to the front of `set`, adding `bits`; ways 0..<i move
+    /// down one.
+    @inline(__always)
+    private static func moveToFront(_ i: Int, in set: UnsafeMutablePointer<UInt64>, adding bits: UInt64) {
+        let entry = set[i]
+        var k = i
+        while k > 0 { set[k] = set[k &- 1]; k &-= 1 }
+        set[0] = entry | bits
+    }
+
+    /// Puts `entry` at the front of `set`, every way moving down one; returns the entry that leaves
+    /// the last way (0: none).
+    @inline(__always)
+    private static func insertFront(_ entry: UInt64, in set: UnsafeMutablePointer<UInt64>, anyWays ways: Int) -> UInt64 {
+        ways == 8 ? insertFront(entry, in: set, ways: 8) : ways == 16 ? insertFront(entry, in: set, ways: 16)
+            : insertFront(entry, in: set, ways: ways)
+    }
+
+    @inline(__always)
+    private static func insertFront(_ entry: UInt64, in set: UnsafeMutablePointer<UInt64>, ways: Int) -> UInt64 {
+        let victim = set[ways &- 1]
+        (set + 1).update(from: set, count: ways &- 1)
+        set[0] = entry
+        return victim
+    }
+
+    /// The way of `set` that holds `key` (with any flags), or `ways`.
     @inline(__always)
     private static func find(_ key: UInt64, in set: UnsafeMutablePointer<UInt64>, ways: Int) -> Int {
         var i = 0
         while i < ways {
-            if set[i] & ~dirtyBit == key { return i }
+            if set[i] & ~flagBits == key { return i }
             i &+= 1
         }
         return ways
@@ -243,7 +281,7 @@ public final class CacheModel: @unchecked Sendable {
             let line = address >> 6
             let way0 = first.lines + Int(truncatingIfNeeded: Self.setIndex(first, line)) &* first.ways
             let entry = way0.pointee
-            if entry & ~Self.dirtyBit == line &+ 1 {
+            if entry & ~Self.flagBits == line &+ 1 {
                 if write { way0.pointee = entry | Self.dirtyBit }
                 hitCounts[0] &+= 1
                 return first.latency
@@ -293,15 +331,20 @@ public final class CacheModel: @unchecked Sendable {
     /// `set` is the line's first-level set.
     @inline(never)
     func lookUpSampled(set: UnsafeMutablePointer<UInt64>, line: UInt64, dirty: UInt64, source: Source) -> Double {
-        let (hit, victim) = Self.touch(set: set, ways: levels[0].ways, key: line &+ 1, dirty: dirty)
-        if victim != 0 { demoteFromFirst(victim) }
-        if hit {
+        let ways = levels[0].ways
+        let i = Self.find(line &+ 1, in: set, anyWays: ways)
+        if i != ways {
+            Self.moveToFront(i, in: set, adding: dirty)
             hitCounts[0] &+= 1
             return levels[0].latency
         }
+        // A first-level miss: the line is filled with its sampled mark, and what it pushes out moves on.
         let h = Self.mix(line)
+        let sampled = isSampled(h)
+        let victim = Self.insertFront((line &+ 1) | dirty | (sampled ? Self.sampledBit : 0), in: set, anyWays: ways)
+        if victim != 0 { demoteFromFirst(victim) }
         let outcome: Int
-        if isSampled(h) {
+        if sampled {
             var i = 1
             while i < levelCount {
                 let level = levels[i]
@@ -325,7 +368,7 @@ public final class CacheModel: @unchecked Sendable {
     @inline(__always)
     private func demoteFromFirst(_ entry: UInt64) {
         let dirty = entry & Self.dirtyBit != 0
-        if isSampled(Self.mix((entry & ~Self.dirtyBit) &- 1)) {
+        if entry & Self.sampledBit != 0 {
             if dirty {
                 sampledDirtyDemotions &+= 1
                 if sampledDirtyDemotions >= Self.window {
@@ -349,7 +392,7 @@ public final class CacheModel: @unchecked Sendable {
     private func demoteSampled(_ entry: UInt64, into level: Int) {
         var entry = entry, l = level
         while l < levelCount {
-            let line = (entry & ~Self.dirtyBit) &- 1
+            let line = (entry & ~Self.flagBits) &- 1
             let lv = levels[l]
             let (hit, victim) = Self.touch(set: lv.lines + Int(truncatingIfNeeded: Self.mix(line) & lv.setMask) &* lv.ways,
                                            ways: lv.ways, key: line &+ 1, dirty: entry & Self.dirtyBit)
@@ -404,7 +447,7 @@ public final class CacheModel: @unchecked Sendable {
         let key = (address >> 6) &+ 1
         let level = levels[0]
         let set = level.lines + Int(truncatingIfNeeded: Self.setIndex(level, address >> 6)) &* level.ways
-        for w in 0..<level.ways where set[w] & ~Self.dirtyBit == key { set[w] |= Self.dirtyBit; return }
+        for w in 0..<level.ways where set[w] & ~Self.flagBits == key { set[w] |= Self.dirtyBit; return }
     }
 
     /// Lines written back to memory: dirty lines pushed out of the last level.
@@ -416,7 +459,7 @@ public final class CacheModel: @unchecked Sendable {
     private func demote(_ entry: UInt64, into level: Int) {
         var entry = entry, l = level
         while l < levelCount {
-            let (hit, victim) = Self.touch(levels[l], (entry & ~Self.dirtyBit) &- 1, dirty: entry & Self.dirtyBit)
+            let (hit, victim) = Self.touch(levels[l], (entry & ~Self.flagBits) &- 1, dirty: entry & Self.dirtyBit)
             if hit || victim == 0 { return }
             entry = victim
             l &+= 1
@@ -440,7 +483,7 @@ public final class CacheModel: @unchecked Sendable {
                 return nil
             }
             let set = level.lines + Int(truncatingIfNeeded: index) * level.ways
-            for w in 0..<level.ways where set[w] & ~Self.dirtyBit == key { return i }
+            for w in 0..<level.ways where set[w] & ~Self.flagBits == key { return i }
         }
         return nil
     }
