@@ -49,6 +49,8 @@ public final class CacheModel: @unchecked Sendable {
     public let sharedLastLevel: SharedCacheLevel?
     public let memoryLatency: Double
     let hitCounts: UnsafeMutablePointer<Int>
+    /// The latency of each level and, last, of memory (indexed as `hitCounts`).
+    let latencies: UnsafeMutablePointer<Double>
     let specs: [CacheLevelSpec]
     /// The model in use (`use(_:)` changes it).
     public private(set) var kind = Kind.full
@@ -97,6 +99,9 @@ public final class CacheModel: @unchecked Sendable {
         }
         self.memoryLatency = memoryLatency
         hitCounts = .allocate(capacity: specs.count + 1)
+        latencies = .allocate(capacity: specs.count + 1)
+        for (i, spec) in specs.enumerated() { (latencies + i).initialize(to: spec.latency) }
+        (latencies + specs.count).initialize(to: memoryLatency)
         hitCounts.initialize(repeating: 0, count: specs.count + 1)
         let outcomes = max(1, specs.count)
         outcomeCounts = .allocate(capacity: Self.sourceCount * outcomes)
@@ -126,6 +131,7 @@ public final class CacheModel: @unchecked Sendable {
         for i in 0..<levelCount where ownsLevel(i) { HostMemory.release(levels[i].lines, count: levels[i].count) }
         levels.deallocate()
         hitCounts.deallocate()
+        latencies.deallocate()
         outcomeCounts.deallocate()
         outcomeTotals.deallocate()
         outcomePhases.deallocate()
@@ -223,38 +229,6 @@ public final class CacheModel: @unchecked Sendable {
         return (true, 0)
     }
 
-    /// `find` with the common associativities' trip counts constant (unrolled).
-    @inline(__always)
-    private static func find(_ key: UInt64, in set: UnsafeMutablePointer<UInt64>, anyWays ways: Int) -> Int {
-        ways == 8 ? find(key, in: set, ways: 8) : ways == 16 ? find(key, in: set, ways: 16) : find(key, in: set, ways: ways)
-    }
-
-    /// Moves way `i`'s entry (key and flags) to the front of `set`, adding `bits`; ways 0..<i move
-    /// down one.
-    @inline(__always)
-    private static func moveToFront(_ i: Int, in set: UnsafeMutablePointer<UInt64>, adding bits: UInt64) {
-        let entry = set[i]
-        var k = i
-        while k > 0 { set[k] = set[k &- 1]; k &-= 1 }
-        set[0] = entry | bits
-    }
-
-    /// Puts `entry` at the front of `set`, every way moving down one; returns the entry that leaves
-    /// the last way (0: none).
-    @inline(__always)
-    private static func insertFront(_ entry: UInt64, in set: UnsafeMutablePointer<UInt64>, anyWays ways: Int) -> UInt64 {
-        ways == 8 ? insertFront(entry, in: set, ways: 8) : ways == 16 ? insertFront(entry, in: set, ways: 16)
-            : insertFront(entry, in: set, ways: ways)
-    }
-
-    @inline(__always)
-    private static func insertFront(_ entry: UInt64, in set: UnsafeMutablePointer<UInt64>, ways: Int) -> UInt64 {
-        let victim = set[ways &- 1]
-        (set + 1).update(from: set, count: ways &- 1)
-        set[0] = entry
-        return victim
-    }
-
     /// The way of `set` that holds `key` (with any flags), or `ways`.
     @inline(__always)
     private static func find(_ key: UInt64, in set: UnsafeMutablePointer<UInt64>, ways: Int) -> Int {
@@ -309,6 +283,34 @@ public final class CacheModel: @unchecked Sendable {
         return memoryLatency
     }
 
+    /// `touch` of the first level under `sampled`: a line filled on a miss carries its sampled mark,
+    /// from its hash, which is returned (0 on a hit, where it is not computed).
+    @inline(__always)
+    private func touchFirst(set: UnsafeMutablePointer<UInt64>, fixedWays ways: Int, line: UInt64,
+                            dirty: UInt64) -> (hit: Bool, victim: UInt64, hash: UInt64) {
+        let key = line &+ 1
+        let i = Self.find(key, in: set, ways: ways)
+        if i != ways {
+            // Ways 0..<i move down one, the entry keeps its flags. The value moving down is carried in a
+            // register (written this way, the compiler does not turn the few moves into a `memmove` call).
+            let entry = set[i]
+            var carried = set[0], k = 1
+            while k <= i {
+                let next = set[k]
+                set[k] = carried
+                carried = next
+                k &+= 1
+            }
+            set[0] = entry | dirty
+            return (true, 0, 0)
+        }
+        let h = Self.mix(line)
+        let victim = set[ways &- 1]
+        (set + 1).update(from: set, count: ways &- 1)
+        set[0] = key | dirty | (isSampled(h) ? Self.sampledBit : 0)
+        return (false, victim, h)
+    }
+
     /// A line's hash for the sampled model: its top `sampleShift` bits zero selects the line for the
     /// outer levels, its low bits pick the line's set there (a full 64-bit mix, so strided addresses
     /// such as page tables at 2 MiB strides spread over samples and sets alike).
@@ -332,19 +334,16 @@ public final class CacheModel: @unchecked Sendable {
     @inline(never)
     func lookUpSampled(set: UnsafeMutablePointer<UInt64>, line: UInt64, dirty: UInt64, source: Source) -> Double {
         let ways = levels[0].ways
-        let i = Self.find(line &+ 1, in: set, anyWays: ways)
-        if i != ways {
-            Self.moveToFront(i, in: set, adding: dirty)
+        let (hit, victim, h) = ways == 8 ? touchFirst(set: set, fixedWays: 8, line: line, dirty: dirty)
+            : ways == 16 ? touchFirst(set: set, fixedWays: 16, line: line, dirty: dirty)
+            : touchFirst(set: set, fixedWays: ways, line: line, dirty: dirty)
+        if hit {
             hitCounts[0] &+= 1
             return levels[0].latency
         }
-        // A first-level miss: the line is filled with its sampled mark, and what it pushes out moves on.
-        let h = Self.mix(line)
-        let sampled = isSampled(h)
-        let victim = Self.insertFront((line &+ 1) | dirty | (sampled ? Self.sampledBit : 0), in: set, anyWays: ways)
         if victim != 0 { demoteFromFirst(victim) }
         let outcome: Int
-        if sampled {
+        if isSampled(h) {
             var i = 1
             while i < levelCount {
                 let level = levels[i]
@@ -360,7 +359,7 @@ public final class CacheModel: @unchecked Sendable {
             outcome = estimate(source)
         }
         hitCounts[outcome &+ 1] &+= 1
-        return outcome &+ 1 < levelCount ? levels[outcome &+ 1].latency : memoryLatency
+        return latencies[outcome &+ 1]
     }
 
     /// An entry the first level pushed out, under `sampled`: a sampled line moves outwards as in
@@ -432,6 +431,10 @@ public final class CacheModel: @unchecked Sendable {
         outcomePhases[source] &+= 0x9E37_79B9
         let target = UInt32(truncatingIfNeeded: (UInt64(outcomePhases[source]) &* UInt64(total)) >> 32)
         let row = outcomeCounts + source &* levelCount
+        if levelCount == 3 {
+            // Three levels (the presets'): outcomes L2, L3 and memory, the same answer as the loop below.
+            return row[0] > target ? 0 : row[0] &+ row[1] > target ? 1 : 2
+        }
         var o = 0, cumulative = row[0]
         while cumulative <= target && o < levelCount &- 1 {
             o &+= 1
