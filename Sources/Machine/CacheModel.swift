@@ -342,24 +342,27 @@ public final class CacheModel: @unchecked Sendable {
             return levels[0].latency
         }
         if victim != 0 { demoteFromFirst(victim) }
-        let outcome: Int
-        if isSampled(h) {
-            var i = 1
-            while i < levelCount {
-                let level = levels[i]
-                let (hit, victim) = Self.touch(set: level.lines + Int(truncatingIfNeeded: h & level.setMask) &* level.ways,
-                                               ways: level.ways, key: line &+ 1, dirty: 0)
-                if victim != 0 { demoteSampled(victim, into: i &+ 1) }
-                if hit { break }
-                i &+= 1
-            }
-            outcome = i &- 1
-            record(source, outcome)
-        } else {
-            outcome = estimate(source)
-        }
+        let outcome = isSampled(h) ? sampledOutcome(line: line, hash: h, source: source) : estimate(source)
         hitCounts[outcome &+ 1] &+= 1
         return latencies[outcome &+ 1]
+    }
+
+    /// A sampled line's first-level miss through the outer levels' sampled sets: where it was found
+    /// (0: level 1, …, last: memory), recorded for its source. Out of line (one miss in 16), so that
+    /// the common path keeps few registers to save.
+    @inline(never)
+    func sampledOutcome(line: UInt64, hash h: UInt64, source: Source) -> Int {
+        var i = 1
+        while i < levelCount {
+            let level = levels[i]
+            let (hit, victim) = Self.touch(set: level.lines + Int(truncatingIfNeeded: h & level.setMask) &* level.ways,
+                                           ways: level.ways, key: line &+ 1, dirty: 0)
+            if victim != 0 { demoteSampled(victim, into: i &+ 1) }
+            if hit { break }
+            i &+= 1
+        }
+        record(source, i &- 1)
+        return i &- 1
     }
 
     /// An entry the first level pushed out, under `sampled`: a sampled line moves outwards as in
