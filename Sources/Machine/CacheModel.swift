@@ -10,6 +10,7 @@ import VMCore
 /// run of memory:
 /// ```
 /// set s: [ MRU line | … | LRU line ]      (0 = empty way)
+/// entry: bit 63 dirty | bit 62 sampled (first level, `sampled` only) | line number + 1
 /// ```
 /// Hardware: the L1D/L2/L3 the page-miss handler reads through (Intel SDM vol. 3A, 4.10: walks are
 /// cached like other loads).
