@@ -312,6 +312,15 @@ public final class CacheModel: @unchecked Sendable {
         return (false, victim, h)
     }
 
+    /// `touchFirst` for a first level of other than 8 ways, out of line so that the common 8-way path
+    /// keeps few registers to save.
+    @inline(never)
+    private func touchFirst(set: UnsafeMutablePointer<UInt64>, otherWays ways: Int, line: UInt64,
+                            dirty: UInt64) -> (hit: Bool, victim: UInt64, hash: UInt64) {
+        ways == 16 ? touchFirst(set: set, fixedWays: 16, line: line, dirty: dirty)
+            : touchFirst(set: set, fixedWays: ways, line: line, dirty: dirty)
+    }
+
     /// A line's hash for the sampled model: its top `sampleShift` bits zero selects the line for the
     /// outer levels, its low bits pick the line's set there (a full 64-bit mix, so strided addresses
     /// such as page tables at 2 MiB strides spread over samples and sets alike).
@@ -336,8 +345,7 @@ public final class CacheModel: @unchecked Sendable {
     func lookUpSampled(set: UnsafeMutablePointer<UInt64>, line: UInt64, dirty: UInt64, source: Source) -> Double {
         let ways = levels[0].ways
         let (hit, victim, h) = ways == 8 ? touchFirst(set: set, fixedWays: 8, line: line, dirty: dirty)
-            : ways == 16 ? touchFirst(set: set, fixedWays: 16, line: line, dirty: dirty)
-            : touchFirst(set: set, fixedWays: ways, line: line, dirty: dirty)
+            : touchFirst(set: set, otherWays: ways, line: line, dirty: dirty)
         if hit {
             hitCounts[0] &+= 1
             return levels[0].latency
