@@ -10,6 +10,7 @@ import VMCore
 /// run of memory:
 /// ```
 /// set s: [ MRU line | … | LRU line ]      (0 = empty way)
+/// entry: bit 63 dirty | bit 62 sampled (first level, `sampled` only) | line number + 1
 /// ```
 /// Hardware: the L1D/L2/L3 the page-miss handler reads through (Intel SDM vol. 3A, 4.10: walks are
 /// cached like other loads).
@@ -49,6 +50,8 @@ public final class CacheModel: @unchecked Sendable {
     public let sharedLastLevel: SharedCacheLevel?
     public let memoryLatency: Double
     let hitCounts: UnsafeMutablePointer<Int>
+    /// The latency of each level and, last, of memory (indexed as `hitCounts`).
+    let latencies: UnsafeMutablePointer<Double>
     let specs: [CacheLevelSpec]
     /// The model in use (`use(_:)` changes it).
     public private(set) var kind = Kind.full
@@ -97,6 +100,9 @@ public final class CacheModel: @unchecked Sendable {
         }
         self.memoryLatency = memoryLatency
         hitCounts = .allocate(capacity: specs.count + 1)
+        latencies = .allocate(capacity: specs.count + 1)
+        for (i, spec) in specs.enumerated() { (latencies + i).initialize(to: spec.latency) }
+        (latencies + specs.count).initialize(to: memoryLatency)
         hitCounts.initialize(repeating: 0, count: specs.count + 1)
         let outcomes = max(1, specs.count)
         outcomeCounts = .allocate(capacity: Self.sourceCount * outcomes)
@@ -126,6 +132,7 @@ public final class CacheModel: @unchecked Sendable {
         for i in 0..<levelCount where ownsLevel(i) { HostMemory.release(levels[i].lines, count: levels[i].count) }
         levels.deallocate()
         hitCounts.deallocate()
+        latencies.deallocate()
         outcomeCounts.deallocate()
         outcomeTotals.deallocate()
         outcomePhases.deallocate()
@@ -172,14 +179,21 @@ public final class CacheModel: @unchecked Sendable {
     @inline(__always)
     static func setIndex(_ level: Level, _ line: UInt64) -> UInt64 {
         let page = (line >> 6) &+ 1
-        return ((page &* 0x9E37_79B9_7F4A_7C15) >> (64 &- level.setBits) &+ line) & level.setMask
+        // A masking shift (no test for a count of 64): with one set (`setBits` 0) the mask is 0 anyway.
+        return ((page &* 0x9E37_79B9_7F4A_7C15) &>> (64 &- level.setBits) &+ line) & level.setMask
     }
 
     /// Bit 63 of a way's entry: the line was written since it came into this level (line numbers
     /// stay far below it).
     static let dirtyBit: UInt64 = 1 << 63
+    /// Bit 62 of a first-level entry under `sampled`: the line is one the outer levels simulate
+    /// (`isSampled`), noted when it is filled so that pushing it out needs no second hash. Outer
+    /// levels' entries never carry it.
+    static let sampledBit: UInt64 = 1 << 62
+    /// The bits of an entry that are not its key.
+    static let flagBits: UInt64 = 0xC000_0000_0000_0000
 
-    /// Looks a line up in one level, moving it to the front (with its dirty bit, plus `dirty`); on a
+    /// Looks a line up in one level, moving it to the front (with its flags, plus `dirty`); on a
     /// miss inserts it at the front with `dirty`. Returns whether it hit, and on a miss the entry
     /// pushed out of the set (0: none; with its dirty bit).
     @inline(__always)
@@ -208,7 +222,7 @@ public final class CacheModel: @unchecked Sendable {
             set[0] = key | dirty
             return (false, victim)
         }
-        let carried = set[i] & dirtyBit
+        let carried = set[i] & flagBits
         // A hit in way i: ways 0..<i move down one (overlap-safe, from the back).
         var k = i
         while k > 0 { set[k] = set[k &- 1]; k &-= 1 }
@@ -216,12 +230,12 @@ public final class CacheModel: @unchecked Sendable {
         return (true, 0)
     }
 
-    /// The way of `set` that holds `key` (either dirty bit), or `ways`.
+    /// The way of `set` that holds `key` (with any flags), or `ways`.
     @inline(__always)
     private static func find(_ key: UInt64, in set: UnsafeMutablePointer<UInt64>, ways: Int) -> Int {
         var i = 0
         while i < ways {
-            if set[i] & ~dirtyBit == key { return i }
+            if set[i] & ~flagBits == key { return i }
             i &+= 1
         }
         return ways
@@ -242,13 +256,14 @@ public final class CacheModel: @unchecked Sendable {
             let line = address >> 6
             let way0 = first.lines + Int(truncatingIfNeeded: Self.setIndex(first, line)) &* first.ways
             let entry = way0.pointee
-            if entry & ~Self.dirtyBit == line &+ 1 {
+            if entry & ~Self.flagBits == line &+ 1 {
                 if write { way0.pointee = entry | Self.dirtyBit }
                 hitCounts[0] &+= 1
                 return first.latency
             }
+            // The sampled model takes the set just found (no second index computation).
+            if sampleShift != 0 { return lookUpSampled(set: way0, line: line, dirty: write ? Self.dirtyBit : 0, source: source) }
         }
-        if sampleShift != 0 { return lookUpSampled(line: address >> 6, dirty: write ? Self.dirtyBit : 0, source: source) }
         return lookUp(line: address >> 6, dirty: write ? Self.dirtyBit : 0)
     }
 
@@ -269,6 +284,43 @@ public final class CacheModel: @unchecked Sendable {
         return memoryLatency
     }
 
+    /// `touch` of the first level under `sampled`: a line filled on a miss carries its sampled mark,
+    /// from its hash, which is returned (0 on a hit, where it is not computed).
+    @inline(__always)
+    private func touchFirst(set: UnsafeMutablePointer<UInt64>, fixedWays ways: Int, line: UInt64,
+                            dirty: UInt64) -> (hit: Bool, victim: UInt64, hash: UInt64) {
+        let key = line &+ 1
+        let i = Self.find(key, in: set, ways: ways)
+        if i != ways {
+            // Ways 0..<i move down one, the entry keeps its flags. The value moving down is carried in a
+            // register (written this way, the compiler does not turn the few moves into a `memmove` call).
+            let entry = set[i]
+            var carried = set[0], k = 1
+            while k <= i {
+                let next = set[k]
+                set[k] = carried
+                carried = next
+                k &+= 1
+            }
+            set[0] = entry | dirty
+            return (true, 0, 0)
+        }
+        let h = Self.mix(line)
+        let victim = set[ways &- 1]
+        (set + 1).update(from: set, count: ways &- 1)
+        set[0] = key | dirty | (isSampled(h) ? Self.sampledBit : 0)
+        return (false, victim, h)
+    }
+
+    /// `touchFirst` for a first level of other than 8 ways, out of line so that the common 8-way path
+    /// keeps few registers to save.
+    @inline(never)
+    private func touchFirst(set: UnsafeMutablePointer<UInt64>, otherWays ways: Int, line: UInt64,
+                            dirty: UInt64) -> (hit: Bool, victim: UInt64, hash: UInt64) {
+        ways == 16 ? touchFirst(set: set, fixedWays: 16, line: line, dirty: dirty)
+            : touchFirst(set: set, fixedWays: ways, line: line, dirty: dirty)
+    }
+
     /// A line's hash for the sampled model: its top `sampleShift` bits zero selects the line for the
     /// outer levels, its low bits pick the line's set there (a full 64-bit mix, so strided addresses
     /// such as page tables at 2 MiB strides spread over samples and sets alike).
@@ -281,39 +333,45 @@ public final class CacheModel: @unchecked Sendable {
         return h
     }
 
+    /// Only while `sampleShift` is not 0 (the masking shift needs a count below 64).
     @inline(__always)
-    func isSampled(_ hash: UInt64) -> Bool { hash >> (64 &- sampleShift) == 0 }
+    func isSampled(_ hash: UInt64) -> Bool { hash &>> (64 &- sampleShift) == 0 }
 
     /// `lookUp` for `sampled`: the first level exactly; past it, a sampled line goes through the
     /// outer levels' sampled sets and its outcome is recorded for its source; any other line's outcome
     /// is drawn from its source's recent sampled outcomes (`estimate(_:)`).
+    /// `set` is the line's first-level set.
     @inline(never)
-    func lookUpSampled(line: UInt64, dirty: UInt64, source: Source) -> Double {
-        let (hit, victim) = Self.touch(levels[0], line, dirty: dirty)
-        if victim != 0 { demoteFromFirst(victim) }
+    func lookUpSampled(set: UnsafeMutablePointer<UInt64>, line: UInt64, dirty: UInt64, source: Source) -> Double {
+        let ways = levels[0].ways
+        let (hit, victim, h) = ways == 8 ? touchFirst(set: set, fixedWays: 8, line: line, dirty: dirty)
+            : touchFirst(set: set, otherWays: ways, line: line, dirty: dirty)
         if hit {
             hitCounts[0] &+= 1
             return levels[0].latency
         }
-        let h = Self.mix(line)
-        let outcome: Int
-        if isSampled(h) {
-            var i = 1
-            while i < levelCount {
-                let level = levels[i]
-                let (hit, victim) = Self.touch(set: level.lines + Int(truncatingIfNeeded: h & level.setMask) &* level.ways,
-                                               ways: level.ways, key: line &+ 1, dirty: 0)
-                if victim != 0 { demoteSampled(victim, into: i &+ 1) }
-                if hit { break }
-                i &+= 1
-            }
-            outcome = i &- 1
-            record(source, outcome)
-        } else {
-            outcome = estimate(source)
-        }
+        if victim != 0 { demoteFromFirst(victim) }
+        let outcome = isSampled(h) ? sampledOutcome(line: line, hash: h, source: source) : estimate(source)
         hitCounts[outcome &+ 1] &+= 1
-        return outcome &+ 1 < levelCount ? levels[outcome &+ 1].latency : memoryLatency
+        return latencies[outcome &+ 1]
+    }
+
+    /// A sampled line's first-level miss through the outer levels' sampled sets: where it was found
+    /// (0: level 1, …, last: memory), recorded for its source. Out of line (one miss in 16), so that
+    /// the common path keeps few registers to save.
+    @inline(never)
+    func sampledOutcome(line: UInt64, hash h: UInt64, source: Source) -> Int {
+        var i = 1
+        while i < levelCount {
+            let level = levels[i]
+            let (hit, victim) = Self.touch(set: level.lines + Int(truncatingIfNeeded: h & level.setMask) &* level.ways,
+                                           ways: level.ways, key: line &+ 1, dirty: 0)
+            if victim != 0 { demoteSampled(victim, into: i &+ 1) }
+            if hit { break }
+            i &+= 1
+        }
+        record(source, i &- 1)
+        return i &- 1
     }
 
     /// An entry the first level pushed out, under `sampled`: a sampled line moves outwards as in
@@ -321,7 +379,7 @@ public final class CacheModel: @unchecked Sendable {
     @inline(__always)
     private func demoteFromFirst(_ entry: UInt64) {
         let dirty = entry & Self.dirtyBit != 0
-        if isSampled(Self.mix((entry & ~Self.dirtyBit) &- 1)) {
+        if entry & Self.sampledBit != 0 {
             if dirty {
                 sampledDirtyDemotions &+= 1
                 if sampledDirtyDemotions >= Self.window {
@@ -345,7 +403,7 @@ public final class CacheModel: @unchecked Sendable {
     private func demoteSampled(_ entry: UInt64, into level: Int) {
         var entry = entry, l = level
         while l < levelCount {
-            let line = (entry & ~Self.dirtyBit) &- 1
+            let line = (entry & ~Self.flagBits) &- 1
             let lv = levels[l]
             let (hit, victim) = Self.touch(set: lv.lines + Int(truncatingIfNeeded: Self.mix(line) & lv.setMask) &* lv.ways,
                                            ways: lv.ways, key: line &+ 1, dirty: entry & Self.dirtyBit)
@@ -385,6 +443,10 @@ public final class CacheModel: @unchecked Sendable {
         outcomePhases[source] &+= 0x9E37_79B9
         let target = UInt32(truncatingIfNeeded: (UInt64(outcomePhases[source]) &* UInt64(total)) >> 32)
         let row = outcomeCounts + source &* levelCount
+        if levelCount == 3 {
+            // Three levels (the presets'): outcomes L2, L3 and memory, the same answer as the loop below.
+            return row[0] > target ? 0 : row[0] &+ row[1] > target ? 1 : 2
+        }
         var o = 0, cumulative = row[0]
         while cumulative <= target && o < levelCount &- 1 {
             o &+= 1
@@ -400,7 +462,7 @@ public final class CacheModel: @unchecked Sendable {
         let key = (address >> 6) &+ 1
         let level = levels[0]
         let set = level.lines + Int(truncatingIfNeeded: Self.setIndex(level, address >> 6)) &* level.ways
-        for w in 0..<level.ways where set[w] & ~Self.dirtyBit == key { set[w] |= Self.dirtyBit; return }
+        for w in 0..<level.ways where set[w] & ~Self.flagBits == key { set[w] |= Self.dirtyBit; return }
     }
 
     /// Lines written back to memory: dirty lines pushed out of the last level.
@@ -412,7 +474,7 @@ public final class CacheModel: @unchecked Sendable {
     private func demote(_ entry: UInt64, into level: Int) {
         var entry = entry, l = level
         while l < levelCount {
-            let (hit, victim) = Self.touch(levels[l], (entry & ~Self.dirtyBit) &- 1, dirty: entry & Self.dirtyBit)
+            let (hit, victim) = Self.touch(levels[l], (entry & ~Self.flagBits) &- 1, dirty: entry & Self.dirtyBit)
             if hit || victim == 0 { return }
             entry = victim
             l &+= 1
@@ -436,7 +498,7 @@ public final class CacheModel: @unchecked Sendable {
                 return nil
             }
             let set = level.lines + Int(truncatingIfNeeded: index) * level.ways
-            for w in 0..<level.ways where set[w] & ~Self.dirtyBit == key { return i }
+            for w in 0..<level.ways where set[w] & ~Self.flagBits == key { return i }
         }
         return nil
     }
