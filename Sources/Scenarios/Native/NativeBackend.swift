@@ -42,6 +42,8 @@ public final class NativeScenarioBackend: ScenarioBackend {
     private var exited: Set<Int32> = []
     /// How long one request may take before the worker is presumed stuck.
     private let requestTimeout = 300.0
+    /// Held from `start` to `finish`: one native run at a time on this machine (`NativeHostLock`).
+    private var hostLock: NativeHostLock?
 
     public init() {}
 
@@ -54,6 +56,12 @@ public final class NativeScenarioBackend: ScenarioBackend {
             }
         }
         guard access(NativeTunables.root, F_OK) == 0 else { throw .unsupported("this kernel has no \(NativeTunables.root)") }
+        if hostLock == nil {
+            switch NativeHostLock.acquire(timeout: 900) {
+            case .success(let lock): hostLock = lock
+            case .failure(let error): throw error
+            }
+        }
         let threads = NativeSyscalls.readFile("/proc/self/status")?.split(separator: "\n")
             .first { $0.hasPrefix("Threads:") }.flatMap { NativeProcFiles.field($0)?.1 } ?? 0
         guard threads == 1 else {
@@ -264,6 +272,8 @@ public final class NativeScenarioBackend: ScenarioBackend {
         exited.removeAll()
         if let previousSIGPIPE { signal(SIGPIPE, previousSIGPIPE) }
         previousSIGPIPE = nil
+        hostLock?.release()
+        hostLock = nil
     }
 
     // MARK: Talking to workers
