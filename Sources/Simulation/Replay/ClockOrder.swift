@@ -3,15 +3,13 @@
 ///
 /// A clock only moves forward, but a thread's can move while it waits (another thread of its CPU ran,
 /// or another CPU's shootdown or a kernel thread charged it), so a key may be stale — never later than
-/// the clock it stands for. `MachineExecutor.drainQueues` reads the true clock of the thread it pops:
+/// the clock it stands for. `MachineExecutor.drainQueues` reads the true clock of the first thread:
 /// when it matches the key, no thread's true clock is lower (each is at least its key, and every key
-/// is at least the popped one), so this is the thread a scan of every clock would pick; when it does
-/// not, the thread goes back in with its true clock.
+/// is at least the first one), so this is the thread a scan of every clock would pick; when it does
+/// not, the thread moves to its place by its true clock (`replaceFirst`).
 struct ClockOrder {
     private struct Entry { var clock: Double; var thread: Int }
     private var entries = ContiguousArray<Entry>()
-
-    var isEmpty: Bool { entries.isEmpty }
 
     /// Whether `a` comes before `b`.
     @inline(__always) private static func before(_ a: Entry, _ b: Entry) -> Bool {
@@ -51,13 +49,6 @@ struct ClockOrder {
         let last = entries.removeLast()
         guard !entries.isEmpty else { return }
         siftDown(last)
-    }
-
-    /// The entry that comes first, removed.
-    mutating func popFirst() -> (clock: Double, thread: Int)? {
-        guard let top = first else { return nil }
-        removeFirst()
-        return top
     }
 
     /// Puts `entry` in the first place and moves it down to its place: children that come before it
