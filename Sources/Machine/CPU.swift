@@ -43,8 +43,27 @@ public final class CPU: @unchecked Sendable {
     /// are counted by `accesses` alone (`counters` multiplies), which keeps a floating-point addition
     /// out of the path of each access; `tally.baseCycles` holds only a difference a caller set.
     @exclusivity(unchecked) var tally = TranslationCounters()
+    /// The latest faults' latency (as `FaultLatencyHistogram.value(cycles:)` gives it) and how many
+    /// faults in a row took it, not yet in `recordedFaultLatency`. Faults that do the same work take the
+    /// same cycles, so most faults only count here, beside `tally`, and the histogram — whose counts a
+    /// machine of many CPUs otherwise finds cold in the host's caches at every fault — is written
+    /// when the latency changes.
+    @exclusivity(unchecked) var faultRunValue: UInt64 = 0
+    @exclusivity(unchecked) var faultRunCount: UInt64 = 0
+    @exclusivity(unchecked) var recordedFaultLatency = FaultLatencyHistogram()
     /// Each fault's latency in cycles (`TimingParameters.faultCycles(_:)`); its sum is `counters.faultCycles`.
-    @exclusivity(unchecked) public var faultLatency = FaultLatencyHistogram()
+    public var faultLatency: FaultLatencyHistogram {
+        get {
+            guard faultRunCount > 0 else { return recordedFaultLatency }
+            var h = recordedFaultLatency
+            h.record(value: faultRunValue, count: faultRunCount)
+            return h
+        }
+        set {
+            recordedFaultLatency = newValue
+            faultRunCount = 0
+        }
+    }
     /// The last fault this CPU raised into its kernel, with what the kernel recorded doing.
     @exclusivity(unchecked) public private(set) var lastFault: FaultContext?
     /// What goes through the cache model; less is faster to simulate and less accurate.
@@ -316,7 +335,14 @@ public final class CPU: @unchecked Sendable {
         if outcome == .handled {
             let cycles = machineDescription.timing.faultCycles(FaultWork(fault))
             tally.faultCycles += cycles
-            faultLatency.record(cycles: cycles)
+            let value = FaultLatencyHistogram.value(cycles: cycles)
+            if value == faultRunValue {
+                faultRunCount &+= 1
+            } else {
+                if faultRunCount > 0 { recordedFaultLatency.record(value: faultRunValue, count: faultRunCount) }
+                faultRunValue = value
+                faultRunCount = 1
+            }
             if let time = simulatedTime, let kernel {
                 // Many CPUs: the fault's locks and shared lines, on the machine's timeline.
                 time.chargeFault(fault, cpu: id, pid: mm.pid, design: kernel.design,

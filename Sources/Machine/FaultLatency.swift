@@ -26,8 +26,17 @@ public struct FaultLatencyHistogram: Sendable, Equatable {
     }
 
     public mutating func record(cycles: Double) {
-        histogram.record(UInt64(Swift.max(0, cycles.rounded())))
+        histogram.record(Self.value(cycles: cycles))
     }
+
+    /// Records `count` latencies of `value` (as `value(cycles:)` gives it) at once.
+    public mutating func record(value: UInt64, count: UInt64) {
+        histogram.record(value, count: count)
+    }
+
+    /// The value a latency of `cycles` is recorded as: rounded to a whole cycle, at least 0.
+    @inline(__always)
+    public static func value(cycles: Double) -> UInt64 { UInt64(Swift.max(0, cycles.rounded())) }
 
     public mutating func add(_ other: FaultLatencyHistogram) { histogram.add(other.histogram) }
 

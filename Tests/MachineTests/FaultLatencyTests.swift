@@ -66,4 +66,48 @@ struct FaultLatencyTests {
         #expect(abs(Double(rebuilt.percentile(99)) - Double(cpu.faultLatency.percentile(99))) <= t.hugeFaultCycles / 1000)
         #expect(FaultLatencyHistogram(buckets: rebuilt.buckets).percentile(99) == rebuilt.percentile(99))
     }
+
+    @Test("runs of equal latencies: the CPU's histogram is each fault's latency recorded one by one, at any moment")
+    func runsOfEqualLatencies() throws {
+        let kernel = TestMachine.kernel(memory: 64 << 20, mode: .metadata)
+        let m = Machine(kernel: kernel, description: .skylakeSP)
+        let mm = kernel.createAddressSpace()!
+        let cpu = m.cpus[0]
+        cpu.switchTo(mm)
+        var settings = kernel.hugepageSettings
+        settings.enabled = .always
+        kernel.hugepageSettings = settings
+        let small = try mm.mmap(address: VirtualAddress(0x1000_0000), length: 1 << 20, protection: .readWrite, flags: [.private, .fixed])
+        let huge = try mm.mmap(address: VirtualAddress(0x4000_0000), length: 8 << 20, protection: .readWrite, flags: [.private, .fixed])
+        try mm.madvise(small, length: 1 << 20, advice: .noHugepage)
+        // Runs of 4 KiB faults broken by huge ones and by zero-page reads: each fault's cost, as the
+        // kernel recorded its work, goes into a reference histogram one by one.
+        var reference = FaultLatencyHistogram()
+        var faults = 0
+        func touch(_ va: VirtualAddress, _ kind: MemoryAccess) {
+            let before = cpu.counters.faults
+            _ = cpu.access(va, kind)
+            if cpu.counters.faults > before, let fault = cpu.lastFault {
+                reference.record(cycles: m.machineDescription.timing.faultCycles(FaultWork(fault)))
+                faults += 1
+            }
+        }
+        for i in 0..<40 { touch(small + UInt64(i) * 4096, .write) }
+        #expect(cpu.faultLatency == reference)
+        touch(huge, .write)
+        for i in 40..<60 { touch(small + UInt64(i) * 4096, i % 3 == 0 ? .read : .write) }
+        #expect(cpu.faultLatency == reference)
+        touch(huge + (2 << 20), .write)
+        touch(huge + (4 << 20), .write)
+        for i in 60..<70 { touch(small + UInt64(i) * 4096, .write) }
+        #expect(faults == 73)
+        #expect(cpu.faultLatency.count == UInt64(faults))
+        #expect(cpu.faultLatency == reference)
+        #expect(m.faultLatency == reference)
+        // Setting the histogram drops the run in progress too.
+        cpu.faultLatency = FaultLatencyHistogram()
+        #expect(cpu.faultLatency.count == 0)
+        touch(small + 70 * 4096, .write)
+        #expect(cpu.faultLatency.count == 1)
+    }
 }
