@@ -33,6 +33,8 @@ public final class Machine: @unchecked Sendable {
     public let simulatedTime: SimulatedTime?
     /// The most CPUs a machine may have.
     public static let maxCPUs = CPUMask.capacity
+    /// Where each CPU's TLB sets lie, for `warmUp(cpu:for:)`; on a machine of more than one CPU.
+    private let warmUpTable: TLBWarmUpTable?
 
     /// - Precondition: the description has no problems; 1 ≤ `cpuCount` ≤ `maxCPUs`, and the kernel has per-CPU
     ///   state for as many (`KernelConfiguration.cpus`).
@@ -52,12 +54,23 @@ public final class Machine: @unchecked Sendable {
         shootdownsSent = Array(repeating: 0, count: cpuCount)
         shootdownsReceived = Array(repeating: 0, count: cpuCount)
         self.simulatedTime = simulatedTime && cpuCount > 1 ? SimulatedTime(cpuCount: cpuCount, description: description) : nil
+        warmUpTable = cpuCount > 1 ? TLBWarmUpTable(cpus) : nil
         for cpu in cpus {
             cpu.machine = self
             cpu.simulatedTime = self.simulatedTime
         }
         kernel.tlb = FlushForwarder(self)
         SimulatedCPU.switchTo(0)
+    }
+
+    deinit { warmUpTable?.free() }
+
+    /// Asks the host to bring into its caches the TLB sets `cpu`'s next access, to `address`, will
+    /// look up and fill (`TLBWarmUpTable`): for the thread that runs next on a machine of many CPUs,
+    /// while another runs. A hint; nothing simulated changes. Nothing on a machine of one CPU.
+    @inline(__always)
+    public func warmUp(cpu: Int, for address: UInt64) {
+        warmUpTable?.warmUp(cpu: cpu, for: address)
     }
 
     /// One last-level cache per socket (`ContentionParameters.cpusPerSocket`, CPUs numbered socket by

@@ -37,6 +37,15 @@ struct ClockOrder {
     /// The entry that comes first.
     var first: (clock: Double, thread: Int)? { entries.first.map { ($0.clock, $0.thread) } }
 
+    /// The thread of the entry that comes second (the first one's earlier child), if any.
+    var second: Int? {
+        switch entries.count {
+        case 0, 1: nil
+        case 2: entries[1].thread
+        default: Self.before(entries[2], entries[1]) ? entries[2].thread : entries[1].thread
+        }
+    }
+
     /// Gives the first entry's thread the key `clock` and moves it to its place.
     mutating func replaceFirst(clock: Double) {
         var top = entries[0]

@@ -20,6 +20,10 @@ public final class MachineExecutor: WorkloadSink {
     /// Per thread: its process (index into `processes`), or -1 for a thread not created yet.
     @exclusivity(unchecked) private var threadProcess = ContiguousArray<Int32>(repeating: -1, count: 1)
     @exclusivity(unchecked) private var processes: [AddressSpace?] = []
+    /// `processes` unretained (it keeps each alive), for the checks made per thread switch and per
+    /// lookup: an address space is weakly referenced by its kernel, so its reference count lives in a
+    /// side table, and each retain and release of it would take the runtime's slow path.
+    @exclusivity(unchecked) private var processRefs = ContiguousArray<Unmanaged<AddressSpace>?>()
     private var setupCounters = TranslationCounters()
     private var setupVMStat: [String: Int] = [:]
     private let baseCycles: Double
@@ -42,6 +46,7 @@ public final class MachineExecutor: WorkloadSink {
         guard let mm = machine.kernel.createAddressSpace() else { throw .ENOMEM }
         if let cgroup { try machine.kernel.move(mm, to: cgroup) }
         processes = [mm]
+        processRefs = [.passUnretained(mm)]
         processPIDs = [mm.pid]
         threadProcess[0] = 0
         baseCycles = machine.machineDescription.timing.baseCycles
@@ -121,6 +126,8 @@ public final class MachineExecutor: WorkloadSink {
         var isEmpty: Bool { head == records.count && lookupHead == lookups.count }
         /// Records that may run before the next lookup is due.
         var recordsBeforeLookup: Int { lookupHead < lookups.count ? lookups[lookupHead].position - head : records.count - head }
+        /// The address of the next record to run, if one is queued.
+        var nextAddress: UInt64? { head < records.count ? records[head].address : nil }
     }
 
     @inline(__always)
@@ -351,10 +358,18 @@ public final class MachineExecutor: WorkloadSink {
             }
             pendingThread = best
             pendingCount = n
+            // The thread most likely to run next: its CPU's TLB sets come into the host's caches while
+            // this one runs (`Machine.warmUp(cpu:for:)`; a hint, nothing simulated changes).
+            if let next = clockOrder.second, next < queues.count, let address = queues[next].nextAddress {
+                machine.warmUp(cpu: next % cpuCount, for: address)
+            }
             runPending()
-            if let due, threadProcess[best] >= 0, let mm = processes[Int(threadProcess[best])], !mm.wasOOMKilled {
-                lookUpNode(thread: best, mm: mm, address: due)
-                for a in moreDue { lookUpNode(thread: best, mm: mm, address: a) }
+            if let due, threadProcess[best] >= 0, let ref = processRefs[Int(threadProcess[best])] {
+                ref._withUnsafeGuaranteedRef { mm in
+                    guard !mm.wasOOMKilled else { return }
+                    lookUpNode(thread: best, mm: mm, address: due)
+                    for a in moreDue { lookUpNode(thread: best, mm: mm, address: a) }
+                }
             }
             // It stays first in the order until here: nothing run above reorders the threads.
             if queues[best].isEmpty {
@@ -555,8 +570,8 @@ public final class MachineExecutor: WorkloadSink {
     /// wherever a process may die: a drain, an event, a kill).
     private func admits(_ thread: Int) -> Bool {
         guard thread >= 0, thread < threadProcess.count, threadProcess[thread] >= 0,
-              let mm = processes[Int(threadProcess[thread])] else { return false }
-        if mm.wasOOMKilled {
+              let mm = processRefs[Int(threadProcess[thread])] else { return false }
+        if mm._withUnsafeGuaranteedRef({ $0.wasOOMKilled }) {
             kill(process: Int(threadProcess[thread]))
             return false
         }
@@ -566,14 +581,16 @@ public final class MachineExecutor: WorkloadSink {
 
     private func bind(_ thread: Int) -> Bool {
         guard thread >= 0, thread < threadProcess.count, threadProcess[thread] >= 0,
-              let mm = processes[Int(threadProcess[thread])] else { return false }
-        if mm.wasOOMKilled {
+              let ref = processRefs[Int(threadProcess[thread])] else { return false }
+        if ref._withUnsafeGuaranteedRef({ $0.wasOOMKilled }) {
             // Its cgroup's OOM killer chose it while another process faulted: it is gone.
             kill(process: Int(threadProcess[thread]))
             return false
         }
         let cpu = machine.cpus[thread % cpuCount]
-        if cpu.mm !== mm { cpu.switchTo(mm) }
+        ref._withUnsafeGuaranteedRef { mm in
+            if cpu.mm !== mm { cpu.switchTo(mm) }
+        }
         SimulatedCPU.switchTo(cpu.id)
         cachedCPUIndex = thread % cpuCount
         cachedThread = thread
@@ -584,7 +601,7 @@ public final class MachineExecutor: WorkloadSink {
         if timeOrdered, case .getMempolicy(let address) = event {
             // Waits in the thread's queue for its turn in simulated time (`drainQueues()`).
             guard thread >= 0, thread < threadProcess.count, threadProcess[thread] >= 0,
-                  let mm = processes[Int(threadProcess[thread])], !mm.wasOOMKilled else {
+                  let mm = processRefs[Int(threadProcess[thread])], !mm._withUnsafeGuaranteedRef({ $0.wasOOMKilled }) else {
                 report.droppedEvents += 1
                 return
             }
@@ -636,6 +653,7 @@ public final class MachineExecutor: WorkloadSink {
                 guard child >= 0, child < Self.maxThreads else { throw .EINVAL }
                 let forked = try mm.fork()
                 processes.append(forked)
+                processRefs.append(.passUnretained(forked))
                 processPIDs.append(forked.pid)
                 try bind(child, to: processes.count - 1)
             case .exit:
@@ -719,6 +737,7 @@ public final class MachineExecutor: WorkloadSink {
         }
         for cpu in machine.cpus where cpu.mm === mm { cpu.switchTo(nil) }
         mm.exit()
+        processRefs[process] = nil
         processes[process] = nil
     }
 
