@@ -84,6 +84,10 @@ public final class CPU: @unchecked Sendable {
     @exclusivity(unchecked) public internal(set) var nested: NestedPaging?
     /// The address space loaded (Linux: `cpu_tlbstate.loaded_mm`).
     @exclusivity(unchecked) public private(set) var mm: AddressSpace?
+    /// `mm` unretained (`mm` keeps it alive), for the fault path: an address space is weakly referenced
+    /// by its kernel, so its reference count lives in a side table and each retain and release of it
+    /// takes the runtime's slow path.
+    @exclusivity(unchecked) var loadedMM: Unmanaged<AddressSpace>?
     /// The loaded mm's kernel; unowned because `mm` keeps it alive while loaded.
     unowned(unsafe) var kernel: Kernel?
     @exclusivity(unchecked) var root: PageTable?
@@ -150,6 +154,7 @@ public final class CPU: @unchecked Sendable {
     /// `mm_cpumask()`). Translations of other address spaces stay, tagged by their ASID.
     public func switchTo(_ mm: AddressSpace?) {
         self.mm = mm
+        loadedMM = mm.map { .passUnretained($0) }
         kernel = mm?.kernel
         root = mm?.pageTableRoot
         asid = mm.map { Self.asid(of: $0) } ?? 0
@@ -327,7 +332,11 @@ public final class CPU: @unchecked Sendable {
     /// direct reclaim, swap-in), and records it in `faultLatency` (Linux: `exc_page_fault()` →
     /// `do_user_addr_fault()` → `handle_mm_fault()`).
     func raiseFault(_ va: VirtualAddress, _ kind: MemoryAccess, present: Bool) -> FaultOutcome {
-        guard let mm else { return .segv(.mapErr) }
+        guard let loadedMM else { return .segv(.mapErr) }
+        return loadedMM._withUnsafeGuaranteedRef { mm in raiseFault(va, kind, present: present, in: mm) }
+    }
+
+    private func raiseFault(_ va: VirtualAddress, _ kind: MemoryAccess, present: Bool, in mm: AddressSpace) -> FaultOutcome {
         SimulatedCPU.switchTo(id)
         var fault = FaultContext(cpu: id, address: va, access: kind, present: present)
         let outcome = mm.handleFault(&fault)

@@ -579,6 +579,16 @@ public final class MachineExecutor: WorkloadSink {
         return true
     }
 
+    /// The process of `thread`, unretained, if the thread exists and its process is alive and was not
+    /// chosen by an OOM killer.
+    @inline(__always)
+    private func liveProcess(of thread: Int) -> Unmanaged<AddressSpace>? {
+        guard thread >= 0, thread < threadProcess.count, threadProcess[thread] >= 0,
+              let ref = processRefs[Int(threadProcess[thread])],
+              !ref._withUnsafeGuaranteedRef({ $0.wasOOMKilled }) else { return nil }
+        return ref
+    }
+
     private func bind(_ thread: Int) -> Bool {
         guard thread >= 0, thread < threadProcess.count, threadProcess[thread] >= 0,
               let ref = processRefs[Int(threadProcess[thread])] else { return false }
@@ -612,6 +622,14 @@ public final class MachineExecutor: WorkloadSink {
             return
         }
         flush()
+        if case .getMempolicy(let address) = event, let ref = liveProcess(of: thread) {
+            // A question about a page: no VMA changes, no clock to advance, no memory sample.
+            SimulatedCPU.switchTo(thread % cpuCount)
+            cachedThread = -1
+            report.events += 1
+            ref._withUnsafeGuaranteedRef { lookUpNode(thread: thread, mm: $0, address: address) }
+            return
+        }
         guard thread >= 0, thread < threadProcess.count, threadProcess[thread] >= 0,
               let mm = processes[Int(threadProcess[thread])], !mm.wasOOMKilled else {
             if thread >= 0, thread < threadProcess.count, threadProcess[thread] >= 0 { kill(process: Int(threadProcess[thread])) }
