@@ -9,7 +9,9 @@ import Glibc
 /// (`NativeChannel`, made before the first fork because pipes cannot be passed afterwards).
 /// The host reads `/proc/PID/smaps`, `/proc/vmstat` and `/proc/meminfo`, sets and restores the
 /// sysfs tunables, and owns the swap file and debugfs. Touches that would fault are detected with
-/// `/proc/self/maps` before touching (`NativeMaps`).
+/// `/proc/self/maps` before touching (`NativeMaps`). From `start` to `finish` it holds the host
+/// (`NativeHostLock`) and holds back SIGINT, SIGTERM and SIGHUP, which end the run only after
+/// everything above is put back (`NativeSignals`).
 ///
 /// - Precondition for `start`: the host is single-threaded, so `fork()` is safe; otherwise the
 ///   run is skipped. The `thpsim` command is; a test runner is not, so tests run `thpsim`.
