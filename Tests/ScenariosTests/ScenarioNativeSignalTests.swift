@@ -19,13 +19,6 @@ struct Signals {
         ((try? String(contentsOfFile: knob, encoding: .utf8)) ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
-    /// The tunable's value with no native run in the middle of changing it (taken under the runs' lock).
-    static func settledKnob() throws -> String {
-        let lock = try NativeHostLock.acquire(timeout: 900).get()
-        defer { lock.release() }
-        return readKnob()
-    }
-
     /// A scenario that forks, changes the tunable to `value` (so the change shows both processes exist), and waits for khugepaged.
     static func waitingScenario(setting value: String) throws -> URL {
         let file = FileManager.default.temporaryDirectory.appendingPathComponent("thpsim-signal-\(getpid())-\(value).scen")
@@ -106,7 +99,7 @@ struct Signals {
     /// tunable, then calls `send` with it; returns how it ended. Puts the tunable back itself if the
     /// run did not, so a failing test leaves the machine as it was.
     static func interrupt(_ send: (Child) -> Void) throws -> (before: String, outcome: Outcome) {
-        let before = try settledKnob()
+        let before = try ScenarioNativeTests.settled([knob])[0].trimmingCharacters(in: .whitespacesAndNewlines)
         let changed = before == "600000" ? "600001" : "600000"
         let file = try waitingScenario(setting: changed)
         defer { try? FileManager.default.removeItem(at: file) }
