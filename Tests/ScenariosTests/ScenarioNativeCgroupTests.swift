@@ -42,7 +42,7 @@ struct Cgroups {
         let files = ScenarioNativeTests.files(in: "scenarios/cgroup")
         #expect(files.count >= 3)
         let enabled = "/sys/kernel/mm/transparent_hugepage/enabled"
-        let before = try String(contentsOfFile: enabled, encoding: .utf8)
+        let before = try ScenarioNativeTests.settled([enabled])[0]
         let (status, output) = try ScenarioNativeTests.runThpsim(["scenario", "--compare", "--json"] + files)
         #expect(status == 0, "\(output)")
         let object = try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [String: Any]

@@ -17,7 +17,7 @@ struct Landmarks {
     /// Runs `files` with `--compare --json`; expects both backends to pass every file and every
     /// tunable to be back as it was.
     static func compare(_ files: [String]) throws {
-        let before = try knobs.map { try String(contentsOfFile: $0, encoding: .utf8) }
+        let before = try ScenarioNativeTests.settled(knobs)
         let (status, output) = try ScenarioNativeTests.runThpsim(["scenario", "--compare", "--json"] + files)
         #expect(status == 0, "\(output)")
         let object = try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [String: Any]

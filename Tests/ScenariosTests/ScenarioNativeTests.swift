@@ -36,6 +36,17 @@ struct ScenarioNativeTests {
         return names.filter { $0.hasSuffix(".scen") }.sorted().map { folder.appendingPathComponent($0).path }
     }
 
+    /// The files' contents with no native run in the middle of changing them: read under the runs'
+    /// lock (`NativeHostLock`), so that a native run of another test process (another checkout, or
+    /// another test) is not caught with its tunables set and taken for the machine's settings.
+    static func settled(_ paths: [String]) throws -> [String] {
+        #if canImport(Glibc)
+        let lock = try NativeHostLock.acquire(timeout: 900).get()
+        defer { lock.release() }
+        #endif
+        return try paths.map { try String(contentsOfFile: $0, encoding: .utf8) }
+    }
+
     static func runThpsim(_ arguments: [String]) throws -> (status: Int32, output: String) {
         let process = Process()
         process.executableURL = thpsim
@@ -56,7 +67,7 @@ struct ScenarioNativeTests {
     func smoke() throws {
         let files = Self.smokeFiles()
         #expect(files.count >= 5)
-        let before = try String(contentsOfFile: "/sys/kernel/mm/transparent_hugepage/enabled", encoding: .utf8)
+        let before = try Self.settled(["/sys/kernel/mm/transparent_hugepage/enabled"])[0]
         let (status, output) = try Self.runThpsim(["scenario", "--compare", "--json"] + files)
         #expect(status == 0, "\(output)")
         let object = try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [String: Any]
@@ -80,7 +91,7 @@ struct ScenarioNativeTests {
         let files = Self.conformanceFiles()
         #expect(files.count >= (TestLength.isFull ? Self.thpFiles().count : 0) + 5)
         let knobs = ["enabled", "defrag", "use_zero_page"].map { "/sys/kernel/mm/transparent_hugepage/\($0)" }
-        let before = try knobs.map { try String(contentsOfFile: $0, encoding: .utf8) }
+        let before = try Self.settled(knobs)
         let (status, output) = try Self.runThpsim(["scenario", "--compare", "--design", "linux-6.18", "--json"] + files)
         #expect(status == 0, "\(output)")
         let object = try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [String: Any]

@@ -83,32 +83,16 @@ public struct HistoryReport: Sendable, Codable {
             \(notes)
             """)
         }
-        return """
-        <!DOCTYPE html>
-        <html xmlns="http://www.w3.org/1999/xhtml" lang="en">
-        <head>
-        <meta charset="utf-8"/>
-        <title>thpsim history report</title>
-        <style>
-        body { font-family: system-ui, sans-serif; margin: 2em; color: #222; max-width: 1100px; }
-        h1 { font-size: 1.4em; } h2 { font-size: 1.15em; margin-top: 2em; }
-        table { border-collapse: collapse; font-size: 0.8em; }
-        td, th { border: 1px solid #ccc; padding: 2px 4px; text-align: left; vertical-align: top; }
-        .warning { background: #fde8e8; border: 1px solid #d62728; padding: 0.6em 1em; font-weight: 600; }
-        .agrees { background: #eaf6ea; padding: 0.6em 1em; }
-        svg.chart { display: block; margin: 1em 0; background: #fff; max-width: 100%; height: auto; }
-        .grid { stroke: #e3e3e3; } .tick { font-size: 11px; fill: #444; }
-        .axis-label { font-size: 12px; fill: #333; } .chart-title { font-size: 13px; font-weight: 600; }
-        </style>
-        </head>
-        <body data-charts="\(chartCount)">
-        <h1>thpsim history report</h1>
-        <p>thpsim \(e(thpsimVersion)): \(results.count) landmark results of Linux's THP history, the reported figures beside
-        the model's (docs/history.md). Grey bars: reported; blue: the model.</p>
-        \(sections.joined(separator: "\n"))
-        </body>
-        </html>
-
-        """
+        return HTMLPage.render(title: "thpsim history report", style: """
+            body { max-width: 1100px; }
+            table { font-size: 0.8em; }
+            td, th { padding: 2px 4px; text-align: left; }
+            .agrees { background: #eaf6ea; padding: 0.6em 1em; }
+            """, bodyAttributes: [("data-charts", "\(chartCount)")], body: """
+            <h1>thpsim history report</h1>
+            <p>thpsim \(e(thpsimVersion)): \(results.count) landmark results of Linux's THP history, the reported figures beside
+            the model's (docs/history.md). Grey bars: reported; blue: the model.</p>
+            \(sections.joined(separator: "\n"))
+            """)
     }
 }

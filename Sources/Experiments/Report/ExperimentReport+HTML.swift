@@ -167,32 +167,19 @@ extension ExperimentReport {
         if !traces.isEmpty { inputs.append("traces (replayed as recorded, no seed): " + traces) }
         let shardText = shard.map { " (shard \($0.index)/\($0.count))" } ?? ""
 
-        return """
-        <!DOCTYPE html>
-        <html xmlns="http://www.w3.org/1999/xhtml" lang="en">
-        <head>
-        <meta charset="utf-8"/>
-        <title>thpsim experiment report</title>
-        <style>
-        body { font-family: system-ui, sans-serif; margin: 2em; color: #222; max-width: 1400px; }
-        h1 { font-size: 1.4em; } h2 { font-size: 1.15em; margin-top: 2em; }
-        table { border-collapse: collapse; font-size: 0.72em; }
-        td, th { border: 1px solid #ccc; padding: 2px 3px; text-align: right; vertical-align: top; }
-        th { font-weight: 600; vertical-align: bottom; }
-        table.results td:nth-child(-n+3), table.results th:nth-child(-n+3) { text-align: left; }
-        table.results td, table.results th { white-space: nowrap; }
-        table.results td.what { white-space: normal; overflow-wrap: anywhere; min-width: 7em; max-width: 12em; }
-        table.settings td, table.settings th { text-align: left; }
-        tr.killed td { background: #fde8e8; } tr.differs td { background: #fff6d6; }
-        .warning { background: #fde8e8; border: 1px solid #d62728; padding: 0.6em 1em; font-weight: 600; }
-        .table-wrap { max-width: 100%; overflow-x: auto; }
-        div.pair { display: flex; flex-wrap: wrap; gap: 0 16px; }
-        svg.chart { display: block; margin: 1em 0; background: #fff; max-width: 100%; height: auto; }
-        .grid { stroke: #e3e3e3; } .tick { font-size: 11px; fill: #444; }
-        .axis-label { font-size: 12px; fill: #333; } .chart-title { font-size: 13px; font-weight: 600; }
-        </style>
-        </head>
-        <body data-charts="\(charts.count + 2 * overTime.count + latency.count + scaling.count)">
+        return HTMLPage.render(title: "thpsim experiment report", style: """
+            body { max-width: 1400px; }
+            table { font-size: 0.72em; }
+            td, th { padding: 2px 3px; text-align: right; }
+            th { font-weight: 600; vertical-align: bottom; }
+            table.results td:nth-child(-n+3), table.results th:nth-child(-n+3) { text-align: left; }
+            table.results td, table.results th { white-space: nowrap; }
+            table.results td.what { white-space: normal; overflow-wrap: anywhere; min-width: 7em; max-width: 12em; }
+            table.settings td, table.settings th { text-align: left; }
+            tr.killed td { background: #fde8e8; } tr.differs td { background: #fff6d6; }
+            .table-wrap { max-width: 100%; overflow-x: auto; }
+            div.pair { display: flex; flex-wrap: wrap; gap: 0 16px; }
+            """, bodyAttributes: [("data-charts", "\(charts.count + 2 * overTime.count + latency.count + scaling.count)")], body: """
         <h1>thpsim experiment report</h1>
         <p>thpsim \(e(thpsimVersion)), report schema \(schema): \(results.count) of \(cellCount) cells\(e(shardText)).
         Designs: \(e(Set(results.map(\.cell.design)).sorted().joined(separator: ", "))); policies:
@@ -243,9 +230,6 @@ extension ExperimentReport {
         })();
         //]]>
         </script>
-        </body>
-        </html>
-
-        """
+        """)
     }
 }

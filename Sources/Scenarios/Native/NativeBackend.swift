@@ -9,7 +9,9 @@ import Glibc
 /// (`NativeChannel`, made before the first fork because pipes cannot be passed afterwards).
 /// The host reads `/proc/PID/smaps`, `/proc/vmstat` and `/proc/meminfo`, sets and restores the
 /// sysfs tunables, and owns the swap file and debugfs. Touches that would fault are detected with
-/// `/proc/self/maps` before touching (`NativeMaps`).
+/// `/proc/self/maps` before touching (`NativeMaps`). From `start` to `finish` it holds the host
+/// (`NativeHostLock`) and holds back SIGINT, SIGTERM and SIGHUP, which end the run only after
+/// everything above is put back (`NativeSignals`).
 ///
 /// - Precondition for `start`: the host is single-threaded, so `fork()` is safe; otherwise the
 ///   run is skipped. The `thpsim` command is; a test runner is not, so tests run `thpsim`.
@@ -44,17 +46,13 @@ public final class NativeScenarioBackend: ScenarioBackend {
     private let requestTimeout = 300.0
     /// Held from `start` to `finish`: one native run at a time on this machine (`NativeHostLock`).
     private var hostLock: NativeHostLock?
+    /// SIGINT, SIGTERM and SIGHUP, blocked while the run holds the host (`NativeSignals`); nil otherwise.
+    private var signals: NativeSignals.Blocked?
 
     public init() {}
 
     public func start(_ scenario: Scenario) throws(ScenarioError) -> Process {
         guard geteuid() == 0 else { throw .unsupported("native runs need root (to set THP tunables and read other processes' smaps)") }
-        if scenario.usesCgroups {
-            switch NativeCgroups.open() {
-            case .success(let c): cgroups = c
-            case .failure(let reason): throw reason
-            }
-        }
         guard access(NativeTunables.root, F_OK) == 0 else { throw .unsupported("this kernel has no \(NativeTunables.root)") }
         if hostLock == nil {
             switch NativeHostLock.acquire(timeout: 900) {
@@ -67,7 +65,16 @@ public final class NativeScenarioBackend: ScenarioBackend {
         guard threads == 1 else {
             throw .unsupported("native runs fork the scenario's processes and need a single-threaded host (this one has \(threads) threads); run them with the thpsim command")
         }
+        // From here to `finish` the host may be changed: a stopping signal waits until it is put back.
+        if signals == nil { signals = NativeSignals.block() }
+        if scenario.usesCgroups {
+            switch NativeCgroups.open() {
+            case .success(let c): cgroups = c
+            case .failure(let reason): throw reason
+            }
+        }
         if scenario.uses(.pageout), !NativeSwapFile.swapIsActive { swap = try NativeSwapFile.create() }
+        stopIfSignalled()
         for _ in 0 ... scenario.forkCount {
             guard let channel = NativeChannel.make() else { throw .run("pipe() failed: \(NativeSyscalls.lastErrno)") }
             channels.append(channel)
@@ -77,6 +84,7 @@ public final class NativeScenarioBackend: ScenarioBackend {
         let pid = Glibc.fork()
         if pid == 0 {
             for channel in channels { channel.closeHostEnds() }
+            signals?.unblock()
             signal(SIGCHLD, SIG_IGN)
             NativeWorker.serve(own: 0, channels: channels)
         }
@@ -89,7 +97,10 @@ public final class NativeScenarioBackend: ScenarioBackend {
         return parent
     }
 
-    public func setTunable(_ knob: Knob) throws(ScenarioError) { try tunables.set(knob) }
+    public func setTunable(_ knob: Knob) throws(ScenarioError) {
+        stopIfSignalled()
+        try tunables.set(knob)
+    }
 
     public func mmap(in process: Process, address: UInt64?, length: UInt64, protection: Protection, shared: Bool, stack: Bool)
         throws(ScenarioError) -> Result<UInt64, ScenarioErrno> {
@@ -169,7 +180,7 @@ public final class NativeScenarioBackend: ScenarioBackend {
     }
 
     public func runKhugepaged(fullScans: Int) throws(ScenarioError) {
-        try tunables.waitForKhugepaged(fullScans: fullScans)
+        try tunables.waitForKhugepaged(fullScans: fullScans, polling: stopIfSignalled)
     }
 
     public func split(in process: Process, address: UInt64, length: UInt64) throws(ScenarioError) {
@@ -241,8 +252,32 @@ public final class NativeScenarioBackend: ScenarioBackend {
         return true
     }
 
-    /// Kills every worker, restores the tunables, removes the swap file, unmounts debugfs if mounted here.
+    /// Kills every worker, restores the tunables, removes the swap file, unmounts debugfs if mounted
+    /// here, removes the cgroups, and lets the next run in. A stopping signal that arrived meanwhile
+    /// ends the process here (`NativeSignals`), once all of that is done.
     public func finish() {
+        let teardown = tearDown()
+        if !teardown.notRestored.isEmpty { printToStandardError("thpsim: could not restore \(teardown.notRestored.joined(separator: " "))") }
+        if let swapFile = teardown.swapFile, let problem = teardown.swapProblem { printToStandardError("thpsim: swap file \(swapFile): \(problem)") }
+        if !teardown.cgroupsNotRemoved.isEmpty { printToStandardError("thpsim: could not remove the cgroups \(teardown.cgroupsNotRemoved.joined(separator: ", "))") }
+        if let signals {
+            if let signal = signals.takePending() { NativeSignals.exit(after: signal, teardown) }
+            signals.unblock()
+        }
+        signals = nil
+    }
+
+    /// Ends the run here if a stopping signal is pending: puts the host back, prints one line, exits
+    /// with 128 + the signal. Called where the host waits (`NativeSignals`).
+    private func stopIfSignalled() {
+        guard let signal = signals?.takePending() else { return }
+        NativeSignals.exit(after: signal, tearDown())
+    }
+
+    /// Everything `finish` undoes, in order, with the stopping signals still blocked; what it did.
+    private func tearDown() -> NativeTeardown {
+        var done = NativeTeardown()
+        done.stopped = live.keys.sorted()
         // Children first, while their parents still reap them; orphans are the host's (subreaper).
         for pid in created { kill(pid, SIGKILL) }
         let deadline = NativeChannel.monotonicSeconds() + 5
@@ -261,12 +296,14 @@ public final class NativeScenarioBackend: ScenarioBackend {
         }
         started = false
         channels.removeAll()
-        let failed = tunables.restore()
-        if !failed.isEmpty { printToStandardError("thpsim: could not restore \(failed.joined(separator: " "))") }
-        if let message = swap?.remove() { printToStandardError("thpsim: \(message)") }
+        (done.restored, done.notRestored) = tunables.restore()
+        if let swap {
+            done.swapFile = swap.path
+            done.swapProblem = swap.remove()
+        }
         swap = nil
-        debugfs.unmountIfMounted()
-        if let failed = cgroups?.removeAll(), !failed.isEmpty { printToStandardError("thpsim: could not remove the cgroups \(failed.joined(separator: ", "))") }
+        done.unmountedDebugfs = debugfs.unmountIfMounted()
+        if let result = cgroups?.removeAll() { (done.cgroupsRemoved, done.cgroupsNotRemoved) = (result.removed, result.failed) }
         cgroups = nil
         membership.removeAll()
         exited.removeAll()
@@ -274,6 +311,7 @@ public final class NativeScenarioBackend: ScenarioBackend {
         previousSIGPIPE = nil
         hostLock?.release()
         hostLock = nil
+        return done
     }
 
     // MARK: Talking to workers
@@ -283,22 +321,31 @@ public final class NativeScenarioBackend: ScenarioBackend {
     }
 
     /// Sends one request and waits for its response; a worker that dies or hangs stops the run.
+    /// A stopping signal ends the run before the request, every second while it runs, and when the
+    /// process dies of it (a terminal's Ctrl-C reaches the workers too).
     private func call(_ process: Process, _ request: NativeRequest) throws(ScenarioError) -> NativeResponse {
+        stopIfSignalled()
         let channel = channels[process.channel]
         var words = request.words
         guard withUnsafeBytes(of: &words, { NativeChannel.writeAll(channel.requestWrite, $0) }) else {
+            stopIfSignalled()
             throw .run("native process \(process.pid) is gone (writing its request failed: \(NativeSyscalls.lastErrno))")
         }
         let deadline = NativeChannel.monotonicSeconds() + requestTimeout
-        let alive = { Self.isAlive(process.pid) }
+        let alive = { [self] in
+            stopIfSignalled()
+            return Self.isAlive(process.pid)
+        }
         var header: (UInt64, UInt64, UInt64) = (0, 0, 0)
         guard withUnsafeMutableBytes(of: &header, { NativeChannel.readAll(channel.responseRead, $0, deadline: deadline, alive: alive) }) else {
+            stopIfSignalled()
             throw .run("native process \(process.pid) died or stopped answering (\(Self.state(process.pid)))")
         }
         var response = NativeResponse(status: Int64(bitPattern: header.0), value: header.1)
         if header.2 > 0 {
             response.payload = [UInt8](repeating: 0, count: Int(header.2))
             guard response.payload.withUnsafeMutableBytes({ NativeChannel.readAll(channel.responseRead, $0, deadline: deadline, alive: alive) }) else {
+                stopIfSignalled()
                 throw .run("native process \(process.pid) died while sending data")
             }
         }

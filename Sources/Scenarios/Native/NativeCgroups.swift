@@ -210,9 +210,9 @@ final class NativeCgroups {
     }
 
     /// Removes every cgroup the run made, waiting briefly for killed processes to leave them.
-    /// Returns the ones that could not be removed.
-    func removeAll() -> [String] {
-        var failed: [String] = []
+    /// Returns the directories removed and the ones that could not be (with the error).
+    func removeAll() -> (removed: [String], failed: [String]) {
+        var removed: [String] = [], failed: [String] = []
         for (_, dir) in made.reversed() {
             var tries = 0
             while rmdir(dir) != 0 && errno != ENOENT {
@@ -220,10 +220,11 @@ final class NativeCgroups {
                 if tries > 500 { failed.append("\(dir) (\(NativeSyscalls.lastErrno))"); break }
                 usleep(10_000)
             }
+            if tries <= 500 { removed.append(dir) }
         }
         made.removeAll()
         limits.removeAll()
-        return failed
+        return (removed, failed)
     }
 
     private func status(_ code: Int32) -> Result<Void, ScenarioErrno> {

@@ -24,10 +24,11 @@ final class NativeDebugfs {
         if error != 0 { throw .run("writing \(file) failed: \(ScenarioErrno(code: error))") }
     }
 
-    /// Unmounts debugfs if this run mounted it.
-    func unmountIfMounted() {
-        if mountedHere { umount2(Self.mountPoint, 0) }
-        mountedHere = false
+    /// Unmounts debugfs if this run mounted it; whether it did.
+    @discardableResult
+    func unmountIfMounted() -> Bool {
+        defer { mountedHere = false }
+        return mountedHere && umount2(Self.mountPoint, 0) == 0
     }
 }
 #endif

@@ -29,18 +29,23 @@ final class NativeTunables {
         }
     }
 
-    /// Puts every changed tunable back; returns the ones that could not be restored.
-    func restore() -> [String] {
-        var failures: [String] = []
-        for (name, value) in saved.reversed() where NativeSyscalls.writeFile("\(Self.root)/\(name)", value) != 0 {
-            failures.append("\(name)=\(value)")
+    /// Puts every changed tunable back; returns the ones restored and the ones that could not be, as `name=value`.
+    func restore() -> (restored: [String], failed: [String]) {
+        var restored: [String] = [], failed: [String] = []
+        for (name, value) in saved.reversed() {
+            if NativeSyscalls.writeFile("\(Self.root)/\(name)", value) == 0 {
+                restored.append("\(name)=\(value)")
+            } else {
+                failed.append("\(name)=\(value)")
+            }
         }
         saved.removeAll()
-        return failures
+        return (restored, failed)
     }
 
-    /// Waits, bounded, until khugepaged's `full_scans` has grown by `count`. Linux: `khugepaged_full_scans`.
-    func waitForKhugepaged(fullScans count: Int) throws(ScenarioError) {
+    /// Waits, bounded, until khugepaged's `full_scans` has grown by `count`, calling `poll` every 20 ms.
+    /// Linux: `khugepaged_full_scans`.
+    func waitForKhugepaged(fullScans count: Int, polling poll: () -> Void) throws(ScenarioError) {
         guard let first = Self.read("khugepaged/full_scans").flatMap({ Int($0) }) else {
             throw .unsupported("no khugepaged/full_scans in sysfs")
         }
@@ -53,6 +58,7 @@ final class NativeTunables {
                 throw .unsupported("khugepaged finished \(now - first) of \(count) full scans within \(Int(budget)) s")
             }
             usleep(20_000)
+            poll()
             now = Self.read("khugepaged/full_scans").flatMap { Int($0) } ?? now
         }
     }
