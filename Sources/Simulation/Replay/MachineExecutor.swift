@@ -607,6 +607,7 @@ public final class MachineExecutor: WorkloadSink {
         // Calls whose page-table work the kernel records are charged after the call, with what it did.
         var zap = ZapRecord()
         var walk = TableWalkRecord()
+        var collapses: [CollapseRecord] = []
         let clockBefore = machine.simulatedTime == nil ? 0 : machine.clock(of: thread % cpuCount)
         if let time = machine.simulatedTime { chargeSystemCall(event, thread: thread, pid: mm.pid, time) }
         if case .exit = event { sampleMemory() }   // RSS just before the process's memory goes
@@ -621,7 +622,7 @@ public final class MachineExecutor: WorkloadSink {
             case .mprotect(let address, let length, let protection):
                 try mm.mprotect(VirtualAddress(address), length: length, protection: protection, recording: &walk)
             case .madvise(let address, let length, let advice):
-                try mm.madvise(VirtualAddress(address), length: length, advice: advice, recording: &zap)
+                try mm.madvise(VirtualAddress(address), length: length, advice: advice, recording: &zap, collapses: &collapses)
                 if advice == .dontNeed { clearTouched(address, length) }
             case .mremap(let address, let oldLength, let newLength, let newAddress):
                 _ = try mm.mremap(VirtualAddress(address), oldSize: oldLength, newSize: newLength,
@@ -654,7 +655,7 @@ public final class MachineExecutor: WorkloadSink {
             report.failedCalls[String(describing: error), default: 0] += 1
         }
         if let time = machine.simulatedTime {
-            chargeRecorded(event, zap, walk, thread: thread, pid: mm.pid, clockBefore: clockBefore, time)
+            chargeRecorded(event, zap, walk, collapses, thread: thread, pid: mm.pid, clockBefore: clockBefore, time)
         }
         // A page's node is a question, not a change: the clock moves at the next tick or change.
         if case .getMempolicy = event {} else { advanceClock() }
@@ -670,6 +671,7 @@ public final class MachineExecutor: WorkloadSink {
         let changesVMAs: Bool
         switch event {
         case .munmap, .madvise(_, _, .dontNeed), .mmap, .mprotect, .mremap, .brk, .fork, .exit: return
+        case .madvise(_, _, .collapse): changesVMAs = false   // its collapses: `chargeRecorded`
         case .madvise: changesVMAs = true
         case .spawn: changesVMAs = false
         case .idle, .beginMeasurement: return
@@ -683,9 +685,12 @@ public final class MachineExecutor: WorkloadSink {
     /// (`zap`: munmap, MADV_DONTNEED, a `MAP_FIXED` mmap, brk, mremap, exit) and what its other walks
     /// did (`walk`: mprotect, fork, mremap's move) — from its clock before the call (`clockBefore`);
     /// the TLB flushes the call made are on the CPU's cycles already, and are inside the mmap lock's
-    /// hold (`SimulatedTime.chargeZap`, `chargeRemap`, `chargeProtection`, `chargeFork`).
-    private func chargeRecorded(_ event: WorkloadEvent, _ zap: ZapRecord, _ walk: TableWalkRecord, thread: Int,
-                                pid: Int, clockBefore: Double, _ time: SimulatedTime) {
+    /// hold (`SimulatedTime.chargeZap`, `chargeRemap`, `chargeProtection`, `chargeFork`). MADV_COLLAPSE's
+    /// collapses (`collapses`) are charged on the caller's CPU as khugepaged's are on its own
+    /// (`chargeCollapse`), after the system call.
+    private func chargeRecorded(_ event: WorkloadEvent, _ zap: ZapRecord, _ walk: TableWalkRecord,
+                                _ collapses: [CollapseRecord], thread: Int, pid: Int, clockBefore: Double,
+                                _ time: SimulatedTime) {
         let cpu = thread % cpuCount
         let design = machine.kernel.design
         let flushCycles = max(0, machine.cpus[cpu].counters.cycles + time.extraCycles[cpu] - clockBefore)
@@ -700,6 +705,11 @@ public final class MachineExecutor: WorkloadSink {
             time.chargeRemap(zap, moved: walk, cpu: cpu, pid: pid, design: design, now: clockBefore, flushCycles: flushCycles)
         case .mprotect:
             time.chargeProtection(walk, cpu: cpu, pid: pid, design: design, now: clockBefore, flushCycles: flushCycles)
+        case .madvise(_, _, .collapse):
+            let copy = Double(PageGeometry.pmdOrder.pages) * machine.machineDescription.timing.copyPageCycles
+            for collapse in collapses {
+                time.chargeCollapse(collapse, cpu: cpu, design: design, now: machine.clock(of: cpu), copyCycles: copy)
+            }
         case .fork:
             time.chargeFork(walk, cpu: cpu, pid: pid, design: design, now: clockBefore, flushCycles: flushCycles,
                             copyPageCycles: machine.machineDescription.timing.copyPageCycles)
