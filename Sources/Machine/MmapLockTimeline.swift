@@ -22,7 +22,7 @@
 /// queued work): a hold charged earlier for a later time does not wait for one charged afterwards for
 /// an earlier time. A reader asking at or after every writer's release — the case of nearly every
 /// fault — costs one comparison (`writersEnd`).
-struct MmapLockTimeline {
+final class MmapLockTimeline {
     /// One hold, from the request to the release.
     struct Hold {
         var request: Double
@@ -39,25 +39,35 @@ struct MmapLockTimeline {
     private(set) var writersEnd = ContiguousArray<Double>()
     /// Per mm: its writers' holds that end after the horizon (and, below `keptWriters`, older ones).
     private var writers: [ContiguousArray<Hold>] = []
-    /// Per CPU: its read holds, in time order (a CPU holds one at a time), from `readersHead[cpu]`.
-    private var readers: [ContiguousArray<ReadHold>]
-    private var readersHead: [Int]
+    /// Per CPU, a ring of its last `readRing` read holds, in time order (a CPU holds one at a time):
+    /// CPU `c`'s hold number `i` is at `c * readRing + i % readRing`. A fixed buffer, so that noting a
+    /// hold — twice per page in `memscale` — is three stores and no allocation.
+    private let readHolds: UnsafeMutablePointer<ReadHold>
+    /// Per CPU: how many read holds it has noted.
+    private let readCounts: UnsafeMutablePointer<Int>
+    private let cpuCount: Int
 
-    /// Read holds a CPU keeps before those that end by the horizon are dropped.
-    static let keptReaders = 1_024
-    /// Read holds a CPU keeps at most: past it the oldest half goes whatever the horizon (a writer
-    /// asking at a time that old, behind the CPUs that still have work, would not see them).
-    static let hardReaders = 64 * keptReaders
+    /// Read holds a CPU keeps: a writer asking at a time before a CPU's oldest kept hold asked does
+    /// not see that CPU's older holds (a CPU that many faults ahead of the writer's, when it is
+    /// charged).
+    static let readRing = 1_024
     /// Writers' holds an mm keeps before those that end by the horizon are dropped.
     static let keptWriters = 16
 
     init(cpuCount: Int) {
-        readers = Array(repeating: ContiguousArray(), count: cpuCount)
-        readersHead = Array(repeating: 0, count: cpuCount)
+        self.cpuCount = cpuCount
+        readHolds = .allocate(capacity: cpuCount * Self.readRing)
+        readCounts = .allocate(capacity: cpuCount)
+        readCounts.initialize(repeating: 0, count: cpuCount)
+    }
+
+    deinit {
+        readHolds.deallocate()
+        readCounts.deallocate()
     }
 
     /// Adds an mm with no holds; returns its index.
-    mutating func addMM() -> Int {
+    func addMM() -> Int {
         writersEnd.append(-.infinity)
         writers.append(ContiguousArray())
         return writersEnd.count - 1
@@ -81,49 +91,34 @@ struct MmapLockTimeline {
     /// readers that asked by `t` and had not left.
     func writerStarts(_ mm: Int, at t: Double) -> Double {
         var start = t < writersEnd[mm] ? latestRelease(of: writers[mm], at: t) : t
-        for cpu in readers.indices {
-            let holds = readers[cpu]
-            var lo = readersHead[cpu], hi = holds.count
-            // The first hold that asked after `t`; the one before it is the only one that may hold at `t`.
+        let ring = Self.readRing
+        for cpu in 0..<cpuCount {
+            let n = readCounts[cpu]
+            let base = readHolds + cpu * ring
+            // The first kept hold that asked after `t`; the one before it is the only one that may
+            // hold at `t`.
+            var lo = max(0, n - ring), hi = n
+            let first = lo
             while lo < hi {
                 let mid = (lo + hi) / 2
-                if holds[mid].request <= t { lo = mid + 1 } else { hi = mid }
+                if base[mid % ring].request <= t { lo = mid + 1 } else { hi = mid }
             }
-            guard lo > readersHead[cpu] else { continue }
-            let h = holds[lo - 1]
+            guard lo > first else { continue }
+            let h = base[(lo - 1) % ring]
             if h.mm == mm && h.end > t && h.end > start { start = h.end }
         }
         return start
     }
 
     /// Notes that `cpu` held `mm`'s lock for reading from `request` (when it asked) to `end`.
-    @inline(__always) mutating func noteRead(cpu: Int, mm: Int, request: Double, end: Double, horizon: Double) {
-        readers[cpu].append(ReadHold(request: request, end: end, mm: mm))
-        if readers[cpu].count - readersHead[cpu] > Self.keptReaders { dropReaders(cpu: cpu, horizon: horizon) }
-    }
-
-    /// Drops `cpu`'s read holds that end by the horizon when half of those kept do, or the oldest half
-    /// past `hardReaders`; gives the storage back when the dropped are as many as those kept.
-    private mutating func dropReaders(cpu: Int, horizon: Double) {
-        let head = readersHead[cpu], n = readers[cpu].count
-        var lo = head, hi = n
-        while lo < hi {
-            let mid = (lo + hi) / 2
-            if readers[cpu][mid].end <= horizon { lo = mid + 1 } else { hi = mid }
-        }
-        var newHead = head
-        if lo - head >= Self.keptReaders / 2 { newHead = lo } else if n - head > Self.hardReaders { newHead = head + (n - head) / 2 }
-        guard newHead > head else { return }
-        if newHead >= n - newHead {
-            readers[cpu].removeFirst(newHead)
-            readersHead[cpu] = 0
-        } else {
-            readersHead[cpu] = newHead
-        }
+    @inline(__always) func noteRead(cpu: Int, mm: Int, request: Double, end: Double) {
+        let n = readCounts[cpu]
+        readHolds[cpu &* Self.readRing &+ (n & (Self.readRing &- 1))] = ReadHold(request: request, end: end, mm: mm)
+        readCounts[cpu] = n &+ 1
     }
 
     /// Notes that a writer of `mm` asked at `request` and released at `end`.
-    mutating func noteWrite(mm: Int, request: Double, end: Double, horizon: Double) {
+    func noteWrite(mm: Int, request: Double, end: Double, horizon: Double) {
         writers[mm].append(Hold(request: request, end: end))
         if end > writersEnd[mm] { writersEnd[mm] = end }
         if writers[mm].count > Self.keptWriters { writers[mm].removeAll { $0.end <= horizon } }

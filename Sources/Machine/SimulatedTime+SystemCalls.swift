@@ -48,7 +48,7 @@ extension SimulatedTime {
     func upRead(_ m: Int, cpu: Int, asked: Double, at t: Double) -> Double {
         let release = writeLine(countLines[m], cpu: cpu, at: t)
         waitCycles[LockClass.mmapLock.rawValue] += release
-        mmapLocks.noteRead(cpu: cpu, mm: m, request: asked, end: t + release, horizon: horizon)
+        mmapLocks.noteRead(cpu: cpu, mm: m, request: asked, end: t + release)
         return t + release
     }
 

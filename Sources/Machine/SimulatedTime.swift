@@ -96,7 +96,7 @@ public final class SimulatedTime: @unchecked Sendable {
     /// `zone->lock` and `lru_lock` (one zone, one node).
     @exclusivity(unchecked) var zoneLock = Timeline(), lruLock = Timeline()
     /// The mmap locks' holds: writers' by mm (`mmIndex`), readers' by CPU.
-    @exclusivity(unchecked) var mmapLocks: MmapLockTimeline
+    let mmapLocks: MmapLockTimeline
     /// Per socket: bytes its memory channels carry in each slot of `bandwidthSlotCycles`, by slot.
     @exclusivity(unchecked) private var memorySlots: [BandwidthSlots]
     /// The granularity of the bandwidth timeline.
@@ -348,7 +348,7 @@ public final class SimulatedTime: @unchecked Sendable {
         delay += writeLine(countLines[m], cpu: cpu, at: end + delay)
         waitCycles[LockClass.mmapLock.rawValue] += downReadWait + delay - before
         extraCycles[cpu] += delay
-        mmapLocks.noteRead(cpu: cpu, mm: m, request: start, end: end + delay, horizon: horizon)
+        mmapLocks.noteRead(cpu: cpu, mm: m, request: start, end: end + delay)
     }
 
     /// Charges `cpu`, at its clock `now`, a `get_mempolicy(MPOL_F_NODE | MPOL_F_ADDR)` of the page at
@@ -389,7 +389,7 @@ public final class SimulatedTime: @unchecked Sendable {
         delay += writeLine(countLines[m], cpu: cpu, at: now + delay)
         waitCycles[LockClass.mmapLock.rawValue] += beforeLock - p.systemCallCycles / 2 + delay - before
         extraCycles[cpu] += delay + p.systemCallCycles / 2
-        mmapLocks.noteRead(cpu: cpu, mm: m, request: asked, end: now + delay, horizon: horizon)
+        mmapLocks.noteRead(cpu: cpu, mm: m, request: asked, end: now + delay)
     }
 
     /// Charges `cpu` — khugepaged's (`KernelConfiguration.kernelThreadCPU`) — from its clock `now`, one
@@ -419,7 +419,7 @@ public final class SimulatedTime: @unchecked Sendable {
         let upRead = writeLine(countLines[m], cpu: cpu, at: t)
         wait += upRead
         t += upRead
-        mmapLocks.noteRead(cpu: cpu, mm: m, request: now, end: t, horizon: horizon)
+        mmapLocks.noteRead(cpu: cpu, mm: m, request: now, end: t)
         acquisitions[mmap] &+= 2
         // down_write(): after the readers inside and the writers before it, then the count's line.
         let writeAsked = t

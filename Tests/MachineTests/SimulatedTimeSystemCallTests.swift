@@ -100,10 +100,10 @@ struct SimulatedTimeSystemCallTests {
 
     @Test("a fault that asks while a writer waits for readers queues behind the writer")
     func readerQueuesBehindWaitingWriter() throws {
-        var t = MmapLockTimeline(cpuCount: 3)
+        let t = MmapLockTimeline(cpuCount: 3)
         let mm = t.addMM()
         // CPU 2 reads from 0 to 10,000; a writer asks at 1,000 and holds for 5,000 once the reader left.
-        t.noteRead(cpu: 2, mm: mm, request: 0, end: 10_000, horizon: -.infinity)
+        t.noteRead(cpu: 2, mm: mm, request: 0, end: 10_000)
         let start = t.writerStarts(mm, at: 1_000)
         #expect(start == 10_000)
         t.noteWrite(mm: mm, request: 1_000, end: 15_000, horizon: -.infinity)
@@ -117,6 +117,19 @@ struct SimulatedTimeSystemCallTests {
         #expect(t.writerStarts(other, at: 2_000) == 2_000)
         // A second writer asking during the first one's hold goes after it.
         #expect(t.writerStarts(mm, at: 12_000) == 15_000)
+    }
+
+    @Test("a writer finds the read hold inside at its time among a CPU's last 1,024, after the ring wrapped")
+    func readRingWraps() {
+        let t = MmapLockTimeline(cpuCount: 2)
+        let mm = t.addMM()
+        // CPU 1 holds the lock for reading from 10·i to 10·i + 5, 3,000 times.
+        for i in 0..<3_000 { t.noteRead(cpu: 1, mm: mm, request: Double(10 * i), end: Double(10 * i + 5)) }
+        #expect(t.writerStarts(mm, at: 29_993) == 29_995)   // inside the last
+        #expect(t.writerStarts(mm, at: 29_000) == 29_005)   // inside one 100 back
+        #expect(t.writerStarts(mm, at: 29_007) == 29_007)   // between two
+        #expect(t.writerStarts(mm, at: 25_002) == 25_005)   // 300 back: still in the ring
+        #expect(t.writerStarts(mm, at: 30_001) == 30_001)   // after all of them
     }
 
     // MARK: System calls charged for what they did
