@@ -259,4 +259,34 @@ extension SimulatedTime {
         upWrite(m, asked: entered, at: t)
         extraCycles[cpu] += t - now - flushCycles
     }
+
+    /// Charges `cpu` an `madvise(MADV_PAGEOUT)` that did what `record` records, from its clock `now`
+    /// before the call (`madvise_pageout()`, under the mmap lock held for reading): the system call;
+    /// `down_read()`; each huge PMD split first (2.6.38: the page's split), each huge PMD swapped out
+    /// whole under the PMD lock (6.x, `zapHugePMDHoldCycles`); each PTE table under its lock while the
+    /// pages it swaps out are unmapped (`madvise_cold_or_pageout_pte_range()`, `try_to_unmap()`: 100
+    /// cycles plus `zapEntryCycles` per page); the flushes (`flushCycles`); the writes
+    /// (`swapOutPageCycles` per page, `pageout()`: off the page-table locks); the pages freed
+    /// (`chargeRelease`); `up_read()`. Faults of the mm go on meanwhile.
+    public func chargePageout(_ record: TableWalkRecord, cpu: Int, pid: Int, design: KernelDesign, now: Double,
+                              flushCycles: Double, swapOutPageCycles: Double) {
+        systemCalls &+= 1
+        let p = parameters
+        let m = mm(pid)
+        let entered = now + p.systemCallCycles
+        var t = downRead(m, cpu: cpu, at: entered)
+        for haddr in record.pmdSplits { t = splitPMD(haddr, pid: pid, mm: m, cpu: cpu, design: design, at: t) }
+        for haddr in record.hugePMDs {
+            t = pmdLocked(haddr, pid: pid, mm: m, cpu: cpu, design: design, at: t, hold: p.zapHugePMDHoldCycles)
+        }
+        for table in record.pteTables {
+            t = pteLocked(table.range, pid: pid, cpu: cpu, design: design, at: t,
+                          hold: p.zapTableHoldCycles + Double(table.entries) * p.zapEntryCycles)
+        }
+        t += flushCycles
+        t += Double(record.pagesSwappedOut) * swapOutPageCycles
+        t = chargeRelease(record.freed, cpu: cpu, spin: design.spinLocks, at: t)
+        t = upRead(m, cpu: cpu, asked: entered, at: t)
+        extraCycles[cpu] += t - now - flushCycles
+    }
 }

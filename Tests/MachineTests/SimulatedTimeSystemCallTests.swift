@@ -255,4 +255,32 @@ struct SimulatedTimeSystemCallTests {
         #expect(s.time.acquisitions[LockClass.lruLock.rawValue] + s.time.acquisitions[LockClass.zoneLock.rawValue] > shared + 2_048 / 14)
         #expect(s.m.clock(of: 0) - before > 2_048 * s.time.parameters.freeFolioCycles)
     }
+
+    @Test("MADV_PAGEOUT holds the mmap lock for reading: it records the pages it swapped out and is charged their writes, and a fault of the mm goes on")
+    func pageoutIsChargedAsAReader() throws {
+        let kernel = TestMachine.kernel(memory: 64 << 20, mode: .metadata, swap: SwapConfiguration(slots: 4_096))
+        let mm = try #require(kernel.createAddressSpace())
+        let m = Machine(kernel: kernel, description: .skylakeSP, cpuCount: 2, simulatedTime: true)
+        let time = try #require(m.simulatedTime)
+        for cpu in m.cpus { cpu.switchTo(mm) }
+        let region = try mm.mmap(address: VirtualAddress(0x4000_0000), length: 4 << 20, protection: .readWrite,
+                                 flags: [.private, .fixed])
+        let other = try mm.mmap(address: VirtualAddress(0x8000_0000), length: 1 << 20, protection: .readWrite,
+                                flags: [.private, .fixed])
+        touchPages(m.cpus[0], region, 1_024 * 4096, .write)
+        let before = m.clock(of: 0)
+        var zap = ZapRecord(), collapses: [CollapseRecord] = [], walk = TableWalkRecord()
+        try mm.madvise(region, length: 4 << 20, advice: .pageout, recording: &zap, collapses: &collapses, pageout: &walk)
+        #expect(walk.pagesSwappedOut == 1_024 && walk.entries == 1_024 && walk.freed.folios == 1_024)
+        let swapOut = m.machineDescription.timing.swapOutPageCycles
+        time.chargePageout(walk, cpu: 0, pid: mm.pid, design: .linux2_6_38, now: before,
+                           flushCycles: m.clock(of: 0) - before, swapOutPageCycles: swapOut)
+        let hold = m.clock(of: 0) - before
+        #expect(hold > 1_024 * swapOut)
+        // CPU 1 faults 500 cycles into the call: it waits at most for the count line.
+        time.charge(cpu: 1, cycles: before + 500 - m.clock(of: 1))
+        let waited = time.waitCycles[LockClass.mmapLock.rawValue]
+        _ = m.cpus[1].access(other, .write)
+        #expect(time.waitCycles[LockClass.mmapLock.rawValue] - waited < 1_000)
+    }
 }

@@ -622,7 +622,8 @@ public final class MachineExecutor: WorkloadSink {
             case .mprotect(let address, let length, let protection):
                 try mm.mprotect(VirtualAddress(address), length: length, protection: protection, recording: &walk)
             case .madvise(let address, let length, let advice):
-                try mm.madvise(VirtualAddress(address), length: length, advice: advice, recording: &zap, collapses: &collapses)
+                try mm.madvise(VirtualAddress(address), length: length, advice: advice, recording: &zap, collapses: &collapses,
+                               pageout: &walk)
                 if advice == .dontNeed { clearTouched(address, length) }
             case .mremap(let address, let oldLength, let newLength, let newAddress):
                 _ = try mm.mremap(VirtualAddress(address), oldSize: oldLength, newSize: newLength,
@@ -671,7 +672,7 @@ public final class MachineExecutor: WorkloadSink {
         let changesVMAs: Bool
         switch event {
         case .munmap, .madvise(_, _, .dontNeed), .mmap, .mprotect, .mremap, .brk, .fork, .exit: return
-        case .madvise(_, _, .collapse): changesVMAs = false   // its collapses: `chargeRecorded`
+        case .madvise(_, _, .collapse), .madvise(_, _, .pageout): return   // `chargeRecorded`
         case .madvise: changesVMAs = true
         case .spawn: changesVMAs = false
         case .idle, .beginMeasurement: return
@@ -685,9 +686,9 @@ public final class MachineExecutor: WorkloadSink {
     /// (`zap`: munmap, MADV_DONTNEED, a `MAP_FIXED` mmap, brk, mremap, exit) and what its other walks
     /// did (`walk`: mprotect, fork, mremap's move) — from its clock before the call (`clockBefore`);
     /// the TLB flushes the call made are on the CPU's cycles already, and are inside the mmap lock's
-    /// hold (`SimulatedTime.chargeZap`, `chargeRemap`, `chargeProtection`, `chargeFork`). MADV_COLLAPSE's
-    /// collapses (`collapses`) are charged on the caller's CPU as khugepaged's are on its own
-    /// (`chargeCollapse`), after the system call.
+    /// hold (`SimulatedTime.chargeZap`, `chargeRemap`, `chargeProtection`, `chargeFork`, `chargePageout`).
+    /// MADV_COLLAPSE's collapses (`collapses`) are charged on the caller's CPU as khugepaged's are on
+    /// its own (`chargeCollapse`), after the system call.
     private func chargeRecorded(_ event: WorkloadEvent, _ zap: ZapRecord, _ walk: TableWalkRecord,
                                 _ collapses: [CollapseRecord], thread: Int, pid: Int, clockBefore: Double,
                                 _ time: SimulatedTime) {
@@ -705,7 +706,11 @@ public final class MachineExecutor: WorkloadSink {
             time.chargeRemap(zap, moved: walk, cpu: cpu, pid: pid, design: design, now: clockBefore, flushCycles: flushCycles)
         case .mprotect:
             time.chargeProtection(walk, cpu: cpu, pid: pid, design: design, now: clockBefore, flushCycles: flushCycles)
+        case .madvise(_, _, .pageout):
+            time.chargePageout(walk, cpu: cpu, pid: pid, design: design, now: clockBefore, flushCycles: flushCycles,
+                               swapOutPageCycles: machine.machineDescription.timing.swapOutPageCycles)
         case .madvise(_, _, .collapse):
+            time.chargeSystemCall(cpu: cpu, pid: pid, now: clockBefore, changesVMAs: false)
             let copy = Double(PageGeometry.pmdOrder.pages) * machine.machineDescription.timing.copyPageCycles
             for collapse in collapses {
                 time.chargeCollapse(collapse, cpu: cpu, design: design, now: machine.clock(of: cpu), copyCycles: copy)
