@@ -77,6 +77,25 @@ public struct ContentionParameters: Sendable, Hashable {
     /// and flags set under `lru_lock` (`__split_huge_page_refcount()`) and its PTE under
     /// `page_table_lock` (`__split_huge_page_map()`).
     public var splitEntryCycles: Double = 40
+    /// Under a PTE table's lock in mprotect, per entry whose protection changed:
+    /// `ptep_modify_prot_start()`, `pte_modify()`, `ptep_modify_prot_commit()` — the entry alone, no
+    /// `struct page` (`change_pte_range()`).
+    public var protectEntryCycles: Double = 30
+    /// Under the PMD lock changing a huge PMD's protection: `pmdp_get_and_clear()` (or 6.x's
+    /// `pmdp_invalidate()`), `pmd_modify()`, `set_pmd_at()` (`change_huge_pmd()`).
+    public var protectHugePMDHoldCycles: Double = 100
+    /// Under the parent's PTE table's lock in fork, per entry copied: `get_page()` and
+    /// `page_dup_rmap()` (atomics on the page's count and mapcount, `struct page` lines the copy is the
+    /// first to touch in a while), the child's `set_pte_at()`, the rss counters (`copy_one_pte()`,
+    /// 6.x `copy_present_pte()`); a write-protect adds an atomic (`ptep_set_wrprotect()`).
+    public var forkEntryCycles: Double = 60
+    /// Under the parent's PMD lock (and the child's) copying a huge PMD: `get_page()`,
+    /// `page_dup_rmap()`, `pmdp_set_wrprotect()`, the deposit of a PTE table, `set_pmd_at()`
+    /// (`copy_huge_pmd()`).
+    public var forkHugePMDHoldCycles: Double = 300
+    /// Under the source PTE table's lock (and the destination's) in mremap, per entry moved:
+    /// `ptep_get_and_clear()`, `move_pte()`, `set_pte_at()` (`move_ptes()`).
+    public var moveEntryCycles: Double = 40
     /// Pages reclaim isolates from the LRU lists under one hold of `lru_lock` (`isolate_lru_pages()`
     /// takes up to `SWAP_CLUSTER_MAX`, 32, per call of `shrink_inactive_list()`/`shrink_active_list()`).
     public var isolateBatchPages = 32
@@ -120,7 +139,8 @@ public struct ContentionParameters: Sendable, Hashable {
                   hugePMDHoldCycles, ptePTEHoldCycles, pteTableInstallHoldCycles, zoneHugeHoldCycles,
                   zoneBatchHoldCycles, lruBatchHoldCycles, followPageHoldCycles, nodeLookupCycles,
                   zapEntryCycles, zapTableHoldCycles, zapHugePMDHoldCycles, lruReleaseFolioCycles,
-                  freeFolioCycles, splitEntryCycles] where !(v >= 0) {
+                  freeFolioCycles, splitEntryCycles, protectEntryCycles, protectHugePMDHoldCycles, forkEntryCycles,
+                  forkHugePMDHoldCycles, moveEntryCycles] where !(v >= 0) {
             return "costs must not be negative"
         }
         return nil

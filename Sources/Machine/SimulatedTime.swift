@@ -49,19 +49,19 @@ public final class SimulatedTime: @unchecked Sendable {
     public let parameters: ContentionParameters
     let cpuCount: Int
     /// Cycles each CPU spent on sharing (waits, transfers, system calls, bandwidth), beyond its counters.
-    @exclusivity(unchecked) public private(set) var extraCycles: [Double]
+    @exclusivity(unchecked) public internal(set) var extraCycles: [Double]
     /// Cycles spent spinning or waiting, per lock class (`LockClass.rawValue`), over all CPUs.
-    @exclusivity(unchecked) public private(set) var waitCycles: [Double]
+    @exclusivity(unchecked) public internal(set) var waitCycles: [Double]
     /// Acquisitions that found their lock busy, per lock class.
-    @exclusivity(unchecked) public private(set) var contended: [Int]
+    @exclusivity(unchecked) public internal(set) var contended: [Int]
     /// Acquisitions, per lock class.
-    @exclusivity(unchecked) public private(set) var acquisitions: [Int]
+    @exclusivity(unchecked) public internal(set) var acquisitions: [Int]
     /// Cycles spent on cache-line transfers of shared lines (lock words, the mmap lock's count).
     @exclusivity(unchecked) public private(set) var transferCycles = 0.0
     /// Cycles CPUs waited for memory bandwidth while zeroing or copying.
     @exclusivity(unchecked) public private(set) var bandwidthCycles = 0.0
     /// System calls charged.
-    public private(set) var systemCalls = 0
+    public internal(set) var systemCalls = 0
     /// A time no CPU that still has work is behind: the lowest clock among them, as the executor last
     /// saw it (it only moves forward). Timelines may forget what ended by then.
     @exclusivity(unchecked) public private(set) var horizon = -Double.infinity
@@ -73,7 +73,7 @@ public final class SimulatedTime: @unchecked Sendable {
 
     /// Split PTE and PMD locks, by pid and table (`key(_:_:_:)`): the index of each one's timeline.
     private var lockIndex: [UInt64: Int] = [:]
-    @exclusivity(unchecked) private var lockTimelines = ContiguousArray<Timeline>()
+    @exclusivity(unchecked) var lockTimelines = ContiguousArray<Timeline>()
     /// The split locks' timelines that may hold more than their last reservation, by index: those
     /// used since the last `compactSplitLocks()`. A lock is made for every page table a run
     /// touches and mostly used while its table fills, so the rest are kept down to their last
@@ -89,14 +89,14 @@ public final class SimulatedTime: @unchecked Sendable {
     @exclusivity(unchecked) private var lastLockKeys: ContiguousArray<UInt64>
     @exclusivity(unchecked) private var lastLockIndices: ContiguousArray<Int>
     /// Per address space (by `mmIndex`): its mmap lock's count line and its `page_table_lock`.
-    @exclusivity(unchecked) private var countLines: [Timeline] = []
-    @exclusivity(unchecked) private var pageTableLocks: [Timeline] = []
+    @exclusivity(unchecked) var countLines: [Timeline] = []
+    @exclusivity(unchecked) var pageTableLocks: [Timeline] = []
     private var mmIndex: [Int: Int] = [:]
     @exclusivity(unchecked) private var lastPID = -1, lastMM = 0
     /// `zone->lock` and `lru_lock` (one zone, one node).
-    @exclusivity(unchecked) private var zoneLock = Timeline(), lruLock = Timeline()
-    /// When the mmap lock held for writing is next free, by `mmIndex`.
-    @exclusivity(unchecked) private var writerFreeAt = ContiguousArray<Double>()
+    @exclusivity(unchecked) var zoneLock = Timeline(), lruLock = Timeline()
+    /// The mmap locks' holds: writers' by mm (`mmIndex`), readers' by CPU.
+    let mmapLocks: MmapLockTimeline
     /// Per socket: bytes its memory channels carry in each slot of `bandwidthSlotCycles`, by slot.
     @exclusivity(unchecked) private var memorySlots: [BandwidthSlots]
     /// The granularity of the bandwidth timeline.
@@ -127,6 +127,7 @@ public final class SimulatedTime: @unchecked Sendable {
         lastLockIndices = ContiguousArray(repeating: 0, count: 2 * cpuCount)
         pcpPages = Array(repeating: 0, count: cpuCount)
         pagevecFolios = Array(repeating: 0, count: cpuCount)
+        mmapLocks = MmapLockTimeline(cpuCount: cpuCount)
         let zero = description.timing.zeroPageCycles
         zeroRate = zero > 0 ? Double(PageGeometry.pageSize) / zero : .infinity
     }
@@ -145,7 +146,7 @@ public final class SimulatedTime: @unchecked Sendable {
 
     /// The timeline of the split lock `key` (`kind` 0 for a PTE table's, 1 for a PMD table's), and
     /// whether it was made now (nobody took the lock before).
-    @inline(__always) private func splitLock(_ key: UInt64, kind: Int, cpu: Int) -> (index: Int, new: Bool) {
+    @inline(__always) func splitLock(_ key: UInt64, kind: Int, cpu: Int) -> (index: Int, new: Bool) {
         let memo = 2 &* cpu &+ kind
         if lastLockKeys[memo] == key { return (lastLockIndices[memo], false) }
         let index: Int, new: Bool
@@ -193,7 +194,7 @@ public final class SimulatedTime: @unchecked Sendable {
     var splitLockCounts: (all: Int, active: Int) { (lockTimelines.count, activeSplitLocks.count) }
 
     /// The index of `pid`'s timelines, made on first use.
-    @inline(__always) private func mm(_ pid: Int) -> Int {
+    @inline(__always) func mm(_ pid: Int) -> Int {
         if pid == lastPID { return lastMM }
         let i: Int
         if let known = mmIndex[pid] {
@@ -202,7 +203,7 @@ public final class SimulatedTime: @unchecked Sendable {
             i = countLines.count
             mmIndex[pid] = i
             countLines.append(Timeline())
-            writerFreeAt.append(0)
+            _ = mmapLocks.addMM()
             pageTableLocks.append(Timeline())
         }
         lastPID = pid
@@ -210,13 +211,13 @@ public final class SimulatedTime: @unchecked Sendable {
         return i
     }
 
-    private static func key(_ kind: UInt64, _ pid: Int, _ index: UInt64) -> UInt64 {
+    static func key(_ kind: UInt64, _ pid: Int, _ index: UInt64) -> UInt64 {
         (kind << 60) | (UInt64(truncatingIfNeeded: pid) & 0xF_FFFF) << 40 | (index & 0xFF_FFFF_FFFF)
     }
 
     /// An atomic read-modify-write of a shared line at time `t` by `cpu`: the line serves one writer
     /// at a time, and a writer other than the one before it pays a transfer. Returns the delay.
-    private func writeLine(_ line: Timeline, cpu: Int, at t: Double) -> Double {
+    func writeLine(_ line: Timeline, cpu: Int, at t: Double) -> Double {
         let p = parameters
         let (start, previous) = line.reserve(at: t, horizon: horizon, cpu: cpu, shortest: p.atomicCycles,
                                              shortestAfterOther: p.atomicCycles + leastTransferCycles) { holder, _ in
@@ -240,7 +241,7 @@ public final class SimulatedTime: @unchecked Sendable {
     /// when it asked (the queue a busy lock keeps); each waiter's read is served by the last-level
     /// cache, where the line sits once the first reader has fetched it (`sharedCacheReadCycles`; a
     /// waiter on another socket would cost more: docs/concurrency.md says how much that changes).
-    private func acquire(_ lock: Timeline, _ lockClass: LockClass, _ kind: KernelDesign.SpinLockKind,
+    func acquire(_ lock: Timeline, _ lockClass: LockClass, _ kind: KernelDesign.SpinLockKind,
                          cpu: Int, at t: Double, hold: Double) -> Double {
         let c = lockClass.rawValue
         acquisitions[c] &+= 1
@@ -266,7 +267,7 @@ public final class SimulatedTime: @unchecked Sendable {
     /// Zeroing or copying `bytes` at time `t` on `cpu`'s socket at the core's speed, unless the
     /// socket's channels are full with other CPUs' streams in the same slots of time. Returns the
     /// stall beyond the core's own time.
-    private func stream(_ bytes: UInt64, cpu: Int, at t: Double) -> Double {
+    func stream(_ bytes: UInt64, cpu: Int, at t: Double) -> Double {
         guard bytes > 0 else { return 0 }
         let s = socket(cpu)
         let slot = Self.bandwidthSlotCycles
@@ -298,8 +299,8 @@ public final class SimulatedTime: @unchecked Sendable {
         let p = parameters
         var delay = 0.0
         let m = mm(pid)
-        // down_read(): the rwsem's count, after any writer.
-        delay += max(0, writerFreeAt[m] - start)
+        // down_read(): the rwsem's count, after the writers that hold or wait for the lock.
+        delay += mmapLocks.readerEnters(m, at: start) - start
         delay += writeLine(countLines[m], cpu: cpu, at: start + delay)
         acquisitions[LockClass.mmapLock.rawValue] &+= 1
         let downReadWait = delay
@@ -347,6 +348,7 @@ public final class SimulatedTime: @unchecked Sendable {
         delay += writeLine(countLines[m], cpu: cpu, at: end + delay)
         waitCycles[LockClass.mmapLock.rawValue] += downReadWait + delay - before
         extraCycles[cpu] += delay
+        mmapLocks.noteRead(cpu: cpu, mm: m, request: start, end: end + delay)
     }
 
     /// Charges `cpu`, at its clock `now`, a `get_mempolicy(MPOL_F_NODE | MPOL_F_ADDR)` of the page at
@@ -363,8 +365,9 @@ public final class SimulatedTime: @unchecked Sendable {
         let spin = design.spinLocks
         let half = p.nodeLookupCycles / 2
         var delay = p.systemCallCycles / 2
-        // down_read(): the rwsem's count, after any writer.
-        delay += max(0, writerFreeAt[m] - (now + delay))
+        let asked = now + delay
+        // down_read(): the rwsem's count, after the writers that hold or wait for the lock.
+        delay += mmapLocks.readerEnters(m, at: asked) - asked
         delay += writeLine(countLines[m], cpu: cpu, at: now + delay)
         acquisitions[LockClass.mmapLock.rawValue] &+= 1
         let beforeLock = delay
@@ -386,99 +389,7 @@ public final class SimulatedTime: @unchecked Sendable {
         delay += writeLine(countLines[m], cpu: cpu, at: now + delay)
         waitCycles[LockClass.mmapLock.rawValue] += beforeLock - p.systemCallCycles / 2 + delay - before
         extraCycles[cpu] += delay + p.systemCallCycles / 2
-    }
-
-    /// Charges `cpu`, at its clock `now`, a system call; one that changes VMAs holds `pid`'s mmap lock
-    /// for writing (`mmap_write_lock()`), after the readers and writers before it.
-    public func chargeSystemCall(cpu: Int, pid: Int, now: Double, changesVMAs: Bool) {
-        systemCalls &+= 1
-        var delay = parameters.systemCallCycles
-        if changesVMAs {
-            // The writer takes the count's line like a reader, then excludes readers while it works.
-            let t = now + delay
-            let m = mm(pid)
-            let lineDelay = writeLine(countLines[m], cpu: cpu, at: max(t, writerFreeAt[m]))
-            let wait = max(0, writerFreeAt[m] - t) + lineDelay
-            acquisitions[LockClass.mmapLock.rawValue] &+= 1
-            if wait > 0 { contended[LockClass.mmapLock.rawValue] &+= 1 }
-            waitCycles[LockClass.mmapLock.rawValue] += wait
-            writerFreeAt[m] = t + wait + parameters.mmapWriteHoldCycles
-            delay += wait + parameters.mmapWriteHoldCycles
-        }
-        extraCycles[cpu] += delay
-    }
-
-    /// Charges `cpu` a `munmap()` (`writer`: the mmap lock held for writing) or an
-    /// `madvise(MADV_DONTNEED)` (the mmap lock held for reading) that did what `zap` records, from its
-    /// clock `now` before the call, in the order Linux takes the locks (`do_munmap()` →
-    /// `unmap_region()`; `madvise_dontneed_single_vma()` → `zap_page_range()`): the system call; the
-    /// mmap lock (a writer after the readers' count line and the writers before it, with the VMA work;
-    /// a reader after any writer); the split of each huge PMD the range covers in part (the PMD lock;
-    /// in 2.6.38 the page's split: `page_table_lock`, `lru_lock`, `page_table_lock`); each PTE table's split lock for as long as its entries take to
-    /// clear (`zap_pte_range()`); the PMD lock per huge PMD cleared (`zap_huge_pmd()`); the TLB flush
-    /// the call did (`flushCycles`, already on the CPU's cycles); then the gathered pages released
-    /// (`tlb_finish_mmu()` → `free_pages_and_swap_cache()` → `release_pages()`): `lru_lock` once per
-    /// batch of `releaseBatchFolios` for those on an LRU list, each folio put on the CPU's per-CPU list,
-    /// `zone->lock` for each `zoneBatchPages` given back once the list is past `pcpHighPages`
-    /// (`free_pcppages_bulk()`) and for each larger folio (`__free_pages_ok()`); and for a reader,
-    /// `up_read()`. A writer's hold covers all of it: faults of the mm on other CPUs wait for its end.
-    public func chargeZap(_ zap: ZapRecord, cpu: Int, pid: Int, design: KernelDesign, now: Double, writer: Bool,
-                          flushCycles: Double) {
-        systemCalls &+= 1
-        let p = parameters
-        let m = mm(pid)
-        let spin = design.spinLocks
-        let mmap = LockClass.mmapLock.rawValue
-        let entered = now + p.systemCallCycles
-        var t = entered
-        acquisitions[mmap] &+= 1
-        // down_write() / down_read(): after any writer, then the count's line.
-        var wait = max(0, writerFreeAt[m] - t)
-        wait += writeLine(countLines[m], cpu: cpu, at: t + wait)
-        if wait > 0 { contended[mmap] &+= 1 }
-        waitCycles[mmap] += wait
-        t += wait
-        if writer { t += p.mmapWriteHoldCycles }
-        /// The PMD lock of `haddr` for `hold` cycles from `t`; returns when it is released.
-        func pmdLocked(_ haddr: UInt64, at t: Double, hold: Double) -> Double {
-            if design.pmdLock == .splitPMDLock {
-                let lock = splitLock(Self.key(3, pid, haddr >> 30), kind: 1, cpu: cpu).index
-                return t + acquire(lockTimelines[lock], .pmdPTL, spin, cpu: cpu, at: t, hold: hold) + hold
-            }
-            return t + acquire(pageTableLocks[m], .pageTableLock, spin, cpu: cpu, at: t, hold: hold) + hold
-        }
-        // Huge PMDs covered in part are split first (`split_huge_pmd()`: under the PMD lock, 512 PTEs
-        // written). 2.6.38 splits the page (`split_huge_page()`): the PMD marked splitting under
-        // `page_table_lock`, the tails' counts set under `lru_lock`, the PTEs written under
-        // `page_table_lock` again.
-        let entries = Double(PageGeometry.entriesPerTable) * p.splitEntryCycles
-        for haddr in zap.pmdSplits {
-            if design.splitPMDSplitsPage {
-                t = pmdLocked(haddr, at: t, hold: p.zapHugePMDHoldCycles)
-                t += acquire(lruLock, .lruLock, spin, cpu: cpu, at: t, hold: entries) + entries
-            }
-            t = pmdLocked(haddr, at: t, hold: p.zapTableHoldCycles + entries)
-        }
-        // unmap_vmas(): each PTE table under its lock, then each huge PMD cleared whole under the PMD lock.
-        for table in zap.pteTables {
-            let hold = p.zapTableHoldCycles + Double(table.entries) * p.zapEntryCycles
-            let lock = splitLock(Self.key(4, pid, table.range), kind: 0, cpu: cpu).index
-            t += acquire(lockTimelines[lock], .ptl, spin, cpu: cpu, at: t, hold: hold) + hold
-        }
-        for haddr in zap.hugePMDs { t = pmdLocked(haddr, at: t, hold: p.zapHugePMDHoldCycles) }
-        t += flushCycles
-        // tlb_finish_mmu(): the gathered pages, batch by batch.
-        t = chargeRelease(zap.freed, cpu: cpu, spin: spin, at: t)
-        if writer {
-            // up_write(): readers and writers after it start from here.
-            writerFreeAt[m] = t
-        } else {
-            // up_read(): the count again.
-            let release = writeLine(countLines[m], cpu: cpu, at: t)
-            waitCycles[mmap] += release
-            t += release
-        }
-        extraCycles[cpu] += t - now - flushCycles
+        mmapLocks.noteRead(cpu: cpu, mm: m, request: asked, end: now + delay)
     }
 
     /// Charges `cpu` — khugepaged's (`KernelConfiguration.kernelThreadCPU`) — from its clock `now`, one
@@ -502,15 +413,17 @@ public final class SimulatedTime: @unchecked Sendable {
         var wait = 0.0
         // The scan under the mmap lock for reading (`khugepaged_scan_pmd()`; its work is not charged
         // here), then up_read().
-        wait += max(0, writerFreeAt[m] - t)
+        wait += mmapLocks.readerEnters(m, at: t) - t
         wait += writeLine(countLines[m], cpu: cpu, at: t + wait)
         t += wait
         let upRead = writeLine(countLines[m], cpu: cpu, at: t)
         wait += upRead
         t += upRead
+        mmapLocks.noteRead(cpu: cpu, mm: m, request: now, end: t)
         acquisitions[mmap] &+= 2
-        // down_write(): after the writers before it, then the count's line.
-        var writeWait = max(0, writerFreeAt[m] - t)
+        // down_write(): after the readers inside and the writers before it, then the count's line.
+        let writeAsked = t
+        var writeWait = mmapLocks.writerStarts(m, at: t) - t
         writeWait += writeLine(countLines[m], cpu: cpu, at: t + writeWait)
         if wait + writeWait > 0 { contended[mmap] &+= 1 }
         waitCycles[mmap] += wait + writeWait
@@ -537,7 +450,7 @@ public final class SimulatedTime: @unchecked Sendable {
         t = chargeRelease(collapse.freed, cpu: cpu, spin: spin, at: t)
         // set_pmd_at() under the PMD lock, then up_write().
         t = pmdLocked(at: t, hold: p.hugePMDHoldCycles)
-        writerFreeAt[m] = t
+        mmapLocks.noteWrite(mm: m, request: writeAsked, end: t, horizon: horizon)
         extraCycles[cpu] += t - now
     }
 
@@ -567,7 +480,7 @@ public final class SimulatedTime: @unchecked Sendable {
     /// `zone->lock` (`__free_pages_ok()`), a small one onto the CPU's per-CPU list, which gives
     /// `zoneBatchPages` back under `zone->lock` once past `pcpHighPages` (`free_pcppages_bulk()`).
     /// Larger folios are taken to come first. Returns when it is done.
-    private func chargeRelease(_ freed: FolioRelease, cpu: Int, spin: KernelDesign.SpinLockKind, at start: Double) -> Double {
+    func chargeRelease(_ freed: FolioRelease, cpu: Int, spin: KernelDesign.SpinLockKind, at start: Double) -> Double {
         let p = parameters
         var t = start
         var folios = freed.folios, onLRU = freed.onLRU, large = freed.largeFolios

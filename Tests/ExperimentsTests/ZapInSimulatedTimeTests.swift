@@ -58,9 +58,9 @@ struct ZapInSimulatedTimeTests {
 @Suite("khugepaged's collapses in simulated time, through the executor")
 struct CollapseInSimulatedTimeTests {
     /// Thread 0 writes 512 pages of a 2 MiB range and advises it (`advice`), which wakes khugepaged
-    /// on CPU 0; thread 1, on CPU 1, having written half as many, then writes 64 more of its own
-    /// buffer in the same mm. Thread 1's wait for the mmap lock in cycles after the advice, and how
-    /// many ranges khugepaged collapsed by then.
+    /// on CPU 0; thread 1, on CPU 1, having written as many, then writes 64 more of its own buffer in
+    /// the same mm: in simulated time, while the collapse holds the mmap lock. Thread 1's wait for the
+    /// mmap lock in cycles after the advice, and how many ranges khugepaged collapsed by then.
     static func run(_ advice: MadviseAdvice) throws -> (mmapWait: Double, collapsed: Int) {
         var setup = SystemBuilder()
         setup.cpus = 2
@@ -72,18 +72,18 @@ struct CollapseInSimulatedTimeTests {
         let a: UInt64 = 1 << 40, b: UInt64 = 1 << 41
         executor.event(thread: 0, .mmap(address: a, length: 2 << 20, protection: .readWrite, shared: false))
         executor.event(thread: 1, .mmap(address: b, length: 4 << 20, protection: .readWrite, shared: false))
-        // Thread 1 does half the work: CPU 0's clock leads when thread 0 advises, so the kernel's
-        // clock moves with it and khugepaged runs then (`advanceClock()`).
+        // Both threads do the same work, so their clocks are close when thread 0 advises; the kernel's
+        // clock moves with the busier one's and khugepaged runs then (`advanceClock()`).
         for page in 0..<512 as Range<UInt64> {
             executor.access(thread: 0, address: a + page << 12, kind: .store, count: 1)
-            if page % 2 == 0 { executor.access(thread: 1, address: b + page / 2 << 12, kind: .store, count: 1) }
+            executor.access(thread: 1, address: b + page << 12, kind: .store, count: 1)
         }
         executor.event(thread: 1, .idle(milliseconds: 0))
         let time = executor.machine.simulatedTime!
         let before = time.waitCycles[LockClass.mmapLock.rawValue]
         executor.event(thread: 0, .madvise(address: a, length: 2 << 20, advice: advice))
         let collapsed = executor.machine.kernel.khugepaged.pagesCollapsed
-        for page in 256..<320 as Range<UInt64> {
+        for page in 512..<576 as Range<UInt64> {
             executor.access(thread: 1, address: b + page << 12, kind: .store, count: 1)
         }
         let report = executor.finish()
@@ -96,8 +96,9 @@ struct CollapseInSimulatedTimeTests {
         let advised = try Self.run(.hugepage)
         let not = try Self.run(.noHugepage)
         #expect(advised.collapsed == 1 && not.collapsed == 0)
-        // Thread 1's first fault waits for the advice's hold of the mmap lock either way (its clock
-        // lags CPU 0's); after MADV_HUGEPAGE, also for the collapse, whose copy alone is 512 × 500 cycles.
+        // Thread 1's faults come, in simulated time, while the collapse holds the mmap lock for
+        // writing: they wait for it, whose copy alone is 512 × 500 cycles. (Were thread 1's clock far
+        // behind, its faults would come before the collapse asked for the lock, and not wait.)
         #expect(advised.mmapWait - not.mmapWait > 512 * 500)
     }
 }

@@ -6,13 +6,20 @@ extension AddressSpace {
     /// The heap is private anonymous read-write memory named `[heap]`.
     @discardableResult
     public func setBreak(_ requested: VirtualAddress) -> VirtualAddress {
+        var record = ZapRecord()
+        return setBreak(requested, recording: &record)
+    }
+
+    /// `setBreak`, adding what a shrinking break's unmapping did to `record` (for simulated time).
+    @discardableResult
+    public func setBreak(_ requested: VirtualAddress, recording record: inout ZapRecord) -> VirtualAddress {
         mmapLock.withWriteLock { () -> VirtualAddress in
             guard !hasExited, requested >= startBrk else { return brk }
             let newEnd = requested.alignedUp(PageGeometry.pageSize)
             let oldEnd = brk.alignedUp(PageGeometry.pageSize)
             if newEnd == oldEnd { brk = requested; return brk }
             if newEnd < oldEnd {
-                unmapLocked(newEnd, oldEnd)
+                unmapLocked(newEnd, oldEnd, recording: &record)
                 brk = requested
                 return brk
             }

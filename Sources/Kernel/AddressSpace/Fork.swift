@@ -10,6 +10,14 @@ extension AddressSpace {
     /// Shared mappings keep their entries as they are. VMAs marked `dontfork` are left out.
     /// Throws ENOMEM when the child's page tables cannot be allocated; nothing is left behind then.
     public func fork() throws(Errno) -> AddressSpace {
+        var record = TableWalkRecord()
+        return try fork(recording: &record)
+    }
+
+    /// `fork`, adding to `record` what copying the page tables did: each of the parent's PTE tables
+    /// locked and the entries copied from it, the entries write-protected, each huge PMD copied whole,
+    /// each split, the pages copied because they may be pinned (for simulated time's charge).
+    public func fork(recording record: inout TableWalkRecord) throws(Errno) -> AddressSpace {
         try mmapLock.withWriteLock { () throws(Errno) -> AddressSpace in
             guard !hasExited, let child = AddressSpace(kernel: kernel, pid: kernel.allocatePID(), startBrk: startBrk, family: anonFamily) else {
                 throw .ENOMEM
@@ -29,8 +37,8 @@ extension AddressSpace {
                 if copy.anonVMA != 0 { copy.anonVMA = kernel.allocateAnonVMAIdentity() }
                 child.insertVMA(copy)
                 // Write-protecting the parent's private entries weakens them: secondary MMUs drop theirs.
-                let copied = vma.isShared ? copyPageRange(vma, into: child)
-                    : invalidatingSecondaryMMUs(vma.start, vma.end) { copyPageRange(vma, into: child) }
+                let copied = vma.isShared ? copyPageRange(vma, into: child, &record)
+                    : invalidatingSecondaryMMUs(vma.start, vma.end) { copyPageRange(vma, into: child, &record) }
                 if !copied {
                     child.exit()
                     throw .ENOMEM
@@ -43,14 +51,21 @@ extension AddressSpace {
 
     /// Copies the entries of one VMA into the child, huge PMDs whole (Linux: `copy_pmd_range()` →
     /// `copy_huge_pmd()`, `copy_pte_range()`, `copy_present_pte()`).
-    private func copyPageRange(_ vma: VMA, into child: AddressSpace) -> Bool {
+    private func copyPageRange(_ vma: VMA, into child: AddressSpace, _ record: inout TableWalkRecord) -> Bool {
         let frames = kernel.memory.frames
         return forEachPTETable(vma.start, vma.end, huge: { pmd, index, haddr, whole in
-            guard whole else { return .split }
+            guard whole else {
+                record.pmdSplits.append(haddr.rawValue)
+                return .split
+            }
             switch copyHugePMD(pmd, index, haddr, into: child) {
-            case .handled: return .handled
+            case .handled:
+                record.hugePMDs.append(haddr.rawValue)
+                return .handled
             case .notHuge: return .retry
-            case .splitFirst: return .split
+            case .splitFirst:
+                record.pmdSplits.append(haddr.rawValue)
+                return .split
             case .outOfMemory: return .stop
             }
         }) { table, from, to in
@@ -58,7 +73,11 @@ extension AddressSpace {
                   let childTable = child.pteTable(under: childPMD, childIndex) else { return false }
             let lock = kernel.splitLock(table)
             lock.spinLock()
-            defer { lock.spinUnlock() }
+            var copiedEntries = 0
+            defer {
+                lock.spinUnlock()
+                record.pteTables.append(ZapRecord.Table(range: from.rawValue >> 21, entries: copiedEntries))
+            }
             var va = from
             while va < to {
                 let index = va.tableIndex(.pte)
@@ -71,6 +90,8 @@ extension AddressSpace {
                         child.mapPage(copy.pfn)
                         child.addNewAnonFolioToLRU(copy.pfn, vma, at: va)
                         childTable.set(index, copy)
+                        record.pagesCopied += 1
+                        copiedEntries += 1
                         va = va + PageGeometry.pageSize
                         continue
                     }
@@ -82,13 +103,16 @@ extension AddressSpace {
                             if entry.isWritable {
                                 entry = entry.writeProtected()
                                 table.set(index, entry)
+                                record.entriesWriteProtected += 1
                             }
                         }
                     }
                     childTable.set(index, entry)
+                    copiedEntries += 1
                 } else if entry.isSwapEntry {
                     kernel.swapDevice.duplicate(entry.swapSlot)
                     childTable.set(index, entry)
+                    copiedEntries += 1
                 }
                 va = va + PageGeometry.pageSize
             }

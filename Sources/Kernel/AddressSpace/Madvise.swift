@@ -31,6 +31,21 @@ extension AddressSpace {
     /// `madvise`, adding what MADV_DONTNEED's zaps did to `record` (for simulated time's charge).
     public func madvise(_ start: VirtualAddress, length: UInt64, advice: Advice,
                         recording record: inout ZapRecord) throws(Errno) {
+        var collapses: [CollapseRecord] = []
+        try madvise(start, length: length, advice: advice, recording: &record, collapses: &collapses)
+    }
+
+    /// `madvise`, adding what MADV_DONTNEED's zaps did to `record` and each collapse MADV_COLLAPSE made
+    /// to `collapses` (for simulated time's charge).
+    public func madvise(_ start: VirtualAddress, length: UInt64, advice: Advice, recording record: inout ZapRecord,
+                        collapses: inout [CollapseRecord]) throws(Errno) {
+        var pageout = TableWalkRecord()
+        try madvise(start, length: length, advice: advice, recording: &record, collapses: &collapses, pageout: &pageout)
+    }
+
+    /// `madvise`, adding also what MADV_PAGEOUT did to `pageout`.
+    public func madvise(_ start: VirtualAddress, length: UInt64, advice: Advice, recording record: inout ZapRecord,
+                        collapses: inout [CollapseRecord], pageout: inout TableWalkRecord) throws(Errno) {
         guard start.isAligned(PageGeometry.pageSize) else { throw .EINVAL }
         let rounded = VirtualAddress(length).alignedUp(PageGeometry.pageSize).rawValue
         guard rounded >= length, start.rawValue <= UInt64.max - rounded else { throw .EINVAL }
@@ -40,7 +55,7 @@ extension AddressSpace {
             // MADV_COLLAPSE and MADV_PAGEOUT take the mmap lock themselves (for reading; a collapse
             // then for writing per range).
             let hole = mmapLock.withReadLock { rangeHasHole(start, end) }
-            if advice == .collapse { try madviseCollapse(start, end) } else { madvisePageout(start, end) }
+            if advice == .collapse { try madviseCollapse(start, end, recording: &collapses) } else { madvisePageout(start, end, recording: &pageout) }
             if hole { throw .ENOMEM }
             return
         }

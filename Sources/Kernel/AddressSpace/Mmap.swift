@@ -27,6 +27,14 @@ extension AddressSpace {
     /// `fixedNoReplace` range.
     public func mmap(address hint: VirtualAddress? = nil, length: UInt64, protection: Protection,
                      flags: MapFlags) throws(Errno) -> VirtualAddress {
+        var record = ZapRecord()
+        return try mmap(address: hint, length: length, protection: protection, flags: flags, recording: &record)
+    }
+
+    /// `mmap`, adding what a `fixed` mapping's unmapping of what was there did to `record` (for
+    /// simulated time's charge of the call).
+    public func mmap(address hint: VirtualAddress? = nil, length: UInt64, protection: Protection,
+                     flags: MapFlags, recording record: inout ZapRecord) throws(Errno) -> VirtualAddress {
         guard length > 0 else { throw .EINVAL }
         guard flags.contains(.shared) != flags.contains(.private) else { throw .EINVAL }
         let rounded = VirtualAddress(length).alignedUp(PageGeometry.pageSize).rawValue
@@ -65,7 +73,7 @@ extension AddressSpace {
                 guard overcommitAllows(pages: rounded >> PageGeometry.pageShift) else { throw .ENOMEM }
                 vmFlags.insert(.account)
             }
-            if isFixed { unmapLocked(start, start + rounded) }
+            if isFixed { unmapLocked(start, start + rounded, recording: &record) }
             var vma = VMA(start: start, end: start + rounded, flags: vmFlags,
                           pgoff: start.pageNumber, anonVMA: 0, sharedObject: nil, name: nil)
             if flags.contains(.shared) {

@@ -8,6 +8,15 @@ extension AddressSpace {
     /// Errors: EINVAL for a misaligned start; ENOMEM when the range is not fully mapped (VMAs before the
     /// first hole keep their new protection, as in Linux).
     public func mprotect(_ start: VirtualAddress, length: UInt64, protection: Protection) throws(Errno) {
+        var record = TableWalkRecord()
+        try mprotect(start, length: length, protection: protection, recording: &record)
+    }
+
+    /// `mprotect`, adding to `record` what its walks did: each PTE table locked and the entries whose
+    /// protection changed there, each huge PMD changed whole, each huge PMD split (at a VMA boundary
+    /// inside it, or covered in part), for simulated time's charge of the call.
+    public func mprotect(_ start: VirtualAddress, length: UInt64, protection: Protection,
+                         recording record: inout TableWalkRecord) throws(Errno) {
         guard start.isAligned(PageGeometry.pageSize) else { throw .EINVAL }
         let rounded = VirtualAddress(length).alignedUp(PageGeometry.pageSize).rawValue
         guard rounded >= length, start.rawValue <= UInt64.max - rounded else { throw .ENOMEM }
@@ -15,6 +24,7 @@ extension AddressSpace {
         let end = start + rounded
         try mmapLock.withWriteLock { () throws(Errno) in
             guard vmas.index(containing: start) != nil else { throw .ENOMEM }
+            record.pmdSplits += hugePMDsSplitAtBoundaries(start, end)
             splitAtBoundaries(start, end)
             var cursor = start
             var i = vmas.index(containing: start)!
@@ -27,7 +37,7 @@ extension AddressSpace {
                 if !vma.isShared && protection.contains(.write) { flags.insert(.account) }
                 vma.flags = flags
                 vmas[i] = vma
-                changeProtection(vma)
+                changeProtection(vma, recording: &record)
                 cursor = vma.end
                 changed = changed.lowerBound..<(i + 1)
                 i += 1
@@ -41,19 +51,25 @@ extension AddressSpace {
     /// `change_pte_range()`, `change_huge_pmd()`). A private
     /// page becomes writable at once only when this mapping owns it exclusively; otherwise the next
     /// write takes a COW fault (Linux: `can_change_pte_writable()`).
-    func changeProtection(_ vma: VMA) {
-        invalidatingSecondaryMMUs(vma.start, vma.end) { changeProtectionRange(vma) }
+    func changeProtection(_ vma: VMA, recording record: inout TableWalkRecord) {
+        invalidatingSecondaryMMUs(vma.start, vma.end) { changeProtectionRange(vma, &record) }
         kernel.flushTLB(self, vma.start, vma.end)
     }
 
-    private func changeProtectionRange(_ vma: VMA) {
+    private func changeProtectionRange(_ vma: VMA, _ record: inout TableWalkRecord) {
         let prot = vma.flags.protection
-        forEachPTETable(vma.start, vma.end, huge: { pmd, index, _, whole in
-            guard whole else { return .split }
-            return changeHugePMD(pmd, index, vma) == .handled ? .handled : .retry
+        forEachPTETable(vma.start, vma.end, huge: { pmd, index, haddr, whole in
+            guard whole else {
+                record.pmdSplits.append(haddr.rawValue)
+                return .split
+            }
+            guard changeHugePMD(pmd, index, vma) == .handled else { return .retry }
+            record.hugePMDs.append(haddr.rawValue)
+            return .handled
         }) { table, from, to in
             let lock = kernel.splitLock(table)
             lock.spinLock()
+            var changed = 0
             var va = from
             while va < to {
                 let index = va.tableIndex(.pte)
@@ -64,12 +80,30 @@ extension AddressSpace {
                         writable = vma.isShared || kernel.canChangePTEWritable(old.pfn)
                     }
                     table.set(index, old.withProtection(prot, writable: writable))
+                    changed += 1
                 }
                 va = va + PageGeometry.pageSize
             }
             lock.spinUnlock()
+            record.pteTables.append(ZapRecord.Table(range: from.rawValue >> 21, entries: changed))
             return true
         }
+    }
+}
+
+extension AddressSpace {
+    /// The 2 MiB ranges of the huge PMDs that splitting VMAs at `start` and `end` will split (a
+    /// boundary inside a huge PMD: `vma_adjust_trans_huge()`), each once.
+    func hugePMDsSplitAtBoundaries(_ start: VirtualAddress, _ end: VirtualAddress) -> [UInt64] {
+        var ranges: [UInt64] = []
+        for boundary in [start, end] where !boundary.isAligned(PageGeometry.pmdSize) {
+            let haddr = boundary.alignedDown(PageGeometry.pmdSize).rawValue
+            if let i = vmas.index(containing: boundary), vmas[i].start < boundary,
+               let (pmd, index) = walk(boundary, to: .pmd, allocate: false), pmd[index].isHuge, ranges.last != haddr {
+                ranges.append(haddr)
+            }
+        }
+        return ranges
     }
 }
 

@@ -21,6 +21,17 @@ extension AddressSpace {
     /// old range is not inside one VMA; ENOMEM when it can neither grow in place nor move.
     public func mremap(_ old: VirtualAddress, oldSize: UInt64, newSize: UInt64, flags: RemapFlags = [],
                        newAddress: VirtualAddress? = nil) throws(Errno) -> VirtualAddress {
+        var zap = ZapRecord(), moved = TableWalkRecord()
+        return try mremap(old, oldSize: oldSize, newSize: newSize, flags: flags, newAddress: newAddress,
+                          recording: &zap, moved: &moved)
+    }
+
+    /// `mremap`, adding to `zap` what its unmapping did (the destination's old pages, the part given up
+    /// when shrinking) and to `moved` what moving the entries did (each PTE table whose entries moved,
+    /// each huge PMD moved whole, each split), for simulated time's charge of the call.
+    public func mremap(_ old: VirtualAddress, oldSize: UInt64, newSize: UInt64, flags: RemapFlags = [],
+                       newAddress: VirtualAddress? = nil, recording zap: inout ZapRecord,
+                       moved: inout TableWalkRecord) throws(Errno) -> VirtualAddress {
         if flags.contains(.fixed) && !flags.contains(.mayMove) { throw .EINVAL }
         guard old.isAligned(PageGeometry.pageSize) else { throw .EINVAL }
         let oldLength = VirtualAddress(oldSize).alignedUp(PageGeometry.pageSize).rawValue
@@ -36,18 +47,18 @@ extension AddressSpace {
                 if destination < old + oldLength && old < destination + newLength { throw .EINVAL }
                 guard let vmaIndex = vmas.index(containing: old) else { throw .EFAULT }
                 try checkOldRange(vmas[vmaIndex], old, oldLength)
-                unmapLocked(destination, destination + newLength)
+                unmapLocked(destination, destination + newLength, recording: &zap)
                 var length = oldLength
                 if oldLength > newLength {
-                    unmapLocked(old + newLength, old + oldLength)
+                    unmapLocked(old + newLength, old + oldLength, recording: &zap)
                     length = newLength
                 }
-                return try moveMapping(old, length: length, newLength: newLength, to: destination)
+                return try moveMapping(old, length: length, newLength: newLength, to: destination, &zap, &moved)
             }
             guard let vmaIndex = vmas.index(containing: old) else { throw .EFAULT }
             try checkOldRange(vmas[vmaIndex], old, oldLength)
             if oldLength >= newLength {
-                unmapLocked(old + newLength, old + oldLength)
+                unmapLocked(old + newLength, old + oldLength, recording: &zap)
                 return old
             }
             let vma = vmas[vmaIndex]
@@ -64,7 +75,7 @@ extension AddressSpace {
             }
             guard flags.contains(.mayMove) else { throw .ENOMEM }
             let destination = try unmappedArea(length: newLength, hint: nil)
-            return try moveMapping(old, length: oldLength, newLength: newLength, to: destination)
+            return try moveMapping(old, length: oldLength, newLength: newLength, to: destination, &zap, &moved)
         }
     }
 
@@ -77,8 +88,8 @@ extension AddressSpace {
 
     /// Moves `[old, old + length)` to `destination`, the new VMA spanning `newLength` bytes, then removes
     /// the old range (Linux: `move_vma()`).
-    private func moveMapping(_ old: VirtualAddress, length: UInt64, newLength: UInt64,
-                             to destination: VirtualAddress) throws(Errno) -> VirtualAddress {
+    private func moveMapping(_ old: VirtualAddress, length: UInt64, newLength: UInt64, to destination: VirtualAddress,
+                             _ zap: inout ZapRecord, _ moves: inout TableWalkRecord) throws(Errno) -> VirtualAddress {
         guard vmas.count + 2 < Self.maxMapCount else { throw .ENOMEM }
         let source = vmas.vma(containing: old)!
         var moved = source
@@ -87,16 +98,20 @@ extension AddressSpace {
         moved.pgoff = source.pageIndex(of: old)
         // Move the entries first, so a failure leaves the source intact (Linux: `move_page_tables()`
         // followed by the reverse move on failure).
-        let done = invalidatingSecondaryMMUs(old, old + length) { movePageTables(from: old, to: destination, length: length) }
+        let done = invalidatingSecondaryMMUs(old, old + length) {
+            movePageTables(from: old, to: destination, length: length, &moves)
+        }
         if done < length {
-            _ = invalidatingSecondaryMMUs(destination, destination + done) { movePageTables(from: destination, to: old, length: done) }
+            _ = invalidatingSecondaryMMUs(destination, destination + done) {
+                movePageTables(from: destination, to: old, length: done, &moves)
+            }
             freeTables(destination, destination + newLength)
             throw .ENOMEM
         }
         kernel.flushTLB(self, old, old + length)
         insertVMA(moved)
         // The old range's entries are empty now; removing it frees its tables.
-        unmapLocked(old, old + length)
+        unmapLocked(old, old + length, recording: &zap)
         let i = vmas.firstIndex(endingAbove: destination)
         mergeVMAs(around: i..<(i + 1))
         return destination
@@ -106,7 +121,8 @@ extension AddressSpace {
     /// sides are 2 MiB-aligned and the rest of the range covers it, otherwise split and moved PTE by PTE
     /// (Linux: `move_page_tables()` → `move_huge_pmd()`, `split_huge_pmd()`, `move_ptes()`). Returns
     /// how many bytes moved; less than `length` when a table could not be allocated.
-    private func movePageTables(from source: VirtualAddress, to destination: VirtualAddress, length: UInt64) -> UInt64 {
+    private func movePageTables(from source: VirtualAddress, to destination: VirtualAddress, length: UInt64,
+                                _ record: inout TableWalkRecord) -> UInt64 {
         var done: UInt64 = 0
         while done < length {
             let from = source + done, to = destination + done
@@ -115,15 +131,17 @@ extension AddressSpace {
                     && length - done >= PageGeometry.pmdSize {
                     switch moveHugePMD(from: from, to: to) {
                     case .handled:
+                        record.hugePMDs.append(from.rawValue)
                         done += PageGeometry.pmdSize
                         continue
                     case .outOfMemory: return done
                     case .notHuge, .splitFirst: break
                     }
                 }
+                record.pmdSplits.append(from.alignedDown(PageGeometry.pmdSize).rawValue)
                 splitHugePMD(pmd, index, from.alignedDown(PageGeometry.pmdSize))
             }
-            if !moveEntry(from: from, to: to) { return done }
+            if !moveEntry(from: from, to: to, &record) { return done }
             done += PageGeometry.pageSize
         }
         return done
@@ -131,7 +149,8 @@ extension AddressSpace {
 
     /// Moves one PTE to a new address, allocating tables at the destination (Linux: `move_ptes()`).
     /// False when a table could not be allocated.
-    private func moveEntry(from source: VirtualAddress, to destination: VirtualAddress) -> Bool {
+    /// The move is added to `record`, under the source table's range.
+    private func moveEntry(from source: VirtualAddress, to destination: VirtualAddress, _ record: inout TableWalkRecord) -> Bool {
         guard let (pmd, pmdIndex) = walk(source, to: .pmd, allocate: false) else { return true }
         let pmdEntry = pmd[pmdIndex]
         if pmdEntry.isNone { return true }
@@ -147,6 +166,12 @@ extension AddressSpace {
         to.set(destination.tableIndex(.pte), entry)
         if toLock != fromLock { toLock.spinUnlock() }
         fromLock.spinUnlock()
+        let range = source.rawValue >> 21
+        if let last = record.pteTables.indices.last, record.pteTables[last].range == range {
+            record.pteTables[last].entries += 1
+        } else {
+            record.pteTables.append(ZapRecord.Table(range: range, entries: 1))
+        }
         return true
     }
 }

@@ -66,9 +66,24 @@ extension AddressSpace {
         collapseAttempt(haddr, control).result
     }
 
+    /// `collapse`, adding the record of a collapse that succeeded to `records`.
+    func collapse(_ haddr: VirtualAddress, _ control: CollapseControl, recording records: inout [CollapseRecord]) -> CollapseResult {
+        var made: CollapseRecord?
+        let result = collapseAttempt(haddr, control, recording: &made).result
+        if let made { records.append(made) }
+        return result
+    }
+
     /// `collapse`, also saying whether the range passed the scan so that the mmap lock was dropped for
     /// the allocation (khugepaged then walks the mm again from its cursor).
     func collapseAttempt(_ haddr: VirtualAddress, _ control: CollapseControl) -> (result: CollapseResult, attempted: Bool) {
+        var made: CollapseRecord?
+        return collapseAttempt(haddr, control, recording: &made)
+    }
+
+    /// `collapseAttempt`, setting `made` to the record of the collapse when it succeeded.
+    func collapseAttempt(_ haddr: VirtualAddress, _ control: CollapseControl,
+                         recording made: inout CollapseRecord?) -> (result: CollapseResult, attempted: Bool) {
         precondition(haddr.isAligned(PageGeometry.pmdSize))
         let scanned: CollapseResult = mmapLock.withReadLock {
             if hasExited { return .processExited }
@@ -103,7 +118,10 @@ extension AddressSpace {
         var record = CollapseRecord(pid: pid, address: haddr.rawValue)
         let result = mmapLock.withWriteLock { collapseLocked(haddr, head, control, &record) }
         if result != .succeeded { kernel.putPage(head) }
-        if result == .succeeded && control.isKhugepaged { kernel.noteCollapse(record) }
+        if result == .succeeded {
+            if control.isKhugepaged { kernel.noteCollapse(record) }
+            made = record
+        }
         return (result, true)
     }
 
@@ -266,7 +284,8 @@ extension AddressSpace {
     /// EINVAL for a VMA that may not have huge pages (shared, `MADV_NOHUGEPAGE`), and otherwise the
     /// errno of the last range that failed (Linux: `madvise_collapse()`).
     /// - Precondition: no lock of this mm is held.
-    func madviseCollapse(_ start: VirtualAddress, _ end: VirtualAddress) throws(Errno) {
+    /// Each collapse made is added to `records` (for simulated time's charge of the call).
+    func madviseCollapse(_ start: VirtualAddress, _ end: VirtualAddress, recording records: inout [CollapseRecord]) throws(Errno) {
         let control = CollapseControl(isKhugepaged: false, limits: kernel.khugepaged.settings)
         let ranges: [(VMA, VirtualAddress, VirtualAddress)] = mmapLock.withReadLock {
             vmas.indices(intersecting: start, end).map { i in
@@ -281,7 +300,7 @@ extension AddressSpace {
             var lastFailure: CollapseResult?
             while haddr < hend {
                 total += 1
-                let result = collapse(haddr, control)
+                let result = collapse(haddr, control, recording: &records)
                 switch result {
                 case .succeeded, .pmdMapped: collapsed += 1
                 case .pmdNone, .pageCount, .lackReferencedPage: lastFailure = result

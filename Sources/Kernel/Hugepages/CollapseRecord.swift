@@ -1,7 +1,8 @@
 import VMCore
 
-/// What one collapse by khugepaged did, recorded for whoever charges its cost on the kernel thread's
-/// CPU (simulated time: `SimulatedTime.chargeCollapse`), as `FaultContext` records a fault. Linux
+/// What one collapse by khugepaged (or by MADV_COLLAPSE, on the caller's CPU) did, recorded for whoever
+/// charges its cost on the kernel thread's CPU (simulated time: `SimulatedTime.chargeCollapse`), as
+/// `FaultContext` records a fault. Linux
 /// keeps no such record; the work is `collapse_huge_page()`'s under the target mm's mmap lock held
 /// for writing.
 ///

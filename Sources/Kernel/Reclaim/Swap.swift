@@ -25,6 +25,13 @@ extension AddressSpace {
     /// `madvise_pageout()` → `madvise_cold_or_pageout_pte_range()` → `reclaim_pages()`).
     /// - Precondition: no lock of this mm is held.
     func madvisePageout(_ start: VirtualAddress, _ end: VirtualAddress) {
+        var record = TableWalkRecord()
+        madvisePageout(start, end, recording: &record)
+    }
+
+    /// `madvisePageout`, adding to `record` each PTE table it locked and the pages it swapped out
+    /// there, each huge PMD swapped out whole or split, and the folios freed (for simulated time).
+    func madvisePageout(_ start: VirtualAddress, _ end: VirtualAddress, recording record: inout TableWalkRecord) {
         mmapLock.withReadLock {
             for i in vmas.indices(intersecting: start, end) where !vmas[i].isShared {
                 let vma = vmas[i]
@@ -33,17 +40,25 @@ extension AddressSpace {
                     forEachPTETable(from, to, huge: { pmd, index, haddr, whole in
                         // The huge zero page has nothing to swap; a huge page is split first.
                         if pmd[index].isSpecial { return .handled }
-                        guard kernel.splitsFoliosSeparately, let (entry, lock) = lockHugePMD(pmd, index) else { return .split }
+                        guard kernel.splitsFoliosSeparately, let (entry, lock) = lockHugePMD(pmd, index) else {
+                            record.pmdSplits.append(haddr.rawValue)
+                            return .split
+                        }
                         if whole && !entry.isSpecial && swapOutHugePMD(pmd, index, haddr, entry) {
                             lock.spinUnlock()
                             kernel.flushTLB(self, haddr, haddr + PageGeometry.pmdSize)
-                            kernel.putPage(entry.pfn)
+                            record.hugePMDs.append(haddr.rawValue)
+                            record.pagesSwappedOut += PageGeometry.pmdOrder.pages
+                            record.freed = record.freed + kernel.putPage(entry.pfn)
                             return .handled
                         }
                         return swapOutFallback(pmd, index, entry, lock)
                     }) { table, lo, hi in
                         splitLargeFolios(table, lo, hi)
-                        swapOut(table, lo, hi)
+                        let (pages, freed) = swapOut(table, lo, hi)
+                        record.pteTables.append(ZapRecord.Table(range: lo.rawValue >> 21, entries: pages))
+                        record.pagesSwappedOut += pages
+                        record.freed = record.freed + freed
                         return true
                     }
                 }
@@ -105,7 +120,9 @@ extension AddressSpace {
     /// free path, and a page reclaim has isolated has a reference that makes it look pinned here
     /// (Linux: `madvise_cold_or_pageout_pte_range()` → `reclaim_pages()` → `shrink_folio_list()` with
     /// `ignore_references`).
-    func swapOut(_ table: PageTable, _ from: VirtualAddress, _ to: VirtualAddress) {
+    /// Returns the pages swapped out and the folios freed.
+    @discardableResult
+    func swapOut(_ table: PageTable, _ from: VirtualAddress, _ to: VirtualAddress) -> (pages: Int, freed: FolioRelease) {
         let frames = kernel.memory.frames
         let lock = kernel.splitLock(table)
         lock.spinLock()
@@ -135,17 +152,20 @@ extension AddressSpace {
             }
             table.set(index, .swapEntry(slot: unmapped.last!.slot))
         }
-        guard !unmapped.isEmpty else { return }
+        guard !unmapped.isEmpty else { return (0, FolioRelease()) }
         // Unmap, flush, then copy (Linux: `try_to_unmap()` before `pageout()`): a store through an
         // old entry still in flight on another CPU ends before the flush does, and lands in the copy.
         // A fault on a new swap entry waits for this PTE lock, so it reads a slot only once the bytes
         // are in.
         kernel.flushTLB(self, from, to)
+        var freed = FolioRelease()
         for page in unmapped {
             if page.fresh { kernel.writeToSwap(page.pfn, page.slot) }
-            unmapPage(page.pfn)
+            removeMapping(page.pfn)
+            freed = freed + kernel.putPage(page.pfn)
             if page.cached { kernel.removeUnusedFromSwapCache(page.pfn) }
         }
+        return (unmapped.count, freed)
     }
 
     /// Writes a whole PMD-mapped THP to 512 contiguous swap slots and replaces the PMD by a PTE table

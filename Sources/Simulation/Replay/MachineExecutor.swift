@@ -639,8 +639,10 @@ public final class MachineExecutor: WorkloadSink {
         SimulatedCPU.switchTo(thread % cpuCount)
         cachedThread = -1
         report.events += 1
-        // munmap and MADV_DONTNEED are charged after the call, with what their zaps did.
+        // Calls whose page-table work the kernel records are charged after the call, with what it did.
         var zap = ZapRecord()
+        var walk = TableWalkRecord()
+        var collapses: [CollapseRecord] = []
         let clockBefore = machine.simulatedTime == nil ? 0 : machine.clock(of: thread % cpuCount)
         if let time = machine.simulatedTime { chargeSystemCall(event, thread: thread, pid: mm.pid, time) }
         if case .exit = event { sampleMemory() }   // RSS just before the process's memory goes
@@ -648,34 +650,36 @@ public final class MachineExecutor: WorkloadSink {
             switch event {
             case .mmap(let address, let length, let protection, let shared):
                 _ = try mm.mmap(address: VirtualAddress(address), length: length, protection: protection,
-                                flags: [shared ? .shared : .private, .fixed])
+                                flags: [shared ? .shared : .private, .fixed], recording: &zap)
             case .munmap(let address, let length):
                 try mm.munmap(VirtualAddress(address), length: length, recording: &zap)
                 clearTouched(address, length)
             case .mprotect(let address, let length, let protection):
-                try mm.mprotect(VirtualAddress(address), length: length, protection: protection)
+                try mm.mprotect(VirtualAddress(address), length: length, protection: protection, recording: &walk)
             case .madvise(let address, let length, let advice):
-                try mm.madvise(VirtualAddress(address), length: length, advice: advice, recording: &zap)
+                try mm.madvise(VirtualAddress(address), length: length, advice: advice, recording: &zap, collapses: &collapses,
+                               pageout: &walk)
                 if advice == .dontNeed { clearTouched(address, length) }
             case .mremap(let address, let oldLength, let newLength, let newAddress):
                 _ = try mm.mremap(VirtualAddress(address), oldSize: oldLength, newSize: newLength,
-                                  flags: [.mayMove, .fixed], newAddress: VirtualAddress(newAddress))
+                                  flags: [.mayMove, .fixed], newAddress: VirtualAddress(newAddress),
+                                  recording: &zap, moved: &walk)
                 clearTouched(address, oldLength)
             case .brk(let address):
-                _ = mm.setBreak(VirtualAddress(address))
+                _ = mm.setBreak(VirtualAddress(address), recording: &zap)
             case .getMempolicy(let address):
                 lookUpNode(thread: thread, mm: mm, address: address)
             case .spawn(let child):
                 try bind(child, to: Int(threadProcess[thread]))
             case .fork(let child):
                 guard child >= 0, child < Self.maxThreads else { throw .EINVAL }
-                let forked = try mm.fork()
+                let forked = try mm.fork(recording: &walk)
                 processes.append(forked)
                 processRefs.append(.passUnretained(forked))
                 processPIDs.append(forked.pid)
                 try bind(child, to: processes.count - 1)
             case .exit:
-                kill(process: Int(threadProcess[thread]))
+                kill(process: Int(threadProcess[thread]), recording: &zap)
             case .idle(let ms):
                 report.idleMilliseconds += ms
                 idleNanoseconds &+= ms &* SimulatedClock.nanosecondsPerMillisecond
@@ -687,7 +691,9 @@ public final class MachineExecutor: WorkloadSink {
         } catch {
             report.failedCalls[String(describing: error), default: 0] += 1
         }
-        if let time = machine.simulatedTime { chargeZap(event, zap, thread: thread, pid: mm.pid, clockBefore: clockBefore, time) }
+        if let time = machine.simulatedTime {
+            chargeRecorded(event, zap, walk, collapses, thread: thread, pid: mm.pid, clockBefore: clockBefore, time)
+        }
         // A page's node is a question, not a change: the clock moves at the next tick or change.
         if case .getMempolicy = event {} else { advanceClock() }
         switch event {
@@ -696,15 +702,15 @@ public final class MachineExecutor: WorkloadSink {
         }
     }
 
-    /// Charges the CPU of `thread` the system call `event` makes, at its clock (munmap and
-    /// MADV_DONTNEED: `chargeZap`, once they are done).
+    /// Charges the CPU of `thread` the system call `event` makes, at its clock, for the calls whose
+    /// page-table work the kernel does not record (the others: `chargeRecorded`, once they are done).
     private func chargeSystemCall(_ event: WorkloadEvent, thread: Int, pid: Int, _ time: SimulatedTime) {
         let changesVMAs: Bool
         switch event {
-        case .munmap, .madvise(_, _, .dontNeed): return
-        case .mmap, .mprotect, .mremap, .brk, .fork: changesVMAs = true
+        case .munmap, .madvise(_, _, .dontNeed), .mmap, .mprotect, .mremap, .brk, .fork, .exit: return
+        case .madvise(_, _, .collapse), .madvise(_, _, .pageout): return   // `chargeRecorded`
         case .madvise: changesVMAs = true
-        case .spawn, .exit: changesVMAs = false
+        case .spawn: changesVMAs = false
         case .idle, .beginMeasurement: return
         case .getMempolicy: return   // charged with its page-table locks once the lookup is done
         }
@@ -712,21 +718,44 @@ public final class MachineExecutor: WorkloadSink {
         time.chargeSystemCall(cpu: cpu, pid: pid, now: machine.clock(of: cpu), changesVMAs: changesVMAs)
     }
 
-    /// Charges the CPU of `thread` a munmap or MADV_DONTNEED that did what `zap` records, from its clock
-    /// before the call (`clockBefore`); the TLB flushes the call made are on the CPU's cycles already,
-    /// and are inside the mmap lock's hold (`SimulatedTime.chargeZap`).
-    private func chargeZap(_ event: WorkloadEvent, _ zap: ZapRecord, thread: Int, pid: Int, clockBefore: Double,
-                           _ time: SimulatedTime) {
-        let writer: Bool
+    /// Charges the CPU of `thread` a call whose page-table work the kernel recorded — what its zaps did
+    /// (`zap`: munmap, MADV_DONTNEED, a `MAP_FIXED` mmap, brk, mremap, exit) and what its other walks
+    /// did (`walk`: mprotect, fork, mremap's move) — from its clock before the call (`clockBefore`);
+    /// the TLB flushes the call made are on the CPU's cycles already, and are inside the mmap lock's
+    /// hold (`SimulatedTime.chargeZap`, `chargeRemap`, `chargeProtection`, `chargeFork`, `chargePageout`).
+    /// MADV_COLLAPSE's collapses (`collapses`) are charged on the caller's CPU as khugepaged's are on
+    /// its own (`chargeCollapse`), after the system call.
+    private func chargeRecorded(_ event: WorkloadEvent, _ zap: ZapRecord, _ walk: TableWalkRecord,
+                                _ collapses: [CollapseRecord], thread: Int, pid: Int, clockBefore: Double,
+                                _ time: SimulatedTime) {
+        let cpu = thread % cpuCount
+        let design = machine.kernel.design
+        let flushCycles = max(0, machine.cpus[cpu].counters.cycles + time.extraCycles[cpu] - clockBefore)
         switch event {
-        case .munmap: writer = true
-        case .madvise(_, _, .dontNeed): writer = false
+        case .munmap, .mmap, .brk:
+            time.chargeZap(zap, cpu: cpu, pid: pid, design: design, now: clockBefore, lock: .write, flushCycles: flushCycles)
+        case .madvise(_, _, .dontNeed):
+            time.chargeZap(zap, cpu: cpu, pid: pid, design: design, now: clockBefore, lock: .read, flushCycles: flushCycles)
+        case .exit:
+            time.chargeZap(zap, cpu: cpu, pid: pid, design: design, now: clockBefore, lock: .none, flushCycles: flushCycles)
+        case .mremap:
+            time.chargeRemap(zap, moved: walk, cpu: cpu, pid: pid, design: design, now: clockBefore, flushCycles: flushCycles)
+        case .mprotect:
+            time.chargeProtection(walk, cpu: cpu, pid: pid, design: design, now: clockBefore, flushCycles: flushCycles)
+        case .madvise(_, _, .pageout):
+            time.chargePageout(walk, cpu: cpu, pid: pid, design: design, now: clockBefore, flushCycles: flushCycles,
+                               swapOutPageCycles: machine.machineDescription.timing.swapOutPageCycles)
+        case .madvise(_, _, .collapse):
+            time.chargeSystemCall(cpu: cpu, pid: pid, now: clockBefore, changesVMAs: false)
+            let copy = Double(PageGeometry.pmdOrder.pages) * machine.machineDescription.timing.copyPageCycles
+            for collapse in collapses {
+                time.chargeCollapse(collapse, cpu: cpu, design: design, now: machine.clock(of: cpu), copyCycles: copy)
+            }
+        case .fork:
+            time.chargeFork(walk, cpu: cpu, pid: pid, design: design, now: clockBefore, flushCycles: flushCycles,
+                            copyPageCycles: machine.machineDescription.timing.copyPageCycles)
         default: return
         }
-        let cpu = thread % cpuCount
-        let flushCycles = max(0, machine.cpus[cpu].counters.cycles + time.extraCycles[cpu] - clockBefore)
-        time.chargeZap(zap, cpu: cpu, pid: pid, design: machine.kernel.design, now: clockBefore, writer: writer,
-                       flushCycles: flushCycles)
     }
 
     private func bind(_ thread: Int, to process: Int) throws(Errno) {
@@ -748,13 +777,19 @@ public final class MachineExecutor: WorkloadSink {
 
     /// The process ends (Linux: `exit_mmap()` when the last reference goes); its threads stop.
     private func kill(process: Int) {
+        var record = ZapRecord()
+        kill(process: process, recording: &record)
+    }
+
+    /// `kill(process:)`, adding what the teardown's zaps did to `record`.
+    private func kill(process: Int, recording record: inout ZapRecord) {
         guard let mm = processes[process] else { return }
         cachedThread = -1
         if timeOrdered {
             for t in threadProcess.indices where Int(threadProcess[t]) == process { dropQueue(t) }
         }
         for cpu in machine.cpus where cpu.mm === mm { cpu.switchTo(nil) }
-        mm.exit()
+        mm.exit(recording: &record)
         processRefs[process] = nil
         processes[process] = nil
     }
