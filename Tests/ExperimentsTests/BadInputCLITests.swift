@@ -108,7 +108,9 @@ struct BadInputCLITests {
     @Test("a machine file's out-of-range number is refused by machines and run alike, with file:line and the range",
           arguments: [["machines"], ["run", "--workload", "gups", "--size", "8M", "--accesses", "1K", "--machine"]])
     func machineOutOfRange(command: [String]) throws {
-        let path = try write("huge.machine", Array("based-on zen4\nname huge\ntiming memory-ns 1e308\n".utf8))
+        // A file per case: the cases run at once, and one rewriting the file while the other reads it
+        // made the reader see it empty.
+        let path = try write("huge-\(command[0]).machine", Array("based-on zen4\nname huge\ntiming memory-ns 1e308\n".utf8))
         let r = try Binary.run(command + [path])
         #expect(r.status != 0 && !r.crashed, "\(r.err)")
         #expect(r.err.contains("\(path):3: memory-ns must be a number from 0 to 10,000 ns, not '1e308'"), "\(r.err)")
