@@ -174,29 +174,42 @@ final class CachePipeline: @unchecked Sendable {
 
     /// Makes the producer's ops visible, wakes a sleeping consumer, and moves `p.limit` on: to the
     /// next publication, or as far as the ring has room (waiting for the consumer when it is full).
+    ///
+    /// A plain release store and load: a consumer that goes to sleep just as the producer publishes
+    /// may miss this publication's wake-up, never a later one's that finds it asleep, and the
+    /// producer waits for it only after a full fence (`waitForConsumer`), so it never waits on a
+    /// sleeping consumer.
     @inline(never)
     func publish(_ p: inout Producer) {
-        written.pointee.store(p.head, ordering: .sequentiallyConsistent)
-        if sleeping.pointee.load(ordering: .sequentiallyConsistent) { wakeConsumer() }
+        written.pointee.store(p.head, ordering: .releasing)
+        if sleeping.pointee.load(ordering: .relaxed) { wakeConsumer() }
         if p.head &+ Self.publishInterval &- p.readSeen > Self.capacity {
-            var backoff = SpinBackoff()
-            while true {
-                p.readSeen = read.pointee.load(ordering: .acquiring)
-                if p.head &+ Self.publishInterval &- p.readSeen <= Self.capacity { break }
-                backoff.wait()
+            p.readSeen = read.pointee.load(ordering: .acquiring)
+            if p.head &+ Self.publishInterval &- p.readSeen > Self.capacity {
+                waitForConsumer(until: p.head &+ Self.publishInterval &- Self.capacity, &p)
             }
         }
         p.limit = p.head &+ Self.publishInterval
     }
 
-    /// Publishes every op and waits until the consumer has done them all; then the caller owns the
-    /// cache model and `totals` again.
-    func settle(_ p: inout Producer) -> Totals {
+    /// Waits until the consumer has run ops up to `position` (the producer's published head or
+    /// before), waking it if it sleeps (Dekker's handshake with `consume()`: each side stores its
+    /// flag, then loads the other's, both sequentially consistent).
+    private func waitForConsumer(until position: Int, _ p: inout Producer) {
         written.pointee.store(p.head, ordering: .sequentiallyConsistent)
         if sleeping.pointee.load(ordering: .sequentiallyConsistent) { wakeConsumer() }
         var backoff = SpinBackoff()
-        while read.pointee.load(ordering: .acquiring) != p.head { backoff.wait() }
-        p.readSeen = p.head
+        while true {
+            p.readSeen = read.pointee.load(ordering: .acquiring)
+            if p.readSeen &- position >= 0 { return }
+            backoff.wait()
+        }
+    }
+
+    /// Publishes every op and waits until the consumer has done them all; then the caller owns the
+    /// cache model and `totals` again.
+    func settle(_ p: inout Producer) -> Totals {
+        if p.readSeen != p.head { waitForConsumer(until: p.head, &p) }
         p.limit = p.head &+ Self.publishInterval
         return state.pointee.totals
     }
