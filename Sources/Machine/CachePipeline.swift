@@ -42,8 +42,8 @@ public enum CacheThreadMode: String, Sendable, Hashable, CaseIterable {
 ///
 /// Between `activate` and `settle` the consumer owns the cache model and `totals`; the CPU owns
 /// them otherwise. `CPU` settles before anything reads or changes them (`counters`, `cache`, `reset`,
-/// a change of cache modelling or of `independentAccesses`). Idle, the consumer spins for
-/// `spinNanoseconds`, then sleeps until the next publication. Linux has no counterpart: this is how
+/// a change of cache modelling or of `independentAccesses`). Idle, the consumer spins briefly
+/// (`idleSpins`), then sleeps until the next publication. Linux has no counterpart: this is how
 /// the simulator uses a second host core, not something the simulated machine does.
 final class CachePipeline: @unchecked Sendable {
     /// What an op asks of the consumer (its low three bits).
@@ -83,14 +83,18 @@ final class CachePipeline: @unchecked Sendable {
         var chargedWritebacks = 0
     }
 
-    /// The ring's size in ops (a power of two): 128 KiB.
-    static let capacity = 1 << 14
+    /// The ring's size in ops (a power of two): 2 MiB, some 60,000 accesses of a random stream, so
+    /// that the producer seldom waits for a consumer the host's scheduler has put aside for a while.
+    static let capacity = 1 << 18
     static var mask: Int { capacity &- 1 }
-    /// The producer makes its ops visible every this many (and when it settles).
-    static let publishInterval = 32
-    /// How long an idle consumer spins before it sleeps: longer than the work between two batches
-    /// of accesses, shorter than anything a person would notice on a shared core.
-    static let spinNanoseconds: Int64 = 200_000
+    /// The producer makes its ops visible every this many (32 KiB of ring, about 1,000 accesses of a
+    /// random stream), and when it settles. Each publication may wake a sleeping consumer, which then
+    /// runs them in one go and sleeps again: the cache thread takes the host time its work needs and
+    /// no more (a consumer that spun between publications of 32 ops took a core of its own and, on a
+    /// host whose cores were busy, doubled the run's wall time).
+    static let publishInterval = 4096
+    /// How many spin-wait hints (a few microseconds) an idle consumer waits before it sleeps.
+    static let idleSpins = 128
 
     /// The producer's side, kept in the CPU itself (no reference to load per op).
     struct Producer {
@@ -229,7 +233,6 @@ final class CachePipeline: @unchecked Sendable {
     /// The cache thread: runs published ops in order, then spins and sleeps while there are none.
     private func consume() {
         var tail = read.pointee.load(ordering: .relaxed)
-        var idleSince: ContinuousClock.Instant?
         var spins = 0
         while true {
             let end = written.pointee.load(ordering: .acquiring)
@@ -237,16 +240,15 @@ final class CachePipeline: @unchecked Sendable {
                 run(from: tail, to: end)
                 tail = end
                 read.pointee.store(tail, ordering: .releasing)
-                idleSince = nil
+                spins = 0
                 continue
             }
             if stopping.pointee.load(ordering: .acquiring) { return }
-            spins &+= 1
-            thpsim_cpu_relax()
-            guard spins & 63 == 0 else { continue }
-            let now = ContinuousClock.now
-            guard let since = idleSince else { idleSince = now; continue }
-            guard since.duration(to: now) > .nanoseconds(Self.spinNanoseconds) else { continue }
+            if spins < Self.idleSpins {
+                spins &+= 1
+                thpsim_cpu_relax()
+                continue
+            }
             wake.lock()
             sleeping.pointee.store(true, ordering: .sequentiallyConsistent)
             while written.pointee.load(ordering: .sequentiallyConsistent) == tail
@@ -255,7 +257,7 @@ final class CachePipeline: @unchecked Sendable {
             }
             sleeping.pointee.store(false, ordering: .relaxed)
             wake.unlock()
-            idleSince = nil
+            spins = 0
         }
     }
 
