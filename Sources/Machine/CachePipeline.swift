@@ -10,16 +10,26 @@ public enum CacheThreadMode: String, Sendable, Hashable, CaseIterable {
     /// A second thread whenever the CPU can use one (a machine of one CPU, not in simulated-time
     /// order, not a guest CPU, caching page tables and data).
     case on
-    /// `on` when the host has two or more cores, else `off`.
+    /// `on` when the host has a core to spare: two or more cores, and a load average over the last
+    /// minute that leaves one of them idle; else `off`. (On a host whose cores are all busy the
+    /// thread cannot run beside the model and only adds the hand-over's cost.)
     case auto
 
-    /// Whether the mode asks for the thread on this host.
+    /// Whether the mode asks for the thread on this host now.
     public var wantsThread: Bool {
         switch self {
         case .off: false
         case .on: true
-        case .auto: ProcessInfo.processInfo.activeProcessorCount >= 2
+        case .auto: Self.hostHasSpareCore
         }
+    }
+
+    static var hostHasSpareCore: Bool {
+        let cores = ProcessInfo.processInfo.activeProcessorCount
+        guard cores >= 2 else { return false }
+        var load = [0.0]
+        guard getloadavg(&load, 1) == 1 else { return true }
+        return load[0] <= Double(cores - 1)
     }
 }
 
