@@ -339,10 +339,13 @@ extension CPU {
     }
 
     /// Whether `run(_:)` hands the cache model to the cache thread: allowed on this machine, not a
-    /// guest CPU (whose walks read host tables through the model and count them as they go), and
-    /// both page tables and data go through the model.
+    /// guest CPU (whose walks read host tables through the model and count them as they go), both
+    /// page tables and data go through the model, and the stream walks (`lookAhead`: the last batch
+    /// walked for at least one record in 16). A stream that seldom walks (sequential, a program's
+    /// trace) spends few instructions per cache operation outside the model, so the cache thread
+    /// would set the pace and the hand-over would cost more than it saves: it stays inline.
     @inline(__always)
-    var wantsPipeline: Bool { cacheThreadAllowed && nested == nil && modelsDataCache && modelsWalkCache }
+    var wantsPipeline: Bool { cacheThreadAllowed && lookAhead && nested == nil && modelsDataCache && modelsWalkCache }
 
     /// Hands the cache model and the tally's cache fields to the cache thread (made the first time).
     @inline(never)
