@@ -38,7 +38,12 @@ extension CPU {
     /// Returns how many records completed: all of them, or the index of the record whose access the
     /// kernel could not resolve, with its fault (that record's first access was counted; the records
     /// after it were not run).
+    ///
+    /// On a CPU allowed a cache thread (`Machine.cacheThread`), the batch's cache operations go to
+    /// it (`CachePipeline`), which may still be running them when this returns: every reader of
+    /// the cache model and of the counters waits for it (`settle()`).
     public func run(_ records: UnsafeBufferPointer<AccessRecord>) -> (completed: Int, fault: AccessFault?) {
+        if _slowPath(wantsPipeline != pipelined) { if pipelined { settle() } else { startPipeline() } }
         // The page-table entries of the accesses `prefetchDistance` ahead are fetched into the host's
         // caches while this one runs, and the frame records of their tables (which the kernel's
         // table lookup reads first) `recordPrefetchDistance` ahead: a walk over tables larger than
@@ -126,8 +131,12 @@ extension CPU {
             }
             touchData(frame: frame, va: va, write: write)
             if sameLine > 0 {
-                if write { cache.markDirty(physicalAddress: lastDataLine << 6) }
-                chargeRepeated(repeatCost, sameLine, whole: wholeCost)
+                if pipelined {
+                    emit(CachePipeline.repeatLine(lastDataLine, write: write, count: sameLine))
+                } else {
+                    if write { cacheModel.markDirty(physicalAddress: lastDataLine << 6) }
+                    chargeRepeated(repeatCost, sameLine, whole: wholeCost)
+                }
             }
             va &+= UInt64(truncatingIfNeeded: sameLine &+ 1) &* stride
             left &-= sameLine &+ 1

@@ -26,15 +26,23 @@ public final class CPU: @unchecked Sendable {
     public let machineDescription: MachineDescription
     public let tlb: TLBHierarchy
     public let pageWalkCache: PageWalkCache
-    public let cache: CacheModel
+    /// The cache model; the access path uses `cacheModel`, which the cache thread owns while
+    /// `pipelined`: this waits for it first.
+    public var cache: CacheModel {
+        settle()
+        return cacheModel
+    }
+    let cacheModel: CacheModel
     /// What this CPU's translations did and cost.
     public var counters: TranslationCounters {
         get {
+            settle()
             var c = tally
             c.baseCycles += Double(c.accesses) * baseCycles
             return c
         }
         set {
+            settle()
             tally = newValue
             tally.baseCycles = newValue.baseCycles - Double(newValue.accesses) * baseCycles
         }
@@ -68,13 +76,35 @@ public final class CPU: @unchecked Sendable {
     @exclusivity(unchecked) public private(set) var lastFault: FaultContext?
     /// What goes through the cache model; less is faster to simulate and less accurate.
     public var cacheModelling = CacheModelling.pageTablesAndData {
+        willSet { settle() }
         didSet { modelsDataCache = cacheModelling == .pageTablesAndData; modelsWalkCache = cacheModelling != .none }
     }
     @exclusivity(unchecked) var modelsDataCache = true
     @exclusivity(unchecked) var modelsWalkCache = true
     /// The stream's accesses are independent (GUPS-like), so misses overlap: walk and data cycles are
     /// divided by the core's memory-level parallelism. Off for dependent streams (pointer chasing).
-    @exclusivity(unchecked) public var independentAccesses = false
+    @exclusivity(unchecked) public var independentAccesses = false {
+        willSet { settle() }
+    }
+
+    /// Whether this CPU may run its cache model on a second host thread (`Machine.cacheThread`:
+    /// set only on a machine of one CPU not in simulated-time order); `run(_:)` uses it while the
+    /// CPU is not a guest's and caches page tables and data.
+    @exclusivity(unchecked) var cacheThreadAllowed = false {
+        didSet {
+            guard !cacheThreadAllowed, let pipeline else { return }
+            settle()
+            pipeline.stop()
+            self.pipeline = nil
+        }
+    }
+    /// The cache thread, made by the first batch that uses it.
+    var pipeline: CachePipeline?
+    /// Whether the cache thread owns the cache model and the tally's cache fields (data and walk
+    /// cycles, walk references from memory, write-backs): the access path then writes its cache
+    /// operations to `ops` (`emit`), and readers `settle()` first.
+    @exclusivity(unchecked) var pipelined = false
+    @exclusivity(unchecked) var ops = CachePipeline.Producer(ring: nil)
 
     weak var machine: Machine?
     /// The machine's contention timeline (`Machine.simulatedTime`), held here so that a fault's
@@ -134,7 +164,7 @@ public final class CPU: @unchecked Sendable {
         machineDescription = description
         tlb = TLBHierarchy(description)
         pageWalkCache = PageWalkCache(pml4: description.pml4Cache, pdpt: description.pdptCache, pd: description.pdCache)
-        cache = CacheModel(levels: description.caches, memoryLatency: description.memoryLatencyCycles,
+        cacheModel = CacheModel(levels: description.caches, memoryLatency: description.memoryLatencyCycles,
                            sharedLastLevel: sharedLastLevel)
         baseCycles = description.timing.baseCycles
         l1Latency = description.caches.first?.latency ?? 0
@@ -148,7 +178,11 @@ public final class CPU: @unchecked Sendable {
         lookAheadPMDs.initialize(repeating: 0, count: 2 * Self.lookAheadRingSize)
     }
 
-    deinit { prefetchedLines.deallocate(); lookAheadPMDs.deallocate() }
+    deinit {
+        pipeline?.stop()
+        prefetchedLines.deallocate()
+        lookAheadPMDs.deallocate()
+    }
 
     /// Loads `mm` (Linux: `switch_mm_irqs_off()`: CR3 with the mm's PCID, the CPU joins
     /// `mm_cpumask()`). Translations of other address spaces stay, tagged by their ASID.
@@ -169,9 +203,14 @@ public final class CPU: @unchecked Sendable {
     /// Reads one page-table entry of a table at `level` at a physical address: its latency.
     @inline(__always) func readEntry(at address: UInt64, level: PageTableLevel) -> Double {
         guard modelsWalkCache else { return fixedReferenceCost }
-        let latency = cache.access(physicalAddress: address, source: 1 &+ level.rawValue)
-        if latency == cache.memoryLatency { tally.walkReferencesFromMemory &+= 1 }
-        if cache.writebacks != chargedWritebacks { chargeWritebacks() }
+        if pipelined {
+            // The cache thread adds the latency to the walk's cost (`CachePipeline.Kind.walkEntry`).
+            emit(CachePipeline.walkEntry(address: address, source: 1 &+ level.rawValue))
+            return 0
+        }
+        let latency = cacheModel.access(physicalAddress: address, source: 1 &+ level.rawValue)
+        if latency == cacheModel.memoryLatency { tally.walkReferencesFromMemory &+= 1 }
+        if cacheModel.writebacks != chargedWritebacks { chargeWritebacks() }
         return latency
     }
 
@@ -218,17 +257,19 @@ public final class CPU: @unchecked Sendable {
     func touchData(frame: UInt32, va: UInt64, write: Bool) {
         let line = (UInt64(frame) << 6) | ((va & 0xFFF) >> 6)
         if line == lastDataLine {
-            if write { cache.markDirty(physicalAddress: line << 6) }
+            if pipelined { emit(CachePipeline.repeatLine(line, write: write, count: 1)); return }
+            if write { cacheModel.markDirty(physicalAddress: line << 6) }
             chargeData(l1Latency)
             return
         }
         let streaming = line == lastDataLine &+ 1 && line & 63 != 0
         lastDataLine = line
-        let latency = cache.access(physicalAddress: line << 6, write: write)
+        if pipelined { emit(CachePipeline.data(line: line, write: write, streaming: streaming)); return }
+        let latency = cacheModel.access(physicalAddress: line << 6, write: write)
         // A stream prefetcher has fetched the next line of the same 4 KiB page ahead of use (hardware
         // prefetchers stop at 4 KiB boundaries).
         chargeData(streaming ? l1Latency : latency)
-        if cache.writebacks != chargedWritebacks { chargeWritebacks() }
+        if cacheModel.writebacks != chargedWritebacks { chargeWritebacks() }
     }
 
     func chargeData(_ latency: Double) {
@@ -239,10 +280,10 @@ public final class CPU: @unchecked Sendable {
     /// for a write-back, which only takes a share of memory bandwidth: each costs the memory latency
     /// divided by `mlp`, in dependent streams too.
     func chargeWritebacks() {
-        let n = cache.writebacks &- chargedWritebacks
-        chargedWritebacks = cache.writebacks
+        let n = cacheModel.writebacks &- chargedWritebacks
+        chargedWritebacks = cacheModel.writebacks
         tally.writebacks &+= n
-        tally.dataCycles += Double(n) * cache.memoryLatency / mlp
+        tally.dataCycles += Double(n) * cacheModel.memoryLatency / mlp
     }
 
     /// The access when the last-translation filter missed: L1, L2, walk, fault.
@@ -392,8 +433,9 @@ public final class CPU: @unchecked Sendable {
 
     /// Empties this CPU's TLBs, paging-structure caches and cache model, and zeroes its tally.
     public func reset() {
+        settle()
         flushTranslations()
-        cache.clear()
+        cacheModel.clear()
         chargedWritebacks = 0
         nested?.reset()
         counters = TranslationCounters()

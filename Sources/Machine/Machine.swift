@@ -97,6 +97,16 @@ public final class Machine: @unchecked Sendable {
         set { for cpu in cpus { cpu.cache.use(newValue); cpu.chargedWritebacks = 0 } }
     }
 
+    /// Whether the CPU runs its cache model on a second host thread (`CachePipeline`; same answers,
+    /// bit for bit). Only a machine of one CPU not in simulated-time order has one; `off` by default.
+    public var cacheThread = CacheThreadMode.off {
+        didSet {
+            let allowed = cacheThread.wantsThread && cpus.count == 1 && simulatedTime == nil
+                && cpus[0].cacheModel.sharedLastLevel == nil
+            for cpu in cpus { cpu.cacheThreadAllowed = allowed }
+        }
+    }
+
     /// Runs `body` as kernel code on `cpu` (e.g. a system call the process on it makes), so that
     /// flushes it causes are local there and remote elsewhere.
     public func run<T, E: Error>(on cpu: Int, _ body: () throws(E) -> T) throws(E) -> T {

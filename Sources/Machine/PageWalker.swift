@@ -105,7 +105,13 @@ extension CPU {
     func walk(_ v: UInt64, _ kind: MemoryAccess) -> WalkResult {
         tally.walks &+= 1
         var observer = CPUWalk(cpu: self, kernel: kernel.unsafelyUnwrapped, asid: asid, cost: walkStartCycles)
-        defer { tally.walkCycles += independentAccesses ? observer.cost / mlp : observer.cost; lastDataLine = .max }
+        defer {
+            // Pipelined, the cache thread has the cost (`CachePipeline.Kind.walkEnd`).
+            if pipelined { emit(CachePipeline.walkEnd) } else {
+                tally.walkCycles += independentAccesses ? observer.cost / mlp : observer.cost
+            }
+            lastDataLine = .max
+        }
         return WalkResult(PageTableWalk.walk(v, kind, root: root.unsafelyUnwrapped, &observer), kind)
     }
 }

@@ -59,6 +59,10 @@ public struct SystemBuilder: Sendable {
     /// The CPUs' cache model: `full` (exact, the library's default, which the golden-count tests pin)
     /// or `sampled` (set sampling, the command line's default; docs/machines.md).
     public var cacheModel: CacheModel.Kind = .full
+    /// Whether a machine of one CPU runs its cache model on a second host thread (`Machine.cacheThread`:
+    /// the same answers, faster on a host with a core to spare); `off` in the library, `auto` on the
+    /// command line.
+    public var cacheThread = CacheThreadMode.off
     /// Threads run in simulated-time order and what CPUs share costs time (`SimulatedTime`), on a
     /// machine of more than one CPU. Off: threads run in the order the workload gives (the figures
     /// of runs recorded before simulated time).
@@ -147,6 +151,7 @@ public struct SystemBuilder: Sendable {
     public func makeMachine() throws(SysfsError) -> Machine {
         let m = Machine(kernel: try makeKernel(), description: machine, cpuCount: cpus, simulatedTime: simulatedTime)
         if cacheModel != .full { m.cacheModel = cacheModel }
+        if cacheThread != .off { m.cacheThread = cacheThread }
         return m
     }
 

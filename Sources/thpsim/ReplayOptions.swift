@@ -26,6 +26,9 @@ struct ReplayMachineOptions: ParsableArguments {
     @Option(name: .customLong("cache-model"), help: ArgumentHelp(CacheModelOption.help))
     var cacheModel: String = CacheModelOption.default.rawValue
 
+    @Option(name: .customLong("cache-thread"), help: ArgumentHelp(CacheThreadOption.help))
+    var cacheThread: String = CacheThreadOption.default.rawValue
+
     @Flag(help: "Print the report as JSON.")
     var json = false
 
@@ -69,6 +72,7 @@ struct ReplayMachineOptions: ParsableArguments {
         }
         s.cpus = cpus
         s.cacheModel = try CacheModelOption.parse(cacheModel)
+        s.cacheThread = try CacheThreadOption.parse(cacheThread)
         s.cgroup = try Self.cgroupSettings(cgroup)
         return s
     }
@@ -106,6 +110,19 @@ func parseCount(_ text: String, option: String) throws -> Int {
     let (p, overflow) = n.multipliedReportingOverflow(by: multiplier)
     guard !overflow, p <= 1 << 40 else { throw ValidationError("\(option): '\(text)' is too large") }
     return p
+}
+
+/// `--cache-thread` of `workload` and `replay`.
+enum CacheThreadOption {
+    static let `default` = CacheThreadMode.auto
+    static let help = "Run the cache model on a second host thread: auto (default: when the host has a core to spare, by its load average), on or off. One-CPU machines only; the same results either way (docs/machines.md)."
+
+    static func parse(_ value: String) throws -> CacheThreadMode {
+        guard let mode = CacheThreadMode(rawValue: value) else {
+            throw ValidationError("--cache-thread: '\(value)' is not auto, on or off")
+        }
+        return mode
+    }
 }
 
 /// `--cache-model` of `workload`, `replay`, `run` and `calibrate`.

@@ -1,0 +1,385 @@
+import Foundation
+import Synchronization
+import VMCore
+import HostIntrinsics
+
+/// Whether a CPU runs its cache model on a second host thread (`CachePipeline`).
+public enum CacheThreadMode: String, Sendable, Hashable, CaseIterable {
+    /// The cache model runs inline on the thread that runs the CPU.
+    case off
+    /// A second thread whenever the CPU can use one (a machine of one CPU, not in simulated-time
+    /// order, not a guest CPU, caching page tables and data).
+    case on
+    /// `on` when the host has a core to spare: two or more cores, and a load average over the last
+    /// minute that leaves one of them idle; else `off`. (On a host whose cores are all busy the
+    /// thread cannot run beside the model and only adds the hand-over's cost.)
+    case auto
+
+    /// Whether the mode asks for the thread on this host now.
+    public var wantsThread: Bool {
+        switch self {
+        case .off: false
+        case .on: true
+        case .auto: Self.hostHasSpareCore
+        }
+    }
+
+    static var hostHasSpareCore: Bool {
+        let cores = ProcessInfo.processInfo.activeProcessorCount
+        guard cores >= 2 else { return false }
+        var load = [0.0]
+        guard getloadavg(&load, 1) == 1 else { return true }
+        return load[0] <= Double(cores - 1)
+    }
+}
+
+/// The cache model of a one-CPU machine on a second host thread.
+///
+/// In a run of one CPU the cache model's answers flow only into the CPU's tally (data and walk
+/// cycles, walk references from memory, write-backs): no TLB, walk or kernel decision depends on them.
+/// So the access path (`CPU.run(_:)`, the thread that runs the CPU: the *producer*) writes each cache
+/// operation as one 64-bit word into a single-producer, single-consumer ring, and the *cache thread*
+/// runs them through the same `CacheModel` and applies the charges in the same order with the same
+/// floating-point operations as the inline path, so every count and cycle sum is bit for bit the same.
+///
+/// ```
+///  CPU.run (producer)                                cache thread (consumer)
+///  walk entry, data line ─► op ─► ring[head & mask] ─► ring[tail & mask] ─► CacheModel.access
+///       every `publishInterval` ops: written ═══════►  (acquire)             └► totals: data/walk
+///       settle(): wait until read == head ◄═══════════  read (release)            cycles, from-memory
+///                 then totals → CPU.tally                                         refs, write-backs
+/// ```
+///
+/// Between `activate` and `settle` the consumer owns the cache model and `totals`; the CPU owns
+/// them otherwise. `CPU` settles before anything reads or changes them (`counters`, `cache`, `reset`,
+/// a change of cache modelling or of `independentAccesses`). Idle, the consumer spins briefly
+/// (`idleSpins`), then sleeps until the next publication. Linux has no counterpart: this is how
+/// the simulator uses a second host core, not something the simulated machine does.
+final class CachePipeline: @unchecked Sendable {
+    /// What an op asks of the consumer (its low three bits).
+    enum Kind: UInt64 {
+        /// A walk's read of a page-table entry: bits 3–5 the source (`1 + level`), from bit 8 the line.
+        case walkEntry = 0
+        /// The end of a walk: its cost goes into the walk cycles.
+        case walkEnd = 1
+        /// A data line through the cache model: bit 3 a write, bit 4 streaming, from bit 8 the line.
+        case data = 2
+        /// Bits 8–15 (n ≥ 1) more accesses to the line just charged, from bit 16: the L1 latency n
+        /// times (`CPU.chargeRepeated`), the line marked dirty first when bit 3 (a write) is set.
+        case repeatLine = 3
+    }
+    static let writeBit: UInt64 = 1 << 3
+    static let streamingBit: UInt64 = 1 << 4
+
+    @inline(__always) static func walkEntry(address: UInt64, source: Int) -> UInt64 {
+        (address >> 6) << 8 | UInt64(truncatingIfNeeded: source) << 3 | Kind.walkEntry.rawValue
+    }
+    static let walkEnd = Kind.walkEnd.rawValue
+    @inline(__always) static func data(line: UInt64, write: Bool, streaming: Bool) -> UInt64 {
+        line << 8 | (streaming ? streamingBit : 0) | (write ? writeBit : 0) | Kind.data.rawValue
+    }
+    /// - Precondition: 1 ≤ `count` < 256.
+    @inline(__always) static func repeatLine(_ line: UInt64, write: Bool, count: Int) -> UInt64 {
+        line << 16 | UInt64(truncatingIfNeeded: count) << 8 | (write ? writeBit : 0) | Kind.repeatLine.rawValue
+    }
+
+    /// The tally fields the cache model's results go into.
+    struct Totals {
+        var dataCycles = 0.0
+        var walkCycles = 0.0
+        var walkReferencesFromMemory = 0
+        var writebacks = 0
+        /// The cache model's write-backs already charged (`CPU.chargedWritebacks`).
+        var chargedWritebacks = 0
+    }
+
+    /// The ring's size in ops (a power of two): 2 MiB, some 60,000 accesses of a random stream, so
+    /// that the producer seldom waits for a consumer the host's scheduler has put aside for a while.
+    static let capacity = 1 << 18
+    static var mask: Int { capacity &- 1 }
+    /// The producer makes its ops visible every this many (32 KiB of ring, about 1,000 accesses of a
+    /// random stream), and when it settles. Each publication may wake a sleeping consumer, which then
+    /// runs them in one go and sleeps again: the cache thread takes the host time its work needs and
+    /// no more (a consumer that spun between publications of 32 ops took a core of its own and, on a
+    /// host whose cores were busy, doubled the run's wall time).
+    static let publishInterval = 4096
+    /// How many spin-wait hints (a few microseconds) an idle consumer waits before it sleeps.
+    static let idleSpins = 128
+
+    /// The producer's side, kept in the CPU itself (no reference to load per op).
+    struct Producer {
+        /// nil until the CPU has a pipeline.
+        let ring: UnsafeMutablePointer<UInt64>?
+        /// Ops written so far (the next one's index before masking).
+        var head = 0
+        /// `head` may run up to this before `publish` is due.
+        var limit = CachePipeline.publishInterval
+        /// The consumer's `read` when the producer last looked.
+        var readSeen = 0
+    }
+
+    let ring: UnsafeMutablePointer<UInt64>
+    /// `written` (the producer's published head), `read` (the consumer's tail), `sleeping` and
+    /// `stopping`, each on a 128-byte line of its own.
+    private let shared: UnsafeMutableRawPointer
+    private var written: UnsafeMutablePointer<Atomic<Int>> { shared.assumingMemoryBound(to: Atomic<Int>.self) }
+    private var read: UnsafeMutablePointer<Atomic<Int>> { (shared + 128).assumingMemoryBound(to: Atomic<Int>.self) }
+    private var sleeping: UnsafeMutablePointer<Atomic<Bool>> { (shared + 256).assumingMemoryBound(to: Atomic<Bool>.self) }
+    private var stopping: UnsafeMutablePointer<Atomic<Bool>> { (shared + 384).assumingMemoryBound(to: Atomic<Bool>.self) }
+    /// What the consumer keeps, on lines of its own: the producer touches it only while the
+    /// consumer is idle (`activate`, `settle`).
+    struct State {
+        var totals = Totals()
+        /// The walk in progress: its cost so far (`CPUWalk.cost`).
+        var walkCost = 0.0
+        /// The CPU's `independentAccesses` at `activate`.
+        var independent = false
+    }
+    private let state: UnsafeMutablePointer<State>
+    private let wake = NSCondition()
+
+    /// The consumer's copy of what it needs from the CPU: the model, and the CPU's constants.
+    private let cache: CacheModel
+    private let l1Latency: Double
+    private let mlp: Double
+    private let walkStartCycles: Double
+
+    /// Makes the ring and starts the cache thread for `cache`, with the CPU's latencies.
+    init(cache: CacheModel, l1Latency: Double, mlp: Double, walkStartCycles: Double) {
+        self.cache = cache
+        self.l1Latency = l1Latency
+        self.mlp = mlp
+        self.walkStartCycles = walkStartCycles
+        ring = .allocate(capacity: Self.capacity)
+        ring.initialize(repeating: 0, count: Self.capacity)
+        shared = .allocate(byteCount: 512, alignment: 128)
+        shared.bindMemory(to: UInt8.self, capacity: 512).initialize(repeating: 0, count: 512)
+        (shared).bindMemory(to: Atomic<Int>.self, capacity: 1).initialize(to: Atomic(0))
+        (shared + 128).bindMemory(to: Atomic<Int>.self, capacity: 1).initialize(to: Atomic(0))
+        (shared + 256).bindMemory(to: Atomic<Bool>.self, capacity: 1).initialize(to: Atomic(false))
+        (shared + 384).bindMemory(to: Atomic<Bool>.self, capacity: 1).initialize(to: Atomic(false))
+        let block = UnsafeMutableRawPointer.allocate(byteCount: 256, alignment: 128)
+        state = block.bindMemory(to: State.self, capacity: 1)
+        state.initialize(to: State(walkCost: walkStartCycles))
+        let thread = Thread { [self] in consume() }
+        thread.name = "thpsim-cache"
+        thread.stackSize = 1 << 20
+        thread.start()
+    }
+
+    deinit {
+        ring.deallocate()
+        state.deinitialize(count: 1)
+        UnsafeMutableRawPointer(state).deallocate()
+        shared.deallocate()
+    }
+
+    /// A producer for this ring, starting where the consumer is.
+    func producer() -> Producer {
+        let at = read.pointee.load(ordering: .acquiring)
+        return Producer(ring: ring, head: at, limit: at &+ Self.publishInterval, readSeen: at)
+    }
+
+    /// Hands the cache model and `start` to the consumer (which is idle: every op published so far is
+    /// done), with the CPU's `independentAccesses`.
+    func activate(_ start: Totals, independent: Bool) {
+        state.pointee = State(totals: start, walkCost: walkStartCycles, independent: independent)
+    }
+
+    /// Makes the producer's ops visible, wakes a sleeping consumer, and moves `p.limit` on: to the
+    /// next publication, or as far as the ring has room (waiting for the consumer when it is full).
+    ///
+    /// A plain release store and load: a consumer that goes to sleep just as the producer publishes
+    /// may miss this publication's wake-up, never a later one's that finds it asleep, and the
+    /// producer waits for it only after a full fence (`waitForConsumer`), so it never waits on a
+    /// sleeping consumer.
+    @inline(never)
+    func publish(_ p: inout Producer) {
+        written.pointee.store(p.head, ordering: .releasing)
+        if sleeping.pointee.load(ordering: .relaxed) { wakeConsumer() }
+        if p.head &+ Self.publishInterval &- p.readSeen > Self.capacity {
+            p.readSeen = read.pointee.load(ordering: .acquiring)
+            if p.head &+ Self.publishInterval &- p.readSeen > Self.capacity {
+                waitForConsumer(until: p.head &+ Self.publishInterval &- Self.capacity, &p)
+            }
+        }
+        p.limit = p.head &+ Self.publishInterval
+    }
+
+    /// Waits until the consumer has run ops up to `position` (the producer's published head or
+    /// before), waking it if it sleeps (Dekker's handshake with `consume()`: each side stores its
+    /// flag, then loads the other's, both sequentially consistent).
+    private func waitForConsumer(until position: Int, _ p: inout Producer) {
+        written.pointee.store(p.head, ordering: .sequentiallyConsistent)
+        if sleeping.pointee.load(ordering: .sequentiallyConsistent) { wakeConsumer() }
+        var backoff = SpinBackoff()
+        while true {
+            p.readSeen = read.pointee.load(ordering: .acquiring)
+            if p.readSeen &- position >= 0 { return }
+            backoff.wait()
+        }
+    }
+
+    /// Publishes every op and waits until the consumer has done them all; then the caller owns the
+    /// cache model and `totals` again.
+    func settle(_ p: inout Producer) -> Totals {
+        if p.readSeen != p.head { waitForConsumer(until: p.head, &p) }
+        p.limit = p.head &+ Self.publishInterval
+        return state.pointee.totals
+    }
+
+    private func wakeConsumer() {
+        wake.lock()
+        wake.signal()
+        wake.unlock()
+    }
+
+    /// Ends the cache thread once it has done the ops published (the producer publishes nothing after).
+    func stop() {
+        stopping.pointee.store(true, ordering: .sequentiallyConsistent)
+        wakeConsumer()
+    }
+
+    /// The cache thread: runs published ops in order, then spins and sleeps while there are none.
+    private func consume() {
+        var tail = read.pointee.load(ordering: .relaxed)
+        var spins = 0
+        while true {
+            let end = written.pointee.load(ordering: .acquiring)
+            if end != tail {
+                run(from: tail, to: end)
+                tail = end
+                read.pointee.store(tail, ordering: .releasing)
+                spins = 0
+                continue
+            }
+            if stopping.pointee.load(ordering: .acquiring) { return }
+            if spins < Self.idleSpins {
+                spins &+= 1
+                thpsim_cpu_relax()
+                continue
+            }
+            wake.lock()
+            sleeping.pointee.store(true, ordering: .sequentiallyConsistent)
+            while written.pointee.load(ordering: .sequentiallyConsistent) == tail
+                    && !stopping.pointee.load(ordering: .sequentiallyConsistent) {
+                wake.wait()
+            }
+            sleeping.pointee.store(false, ordering: .relaxed)
+            wake.unlock()
+            spins = 0
+        }
+    }
+
+    /// Runs ops `start..<end` of the ring: what `CPU.readEntry`, `CPU.walk`'s end, `CPU.touchData`
+    /// and `CPU.runRest` do inline, in the same order with the same arithmetic.
+    private func run(from start: Int, to end: Int) {
+        var t = state.pointee.totals
+        let cache = cache
+        let memoryLatency = cache.memoryLatency
+        let independent = state.pointee.independent, mlp = mlp, l1Latency = l1Latency, walkStartCycles = walkStartCycles
+        let repeatCost = independent ? l1Latency / mlp : l1Latency
+        let wholeCost = repeatCost.magnitude < 0x1p20 && Double(Int64(repeatCost)) == repeatCost
+        var walkCost = state.pointee.walkCost
+        var i = start
+        while i != end {
+            let op = ring[i & Self.mask]
+            i &+= 1
+            switch op & 7 {
+            case Kind.walkEntry.rawValue:
+                let latency = cache.access(physicalAddress: (op >> 8) << 6, source: Int(truncatingIfNeeded: (op >> 3) & 7))
+                if latency == memoryLatency { t.walkReferencesFromMemory &+= 1 }
+                if cache.writebacks != t.chargedWritebacks {
+                    // `CPU.chargeWritebacks`.
+                    let n = cache.writebacks &- t.chargedWritebacks
+                    t.chargedWritebacks = cache.writebacks
+                    t.writebacks &+= n
+                    t.dataCycles += Double(n) * memoryLatency / mlp
+                }
+                walkCost += latency
+            case Kind.walkEnd.rawValue:
+                t.walkCycles += independent ? walkCost / mlp : walkCost
+                walkCost = walkStartCycles
+            case Kind.data.rawValue:
+                let latency = cache.access(physicalAddress: (op >> 8) << 6, write: op & Self.writeBit != 0)
+                let charged = op & Self.streamingBit != 0 ? l1Latency : latency
+                t.dataCycles += independent ? charged / mlp : charged
+                if cache.writebacks != t.chargedWritebacks {
+                    // `CPU.chargeWritebacks`.
+                    let n = cache.writebacks &- t.chargedWritebacks
+                    t.chargedWritebacks = cache.writebacks
+                    t.writebacks &+= n
+                    t.dataCycles += Double(n) * memoryLatency / mlp
+                }
+            default:
+                if op & Self.writeBit != 0 { cache.markDirty(physicalAddress: (op >> 16) << 6) }
+                let n = Int(truncatingIfNeeded: (op >> 8) & 0xFF)
+                // `CPU.chargeRepeated`.
+                var total = t.dataCycles
+                if wholeCost && total.magnitude < 0x1p52 && Double(Int64(total)) == total {
+                    t.dataCycles = total + Double(n) * repeatCost
+                } else {
+                    for _ in 0..<n { total += repeatCost }
+                    t.dataCycles = total
+                }
+            }
+        }
+        state.pointee.walkCost = walkCost
+        state.pointee.totals = t
+    }
+}
+
+extension CPU {
+    /// Writes one cache operation for the cache thread (only while `pipelined`).
+    @inline(__always)
+    func emit(_ op: UInt64) {
+        ops.ring.unsafelyUnwrapped[ops.head & CachePipeline.mask] = op
+        ops.head &+= 1
+        if ops.head == ops.limit { pipeline.unsafelyUnwrapped.publish(&ops) }
+    }
+
+    /// Whether `run(_:)` hands the cache model to the cache thread: allowed on this machine, not a
+    /// guest CPU (whose walks read host tables through the model and count them as they go), both
+    /// page tables and data go through the model, and the stream walks (`lookAhead`: the last batch
+    /// walked for at least one record in 16). A stream that seldom walks (sequential, a program's
+    /// trace) spends few instructions per cache operation outside the model, so the cache thread
+    /// would set the pace and the hand-over would cost more than it saves: it stays inline.
+    @inline(__always)
+    var wantsPipeline: Bool { cacheThreadAllowed && lookAhead && nested == nil && modelsDataCache && modelsWalkCache }
+
+    /// Hands the cache model and the tally's cache fields to the cache thread (made the first time).
+    @inline(never)
+    func startPipeline() {
+        let pipeline: CachePipeline
+        if let p = self.pipeline {
+            pipeline = p
+        } else {
+            pipeline = CachePipeline(cache: cacheModel, l1Latency: l1Latency, mlp: mlp, walkStartCycles: walkStartCycles)
+            self.pipeline = pipeline
+            ops = pipeline.producer()
+        }
+        pipeline.activate(CachePipeline.Totals(dataCycles: tally.dataCycles, walkCycles: tally.walkCycles,
+                                               walkReferencesFromMemory: tally.walkReferencesFromMemory,
+                                               writebacks: tally.writebacks, chargedWritebacks: chargedWritebacks),
+                          independent: independentAccesses)
+        pipelined = true
+    }
+
+    /// Waits until the cache thread has run every cache operation, then takes the cache model and
+    /// the tally's cache fields back. Everything that reads or changes them calls this first.
+    @inline(__always)
+    func settle() {
+        if pipelined { settlePipeline() }
+    }
+
+    @inline(never)
+    func settlePipeline() {
+        let t = pipeline.unsafelyUnwrapped.settle(&ops)
+        tally.dataCycles = t.dataCycles
+        tally.walkCycles = t.walkCycles
+        tally.walkReferencesFromMemory = t.walkReferencesFromMemory
+        tally.writebacks = t.writebacks
+        chargedWritebacks = t.chargedWritebacks
+        pipelined = false
+    }
+}
