@@ -10,9 +10,9 @@ public enum CacheThreadMode: String, Sendable, Hashable, CaseIterable {
     /// A second thread whenever the CPU can use one (a machine of one CPU, not in simulated-time
     /// order, not a guest CPU, caching page tables and data).
     case on
-    /// `on` when the host has a core to spare: two or more cores, and a load average over the last
-    /// minute that leaves one of them idle; else `off`. (On a host whose cores are all busy the
-    /// thread cannot run beside the model and only adds the hand-over's cost.)
+    /// `on` when the host has a core to spare: two or more cores, and, when the run starts, no more
+    /// threads runnable than leave one of them idle; else `off`. (On a host whose cores are all busy
+    /// the thread cannot run beside the model and only adds the hand-over's cost.)
     case auto
 
     /// Whether the mode asks for the thread on this host now.
@@ -24,12 +24,32 @@ public enum CacheThreadMode: String, Sendable, Hashable, CaseIterable {
         }
     }
 
+    /// Whether a core is idle now: the threads runnable on the host (`/proc/loadavg`'s fourth field,
+    /// `nr_running()`, which counts the thread asking) leave one of the cores free, at the least of
+    /// five looks 2 ms apart — a thread that runs for a moment (a shell, a kernel thread) is seen in
+    /// one look, a busy program in all. Not the load average: it decays over a minute, so the runs
+    /// just before — thpsim's own, with their cache threads — would keep the next one from using the
+    /// core they have left idle.
     static var hostHasSpareCore: Bool {
         let cores = ProcessInfo.processInfo.activeProcessorCount
         guard cores >= 2 else { return false }
-        var load = [0.0]
-        guard getloadavg(&load, 1) == 1 else { return true }
-        return load[0] <= Double(cores - 1)
+        var least = Int.max
+        for look in 0..<5 {
+            if look > 0 { usleep(2_000) }
+            guard let running = runnableThreads() else { return true }
+            least = min(least, running)
+            if least - 1 <= cores - 2 { return true }
+        }
+        return false
+    }
+
+    /// The runnable threads on the host now (Linux: `/proc/loadavg`, "1.00 0.50 0.25 2/345 6789"), or
+    /// nil where that file is missing or unreadable.
+    static func runnableThreads(loadavg path: String = "/proc/loadavg") -> Int? {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return nil }
+        let fields = text.split(separator: " ")
+        guard fields.count >= 4, let slash = fields[3].firstIndex(of: "/") else { return nil }
+        return Int(fields[3][..<slash])
     }
 }
 

@@ -115,7 +115,7 @@ func parseCount(_ text: String, option: String) throws -> Int {
 /// `--cache-thread` of `workload` and `replay`.
 enum CacheThreadOption {
     static let `default` = CacheThreadMode.auto
-    static let help = "Run the cache model on a second host thread: auto (default: when the host has a core to spare, by its load average), on or off. One-CPU machines only; the same results either way (docs/machines.md)."
+    static let help = "Run the cache model on a second host thread: auto (default: when a core of the host is idle as the run starts), on or off. One-CPU machines only; the same results either way (docs/machines.md)."
 
     static func parse(_ value: String) throws -> CacheThreadMode {
         guard let mode = CacheThreadMode(rawValue: value) else {

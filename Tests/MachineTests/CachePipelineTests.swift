@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 import VMCore
 import Kernel
@@ -165,5 +166,20 @@ struct CachePipelineTests {
         m.cacheThread = .off
         #expect(!m.cpus[0].pipelined && m.cpus[0].pipeline == nil)
         #expect(m.cpus[0].counters.walks >= 64 && m.cpus[0].counters.dataCycles > 0)
+    }
+
+    @Test("auto reads the host's runnable threads from /proc/loadavg's fourth field; a file it cannot read gives nil")
+    func runnableThreads() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("thpsim-loadavg-\(getpid())").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try "1.25 0.80 0.40 3/412 98765\n".write(toFile: path, atomically: true, encoding: .utf8)
+        #expect(CacheThreadMode.runnableThreads(loadavg: path) == 3)
+        try "1.25 0.80 0.40\n".write(toFile: path, atomically: true, encoding: .utf8)
+        #expect(CacheThreadMode.runnableThreads(loadavg: path) == nil)
+        try "1.25 0.80 0.40 x/412 98765\n".write(toFile: path, atomically: true, encoding: .utf8)
+        #expect(CacheThreadMode.runnableThreads(loadavg: path) == nil)
+        #expect(CacheThreadMode.runnableThreads(loadavg: "/nonexistent/loadavg") == nil)
+        // This host's own file parses, and counts at least the thread asking.
+        if let here = CacheThreadMode.runnableThreads() { #expect(here >= 1) }
     }
 }
