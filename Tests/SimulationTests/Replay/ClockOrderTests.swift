@@ -35,4 +35,31 @@ struct ClockOrderTests {
             if threads > 20 { #expect(repushes > 0, "round \(round) never met a stale key") }
         }
     }
+
+    @Test("second is the entry that comes second by its key (the lowest thread at a tie), after any pushes, replacements and removals")
+    func secondComesSecond() {
+        var rng = SplitMix64(seed: 41)
+        var order = ClockOrder()
+        var keys: [Int: Double] = [:]
+        #expect(order.second == nil)
+        for step in 0..<5_000 {
+            let op = rng.next() % 4
+            if op == 0 || keys.isEmpty {
+                let t = keys.count + step * 1_000
+                let c = Double(rng.next() % 16) * 5
+                order.push(clock: c, thread: t)
+                keys[t] = c
+            } else if op == 1, let (_, t) = order.first {
+                let c = keys[t]! + Double(rng.next() % 4) * 5
+                order.replaceFirst(clock: c)
+                keys[t] = c
+            } else if op == 2, let (_, t) = order.first {
+                order.removeFirst()
+                keys[t] = nil
+            }
+            let sorted = keys.sorted { ($0.value, $0.key) < ($1.value, $1.key) }
+            #expect(order.first?.thread == sorted.first?.key)
+            #expect(order.second == (sorted.count > 1 ? sorted[1].key : nil), "step \(step)")
+        }
+    }
 }
