@@ -389,22 +389,23 @@ public final class MachineExecutor: WorkloadSink {
                let ref = processRefs[Int(threadProcess[best])] {
                 let event = queues[best].events[queues[best].eventHead].event
                 queues[best].eventHead += 1
-                ref._withUnsafeGuaranteedRef { mm in
-                    if mm.wasOOMKilled {
-                        report.events -= 1
-                        report.droppedEvents += 1
-                        kill(process: Int(threadProcess[best]))
-                        return
-                    }
-                    if case .getMempolicy(let address) = event {
-                        // The common case (a lookup per page in memscale): no charge but the lookup's.
-                        lookUpNode(thread: best, mm: mm, address: address)
-                    } else {
-                        run(event, thread: best, mm: mm, queued: true)
-                    }
-                    if case .spawn(let child) = event, child < startClock.count, startClock[child] == .infinity {
-                        startClock[child] = machine.clock(of: best % cpuCount)
-                        spawned.append(child)
+                if ref._withUnsafeGuaranteedRef({ $0.wasOOMKilled }) {
+                    // Its cgroup's OOM killer chose it while this thread's accesses ran.
+                    report.events -= 1
+                    report.droppedEvents += 1
+                    kill(process: Int(threadProcess[best]))
+                } else {
+                    ref._withUnsafeGuaranteedRef { mm in
+                        if case .getMempolicy(let address) = event {
+                            // The common case (a lookup per page in memscale): no charge but the lookup's.
+                            lookUpNode(thread: best, mm: mm, address: address)
+                        } else {
+                            run(event, thread: best, mm: mm, queued: true)
+                        }
+                        if case .spawn(let child) = event, child < startClock.count, startClock[child] == .infinity {
+                            startClock[child] = machine.clock(of: best % cpuCount)
+                            spawned.append(child)
+                        }
                     }
                 }
             }
