@@ -10,8 +10,9 @@ import Experiments
 /// the kernel recorded doing, after the call.
 @Suite("System calls in simulated time, through the executor")
 struct SystemCallsInSimulatedTimeTests {
-    /// Two threads on two CPUs of one process each write 1,024 pages of a buffer of their own, in time
-    /// order; then thread 0 makes `call` on its buffer while thread 1 writes 64 more pages of its own.
+    /// Two threads on two CPUs of one process write 1,024 and 960 pages of a buffer of their own, in
+    /// time order; then thread 0 makes `call` on its buffer, and thread 1, behind it in simulated time,
+    /// writes 256 more pages of its own, passing thread 0's clock while the call holds the mmap lock.
     /// Thread 1's CPU's wait for the mmap lock in cycles after the call, and the report.
     static func run(_ call: (UInt64) -> WorkloadEvent?) throws -> (mmapWait: Double, report: ReplayReport) {
         var setup = SystemBuilder()
@@ -26,13 +27,16 @@ struct SystemCallsInSimulatedTimeTests {
         executor.event(thread: 1, .mmap(address: b, length: length, protection: .readWrite, shared: false))
         for page in 0..<1_024 as Range<UInt64> {
             executor.access(thread: 0, address: a + page << 12, kind: .store, count: 1)
-            executor.access(thread: 1, address: b + page << 12, kind: .store, count: 1)
+            if page < 960 { executor.access(thread: 1, address: b + page << 12, kind: .store, count: 1) }
         }
         executor.event(thread: 1, .idle(milliseconds: 0))
         let time = executor.machine.simulatedTime!
         let before = time.waitCycles[LockClass.mmapLock.rawValue]
         if let event = call(a) { executor.event(thread: 0, event) }
-        for page in 1_024..<1_088 as Range<UInt64> {
+        // A VMA change waits in thread 0's queue for its turn; an ordering point runs it now, before
+        // thread 1's writes below (a quantum of them could otherwise pass the whole hold first).
+        executor.event(thread: 0, .idle(milliseconds: 0))
+        for page in 960..<1_216 as Range<UInt64> {
             executor.access(thread: 1, address: b + page << 12, kind: .store, count: 1)
         }
         let report = executor.finish()

@@ -58,9 +58,10 @@ struct ZapInSimulatedTimeTests {
 @Suite("khugepaged's collapses in simulated time, through the executor")
 struct CollapseInSimulatedTimeTests {
     /// Thread 0 writes 512 pages of a 2 MiB range and advises it (`advice`), which wakes khugepaged
-    /// on CPU 0; thread 1, on CPU 1, having written as many, then writes 64 more of its own buffer in
-    /// the same mm: in simulated time, while the collapse holds the mmap lock. Thread 1's wait for the
-    /// mmap lock in cycles after the advice, and how many ranges khugepaged collapsed by then.
+    /// on CPU 0; thread 1, on CPU 1, having written 448, behind it in simulated time, then writes 256
+    /// more of its own buffer in the same mm, passing thread 0's clock while the collapse holds the
+    /// mmap lock. Thread 1's wait for the mmap lock in cycles after the advice, and how many ranges
+    /// khugepaged collapsed by then.
     static func run(_ advice: MadviseAdvice) throws -> (mmapWait: Double, collapsed: Int) {
         var setup = SystemBuilder()
         setup.cpus = 2
@@ -72,18 +73,21 @@ struct CollapseInSimulatedTimeTests {
         let a: UInt64 = 1 << 40, b: UInt64 = 1 << 41
         executor.event(thread: 0, .mmap(address: a, length: 2 << 20, protection: .readWrite, shared: false))
         executor.event(thread: 1, .mmap(address: b, length: 4 << 20, protection: .readWrite, shared: false))
-        // Both threads do the same work, so their clocks are close when thread 0 advises; the kernel's
-        // clock moves with the busier one's and khugepaged runs then (`advanceClock()`).
+        // Thread 1 does less, so thread 0's clock is the kernel's when it advises: the kernel's clock
+        // moves with it and khugepaged runs then (`advanceClock()`).
         for page in 0..<512 as Range<UInt64> {
             executor.access(thread: 0, address: a + page << 12, kind: .store, count: 1)
-            executor.access(thread: 1, address: b + page << 12, kind: .store, count: 1)
+            if page < 448 { executor.access(thread: 1, address: b + page << 12, kind: .store, count: 1) }
         }
         executor.event(thread: 1, .idle(milliseconds: 0))
         let time = executor.machine.simulatedTime!
         let before = time.waitCycles[LockClass.mmapLock.rawValue]
         executor.event(thread: 0, .madvise(address: a, length: 2 << 20, advice: advice))
+        // The advice waits in thread 0's queue for its turn; an ordering point runs it now, and the
+        // kernel's clock moves after it, as the test needs.
+        executor.event(thread: 0, .idle(milliseconds: 0))
         let collapsed = executor.machine.kernel.khugepaged.pagesCollapsed
-        for page in 512..<576 as Range<UInt64> {
+        for page in 448..<704 as Range<UInt64> {
             executor.access(thread: 1, address: b + page << 12, kind: .store, count: 1)
         }
         let report = executor.finish()

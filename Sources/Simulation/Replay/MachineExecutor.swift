@@ -9,7 +9,9 @@ import Workloads
 /// state is that CPU's); each process is an address space. A run of `count` accesses to one page costs one
 /// access through the MMU and `count - 1` L1 TLB hits (the run keeps one access's TLB state).
 /// Accesses reach a CPU in batches of up to 256 through `CPU.run(_:)`, the access path's one entry
-/// point, in the order the workload made them.
+/// point, in the order the workload made them; on a machine in simulated time, each thread's accesses
+/// and calls in its order, threads interleaved by their clocks (`drainQueues()`), a spawned thread
+/// starting at its parent's clock at the spawn.
 ///
 /// What Linux would do with a bad program, the executor does too: an access the kernel cannot
 /// resolve kills the process (SIGSEGV/SIGBUS, recorded in `report.signals`); a system call that fails
@@ -100,14 +102,21 @@ public final class MachineExecutor: WorkloadSink {
     @exclusivity(unchecked) private var chunkCacheKeys = ContiguousArray<UInt64>(repeating: .max, count: 8)
     @exclusivity(unchecked) private var chunkCacheOffsets = ContiguousArray<Int>(repeating: 0, count: 8)
 
-    /// Threads run in simulated-time order (a machine of more than one CPU): each thread's accesses
-    /// wait in its queue until an ordering point (a tick, an event, the end), where `drainQueues()`
-    /// runs them, repeatedly giving a quantum to the thread whose CPU's clock is lowest.
+    /// Threads run in simulated-time order (a machine of more than one CPU): each thread's accesses,
+    /// and its system calls but fork, exit, idle and beginMeasurement, wait in its queue until an
+    /// ordering point (a tick, one of those four events, the end), where `drainQueues()` runs them,
+    /// repeatedly giving a quantum to the thread whose clock is lowest.
     private let timeOrdered: Bool
-    /// Per thread: the accesses it made since the last ordering point, and whether each store marked
-    /// its page first. Bounded by `tickInterval` accesses over all threads.
+    /// Per thread: the accesses and events it made since the last ordering point, and whether each
+    /// store marked its page first. Bounded by `tickInterval` accesses and `maxQueuedEvents` events
+    /// over all threads.
     @exclusivity(unchecked) private var queues: [ThreadQueue] = []
-    /// Threads whose queue holds accesses.
+    /// Events queued since the last drain; at `maxQueuedEvents` the queues are drained.
+    @exclusivity(unchecked) private var queuedEvents = 0
+    /// Events queued over all threads before the queues are drained without waiting for a tick (a
+    /// workload of calls without accesses).
+    static let maxQueuedEvents = 4 * tickInterval
+    /// Threads whose queue holds accesses or events.
     @exclusivity(unchecked) private var queuedThreads = ContiguousArray<Int>()
     /// `queuedThreads` by their CPUs' clocks, while `drainQueues` runs them.
     @exclusivity(unchecked) private var clockOrder = ClockOrder()
@@ -118,16 +127,34 @@ public final class MachineExecutor: WorkloadSink {
         var records = ContiguousArray<AccessRecord>()
         var touched = ContiguousArray<Bool>()
         var head = 0
-        /// The thread's `get_mempolicy()` page lookups, each made once the records before
-        /// `position` (counted from the queue's start) have run: a question about a page, which can
-        /// wait its turn in simulated time with the thread's accesses instead of ordering every thread.
-        var lookups = ContiguousArray<(position: Int, address: UInt64)>()
-        var lookupHead = 0
-        var isEmpty: Bool { head == records.count && lookupHead == lookups.count }
-        /// Records that may run before the next lookup is due.
-        var recordsBeforeLookup: Int { lookupHead < lookups.count ? lookups[lookupHead].position - head : records.count - head }
+        /// The thread's system calls that wait their turn in simulated time (`event(thread:_:)`): each
+        /// made once the records before its `position` (counted from the queue's start) have run.
+        var events = ContiguousArray<QueuedEvent>()
+        var eventHead = 0
+        /// The written-page bits each queued event cleared when it was queued (`events` index, word of
+        /// `touchedWords`, bits), to put back if the event is dropped.
+        var cleared = ContiguousArray<(event: Int, word: Int, bits: UInt64)>()
+        var isEmpty: Bool { head == records.count && eventHead == events.count }
+        /// Records that may run before the next event is due.
+        var recordsBeforeEvent: Int { eventHead < events.count ? events[eventHead].position - head : records.count - head }
         /// The address of the next record to run, if one is queued.
         var nextAddress: UInt64? { head < records.count ? records[head].address : nil }
+    }
+
+    private struct QueuedEvent {
+        var position: Int
+        var event: WorkloadEvent
+    }
+
+    /// Per thread: the CPU clock before which it may not run — its parent's clock when the spawn (or
+    /// fork) that created it ran (Linux: the child of `clone()` starts once its parent created it) —
+    /// or infinity while the spawn that creates it waits in its parent's queue. 0 for the first thread.
+    @exclusivity(unchecked) private var startClock = ContiguousArray<Double>(repeating: 0, count: 1)
+
+    /// The clock at which `thread` may run next: its CPU's, or its start if that is later.
+    @inline(__always)
+    private func turnClock(_ thread: Int) -> Double {
+        max(machine.clock(of: thread % cpuCount), startClock[thread])
     }
 
     @inline(__always)
@@ -295,19 +322,24 @@ public final class MachineExecutor: WorkloadSink {
         queues[thread].touched.append(newlyTouched)
     }
 
-    /// Runs every queued access in simulated-time order: the thread whose CPU's clock is lowest (the
-    /// lowest thread number at a tie) runs up to `quantum` accesses, then the clocks are read again.
-    /// Deterministic: it depends only on the workload and the simulated clocks.
+    /// Runs every queued access and event in simulated-time order: the thread whose clock is lowest
+    /// (its CPU's, or its start if later: `turnClock`; the lowest thread number at a tie) runs up to
+    /// `quantum` accesses, or the accesses before its next event and that event, then the clocks are
+    /// read again. A thread whose spawn has not run yet waits out of the order until it does.
+    /// Deterministic: it depends only on the workload and the simulated clocks. The kernel's clock
+    /// moves after the drain (every caller of `flush()` moves it), not at each event in it.
     private func drainQueues() {
+        queuedEvents = 0
         clockOrder.removeAll()
-        for t in queuedThreads { clockOrder.push(clock: machine.clock(of: t % cpuCount), thread: t) }
+        for t in queuedThreads where startClock[t] < .infinity { clockOrder.push(clock: turnClock(t), thread: t) }
+        var spawned = ContiguousArray<Int>()
         while let (key, best) = clockOrder.first {
             // A thread dropped while it waited (its process was killed) has nothing left.
             guard best < queues.count, !queues[best].isEmpty else {
                 clockOrder.removeFirst()
                 continue
             }
-            let bestClock = machine.clock(of: best % cpuCount)
+            let bestClock = turnClock(best)
             if bestClock > key {
                 // Its clock moved while it waited (`ClockOrder`): to its true place.
                 clockOrder.replaceFirst(clock: bestClock)
@@ -315,7 +347,7 @@ public final class MachineExecutor: WorkloadSink {
             } else if bestClock < key {
                 // A clock went back (no path does this today): order every thread again.
                 clockOrder.removeAll()
-                for t in queuedThreads { clockOrder.push(clock: machine.clock(of: t % cpuCount), thread: t) }
+                for t in queuedThreads where startClock[t] < .infinity { clockOrder.push(clock: turnClock(t), thread: t) }
                 continue
             }
             // No CPU with work is behind `bestClock`: lock and line timelines may forget what ended by then.
@@ -325,10 +357,13 @@ public final class MachineExecutor: WorkloadSink {
                 clockOrder.removeFirst()
                 continue
             }
-            // Up to `quantum` accesses, or fewer when a lookup comes first: a lookup takes locks other
-            // CPUs take, so the clocks are read again after it.
+            // A thread created after its CPU's clock: the CPU waits for it until its parent made it.
+            let cpuClock = machine.clock(of: best % cpuCount)
+            if bestClock > cpuClock { machine.simulatedTime?.charge(cpu: best % cpuCount, cycles: bestClock - cpuClock) }
+            // Up to `quantum` accesses, or fewer when an event comes first: an event takes locks other
+            // CPUs take (and may change what they see), so the clocks are read again after it.
             var n = 0
-            let limit = min(Self.quantum, queues[best].recordsBeforeLookup)
+            let limit = min(Self.quantum, queues[best].recordsBeforeEvent)
             queues[best].records.withUnsafeBufferPointer { records in
                 queues[best].touched.withUnsafeBufferPointer { touched in
                     var i = queues[best].head
@@ -340,22 +375,6 @@ public final class MachineExecutor: WorkloadSink {
                 }
             }
             queues[best].head += n
-            // The lookups due once these records have run.
-            var due: UInt64? = nil, moreDue = ContiguousArray<UInt64>()
-            while queues[best].lookupHead < queues[best].lookups.count,
-                  queues[best].lookups[queues[best].lookupHead].position == queues[best].head {
-                let a = queues[best].lookups[queues[best].lookupHead].address
-                if due == nil { due = a } else { moreDue.append(a) }
-                queues[best].lookupHead += 1
-            }
-            if queues[best].isEmpty {
-                queues[best].records.removeAll(keepingCapacity: true)
-                queues[best].touched.removeAll(keepingCapacity: true)
-                queues[best].lookups.removeAll(keepingCapacity: true)
-                queues[best].head = 0
-                queues[best].lookupHead = 0
-                if let slot = queuedThreads.firstIndex(of: best) { queuedThreads.remove(at: slot) }
-            }
             pendingThread = best
             pendingCount = n
             // The thread most likely to run next: its CPU's TLB sets come into the host's caches while
@@ -363,21 +382,55 @@ public final class MachineExecutor: WorkloadSink {
             if let next = clockOrder.second, next < queues.count, let address = queues[next].nextAddress {
                 machine.warmUp(cpu: next % cpuCount, for: address)
             }
+            // May kill the process, which drops its queues, events included (`dropQueue`).
             runPending()
-            if let due, threadProcess[best] >= 0, let ref = processRefs[Int(threadProcess[best])] {
-                ref._withUnsafeGuaranteedRef { mm in
-                    guard !mm.wasOOMKilled else { return }
-                    lookUpNode(thread: best, mm: mm, address: due)
-                    for a in moreDue { lookUpNode(thread: best, mm: mm, address: a) }
+            if queues[best].eventHead < queues[best].events.count,
+               queues[best].events[queues[best].eventHead].position == queues[best].head,
+               let ref = processRefs[Int(threadProcess[best])] {
+                let event = queues[best].events[queues[best].eventHead].event
+                queues[best].eventHead += 1
+                if ref._withUnsafeGuaranteedRef({ $0.wasOOMKilled }) {
+                    // Its cgroup's OOM killer chose it while this thread's accesses ran.
+                    report.events -= 1
+                    report.droppedEvents += 1
+                    kill(process: Int(threadProcess[best]))
+                } else {
+                    ref._withUnsafeGuaranteedRef { mm in
+                        if case .getMempolicy(let address) = event {
+                            // The common case (a lookup per page in memscale): no charge but the lookup's.
+                            lookUpNode(thread: best, mm: mm, address: address)
+                        } else {
+                            run(event, thread: best, mm: mm, queued: true)
+                        }
+                        if case .spawn(let child) = event, child < startClock.count, startClock[child] == .infinity {
+                            startClock[child] = machine.clock(of: best % cpuCount)
+                            spawned.append(child)
+                        }
+                    }
                 }
+            }
+            if queues[best].isEmpty {
+                queues[best].records.removeAll(keepingCapacity: true)
+                queues[best].touched.removeAll(keepingCapacity: true)
+                queues[best].events.removeAll(keepingCapacity: true)
+                queues[best].cleared.removeAll(keepingCapacity: true)
+                queues[best].head = 0
+                queues[best].eventHead = 0
+                if let slot = queuedThreads.firstIndex(of: best) { queuedThreads.remove(at: slot) }
             }
             // It stays first in the order until here: nothing run above reorders the threads.
             if queues[best].isEmpty {
                 clockOrder.removeFirst()
             } else {
-                clockOrder.replaceFirst(clock: machine.clock(of: best % cpuCount))
+                clockOrder.replaceFirst(clock: turnClock(best))
             }
+            // Threads just spawned join the order at their start.
+            for child in spawned where child < queues.count && !queues[child].isEmpty {
+                clockOrder.push(clock: turnClock(child), thread: child)
+            }
+            spawned.removeAll(keepingCapacity: true)
         }
+        precondition(queuedThreads.isEmpty, "a thread's accesses are queued but the spawn that creates it is not")
         cachedThread = -1
     }
 
@@ -409,13 +462,38 @@ public final class MachineExecutor: WorkloadSink {
         if newlyTouched { clearTouched(r.address, 1) }
     }
 
-    /// Drops the queued accesses of `thread`, whose process died: they are not made.
+    /// Drops the queued accesses and events of `thread`, whose process died: they are not made. Taken
+    /// back last first, so that what each undoes is what it did when it was queued: an access's count
+    /// and its page marked written, an event's count (it becomes a dropped one), the written pages it
+    /// cleared, the thread it would have spawned (with that thread's own queue).
     private func dropQueue(_ thread: Int) {
         guard thread < queues.count, !queues[thread].isEmpty else { return }
         let q = queues[thread]
-        for j in q.head..<q.records.count { drop(q.records[j], newlyTouched: q.touched[j]) }
         queues[thread] = ThreadQueue()
         if let slot = queuedThreads.firstIndex(of: thread) { queuedThreads.remove(at: slot) }
+        var r = q.records.count - 1, e = q.events.count - 1, c = q.cleared.count - 1
+        while r >= q.head || e >= q.eventHead {
+            guard e >= q.eventHead, q.events[e].position > r else {
+                drop(q.records[r], newlyTouched: q.touched[r])
+                r -= 1
+                continue
+            }
+            report.events -= 1
+            report.droppedEvents += 1
+            while c >= 0 && q.cleared[c].event > e { c -= 1 }
+            while c >= 0 && q.cleared[c].event == e {
+                let (word, bits) = (q.cleared[c].word, q.cleared[c].bits)
+                touchedPages += (bits & ~touchedWords[word]).nonzeroBitCount
+                touchedWords[word] |= bits
+                c -= 1
+            }
+            if case .spawn(let child) = q.events[e].event, child < startClock.count, startClock[child] == .infinity {
+                dropQueue(child)
+                threadProcess[child] = -1
+                startClock[child] = 0
+            }
+            e -= 1
+        }
     }
 
     /// The queued access at `index` killed its process (SIGSEGV/SIGBUS): the store that killed it
@@ -464,7 +542,8 @@ public final class MachineExecutor: WorkloadSink {
 
     /// Forgets the pages of `[address, address + length)`: unmapped or discarded, they no longer hold
     /// what the program wrote (`munmap`, `MADV_DONTNEED`, the old range of `mremap`).
-    private func clearTouched(_ address: UInt64, _ length: UInt64) {
+    /// `cleared` is given each word of `touchedWords` changed and the bits cleared in it.
+    private func clearTouched(_ address: UInt64, _ length: UInt64, cleared: ((Int, UInt64) -> Void)? = nil) {
         var page = address >> 12
         let end = (address &+ length &+ 4095) >> 12
         while page < end {
@@ -475,10 +554,18 @@ public final class MachineExecutor: WorkloadSink {
                 continue
             }
             while page < chunkEnd {
+                // The pages of one word at a time.
+                let wordEnd = min(chunkEnd, (page | 63) + 1)
                 let i = offset + Int((page & 0x3FFFF) >> 6)
-                let bit: UInt64 = 1 << (page & 63)
-                if touchedWords[i] & bit != 0 { touchedWords[i] &= ~bit; touchedPages -= 1 }
-                page += 1
+                let low = page & 63, count = wordEnd - page
+                let mask: UInt64 = (count == 64 ? ~0 : ((1 << count) - 1)) << low
+                let bits = touchedWords[i] & mask
+                if bits != 0 {
+                    touchedWords[i] &= ~bits
+                    touchedPages -= bits.nonzeroBitCount
+                    cleared?(i, bits)
+                }
+                page = wordEnd
             }
         }
     }
@@ -607,18 +694,15 @@ public final class MachineExecutor: WorkloadSink {
         return true
     }
 
+    /// A system call or scheduling event of `thread`. In simulated-time order (`timeOrdered`), the calls
+    /// that change the caller's VMAs (mmap, munmap, mprotect, madvise, mremap, brk), `spawn` and
+    /// `get_mempolicy()`'s page lookup wait in the thread's queue after the accesses before them and run
+    /// when the thread's turn comes (`drainQueues()`), charged at its clock then; fork, exit, idle and
+    /// beginMeasurement are ordering points: every queue runs first, then the event, at once. Otherwise
+    /// every event runs at once, in the workload's order.
     public func event(thread: Int, _ event: WorkloadEvent) {
-        if timeOrdered, case .getMempolicy(let address) = event {
-            // Waits in the thread's queue for its turn in simulated time (`drainQueues()`).
-            guard thread >= 0, thread < threadProcess.count, threadProcess[thread] >= 0,
-                  let mm = processRefs[Int(threadProcess[thread])], !mm._withUnsafeGuaranteedRef({ $0.wasOOMKilled }) else {
-                report.droppedEvents += 1
-                return
-            }
-            report.events += 1
-            if thread >= queues.count { queues.append(contentsOf: repeatElement(ThreadQueue(), count: thread + 1 - queues.count)) }
-            if queues[thread].isEmpty { queuedThreads.append(thread) }
-            queues[thread].lookups.append((queues[thread].records.count, address))
+        if timeOrdered, Self.waitsItsTurn(event) {
+            enqueue(thread, event)
             return
         }
         flush()
@@ -636,9 +720,67 @@ public final class MachineExecutor: WorkloadSink {
             report.droppedEvents += 1
             return
         }
+        report.events += 1
+        run(event, thread: thread, mm: mm, queued: false)
+        advanceClock()
+        switch event {
+        case .fork, .exit, .idle, .beginMeasurement: sampleMemory()
+        default: break
+        }
+    }
+
+    /// Whether `event` waits in its thread's queue in simulated-time order (`event(thread:_:)`).
+    private static func waitsItsTurn(_ event: WorkloadEvent) -> Bool {
+        switch event {
+        case .mmap, .munmap, .mprotect, .madvise, .mremap, .brk, .getMempolicy, .spawn: true
+        case .fork, .exit, .idle, .beginMeasurement: false
+        }
+    }
+
+    /// Queues `event` of `thread` after the accesses it made before it. What depends only on the
+    /// workload's order is done now: the event is counted (or dropped, for a thread that does not
+    /// exist or whose process died), the pages it unmaps or discards are no longer written
+    /// (`clearTouched`, as the accesses after it in the workload see it), and a spawned thread exists
+    /// (its accesses may be queued), waiting for the spawn to run before its first turn.
+    private func enqueue(_ thread: Int, _ event: WorkloadEvent) {
+        guard thread >= 0, thread < threadProcess.count, threadProcess[thread] >= 0,
+              let ref = processRefs[Int(threadProcess[thread])] else {
+            report.droppedEvents += 1
+            return
+        }
+        if ref._withUnsafeGuaranteedRef({ $0.wasOOMKilled }) {
+            kill(process: Int(threadProcess[thread]))
+            report.droppedEvents += 1
+            return
+        }
+        report.events += 1
+        if thread >= queues.count { queues.append(contentsOf: repeatElement(ThreadQueue(), count: thread + 1 - queues.count)) }
+        if queues[thread].isEmpty { queuedThreads.append(thread) }
+        let index = queues[thread].events.count
+        switch event {
+        case .munmap(let address, let length), .madvise(let address, let length, .dontNeed),
+             .mremap(let address, let length, _, _):
+            clearTouched(address, length) { self.queues[thread].cleared.append((index, $0, $1)) }
+        case .spawn(let child):
+            do throws(Errno) {
+                try bind(child, to: Int(threadProcess[thread]))
+                startClock[child] = .infinity
+            } catch {
+                report.failedCalls[String(describing: error), default: 0] += 1
+            }
+        default: break
+        }
+        queues[thread].events.append(.init(position: queues[thread].records.count, event: event))
+        queuedEvents &+= 1
+        if queuedEvents >= Self.maxQueuedEvents { flush() }
+    }
+
+    /// Makes `event` of `thread`, whose process is `mm`: the kernel's call and its charge on the
+    /// thread's CPU at its clock. A `queued` event was counted, and its touched pages cleared and its
+    /// spawned thread bound, when it was queued (`enqueue`).
+    private func run(_ event: WorkloadEvent, thread: Int, mm: AddressSpace, queued: Bool) {
         SimulatedCPU.switchTo(thread % cpuCount)
         cachedThread = -1
-        report.events += 1
         // Calls whose page-table work the kernel records are charged after the call, with what it did.
         var zap = ZapRecord()
         var walk = TableWalkRecord()
@@ -653,24 +795,24 @@ public final class MachineExecutor: WorkloadSink {
                                 flags: [shared ? .shared : .private, .fixed], recording: &zap)
             case .munmap(let address, let length):
                 try mm.munmap(VirtualAddress(address), length: length, recording: &zap)
-                clearTouched(address, length)
+                if !queued { clearTouched(address, length) }
             case .mprotect(let address, let length, let protection):
                 try mm.mprotect(VirtualAddress(address), length: length, protection: protection, recording: &walk)
             case .madvise(let address, let length, let advice):
                 try mm.madvise(VirtualAddress(address), length: length, advice: advice, recording: &zap, collapses: &collapses,
                                pageout: &walk)
-                if advice == .dontNeed { clearTouched(address, length) }
+                if advice == .dontNeed && !queued { clearTouched(address, length) }
             case .mremap(let address, let oldLength, let newLength, let newAddress):
                 _ = try mm.mremap(VirtualAddress(address), oldSize: oldLength, newSize: newLength,
                                   flags: [.mayMove, .fixed], newAddress: VirtualAddress(newAddress),
                                   recording: &zap, moved: &walk)
-                clearTouched(address, oldLength)
+                if !queued { clearTouched(address, oldLength) }
             case .brk(let address):
                 _ = mm.setBreak(VirtualAddress(address), recording: &zap)
             case .getMempolicy(let address):
                 lookUpNode(thread: thread, mm: mm, address: address)
             case .spawn(let child):
-                try bind(child, to: Int(threadProcess[thread]))
+                if !queued { try bind(child, to: Int(threadProcess[thread])) }
             case .fork(let child):
                 guard child >= 0, child < Self.maxThreads else { throw .EINVAL }
                 let forked = try mm.fork(recording: &walk)
@@ -678,6 +820,7 @@ public final class MachineExecutor: WorkloadSink {
                 processRefs.append(.passUnretained(forked))
                 processPIDs.append(forked.pid)
                 try bind(child, to: processes.count - 1)
+                if timeOrdered { startClock[child] = machine.clock(of: thread % cpuCount) }
             case .exit:
                 kill(process: Int(threadProcess[thread]), recording: &zap)
             case .idle(let ms):
@@ -693,12 +836,6 @@ public final class MachineExecutor: WorkloadSink {
         }
         if let time = machine.simulatedTime {
             chargeRecorded(event, zap, walk, collapses, thread: thread, pid: mm.pid, clockBefore: clockBefore, time)
-        }
-        // A page's node is a question, not a change: the clock moves at the next tick or change.
-        if case .getMempolicy = event {} else { advanceClock() }
-        switch event {
-        case .fork, .exit, .idle, .beginMeasurement: sampleMemory()
-        default: break
         }
     }
 
@@ -762,6 +899,7 @@ public final class MachineExecutor: WorkloadSink {
         guard thread >= 0, thread < Self.maxThreads else { throw .EINVAL }
         if thread >= threadProcess.count {
             threadProcess.append(contentsOf: repeatElement(-1, count: thread + 1 - threadProcess.count))
+            startClock.append(contentsOf: repeatElement(0, count: thread + 1 - startClock.count))
         }
         guard threadProcess[thread] < 0 else { throw .EEXIST }
         threadProcess[thread] = Int32(process)

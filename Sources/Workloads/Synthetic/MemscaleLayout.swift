@@ -23,8 +23,10 @@ import VMCore
 ///    pages), and writes the chunk header in the first page; the buffer starts 16 bytes in.
 ///
 /// The order of the steps across threads is the one thing the program does not fix: thread
-/// creation races with the threads' own calls. `Order` names the candidates; the workload uses
-/// `.stacksThenArenasThenBuffers` (docs/concurrency.md, "memscale").
+/// creation races with the threads' own calls. `Order` names the candidates for the addresses; the
+/// workload uses `.stacksThenArenasThenBuffers`, whose arenas are made in order (`orderingPoint`)
+/// and whose buffers' `mmap`s and header writes race in simulated time (docs/concurrency.md,
+/// "memscale").
 struct MemscaleLayout {
     /// The order in which the threads' steps reach the kernel.
     enum Order: CaseIterable {
@@ -37,6 +39,18 @@ struct MemscaleLayout {
         /// Each thread created and done allocating before the next is created.
         case serial
     }
+
+    /// An ordering point between arenas (`Order.stacksThenArenasThenBuffers`, more than one thread): a
+    /// sleep of no time, after which the next steps reach the kernel.
+    ///
+    /// The layout's addresses are the ones Linux gives the calls in this order, replayed with
+    /// `MAP_FIXED`; in simulated time a thread's calls run at its clock (`MachineExecutor`), and an
+    /// arena's transient 128 MiB `PROT_NONE` mapping covers where a later arena's heap goes (the upper
+    /// half it keeps as `aligned_heap_area`), so an arena made early would be mapped over and unmapped
+    /// by an earlier one made late. Arenas are made in order; stacks (thread 0's, above every arena)
+    /// and buffers (fresh space below every heap, one below the other) need no such point: each
+    /// thread's `malloc` of its buffer and the write of its header race in simulated time.
+    static let orderingPoint = Step.event(thread: 0, .idle(milliseconds: 0))
 
     /// A system call or first write of the set-up, in order.
     enum Step: Equatable {
@@ -83,7 +97,10 @@ struct MemscaleLayout {
         switch order {
         case .stacksThenArenasThenBuffers:
             for t in threads { guard createThread(t) else { return nil } }
-            for t in threads { guard newArena(t) else { return nil } }
+            for t in threads {
+                guard newArena(t) else { return nil }
+                if requests.count > 1 { steps.append(Self.orderingPoint) }
+            }
             for t in threads { guard mallocBuffer(t, requests[t]) else { return nil } }
         case .stacksThenThreads:
             for t in threads { guard createThread(t) else { return nil } }

@@ -56,13 +56,14 @@ public enum SyntheticWorkload: String, Sendable, CaseIterable {
     }
 }
 
-/// Set-up shared by the array workloads: spawn the threads, map one region (advised with
-/// MADV_HUGEPAGE under `--advise`), and let each thread write one word in every `pageStep`-th page of
-/// its slice (every page: OpenMP-style first touch).
+/// Set-up shared by the array workloads: map one region (advised with MADV_HUGEPAGE under
+/// `--advise`), spawn the threads — after the mapping, as a program that shares it does (in
+/// simulated time a thread may run before its parent's later calls) — and let each thread write one
+/// word in every `pageStep`-th page of its slice (every page: OpenMP-style first touch).
 func mapAndFirstTouch(_ p: SyntheticParameters, base: UInt64, pageStep: UInt64 = 1, into sink: inout some WorkloadSink) {
-    for t in 1..<p.threads { sink.event(thread: 0, .spawn(thread: t)) }
     sink.event(thread: 0, .mmap(address: base, length: p.size, protection: .readWrite, shared: false))
     if p.adviseHugepage { sink.event(thread: 0, .madvise(address: base, length: p.size, advice: .hugepage)) }
+    for t in 1..<p.threads { sink.event(thread: 0, .spawn(thread: t)) }
     for t in 0..<p.threads {
         let (start, length) = p.slice(t)
         var offset: UInt64 = 0
