@@ -724,6 +724,8 @@ public final class MachineExecutor: WorkloadSink {
         run(event, thread: thread, mm: mm, queued: false)
         advanceClock()
         switch event {
+        // A sleep of no time only orders the threads (memscale's set-up, `MemscaleLayout`): no sample.
+        case .idle(0): break
         case .fork, .exit, .idle, .beginMeasurement: sampleMemory()
         default: break
         }

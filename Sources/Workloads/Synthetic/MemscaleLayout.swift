@@ -24,9 +24,8 @@ import VMCore
 ///
 /// The order of the steps across threads is the one thing the program does not fix: thread
 /// creation races with the threads' own calls. `Order` names the candidates for the addresses; the
-/// workload uses `.stacksThenArenasThenBuffers`, whose arenas are made in order (`orderingPoint`)
-/// and whose buffers' `mmap`s and header writes race in simulated time (docs/concurrency.md,
-/// "memscale").
+/// workload uses `.stacksThenArenasThenBuffers`, whose arenas and buffers reach the kernel in that
+/// order (`orderingPoint`; docs/concurrency.md, "memscale").
 struct MemscaleLayout {
     /// The order in which the threads' steps reach the kernel.
     enum Order: CaseIterable {
@@ -40,16 +39,19 @@ struct MemscaleLayout {
         case serial
     }
 
-    /// An ordering point between arenas (`Order.stacksThenArenasThenBuffers`, more than one thread): a
-    /// sleep of no time, after which the next steps reach the kernel.
+    /// An ordering point after each arena and each buffer (`Order.stacksThenArenasThenBuffers`, more
+    /// than one thread): a sleep of no time, after which the next steps reach the kernel.
     ///
     /// The layout's addresses are the ones Linux gives the calls in this order, replayed with
-    /// `MAP_FIXED`; in simulated time a thread's calls run at its clock (`MachineExecutor`), and an
-    /// arena's transient 128 MiB `PROT_NONE` mapping covers where a later arena's heap goes (the upper
-    /// half it keeps as `aligned_heap_area`), so an arena made early would be mapped over and unmapped
-    /// by an earlier one made late. Arenas are made in order; stacks (thread 0's, above every arena)
-    /// and buffers (fresh space below every heap, one below the other) need no such point: each
-    /// thread's `malloc` of its buffer and the write of its header race in simulated time.
+    /// `MAP_FIXED`: they are right only if the calls run in it. In simulated time a thread's calls run
+    /// at its clock (`MachineExecutor`), so without these points the order would be the clocks':
+    /// an arena's transient 128 MiB `PROT_NONE` mapping covers where a later arena's heap goes (the
+    /// upper half it keeps as `aligned_heap_area`), so an arena made early would be mapped over and
+    /// unmapped by an earlier one made late; and a buffer mapped before the header of the buffer
+    /// above it was written would make their shared 2 MiB range one huge fault, which in Linux's order
+    /// it is not. Racing the set-up needs addresses chosen when the calls run (Linux's placement in
+    /// the kernel model, the workload's later accesses following it), which a stream of events made
+    /// ahead of the run cannot do. The stacks need no point (thread 0 maps them all, in its order).
     static let orderingPoint = Step.event(thread: 0, .idle(milliseconds: 0))
 
     /// A system call or first write of the set-up, in order.
@@ -101,7 +103,10 @@ struct MemscaleLayout {
                 guard newArena(t) else { return nil }
                 if requests.count > 1 { steps.append(Self.orderingPoint) }
             }
-            for t in threads { guard mallocBuffer(t, requests[t]) else { return nil } }
+            for t in threads {
+                guard mallocBuffer(t, requests[t]) else { return nil }
+                if requests.count > 1 { steps.append(Self.orderingPoint) }
+            }
         case .stacksThenThreads:
             for t in threads { guard createThread(t) else { return nil } }
             for t in threads { guard newArena(t), mallocBuffer(t, requests[t]) else { return nil } }

@@ -11,11 +11,10 @@ import VMCore
 /// then each `malloc(S)` is an `mmap` of its own, at the address Linux's top-down placement gives it
 /// (`TopDownPlacement`), replayed with `MAP_FIXED`. Buffers are 4 KiB-aligned but not 2 MiB-aligned
 /// (Linux before 6.7 does not align anonymous mappings to huge pages) and lie one below the other;
-/// neighbours merge into one VMA. Whether the 2 MiB range a buffer shares with the one below it
-/// faults one huge page or 4 KiB pages depends on whether, in simulated time, the buffer below was
-/// mapped before this one's chunk header was written: each thread's calls and writes run at its own
-/// clock on a machine of many CPUs. The stacks' and arenas' first writes are faults of the program's
-/// own, as in the real run.
+/// neighbours merge into one VMA, but the 2 MiB range a buffer shares with the one below it was
+/// written (malloc's chunk header) before that one was mapped, so it faults 4 KiB pages: the set-up
+/// reaches the kernel in the layout's order (`MemscaleLayout.orderingPoint`). The stacks' and arenas'
+/// first writes are faults of the program's own, as in the real run.
 ///
 /// After writing a page, a thread asks which node it landed on: `get_mempolicy(&node, NULL, 0, page,
 /// MPOL_F_NODE | MPOL_F_ADDR)`. The cover letter does not show the test's source, but its run on
