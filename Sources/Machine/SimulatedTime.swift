@@ -61,7 +61,7 @@ public final class SimulatedTime: @unchecked Sendable {
     /// Cycles CPUs waited for memory bandwidth while zeroing or copying.
     @exclusivity(unchecked) public private(set) var bandwidthCycles = 0.0
     /// System calls charged.
-    public internal(set) var systemCalls = 0
+    @exclusivity(unchecked) public internal(set) var systemCalls = 0
     /// A time no CPU that still has work is behind: the lowest clock among them, as the executor last
     /// saw it (it only moves forward). Timelines may forget what ended by then.
     @exclusivity(unchecked) public private(set) var horizon = -Double.infinity
