@@ -237,7 +237,12 @@ final class Timeline {
             s[i] = interval; g[i] = gap; h[i] = holderBefore
             count = n + 1
         }
-        dropPast(horizon: horizon)
+        // Inline, the test that nothing can go, as it is after nearly every insertion.
+        let kept = count - head
+        if kept > Self.keptCapacity
+            && (kept > Self.hardCapacity || intervals[head + Self.keptCapacity / 2 - 1].end <= horizon) {
+            dropPast(horizon: horizon)
+        }
     }
 
     /// Past `keptCapacity` kept intervals, drops those that end by `horizon` when at least half a
