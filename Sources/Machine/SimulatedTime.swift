@@ -224,7 +224,7 @@ public final class SimulatedTime: @unchecked Sendable {
         } else {
             i = countLines.count
             mmIndex[pid] = i
-            countLines.append(Timeline())
+            countLines.append(Timeline(tracksCPUs: true))
             _ = mmapLocks.addMM()
             pageTableLocks.append(Timeline())
         }
