@@ -241,7 +241,7 @@ public final class SimulatedTime: @unchecked Sendable {
     /// at a time, and a writer other than the one before it pays a transfer. Returns the delay.
     ///
     /// Timelines come unretained (`Unmanaged`), as `acquire`'s do: `self` owns them for its life, and
-    /// a retain and release around every request was 3 % of an 80-CPU run's instructions.
+    /// a retain and release around every request was 5 % of an 80-CPU run's instructions.
     func writeLine(_ line: Unmanaged<Timeline>, cpu: Int, at t: Double) -> Double {
         let atomic = parameters.atomicCycles
         let cost = transferCosts(to: cpu)
