@@ -36,9 +36,9 @@ final class MmapLockTimeline {
     }
 
     /// Per mm: the latest release of its writers (−∞ if none).
-    private(set) var writersEnd = ContiguousArray<Double>()
+    @exclusivity(unchecked) private(set) var writersEnd = ContiguousArray<Double>()
     /// Per mm: its writers' holds that end after the horizon (and, below `keptWriters`, older ones).
-    private var writers: [ContiguousArray<Hold>] = []
+    @exclusivity(unchecked) private var writers: [ContiguousArray<Hold>] = []
     /// Per CPU, a ring of its last `readRing` read holds, in time order (a CPU holds one at a time):
     /// CPU `c`'s hold number `i` is at `c * readRing + i % readRing`. A fixed buffer, so that noting a
     /// hold — twice per page in `memscale` — is three stores and no allocation.

@@ -25,7 +25,7 @@ extension SimulatedTime {
         let mmap = LockClass.mmapLock.rawValue
         acquisitions[mmap] &+= 1
         let start = mmapLocks.writerStarts(m, at: t)
-        let wait = start - t + writeLine(countLines[m], cpu: cpu, at: start)
+        let wait = start - t + writeLine(.passUnretained(countLines[m]), cpu: cpu, at: start)
         if wait > 0 { contended[mmap] &+= 1 }
         waitCycles[mmap] += wait
         return t + wait
@@ -38,7 +38,7 @@ extension SimulatedTime {
         let mmap = LockClass.mmapLock.rawValue
         acquisitions[mmap] &+= 1
         let enter = mmapLocks.readerEnters(m, at: t)
-        let wait = enter - t + writeLine(countLines[m], cpu: cpu, at: enter)
+        let wait = enter - t + writeLine(.passUnretained(countLines[m]), cpu: cpu, at: enter)
         if wait > 0 { contended[mmap] &+= 1 }
         waitCycles[mmap] += wait
         return t + wait
@@ -46,7 +46,7 @@ extension SimulatedTime {
 
     /// `up_read()` at `t`, for a reader that asked at `asked`: the count's line; returns when done.
     func upRead(_ m: Int, cpu: Int, asked: Double, at t: Double) -> Double {
-        let release = writeLine(countLines[m], cpu: cpu, at: t)
+        let release = writeLine(.passUnretained(countLines[m]), cpu: cpu, at: t)
         waitCycles[LockClass.mmapLock.rawValue] += release
         mmapLocks.noteRead(cpu: cpu, mm: m, request: asked, end: t + release)
         return t + release
@@ -65,16 +65,16 @@ extension SimulatedTime {
     func pmdLocked(_ haddr: UInt64, pid: Int, mm m: Int, cpu: Int, design: KernelDesign, at t: Double, hold: Double) -> Double {
         if design.pmdLock == .splitPMDLock {
             let lock = splitLock(Self.key(3, pid, haddr >> 30), kind: 1, cpu: cpu).index
-            return t + acquire(lockTimelines[lock], .pmdPTL, design.spinLocks, cpu: cpu, at: t, hold: hold) + hold
+            return t + acquire(.passUnretained(lockTimelines[lock]), .pmdPTL, design.spinLocks, cpu: cpu, at: t, hold: hold) + hold
         }
-        return t + acquire(pageTableLocks[m], .pageTableLock, design.spinLocks, cpu: cpu, at: t, hold: hold) + hold
+        return t + acquire(.passUnretained(pageTableLocks[m]), .pageTableLock, design.spinLocks, cpu: cpu, at: t, hold: hold) + hold
     }
 
     /// The split lock of `pid`'s PTE table for the 2 MiB range `range` (an address shifted right by 21)
     /// for `hold` cycles from `t`; returns when it is released.
     func pteLocked(_ range: UInt64, pid: Int, cpu: Int, design: KernelDesign, at t: Double, hold: Double) -> Double {
         let lock = splitLock(Self.key(4, pid, range), kind: 0, cpu: cpu).index
-        return t + acquire(lockTimelines[lock], .ptl, design.spinLocks, cpu: cpu, at: t, hold: hold) + hold
+        return t + acquire(.passUnretained(lockTimelines[lock]), .ptl, design.spinLocks, cpu: cpu, at: t, hold: hold) + hold
     }
 
     /// The split of one huge PMD from `t` (`split_huge_pmd()`: under the PMD lock, 512 PTEs written;
@@ -87,7 +87,7 @@ extension SimulatedTime {
         var t = start
         if design.splitPMDSplitsPage {
             t = pmdLocked(haddr, pid: pid, mm: m, cpu: cpu, design: design, at: t, hold: p.zapHugePMDHoldCycles)
-            t += acquire(lruLock, .lruLock, design.spinLocks, cpu: cpu, at: t, hold: entries) + entries
+            t += acquire(.passUnretained(lruLock), .lruLock, design.spinLocks, cpu: cpu, at: t, hold: entries) + entries
         }
         return pmdLocked(haddr, pid: pid, mm: m, cpu: cpu, design: design, at: t, hold: p.zapTableHoldCycles + entries)
     }

@@ -61,7 +61,7 @@ public final class SimulatedTime: @unchecked Sendable {
     /// Cycles CPUs waited for memory bandwidth while zeroing or copying.
     @exclusivity(unchecked) public private(set) var bandwidthCycles = 0.0
     /// System calls charged.
-    public internal(set) var systemCalls = 0
+    @exclusivity(unchecked) public internal(set) var systemCalls = 0
     /// A time no CPU that still has work is behind: the lowest clock among them, as the executor last
     /// saw it (it only moves forward). Timelines may forget what ended by then.
     @exclusivity(unchecked) public private(set) var horizon = -Double.infinity
@@ -109,14 +109,15 @@ public final class SimulatedTime: @unchecked Sendable {
     /// next owner in a hand-off (`acquire`).
     private let sharedCacheReadCycles: Double
     /// The socket of each CPU (CPUs are numbered socket by socket), looked up rather than divided for
-    /// every reservation a timeline weighs.
-    private let socketOf: ContiguousArray<Int32>
+    /// every reservation a timeline weighs. A buffer of its own, which `TransferCosts` reads.
+    private let socketOf: UnsafeMutablePointer<Int32>
 
     init(cpuCount: Int, description: MachineDescription) {
         self.cpuCount = cpuCount
         parameters = description.contention
         sharedCacheReadCycles = description.caches.last?.latency ?? description.contention.sameSocketTransferCycles
-        socketOf = ContiguousArray((0..<cpuCount).map { Int32($0 / description.contention.cpusPerSocket) })
+        socketOf = .allocate(capacity: cpuCount)
+        for cpu in 0..<cpuCount { (socketOf + cpu).initialize(to: Int32(cpu / description.contention.cpusPerSocket)) }
         extraCycles = Array(repeating: 0, count: cpuCount)
         waitCycles = Array(repeating: 0, count: LockClass.allCases.count)
         contended = Array(repeating: 0, count: LockClass.allCases.count)
@@ -132,6 +133,8 @@ public final class SimulatedTime: @unchecked Sendable {
         zeroRate = zero > 0 ? Double(PageGeometry.pageSize) / zero : .infinity
     }
 
+    deinit { socketOf.deallocate() }
+
     /// The socket of `cpu`.
     @inline(__always) func socket(_ cpu: Int) -> Int { cpu / parameters.cpusPerSocket }
 
@@ -142,6 +145,25 @@ public final class SimulatedTime: @unchecked Sendable {
     @inline(__always) func transfer(from: Int32, to: Int) -> Double {
         if from < 0 || Int(from) == to { return 0 }
         return socketOf[Int(from)] == socketOf[to] ? parameters.sameSocketTransferCycles : parameters.remoteSocketTransferCycles
+    }
+
+    /// What moving a line to one CPU costs from each other CPU (`transfer(from:to:)`), as plain
+    /// values that a timeline's `duration` closure captures without retaining `self`.
+    struct TransferCosts {
+        let sockets: UnsafeMutablePointer<Int32>
+        let cpu: Int32, socket: Int32
+        let sameSocket: Double, remoteSocket: Double
+
+        /// What moving the line last written by `holder` costs (nothing from nobody or from the CPU itself).
+        @inline(__always) func from(_ holder: Int32) -> Double {
+            if holder < 0 || holder == cpu { return 0 }
+            return sockets[Int(holder)] == socket ? sameSocket : remoteSocket
+        }
+    }
+
+    @inline(__always) func transferCosts(to cpu: Int) -> TransferCosts {
+        TransferCosts(sockets: socketOf, cpu: Int32(truncatingIfNeeded: cpu), socket: socketOf[cpu],
+                      sameSocket: parameters.sameSocketTransferCycles, remoteSocket: parameters.remoteSocketTransferCycles)
     }
 
     /// The timeline of the split lock `key` (`kind` 0 for a PTE table's, 1 for a PMD table's), and
@@ -202,7 +224,7 @@ public final class SimulatedTime: @unchecked Sendable {
         } else {
             i = countLines.count
             mmIndex[pid] = i
-            countLines.append(Timeline())
+            countLines.append(Timeline(tracksCPUs: true))
             _ = mmapLocks.addMM()
             pageTableLocks.append(Timeline())
         }
@@ -217,13 +239,17 @@ public final class SimulatedTime: @unchecked Sendable {
 
     /// An atomic read-modify-write of a shared line at time `t` by `cpu`: the line serves one writer
     /// at a time, and a writer other than the one before it pays a transfer. Returns the delay.
-    func writeLine(_ line: Timeline, cpu: Int, at t: Double) -> Double {
-        let p = parameters
-        let (start, previous) = line.reserve(at: t, horizon: horizon, cpu: cpu, shortest: p.atomicCycles,
-                                             shortestAfterOther: p.atomicCycles + leastTransferCycles) { holder, _ in
-            self.transfer(from: holder, to: cpu) + p.atomicCycles
+    ///
+    /// Timelines come unretained (`Unmanaged`), as `acquire`'s do: `self` owns them for its life, and
+    /// a retain and release around every request was 5 % of an 80-CPU run's instructions.
+    func writeLine(_ line: Unmanaged<Timeline>, cpu: Int, at t: Double) -> Double {
+        let atomic = parameters.atomicCycles
+        let cost = transferCosts(to: cpu)
+        let (start, previous) = line._withUnsafeGuaranteedRef {
+            $0.reserve(at: t, horizon: horizon, cpu: cpu, shortest: atomic,
+                       shortestAfterOther: atomic + leastTransferCycles) { holder, _ in cost.from(holder) + atomic }
         }
-        let move = transfer(from: previous, to: cpu)
+        let move = cost.from(previous)
         transferCycles += move
         return start - t + move
     }
@@ -241,18 +267,21 @@ public final class SimulatedTime: @unchecked Sendable {
     /// when it asked (the queue a busy lock keeps); each waiter's read is served by the last-level
     /// cache, where the line sits once the first reader has fetched it (`sharedCacheReadCycles`; a
     /// waiter on another socket would cost more: docs/concurrency.md says how much that changes).
-    func acquire(_ lock: Timeline, _ lockClass: LockClass, _ kind: KernelDesign.SpinLockKind,
+    func acquire(_ lock: Unmanaged<Timeline>, _ lockClass: LockClass, _ kind: KernelDesign.SpinLockKind,
                          cpu: Int, at t: Double, hold: Double) -> Double {
         let c = lockClass.rawValue
         acquisitions[c] &+= 1
         let p = parameters
         let handoff = p.sameSocketTransferCycles
         let perWaiter = kind == .ticket ? sharedCacheReadCycles / 2 : 0
-        let (start, previous) = lock.reserve(at: t, horizon: horizon, cpu: cpu, shortest: hold + handoff,
-                                             shortestAfterOther: hold + handoff + leastTransferCycles) { holder, ahead in
-            self.transfer(from: holder, to: cpu) + hold + handoff + perWaiter * Double(ahead)
+        let cost = transferCosts(to: cpu)
+        let (start, previous) = lock._withUnsafeGuaranteedRef {
+            $0.reserve(at: t, horizon: horizon, cpu: cpu, shortest: hold + handoff,
+                       shortestAfterOther: hold + handoff + leastTransferCycles) { holder, ahead in
+                cost.from(holder) + hold + handoff + perWaiter * Double(ahead)
+            }
         }
-        let move = transfer(from: previous, to: cpu)
+        let move = cost.from(previous)
         transferCycles += move
         if start > t {
             // A spinning waiter: the holder's release reaches it as one more transfer of the line.
@@ -301,7 +330,7 @@ public final class SimulatedTime: @unchecked Sendable {
         let m = mm(pid)
         // down_read(): the rwsem's count, after the writers that hold or wait for the lock.
         delay += mmapLocks.readerEnters(m, at: start) - start
-        delay += writeLine(countLines[m], cpu: cpu, at: start + delay)
+        delay += writeLine(.passUnretained(countLines[m]), cpu: cpu, at: start + delay)
         acquisitions[LockClass.mmapLock.rawValue] &+= 1
         let downReadWait = delay
         let va = fault.address.rawValue
@@ -310,16 +339,16 @@ public final class SimulatedTime: @unchecked Sendable {
         let spin = design.spinLocks
         /// The PMD lock of `va`: the mm's page_table_lock, or the PMD table's split lock.
         func takePMDLock(at t: Double, hold: Double) -> Double {
-            splitPMD ? acquire(lockTimelines[splitLock(Self.key(3, pid, va >> 30), kind: 1, cpu: cpu).index], pmdClass, spin,
+            splitPMD ? acquire(.passUnretained(lockTimelines[splitLock(Self.key(3, pid, va >> 30), kind: 1, cpu: cpu).index]), pmdClass, spin,
                                cpu: cpu, at: t, hold: hold)
-                     : acquire(pageTableLocks[m], pmdClass, spin, cpu: cpu, at: t, hold: hold)
+                     : acquire(.passUnretained(pageTableLocks[m]), pmdClass, spin, cpu: cpu, at: t, hold: hold)
         }
         if fault.hugePages > 0 {
             // The order-9 allocation takes zone->lock (no per-CPU list holds order 9 before 6.7).
-            delay += acquire(zoneLock, .zoneLock, spin, cpu: cpu, at: start + delay, hold: p.zoneHugeHoldCycles)
+            delay += acquire(.passUnretained(zoneLock), .zoneLock, spin, cpu: cpu, at: start + delay, hold: p.zoneHugeHoldCycles)
         } else if fault.basePages > 0 {
             if pcpPages[cpu] < fault.basePages {
-                delay += acquire(zoneLock, .zoneLock, spin, cpu: cpu, at: start + delay, hold: p.zoneBatchHoldCycles)
+                delay += acquire(.passUnretained(zoneLock), .zoneLock, spin, cpu: cpu, at: start + delay, hold: p.zoneBatchHoldCycles)
                 pcpPages[cpu] += p.zoneBatchPages
             }
             pcpPages[cpu] -= min(pcpPages[cpu], fault.basePages)
@@ -334,18 +363,18 @@ public final class SimulatedTime: @unchecked Sendable {
                 // The first fault in the 2 MiB range installs its PTE table.
                 delay += takePMDLock(at: start + delay, hold: p.pteTableInstallHoldCycles)
             }
-            delay += acquire(lockTimelines[ptl.index], .ptl, spin, cpu: cpu, at: end - p.ptePTEHoldCycles + delay, hold: p.ptePTEHoldCycles)
+            delay += acquire(.passUnretained(lockTimelines[ptl.index]), .ptl, spin, cpu: cpu, at: end - p.ptePTEHoldCycles + delay, hold: p.ptePTEHoldCycles)
         }
         if fault.hugePages > 0 || fault.basePages > 0 {
             pagevecFolios[cpu] += 1
             if pagevecFolios[cpu] >= p.lruBatchFolios {
                 pagevecFolios[cpu] = 0
-                delay += acquire(lruLock, .lruLock, spin, cpu: cpu, at: end + delay, hold: p.lruBatchHoldCycles)
+                delay += acquire(.passUnretained(lruLock), .lruLock, spin, cpu: cpu, at: end + delay, hold: p.lruBatchHoldCycles)
             }
         }
         // up_read(): the count again.
         let before = delay
-        delay += writeLine(countLines[m], cpu: cpu, at: end + delay)
+        delay += writeLine(.passUnretained(countLines[m]), cpu: cpu, at: end + delay)
         waitCycles[LockClass.mmapLock.rawValue] += downReadWait + delay - before
         extraCycles[cpu] += delay
         mmapLocks.noteRead(cpu: cpu, mm: m, request: start, end: end + delay)
@@ -368,25 +397,25 @@ public final class SimulatedTime: @unchecked Sendable {
         let asked = now + delay
         // down_read(): the rwsem's count, after the writers that hold or wait for the lock.
         delay += mmapLocks.readerEnters(m, at: asked) - asked
-        delay += writeLine(countLines[m], cpu: cpu, at: now + delay)
+        delay += writeLine(.passUnretained(countLines[m]), cpu: cpu, at: now + delay)
         acquisitions[LockClass.mmapLock.rawValue] &+= 1
         let beforeLock = delay
         delay += half
         if hugePMD {
             if design.pmdLock == .splitPMDLock {
                 let lock = splitLock(Self.key(3, pid, va >> 30), kind: 1, cpu: cpu).index
-                delay += acquire(lockTimelines[lock], .pmdPTL, spin, cpu: cpu, at: now + delay, hold: p.followPageHoldCycles)
+                delay += acquire(.passUnretained(lockTimelines[lock]), .pmdPTL, spin, cpu: cpu, at: now + delay, hold: p.followPageHoldCycles)
             } else {
-                delay += acquire(pageTableLocks[m], .pageTableLock, spin, cpu: cpu, at: now + delay, hold: p.followPageHoldCycles)
+                delay += acquire(.passUnretained(pageTableLocks[m]), .pageTableLock, spin, cpu: cpu, at: now + delay, hold: p.followPageHoldCycles)
             }
         } else {
             let lock = splitLock(Self.key(4, pid, va >> 21), kind: 0, cpu: cpu).index
-            delay += acquire(lockTimelines[lock], .ptl, spin, cpu: cpu, at: now + delay, hold: p.followPageHoldCycles)
+            delay += acquire(.passUnretained(lockTimelines[lock]), .ptl, spin, cpu: cpu, at: now + delay, hold: p.followPageHoldCycles)
         }
         delay += p.followPageHoldCycles + half
         // up_read().
         let before = delay
-        delay += writeLine(countLines[m], cpu: cpu, at: now + delay)
+        delay += writeLine(.passUnretained(countLines[m]), cpu: cpu, at: now + delay)
         waitCycles[LockClass.mmapLock.rawValue] += beforeLock - p.systemCallCycles / 2 + delay - before
         extraCycles[cpu] += delay + p.systemCallCycles / 2
         mmapLocks.noteRead(cpu: cpu, mm: m, request: asked, end: now + delay)
@@ -414,9 +443,9 @@ public final class SimulatedTime: @unchecked Sendable {
         // The scan under the mmap lock for reading (`khugepaged_scan_pmd()`; its work is not charged
         // here), then up_read().
         wait += mmapLocks.readerEnters(m, at: t) - t
-        wait += writeLine(countLines[m], cpu: cpu, at: t + wait)
+        wait += writeLine(.passUnretained(countLines[m]), cpu: cpu, at: t + wait)
         t += wait
-        let upRead = writeLine(countLines[m], cpu: cpu, at: t)
+        let upRead = writeLine(.passUnretained(countLines[m]), cpu: cpu, at: t)
         wait += upRead
         t += upRead
         mmapLocks.noteRead(cpu: cpu, mm: m, request: now, end: t)
@@ -424,7 +453,7 @@ public final class SimulatedTime: @unchecked Sendable {
         // down_write(): after the readers inside and the writers before it, then the count's line.
         let writeAsked = t
         var writeWait = mmapLocks.writerStarts(m, at: t) - t
-        writeWait += writeLine(countLines[m], cpu: cpu, at: t + writeWait)
+        writeWait += writeLine(.passUnretained(countLines[m]), cpu: cpu, at: t + writeWait)
         if wait + writeWait > 0 { contended[mmap] &+= 1 }
         waitCycles[mmap] += wait + writeWait
         t += writeWait
@@ -432,17 +461,17 @@ public final class SimulatedTime: @unchecked Sendable {
         func pmdLocked(at t: Double, hold: Double) -> Double {
             if design.pmdLock == .splitPMDLock {
                 let lock = splitLock(Self.key(3, pid, collapse.address >> 30), kind: 1, cpu: cpu).index
-                return t + acquire(lockTimelines[lock], .pmdPTL, spin, cpu: cpu, at: t, hold: hold) + hold
+                return t + acquire(.passUnretained(lockTimelines[lock]), .pmdPTL, spin, cpu: cpu, at: t, hold: hold) + hold
             }
-            return t + acquire(pageTableLocks[m], .pageTableLock, spin, cpu: cpu, at: t, hold: hold) + hold
+            return t + acquire(.passUnretained(pageTableLocks[m]), .pageTableLock, spin, cpu: cpu, at: t, hold: hold) + hold
         }
         t = pmdLocked(at: t, hold: p.zapHugePMDHoldCycles)
         // The PTE table's lock while its entries are checked and the pages isolated from the LRU.
         let isolate = p.zapTableHoldCycles + Double(PageGeometry.entriesPerTable) * p.zapEntryCycles
         let ptl = splitLock(Self.key(4, pid, collapse.address >> 21), kind: 0, cpu: cpu).index
-        t += acquire(lockTimelines[ptl], .ptl, spin, cpu: cpu, at: t, hold: isolate) + isolate
+        t += acquire(.passUnretained(lockTimelines[ptl]), .ptl, spin, cpu: cpu, at: t, hold: isolate) + isolate
         for _ in 0..<collapse.pagesCopied {
-            t += acquire(lruLock, .lruLock, spin, cpu: cpu, at: t, hold: p.lruReleaseFolioCycles) + p.lruReleaseFolioCycles
+            t += acquire(.passUnretained(lruLock), .lruLock, spin, cpu: cpu, at: t, hold: p.lruReleaseFolioCycles) + p.lruReleaseFolioCycles
         }
         // The copy, each old entry cleared, the old pages freed.
         t += copyCycles + stream(2 * PageGeometry.pmdSize, cpu: cpu, at: t)
@@ -466,7 +495,7 @@ public final class SimulatedTime: @unchecked Sendable {
         while left > 0 {
             let batch = min(left, p.isolateBatchPages)
             let hold = Double(batch) * p.lruReleaseFolioCycles
-            let wait = acquire(lruLock, .lruLock, design.spinLocks, cpu: cpu, at: t, hold: hold)
+            let wait = acquire(.passUnretained(lruLock), .lruLock, design.spinLocks, cpu: cpu, at: t, hold: hold)
             waited += wait
             t += wait + hold + Double(batch) * workPerPage
             left -= batch
@@ -489,17 +518,17 @@ public final class SimulatedTime: @unchecked Sendable {
             let listed = min(onLRU, batch)
             if listed > 0 {
                 let hold = Double(listed) * p.lruReleaseFolioCycles
-                t += acquire(lruLock, .lruLock, spin, cpu: cpu, at: t, hold: hold) + hold
+                t += acquire(.passUnretained(lruLock), .lruLock, spin, cpu: cpu, at: t, hold: hold) + hold
             }
             let big = min(large, batch)
             for _ in 0..<big {
                 t += p.freeFolioCycles
-                t += acquire(zoneLock, .zoneLock, spin, cpu: cpu, at: t, hold: p.zoneHugeHoldCycles) + p.zoneHugeHoldCycles
+                t += acquire(.passUnretained(zoneLock), .zoneLock, spin, cpu: cpu, at: t, hold: p.zoneHugeHoldCycles) + p.zoneHugeHoldCycles
             }
             t += Double(batch - big) * p.freeFolioCycles
             pcpPages[cpu] += batch - big
             while pcpPages[cpu] > p.pcpHighPages {
-                t += acquire(zoneLock, .zoneLock, spin, cpu: cpu, at: t, hold: p.zoneBatchHoldCycles) + p.zoneBatchHoldCycles
+                t += acquire(.passUnretained(zoneLock), .zoneLock, spin, cpu: cpu, at: t, hold: p.zoneBatchHoldCycles) + p.zoneBatchHoldCycles
                 pcpPages[cpu] -= p.zoneBatchPages
             }
             folios -= batch; onLRU -= listed; large -= big

@@ -27,6 +27,12 @@ final class Timeline {
     /// `intervals` so that `passShort` reads eight at a time.
     private var gapsBefore: UnsafeMutablePointer<Float>
     private var holdersBefore: UnsafeMutablePointer<Int32>
+    /// On a timeline that tracks its CPUs (`init(tracksCPUs:)`): per CPU, by number, the latest end
+    /// it reserved (−∞ past `latestEndsCount`). A request of a CPU whose latest end is at or before
+    /// its time finds no gap after one of its own reservations past the first, so `passShort`
+    /// compares only the gaps' lengths with the least after another CPU.
+    private var latestEnds: UnsafeMutablePointer<Double>?
+    private var latestEndsCount = 0
     private var count = 0
     private var capacity: Int
     /// Where the kept intervals start.
@@ -41,7 +47,10 @@ final class Timeline {
     static let keptCapacity = 256
     static let hardCapacity = 16 * keptCapacity
 
-    init() {
+    /// An empty timeline; one that `tracksCPUs` notes each CPU's latest end, for a line whose requests
+    /// pass long queues (the mmap lock's count line: docs/concurrency.md, "Cost of simulating").
+    init(tracksCPUs: Bool = false) {
+        if tracksCPUs { latestEnds = .allocate(capacity: 0) }
         capacity = 2
         intervals = .allocate(capacity: capacity)
         gapsBefore = .allocate(capacity: capacity)
@@ -52,6 +61,26 @@ final class Timeline {
         intervals.deallocate()
         gapsBefore.deallocate()
         holdersBefore.deallocate()
+        latestEnds?.deallocate()
+    }
+
+    /// Notes that `cpu` reserved an interval ending at `end`, on a timeline that tracks its CPUs.
+    @inline(__always)
+    private func noteEnd(_ end: Double, cpu: Int32) {
+        guard let ends = latestEnds, cpu >= 0 else { return }
+        let c = Int(cpu)
+        if c < latestEndsCount {
+            if end > ends[c] { ends[c] = end }
+            return
+        }
+        let newCount = max(c + 1, 2 * latestEndsCount)
+        let new = UnsafeMutablePointer<Double>.allocate(capacity: newCount)
+        new.moveInitialize(from: ends, count: latestEndsCount)
+        (new + latestEndsCount).initialize(repeating: -.infinity, count: newCount - latestEndsCount)
+        new[c] = end
+        ends.deallocate()
+        latestEnds = new
+        latestEndsCount = newCount
     }
 
     /// Reserves the first gap at or after `t` (and after what was dropped) long enough for
@@ -71,6 +100,13 @@ final class Timeline {
         // rounding of a gap to a `Float` and of `end + least` in `Double` (`passable`).
         let lowest = Float(Self.passable(shortest)), lowestAfterOther = Float(Self.passable(afterOther))
         let t = max(requested, floor)
+        // Nothing `me` reserved ends after `t`: no gap past the first follows one of its own.
+        let onlyOthers: Bool
+        if let ends = latestEnds {
+            onlyOthers = me >= 0 && (Int(me) >= latestEndsCount || ends[Int(me)] <= t)
+        } else {
+            onlyOthers = false
+        }
         let first = head, n = count
         let b = intervals
         // The first interval that ends after `t`.
@@ -95,7 +131,8 @@ final class Timeline {
             if i > firstAfter && i < runStart {
                 // Past the first gap, each gap is whole (`start` is the end of the interval before):
                 // pass the short ones together.
-                i = passShort(from: i, to: runStart, me: me, lowest: lowest, lowestAfterOther: lowestAfterOther)
+                i = onlyOthers ? passShorterThan(lowestAfterOther, from: i, to: runStart)
+                               : passShort(from: i, to: runStart, me: me, lowest: lowest, lowestAfterOther: lowestAfterOther)
                 start = b[i - 1].end
             }
             // A gap shorter than the least duration after its holder is too short for any (`start +
@@ -144,6 +181,24 @@ final class Timeline {
             if gap >= lowest && (gap >= lowestAfterOther || holders[j] == me) { break }
             j &+= 1
         }
+        return j
+    }
+
+    /// The first index from `i` (before `limit`) whose gap is at least `least`: `passShort` for a
+    /// request none of whose own reservations lies past its time. Sixteen gaps at a time.
+    @inline(__always)
+    private func passShorterThan(_ least: Float, from i: Int, to limit: Int) -> Int {
+        let gaps = gapsBefore
+        let g = UnsafeRawPointer(gaps)
+        let bound = SIMD8<Float>(repeating: least)
+        var j = i
+        while j &+ 16 <= limit {
+            let a = g.loadUnaligned(fromByteOffset: j &* 4, as: SIMD8<Float>.self)
+            let b = g.loadUnaligned(fromByteOffset: j &* 4 &+ 32, as: SIMD8<Float>.self)
+            if any((a .>= bound) .| (b .>= bound)) { break }
+            j &+= 16
+        }
+        while j < limit && gaps[j] < least { j &+= 1 }
         return j
     }
 
@@ -237,7 +292,13 @@ final class Timeline {
             s[i] = interval; g[i] = gap; h[i] = holderBefore
             count = n + 1
         }
-        dropPast(horizon: horizon)
+        noteEnd(interval.end, cpu: interval.holder)
+        // Inline, the test that nothing can go, as it is after nearly every insertion.
+        let kept = count - head
+        if kept > Self.keptCapacity
+            && (kept > Self.hardCapacity || intervals[head + Self.keptCapacity / 2 - 1].end <= horizon) {
+            dropPast(horizon: horizon)
+        }
     }
 
     /// Past `keptCapacity` kept intervals, drops those that end by `horizon` when at least half a

@@ -90,9 +90,33 @@ struct SimulatedTimeTests {
         #expect(t.reserve(at: 100, cpu: 4) { _, _ in 950 } == (1_110, 3))
     }
 
-    @Test("a timeline answers as a plain sorted list would that forgets, past 256 intervals, those that end by the horizon (or past 4,096 the oldest half), over thousands of out-of-order requests",
-          arguments: [true, false])
-    func timelineMatchesPlainList(horizonMoves: Bool) {
+    @Test("a timeline that tracks each CPU's latest end answers as one that does not, for 64 CPUs that each ask in their own time order behind a long queue")
+    func trackedTimelineMatchesUntracked() {
+        let tracked = Timeline(tracksCPUs: true), plain = Timeline()
+        var rng = SplitMix64(seed: 33)
+        var clocks = [Double](repeating: 0, count: 64)
+        var mismatches = 0, longWaits = 0
+        for _ in 0..<40_000 {
+            // A CPU's next request comes after its last one ended, like a fault's `down_read()`
+            // after its previous `up_read()`; the CPUs' clocks drift apart, so queues form.
+            let cpu = Int(rng.next() % 64)
+            let t = clocks[cpu] + Double(rng.next() % 3_000)
+            let horizon = (clocks.min() ?? 0) - 1
+            let cost: (Int32, Int) -> Double = { holder, _ in holder < 0 || Int(holder) == cpu ? 20 : holder / 28 == Int32(cpu / 28) ? 120 : 320 }
+            let a = tracked.reserve(at: t, horizon: horizon, cpu: cpu, shortest: 20, shortestAfterOther: 120, duration: cost)
+            let b = plain.reserve(at: t, horizon: horizon, cpu: cpu, shortest: 20, shortestAfterOther: 120, duration: cost)
+            if a.start != b.start || a.previous != b.previous { mismatches += 1 }
+            // Passed at least 16 reservations of other CPUs.
+            if a.start - t > 16 * 120 { longWaits += 1 }
+            clocks[cpu] = b.start + cost(b.previous, 0)
+        }
+        #expect(mismatches == 0)
+        #expect(longWaits > 1_000)
+    }
+
+    @Test("a timeline answers as a plain sorted list would that forgets, past 256 intervals, those that end by the horizon (or past 4,096 the oldest half), over thousands of out-of-order requests, whether or not it tracks each CPU's latest end",
+          arguments: [true, false], [false, true])
+    func timelineMatchesPlainList(horizonMoves: Bool, tracksCPUs: Bool) {
         /// The specification: every interval in one sorted array; past 256, those that end by the
         /// horizon go if at least 128 can, past 4,096 the oldest half; nothing is granted before the
         /// end of what went.
@@ -124,7 +148,7 @@ struct SimulatedTimeTests {
                 }
             }
         }
-        let fast = Timeline(); var plain = PlainTimeline()
+        let fast = Timeline(tracksCPUs: tracksCPUs); var plain = PlainTimeline()
         var rng = SplitMix64(seed: 20)
         var clock = 0.0
         var mismatches = 0, delayed = 0, early = 0
