@@ -105,13 +105,12 @@ extension CPU {
     func walk(_ v: UInt64, _ kind: MemoryAccess) -> WalkResult {
         tally.walks &+= 1
         var observer = CPUWalk(cpu: self, kernel: kernel.unsafelyUnwrapped, asid: asid, cost: walkStartCycles)
-        defer {
-            // Pipelined, the cache thread has the cost (`CachePipeline.Kind.walkEnd`).
-            if pipelined { emit(CachePipeline.walkEnd) } else {
-                tally.walkCycles += independentAccesses ? observer.cost / mlp : observer.cost
-            }
-            lastDataLine = .max
+        let result = PageTableWalk.walk(v, kind, root: root.unsafelyUnwrapped, &observer)
+        // Pipelined, the cache thread has the cost (`CachePipeline.Kind.walkEnd`).
+        if pipelined { emit(CachePipeline.walkEnd) } else {
+            tally.walkCycles += independentAccesses ? observer.cost / mlp : observer.cost
         }
-        return WalkResult(PageTableWalk.walk(v, kind, root: root.unsafelyUnwrapped, &observer), kind)
+        lastDataLine = .max
+        return WalkResult(result, kind)
     }
 }
