@@ -321,7 +321,8 @@ public final class CPU: @unchecked Sendable {
         }
         // The walk; a fault and the walks after it go out of line (`accessAfterFault`), which keeps
         // this function small enough for the optimizer to inline the levels' fills and `complete`.
-        switch nested.map({ walk2D($0, v, kind) }) ?? walk(v, kind) {
+        let walked = if let nested { walk2D(nested, v, kind) } else { walk(v, kind) }
+        switch walked {
         case .mapped(let entry, let size):
             levels.l2.fill(va: v, asid: asid, size: size, entry: entry, absent: missedL2)
             let inL1 = levels.l1.fill(va: v, asid: asid, size: size, entry: entry, absent: missedL1)

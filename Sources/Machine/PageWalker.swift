@@ -16,10 +16,7 @@ public enum WalkResult: Sendable, Hashable {
     init(_ result: PageWalkResult, _ kind: MemoryAccess) {
         switch result {
         case .mapped(let entry, let level):
-            self = .mapped(TLBEntry(frame: entry.pfn.rawValue, writable: entry.isWritable,
-                                    dirty: kind == .write || entry.isDirty, executable: entry.isExecutable,
-                                    user: entry.isUser),
-                           PageSize(leafLevel: level))
+            self = .mapped(TLBEntry(leaf: entry, write: kind == .write), PageSize(leafLevel: level))
         case .notPresent: self = .notPresent
         case .protection: self = .protection
         }

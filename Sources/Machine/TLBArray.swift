@@ -207,7 +207,7 @@ public final class TLBArray: @unchecked Sendable {
             // they are.
             if old & Self.validBit == 0 {
                 adjust(size, 1)
-            } else if (old >> 14) & 3 != UInt64(size.rawValue) {
+            } else if (old ^ t) & (3 << 14) != 0 {
                 adjust(Self.size(ofTag: old), -1)
                 adjust(size, 1)
             }
