@@ -378,7 +378,7 @@ public final class CPU: @unchecked Sendable {
     func complete(_ v: UInt64, _ kind: MemoryAccess, _ entry: TLBEntry, _ size: PageSize) -> Result<PFN, AccessFault> {
         let frame = entry.frame &+ UInt32(truncatingIfNeeded: (v & (size.bytes &- 1)) >> 12)
         if kind != .execute {
-            filterStart = (v >> size.shift) << (size.shift &- 12)
+            filterStart = (v &>> size.shift) &<< (size.shift &- 12)
             filterPages = size.basePages
             filterFrame = entry.frame
             filterDirty = entry.isWritable && entry.isDirty

@@ -114,7 +114,7 @@ public final class TLBHierarchy: @unchecked Sendable {
             guard array >= 0 else { return nil }
             let piece = entry.piece(containing: va, of: size, as: pieceSize)
             let slot = base[Int(array)]._withUnsafeGuaranteedRef {
-                $0.insert(page: va >> pieceSize.shift, size: pieceSize, asid: asid, payload: piece.rawValue, absent: absent)
+                $0.insert(page: va &>> pieceSize.shift, size: pieceSize, asid: asid, payload: piece.rawValue, absent: absent)
             }
             return Hit(array: Int(array), slot: slot, size: pieceSize)
         }

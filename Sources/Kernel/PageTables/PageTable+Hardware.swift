@@ -41,7 +41,7 @@ extension Kernel {
         var table = root
         var level = PageTableLevel.pgd
         while true {
-            let entry = PageTableEntry(rawValue: table.entries[Int(truncatingIfNeeded: (va >> level.shift) & 511)]
+            let entry = PageTableEntry(rawValue: table.entries[Int(truncatingIfNeeded: (va &>> level.shift) & 511)]
                 .load(ordering: .relaxed))
             guard entry.isPresent && !entry.isHuge else { return nil }
             table = pageTable(at: entry)
