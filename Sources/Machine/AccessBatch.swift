@@ -57,12 +57,12 @@ extension CPU {
         let walksBefore = tally.walks
         defer { lookAheadPMDs.update(repeating: 0, count: 2 * Self.lookAheadRingSize) }
         defer { lookAhead = (tally.walks &- walksBefore) &* Self.lookAheadWalkRatio >= records.count }
+        var ahead = LookAhead(faultsSeen: tally.faults)
         if let walked {
             for i in 0..<min(Self.prefetchDistance, records.count) {
-                prefetchLeafEntry(records[i].address, walked.kernel, walked.root, ring: nil)
+                prefetchLeafEntry(records[i].address, walked.kernel, walked.root, ring: nil, &ahead)
             }
         }
-        var ahead = LookAhead(faultsSeen: tally.faults)
         for i in records.indices {
             if let walked { lookAhead(from: i, records, walked.kernel, walked.root, &ahead) }
             let r = records[i]
@@ -166,6 +166,13 @@ extension CPU {
         /// The faults counted when the ring's PMD entries were read: a fault runs kernel code, which
         /// may change or free tables, so the ring empties when the count moves.
         var faultsSeen: Int
+        /// The table of PMD entries of the gigabyte looked at last (`Kernel.pmdTable`), and that
+        /// gigabyte plus one (0: none): look-downs in the same gigabyte start there. Kept under the
+        /// ring's rule (emptied with it when a fault runs kernel code).
+        var pmdTableKey: UInt64 = 0
+        var pmdTable: PageTable?
+
+        init(faultsSeen: Int) { self.faultsSeen = faultsSeen }
     }
 
     /// The look-ahead before record `i` of a batch that walks: the frame record of the last-level
@@ -178,6 +185,7 @@ extension CPU {
                    _ root: PageTable, _ ahead: inout LookAhead) {
         if tally.faults != ahead.faultsSeen {
             ahead.faultsSeen = tally.faults
+            ahead.pmdTableKey = 0
             lookAheadPMDs.update(repeating: 0, count: 2 * Self.lookAheadRingSize)
         }
         let ringMask = Self.lookAheadRingSize &- 1
@@ -186,7 +194,7 @@ extension CPU {
             let address = records[far].address
             if address >> 15 != ahead.lastFarLine {
                 ahead.lastFarLine = address >> 15
-                prefetchLeafTableRecord(address, kernel, root, ring: lookAheadPMDs + 2 &* (far & ringMask))
+                prefetchLeafTableRecord(address, kernel, root, ring: lookAheadPMDs + 2 &* (far & ringMask), &ahead)
             }
         }
         let near = i &+ Self.prefetchDistance
@@ -194,7 +202,7 @@ extension CPU {
             let address = records[near].address
             if address >> 15 != ahead.lastLine {
                 ahead.lastLine = address >> 15
-                prefetchLeafEntry(address, kernel, root, ring: lookAheadPMDs + 2 &* (near & ringMask))
+                prefetchLeafEntry(address, kernel, root, ring: lookAheadPMDs + 2 &* (near & ringMask), &ahead)
             }
         }
     }
@@ -213,16 +221,29 @@ extension CPU {
     /// is looked up.
     @inline(__always)
     func prefetchLeafEntry(_ address: UInt64, _ kernel: Unmanaged<Kernel>, _ root: PageTable,
-                           ring: UnsafeMutablePointer<UInt64>?) {
+                           ring: UnsafeMutablePointer<UInt64>?, _ ahead: inout LookAhead) {
         let line = address >> 15
         let slot = Int(truncatingIfNeeded: line & UInt64(Self.prefetchFilterSize &- 1))
         if prefetchedLines[slot] == line &+ 1 { return }
         prefetchedLines[slot] = line &+ 1
         kernel._withUnsafeGuaranteedRef { k in
             let pmd = ring.flatMap { $0[0] == line &+ 1 ? PageTableEntry(rawValue: $0[1]) : nil }
-                ?? k.leafTableEntry(address, root: root)
+                ?? leafTableEntry(address, k, root, &ahead)
             if let pmd { thpsim_prefetch(k.leafEntryAddress(address, under: pmd)) }
         }
+    }
+
+    /// The present, non-huge PMD entry for `address` (`Kernel.leafTableEntry`), from the table of PMD
+    /// entries `ahead` keeps when `address` is in its gigabyte.
+    @inline(__always)
+    func leafTableEntry(_ address: UInt64, _ k: Kernel, _ root: PageTable, _ ahead: inout LookAhead) -> PageTableEntry? {
+        let key = (address >> PageTableLevel.pud.shift) &+ 1
+        if key != ahead.pmdTableKey {
+            ahead.pmdTable = k.pmdTable(address, root: root)
+            ahead.pmdTableKey = key
+        }
+        guard let table = ahead.pmdTable else { return nil }
+        return k.leafTableEntry(address, inPMDTable: table)
     }
 
     /// Prefetches the frame record of the last-level table a walk of `address` reaches, unless the
@@ -230,11 +251,11 @@ extension CPU {
     /// the PMD entry it found in `ring` (emptied if none) for the record's `prefetchLeafEntry`.
     @inline(__always)
     func prefetchLeafTableRecord(_ address: UInt64, _ kernel: Unmanaged<Kernel>, _ root: PageTable,
-                                 ring: UnsafeMutablePointer<UInt64>) {
+                                 ring: UnsafeMutablePointer<UInt64>, _ ahead: inout LookAhead) {
         let line = address >> 15
         if prefetchedLines[Int(truncatingIfNeeded: line & UInt64(Self.prefetchFilterSize &- 1))] == line &+ 1 { return }
         kernel._withUnsafeGuaranteedRef { k in
-            guard let pmd = k.leafTableEntry(address, root: root) else { ring[0] = 0; return }
+            guard let pmd = leafTableEntry(address, k, root, &ahead) else { ring[0] = 0; return }
             ring[0] = line &+ 1
             ring[1] = pmd.rawValue
             thpsim_prefetch(k.tableRecordAddress(under: pmd))

@@ -319,9 +319,31 @@ public final class CPU: @unchecked Sendable {
             missedL2 = true
             tally.tlbCycles += independentAccesses ? l2TLBLatency / mlp : l2TLBLatency
         }
-        let faultsBefore = tally.faults
-        // The walk and its retry after each handled fault (`PageTableWalk.resolve`, the rule every
-        // walker follows).
+        // The walk; a fault and the walks after it go out of line (`accessAfterFault`), which keeps
+        // this function small enough for the optimizer to inline the levels' fills and `complete`.
+        let walked = if let nested { walk2D(nested, v, kind) } else { walk(v, kind) }
+        switch walked {
+        case .mapped(let entry, let size):
+            levels.l2.fill(va: v, asid: asid, size: size, entry: entry, absent: missedL2)
+            let inL1 = levels.l1.fill(va: v, asid: asid, size: size, entry: entry, absent: missedL1)
+            return complete(v, kind, entry.piece(containing: v, of: size, as: inL1?.size ?? size), inL1?.size ?? size)
+        case .notPresent:
+            return accessAfterFault(va, kind, levels, present: false)
+        case .protection:
+            return accessAfterFault(va, kind, levels, present: true)
+        }
+    }
+
+    /// The rest of an access whose first walk faulted (`present`: the walk's P bit): the fault, and
+    /// the walk and its retry after each handled fault (`PageTableWalk.resolve`, the rule every walker
+    /// follows). Kernel code ran, shootdowns with it, so the fills search the levels for the page.
+    @inline(never)
+    func accessAfterFault(_ va: VirtualAddress, _ kind: MemoryAccess, _ levels: TLBHierarchy.Levels,
+                          present: Bool) -> Result<PFN, AccessFault> {
+        let v = va.rawValue
+        tally.faults &+= 1
+        let outcome = raiseFault(va, kind, present: present)
+        guard outcome == .handled else { return .failure(AccessFault(at: va, outcome: outcome)) }
         let walked = PageTableWalk.resolve(va, walk: { () -> ((TLBEntry, PageSize)?, present: Bool) in
             switch nested.map({ walk2D($0, v, kind) }) ?? walk(v, kind) {
             case .mapped(let entry, let size): ((entry, size), false)
@@ -334,10 +356,8 @@ public final class CPU: @unchecked Sendable {
         })
         switch walked {
         case .success(let (entry, size)):
-            // After a fault (kernel code ran, shootdowns with it) the fills search as before.
-            let noFault = tally.faults == faultsBefore
-            levels.l2.fill(va: v, asid: asid, size: size, entry: entry, absent: missedL2 && noFault)
-            let inL1 = levels.l1.fill(va: v, asid: asid, size: size, entry: entry, absent: missedL1 && noFault)
+            levels.l2.fill(va: v, asid: asid, size: size, entry: entry)
+            let inL1 = levels.l1.fill(va: v, asid: asid, size: size, entry: entry)
             return complete(v, kind, entry.piece(containing: v, of: size, as: inL1?.size ?? size), inL1?.size ?? size)
         case .failure(let fault):
             return .failure(fault)
@@ -358,7 +378,7 @@ public final class CPU: @unchecked Sendable {
     func complete(_ v: UInt64, _ kind: MemoryAccess, _ entry: TLBEntry, _ size: PageSize) -> Result<PFN, AccessFault> {
         let frame = entry.frame &+ UInt32(truncatingIfNeeded: (v & (size.bytes &- 1)) >> 12)
         if kind != .execute {
-            filterStart = (v >> size.shift) << (size.shift &- 12)
+            filterStart = (v &>> size.shift) &<< (size.shift &- 12)
             filterPages = size.basePages
             filterFrame = entry.frame
             filterDirty = entry.isWritable && entry.isDirty

@@ -6,9 +6,9 @@ public enum PageSize: Int, Sendable, CaseIterable, Comparable, CustomStringConve
 
     /// log2 of the size in bytes.
     @inline(__always) public var shift: UInt64 { 12 &+ 9 &* UInt64(rawValue) }
-    @inline(__always) public var bytes: UInt64 { 1 << shift }
+    @inline(__always) public var bytes: UInt64 { 1 &<< shift }
     /// Base (4 KiB) pages in one page of this size.
-    @inline(__always) public var basePages: UInt64 { 1 << (shift &- 12) }
+    @inline(__always) public var basePages: UInt64 { 1 &<< (shift &- 12) }
     /// The page size a leaf entry at `level` maps.
     public init(leafLevel level: PageTableLevel) {
         switch level {

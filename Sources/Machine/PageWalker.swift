@@ -16,10 +16,7 @@ public enum WalkResult: Sendable, Hashable {
     init(_ result: PageWalkResult, _ kind: MemoryAccess) {
         switch result {
         case .mapped(let entry, let level):
-            self = .mapped(TLBEntry(frame: entry.pfn.rawValue, writable: entry.isWritable,
-                                    dirty: kind == .write || entry.isDirty, executable: entry.isExecutable,
-                                    user: entry.isUser),
-                           PageSize(leafLevel: level))
+            self = .mapped(TLBEntry(leaf: entry, write: kind == .write), PageSize(leafLevel: level))
         case .notPresent: self = .notPresent
         case .protection: self = .protection
         }
@@ -105,13 +102,12 @@ extension CPU {
     func walk(_ v: UInt64, _ kind: MemoryAccess) -> WalkResult {
         tally.walks &+= 1
         var observer = CPUWalk(cpu: self, kernel: kernel.unsafelyUnwrapped, asid: asid, cost: walkStartCycles)
-        defer {
-            // Pipelined, the cache thread has the cost (`CachePipeline.Kind.walkEnd`).
-            if pipelined { emit(CachePipeline.walkEnd) } else {
-                tally.walkCycles += independentAccesses ? observer.cost / mlp : observer.cost
-            }
-            lastDataLine = .max
+        let result = PageTableWalk.walk(v, kind, root: root.unsafelyUnwrapped, &observer)
+        // Pipelined, the cache thread has the cost (`CachePipeline.Kind.walkEnd`).
+        if pipelined { emit(CachePipeline.walkEnd) } else {
+            tally.walkCycles += independentAccesses ? observer.cost / mlp : observer.cost
         }
-        return WalkResult(PageTableWalk.walk(v, kind, root: root.unsafelyUnwrapped, &observer), kind)
+        lastDataLine = .max
+        return WalkResult(result, kind)
     }
 }

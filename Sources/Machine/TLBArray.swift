@@ -92,7 +92,7 @@ public final class TLBArray: @unchecked Sendable {
     public var entries: Int { sets * ways }
 
     /// The stamp of a use of `way` now (`clock` already advanced).
-    @inline(__always) func stamp(way: Int) -> UInt64 { clock << wayBits | UInt64(truncatingIfNeeded: way) }
+    @inline(__always) func stamp(way: Int) -> UInt64 { clock &<< wayBits | UInt64(truncatingIfNeeded: way) }
 
     /// The tag of a page: page number at its size, size and ASID, marked valid.
     @inline(__always)
@@ -205,18 +205,23 @@ public final class TLBArray: @unchecked Sendable {
         if old != t {
             // Replacing a valid entry of the same size (the steady state) leaves the counts as
             // they are.
-            if old & Self.validBit == 0 {
-                adjust(size, 1)
-            } else if (old >> 14) & 3 != UInt64(size.rawValue) {
-                adjust(Self.size(ofTag: old), -1)
-                adjust(size, 1)
-            }
+            if old & Self.validBit == 0 || (old ^ t) & (3 << 14) != 0 { recount(replacing: old, with: size) }
             tags[victim] = t
         }
         payloads[victim] = payload
         clock &+= 1
         stamps[victim] = stamp(way: victim &- base)
         return victim
+    }
+
+    /// The occupancy change of a fill that puts an entry of `size` where `old` was (invalid, or
+    /// valid of another size). Not inlined: the steady state replaces an entry of the same size, and
+    /// without the occupancy's switches `insert` stays under the optimizer's size limit for inlining
+    /// (64 blocks) in the callers that fill levels.
+    @inline(never)
+    func recount(replacing old: UInt64, with size: PageSize) {
+        if old & Self.validBit != 0 { adjust(Self.size(ofTag: old), -1) }
+        adjust(size, 1)
     }
 
     /// The slot of set `base` that holds tag `t`, or -1. Not inlined: fills that follow a miss skip
@@ -236,7 +241,11 @@ public final class TLBArray: @unchecked Sendable {
     /// a loop of 64-bit minimums, which without SSE 4.2 costs more than the scalar tree.
     @inline(__always)
     func oldestStamp(_ p: UnsafeMutablePointer<UInt64>) -> UInt64 {
-        @inline(__always) func least(_ a: UInt64, _ b: UInt64) -> UInt64 { a < b ? a : b }
+        // The smaller of two by a mask, not `?:`: a conditional is two blocks more in the
+        // optimizer's count, and with 14 of them `insert` would be past its inlining limit.
+        @inline(__always) func least(_ a: UInt64, _ b: UInt64) -> UInt64 {
+            b ^ ((a ^ b) & (0 &- UInt64(unsafeBitCast(a < b, to: UInt8.self))))
+        }
         @inline(__always) func four(_ i: Int) -> UInt64 { least(least(p[i], p[i &+ 1]), least(p[i &+ 2], p[i &+ 3])) }
         switch ways {
         case 4: return four(0)

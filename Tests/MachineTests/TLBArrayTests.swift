@@ -1,6 +1,7 @@
 import Testing
 import TestSupport
 import Machine
+import VMCore
 
 @Suite("TLB arrays")
 struct TLBArrayTests {
@@ -155,6 +156,20 @@ struct TLBHierarchyTests {
         #expect(TLBHierarchy.lookup(h.l2, va: va + (2 << 20), asid: 7) == nil)   // the next 2 MiB piece is not there
         // Zen 4's L1 dTLB holds 1 GiB entries whole.
         #expect(TLBHierarchy.fill(h.l1Data, va: va, asid: 7, size: .size1G, entry: entry)?.size == .size1G)
+    }
+
+    @Test("a walk's leaf becomes the TLB entry of its frame, W, D (or a write), X (no NX) and U bits", arguments: [false, true])
+    func leafBecomesEntry(write: Bool) {
+        let bits = [PageTableEntry.writableBit, PageTableEntry.dirtyBit, PageTableEntry.noExecuteBit, PageTableEntry.userBit,
+                    PageTableEntry.accessedBit, PageTableEntry.hugeBit]
+        for combination in 0..<(1 << bits.count) {
+            var raw = PageTableEntry.presentBit | (0xF_FFFF_F123 << 12)
+            for (i, bit) in bits.enumerated() where combination & (1 << i) != 0 { raw |= bit }
+            let leaf = PageTableEntry(rawValue: raw)
+            let expected = TLBEntry(frame: leaf.pfn.rawValue, writable: leaf.isWritable, dirty: write || leaf.isDirty,
+                                    executable: leaf.isExecutable, user: leaf.isUser)
+            #expect(TLBEntry(leaf: leaf, write: write) == expected, "leaf \(leaf)")
+        }
     }
 }
 

@@ -28,16 +28,34 @@ extension Kernel {
     /// `public @inlinable` so that the Machine's batch loop inlines it (see `pageTable(at:)`).
     @inlinable @inline(__always)
     public func leafTableEntry(_ va: UInt64, root: PageTable) -> PageTableEntry? {
+        guard let table = pmdTable(va, root: root) else { return nil }
+        return leafTableEntry(va, inPMDTable: table)
+    }
+
+    /// The table of PMD entries that covers `va` (1 GiB of address space), read without setting any
+    /// bit; nil when the PGD or PUD entry on the way is not present or maps a huge page. A caller
+    /// that looks ahead keeps it for the next addresses in the same gigabyte while no kernel code
+    /// runs (`CPU.run`).
+    @inlinable @inline(__always)
+    public func pmdTable(_ va: UInt64, root: PageTable) -> PageTable? {
         var table = root
         var level = PageTableLevel.pgd
         while true {
-            let entry = PageTableEntry(rawValue: table.entries[Int(truncatingIfNeeded: (va >> level.shift) & 511)]
+            let entry = PageTableEntry(rawValue: table.entries[Int(truncatingIfNeeded: (va &>> level.shift) & 511)]
                 .load(ordering: .relaxed))
             guard entry.isPresent && !entry.isHuge else { return nil }
-            if level == .pmd { return entry }
             table = pageTable(at: entry)
+            if level == .pud { return table }
             level = level.lower.unsafelyUnwrapped
         }
+    }
+
+    /// `leafTableEntry(_:root:)` below the table of PMD entries `pmdTable(_:root:)` found for `va`.
+    @inlinable @inline(__always)
+    public func leafTableEntry(_ va: UInt64, inPMDTable table: PageTable) -> PageTableEntry? {
+        let entry = PageTableEntry(rawValue: table.entries[Int(truncatingIfNeeded: (va >> PageTableLevel.pmd.shift) & 511)]
+            .load(ordering: .relaxed))
+        return entry.isPresent && !entry.isHuge ? entry : nil
     }
 
     /// Where the last-level entry for `va` lives in host memory, in the table the present, non-huge

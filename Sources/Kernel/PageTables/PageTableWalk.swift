@@ -56,7 +56,7 @@ public enum PageTableWalk {
     ) -> PageWalkResult {
         var (table, level) = observer.start(va, root: root)
         while true {
-            let i = Int(truncatingIfNeeded: (va >> level.shift) & 511)
+            let i = Int(truncatingIfNeeded: (va &>> level.shift) & 511)
             observer.willRead(table, i, level: level)
             let entry = table[i]
             guard entry.isPresent else { return .notPresent }
