@@ -82,11 +82,14 @@ struct MemscaleLayoutTests {
             .event(thread: 2, .mmap(address: c - 192 * mib, length: 64 * mib, protection: .none, shared: false)),
             .event(thread: 2, .mprotect(address: c - 192 * mib, length: 33 * page, protection: .readWrite)),
         ])
-        // The buffer's chunk header is written as malloc returns, before the next buffer is mapped.
-        let tail = Array(l.steps.suffix(6))
+        // The buffer's chunk header is written as malloc returns, before the next buffer is mapped;
+        // an ordering point after each buffer keeps that order in simulated time.
+        let tail = Array(l.steps.suffix(9))
         #expect(tail[0] == .event(thread: 0, .mmap(address: c - 28 * mib - page, length: 4 * mib + page, protection: .readWrite, shared: false)))
         #expect(tail[1] == .store(thread: 0, address: c - 28 * mib - page + 8))
-        #expect(tail[2] == .event(thread: 1, .mmap(address: c - 32 * mib - 2 * page, length: 4 * mib + page, protection: .readWrite, shared: false)))
+        #expect(tail[2] == MemscaleLayout.orderingPoint)
+        #expect(tail[3] == .event(thread: 1, .mmap(address: c - 32 * mib - 2 * page, length: 4 * mib + page, protection: .readWrite, shared: false)))
+        #expect(tail[5] == MemscaleLayout.orderingPoint && tail[8] == MemscaleLayout.orderingPoint)
     }
 
     @Test("serial creation: each buffer lies directly below its own arena's heap, so it ends 64 MiB-aligned")
