@@ -45,22 +45,21 @@ extension CPU {
     public func run(_ records: UnsafeBufferPointer<AccessRecord>) -> (completed: Int, fault: AccessFault?) {
         if _slowPath(wantsPipeline != pipelined) { if pipelined { settle() } else { startPipeline() } }
         // The page-table entries of the accesses `prefetchDistance` ahead are fetched into the host's
-        // caches while this one runs, and the frame records of their tables (which the kernel's
-        // table lookup reads first) `recordPrefetchDistance` ahead: a walk over tables larger than
-        // the host's caches otherwise waits for host memory twice. Hints only; they change no
-        // simulated state.
+        // caches while this one runs: a walk over tables larger than the host's caches otherwise
+        // waits for host memory. The look-down reaches the last-level table through the store's
+        // hints (`Kernel.leafEntryAddress(_:inPMDTable:)`), not its frame record, as the walk does.
+        // Hints only; they change no simulated state.
         // One reference to the kernel per batch, none per record.
         // Only while the stream walks: after a batch that walked for fewer than one record in
         // `lookAheadWalkRatio` (sequential and local streams), the next batch looks nowhere ahead.
         let walked: (kernel: Unmanaged<Kernel>, root: PageTable)? = nested == nil && lookAhead
             ? kernel.flatMap { k in root.map { (.passUnretained(k), $0) } } : nil
         let walksBefore = tally.walks
-        defer { lookAheadPMDs.update(repeating: 0, count: 2 * Self.lookAheadRingSize) }
         defer { lookAhead = (tally.walks &- walksBefore) &* Self.lookAheadWalkRatio >= records.count }
         var ahead = LookAhead(faultsSeen: tally.faults)
         if let walked {
             for i in 0..<min(Self.prefetchDistance, records.count) {
-                prefetchLeafEntry(records[i].address, walked.kernel, walked.root, ring: nil, &ahead)
+                prefetchLeafEntry(records[i].address, walked.kernel, walked.root, &ahead)
             }
         }
         for i in records.indices {
@@ -160,49 +159,36 @@ extension CPU {
 
     /// What `run(_:)`'s look-ahead remembers from one record to the next.
     struct LookAhead {
-        /// The 32 KiB of address space of the last line of entries looked at, at each distance: a
-        /// record there (the common case of sequential and local streams) needs no lookup at all.
-        var lastLine = UInt64.max, lastFarLine = UInt64.max
-        /// The faults counted when the ring's PMD entries were read: a fault runs kernel code, which
-        /// may change or free tables, so the ring empties when the count moves.
+        /// The 32 KiB of address space of the last line of entries looked at: a record there (the
+        /// common case of sequential and local streams) needs no lookup at all.
+        var lastLine = UInt64.max
+        /// The faults counted when `pmdTable` was read: a fault runs kernel code, which may change
+        /// or free tables, so it is dropped when the count moves.
         var faultsSeen: Int
         /// The table of PMD entries of the gigabyte looked at last (`Kernel.pmdTable`), and that
-        /// gigabyte plus one (0: none): look-downs in the same gigabyte start there. Kept under the
-        /// ring's rule (emptied with it when a fault runs kernel code).
+        /// gigabyte plus one (0: none): look-downs in the same gigabyte start there.
         var pmdTableKey: UInt64 = 0
         var pmdTable: PageTable?
 
         init(faultsSeen: Int) { self.faultsSeen = faultsSeen }
     }
 
-    /// The look-ahead before record `i` of a batch that walks: the frame record of the last-level
-    /// table of the record `recordPrefetchDistance` ahead and the entry of the one `prefetchDistance`
-    /// ahead, the second from the PMD entry the first look-down left in the ring. Not inlined into
-    /// `run(_:)`, which then stays small enough to inline `access(_:_:)` (a trace's records, which
-    /// rarely walk, do not pay for it).
+    /// The look-ahead before record `i` of a batch that walks: the last-level entry of the record
+    /// `prefetchDistance` ahead. Not inlined into `run(_:)`, which then stays small enough to inline
+    /// `access(_:_:)` (a trace's records, which rarely walk, do not pay for it).
     @inline(never)
     func lookAhead(from i: Int, _ records: UnsafeBufferPointer<AccessRecord>, _ kernel: Unmanaged<Kernel>,
                    _ root: PageTable, _ ahead: inout LookAhead) {
         if tally.faults != ahead.faultsSeen {
             ahead.faultsSeen = tally.faults
             ahead.pmdTableKey = 0
-            lookAheadPMDs.update(repeating: 0, count: 2 * Self.lookAheadRingSize)
-        }
-        let ringMask = Self.lookAheadRingSize &- 1
-        let far = i &+ Self.recordPrefetchDistance
-        if far < records.count {
-            let address = records[far].address
-            if address >> 15 != ahead.lastFarLine {
-                ahead.lastFarLine = address >> 15
-                prefetchLeafTableRecord(address, kernel, root, ring: lookAheadPMDs + 2 &* (far & ringMask), &ahead)
-            }
         }
         let near = i &+ Self.prefetchDistance
         if near < records.count {
             let address = records[near].address
             if address >> 15 != ahead.lastLine {
                 ahead.lastLine = address >> 15
-                prefetchLeafEntry(address, kernel, root, ring: lookAheadPMDs + 2 &* (near & ringMask), &ahead)
+                prefetchLeafEntry(address, kernel, root, &ahead)
             }
         }
     }
@@ -210,55 +196,28 @@ extension CPU {
     /// How many records ahead `run(_:)` prefetches page-table entries: enough for a host memory
     /// access to complete behind the accesses in between.
     static var prefetchDistance: Int { 4 }
-    static var recordPrefetchDistance: Int { 8 }
     /// A batch looks ahead when the one before walked for at least one record in this many.
     static var lookAheadWalkRatio: Int { 16 }
 
     /// Prefetches the last-level entry that a walk of `address` would read, unless a recent prefetch
     /// covered the same 64-byte line of entries (eight 4 KiB pages): sequential and local streams,
-    /// whose entries stay in the host's caches, skip the lookup. `ring`: where the record's earlier
-    /// look-down (`prefetchLeafTableRecord`) left its PMD entry, if it did; then only the last level
-    /// is looked up.
+    /// whose entries stay in the host's caches, skip the lookup.
     @inline(__always)
     func prefetchLeafEntry(_ address: UInt64, _ kernel: Unmanaged<Kernel>, _ root: PageTable,
-                           ring: UnsafeMutablePointer<UInt64>?, _ ahead: inout LookAhead) {
+                           _ ahead: inout LookAhead) {
         let line = address >> 15
         let slot = Int(truncatingIfNeeded: line & UInt64(Self.prefetchFilterSize &- 1))
         if prefetchedLines[slot] == line &+ 1 { return }
         prefetchedLines[slot] = line &+ 1
         kernel._withUnsafeGuaranteedRef { k in
-            let pmd = ring.flatMap { $0[0] == line &+ 1 ? PageTableEntry(rawValue: $0[1]) : nil }
-                ?? leafTableEntry(address, k, root, &ahead)
-            if let pmd { thpsim_prefetch(k.leafEntryAddress(address, under: pmd)) }
-        }
-    }
-
-    /// The present, non-huge PMD entry for `address` (`Kernel.leafTableEntry`), from the table of PMD
-    /// entries `ahead` keeps when `address` is in its gigabyte.
-    @inline(__always)
-    func leafTableEntry(_ address: UInt64, _ k: Kernel, _ root: PageTable, _ ahead: inout LookAhead) -> PageTableEntry? {
-        let key = (address >> PageTableLevel.pud.shift) &+ 1
-        if key != ahead.pmdTableKey {
-            ahead.pmdTable = k.pmdTable(address, root: root)
-            ahead.pmdTableKey = key
-        }
-        guard let table = ahead.pmdTable else { return nil }
-        return k.leafTableEntry(address, inPMDTable: table)
-    }
-
-    /// Prefetches the frame record of the last-level table a walk of `address` reaches, unless the
-    /// line of entries was prefetched recently (then its table's record was read too), and leaves
-    /// the PMD entry it found in `ring` (emptied if none) for the record's `prefetchLeafEntry`.
-    @inline(__always)
-    func prefetchLeafTableRecord(_ address: UInt64, _ kernel: Unmanaged<Kernel>, _ root: PageTable,
-                                 ring: UnsafeMutablePointer<UInt64>, _ ahead: inout LookAhead) {
-        let line = address >> 15
-        if prefetchedLines[Int(truncatingIfNeeded: line & UInt64(Self.prefetchFilterSize &- 1))] == line &+ 1 { return }
-        kernel._withUnsafeGuaranteedRef { k in
-            guard let pmd = leafTableEntry(address, k, root, &ahead) else { ring[0] = 0; return }
-            ring[0] = line &+ 1
-            ring[1] = pmd.rawValue
-            thpsim_prefetch(k.tableRecordAddress(under: pmd))
+            let key = (address >> PageTableLevel.pud.shift) &+ 1
+            if key != ahead.pmdTableKey {
+                ahead.pmdTable = k.pmdTable(address, root: root)
+                ahead.pmdTableKey = key
+            }
+            if let table = ahead.pmdTable, let entry = k.leafEntryAddress(address, inPMDTable: table) {
+                thpsim_prefetch(entry)
+            }
         }
     }
 }

@@ -140,11 +140,6 @@ public final class CPU: @unchecked Sendable {
     /// The lines of last-level page-table entries `run(_:)` prefetched recently (direct-mapped by
     /// the 32 KiB of address space a line of entries maps, plus one; 0: empty).
     let prefetchedLines: UnsafeMutablePointer<UInt64>
-    /// The PMD entries `run(_:)` found for the records `recordPrefetchDistance` ahead, kept for the
-    /// same records' entry prefetch `prefetchDistance` ahead: a ring of `lookAheadRingSize` pairs
-    /// (the 32 KiB line of the record's address plus one, 0: empty; the entry), indexed by record.
-    let lookAheadPMDs: UnsafeMutablePointer<UInt64>
-    static var lookAheadRingSize: Int { 8 }
     /// Whether `run(_:)` looks ahead in its next batch (the last one walked often enough).
     @exclusivity(unchecked) var lookAhead = true
     static var prefetchFilterSize: Int { 64 }
@@ -174,14 +169,11 @@ public final class CPU: @unchecked Sendable {
         mlp = max(1, description.timing.memoryLevelParallelism)
         prefetchedLines = .allocate(capacity: Self.prefetchFilterSize)
         prefetchedLines.initialize(repeating: 0, count: Self.prefetchFilterSize)
-        lookAheadPMDs = .allocate(capacity: 2 * Self.lookAheadRingSize)
-        lookAheadPMDs.initialize(repeating: 0, count: 2 * Self.lookAheadRingSize)
     }
 
     deinit {
         pipeline?.stop()
         prefetchedLines.deallocate()
-        lookAheadPMDs.deallocate()
     }
 
     /// Loads `mm` (Linux: `switch_mm_irqs_off()`: CR3 with the mm's PCID, the CPU joins

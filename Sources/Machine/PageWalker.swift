@@ -68,6 +68,21 @@ struct CPUWalk: PageWalkObserver {
             cpu._withUnsafeGuaranteedRef { $0.walkDescend(va, from: level, through: entry, asid: asid, kernel: k, absent: true) }
         }
     }
+
+    /// The next table through the store's hint beside `entry` (`Kernel.pageTable(below:in:at:)`):
+    /// the same table, without a host miss on its frame record.
+    @inline(__always)
+    mutating func descend(_ va: UInt64, from level: PageTableLevel, through entry: PageTableEntry,
+                          in table: PageTable, at index: Int) -> PageTable {
+        let asid = asid
+        return kernel._withUnsafeGuaranteedRef { k in
+            cpu._withUnsafeGuaranteedRef { cpu in
+                // The walk started above `level`, so this walk's `deepest` missed in its cache.
+                cpu.pageWalkCache.fill(level, va, asid: asid, frame: entry.pfn.rawValue, absent: true)
+                return k.pageTable(below: entry, in: table, at: index)
+            }
+        }
+    }
 }
 
 extension CPU {

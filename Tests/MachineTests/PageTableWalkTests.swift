@@ -74,6 +74,48 @@ struct PageTableWalkTests {
         #expect(PageTableWalk.walk(base.rawValue + 0x20_3000, .read, root: mm.pageTableRoot, &software) == .notPresent)
     }
 
+    @Test("a CPU's walk reaches a table through the hint beside its entry only when the slot's owner confirms it")
+    func tableHints() throws {
+        let kernel = TestMachine.kernel(memory: 64 << 20, mode: .metadata, enabled: .never)
+        let mm = try #require(kernel.createAddressSpace())
+        let base = VirtualAddress(1 << 30)
+        _ = try mm.mmap(address: base, length: 4 << 20, protection: .readWrite, flags: [.private, .fixed])
+        _ = try mm.access(base, .write).get()
+        _ = try mm.access(base + (2 << 20), .write).get()
+        let pmds = try #require(kernel.pmdTable(base.rawValue, root: mm.pageTableRoot))
+        let i = Int((base.rawValue >> 21) & 511)
+        let first = kernel.pageTable(at: pmds[i]), second = kernel.pageTable(at: pmds[i + 1])
+        #expect(first.slot != second.slot)
+        let hint = kernel.tables.hints(pmds.slot) + i
+        // A hint naming another live table is refused; the frame record's slot replaces it.
+        hint.pointee.store(second.slot, ordering: .relaxed)
+        #expect(kernel.pageTable(below: pmds[i], in: pmds, at: i).entries == first.entries)
+        #expect(hint.pointee.load(ordering: .relaxed) == first.slot)
+        #expect(kernel.pageTable(below: pmds[i], in: pmds, at: i).entries == first.entries)
+
+        // After the tables are freed and others taken, a CPU's walks (whose hints named the freed
+        // tables) still agree with the software MMU's.
+        let m = Machine(kernel: kernel, description: .skylakeSP, cpuCount: 1)
+        let cpu = m.cpus[0]
+        cpu.switchTo(mm)
+        let probes = [base.rawValue, base.rawValue + (2 << 20), base.rawValue + (2 << 20) + 4096]
+        for round in 0..<2 {
+            for va in probes {
+                var software = SoftwareWalk(kernel)
+                var observer = CPUWalk(cpu: cpu, kernel: kernel, asid: cpu.asid, cost: 0)
+                #expect(summary(PageTableWalk.walk(va, .read, root: mm.pageTableRoot, &software))
+                        == summary(PageTableWalk.walk(va, .read, root: mm.pageTableRoot, &observer)), "round \(round)")
+            }
+            try mm.munmap(base, length: 4 << 20)
+            // Another table takes the freed slot first, so the old hints name a slot owned elsewhere.
+            _ = try mm.mmap(address: base + (64 << 20), length: 4096, protection: .readWrite, flags: [.private, .fixed])
+            _ = try mm.access(base + (64 << 20), .write).get()
+            _ = try mm.mmap(address: base, length: 4 << 20, protection: .readWrite, flags: [.private, .fixed])
+            _ = try mm.access(base + (2 << 20) + 4096, .write).get()
+            _ = try mm.access(base, .read).get()
+        }
+    }
+
     @Test("a walk sets the accessed bit, and the dirty bit on a write, in the leaf it uses")
     func accessedAndDirty() throws {
         let kernel = TestMachine.kernel(memory: 16 << 20, mode: .metadata)

@@ -19,23 +19,33 @@ extension Kernel {
     /// `PageTableWalk`). It reads the table's frame record (its slot) and nothing else.
     @inlinable @inline(__always) public func pageTable(at entry: PageTableEntry) -> PageTable { pageTable(frame: entry.pfn) }
 
-    /// The present PMD entry that points at the last-level table for `va`, read without setting
-    /// any bit; nil when an entry on the way is not present or maps a huge page. With the two below
-    /// (where the leaf entry lives in host memory, and its table's frame record), a caller that looks
-    /// ahead reads the upper levels once for both of its prefetches (`CPU.run`): the Machine's CPUs
-    /// prefetch them a few accesses ahead of their walks, so the walk's host cache misses overlap the
-    /// accesses before it.
-    /// `public @inlinable` so that the Machine's batch loop inlines it (see `pageTable(at:)`).
+    /// The table the upper-level `entry`, entry `index` of `parent`, points at, for a hardware walker
+    /// (Linux: `pmd_page_vaddr()`), as `pageTable(at:)` finds it but without reading the table's
+    /// frame record when it can: the store's hint beside the entry names a slot, and the slot's owner
+    /// confirms it (`PageTableStore`); otherwise the frame record gives the slot, which becomes the
+    /// hint. Hints are host-side only (several walkers may write one; any slot they leave is checked),
+    /// so the table found is the one `pageTable(at:)` finds. Random walks over more tables than the
+    /// host's caches hold then miss there once per walk (the entry), not twice.
     @inlinable @inline(__always)
-    public func leafTableEntry(_ va: UInt64, root: PageTable) -> PageTableEntry? {
-        guard let table = pmdTable(va, root: root) else { return nil }
-        return leafTableEntry(va, inPMDTable: table)
+    public func pageTable(below entry: PageTableEntry, in parent: PageTable, at index: Int) -> PageTable {
+        let pfn = entry.pfn
+        let hint = tables.hints(parent.slot) + index
+        let slot = hint.pointee.load(ordering: .relaxed)
+        if tables.owners[Int(slot)].load(ordering: .acquiring) == pfn.rawValue &+ 1 {
+            return PageTable(pfn: pfn, slot: slot, entries: tables.entries(slot))
+        }
+        let table = pageTable(frame: pfn)
+        hint.pointee.store(table.slot, ordering: .relaxed)
+        return table
     }
 
     /// The table of PMD entries that covers `va` (1 GiB of address space), read without setting any
-    /// bit; nil when the PGD or PUD entry on the way is not present or maps a huge page. A caller
-    /// that looks ahead keeps it for the next addresses in the same gigabyte while no kernel code
-    /// runs (`CPU.run`).
+    /// bit; nil when the PGD or PUD entry on the way is not present or maps a huge page. With the one
+    /// below (where the leaf entry lives in host memory) it serves a caller that looks ahead: the
+    /// Machine's CPUs prefetch the leaf entry a few accesses ahead of their walks, so the walk's host
+    /// cache miss overlaps the accesses before it (`CPU.run`), and keep this table for the next
+    /// addresses in the same gigabyte while no kernel code runs.
+    /// `public @inlinable` so that the Machine's batch loop inlines it (see `pageTable(at:)`).
     @inlinable @inline(__always)
     public func pmdTable(_ va: UInt64, root: PageTable) -> PageTable? {
         var table = root
@@ -50,26 +60,15 @@ extension Kernel {
         }
     }
 
-    /// `leafTableEntry(_:root:)` below the table of PMD entries `pmdTable(_:root:)` found for `va`.
+    /// Where the last-level entry for `va` lives in host memory, below the table of PMD entries
+    /// `pmdTable(_:root:)` found for `va` (`pageTable(below:in:at:)`: no frame record read on a hint's
+    /// hit); nil when the PMD entry is not present or maps a huge page.
     @inlinable @inline(__always)
-    public func leafTableEntry(_ va: UInt64, inPMDTable table: PageTable) -> PageTableEntry? {
-        let entry = PageTableEntry(rawValue: table.entries[Int(truncatingIfNeeded: (va >> PageTableLevel.pmd.shift) & 511)]
-            .load(ordering: .relaxed))
-        return entry.isPresent && !entry.isHuge ? entry : nil
-    }
-
-    /// Where the last-level entry for `va` lives in host memory, in the table the present, non-huge
-    /// PMD entry `pmd` points at (`leafTableEntry`).
-    @inlinable @inline(__always)
-    public func leafEntryAddress(_ va: UInt64, under pmd: PageTableEntry) -> UnsafeRawPointer {
-        UnsafeRawPointer(pageTable(at: pmd).entries + Int(truncatingIfNeeded: (va >> 12) & 511))
-    }
-
-    /// Where the frame record of the table the present, non-huge PMD entry `pmd` points at lives in
-    /// host memory (the record `pageTable(at:)` reads the table's slot from).
-    @inlinable @inline(__always)
-    public func tableRecordAddress(under pmd: PageTableEntry) -> UnsafeRawPointer {
-        memory.frames.recordAddress(pmd.pfn)
+    public func leafEntryAddress(_ va: UInt64, inPMDTable table: PageTable) -> UnsafeRawPointer? {
+        let index = Int(truncatingIfNeeded: (va >> PageTableLevel.pmd.shift) & 511)
+        let entry = PageTableEntry(rawValue: table.entries[index].load(ordering: .relaxed))
+        guard entry.isPresent && !entry.isHuge else { return nil }
+        return UnsafeRawPointer(pageTable(below: entry, in: table, at: index).entries + Int(truncatingIfNeeded: (va >> 12) & 511))
     }
 
     /// The table that lives in frame `pfn` (the walker's paging-structure caches keep frames).

@@ -18,18 +18,20 @@ extension Kernel {
         countAllocation(pages: 1)
         let slot = tables.allocateSlot()
         memory.frames.setLink(pfn, slot)
+        tables.setOwner(slot, pfn)
         vmstat.modify(.nrPageTablePages, 1)
         return PageTable(pfn: pfn, slot: slot, entries: tables.entries(slot))
     }
 
     /// Host memory the page-table store holds, in bytes (it grows with the most tables ever in use).
-    public var pageTableStoreBytes: Int { tables.chunkCount * PageTableStore.slotsPerChunk * (512 * 8 + 64) }
+    public var pageTableStoreBytes: Int { tables.chunkCount * PageTableStore.slotsPerChunk * (512 * 8 + 64 + 512 * 4) }
 
     /// Frees an empty page table (Linux: `pagetable_free()`).
     /// A table charged to a memory cgroup (`AddressSpace.chargeTable`) leaves its `pagetables` here and
     /// its usage when the frame is freed (Linux: `pagetable_free()` → `__memcg_kmem_uncharge_page()`).
     func freeTable(_ table: PageTable) {
         precondition(table.isEmpty(), "freeing a page table that still has entries")
+        tables.setOwner(table.slot, nil)
         tables.freeSlot(table.slot)
         vmstat.modify(.nrPageTablePages, -1)
         if memoryCgroups.active.load(ordering: .relaxed), let memcg = memoryCgroups.owner(of: table.pfn) {

@@ -12,8 +12,14 @@ import PhysicalMemory
 ///
 /// ```
 /// directory ──► chunk 0: [ slot 0: 512 entries | slot 1 | … | slot 63 ]   locks: [ptl 0 … ptl 63]
-///           ──► chunk 1: [ slot 64 … ]
+///           ──► chunk 1: [ slot 64 … ]                                     hints: [512 slots × 64]
+/// owners: [ frame of slot 0 (+1; 0: free) | slot 1 | … ]
 /// ```
+/// Host-side only, for the Machine's walkers: beside each entry, the slot of the table it pointed at
+/// when a walker last went down through it (a hint), and for each slot the frame whose table it
+/// holds. A walk goes entry → hint → owner check → entries, and reads the frame record (PFN → slot)
+/// only when the check fails: hints and owners of the upper tables are small and stay in the host's
+/// caches, where a frame record per table does not (`Kernel.pageTable(below:in:at:)`).
 public final class PageTableStore: @unchecked Sendable {
     /// A computed constant, not a `static let`: read from another module (the Machine's walker,
     /// through `entries(_:)`) a `static let` is an addressor call.
@@ -22,6 +28,10 @@ public final class PageTableStore: @unchecked Sendable {
     private static let lockStride = 16
     @usableFromInline let directory: UnsafeMutablePointer<UnsafeMutablePointer<Atomic<UInt64>>?>
     private let lockDirectory: UnsafeMutablePointer<UnsafeMutablePointer<Atomic<UInt32>>?>
+    /// Per chunk, 512 hints per slot: the slot of the table entry `i` pointed at when last looked at.
+    @usableFromInline let hintDirectory: UnsafeMutablePointer<UnsafeMutablePointer<Atomic<UInt32>>?>
+    /// Per slot, the PFN of the table that holds it, plus one (0: free).
+    @usableFromInline let owners: UnsafeMutablePointer<Atomic<UInt32>>
     private let chunkCapacity: Int
     private struct Slots { var free: [UInt32] = []; var next: UInt32 = 0; var chunks = 0 }
     private let slots = SpinLocked(Slots())
@@ -37,6 +47,8 @@ public final class PageTableStore: @unchecked Sendable {
         // Zeroed (nil) and backed by the host only as chunks come.
         directory = HostMemory.allocate(UnsafeMutablePointer<Atomic<UInt64>>?.self, count: chunkCapacity)
         lockDirectory = HostMemory.allocate(UnsafeMutablePointer<Atomic<UInt32>>?.self, count: chunkCapacity)
+        hintDirectory = HostMemory.allocate(UnsafeMutablePointer<Atomic<UInt32>>?.self, count: chunkCapacity)
+        owners = HostMemory.allocate(Atomic<UInt32>.self, count: chunkCapacity * Self.slotsPerChunk)
     }
 
     deinit {
@@ -46,9 +58,12 @@ public final class PageTableStore: @unchecked Sendable {
             directory[c]!.deinitialize(count: Self.slotsPerChunk * 512); directory[c]!.deallocate()
             lockDirectory[c]!.deinitialize(count: Self.slotsPerChunk * Self.lockStride)
             UnsafeMutableRawPointer(lockDirectory[c]!).deallocate()
+            HostMemory.release(hintDirectory[c]!, count: Self.slotsPerChunk * 512)
         }
         HostMemory.release(directory, count: chunkCapacity)
         HostMemory.release(lockDirectory, count: chunkCapacity)
+        HostMemory.release(hintDirectory, count: chunkCapacity)
+        HostMemory.release(owners, count: chunkCapacity * Self.slotsPerChunk)
     }
 
     /// Takes a slot whose entries are all empty: from this CPU's free slots, refilled from the shared
@@ -91,6 +106,7 @@ public final class PageTableStore: @unchecked Sendable {
                 for i in 0..<lockWords { (locks + i).initialize(to: Atomic(0)) }
                 directory[chunk] = entries
                 lockDirectory[chunk] = locks
+                hintDirectory[chunk] = HostMemory.allocate(Atomic<UInt32>.self, count: Self.slotsPerChunk * 512)
                 s.chunks += 1
             }
             s.next += 1
@@ -120,6 +136,18 @@ public final class PageTableStore: @unchecked Sendable {
     @inlinable @inline(__always) func entries(_ slot: UInt32) -> UnsafeMutablePointer<Atomic<UInt64>> {
         let s = Int(slot)
         return directory[s / Self.slotsPerChunk].unsafelyUnwrapped + (s % Self.slotsPerChunk) * 512
+    }
+
+    /// The hints beside the 512 entries of a table (one per entry: a slot).
+    @inlinable @inline(__always) func hints(_ slot: UInt32) -> UnsafeMutablePointer<Atomic<UInt32>> {
+        let s = Int(slot)
+        return hintDirectory[s / Self.slotsPerChunk].unsafelyUnwrapped + (s % Self.slotsPerChunk) * 512
+    }
+
+    /// Records that the table in frame `pfn` holds `slot` (nil: the slot is free), before the table
+    /// is linked anywhere and after it is unlinked everywhere.
+    func setOwner(_ slot: UInt32, _ pfn: PFN?) {
+        owners[Int(slot)].store(pfn.map { $0.rawValue &+ 1 } ?? 0, ordering: .releasing)
     }
 
     /// The split lock of a table (Linux: `pte_lockptr()`, `pmd_lockptr()`).

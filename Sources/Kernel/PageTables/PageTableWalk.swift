@@ -33,6 +33,18 @@ public protocol PageWalkObserver {
     /// The walk of `va` goes down through the upper-level `entry` of a table at `level`: the table
     /// it points at.
     mutating func descend(_ va: UInt64, from level: PageTableLevel, through entry: PageTableEntry) -> PageTable
+    /// `descend(_:from:through:)` knowing where `entry` lives: entry `index` of `table` (a CPU's
+    /// walker reaches the next table through the store's hint beside it, `Kernel.pageTable(below:in:at:)`).
+    mutating func descend(_ va: UInt64, from level: PageTableLevel, through entry: PageTableEntry,
+                          in table: PageTable, at index: Int) -> PageTable
+}
+
+extension PageWalkObserver {
+    @inlinable @inline(__always)
+    public mutating func descend(_ va: UInt64, from level: PageTableLevel, through entry: PageTableEntry,
+                                 in table: PageTable, at index: Int) -> PageTable {
+        descend(va, from: level, through: entry)
+    }
 }
 
 /// The one page-table walker: the x86-64 four-level walk of a user access, read locklessly as the MMU
@@ -71,7 +83,7 @@ public enum PageTableWalk {
                 return .mapped(entry, level)
             }
             if !entry.isAccessed { table.setHardwareBits(i, PageTableEntry.accessedBit) }
-            table = observer.descend(va, from: level, through: entry)
+            table = observer.descend(va, from: level, through: entry, in: table, at: i)
             level = level.lower.unsafelyUnwrapped
         }
     }
