@@ -58,7 +58,10 @@ import random
 random.seed(1)
 with open('$WORK/lines.txt', 'w') as f:
     for _ in range(200000): f.write('%d %s\n' % (random.randrange(10**9), ''.join(random.choice('abcdefghij') for _ in range(8))))"
-    "$THPSIM" record --out "$WORK/sort.trace" -- sort --parallel=1 "$WORK/lines.txt" -o /dev/null >/dev/null 2>&1
+    if ! "$THPSIM" record --out "$WORK/sort.trace" -- sort --parallel=1 "$WORK/lines.txt" -o /dev/null >/dev/null 2>"$WORK/record.err"; then
+        echo "sort: recording failed: $(cat "$WORK/record.err")" >&2
+        exit 1
+    fi
     t=$(wall "$THPSIM" replay "$WORK/sort.trace" --enabled never)
     tf=$(wall "$THPSIM" replay "$WORK/sort.trace" --enabled never --cache-model full)
     accesses=$("$THPSIM" replay "$WORK/sort.trace" --enabled never --json | python3 -c "import json, sys; print(sum(json.load(sys.stdin)['accesses'].values()))")
