@@ -25,6 +25,15 @@ public struct ExperimentRunner: Sendable {
     /// The CPUs' cache model in every cell (`SystemBuilder.cacheModel`).
     public var cacheModel: CacheModel.Kind = .full
     public var jobs = 1
+    /// Whether a cell of one CPU runs its cache model on a second host thread (`SystemBuilder.cacheThread`,
+    /// docs/machines.md). Used only while the cells run one at a time (`cellCacheThread(hostThreads:)`):
+    /// cells running at once already take the host's cores. The same results either way.
+    public var cacheThread = CacheThreadMode.off
+    /// What `prepare` gives each cell: set by `run(cells:)` for the host threads it uses.
+    var cellCacheThread = CacheThreadMode.off
+
+    /// The cache-thread mode of the cells when `hostThreads` run them: `cacheThread` for one, else off.
+    func cellCacheThread(hostThreads: Int) -> CacheThreadMode { hostThreads == 1 ? cacheThread : .off }
 
     /// Progress of a running cell: its index, accesses made, accesses expected (0: unknown).
     public typealias Progress = @Sendable (_ cell: Int, _ accesses: Int, _ expected: Int) -> Void
@@ -40,16 +49,18 @@ public struct ExperimentRunner: Sendable {
         let todo = cells ?? grid.cells
         let results = Mutex<[Int: Result<CellResult, ExperimentError>]>([:])
         let next = Atomic<Int>(0)
-        let worker: @Sendable () -> Void = {
+        let threads = max(1, min(jobs, todo.count))
+        var runner = self
+        runner.cellCacheThread = cellCacheThread(hostThreads: threads)
+        let worker: @Sendable () -> Void = { [runner] in
             while true {
                 let i = next.wrappingAdd(1, ordering: .relaxed).oldValue
                 guard i < todo.count else { return }
-                let r = Result { () throws(ExperimentError) in try self.run(todo[i], progress: progress) }
+                let r = Result { () throws(ExperimentError) in try runner.run(todo[i], progress: progress) }
                 if case .success(let c) = r { cellDone?(c) }
                 results.withLock { $0[i] = r }
             }
         }
-        let threads = max(1, min(jobs, todo.count))
         if threads == 1 {
             worker()
         } else {
@@ -143,6 +154,7 @@ public struct ExperimentRunner: Sendable {
         setup.tunables = cell.sysfsTunables
         setup.cgroup = grid.cgroup
         setup.cacheModel = cacheModel
+        setup.cacheThread = cellCacheThread
         let executor: MachineExecutor
         do throws(Errno) { executor = try setup.makeExecutor() } catch {
             throw ExperimentError("\(cell.workload.label): the kernel model could not start the process (\(error))")

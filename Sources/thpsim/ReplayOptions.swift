@@ -112,10 +112,11 @@ func parseCount(_ text: String, option: String) throws -> Int {
     return p
 }
 
-/// `--cache-thread` of `workload` and `replay`.
+/// `--cache-thread` of `workload`, `replay` and `run`.
 enum CacheThreadOption {
     static let `default` = CacheThreadMode.auto
     static let help = "Run the cache model on a second host thread: auto (default: when a core of the host is idle as the run starts), on or off. One-CPU machines only; the same results either way (docs/machines.md)."
+    static let runHelp = "Run each cell's cache model on a second host thread while cells run one at a time (--jobs 1 or a single cell): auto (default: when a core of the host is idle as the cell starts), on or off. One-CPU cells only; the same results either way (docs/machines.md)."
 
     static func parse(_ value: String) throws -> CacheThreadMode {
         guard let mode = CacheThreadMode(rawValue: value) else {

@@ -83,6 +83,9 @@ struct RunCommand: ParsableCommand {
     @Option(name: .customLong("cache-model"), help: ArgumentHelp(CacheModelOption.help))
     var cacheModel: String = CacheModelOption.default.rawValue
 
+    @Option(name: .customLong("cache-thread"), help: ArgumentHelp(CacheThreadOption.runHelp))
+    var cacheThread: String = CacheThreadOption.default.rawValue
+
     @OptionGroup var output: ReportOutputOptions
 
     /// Splits repeated options and comma lists into one list of values.
@@ -197,6 +200,7 @@ struct RunCommand: ParsableCommand {
         var runner = ExperimentRunner(grid: grid, machines: machines)
         runner.jobs = jobs ?? ProcessInfo.processInfo.activeProcessorCount
         runner.cacheModel = try CacheModelOption.parse(cacheModel)
+        runner.cacheThread = try CacheThreadOption.parse(cacheThread)
         let cells = shardSpec.map { grid.cells(shard: $0.index, of: $0.count) } ?? grid.cells
         let meter = ProgressMeter(cells: cells, enabled: progress && isatty(STDERR_FILENO) == 1)
         let report: ExperimentReport

@@ -49,6 +49,17 @@ struct BadInputCLITests {
         #expect(runs[0].out == runs[2].out && runs[1].out == runs[2].out)
     }
 
+    @Test("thpsim run's --cache-thread accepts auto, on and off, names the option otherwise, and changes no answer")
+    func runCacheThread() throws {
+        let command = ["run", "--workload", "gups", "--size", "16M", "--accesses", "20000", "--enabled", "never", "--jobs", "1", "--json", "--no-progress"]
+        let bad = try Binary.run(command + ["--cache-thread", "sometimes"])
+        #expect(bad.status == 64 && !bad.crashed, "\(bad.err)")
+        #expect(bad.err.contains("--cache-thread: 'sometimes' is not auto, on or off"), "\(bad.err)")
+        let runs = try ["on", "off"].map { try Binary.run(command + ["--cache-thread", $0]) }
+        for r in runs { #expect(r.status == 0 && !r.crashed, "\(r.err)") }
+        #expect(runs[0].out == runs[1].out && !runs[0].out.isEmpty)
+    }
+
     @Test("a scenario with no expect line fails, naming the file")
     func scenarioWithoutChecks() throws {
         let path = try write("nochecks.scen", Array("# nothing checked\nmmap A 4M\nwrite A 4K".utf8))

@@ -39,7 +39,7 @@ struct MemscaleTests {
         setup.cpus = threads
         setup.simulatedTime = true
         setup.memoryBytes = 256 << 20
-        var executor = try setup.makeExecutor()
+        let executor = try setup.makeExecutor()
         for t in 1..<threads { executor.event(thread: 0, .spawn(thread: t)) }
         let base: UInt64 = 1 << 40, length: UInt64 = 2 << 20
         for t in 0..<threads {

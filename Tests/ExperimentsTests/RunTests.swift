@@ -14,6 +14,21 @@ struct RunTests {
         #expect(a.json == b.json)
     }
 
+    @Test("cells run one at a time get the cache thread asked for; cells run at once get none; the reports are the same")
+    func cacheThread() throws {
+        var runner = ExperimentRunner(grid: Small.grid(["gups", "chase"], accesses: 20_000), machines: Small.machines)
+        runner.cacheThread = .on
+        #expect(runner.cellCacheThread(hostThreads: 1) == .on)
+        #expect(runner.cellCacheThread(hostThreads: 2) == .off)
+        runner.cacheThread = .auto
+        #expect(runner.cellCacheThread(hostThreads: 1) == .auto && runner.cellCacheThread(hostThreads: 3) == .off)
+        runner.cacheThread = .on
+        let threaded = try runner.run()
+        runner.cacheThread = .off
+        let inline = try runner.run()
+        #expect(threaded.json == inline.json)
+    }
+
     @Test("merging the shards of a grid gives the unsharded report", arguments: [2, 4])
     func shardMerge(count: Int) throws {
         let grid = Small.grid(["gups", "heap"], accesses: 10_000, tunables: [TunableAxis(name: "khugepaged/max_ptes_none", values: ["0", "511"])])
