@@ -13,15 +13,20 @@ import Experiments
 struct EventOrderInSimulatedTimeTests {
     static let a: UInt64 = 1 << 40, b: UInt64 = 1 << 41, r: UInt64 = 1 << 42
 
-    /// Two threads of one process on two CPUs; thread 0 writes 1,024 pages of its buffer first, so its
-    /// clock is far ahead of thread 1's when `then` runs.
-    static func afterThreadZeroRanAhead(_ then: (MachineExecutor) -> Void) throws -> (MachineExecutor, ReplayReport) {
+    /// An executor of two CPUs in simulated-time order, THP off, 128 MiB.
+    static func twoCPUs() throws -> MachineExecutor {
         var setup = SystemBuilder()
         setup.cpus = 2
         setup.enabled = .never
         setup.simulatedTime = true
         setup.memoryBytes = 128 << 20
-        let executor = try setup.makeExecutor()
+        return try setup.makeExecutor()
+    }
+
+    /// Two threads of one process on two CPUs; thread 0 writes 1,024 pages of its buffer first, so its
+    /// clock is far ahead of thread 1's when `then` runs.
+    static func afterThreadZeroRanAhead(_ then: (MachineExecutor) -> Void) throws -> (MachineExecutor, ReplayReport) {
+        let executor = try Self.twoCPUs()
         executor.event(thread: 0, .spawn(thread: 1))
         executor.event(thread: 0, .mmap(address: a, length: 8 << 20, protection: .readWrite, shared: false))
         for page in 0..<1_024 as Range<UInt64> { executor.access(thread: 0, address: a + page << 12, kind: .store, count: 1) }
@@ -62,12 +67,7 @@ struct EventOrderInSimulatedTimeTests {
 
     @Test("a spawned thread's accesses queued before its spawn ran are made, and not before its parent's clock at the spawn")
     func spawnedThreadStartsAtItsParentsClock() throws {
-        var setup = SystemBuilder()
-        setup.cpus = 2
-        setup.enabled = .never
-        setup.simulatedTime = true
-        setup.memoryBytes = 128 << 20
-        let executor = try setup.makeExecutor()
+        let executor = try Self.twoCPUs()
         executor.event(thread: 0, .mmap(address: Self.a, length: 8 << 20, protection: .readWrite, shared: false))
         for page in 0..<1_024 as Range<UInt64> { executor.access(thread: 0, address: Self.a + page << 12, kind: .store, count: 1) }
         // No ordering point from here to the end: the child's writes wait in its queue with the spawn
@@ -88,12 +88,7 @@ struct EventOrderInSimulatedTimeTests {
 
     @Test("a spawn dropped with its parent's process takes its thread's queued accesses with it")
     func droppedSpawnDropsTheChild() throws {
-        var setup = SystemBuilder()
-        setup.cpus = 2
-        setup.enabled = .never
-        setup.simulatedTime = true
-        setup.memoryBytes = 128 << 20
-        let executor = try setup.makeExecutor()
+        let executor = try Self.twoCPUs()
         // Thread 0's write to nothing kills the process before its spawn runs.
         executor.access(thread: 0, address: Self.r, kind: .store, count: 1)
         executor.event(thread: 0, .spawn(thread: 1))
