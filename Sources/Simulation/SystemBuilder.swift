@@ -159,6 +159,9 @@ public struct SystemBuilder: Sendable {
     /// - Precondition: every tunable is valid (`problem(with:design:)` is nil).
     /// - Throws: `Errno.ENOMEM` when the kernel cannot create the first process.
     public func makeExecutor() throws(Errno) -> MachineExecutor {
+        // The system boots on CPU 0, whatever CPU the calling host thread executed last (a previous
+        // run's): per-CPU page lists and counters, and so the run's answers, must not depend on that.
+        SimulatedCPU.switchTo(0)
         let machine: Machine
         do throws(SysfsError) { machine = try makeMachine() } catch { preconditionFailure("\(error)") }
         return try MachineExecutor(machine: machine, cgroup: makeCgroup(on: machine.kernel))

@@ -45,6 +45,8 @@ public final class MachineExecutor: WorkloadSink {
     public init(machine: Machine, cgroup: MemoryCgroup? = nil) throws(Errno) {
         self.machine = machine
         self.cgroup = cgroup
+        // The first process starts on thread 0's CPU, not on whichever the calling host thread ran last.
+        SimulatedCPU.switchTo(0)
         guard let mm = machine.kernel.createAddressSpace() else { throw .ENOMEM }
         if let cgroup { try machine.kernel.move(mm, to: cgroup) }
         processes = [mm]
@@ -63,7 +65,8 @@ public final class MachineExecutor: WorkloadSink {
         pendingNewlyTouched.deallocate()
     }
 
-    /// The thread whose CPU and address space the last access used; -1 after any event.
+    /// The thread whose CPU and address space the last access used; -1 after any event (so a thread
+    /// number below 0, which no thread has, never counts as the cached one: `access` checks it).
     @exclusivity(unchecked) private var cachedThread = -1
     /// Its CPU's index in `machine.cpus`.
     @exclusivity(unchecked) private var cachedCPUIndex = 0
@@ -159,7 +162,7 @@ public final class MachineExecutor: WorkloadSink {
 
     @inline(__always)
     public func access(thread: Int, address: UInt64, kind: AccessKind, count: Int) {
-        if thread != cachedThread {
+        if thread != cachedThread || thread < 0 {
             if !timeOrdered { flush() }
             // In simulated-time order the access only waits in its thread's queue, and
             // `drainQueues()` binds the CPU when it runs: here it is enough that it may be made.
@@ -219,7 +222,7 @@ public final class MachineExecutor: WorkloadSink {
         while left > 0 {
             // As `access` does for each access: bind the thread (again after a tick that unbound
             // it), and drop what is left when its process is gone.
-            if thread != cachedThread {
+            if thread != cachedThread || thread < 0 {
                 flush()
                 if !bind(thread) {
                     report.droppedAccesses &+= left

@@ -5,7 +5,7 @@ import Workloads
 
 /// What a replay (or a synthetic workload run) did: accesses by kind, signals, failed calls, the
 /// translation counters and estimated cycles of the measured phase, vmstat and memory.
-public struct ReplayReport: Sendable {
+public struct ReplayReport: Sendable, Equatable {
     /// A process killed by an access the kernel could not resolve (Linux: `force_sig_fault()`).
     public struct Signal: Sendable, Hashable {
         public var thread: Int
