@@ -89,7 +89,7 @@ public final class SimulatedTime: @unchecked Sendable {
     @exclusivity(unchecked) private var lastLockKeys: ContiguousArray<UInt64>
     @exclusivity(unchecked) private var lastLockIndices: ContiguousArray<Int>
     /// Per address space (by `mmIndex`): its mmap lock's count line and its `page_table_lock`.
-    @exclusivity(unchecked) var countLines: [Timeline] = []
+    @exclusivity(unchecked) var countLines: [LineTimeline] = []
     @exclusivity(unchecked) var pageTableLocks: [Timeline] = []
     private var mmIndex: [Int: Int] = [:]
     @exclusivity(unchecked) private var lastPID = -1, lastMM = 0
@@ -224,7 +224,8 @@ public final class SimulatedTime: @unchecked Sendable {
         } else {
             i = countLines.count
             mmIndex[pid] = i
-            countLines.append(Timeline(tracksCPUs: true))
+            countLines.append(LineTimeline(shortest: parameters.atomicCycles,
+                                           shortestAfterOther: parameters.atomicCycles + leastTransferCycles))
             _ = mmapLocks.addMM()
             pageTableLocks.append(Timeline())
         }
@@ -242,12 +243,11 @@ public final class SimulatedTime: @unchecked Sendable {
     ///
     /// Timelines come unretained (`Unmanaged`), as `acquire`'s do: `self` owns them for its life, and
     /// a retain and release around every request was 5 % of an 80-CPU run's instructions.
-    func writeLine(_ line: Unmanaged<Timeline>, cpu: Int, at t: Double) -> Double {
+    func writeLine(_ line: Unmanaged<LineTimeline>, cpu: Int, at t: Double) -> Double {
         let atomic = parameters.atomicCycles
         let cost = transferCosts(to: cpu)
         let (start, previous) = line._withUnsafeGuaranteedRef {
-            $0.reserve(at: t, horizon: horizon, cpu: cpu, shortest: atomic,
-                       shortestAfterOther: atomic + leastTransferCycles) { holder, _ in cost.from(holder) + atomic }
+            $0.reserve(at: t, horizon: horizon, cpu: cpu) { holder in cost.from(holder) + atomic }
         }
         let move = cost.from(previous)
         transferCycles += move
