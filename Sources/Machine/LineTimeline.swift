@@ -118,6 +118,12 @@ final class LineTimeline {
         }
         var start = t
         let firstAfter = i
+        if i < n && t + shortest > b[i].start {
+            // `t` is inside that run (whose gaps are too short for any request), or too close
+            // before it for any: the first gap that may serve is after it.
+            start = b[i].end
+            i &+= 1
+        }
         while true {
             if i > firstAfter && i < n {
                 // Past the first gap, each gap is whole: pass the short ones together.
@@ -126,8 +132,6 @@ final class LineTimeline {
                                                     lowest: lowest, lowestAfterOther: lowestAfterOther)
                 start = b[i - 1].end
             }
-            // `t` inside a run finds no gap in it: its gaps are too short for any request, and `t`
-            // is past its start.
             let previous: Int32 = i > first ? b[i - 1].holder : -1
             let least = previous < 0 || previous == me ? shortest : shortestAfterOther
             if i == n || start + least <= b[i].start {
@@ -144,7 +148,7 @@ final class LineTimeline {
     }
 
     /// The first index from `i` (before `limit`) whose gap is at least `least`: `passShort` for a
-    /// request none of whose own reservations lies past its time. Sixteen gaps at a time.
+    /// request none of whose own reservations lies past its time. Sixteen gaps at a time, then eight.
     @inline(__always)
     private func passShorterThan(_ least: Float, from i: Int, to limit: Int) -> Int {
         let gaps = gapsBefore
@@ -157,6 +161,7 @@ final class LineTimeline {
             if any((a .>= bound) .| (b .>= bound)) { break }
             j &+= 16
         }
+        if j &+ 8 <= limit && !any(g.loadUnaligned(fromByteOffset: j &* 4, as: SIMD8<Float>.self) .>= bound) { j &+= 8 }
         while j < limit && gaps[j] < least { j &+= 1 }
         return j
     }
