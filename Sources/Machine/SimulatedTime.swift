@@ -49,13 +49,13 @@ public final class SimulatedTime: @unchecked Sendable {
     public let parameters: ContentionParameters
     let cpuCount: Int
     /// Cycles each CPU spent on sharing (waits, transfers, system calls, bandwidth), beyond its counters.
-    @exclusivity(unchecked) public internal(set) var extraCycles: [Double]
+    public let extraCycles: SimulatedTimeCounters<Double>
     /// Cycles spent spinning or waiting, per lock class (`LockClass.rawValue`), over all CPUs.
-    @exclusivity(unchecked) public internal(set) var waitCycles: [Double]
+    public let waitCycles: SimulatedTimeCounters<Double>
     /// Acquisitions that found their lock busy, per lock class.
-    @exclusivity(unchecked) public internal(set) var contended: [Int]
+    public let contended: SimulatedTimeCounters<Int>
     /// Acquisitions, per lock class.
-    @exclusivity(unchecked) public internal(set) var acquisitions: [Int]
+    public let acquisitions: SimulatedTimeCounters<Int>
     /// Cycles spent on cache-line transfers of shared lines (lock words, the mmap lock's count).
     @exclusivity(unchecked) public private(set) var transferCycles = 0.0
     /// Cycles CPUs waited for memory bandwidth while zeroing or copying.
@@ -89,7 +89,7 @@ public final class SimulatedTime: @unchecked Sendable {
     @exclusivity(unchecked) private var lastLockKeys: ContiguousArray<UInt64>
     @exclusivity(unchecked) private var lastLockIndices: ContiguousArray<Int>
     /// Per address space (by `mmIndex`): its mmap lock's count line and its `page_table_lock`.
-    @exclusivity(unchecked) var countLines: [Timeline] = []
+    @exclusivity(unchecked) var countLines: [LineTimeline] = []
     @exclusivity(unchecked) var pageTableLocks: [Timeline] = []
     private var mmIndex: [Int: Int] = [:]
     @exclusivity(unchecked) private var lastPID = -1, lastMM = 0
@@ -102,8 +102,8 @@ public final class SimulatedTime: @unchecked Sendable {
     /// The granularity of the bandwidth timeline.
     static let bandwidthSlotCycles = 10_000.0
     /// Per CPU: pages left in its per-CPU list, folios in its pagevec.
-    @exclusivity(unchecked) private var pcpPages: [Int]
-    @exclusivity(unchecked) private var pagevecFolios: [Int]
+    private let pcpPages: SimulatedTimeCounters<Int>
+    private let pagevecFolios: SimulatedTimeCounters<Int>
     private let zeroRate: Double
     /// A read served by the last-level cache: what each of a ticket lock's spinning waiters costs the
     /// next owner in a hand-off (`acquire`).
@@ -118,22 +118,26 @@ public final class SimulatedTime: @unchecked Sendable {
         sharedCacheReadCycles = description.caches.last?.latency ?? description.contention.sameSocketTransferCycles
         socketOf = .allocate(capacity: cpuCount)
         for cpu in 0..<cpuCount { (socketOf + cpu).initialize(to: Int32(cpu / description.contention.cpusPerSocket)) }
-        extraCycles = Array(repeating: 0, count: cpuCount)
-        waitCycles = Array(repeating: 0, count: LockClass.allCases.count)
-        contended = Array(repeating: 0, count: LockClass.allCases.count)
-        acquisitions = Array(repeating: 0, count: LockClass.allCases.count)
+        extraCycles = SimulatedTimeCounters(repeating: 0, count: cpuCount)
+        waitCycles = SimulatedTimeCounters(repeating: 0, count: LockClass.allCases.count)
+        contended = SimulatedTimeCounters(repeating: 0, count: LockClass.allCases.count)
+        acquisitions = SimulatedTimeCounters(repeating: 0, count: LockClass.allCases.count)
         let sockets = (cpuCount + parameters.cpusPerSocket - 1) / parameters.cpusPerSocket
         memorySlots = Array(repeating: BandwidthSlots(), count: max(1, sockets))
         lastLockKeys = ContiguousArray(repeating: .max, count: 2 * cpuCount)
         lastLockIndices = ContiguousArray(repeating: 0, count: 2 * cpuCount)
-        pcpPages = Array(repeating: 0, count: cpuCount)
-        pagevecFolios = Array(repeating: 0, count: cpuCount)
+        pcpPages = SimulatedTimeCounters(repeating: 0, count: cpuCount)
+        pagevecFolios = SimulatedTimeCounters(repeating: 0, count: cpuCount)
         mmapLocks = MmapLockTimeline(cpuCount: cpuCount)
         let zero = description.timing.zeroPageCycles
         zeroRate = zero > 0 ? Double(PageGeometry.pageSize) / zero : .infinity
     }
 
-    deinit { socketOf.deallocate() }
+    deinit {
+        socketOf.deallocate()
+        for counters in [extraCycles, waitCycles] { counters.release() }
+        for counters in [contended, acquisitions, pcpPages, pagevecFolios] { counters.release() }
+    }
 
     /// The socket of `cpu`.
     @inline(__always) func socket(_ cpu: Int) -> Int { cpu / parameters.cpusPerSocket }
@@ -224,7 +228,8 @@ public final class SimulatedTime: @unchecked Sendable {
         } else {
             i = countLines.count
             mmIndex[pid] = i
-            countLines.append(Timeline(tracksCPUs: true))
+            countLines.append(LineTimeline(shortest: parameters.atomicCycles,
+                                           shortestAfterOther: parameters.atomicCycles + leastTransferCycles))
             _ = mmapLocks.addMM()
             pageTableLocks.append(Timeline())
         }
@@ -242,12 +247,11 @@ public final class SimulatedTime: @unchecked Sendable {
     ///
     /// Timelines come unretained (`Unmanaged`), as `acquire`'s do: `self` owns them for its life, and
     /// a retain and release around every request was 5 % of an 80-CPU run's instructions.
-    func writeLine(_ line: Unmanaged<Timeline>, cpu: Int, at t: Double) -> Double {
+    func writeLine(_ line: Unmanaged<LineTimeline>, cpu: Int, at t: Double) -> Double {
         let atomic = parameters.atomicCycles
         let cost = transferCosts(to: cpu)
         let (start, previous) = line._withUnsafeGuaranteedRef {
-            $0.reserve(at: t, horizon: horizon, cpu: cpu, shortest: atomic,
-                       shortestAfterOther: atomic + leastTransferCycles) { holder, _ in cost.from(holder) + atomic }
+            $0.reserve(at: t, horizon: horizon, cpu: cpu) { holder in cost.from(holder) + atomic }
         }
         let move = cost.from(previous)
         transferCycles += move

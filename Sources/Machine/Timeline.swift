@@ -27,12 +27,6 @@ final class Timeline {
     /// `intervals` so that `passShort` reads eight at a time.
     private var gapsBefore: UnsafeMutablePointer<Float>
     private var holdersBefore: UnsafeMutablePointer<Int32>
-    /// On a timeline that tracks its CPUs (`init(tracksCPUs:)`): per CPU, by number, the latest end
-    /// it reserved (−∞ past `latestEndsCount`). A request of a CPU whose latest end is at or before
-    /// its time finds no gap after one of its own reservations past the first, so `passShort`
-    /// compares only the gaps' lengths with the least after another CPU.
-    private var latestEnds: UnsafeMutablePointer<Double>?
-    private var latestEndsCount = 0
     private var count = 0
     private var capacity: Int
     /// Where the kept intervals start.
@@ -47,10 +41,8 @@ final class Timeline {
     static let keptCapacity = 256
     static let hardCapacity = 16 * keptCapacity
 
-    /// An empty timeline; one that `tracksCPUs` notes each CPU's latest end, for a line whose requests
-    /// pass long queues (the mmap lock's count line: docs/concurrency.md, "Cost of simulating").
-    init(tracksCPUs: Bool = false) {
-        if tracksCPUs { latestEnds = .allocate(capacity: 0) }
+    /// An empty timeline.
+    init() {
         capacity = 2
         intervals = .allocate(capacity: capacity)
         gapsBefore = .allocate(capacity: capacity)
@@ -61,26 +53,6 @@ final class Timeline {
         intervals.deallocate()
         gapsBefore.deallocate()
         holdersBefore.deallocate()
-        latestEnds?.deallocate()
-    }
-
-    /// Notes that `cpu` reserved an interval ending at `end`, on a timeline that tracks its CPUs.
-    @inline(__always)
-    private func noteEnd(_ end: Double, cpu: Int32) {
-        guard let ends = latestEnds, cpu >= 0 else { return }
-        let c = Int(cpu)
-        if c < latestEndsCount {
-            if end > ends[c] { ends[c] = end }
-            return
-        }
-        let newCount = max(c + 1, 2 * latestEndsCount)
-        let new = UnsafeMutablePointer<Double>.allocate(capacity: newCount)
-        new.moveInitialize(from: ends, count: latestEndsCount)
-        (new + latestEndsCount).initialize(repeating: -.infinity, count: newCount - latestEndsCount)
-        new[c] = end
-        ends.deallocate()
-        latestEnds = new
-        latestEndsCount = newCount
     }
 
     /// Reserves the first gap at or after `t` (and after what was dropped) long enough for
@@ -100,13 +72,6 @@ final class Timeline {
         // rounding of a gap to a `Float` and of `end + least` in `Double` (`passable`).
         let lowest = Float(Self.passable(shortest)), lowestAfterOther = Float(Self.passable(afterOther))
         let t = max(requested, floor)
-        // Nothing `me` reserved ends after `t`: no gap past the first follows one of its own.
-        let onlyOthers: Bool
-        if let ends = latestEnds {
-            onlyOthers = me >= 0 && (Int(me) >= latestEndsCount || ends[Int(me)] <= t)
-        } else {
-            onlyOthers = false
-        }
         let first = head, n = count
         let b = intervals
         // The first interval that ends after `t`.
@@ -131,8 +96,8 @@ final class Timeline {
             if i > firstAfter && i < runStart {
                 // Past the first gap, each gap is whole (`start` is the end of the interval before):
                 // pass the short ones together.
-                i = onlyOthers ? passShorterThan(lowestAfterOther, from: i, to: runStart)
-                               : passShort(from: i, to: runStart, me: me, lowest: lowest, lowestAfterOther: lowestAfterOther)
+                i = Self.passShort(gapsBefore, holdersBefore, from: i, to: runStart, me: me,
+                                   lowest: lowest, lowestAfterOther: lowestAfterOther)
                 start = b[i - 1].end
             }
             // A gap shorter than the least duration after its holder is too short for any (`start +
@@ -157,12 +122,13 @@ final class Timeline {
         }
     }
 
-    /// The first index from `i` (before `limit`) whose gap a request of `me` might fit: at least
-    /// `lowest` long, and at least `lowestAfterOther` unless `me` held the interval before. Eight
-    /// gaps at a time; the last few one by one.
+    /// The first index from `i` (before `limit`) whose gap (in `gaps`, with who held the interval
+    /// before it in `holders`) a request of `me` might fit: at least `lowest` long, and at least
+    /// `lowestAfterOther` unless `me` held the interval before. Eight gaps at a time; the last few
+    /// one by one.
     @inline(__always)
-    private func passShort(from i: Int, to limit: Int, me: Int32, lowest: Float, lowestAfterOther: Float) -> Int {
-        let gaps = gapsBefore, holders = holdersBefore
+    static func passShort(_ gaps: UnsafeMutablePointer<Float>, _ holders: UnsafeMutablePointer<Int32>,
+                          from i: Int, to limit: Int, me: Int32, lowest: Float, lowestAfterOther: Float) -> Int {
         let g = UnsafeRawPointer(gaps), h = UnsafeRawPointer(holders)
         let lo = SIMD8<Float>(repeating: lowest), hi = SIMD8<Float>(repeating: lowestAfterOther)
         let mine = SIMD8<Int32>(repeating: me)
@@ -184,29 +150,11 @@ final class Timeline {
         return j
     }
 
-    /// The first index from `i` (before `limit`) whose gap is at least `least`: `passShort` for a
-    /// request none of whose own reservations lies past its time. Sixteen gaps at a time.
-    @inline(__always)
-    private func passShorterThan(_ least: Float, from i: Int, to limit: Int) -> Int {
-        let gaps = gapsBefore
-        let g = UnsafeRawPointer(gaps)
-        let bound = SIMD8<Float>(repeating: least)
-        var j = i
-        while j &+ 16 <= limit {
-            let a = g.loadUnaligned(fromByteOffset: j &* 4, as: SIMD8<Float>.self)
-            let b = g.loadUnaligned(fromByteOffset: j &* 4 &+ 32, as: SIMD8<Float>.self)
-            if any((a .>= bound) .| (b .>= bound)) { break }
-            j &+= 16
-        }
-        while j < limit && gaps[j] < least { j &+= 1 }
-        return j
-    }
-
     /// A length a gap may be passed below, for a request of at least `least`: gaps shorter than it
     /// by 2 cycles and a millionth. A gap `g = s − e` (within half an ulp of `s`, at most 0.5 for
     /// times below 2⁵², 52 days at 1 GHz) that is, as a `Float`, under `least − 2 − least·10⁻⁶` is
     /// under `least − 1.5` exactly, so `e + least` rounds above `s`: the walk would not weigh it.
-    private static func passable(_ least: Double) -> Double { least - 2 - least * 1e-6 }
+    static func passable(_ least: Double) -> Double { least - 2 - least * 1e-6 }
 
     /// When every reservation ends by `horizon` (no later request can fall before or into any of
     /// them), drops all but the last into `floor` and gives back the storage: the last stays for the
@@ -277,22 +225,26 @@ final class Timeline {
             g[i] = Float(s[i].start - interval.end)
             h[i] = interval.holder
         }
-        // Plain values: each part moves by a memmove.
+        // Plain values: each part moves by a memmove, unless it is empty (an insertion at the end,
+        // the usual one: three calls of `memmove` for nothing were a third of its cost).
         if movesFront {
             let from = head
-            (s + from - 1).moveInitialize(from: s + from, count: i - from)
-            (g + from - 1).moveInitialize(from: g + from, count: i - from)
-            (h + from - 1).moveInitialize(from: h + from, count: i - from)
+            if i > from {
+                (s + from - 1).moveInitialize(from: s + from, count: i - from)
+                (g + from - 1).moveInitialize(from: g + from, count: i - from)
+                (h + from - 1).moveInitialize(from: h + from, count: i - from)
+            }
             s[i - 1] = interval; g[i - 1] = gap; h[i - 1] = holderBefore
             head -= 1
         } else {
-            (s + i + 1).moveInitialize(from: s + i, count: n - i)
-            (g + i + 1).moveInitialize(from: g + i, count: n - i)
-            (h + i + 1).moveInitialize(from: h + i, count: n - i)
+            if i < n {
+                (s + i + 1).moveInitialize(from: s + i, count: n - i)
+                (g + i + 1).moveInitialize(from: g + i, count: n - i)
+                (h + i + 1).moveInitialize(from: h + i, count: n - i)
+            }
             s[i] = interval; g[i] = gap; h[i] = holderBefore
             count = n + 1
         }
-        noteEnd(interval.end, cpu: interval.holder)
         // Inline, the test that nothing can go, as it is after nearly every insertion.
         let kept = count - head
         if kept > Self.keptCapacity

@@ -90,65 +90,10 @@ struct SimulatedTimeTests {
         #expect(t.reserve(at: 100, cpu: 4) { _, _ in 950 } == (1_110, 3))
     }
 
-    @Test("a timeline that tracks each CPU's latest end answers as one that does not, for 64 CPUs that each ask in their own time order behind a long queue")
-    func trackedTimelineMatchesUntracked() {
-        let tracked = Timeline(tracksCPUs: true), plain = Timeline()
-        var rng = SplitMix64(seed: 33)
-        var clocks = [Double](repeating: 0, count: 64)
-        var mismatches = 0, longWaits = 0
-        for _ in 0..<40_000 {
-            // A CPU's next request comes after its last one ended, like a fault's `down_read()`
-            // after its previous `up_read()`; the CPUs' clocks drift apart, so queues form.
-            let cpu = Int(rng.next() % 64)
-            let t = clocks[cpu] + Double(rng.next() % 3_000)
-            let horizon = (clocks.min() ?? 0) - 1
-            let cost: (Int32, Int) -> Double = { holder, _ in holder < 0 || Int(holder) == cpu ? 20 : holder / 28 == Int32(cpu / 28) ? 120 : 320 }
-            let a = tracked.reserve(at: t, horizon: horizon, cpu: cpu, shortest: 20, shortestAfterOther: 120, duration: cost)
-            let b = plain.reserve(at: t, horizon: horizon, cpu: cpu, shortest: 20, shortestAfterOther: 120, duration: cost)
-            if a.start != b.start || a.previous != b.previous { mismatches += 1 }
-            // Passed at least 16 reservations of other CPUs.
-            if a.start - t > 16 * 120 { longWaits += 1 }
-            clocks[cpu] = b.start + cost(b.previous, 0)
-        }
-        #expect(mismatches == 0)
-        #expect(longWaits > 1_000)
-    }
-
-    @Test("a timeline answers as a plain sorted list would that forgets, past 256 intervals, those that end by the horizon (or past 4,096 the oldest half), over thousands of out-of-order requests, whether or not it tracks each CPU's latest end",
-          arguments: [true, false], [false, true])
-    func timelineMatchesPlainList(horizonMoves: Bool, tracksCPUs: Bool) {
-        /// The specification: every interval in one sorted array; past 256, those that end by the
-        /// horizon go if at least 128 can, past 4,096 the oldest half; nothing is granted before the
-        /// end of what went.
-        struct PlainTimeline {
-            var intervals: [(start: Double, end: Double, holder: Int32)] = []
-            var floor = -Double.infinity
-            mutating func reserve(at requested: Double, horizon: Double, cpu: Int, duration: (Int32, Int) -> Double) -> (Double, Int32) {
-                let t = max(requested, floor)
-                var i = intervals.firstIndex { $0.end > t } ?? intervals.count
-                var start = t
-                let firstAfter = i
-                while true {
-                    let previous: Int32 = i > 0 ? intervals[i - 1].holder : -1
-                    let d = duration(previous, i - firstAfter)
-                    if i == intervals.count || start + d <= intervals[i].start {
-                        intervals.insert((start, start + d, Int32(cpu)), at: i)
-                        if intervals.count > 256 {
-                            let past = intervals.prefix { $0.end <= horizon }.count
-                            let drop = past >= 128 ? past : intervals.count > 4096 ? intervals.count / 2 : 0
-                            if drop > 0 {
-                                floor = max(floor, intervals[drop - 1].end)
-                                intervals.removeFirst(drop)
-                            }
-                        }
-                        return (start, previous)
-                    }
-                    start = max(start, intervals[i].end)
-                    i += 1
-                }
-            }
-        }
-        let fast = Timeline(tracksCPUs: tracksCPUs); var plain = PlainTimeline()
+    @Test("a timeline answers as a plain sorted list would that forgets, past 256 intervals, those that end by the horizon (or past 4,096 the oldest half), over thousands of out-of-order requests",
+          arguments: [false, true])
+    func timelineMatchesPlainList(horizonMoves: Bool) {
+        let fast = Timeline(); var plain = PlainTimeline()
         var rng = SplitMix64(seed: 20)
         var clock = 0.0
         var mismatches = 0, delayed = 0, early = 0
@@ -180,6 +125,91 @@ struct SimulatedTimeTests {
         } else {
             #expect(plain.intervals.count > 2_048 && plain.intervals.count <= 4_096)
         }
+    }
+
+    @Test("a count line's timeline answers as a plain sorted list would that forgets the same intervals, over thousands of out-of-order requests that often leave gaps too short for any",
+          arguments: [false, true], [20.0, 0])
+    func lineTimelineMatchesPlainList(horizonMoves: Bool, least: Double) {
+        let line = LineTimeline(shortest: least, shortestAfterOther: least + 110); var plain = PlainTimeline()
+        var rng = SplitMix64(seed: 35)
+        var clock = 0.0
+        var mismatches = 0, delayed = 0, early = 0, merged = 0, afterDrop = 0
+        for n in 0..<20_000 {
+            // As above, with every request at least `least` cycles (110 more after another CPU),
+            // and short gaps common: some too short for any request, some only for the CPU that
+            // holds the line before them. With no least, many requests take no time.
+            clock += Double(rng.next() % 300)
+            let t = max(0, clock - Double(rng.next() % (n % 7 == 0 ? 20_000 : 600)))
+            let horizon = horizonMoves ? clock - 2_000 : -.infinity
+            let cpu = Int(rng.next() % 8)
+            let base = least + Double(rng.next() % 4) * Double(rng.next() % 30)
+            let cost: (Int32) -> Double = { $0 < 0 || Int($0) == cpu ? base : base + 110 }
+            let a = line.reserve(at: t, horizon: horizon, cpu: cpu, duration: cost)
+            let b = plain.reserve(at: t, horizon: horizon, cpu: cpu) { holder, _ in cost(holder) }
+            if a.start != b.0 || a.previous != b.1 { mismatches += 1 }
+            if a.start > t { delayed += 1 }
+            if a.start < clock - 1_000 { early += 1 }
+            if line.counts.runs * 2 < line.counts.reservations { merged += 1 }
+            if a.previous < 0 && n > 1_000 { afterDrop += 1 }
+            #expect(line.counts.reservations == plain.intervals.count)
+        }
+        #expect(mismatches == 0)
+        #expect(delayed > 1_000 && early > 100)
+        // Runs formed, unless requests may take no time (then no gap is too short for all).
+        #expect(least > 0 ? merged > 1_000 : merged == 0)
+        // Some requests were served before the oldest reservation kept, after others were dropped:
+        // nobody held the line before, as far as the timeline (and the plain list) knows.
+        if horizonMoves { #expect(afterDrop > 10) }
+    }
+
+    @Test("a count line's timeline answers as a plain timeline does, for 64 CPUs that each ask in their own time order behind a long queue")
+    func lineTimelineMatchesTimeline() {
+        let line = LineTimeline(shortest: 20, shortestAfterOther: 120), plain = Timeline()
+        var rng = SplitMix64(seed: 33)
+        var clocks = [Double](repeating: 0, count: 64)
+        var mismatches = 0, longWaits = 0, merged = 0
+        for _ in 0..<40_000 {
+            // A CPU's next request comes after its last one ended, like a fault's `down_read()`
+            // after its previous `up_read()`; the CPUs' clocks drift apart, so queues form.
+            let cpu = Int(rng.next() % 64)
+            let t = clocks[cpu] + Double(rng.next() % 3_000)
+            let horizon = (clocks.min() ?? 0) - 1
+            let cost: (Int32) -> Double = { holder in holder < 0 || Int(holder) == cpu ? 20 : holder / 28 == Int32(cpu / 28) ? 120 : 320 }
+            let a = line.reserve(at: t, horizon: horizon, cpu: cpu, duration: cost)
+            let b = plain.reserve(at: t, horizon: horizon, cpu: cpu, shortest: 20, shortestAfterOther: 120) { holder, _ in cost(holder) }
+            if a.start != b.start || a.previous != b.previous { mismatches += 1 }
+            // Passed at least 16 reservations of other CPUs.
+            if a.start - t > 16 * 120 { longWaits += 1 }
+            if line.counts.runs < line.counts.reservations { merged += 1 }
+            clocks[cpu] = b.start + cost(b.previous)
+        }
+        #expect(mismatches == 0)
+        #expect(longWaits > 1_000 && merged > 1_000)
+    }
+
+    @Test("a count line's timeline keeps reservations that no request can come between as one run, and remembers who held its end")
+    func lineTimelineRuns() {
+        let line = LineTimeline(shortest: 20, shortestAfterOther: 120)
+        // 20 cycles after the CPU itself or nobody, 120 after another CPU.
+        func cost(_ cpu: Int) -> (Int32) -> Double { { $0 < 0 || Int($0) == cpu ? 20 : 120 } }
+        #expect(line.reserve(at: 0, cpu: 1, duration: cost(1)) == (0, -1))
+        // 10 cycles after CPU 1's end, too short a gap for any request: one run from 0 to 150.
+        #expect(line.reserve(at: 30, cpu: 2, duration: cost(2)) == (30, 1))
+        #expect(line.counts == (2, 1))
+        // CPU 3 goes after the run, after CPU 2, its last holder (not CPU 1, its first).
+        #expect(line.reserve(at: 5, cpu: 3, duration: cost(3)) == (150, 2))
+        #expect(line.counts == (3, 1))
+        // 45 cycles after it, a run of its own.
+        #expect(line.reserve(at: 315, cpu: 4, duration: cost(4)) == (315, 3))
+        #expect(line.counts == (4, 2))
+        // CPU 3 after itself: 20 cycles at 270 leave a gap of 25 before 315, which 20 would fit.
+        #expect(line.reserve(at: 270, cpu: 3, duration: cost(3)) == (270, 3))
+        #expect(line.counts == (5, 2))
+        // CPU 3 again, in that gap: it fits, and leaves 5 cycles: one run from 0 to 435.
+        #expect(line.reserve(at: 290, cpu: 3, duration: cost(3)) == (290, 3))
+        #expect(line.counts == (6, 1))
+        // The run ends with CPU 4's reservation: the next request pays CPU 4's transfer.
+        #expect(line.reserve(at: 0, cpu: 3, duration: cost(3)) == (435, 4))
     }
 
     @Test("a timeline never grants a lock to two CPUs at once: what it forgot still delays a request for an earlier time")
@@ -247,5 +277,37 @@ struct SimulatedTimeTests {
         #expect(m.cpus[129].cachedTranslation(va) == nil)
         #expect(m.shootdownsSent[0] == 1 && m.shootdownsReceived[129] == 1)
         #expect(m.shootdownsReceived.reduce(0, +) == 1)
+    }
+}
+
+/// The specification of a timeline: every interval in one sorted array; past 256, those that end by
+/// the horizon go if at least 128 can, past 4,096 the oldest half; nothing is granted before the end
+/// of what went.
+private struct PlainTimeline {
+    var intervals: [(start: Double, end: Double, holder: Int32)] = []
+    var floor = -Double.infinity
+    mutating func reserve(at requested: Double, horizon: Double, cpu: Int, duration: (Int32, Int) -> Double) -> (Double, Int32) {
+        let t = max(requested, floor)
+        var i = intervals.firstIndex { $0.end > t } ?? intervals.count
+        var start = t
+        let firstAfter = i
+        while true {
+            let previous: Int32 = i > 0 ? intervals[i - 1].holder : -1
+            let d = duration(previous, i - firstAfter)
+            if i == intervals.count || start + d <= intervals[i].start {
+                intervals.insert((start, start + d, Int32(cpu)), at: i)
+                if intervals.count > 256 {
+                    let past = intervals.prefix { $0.end <= horizon }.count
+                    let drop = past >= 128 ? past : intervals.count > 4096 ? intervals.count / 2 : 0
+                    if drop > 0 {
+                        floor = max(floor, intervals[drop - 1].end)
+                        intervals.removeFirst(drop)
+                    }
+                }
+                return (start, previous)
+            }
+            start = max(start, intervals[i].end)
+            i += 1
+        }
     }
 }
