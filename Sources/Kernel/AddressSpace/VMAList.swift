@@ -14,13 +14,21 @@ public struct VMAList: Sendable {
     }
 
     /// Index of the first VMA whose end lies above `va` (Linux: `find_vma()`).
+    /// - Complexity: O(log n), without a branch on the comparisons: the range halves each step
+    ///   whichever way the comparison goes (its start moves up or not), so a process of many VMAs
+    ///   (a thread's region each) pays a few instructions a step and no mispredicted jumps.
     public func firstIndex(endingAbove va: VirtualAddress) -> Int {
-        var low = 0, high = areas.count
-        while low < high {
-            let mid = (low + high) / 2
-            if areas[mid].end > va { high = mid } else { low = mid + 1 }
+        areas.withUnsafeBufferPointer { a in
+            var base = 0, length = a.count
+            guard length > 0 else { return 0 }
+            // The answer lies in [base, base + length].
+            while length > 1 {
+                let half = length &>> 1
+                base = a[base &+ half].end <= va ? base &+ half : base
+                length &-= half
+            }
+            return a[base].end <= va ? base &+ 1 : base
         }
-        return low
     }
 
     /// Index of the VMA that contains `va` (Linux: `vma_lookup()`). It reads only, so that faults on
