@@ -1,9 +1,12 @@
+import Synchronization
 import VMCore
 
 /// The VMAs of an address space, ordered by address and non-overlapping (Linux: the maple tree
 /// `mm->mm_mt`). A sorted array with binary search: lookups are O(log n), edits O(n).
 public struct VMAList: Sendable {
     public private(set) var areas: ContiguousArray<VMA> = []
+    /// Per simulated CPU, where its last lookup found a VMA (`VMALookupHints`).
+    private let hints = VMALookupHints()
 
     public init() {}
 
@@ -14,9 +17,8 @@ public struct VMAList: Sendable {
     }
 
     /// Index of the first VMA whose end lies above `va` (Linux: `find_vma()`).
-    /// - Complexity: O(log n), without a branch on the comparisons: the range halves each step
-    ///   whichever way the comparison goes (its start moves up or not), so a process of many VMAs
-    ///   (a thread's region each) pays a few instructions a step and no mispredicted jumps.
+    /// - Complexity: O(log n): the range halves each step whichever way the comparison goes (its
+    ///   start moves up or not), a few instructions a step and no bounds checks.
     public func firstIndex(endingAbove va: VirtualAddress) -> Int {
         areas.withUnsafeBufferPointer { a in
             var base = 0, length = a.count
@@ -31,19 +33,26 @@ public struct VMAList: Sendable {
         }
     }
 
-    /// Index of the VMA that contains `va` (Linux: `vma_lookup()`). It reads only, so that faults on
-    /// several CPUs can look up under the mmap lock held for reading (an earlier last-found cache was
-    /// a write under that shared lock: a data race Thread Sanitizer found).
+    /// Index of the VMA that contains `va` (Linux: `vma_lookup()`): the one the calling CPU found last
+    /// when it still does (`VMALookupHints`), else by binary search. It writes nothing but its CPU's
+    /// hint, atomically, so that faults on several CPUs can look up under the mmap lock held for
+    /// reading (an earlier last-found cache, one per list, was a plain write under that shared lock:
+    /// a data race Thread Sanitizer found).
     public func index(containing va: VirtualAddress) -> Int? {
-        let i = firstIndex(endingAbove: va)
-        guard i < areas.count, areas[i].start <= va else { return nil }
-        return i
+        let cpu = SimulatedCPU.current
+        return areas.withUnsafeBufferPointer { a in
+            let hint = hints.index(for: cpu)
+            if hint >= 0 && hint < a.count && a[hint].start <= va && va < a[hint].end { return hint }
+            let i = firstIndex(endingAbove: va)
+            guard i < a.count, a[i].start <= va else { return nil }
+            hints.set(i, for: cpu)
+            return i
+        }
     }
 
-    /// The VMA that contains `va`.
+    /// The VMA that contains `va` (`index(containing:)`).
     public func vma(containing va: VirtualAddress) -> VMA? {
-        let i = firstIndex(endingAbove: va)
-        return i < areas.count && areas[i].start <= va ? areas[i] : nil
+        index(containing: va).map { areas[$0] }
     }
 
     /// Indices of the VMAs that intersect `[start, end)`.
@@ -73,5 +82,37 @@ public struct VMAList: Sendable {
     mutating func removeAll() -> ContiguousArray<VMA> {
         defer { areas = [] }
         return areas
+    }
+}
+
+/// Per simulated CPU (`SimulatedCPU.current`, 256 slots, CPUs beyond sharing), the index of the VMA its
+/// last lookup found (Linux 3.15+: the per-thread `vmacache` that `find_vma()` tries first; before,
+/// one `mm->mmap_cache`). A hint only: a lookup uses it when that VMA contains the address, which then
+/// is the answer a search gives (VMAs do not overlap), so no answer depends on it. A process whose
+/// threads each work in a region of their own looks up once per fault and once per `get_mempolicy()`
+/// over as many VMAs as threads; each CPU mostly finds its own again. Relaxed atomics: lookups on
+/// several host threads share the list under the mmap lock held for reading. A copy of the list
+/// (fork) shares the hints, which stay hints.
+final class VMALookupHints: Sendable {
+    private static let slots = 256
+    private nonisolated(unsafe) let indices: UnsafeMutablePointer<Atomic<Int>>
+
+    init() {
+        indices = .allocate(capacity: Self.slots)
+        for i in 0..<Self.slots { (indices + i).initialize(to: Atomic(-1)) }
+    }
+
+    deinit {
+        indices.deinitialize(count: Self.slots)
+        indices.deallocate()
+    }
+
+    /// The index `cpu` found last, or -1.
+    @inline(__always) func index(for cpu: Int) -> Int {
+        (indices + (cpu & (Self.slots - 1))).pointee.load(ordering: .relaxed)
+    }
+
+    @inline(__always) func set(_ index: Int, for cpu: Int) {
+        (indices + (cpu & (Self.slots - 1))).pointee.store(index, ordering: .relaxed)
     }
 }
