@@ -5,8 +5,6 @@ import VMCore
 /// `mm->mm_mt`). A sorted array with binary search: lookups are O(log n), edits O(n).
 public struct VMAList: Sendable {
     public private(set) var areas: ContiguousArray<VMA> = []
-    /// Per simulated CPU, where its last lookup found a VMA (`VMALookupHints`).
-    private let hints = VMALookupHints()
 
     public init() {}
 
@@ -41,11 +39,11 @@ public struct VMAList: Sendable {
     public func index(containing va: VirtualAddress) -> Int? {
         let cpu = SimulatedCPU.current
         return areas.withUnsafeBufferPointer { a in
-            let hint = hints.index(for: cpu)
+            let hint = VMALookupHints.index(for: cpu)
             if hint >= 0 && hint < a.count && a[hint].start <= va && va < a[hint].end { return hint }
             let i = firstIndex(endingAbove: va)
             guard i < a.count, a[i].start <= va else { return nil }
-            hints.set(i, for: cpu)
+            VMALookupHints.set(i, for: cpu)
             return i
         }
     }
@@ -86,33 +84,27 @@ public struct VMAList: Sendable {
 }
 
 /// Per simulated CPU (`SimulatedCPU.current`, 256 slots, CPUs beyond sharing), the index of the VMA its
-/// last lookup found (Linux 3.15+: the per-thread `vmacache` that `find_vma()` tries first; before,
-/// one `mm->mmap_cache`). A hint only: a lookup uses it when that VMA contains the address, which then
-/// is the answer a search gives (VMAs do not overlap), so no answer depends on it. A process whose
-/// threads each work in a region of their own looks up once per fault and once per `get_mempolicy()`
-/// over as many VMAs as threads; each CPU mostly finds its own again. Relaxed atomics: lookups on
-/// several host threads share the list under the mmap lock held for reading. A copy of the list
-/// (fork) shares the hints, which stay hints.
-final class VMALookupHints: Sendable {
+/// last lookup found, in whichever list (Linux 3.15+: the per-thread `vmacache` that `find_vma()` tries
+/// first; before, one `mm->mmap_cache`). A hint only: a lookup uses it when the VMA at that index of
+/// its own list contains the address, which then is the answer a search gives (VMAs do not overlap),
+/// so no answer depends on it. A process whose threads each work in a region of their own looks up
+/// once per fault and once per `get_mempolicy()` over as many VMAs as threads; each CPU mostly finds
+/// its own again. Not kept in the list: a reference there would be retained around every lookup.
+/// Relaxed atomics: lookups on several host threads read lists under the mmap lock held for reading.
+enum VMALookupHints {
     private static let slots = 256
-    private nonisolated(unsafe) let indices: UnsafeMutablePointer<Atomic<Int>>
-
-    init() {
-        indices = .allocate(capacity: Self.slots)
-        for i in 0..<Self.slots { (indices + i).initialize(to: Atomic(-1)) }
-    }
-
-    deinit {
-        indices.deinitialize(count: Self.slots)
-        indices.deallocate()
-    }
+    private nonisolated(unsafe) static let indices: UnsafeMutablePointer<Atomic<Int>> = {
+        let p = UnsafeMutablePointer<Atomic<Int>>.allocate(capacity: slots)
+        for i in 0..<slots { (p + i).initialize(to: Atomic(-1)) }
+        return p
+    }()
 
     /// The index `cpu` found last, or -1.
-    @inline(__always) func index(for cpu: Int) -> Int {
-        (indices + (cpu & (Self.slots - 1))).pointee.load(ordering: .relaxed)
+    @inline(__always) static func index(for cpu: Int) -> Int {
+        (indices + (cpu & (slots - 1))).pointee.load(ordering: .relaxed)
     }
 
-    @inline(__always) func set(_ index: Int, for cpu: Int) {
-        (indices + (cpu & (Self.slots - 1))).pointee.store(index, ordering: .relaxed)
+    @inline(__always) static func set(_ index: Int, for cpu: Int) {
+        (indices + (cpu & (slots - 1))).pointee.store(index, ordering: .relaxed)
     }
 }
