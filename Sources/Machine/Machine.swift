@@ -122,9 +122,26 @@ public final class Machine: @unchecked Sendable {
     /// The CPU is reached unretained: the executor asks for clocks about once per access quantum, and
     /// a retain and release around the read were most of the call's cost.
     public func clock(of cpu: Int) -> Double {
-        let cycles = cpus.withUnsafeBufferPointer { Unmanaged.passUnretained($0[cpu]) }
-            ._withUnsafeGuaranteedRef { $0.counters.cycles }
+        let cycles = unretainedCPU(cpu)._withUnsafeGuaranteedRef { $0.counters.cycles }
         return cycles + (simulatedTime?.extraCycles[cpu] ?? 0)
+    }
+
+    /// CPU `cpu`, unretained (`cpus` keeps it alive): for callers that reach a CPU at every turn of a
+    /// thread, whose retain and release would cost about what the rest of the turn's bookkeeping does.
+    @inline(__always)
+    public func unretainedCPU(_ cpu: Int) -> Unmanaged<CPU> {
+        cpus.withUnsafeBufferPointer { Unmanaged.passUnretained($0[cpu]) }
+    }
+
+    /// Makes `cpu` run `mm` unless it runs it already (`CPU.switchTo(_:)`, Linux: `switch_mm()`), with
+    /// no reference counting on the way. Returns whether it switched.
+    @discardableResult
+    public func load(_ mm: Unmanaged<AddressSpace>, on cpu: Int) -> Bool {
+        unretainedCPU(cpu)._withUnsafeGuaranteedRef { c in
+            guard c.loadedMM?.toOpaque() != mm.toOpaque() else { return false }
+            mm._withUnsafeGuaranteedRef { c.switchTo($0) }
+            return true
+        }
     }
 
     /// The run's elapsed simulated time in cycles: the slowest CPU's clock.

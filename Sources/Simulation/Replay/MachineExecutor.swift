@@ -30,6 +30,8 @@ public final class MachineExecutor: WorkloadSink {
     private var setupVMStat: [String: Int] = [:]
     private let baseCycles: Double
     private let cpuCount: Int
+    /// `machine.simulatedTime` unretained (the machine keeps it), for the charge made at every turn.
+    private let timeRef: Unmanaged<SimulatedTime>?
     /// The kernel keeps bytes: stores leave a marker byte in the pages they write first (`writeMarkers`).
     private let writesMarkers: Bool
     /// Thread ids above this are refused (bounded memory whatever a trace says).
@@ -57,6 +59,7 @@ public final class MachineExecutor: WorkloadSink {
         cpuCount = machine.cpus.count
         writesMarkers = machine.kernel.memory.mode == .data
         timeOrdered = machine.simulatedTime != nil
+        timeRef = machine.simulatedTime.map { .passUnretained($0) }
         setupVMStat = machine.kernel.vmstatValues()
     }
 
@@ -126,9 +129,14 @@ public final class MachineExecutor: WorkloadSink {
     /// Accesses a thread runs before the scheduler looks at the clocks again.
     public static let quantum = 64
 
+    /// A queued access and whether it marked its page written first (`markTouched`).
+    private struct QueuedAccess {
+        var record: AccessRecord
+        var newlyTouched: Bool
+    }
+
     private struct ThreadQueue {
-        var records = ContiguousArray<AccessRecord>()
-        var touched = ContiguousArray<Bool>()
+        var records = ContiguousArray<QueuedAccess>()
         var head = 0
         /// The thread's system calls that wait their turn in simulated time (`event(thread:_:)`): each
         /// made once the records before its `position` (counted from the queue's start) have run.
@@ -141,7 +149,24 @@ public final class MachineExecutor: WorkloadSink {
         /// Records that may run before the next event is due.
         var recordsBeforeEvent: Int { eventHead < events.count ? events[eventHead].position - head : records.count - head }
         /// The address of the next record to run, if one is queued.
-        var nextAddress: UInt64? { head < records.count ? records[head].address : nil }
+        var nextAddress: UInt64? { head < records.count ? records[head].record.address : nil }
+        /// The next event, once the records before it have run.
+        var dueEvent: WorkloadEvent? {
+            eventHead < events.count && events[eventHead].position == head ? events[eventHead].event : nil
+        }
+
+        /// Hands `body` the records that run next — up to `limit`, none past the next event — with
+        /// their place in the batch, and moves past them. Returns how many.
+        @inline(__always)
+        mutating func takeRecords(upTo limit: Int, _ body: (Int, QueuedAccess) -> Void) -> Int {
+            let n = max(0, min(limit, recordsBeforeEvent))
+            let first = head
+            records.withUnsafeBufferPointer { r in
+                for i in 0..<n { body(i, r[first &+ i]) }
+            }
+            head = first &+ n
+            return n
+        }
     }
 
     private struct QueuedEvent {
@@ -300,7 +325,8 @@ public final class MachineExecutor: WorkloadSink {
         let n = pendingCount
         guard n > 0 else { return }
         pendingCount = 0
-        let (completed, fault) = machine.cpus[cachedCPUIndex].run(UnsafeBufferPointer(start: pending, count: n))
+        let (completed, fault) = machine.unretainedCPU(cachedCPUIndex)
+            ._withUnsafeGuaranteedRef { $0.run(UnsafeBufferPointer(start: pending, count: n)) }
         if _slowPath(writesMarkers) { writeMarkers(upTo: fault == nil ? n : completed) }
         if let fault { accessFailed(at: completed, of: n, fault) }
     }
@@ -321,8 +347,7 @@ public final class MachineExecutor: WorkloadSink {
     private func enqueue(_ thread: Int, _ record: AccessRecord, _ newlyTouched: Bool) {
         if thread >= queues.count { queues.append(contentsOf: repeatElement(ThreadQueue(), count: thread + 1 - queues.count)) }
         if queues[thread].isEmpty { queuedThreads.append(thread) }
-        queues[thread].records.append(record)
-        queues[thread].touched.append(newlyTouched)
+        queues[thread].records.append(QueuedAccess(record: record, newlyTouched: newlyTouched))
     }
 
     /// Runs every queued access and event in simulated-time order: the thread whose clock is lowest
@@ -342,7 +367,11 @@ public final class MachineExecutor: WorkloadSink {
                 clockOrder.removeFirst()
                 continue
             }
-            let bestClock = turnClock(best)
+            let cpu = best % cpuCount
+            // Its CPU's clock, read once: binding the thread below switches the CPU's address space
+            // at most, which costs no cycles.
+            let cpuClock = machine.clock(of: cpu)
+            let bestClock = max(cpuClock, startClock[best])
             if bestClock > key {
                 // Its clock moved while it waited (`ClockOrder`): to its true place.
                 clockOrder.replaceFirst(clock: bestClock)
@@ -354,30 +383,17 @@ public final class MachineExecutor: WorkloadSink {
                 continue
             }
             // No CPU with work is behind `bestClock`: lock and line timelines may forget what ended by then.
-            machine.simulatedTime?.advanceHorizon(to: bestClock)
+            timeRef?._withUnsafeGuaranteedRef { $0.advanceHorizon(to: bestClock) }
             if !bind(best) {
                 dropQueue(best)
                 clockOrder.removeFirst()
                 continue
             }
             // A thread created after its CPU's clock: the CPU waits for it until its parent made it.
-            let cpuClock = machine.clock(of: best % cpuCount)
-            if bestClock > cpuClock { machine.simulatedTime?.charge(cpu: best % cpuCount, cycles: bestClock - cpuClock) }
+            if bestClock > cpuClock { timeRef?._withUnsafeGuaranteedRef { $0.charge(cpu: cpu, cycles: bestClock - cpuClock) } }
             // Up to `quantum` accesses, or fewer when an event comes first: an event takes locks other
             // CPUs take (and may change what they see), so the clocks are read again after it.
-            var n = 0
-            let limit = min(Self.quantum, queues[best].recordsBeforeEvent)
-            queues[best].records.withUnsafeBufferPointer { records in
-                queues[best].touched.withUnsafeBufferPointer { touched in
-                    var i = queues[best].head
-                    while n < limit && i < records.count {
-                        pending[n] = records[i]
-                        pendingNewlyTouched[n] = touched[i]
-                        n += 1; i += 1
-                    }
-                }
-            }
-            queues[best].head += n
+            let n = takeTurn(best)
             pendingThread = best
             pendingCount = n
             // The thread most likely to run next: its CPU's TLB sets come into the host's caches while
@@ -387,10 +403,7 @@ public final class MachineExecutor: WorkloadSink {
             }
             // May kill the process, which drops its queues, events included (`dropQueue`).
             runPending()
-            if queues[best].eventHead < queues[best].events.count,
-               queues[best].events[queues[best].eventHead].position == queues[best].head,
-               let ref = processRefs[Int(threadProcess[best])] {
-                let event = queues[best].events[queues[best].eventHead].event
+            if let event = dueEvent(best), let ref = processRefs[Int(threadProcess[best])] {
                 queues[best].eventHead += 1
                 if ref._withUnsafeGuaranteedRef({ $0.wasOOMKilled }) {
                     // Its cgroup's OOM killer chose it while this thread's accesses ran.
@@ -406,35 +419,52 @@ public final class MachineExecutor: WorkloadSink {
                             run(event, thread: best, mm: mm, queued: true)
                         }
                         if case .spawn(let child) = event, child < startClock.count, startClock[child] == .infinity {
-                            startClock[child] = machine.clock(of: best % cpuCount)
+                            startClock[child] = machine.clock(of: cpu)
                             spawned.append(child)
                         }
                     }
                 }
             }
+            // It stays first in the order until here: nothing run above reorders the threads.
             if queues[best].isEmpty {
                 queues[best].records.removeAll(keepingCapacity: true)
-                queues[best].touched.removeAll(keepingCapacity: true)
                 queues[best].events.removeAll(keepingCapacity: true)
                 queues[best].cleared.removeAll(keepingCapacity: true)
                 queues[best].head = 0
                 queues[best].eventHead = 0
                 if let slot = queuedThreads.firstIndex(of: best) { queuedThreads.remove(at: slot) }
-            }
-            // It stays first in the order until here: nothing run above reorders the threads.
-            if queues[best].isEmpty {
                 clockOrder.removeFirst()
             } else {
                 clockOrder.replaceFirst(clock: turnClock(best))
             }
             // Threads just spawned join the order at their start.
-            for child in spawned where child < queues.count && !queues[child].isEmpty {
-                clockOrder.push(clock: turnClock(child), thread: child)
+            if !spawned.isEmpty {
+                for child in spawned where child < queues.count && !queues[child].isEmpty {
+                    clockOrder.push(clock: turnClock(child), thread: child)
+                }
+                spawned.removeAll(keepingCapacity: true)
             }
-            spawned.removeAll(keepingCapacity: true)
         }
         precondition(queuedThreads.isEmpty, "a thread's accesses are queued but the spawn that creates it is not")
         cachedThread = -1
+    }
+
+    /// Moves the next accesses of `thread`'s queue to the batch (`pending`): up to `quantum`, and none
+    /// past its next event. Returns how many.
+    @inline(__always)
+    private func takeTurn(_ thread: Int) -> Int {
+        let pending = pending, pendingNewlyTouched = pendingNewlyTouched
+        return queues[thread].takeRecords(upTo: Self.quantum) { i, queued in
+            pending[i] = queued.record
+            pendingNewlyTouched[i] = queued.newlyTouched
+        }
+    }
+
+    /// The event of `thread`'s queue due now (its accesses before it have run), if any.
+    @inline(__always)
+    private func dueEvent(_ thread: Int) -> WorkloadEvent? {
+        guard thread < queues.count else { return nil }
+        return queues[thread].dueEvent
     }
 
     /// `get_mempolicy(MPOL_F_NODE | MPOL_F_ADDR)` of `address` by `thread` (`AddressSpace.nodeOfPage`),
@@ -442,10 +472,13 @@ public final class MachineExecutor: WorkloadSink {
     private func lookUpNode(thread: Int, mm: AddressSpace, address: UInt64) {
         switch mm.nodeOfPage(at: VirtualAddress(address)) {
         case .success(let found):
-            if let time = machine.simulatedTime {
+            if let timeRef {
                 let cpu = thread % cpuCount
-                time.chargeNodeLookup(cpu: cpu, pid: mm.pid, address: address, hugePMD: found.hugePMD,
-                                      design: machine.kernel.design, now: machine.clock(of: cpu))
+                let now = machine.clock(of: cpu)
+                timeRef._withUnsafeGuaranteedRef {
+                    $0.chargeNodeLookup(cpu: cpu, pid: mm.pid, address: address, hugePMD: found.hugePMD,
+                                        design: machine.kernel.design, now: now)
+                }
             }
         case .failure(let errno):
             report.failedCalls[String(describing: errno), default: 0] += 1
@@ -477,7 +510,7 @@ public final class MachineExecutor: WorkloadSink {
         var r = q.records.count - 1, e = q.events.count - 1, c = q.cleared.count - 1
         while r >= q.head || e >= q.eventHead {
             guard e >= q.eventHead, q.events[e].position > r else {
-                drop(q.records[r], newlyTouched: q.touched[r])
+                drop(q.records[r].record, newlyTouched: q.records[r].newlyTouched)
                 r -= 1
                 continue
             }
@@ -687,12 +720,10 @@ public final class MachineExecutor: WorkloadSink {
             kill(process: Int(threadProcess[thread]))
             return false
         }
-        let cpu = machine.cpus[thread % cpuCount]
-        ref._withUnsafeGuaranteedRef { mm in
-            if cpu.mm !== mm { cpu.switchTo(mm) }
-        }
-        SimulatedCPU.switchTo(cpu.id)
-        cachedCPUIndex = thread % cpuCount
+        let cpu = thread % cpuCount
+        machine.load(ref, on: cpu)
+        SimulatedCPU.switchTo(cpu)
+        cachedCPUIndex = cpu
         cachedThread = thread
         return true
     }
