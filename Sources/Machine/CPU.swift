@@ -407,7 +407,7 @@ public final class CPU: @unchecked Sendable {
             }
             if let time = simulatedTime, let kernel {
                 // Many CPUs: the fault's locks and shared lines, on the machine's timeline.
-                time.chargeFault(fault, cpu: id, pid: mm.pid, design: kernel.design,
+                time.chargeFault(fault, cpu: id, pid: mm.pid, design: kernel.lockDesign,
                                  start: counters.cycles - cycles + time.extraCycles[id], cycles: cycles)
             }
         }

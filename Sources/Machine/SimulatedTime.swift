@@ -29,6 +29,31 @@ public enum LockClass: Int, Sendable, CaseIterable {
     }
 }
 
+/// The two choices of a kernel design that a fault's and a lookup's lock timelines read: which lock
+/// guards a huge PMD (`page_table_lock` or the split PMD lock) and how a contended spin lock passes
+/// on. The hot charges take this trivial value rather than the whole `KernelDesign`, whose copy, with
+/// the reference counts of what it holds, cost about 100 instructions per fault and per lookup.
+public struct LockDesign: Sendable, Hashable {
+    public var pmdLock: KernelDesign.PMDLockGranularity
+    public var spinLocks: KernelDesign.SpinLockKind
+
+    public init(pmdLock: KernelDesign.PMDLockGranularity, spinLocks: KernelDesign.SpinLockKind) {
+        self.pmdLock = pmdLock
+        self.spinLocks = spinLocks
+    }
+
+    public init(_ design: KernelDesign) {
+        self.init(pmdLock: design.pmdLock, spinLocks: design.spinLocks)
+    }
+}
+
+extension Kernel {
+    /// This kernel's `LockDesign`, read field by field from its design (no copy of the design).
+    @inline(__always) public var lockDesign: LockDesign {
+        LockDesign(pmdLock: design.pmdLock, spinLocks: design.spinLocks)
+    }
+}
+
 /// Time on a machine of many CPUs: each CPU's clock is its cycles (`CPU.counters.cycles`: accesses,
 /// walks, faults' work, flushes) plus what sharing cost it here — waits for locks other CPUs held,
 /// cache lines other CPUs wrote, system calls, memory bandwidth other CPUs were using.
@@ -328,7 +353,7 @@ public final class SimulatedTime: @unchecked Sendable {
 
     /// Charges `cpu` what sharing cost one fault that started at `start` (its clock before the fault)
     /// and whose own work took `cycles`, from what the kernel recorded.
-    func chargeFault(_ fault: FaultContext, cpu: Int, pid: Int, design: KernelDesign, start: Double, cycles: Double) {
+    func chargeFault(_ fault: FaultContext, cpu: Int, pid: Int, design: LockDesign, start: Double, cycles: Double) {
         let p = parameters
         var delay = 0.0
         let m = mm(pid)
@@ -391,7 +416,7 @@ public final class SimulatedTime: @unchecked Sendable {
     /// lock — the PMD lock for a page behind a huge PMD (`follow_trans_huge_pmd()` under the mm's
     /// `page_table_lock` before 3.13, the PMD table's split lock after), the PTE table's split lock
     /// otherwise (`follow_page_pte()`).
-    public func chargeNodeLookup(cpu: Int, pid: Int, address va: UInt64, hugePMD: Bool, design: KernelDesign, now: Double) {
+    public func chargeNodeLookup(cpu: Int, pid: Int, address va: UInt64, hugePMD: Bool, design: LockDesign, now: Double) {
         systemCalls &+= 1
         let p = parameters
         let m = mm(pid)

@@ -61,7 +61,7 @@ struct SimulatedTimeTests {
             design.spinLocks = spin
             let time = m.simulatedTime!
             for cpu in 0..<cpus {
-                time.chargeNodeLookup(cpu: cpu, pid: 1, address: UInt64(cpu) * stride, hugePMD: true, design: design, now: 0)
+                time.chargeNodeLookup(cpu: cpu, pid: 1, address: UInt64(cpu) * stride, hugePMD: true, design: LockDesign(design), now: 0)
             }
             #expect(time.acquisitions[LockClass.pageTableLock.rawValue] + time.acquisitions[LockClass.pmdPTL.rawValue] == cpus)
             return time.waitCycles[LockClass.pageTableLock.rawValue] + time.waitCycles[LockClass.pmdPTL.rawValue]

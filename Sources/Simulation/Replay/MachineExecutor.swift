@@ -477,7 +477,7 @@ public final class MachineExecutor: WorkloadSink {
                 let now = machine.clock(of: cpu)
                 timeRef._withUnsafeGuaranteedRef {
                     $0.chargeNodeLookup(cpu: cpu, pid: mm.pid, address: address, hugePMD: found.hugePMD,
-                                        design: machine.kernel.design, now: now)
+                                        design: machine.kernel.lockDesign, now: now)
                 }
             }
         case .failure(let errno):
