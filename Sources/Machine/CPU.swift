@@ -289,27 +289,38 @@ public final class CPU: @unchecked Sendable {
         // Whether a level's lookup missed: its fill then needs no search for the page (unless a
         // fault ran in between).
         var missedL1 = false, missedL2 = false
-        if let hit = levels.l1.lookup(va: v, asid: asid, skippingFirst4K: probedFirst4K) {
+        // The second level's hit, looked up after a first-level miss.
+        var l2Hit: TLBHierarchy.Hit? = nil
+        if probedFirst4K && levels.l1.holdsOnlyFirst4K && levels.l2.holdsOnlyFirst4K {
+            // The common case of 4 KiB pages: `access` probed the only first-level entries there are,
+            // so the first level misses, and the second level's lookup is its first array's 4 KiB
+            // probe (`ArrayList.lookup` makes the same probes, with no others to make).
+            missedL1 = true
+            l2Hit = levels.l2.lookupFirst4K(va: v, asid: asid)
+        } else if let hit = levels.l1.lookup(va: v, asid: asid, skippingFirst4K: probedFirst4K) {
             let entry = levels.l1.payload(hit)
             if Self.permits(entry, kind) {
                 tally.l1Hits &+= 1
                 return complete(v, kind, entry, hit.size)
             }
             if kind == .write && entry.isWritable { tally.dirtyAssists &+= 1 }
-        } else if let hit = levels.l2.lookup(va: v, asid: asid) {
-            missedL1 = true
-            tally.tlbCycles += independentAccesses ? l2TLBLatency / mlp : l2TLBLatency
-            let entry = levels.l2.payload(hit)
-            if Self.permits(entry, kind) {
-                tally.l2Hits &+= 1
-                levels.l1.fill(va: v, asid: asid, size: hit.size, entry: entry, absent: true)
-                return complete(v, kind, entry, hit.size)
-            }
-            if kind == .write && entry.isWritable { tally.dirtyAssists &+= 1 }
         } else {
             missedL1 = true
-            missedL2 = true
+            l2Hit = levels.l2.lookup(va: v, asid: asid)
+        }
+        if missedL1 {
             tally.tlbCycles += independentAccesses ? l2TLBLatency / mlp : l2TLBLatency
+            if let hit = l2Hit {
+                let entry = levels.l2.payload(hit)
+                if Self.permits(entry, kind) {
+                    tally.l2Hits &+= 1
+                    levels.l1.fill(va: v, asid: asid, size: hit.size, entry: entry, absent: true)
+                    return complete(v, kind, entry, hit.size)
+                }
+                if kind == .write && entry.isWritable { tally.dirtyAssists &+= 1 }
+            } else {
+                missedL2 = true
+            }
         }
         // The walk; a fault and the walks after it go out of line (`accessAfterFault`), which keeps
         // this function small enough for the optimizer to inline the levels' fills and `complete`.

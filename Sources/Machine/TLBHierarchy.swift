@@ -93,6 +93,27 @@ public final class TLBHierarchy: @unchecked Sendable {
             return nil
         }
 
+        /// Whether the level holds translations only as 4 KiB entries of its first array (no other
+        /// size there, nothing in the others): then a lookup can hit only in that array's 4 KiB probe
+        /// (`lookupFirst4K`). Unrolled for the three arrays a level has at most in the presets.
+        @inline(__always)
+        var holdsOnlyFirst4K: Bool {
+            let n = count
+            var others = base[0]._withUnsafeGuaranteedRef { $0.occupancy.1 | $0.occupancy.2 }
+            if n > 1 { others |= base[1]._withUnsafeGuaranteedRef { $0.occupancy.0 | $0.occupancy.1 | $0.occupancy.2 } }
+            if n > 2 { others |= base[2]._withUnsafeGuaranteedRef { $0.occupancy.0 | $0.occupancy.1 | $0.occupancy.2 } }
+            return others == 0 && n <= 3
+        }
+
+        /// `lookup(va:asid:)` of a level that `holdsOnlyFirst4K`: the first array's 4 KiB probe.
+        @inline(__always)
+        func lookupFirst4K(va: UInt64, asid: UInt16) -> Hit? {
+            let slot = base[0]._withUnsafeGuaranteedRef { a in
+                a.holds(.size4K) ? a.lookup(page: va &>> 12, size: .size4K, asid: asid) : -1
+            }
+            return slot >= 0 ? Hit(array: 0, slot: slot, size: .size4K) : nil
+        }
+
         /// The payload of a hit.
         @inline(__always)
         public func payload(_ hit: Hit) -> TLBEntry {
