@@ -174,8 +174,8 @@ extension CPU {
     }
 
     /// The look-ahead before record `i` of a batch that walks: the last-level entry of the record
-    /// `prefetchDistance` ahead. Not inlined into `run(_:)`, which then stays small enough to inline
-    /// `access(_:_:)` (a trace's records, which rarely walk, do not pay for it).
+    /// `prefetchDistance` ahead. Not inlined into `run(_:)` (a trace's records, which rarely walk, do
+    /// not pay for it; `access(_:_:)` is a call from `run` all the same: the optimizer declines it).
     @inline(never)
     func lookAhead(from i: Int, _ records: UnsafeBufferPointer<AccessRecord>, _ kernel: Unmanaged<Kernel>,
                    _ root: PageTable, _ ahead: inout LookAhead) {

@@ -215,33 +215,38 @@ public final class CPU: @unchecked Sendable {
     public func access(_ va: VirtualAddress, _ kind: MemoryAccess) -> Result<PFN, AccessFault> {
         let page = va.rawValue >> 12
         let offset = page &- filterStart
+        let frame: UInt32
         if offset < filterPages && kind != .execute && (kind == .read || filterDirty) {
-            tally.accesses &+= 1
-            tally.l1Hits &+= 1
-            let frame = filterFrame &+ UInt32(truncatingIfNeeded: offset)
-            if modelsDataCache { touchData(frame: frame, va: va.rawValue, write: kind == .write) }
-            return .success(PFN(frame))
+            frame = filterFrame &+ UInt32(truncatingIfNeeded: offset)
+        } else {
+            let found = firstL1Hit(page, kind)
+            // One call to the full path for all the ways there (three calls cost 8 instructions more).
+            guard found >= 0 else { return accessThroughTLBs(va, kind, probedFirst4K: found == -1) }
+            frame = UInt32(truncatingIfNeeded: found)
         }
-        if kind != .execute, let l1 = firstL1Data {
-            // The first probe of the L1 lookup; a miss changes nothing, so the full path starts after it.
-            let hit: TLBEntry? = l1._withUnsafeGuaranteedRef { a in
-                let slot = a.lookup(page: page, size: .size4K, asid: asid)
-                return slot >= 0 ? TLBEntry(rawValue: a.payload(slot)) : nil
-            }
-            guard let entry = hit else { return accessThroughTLBs(va, kind, probedFirst4K: true) }
-            if Self.permits(entry, kind) {
-                tally.accesses &+= 1
-                tally.l1Hits &+= 1
-                // `complete(_:_:_:_:)` for a 4 KiB data page.
-                filterStart = page
-                filterPages = 1
-                filterFrame = entry.frame
-                filterDirty = entry.isWritable && entry.isDirty
-                if modelsDataCache { touchData(frame: entry.frame, va: va.rawValue, write: kind == .write) }
-                return .success(PFN(entry.frame))
-            }
-        }
-        return accessThroughTLBs(va, kind)
+        // A hit in the filter or in the first L1 data array.
+        tally.accesses &+= 1
+        tally.l1Hits &+= 1
+        if modelsDataCache { touchData(frame: frame, va: va.rawValue, write: kind == .write) }
+        return .success(PFN(frame))
+    }
+
+    /// The first probe of the L1 lookup, for a data access of `page`: on a hit that permits the
+    /// access, the frame, with the page left in the filter (`complete(_:_:_:_:)` for a 4 KiB data
+    /// page); -1 when the probe missed (a miss changes nothing, so the full path starts after it);
+    /// -2 when there was no probe to make or the entry forbids the access.
+    @inline(__always)
+    func firstL1Hit(_ page: UInt64, _ kind: MemoryAccess) -> Int64 {
+        guard kind != .execute, let l1 = firstL1Data else { return -2 }
+        let slot = l1._withUnsafeGuaranteedRef { $0.lookup(page: page, size: .size4K, asid: asid) }
+        guard slot >= 0 else { return -1 }
+        let entry = TLBEntry(rawValue: l1._withUnsafeGuaranteedRef { $0.payload(slot) })
+        guard Self.permits(entry, kind) else { return -2 }
+        filterStart = page
+        filterPages = 1
+        filterFrame = entry.frame
+        filterDirty = entry.isWritable && entry.isDirty
+        return Int64(entry.frame)
     }
 
     /// Charges the data line of an access to the cache model, and the write-backs it caused.
@@ -289,27 +294,38 @@ public final class CPU: @unchecked Sendable {
         // Whether a level's lookup missed: its fill then needs no search for the page (unless a
         // fault ran in between).
         var missedL1 = false, missedL2 = false
-        if let hit = levels.l1.lookup(va: v, asid: asid, skippingFirst4K: probedFirst4K) {
+        // The second level's hit, looked up after a first-level miss.
+        var l2Hit: TLBHierarchy.Hit? = nil
+        if probedFirst4K && levels.l1.holdsOnlyFirst4K && levels.l2.holdsOnlyFirst4K {
+            // The common case of 4 KiB pages: `access` probed the only first-level entries there are,
+            // so the first level misses, and the second level's lookup is its first array's 4 KiB
+            // probe (`ArrayList.lookup` makes the same probes, with no others to make).
+            missedL1 = true
+            l2Hit = levels.l2.lookupFirst4K(va: v, asid: asid)
+        } else if let hit = levels.l1.lookup(va: v, asid: asid, skippingFirst4K: probedFirst4K) {
             let entry = levels.l1.payload(hit)
             if Self.permits(entry, kind) {
                 tally.l1Hits &+= 1
                 return complete(v, kind, entry, hit.size)
             }
             if kind == .write && entry.isWritable { tally.dirtyAssists &+= 1 }
-        } else if let hit = levels.l2.lookup(va: v, asid: asid) {
-            missedL1 = true
-            tally.tlbCycles += independentAccesses ? l2TLBLatency / mlp : l2TLBLatency
-            let entry = levels.l2.payload(hit)
-            if Self.permits(entry, kind) {
-                tally.l2Hits &+= 1
-                levels.l1.fill(va: v, asid: asid, size: hit.size, entry: entry, absent: true)
-                return complete(v, kind, entry, hit.size)
-            }
-            if kind == .write && entry.isWritable { tally.dirtyAssists &+= 1 }
         } else {
             missedL1 = true
-            missedL2 = true
+            l2Hit = levels.l2.lookup(va: v, asid: asid)
+        }
+        if missedL1 {
             tally.tlbCycles += independentAccesses ? l2TLBLatency / mlp : l2TLBLatency
+            if let hit = l2Hit {
+                let entry = levels.l2.payload(hit)
+                if Self.permits(entry, kind) {
+                    tally.l2Hits &+= 1
+                    levels.l1.fill(va: v, asid: asid, size: hit.size, entry: entry, absent: true)
+                    return complete(v, kind, entry, hit.size)
+                }
+                if kind == .write && entry.isWritable { tally.dirtyAssists &+= 1 }
+            } else {
+                missedL2 = true
+            }
         }
         // The walk; a fault and the walks after it go out of line (`accessAfterFault`), which keeps
         // this function small enough for the optimizer to inline the levels' fills and `complete`.

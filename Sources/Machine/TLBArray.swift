@@ -46,6 +46,11 @@ public final class TLBArray: @unchecked Sendable {
     let wayMask: UInt64
     /// Valid entries per page size, so lookups skip sizes the array holds none of.
     @exclusivity(unchecked) var occupancy: (UInt32, UInt32, UInt32) = (0, 0, 0)
+    /// In a TLB level (`TLBHierarchy`), the level's count of entries other than its first array's
+    /// 4 KiB ones, which this array keeps up to date with `occupancy`; `firstInLevel`: this array is
+    /// that first array.
+    @exclusivity(unchecked) var levelCount: TLBLevelCount?
+    @exclusivity(unchecked) var firstInLevel = false
     /// Wide (fully associative, more than 16 ways) arrays keep a hash index and a recency list
     /// instead of scanning every way (`TLBArray+Wide.swift`).
     let wide: Bool
@@ -114,7 +119,11 @@ public final class TLBArray: @unchecked Sendable {
         case .size2M: occupancy.1 = UInt32(bitPattern: Int32(bitPattern: occupancy.1) &+ delta)
         case .size1G: occupancy.2 = UInt32(bitPattern: Int32(bitPattern: occupancy.2) &+ delta)
         }
+        if let levelCount, !(firstInLevel && size == .size4K) { levelCount.others &+= delta }
     }
+
+    /// The entries this array adds to its level's `TLBLevelCount`.
+    var countedInLevel: UInt32 { firstInLevel ? occupancy.1 &+ occupancy.2 : occupancy.0 &+ occupancy.1 &+ occupancy.2 }
 
     /// Whether the array holds any entry of `size`.
     @inline(__always) public func holds(_ size: PageSize) -> Bool { count(size) != 0 }
@@ -321,6 +330,7 @@ public final class TLBArray: @unchecked Sendable {
     public func invalidateEverything() {
         tags.update(repeating: 0, count: entries)
         for slot in 0..<entries { stamps[slot] = UInt64(slot % ways) }
+        if let levelCount { levelCount.others &-= Int32(bitPattern: countedInLevel) }
         occupancy = (0, 0, 0)
         resetRecency()
     }
@@ -328,4 +338,11 @@ public final class TLBArray: @unchecked Sendable {
     /// Valid entries, for tests and reports.
     public var validEntries: Int { Int(occupancy.0 + occupancy.1 + occupancy.2) }
     public func validEntries(of size: PageSize) -> Int { Int(count(size)) }
+}
+
+/// How many valid entries a TLB level holds other than its first array's 4 KiB ones (kept by the
+/// level's arrays, `TLBArray.adjust`): while none, a lookup of the level is its first array's 4 KiB
+/// probe (`TLBHierarchy.ArrayList.holdsOnlyFirst4K`).
+final class TLBLevelCount: @unchecked Sendable {
+    @exclusivity(unchecked) var others: Int32 = 0
 }

@@ -19,6 +19,8 @@ public final class TLBHierarchy: @unchecked Sendable {
     /// counting; `l1Data`, `l1Instruction` and `l2` own them.
     let dataLevels: Levels
     let instructionLevels: Levels
+    /// Per level (L1 data, L1 instruction, STLB), the entries other than its first array's 4 KiB ones.
+    let levelCounts: (TLBLevelCount, TLBLevelCount, TLBLevelCount)
 
     public init(_ d: MachineDescription) {
         func build(_ specs: [TLBArraySpec]) -> ContiguousArray<TLBArray> {
@@ -27,8 +29,12 @@ public final class TLBHierarchy: @unchecked Sendable {
         l1Data = build(d.l1Data)
         l1Instruction = build(d.l1Instruction)
         l2 = build(d.l2)
-        dataLevels = Levels(l1: ArrayList(l1Data), l2: ArrayList(l2))
-        instructionLevels = Levels(l1: ArrayList(l1Instruction), l2: ArrayList(l2))
+        levelCounts = (TLBLevelCount(), TLBLevelCount(), TLBLevelCount())
+        for (arrays, count) in [(l1Data, levelCounts.0), (l1Instruction, levelCounts.1), (l2, levelCounts.2)] {
+            for (i, a) in arrays.enumerated() { a.levelCount = count; a.firstInLevel = i == 0 }
+        }
+        dataLevels = Levels(l1: ArrayList(l1Data, count: levelCounts.0), l2: ArrayList(l2, count: levelCounts.2))
+        instructionLevels = Levels(l1: ArrayList(l1Instruction, count: levelCounts.1), l2: ArrayList(l2, count: levelCounts.2))
     }
 
     deinit {
@@ -49,10 +55,13 @@ public final class TLBHierarchy: @unchecked Sendable {
             var count: Int
             var fillArray: (Int8, Int8, Int8)
             var fillSize: (PageSize, PageSize, PageSize)
+            /// The level's `TLBLevelCount` (unretained: the hierarchy owns it), nil for a list made
+            /// of arrays outside a hierarchy.
+            var levelCount: Unmanaged<TLBLevelCount>?
         }
         public var count: Int { info.pointee.count }
 
-        init(_ arrays: ContiguousArray<TLBArray>) {
+        init(_ arrays: ContiguousArray<TLBArray>, count levelCount: TLBLevelCount? = nil) {
             base = .allocate(capacity: arrays.count)
             for (i, a) in arrays.enumerated() { (base + i).initialize(to: .passUnretained(a)) }
             func target(_ size: PageSize) -> (Int8, PageSize) {
@@ -67,7 +76,8 @@ public final class TLBHierarchy: @unchecked Sendable {
             }
             let (a0, s0) = target(.size4K), (a1, s1) = target(.size2M), (a2, s2) = target(.size1G)
             info = .allocate(capacity: 1)
-            info.initialize(to: Info(count: arrays.count, fillArray: (a0, a1, a2), fillSize: (s0, s1, s2)))
+            info.initialize(to: Info(count: arrays.count, fillArray: (a0, a1, a2), fillSize: (s0, s1, s2),
+                                     levelCount: levelCount.map { .passUnretained($0) }))
         }
         func free() { base.deallocate(); info.deallocate() }
         /// Calls `body` with array `i` without retaining it.
@@ -91,6 +101,24 @@ public final class TLBHierarchy: @unchecked Sendable {
                 i &+= 1
             }
             return nil
+        }
+
+        /// Whether the level holds translations only as 4 KiB entries of its first array (no other
+        /// size there, nothing in the others): then a lookup can hit only in that array's 4 KiB probe
+        /// (`lookupFirst4K`). False for a list without a level count.
+        @inline(__always)
+        var holdsOnlyFirst4K: Bool {
+            guard let count = info.pointee.levelCount else { return false }
+            return count._withUnsafeGuaranteedRef { $0.others == 0 }
+        }
+
+        /// `lookup(va:asid:)` of a level that `holdsOnlyFirst4K`: the first array's 4 KiB probe.
+        @inline(__always)
+        func lookupFirst4K(va: UInt64, asid: UInt16) -> Hit? {
+            let slot = base[0]._withUnsafeGuaranteedRef { a in
+                a.holds(.size4K) ? a.lookup(page: va &>> 12, size: .size4K, asid: asid) : -1
+            }
+            return slot >= 0 ? Hit(array: 0, slot: slot, size: .size4K) : nil
         }
 
         /// The payload of a hit.
