@@ -293,7 +293,11 @@ public final class TLBArray: @unchecked Sendable {
     @discardableResult
     public func invalidate(asid: UInt16, start: UInt64, end: UInt64) -> Int {
         var removed = 0
-        for size in pageSizes.sizes where holds(size) {
+        // The sizes by raw value, not `pageSizes.sizes`, whose array was an allocation and a release
+        // per call (about 370 instructions; memscale 80 CPUs makes ~95,600 calls).
+        for raw in PageSize.size4K.rawValue...PageSize.size1G.rawValue {
+            let size = PageSize(rawValue: raw)!
+            guard pageSizes.contains(size) && holds(size) else { continue }
             let first = start >> size.shift
             let last = (end &- 1) >> size.shift
             if last &- first < UInt64(entries) {
