@@ -353,7 +353,11 @@ public final class SimulatedTime: @unchecked Sendable {
 
     /// Charges `cpu` what sharing cost one fault that started at `start` (its clock before the fault)
     /// and whose own work took `cycles`, from what the kernel recorded.
-    func chargeFault(_ fault: FaultContext, cpu: Int, pid: Int, design: LockDesign, start: Double, cycles: Double) {
+    /// The fault's figures this reads of its `FaultContext`, passed one by one so that the fault
+    /// path copies no context: the faulting address, the huge and base pages allocated, the bytes
+    /// zeroed plus twice the bytes copied (`streamBytes`), and whether it mapped anything.
+    func chargeFault(address va: UInt64, hugePages: Int, basePages: Int, streamBytes: UInt64, mapped: Bool,
+                     cpu: Int, pid: Int, design: LockDesign, start: Double, cycles: Double) {
         let p = parameters
         var delay = 0.0
         let m = mm(pid)
@@ -362,7 +366,6 @@ public final class SimulatedTime: @unchecked Sendable {
         delay += writeLine(.passUnretained(countLines[m]), cpu: cpu, at: start + delay)
         acquisitions[LockClass.mmapLock.rawValue] &+= 1
         let downReadWait = delay
-        let va = fault.address.rawValue
         let splitPMD = design.pmdLock == .splitPMDLock
         let pmdClass: LockClass = splitPMD ? .pmdPTL : .pageTableLock
         let spin = design.spinLocks
@@ -372,21 +375,21 @@ public final class SimulatedTime: @unchecked Sendable {
                                cpu: cpu, at: t, hold: hold)
                      : acquire(.passUnretained(pageTableLocks[m]), pmdClass, spin, cpu: cpu, at: t, hold: hold)
         }
-        if fault.hugePages > 0 {
+        if hugePages > 0 {
             // The order-9 allocation takes zone->lock (no per-CPU list holds order 9 before 6.7).
             delay += acquire(.passUnretained(zoneLock), .zoneLock, spin, cpu: cpu, at: start + delay, hold: p.zoneHugeHoldCycles)
-        } else if fault.basePages > 0 {
-            if pcpPages[cpu] < fault.basePages {
+        } else if basePages > 0 {
+            if pcpPages[cpu] < basePages {
                 delay += acquire(.passUnretained(zoneLock), .zoneLock, spin, cpu: cpu, at: start + delay, hold: p.zoneBatchHoldCycles)
                 pcpPages[cpu] += p.zoneBatchPages
             }
-            pcpPages[cpu] -= min(pcpPages[cpu], fault.basePages)
+            pcpPages[cpu] -= min(pcpPages[cpu], basePages)
         }
-        delay += stream(fault.bytesZeroed + 2 * fault.bytesCopied, cpu: cpu, at: start + delay)
+        delay += stream(streamBytes, cpu: cpu, at: start + delay)
         let end = start + cycles
-        if fault.hugePages > 0 {
+        if hugePages > 0 {
             delay += takePMDLock(at: end - p.hugePMDHoldCycles + delay, hold: p.hugePMDHoldCycles)
-        } else if fault.basePages > 0 || fault.mapped != nil {
+        } else if basePages > 0 || mapped {
             let ptl = splitLock(Self.key(4, pid, va >> 21), kind: 0, cpu: cpu)
             if ptl.new {
                 // The first fault in the 2 MiB range installs its PTE table.
@@ -394,7 +397,7 @@ public final class SimulatedTime: @unchecked Sendable {
             }
             delay += acquire(.passUnretained(lockTimelines[ptl.index]), .ptl, spin, cpu: cpu, at: end - p.ptePTEHoldCycles + delay, hold: p.ptePTEHoldCycles)
         }
-        if fault.hugePages > 0 || fault.basePages > 0 {
+        if hugePages > 0 || basePages > 0 {
             pagevecFolios[cpu] += 1
             if pagevecFolios[cpu] >= p.lruBatchFolios {
                 pagevecFolios[cpu] = 0
