@@ -123,7 +123,10 @@ public final class SimulatedTime: @unchecked Sendable {
     /// The mmap locks' holds: writers' by mm (`mmIndex`), readers' by CPU.
     let mmapLocks: MmapLockTimeline
     /// Per socket: bytes its memory channels carry in each slot of `bandwidthSlotCycles`, by slot.
-    @exclusivity(unchecked) private var memorySlots: [BandwidthSlots]
+    /// A buffer of its own, written in place: an array's uniqueness check before each write was one
+    /// of the two a fault's `stream` made.
+    private let memorySlots: UnsafeMutablePointer<BandwidthSlots>
+    private let socketCount: Int
     /// The granularity of the bandwidth timeline.
     static let bandwidthSlotCycles = 10_000.0
     /// Per CPU: pages left in its per-CPU list, folios in its pagevec.
@@ -148,7 +151,9 @@ public final class SimulatedTime: @unchecked Sendable {
         contended = SimulatedTimeCounters(repeating: 0, count: LockClass.allCases.count)
         acquisitions = SimulatedTimeCounters(repeating: 0, count: LockClass.allCases.count)
         let sockets = (cpuCount + parameters.cpusPerSocket - 1) / parameters.cpusPerSocket
-        memorySlots = Array(repeating: BandwidthSlots(), count: max(1, sockets))
+        socketCount = max(1, sockets)
+        memorySlots = .allocate(capacity: socketCount)
+        memorySlots.initialize(repeating: BandwidthSlots(), count: socketCount)
         lastLockKeys = ContiguousArray(repeating: .max, count: 2 * cpuCount)
         lastLockIndices = ContiguousArray(repeating: 0, count: 2 * cpuCount)
         pcpPages = SimulatedTimeCounters(repeating: 0, count: cpuCount)
@@ -160,6 +165,8 @@ public final class SimulatedTime: @unchecked Sendable {
 
     deinit {
         socketOf.deallocate()
+        memorySlots.deinitialize(count: socketCount)
+        memorySlots.deallocate()
         for counters in [extraCycles, waitCycles] { counters.release() }
         for counters in [contended, acquisitions, pcpPages, pagevecFolios] { counters.release() }
     }
@@ -328,6 +335,7 @@ public final class SimulatedTime: @unchecked Sendable {
     func stream(_ bytes: UInt64, cpu: Int, at t: Double) -> Double {
         guard bytes > 0 else { return 0 }
         let s = socket(cpu)
+        precondition(s < socketCount, "socket out of range")
         let slot = Self.bandwidthSlotCycles
         let capacity = parameters.socketBandwidthBytesPerCycle * slot
         var left = Double(bytes)
@@ -339,13 +347,13 @@ public final class SimulatedTime: @unchecked Sendable {
             let coreBytes = (slotEnd - now) * zeroRate
             let used = memorySlots[s][index]
             let take = min(left, coreBytes, max(0, capacity - used))
-            if take > 0 { memorySlots[s].set(index, used + take) }
+            if take > 0 { (memorySlots + s).pointee.set(index, used + take) }
             left -= take
             now = left > 0 ? slotEnd : now + take / zeroRate
             index += 1
         }
         // Slots far behind are dropped once there are many: those more than 2,048 slots before `t`.
-        if memorySlots[s].count > 4096 { memorySlots[s].drop(below: first - 2048) }
+        if memorySlots[s].count > 4096 { (memorySlots + s).pointee.drop(below: first - 2048) }
         let stall = max(0, now - (t + Double(bytes) / zeroRate))
         bandwidthCycles += stall
         return stall
