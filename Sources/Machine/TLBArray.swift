@@ -322,6 +322,10 @@ public final class TLBArray: @unchecked Sendable {
     /// Invalidates every entry of `asid` (Linux: a CR3 write with a PCID, `invalidate_user_asid()`).
     @discardableResult
     public func invalidateAll(asid: UInt16) -> Int {
+        // An empty array has nothing to scan: its tags, kilobytes of them in an STLB, stay out of
+        // the host's caches (a machine of many CPUs flushes each CPU's TLBs, most of them empty
+        // again by then).
+        guard occupancy != (0, 0, 0) else { return 0 }
         var removed = 0
         for slot in 0..<entries where tags[slot] & Self.validBit != 0 && UInt16(tags[slot] & 0xFFF) == asid & 0xFFF {
             clear(slot)
