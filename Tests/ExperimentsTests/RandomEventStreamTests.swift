@@ -9,7 +9,8 @@ import TestSupport
 
 /// Random streams of accesses and events — nonsense included: threads that were never spawned,
 /// spawns of threads that exist, accesses after `exit`, unmapped addresses, calls of any length —
-/// run through `MachineExecutor` on one to four CPUs, with and without simulated-time order. A stream
+/// run through `MachineExecutor` on one to four CPUs, with and without simulated-time order, in
+/// metadata mode and in data mode (frames that hold bytes: marker bytes, zero-page checks). A stream
 /// a trace file can carry must never stop the run: it ends with a report whose counts add up, the
 /// kernel's invariants hold, and the same stream gives the same report twice.
 @Suite("Random event streams")
@@ -88,13 +89,14 @@ struct RandomEventStreamTests {
         return steps
     }
 
-    static func run(_ steps: [Step], cpus: Int, simulatedTime: Bool, enabled: TransparentHugepageSettings.Enabled) throws
+    static func run(_ steps: [Step], cpus: Int, simulatedTime: Bool, data: Bool, enabled: TransparentHugepageSettings.Enabled) throws
         -> (ReplayReport, [String]) {
         var setup = SystemBuilder()
         setup.cpus = cpus
         setup.enabled = enabled
         setup.simulatedTime = simulatedTime
         setup.memoryBytes = 96 << 20
+        if data { setup.mode = .data }
         let executor = try setup.makeExecutor()
         for step in steps {
             switch step {
@@ -111,12 +113,12 @@ struct RandomEventStreamTests {
     }
 
     @Test("any stream ends in a report whose counts add up, with the kernel's invariants holding, the same twice",
-          arguments: [(1, false), (2, true), (4, true), (3, false)])
-    func randomStreams(cpus: Int, simulatedTime: Bool) throws {
+          arguments: [(1, false, false), (2, true, false), (4, true, false), (3, false, false), (1, false, true), (2, true, true)])
+    func randomStreams(cpus: Int, simulatedTime: Bool, data: Bool) throws {
         for seed in 1...6 as ClosedRange<UInt64> {
             let steps = Self.stream(seed: seed &* 0x9E37_79B9 &+ UInt64(cpus), length: 1_500)
             let enabled: TransparentHugepageSettings.Enabled = seed % 2 == 0 ? .always : .never
-            let (report, problems) = try Self.run(steps, cpus: cpus, simulatedTime: simulatedTime, enabled: enabled)
+            let (report, problems) = try Self.run(steps, cpus: cpus, simulatedTime: simulatedTime, data: data, enabled: enabled)
             #expect(problems.isEmpty, "seed \(seed): \(problems.prefix(5))")
             var eventsFed = 0, accessesFed = 0
             for step in steps {
@@ -134,7 +136,7 @@ struct RandomEventStreamTests {
             // exercises nothing.
             #expect(report.total.faults > 0 && report.droppedEvents > 0 && !report.failedCalls.isEmpty, "seed \(seed)")
             // The same stream on a new system gives the same answers, whatever ran on this host thread before.
-            let (again, _) = try Self.run(steps, cpus: cpus, simulatedTime: simulatedTime, enabled: enabled)
+            let (again, _) = try Self.run(steps, cpus: cpus, simulatedTime: simulatedTime, data: data, enabled: enabled)
             #expect(again == report, "seed \(seed): not deterministic")
         }
     }
