@@ -17,7 +17,7 @@
 /// Like `Timeline`, it notes each CPU's latest end, so that a request of a CPU with nothing reserved
 /// past its time compares only the gaps' lengths with the least after another CPU.
 final class LineTimeline {
-    private struct Run {
+    private struct Run: TimelineSpan {
         var start: Double
         var end: Double
         /// Who held the run's last reservation.
@@ -104,18 +104,8 @@ final class LineTimeline {
         let onlyOthers = me >= 0 && (Int(me) >= latestEndsCount || latestEnds[Int(me)] <= t)
         let first = head, n = count
         let b = runs
-        // The first run that ends after `t` (as `Timeline.reserve` finds its first interval).
-        var i = n
-        if i > first && b[i - 1].end > t {
-            var lo = first, left = n - first
-            while left > 1 {
-                let half = left >> 1
-                let endsBy = Int(unsafeBitCast(b[lo &+ half &- 1].end <= t, to: UInt8.self))
-                lo &+= half & (0 &- endsBy)
-                left &-= half
-            }
-            i = lo
-        }
+        // The first run that ends after `t`.
+        var i = firstEnding(after: t, in: b, from: first, to: n)
         var start = t
         let firstAfter = i
         if i < n && t + shortest > b[i].start {
@@ -258,15 +248,9 @@ final class LineTimeline {
         }
         if nodesMade == nodeCapacity {
             let newCapacity = 2 * nodeCapacity
-            func moved<T>(_ old: UnsafeMutablePointer<T>) -> UnsafeMutablePointer<T> {
-                let new = UnsafeMutablePointer<T>.allocate(capacity: newCapacity)
-                new.moveInitialize(from: old, count: nodesMade)
-                old.deallocate()
-                return new
-            }
-            ends = moved(ends)
-            nexts = moved(nexts)
-            prevs = moved(prevs)
+            ends = Self.moved(ends, 0 ..< nodesMade, to: 0, capacity: newCapacity)
+            nexts = Self.moved(nexts, 0 ..< nodesMade, to: 0, capacity: newCapacity)
+            prevs = Self.moved(prevs, 0 ..< nodesMade, to: 0, capacity: newCapacity)
             nodeCapacity = newCapacity
         }
         nodesMade += 1
@@ -312,16 +296,19 @@ final class LineTimeline {
 
     /// Gives the runs room for `newCapacity`, the ones in `kept` moved to start at `at`.
     private func resize(to newCapacity: Int, keeping kept: Range<Int>, at: Int) {
-        func moved<T>(_ old: UnsafeMutablePointer<T>) -> UnsafeMutablePointer<T> {
-            let new = UnsafeMutablePointer<T>.allocate(capacity: newCapacity)
-            (new + at).moveInitialize(from: old + kept.lowerBound, count: kept.count)
-            old.deallocate()
-            return new
-        }
-        runs = moved(runs)
-        gapsBefore = moved(gapsBefore)
-        holdersBefore = moved(holdersBefore)
+        runs = Self.moved(runs, kept, to: at, capacity: newCapacity)
+        gapsBefore = Self.moved(gapsBefore, kept, to: at, capacity: newCapacity)
+        holdersBefore = Self.moved(holdersBefore, kept, to: at, capacity: newCapacity)
         capacity = newCapacity
+    }
+
+    /// A new buffer of `capacity` holding `old[kept]` from index `at`; `old` is freed.
+    private static func moved<T>(_ old: UnsafeMutablePointer<T>, _ kept: Range<Int>, to at: Int,
+                                 capacity: Int) -> UnsafeMutablePointer<T> {
+        let new = UnsafeMutablePointer<T>.allocate(capacity: capacity)
+        (new + at).moveInitialize(from: old + kept.lowerBound, count: kept.count)
+        old.deallocate()
+        return new
     }
 
     /// Notes that `cpu` reserved the line until `end`.

@@ -17,7 +17,7 @@
 /// a timeline whose requests are mostly late. A class over buffers of its own: a request on a busy
 /// line makes one insertion, and arrays would check each time that they are not shared.
 final class Timeline {
-    private struct Interval { var start: Double; var end: Double; var holder: Int32 }
+    private struct Interval: TimelineSpan { var start: Double; var end: Double; var holder: Int32 }
     /// The intervals, `count` of them (`capacity` allocated), the kept ones from `head`.
     private var intervals: UnsafeMutablePointer<Interval>
     /// Beside each interval, what a request needs to pass the gap before it quickly: its length
@@ -75,21 +75,7 @@ final class Timeline {
         let first = head, n = count
         let b = intervals
         // The first interval that ends after `t`.
-        var i = n
-        if i > first && b[i - 1].end > t {
-            // Binary search: intervals do not overlap, so their ends are in order. The answer is in
-            // `lo ..< lo + left`; each step keeps the half that holds it, without a branch to
-            // mispredict.
-            var lo = first, left = n - first
-            while left > 1 {
-                let half = left >> 1
-                // `lo += half` when that interval ends by `t`, as arithmetic (a mask), not a branch.
-                let endsBy = Int(unsafeBitCast(b[lo &+ half &- 1].end <= t, to: UInt8.self))
-                lo &+= half & (0 &- endsBy)
-                left &-= half
-            }
-            i = lo
-        }
+        var i = firstEnding(after: t, in: b, from: first, to: n)
         var start = t
         let firstAfter = i
         while true {
@@ -286,4 +272,27 @@ final class Timeline {
             runStart -= removed
         }
     }
+}
+
+/// A reservation kept in time order by a timeline (`Timeline`'s intervals, `LineTimeline`'s runs): what
+/// `firstEnding(after:in:from:to:)` reads.
+protocol TimelineSpan {
+    var end: Double { get }
+}
+
+/// The index of the first of `spans[first ..< n]` that ends after `t`, or `n` when none does. Spans do
+/// not overlap, so their ends are in order: a binary search whose answer is in `lo ..< lo + left`, each
+/// step keeping the half that holds it — `lo += half` when that span ends by `t` — as arithmetic (a
+/// mask), not a branch to mispredict.
+@inline(__always)
+func firstEnding<S: TimelineSpan>(after t: Double, in spans: UnsafeMutablePointer<S>, from first: Int, to n: Int) -> Int {
+    guard n > first && spans[n - 1].end > t else { return n }
+    var lo = first, left = n - first
+    while left > 1 {
+        let half = left >> 1
+        let endsBy = Int(unsafeBitCast(spans[lo &+ half &- 1].end <= t, to: UInt8.self))
+        lo &+= half & (0 &- endsBy)
+        left &-= half
+    }
+    return lo
 }
