@@ -50,6 +50,12 @@ struct CgroupScenarioTests {
         ("cgroup box\nin box\nmmap A 2M\nwrite A 2M\nexpect killed\nwrite A 4K", 6, "no current process"),
         ("cgroup box\nin box\nexpect killed nobody", 3, "undefined process 'nobody'"),
         ("mmap A 2M\nwrite A 2M stride=0\nexpect data A 2M", 2, "stride"),
+        ("cgroup pod/app\nin pod/app\nexpect vmstat pgfault>=0", 1, "its parent 'pod' is not made yet"),
+        ("cgroup pod\ncgroup pod/app\nin pod\nexpect vmstat pgfault>=0", 3, "has a cgroup below it ('pod/app')"),
+        ("cgroup pod\nin pod\ncgroup pod/app\nexpect vmstat pgfault>=0", 3, "'pod' has processes"),
+        ("cgroup pod\ncgroup pod/app\ncgroup pod/side\nin pod/app\nexpect vmstat pgfault>=0", 3, "cgroup 'pod/side' has no processes"),
+        ("cgroup pod//app\nexpect vmstat pgfault>=0", 1, "bad cgroup name 'pod//app'"),
+        ("cgroup root/app\nexpect vmstat pgfault>=0", 1, "root cgroup"),
     ])
     func staticErrors(text: String, line: Int, message: String) {
         let e = error(text)

@@ -12,6 +12,7 @@ public enum MemoryCgroupFile: String, CaseIterable, Sendable {
     case swapCurrent = "memory.swap.current"
     case stat = "memory.stat"
     case events = "memory.events"
+    case eventsLocal = "memory.events.local"
     case procs = "cgroup.procs"
 
     /// Whether the file has a write handler (the others are mode 0444: EACCES on write).
@@ -23,13 +24,15 @@ public enum MemoryCgroupFile: String, CaseIterable, Sendable {
     }
 
     /// Files whose content is `key value` lines.
-    public var isKeyed: Bool { self == .stat || self == .events }
+    public var isKeyed: Bool { self == .stat || self == .events || self == .eventsLocal }
 }
 
 extension Kernel {
-    /// Creates the memory cgroup `name` below the root (Linux: `mkdir /sys/fs/cgroup/NAME`).
-    /// - Throws: EINVAL for a name that is not one path component, EEXIST, ENOSPC past
-    ///   `MemoryCgroups.maxCount`.
+    /// Creates the memory cgroup at `path` below the root (Linux: `mkdir /sys/fs/cgroup/PATH`):
+    /// "NAME" below the root, "PARENT/NAME" below the cgroup PARENT.
+    /// - Throws: EINVAL for an empty, "." or ".." component or a newline, ENOENT when the parent does
+    ///   not exist, EEXIST, EBUSY when the parent has processes (`MemoryCgroups.create`), ENOSPC
+    ///   past `MemoryCgroups.maxCount`.
     @discardableResult
     public func createMemoryCgroup(_ name: String) throws(Errno) -> MemoryCgroup {
         try memoryCgroups.create(name)
@@ -38,8 +41,11 @@ extension Kernel {
     /// Moves a process into `memcg` (nil: the root) (Linux: writing its pid to `cgroup.procs` →
     /// `cgroup_attach_task()`). In v2 the pages it already has stay charged where they are; only new
     /// charges go to the new cgroup.
-    /// - Throws: ESRCH when the process has exited.
+    /// - Throws: EBUSY when `memcg` has cgroups below it (cgroup v2's "no internal processes": the
+    ///   model enables the memory controller in every `cgroup.subtree_control`); ESRCH when the
+    ///   process has exited.
     public func move(_ mm: AddressSpace, to memcg: MemoryCgroup?) throws(Errno) {
+        if let memcg, memcg.childCount.load(ordering: .relaxed) > 0 { throw .EBUSY }
         let moved = mm.mmapLock.withWriteLock { () -> Bool in
             guard !mm.hasExited else { return false }
             if let old = mm.memcg { _ = old.members.withLock { $0.removeValue(forKey: mm.pid) } }
@@ -74,23 +80,27 @@ extension Kernel {
         case .procs: return memcg.processes.map { "\($0.pid)\n" }.joined()
         case .events:
             return MemoryCgroup.Event.allCases.map { "\($0.name) \(memcg.value(of: $0))\n" }.joined()
+        case .eventsLocal:
+            return MemoryCgroup.Event.allCases.map { "\($0.name) \(memcg.localValue(of: $0))\n" }.joined()
         case .stat:
             return memoryStat(memcg).map { "\($0.name) \($0.value)\n" }.joined()
         }
     }
 
     /// The lines of `memory.stat` the model has, in Linux's order: sizes in bytes, then events
-    /// (Linux: `memory_stat_format()` with `memory_stats[]` and `memcg_vm_event_stat[]`). Every
-    /// charged page is anonymous in the model except the page tables (`pagetables`).
+    /// (Linux: `memory_stat_format()` with `memory_stats[]` and `memcg_vm_event_stat[]`), each for
+    /// the cgroup and the cgroups below it, as v2 prints them. Every charged page is anonymous in
+    /// the model except the page tables (`pagetables`).
     public func memoryStat(_ memcg: MemoryCgroup) -> [(name: String, value: Int)] {
         let page = Int(PageGeometry.pageSize)
-        let tables = memcg.pageTablePages.load(ordering: .relaxed)
+        let groups = memoryCgroups
+        let tables = groups.subtreePageTablePages(memcg)
         return [("anon", (memcg.usagePages - tables) * page),
                 ("pagetables", tables * page),
-                ("anon_thp", memoryCgroups.thpPages(of: memcg, memory.frames) * page),
-                ("pgfault", memcg.value(of: .pgfault)),
-                ("thp_fault_alloc", memcg.value(of: .thpFaultAlloc)),
-                ("thp_collapse_alloc", memcg.value(of: .thpCollapseAlloc))]
+                ("anon_thp", groups.thpPages(of: memcg, memory.frames) * page),
+                ("pgfault", groups.subtreeValue(of: .pgfault, memcg)),
+                ("thp_fault_alloc", groups.subtreeValue(of: .thpFaultAlloc, memcg)),
+                ("thp_collapse_alloc", groups.subtreeValue(of: .thpCollapseAlloc, memcg))]
     }
 
     /// Writes `value` to `file` of the cgroup `name`, as Linux's write handlers do.

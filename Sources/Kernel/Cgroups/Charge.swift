@@ -6,23 +6,24 @@ extension AddressSpace {
     /// Charges a new folio of 2^`order` pages at `head` to this process's cgroup, reclaiming from the
     /// cgroup and, for small folios, calling its OOM killer when the charge would pass `memory.max`
     /// (Linux: `mem_cgroup_charge()` → `charge_memcg()` → `try_charge_memcg()`). A process in the
-    /// root cgroup pays one branch. When it returns false the caller frees the folio (uncharged) and
-    /// falls back or fails the fault.
+    /// root cgroup pays one branch. The charge counts in every cgroup above the process's too, and
+    /// any of their limits can refuse it. When it returns false the caller frees the folio
+    /// (uncharged) and falls back or fails the fault.
     @inline(__always) func charge(_ head: PFN, order: PageOrder) -> Bool {
         guard let memcgRef else { return true }
         let pages = order.pages
-        // 0: charged, within `memory.high`; 1: charged, over it; 2: over `memory.max`.
+        // 0: charged, within every `memory.high`; 1: charged, over one; 2: over a `memory.max`.
         let outcome = memcgRef._withUnsafeGuaranteedRef { memcg -> Int in
-            guard memcg.tryCharge(pages) else { return 2 }
+            guard memcg.tryChargeHierarchy(pages) == nil else { return 2 }
             kernel.chargeRecords._withUnsafeGuaranteedRef { $0.record(head, pages: pages, memcg) }
-            return memcg.usagePages > memcg.highPages.load(ordering: .relaxed) ? 1 : 0
+            return memcg.isOverHigh() ? 1 : 0
         }
         if _fastPath(outcome == 0) { return true }
         return chargeOverHighOrMax(head, pages: pages, charged: outcome == 1)
     }
 
-    /// The rarer outcomes of `charge`: the charge went through but passed `memory.high` (reclaim
-    /// from the cgroup), or it would pass `memory.max` (the slow path).
+    /// The rarer outcomes of `charge`: the charge went through but passed a `memory.high` (reclaim
+    /// from each cgroup over it), or it would pass a `memory.max` (the slow path).
     @inline(never)
     private func chargeOverHighOrMax(_ head: PFN, pages: Int, charged: Bool) -> Bool {
         guard let memcg else { return true }
@@ -37,8 +38,8 @@ extension AddressSpace {
     /// lock, which may not reclaim (Linux: a charge with `GFP_NOWAIT`, failing instead of reclaiming).
     func chargeWithoutReclaim(_ head: PFN, order: PageOrder) -> Bool {
         guard let memcg else { return true }
-        guard memcg.tryCharge(order.pages) else {
-            memcg.count(.max)
+        if let over = memcg.tryChargeHierarchy(order.pages) {
+            over.count(.max)
             return false
         }
         kernel.memoryCgroups.record(head, pages: order.pages, memcg)
@@ -81,21 +82,23 @@ extension Kernel {
     /// back to small pages.
     static let costlyChargePages = 1 << 3
 
-    /// The slow path of a charge over `memory.max`: count a `max` event, reclaim from the cgroup,
-    /// retry; after `MAX_RECLAIM_RETRIES` failed rounds call the cgroup's OOM killer (small charges
-    /// only) and retry while it kills; fail when the faulting process itself was killed or nothing
-    /// could be (Linux: `try_charge_memcg()`).
+    /// The slow path of a charge over a `memory.max` — the process's cgroup's or one above it, the
+    /// cgroup over its limit: count a `max` event there, reclaim from it and the cgroups below it,
+    /// retry; after `MAX_RECLAIM_RETRIES` failed rounds call its OOM killer (small charges only),
+    /// which picks among the processes below it, and retry while it kills; fail when the faulting
+    /// process itself was killed or nothing could be (Linux: `try_charge_memcg()` with
+    /// `mem_over_limit`, `mem_cgroup_oom()`).
     func chargeSlow(_ memcg: MemoryCgroup, _ head: PFN, pages: Int, for mm: AddressSpace) -> Bool {
         var retries = Self.maxReclaimRetries
         while true {
-            if memcg.tryCharge(pages) {
+            guard let over = memcg.tryChargeHierarchy(pages) else {
                 memoryCgroups.record(head, pages: pages, memcg)
                 return true
             }
             if mm.oomKilled.load(ordering: .relaxed) { return false }
-            memcg.count(.max)
-            let reclaimed = reclaimCgroup(memcg, pages: pages, holding: mm)
-            if memcg.margin >= pages { continue }
+            over.count(.max)
+            let reclaimed = reclaimCgroup(over, pages: pages, holding: mm)
+            if over.margin >= pages { continue }
             if retries > 0 {
                 retries -= 1
                 // Linux retries without counting a round when small charges made progress; the model
@@ -104,25 +107,31 @@ extension Kernel {
                 continue
             }
             guard pages <= Self.costlyChargePages else { return false }
-            memcg.count(.oom)
-            guard outOfMemory(in: memcg, faulting: mm) else { return false }
+            over.count(.oom)
+            guard outOfMemory(in: over, faulting: mm) else { return false }
             if mm.oomKilled.load(ordering: .relaxed) { return false }
             retries = Self.maxReclaimRetries
         }
     }
 
-    /// Reclaims pages from the cgroup while it is above `memory.high` (Linux: `reclaim_high()` from
-    /// `mem_cgroup_handle_over_high()`, run when the task returns to user space; the model runs it
-    /// after the charge and does not add the throttling sleep).
+    /// Reclaims pages from the cgroup and each one above it that is above its `memory.high`, from
+    /// the process's cgroup up (Linux: `reclaim_high()` from `mem_cgroup_handle_over_high()`, run
+    /// when the task returns to user space; the model runs it after the charge and does not add the
+    /// throttling sleep).
     func reclaimHigh(_ memcg: MemoryCgroup, holding mm: AddressSpace?) {
-        let over = memcg.usagePages - memcg.highPages.load(ordering: .relaxed)
-        guard over > 0 else { return }
-        memcg.count(.high)
-        reclaimCgroup(memcg, pages: max(over, Self.swapClusterMax), holding: mm)
+        var level: MemoryCgroup? = memcg
+        while let c = level {
+            let over = c.usagePages - c.highPages.load(ordering: .relaxed)
+            if over > 0 {
+                c.count(.high)
+                reclaimCgroup(c, pages: max(over, Self.swapClusterMax), holding: mm)
+            }
+            level = c.parent
+        }
     }
 
-    /// Reclaim restricted to the folios charged to `memcg`: first its folios on the deferred-split
-    /// queue (partially mapped ones, and underused THPs when `shrink_underused` is on), then its
+    /// Reclaim restricted to the folios charged to `memcg` and the cgroups below it: first their
+    /// folios on the deferred-split queues (partially mapped ones, and underused THPs when `shrink_underused` is on), then its
     /// folios on the LRU lists while the cgroup may still swap (`memory.swap.max`) and the swap
     /// device has room. `mm` is a process whose mmap lock the caller holds for reading (the faulting
     /// one), which is not locked again. Returns the pages uncharged (Linux: `try_to_free_mem_cgroup_pages()` →
@@ -132,13 +141,16 @@ extension Kernel {
         let before = memcg.usagePages
         func uncharged() -> Int { before - memcg.usagePages }
         vmstat.count(.allocstallNormal)
-        deferredSplitScan(limit: 128, only: memcg)
+        for c in memoryCgroups.subtree(memcg) {
+            deferredSplitScan(limit: 128, only: c)
+            guard uncharged() < target else { return uncharged() }
+        }
         guard uncharged() < target else { return uncharged() }
         var swappedOut = 0
         var priority = Self.defaultPriority
         while priority >= 0 && uncharged() < target && swapDevice.usedSlots < swapDevice.capacity
                 && mayStillSwap(memcg, holding: mm) {
-            let owned: (PFN) -> Bool = { [memoryCgroups] in memoryCgroups.owner(of: $0) === memcg }
+            let owned: (PFN) -> Bool = { [memoryCgroups] in memoryCgroups.isCharged($0, within: memcg) }
             let sizes = lru.pages
             var inactive = sizes.inactive >> priority, active = sizes.active >> priority
             while (inactive > 0 || active > 0) && uncharged() < target {
@@ -158,16 +170,23 @@ extension Kernel {
         return max(0, uncharged())
     }
 
-    /// Whether the cgroup is below `memory.swap.max` (Linux: `mem_cgroup_get_nr_swap_pages()` > 0).
+    /// Whether the cgroup and every one above it are below their `memory.swap.max` (Linux:
+    /// `mem_cgroup_get_nr_swap_pages()` > 0, the least room on the way up).
     func mayStillSwap(_ memcg: MemoryCgroup, holding mm: AddressSpace? = nil) -> Bool {
-        let limit = memcg.swapMaxPages.load(ordering: .relaxed)
-        return limit == Int.max || (limit > 0 && swapPages(of: memcg, holding: mm) < limit)
+        var level: MemoryCgroup? = memcg
+        while let c = level {
+            let limit = c.swapMaxPages.load(ordering: .relaxed)
+            if limit != Int.max && (limit == 0 || swapPages(of: c, holding: mm) >= limit) { return false }
+            level = c.parent
+        }
+        return true
     }
 
-    /// Pages of swap the cgroup's processes hold (Linux: `memory.swap.current`; the model counts the
-    /// swap entries in its processes' page tables, so an entry shared after fork counts in each).
+    /// Pages of swap the processes of the cgroup and of those below it hold (Linux:
+    /// `memory.swap.current`; the model counts the swap entries in the processes' page tables, so an
+    /// entry shared after fork counts in each).
     func swapPages(of memcg: MemoryCgroup, holding held: AddressSpace? = nil) -> Int {
-        memcg.processes.reduce(0) { sum, mm in
+        memoryCgroups.processes(below: memcg).reduce(0) { sum, mm in
             let bytes = { mm.vmas.areas.reduce(UInt64(0)) { $0 + mm.swappedBytes(in: $1) } }
             return sum + Int((mm === held ? bytes() : mm.mmapLock.withReadLock(bytes)) >> PageGeometry.pageShift)
         }

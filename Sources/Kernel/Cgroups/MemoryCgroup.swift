@@ -10,9 +10,18 @@ import PhysicalMemory
 /// charged whole when it is allocated for a process of the cgroup (`AddressSpace.charge`) and
 /// uncharged when it is freed, whichever process frees it; moving a process does not move its
 /// charges (v2: `memory.move_charge_at_immigrate` does not exist).
+///
+/// Cgroups nest: a charge counts in the cgroup and in each one above it, and must fit every
+/// `memory.max` on the way up (Linux: `page_counter_try_charge()` walks the counter's parents).
 public final class MemoryCgroup: @unchecked Sendable {
-    /// The cgroup's name below the root (`/sys/fs/cgroup/NAME`).
+    /// The cgroup's path below the root (`/sys/fs/cgroup/NAME`): its components joined by "/".
     public let name: String
+    /// The cgroup above this one; nil for a child of the root (Linux: `parent_mem_cgroup()`).
+    public let parent: MemoryCgroup?
+    /// How many cgroups were made directly below this one. A cgroup with children takes no
+    /// processes (cgroup v2's "no internal processes" rule, with the memory controller enabled in
+    /// every `cgroup.subtree_control`).
+    let childCount = Atomic<Int>(0)
     /// The index that frames charged to the cgroup record (Linux: `folio->memcg_data` points at it).
     let id: UInt16
 
@@ -55,15 +64,18 @@ public final class MemoryCgroup: @unchecked Sendable {
             }
         }
     }
-    /// `memory.events`, then the `memory.stat` events, one atomic each.
+    /// `memory.events` (this cgroup's and its descendants' events), then the `memory.stat` events
+    /// counted here, then `memory.events.local` (this cgroup's own), one atomic each.
     private let counters: UnsafeMutablePointer<Atomic<Int>>
-    private static let counterCount = Event.allCases.count + StatEvent.allCases.count
+    private static let counterCount = 2 * Event.allCases.count + StatEvent.allCases.count
+    private static var localEventsBase: Int { Event.allCases.count + StatEvent.allCases.count }
     /// The processes in the cgroup, by pid (Linux: the css_set links `cgroup.procs` lists).
     let members = SpinLocked<[Int: WeakAddressSpace]>([:])
 
-    init(name: String, id: UInt16) {
+    init(name: String, id: UInt16, parent: MemoryCgroup? = nil) {
         self.name = name
         self.id = id
+        self.parent = parent
         counters = .allocate(capacity: Self.counterCount)
         for i in 0..<Self.counterCount { (counters + i).initialize(to: Atomic(0)) }
     }
@@ -73,12 +85,24 @@ public final class MemoryCgroup: @unchecked Sendable {
         counters.deallocate()
     }
 
-    /// The value of an event counter.
+    /// The value of an event counter in `memory.events`: this cgroup's events and its descendants'.
     public func value(of event: Event) -> Int { counters[event.rawValue].load(ordering: .relaxed) }
-    /// The value of a counted `memory.stat` event.
+    /// The value of an event counter in `memory.events.local`: this cgroup's own events.
+    public func localValue(of event: Event) -> Int { counters[Self.localEventsBase + event.rawValue].load(ordering: .relaxed) }
+    /// The value of a `memory.stat` event counted in this cgroup itself (the file adds the
+    /// descendants': `MemoryCgroups.subtreeValue(of:_:)`).
     public func value(of event: StatEvent) -> Int { counters[Event.allCases.count + event.rawValue].load(ordering: .relaxed) }
-    /// Linux: `memcg_memory_event()`.
-    func count(_ event: Event) { counters[event.rawValue].add(1, ordering: .relaxed) }
+    /// Counts an event here (`memory.events.local`) and in this cgroup and every one above it
+    /// (`memory.events`) (Linux: `memcg_memory_event()`, without the `memory_localevents` mount
+    /// option).
+    func count(_ event: Event) {
+        counters[Self.localEventsBase + event.rawValue].add(1, ordering: .relaxed)
+        var level: MemoryCgroup? = self
+        while let memcg = level {
+            memcg.counters[event.rawValue].add(1, ordering: .relaxed)
+            level = memcg.parent
+        }
+    }
     /// Linux: `count_memcg_events()`.
     @inline(__always) func count(_ event: StatEvent) { counters[Event.allCases.count + event.rawValue].add(1, ordering: .relaxed) }
 
@@ -87,9 +111,66 @@ public final class MemoryCgroup: @unchecked Sendable {
     /// `memory.max` in pages (`Int.max`: no limit).
     public var limitPages: Int { maxPages.load(ordering: .relaxed) }
 
-    /// Charges `pages` if the counter stays within `memory.max`; one atomic add in the common case
-    /// (Linux: `page_counter_try_charge()`, which also raises the watermark).
-    @inline(__always) func tryCharge(_ pages: Int) -> Bool {
+    /// Whether this cgroup is `other` or below it.
+    public func isDescendant(of other: MemoryCgroup) -> Bool {
+        var level: MemoryCgroup? = self
+        while let memcg = level {
+            if memcg === other { return true }
+            level = memcg.parent
+        }
+        return false
+    }
+
+    /// Charges `pages` to this cgroup and every one above it if each stays within its `memory.max`.
+    /// Returns nil when charged, or the cgroup whose limit refused (nothing is then charged anywhere)
+    /// (Linux: `page_counter_try_charge()`, whose failing counter `try_charge_memcg()` takes as
+    /// `mem_over_limit`). A child of the root: one atomic add in the common case.
+    @inline(__always) func tryChargeHierarchy(_ pages: Int) -> MemoryCgroup? {
+        guard parent != nil else { return tryCharge(pages) ? nil : self }
+        return tryChargeNested(pages)
+    }
+
+    /// `tryChargeHierarchy` below another cgroup: each level in turn, and on a refusal the levels
+    /// already charged uncharged again.
+    @inline(never)
+    private func tryChargeNested(_ pages: Int) -> MemoryCgroup? {
+        var level: MemoryCgroup? = self
+        while let memcg = level {
+            guard memcg.tryCharge(pages) else {
+                var charged: MemoryCgroup? = self
+                while let c = charged, c !== memcg {
+                    c.usage.wrappingSubtract(pages, ordering: .relaxed)
+                    charged = c.parent
+                }
+                return memcg
+            }
+            level = memcg.parent
+        }
+        return nil
+    }
+
+    /// Whether this cgroup or one above it is over its `memory.high` (Linux: the loop over
+    /// `parent_mem_cgroup()` in `try_charge_memcg()` that sets `memcg_nr_pages_over_high`).
+    @inline(__always) func isOverHigh() -> Bool {
+        if usagePages > highPages.load(ordering: .relaxed) { return true }
+        guard parent != nil else { return false }
+        return ancestorIsOverHigh()
+    }
+
+    @inline(never)
+    private func ancestorIsOverHigh() -> Bool {
+        var level = parent
+        while let memcg = level {
+            if memcg.usagePages > memcg.highPages.load(ordering: .relaxed) { return true }
+            level = memcg.parent
+        }
+        return false
+    }
+
+    /// Charges `pages` to this cgroup alone if its counter stays within `memory.max`; one atomic add
+    /// in the common case (Linux: one level of `page_counter_try_charge()`, which also raises the
+    /// watermark).
+    @inline(__always) private func tryCharge(_ pages: Int) -> Bool {
         let new = usage.wrappingAdd(pages, ordering: .relaxed).newValue
         if new > maxPages.load(ordering: .relaxed) {
             usage.wrappingSubtract(pages, ordering: .relaxed)
@@ -102,30 +183,40 @@ public final class MemoryCgroup: @unchecked Sendable {
         return true
     }
 
-    /// Charges `pages` whatever the limit (Linux: `page_counter_charge()`, the charge
-    /// `try_charge_memcg()` forces for `__GFP_NOFAIL`); raises the watermark like `tryCharge`.
+    /// Charges `pages` here and above whatever the limits (Linux: `page_counter_charge()`, the charge
+    /// `try_charge_memcg()` forces for `__GFP_NOFAIL`); raises the watermarks like `tryCharge`.
     func forceCharge(_ pages: Int) {
-        let new = usage.wrappingAdd(pages, ordering: .relaxed).newValue
-        if new > peak.load(ordering: .relaxed) { peak.store(new, ordering: .relaxed) }
+        var level: MemoryCgroup? = self
+        while let memcg = level {
+            let new = memcg.usage.wrappingAdd(pages, ordering: .relaxed).newValue
+            if new > memcg.peak.load(ordering: .relaxed) { memcg.peak.store(new, ordering: .relaxed) }
+            level = memcg.parent
+        }
     }
 
-    /// Linux: `page_counter_uncharge()`.
+    /// Uncharges `pages` here and above (Linux: `page_counter_uncharge()`).
     @inline(__always) func uncharge(_ pages: Int) {
-        let left = usage.wrappingSubtract(pages, ordering: .relaxed).newValue
-        precondition(left >= 0, "memory cgroup \(name): uncharged more than was charged")
+        var level: MemoryCgroup? = self
+        while let memcg = level {
+            let left = memcg.usage.wrappingSubtract(pages, ordering: .relaxed).newValue
+            precondition(left >= 0, "memory cgroup \(memcg.name): uncharged more than was charged")
+            level = memcg.parent
+        }
     }
 
     /// Pages that can still be charged before `memory.max` (Linux: `mem_cgroup_margin()`).
     var margin: Int { max(0, limitPages - usagePages) }
 
-    /// The live processes in the cgroup, by pid.
+    /// The live processes in the cgroup itself (its descendants': `MemoryCgroups.processes(below:)`),
+    /// by pid.
     public var processes: [AddressSpace] {
         members.withLock { $0.values.compactMap(\.space).filter { !$0.hasExited }.sorted { $0.pid < $1.pid } }
     }
 }
 
 /// The memory cgroups of a kernel: the root (nil: processes there are not charged, as the v2 root
-/// has no `memory.max`) and its children, and which cgroup each frame is charged to.
+/// has no `memory.max`) and the cgroups below it, at any depth, and which cgroup each frame is
+/// charged to.
 ///
 /// Where the charge is recorded (Linux keeps the memcg pointer in `folio->memcg_data`, in the
 /// folio's own `struct page`):
@@ -174,18 +265,61 @@ public final class MemoryCgroups: @unchecked Sendable {
     /// The OOM kills so far, oldest first.
     public var oomKills: [OOMKill] { kills.withLock { $0 } }
 
-    /// Creates the cgroup `name` below the root (Linux: `mkdir /sys/fs/cgroup/NAME` →
-    /// `mem_cgroup_css_alloc()`). Names are one path component: EINVAL for an empty name, ".", "..",
-    /// or one with "/" or a newline; EEXIST when it exists; ENOSPC past `maxCount` cgroups.
-    func create(_ name: String) throws(Errno) -> MemoryCgroup {
-        guard !name.isEmpty, name != ".", name != "..", !name.contains("/"), !name.contains("\n") else { throw .EINVAL }
+    /// `memcg` and every cgroup below it.
+    public func subtree(_ memcg: MemoryCgroup) -> [MemoryCgroup] {
+        guard memcg.childCount.load(ordering: .relaxed) > 0 else { return [memcg] }
+        return all.filter { $0.isDescendant(of: memcg) }
+    }
+
+    /// The live processes of `memcg` and of every cgroup below it, by pid (Linux:
+    /// `mem_cgroup_scan_tasks()`).
+    public func processes(below memcg: MemoryCgroup) -> [AddressSpace] {
+        guard memcg.childCount.load(ordering: .relaxed) > 0 else { return memcg.processes }
+        return subtree(memcg).flatMap(\.processes).sorted { $0.pid < $1.pid }
+    }
+
+    /// A `memory.stat` event counted in `memcg` and every cgroup below it (Linux: the rstat sums
+    /// that `memory.stat` prints).
+    public func subtreeValue(of event: MemoryCgroup.StatEvent, _ memcg: MemoryCgroup) -> Int {
+        subtree(memcg).reduce(0) { $0 + $1.value(of: event) }
+    }
+
+    /// Page-table pages charged to `memcg` and the cgroups below it.
+    func subtreePageTablePages(_ memcg: MemoryCgroup) -> Int {
+        subtree(memcg).reduce(0) { $0 + $1.pageTablePages.load(ordering: .relaxed) }
+    }
+
+    /// Whether the folio at `head` is charged to `memcg` or a cgroup below it: the reclaim of `memcg`
+    /// may take it (Linux: `mem_cgroup_iter()` over the subtree's lruvecs).
+    func isCharged(_ head: PFN, within memcg: MemoryCgroup) -> Bool {
+        guard let owner = owner(of: head) else { return false }
+        return owner === memcg || (memcg.childCount.load(ordering: .relaxed) > 0 && owner.isDescendant(of: memcg))
+    }
+
+    /// Creates the cgroup at `path` below the root (Linux: `mkdir /sys/fs/cgroup/PATH` →
+    /// `mem_cgroup_css_alloc()`): "NAME" for a child of the root, "PARENT/NAME" below the cgroup
+    /// PARENT. EINVAL for an empty component, ".", "..", or a newline; ENOENT when the parent does
+    /// not exist; EEXIST when the cgroup does; EBUSY when the parent has processes (the model
+    /// enables the memory controller in every `cgroup.subtree_control`, which cgroup v2 refuses
+    /// for a cgroup with processes: "no internal processes"); ENOSPC past `maxCount` cgroups.
+    func create(_ path: String) throws(Errno) -> MemoryCgroup {
+        let components = path.split(separator: "/", omittingEmptySubsequences: false)
+        guard components.allSatisfy({ !$0.isEmpty && $0 != "." && $0 != ".." && !$0.contains("\n") }) else { throw .EINVAL }
+        let parentPath = components.dropLast().joined(separator: "/")
         let result: Result<MemoryCgroup, Errno> = byName.withLock { groups in
-            if groups[name] != nil { return .failure(.EEXIST) }
+            var parent: MemoryCgroup?
+            if !parentPath.isEmpty {
+                guard let p = groups[parentPath] else { return .failure(.ENOENT) }
+                parent = p
+            }
+            if groups[path] != nil { return .failure(.EEXIST) }
+            if let parent, !parent.processes.isEmpty { return .failure(.EBUSY) }
             guard groups.count < Self.maxCount else { return .failure(.ENOSPC) }
             let id = UInt16(groups.count + 1)
-            let memcg = MemoryCgroup(name: name, id: id)
+            let memcg = MemoryCgroup(name: path, id: id, parent: parent)
+            parent?.childCount.add(1, ordering: .relaxed)
             table[Int(id)] = Unmanaged.passRetained(memcg)
-            groups[name] = memcg
+            groups[path] = memcg
             return .success(memcg)
         }
         let memcg = try result.get()
@@ -313,20 +447,27 @@ public final class MemoryCgroups: @unchecked Sendable {
             }
             pfn += 1
         }
-        for memcg in all where charged[Int(memcg.id)] != memcg.usagePages {
-            problems.append("memory cgroup \(memcg.name): usage \(memcg.usagePages) pages, but \(charged[Int(memcg.id)]) frames are charged to it")
+        for memcg in all {
+            // A cgroup's usage counts the frames charged to it and to every cgroup below it.
+            let frames = subtree(memcg).reduce(0) { $0 + charged[Int($1.id)] }
+            if frames != memcg.usagePages {
+                problems.append("memory cgroup \(memcg.name): usage \(memcg.usagePages) pages, but \(frames) frames are charged to it and below it")
+            }
         }
         return Array(problems.prefix(10))
     }
 
-    /// Pages of PMD-mapped-size folios (THPs) charged to `memcg` now (Linux: `NR_ANON_THPS` per memcg).
+    /// Pages of PMD-mapped-size folios (THPs) charged to `memcg` and the cgroups below it now
+    /// (Linux: `NR_ANON_THPS` per memcg, summed over the subtree as `memory.stat` prints it).
     func thpPages(of memcg: MemoryCgroup, _ frameTable: FrameTable) -> Int {
         var pages = 0, pfn = 0
         let thp = PageGeometry.pmdOrder.pages
+        var within = [Bool](repeating: false, count: Self.maxCount + 1)
+        for c in subtree(memcg) { within[Int(c.id)] = true }
         while pfn < frames {
             let head = PFN(UInt32(pfn))
             let id = wholeRecord(head) ?? owners[pfn]
-            if id == memcg.id && frameTable.flags(head).contains(.head) && frameTable.order(head) == PageGeometry.pmdOrder {
+            if within[Int(id)] && frameTable.flags(head).contains(.head) && frameTable.order(head) == PageGeometry.pmdOrder {
                 pages += thp
                 pfn += thp
                 continue

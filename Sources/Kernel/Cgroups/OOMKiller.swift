@@ -35,7 +35,9 @@ extension AddressSpace {
 
 extension Kernel {
     /// The cgroup's OOM killer: picks the process with the most resident plus swapped pages among the
-    /// cgroup's live processes (a later one on a tie, as the task walk does) and kills it. A victim
+    /// live processes of the cgroup and of the cgroups below it (a later one on a tie, as the task
+    /// walk does) and kills it, counting `oom_kill` in the victim's cgroup (and so in each one above
+    /// it). A victim
     /// other than the faulting process exits now, its memory freed and uncharged (Linux: the OOM
     /// reaper); the faulting process, when chosen, is marked and exits when its fault returns
     /// (`AddressSpace.handleFault`). Returns whether a process was killed (Linux:
@@ -44,7 +46,7 @@ extension Kernel {
     /// - Precondition: the faulting process's mmap lock is held for reading, no page-table lock.
     func outOfMemory(in memcg: MemoryCgroup, faulting current: AddressSpace?) -> Bool {
         var chosen: (mm: AddressSpace, rss: UInt64, swap: UInt64, points: Int)?
-        for mm in memcg.processes where !mm.oomKilled.load(ordering: .relaxed) {
+        for mm in memoryCgroups.processes(below: memcg) where !mm.oomKilled.load(ordering: .relaxed) {
             // The faulting mm's lock is already held for reading; the others' are taken.
             let footprint = mm === current ? mm.oomFootprint() : mm.mmapLock.withReadLock { mm.oomFootprint() }
             let points = Int((footprint.rss + footprint.swap) >> PageGeometry.pageShift)
@@ -53,7 +55,7 @@ extension Kernel {
         }
         guard let victim = chosen else { return false }
         victim.mm.oomKilled.store(true, ordering: .relaxed)
-        memcg.count(.oomKill)
+        (victim.mm.memcg ?? memcg).count(.oomKill)
         memoryCgroups.kills.withLock {
             $0.append(OOMKill(cgroup: memcg.name, pid: victim.mm.pid, triggeredBy: current?.pid ?? 0, rssBytes: victim.rss,
                               swapBytes: victim.swap, points: victim.points, nanoseconds: clock.now))

@@ -29,7 +29,7 @@ extension LineParser {
 
     /// `expect cgroup NAME memory.events oom_kill=1 …` or `expect cgroup NAME memory.current<=20M …`.
     mutating func cgroupExpectation() throws(ScenarioError) -> Expectation {
-        let name = try regionOrProcessName("cgroup name")
+        let name = try cgroupName()
         var file: String?
         if let word = remaining.first, CgroupFiles.keyed.contains(word) { file = try next("file") }
         let words = takeRemaining()

@@ -74,7 +74,7 @@ struct LineParser {
         case "pin": command = .pin(try address(), try size())
         case "unpin": command = .unpin(try address(), try size())
         case "cgroup": command = try cgroupCommand()
-        case "in": command = .inCgroup(try regionOrProcessName("cgroup name"))
+        case "in": command = .inCgroup(try cgroupName())
         case "expect": command = .expect(try expectation())
         default:
             throw error("unknown command '\(keyword)'; expected one of: design, memory, swap, set, mmap, madvise, write, read, munmap, mprotect, mremap, fork, on, exit, khugepaged, split, pin, unpin, cgroup, in, expect, mark")
@@ -106,6 +106,15 @@ struct LineParser {
         let word = try next(what)
         guard Self.isName(word) else {
             throw error("bad \(what) '\(word)': use letters, digits and '_', starting with a letter or '_'")
+        }
+        return word
+    }
+
+    /// A cgroup's path: names joined by "/" (`pod/app` is the cgroup `app` below `pod`).
+    mutating func cgroupName() throws(ScenarioError) -> String {
+        let word = try next("cgroup name")
+        guard word.split(separator: "/", omittingEmptySubsequences: false).allSatisfy({ Self.isName(String($0)) }) else {
+            throw error("bad cgroup name '\(word)': use letters, digits and '_', starting with a letter or '_', and '/' between a cgroup and one below it (pod/app)")
         }
         return word
     }
@@ -258,8 +267,8 @@ struct LineParser {
 
     /// `cgroup NAME [FILE=VALUE ...]`: the value goes to the kernel as written (Linux parses it).
     mutating func cgroupCommand() throws(ScenarioError) -> Command {
-        let name = try regionOrProcessName("cgroup name")
-        guard name != CgroupFiles.rootName else {
+        let name = try cgroupName()
+        guard name != CgroupFiles.rootName && !name.hasPrefix(CgroupFiles.rootName + "/") else {
             throw error("cgroup: 'root' names the root cgroup, which has no memory.max; pick another name")
         }
         var writes: [Knob] = []

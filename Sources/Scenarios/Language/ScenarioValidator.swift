@@ -41,9 +41,10 @@ enum ScenarioValidator {
                 try state.apply(statement.command, fail: fail)
             }
         }
-        // A cgroup nobody joins limits nothing: say so where it was declared.
-        if let (name, line) = state.cgroups.filter({ !state.joined.contains($0.key) }).min(by: { $0.value < $1.value }) {
-            throw ScenarioError("cgroup '\(name)' has no processes: no `in \(name)` line puts one there, so its limits would apply to nothing",
+        // A cgroup nobody joins, itself or below it, limits nothing: say so where it was declared.
+        let idle = state.cgroups.filter { name, _ in !state.joined.contains { $0 == name || $0.hasPrefix(name + "/") } }
+        if let (name, line) = idle.min(by: { $0.value < $1.value }) {
+            throw ScenarioError("cgroup '\(name)' has no processes: no `in` line puts one there or below it, so its limits would apply to nothing",
                                 at: SourceLocation(file: scenario.file, line: line))
         }
     }
@@ -76,7 +77,18 @@ enum ScenarioValidator {
                 if !sawTouch { throw fail("expect segv: no read or write before it") }
                 return
             case .cgroup(let name, _):
-                if cgroups[name] == nil { cgroups[name] = line }
+                if cgroups[name] == nil {
+                    if let slash = name.lastIndex(of: "/") {
+                        let parent = String(name[..<slash])
+                        guard cgroups[parent] != nil else {
+                            throw fail("cgroup \(name): its parent '\(parent)' is not made yet; add `cgroup \(parent)` before this line")
+                        }
+                        guard !joined.contains(parent) else {
+                            throw fail("cgroup \(name): '\(parent)' has processes (an `in \(parent)` line), and cgroup v2 gives a cgroup with processes no children with the memory controller (Linux: EBUSY)")
+                        }
+                    }
+                    cgroups[name] = line
+                }
                 sawCall = true
                 return
             case .expect(.cgroup(let name, _, _)):
@@ -141,6 +153,9 @@ enum ScenarioValidator {
             case .inCgroup(let name):
                 guard name == CgroupFiles.rootName || cgroups[name] != nil else {
                     throw fail("in: undefined cgroup '\(name)'; create it with `cgroup \(name) memory.max=…` first")
+                }
+                if let child = cgroups.keys.sorted().first(where: { $0.hasPrefix(name + "/") }) {
+                    throw fail("in \(name): '\(name)' has a cgroup below it ('\(child)'), and cgroup v2 puts no processes in a cgroup whose children have the memory controller (Linux: EBUSY); join '\(child)' instead")
                 }
                 joined.insert(name)
                 sawCall = true

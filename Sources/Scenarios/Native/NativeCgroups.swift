@@ -16,8 +16,12 @@ import Glibc
 /// | `memory.current`     | `memory.usage_in_bytes`                                             |
 /// | `memory.peak`        | `memory.max_usage_in_bytes`                                         |
 /// | `memory.swap.current`| `memory.memsw.usage_in_bytes` − `memory.usage_in_bytes`             |
-/// | `memory.events`      | `max` ← `memory.failcnt` + `memory.memsw.failcnt` (a charge that fails on memsw first counts only there), `oom_kill` ← `memory.oom_control`'s `oom_kill` (v1 has no `oom`, `high`, `low` counts) |
-/// | `memory.stat`        | `anon` ← `rss`, `anon_thp` ← `rss_huge`, `pgfault` (v1 has no THP event counts) |
+/// | `memory.events.local`| `max` ← `memory.failcnt` + `memory.memsw.failcnt` (a charge that fails on memsw first counts only there), `oom_kill` ← `memory.oom_control`'s `oom_kill` (v1 has no `oom`, `high`, `low` counts) |
+/// | `memory.events`      | the same, summed over the cgroup and the run's cgroups below it (v1 counts events only where they happen: `memcg_memory_event()` stops at once off the default hierarchy) |
+/// | `memory.stat`        | `anon` ← `total_rss`, `anon_thp` ← `total_rss_huge`, `pgfault` ← `total_pgfault` (the cgroup and those below it, as v2 counts; v1 has no THP event counts) |
+///
+/// A cgroup below another (`pod/app`) is a directory in its parent's; on v2 the parent's
+/// `cgroup.subtree_control` gets `+memory` first.
 ///
 /// Values are parsed as v2 parses them (`page_counter_memparse()`), so `-1` is refused with
 /// EINVAL as on v2, before v1 (which would take it as "no limit") sees it.
@@ -80,9 +84,19 @@ final class NativeCgroups {
 
     private func path(_ name: String) -> String? { made.first { $0.name == name }?.path }
 
-    /// Linux: `mkdir` in the cgroup filesystem (`cgroup_mkdir()`).
+    /// Linux: `mkdir` in the cgroup filesystem (`cgroup_mkdir()`); `pod/app` in `pod`'s directory,
+    /// whose `cgroup.subtree_control` gets the memory controller first on v2.
     func create(_ name: String) -> Result<Void, ScenarioErrno> {
-        let dir = "\(parent)/thpsim-\(getpid())-\(name)"
+        let dir: String
+        if let slash = name.lastIndex(of: "/") {
+            guard let above = path(String(name[..<slash])) else { return .failure(ScenarioErrno(code: ENOENT)) }
+            if version == .v2, !(NativeSyscalls.readFile("\(above)/cgroup.subtree_control") ?? "").contains("memory") {
+                if case .failure(let e) = status(NativeSyscalls.writeFile("\(above)/cgroup.subtree_control", "+memory")) { return .failure(e) }
+            }
+            dir = "\(above)/\(name[name.index(after: slash)...])"
+        } else {
+            dir = "\(parent)/thpsim-\(getpid())-\(name)"
+        }
         guard mkdir(dir, 0o755) == 0 else { return .failure(NativeSyscalls.lastErrno) }
         made.append((name, dir))
         limits[name] = (nil, nil)
@@ -174,13 +188,24 @@ final class NativeCgroups {
             guard accountsSwap else { throw .unsupported("cgroup v1 here does not account swap") }
             let both = try number("memory.memsw.usage_in_bytes"), memory = try number("memory.usage_in_bytes")
             return "\(both > memory ? both - memory : 0)\n"
-        case "memory.events":
+        case "memory.events.local":
             let oom = try keyed("memory.oom_control")
             let failed = try number("memory.failcnt") + (accountsSwap ? try number("memory.memsw.failcnt") : 0)
             return "max \(failed)\noom_kill \(oom["oom_kill"] ?? 0)\n"
+        case "memory.events":
+            // v2's memory.events counts the cgroup's events and those of every cgroup below it.
+            var max: UInt64 = 0, kills: UInt64 = 0
+            for (below, _) in made where below == name || below.hasPrefix(name + "/") {
+                for line in try read(below, file: "memory.events.local").split(separator: "\n") {
+                    let parts = line.split(separator: " ")
+                    guard parts.count == 2, let v = UInt64(parts[1]) else { continue }
+                    if parts[0] == "max" { max += v } else if parts[0] == "oom_kill" { kills += v }
+                }
+            }
+            return "max \(max)\noom_kill \(kills)\n"
         case "memory.stat":
             let stat = try keyed("memory.stat")
-            return "anon \(stat["rss"] ?? 0)\nanon_thp \(stat["rss_huge"] ?? 0)\npgfault \(stat["pgfault"] ?? 0)\n"
+            return "anon \(stat["total_rss"] ?? 0)\nanon_thp \(stat["total_rss_huge"] ?? 0)\npgfault \(stat["total_pgfault"] ?? 0)\n"
         case "memory.high": throw .unsupported("cgroup v1 (this machine) has no memory.high")
         default: throw .run("cgroup file \(file) has no cgroup v1 counterpart")
         }
@@ -190,7 +215,8 @@ final class NativeCgroups {
     func missingKeyReason(file: String, key: String) -> String? {
         guard version == .v1 else { return nil }
         switch (file, key) {
-        case ("memory.events", "max"), ("memory.events", "oom_kill"), ("memory.stat", "anon"), ("memory.stat", "anon_thp"),
+        case ("memory.events", "max"), ("memory.events", "oom_kill"), ("memory.events.local", "max"),
+             ("memory.events.local", "oom_kill"), ("memory.stat", "anon"), ("memory.stat", "anon_thp"),
              ("memory.stat", "pgfault"):
             return nil
         default:

@@ -67,7 +67,8 @@ struct MemoryCgroupTests {
         #expect(throws: Errno.EINVAL) { try kernel.writeCgroupFile("box", "cgroup.procs", "abc") }
         #expect(throws: Errno.ESRCH) { try kernel.writeCgroupFile("box", "cgroup.procs", "9999") }
         #expect(throws: Errno.EEXIST) { try kernel.createMemoryCgroup("box") }
-        #expect(throws: Errno.EINVAL) { try kernel.createMemoryCgroup("a/b") }
+        #expect(throws: Errno.ENOENT) { try kernel.createMemoryCgroup("a/b") }
+        #expect(throws: Errno.EINVAL) { try kernel.createMemoryCgroup("box/") }
         #expect(throws: Errno.EINVAL) { try kernel.createMemoryCgroup("") }
     }
 
