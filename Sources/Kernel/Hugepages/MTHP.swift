@@ -146,6 +146,35 @@ extension Kernel {
         return parts[2] == "nr_anon" ? folios : partial
     }
 
+    /// Every per-size stats file the model has, by its path below `/sys/kernel/mm/transparent_hugepage/`
+    /// (as `mthpStatValue(_:)` reads them), the folio counts of every size from one pass over the
+    /// frames.
+    public func mthpStatValues() -> [String: Int] {
+        var values = [String: Int]()
+        let orders = TransparentHugepageSettings.anonymousOrders
+        var folios = [Int](repeating: 0, count: Int(orders.upperBound) + 1), partial = folios
+        let frames = memory.frames
+        var pfn = 0
+        while pfn < memory.totalPages {
+            let flags = frames.flags(PFN(pfn))
+            let order = frames.order(PFN(pfn)).rawValue
+            if flags.contains(.head) && frames.kind(PFN(pfn)) == .anonymous && orders.contains(order) {
+                folios[Int(order)] += 1
+                if flags.contains(.partiallyMapped) { partial[Int(order)] += 1 }
+                pfn += 1 << Int(order)
+            } else {
+                pfn += 1
+            }
+        }
+        for order in orders {
+            let folder = "hugepages-\(4 << order)kB/stats/"
+            for event in MTHPStats.Event.allCases { values[folder + event.name] = mthpStats[order, event] }
+            values[folder + "nr_anon"] = folios[Int(order)]
+            values[folder + "nr_anon_partially_mapped"] = partial[Int(order)]
+        }
+        return values
+    }
+
     /// Every per-size stats path the model has, for reports.
     public static var mthpStatPaths: [String] {
         TransparentHugepageSettings.anonymousOrders.flatMap { order in

@@ -3,12 +3,13 @@ import VMCore
 /// Parsing of `expect …` lines and their `Field<op>Value` checks.
 extension LineParser {
     mutating func expectation() throws(ScenarioError) -> Expectation {
-        let kind = try next("what to expect (smaps, vmstat, meminfo, data, result, segv, cgroup or killed)")
+        let kind = try next("what to expect (smaps, vmstat, mthp, meminfo, data, result, segv, cgroup or killed)")
         switch kind {
         case "smaps":
             let at = try address()
             return .smaps(at, try checks(allowDelta: false))
         case "vmstat": return .vmstat(try checks(allowDelta: true))
+        case "mthp": return .vmstat(try mthpChecks())
         case "meminfo": return .meminfo(try checks(allowDelta: true))
         case "data": return .data(try address(), try size())
         case "result":
@@ -23,7 +24,7 @@ extension LineParser {
             return .killed(!remaining.isEmpty ? try regionOrProcessName("process name") : nil)
         case "cgroup": return try cgroupExpectation()
         default:
-            throw error("malformed expectation: unknown kind '\(kind)'; expected smaps, vmstat, meminfo, data, result, segv, cgroup or killed")
+            throw error("malformed expectation: unknown kind '\(kind)'; expected smaps, vmstat, mthp, meminfo, data, result, segv, cgroup or killed")
         }
     }
 
@@ -78,6 +79,26 @@ extension LineParser {
         throw error("malformed expectation '\(word)': expected FIELD=VALUE, FIELD>=VALUE or FIELD<=VALUE")
     }
 
+    /// `expect mthp SIZE counter+=N …`: the counters of `/sys/kernel/mm/transparent_hugepage/
+    /// hugepages-SIZE/stats/`, system-wide like vmstat's, as vmstat checks on the fields
+    /// `hugepages-<size>kB/stats/<counter>` (Linux: `mthp_stats`, `sysfs_add_stats()`). SIZE is a
+    /// multi-size THP size from 16kB to 2048kB (`64kB`, `64K`, `2M`).
+    mutating func mthpChecks() throws(ScenarioError) -> [CounterCheck] {
+        let word = try next("mTHP size (16kB … 2048kB)")
+        guard let bytes = ByteCount.parse(word), bytes >= 16 << 10, bytes <= 2 << 20, bytes & (bytes - 1) == 0 else {
+            throw error("bad mTHP size '\(word)': expected a power of two from 16kB to 2048kB, like 64kB")
+        }
+        let folder = "hugepages-\(bytes >> 10)kB/stats/"
+        return try checks(allowDelta: true).map { check throws(ScenarioError) in
+            guard MTHPCounters.names.contains(check.field) else {
+                throw error("unknown mTHP counter '\(check.field)'; \(folder) has \(MTHPCounters.names.joined(separator: ", "))")
+            }
+            var c = check
+            c.field = folder + check.field
+            return c
+        }
+    }
+
     /// The `Field<op>Value` words that end a counter expectation; at least one.
     mutating func checks(allowDelta: Bool) throws(ScenarioError) -> [CounterCheck] {
         let words = takeRemaining()
@@ -86,7 +107,7 @@ extension LineParser {
         for word in words {
             let check = try counterCheck(word)
             if check.comparison == .delta && !allowDelta {
-                throw error("malformed expectation '\(word)': '+=' (a change since the start or `mark`) is only for vmstat and meminfo")
+                throw error("malformed expectation '\(word)': '+=' (a change since the start or `mark`) is only for vmstat, mthp and meminfo")
             }
             result.append(check)
         }

@@ -217,6 +217,15 @@ public enum Expectation: Sendable {
     case killed(String?)
 }
 
+/// The files of `/sys/kernel/mm/transparent_hugepage/hugepages-<size>kB/stats/` in Linux 6.18, which
+/// `expect mthp` checks (Linux: `mthp_stats`; `nr_anon` and `nr_anon_partially_mapped` count folios).
+public enum MTHPCounters {
+    public static let names = ["anon_fault_alloc", "anon_fault_fallback", "anon_fault_fallback_charge",
+                               "zswpout", "swpin", "swpin_fallback", "swpin_fallback_charge", "swpout",
+                               "swpout_fallback", "shmem_alloc", "shmem_fallback", "shmem_fallback_charge",
+                               "split", "split_failed", "split_deferred", "nr_anon", "nr_anon_partially_mapped"]
+}
+
 /// The memory cgroup files scenarios write and check (cgroup v2 names).
 public enum CgroupFiles {
     /// Files `cgroup NAME FILE=VALUE` may write.

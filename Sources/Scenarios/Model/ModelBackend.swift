@@ -233,8 +233,9 @@ final class ModelScenarioBackend: ScenarioBackend {
         return fields
     }
 
+    /// `/proc/vmstat`, and the mTHP counters of every size (`hugepages-64kB/stats/anon_fault_alloc`, …).
     func vmstat() throws(ScenarioError) -> [String: Int64] {
-        kernel.vmstatValues().mapValues { Int64($0) }
+        kernel.vmstatValues().merging(kernel.mthpStatValues()) { a, _ in a }.mapValues { Int64($0) }
     }
 
     func meminfo() throws(ScenarioError) -> [String: Int64] {

@@ -204,9 +204,23 @@ public final class NativeScenarioBackend: ScenarioBackend {
         return NativeProcFiles.smapsEntry(text, start: vmaStart)
     }
 
+    /// `/proc/vmstat`, and the mTHP counters of every size this kernel has
+    /// (`/sys/kernel/mm/transparent_hugepage/hugepages-64kB/stats/anon_fault_alloc` as
+    /// `hugepages-64kB/stats/anon_fault_alloc`, …; none before Linux 6.9).
     public func vmstat() throws(ScenarioError) -> [String: Int64] {
         guard let text = NativeSyscalls.readFile("/proc/vmstat") else { throw .run("cannot read /proc/vmstat") }
-        return NativeProcFiles.vmstat(text)
+        var values = NativeProcFiles.vmstat(text)
+        let base = "/sys/kernel/mm/transparent_hugepage/"
+        for order in 2...9 {
+            let folder = "hugepages-\(4 << order)kB/stats/"
+            for name in MTHPCounters.names {
+                if let text = NativeSyscalls.readFile(base + folder + name),
+                   let value = Int64(text.trimmingCharacters(in: .whitespacesAndNewlines)) {
+                    values[folder + name] = value
+                }
+            }
+        }
+        return values
     }
 
     public func meminfo() throws(ScenarioError) -> [String: Int64] {
