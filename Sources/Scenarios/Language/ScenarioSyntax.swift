@@ -72,7 +72,7 @@ public enum Command: Sendable {
     case exit
     case khugepaged(fullScans: Int)
     case split(AddressExpression, UInt64)
-    /// Pins the pages of the range as a driver's DMA would (model only).
+    /// Pins the pages of the range as a driver's DMA would (natively: an io_uring registered buffer).
     case pin(AddressExpression, UInt64)
     /// Releases the pins an earlier `pin` of exactly this range took.
     case unpin(AddressExpression, UInt64)

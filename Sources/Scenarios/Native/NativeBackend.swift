@@ -187,14 +187,19 @@ public final class NativeScenarioBackend: ScenarioBackend {
         try debugfs.split(pid: process.pid, start: address, end: address &+ length)
     }
 
-    /// Not available natively: a pin that lasts across scenario lines needs a driver (io_uring's
-    /// registered buffers, RDMA); the scenarios that pin run on the model only.
+    /// A long-term pin held by the process's own io_uring instance, whose registered buffer is the
+    /// range (`NativePins`: `IORING_REGISTER_BUFFERS` → `pin_user_pages(FOLL_WRITE | FOLL_LONGTERM)`).
     public func pin(in process: Process, address: UInt64, length: UInt64) throws(ScenarioError) -> Result<Void, ScenarioErrno> {
-        throw .run("pin runs on the model only: this backend has no way to hold a long-term pin between lines")
+        let r = try call(process, NativeRequest(.pin, address, length))
+        if r.status == Int64(ENOSYS) || r.status == Int64(EPERM) {
+            throw .unsupported("pin needs io_uring's registered buffers, which this kernel refuses (\(ScenarioErrno(code: Int32(r.status)).name); /proc/sys/kernel/io_uring_disabled)")
+        }
+        return outcome(r)
     }
 
     public func unpin(in process: Process, address: UInt64, length: UInt64) throws(ScenarioError) {
-        throw .run("unpin runs on the model only")
+        let r = try call(process, NativeRequest(.unpin, address, length))
+        guard r.status == 0 else { throw .run("unpin of \(length) bytes at 0x\(String(address, radix: 16)) failed: \(ScenarioErrno(code: Int32(r.status)).name)") }
     }
 
     public func smaps(of process: Process, vmaStart: UInt64) throws(ScenarioError) -> [String: Int64]? {

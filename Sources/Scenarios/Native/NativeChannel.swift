@@ -84,7 +84,7 @@ struct NativeChannel {
 
 /// What the host asks a native scenario process to do.
 enum NativeOperation: UInt64 {
-    case mmap = 1, munmap, mprotect, mremap, madvise, touchRead, touchWrite, readData, fork, exit
+    case mmap = 1, munmap, mprotect, mremap, madvise, touchRead, touchWrite, readData, fork, exit, pin, unpin
 }
 
 /// One request: an operation and up to seven arguments.

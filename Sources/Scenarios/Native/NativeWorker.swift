@@ -41,10 +41,18 @@ enum NativeWorker {
             case .readData:
                 if sendReadable(start: a[0], length: a[1], on: channel) { continue }
                 response = readData(start: a[0], length: a[1])
+            case .pin:
+                response.status = Int64(NativePins.pin(address: a[0], length: a[1]))
+            case .unpin:
+                response.status = Int64(NativePins.unpin(address: a[0], length: a[1]))
             case .fork:
                 let child = Int(a[0])
                 let pid = Glibc.fork()
-                if pid == 0 { serve(own: child, channels: channels) }
+                if pid == 0 {
+                    // The pins are the parent's (a driver's, for its process): the child does not hold them.
+                    NativePins.forget()
+                    serve(own: child, channels: channels)
+                }
                 if pid < 0 { response.status = Int64(errno) } else { response.value = UInt64(pid) }
             case .exit:
                 reply(response, on: channel)
