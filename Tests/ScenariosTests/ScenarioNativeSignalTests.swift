@@ -153,6 +153,44 @@ struct Signals {
         }
     }
 
+    @Test("a run killed outright (SIGKILL) leaves its journal in the lock file, and the next run puts the host back first",
+          .enabled(if: ScenarioNativeTests.isRoot, "native scenarios need root"),
+          .enabled(if: FileManager.default.isWritableFile(atPath: knob), "this kernel has no writable \(knob)"),
+          .enabled(if: ScenarioNativeTests.thpsim != nil, "the thpsim binary was not found next to the test bundle (run swift build)"))
+    func recoversAfterSIGKILL() throws {
+        let before = try ScenarioNativeTests.settled([Self.knob])[0].trimmingCharacters(in: .whitespacesAndNewlines)
+        let changed = before == "600000" ? "600001" : "600000"
+        let waiting = try Self.waitingScenario(setting: changed)
+        let quick = FileManager.default.temporaryDirectory.appendingPathComponent("thpsim-recover-\(getpid()).scen")
+        try "mmap A 4K\nwrite A 4K\nexpect smaps A Rss=4kB\n".write(to: quick, atomically: true, encoding: .utf8)
+        let output = FileManager.default.temporaryDirectory.appendingPathComponent("thpsim-recover-\(getpid()).out").path
+        defer {
+            for path in [waiting.path, quick.path, output] { try? FileManager.default.removeItem(atPath: path) }
+            if Self.readKnob() != before {
+                _ = try? before.write(toFile: Self.knob, atomically: false, encoding: .utf8)
+                Issue.record("\(Self.knob) was left changed; the test put \(before) back")
+            }
+        }
+        let killed = try Child(["scenario", "--native", waiting.path], output: output)
+        let deadline = Date().addingTimeInterval(900)
+        while Self.readKnob() != changed && killed.isRunning && Date() < deadline { usleep(10_000) }
+        try #require(Self.readKnob() == changed, "the run never changed \(Self.knob)")
+        kill(killed.pid, SIGKILL)
+        _ = killed.wait(seconds: 60)
+        // Nothing could put it back: the journal says what to.
+        #expect(Self.readKnob() == changed)
+        let journal = (try? String(contentsOfFile: NativeHostLock.defaultPath, encoding: .utf8)) ?? ""
+        #expect(journal.contains("pid \(killed.pid)\n") && journal.contains("tunable khugepaged/scan_sleep_millisecs=\(before)\n"), "\(journal)")
+
+        let next = try Child(["scenario", "--native", quick.path], output: output)
+        #expect(next.wait(seconds: 900))
+        let text = (try? String(contentsOfFile: output, encoding: .utf8)) ?? ""
+        #expect(text.contains("native run \(killed.pid) ended without putting the host back; restored khugepaged/scan_sleep_millisecs=\(before)"), "\(text)")
+        #expect(text.contains("PASS"), "\(text)")
+        #expect(Self.readKnob() == before)
+        #expect(((try? String(contentsOfFile: NativeHostLock.defaultPath, encoding: .utf8)) ?? "x").isEmpty, "the journal is emptied when the run ends")
+    }
+
     @Test("signals that arrive while the run puts the host back do not cut the restore short",
           .enabled(if: ScenarioNativeTests.isRoot, "native scenarios need root"),
           .enabled(if: FileManager.default.isWritableFile(atPath: knob), "this kernel has no writable \(knob)"),

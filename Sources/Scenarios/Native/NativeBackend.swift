@@ -56,7 +56,16 @@ public final class NativeScenarioBackend: ScenarioBackend {
         guard access(NativeTunables.root, F_OK) == 0 else { throw .unsupported("this kernel has no \(NativeTunables.root)") }
         if hostLock == nil {
             switch NativeHostLock.acquire(timeout: 900) {
-            case .success(let lock): hostLock = lock
+            case .success(let (lock, leftover)):
+                hostLock = lock
+                if let leftover {
+                    // A run killed outright left the host changed: put it back before anything else.
+                    let undone = NativeRecovery.undo(leftover.changes)
+                    printToStandardError("thpsim: native run \(leftover.pid) ended without putting the host back; \(undone)")
+                    lock.clearJournal()
+                }
+                tunables.willChange = { name, value in lock.record(.tunable(name: name, original: value)) }
+                debugfs.willMount = { lock.record(.debugfs) }
             case .failure(let error): throw error
             }
         }
@@ -69,11 +78,17 @@ public final class NativeScenarioBackend: ScenarioBackend {
         if signals == nil { signals = NativeSignals.block() }
         if scenario.usesCgroups {
             switch NativeCgroups.open() {
-            case .success(let c): cgroups = c
+            case .success(let c):
+                cgroups = c
+                let lock = hostLock
+                c.willMake = { lock?.record(.cgroup(path: $0)) }
             case .failure(let reason): throw reason
             }
         }
-        if scenario.uses(.pageout), !NativeSwapFile.swapIsActive { swap = try NativeSwapFile.create() }
+        if scenario.uses(.pageout), !NativeSwapFile.swapIsActive {
+            let lock = hostLock
+            swap = try NativeSwapFile.create(willMake: { lock?.record(.swap(path: $0)) })
+        }
         stopIfSignalled()
         for _ in 0 ... scenario.forkCount {
             guard let channel = NativeChannel.make() else { throw .run("pipe() failed: \(NativeSyscalls.lastErrno)") }
@@ -330,6 +345,8 @@ public final class NativeScenarioBackend: ScenarioBackend {
         previousSIGPIPE = nil
         hostLock?.release()
         hostLock = nil
+        tunables.willChange = nil
+        debugfs.willMount = nil
         return done
     }
 

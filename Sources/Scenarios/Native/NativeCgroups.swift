@@ -84,6 +84,9 @@ final class NativeCgroups {
 
     private func path(_ name: String) -> String? { made.first { $0.name == name }?.path }
 
+    /// Called with a cgroup's directory before it is made (the host lock's journal).
+    var willMake: ((String) -> Void)?
+
     /// Linux: `mkdir` in the cgroup filesystem (`cgroup_mkdir()`); `pod/app` in `pod`'s directory,
     /// whose `cgroup.subtree_control` gets the memory controller first on v2.
     func create(_ name: String) -> Result<Void, ScenarioErrno> {
@@ -97,6 +100,7 @@ final class NativeCgroups {
         } else {
             dir = "\(parent)/thpsim-\(getpid())-\(name)"
         }
+        willMake?(dir)
         guard mkdir(dir, 0o755) == 0 else { return .failure(NativeSyscalls.lastErrno) }
         made.append((name, dir))
         limits[name] = (nil, nil)

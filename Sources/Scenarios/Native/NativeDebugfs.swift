@@ -5,12 +5,15 @@ import Glibc
 final class NativeDebugfs {
     static let mountPoint = "/sys/kernel/debug"
     private var mountedHere = false
+    /// Called before debugfs is mounted (the host lock's journal).
+    var willMount: (() -> Void)?
 
     /// Splits the huge pages mapped in `[start, end)` of process `pid`. Linux: `split_huge_pages_pid()`
     /// through debugfs `split_huge_pages`, written as `<pid>,0x<start>,0x<end>`.
     func split(pid: pid_t, start: UInt64, end: UInt64) throws(ScenarioError) {
         let file = "\(Self.mountPoint)/split_huge_pages"
         if access(file, F_OK) != 0 {
+            willMount?()
             guard mount("none", Self.mountPoint, "debugfs", 0, nil) == 0 else {
                 throw .unsupported("debugfs is not mounted and mounting it failed: \(NativeSyscalls.lastErrno)")
             }

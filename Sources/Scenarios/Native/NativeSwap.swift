@@ -16,9 +16,12 @@ final class NativeSwapFile {
         (NativeSyscalls.readFile("/proc/swaps")?.split(separator: "\n").count ?? 0) > 1
     }
 
-    /// Creates and enables a swap file of `bytes` in `directory`.
-    static func create(bytes: UInt64 = 256 << 20, directory: String = "/var/tmp") throws(ScenarioError) -> NativeSwapFile {
+    /// Creates and enables a swap file of `bytes` in `directory`; `willMake` is called with its path
+    /// first (the host lock's journal).
+    static func create(bytes: UInt64 = 256 << 20, directory: String = "/var/tmp",
+                       willMake: (String) -> Void = { _ in }) throws(ScenarioError) -> NativeSwapFile {
         let path = "\(directory)/thpsim-swap-\(getpid())"
+        willMake(path)
         let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw .unsupported("cannot create a swap file at \(path): \(NativeSyscalls.lastErrno)") }
         let page = 4096

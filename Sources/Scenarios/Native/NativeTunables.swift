@@ -17,12 +17,18 @@ final class NativeTunables {
         return text.split(whereSeparator: \.isWhitespace).first.map(String.init) ?? ""
     }
 
+    /// Called with a tunable's name and value before it is first changed (the host lock's journal).
+    var willChange: ((String, String) -> Void)?
+
     /// Writes `knob`, first saving the value it replaces. Linux: the `transparent_hugepage` sysfs store handlers.
     func set(_ knob: Knob) throws(ScenarioError) {
         guard let old = Self.read(knob.name) else {
             throw .unsupported("this kernel has no tunable \(Self.root)/\(knob.name)")
         }
-        if !saved.contains(where: { $0.name == knob.name }) { saved.append((knob.name, old)) }
+        if !saved.contains(where: { $0.name == knob.name }) {
+            willChange?(knob.name, old)
+            saved.append((knob.name, old))
+        }
         let error = NativeSyscalls.writeFile("\(Self.root)/\(knob.name)", knob.value)
         if error != 0 {
             throw .run("could not set \(knob.name)=\(knob.value): \(ScenarioErrno(code: error))")
