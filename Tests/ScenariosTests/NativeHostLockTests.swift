@@ -34,6 +34,7 @@ struct NativeHostLockTests {
         func contents() -> String { NativeSyscalls.readFile(path) ?? "" }
         let changes: [NativeHostLock.Change] = [.tunable(name: "khugepaged/scan_sleep_millisecs", original: "10000"),
                                                 .cgroup(path: "/sys/fs/cgroup/memory/thpsim-1-pod"), .swap(path: "/var/tmp/thpsim-swap-1"),
+                                                .loop(device: "/dev/loop0"),
                                                 .debugfs, .tunable(name: "enabled", original: "madvise")]
         let (lock, none) = try NativeHostLock.acquire(path: path, timeout: 1).get()
         #expect(none == nil)
@@ -68,7 +69,8 @@ struct NativeHostLockTests {
     func lines() {
         for change: NativeHostLock.Change in [.tunable(name: "hugepages-64kB/enabled", original: "never"),
                                                .tunable(name: "khugepaged/max_ptes_none", original: "511"),
-                                               .cgroup(path: "/sys/fs/cgroup/thpsim-7-pod/app"), .swap(path: "/var/tmp/thpsim-swap-7"), .debugfs] {
+                                               .cgroup(path: "/sys/fs/cgroup/thpsim-7-pod/app"), .swap(path: "/var/tmp/thpsim-swap-7"),
+                                               .loop(device: "/dev/loop3"), .debugfs] {
             #expect(NativeHostLock.Change(line: Substring(change.line)) == change)
         }
         for bad in ["", "tunable", "tunable enabled", "cgroup", "debugfs now", "pid 3"] {

@@ -9,7 +9,8 @@ public struct Scenario: Sendable {
     public var design: String?
     /// `memory SIZE`, the model's physical memory in bytes (ignored natively).
     public var memoryBytes: UInt64?
-    /// `swap SIZE [clusters=yes]`, the model's swap device (ignored natively).
+    /// `swap SIZE [clusters=yes]`, the model's swap device (natively, `clusters=yes` only: a
+    /// non-rotational loop device).
     public var swap: SwapRequest?
 
     /// The number of `fork` commands: a bound on the processes a run creates besides `parent`.

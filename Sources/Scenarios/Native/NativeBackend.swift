@@ -85,9 +85,12 @@ public final class NativeScenarioBackend: ScenarioBackend {
             case .failure(let reason): throw reason
             }
         }
-        if scenario.uses(.pageout), !NativeSwapFile.swapIsActive {
+        let clusters = scenario.swap?.clusters == true
+        if scenario.uses(.pageout), clusters || !NativeSwapFile.swapIsActive {
+            // `swap … clusters=yes`: a swap area with 2 MiB clusters, used before any other.
             let lock = hostLock
-            swap = try NativeSwapFile.create(willMake: { lock?.record(.swap(path: $0)) })
+            swap = try NativeSwapFile.create(bytes: clusters ? max(scenario.swap!.bytes, 64 << 20) : 256 << 20, clusters: clusters,
+                                             willMake: { lock?.record(.swap(path: $0)) }, didAttach: { lock?.record(.loop(device: $0)) })
         }
         stopIfSignalled()
         for _ in 0 ... scenario.forkCount {

@@ -21,6 +21,8 @@ final class NativeHostLock {
         case cgroup(path: String)
         /// A swap file made and enabled.
         case swap(path: String)
+        /// A loop device attached to the swap file, and swapped on.
+        case loop(device: String)
         /// debugfs mounted at its mount point.
         case debugfs
 
@@ -29,6 +31,7 @@ final class NativeHostLock {
             case .tunable(let name, let original): "tunable \(name)=\(original)"
             case .cgroup(let path): "cgroup \(path)"
             case .swap(let path): "swap \(path)"
+            case .loop(let device): "loop \(device)"
             case .debugfs: "debugfs"
             }
         }
@@ -41,6 +44,7 @@ final class NativeHostLock {
                 self = .tunable(name: String(parts[1][..<eq]), original: String(parts[1][parts[1].index(after: eq)...]))
             case ("cgroup", 2): self = .cgroup(path: String(parts[1]))
             case ("swap", 2): self = .swap(path: String(parts[1]))
+            case ("loop", 2): self = .loop(device: String(parts[1]))
             case ("debugfs", 1): self = .debugfs
             default: return nil
             }

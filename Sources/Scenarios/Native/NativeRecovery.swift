@@ -29,6 +29,10 @@ enum NativeRecovery {
                 guard access(path, F_OK) == 0 else { continue }
                 _ = NativeSyscalls.swapoff(path)
                 if unlink(path) == 0 { done.append("removed the swap file \(path)") } else { failed.append("could not remove the swap file \(path)") }
+            case .loop(let device):
+                _ = NativeSyscalls.swapoff(device)
+                NativeLoopDevice.detach(device)
+                done.append("detached \(device)")
             case .debugfs:
                 if umount2(NativeDebugfs.mountPoint, 0) == 0 { done.append("unmounted debugfs") }
             }

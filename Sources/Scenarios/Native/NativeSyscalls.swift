@@ -41,11 +41,14 @@ enum NativeSyscalls {
         _ = unsafeBitCast(symbol, to: Prctl.self)(36, 1, 0, 0, 0)
     }
 
-    /// Linux: `swapon(path, 0)`.
-    static func swapon(_ path: String) -> Int32 {
+    /// Linux: `swapon(path, flags)` (`SWAP_FLAG_PREFER | priority` to be used before other areas).
+    static func swapon(_ path: String, flags: Int32 = 0) -> Int32 {
         guard let symbol = dlsym(nil, "swapon") else { errno = ENOSYS; return -1 }
-        return unsafeBitCast(symbol, to: SwapFunction.self)(path, 0)
+        return unsafeBitCast(symbol, to: SwapFunction.self)(path, flags)
     }
+
+    /// `SWAP_FLAG_PREFER` with the highest priority (`<sys/swap.h>`: 0x8000 | 32767).
+    static let swapPreferFirst: Int32 = 0x8000 | 0x7fff
 
     /// Linux: `swapoff(path)`.
     static func swapoff(_ path: String) -> Int32 {
