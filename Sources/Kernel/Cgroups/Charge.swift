@@ -148,22 +148,13 @@ extension Kernel {
         guard uncharged() < target else { return uncharged() }
         var swappedOut = 0
         var priority = Self.defaultPriority
+        let lruvecs = memoryCgroups.subtree(memcg).map { Int($0.id) }.sorted()
         while priority >= 0 && uncharged() < target && swapDevice.usedSlots < swapDevice.capacity
                 && mayStillSwap(memcg, holding: mm) {
-            let owned: (PFN) -> Bool = { [memoryCgroups] in memoryCgroups.isCharged($0, within: memcg) }
-            let sizes = lru.pages
-            var inactive = sizes.inactive >> priority, active = sizes.active >> priority
-            while (inactive > 0 || active > 0) && uncharged() < target {
-                if inactive > 0 {
-                    let batch = min(inactive, Self.swapClusterMax)
-                    inactive -= batch
-                    _ = shrinkInactiveList(batch, by: .direct, &swappedOut, only: owned)
-                }
-                if active > 0 {
-                    let batch = min(active, Self.swapClusterMax)
-                    active -= batch
-                    if inactiveIsLow() { shrinkActiveList(batch, only: owned) }
-                }
+            // The lists of the cgroup and of each one below it (Linux: `shrink_node_memcgs()` from
+            // the target memcg, `mem_cgroup_iter()` over its subtree).
+            for lruvec in lruvecs where uncharged() < target {
+                shrinkLruvec(lruvec, priority: priority, by: .direct, &swappedOut) { uncharged() >= target }
             }
             priority -= 1
         }

@@ -289,13 +289,6 @@ public final class MemoryCgroups: @unchecked Sendable {
         subtree(memcg).reduce(0) { $0 + $1.pageTablePages.load(ordering: .relaxed) }
     }
 
-    /// Whether the folio at `head` is charged to `memcg` or a cgroup below it: the reclaim of `memcg`
-    /// may take it (Linux: `mem_cgroup_iter()` over the subtree's lruvecs).
-    func isCharged(_ head: PFN, within memcg: MemoryCgroup) -> Bool {
-        guard let owner = owner(of: head) else { return false }
-        return owner === memcg || (memcg.childCount.load(ordering: .relaxed) > 0 && owner.isDescendant(of: memcg))
-    }
-
     /// Creates the cgroup at `path` below the root (Linux: `mkdir /sys/fs/cgroup/PATH` →
     /// `mem_cgroup_css_alloc()`): "NAME" for a child of the root, "PARENT/NAME" below the cgroup
     /// PARENT. EINVAL for an empty component, ".", "..", or a newline; ENOENT when the parent does
@@ -354,6 +347,11 @@ public final class MemoryCgroups: @unchecked Sendable {
         guard pages > 1, let id = wholeRecord(head) else { return }
         (owners + Int(head.rawValue)).update(repeating: id, count: pages)
         frameTable.setLink(head, 0)
+    }
+
+    /// The index of the cgroup the folio at `head` is charged to, 0 for none: its lruvec (`LRULists`).
+    @inline(__always) func ownerIndex(of head: PFN) -> UInt16 {
+        wholeRecord(head) ?? owners[Int(head.rawValue)]
     }
 
     /// The cgroup the folio at `head` is charged to, or nil (a folio whose pages were charged one by

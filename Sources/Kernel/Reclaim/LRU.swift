@@ -13,8 +13,11 @@ enum AnonLRU: Int, Sendable, CaseIterable {
     case active = 1
 }
 
-/// The active and inactive anonymous LRU lists of the model's one node (Linux: `struct lruvec` with
-/// its `lists[LRU_INACTIVE_ANON]` and `lists[LRU_ACTIVE_ANON]`, `lru_lock`).
+/// The active and inactive anonymous LRU lists of the model's one node, one pair per memory cgroup
+/// (Linux: a `struct lruvec` per memcg and node, with its `lists[LRU_INACTIVE_ANON]` and
+/// `lists[LRU_ACTIVE_ANON]`; one `lru_lock` here for all of them). A folio is on the lists of the
+/// cgroup it is charged to, lruvec 0 when it is charged to none (the root's); a run without cgroups
+/// has lruvec 0 alone.
 ///
 /// A folio is one entry, its head, and counts as many pages as it has (a THP: one entry, 512 pages).
 /// The links are intrusive, in a side array of 16-byte nodes indexed by PFN, so the 16-byte frame
@@ -25,8 +28,9 @@ enum AnonLRU: Int, Sendable, CaseIterable {
 ///   (new and putback folios)        (reclaim isolates here)   0 = no neighbour
 /// ```
 /// Invariant, under `lock`: a folio is on a list exactly while its head has `PG_lru`, and on the
-/// active one exactly while it also has `PG_active`; `pages` are the lists' lengths in pages, which
-/// `/proc/vmstat` shows as `nr_inactive_anon`/`nr_active_anon`. The lists hold no reference (as in
+/// active one exactly while it also has `PG_active`, of the lruvec of its charge; `pages` are the
+/// lists' lengths in pages summed over the lruvecs, which `/proc/vmstat` shows as
+/// `nr_inactive_anon`/`nr_active_anon`. The lists hold no reference (as in
 /// Linux): a folio whose last reference goes is taken off in the free path (`putPage`), and whoever
 /// takes one off to work on it — isolates it — takes a reference first (`folio_isolate_lru()`).
 ///
@@ -65,8 +69,8 @@ final class LRULists: @unchecked Sendable {   // every mutable field is guarded 
     }
     private let nodes: UnsafeMutablePointer<Node>
     private static let indexBits: UInt64 = 36
-    /// The lists' ends and sizes, guarded by `lock` (behind a pointer, like the nodes: the lock, not
-    /// exclusivity checking, keeps them consistent).
+    /// The lists' ends and sizes, one per lruvec, guarded by `lock` (behind a pointer, like the
+    /// nodes: the lock, not exclusivity checking, keeps them consistent).
     private struct Heads {
         var hot: (UInt32, UInt32) = (0, 0)
         var cold: (UInt32, UInt32) = (0, 0)
@@ -74,6 +78,19 @@ final class LRULists: @unchecked Sendable {   // every mutable field is guarded 
         var folioCounts: (Int, Int) = (0, 0)
     }
     private let heads: UnsafeMutablePointer<Heads>
+    /// The lists' sizes summed over the lruvecs (`heads` has one more slot for them, the last).
+    private var totals: UnsafeMutablePointer<Heads> { heads + Self.lruvecCount }
+    /// Lruvecs: one per memory cgroup index (`MemoryCgroups.maxCount`) and the root's, 0.
+    static let lruvecCount = MemoryCgroups.maxCount + 1
+    /// The highest lruvec a folio was ever linked on: scans stop there.
+    private var highestLruvec = 0
+    /// Per frame, the lruvec a folio heading there is linked on (written when it is linked).
+    private let lruvecOf: UnsafeMutablePointer<UInt16>
+    /// The kernel's charge records, which say a folio's lruvec when it is linked.
+    unowned(unsafe) var charges: MemoryCgroups?
+    /// The lruvec the last direct reclaim stopped at; the next starts after it (Linux: the
+    /// `mem_cgroup_reclaim_cookie` of a partial walk).
+    let directReclaimCursor = Atomic<Int>(0)
     /// Folios taken off by `isolate` and not put back yet (Linux: counted in `NR_ISOLATED_ANON`).
     private var isolatedHeads: Set<UInt32> = []
     /// Folios `add` has put on a list but not linked yet, per CPU: stack 0 for the inactive list,
@@ -86,17 +103,26 @@ final class LRULists: @unchecked Sendable {   // every mutable field is guarded 
     init(frames: FrameTable, cpus: Int = SimulatedCPU.defaultCount) {
         self.frames = frames
         staged = PerCPUStacks(capacities: [Self.stageSize, Self.stageSize], cpus: cpus)
-        heads = .allocate(capacity: 1)
-        heads.initialize(to: Heads())
+        heads = .allocate(capacity: Self.lruvecCount + 1)
+        heads.initialize(repeating: Heads(), count: Self.lruvecCount + 1)
         // Zeroed (every node unlinked) and backed by the host only where folios have been.
         nodes = HostMemory.allocate(Node.self, count: frames.count)
+        lruvecOf = HostMemory.allocate(UInt16.self, count: frames.count)
     }
 
     deinit {
         staged.release()
         HostMemory.release(nodes, count: frames.count)
-        heads.deinitialize(count: 1)
+        HostMemory.release(lruvecOf, count: frames.count)
+        heads.deinitialize(count: Self.lruvecCount + 1)
         heads.deallocate()
+    }
+
+    /// The lruvec a folio goes on when it is linked: its cgroup's index, 0 without cgroups (one
+    /// relaxed load).
+    @inline(__always) private func lruvec(for pfn: PFN) -> Int {
+        guard let charges, charges.active.load(ordering: .relaxed) else { return 0 }
+        return Int(charges.ownerIndex(of: pfn))
     }
 
     @inline(__always) private func packOrigin(_ family: Int, _ index: UInt64) -> UInt64 {
@@ -109,51 +135,66 @@ final class LRULists: @unchecked Sendable {   // every mutable field is guarded 
     private func setEnd(_ ends: inout (UInt32, UInt32), _ list: AnonLRU, _ v: UInt32) {
         if list == .active { ends.1 = v } else { ends.0 = v }
     }
-    @inline(__always) private func account(_ list: AnonLRU, pages: Int, folios: Int) {
-        if list == .active {
-            heads.pointee.pageCounts.1 += pages; heads.pointee.folioCounts.1 += folios
-        } else {
-            heads.pointee.pageCounts.0 += pages; heads.pointee.folioCounts.0 += folios
+    /// Adds to the counts of `list` of the lruvec `pfn` is linked on, and to the totals.
+    @inline(__always) private func account(_ pfn: PFN, _ list: AnonLRU, pages: Int, folios: Int) {
+        @inline(__always) func add(_ h: UnsafeMutablePointer<Heads>) {
+            if list == .active {
+                h.pointee.pageCounts.1 += pages; h.pointee.folioCounts.1 += folios
+            } else {
+                h.pointee.pageCounts.0 += pages; h.pointee.folioCounts.0 += folios
+            }
         }
+        add(heads + Int(lruvecOf[pfn.index]))
+        add(totals)
     }
 
-    /// Links `pfn` at the hot end of `list`, or at its cold end (Linux: `list_add()`, `list_add_tail()`).
-    private func link(_ pfn: PFN, _ list: AnonLRU, cold atCold: Bool = false) {
+    /// Links `pfn` at the hot end of `list` of the lruvec of its charge, or at its cold end (Linux:
+    /// `lruvec_add_folio()`, `list_add()`, `list_add_tail()`).
+    private func link(_ pfn: PFN, _ list: AnonLRU, cold atCold: Bool = false, lruvec known: Int? = nil) {
+        let v = known ?? lruvec(for: pfn)
+        lruvecOf[pfn.index] = UInt16(truncatingIfNeeded: v)
+        if v > highestLruvec { highestLruvec = v }
+        let h = heads + v
         let me = pfn.rawValue &+ 1
         if atCold {
-            let old = end(heads.pointee.cold, list)
+            let old = end(h.pointee.cold, list)
             nodes[pfn.index].prev = old
             nodes[pfn.index].next = 0
-            if old == 0 { setEnd(&heads.pointee.hot, list, me) } else { nodes[Int(old - 1)].next = me }
-            setEnd(&heads.pointee.cold, list, me)
+            if old == 0 { setEnd(&h.pointee.hot, list, me) } else { nodes[Int(old - 1)].next = me }
+            setEnd(&h.pointee.cold, list, me)
         } else {
-            let old = end(heads.pointee.hot, list)
+            let old = end(h.pointee.hot, list)
             nodes[pfn.index].next = old
             nodes[pfn.index].prev = 0
-            if old == 0 { setEnd(&heads.pointee.cold, list, me) } else { nodes[Int(old - 1)].prev = me }
-            setEnd(&heads.pointee.hot, list, me)
+            if old == 0 { setEnd(&h.pointee.cold, list, me) } else { nodes[Int(old - 1)].prev = me }
+            setEnd(&h.pointee.hot, list, me)
         }
     }
 
-    /// Links `pfn` just on the hot side of `neighbour`, which is on `list`.
+    /// Links `pfn` just on the hot side of `neighbour`, which is on `list`, in the neighbour's lruvec.
     private func link(_ pfn: PFN, before neighbour: PFN, _ list: AnonLRU) {
+        let v = Int(lruvecOf[neighbour.index])
+        lruvecOf[pfn.index] = UInt16(truncatingIfNeeded: v)
         let me = pfn.rawValue &+ 1
         let before = nodes[neighbour.index].prev
         nodes[pfn.index].prev = before
         nodes[pfn.index].next = neighbour.rawValue &+ 1
         nodes[neighbour.index].prev = me
-        if before == 0 { setEnd(&heads.pointee.hot, list, me) } else { nodes[Int(before - 1)].next = me }
+        if before == 0 { setEnd(&heads[v].hot, list, me) } else { nodes[Int(before - 1)].next = me }
     }
 
     /// Whether `pfn`, which has `PG_lru` for `list`, is linked into it rather than staged.
     private func isLinked(_ pfn: PFN, _ list: AnonLRU) -> Bool {
-        nodes[pfn.index].next != 0 || nodes[pfn.index].prev != 0 || end(heads.pointee.hot, list) == pfn.rawValue &+ 1
+        // A staged folio is no list's end; its `lruvecOf` may be left from the frame's last folio.
+        nodes[pfn.index].next != 0 || nodes[pfn.index].prev != 0
+            || end(heads[Int(lruvecOf[pfn.index])].hot, list) == pfn.rawValue &+ 1
     }
 
     private func unlink(_ pfn: PFN, _ list: AnonLRU) {
+        let h = heads + Int(lruvecOf[pfn.index])
         let p = nodes[pfn.index].prev, n = nodes[pfn.index].next
-        if p == 0 { setEnd(&heads.pointee.hot, list, n) } else { nodes[Int(p - 1)].next = n }
-        if n == 0 { setEnd(&heads.pointee.cold, list, p) } else { nodes[Int(n - 1)].prev = p }
+        if p == 0 { setEnd(&h.pointee.hot, list, n) } else { nodes[Int(p - 1)].next = n }
+        if n == 0 { setEnd(&h.pointee.cold, list, p) } else { nodes[Int(n - 1)].prev = p }
         nodes[pfn.index].prev = 0
         nodes[pfn.index].next = 0
     }
@@ -181,7 +222,7 @@ final class LRULists: @unchecked Sendable {   // every mutable field is guarded 
         lock.lock()
         flushStage(cpu)
         link(head, list)
-        account(list, pages: frames.order(head).pages, folios: 1)
+        account(head, list, pages: frames.order(head).pages, folios: 1)
         lock.unlock()
     }
 
@@ -218,7 +259,7 @@ final class LRULists: @unchecked Sendable {   // every mutable field is guarded 
             for list in AnonLRU.allCases {
                 stripe.drain(list.rawValue) { pfn in
                     link(PFN(pfn), list)
-                    account(list, pages: frames.order(PFN(pfn)).pages, folios: 1)
+                    account(PFN(pfn), list, pages: frames.order(PFN(pfn)).pages, folios: 1)
                 }
             }
         }
@@ -235,7 +276,7 @@ final class LRULists: @unchecked Sendable {   // every mutable field is guarded 
             // (Scanning every CPU's stage on every free was 12 % of a data-mode 4 KiB fault's cost.)
             if !isLinked(head, list) { flushStages() }
             unlink(head, list)
-            account(list, pages: -frames.order(head).pages, folios: -1)
+            account(head, list, pages: -frames.order(head).pages, folios: -1)
             frames.removeFlags(head, [.lru, .active])
         }
         lock.unlock()
@@ -255,36 +296,31 @@ final class LRULists: @unchecked Sendable {   // every mutable field is guarded 
 
     private func takeOff(_ head: PFN, _ list: AnonLRU) {
         unlink(head, list)
-        account(list, pages: -frames.order(head).pages, folios: -1)
+        account(head, list, pages: -frames.order(head).pages, folios: -1)
         frames.removeFlags(head, .lru)
         isolatedHeads.insert(head.rawValue)
     }
 
-    /// Isolates folios from the cold end of `list` until `pages` pages are taken or every folio was
-    /// looked at once; a folio whose last reference is going is moved to the hot end and left (Linux:
-    /// `isolate_lru_folios()`). Returns the folios, each with a reference, and the pages scanned.
-    func isolateFromCold(_ list: AnonLRU, pages wanted: Int, only accept: ((PFN) -> Bool)? = nil) -> (folios: [PFN], scanned: Int) {
+    /// Isolates folios from the cold end of `list` of `lruvec` until `pages` pages are taken or every
+    /// folio was looked at once; a folio whose last reference is going is moved to the hot end and
+    /// left (Linux: `isolate_lru_folios()` on one lruvec). Returns the folios, each with a reference,
+    /// and the pages scanned.
+    func isolateFromCold(_ list: AnonLRU, of lruvec: Int = 0, pages wanted: Int) -> (folios: [PFN], scanned: Int) {
         var taken: [PFN] = []
         var takenPages = 0, scanned = 0
         lockFlushed()
-        var remaining = list == .active ? heads.pointee.folioCounts.1 : heads.pointee.folioCounts.0
+        let h = heads + lruvec
+        var remaining = list == .active ? h.pointee.folioCounts.1 : h.pointee.folioCounts.0
         while takenPages < wanted && remaining > 0 {
             remaining -= 1
-            let last = end(heads.pointee.cold, list)
+            let last = end(h.pointee.cold, list)
             guard last != 0 else { break }
             let head = PFN(last - 1)
             let pages = frames.order(head).pages
-            if let accept, !accept(head) {
-                // Another cgroup's folio: a memcg's reclaim sees only its own lruvec's (the model has
-                // one lruvec, so it passes over the others, moving them to the hot end).
-                unlink(head, list)
-                link(head, list)
-                continue
-            }
             scanned += pages
             guard frames.tryGetReference(head) else {
                 unlink(head, list)
-                link(head, list)
+                link(head, list, lruvec: lruvec)
                 continue
             }
             takeOff(head, list)
@@ -307,7 +343,7 @@ final class LRULists: @unchecked Sendable {   // every mutable field is guarded 
             frames.removeFlags(head, .active)
         }
         link(head, list, cold: atCold)
-        account(list, pages: frames.order(head).pages, folios: 1)
+        account(head, list, pages: frames.order(head).pages, folios: 1)
         lock.unlock()
     }
 
@@ -331,14 +367,14 @@ final class LRULists: @unchecked Sendable {   // every mutable field is guarded 
     func addSplitTails(_ head: PFN, oldPages: Int, tails: [PFN]) {
         let flags = frames.flags(head)
         let list = listOf(flags)
-        if flags.contains(.lru) { account(list, pages: 1 - oldPages, folios: 0) }
+        if flags.contains(.lru) { account(head, list, pages: 1 - oldPages, folios: 0) }
         let origin = nodes[head.index].origin
         for tail in tails {
             nodes[tail.index].origin = origin &+ UInt64(tail.rawValue &- head.rawValue)
             frames.insertFlags(tail, list == .active ? [.lru, .active] : .lru)
             if list == .inactive { frames.removeFlags(tail, .active) }
             if flags.contains(.lru) { link(tail, before: head, list) } else { link(tail, list, cold: true) }
-            account(list, pages: 1, folios: 1)
+            account(tail, list, pages: 1, folios: 1)
         }
     }
 
@@ -351,30 +387,62 @@ final class LRULists: @unchecked Sendable {   // every mutable field is guarded 
         return (Int(origin >> Self.indexBits), origin & ((1 << Self.indexBits) - 1))
     }
 
-    /// The lists' sizes in pages (Linux: `lruvec_page_state(lruvec, NR_INACTIVE_ANON)`, …).
+    /// The lists' sizes in pages, summed over the lruvecs (Linux: `node_page_state(NR_INACTIVE_ANON)`, …).
     var pages: (inactive: Int, active: Int) {
         lockFlushed()
         defer { lock.unlock() }
-        return heads.pointee.pageCounts
+        return totals.pointee.pageCounts
     }
 
-    /// Each list's folios from hot to cold, the isolated folios, and the counts, for the invariant
-    /// checker.
-    func snapshot() -> (lists: [[PFN]], isolated: Set<UInt32>, pages: [Int], folios: [Int]) {
+    /// The sizes of one lruvec's lists in pages (Linux: `lruvec_page_state(lruvec, NR_INACTIVE_ANON)`, …).
+    func pages(of lruvec: Int) -> (inactive: Int, active: Int) {
         lockFlushed()
         defer { lock.unlock() }
-        var lists: [[PFN]] = []
-        for list in AnonLRU.allCases {
-            var out: [PFN] = []
-            var at = end(heads.pointee.hot, list)
-            while at != 0 && out.count <= frames.count {
-                out.append(PFN(at - 1))
-                at = nodes[Int(at - 1)].next
-            }
-            lists.append(out)
-        }
-        return (lists, isolatedHeads, [heads.pointee.pageCounts.0, heads.pointee.pageCounts.1], [heads.pointee.folioCounts.0, heads.pointee.folioCounts.1])
+        return heads[lruvec].pageCounts
     }
+
+    /// The lruvecs that hold folios now, the root's first (Linux: the memcgs `mem_cgroup_iter()`
+    /// visits, their lruvecs empty or not).
+    var lruvecsInUse: [Int] {
+        lockFlushed()
+        defer { lock.unlock() }
+        return (0...highestLruvec).filter { heads[$0].folioCounts.0 + heads[$0].folioCounts.1 > 0 }
+    }
+
+    /// One lruvec's lists for the invariant checker: each list's folios from hot to cold, and its counts.
+    struct LruvecSnapshot {
+        var lruvec: Int
+        var lists: [[PFN]]
+        var pages: [Int]
+        var folios: [Int]
+    }
+
+    /// Every lruvec that ever held a folio, the isolated folios, and the totals, for the invariant
+    /// checker.
+    func snapshot() -> (lruvecs: [LruvecSnapshot], isolated: Set<UInt32>, totalPages: [Int], totalFolios: [Int]) {
+        lockFlushed()
+        defer { lock.unlock() }
+        var lruvecs: [LruvecSnapshot] = []
+        for v in 0...highestLruvec {
+            var lists: [[PFN]] = []
+            for list in AnonLRU.allCases {
+                var out: [PFN] = []
+                var at = end(heads[v].hot, list)
+                while at != 0 && out.count <= frames.count {
+                    out.append(PFN(at - 1))
+                    at = nodes[Int(at - 1)].next
+                }
+                lists.append(out)
+            }
+            lruvecs.append(LruvecSnapshot(lruvec: v, lists: lists, pages: [heads[v].pageCounts.0, heads[v].pageCounts.1],
+                                          folios: [heads[v].folioCounts.0, heads[v].folioCounts.1]))
+        }
+        return (lruvecs, isolatedHeads, [totals.pointee.pageCounts.0, totals.pointee.pageCounts.1],
+                [totals.pointee.folioCounts.0, totals.pointee.folioCounts.1])
+    }
+
+    /// The lruvec the folio at `head` is linked on (for the invariant checker).
+    func linkedLruvec(_ head: PFN) -> Int { Int(lruvecOf[head.index]) }
 }
 
 extension Kernel {

@@ -79,28 +79,49 @@ extension Kernel {
         _ = deferredSplitScan()
         var priority = Self.defaultPriority
         while priority >= 0 && freed() < target && swapDevice.usedSlots < swapDevice.capacity {
-            let sizes = lru.pages
-            var inactive = sizes.inactive >> priority, active = sizes.active >> priority
-            while (inactive > 0 || active > 0) && freed() < target {
-                if inactive > 0 {
-                    let batch = min(inactive, Self.swapClusterMax)
-                    inactive -= batch
-                    _ = shrinkInactiveList(batch, by: reclaimer, &work.swappedOut)
-                }
-                if active > 0 {
-                    let batch = min(active, Self.swapClusterMax)
-                    active -= batch
-                    if inactiveIsLow() { shrinkActiveList(batch) }
-                }
+            // Each memory cgroup's lists in turn (Linux: `shrink_node_memcgs()`): kswapd visits every
+            // one at each priority, each for a batch at least; direct reclaim stops at the cgroup
+            // that reaches the target, and the next direct reclaim starts after it (`partial`, the
+            // shared `mem_cgroup_reclaim_cookie`).
+            let inUse = lru.lruvecsInUse
+            let cursor = lru.directReclaimCursor.load(ordering: .relaxed)
+            let start = reclaimer == .direct ? (inUse.firstIndex { $0 > cursor } ?? 0) : 0
+            for lruvec in inUse[start...] + inUse[..<start] {
+                if reclaimer == .direct && freed() >= target { break }
+                shrinkLruvec(lruvec, priority: priority, by: reclaimer, &work.swappedOut) { freed() >= target }
+                if reclaimer == .direct { lru.directReclaimCursor.store(lruvec, ordering: .relaxed) }
             }
-            // Age the active list even when nothing was taken from it (Linux: the end of `shrink_lruvec()`).
-            if inactiveIsLow() { shrinkActiveList(Self.swapClusterMax) }
             priority -= 1
         }
         let result = max(0, freed())
         kswapd.count(result)
         work.reclaimed &+= result
         return result
+    }
+
+    /// One pass over the lists of `lruvec` at `priority`: its inactive and active lists' sizes shifted
+    /// right by `priority`, taken in batches of `SWAP_CLUSTER_MAX` — the first whatever `done()` says,
+    /// the others until `done()` — the active list
+    /// deactivated while the inactive one is low, and aged once more at the end even when nothing was
+    /// taken from it (Linux: `shrink_lruvec()` with `get_scan_count()`'s `lruvec_size >> priority`).
+    func shrinkLruvec(_ lruvec: Int, priority: Int, by reclaimer: Reclaimer, _ swappedOut: inout Int, done: () -> Bool) {
+        let sizes = lru.pages(of: lruvec)
+        var inactive = sizes.inactive >> priority, active = sizes.active >> priority
+        var first = true
+        while (inactive > 0 || active > 0) && (first || !done()) {
+            first = false
+            if inactive > 0 {
+                let batch = min(inactive, Self.swapClusterMax)
+                inactive -= batch
+                _ = shrinkInactiveList(batch, by: reclaimer, &swappedOut, lruvec: lruvec)
+            }
+            if active > 0 {
+                let batch = min(active, Self.swapClusterMax)
+                active -= batch
+                if inactiveIsLow(lruvec: lruvec) { shrinkActiveList(batch, lruvec: lruvec) }
+            }
+        }
+        if inactiveIsLow(lruvec: lruvec) { shrinkActiveList(Self.swapClusterMax, lruvec: lruvec) }
     }
 
     /// Linux: `DEF_PRIORITY`.

@@ -26,10 +26,10 @@ extension Kernel {
         return shrinkInactiveList(pages, by: reclaimer, &swappedOut)
     }
 
-    /// `shrinkInactiveList(_:by:)` adding the pages it wrote to swap to `swappedOut`.
-    func shrinkInactiveList(_ pages: Int, by reclaimer: Reclaimer, _ swappedOut: inout Int,
-                            only accept: ((PFN) -> Bool)? = nil) -> Int {
-        let (folios, scanned) = lru.isolateFromCold(.inactive, pages: pages, only: accept)
+    /// `shrinkInactiveList(_:by:)` on the lists of `lruvec` (a memory cgroup's index, 0 for the
+    /// root's), adding the pages it wrote to swap to `swappedOut`.
+    func shrinkInactiveList(_ pages: Int, by reclaimer: Reclaimer, _ swappedOut: inout Int, lruvec: Int = 0) -> Int {
+        let (folios, scanned) = lru.isolateFromCold(.inactive, of: lruvec, pages: pages)
         countReclaim(scanned: scanned, by: reclaimer)
         var freed = 0
         for head in folios { freed += shrinkFolio(head, by: reclaimer, &swappedOut) }
@@ -40,8 +40,8 @@ extension Kernel {
     /// clearing their young bits: anonymous folios are deactivated whether referenced or not (Linux:
     /// `shrink_active_list()`, counted as `pgrefill` and `pgdeactivate`; only executable file folios
     /// stay active, and the model has none).
-    func shrinkActiveList(_ pages: Int, only accept: ((PFN) -> Bool)? = nil) {
-        let (folios, scanned) = lru.isolateFromCold(.active, pages: pages, only: accept)
+    func shrinkActiveList(_ pages: Int, lruvec: Int = 0) {
+        let (folios, scanned) = lru.isolateFromCold(.active, of: lruvec, pages: pages)
         vmstat.count(.pgrefill, scanned)
         var deactivated = 0
         for head in folios {
@@ -59,9 +59,9 @@ extension Kernel {
     /// Whether the inactive anonymous list is small against the active one: inactive × ratio < active,
     /// the ratio being √(10 × GiB) of the basis (1 below 1 GiB) — the zone's size in 2.6.38, the lists'
     /// size today (Linux: `inactive_is_low()`; 2.6.38: `inactive_anon_is_low()` with
-    /// `zone->inactive_ratio`).
-    func inactiveIsLow() -> Bool {
-        let (inactive, active) = lru.pages
+    /// `zone->inactive_ratio`), for the lists of `lruvec`.
+    func inactiveIsLow(lruvec: Int = 0) -> Bool {
+        let (inactive, active) = lru.pages(of: lruvec)
         let basis = anonLRURules.ratioFromZoneSize ? memory.totalPages : inactive + active
         let gb = basis >> (30 - Int(PageGeometry.pageShift))
         let ratio = gb > 0 ? Self.intSqrt(10 * gb) : 1

@@ -22,7 +22,7 @@ struct LRUTests {
 
     func listOf(_ kernel: Kernel, _ pfn: PFN) -> AnonLRU? {
         let snapshot = kernel.lru.snapshot()
-        for list in AnonLRU.allCases where snapshot.lists[list.rawValue].contains(pfn) { return list }
+        for list in AnonLRU.allCases where snapshot.lruvecs[0].lists[list.rawValue].contains(pfn) { return list }
         return nil
     }
 
@@ -55,7 +55,7 @@ struct LRUTests {
         #expect(isHuge(mm, a))
         let head = try #require(mm.residentFrame(a))
         let snapshot = kernel.lru.snapshot()
-        #expect(snapshot.lists[0].count + snapshot.lists[1].count == 1)
+        #expect(snapshot.lruvecs[0].lists[0].count + snapshot.lruvecs[0].lists[1].count == 1)
         #expect(listOf(kernel, head) == (design.anonLRU.newPagesActive ? .active : .inactive))
         #expect(kernel.vmstatState(design.anonLRU.newPagesActive ? .nrActiveAnon : .nrInactiveAnon) == 512)
         expectClean(kernel)
@@ -70,7 +70,7 @@ struct LRUTests {
         let list: AnonLRU = design.anonLRU.newPagesActive ? .active : .inactive
         #expect(mm.splitHugePages(a, length: 2 * .MiB) == 1)
         #expect(!isHuge(mm, a))
-        let entries = kernel.lru.snapshot().lists[list.rawValue]
+        let entries = kernel.lru.snapshot().lruvecs[0].lists[list.rawValue]
         #expect(entries.count == 512)
         // From the hot end: tail 1 … tail 511, then the head, contiguous.
         #expect(entries == (1..<512).map { head + $0 } + [head])
@@ -230,7 +230,7 @@ struct LRUTests {
         let pages = try (0..<3).map { try #require(mm.residentFrame(a + UInt64($0) * 4096)) }
         let list = design.anonLRU.newPagesActive ? AnonLRU.active : .inactive
         // Fewer than a stage's worth: all three are still staged, and every view links them first.
-        #expect(kernel.lru.snapshot().lists[list.rawValue] == pages.reversed())
+        #expect(kernel.lru.snapshot().lruvecs[0].lists[list.rawValue] == pages.reversed())
         #expect(kernel.vmstatState(design.anonLRU.newPagesActive ? .nrActiveAnon : .nrInactiveAnon) == 3)
         // Isolating and freeing staged folios work as on linked ones.
         let more = try anon(mm, 2 * 4096)
@@ -241,7 +241,7 @@ struct LRUTests {
         kernel.lru.putBack(staged, on: list)
         kernel.putPage(staged)
         try mm.munmap(more, length: 2 * 4096)
-        #expect(kernel.lru.snapshot().lists[list.rawValue] == pages.reversed())
+        #expect(kernel.lru.snapshot().lruvecs[0].lists[list.rawValue] == pages.reversed())
         expectClean(kernel)
     }
 
