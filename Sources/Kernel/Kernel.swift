@@ -138,7 +138,7 @@ public final class Kernel: @unchecked Sendable {
         lru = LRULists(frames: memory.frames, cpus: configuration.cpus)
         swapDevice = SwapDevice(configuration.swap, defaultSlots: memory.totalPages)
         memoryCgroups = MemoryCgroups(frameTable: memory.frames)
-        lru.charges = memoryCgroups
+        lru.charges = .passUnretained(memoryCgroups)
         chargeRecords = .passUnretained(memoryCgroups)
         guard let zero = memory.allocateFolio(order: .base, kind: .zeroPage, reserve: .none) else {
             preconditionFailure("no frame for the zero page")

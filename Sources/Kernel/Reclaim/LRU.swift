@@ -86,8 +86,9 @@ final class LRULists: @unchecked Sendable {   // every mutable field is guarded 
     private var highestLruvec = 0
     /// Per frame, the lruvec a folio heading there is linked on (written when it is linked).
     private let lruvecOf: UnsafeMutablePointer<UInt16>
-    /// The kernel's charge records, which say a folio's lruvec when it is linked.
-    unowned(unsafe) var charges: MemoryCgroups?
+    /// The kernel's charge records, which say a folio's lruvec when it is linked; unretained (the
+    /// kernel keeps them alive), so a link retains and releases nothing.
+    var charges: Unmanaged<MemoryCgroups>?
     /// The lruvec the last direct reclaim stopped at; the next starts after it (Linux: the
     /// `mem_cgroup_reclaim_cookie` of a partial walk).
     let directReclaimCursor = Atomic<Int>(0)
@@ -121,8 +122,8 @@ final class LRULists: @unchecked Sendable {   // every mutable field is guarded 
     /// The lruvec a folio goes on when it is linked: its cgroup's index, 0 without cgroups (one
     /// relaxed load).
     @inline(__always) private func lruvec(for pfn: PFN) -> Int {
-        guard let charges, charges.active.load(ordering: .relaxed) else { return 0 }
-        return Int(charges.ownerIndex(of: pfn))
+        guard let charges else { return 0 }
+        return charges._withUnsafeGuaranteedRef { $0.active.load(ordering: .relaxed) ? Int($0.ownerIndex(of: pfn)) : 0 }
     }
 
     @inline(__always) private func packOrigin(_ family: Int, _ index: UInt64) -> UInt64 {
