@@ -148,6 +148,11 @@ public final class CPU: @unchecked Sendable {
     /// address space is loaded: its 4 KiB probe is the first one `TLBHierarchy.ArrayList.lookup`
     /// makes, so a hit there is answered inline without the level walk.
     @exclusivity(unchecked) var firstL1Data: Unmanaged<TLBArray>?
+    /// Whether a miss of `firstL1Data` may take the specialized path (`accessMiss4K`), and the STLB's
+    /// first array and the PDE cache for it, unretained (`tlb` and `pageWalkCache` own them).
+    let missPathShape: MissPathShape
+    let missPathSTLB: Unmanaged<TLBArray>?
+    let missPathPD: Unmanaged<TLBArray>?
     /// The lines of last-level page-table entries `run(_:)` prefetched recently (direct-mapped by
     /// the 32 KiB of address space a line of entries maps, plus one; 0: empty).
     let prefetchedLines: UnsafeMutablePointer<UInt64>
@@ -184,6 +189,9 @@ public final class CPU: @unchecked Sendable {
         prefetchedLines = .allocate(capacity: Self.prefetchFilterSize)
         prefetchedLines.initialize(repeating: 0, count: Self.prefetchFilterSize)
         timing = description.timing
+        missPathShape = MissPathShape(tlb, pageWalkCache)
+        missPathSTLB = tlb.l2.first.map { .passUnretained($0) }
+        missPathPD = .passUnretained(pageWalkCache.pd)
     }
 
     deinit {
@@ -304,6 +312,11 @@ public final class CPU: @unchecked Sendable {
     @inline(never)
     func accessThroughTLBs(_ va: VirtualAddress, _ kind: MemoryAccess, probedFirst4K: Bool = false) -> Result<PFN, AccessFault> {
         precondition(mm != nil, "CPU \(id) runs no address space")
+        if probedFirst4K && missPathShape != .none && nested == nil
+            && tlb.dataLevels.l1.holdsOnlyFirst4K && tlb.dataLevels.l2.holdsOnlyFirst4K {
+            // The common case of 4 KiB pages, specialized (`probedFirst4K`: a data access).
+            return missPathShape == .stlb12 ? accessMiss4K(va, kind, TwelveWays.self) : accessMiss4K(va, kind, SixteenWays.self)
+        }
         tally.accesses &+= 1
         let v = va.rawValue
         let levels = kind == .execute ? tlb.instructionLevels : tlb.dataLevels
