@@ -73,11 +73,32 @@ extension TLBArray {
     }
 }
 
+/// The specialized probe and fill through an unretained reference: each closure is inlined where
+/// its small method is compiled, and the method where it is called (a closure written in the large
+/// miss path stayed a call).
+extension Unmanaged where Instance == TLBArray {
+    /// The first slot of the set of `page` in an array of `W` ways.
+    @inline(__always)
+    func setBase<W: TLBWays>(_ page: UInt64, _: W.Type) -> Int {
+        _withUnsafeGuaranteedRef { Int(truncatingIfNeeded: page & $0.setMask) &* W.count }
+    }
+    @inline(__always)
+    func lookup<W: TLBWays>(tag t: UInt64, base: Int, _: W.Type) -> Int {
+        _withUnsafeGuaranteedRef { $0.lookup(tag: t, base: base, W.self) }
+    }
+    @inline(__always)
+    func insertAbsent<W: TLBWays>(tag t: UInt64, base: Int, size: PageSize, payload: UInt64, _: W.Type) {
+        _withUnsafeGuaranteedRef { _ = $0.insertAbsent(tag: t, base: base, size: size, payload: payload, W.self) }
+    }
+    @inline(__always)
+    func payload(_ slot: Int) -> UInt64 { _withUnsafeGuaranteedRef { $0.payload(slot) } }
+}
+
 /// Which specialized miss path a CPU's geometry allows (`CPU.accessMiss4K`).
 enum MissPathShape: UInt8 {
     /// None: every miss takes `accessThroughTLBs`'s general path.
     case none
-    /// A 4-way first L1 data array for 4 KiB pages, a 4-way PDE cache, and a 12-way (`stlb12`) or
+    /// A 4-way first L1 data array for 4 KiB pages, 4-way PDE and PDPTE caches, and a 12-way (`stlb12`) or
     /// 16-way (`stlb16`) first STLB array for 4 KiB pages.
     case stlb12, stlb16
 
@@ -85,7 +106,7 @@ enum MissPathShape: UInt8 {
         self = .none
         guard let l1 = tlb.l1Data.first, let l2 = tlb.l2.first,
               l1.pageSizes.contains(.size4K), l2.pageSizes.contains(.size4K), l1.fits(FourWays.self),
-              pwc.hasPD, pwc.pd.fits(FourWays.self) else { return }
+              pwc.hasPD, pwc.pd.fits(FourWays.self), pwc.hasPDPT, pwc.pdpt.fits(FourWays.self) else { return }
         // A 4 KiB fill of either level goes to its first array, as a 4 KiB entry.
         for info in [tlb.dataLevels.l1.info.pointee, tlb.dataLevels.l2.info.pointee] {
             guard info.fillArray.0 == 0 && info.fillSize.0 == .size4K else { return }
@@ -115,17 +136,17 @@ extension CPU {
         let tag = TLBArray.tag(page: page, size: .size4K, asid: asid)
         let l1 = firstL1Data.unsafelyUnwrapped
         let l2 = missPathSTLB.unsafelyUnwrapped
-        let base1 = l1._withUnsafeGuaranteedRef { Int(truncatingIfNeeded: page & $0.setMask) &* FourWays.count }
-        let base2 = l2._withUnsafeGuaranteedRef { Int(truncatingIfNeeded: page & $0.setMask) &* L2.count }
+        let base1 = l1.setBase(page, FourWays.self)
+        let base2 = l2.setBase(page, L2.self)
         // The L1 level missed (its only entries are the first array's, which `access` probed).
         tally.tlbCycles += independentAccesses ? l2TLBLatency / mlp : l2TLBLatency
         var missedL2 = true
-        let hit = l2._withUnsafeGuaranteedRef { $0.lookup(tag: tag, base: base2, L2.self) }
+        let hit = l2.lookup(tag: tag, base: base2, L2.self)
         if hit >= 0 {
-            let entry = TLBEntry(rawValue: l2._withUnsafeGuaranteedRef { $0.payload(hit) })
+            let entry = TLBEntry(rawValue: l2.payload(hit))
             if Self.permits(entry, kind) {
                 tally.l2Hits &+= 1
-                l1._withUnsafeGuaranteedRef { $0.insertAbsent(tag: tag, base: base1, size: .size4K, payload: entry.rawValue, FourWays.self) }
+                l1.insertAbsent(tag: tag, base: base1, size: .size4K, payload: entry.rawValue, FourWays.self)
                 return complete4K(v, kind, entry)
             }
             if kind == .write && entry.isWritable { tally.dirtyAssists &+= 1 }
@@ -139,23 +160,34 @@ extension CPU {
         let pd = missPathPD.unsafelyUnwrapped
         let pdPage = v &>> PageTableLevel.pmd.shift
         let pdTag = TLBArray.tag(page: pdPage, size: .size4K, asid: asid)
-        let pdBase = pd._withUnsafeGuaranteedRef { Int(truncatingIfNeeded: pdPage & $0.setMask) &* FourWays.count }
+        let pdBase = pd.setBase(pdPage, FourWays.self)
         var table: PageTable
         var level: PageTableLevel
         // Where it starts (`PageWalkCache.deepest`).
-        let known = pd._withUnsafeGuaranteedRef { $0.lookup(tag: pdTag, base: pdBase, FourWays.self) }
+        let known = pd.lookup(tag: pdTag, base: pdBase, FourWays.self)
         if known >= 0 {
             tally.pageWalkCacheHits &+= 1
-            let frame = UInt32(truncatingIfNeeded: pd._withUnsafeGuaranteedRef { $0.payload(known) })
+            let frame = UInt32(truncatingIfNeeded: pd.payload(known))
             table = kernel._withUnsafeGuaranteedRef { $0.pageTable(frame: PFN(frame)) }
             level = .pte
-        } else if let upper = pageWalkCache.deepestAbovePD(v, asid: asid) {
-            tally.pageWalkCacheHits &+= 1
-            table = kernel._withUnsafeGuaranteedRef { $0.pageTable(frame: PFN(upper.frame)) }
-            level = upper.level
         } else {
-            table = root.unsafelyUnwrapped
-            level = .pgd
+            let pdpt = missPathPDPT.unsafelyUnwrapped
+            let pdptPage = v &>> PageTableLevel.pud.shift
+            let pdptSlot = pdpt.lookup(tag: TLBArray.tag(page: pdptPage, size: .size4K, asid: asid),
+                                       base: pdpt.setBase(pdptPage, FourWays.self), FourWays.self)
+            if pdptSlot >= 0 {
+                tally.pageWalkCacheHits &+= 1
+                let frame = UInt32(truncatingIfNeeded: pdpt.payload(pdptSlot))
+                table = kernel._withUnsafeGuaranteedRef { $0.pageTable(frame: PFN(frame)) }
+                level = .pmd
+            } else if let frame = pageWalkCache.pml4Frame(v, asid: asid) {
+                tally.pageWalkCacheHits &+= 1
+                table = kernel._withUnsafeGuaranteedRef { $0.pageTable(frame: PFN(frame)) }
+                level = .pud
+            } else {
+                table = root.unsafelyUnwrapped
+                level = .pgd
+            }
         }
         // The leaf and its level, or nil with `present` the fault's P bit.
         var leaf: PageTableEntry? = nil
@@ -176,9 +208,7 @@ extension CPU {
             if !entry.isAccessed { table.setHardwareBits(i, PageTableEntry.accessedBit) }
             // The walk started above `level`, so the cache of `level` missed.
             if level == .pmd {
-                pd._withUnsafeGuaranteedRef {
-                    $0.insertAbsent(tag: pdTag, base: pdBase, size: .size4K, payload: UInt64(entry.pfn.rawValue), FourWays.self)
-                }
+                pd.insertAbsent(tag: pdTag, base: pdBase, size: .size4K, payload: UInt64(entry.pfn.rawValue), FourWays.self)
             } else {
                 pageWalkCache.fill(level, v, asid: asid, frame: entry.pfn.rawValue, absent: true)
             }
@@ -201,12 +231,23 @@ extension CPU {
             return complete(v, kind, entry.piece(containing: v, of: size, as: inL1?.size ?? size), inL1?.size ?? size)
         }
         if missedL2 {
-            l2._withUnsafeGuaranteedRef { $0.insertAbsent(tag: tag, base: base2, size: .size4K, payload: entry.rawValue, L2.self) }
+            l2.insertAbsent(tag: tag, base: base2, size: .size4K, payload: entry.rawValue, L2.self)
         } else {
             l2._withUnsafeGuaranteedRef { _ = $0.insert(page: page, size: .size4K, asid: asid, payload: entry.rawValue) }
         }
-        l1._withUnsafeGuaranteedRef { $0.insertAbsent(tag: tag, base: base1, size: .size4K, payload: entry.rawValue, FourWays.self) }
+        l1.insertAbsent(tag: tag, base: base1, size: .size4K, payload: entry.rawValue, FourWays.self)
         return complete4K(v, kind, entry)
+    }
+
+    /// The full path of a data access whose probe of the first L1 data array missed (`probed`) or
+    /// was not made: `accessMiss4K` when it applies, else `accessThroughTLBs`.
+    @inline(never)
+    func accessMiss(_ va: VirtualAddress, _ kind: MemoryAccess, probed: Bool) -> Result<PFN, AccessFault> {
+        if probed && missPathShape != .none && nested == nil
+            && tlb.dataLevels.l1.holdsOnlyFirst4K && tlb.dataLevels.l2.holdsOnlyFirst4K {
+            return missPathShape == .stlb12 ? accessMiss4K(va, kind, TwelveWays.self) : accessMiss4K(va, kind, SixteenWays.self)
+        }
+        return accessThroughTLBs(va, kind, probedFirst4K: probed)
     }
 
     /// `complete(_:_:_:_:)` for a 4 KiB data page.
@@ -222,17 +263,11 @@ extension CPU {
 }
 
 extension PageWalkCache {
-    /// `deepest(_:asid:)` after a miss in the PDE cache: the PDPTE cache, then the PML4E cache.
+    /// The PML4E cache's part of `deepest(_:asid:)`, after misses in the PDE and PDPTE caches.
     @inline(__always)
-    func deepestAbovePD(_ va: UInt64, asid: UInt16) -> (level: PageTableLevel, frame: UInt32)? {
-        if hasPDPT {
-            let s = pdpt.lookup(page: va >> 30, size: .size4K, asid: asid)
-            if s >= 0 { return (.pmd, UInt32(truncatingIfNeeded: pdpt.payload(s))) }
-        }
-        if hasPML4 {
-            let s = pml4.lookup(page: va >> 39, size: .size4K, asid: asid)
-            if s >= 0 { return (.pud, UInt32(truncatingIfNeeded: pml4.payload(s))) }
-        }
-        return nil
+    func pml4Frame(_ va: UInt64, asid: UInt16) -> UInt32? {
+        guard hasPML4 else { return nil }
+        let s = pml4.lookup(page: va >> 39, size: .size4K, asid: asid)
+        return s >= 0 ? UInt32(truncatingIfNeeded: pml4.payload(s)) : nil
     }
 }

@@ -149,10 +149,11 @@ public final class CPU: @unchecked Sendable {
     /// makes, so a hit there is answered inline without the level walk.
     @exclusivity(unchecked) var firstL1Data: Unmanaged<TLBArray>?
     /// Whether a miss of `firstL1Data` may take the specialized path (`accessMiss4K`), and the STLB's
-    /// first array and the PDE cache for it, unretained (`tlb` and `pageWalkCache` own them).
+    /// first array and the PDE and PDPTE caches for it, unretained (`tlb` and `pageWalkCache` own them).
     let missPathShape: MissPathShape
     let missPathSTLB: Unmanaged<TLBArray>?
     let missPathPD: Unmanaged<TLBArray>?
+    let missPathPDPT: Unmanaged<TLBArray>?
     /// The lines of last-level page-table entries `run(_:)` prefetched recently (direct-mapped by
     /// the 32 KiB of address space a line of entries maps, plus one; 0: empty).
     let prefetchedLines: UnsafeMutablePointer<UInt64>
@@ -192,6 +193,7 @@ public final class CPU: @unchecked Sendable {
         missPathShape = MissPathShape(tlb, pageWalkCache)
         missPathSTLB = tlb.l2.first.map { .passUnretained($0) }
         missPathPD = .passUnretained(pageWalkCache.pd)
+        missPathPDPT = .passUnretained(pageWalkCache.pdpt)
     }
 
     deinit {
@@ -245,7 +247,7 @@ public final class CPU: @unchecked Sendable {
         } else {
             let found = firstL1Hit(page, kind)
             // One call to the full path for all the ways there (three calls cost 8 instructions more).
-            guard found >= 0 else { return accessThroughTLBs(va, kind, probedFirst4K: found == -1) }
+            guard found >= 0 else { return accessMiss(va, kind, probed: found == -1) }
             frame = UInt32(truncatingIfNeeded: found)
         }
         // A hit in the filter or in the first L1 data array.
@@ -312,11 +314,6 @@ public final class CPU: @unchecked Sendable {
     @inline(never)
     func accessThroughTLBs(_ va: VirtualAddress, _ kind: MemoryAccess, probedFirst4K: Bool = false) -> Result<PFN, AccessFault> {
         precondition(mm != nil, "CPU \(id) runs no address space")
-        if probedFirst4K && missPathShape != .none && nested == nil
-            && tlb.dataLevels.l1.holdsOnlyFirst4K && tlb.dataLevels.l2.holdsOnlyFirst4K {
-            // The common case of 4 KiB pages, specialized (`probedFirst4K`: a data access).
-            return missPathShape == .stlb12 ? accessMiss4K(va, kind, TwelveWays.self) : accessMiss4K(va, kind, SixteenWays.self)
-        }
         tally.accesses &+= 1
         let v = va.rawValue
         let levels = kind == .execute ? tlb.instructionLevels : tlb.dataLevels
