@@ -150,7 +150,8 @@ public final class CPU: @unchecked Sendable {
     @exclusivity(unchecked) var firstL1Data: Unmanaged<TLBArray>?
     /// Whether a miss of `firstL1Data` may take the specialized path (`accessMiss4K`), and the STLB's
     /// first array and the PDE and PDPTE caches for it, unretained (`tlb` and `pageWalkCache` own them).
-    let missPathShape: MissPathShape
+    /// (`var` so that tests can compare the specialized path with the general one.)
+    @exclusivity(unchecked) var missPathShape: MissPathShape
     let missPathSTLB: Unmanaged<TLBArray>?
     let missPathPD: Unmanaged<TLBArray>?
     let missPathPDPT: Unmanaged<TLBArray>?
