@@ -94,6 +94,16 @@ extension Unmanaged where Instance == TLBArray {
     func payload(_ slot: Int) -> UInt64 { _withUnsafeGuaranteedRef { $0.payload(slot) } }
 }
 
+/// The walker's two ways to the next table through an unretained kernel (as `TLBArray`'s above).
+extension Unmanaged where Instance == Kernel {
+    @inline(__always)
+    func pageTable(below entry: PageTableEntry, in parent: PageTable, at index: Int) -> PageTable {
+        _withUnsafeGuaranteedRef { $0.pageTable(below: entry, in: parent, at: index) }
+    }
+    @inline(__always)
+    func pageTable(frame: PFN) -> PageTable { _withUnsafeGuaranteedRef { $0.pageTable(frame: frame) } }
+}
+
 /// Which specialized miss path a CPU's geometry allows (`CPU.accessMiss4K`).
 enum MissPathShape: UInt8 {
     /// None: every miss takes `accessThroughTLBs`'s general path.
@@ -168,7 +178,7 @@ extension CPU {
         if known >= 0 {
             tally.pageWalkCacheHits &+= 1
             let frame = UInt32(truncatingIfNeeded: pd.payload(known))
-            table = kernel._withUnsafeGuaranteedRef { $0.pageTable(frame: PFN(frame)) }
+            table = kernel.pageTable(frame: PFN(frame))
             level = .pte
         } else {
             let pdpt = missPathPDPT.unsafelyUnwrapped
@@ -178,18 +188,64 @@ extension CPU {
             if pdptSlot >= 0 {
                 tally.pageWalkCacheHits &+= 1
                 let frame = UInt32(truncatingIfNeeded: pdpt.payload(pdptSlot))
-                table = kernel._withUnsafeGuaranteedRef { $0.pageTable(frame: PFN(frame)) }
+                table = kernel.pageTable(frame: PFN(frame))
                 level = .pmd
             } else if let frame = pageWalkCache.pml4Frame(v, asid: asid) {
                 tally.pageWalkCacheHits &+= 1
-                table = kernel._withUnsafeGuaranteedRef { $0.pageTable(frame: PFN(frame)) }
+                table = kernel.pageTable(frame: PFN(frame))
                 level = .pud
             } else {
                 table = root.unsafelyUnwrapped
                 level = .pgd
             }
         }
-        // The leaf and its level, or nil with `present` the fault's P bit.
+        // The common walk, from a PDPTE-cache hit to a present 4 KiB leaf that permits the access:
+        // both entries read first (a read changes nothing), then the walk's effects in its order.
+        if level == .pmd {
+            let i1 = Int(truncatingIfNeeded: pdPage & 511)
+            let pmd = table[i1]
+            if pmd.isPresent && !pmd.isHuge {
+                let leafTable = kernel.pageTable(below: pmd, in: table, at: i1)
+                let i0 = Int(truncatingIfNeeded: page & 511)
+                let pte = leafTable[i0]
+                if pte.isPresent && (kind != .write || pte.isWritable) {
+                    tally.walkReferences &+= 2
+                    let pmdAddress = (UInt64(table.pfn.rawValue) << 12) | (UInt64(i1) << 3)
+                    let pteAddress = (UInt64(leafTable.pfn.rawValue) << 12) | (UInt64(i0) << 3)
+                    let pipelinedLines = pipelined && modelsWalkCache && modelsDataCache
+                    if !pipelinedLines {
+                        cost += readEntry(at: pmdAddress, level: .pmd)
+                        cost += readEntry(at: pteAddress, level: .pte)
+                    }
+                    if pmd.rawValue & PageTableEntry.accessedBit == 0 { table.setHardwareBits(i1, PageTableEntry.accessedBit) }
+                    pd.insertAbsent(tag: pdTag, base: pdBase, size: .size4K, payload: (pmd.rawValue & PageTableEntry.pfnMask) &>> 12, FourWays.self)
+                    let wanted = PageTableEntry.accessedBit | (kind == .write ? PageTableEntry.dirtyBit : 0)
+                    if pte.rawValue & wanted != wanted { leafTable.setHardwareBits(i0, wanted) }
+                    let entry = TLBEntry(leaf: pte, write: kind == .write)
+                    fill4K(page, tag, l1, base1, l2, base2, missedL2: missedL2, entry, L2.self)
+                    guard pipelinedLines else {
+                        if pipelined { emit(CachePipeline.walkEnd) } else {
+                            tally.walkCycles += independentAccesses ? cost / mlp : cost
+                        }
+                        lastDataLine = .max
+                        return complete4K(v, kind, entry)
+                    }
+                    // The walk's two entries, its end and the data line (`touchData` after a walk:
+                    // a new line, not the next of a stream) to the cache thread at once.
+                    filterStart = page
+                    filterPages = 1
+                    filterFrame = entry.frame
+                    filterDirty = entry.isWritable && entry.isDirty
+                    let line = (UInt64(entry.frame) << 6) | ((v & 0xFFF) >> 6)
+                    lastDataLine = line
+                    emit(CachePipeline.walkEntry(address: pmdAddress, source: 1 &+ PageTableLevel.pmd.rawValue),
+                         CachePipeline.walkEntry(address: pteAddress, source: 1 &+ PageTableLevel.pte.rawValue),
+                         CachePipeline.walkEnd, CachePipeline.data(line: line, write: kind == .write, streaming: false))
+                    return .success(PFN(entry.frame))
+                }
+            }
+        }
+        // Any other walk: the leaf and its level, or nil with `present` the fault's P bit.
         var leaf: PageTableEntry? = nil
         var present = false
         while true {
@@ -205,14 +261,14 @@ extension CPU {
                 leaf = entry
                 break
             }
-            if !entry.isAccessed { table.setHardwareBits(i, PageTableEntry.accessedBit) }
+            if entry.rawValue & PageTableEntry.accessedBit == 0 { table.setHardwareBits(i, PageTableEntry.accessedBit) }
             // The walk started above `level`, so the cache of `level` missed.
             if level == .pmd {
                 pd.insertAbsent(tag: pdTag, base: pdBase, size: .size4K, payload: UInt64(entry.pfn.rawValue), FourWays.self)
             } else {
                 pageWalkCache.fill(level, v, asid: asid, frame: entry.pfn.rawValue, absent: true)
             }
-            table = kernel._withUnsafeGuaranteedRef { $0.pageTable(below: entry, in: table, at: i) }
+            table = kernel.pageTable(below: entry, in: table, at: i)
             level = level.lower.unsafelyUnwrapped
         }
         if pipelined { emit(CachePipeline.walkEnd) } else {
@@ -230,13 +286,38 @@ extension CPU {
             let inL1 = levels.l1.fill(va: v, asid: asid, size: size, entry: entry, absent: true)
             return complete(v, kind, entry.piece(containing: v, of: size, as: inL1?.size ?? size), inL1?.size ?? size)
         }
+        fill4K(page, tag, l1, base1, l2, base2, missedL2: missedL2, entry, L2.self)
+        return complete4K(v, kind, entry)
+    }
+
+    /// A walk's fills of the 4 KiB `page` (`tag`) into the STLB (`missedL2`: its probe missed) and the L1 data array (whose
+    /// probe missed), as `accessThroughTLBs` makes them.
+    @inline(__always)
+    func fill4K<L2: TLBWays>(_ page: UInt64, _ tag: UInt64, _ l1: Unmanaged<TLBArray>, _ base1: Int, _ l2: Unmanaged<TLBArray>, _ base2: Int,
+                             missedL2: Bool, _ entry: TLBEntry, _: L2.Type) {
         if missedL2 {
             l2.insertAbsent(tag: tag, base: base2, size: .size4K, payload: entry.rawValue, L2.self)
         } else {
+            // The STLB hit forbade the access (a write to a clean entry): the walk refreshes it.
+            let asid = asid
             l2._withUnsafeGuaranteedRef { _ = $0.insert(page: page, size: .size4K, asid: asid, payload: entry.rawValue) }
         }
         l1.insertAbsent(tag: tag, base: base1, size: .size4K, payload: entry.rawValue, FourWays.self)
-        return complete4K(v, kind, entry)
+    }
+
+    /// Four cache operations in a row (`emit(_:)` four times, with one update of the ring's head
+    /// when no publication falls between them).
+    @inline(__always)
+    func emit(_ a: UInt64, _ b: UInt64, _ c: UInt64, _ d: UInt64) {
+        let h = ops.head
+        guard ops.limit &- h >= 4 else { emit(a); emit(b); emit(c); emit(d); return }
+        let ring = ops.ring.unsafelyUnwrapped
+        ring[h & CachePipeline.mask] = a
+        ring[(h &+ 1) & CachePipeline.mask] = b
+        ring[(h &+ 2) & CachePipeline.mask] = c
+        ring[(h &+ 3) & CachePipeline.mask] = d
+        ops.head = h &+ 4
+        if h &+ 4 == ops.limit { pipeline.unsafelyUnwrapped.publish(&ops) }
     }
 
     /// The full path of a data access whose probe of the first L1 data array missed (`probed`) or

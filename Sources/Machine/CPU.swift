@@ -265,7 +265,10 @@ public final class CPU: @unchecked Sendable {
     @inline(__always)
     func firstL1Hit(_ page: UInt64, _ kind: MemoryAccess) -> Int64 {
         guard kind != .execute, let l1 = firstL1Data else { return -2 }
-        let slot = l1._withUnsafeGuaranteedRef { $0.lookup(page: page, size: .size4K, asid: asid) }
+        // The 4-way array of the specialized miss path probed unrolled; any other, out of line.
+        let slot = missPathShape != .none
+            ? l1.lookup(tag: TLBArray.tag(page: page, size: .size4K, asid: asid), base: l1.setBase(page, FourWays.self), FourWays.self)
+            : firstL1Slot(l1, page)
         guard slot >= 0 else { return -1 }
         let entry = TLBEntry(rawValue: l1._withUnsafeGuaranteedRef { $0.payload(slot) })
         guard Self.permits(entry, kind) else { return -2 }
@@ -274,6 +277,12 @@ public final class CPU: @unchecked Sendable {
         filterFrame = entry.frame
         filterDirty = entry.isWritable && entry.isDirty
         return Int64(entry.frame)
+    }
+
+    /// The first L1 data array's 4 KiB probe for `page` (`TLBArray.lookup`): its slot, or -1.
+    @inline(never)
+    func firstL1Slot(_ l1: Unmanaged<TLBArray>, _ page: UInt64) -> Int {
+        l1._withUnsafeGuaranteedRef { $0.lookup(page: page, size: .size4K, asid: asid) }
     }
 
     /// Charges the data line of an access to the cache model, and the write-backs it caused.
