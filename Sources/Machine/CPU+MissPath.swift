@@ -325,7 +325,8 @@ extension CPU {
     @inline(never)
     func accessMiss(_ va: VirtualAddress, _ kind: MemoryAccess, probed: Bool) -> Result<PFN, AccessFault> {
         if probed && missPathShape != .none && nested == nil
-            && tlb.dataLevels.l1.holdsOnlyFirst4K && tlb.dataLevels.l2.holdsOnlyFirst4K {
+            && missPathCounts.l1._withUnsafeGuaranteedRef({ $0.others }) == 0
+            && missPathCounts.l2._withUnsafeGuaranteedRef({ $0.others }) == 0 {
             return missPathShape == .stlb12 ? accessMiss4K(va, kind, TwelveWays.self) : accessMiss4K(va, kind, SixteenWays.self)
         }
         return accessThroughTLBs(va, kind, probedFirst4K: probed)

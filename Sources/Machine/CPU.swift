@@ -155,6 +155,9 @@ public final class CPU: @unchecked Sendable {
     let missPathSTLB: Unmanaged<TLBArray>?
     let missPathPD: Unmanaged<TLBArray>?
     let missPathPDPT: Unmanaged<TLBArray>?
+    /// The L1 data level's and the STLB's `TLBLevelCount`, unretained (`tlb` owns them): both levels
+    /// hold only 4 KiB entries of their first arrays while both are 0 (`ArrayList.holdsOnlyFirst4K`).
+    let missPathCounts: (l1: Unmanaged<TLBLevelCount>, l2: Unmanaged<TLBLevelCount>)
     /// The lines of last-level page-table entries `run(_:)` prefetched recently (direct-mapped by
     /// the 32 KiB of address space a line of entries maps, plus one; 0: empty).
     let prefetchedLines: UnsafeMutablePointer<UInt64>
@@ -195,6 +198,7 @@ public final class CPU: @unchecked Sendable {
         missPathSTLB = tlb.l2.first.map { .passUnretained($0) }
         missPathPD = .passUnretained(pageWalkCache.pd)
         missPathPDPT = .passUnretained(pageWalkCache.pdpt)
+        missPathCounts = (.passUnretained(tlb.levelCounts.0), .passUnretained(tlb.levelCounts.2))
     }
 
     deinit {
