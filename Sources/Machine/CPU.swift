@@ -148,6 +148,16 @@ public final class CPU: @unchecked Sendable {
     /// address space is loaded: its 4 KiB probe is the first one `TLBHierarchy.ArrayList.lookup`
     /// makes, so a hit there is answered inline without the level walk.
     @exclusivity(unchecked) var firstL1Data: Unmanaged<TLBArray>?
+    /// Whether a miss of `firstL1Data` may take the specialized path (`accessMiss4K`), and the STLB's
+    /// first array and the PDE and PDPTE caches for it, unretained (`tlb` and `pageWalkCache` own them).
+    /// (`var` so that tests can compare the specialized path with the general one.)
+    @exclusivity(unchecked) var missPathShape: MissPathShape
+    let missPathSTLB: Unmanaged<TLBArray>?
+    let missPathPD: Unmanaged<TLBArray>?
+    let missPathPDPT: Unmanaged<TLBArray>?
+    /// The L1 data level's and the STLB's `TLBLevelCount`, unretained (`tlb` owns them): both levels
+    /// hold only 4 KiB entries of their first arrays while both are 0 (`ArrayList.holdsOnlyFirst4K`).
+    let missPathCounts: (l1: Unmanaged<TLBLevelCount>, l2: Unmanaged<TLBLevelCount>)
     /// The lines of last-level page-table entries `run(_:)` prefetched recently (direct-mapped by
     /// the 32 KiB of address space a line of entries maps, plus one; 0: empty).
     let prefetchedLines: UnsafeMutablePointer<UInt64>
@@ -184,6 +194,11 @@ public final class CPU: @unchecked Sendable {
         prefetchedLines = .allocate(capacity: Self.prefetchFilterSize)
         prefetchedLines.initialize(repeating: 0, count: Self.prefetchFilterSize)
         timing = description.timing
+        missPathShape = MissPathShape(tlb, pageWalkCache)
+        missPathSTLB = tlb.l2.first.map { .passUnretained($0) }
+        missPathPD = .passUnretained(pageWalkCache.pd)
+        missPathPDPT = .passUnretained(pageWalkCache.pdpt)
+        missPathCounts = (.passUnretained(tlb.levelCounts.0), .passUnretained(tlb.levelCounts.2))
     }
 
     deinit {
@@ -237,7 +252,7 @@ public final class CPU: @unchecked Sendable {
         } else {
             let found = firstL1Hit(page, kind)
             // One call to the full path for all the ways there (three calls cost 8 instructions more).
-            guard found >= 0 else { return accessThroughTLBs(va, kind, probedFirst4K: found == -1) }
+            guard found >= 0 else { return accessMiss(va, kind, probed: found == -1) }
             frame = UInt32(truncatingIfNeeded: found)
         }
         // A hit in the filter or in the first L1 data array.
@@ -254,7 +269,10 @@ public final class CPU: @unchecked Sendable {
     @inline(__always)
     func firstL1Hit(_ page: UInt64, _ kind: MemoryAccess) -> Int64 {
         guard kind != .execute, let l1 = firstL1Data else { return -2 }
-        let slot = l1._withUnsafeGuaranteedRef { $0.lookup(page: page, size: .size4K, asid: asid) }
+        // The 4-way array of the specialized miss path probed unrolled; any other, out of line.
+        let slot = missPathShape != .none
+            ? l1.lookup(tag: TLBArray.tag(page: page, size: .size4K, asid: asid), base: l1.setBase(page, FourWays.self), FourWays.self)
+            : firstL1Slot(l1, page)
         guard slot >= 0 else { return -1 }
         let entry = TLBEntry(rawValue: l1._withUnsafeGuaranteedRef { $0.payload(slot) })
         guard Self.permits(entry, kind) else { return -2 }
@@ -263,6 +281,12 @@ public final class CPU: @unchecked Sendable {
         filterFrame = entry.frame
         filterDirty = entry.isWritable && entry.isDirty
         return Int64(entry.frame)
+    }
+
+    /// The first L1 data array's 4 KiB probe for `page` (`TLBArray.lookup`): its slot, or -1.
+    @inline(never)
+    func firstL1Slot(_ l1: Unmanaged<TLBArray>, _ page: UInt64) -> Int {
+        l1._withUnsafeGuaranteedRef { $0.lookup(page: page, size: .size4K, asid: asid) }
     }
 
     /// Charges the data line of an access to the cache model, and the write-backs it caused.

@@ -242,10 +242,10 @@ public struct TLBEntry: RawRepresentable, Sendable, Hashable {
             | (~raw >> 63) << 34                                                         // NX clear → 34
             | (raw & PageTableEntry.userBit) << 33                                       // bit 2 → 35
     }
-    public var frame: UInt32 { UInt32(truncatingIfNeeded: rawValue) }
-    public var isWritable: Bool { rawValue & Self.writableBit != 0 }
-    public var isDirty: Bool { rawValue & Self.dirtyBit != 0 }
-    public var isExecutable: Bool { rawValue & Self.executableBit != 0 }
+    @inline(__always) public var frame: UInt32 { UInt32(truncatingIfNeeded: rawValue) }
+    @inline(__always) public var isWritable: Bool { rawValue & Self.writableBit != 0 }
+    @inline(__always) public var isDirty: Bool { rawValue & Self.dirtyBit != 0 }
+    @inline(__always) public var isExecutable: Bool { rawValue & Self.executableBit != 0 }
 
     /// The entry for the piece of size `piece` that contains `va`, of a page of size `size`.
     @inline(__always)
