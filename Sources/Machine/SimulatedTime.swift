@@ -260,8 +260,12 @@ public final class SimulatedTime: @unchecked Sendable {
         } else {
             i = countLines.count
             mmIndex[pid] = i
+            // CPUs are numbered socket by socket: a request after a CPU of another socket pays a
+            // remote transfer (`transfer(from:to:)`).
             countLines.append(LineTimeline(shortest: parameters.atomicCycles,
-                                           shortestAfterOther: parameters.atomicCycles + leastTransferCycles))
+                                           shortestAfterOther: parameters.atomicCycles + leastTransferCycles,
+                                           groupSize: parameters.cpusPerSocket,
+                                           shortestAfterOtherGroup: parameters.atomicCycles + parameters.remoteSocketTransferCycles))
             _ = mmapLocks.addMM()
             pageTableLocks.append(Timeline())
         }
