@@ -307,6 +307,11 @@ public final class SimulatedTime: @unchecked Sendable {
     /// when it asked (the queue a busy lock keeps); each waiter's read is served by the last-level
     /// cache, where the line sits once the first reader has fetched it (`sharedCacheReadCycles`; a
     /// waiter on another socket would cost more: docs/concurrency.md says how much that changes).
+    ///
+    /// Not inlined: one copy of the lock's search serves every charge (a fault takes up to five
+    /// locks, a page lookup one), so a turn of many CPUs runs less distinct code (`chargeFault` was
+    /// 9.3 KB and `chargeNodeLookup` 8.8 KB with a copy per call site).
+    @inline(never)
     func acquire(_ lock: Unmanaged<Timeline>, _ lockClass: LockClass, _ kind: KernelDesign.SpinLockKind,
                          cpu: Int, at t: Double, hold: Double) -> Double {
         let c = lockClass.rawValue
