@@ -207,6 +207,14 @@ public final class SimulatedTime: @unchecked Sendable {
     @inline(__always) func splitLock(_ key: UInt64, kind: Int, cpu: Int) -> (index: Int, new: Bool) {
         let memo = 2 &* cpu &+ kind
         if lastLockKeys[memo] == key { return (lastLockIndices[memo], false) }
+        return splitLockLookedUp(key, memo: memo)
+    }
+
+    /// `splitLock` past the CPU's memo: the hash lookup, out of line so that the charges that
+    /// inline `splitLock` stay small (a turn of many CPUs runs more code than the host's
+    /// instruction cache holds).
+    @inline(never)
+    private func splitLockLookedUp(_ key: UInt64, memo: Int) -> (index: Int, new: Bool) {
         let index: Int, new: Bool
         if let known = lockIndex[key] {
             index = known; new = false
@@ -254,6 +262,12 @@ public final class SimulatedTime: @unchecked Sendable {
     /// The index of `pid`'s timelines, made on first use.
     @inline(__always) func mm(_ pid: Int) -> Int {
         if pid == lastPID { return lastMM }
+        return mmLookedUp(pid)
+    }
+
+    /// `mm` of a pid other than the last one asked: out of line, as `splitLockLookedUp`.
+    @inline(never)
+    private func mmLookedUp(_ pid: Int) -> Int {
         let i: Int
         if let known = mmIndex[pid] {
             i = known
