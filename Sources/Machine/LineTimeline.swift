@@ -15,7 +15,10 @@
 ///   reservations:  oldest ⇄ … ⇄ mark ⇄ … ⇄ newest  `keptCapacity / 2`-th from the oldest: `mark`
 /// ```
 /// Like `Timeline`, it notes each CPU's latest end, so that a request of a CPU with nothing reserved
-/// past its time compares only the gaps' lengths with the least after another CPU.
+/// past its time compares only the gaps' lengths with the least after another CPU. CPUs may come in
+/// groups (sockets, numbered group by group), a request after a CPU of another group lasting longer
+/// (a remote transfer): a gap that only a request after a CPU of the same group could fill is passed
+/// too, without weighing it.
 final class LineTimeline {
     private struct Run: TimelineSpan {
         var start: Double
@@ -31,6 +34,11 @@ final class LineTimeline {
     let shortest: Double, shortestAfterOther: Double
     /// The gaps `Timeline.passShort` may pass for those (`Timeline.passable`).
     private let lowest: Float, lowestAfterOther: Float
+    /// CPUs per group (0: one group), the least a request holds the line after a CPU of another
+    /// group, and the gaps it may pass then (`Timeline.passable`).
+    private let groupSize: Int
+    let shortestAfterOtherGroup: Double
+    private let lowestAfterOtherGroup: Float
 
     /// The runs, from `head` to `count` (`capacity` allocated).
     private var runs: UnsafeMutablePointer<Run>
@@ -59,18 +67,24 @@ final class LineTimeline {
     private var latestEnds: UnsafeMutablePointer<Double>
     private var latestEndsCount = 0
 
-    /// A line whose requests hold it at least `shortest` cycles, and at least `shortestAfterOther`
-    /// after another CPU held it.
-    /// - Precondition: `0 <= shortest <= shortestAfterOther` (with 0, no two reservations are one run).
-    init(shortest: Double, shortestAfterOther: Double) {
-        precondition(shortest >= 0 && shortestAfterOther >= shortest)
+    /// A line whose requests hold it at least `shortest` cycles, at least `shortestAfterOther` after
+    /// another CPU held it, and, with CPUs in groups of `groupSize` (numbered group by group; 0 for
+    /// one group), at least `shortestAfterOtherGroup` after a CPU of another group.
+    /// - Precondition: `0 <= shortest <= shortestAfterOther <= shortestAfterOtherGroup` (with 0, no
+    ///   two reservations are one run), `groupSize >= 0`.
+    init(shortest: Double, shortestAfterOther: Double, groupSize: Int = 0, shortestAfterOtherGroup: Double? = nil) {
+        let afterOtherGroup = shortestAfterOtherGroup ?? shortestAfterOther
+        precondition(shortest >= 0 && shortestAfterOther >= shortest && afterOtherGroup >= shortestAfterOther && groupSize >= 0)
         self.shortest = shortest
         self.shortestAfterOther = shortestAfterOther
+        self.groupSize = groupSize
+        self.shortestAfterOtherGroup = afterOtherGroup
         lowest = Float(Timeline.passable(shortest))
         lowestAfterOther = Float(Timeline.passable(shortestAfterOther))
+        lowestAfterOtherGroup = Float(Timeline.passable(afterOtherGroup))
         runs = .allocate(capacity: capacity)
-        gapsBefore = .allocate(capacity: capacity)
-        holdersBefore = .allocate(capacity: capacity)
+        gapsBefore = Self.padded(capacity: capacity)
+        holdersBefore = Self.padded(capacity: capacity)
         ends = .allocate(capacity: nodeCapacity)
         nexts = .allocate(capacity: nodeCapacity)
         prevs = .allocate(capacity: nodeCapacity)
@@ -94,8 +108,9 @@ final class LineTimeline {
     /// least durations: reserves the first gap at or after `t` (and after what was dropped) long
     /// enough for `duration(previous holder)`; returns its start and the CPU that held the line before
     /// (-1 if none).
-    /// - Precondition: `duration` is at least `shortest`, and at least `shortestAfterOther` when the
-    ///   previous holder is another CPU.
+    /// - Precondition: `duration` is at least `shortest`, at least `shortestAfterOther` when the
+    ///   previous holder is another CPU, and at least `shortestAfterOtherGroup` when it is a CPU of
+    ///   another group.
     func reserve(at requested: Double, horizon: Double = -.infinity, cpu: Int,
                  duration: (_ previous: Int32) -> Double) -> (start: Double, previous: Int32) {
         let me = Int32(truncatingIfNeeded: cpu)
@@ -117,7 +132,7 @@ final class LineTimeline {
         while true {
             if i > firstAfter && i < n {
                 // Past the first gap, each gap is whole: pass the short ones together.
-                i = onlyOthers ? passShorterThan(lowestAfterOther, from: i, to: n)
+                i = onlyOthers ? passShort(from: i, to: n, me: me)
                                : Timeline.passShort(gapsBefore, holdersBefore, from: i, to: n, me: me,
                                                     lowest: lowest, lowestAfterOther: lowestAfterOther)
                 start = b[i - 1].end
@@ -127,6 +142,8 @@ final class LineTimeline {
             if i == n || start + least <= b[i].start {
                 let d = duration(previous)
                 assert(d >= least, "a request shorter than the line's least")
+                assert(!isOtherGroup(previous, me) || d >= shortestAfterOtherGroup - 1e-9 * d,
+                       "a request after another group shorter than the line's least")
                 if i == n || start + d <= b[i].start {
                     insert(start: start, end: start + d, holder: me, before: i, horizon: horizon)
                     return (start, previous)
@@ -137,23 +154,75 @@ final class LineTimeline {
         }
     }
 
-    /// The first index from `i` (before `limit`) whose gap is at least `least`: `passShort` for a
-    /// request none of whose own reservations lies past its time. Sixteen gaps at a time, then eight.
+    /// The first index from `i` (before `limit`) whose gap a request of `me` might fit, for a request
+    /// none of whose own reservations lies past its time (so no gap it passes follows one of its
+    /// own): at least `lowestAfterOther`, and at least `lowestAfterOtherGroup` after a CPU of another
+    /// group. Sixteen gaps at a time by length alone; a gap long enough for a request after a CPU of
+    /// the same group but not of another is then looked at alone, and passed if its holder is of
+    /// another group. The buffers reach 16 entries past `capacity` (`padded`), so the last gaps are
+    /// read sixteen at a time too, and what lies past `limit` is not taken.
     @inline(__always)
-    private func passShorterThan(_ least: Float, from i: Int, to limit: Int) -> Int {
-        let gaps = gapsBefore
+    private func passShort(from i: Int, to limit: Int, me: Int32) -> Int {
+        let gaps = gapsBefore, holders = holdersBefore
         let g = UnsafeRawPointer(gaps)
-        let bound = SIMD8<Float>(repeating: least)
+        let bound = SIMD8<Float>(repeating: lowestAfterOther)
+        let lowestAfterOtherGroup = lowestAfterOtherGroup
+        let group = groupOf(me)
         var j = i
-        while j &+ 16 <= limit {
-            let a = g.loadUnaligned(fromByteOffset: j &* 4, as: SIMD8<Float>.self)
-            let b = g.loadUnaligned(fromByteOffset: j &* 4 &+ 32, as: SIMD8<Float>.self)
-            if any((a .>= bound) .| (b .>= bound)) { break }
-            j &+= 16
+        while j < limit {
+            let a = g.loadUnaligned(fromByteOffset: j &* 4, as: SIMD8<Float>.self) .>= bound
+            let b = g.loadUnaligned(fromByteOffset: j &* 4 &+ 32, as: SIMD8<Float>.self) .>= bound
+            guard any(a .| b) else {
+                j &+= 16
+                continue
+            }
+            let first = Self.firstLane(a)
+            let k = j &+ (first < 8 ? first : 8 &+ Self.firstLane(b))
+            if k >= limit { return limit }
+            let holder = holders[k]
+            if gaps[k] < lowestAfterOtherGroup && holder >= 0 && !group.contains(holder) {
+                j = k &+ 1
+                continue
+            }
+            return k
         }
-        if j &+ 8 <= limit && !any(g.loadUnaligned(fromByteOffset: j &* 4, as: SIMD8<Float>.self) .>= bound) { j &+= 8 }
-        while j < limit && gaps[j] < least { j &+= 1 }
-        return j
+        return limit
+    }
+
+    /// The CPUs of `cpu`'s group (all, with one group).
+    @inline(__always) private func groupOf(_ cpu: Int32) -> Range<Int32> {
+        guard groupSize > 0 else { return .min ..< .max }
+        let size = Int32(truncatingIfNeeded: groupSize)
+        let first = cpu / size * size
+        return first ..< first &+ size
+    }
+
+    /// Whether `holder` is a CPU of another group than `me`'s.
+    private func isOtherGroup(_ holder: Int32, _ me: Int32) -> Bool {
+        holder >= 0 && !groupOf(me).contains(holder)
+    }
+
+    /// The first lane of `mask` that is set, or 8: its lanes narrowed to bytes (all ones or zero),
+    /// read as a 64-bit word.
+    @inline(__always) private static func firstLane(_ mask: SIMDMask<SIMD8<Int32>>) -> Int {
+        let bytes = SIMD8<Int8>(truncatingIfNeeded: unsafeBitCast(mask, to: SIMD8<Int32>.self))
+        return unsafeBitCast(bytes, to: UInt64.self).trailingZeroBitCount >> 3
+    }
+
+    /// Entries past the capacity that `gapsBefore` and `holdersBefore` keep, for `passShort`'s reads.
+    private static let padding = 16
+
+    /// A buffer for `capacity` entries and `padding` more, every one initialized (to zero).
+    private static func padded<T: FixedWidthInteger>(capacity: Int) -> UnsafeMutablePointer<T> {
+        let p = UnsafeMutablePointer<T>.allocate(capacity: capacity + padding)
+        p.initialize(repeating: 0, count: capacity + padding)
+        return p
+    }
+
+    private static func padded(capacity: Int) -> UnsafeMutablePointer<Float> {
+        let p = UnsafeMutablePointer<Float>.allocate(capacity: capacity + padding)
+        p.initialize(repeating: 0, count: capacity + padding)
+        return p
     }
 
     /// Whether no request can start in the gap from `end` to `start`: one that starts at `end` or
@@ -297,8 +366,14 @@ final class LineTimeline {
     /// Gives the runs room for `newCapacity`, the ones in `kept` moved to start at `at`.
     private func resize(to newCapacity: Int, keeping kept: Range<Int>, at: Int) {
         runs = Self.moved(runs, kept, to: at, capacity: newCapacity)
-        gapsBefore = Self.moved(gapsBefore, kept, to: at, capacity: newCapacity)
-        holdersBefore = Self.moved(holdersBefore, kept, to: at, capacity: newCapacity)
+        let gaps: UnsafeMutablePointer<Float> = Self.padded(capacity: newCapacity)
+        let holders: UnsafeMutablePointer<Int32> = Self.padded(capacity: newCapacity)
+        (gaps + at).update(from: gapsBefore + kept.lowerBound, count: kept.count)
+        (holders + at).update(from: holdersBefore + kept.lowerBound, count: kept.count)
+        gapsBefore.deallocate()
+        holdersBefore.deallocate()
+        gapsBefore = gaps
+        holdersBefore = holders
         capacity = newCapacity
     }
 

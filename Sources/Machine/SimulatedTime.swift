@@ -207,6 +207,14 @@ public final class SimulatedTime: @unchecked Sendable {
     @inline(__always) func splitLock(_ key: UInt64, kind: Int, cpu: Int) -> (index: Int, new: Bool) {
         let memo = 2 &* cpu &+ kind
         if lastLockKeys[memo] == key { return (lastLockIndices[memo], false) }
+        return splitLockLookedUp(key, memo: memo)
+    }
+
+    /// `splitLock` past the CPU's memo: the hash lookup, out of line so that the charges that
+    /// inline `splitLock` stay small (a turn of many CPUs runs more code than the host's
+    /// instruction cache holds).
+    @inline(never)
+    private func splitLockLookedUp(_ key: UInt64, memo: Int) -> (index: Int, new: Bool) {
         let index: Int, new: Bool
         if let known = lockIndex[key] {
             index = known; new = false
@@ -254,14 +262,24 @@ public final class SimulatedTime: @unchecked Sendable {
     /// The index of `pid`'s timelines, made on first use.
     @inline(__always) func mm(_ pid: Int) -> Int {
         if pid == lastPID { return lastMM }
+        return mmLookedUp(pid)
+    }
+
+    /// `mm` of a pid other than the last one asked: out of line, as `splitLockLookedUp`.
+    @inline(never)
+    private func mmLookedUp(_ pid: Int) -> Int {
         let i: Int
         if let known = mmIndex[pid] {
             i = known
         } else {
             i = countLines.count
             mmIndex[pid] = i
+            // CPUs are numbered socket by socket: a request after a CPU of another socket pays a
+            // remote transfer (`transfer(from:to:)`).
             countLines.append(LineTimeline(shortest: parameters.atomicCycles,
-                                           shortestAfterOther: parameters.atomicCycles + leastTransferCycles))
+                                           shortestAfterOther: parameters.atomicCycles + leastTransferCycles,
+                                           groupSize: parameters.cpusPerSocket,
+                                           shortestAfterOtherGroup: parameters.atomicCycles + parameters.remoteSocketTransferCycles))
             _ = mmapLocks.addMM()
             pageTableLocks.append(Timeline())
         }
@@ -303,6 +321,11 @@ public final class SimulatedTime: @unchecked Sendable {
     /// when it asked (the queue a busy lock keeps); each waiter's read is served by the last-level
     /// cache, where the line sits once the first reader has fetched it (`sharedCacheReadCycles`; a
     /// waiter on another socket would cost more: docs/concurrency.md says how much that changes).
+    ///
+    /// Not inlined: one copy of the lock's search serves every charge (a fault takes up to five
+    /// locks, a page lookup one), so a turn of many CPUs runs less distinct code (`chargeFault` was
+    /// 9.3 KB and `chargeNodeLookup` 8.8 KB with a copy per call site).
+    @inline(never)
     func acquire(_ lock: Unmanaged<Timeline>, _ lockClass: LockClass, _ kind: KernelDesign.SpinLockKind,
                          cpu: Int, at t: Double, hold: Double) -> Double {
         let c = lockClass.rawValue

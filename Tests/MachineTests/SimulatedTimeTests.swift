@@ -162,9 +162,14 @@ struct SimulatedTimeTests {
         if horizonMoves { #expect(afterDrop > 10) }
     }
 
-    @Test("a count line's timeline answers as a plain timeline does, for 64 CPUs that each ask in their own time order behind a long queue")
-    func lineTimelineMatchesTimeline() {
-        let line = LineTimeline(shortest: 20, shortestAfterOther: 120), plain = Timeline()
+    @Test("a count line's timeline answers as a plain timeline does, for 64 CPUs that each ask in their own time order behind a long queue",
+          arguments: [false, true])
+    func lineTimelineMatchesTimeline(bySocket: Bool) {
+        // By socket, the line knows that a request after a CPU of another socket (28 CPUs each)
+        // lasts at least 320 cycles, and passes shorter gaps after one without weighing them.
+        let line = bySocket ? LineTimeline(shortest: 20, shortestAfterOther: 120, groupSize: 28, shortestAfterOtherGroup: 320)
+                            : LineTimeline(shortest: 20, shortestAfterOther: 120)
+        let plain = Timeline()
         var rng = SplitMix64(seed: 33)
         var clocks = [Double](repeating: 0, count: 64)
         var mismatches = 0, longWaits = 0, merged = 0
