@@ -28,6 +28,14 @@ public struct Scenario: Sendable {
         }
     }
 
+    /// Whether any statement checks a multi-size THP counter (`expect mthp`: a vmstat check of a
+    /// `hugepages-<size>kB/stats/` field).
+    public var checksMTHPCounters: Bool {
+        statements.contains {
+            if case .expect(.vmstat(let checks)) = $0.command { checks.contains { $0.field.contains("/") } } else { false }
+        }
+    }
+
     /// Whether any statement uses `advice`.
     public func uses(_ advice: Advice) -> Bool {
         statements.contains { if case .madvise(_, _, let a) = $0.command { a == advice } else { false } }

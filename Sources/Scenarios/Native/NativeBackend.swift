@@ -51,7 +51,12 @@ public final class NativeScenarioBackend: ScenarioBackend {
 
     public init() {}
 
+    /// Whether `vmstat()` also reads the mTHP counters in sysfs: only for a scenario that checks them,
+    /// so that every other vmstat snapshot stays one read of `/proc/vmstat`.
+    private var readsMTHPCounters = false
+
     public func start(_ scenario: Scenario) throws(ScenarioError) -> Process {
+        readsMTHPCounters = scenario.checksMTHPCounters
         guard geteuid() == 0 else { throw .unsupported("native runs need root (to set THP tunables and read other processes' smaps)") }
         guard access(NativeTunables.root, F_OK) == 0 else { throw .unsupported("this kernel has no \(NativeTunables.root)") }
         if hostLock == nil {
@@ -227,12 +232,13 @@ public final class NativeScenarioBackend: ScenarioBackend {
         return NativeProcFiles.smapsEntry(text, start: vmaStart)
     }
 
-    /// `/proc/vmstat`, and the mTHP counters of every size this kernel has
-    /// (`/sys/kernel/mm/transparent_hugepage/hugepages-64kB/stats/anon_fault_alloc` as
+    /// `/proc/vmstat`, and, for a scenario with `expect mthp`, the mTHP counters of every size this
+    /// kernel has (`/sys/kernel/mm/transparent_hugepage/hugepages-64kB/stats/anon_fault_alloc` as
     /// `hugepages-64kB/stats/anon_fault_alloc`, …; none before Linux 6.9).
     public func vmstat() throws(ScenarioError) -> [String: Int64] {
         guard let text = NativeSyscalls.readFile("/proc/vmstat") else { throw .run("cannot read /proc/vmstat") }
         var values = NativeProcFiles.vmstat(text)
+        guard readsMTHPCounters else { return values }
         let base = "/sys/kernel/mm/transparent_hugepage/"
         for order in 2...9 {
             let folder = "hugepages-\(4 << order)kB/stats/"
