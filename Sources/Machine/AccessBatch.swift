@@ -44,6 +44,20 @@ extension CPU {
     /// the cache model and of the counters waits for it (`settle()`).
     public func run(_ records: UnsafeBufferPointer<AccessRecord>) -> (completed: Int, fault: AccessFault?) {
         if _slowPath(wantsPipeline != pipelined) { if pipelined { settle() } else { startPipeline() } }
+        // The specialized miss path's eligibility that holds for the whole batch (the geometry and a
+        // one-dimensional walk) is checked here once; each access checks only what a fault or a huge
+        // fill may change (`accessFused`).
+        if missPathShape != .none && nested == nil {
+            return missPathShape == .stlb12 ? runBatch(records, FusedPath<TwelveWays>.self)
+                : runBatch(records, FusedPath<SixteenWays>.self)
+        }
+        return runBatch(records, GeneralPath.self)
+    }
+
+    /// `run(_:)`'s loop with the access of `Path`: `access(_:_:)`, or `accessFused` with the miss
+    /// path's STLB ways known, which calls `accessMiss4K` directly (one call per miss, not three).
+    @inline(never)
+    func runBatch<Path: BatchAccessPath>(_ records: UnsafeBufferPointer<AccessRecord>, _: Path.Type) -> (completed: Int, fault: AccessFault?) {
         // The page-table entries of the accesses `prefetchDistance` ahead are fetched into the host's
         // caches while this one runs: a walk over tables larger than the host's caches otherwise
         // waits for host memory. The look-down reaches the last-level table through the store's
@@ -65,7 +79,7 @@ extension CPU {
         for i in records.indices {
             if let walked { lookAhead(from: i, records, walked.kernel, walked.root, &ahead) }
             let r = records[i]
-            switch access(VirtualAddress(r.address), r.kind) {
+            switch Path.access(self, VirtualAddress(r.address), r.kind) {
             case .success:
                 if r.count > 1 {
                     if r.stride != 0 {
@@ -81,6 +95,34 @@ extension CPU {
             }
         }
         return (records.count, nil)
+    }
+
+    /// `access(_:_:)` on a CPU whose geometry takes the specialized miss path (`missPathShape`, an
+    /// STLB of `L2` ways) and whose walks are one-dimensional: a miss of the first L1 data array
+    /// goes to `accessMiss4K` directly while both levels hold only 4 KiB entries of their first
+    /// arrays (`accessMiss`'s other conditions hold for the batch), else to `accessMiss`.
+    @inline(__always)
+    func accessFused<L2: TLBWays>(_ va: VirtualAddress, _ kind: MemoryAccess, _: L2.Type) -> Result<PFN, AccessFault> {
+        let page = va.rawValue >> 12
+        let offset = page &- filterStart
+        let frame: UInt32
+        if offset < filterPages && kind != .execute && (kind == .read || filterDirty) {
+            frame = filterFrame &+ UInt32(truncatingIfNeeded: offset)
+        } else {
+            let found = firstL1Hit(page, kind)
+            guard found >= 0 else {
+                if found == -1 && missPathCounts.l1._withUnsafeGuaranteedRef({ $0.others }) == 0
+                    && missPathCounts.l2._withUnsafeGuaranteedRef({ $0.others }) == 0 {
+                    return accessMiss4K(va, kind, L2.self)
+                }
+                return accessMiss(va, kind, probed: found == -1)
+            }
+            frame = UInt32(truncatingIfNeeded: found)
+        }
+        tally.accesses &+= 1
+        tally.l1Hits &+= 1
+        if modelsDataCache { touchData(frame: frame, va: va.rawValue, write: kind == .write) }
+        return .success(PFN(frame))
     }
 
     /// The accesses of a page run after its first, which has just succeeded: each is a hit in the
@@ -219,5 +261,26 @@ extension CPU {
                 thpsim_prefetch(entry)
             }
         }
+    }
+}
+
+/// How `CPU.runBatch` makes each record's first access.
+protocol BatchAccessPath {
+    static func access(_ cpu: CPU, _ va: VirtualAddress, _ kind: MemoryAccess) -> Result<PFN, AccessFault>
+}
+
+/// Every access through `CPU.access(_:_:)`.
+enum GeneralPath: BatchAccessPath {
+    @inline(__always)
+    static func access(_ cpu: CPU, _ va: VirtualAddress, _ kind: MemoryAccess) -> Result<PFN, AccessFault> {
+        cpu.access(va, kind)
+    }
+}
+
+/// Every access through `CPU.accessFused`, with an STLB of `L2` ways.
+enum FusedPath<L2: TLBWays>: BatchAccessPath {
+    @inline(__always)
+    static func access(_ cpu: CPU, _ va: VirtualAddress, _ kind: MemoryAccess) -> Result<PFN, AccessFault> {
+        cpu.accessFused(va, kind, L2.self)
     }
 }

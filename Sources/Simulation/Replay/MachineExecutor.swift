@@ -287,6 +287,37 @@ public final class MachineExecutor: WorkloadSink {
         }
     }
 
+    /// Accesses of one kind (`WorkloadSink.accesses`): those before the next tick, while `thread` is
+    /// bound and the batch has room, are queued in one loop — the same counts, touched pages and
+    /// records as one `access(…count: 1)` each; the access that takes a tick, a thread not bound, and
+    /// threads in simulated-time order go through `access` one by one.
+    public func accesses(thread: Int, addresses: UnsafeBufferPointer<UInt64>, kind: AccessKind) {
+        var i = 0
+        let n = addresses.count
+        let memoryAccess = kind.memoryAccess
+        while i < n {
+            guard !timeOrdered && thread == cachedThread && thread >= 0 && untilTick > 1 else {
+                access(thread: thread, address: addresses[i], kind: kind, count: 1)
+                i &+= 1
+                continue
+            }
+            // None of these takes a tick (`untilTick` stays ≥ 1) or fills the batch before its last.
+            let first = pendingCount
+            let k = min(n &- i, untilTick &- 1, Self.batchCapacity &- first)
+            for j in 0..<k {
+                let address = addresses[i &+ j]
+                pendingNewlyTouched[first &+ j] = kind == .store && markTouched(address)
+                pending[first &+ j] = AccessRecord(address: address, count: 1, kind: memoryAccess)
+            }
+            countAccesses(kind, k)
+            untilTick &-= k
+            pendingThread = thread
+            pendingCount = first &+ k
+            i &+= k
+            if first &+ k == Self.batchCapacity { flush() }
+        }
+    }
+
     /// Whether the bound `thread`'s process is alive: a batch run at a tick may have killed it.
     @inline(__always)
     private func isLive(_ thread: Int) -> Bool {

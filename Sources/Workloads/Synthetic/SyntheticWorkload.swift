@@ -105,6 +105,8 @@ struct ArrayPattern {
         let scrambleKey = pagePermutation.next()
         var remaining = p.accesses
         var thread = 0
+        let quantum = UnsafeMutableBufferPointer<UInt64>.allocate(capacity: threadQuantum)
+        defer { quantum.deallocate() }
         while remaining > 0 {
             let n = min(threadQuantum, remaining)
             if kind == .seq || kind == .stride {
@@ -123,6 +125,21 @@ struct ArrayPattern {
                     cursors[thread] = (cursor &+ UInt64(k) &* step) % length
                     left -= k
                 }
+                remaining -= n
+                thread = (thread + 1) % p.threads
+                continue
+            }
+            if kind == .gups || kind == .chase {
+                // The quantum's addresses, then one `accesses` call (the same accesses, in the same
+                // order, as one call each: the sink draws nothing from the generators).
+                let op: AccessKind = kind == .gups ? .store : .load
+                if kind == .gups {
+                    let words = p.size / 8
+                    for j in 0..<n { quantum[j] = base &+ rng.below(words) &* 8 }
+                } else {
+                    for j in 0..<n { quantum[j] = base &+ chase.next() &* 64 }
+                }
+                sink.accesses(thread: thread, addresses: UnsafeBufferPointer(rebasing: quantum[0..<n]), kind: op)
                 remaining -= n
                 thread = (thread + 1) % p.threads
                 continue

@@ -57,6 +57,10 @@ public protocol WorkloadSink {
     /// those addresses, which is what the default does; a sink may take it whole (`MachineExecutor`
     /// translates the page once and charges each access's data line as the per-access path would).
     mutating func accessRun(thread: Int, address: UInt64, stride: UInt64, count: Int, kind: AccessKind)
+    /// One access of `kind` by `thread` at each of `addresses`, in order. It means exactly one call of
+    /// `access(thread:address:kind:count: 1)` per address, which is what the default does; a sink
+    /// may take them at once (`MachineExecutor` queues those before its next tick in one loop).
+    mutating func accesses(thread: Int, addresses: UnsafeBufferPointer<UInt64>, kind: AccessKind)
 }
 
 extension WorkloadSink {
@@ -68,6 +72,12 @@ extension WorkloadSink {
             access(thread: thread, address: a, kind: kind, count: 1)
             a &+= stride
         }
+    }
+
+    /// One `access(…count: 1)` per address, in order.
+    @inlinable
+    public mutating func accesses(thread: Int, addresses: UnsafeBufferPointer<UInt64>, kind: AccessKind) {
+        for a in addresses { access(thread: thread, address: a, kind: kind, count: 1) }
     }
 }
 
