@@ -47,14 +47,7 @@ extension TLBArray {
     @discardableResult @inline(__always)
     func insertAbsent<W: TLBWays>(tag t: UInt64, base: Int, size: PageSize, payload: UInt64, _: W.Type) -> Int {
         let victim = base &+ Int(truncatingIfNeeded: oldestStamp(stamps + base, W.self) & ((1 &<< W.bits) &- 1))
-        let old = tags[victim]
-        if old != t {
-            if old & Self.validBit == 0 || (old ^ t) & (3 << 14) != 0 { recount(replacing: old, with: size) }
-            tags[victim] = t
-        }
-        payloads[victim] = payload
-        clock &+= 1
-        stamps[victim] = clock &<< W.bits | UInt64(truncatingIfNeeded: victim &- base)
+        replace(victim, base: base, tag: t, size: size, payload: payload, wayBits: W.bits)
         return victim
     }
 

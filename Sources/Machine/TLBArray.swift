@@ -210,6 +210,14 @@ public final class TLBArray: @unchecked Sendable {
             // first empty way if any, else the oldest valid one).
             victim = base &+ Int(truncatingIfNeeded: oldestStamp(stamps + base) & wayMask)
         }
+        replace(victim, base: base, tag: t, size: size, payload: payload, wayBits: wayBits)
+        return victim
+    }
+
+    /// Puts the entry of tag `t` in `victim`, a slot of the set starting at `base`, as its most
+    /// recently used way (`wayBits`: the array's, or a constant the caller knows).
+    @inline(__always)
+    func replace(_ victim: Int, base: Int, tag t: UInt64, size: PageSize, payload: UInt64, wayBits: UInt64) {
         let old = tags[victim]
         if old != t {
             // Replacing a valid entry of the same size (the steady state) leaves the counts as
@@ -219,8 +227,7 @@ public final class TLBArray: @unchecked Sendable {
         }
         payloads[victim] = payload
         clock &+= 1
-        stamps[victim] = stamp(way: victim &- base)
-        return victim
+        stamps[victim] = clock &<< wayBits | UInt64(truncatingIfNeeded: victim &- base)
     }
 
     /// The occupancy change of a fill that puts an entry of `size` where `old` was (invalid, or
