@@ -66,6 +66,15 @@ public final class MachineExecutor: WorkloadSink {
     deinit {
         pending.deallocate()
         pendingNewlyTouched.deallocate()
+        queues.deinitialize(count: queueCount)
+        queues.deallocate()
+    }
+
+    /// The CPU that runs `thread` (threads go round the CPUs): no division when there are at least
+    /// as many CPUs as threads, the common case.
+    @inline(__always)
+    private func cpu(of thread: Int) -> Int {
+        thread < cpuCount ? thread : thread % cpuCount
     }
 
     /// The thread whose CPU and address space the last access used; -1 after any event (so a thread
@@ -116,7 +125,11 @@ public final class MachineExecutor: WorkloadSink {
     /// Per thread: the accesses and events it made since the last ordering point, and whether each
     /// store marked its page first. Bounded by `tickInterval` accesses and `maxQueuedEvents` events
     /// over all threads.
-    @exclusivity(unchecked) private var queues: [ThreadQueue] = []
+    /// A buffer rather than an `Array`: a turn updates its thread's queue in place, without the
+    /// uniqueness check each write of an `Array` element makes. `queueCount` are initialized.
+    @exclusivity(unchecked) private var queues = UnsafeMutablePointer<ThreadQueue>.allocate(capacity: 0)
+    @exclusivity(unchecked) private var queueCount = 0
+    @exclusivity(unchecked) private var queueCapacity = 0
     /// Events queued since the last drain; at `maxQueuedEvents` the queues are drained.
     @exclusivity(unchecked) private var queuedEvents = 0
     /// Events queued over all threads before the queues are drained without waiting for a tick (a
@@ -182,7 +195,7 @@ public final class MachineExecutor: WorkloadSink {
     /// The clock at which `thread` may run next: its CPU's, or its start if that is later.
     @inline(__always)
     private func turnClock(_ thread: Int) -> Double {
-        max(machine.clock(of: thread % cpuCount), startClock[thread])
+        max(machine.clock(of: cpu(of: thread)), startClock[thread])
     }
 
     @inline(__always)
@@ -375,8 +388,23 @@ public final class MachineExecutor: WorkloadSink {
         }
     }
 
+    /// Makes queues up to `thread`'s.
+    @inline(never)
+    private func addQueues(upTo thread: Int) {
+        if thread >= queueCapacity {
+            let capacity = max(thread + 1, 2 * queueCapacity, 8)
+            let grown = UnsafeMutablePointer<ThreadQueue>.allocate(capacity: capacity)
+            grown.moveInitialize(from: queues, count: queueCount)
+            queues.deallocate()
+            queues = grown
+            queueCapacity = capacity
+        }
+        (queues + queueCount).initialize(repeating: ThreadQueue(), count: thread + 1 - queueCount)
+        queueCount = thread + 1
+    }
+
     private func enqueue(_ thread: Int, _ record: AccessRecord, _ newlyTouched: Bool) {
-        if thread >= queues.count { queues.append(contentsOf: repeatElement(ThreadQueue(), count: thread + 1 - queues.count)) }
+        if thread >= queueCount { addQueues(upTo: thread) }
         if queues[thread].isEmpty { queuedThreads.append(thread) }
         queues[thread].records.append(QueuedAccess(record: record, newlyTouched: newlyTouched))
     }
@@ -394,11 +422,11 @@ public final class MachineExecutor: WorkloadSink {
         var spawned = ContiguousArray<Int>()
         while let (key, best) = clockOrder.first {
             // A thread dropped while it waited (its process was killed) has nothing left.
-            guard best < queues.count, !queues[best].isEmpty else {
+            guard best < queueCount, !queues[best].isEmpty else {
                 clockOrder.removeFirst()
                 continue
             }
-            let cpu = best % cpuCount
+            let cpu = self.cpu(of: best)
             // Its CPU's clock, read once: binding the thread below switches the CPU's address space
             // at most, which costs no cycles.
             let cpuClock = machine.clock(of: cpu)
@@ -429,8 +457,8 @@ public final class MachineExecutor: WorkloadSink {
             pendingCount = n
             // The thread most likely to run next: its CPU's TLB sets come into the host's caches while
             // this one runs (`Machine.warmUp(cpu:for:)`; a hint, nothing simulated changes).
-            if let next = clockOrder.second, next < queues.count, let address = queues[next].nextAddress {
-                machine.warmUp(cpu: next % cpuCount, for: address)
+            if let next = clockOrder.second, next < queueCount, let address = queues[next].nextAddress {
+                machine.warmUp(cpu: self.cpu(of: next), for: address)
             }
             // May kill the process, which drops its queues, events included (`dropQueue`).
             runPending()
@@ -470,7 +498,7 @@ public final class MachineExecutor: WorkloadSink {
             }
             // Threads just spawned join the order at their start.
             if !spawned.isEmpty {
-                for child in spawned where child < queues.count && !queues[child].isEmpty {
+                for child in spawned where child < queueCount && !queues[child].isEmpty {
                     clockOrder.push(clock: turnClock(child), thread: child)
                 }
                 spawned.removeAll(keepingCapacity: true)
@@ -494,7 +522,7 @@ public final class MachineExecutor: WorkloadSink {
     /// The event of `thread`'s queue due now (its accesses before it have run), if any.
     @inline(__always)
     private func dueEvent(_ thread: Int) -> WorkloadEvent? {
-        guard thread < queues.count else { return nil }
+        guard thread < queueCount else { return nil }
         return queues[thread].dueEvent
     }
 
@@ -504,7 +532,7 @@ public final class MachineExecutor: WorkloadSink {
         switch mm.nodeOfPage(at: VirtualAddress(address)) {
         case .success(let found):
             if let timeRef {
-                let cpu = thread % cpuCount
+                let cpu = self.cpu(of: thread)
                 let now = machine.clock(of: cpu)
                 timeRef._withUnsafeGuaranteedRef {
                     $0.chargeNodeLookup(cpu: cpu, pid: mm.pid, address: address, hugePMD: found.hugePMD,
@@ -534,7 +562,7 @@ public final class MachineExecutor: WorkloadSink {
     /// and its page marked written, an event's count (it becomes a dropped one), the written pages it
     /// cleared, the thread it would have spawned (with that thread's own queue).
     private func dropQueue(_ thread: Int) {
-        guard thread < queues.count, !queues[thread].isEmpty else { return }
+        guard thread < queueCount, !queues[thread].isEmpty else { return }
         let q = queues[thread]
         queues[thread] = ThreadQueue()
         if let slot = queuedThreads.firstIndex(of: thread) { queuedThreads.remove(at: slot) }
@@ -751,7 +779,7 @@ public final class MachineExecutor: WorkloadSink {
             kill(process: Int(threadProcess[thread]))
             return false
         }
-        let cpu = thread % cpuCount
+        let cpu = self.cpu(of: thread)
         machine.load(ref, on: cpu)
         SimulatedCPU.switchTo(cpu)
         cachedCPUIndex = cpu
@@ -821,7 +849,7 @@ public final class MachineExecutor: WorkloadSink {
             return
         }
         report.events += 1
-        if thread >= queues.count { queues.append(contentsOf: repeatElement(ThreadQueue(), count: thread + 1 - queues.count)) }
+        if thread >= queueCount { addQueues(upTo: thread) }
         if queues[thread].isEmpty { queuedThreads.append(thread) }
         let index = queues[thread].events.count
         switch event {
@@ -918,7 +946,7 @@ public final class MachineExecutor: WorkloadSink {
         case .idle, .beginMeasurement: return
         case .getMempolicy: return   // charged with its page-table locks once the lookup is done
         }
-        let cpu = thread % cpuCount
+        let cpu = self.cpu(of: thread)
         time.chargeSystemCall(cpu: cpu, pid: pid, now: machine.clock(of: cpu), changesVMAs: changesVMAs)
     }
 
@@ -932,7 +960,7 @@ public final class MachineExecutor: WorkloadSink {
     private func chargeRecorded(_ event: WorkloadEvent, _ zap: ZapRecord, _ walk: TableWalkRecord,
                                 _ collapses: [CollapseRecord], thread: Int, pid: Int, clockBefore: Double,
                                 _ time: SimulatedTime) {
-        let cpu = thread % cpuCount
+        let cpu = self.cpu(of: thread)
         let design = machine.kernel.design
         let flushCycles = max(0, machine.cpus[cpu].counters.cycles + time.extraCycles[cpu] - clockBefore)
         switch event {
