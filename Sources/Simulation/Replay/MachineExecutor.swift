@@ -138,7 +138,7 @@ public final class MachineExecutor: WorkloadSink {
     /// Threads whose queue holds accesses or events.
     @exclusivity(unchecked) private var queuedThreads = ContiguousArray<Int>()
     /// `queuedThreads` by their CPUs' clocks, while `drainQueues` runs them.
-    @exclusivity(unchecked) private var clockOrder = ClockOrder()
+    private let clockOrder = ClockOrder()
     /// Accesses a thread runs before the scheduler looks at the clocks again.
     public static let quantum = 64
 

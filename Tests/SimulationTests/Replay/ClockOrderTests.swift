@@ -15,7 +15,7 @@ struct ClockOrderTests {
             // Clocks on a coarse grid, so ties are common; threads share CPUs when threads > cpus.
             var clock = (0..<cpus).map { _ in Double(rng.next() % 8) * 10 }
             var work = (0..<threads).map { _ in 1 + Int(rng.next() % 6) }
-            var order = ClockOrder()
+            let order = ClockOrder()
             for t in 0..<threads { order.push(clock: clock[t % cpus], thread: t) }
             var mismatches = 0, repushes = 0
             while let (key, t) = order.first {
@@ -39,7 +39,7 @@ struct ClockOrderTests {
     @Test("second is the entry that comes second by its key (the lowest thread at a tie), after any pushes, replacements and removals")
     func secondComesSecond() {
         var rng = SplitMix64(seed: 41)
-        var order = ClockOrder()
+        let order = ClockOrder()
         var keys: [Int: Double] = [:]
         #expect(order.second == nil)
         for step in 0..<5_000 {
