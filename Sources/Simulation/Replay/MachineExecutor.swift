@@ -838,15 +838,19 @@ public final class MachineExecutor: WorkloadSink {
     /// (`clearTouched`, as the accesses after it in the workload see it), and a spawned thread exists
     /// (its accesses may be queued), waiting for the spawn to run before its first turn.
     private func enqueue(_ thread: Int, _ event: WorkloadEvent) {
-        guard thread >= 0, thread < threadProcess.count, threadProcess[thread] >= 0,
-              let ref = processRefs[Int(threadProcess[thread])] else {
-            report.droppedEvents += 1
-            return
-        }
-        if ref._withUnsafeGuaranteedRef({ $0.wasOOMKilled }) {
-            kill(process: Int(threadProcess[thread]))
-            report.droppedEvents += 1
-            return
+        // The thread `admits` let in last (an access just before, as in memscale) is still alive:
+        // whatever could have killed it since (a drain, kernel threads, an event, a kill) unsets it.
+        if thread != cachedThread || thread < 0 {
+            guard thread >= 0, thread < threadProcess.count, threadProcess[thread] >= 0,
+                  let ref = processRefs[Int(threadProcess[thread])] else {
+                report.droppedEvents += 1
+                return
+            }
+            if ref._withUnsafeGuaranteedRef({ $0.wasOOMKilled }) {
+                kill(process: Int(threadProcess[thread]))
+                report.droppedEvents += 1
+                return
+            }
         }
         report.events += 1
         if thread >= queueCount { addQueues(upTo: thread) }
