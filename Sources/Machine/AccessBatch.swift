@@ -103,26 +103,13 @@ extension CPU {
     /// arrays (`accessMiss`'s other conditions hold for the batch), else to `accessMiss`.
     @inline(__always)
     func accessFused<L2: TLBWays>(_ va: VirtualAddress, _ kind: MemoryAccess, _: L2.Type) -> Result<PFN, AccessFault> {
-        let page = va.rawValue >> 12
-        let offset = page &- filterStart
-        let frame: UInt32
-        if offset < filterPages && kind != .execute && (kind == .read || filterDirty) {
-            frame = filterFrame &+ UInt32(truncatingIfNeeded: offset)
-        } else {
-            let found = firstL1Hit(page, kind)
-            guard found >= 0 else {
-                if found == -1 && missPathCounts.l1._withUnsafeGuaranteedRef({ $0.others }) == 0
-                    && missPathCounts.l2._withUnsafeGuaranteedRef({ $0.others }) == 0 {
-                    return accessMiss4K(va, kind, L2.self)
-                }
-                return accessMiss(va, kind, probed: found == -1)
+        accessHit(va, kind) { probed in
+            if probed && missPathCounts.l1._withUnsafeGuaranteedRef({ $0.others }) == 0
+                && missPathCounts.l2._withUnsafeGuaranteedRef({ $0.others }) == 0 {
+                return accessMiss4K(va, kind, L2.self)
             }
-            frame = UInt32(truncatingIfNeeded: found)
+            return accessMiss(va, kind, probed: probed)
         }
-        tally.accesses &+= 1
-        tally.l1Hits &+= 1
-        if modelsDataCache { touchData(frame: frame, va: va.rawValue, write: kind == .write) }
-        return .success(PFN(frame))
     }
 
     /// The accesses of a page run after its first, which has just succeeded: each is a hit in the

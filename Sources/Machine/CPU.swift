@@ -244,6 +244,16 @@ public final class CPU: @unchecked Sendable {
     /// fault the kernel could not resolve. Hardware: a load/store's address translation.
     @inline(__always)
     public func access(_ va: VirtualAddress, _ kind: MemoryAccess) -> Result<PFN, AccessFault> {
+        // One call to the full path for all the ways there (three calls cost 8 instructions more).
+        accessHit(va, kind) { accessMiss(va, kind, probed: $0) }
+    }
+
+    /// An access answered by the last-translation filter or the first L1 data array's probe, as
+    /// `access` and the batch loop's `accessFused` make it; `miss` takes the rest (`probed`: the
+    /// first array was probed for the 4 KiB page and missed).
+    @inline(__always)
+    func accessHit(_ va: VirtualAddress, _ kind: MemoryAccess,
+                   miss: (_ probed: Bool) -> Result<PFN, AccessFault>) -> Result<PFN, AccessFault> {
         let page = va.rawValue >> 12
         let offset = page &- filterStart
         let frame: UInt32
@@ -251,8 +261,7 @@ public final class CPU: @unchecked Sendable {
             frame = filterFrame &+ UInt32(truncatingIfNeeded: offset)
         } else {
             let found = firstL1Hit(page, kind)
-            // One call to the full path for all the ways there (three calls cost 8 instructions more).
-            guard found >= 0 else { return accessMiss(va, kind, probed: found == -1) }
+            guard found >= 0 else { return miss(found == -1) }
             frame = UInt32(truncatingIfNeeded: found)
         }
         // A hit in the filter or in the first L1 data array.
