@@ -7,6 +7,8 @@ public enum MemoryCgroupFile: String, CaseIterable, Sendable {
     case max = "memory.max"
     case high = "memory.high"
     case swapMax = "memory.swap.max"
+    case min = "memory.min"
+    case low = "memory.low"
     case current = "memory.current"
     case peak = "memory.peak"
     case swapCurrent = "memory.swap.current"
@@ -18,7 +20,7 @@ public enum MemoryCgroupFile: String, CaseIterable, Sendable {
     /// Whether the file has a write handler (the others are mode 0444: EACCES on write).
     public var isWritable: Bool {
         switch self {
-        case .max, .high, .swapMax, .procs: true
+        case .max, .high, .swapMax, .min, .low, .procs: true
         default: false
         }
     }
@@ -74,6 +76,8 @@ extension Kernel {
         case .max: return limit(memcg.limitPages)
         case .high: return limit(memcg.highPages.load(ordering: .relaxed))
         case .swapMax: return limit(memcg.swapMaxPages.load(ordering: .relaxed))
+        case .min: return limit(memcg.minPages.load(ordering: .relaxed))
+        case .low: return limit(memcg.lowPages.load(ordering: .relaxed))
         case .current: return "\(memcg.usagePages * page)\n"
         case .peak: return "\(memcg.peak.load(ordering: .relaxed) * page)\n"
         case .swapCurrent: return "\(swapPages(of: memcg) * page)\n"
@@ -105,7 +109,7 @@ extension Kernel {
 
     /// Writes `value` to `file` of the cgroup `name`, as Linux's write handlers do.
     ///
-    /// `memory.max`, `memory.high`, `memory.swap.max` take "max" or a byte count with an optional
+    /// `memory.max`, `memory.high`, `memory.swap.max`, `memory.min`, `memory.low` take "max" or a byte count with an optional
     /// K/M/G/T/P/E suffix, rounded down to pages (Linux: `page_counter_memparse()` → `memparse()`).
     /// Lowering `memory.max` below the usage reclaims and then calls the OOM killer until the usage
     /// fits or nobody is left (Linux: `memory_max_write()`); lowering `memory.high` reclaims
@@ -143,6 +147,12 @@ extension Kernel {
             }
         case .swapMax:
             memcg.swapMaxPages.store(try Self.pageCounterMemparse(text), ordering: .relaxed)
+        case .min, .low:
+            // Protection takes effect at the next reclaim; writing it reclaims nothing
+            // (`memory_min_write()`, `memory_low_write()`).
+            let pages = try Self.pageCounterMemparse(text)
+            if f == .min { memcg.minPages.store(pages, ordering: .relaxed) } else { memcg.lowPages.store(pages, ordering: .relaxed) }
+            if pages > 0 { memoryCgroups.protectionSet.store(true, ordering: .relaxed) }
         default:
             throw .EACCES
         }

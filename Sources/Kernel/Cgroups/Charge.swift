@@ -148,15 +148,24 @@ extension Kernel {
         guard uncharged() < target else { return uncharged() }
         var swappedOut = 0
         var priority = Self.defaultPriority
-        let lruvecs = memoryCgroups.subtree(memcg).map { Int($0.id) }.sorted()
-        while priority >= 0 && uncharged() < target && swapDevice.usedSlots < swapDevice.capacity
-                && mayStillSwap(memcg, holding: mm) {
-            // The lists of the cgroup and of each one below it (Linux: `shrink_node_memcgs()` from
-            // the target memcg, `mem_cgroup_iter()` over its subtree).
-            for lruvec in lruvecs where uncharged() < target {
-                shrinkLruvec(lruvec, priority: priority, by: .direct, &swappedOut) { uncharged() >= target }
+        let subtree = memoryCgroups.subtree(memcg).sorted { $0.id < $1.id }
+        // `memory.min` and `memory.low` of the cgroups below it (`MemoryProtection.swift`).
+        var protection: ReclaimProtection? = memoryCgroups.anyProtection ? ReclaimProtection(target: memcg) : nil
+        while true {
+            while priority >= 0 && uncharged() < target && swapDevice.usedSlots < swapDevice.capacity
+                    && mayStillSwap(memcg, holding: mm) {
+                // The lists of the cgroup and of each one below it (Linux: `shrink_node_memcgs()` from
+                // the target memcg, `mem_cgroup_iter()` over its subtree).
+                for c in subtree where uncharged() < target {
+                    let verdict = protection?.verdict(for: c, in: memoryCgroups) ?? .scan
+                    guard verdict != .skip else { continue }
+                    shrinkLruvec(Int(c.id), priority: priority, by: .direct, verdict, &swappedOut) { uncharged() >= target }
+                }
+                priority -= 1
             }
-            priority -= 1
+            // Nothing uncharged while `memory.low` was spared: once more without it.
+            guard protection?.shouldRetry(freedNothing: uncharged() <= 0) == true else { break }
+            priority = Self.defaultPriority
         }
         return max(0, uncharged())
     }

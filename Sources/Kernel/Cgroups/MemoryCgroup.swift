@@ -32,6 +32,10 @@ public final class MemoryCgroup: @unchecked Sendable {
     let maxPages = Atomic<Int>(Int.max)
     let highPages = Atomic<Int>(Int.max)
     let swapMaxPages = Atomic<Int>(Int.max)
+    /// `memory.min` and `memory.low` in pages (0: no protection): reclaim leaves the cgroup's memory
+    /// below them alone (`MemoryProtection.swift`).
+    let minPages = Atomic<Int>(0)
+    let lowPages = Atomic<Int>(0)
     /// Page-table pages charged to the cgroup (Linux: `memory.stat` `pagetables`, `NR_PAGETABLE` per
     /// memcg); they are part of `usage` too.
     let pageTablePages = Atomic<Int>(0)
@@ -229,6 +233,8 @@ public final class MemoryCgroup: @unchecked Sendable {
 public final class MemoryCgroups: @unchecked Sendable {
     /// Whether any cgroup was created: the free path looks at the charge record only then.
     let active = Atomic<Bool>(false)
+    /// Whether a `memory.min` or `memory.low` was ever set above zero (`anyProtection`).
+    let protectionSet = Atomic<Bool>(false)
     /// Index → cgroup; slot 0 is "not charged". Written once per slot under `lock`.
     private let table: UnsafeMutablePointer<Unmanaged<MemoryCgroup>?>
     /// Frame → index of the cgroup it is charged to on its own (0: none). Untouched host pages stay
@@ -352,6 +358,12 @@ public final class MemoryCgroups: @unchecked Sendable {
     /// The index of the cgroup the folio at `head` is charged to, 0 for none: its lruvec (`LRULists`).
     @inline(__always) func ownerIndex(of head: PFN) -> UInt16 {
         wholeRecord(head) ?? owners[Int(head.rawValue)]
+    }
+
+    /// The cgroup whose index (its lruvec) is `index`, or nil for 0 (the root) and unused indices.
+    func cgroup(index: Int) -> MemoryCgroup? {
+        guard index > 0 && index <= Self.maxCount else { return nil }
+        return table[index]?.takeUnretainedValue()
     }
 
     /// The cgroup the folio at `head` is charged to, or nil (a folio whose pages were charged one by

@@ -77,21 +77,31 @@ extension Kernel {
         // The shrinkers next: split partially mapped THPs, freeing their unused pages (Linux:
         // `shrink_slab()` → `deferred_split_scan()`).
         _ = deferredSplitScan()
+        // `memory.min` and `memory.low` (`MemoryProtection.swift`), looked at once some cgroup has one.
+        var protection: ReclaimProtection? = memoryCgroups.anyProtection ? ReclaimProtection(target: nil) : nil
         var priority = Self.defaultPriority
-        while priority >= 0 && freed() < target && swapDevice.usedSlots < swapDevice.capacity {
-            // Each memory cgroup's lists in turn (Linux: `shrink_node_memcgs()`): kswapd visits every
-            // one at each priority, each for a batch at least; direct reclaim stops at the cgroup
-            // that reaches the target, and the next direct reclaim starts after it (`partial`, the
-            // shared `mem_cgroup_reclaim_cookie`).
-            let inUse = lru.lruvecsInUse
-            let cursor = lru.directReclaimCursor.load(ordering: .relaxed)
-            let start = reclaimer == .direct ? (inUse.firstIndex { $0 > cursor } ?? 0) : 0
-            for lruvec in inUse[start...] + inUse[..<start] {
-                if reclaimer == .direct && freed() >= target { break }
-                shrinkLruvec(lruvec, priority: priority, by: reclaimer, &work.swappedOut) { freed() >= target }
-                if reclaimer == .direct { lru.directReclaimCursor.store(lruvec, ordering: .relaxed) }
+        while true {
+            while priority >= 0 && freed() < target && swapDevice.usedSlots < swapDevice.capacity {
+                // Each memory cgroup's lists in turn (Linux: `shrink_node_memcgs()`): kswapd visits every
+                // one at each priority, each for a batch at least; direct reclaim stops at the cgroup
+                // that reaches the target, and the next direct reclaim starts after it (`partial`, the
+                // shared `mem_cgroup_reclaim_cookie`).
+                let inUse = lru.lruvecsInUse
+                let cursor = lru.directReclaimCursor.load(ordering: .relaxed)
+                let start = reclaimer == .direct ? (inUse.firstIndex { $0 > cursor } ?? 0) : 0
+                for lruvec in inUse[start...] + inUse[..<start] {
+                    if reclaimer == .direct && freed() >= target { break }
+                    let verdict = protection?.verdict(for: memoryCgroups.cgroup(index: lruvec), in: memoryCgroups) ?? .scan
+                    if verdict != .skip {
+                        shrinkLruvec(lruvec, priority: priority, by: reclaimer, verdict, &work.swappedOut) { freed() >= target }
+                    }
+                    if reclaimer == .direct { lru.directReclaimCursor.store(lruvec, ordering: .relaxed) }
+                }
+                priority -= 1
             }
-            priority -= 1
+            // Direct reclaim that freed nothing while it spared `memory.low`: once more without it.
+            guard reclaimer == .direct, protection?.shouldRetry(freedNothing: freed() <= 0) == true else { break }
+            priority = Self.defaultPriority
         }
         let result = max(0, freed())
         kswapd.count(result)
@@ -104,9 +114,12 @@ extension Kernel {
     /// the others until `done()` — the active list
     /// deactivated while the inactive one is low, and aged once more at the end even when nothing was
     /// taken from it (Linux: `shrink_lruvec()` with `get_scan_count()`'s `lruvec_size >> priority`).
-    func shrinkLruvec(_ lruvec: Int, priority: Int, by reclaimer: Reclaimer, _ swappedOut: inout Int, done: () -> Bool) {
+    /// A cgroup with `memory.min` or `memory.low` has its lists' sizes scaled first (`verdict`).
+    func shrinkLruvec(_ lruvec: Int, priority: Int, by reclaimer: Reclaimer, _ verdict: ReclaimProtection.Verdict = .scan,
+                      _ swappedOut: inout Int, done: () -> Bool) {
         let sizes = lru.pages(of: lruvec)
-        var inactive = sizes.inactive >> priority, active = sizes.active >> priority
+        var inactive = ReclaimProtection.scanSize(sizes.inactive, verdict) >> priority
+        var active = ReclaimProtection.scanSize(sizes.active, verdict) >> priority
         var first = true
         while (inactive > 0 || active > 0) && (first || !done()) {
             first = false

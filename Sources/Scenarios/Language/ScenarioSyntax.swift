@@ -238,10 +238,10 @@ public enum MTHPCounters {
 /// The memory cgroup files scenarios write and check (cgroup v2 names).
 public enum CgroupFiles {
     /// Files `cgroup NAME FILE=VALUE` may write.
-    public static let writable = ["memory.max", "memory.high", "memory.swap.max"]
+    public static let writable = ["memory.max", "memory.high", "memory.swap.max", "memory.min", "memory.low"]
     /// Files holding one value, which `expect cgroup NAME FILE<op>VALUE` checks.
     public static let singleValued = ["memory.current", "memory.peak", "memory.max", "memory.high",
-                                      "memory.swap.max", "memory.swap.current"]
+                                      "memory.swap.max", "memory.swap.current", "memory.min", "memory.low"]
     /// Files of `key value` lines, which `expect cgroup NAME FILE KEY<op>VALUE` checks.
     public static let keyed = ["memory.events", "memory.events.local", "memory.stat"]
     /// Every file the model has.

@@ -13,6 +13,7 @@ import Glibc
 /// | `memory.max`         | `memory.limit_in_bytes` (`max` is -1; printed back as `max`)        |
 /// | `memory.swap.max`    | `memory.memsw.limit_in_bytes` = limit + swap (memory and swap together), with swap on; with none, nothing to limit |
 /// | `memory.high`        | none: unsupported                                                   |
+/// | `memory.min`, `memory.low` | none: unsupported (v1's `memory.soft_limit_in_bytes` is another mechanism) |
 /// | `memory.current`     | `memory.usage_in_bytes`                                             |
 /// | `memory.peak`        | `memory.max_usage_in_bytes`                                         |
 /// | `memory.swap.current`| `memory.memsw.usage_in_bytes` − `memory.usage_in_bytes`             |
@@ -116,7 +117,7 @@ final class NativeCgroups {
         switch file {
         case "memory.max": limit.max = bytes
         case "memory.swap.max": limit.swap = bytes
-        case "memory.high": throw .unsupported("cgroup v1 (this machine) has no memory.high")
+        case "memory.high", "memory.min", "memory.low": throw .unsupported("cgroup v1 (this machine) has no \(file)")
         default: return .failure(ScenarioErrno(code: ENOENT))
         }
         if limit.swap != nil, !accountsSwap, Self.swapActive {
@@ -210,7 +211,7 @@ final class NativeCgroups {
         case "memory.stat":
             let stat = try keyed("memory.stat")
             return "anon \(stat["total_rss"] ?? 0)\nanon_thp \(stat["total_rss_huge"] ?? 0)\npgfault \(stat["total_pgfault"] ?? 0)\n"
-        case "memory.high": throw .unsupported("cgroup v1 (this machine) has no memory.high")
+        case "memory.high", "memory.min", "memory.low": throw .unsupported("cgroup v1 (this machine) has no \(file)")
         default: throw .run("cgroup file \(file) has no cgroup v1 counterpart")
         }
     }
