@@ -110,8 +110,8 @@ public struct SystemBuilder: Sendable {
     /// What is wrong with writing `setting` to the workload's cgroup (a file the model has no writer
     /// for, a value Linux's parser refuses), as an errno and a message; nil if it is fine.
     public static func problem(withCgroup setting: Tunable) -> String? {
-        guard ["memory.max", "memory.high", "memory.swap.max"].contains(setting.name) else {
-            return "unknown cgroup file '\(setting.name)' (ENOENT): use memory.max, memory.high or memory.swap.max (cgroup v2 names)"
+        guard ["memory.max", "memory.high", "memory.swap.max", "memory.min", "memory.low"].contains(setting.name) else {
+            return "unknown cgroup file '\(setting.name)' (ENOENT): use memory.max, memory.high, memory.swap.max, memory.min or memory.low (cgroup v2 names)"
         }
         do throws(Errno) { _ = try Kernel.pageCounterMemparse(setting.value) } catch {
             return "\(setting.name)=\(setting.value): \(error): expected max or bytes with an optional K, M or G suffix"

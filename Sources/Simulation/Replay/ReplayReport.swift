@@ -33,7 +33,8 @@ public struct ReplayReport: Sendable, Equatable {
             public var swapBytes: UInt64
             public var simulatedNanoseconds: UInt64
         }
-        /// `memory.max`, `memory.high`, `memory.swap.max`, `memory.current`, `memory.peak` as Linux prints them.
+        /// `memory.max`, `memory.high`, `memory.swap.max`, `memory.current`, `memory.peak` as Linux prints them,
+        /// and `memory.min`, `memory.low` when they are set (not 0).
         public var files: [String: String] = [:]
         /// `memory.events`.
         public var events: [String: Int] = [:]
@@ -47,6 +48,11 @@ public struct ReplayReport: Sendable, Equatable {
         public init(kernel: Kernel, cgroup memcg: MemoryCgroup, pids: [Int]) {
             for file in ["memory.max", "memory.high", "memory.swap.max", "memory.current", "memory.peak"] {
                 files[file] = (try? kernel.readCgroupFile(memcg.name, file))?.trimmingCharacters(in: .newlines)
+            }
+            for file in ["memory.min", "memory.low"] {
+                if let value = (try? kernel.readCgroupFile(memcg.name, file))?.trimmingCharacters(in: .newlines), value != "0" {
+                    files[file] = value
+                }
             }
             events = Dictionary(uniqueKeysWithValues: MemoryCgroup.Event.allCases.map { ($0.name, memcg.value(of: $0)) })
             stat = Dictionary(uniqueKeysWithValues: kernel.memoryStat(memcg).map { ($0.name, $0.value) })
@@ -62,7 +68,8 @@ public struct ReplayReport: Sendable, Equatable {
             for kill in oomKills {
                 s.append("process \(kill.process) OOM-killed by its cgroup: anon-rss \(kill.rssBytes >> 10) kB, swap \(kill.swapBytes >> 10) kB at \(kill.simulatedNanoseconds / 1_000_000) ms")
             }
-            let shown = ["memory.max", "memory.high", "memory.swap.max", "memory.current", "memory.peak"]
+            let shown = ["memory.max", "memory.high", "memory.swap.max", "memory.min", "memory.low", "memory.current", "memory.peak"]
+                .filter { files[$0] != nil || !["memory.min", "memory.low"].contains($0) }
             s.append("cgroup: " + shown.map { "\($0) \(files[$0] ?? "?")" }.joined(separator: ", "))
             s.append("cgroup memory.events: " + MemoryCgroup.Event.allCases.map { "\($0.name) \(events[$0.name] ?? 0)" }.joined(separator: ", "))
             return s

@@ -66,6 +66,20 @@ struct CgroupRunTests {
         #expect(r.cgroup?.oomKills.isEmpty == true)
     }
 
+    @Test("memory.min and memory.low are taken and reported when set, and left out of the report when not")
+    func protectionReported() throws {
+        let e = try executor([.init(name: "memory.low", value: "8M"), .init(name: "memory.min", value: "1M")])
+        e.event(thread: 0, .mmap(address: 0x1000_0000, length: 1 << 20, protection: .readWrite, shared: false))
+        e.access(thread: 0, address: 0x1000_0000, kind: .store, count: 1)
+        let r = e.finish()
+        #expect(r.cgroup?.files["memory.low"] == "\(8 << 20)" && r.cgroup?.files["memory.min"] == "\(1 << 20)")
+        #expect(r.text.contains("memory.min \(1 << 20), memory.low \(8 << 20), memory.current"))
+        let plain = try executor([.init(name: "memory.max", value: "max")])
+        let p = plain.finish()
+        #expect(p.cgroup?.files["memory.low"] == nil && p.cgroup?.files["memory.min"] == nil)
+        #expect(!p.text.contains("memory.low"))
+    }
+
     @Test("bad --cgroup settings name the file or the value", arguments: [
         ("memory.limit_in_bytes", "1M", "unknown cgroup file"), ("memory.max", "20MB", "EINVAL"), ("memory.current", "0", "unknown"),
     ])
