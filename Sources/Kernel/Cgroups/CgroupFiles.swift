@@ -9,6 +9,7 @@ public enum MemoryCgroupFile: String, CaseIterable, Sendable {
     case swapMax = "memory.swap.max"
     case min = "memory.min"
     case low = "memory.low"
+    case reclaim = "memory.reclaim"
     case current = "memory.current"
     case peak = "memory.peak"
     case swapCurrent = "memory.swap.current"
@@ -20,7 +21,7 @@ public enum MemoryCgroupFile: String, CaseIterable, Sendable {
     /// Whether the file has a write handler (the others are mode 0444: EACCES on write).
     public var isWritable: Bool {
         switch self {
-        case .max, .high, .swapMax, .min, .low, .procs: true
+        case .max, .high, .swapMax, .min, .low, .reclaim, .procs: true
         default: false
         }
     }
@@ -82,6 +83,7 @@ extension Kernel {
         case .peak: return "\(memcg.peak.load(ordering: .relaxed) * page)\n"
         case .swapCurrent: return "\(swapPages(of: memcg) * page)\n"
         case .procs: return memcg.processes.map { "\($0.pid)\n" }.joined()
+        case .reclaim: throw .EINVAL   // write-only: no show handler (`cgroup_seqfile_show()`)
         case .events:
             return MemoryCgroup.Event.allCases.map { "\($0.name) \(memcg.value(of: $0))\n" }.joined()
         case .eventsLocal:
@@ -147,6 +149,8 @@ extension Kernel {
             }
         case .swapMax:
             memcg.swapMaxPages.store(try Self.pageCounterMemparse(text), ordering: .relaxed)
+        case .reclaim:
+            try proactiveReclaim(memcg, text)
         case .min, .low:
             // Protection takes effect at the next reclaim; writing it reclaims nothing
             // (`memory_min_write()`, `memory_low_write()`).
@@ -155,6 +159,41 @@ extension Kernel {
             if pages > 0 { memoryCgroups.protectionSet.store(true, ordering: .relaxed) }
         default:
             throw .EACCES
+        }
+    }
+
+    /// `memory.reclaim`: reclaims the bytes written from the cgroup and those below it, in rounds of a
+    /// quarter of what is left (at least `SWAP_CLUSTER_MAX` pages each); EAGAIN once 17 rounds in
+    /// all reclaimed nothing (Linux: `memory_reclaim()` → `try_to_free_mem_cgroup_pages()` with
+    /// `MEMCG_RECLAIM_PROACTIVE`, `MAX_RECLAIM_RETRIES` counted down after each empty round).
+    /// The value is a byte count as `memparse()` reads it (no `max`), optionally followed by
+    /// `swappiness=N` (0–200) or `swappiness=max`: with 0 nothing anonymous may be reclaimed, and the
+    /// model has nothing else, so such a write fails with EAGAIN unless it asks for 0 bytes; other
+    /// values reclaim as without (the model's lists are anonymous only: Linux's file/anon balance
+    /// has nothing to weigh). Anything else is EINVAL.
+    func proactiveReclaim(_ memcg: MemoryCgroup, _ text: String) throws(Errno) {
+        let words = text.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\n" })
+        // An empty value asks for nothing, as `memparse()` reads it as 0.
+        guard words.first != "max" else { throw .EINVAL }
+        let target = try words.first.map { size throws(Errno) in try Self.pageCounterMemparse(String(size)) } ?? 0
+        var anonymous = true
+        for option in words.dropFirst() {
+            guard option.hasPrefix("swappiness=") else { throw .EINVAL }
+            let value = option.dropFirst("swappiness=".count)
+            if value == "max" { continue }
+            guard let n = Self.kstrtoint(String(value)), (0...200).contains(n) else { throw .EINVAL }
+            anonymous = n > 0
+        }
+        var reclaimed = 0
+        var retries = Self.maxReclaimRetries
+        while reclaimed < target {
+            let batch = (target - reclaimed) / 4
+            let got = anonymous ? reclaimCgroup(memcg, pages: max(batch, Self.swapClusterMax)) : 0
+            if got == 0 {
+                if retries == 0 { throw .EAGAIN }
+                retries -= 1
+            }
+            reclaimed += got
         }
     }
 

@@ -140,7 +140,6 @@ extension Kernel {
     func reclaimCgroup(_ memcg: MemoryCgroup, pages target: Int, holding mm: AddressSpace? = nil) -> Int {
         let before = memcg.usagePages
         func uncharged() -> Int { before - memcg.usagePages }
-        vmstat.count(.allocstallNormal)
         for c in memoryCgroups.subtree(memcg) {
             deferredSplitScan(limit: 128, only: c)
             guard uncharged() < target else { return uncharged() }
@@ -159,7 +158,7 @@ extension Kernel {
                 for c in subtree where uncharged() < target {
                     let verdict = protection?.verdict(for: c, in: memoryCgroups) ?? .scan
                     guard verdict != .skip else { continue }
-                    shrinkLruvec(Int(c.id), priority: priority, by: .direct, verdict, &swappedOut) { uncharged() >= target }
+                    shrinkLruvec(Int(c.id), priority: priority, by: .cgroup, verdict, &swappedOut) { uncharged() >= target }
                 }
                 priority -= 1
             }

@@ -9,6 +9,11 @@ public enum Reclaimer: Sendable {
     case kswapd
     /// The allocating task, in direct reclaim.
     case direct
+    /// A memory cgroup's reclaim (over `memory.max` or `memory.high`, `memory.reclaim`): counted in
+    /// `pgscan_anon` and `pgsteal_anon` but in none of `/proc/vmstat`'s per-reclaimer counters, as
+    /// Linux counts `PGSCAN_*`/`PGSTEAL_*` and `ALLOCSTALL` only `if (!cgroup_reclaim(sc))`
+    /// (`shrink_inactive_list()`, `do_try_to_free_pages()`).
+    case cgroup
 }
 
 /// Reclaim: free memory by swapping out anonymous pages that were not used recently, found on the
@@ -99,8 +104,10 @@ extension Kernel {
                 }
                 priority -= 1
             }
-            // Direct reclaim that freed nothing while it spared `memory.low`: once more without it.
+            // Direct reclaim that freed nothing while it spared `memory.low`: once more without it,
+            // another stall (`do_try_to_free_pages()` counts `ALLOCSTALL` at its `retry:`).
             guard reclaimer == .direct, protection?.shouldRetry(freedNothing: freed() <= 0) == true else { break }
+            vmstat.count(.allocstallNormal)
             priority = Self.defaultPriority
         }
         let result = max(0, freed())
@@ -151,14 +158,23 @@ extension Kernel {
     }
 
     /// Counts pages reclaim looked at and freed (Linux: `PGSCAN_KSWAPD`/`PGSCAN_DIRECT` with
-    /// `PGSCAN_ANON`, `PGSTEAL_KSWAPD`/`PGSTEAL_DIRECT` with `PGSTEAL_ANON`).
+    /// `PGSCAN_ANON`, `PGSTEAL_KSWAPD`/`PGSTEAL_DIRECT` with `PGSTEAL_ANON`; a cgroup's reclaim the
+    /// `_ANON` ones only).
     @inline(__always) func countReclaim(scanned: Int = 0, stolen: Int = 0, by reclaimer: Reclaimer) {
         if scanned > 0 {
-            vmstat.count(reclaimer == .kswapd ? .pgscanKswapd : .pgscanDirect, scanned)
+            switch reclaimer {
+            case .kswapd: vmstat.count(.pgscanKswapd, scanned)
+            case .direct: vmstat.count(.pgscanDirect, scanned)
+            case .cgroup: break
+            }
             vmstat.count(.pgscanAnon, scanned)
         }
         if stolen > 0 {
-            vmstat.count(reclaimer == .kswapd ? .pgstealKswapd : .pgstealDirect, stolen)
+            switch reclaimer {
+            case .kswapd: vmstat.count(.pgstealKswapd, stolen)
+            case .direct: vmstat.count(.pgstealDirect, stolen)
+            case .cgroup: break
+            }
             vmstat.count(.pgstealAnon, stolen)
         }
     }

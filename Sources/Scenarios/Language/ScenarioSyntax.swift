@@ -238,7 +238,7 @@ public enum MTHPCounters {
 /// The memory cgroup files scenarios write and check (cgroup v2 names).
 public enum CgroupFiles {
     /// Files `cgroup NAME FILE=VALUE` may write.
-    public static let writable = ["memory.max", "memory.high", "memory.swap.max", "memory.min", "memory.low"]
+    public static let writable = ["memory.max", "memory.high", "memory.swap.max", "memory.min", "memory.low", "memory.reclaim"]
     /// Files holding one value, which `expect cgroup NAME FILE<op>VALUE` checks.
     public static let singleValued = ["memory.current", "memory.peak", "memory.max", "memory.high",
                                       "memory.swap.max", "memory.swap.current", "memory.min", "memory.low"]

@@ -14,6 +14,7 @@ import Glibc
 /// | `memory.swap.max`    | `memory.memsw.limit_in_bytes` = limit + swap (memory and swap together), with swap on; with none, nothing to limit |
 /// | `memory.high`        | none: unsupported                                                   |
 /// | `memory.min`, `memory.low` | none: unsupported (v1's `memory.soft_limit_in_bytes` is another mechanism) |
+/// | `memory.reclaim`     | none: unsupported (v1's `memory.force_empty` empties the cgroup)      |
 /// | `memory.current`     | `memory.usage_in_bytes`                                             |
 /// | `memory.peak`        | `memory.max_usage_in_bytes`                                         |
 /// | `memory.swap.current`| `memory.memsw.usage_in_bytes` − `memory.usage_in_bytes`             |
@@ -117,7 +118,7 @@ final class NativeCgroups {
         switch file {
         case "memory.max": limit.max = bytes
         case "memory.swap.max": limit.swap = bytes
-        case "memory.high", "memory.min", "memory.low": throw .unsupported("cgroup v1 (this machine) has no \(file)")
+        case "memory.high", "memory.min", "memory.low", "memory.reclaim": throw .unsupported("cgroup v1 (this machine) has no \(file)")
         default: return .failure(ScenarioErrno(code: ENOENT))
         }
         if limit.swap != nil, !accountsSwap, Self.swapActive {
