@@ -151,6 +151,7 @@ final class FakeBackend: ScenarioBackend {
     func meminfo() throws(ScenarioError) -> [String: Int64] { ["FakeWrites": writes * 4] }
     func createCgroup(_ name: String) throws(ScenarioError) -> Result<Void, ScenarioErrno> { throw .unsupported("fake") }
     func writeCgroup(_ name: String, file: String, value: String) throws(ScenarioError) -> Result<Void, ScenarioErrno> { throw .unsupported("fake") }
+    func removeCgroup(_ name: String) throws(ScenarioError) -> Result<Void, ScenarioErrno> { throw .unsupported("fake") }
     func joinCgroup(_ process: Process, _ name: String?) throws(ScenarioError) -> Result<Void, ScenarioErrno> { throw .unsupported("fake") }
     func readCgroup(_ name: String, file: String) throws(ScenarioError) -> String { throw .unsupported("fake") }
     func wasKilled(_ process: Process) throws(ScenarioError) -> Bool { false }

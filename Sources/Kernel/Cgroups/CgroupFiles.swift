@@ -41,6 +41,13 @@ extension Kernel {
         try memoryCgroups.create(name)
     }
 
+    /// Removes the memory cgroup at `path` (Linux: `rmdir /sys/fs/cgroup/PATH`), which must have no
+    /// processes and no cgroups below it; what is charged to it stays charged (`MemoryCgroups.remove`).
+    /// - Throws: ENOENT for an unknown cgroup, EBUSY when it has processes or children.
+    public func removeMemoryCgroup(_ path: String) throws(Errno) {
+        try memoryCgroups.remove(path)
+    }
+
     /// Moves a process into `memcg` (nil: the root) (Linux: writing its pid to `cgroup.procs` →
     /// `cgroup_attach_task()`). In v2 the pages it already has stay charged where they are; only new
     /// charges go to the new cgroup.

@@ -36,6 +36,8 @@ public final class MemoryCgroup: @unchecked Sendable {
     /// below them alone (`MemoryProtection.swift`).
     let minPages = Atomic<Int>(0)
     let lowPages = Atomic<Int>(0)
+    /// Removed (`rmdir`): no longer named, still holding what was charged to it.
+    public let removed = Atomic<Bool>(false)
     /// Page-table pages charged to the cgroup (Linux: `memory.stat` `pagetables`, `NR_PAGETABLE` per
     /// memcg); they are part of `usage` too.
     let pageTablePages = Atomic<Int>(0)
@@ -244,6 +246,10 @@ public final class MemoryCgroups: @unchecked Sendable {
     private let frameTable: FrameTable
     private var frames: Int { frameTable.count }
     private let byName = SpinLocked<[String: MemoryCgroup]>([:])
+    /// Cgroups removed (`rmdir`) while pages were still charged to them, and how many cgroups were
+    /// ever made (their indices are not reused), both under `byName`'s lock.
+    private var dying: [MemoryCgroup] = []
+    private var made = 0
     /// The OOM kills so far, oldest first.
     let kills = SpinLocked<[OOMKill]>([])
     /// The most cgroups a kernel may have (the charge record is 16 bits).
@@ -271,10 +277,33 @@ public final class MemoryCgroups: @unchecked Sendable {
     /// The OOM kills so far, oldest first.
     public var oomKills: [OOMKill] { kills.withLock { $0 } }
 
-    /// `memcg` and every cgroup below it.
+    /// `memcg` and every cgroup below it, removed ones that still hold charges included (Linux's
+    /// `mem_cgroup_iter()` walks dying memcgs too, and their statistics stay in their ancestors').
     public func subtree(_ memcg: MemoryCgroup) -> [MemoryCgroup] {
         guard memcg.childCount.load(ordering: .relaxed) > 0 else { return [memcg] }
-        return all.filter { $0.isDescendant(of: memcg) }
+        let (live, removed) = byName.withLock { groups in (Array(groups.values), dying) }
+        return (live + removed).filter { $0.isDescendant(of: memcg) }.sorted { ($0.name, $0.id) < ($1.name, $1.id) }
+    }
+
+    /// Removes the cgroup at `path` (Linux: `rmdir /sys/fs/cgroup/PATH` → `cgroup_rmdir()`):
+    /// EBUSY while it has processes or cgroups below it (`cgroup_destroy_locked()`), ENOENT for an
+    /// unknown path. Its name is free at once; its charges stay until the pages are freed, counted in
+    /// the cgroups above it, and reclaim from above (or global reclaim) still reaches its lists, as
+    /// for Linux's dying memcgs. Going offline drops its `memory.min` and `memory.low`
+    /// (`mem_cgroup_css_offline()`). Its parent keeps the memory controller in `subtree_control`, so
+    /// it still takes no processes ("no internal processes") even once its last child is gone.
+    func remove(_ path: String) throws(Errno) {
+        let result: Result<Void, Errno> = byName.withLock { groups in
+            guard let memcg = groups[path] else { return .failure(.ENOENT) }
+            if !memcg.processes.isEmpty || groups.values.contains(where: { $0.parent === memcg }) { return .failure(.EBUSY) }
+            groups[path] = nil
+            memcg.removed.store(true, ordering: .relaxed)
+            memcg.minPages.store(0, ordering: .relaxed)
+            memcg.lowPages.store(0, ordering: .relaxed)
+            dying.append(memcg)
+            return .success(())
+        }
+        try result.get()
     }
 
     /// The live processes of `memcg` and of every cgroup below it, by pid (Linux:
@@ -313,8 +342,9 @@ public final class MemoryCgroups: @unchecked Sendable {
             }
             if groups[path] != nil { return .failure(.EEXIST) }
             if let parent, !parent.processes.isEmpty { return .failure(.EBUSY) }
-            guard groups.count < Self.maxCount else { return .failure(.ENOSPC) }
-            let id = UInt16(groups.count + 1)
+            guard made < Self.maxCount else { return .failure(.ENOSPC) }
+            made += 1
+            let id = UInt16(made)
             let memcg = MemoryCgroup(name: path, id: id, parent: parent)
             parent?.childCount.add(1, ordering: .relaxed)
             table[Int(id)] = Unmanaged.passRetained(memcg)

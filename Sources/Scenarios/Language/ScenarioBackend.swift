@@ -88,6 +88,10 @@ public protocol ScenarioBackend: AnyObject {
     /// Writes `value` to a file of the cgroup `name`. Linux: `write()` to `/sys/fs/cgroup/NAME/FILE`.
     func writeCgroup(_ name: String, file: String, value: String) throws(ScenarioError) -> Result<Void, ScenarioErrno>
 
+    /// Removes the cgroup `name`. Linux: `rmdir /sys/fs/cgroup/NAME` (EBUSY while it has processes
+    /// or cgroups below it).
+    func removeCgroup(_ name: String) throws(ScenarioError) -> Result<Void, ScenarioErrno>
+
     /// Moves `process` into the cgroup `name` (nil: the root). Linux: its pid to `cgroup.procs`.
     func joinCgroup(_ process: Process, _ name: String?) throws(ScenarioError) -> Result<Void, ScenarioErrno>
 

@@ -192,6 +192,10 @@ final class ScenarioInterpreter<Backend: ScenarioBackend> {
             try noteKills(statement)
         case .inCgroup(let name):
             called(try backend.joinCgroup(handle(), name == CgroupFiles.rootName ? nil : name), statement)
+        case .rmdirCgroup(let name):
+            let result = try backend.removeCgroup(name)
+            if case .success = result { cgroups.remove(name) }
+            called(result, statement)
         case .expect(let expectation):
             if let skipReason {
                 skip(statement, reason: skipReason)

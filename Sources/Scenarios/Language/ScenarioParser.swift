@@ -75,6 +75,7 @@ struct LineParser {
         case "unpin": command = .unpin(try address(), try size())
         case "cgroup": command = try cgroupCommand()
         case "in": command = .inCgroup(try cgroupName())
+        case "rmdir": command = .rmdirCgroup(try cgroupName())
         case "expect": command = .expect(try expectation())
         default:
             throw error("unknown command '\(keyword)'; expected one of: design, memory, swap, set, mmap, madvise, write, read, munmap, mprotect, mremap, fork, on, exit, khugepaged, split, pin, unpin, cgroup, in, expect, mark")

@@ -22,7 +22,7 @@ public struct Scenario: Sendable {
     public var usesCgroups: Bool {
         statements.contains {
             switch $0.command {
-            case .cgroup, .inCgroup, .expect(.cgroup), .expect(.killed): true
+            case .cgroup, .inCgroup, .rmdirCgroup, .expect(.cgroup), .expect(.killed): true
             default: false
             }
         }
@@ -90,6 +90,8 @@ public enum Command: Sendable {
     case cgroup(String, [Knob])
     /// `in NAME`: the current process joins the cgroup (`root`: the root cgroup).
     case inCgroup(String)
+    /// `rmdir NAME`: removes the cgroup (it must have no processes and no cgroups below it).
+    case rmdirCgroup(String)
     case expect(Expectation)
 
     /// The command's keyword, as written.
@@ -116,6 +118,7 @@ public enum Command: Sendable {
         case .mark: "mark"
         case .cgroup: "cgroup"
         case .inCgroup: "in"
+        case .rmdirCgroup: "rmdir"
         case .expect: "expect"
         }
     }

@@ -63,6 +63,8 @@ enum ScenarioValidator {
         /// Memory cgroups and the line that created each; the ones some process joined.
         var cgroups: [String: Int] = [:]
         var joined: Set<String> = []
+        /// Cgroups an `rmdir` line may have removed (until a `cgroup` line makes them again).
+        var removed: Set<String> = []
 
         mutating func apply(_ command: Command, fail: (String) -> ScenarioError) throws(ScenarioError) {
             switch command {
@@ -89,6 +91,17 @@ enum ScenarioValidator {
                     }
                     cgroups[name] = line
                 }
+                removed.remove(name)
+                sawCall = true
+                return
+            case .rmdirCgroup(let name):
+                guard cgroups[name] != nil else { throw fail("rmdir: undefined cgroup '\(name)'; create it with `cgroup \(name)` first") }
+                if let child = cgroups.keys.sorted().first(where: { $0.hasPrefix(name + "/") && !removed.contains($0) }) {
+                    throw fail("rmdir \(name): '\(child)' is below it; remove that first (Linux: EBUSY)")
+                }
+                // Whether it goes is the run's answer (EBUSY while a process is in it): the name stays
+                // known, a later `cgroup NAME` makes it again, and it no longer counts as a child.
+                removed.insert(name)
                 sawCall = true
                 return
             case .expect(.cgroup(let name, _, _)):
@@ -154,7 +167,7 @@ enum ScenarioValidator {
                 guard name == CgroupFiles.rootName || cgroups[name] != nil else {
                     throw fail("in: undefined cgroup '\(name)'; create it with `cgroup \(name) memory.max=…` first")
                 }
-                if let child = cgroups.keys.sorted().first(where: { $0.hasPrefix(name + "/") }) {
+                if let child = cgroups.keys.sorted().first(where: { $0.hasPrefix(name + "/") && !removed.contains($0) }) {
                     throw fail("in \(name): '\(name)' has a cgroup below it ('\(child)'), and cgroup v2 puts no processes in a cgroup whose children have the memory controller (Linux: EBUSY); join '\(child)' instead")
                 }
                 joined.insert(name)

@@ -252,6 +252,10 @@ final class ModelScenarioBackend: ScenarioBackend {
         Self.result { () throws(Errno) in try kernel.writeCgroupFile(name, file, value) }
     }
 
+    func removeCgroup(_ name: String) throws(ScenarioError) -> Result<Void, ScenarioErrno> {
+        Self.result { () throws(Errno) in try kernel.removeMemoryCgroup(name) }
+    }
+
     func joinCgroup(_ mm: AddressSpace, _ name: String?) throws(ScenarioError) -> Result<Void, ScenarioErrno> {
         guard let name else { return Self.result { () throws(Errno) in try kernel.move(mm, to: nil) } }
         return Self.result { () throws(Errno) in try kernel.writeCgroupFile(name, "cgroup.procs", "\(mm.pid)") }

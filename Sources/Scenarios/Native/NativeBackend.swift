@@ -271,6 +271,11 @@ public final class NativeScenarioBackend: ScenarioBackend {
         try cgroupsOrSkip().write(name, file: file, value: value)
     }
 
+    /// Linux: `rmdir` of the cgroup's directory.
+    public func removeCgroup(_ name: String) throws(ScenarioError) -> Result<Void, ScenarioErrno> {
+        try cgroupsOrSkip().remove(name)
+    }
+
     /// Writes the worker's pid to the cgroup's `cgroup.procs` (the host's own cgroup for the root).
     public func joinCgroup(_ process: Process, _ name: String?) throws(ScenarioError) -> Result<Void, ScenarioErrno> {
         let result = try cgroupsOrSkip().join(process.pid, name)

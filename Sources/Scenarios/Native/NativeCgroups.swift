@@ -241,6 +241,16 @@ final class NativeCgroups {
         return 0
     }
 
+    /// Linux: `rmdir` of the cgroup's directory (`cgroup_rmdir()`): EBUSY while it has processes or
+    /// cgroups below it. Once removed, the run's cleanup leaves it alone and the name may be made again.
+    func remove(_ name: String) -> Result<Void, ScenarioErrno> {
+        guard let dir = path(name) else { return .failure(ScenarioErrno(code: ENOENT)) }
+        guard rmdir(dir) == 0 else { return .failure(NativeSyscalls.lastErrno) }
+        made.removeAll { $0.name == name }
+        limits[name] = nil
+        return .success(())
+    }
+
     /// Removes every cgroup the run made, waiting briefly for killed processes to leave them.
     /// Returns the directories removed and the ones that could not be (with the error).
     func removeAll() -> (removed: [String], failed: [String]) {
