@@ -54,9 +54,7 @@ extension TLBArray {
     /// The smallest of a set's `W` stamps (`oldestStamp(_:)` with the ways known).
     @inline(__always)
     func oldestStamp<W: TLBWays>(_ p: UnsafeMutablePointer<UInt64>, _: W.Type) -> UInt64 {
-        @inline(__always) func least(_ a: UInt64, _ b: UInt64) -> UInt64 {
-            b ^ ((a ^ b) & (0 &- UInt64(unsafeBitCast(a < b, to: UInt8.self))))
-        }
+        @inline(__always) func least(_ a: UInt64, _ b: UInt64) -> UInt64 { a < b ? a : b }
         @inline(__always) func four(_ i: Int) -> UInt64 { least(least(p[i], p[i &+ 1]), least(p[i &+ 2], p[i &+ 3])) }
         switch W.count {
         case 4: return four(0)
@@ -215,7 +213,12 @@ extension CPU {
                     let wanted = PageTableEntry.accessedBit | (kind == .write ? PageTableEntry.dirtyBit : 0)
                     if pte.rawValue & wanted != wanted { leafTable.setHardwareBits(i0, wanted) }
                     let entry = TLBEntry(leaf: pte, write: kind == .write)
-                    fill4K(page, tag, l1, base1, l2, base2, missedL2: missedL2, entry, L2.self)
+                    if missedL2 {
+                        l2.insertAbsent(tag: tag, base: base2, size: .size4K, payload: entry.rawValue, L2.self)
+                    } else {
+                        refill4K(page, l2, entry)
+                    }
+                    l1.insertAbsent(tag: tag, base: base1, size: .size4K, payload: entry.rawValue, FourWays.self)
                     guard pipelinedLines else {
                         if pipelined { emit(CachePipeline.walkEnd) } else {
                             tally.walkCycles += independentAccesses ? cost / mlp : cost
@@ -279,23 +282,21 @@ extension CPU {
             let inL1 = levels.l1.fill(va: v, asid: asid, size: size, entry: entry, absent: true)
             return complete(v, kind, entry.piece(containing: v, of: size, as: inL1?.size ?? size), inL1?.size ?? size)
         }
-        fill4K(page, tag, l1, base1, l2, base2, missedL2: missedL2, entry, L2.self)
-        return complete4K(v, kind, entry)
-    }
-
-    /// A walk's fills of the 4 KiB `page` (`tag`) into the STLB (`missedL2`: its probe missed) and the L1 data array (whose
-    /// probe missed), as `accessThroughTLBs` makes them.
-    @inline(__always)
-    func fill4K<L2: TLBWays>(_ page: UInt64, _ tag: UInt64, _ l1: Unmanaged<TLBArray>, _ base1: Int, _ l2: Unmanaged<TLBArray>, _ base2: Int,
-                             missedL2: Bool, _ entry: TLBEntry, _: L2.Type) {
         if missedL2 {
             l2.insertAbsent(tag: tag, base: base2, size: .size4K, payload: entry.rawValue, L2.self)
         } else {
-            // The STLB hit forbade the access (a write to a clean entry): the walk refreshes it.
-            let asid = asid
-            l2._withUnsafeGuaranteedRef { _ = $0.insert(page: page, size: .size4K, asid: asid, payload: entry.rawValue) }
+            refill4K(page, l2, entry)
         }
         l1.insertAbsent(tag: tag, base: base1, size: .size4K, payload: entry.rawValue, FourWays.self)
+        return complete4K(v, kind, entry)
+    }
+
+    /// The STLB's refill of the 4 KiB `page` after a walk whose STLB hit forbade the access (a write
+    /// to a clean entry), as `accessThroughTLBs` makes it. Rare, so out of line.
+    @inline(never)
+    func refill4K(_ page: UInt64, _ l2: Unmanaged<TLBArray>, _ entry: TLBEntry) {
+        let asid = asid
+        l2._withUnsafeGuaranteedRef { _ = $0.insert(page: page, size: .size4K, asid: asid, payload: entry.rawValue) }
     }
 
     /// Four cache operations in a row (`emit(_:)` four times, with one update of the ring's head

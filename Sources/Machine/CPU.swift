@@ -226,15 +226,28 @@ public final class CPU: @unchecked Sendable {
     /// Reads one page-table entry of a table at `level` at a physical address: its latency.
     @inline(__always) func readEntry(at address: UInt64, level: PageTableLevel) -> Double {
         guard modelsWalkCache else { return fixedReferenceCost }
+        let source = Self.walkSource(level)
         if pipelined {
             // The cache thread adds the latency to the walk's cost (`CachePipeline.Kind.walkEntry`).
-            emit(CachePipeline.walkEntry(address: address, source: 1 &+ level.rawValue))
+            emit(CachePipeline.walkEntry(address: address, source: source))
             return 0
         }
-        let latency = cacheModel.access(physicalAddress: address, source: 1 &+ level.rawValue)
+        let latency = cacheModel.access(physicalAddress: address, source: source)
         if latency == cacheModel.memoryLatency { tally.walkReferencesFromMemory &+= 1 }
         if cacheModel.writebacks != chargedWritebacks { chargeWritebacks() }
         return latency
+    }
+
+    /// The cache model's source of a walk's read at `level`: 1 + the level's raw value, by cases,
+    /// which fold for a known level where a call to `PageTableLevel.rawValue` (another module's
+    /// getter) did not always.
+    @inline(__always) static func walkSource(_ level: PageTableLevel) -> Int {
+        switch level {
+        case .pte: 1
+        case .pmd: 2
+        case .pud: 3
+        case .pgd: 4
+        }
     }
 
     @inline(__always) func dropFilter() { filterPages = 0; lastDataLine = .max }
