@@ -57,10 +57,7 @@ struct AccessQuantumTests {
     /// Quanta of odd lengths across batches and ticks, thread switches inside them, stores that
     /// fault, and a quantum whose store kills its process halfway (the rest is dropped).
     static func script(_ sink: inout some WorkloadSink) {
-        let base: UInt64 = 0x7f00_0000_0000
-        sink.event(thread: 0, .spawn(thread: 1))
-        sink.event(thread: 0, .mmap(address: base, length: 8 << 20, protection: .readWrite, shared: false))
-        sink.event(thread: 0, .mmap(address: base + (16 << 20), length: 1 << 20, protection: .read, shared: false))
+        let base = PageRunTests.scriptSetUp(&sink)
         var addresses = [UInt64](repeating: 0, count: 700)
         var x: UInt64 = 12345
         for i in 0..<400 {

@@ -118,13 +118,20 @@ struct PageRunTests {
         }
     }
 
-    /// Stores, faults inside a run's first access, a failing run (SIGSEGV) and what follows it,
-    /// runs across ticks and batches, thread switches, instruction fetches, odd strides.
-    static func script(_ sink: inout some WorkloadSink) {
+    /// The set-up both scripts (this one and `AccessQuantumTests.script`) start with: a second thread,
+    /// 8 MiB read-write at the returned base and 1 MiB read-only 16 MiB above it.
+    static func scriptSetUp(_ sink: inout some WorkloadSink) -> UInt64 {
         let base: UInt64 = 0x7f00_0000_0000
         sink.event(thread: 0, .spawn(thread: 1))
         sink.event(thread: 0, .mmap(address: base, length: 8 << 20, protection: .readWrite, shared: false))
         sink.event(thread: 0, .mmap(address: base + (16 << 20), length: 1 << 20, protection: .read, shared: false))
+        return base
+    }
+
+    /// Stores, faults inside a run's first access, a failing run (SIGSEGV) and what follows it,
+    /// runs across ticks and batches, thread switches, instruction fetches, odd strides.
+    static func script(_ sink: inout some WorkloadSink) {
+        let base = PageRunTests.scriptSetUp(&sink)
         var a = base
         for i in 0..<3_000 {
             let page = base + UInt64(i % 2048) * 4096
