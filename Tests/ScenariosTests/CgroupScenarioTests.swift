@@ -56,11 +56,41 @@ struct CgroupScenarioTests {
         ("cgroup pod\ncgroup pod/app\ncgroup pod/side\nin pod/app\nexpect vmstat pgfault>=0", 3, "cgroup 'pod/side' has no processes"),
         ("cgroup pod//app\nexpect vmstat pgfault>=0", 1, "bad cgroup name 'pod//app'"),
         ("cgroup root/app\nexpect vmstat pgfault>=0", 1, "root cgroup"),
+        ("cgroup-mount nsdelegate\nexpect vmstat pgfault>=0", 1, "no mount option 'nsdelegate' (it has memory_recursiveprot)"),
+        ("cgroup-mount\nexpect vmstat pgfault>=0", 1, "cgroup-mount: missing option"),
+        ("cgroup-mount memory_recursiveprot\ncgroup-mount memory_recursiveprot\nexpect vmstat pgfault>=0", 2, "cgroup-mount is given twice"),
+        ("mmap A 2M\ncgroup-mount memory_recursiveprot\nexpect vmstat pgfault>=0", 2, "'cgroup-mount' must come before every other command"),
     ])
     func staticErrors(text: String, line: Int, message: String) {
         let e = error(text)
         #expect(e?.location?.line == line, "\(String(describing: e))")
         #expect(e?.message.contains(message) == true, "\(String(describing: e))")
+    }
+
+    @Test("cgroup-mount takes mount -o's comma-separated form, sets the model's option and counts as cgroup use")
+    func mountOptions() throws {
+        let s = try parse("cgroup-mount memory_recursiveprot\nexpect vmstat pgfault>=0")
+        guard case .cgroupMount(let options) = s.statements[0].command else { Issue.record("not cgroup-mount"); return }
+        #expect(options == ["memory_recursiveprot"])
+        #expect(s.usesCgroups)
+        #expect(try parse("cgroup-mount memory_recursiveprot,memory_recursiveprot\nexpect vmstat pgfault>=0").statements.count == 2)
+        // The model's kernel gets the option (MemoryCgroups.recursiveProtection).
+        let backend = try makeModelScenarioBackend(design: "linux-6.18", memoryBytes: 64 << 20)
+        let model = try #require(backend as? ModelScenarioBackend)
+        #expect(!model.kernel.memoryCgroups.recursiveProtection)
+        try backend.mountCgroups(options: ["memory_recursiveprot"])
+        #expect(model.kernel.memoryCgroups.recursiveProtection)
+    }
+
+    @Test("natively, the host's cgroup2 mount options come from /proc/self/mountinfo's super options")
+    func hostMountOptions() {
+        let info = """
+        24 30 0:22 / /sys rw,nosuid,nodev,noexec,relatime shared:7 - sysfs sysfs rw
+        35 24 0:30 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:9 - cgroup2 cgroup2 rw,nsdelegate,memory_recursiveprot
+        """
+        #expect(NativeCgroups.hostMountOptions(mountinfo: info) == ["rw", "nsdelegate", "memory_recursiveprot"])
+        #expect(NativeCgroups.hostMountOptions(mountinfo: "35 24 0:30 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory") == nil)
+        #expect(NativeCgroups.hostMountOptions(mountinfo: nil) == nil)
     }
 
     @Test("a write Linux refuses is an errno for expect result; an unchecked one fails at its line")

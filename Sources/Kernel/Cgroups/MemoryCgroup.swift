@@ -237,6 +237,8 @@ public final class MemoryCgroups: @unchecked Sendable {
     let active = Atomic<Bool>(false)
     /// Whether a `memory.min` or `memory.low` was ever set above zero (`anyProtection`).
     let protectionSet = Atomic<Bool>(false)
+    /// The `memory_recursiveprot` mount option (`recursiveProtection`).
+    let recursiveProtectionSet = Atomic<Bool>(false)
     /// Index → cgroup; slot 0 is "not charged". Written once per slot under `lock`.
     private let table: UnsafeMutablePointer<Unmanaged<MemoryCgroup>?>
     /// Frame → index of the cgroup it is charged to on its own (0: none). Untouched host pages stay

@@ -8,9 +8,11 @@ import Synchronization
 /// `memory.min` and `memory.low`; a cgroup further down gets at most its parent's effective value,
 /// shared among the siblings in proportion to the protected memory they use when they claim more
 /// than the parent has (Linux: `mem_cgroup_calculate_protection()` →
-/// `page_counter_calculate_protection()` → `effective_protection()`, without the
-/// `memory_recursiveprot` mount option). The target itself is never protected
-/// (`mem_cgroup_unprotected()`).
+/// `page_counter_calculate_protection()` → `effective_protection()`). With cgroup2's
+/// `memory_recursiveprot` mount option (`MemoryCgroups.recursiveProtection`), what the parent's
+/// effective value leaves after its children's claims is shared among them too, in proportion to the
+/// memory each uses above its own claim, so a subtree is protected from its neighbours without every
+/// leaf setting a value. The target itself is never protected (`mem_cgroup_unprotected()`).
 ///
 /// Then (Linux: `shrink_node_memcgs()`):
 /// - a cgroup whose usage is at most its effective `memory.min` is skipped;
@@ -94,6 +96,15 @@ extension MemoryCgroups {
     /// the protection checks.
     var anyProtection: Bool { protectionSet.load(ordering: .relaxed) }
 
+    /// cgroup2's `memory_recursiveprot` mount option (Linux: `CGRP_ROOT_MEMORY_RECURSIVE_PROT`, which
+    /// systemd sets when it mounts the hierarchy): a parent's protection that its children do not
+    /// claim is shared among them in proportion to their unclaimed usage. Off by default, as for
+    /// a plain `mount -t cgroup2`; it may change at any time (a remount).
+    public var recursiveProtection: Bool {
+        get { recursiveProtectionSet.load(ordering: .relaxed) }
+        set { recursiveProtectionSet.store(newValue, ordering: .relaxed) }
+    }
+
     /// The effective `memory.min` and `memory.low` of `memcg` in pages, for reclaim from `target`
     /// (nil: global) (Linux: `page_counter_calculate_protection()`, `effective_protection()`).
     func effectiveProtection(of memcg: MemoryCgroup, target: MemoryCgroup?) -> (min: Int, low: Int) {
@@ -104,12 +115,23 @@ extension MemoryCgroups {
         guard let parent = memcg.parent, parent !== target else { return (ownMin, ownLow) }
         let parentEffective = effectiveProtection(of: parent, target: target)
         let siblings = all.filter { $0.parent === parent }
+        let recursive = recursiveProtection
+        let parentUsage = recursive ? parent.usagePages : 0
         func share(_ setting: Int, _ parentValue: Int, _ siblingSetting: (MemoryCgroup) -> Int) -> Int {
             let protected = min(usage, setting)
             let claimed = siblings.reduce(0) { $0 + min($1.usagePages, siblingSetting($1)) }
-            guard claimed > parentValue else { return protected }
             // `parentValue` is below `claimed`, a sum of page counts: nothing overflows.
-            return protected * parentValue / claimed
+            if claimed > parentValue { return protected * parentValue / claimed }
+            // With `memory_recursiveprot`, what the parent affords beyond its children's claims goes
+            // to them by the usage they do not claim. The product is taken in full width: with a
+            // parent at `max` it passes 64 bits, where Linux's unsigned arithmetic wraps around.
+            guard recursive, parentValue > claimed, parentUsage > claimed, usage > protected else { return protected }
+            let unclaimed = UInt(parentValue - claimed), divisor = UInt(parentUsage - claimed)
+            let product = unclaimed.multipliedFullWidth(by: UInt(usage - protected))
+            // The share is at most `unclaimed` (usage − protected ≤ parentUsage − claimed), unless the
+            // usages, read one by one, moved meanwhile: then it is capped there.
+            let share = product.high < divisor ? min(divisor.dividingFullWidth(product).quotient, unclaimed) : unclaimed
+            return protected + Int(share)
         }
         return (share(ownMin, parentEffective.min) { $0.minPages.load(ordering: .relaxed) },
                 share(ownLow, parentEffective.low) { $0.lowPages.load(ordering: .relaxed) })

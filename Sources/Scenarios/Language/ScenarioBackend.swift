@@ -82,6 +82,10 @@ public protocol ScenarioBackend: AnyObject {
     /// `/proc/meminfo`, `… kB` fields in kB. Linux: `meminfo_proc_show()`.
     func meminfo() throws(ScenarioError) -> [String: Int64]
 
+    /// Has the cgroup v2 hierarchy mounted with `options` (`cgroup-mount`, before any cgroup is
+    /// made); throws `unsupported` where that cannot be had. Linux: `mount -t cgroup2 -o OPTIONS`.
+    func mountCgroups(options: [String]) throws(ScenarioError)
+
     /// Creates the memory cgroup `name` below the root. Linux: `mkdir /sys/fs/cgroup/NAME`.
     func createCgroup(_ name: String) throws(ScenarioError) -> Result<Void, ScenarioErrno>
 
@@ -112,6 +116,9 @@ public protocol ScenarioBackend: AnyObject {
 
 extension ScenarioBackend {
     public func missingCgroupKeyReason(file: String, key: String) -> String? { nil }
+    public func mountCgroups(options: [String]) throws(ScenarioError) {
+        throw .unsupported("the \(name) backend cannot mount cgroup2 with \(options.joined(separator: ","))")
+    }
 }
 
 /// How a touch accesses memory.

@@ -99,6 +99,8 @@ final class ScenarioInterpreter<Backend: ScenarioBackend> {
         switch statement.command {
         case .design, .memory, .swap:
             return
+        case .cgroupMount(let options):
+            try backend.mountCgroups(options: options)
         case .set(let knobs):
             for knob in knobs { try backend.setTunable(knob) }
         case .mmap(let request):

@@ -57,6 +57,7 @@ struct LineParser {
         case "design": command = .design(try name("design name"))
         case "memory": command = .memory(try size())
         case "swap": command = .swap(try swapRequest())
+        case "cgroup-mount": command = .cgroupMount(try cgroupMountOptions())
         case "set": command = .set(try knobs())
         case "mmap": command = .mmap(try mmapRequest())
         case "madvise": command = .madvise(try address(), try size(), try advice())
@@ -187,6 +188,20 @@ struct LineParser {
     }
 
     // MARK: Commands with options
+
+    /// The cgroup2 mount options the model has, by name (Documentation/admin-guide/cgroup-v2.rst,
+    /// "Mounting").
+    static let cgroupMountOptions = ["memory_recursiveprot"]
+
+    /// `cgroup-mount`'s options: words or comma-separated lists, as `mount -o` takes them.
+    mutating func cgroupMountOptions() throws(ScenarioError) -> [String] {
+        let options = takeRemaining().flatMap { $0.split(separator: ",").map(String.init) }
+        guard !options.isEmpty else { throw error("cgroup-mount: missing option (\(Self.cgroupMountOptions.joined(separator: ", ")))") }
+        for option in options where !Self.cgroupMountOptions.contains(option) {
+            throw error("cgroup-mount: the model has no mount option '\(option)' (it has \(Self.cgroupMountOptions.joined(separator: ", ")))")
+        }
+        return options
+    }
 
     mutating func knobs() throws(ScenarioError) -> [Knob] {
         let pairs = takeRemaining()

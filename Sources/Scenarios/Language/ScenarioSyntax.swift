@@ -22,7 +22,7 @@ public struct Scenario: Sendable {
     public var usesCgroups: Bool {
         statements.contains {
             switch $0.command {
-            case .cgroup, .inCgroup, .rmdirCgroup, .expect(.cgroup), .expect(.killed): true
+            case .cgroup, .inCgroup, .rmdirCgroup, .cgroupMount, .expect(.cgroup), .expect(.killed): true
             default: false
             }
         }
@@ -66,6 +66,9 @@ public enum Command: Sendable {
     case design(String)
     case memory(UInt64)
     case swap(SwapRequest)
+    /// `cgroup-mount OPTION[,OPTION…]`: how the cgroup v2 hierarchy is mounted (`mount -o`); the model
+    /// has `memory_recursiveprot`.
+    case cgroupMount([String])
     case set([Knob])
     case mmap(MmapRequest)
     case madvise(AddressExpression, UInt64, Advice)
@@ -100,6 +103,7 @@ public enum Command: Sendable {
         case .design: "design"
         case .memory: "memory"
         case .swap: "swap"
+        case .cgroupMount: "cgroup-mount"
         case .set: "set"
         case .mmap: "mmap"
         case .madvise: "madvise"

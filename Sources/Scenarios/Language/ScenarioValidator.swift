@@ -35,6 +35,9 @@ enum ScenarioValidator {
                     throw fail("swap \(ByteCount.human(request.bytes)) is more than the model's largest device, \(ByteCount.human(ScenarioValidator.maximumSwap))")
                 }
                 scenario.swap = request
+            case .cgroupMount:
+                if state.sawCgroupMount { throw fail("cgroup-mount is given twice") }
+                state.sawCgroupMount = true
             default:
                 state.sawOtherCommand = true
                 state.line = location.line
@@ -51,6 +54,7 @@ enum ScenarioValidator {
 
     private struct State {
         var sawOtherCommand = false
+        var sawCgroupMount = false
         /// Every process ever created, and the line where it was created (0 for `parent`).
         var processes: [String: Int] = ["parent": 0]
         /// Region names of each live process, with the line that defined them.
@@ -68,7 +72,7 @@ enum ScenarioValidator {
 
         mutating func apply(_ command: Command, fail: (String) -> ScenarioError) throws(ScenarioError) {
             switch command {
-            case .design, .memory, .swap, .set, .khugepaged, .mark:
+            case .design, .memory, .swap, .cgroupMount, .set, .khugepaged, .mark:
                 return
             case .expect(.vmstat), .expect(.meminfo):
                 return
@@ -180,10 +184,10 @@ enum ScenarioValidator {
 }
 
 extension Command {
-    /// `design`, `memory` and `swap`, which configure the model and must come first.
+    /// `design`, `memory`, `swap` and `cgroup-mount`, which configure the system and must come first.
     var isSetup: Bool {
         switch self {
-        case .design, .memory, .swap: true
+        case .design, .memory, .swap, .cgroupMount: true
         default: false
         }
     }

@@ -51,6 +51,14 @@ final class ModelScenarioBackend: ScenarioBackend {
         do throws(SysfsError) { kernel = try system.makeKernel() } catch { throw .run(error.message) }
     }
 
+    /// `memory_recursiveprot`: `MemoryCgroups.recursiveProtection` (the parser takes no other option).
+    func mountCgroups(options: [String]) throws(ScenarioError) {
+        for option in options {
+            guard option == "memory_recursiveprot" else { throw .unsupported("the model has no cgroup2 mount option '\(option)'") }
+            kernel.memoryCgroups.recursiveProtection = true
+        }
+    }
+
     func start(_ scenario: Scenario) throws(ScenarioError) -> AddressSpace {
         guard let mm = kernel.createAddressSpace() else { throw .run("the model has no memory for a process") }
         return mm

@@ -268,7 +268,14 @@ public final class NativeScenarioBackend: ScenarioBackend {
     }
 
     public func writeCgroup(_ name: String, file: String, value: String) throws(ScenarioError) -> Result<Void, ScenarioErrno> {
-        try cgroupsOrSkip().write(name, file: file, value: value)
+        let cgroups = try cgroupsOrSkip()
+        if let mismatch = cgroups.protectionMismatch(file) { throw .unsupported(mismatch) }
+        return try cgroups.write(name, file: file, value: value)
+    }
+
+    /// Compares the host's cgroup2 mount options with the scenario's (`NativeCgroups.mount(options:)`).
+    public func mountCgroups(options: [String]) throws(ScenarioError) {
+        try cgroupsOrSkip().mount(options: options)
     }
 
     /// Linux: `rmdir` of the cgroup's directory.

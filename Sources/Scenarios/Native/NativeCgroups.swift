@@ -39,6 +39,42 @@ final class NativeCgroups {
     private var made: [(name: String, path: String)] = []
     private var limits: [String: (max: UInt64?, swap: UInt64?)] = [:]
 
+    /// The cgroup2 mount options the scenario asked for (`cgroup-mount`).
+    private var requestedMountOptions: Set<String> = []
+
+    /// The super options of this machine's cgroup2 mount at /sys/fs/cgroup (`/proc/self/mountinfo`:
+    /// the fields after " - cgroup2 SOURCE "), or nil when none is mounted there.
+    static func hostMountOptions(mountinfo: String? = NativeSyscalls.readFile("/proc/self/mountinfo")) -> Set<String>? {
+        for line in (mountinfo ?? "").split(separator: "\n") {
+            let halves = line.split(separator: " - ", maxSplits: 1, omittingEmptySubsequences: false)
+            guard halves.count == 2 else { continue }
+            let mount = halves[0].split(separator: " "), fs = halves[1].split(separator: " ")
+            guard mount.count >= 5, mount[4] == "/sys/fs/cgroup", fs.count >= 3, fs[0] == "cgroup2" else { continue }
+            return Set(fs[2].split(separator: ",").map(String.init))
+        }
+        return nil
+    }
+
+    /// `cgroup-mount`: the host's hierarchy is compared, not remounted (that would change every
+    /// cgroup on the machine); a v1 host, or a cgroup2 mounted without an option asked for, skips.
+    func mount(options: [String]) throws(ScenarioError) {
+        guard version == .v2 else { throw .unsupported("cgroup v1 (this machine) has no \(options.joined(separator: ",")): it is a cgroup2 mount option") }
+        let host = Self.hostMountOptions() ?? []
+        if let missing = options.first(where: { !host.contains($0) }) {
+            throw .unsupported("this machine's cgroup2 is mounted without \(missing) (thpsim does not remount the host's hierarchy)")
+        }
+        requestedMountOptions.formUnion(options)
+    }
+
+    /// Why a write of `file` would not be compared like for like: protection files on a host whose
+    /// cgroup2 has `memory_recursiveprot` when the scenario did not ask for it. nil when it would.
+    func protectionMismatch(_ file: String) -> String? {
+        guard version == .v2, file == "memory.low" || file == "memory.min",
+              !requestedMountOptions.contains("memory_recursiveprot"),
+              Self.hostMountOptions()?.contains("memory_recursiveprot") == true else { return nil }
+        return "this machine's cgroup2 is mounted with memory_recursiveprot; a scenario comparing \(file) here needs `cgroup-mount memory_recursiveprot`"
+    }
+
     private init(version: Version, parent: String, accountsSwap: Bool) {
         self.version = version; self.parent = parent; self.accountsSwap = accountsSwap
     }

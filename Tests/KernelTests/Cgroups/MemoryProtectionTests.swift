@@ -136,6 +136,60 @@ struct MemoryProtectionTests {
         #expect(groups.effectiveProtection(of: y, target: nil).low == 256)
     }
 
+    @Test("with memory_recursiveprot, what a parent affords beyond its children's claims goes to them by their unclaimed usage")
+    func recursiveProtectionShares() throws {
+        let (kernel, spaces) = try kernel(["pod", "pod/x", "pod/y"], leaves: ["pod/x", "pod/y"], pages: 800)
+        defer { withExtendedLifetime(spaces) {} }
+        let groups = kernel.memoryCgroups
+        let pod = try #require(groups.cgroup(named: "pod"))
+        let x = try #require(groups.cgroup(named: "pod/x")), y = try #require(groups.cgroup(named: "pod/y"))
+        try kernel.writeCgroupFile("pod", "memory.low", "4M")     // 1,024 pages
+        try kernel.writeCgroupFile("pod/x", "memory.low", "1M")   // claims 256
+        let ux = x.usagePages, uy = y.usagePages, up = pod.usagePages
+        #expect(ux >= 800 && uy >= 800 && up >= ux + uy)
+        // Without the option, the children get what they claim and no more.
+        #expect(!groups.recursiveProtection)
+        #expect(groups.effectiveProtection(of: x, target: nil).low == 256)
+        #expect(groups.effectiveProtection(of: y, target: nil).low == 0)
+        // With it, the 768 pages the pod affords beyond x's claim are shared by unclaimed usage
+        // (`effective_protection()`: unclaimed × (usage − protected) / (parent usage − claimed)).
+        groups.recursiveProtection = true
+        #expect(groups.effectiveProtection(of: x, target: nil).low == 256 + 768 * (ux - 256) / (up - 256))
+        #expect(groups.effectiveProtection(of: y, target: nil).low == 768 * uy / (up - 256))
+        #expect(groups.effectiveProtection(of: x, target: nil).min == 0)
+        // Over-claimed, the share is proportional as without the option.
+        try kernel.writeCgroupFile("pod/y", "memory.low", "4M")
+        let claimed = 256 + min(uy, 1024)
+        #expect(groups.effectiveProtection(of: y, target: nil).low == min(uy, 1024) * 1024 / claimed)
+        // Reclaim from the pod: its children have their own values, recursive or not.
+        #expect(groups.effectiveProtection(of: x, target: pod).low == 256)
+        // A parent at `max`: the product passes 64 bits; each child is covered up to its usage and more.
+        try kernel.writeCgroupFile("pod", "memory.low", "max")
+        try kernel.writeCgroupFile("pod/y", "memory.low", "0")
+        #expect(groups.effectiveProtection(of: y, target: nil).low >= uy)
+        #expect(groups.effectiveProtection(of: x, target: nil).low >= ux)
+    }
+
+    @Test("with memory_recursiveprot, a parent's memory.low keeps global reclaim off children that set none")
+    func recursiveProtectionSparesSubtree() throws {
+        func run(recursive: Bool) throws -> (pod: Int, other: Int) {
+            let (kernel, spaces) = try kernel(["pod", "pod/x", "pod/y", "other"], leaves: ["pod/x", "pod/y", "other"])
+            defer { withExtendedLifetime(spaces) {} }
+            kernel.memoryCgroups.recursiveProtection = recursive
+            try kernel.writeCgroupFile("pod", "memory.low", "max")
+            #expect(kernel.reclaim(pages: 256, by: .kswapd) >= 256)
+            expectClean(kernel)
+            return (try swapped(kernel, "pod/x") + (try swapped(kernel, "pod/y")), try swapped(kernel, "other"))
+        }
+        // Without the option the pod's protection covers what its children claim: nothing.
+        let plain = try run(recursive: false)
+        #expect(plain.pod > 0)
+        // With it the pod's whole subtree is protected, and the other cgroup gives the pages.
+        let recursive = try run(recursive: true)
+        #expect(recursive.pod == 0)
+        #expect(recursive.other >= 256)
+    }
+
     @Test("a cgroup above its protection is scanned for the excess only (get_scan_count's proportion)")
     func proportionalScan() {
         #expect(ReclaimProtection.scanSize(1000, .scan) == 1000)
