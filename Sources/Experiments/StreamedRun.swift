@@ -9,7 +9,8 @@ import Simulation
 public final class StreamedRun: Sendable {
     private let group = DispatchGroup()
     private let results: Mutex<[Int: Result<CellResult, ExperimentError>]>
-    private let runner: ExperimentRunner
+    /// The runner the cells were prepared by (`cellCacheThread` set for them).
+    let runner: ExperimentRunner
     private let cells: [ExperimentCell]
 
     /// What the stream's bytes are.
@@ -25,6 +26,9 @@ public final class StreamedRun: Sendable {
     public init(runner: ExperimentRunner, cells: [ExperimentCell], inputs: [CaptureBroadcast.Input], format: Format,
                 broadcast: CaptureBroadcast, onMessage: (@Sendable (String) -> Void)? = nil) throws(ExperimentError) {
         precondition(cells.count == inputs.count)
+        // Every cell runs at once on a thread of its own: a cache thread only for a lone cell.
+        var runner = runner
+        runner.cellCacheThread = runner.cellCacheThread(hostThreads: cells.count)
         self.runner = runner
         self.cells = cells
         results = Mutex([:])

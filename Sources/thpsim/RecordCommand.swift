@@ -72,6 +72,9 @@ struct RecordCommand: ParsableCommand {
     @Option(name: .customLong("cache-model"), help: ArgumentHelp("With --replay: " + CacheModelOption.help))
     var cacheModel: String = CacheModelOption.default.rawValue
 
+    @Option(name: .customLong("cache-thread"), help: ArgumentHelp("With --replay: " + CacheThreadOption.recordHelp))
+    var cacheThread: String?
+
     @Option(name: .customLong("set"), help: "With --replay: a tunable and its value(s), NAME=V1,V2, as in thpsim run.")
     var tunables: [String] = []
 
@@ -90,9 +93,10 @@ struct RecordCommand: ParsableCommand {
             throw ValidationError("--with: '\(recorder)' is not a recorder (qemu or lackey)")
         }
         if !replay && (!enabled.isEmpty || !design.isEmpty || !policy.isEmpty || !machine.isEmpty || !tunables.isEmpty || memory != nil
-                       || output.json || output.csv || output.html != nil) {
-            throw ValidationError("--enabled, --design, --policy, --machine, --set, --memory and the report options apply to --replay")
+                       || cacheThread != nil || output.json || output.csv || output.html != nil) {
+            throw ValidationError("--enabled, --design, --policy, --machine, --set, --memory, --cache-thread and the report options apply to --replay")
         }
+        if let cacheThread { _ = try CacheThreadOption.parse(cacheThread) }
     }
 
     func run() throws {
@@ -145,6 +149,7 @@ struct RecordCommand: ParsableCommand {
         }
         var runner = ExperimentRunner(grid: grid, machines: machines)
         runner.cacheModel = try CacheModelOption.parse(cacheModel)
+        runner.cacheThread = try CacheThreadOption.parse(cacheThread ?? CacheThreadMode.off.rawValue)
         let streamed: StreamedRun?
         do {
             streamed = replay ? try StreamedRun(runner: runner, cells: cells,

@@ -116,6 +116,7 @@ func parseCount(_ text: String, option: String) throws -> Int {
 enum CacheThreadOption {
     static let `default` = CacheThreadMode.auto
     static let help = "Run the cache model on a second host thread: auto (default: when a core of the host is idle as the run starts), on or off. One-CPU machines only; the same results either way (docs/machines.md)."
+    static let recordHelp = "Run the cache model of a lone cell (one value of each axis) on a second host thread: off (default: the recorder takes a core), on, or auto (when a core of the host is idle as the cell is made, before the program starts). One-CPU cells only; the same results either way (docs/machines.md)."
     static let runHelp = "Run each cell's cache model on a second host thread while cells run one at a time (--jobs 1 or a single cell): auto (default: when a core of the host is idle as the cell starts), on or off. One-CPU cells only; the same results either way (docs/machines.md)."
 
     static func parse(_ value: String) throws -> CacheThreadMode {

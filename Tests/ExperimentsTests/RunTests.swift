@@ -29,6 +29,22 @@ struct RunTests {
         #expect(threaded.json == inline.json)
     }
 
+    @Test("a streamed run (record --replay) gives a lone cell the cache thread asked for, and several cells none")
+    func streamedCacheThread() throws {
+        for (enabled, expected) in [(["never"], CacheThreadMode.on), (["never", "always"], .off)] {
+            var runner = ExperimentRunner(grid: Small.grid(["gups"], accesses: 1_000, enabled: enabled), machines: Small.machines)
+            runner.cacheThread = .on
+            let cells = runner.grid.cells
+            let broadcast = CaptureBroadcast(readers: cells.count)
+            let run = try StreamedRun(runner: runner, cells: cells, inputs: cells.indices.map { broadcast.input($0) },
+                                      format: .traceFile, broadcast: broadcast)
+            #expect(run.runner.cellCacheThread == expected)
+            // An empty stream is no trace: each cell fails, and the run ends.
+            broadcast.end()
+            #expect(throws: ExperimentError.self) { try run.wait() }
+        }
+    }
+
     @Test("merging the shards of a grid gives the unsharded report", arguments: [2, 4])
     func shardMerge(count: Int) throws {
         let grid = Small.grid(["gups", "heap"], accesses: 10_000, tunables: [TunableAxis(name: "khugepaged/max_ptes_none", values: ["0", "511"])])
