@@ -26,9 +26,9 @@ import Synchronization
 ///
 /// A direct or cgroup reclaim that freed nothing while it passed over `memory.low` goes round once
 /// more honouring `memory.min` alone (`do_try_to_free_pages()`: "Untapped cgroup reserves? Don't
-/// OOM, retry."). kswapd does not here (mainline's `balance_pgdat()` had no such pass in the sources
-/// read; patches proposed one, in 2017 and later), so protected memory waits for an allocation's
-/// direct reclaim.
+/// OOM, retry."). kswapd does not, as in 6.18 (`balance_pgdat()` has no such pass; patches proposed
+/// one in 2017 and in October 2025, after 6.18's merge window), so protected memory waits for an
+/// allocation's direct reclaim.
 ///
 /// While no cgroup has a `memory.min` or `memory.low`, reclaim looks at none of this.
 struct ReclaimProtection {
