@@ -158,6 +158,8 @@ extension Kernel {
                 for c in subtree where uncharged() < target {
                     let verdict = protection?.verdict(for: c, in: memoryCgroups) ?? .scan
                     guard verdict != .skip else { continue }
+                    // A cgroup below the target at its own `memory.swap.max` keeps its pages.
+                    guard c === memcg || mayStillSwap(c, below: memcg, holding: mm) else { continue }
                     shrinkLruvec(Int(c.id), priority: priority, by: .cgroup, verdict, &swappedOut) { uncharged() >= target }
                 }
                 priority -= 1
@@ -170,15 +172,31 @@ extension Kernel {
     }
 
     /// Whether the cgroup and every one above it are below their `memory.swap.max` (Linux:
-    /// `mem_cgroup_get_nr_swap_pages()` > 0, the least room on the way up).
-    func mayStillSwap(_ memcg: MemoryCgroup, holding mm: AddressSpace? = nil) -> Bool {
+    /// `mem_cgroup_get_nr_swap_pages()` > 0, the least room on the way up), looking up to `top`
+    /// (excluded; nil: the root).
+    func mayStillSwap(_ memcg: MemoryCgroup, below top: MemoryCgroup? = nil, holding mm: AddressSpace? = nil) -> Bool {
         var level: MemoryCgroup? = memcg
-        while let c = level {
+        while let c = level, c !== top {
             let limit = c.swapMaxPages.load(ordering: .relaxed)
             if limit != Int.max && (limit == 0 || swapPages(of: c, holding: mm) >= limit) { return false }
             level = c.parent
         }
         return true
+    }
+
+    /// Whether `memcg` or a cgroup above it has `memory.swap.max` 0, so that reclaim leaves its
+    /// anonymous pages alone (Linux: `can_reclaim_anon_pages()` → `mem_cgroup_get_nr_swap_pages()`,
+    /// which global reclaim asks for each cgroup's lists too). Global reclaim asks only this: a
+    /// limit above 0 would need the cgroup's swap usage, which the model counts from the processes'
+    /// page tables under their mmap locks, and the allocation that reclaims may hold one.
+    @inline(__always)
+    func swapForbidden(_ memcg: MemoryCgroup?) -> Bool {
+        var level = memcg
+        while let c = level {
+            if c.swapMaxPages.load(ordering: .relaxed) == 0 { return true }
+            level = c.parent
+        }
+        return false
     }
 
     /// Pages of swap the processes of the cgroup and of those below it hold (Linux:

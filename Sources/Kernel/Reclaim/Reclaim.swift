@@ -61,7 +61,8 @@ extension Kernel {
     /// (`SWAP_CLUSTER_MAX`), the inactive list reclaimed and the active one deactivated while the
     /// inactive list is low, until `target` pages are free (Linux: `shrink_node()` →
     /// `shrink_lruvec()`, `get_scan_count()` with anonymous pages only, `DEF_PRIORITY` 12). Without a
-    /// free swap slot the anonymous lists are not scanned (Linux: `can_reclaim_anon_pages()`).
+    /// free swap slot the anonymous lists are not scanned (Linux: `can_reclaim_anon_pages()`), nor
+    /// those of a cgroup that may not swap (`memory.swap.max` 0 there or above: `swapForbidden`).
     /// - Precondition: no page-table lock is held (mmap locks for reading may be).
     @discardableResult
     public func reclaim(pages target: Int, by reclaimer: Reclaimer = .kswapd) -> Int {
@@ -96,8 +97,9 @@ extension Kernel {
                 let start = reclaimer == .direct ? (inUse.firstIndex { $0 > cursor } ?? 0) : 0
                 for lruvec in inUse[start...] + inUse[..<start] {
                     if reclaimer == .direct && freed() >= target { break }
-                    let verdict = protection?.verdict(for: memoryCgroups.cgroup(index: lruvec), in: memoryCgroups) ?? .scan
-                    if verdict != .skip {
+                    let memcg = memoryCgroups.cgroup(index: lruvec)
+                    let verdict = protection?.verdict(for: memcg, in: memoryCgroups) ?? .scan
+                    if verdict != .skip && !swapForbidden(memcg) {
                         shrinkLruvec(lruvec, priority: priority, by: reclaimer, verdict, &work.swappedOut) { freed() >= target }
                     }
                     if reclaimer == .direct { lru.directReclaimCursor.store(lruvec, ordering: .relaxed) }

@@ -150,6 +150,33 @@ struct NestedCgroupTests {
         expectClean(closed)
     }
 
+    @Test("a child's own memory.swap.max keeps its pages out of the parent's reclaim and of global reclaim")
+    func childSwapMax() throws {
+        // The pod's reclaim: side may not swap (its own memory.swap.max 0), so only app's pages go,
+        // even when the pod asks for more than app holds.
+        let (kernel, app, side) = try pod(swapSlots: 4096)
+        let other = try #require(kernel.createAddressSpace())   // in the root
+        try kernel.writeCgroupFile("pod/side", "memory.swap.max", "0")
+        try touch(side, pages: 200)
+        try touch(app, pages: 200)
+        try touch(other, pages: 400)
+        let pod = try #require(kernel.memoryCgroups.cgroup(named: "pod"))
+        #expect(kernel.reclaimCgroup(pod, pages: 300) >= 100)
+        #expect(try bytes(kernel, "pod/side", "memory.swap.current") == 0)
+        #expect(try bytes(kernel, "pod/app", "memory.swap.current") >= 100 * 4096)
+        // Global reclaim asks each cgroup's lists too (can_reclaim_anon_pages()): side's stay.
+        #expect(kernel.reclaim(pages: 128, by: .kswapd) >= 128)
+        #expect(try bytes(kernel, "pod/side", "memory.swap.current") == 0)
+        // The pod's own 0 closes both children to global reclaim; the root's process gives the pages.
+        try kernel.writeCgroupFile("pod", "memory.swap.max", "0")
+        let app0 = try bytes(kernel, "pod/app", "memory.swap.current")
+        #expect(kernel.reclaim(pages: 64, by: .kswapd) >= 64)
+        #expect(try bytes(kernel, "pod/app", "memory.swap.current") == app0)
+        #expect(try bytes(kernel, "pod/side", "memory.swap.current") == 0)
+        expectClean(kernel)
+        withExtendedLifetime((app, side, other)) {}
+    }
+
     @Test("lowering the parent's memory.max reclaims and kills below it")
     func lowerParentLimit() throws {
         let (kernel, app, side) = try pod()
