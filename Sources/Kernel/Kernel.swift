@@ -140,6 +140,7 @@ public final class Kernel: @unchecked Sendable {
         memoryCgroups = MemoryCgroups(frameTable: memory.frames)
         lru.charges = .passUnretained(memoryCgroups)
         chargeRecords = .passUnretained(memoryCgroups)
+        swapDevice.cgroups = .passUnretained(memoryCgroups)
         guard let zero = memory.allocateFolio(order: .base, kind: .zeroPage, reserve: .none) else {
             preconditionFailure("no frame for the zero page")
         }

@@ -13,6 +13,7 @@ public enum MemoryCgroupFile: String, CaseIterable, Sendable {
     case current = "memory.current"
     case peak = "memory.peak"
     case swapCurrent = "memory.swap.current"
+    case swapEvents = "memory.swap.events"
     case stat = "memory.stat"
     case events = "memory.events"
     case eventsLocal = "memory.events.local"
@@ -27,7 +28,7 @@ public enum MemoryCgroupFile: String, CaseIterable, Sendable {
     }
 
     /// Files whose content is `key value` lines.
-    public var isKeyed: Bool { self == .stat || self == .events || self == .eventsLocal }
+    public var isKeyed: Bool { self == .stat || self == .events || self == .eventsLocal || self == .swapEvents }
 }
 
 extension Kernel {
@@ -89,6 +90,9 @@ extension Kernel {
         case .current: return "\(memcg.usagePages * page)\n"
         case .peak: return "\(memcg.peak.load(ordering: .relaxed) * page)\n"
         case .swapCurrent: return "\(swapPages(of: memcg) * page)\n"
+        case .swapEvents:
+            // Linux: `swap_events_show()`; `memory.swap.high` is not modelled, so `high` stays 0.
+            return "high 0\nmax \(memcg.swapMaxEvents.load(ordering: .relaxed))\nfail \(memcg.swapFailEvents.load(ordering: .relaxed))\n"
         case .procs: return memcg.processes.map { "\($0.pid)\n" }.joined()
         case .reclaim: throw .EINVAL   // write-only: no show handler (`cgroup_seqfile_show()`)
         case .events:

@@ -152,14 +152,14 @@ extension Kernel {
         var protection: ReclaimProtection? = memoryCgroups.anyProtection ? ReclaimProtection(target: memcg) : nil
         while true {
             while priority >= 0 && uncharged() < target && swapDevice.usedSlots < swapDevice.capacity
-                    && mayStillSwap(memcg, holding: mm) {
+                    && mayStillSwap(memcg) {
                 // The lists of the cgroup and of each one below it (Linux: `shrink_node_memcgs()` from
                 // the target memcg, `mem_cgroup_iter()` over its subtree).
                 for c in subtree where uncharged() < target {
                     let verdict = protection?.verdict(for: c, in: memoryCgroups) ?? .scan
                     guard verdict != .skip else { continue }
                     // A cgroup below the target at its own `memory.swap.max` keeps its pages.
-                    guard c === memcg || mayStillSwap(c, below: memcg, holding: mm) else { continue }
+                    guard c === memcg || mayStillSwap(c, below: memcg) else { continue }
                     shrinkLruvec(Int(c.id), priority: priority, by: .cgroup, verdict, &swappedOut) { uncharged() >= target }
                 }
                 priority -= 1
@@ -173,39 +173,20 @@ extension Kernel {
 
     /// Whether the cgroup and every one above it are below their `memory.swap.max` (Linux:
     /// `mem_cgroup_get_nr_swap_pages()` > 0, the least room on the way up), looking up to `top`
-    /// (excluded; nil: the root).
-    func mayStillSwap(_ memcg: MemoryCgroup, below top: MemoryCgroup? = nil, holding mm: AddressSpace? = nil) -> Bool {
-        var level: MemoryCgroup? = memcg
+    /// (excluded; nil: the root). Reclaim asks it for each cgroup's lists, global reclaim's too
+    /// (`can_reclaim_anon_pages()`).
+    func mayStillSwap(_ memcg: MemoryCgroup?, below top: MemoryCgroup? = nil) -> Bool {
+        var level = memcg
         while let c = level, c !== top {
             let limit = c.swapMaxPages.load(ordering: .relaxed)
-            if limit != Int.max && (limit == 0 || swapPages(of: c, holding: mm) >= limit) { return false }
+            if limit != Int.max && c.swapPages.load(ordering: .relaxed) >= limit { return false }
             level = c.parent
         }
         return true
     }
 
-    /// Whether `memcg` or a cgroup above it has `memory.swap.max` 0, so that reclaim leaves its
-    /// anonymous pages alone (Linux: `can_reclaim_anon_pages()` → `mem_cgroup_get_nr_swap_pages()`,
-    /// which global reclaim asks for each cgroup's lists too). Global reclaim asks only this: a
-    /// limit above 0 would need the cgroup's swap usage, which the model counts from the processes'
-    /// page tables under their mmap locks, and the allocation that reclaims may hold one.
-    @inline(__always)
-    func swapForbidden(_ memcg: MemoryCgroup?) -> Bool {
-        var level = memcg
-        while let c = level {
-            if c.swapMaxPages.load(ordering: .relaxed) == 0 { return true }
-            level = c.parent
-        }
-        return false
-    }
-
-    /// Pages of swap the processes of the cgroup and of those below it hold (Linux:
-    /// `memory.swap.current`; the model counts the swap entries in the processes' page tables, so an
-    /// entry shared after fork counts in each).
-    func swapPages(of memcg: MemoryCgroup, holding held: AddressSpace? = nil) -> Int {
-        memoryCgroups.processes(below: memcg).reduce(0) { sum, mm in
-            let bytes = { mm.vmas.areas.reduce(UInt64(0)) { $0 + mm.swappedBytes(in: $1) } }
-            return sum + Int((mm === held ? bytes() : mm.mmapLock.withReadLock(bytes)) >> PageGeometry.pageShift)
-        }
-    }
+    /// Swap pages charged to the cgroup and those below it (Linux: `memory.swap.current`, the
+    /// `memcg->swap` page counter): each slot once, to the cgroup of the page written to it, until
+    /// the slot is freed (`SwapDevice.charge`).
+    func swapPages(of memcg: MemoryCgroup) -> Int { memcg.swapPages.load(ordering: .relaxed) }
 }

@@ -32,6 +32,13 @@ public final class MemoryCgroup: @unchecked Sendable {
     let maxPages = Atomic<Int>(Int.max)
     let highPages = Atomic<Int>(Int.max)
     let swapMaxPages = Atomic<Int>(Int.max)
+    /// Swap slots charged to this cgroup and the cgroups below it (Linux: `memcg->swap`, read as
+    /// `memory.swap.current`): each slot once, to the cgroup of the page written to it.
+    let swapPages = Atomic<Int>(0)
+    /// `memory.swap.events` `max` and `fail`: swap-outs refused for `memory.swap.max` here or below
+    /// (Linux: `MEMCG_SWAP_MAX`, `MEMCG_SWAP_FAIL`, hierarchical as `memory.events`).
+    let swapMaxEvents = Atomic<Int>(0)
+    let swapFailEvents = Atomic<Int>(0)
     /// `memory.min` and `memory.low` in pages (0: no protection): reclaim leaves the cgroup's memory
     /// below them alone (`MemoryProtection.swift`).
     let minPages = Atomic<Int>(0)
@@ -276,6 +283,9 @@ public final class MemoryCgroups: @unchecked Sendable {
     /// Every cgroup, by name.
     public var all: [MemoryCgroup] { byName.withLock { $0.values.sorted { $0.name < $1.name } } }
 
+    /// Every cgroup, removed ones (which may still hold charges) included.
+    var allIncludingRemoved: [MemoryCgroup] { byName.withLock { Array($0.values) + dying } }
+
     /// The OOM kills so far, oldest first.
     public var oomKills: [OOMKill] { kills.withLock { $0 } }
 
@@ -396,6 +406,49 @@ public final class MemoryCgroups: @unchecked Sendable {
     func cgroup(index: Int) -> MemoryCgroup? {
         guard index > 0 && index <= Self.maxCount else { return nil }
         return table[index]?.takeUnretainedValue()
+    }
+
+    /// Charges `pages` swap slots to `memcg` — or, once it is removed, to the nearest cgroup above it
+    /// that is not — and every cgroup above it; returns the index charged (0: the root, which counts
+    /// nothing), or nil, charging nothing, when one of them would pass its `memory.swap.max`, counted
+    /// as a `max` and a `fail` event of `memory.swap.events` (Linux: `__mem_cgroup_try_charge_swap()`
+    /// with `mem_cgroup_id_get_online()` and `page_counter_try_charge()`).
+    func tryChargeSwap(_ memcg: MemoryCgroup, pages: Int) -> UInt16? {
+        var online: MemoryCgroup? = memcg
+        while let c = online, c.removed.load(ordering: .relaxed) { online = c.parent }
+        guard let target = online else { return 0 }
+        var level: MemoryCgroup? = target
+        while let c = level {
+            let now = c.swapPages.add(pages, ordering: .relaxed).newValue
+            if now > c.swapMaxPages.load(ordering: .relaxed) {
+                // Undo this level and the ones below it.
+                var undo: MemoryCgroup? = target
+                while let u = undo {
+                    u.swapPages.subtract(pages, ordering: .relaxed)
+                    if u === c { break }
+                    undo = u.parent
+                }
+                var event: MemoryCgroup? = target
+                while let e = event {
+                    e.swapMaxEvents.add(1, ordering: .relaxed)
+                    e.swapFailEvents.add(1, ordering: .relaxed)
+                    event = e.parent
+                }
+                return nil
+            }
+            level = c.parent
+        }
+        return target.id
+    }
+
+    /// Uncharges `pages` swap slots from the cgroup of index `id` and every one above it (Linux:
+    /// `mem_cgroup_uncharge_swap()`).
+    func unchargeSwap(_ id: UInt16, pages: Int) {
+        var level = cgroup(index: Int(id))
+        while let c = level {
+            c.swapPages.subtract(pages, ordering: .relaxed)
+            level = c.parent
+        }
     }
 
     /// The cgroup the folio at `head` is charged to, or nil (a folio whose pages were charged one by

@@ -103,7 +103,8 @@ extension Kernel {
         case unmapped
         /// A reference beyond the mappings, the cache's and the caller's: a pin.
         case pinned
-        /// No free swap slot.
+        /// No free swap slot, or the page's cgroup is at its `memory.swap.max` (Linux:
+        /// `folio_alloc_swap()` fails either way).
         case swapFull
         /// A mapping changed meanwhile; the page stays in the swap cache, still mapped there.
         case partly
@@ -124,6 +125,10 @@ extension Kernel {
             slot = existing
         } else {
             guard let fresh = swapDevice.allocate(uses: 0) else { return .swapFull }
+            guard swapDevice.charge(fresh, count: 1, to: memoryCgroups.owner(of: pfn)) else {
+                swapDevice.freeUnused(fresh)
+                return .swapFull
+            }
             slot = fresh
             let added = addToSwapCache(pfn, slot: slot)
             precondition(added, "a new swap slot \(slot) had a cached page")

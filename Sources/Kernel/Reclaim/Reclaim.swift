@@ -62,7 +62,7 @@ extension Kernel {
     /// inactive list is low, until `target` pages are free (Linux: `shrink_node()` →
     /// `shrink_lruvec()`, `get_scan_count()` with anonymous pages only, `DEF_PRIORITY` 12). Without a
     /// free swap slot the anonymous lists are not scanned (Linux: `can_reclaim_anon_pages()`), nor
-    /// those of a cgroup that may not swap (`memory.swap.max` 0 there or above: `swapForbidden`).
+    /// those of a cgroup at its `memory.swap.max` or below one that is (`mayStillSwap`).
     /// - Precondition: no page-table lock is held (mmap locks for reading may be).
     @discardableResult
     public func reclaim(pages target: Int, by reclaimer: Reclaimer = .kswapd) -> Int {
@@ -99,7 +99,7 @@ extension Kernel {
                     if reclaimer == .direct && freed() >= target { break }
                     let memcg = memoryCgroups.cgroup(index: lruvec)
                     let verdict = protection?.verdict(for: memcg, in: memoryCgroups) ?? .scan
-                    if verdict != .skip && !swapForbidden(memcg) {
+                    if verdict != .skip && mayStillSwap(memcg) {
                         shrinkLruvec(lruvec, priority: priority, by: reclaimer, verdict, &work.swappedOut) { freed() >= target }
                     }
                     if reclaimer == .direct { lru.directReclaimCursor.store(lruvec, ordering: .relaxed) }

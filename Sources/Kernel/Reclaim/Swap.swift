@@ -148,6 +148,11 @@ extension AddressSpace {
                 unmapped.append((pfn, existing, false, true))
             } else {
                 guard let slot = kernel.swapDevice.allocate(uses: 1) else { break scan }
+                // The page's cgroup at its `memory.swap.max`: the page stays (`folio_alloc_swap()`).
+                guard kernel.swapDevice.charge(slot, count: 1, to: kernel.memoryCgroups.owner(of: pfn)) else {
+                    _ = kernel.swapDevice.release(slot)
+                    continue
+                }
                 unmapped.append((pfn, slot, true, cached))
             }
             table.set(index, .swapEntry(slot: unmapped.last!.slot))
@@ -192,6 +197,10 @@ extension AddressSpace {
               frames.refcount(head) == references, kernel.entireMapcount(head) == 1,
               frames.folioField(head, .pagesMapped) == FrameTable.entirelyMapped,
               let first = kernel.swapDevice.allocate(count: pages, uses: 1) else { return false }
+        guard kernel.swapDevice.charge(first, count: pages, to: kernel.memoryCgroups.owner(of: head)) else {
+            for slot in first..<(first + pages) { _ = kernel.swapDevice.release(slot) }
+            return false
+        }
         // Write-protect and flush before copying: a store in flight through the huge PMD ends before
         // the flush does, and a later one faults and waits for the PMD lock. The swap entries go in
         // only after the copy, so no fault on them can read a slot before its bytes are written.
@@ -349,6 +358,19 @@ extension Kernel {
             problems.append("swap slot \(slot) is in use with no entry and no cached page (leaked)")
         }
         if inUse.count != swapDevice.usedSlots { problems.append("swap device counts \(swapDevice.usedSlots) slots in use but \(inUse.count) are") }
+        // Each cgroup's swap counter: the slots charged to it and to the cgroups below it.
+        var charged: [ObjectIdentifier: Int] = [:]
+        for (id, n) in swapDevice.chargedSlots() {
+            var level = memoryCgroups.cgroup(index: Int(id))
+            if level == nil { problems.append("\(n) swap slots are charged to cgroup index \(id), which does not exist") }
+            while let c = level {
+                charged[ObjectIdentifier(c), default: 0] += n
+                level = c.parent
+            }
+        }
+        for c in memoryCgroups.allIncludingRemoved where c.swapPages.load(ordering: .relaxed) != charged[ObjectIdentifier(c)] ?? 0 {
+            problems.append("cgroup \(c.name): swap counter \(c.swapPages.load(ordering: .relaxed)) but \(charged[ObjectIdentifier(c)] ?? 0) slots charged to it and below")
+        }
         let frames = memory.frames
         for (slot, pfn) in cache {
             if !inUse.contains(slot) { problems.append("swap cache page \(pfn) stands for free slot \(slot)") }

@@ -46,6 +46,9 @@ public final class SwapDevice: @unchecked Sendable {
         var cachedSlot: [PFN: Int] = [:]
         /// One bit per slot in use; zeroed host memory, backed only where slots have been used.
         let used: UnsafeMutableBufferPointer<UInt64>
+        /// Per slot, the index of the memory cgroup its swap is charged to (0: none, the root's)
+        /// (Linux: `swap_cgroup_record()`); zeroed host memory like `used`.
+        let owners: UnsafeMutablePointer<UInt16>
         var cursor = 0
         var inUse = 0
 
@@ -69,10 +72,37 @@ public final class SwapDevice: @unchecked Sendable {
         hasClusters = configuration.clusters
         storage = configuration.storage ?? MemorySwapStorage()
         let words = (capacity + 63) / 64
-        map = SpinLocked(Map(used: UnsafeMutableBufferPointer(start: HostMemory.allocate(UInt64.self, count: words), count: words)))
+        map = SpinLocked(Map(used: UnsafeMutableBufferPointer(start: HostMemory.allocate(UInt64.self, count: words), count: words),
+                             owners: HostMemory.allocate(UInt16.self, count: capacity)))
     }
 
-    deinit { map.withLock { HostMemory.release($0.used.baseAddress!, count: $0.used.count) } }
+    deinit {
+        map.withLock {
+            HostMemory.release($0.used.baseAddress!, count: $0.used.count)
+            HostMemory.release($0.owners, count: capacity)
+        }
+    }
+
+    /// The memory cgroups whose swap the slots are charged to (set by the kernel).
+    var cgroups: Unmanaged<MemoryCgroups>?
+
+    /// Charges the `count` slots from `first`, just allocated for a folio charged to `memcg`, to that
+    /// cgroup's swap (and every one above it); false when one of them is at its `memory.swap.max`,
+    /// the slots then uncharged and for the caller to free (Linux: `folio_alloc_swap()` →
+    /// `mem_cgroup_try_charge_swap()`, `swap_cgroup_record()`).
+    func charge(_ first: Int, count: Int, to memcg: MemoryCgroup?) -> Bool {
+        guard let memcg, let cgroups else { return true }
+        guard let id = cgroups._withUnsafeGuaranteedRef({ $0.tryChargeSwap(memcg, pages: count) }) else { return false }
+        if id != 0 { map.withLock { m in for slot in first..<(first + count) { m.owners[slot] = id } } }
+        return true
+    }
+
+    /// Uncharges the swap of a slot just freed, whose owner was `id` (Linux: `mem_cgroup_uncharge_swap()`
+    /// from `swap_entries_free()`).
+    private func uncharge(_ id: UInt16) {
+        guard id != 0, let cgroups else { return }
+        cgroups._withUnsafeGuaranteedRef { $0.unchargeSwap(id, pages: 1) }
+    }
 
     /// Slots in use now (Linux: `si->inuse_pages`; meminfo `SwapTotal - SwapFree`).
     public var usedSlots: Int { map.withLock { $0.inUse } }
@@ -161,6 +191,7 @@ public final class SwapDevice: @unchecked Sendable {
     /// release can free the slot (Linux's `do_swap_page()` adds the folio to the swap cache before it
     /// calls `swap_free()`).
     func release(_ slot: Int, whileNamed: (inout Map) -> Void) -> (left: Int32, uncached: PFN?) {
+        var freedOwner: UInt16 = 0
         let (left, uncached) = map.withLock { m -> (Int32, PFN?) in
             guard let count = m.counts[slot], count > 0 else { preconditionFailure("releasing free swap slot \(slot)") }
             if count > 1 {
@@ -168,28 +199,55 @@ public final class SwapDevice: @unchecked Sendable {
                 whileNamed(&m)
                 return (count - 1, nil)
             }
-            return (0, Self.free(&m, slot))
+            let (page, owner) = Self.free(&m, slot)
+            freedOwner = owner
+            return (0, page)
         }
-        if left == 0 { storage.discard(slot) }
+        if left == 0 {
+            storage.discard(slot)
+            uncharge(freedOwner)
+        }
         return (left, uncached)
     }
 
-    /// Frees a slot no entry names any more, removing its cached page; returns that page.
-    private static func free(_ m: inout Map, _ slot: Int) -> PFN? {
+    /// Frees a slot no entry names any more, removing its cached page; returns that page and the
+    /// cgroup its swap was charged to (its record cleared).
+    private static func free(_ m: inout Map, _ slot: Int) -> (page: PFN?, owner: UInt16) {
         m.counts[slot] = nil
         m.setUsed(slot, false)
-        guard let page = m.cache.removeValue(forKey: slot) else { return nil }
+        let owner = m.owners[slot]
+        m.owners[slot] = 0
+        guard let page = m.cache.removeValue(forKey: slot) else { return (nil, owner) }
         m.cachedSlot[page] = nil
-        return page
+        return (page, owner)
     }
+
 
     /// Frees a slot that no swap entry names and no page stands for (a swap-out that unmapped nothing).
     func freeUnused(_ slot: Int) {
-        map.withLock { m in
+        let owner = map.withLock { m -> UInt16 in
             precondition(m.counts[slot] == nil && m.cache[slot] == nil, "freeing swap slot \(slot), which is still used")
             m.setUsed(slot, false)
+            let owner = m.owners[slot]
+            m.owners[slot] = 0
+            return owner
         }
         storage.discard(slot)
+        uncharge(owner)
+    }
+
+    /// Swap pages charged per cgroup index, from the slots' records, for the invariant checker.
+    func chargedSlots() -> [UInt16: Int] {
+        map.withLock { m in
+            var charged: [UInt16: Int] = [:]
+            for word in 0..<m.used.count where m.used[word] != 0 {
+                for bit in 0..<64 where m.used[word] & (1 << UInt64(bit)) != 0 {
+                    let owner = m.owners[word << 6 | bit]
+                    if owner != 0 { charged[owner, default: 0] += 1 }
+                }
+            }
+            return charged
+        }
     }
 
     /// The use count of every slot entries name, for the invariant checker.

@@ -250,7 +250,7 @@ public enum CgroupFiles {
     public static let singleValued = ["memory.current", "memory.peak", "memory.max", "memory.high",
                                       "memory.swap.max", "memory.swap.current", "memory.min", "memory.low"]
     /// Files of `key value` lines, which `expect cgroup NAME FILE KEY<op>VALUE` checks.
-    public static let keyed = ["memory.events", "memory.events.local", "memory.stat"]
+    public static let keyed = ["memory.events", "memory.events.local", "memory.stat", "memory.swap.events"]
     /// Every file the model has.
     public static var all: [String] { Array(Set(writable + singleValued + keyed)).sorted() }
     /// The name of the root cgroup in `in root`; no cgroup may take it.
