@@ -27,6 +27,15 @@ struct MemoryProtectionTests {
         return (kernel, spaces)
     }
 
+    /// `kernel` with the cgroup "pod" and below it "pod/x" and "pod/y", each with a process that has
+    /// written 800 pages; and the three cgroups.
+    func pod() throws -> (Kernel, [AddressSpace], pod: MemoryCgroup, x: MemoryCgroup, y: MemoryCgroup) {
+        let (kernel, spaces) = try kernel(["pod", "pod/x", "pod/y"], leaves: ["pod/x", "pod/y"], pages: 800)
+        let groups = kernel.memoryCgroups
+        return (kernel, spaces, try #require(groups.cgroup(named: "pod")), try #require(groups.cgroup(named: "pod/x")),
+                try #require(groups.cgroup(named: "pod/y")))
+    }
+
     func swapped(_ kernel: Kernel, _ cgroup: String) throws -> Int {
         Int(try kernel.readCgroupFile(cgroup, "memory.swap.current").dropLast())! / 4096
     }
@@ -111,11 +120,9 @@ struct MemoryProtectionTests {
 
     @Test("siblings claiming more than their parent's protection share it in proportion to what they use")
     func effectiveProtectionIsShared() throws {
-        let (kernel, spaces) = try kernel(["pod", "pod/x", "pod/y"], leaves: ["pod/x", "pod/y"], pages: 800)
+        let (kernel, spaces, pod, x, y) = try pod()
         defer { withExtendedLifetime(spaces) {} }
         let groups = kernel.memoryCgroups
-        let pod = try #require(groups.cgroup(named: "pod"))
-        let x = try #require(groups.cgroup(named: "pod/x")), y = try #require(groups.cgroup(named: "pod/y"))
         try kernel.writeCgroupFile("pod", "memory.low", "4M")     // 1,024 pages
         try kernel.writeCgroupFile("pod/x", "memory.low", "4M")   // claims min(usage, 1,024)
         try kernel.writeCgroupFile("pod/y", "memory.low", "1M")   // claims min(usage, 256)
@@ -138,11 +145,9 @@ struct MemoryProtectionTests {
 
     @Test("with memory_recursiveprot, what a parent affords beyond its children's claims goes to them by their unclaimed usage")
     func recursiveProtectionShares() throws {
-        let (kernel, spaces) = try kernel(["pod", "pod/x", "pod/y"], leaves: ["pod/x", "pod/y"], pages: 800)
+        let (kernel, spaces, pod, x, y) = try pod()
         defer { withExtendedLifetime(spaces) {} }
         let groups = kernel.memoryCgroups
-        let pod = try #require(groups.cgroup(named: "pod"))
-        let x = try #require(groups.cgroup(named: "pod/x")), y = try #require(groups.cgroup(named: "pod/y"))
         try kernel.writeCgroupFile("pod", "memory.low", "4M")     // 1,024 pages
         try kernel.writeCgroupFile("pod/x", "memory.low", "1M")   // claims 256
         let ux = x.usagePages, uy = y.usagePages, up = pod.usagePages
