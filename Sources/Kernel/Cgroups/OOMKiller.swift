@@ -56,6 +56,7 @@ extension Kernel {
         guard let victim = chosen else { return false }
         victim.mm.oomKilled.store(true, ordering: .relaxed)
         (victim.mm.memcg ?? memcg).count(.oomKill)
+        vmstat.count(.oomKill)   // `__oom_kill_process()`: `count_vm_event(OOM_KILL)`
         memoryCgroups.kills.withLock {
             $0.append(OOMKill(cgroup: memcg.name, pid: victim.mm.pid, triggeredBy: current?.pid ?? 0, rssBytes: victim.rss,
                               swapBytes: victim.swap, points: victim.points, nanoseconds: clock.now))

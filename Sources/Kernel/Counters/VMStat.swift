@@ -17,6 +17,8 @@ public enum VMEvent: Int, CaseIterable, Sendable {
     case pgpgin, pgpgout, pswpin, pswpout
     case pgallocNormal, allocstallNormal, pgfree, pgactivate, pgdeactivate, pgfault, pgmajfault, pgrefill
     case pgstealKswapd, pgstealDirect, pgscanKswapd, pgscanDirect, pgscanAnon, pgstealAnon
+    /// Processes the OOM killer killed (a memory cgroup's; Linux counts the system-wide one's too).
+    case oomKill
     case thpMigrationSuccess, thpMigrationFail, thpMigrationSplit
     case compactMigrateScanned, compactFreeScanned, compactIsolated, compactStall, compactFail, compactSuccess
     case compactDaemonWake
@@ -56,6 +58,7 @@ public enum VMEvent: Int, CaseIterable, Sendable {
         case .pgscanDirect: "pgscan_direct"
         case .pgscanAnon: "pgscan_anon"
         case .pgstealAnon: "pgsteal_anon"
+        case .oomKill: "oom_kill"
         case .thpMigrationSuccess: "thp_migration_success"
         case .thpMigrationFail: "thp_migration_fail"
         case .thpMigrationSplit: "thp_migration_split"
