@@ -245,6 +245,7 @@ extension CellResult {
         meminfo = r.meminfoFinal
         memoryOverTime = r.memoryOverTime.map { Sample(accesses: $0.accesses, anonBytes: $0.anonBytes, anonHugeBytes: $0.anonHugeBytes, touchedBytes: $0.touchedBytes) }
         let allKills = r.signals.map(Kill.init) + (r.cgroup?.oomKills ?? []).map(Kill.init)
+            + r.oomKills.map { Kill(signal: "SIGKILL", reason: "OOM", address: 0, process: $0.process, thread: -1, rssBytes: $0.rssBytes) }
         signals = allKills.count
         failedCalls = r.failedCalls
         kills = allKills

@@ -2,10 +2,12 @@ import Synchronization
 import VMCore
 import PhysicalMemory
 
-/// One kill by a cgroup's OOM killer, as the kernel log reports it (Linux: `dump_header()` and
-/// "Memory cgroup out of memory: Killed process PID … anon-rss:…kB" from `__oom_kill_process()`).
+/// One kill by the OOM killer, as the kernel log reports it (Linux: `dump_header()` and "Memory
+/// cgroup out of memory: Killed process PID … anon-rss:…kB", or "Out of memory: Killed process …",
+/// from `__oom_kill_process()`).
 public struct OOMKill: Sendable, Hashable {
-    /// The cgroup whose `memory.max` was reached.
+    /// The cgroup whose `memory.max` was reached; empty for the system-wide OOM killer (the machine
+    /// out of memory).
     public var cgroup: String
     /// The process killed.
     public var pid: Int
@@ -64,4 +66,37 @@ extension Kernel {
         if victim.mm !== current { victim.mm.exit() }
         return true
     }
+
+    /// The system-wide OOM killer, for a fault of `current` that found no memory — free pages below
+    /// the min watermark after direct reclaim — outside any cgroup's limit: picks the process with the
+    /// most resident plus swapped pages among all live processes (a later one on a tie), kills it,
+    /// counts `oom_kill` in `/proc/vmstat` and in the victim's cgroup, and records the kill (cgroup
+    /// ""). A victim other than `current` exits now, its memory freed, and the fault is tried again;
+    /// `current`, when chosen, is marked and exits as its fault returns. Returns the victim, or nil
+    /// when no process is left to kill (Linux: `__alloc_pages_may_oom()` → `out_of_memory()` with no
+    /// memcg → `select_bad_process()`, `oom_badness()`, `oom_kill_process()`; the allocation then
+    /// retries).
+    /// - Precondition: no mmap lock or page-table lock is held (the fault's lock was dropped).
+    func outOfMemorySystemWide(faulting current: AddressSpace) -> AddressSpace? {
+        var chosen: (mm: AddressSpace, rss: UInt64, swap: UInt64, points: Int)?
+        for mm in addressSpaces where !mm.oomKilled.load(ordering: .relaxed) {
+            guard let footprint = mm.mmapLock.withReadLock({ mm.hasExited ? nil : mm.oomFootprint() }) else { continue }
+            let points = Int((footprint.rss + footprint.swap) >> PageGeometry.pageShift)
+            if let c = chosen, points < c.points { continue }
+            chosen = (mm, footprint.rss, footprint.swap, points)
+        }
+        guard let victim = chosen else { return nil }
+        victim.mm.oomKilled.store(true, ordering: .relaxed)
+        victim.mm.memcg?.count(.oomKill)
+        vmstat.count(.oomKill)
+        memoryCgroups.kills.withLock {
+            $0.append(OOMKill(cgroup: "", pid: victim.mm.pid, triggeredBy: current.pid, rssBytes: victim.rss,
+                              swapBytes: victim.swap, points: victim.points, nanoseconds: clock.now))
+        }
+        if victim.mm !== current { victim.mm.exit() }
+        return victim.mm
+    }
+
+    /// Whether an allocation would find no page now: free memory at or below the min watermark.
+    var isOutOfMemory: Bool { !memory.hasFreePages(above: memory.buddy.watermarks.min) }
 }

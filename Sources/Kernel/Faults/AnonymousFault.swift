@@ -16,8 +16,14 @@ extension AddressSpace {
     public func handleFault(_ fault: inout FaultContext) -> FaultOutcome {
         var outcome = resolveFault(&fault)
         if _slowPath(fault.reservationToPromote != nil) { promoteReservationAfterFault(&fault) }
+        // The machine out of memory, not a cgroup's limit: the system-wide OOM killer frees a process's
+        // memory and the fault runs again, until it succeeds or this process is the one chosen.
+        while outcome == .outOfMemory && !oomKilled.load(ordering: .relaxed) && kernel.isOutOfMemory,
+              let victim = kernel.outOfMemorySystemWide(faulting: self), victim !== self {
+            outcome = resolveFault(&fault)
+        }
         if outcome == .outOfMemory || _slowPath(oomKilled.load(ordering: .relaxed)) {
-            // Chosen by its cgroup's OOM killer during the fault: the process dies (Linux:
+            // Chosen by an OOM killer during the fault: the process dies (Linux:
             // `pagefault_out_of_memory()` finding the SIGKILL pending).
             if oomKilled.load(ordering: .relaxed) {
                 exit()

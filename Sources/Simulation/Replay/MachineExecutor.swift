@@ -604,7 +604,7 @@ public final class MachineExecutor: WorkloadSink {
         }
         for j in (index + 1)..<n { drop(pending[j], newlyTouched: pendingNewlyTouched[j]) }
         let process = Int(threadProcess[pendingThread])
-        // A process its cgroup's OOM killer chose is reported with the kills, not as a signal.
+        // A process an OOM killer chose is reported with the kills, not as a signal.
         if processes[process]?.wasOOMKilled != true {
             report.signals.append(.init(thread: pendingThread, process: process, fault: fault))
         }
@@ -1061,6 +1061,10 @@ public final class MachineExecutor: WorkloadSink {
         r.simulatedNanoseconds = machine.kernel.clock.now
         r.time = .init(machine)
         if let cgroup { r.cgroup = .init(kernel: machine.kernel, cgroup: cgroup, pids: processPIDs) }
+        r.oomKills = machine.kernel.memoryCgroups.oomKills.filter { $0.cgroup.isEmpty }.map { kill in
+            .init(process: processPIDs.firstIndex(of: kill.pid) ?? -1, pid: kill.pid, rssBytes: kill.rssBytes,
+                  swapBytes: kill.swapBytes, simulatedNanoseconds: kill.nanoseconds)
+        }
         return r
     }
 }

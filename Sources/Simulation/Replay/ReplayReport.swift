@@ -19,6 +19,9 @@ public struct ReplayReport: Sendable, Equatable {
     public var signals: [Signal] = []
     /// The workload's memory cgroup at the end, when it ran in one (`--cgroup`).
     public var cgroup: CgroupReport?
+    /// Processes the system-wide OOM killer killed when a fault found the machine out of memory
+    /// (Linux: "Out of memory: Killed process …"), the faulting one or another; not in `signals`.
+    public var oomKills: [CgroupReport.OOMKillRecord] = []
 
     /// The workload's memory cgroup: its files, events, statistics and OOM kills.
     public struct CgroupReport: Sendable, Equatable {
@@ -143,6 +146,9 @@ public struct ReplayReport: Sendable, Equatable {
         for sig in signals {
             s.append("process \(sig.process) (thread \(sig.thread)) killed: \(sig.fault)")
         }
+        for kill in oomKills {
+            s.append("process \(kill.process) OOM-killed, the machine out of memory: anon-rss \(kill.rssBytes >> 10) kB, swap \(kill.swapBytes >> 10) kB at \(kill.simulatedNanoseconds / 1_000_000) ms")
+        }
         if let cgroup { s.append(contentsOf: cgroup.lines) }
         if !failedCalls.isEmpty {
             s.append("failed system calls: " + failedCalls.sorted { $0.key < $1.key }.map { "\($0.key) ×\($0.value)" }.joined(separator: ", "))
@@ -188,6 +194,8 @@ public struct ReplayReport: Sendable, Equatable {
             "accesses": ["loads": accesses[0], "stores": accesses[1], "fetches": accesses[2]],
             "signals": signals.map { ["process": $0.process, "thread": $0.thread, "address": $0.fault.address.rawValue,
                                       "signal": $0.fault.outcome.description] },
+            "oom_kills": oomKills.map { ["process": $0.process, "pid": $0.pid, "rss_bytes": $0.rssBytes,
+                                         "swap_bytes": $0.swapBytes, "simulated_ns": $0.simulatedNanoseconds] },
             "failed_calls": failedCalls, "dropped_accesses": droppedAccesses, "dropped_events": droppedEvents,
             "idle_ms": idleMilliseconds, "measured": measured,
             "measured_counters": counters(measuredCounters), "total_counters": counters(total),

@@ -1,0 +1,63 @@
+import Testing
+import VMCore
+import PhysicalMemory
+@testable import Kernel
+import TestSupport
+
+/// The system-wide OOM killer (Linux: `__alloc_pages_may_oom()` → `out_of_memory()` →
+/// `select_bad_process()`, `oom_badness()`): when the machine has no memory left and reclaim frees
+/// none, the process with the most resident plus swapped memory is killed, whichever faulted, and
+/// the allocation is tried again.
+@Suite("The system-wide OOM killer")
+struct SystemOOMTests {
+    /// A 6.18 kernel of 16 MiB without swap, and a process that has written `pages` pages.
+    func machine(bigPages: Int) throws -> (Kernel, AddressSpace) {
+        let kernel = TestMachine.kernel(memory: 16 << 20, design: .linux6_18, swap: SwapConfiguration(slots: 0))
+        let big = try #require(kernel.createAddressSpace())
+        let a = try big.mmap(length: UInt64(bigPages) * 4096, protection: .readWrite, flags: .private)
+        #expect(big.touch(a, length: UInt64(bigPages) * 4096, .write).failure == nil)
+        return (kernel, big)
+    }
+
+    @Test("the largest process is killed, not the one that faulted, whose fault then succeeds")
+    func killsLargest() throws {
+        let (kernel, big) = try machine(bigPages: 2304)   // 9 MiB
+        let small = try #require(kernel.createAddressSpace())
+        let b = try small.mmap(length: 8 << 20, protection: .readWrite, flags: .private)
+        // 9 + 8 MiB do not fit in 16 MiB; when memory runs out, the faulting process holds under 7.
+        #expect(small.touch(b, length: 8 << 20, .write).failure == nil)
+        #expect(big.wasOOMKilled && big.hasExited)
+        #expect(!small.wasOOMKilled && !small.hasExited)
+        #expect(kernel.vmstat[.oomKill] == 1)
+        let kill = try #require(kernel.memoryCgroups.oomKills.first)
+        #expect(kill.cgroup == "" && kill.pid == big.pid && kill.triggeredBy == small.pid)
+        #expect(kill.rssBytes >= 9 << 20)
+        expectClean(kernel)
+    }
+
+    @Test("when the faulting process is the largest, it is the one killed, and its fault fails")
+    func killsFaulting() throws {
+        let (kernel, small) = try machine(bigPages: 256)   // 1 MiB
+        let hog = try #require(kernel.createAddressSpace())
+        let b = try hog.mmap(length: 32 << 20, protection: .readWrite, flags: [.private, .noReserve])
+        #expect(hog.touch(b, length: 32 << 20, .write).failure?.outcome == .outOfMemory)
+        #expect(hog.wasOOMKilled && hog.hasExited)
+        #expect(!small.wasOOMKilled)
+        #expect(kernel.vmstat[.oomKill] == 1)
+        expectClean(kernel)
+    }
+
+    @Test("a cgroup's limit is not the machine out of memory: only the cgroup's OOM killer acts")
+    func cgroupLimitIsNotGlobal() throws {
+        let (kernel, big) = try machine(bigPages: 1024)   // 4 MiB, in the root
+        try kernel.createMemoryCgroup("box")
+        try kernel.writeCgroupFile("box", "memory.max", "1M")
+        let boxed = try #require(kernel.createAddressSpace())
+        try kernel.move(boxed, to: kernel.memoryCgroups.cgroup(named: "box"))
+        let b = try boxed.mmap(length: 4 << 20, protection: .readWrite, flags: .private)
+        #expect(boxed.touch(b, length: 4 << 20, .write).failure?.outcome == .outOfMemory)
+        #expect(boxed.wasOOMKilled && !big.wasOOMKilled)
+        #expect(kernel.memoryCgroups.oomKills.map(\.cgroup) == ["box"])
+        expectClean(kernel)
+    }
+}
