@@ -315,7 +315,7 @@ final class CachePipeline: @unchecked Sendable {
     private func run(from start: Int, to end: Int) {
         let independent = state.pointee.independent
         let repeatCost = independent ? l1Latency / mlp : l1Latency
-        var c = Charges(cache: cache, totals: state.pointee.totals, walkCost: state.pointee.walkCost,
+        var c = Charges(cache: cache, first: cache.firstLevel, totals: state.pointee.totals, walkCost: state.pointee.walkCost,
                         memoryLatency: cache.memoryLatency, independent: independent, mlp: mlp,
                         l1Latency: l1Latency, walkStartCycles: walkStartCycles, repeatCost: repeatCost,
                         wholeCost: repeatCost.magnitude < 0x1p20 && Double(Int64(repeatCost)) == repeatCost)
@@ -355,6 +355,9 @@ final class CachePipeline: @unchecked Sendable {
     /// CPU's constants (held in registers by `run`).
     private struct Charges {
         let cache: CacheModel
+        /// The model's first level (`CacheModel.firstLevel`): the model does not change kind while
+        /// the consumer runs.
+        let first: CacheModel.FirstLevel?
         var totals: Totals
         var walkCost: Double
         let memoryLatency: Double
@@ -369,7 +372,8 @@ final class CachePipeline: @unchecked Sendable {
         /// `CPU.readEntry` of the entry on `line` through the cache model.
         @inline(__always)
         mutating func walkEntry(line: UInt64, source: Int) {
-            let latency = cache.access(physicalAddress: line << 6, source: source)
+            let latency = first.map { cache.access($0, line: line, dirty: 0, source: source) }
+                ?? cache.access(physicalAddress: line << 6, source: source)
             if latency == memoryLatency { totals.walkReferencesFromMemory &+= 1 }
             chargeWritebacks()
             walkCost += latency
@@ -385,7 +389,8 @@ final class CachePipeline: @unchecked Sendable {
         /// `CPU.touchData` of `line`.
         @inline(__always)
         mutating func data(line: UInt64, write: Bool, streaming: Bool) {
-            let latency = cache.access(physicalAddress: line << 6, write: write)
+            let latency = first.map { cache.access($0, line: line, dirty: write ? CacheModel.dirtyBit : 0, source: CacheModel.dataSource) }
+                ?? cache.access(physicalAddress: line << 6, write: write)
             let charged = streaming ? l1Latency : latency
             totals.dataCycles += independent ? charged / mlp : charged
             chargeWritebacks()
