@@ -28,18 +28,23 @@ extension TLBArray {
     /// `lookup(page:size:asid:)` of an array of `W` ways (`fits`), given the tag and its set's first slot.
     @inline(__always)
     func lookup<W: TLBWays>(tag t: UInt64, base: Int, _: W.Type) -> Int {
+        // Whether any way holds the tag, then which: a miss (the common case of a walk) costs a
+        // compare and a branch a way, where a scan that kept the way found made three instructions
+        // a way. The way is the last that holds the tag, as a scan from the first that kept the
+        // last match found it.
         let p = tags + base
-        var found = -1
-        var i = 0
-        while i < W.count {
-            if p[i] == t { found = base &+ i }
-            i &+= 1
+        var hit = false
+        var k = 0
+        while k < W.count {
+            if p[k] == t { hit = true; break }
+            k &+= 1
         }
-        if found >= 0 {
-            clock &+= 1
-            stamps[found] = clock &<< W.bits | UInt64(truncatingIfNeeded: found &- base)
-        }
-        return found
+        guard hit else { return -1 }
+        var i = W.count &- 1
+        while p[i] != t { i &-= 1 }
+        clock &+= 1
+        stamps[base &+ i] = clock &<< W.bits | UInt64(truncatingIfNeeded: i)
+        return base &+ i
     }
 
     /// `insert(page:size:asid:payload:absent: true)` of an array of `W` ways (`fits`), given the tag
