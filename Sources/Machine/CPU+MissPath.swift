@@ -30,8 +30,7 @@ extension TLBArray {
     func lookup<W: TLBWays>(tag t: UInt64, base: Int, _: W.Type) -> Int {
         // Whether any way holds the tag, then which: a miss (the common case of a walk) costs a
         // compare and a branch a way, where a scan that kept the way found made three instructions
-        // a way. The way is the last that holds the tag, as a scan from the first that kept the
-        // last match found it.
+        // a way. A tag is valid in at most one way (as `lookup(page:size:asid:)` relies on).
         let p = tags + base
         var hit = false
         var k = 0
@@ -40,8 +39,8 @@ extension TLBArray {
             k &+= 1
         }
         guard hit else { return -1 }
-        var i = W.count &- 1
-        while p[i] != t { i &-= 1 }
+        var i = 0
+        while p[i] != t { i &+= 1 }
         clock &+= 1
         stamps[base &+ i] = clock &<< W.bits | UInt64(truncatingIfNeeded: i)
         return base &+ i
