@@ -58,14 +58,15 @@ public enum CacheThreadMode: String, Sendable, Hashable, CaseIterable {
 /// In a run of one CPU the cache model's answers flow only into the CPU's tally (data and walk
 /// cycles, walk references from memory, write-backs): no TLB, walk or kernel decision depends on them.
 /// So the access path (`CPU.run(_:)`, the thread that runs the CPU: the *producer*) writes each cache
-/// operation as one 64-bit word into a single-producer, single-consumer ring, and the *cache thread*
-/// runs them through the same `CacheModel` and applies the charges in the same order with the same
-/// floating-point operations as the inline path, so every count and cycle sum is bit for bit the same.
+/// operation as one 64-bit word (a fused walk's four as one op of three words, `Kind.walk4K`) into a
+/// single-producer, single-consumer ring, and the *cache thread* runs them through the same
+/// `CacheModel` and applies the charges in the same order with the same floating-point operations
+/// as the inline path, so every count and cycle sum is bit for bit the same.
 ///
 /// ```
 ///  CPU.run (producer)                                cache thread (consumer)
 ///  walk entry, data line ─► op ─► ring[head & mask] ─► ring[tail & mask] ─► CacheModel.access
-///       every `publishInterval` ops: written ═══════►  (acquire)             └► totals: data/walk
+///     every `publishInterval` words: written ═════►  (acquire)             └► totals: data/walk
 ///       settle(): wait until read == head ◄═══════════  read (release)            cycles, from-memory
 ///                 then totals → CPU.tally                                         refs, write-backs
 /// ```
