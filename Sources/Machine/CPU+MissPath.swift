@@ -28,18 +28,22 @@ extension TLBArray {
     /// `lookup(page:size:asid:)` of an array of `W` ways (`fits`), given the tag and its set's first slot.
     @inline(__always)
     func lookup<W: TLBWays>(tag t: UInt64, base: Int, _: W.Type) -> Int {
+        // Whether any way holds the tag, then which: a miss (the common case of a walk) costs a
+        // compare and a branch a way, where a scan that kept the way found made three instructions
+        // a way. A tag is valid in at most one way (as `lookup(page:size:asid:)` relies on).
         let p = tags + base
-        var found = -1
+        var hit = false
+        var k = 0
+        while k < W.count {
+            if p[k] == t { hit = true; break }
+            k &+= 1
+        }
+        guard hit else { return -1 }
         var i = 0
-        while i < W.count {
-            if p[i] == t { found = base &+ i }
-            i &+= 1
-        }
-        if found >= 0 {
-            clock &+= 1
-            stamps[found] = clock &<< W.bits | UInt64(truncatingIfNeeded: found &- base)
-        }
-        return found
+        while p[i] != t { i &+= 1 }
+        clock &+= 1
+        stamps[base &+ i] = clock &<< W.bits | UInt64(truncatingIfNeeded: i)
+        return base &+ i
     }
 
     /// `insert(page:size:asid:payload:absent: true)` of an array of `W` ways (`fits`), given the tag
@@ -227,16 +231,14 @@ extension CPU {
                         return complete4K(v, kind, entry)
                     }
                     // The walk's two entries, its end and the data line (`touchData` after a walk:
-                    // a new line, not the next of a stream) to the cache thread at once.
+                    // a new line, not the next of a stream) to the cache thread as one op.
                     filterStart = page
                     filterPages = 1
                     filterFrame = entry.frame
                     filterDirty = entry.isWritable && entry.isDirty
                     let line = (UInt64(entry.frame) << 6) | ((v & 0xFFF) >> 6)
                     lastDataLine = line
-                    emit(CachePipeline.walkEntry(address: pmdAddress, source: 1 &+ PageTableLevel.pmd.rawValue),
-                         CachePipeline.walkEntry(address: pteAddress, source: 1 &+ PageTableLevel.pte.rawValue),
-                         CachePipeline.walkEnd, CachePipeline.data(line: line, write: kind == .write, streaming: false))
+                    emit(CachePipeline.walk4K(pmd: pmdAddress, pte: pteAddress, line: line, write: kind == .write))
                     return .success(PFN(entry.frame))
                 }
             }
@@ -299,19 +301,19 @@ extension CPU {
         l2._withUnsafeGuaranteedRef { _ = $0.insert(page: page, size: .size4K, asid: asid, payload: entry.rawValue) }
     }
 
-    /// Four cache operations in a row (`emit(_:)` four times, with one update of the ring's head
-    /// when no publication falls between them).
+    /// Writes an op of three words for the cache thread (only while `pipelined`), published whole:
+    /// when it would not fit before the next publication, the words before it are published first
+    /// (`publish` leaves room for a whole interval).
     @inline(__always)
-    func emit(_ a: UInt64, _ b: UInt64, _ c: UInt64, _ d: UInt64) {
+    func emit(_ op: (UInt64, UInt64, UInt64)) {
+        if ops.limit &- ops.head < 3 { pipeline.unsafelyUnwrapped.publish(&ops) }
         let h = ops.head
-        guard ops.limit &- h >= 4 else { emit(a); emit(b); emit(c); emit(d); return }
         let ring = ops.ring.unsafelyUnwrapped
-        ring[h & CachePipeline.mask] = a
-        ring[(h &+ 1) & CachePipeline.mask] = b
-        ring[(h &+ 2) & CachePipeline.mask] = c
-        ring[(h &+ 3) & CachePipeline.mask] = d
-        ops.head = h &+ 4
-        if h &+ 4 == ops.limit { pipeline.unsafelyUnwrapped.publish(&ops) }
+        ring[h & CachePipeline.mask] = op.0
+        ring[(h &+ 1) & CachePipeline.mask] = op.1
+        ring[(h &+ 2) & CachePipeline.mask] = op.2
+        ops.head = h &+ 3
+        if h &+ 3 == ops.limit { pipeline.unsafelyUnwrapped.publish(&ops) }
     }
 
     /// The full path of a data access whose probe of the first L1 data array missed (`probed`) or

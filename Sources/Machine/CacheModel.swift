@@ -267,6 +267,44 @@ public final class CacheModel: @unchecked Sendable {
         return lookUp(line: address >> 6, dirty: write ? Self.dirtyBit : 0)
     }
 
+    /// The first level and the model's kind as `access(physicalAddress:write:source:)` reads them, for
+    /// a caller that makes many accesses while nothing changes them (the cache thread's ops loop:
+    /// `use(_:)` runs only while it is idle), so that it keeps them in registers.
+    struct FirstLevel {
+        let lines: UnsafeMutablePointer<UInt64>
+        let setMask: UInt64
+        /// `64 - setBits`, as `setIndex` shifts.
+        let setShift: UInt64
+        let ways: Int
+        let latency: Double
+        let sampled: Bool
+    }
+
+    /// nil for a model of no levels.
+    var firstLevel: FirstLevel? {
+        guard levelCount > 0 else { return nil }
+        let first = levels[0]
+        return FirstLevel(lines: first.lines, setMask: first.setMask, setShift: 64 &- first.setBits,
+                          ways: first.ways, latency: first.latency, sampled: sampleShift != 0)
+    }
+
+    /// `access(physicalAddress:write:source:)` of the line `line`, `dirty` `dirtyBit` for a write,
+    /// with the first level given (`firstLevel`, read since the last `use(_:)`).
+    @inline(__always)
+    func access(_ first: FirstLevel, line: UInt64, dirty: UInt64, source: Source) -> Double {
+        let page = (line >> 6) &+ 1
+        let set = ((page &* 0x9E37_79B9_7F4A_7C15) &>> first.setShift &+ line) & first.setMask
+        let way0 = first.lines + Int(truncatingIfNeeded: set) &* first.ways
+        let entry = way0.pointee
+        if entry &<< 2 == (line &+ 1) &<< 2 {
+            way0.pointee = entry | dirty
+            hitCounts[0] &+= 1
+            return first.latency
+        }
+        if first.sampled { return lookUpSampled(set: way0, line: line, dirty: dirty, source: source) }
+        return lookUp(line: line, dirty: dirty)
+    }
+
     /// `access(physicalAddress:write:)` past the most-recent check: every level, with fills and victims.
     @inline(never)
     func lookUp(line: UInt64, dirty: UInt64) -> Double {

@@ -58,14 +58,15 @@ public enum CacheThreadMode: String, Sendable, Hashable, CaseIterable {
 /// In a run of one CPU the cache model's answers flow only into the CPU's tally (data and walk
 /// cycles, walk references from memory, write-backs): no TLB, walk or kernel decision depends on them.
 /// So the access path (`CPU.run(_:)`, the thread that runs the CPU: the *producer*) writes each cache
-/// operation as one 64-bit word into a single-producer, single-consumer ring, and the *cache thread*
-/// runs them through the same `CacheModel` and applies the charges in the same order with the same
-/// floating-point operations as the inline path, so every count and cycle sum is bit for bit the same.
+/// operation as one 64-bit word (a fused walk's four as one op of three words, `Kind.walk4K`) into a
+/// single-producer, single-consumer ring, and the *cache thread* runs them through the same
+/// `CacheModel` and applies the charges in the same order with the same floating-point operations
+/// as the inline path, so every count and cycle sum is bit for bit the same.
 ///
 /// ```
 ///  CPU.run (producer)                                cache thread (consumer)
 ///  walk entry, data line ─► op ─► ring[head & mask] ─► ring[tail & mask] ─► CacheModel.access
-///       every `publishInterval` ops: written ═══════►  (acquire)             └► totals: data/walk
+///     every `publishInterval` words: written ═════►  (acquire)             └► totals: data/walk
 ///       settle(): wait until read == head ◄═══════════  read (release)            cycles, from-memory
 ///                 then totals → CPU.tally                                         refs, write-backs
 /// ```
@@ -76,7 +77,7 @@ public enum CacheThreadMode: String, Sendable, Hashable, CaseIterable {
 /// (`idleSpins`), then sleeps until the next publication. Linux has no counterpart: this is how
 /// the simulator uses a second host core, not something the simulated machine does.
 final class CachePipeline: @unchecked Sendable {
-    /// What an op asks of the consumer (its low three bits).
+    /// What an op asks of the consumer (its first word's low three bits).
     enum Kind: UInt64 {
         /// A walk's read of a page-table entry: bits 3–5 the source (`1 + level`), from bit 8 the line.
         case walkEntry = 0
@@ -87,6 +88,11 @@ final class CachePipeline: @unchecked Sendable {
         /// Bits 8–15 (n ≥ 1) more accesses to the line just charged, from bit 16: the L1 latency n
         /// times (`CPU.chargeRepeated`), the line marked dirty first when bit 3 (a write) is set.
         case repeatLine = 3
+        /// Three words: a walk that read a PMD entry and a PTE, then its data line (`walk4K`): what
+        /// `walkEntry`, `walkEntry`, `walkEnd` and `data` (not streaming) do, in that order. The first
+        /// word has the PMD entry's line from bit 8, the second the PTE's line, the third the data
+        /// line from bit 1 and bit 0 a write.
+        case walk4K = 4
     }
     static let writeBit: UInt64 = 1 << 3
     static let streamingBit: UInt64 = 1 << 4
@@ -97,6 +103,11 @@ final class CachePipeline: @unchecked Sendable {
     static let walkEnd = Kind.walkEnd.rawValue
     @inline(__always) static func data(line: UInt64, write: Bool, streaming: Bool) -> UInt64 {
         line << 8 | (streaming ? streamingBit : 0) | (write ? writeBit : 0) | Kind.data.rawValue
+    }
+    /// The three words of a `walk4K` op: the entries at `pmd` and `pte` (physical addresses), then
+    /// the data line `line`.
+    @inline(__always) static func walk4K(pmd: UInt64, pte: UInt64, line: UInt64, write: Bool) -> (UInt64, UInt64, UInt64) {
+        ((pmd >> 6) << 8 | Kind.walk4K.rawValue, pte >> 6, line << 1 | (write ? 1 : 0))
     }
     /// - Precondition: 1 ≤ `count` < 256.
     @inline(__always) static func repeatLine(_ line: UInt64, write: Bool, count: Int) -> UInt64 {
@@ -113,16 +124,20 @@ final class CachePipeline: @unchecked Sendable {
         var chargedWritebacks = 0
     }
 
-    /// The ring's size in ops (a power of two): 2 MiB, some 60,000 accesses of a random stream, so
+    /// The ring's size in words (a power of two): 2 MiB, some 80,000 accesses of a random stream, so
     /// that the producer seldom waits for a consumer the host's scheduler has put aside for a while.
     static let capacity = 1 << 18
     static var mask: Int { capacity &- 1 }
-    /// The producer makes its ops visible every this many (32 KiB of ring, about 1,000 accesses of a
-    /// random stream), and when it settles. Each publication may wake a sleeping consumer, which then
-    /// runs them in one go and sleeps again: the cache thread takes the host time its work needs and
-    /// no more (a consumer that spun between publications of 32 ops took a core of its own and, on a
-    /// host whose cores were busy, doubled the run's wall time).
-    static let publishInterval = 4096
+    /// The producer makes its ops visible every this many words (32 KiB of ring, about 1,300 accesses
+    /// of a random stream), and when it settles. Each publication may wake a sleeping consumer, which
+    /// then runs them in one go and sleeps again: the cache thread takes the host time its work needs
+    /// and no more (a consumer that spun between publications of 32 ops took a core of its own and, on
+    /// a host whose cores were busy, doubled the run's wall time). An op of several words is
+    /// published whole: the producer publishes early when it would not fit before `Producer.limit`.
+    static let defaultPublishInterval = 4096
+    /// `defaultPublishInterval`, or a shorter interval a test asks for (so that ops of several words
+    /// meet publication boundaries often).
+    let publishInterval: Int
     /// How many spin-wait hints (a few microseconds) an idle consumer waits before it sleeps.
     static let idleSpins = 128
 
@@ -130,10 +145,10 @@ final class CachePipeline: @unchecked Sendable {
     struct Producer {
         /// nil until the CPU has a pipeline.
         let ring: UnsafeMutablePointer<UInt64>?
-        /// Ops written so far (the next one's index before masking).
+        /// Words written so far (the next one's index before masking).
         var head = 0
         /// `head` may run up to this before `publish` is due.
-        var limit = CachePipeline.publishInterval
+        var limit = CachePipeline.defaultPublishInterval
         /// The consumer's `read` when the producer last looked.
         var readSeen = 0
     }
@@ -165,7 +180,10 @@ final class CachePipeline: @unchecked Sendable {
     private let walkStartCycles: Double
 
     /// Makes the ring and starts the cache thread for `cache`, with the CPU's latencies.
-    init(cache: CacheModel, l1Latency: Double, mlp: Double, walkStartCycles: Double) {
+    init(cache: CacheModel, l1Latency: Double, mlp: Double, walkStartCycles: Double,
+         publishInterval: Int = CachePipeline.defaultPublishInterval) {
+        precondition(publishInterval >= 4 && publishInterval <= Self.capacity / 2)
+        self.publishInterval = publishInterval
         self.cache = cache
         self.l1Latency = l1Latency
         self.mlp = mlp
@@ -197,7 +215,7 @@ final class CachePipeline: @unchecked Sendable {
     /// A producer for this ring, starting where the consumer is.
     func producer() -> Producer {
         let at = read.pointee.load(ordering: .acquiring)
-        return Producer(ring: ring, head: at, limit: at &+ Self.publishInterval, readSeen: at)
+        return Producer(ring: ring, head: at, limit: at &+ publishInterval, readSeen: at)
     }
 
     /// Hands the cache model and `start` to the consumer (which is idle: every op published so far is
@@ -208,6 +226,8 @@ final class CachePipeline: @unchecked Sendable {
 
     /// Makes the producer's ops visible, wakes a sleeping consumer, and moves `p.limit` on: to the
     /// next publication, or as far as the ring has room (waiting for the consumer when it is full).
+    /// The producer calls it when `p.head` reaches `p.limit`, or before then when its next op would
+    /// not fit (so that the consumer never sees part of an op).
     ///
     /// A plain release store and load: a consumer that goes to sleep just as the producer publishes
     /// may miss this publication's wake-up, never a later one's that finds it asleep, and the
@@ -217,13 +237,13 @@ final class CachePipeline: @unchecked Sendable {
     func publish(_ p: inout Producer) {
         written.pointee.store(p.head, ordering: .releasing)
         if sleeping.pointee.load(ordering: .relaxed) { wakeConsumer() }
-        if p.head &+ Self.publishInterval &- p.readSeen > Self.capacity {
+        if p.head &+ publishInterval &- p.readSeen > Self.capacity {
             p.readSeen = read.pointee.load(ordering: .acquiring)
-            if p.head &+ Self.publishInterval &- p.readSeen > Self.capacity {
-                waitForConsumer(until: p.head &+ Self.publishInterval &- Self.capacity, &p)
+            if p.head &+ publishInterval &- p.readSeen > Self.capacity {
+                waitForConsumer(until: p.head &+ publishInterval &- Self.capacity, &p)
             }
         }
-        p.limit = p.head &+ Self.publishInterval
+        p.limit = p.head &+ publishInterval
     }
 
     /// Waits until the consumer has run ops up to `position` (the producer's published head or
@@ -244,7 +264,7 @@ final class CachePipeline: @unchecked Sendable {
     /// cache model and `totals` again.
     func settle(_ p: inout Producer) -> Totals {
         if p.readSeen != p.head { waitForConsumer(until: p.head, &p) }
-        p.limit = p.head &+ Self.publishInterval
+        p.limit = p.head &+ publishInterval
         return state.pointee.totals
     }
 
@@ -294,58 +314,113 @@ final class CachePipeline: @unchecked Sendable {
     /// Runs ops `start..<end` of the ring: what `CPU.readEntry`, `CPU.walk`'s end, `CPU.touchData`
     /// and `CPU.runRest` do inline, in the same order with the same arithmetic.
     private func run(from start: Int, to end: Int) {
-        var t = state.pointee.totals
-        let cache = cache
-        let memoryLatency = cache.memoryLatency
-        let independent = state.pointee.independent, mlp = mlp, l1Latency = l1Latency, walkStartCycles = walkStartCycles
+        let independent = state.pointee.independent
         let repeatCost = independent ? l1Latency / mlp : l1Latency
-        let wholeCost = repeatCost.magnitude < 0x1p20 && Double(Int64(repeatCost)) == repeatCost
-        var walkCost = state.pointee.walkCost
+        var c = Charges(cache: cache, first: cache.firstLevel, totals: state.pointee.totals, walkCost: state.pointee.walkCost,
+                        memoryLatency: cache.memoryLatency, independent: independent, mlp: mlp,
+                        l1Latency: l1Latency, walkStartCycles: walkStartCycles, repeatCost: repeatCost,
+                        wholeCost: repeatCost.magnitude < 0x1p20 && Double(Int64(repeatCost)) == repeatCost)
+        let ring = ring
         var i = start
         while i != end {
             let op = ring[i & Self.mask]
-            i &+= 1
             switch op & 7 {
+            case Kind.walk4K.rawValue:
+                // Published whole (`CPU.emit(_:_:_:)`).
+                assert(end &- i >= 3, "an op of three words published in part")
+                let pte = ring[(i &+ 1) & Self.mask], data = ring[(i &+ 2) & Self.mask]
+                i &+= 3
+                c.walkEntry(line: op >> 8, source: 1 &+ PageTableLevel.pmd.rawValue)
+                c.walkEntry(line: pte, source: 1 &+ PageTableLevel.pte.rawValue)
+                c.walkEnd()
+                c.data(line: data >> 1, write: data & 1 != 0, streaming: false)
             case Kind.walkEntry.rawValue:
-                let latency = cache.access(physicalAddress: (op >> 8) << 6, source: Int(truncatingIfNeeded: (op >> 3) & 7))
-                if latency == memoryLatency { t.walkReferencesFromMemory &+= 1 }
-                if cache.writebacks != t.chargedWritebacks {
-                    // `CPU.chargeWritebacks`.
-                    let n = cache.writebacks &- t.chargedWritebacks
-                    t.chargedWritebacks = cache.writebacks
-                    t.writebacks &+= n
-                    t.dataCycles += Double(n) * memoryLatency / mlp
-                }
-                walkCost += latency
+                i &+= 1
+                c.walkEntry(line: op >> 8, source: Int(truncatingIfNeeded: (op >> 3) & 7))
             case Kind.walkEnd.rawValue:
-                t.walkCycles += independent ? walkCost / mlp : walkCost
-                walkCost = walkStartCycles
+                i &+= 1
+                c.walkEnd()
             case Kind.data.rawValue:
-                let latency = cache.access(physicalAddress: (op >> 8) << 6, write: op & Self.writeBit != 0)
-                let charged = op & Self.streamingBit != 0 ? l1Latency : latency
-                t.dataCycles += independent ? charged / mlp : charged
-                if cache.writebacks != t.chargedWritebacks {
-                    // `CPU.chargeWritebacks`.
-                    let n = cache.writebacks &- t.chargedWritebacks
-                    t.chargedWritebacks = cache.writebacks
-                    t.writebacks &+= n
-                    t.dataCycles += Double(n) * memoryLatency / mlp
-                }
+                i &+= 1
+                c.data(line: op >> 8, write: op & Self.writeBit != 0, streaming: op & Self.streamingBit != 0)
             default:
-                if op & Self.writeBit != 0 { cache.markDirty(physicalAddress: (op >> 16) << 6) }
-                let n = Int(truncatingIfNeeded: (op >> 8) & 0xFF)
-                // `CPU.chargeRepeated`.
-                var total = t.dataCycles
-                if wholeCost && total.magnitude < 0x1p52 && Double(Int64(total)) == total {
-                    t.dataCycles = total + Double(n) * repeatCost
-                } else {
-                    for _ in 0..<n { total += repeatCost }
-                    t.dataCycles = total
-                }
+                i &+= 1
+                c.repeatLine(op)
             }
         }
-        state.pointee.walkCost = walkCost
-        state.pointee.totals = t
+        state.pointee.walkCost = c.walkCost
+        state.pointee.totals = c.totals
+    }
+
+    /// The consumer's charges while it runs ops: the tally fields and the walk in progress, with the
+    /// CPU's constants (held in registers by `run`).
+    private struct Charges {
+        let cache: CacheModel
+        /// The model's first level (`CacheModel.firstLevel`): the model does not change kind while
+        /// the consumer runs.
+        let first: CacheModel.FirstLevel?
+        var totals: Totals
+        var walkCost: Double
+        let memoryLatency: Double
+        let independent: Bool
+        let mlp: Double
+        let l1Latency: Double
+        let walkStartCycles: Double
+        /// An L1 hit's charge (`CPU.chargeRepeated`), and whether it is a whole number.
+        let repeatCost: Double
+        let wholeCost: Bool
+
+        /// `CPU.readEntry` of the entry on `line` through the cache model.
+        @inline(__always)
+        mutating func walkEntry(line: UInt64, source: Int) {
+            let latency = first.map { cache.access($0, line: line, dirty: 0, source: source) }
+                ?? cache.access(physicalAddress: line << 6, source: source)
+            if latency == memoryLatency { totals.walkReferencesFromMemory &+= 1 }
+            chargeWritebacks()
+            walkCost += latency
+        }
+
+        /// The end of `CPU.walk`: its cost into the walk cycles.
+        @inline(__always)
+        mutating func walkEnd() {
+            totals.walkCycles += independent ? walkCost / mlp : walkCost
+            walkCost = walkStartCycles
+        }
+
+        /// `CPU.touchData` of `line`.
+        @inline(__always)
+        mutating func data(line: UInt64, write: Bool, streaming: Bool) {
+            let latency = first.map { cache.access($0, line: line, dirty: write ? CacheModel.dirtyBit : 0, source: CacheModel.dataSource) }
+                ?? cache.access(physicalAddress: line << 6, write: write)
+            let charged = streaming ? l1Latency : latency
+            totals.dataCycles += independent ? charged / mlp : charged
+            chargeWritebacks()
+        }
+
+        /// `CPU.chargeWritebacks`.
+        @inline(__always)
+        mutating func chargeWritebacks() {
+            if cache.writebacks != totals.chargedWritebacks {
+                let n = cache.writebacks &- totals.chargedWritebacks
+                totals.chargedWritebacks = cache.writebacks
+                totals.writebacks &+= n
+                totals.dataCycles += Double(n) * memoryLatency / mlp
+            }
+        }
+
+        /// A `repeatLine` op: `CPU.runRest`'s repeats of the line just charged (`CPU.chargeRepeated`).
+        @inline(__always)
+        mutating func repeatLine(_ op: UInt64) {
+            if op & CachePipeline.writeBit != 0 { cache.markDirty(physicalAddress: (op >> 16) << 6) }
+            let n = Int(truncatingIfNeeded: (op >> 8) & 0xFF)
+            var total = totals.dataCycles
+            if wholeCost && total.magnitude < 0x1p52 && Double(Int64(total)) == total {
+                totals.dataCycles = total + Double(n) * repeatCost
+            } else {
+                for _ in 0..<n { total += repeatCost }
+                totals.dataCycles = total
+            }
+        }
     }
 }
 

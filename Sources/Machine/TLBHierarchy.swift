@@ -236,7 +236,8 @@ public struct TLBEntry: RawRepresentable, Sendable, Hashable {
     @inline(__always)
     public init(leaf: PageTableEntry, write: Bool) {
         let raw = leaf.rawValue
-        rawValue = UInt64(leaf.pfn.rawValue)
+        // The frame by a mask and a shift (`leaf.pfn`, which the optimizer left a call in `CPU.accessMiss4K`).
+        rawValue = UInt64(UInt32(truncatingIfNeeded: (raw & PageTableEntry.pfnMask) &>> 12))
             | (raw & PageTableEntry.writableBit) << 31                                   // bit 1 → 32
             | (raw & PageTableEntry.dirtyBit) << 27 | (write ? Self.dirtyBit : 0)        // bit 6 → 33
             | (~raw >> 63) << 34                                                         // NX clear → 34

@@ -9,8 +9,10 @@ import TestSupport
 @Suite("Cache pipeline")
 struct CachePipelineTests {
     /// A one-CPU machine on a kernel with huge pages on madvise, its process mapping `bytes` of small
-    /// pages and as much again of `MADV_HUGEPAGE` memory; the machine's cache thread `mode`.
-    static func system(_ kind: CacheModel.Kind, mode: CacheThreadMode, bytes: UInt64)
+    /// pages and as much again of `MADV_HUGEPAGE` memory; the machine's cache thread `mode`; with
+    /// `smallPDECache`, a PDE cache of one set of 4 entries (walks of a few MiB then start at the PDPTE
+    /// cache, the fused miss path's common walk).
+    static func system(_ kind: CacheModel.Kind, mode: CacheThreadMode, bytes: UInt64, smallPDECache: Bool = false)
         throws -> (Machine, small: VirtualAddress, huge: VirtualAddress) {
         // The kernel's boot allocations go to the per-CPU lists of the CPU the thread runs: CPU 0 for
         // both machines, whichever pool thread runs the test.
@@ -25,6 +27,7 @@ struct CachePipelineTests {
         // not short binary fractions, so sums round and their order shows in the last bits.
         d.timing.memoryLevelParallelism = 6
         d.timing.memoryLatencyNs = 90.1
+        if smallPDECache { d.pdCache = TLBArraySpec(.size4K, entries: 4, ways: 4) }
         let m = Machine(kernel: kernel, description: d)
         m.cacheModel = kind
         m.cacheThread = mode
@@ -117,6 +120,35 @@ struct CachePipelineTests {
         #expect(Self.bits(a.0) == Self.bits(b.0), "inline \(a.0)\npipelined \(b.0)")
         #expect(a.1 == b.1)
         #expect(a.2 == b.2)
+    }
+
+    @Test("with publications every few words, ops of three words (a walk and its data line) are published whole and the counters stay exact",
+          arguments: [4, 5, 7])
+    func shortPublishInterval(interval: Int) throws {
+        let bytes: UInt64 = 40 << 20
+        let (inline, small, _) = try Self.system(.sampled, mode: .off, bytes: bytes, smallPDECache: true)
+        let (piped, _, _) = try Self.system(.sampled, mode: .on, bytes: bytes, smallPDECache: true)
+        let cpu = piped.cpus[0]
+        let pipeline = CachePipeline(cache: cpu.cacheModel, l1Latency: cpu.l1Latency, mlp: cpu.mlp,
+                                     walkStartCycles: cpu.walkStartCycles, publishInterval: interval)
+        cpu.pipeline = pipeline
+        cpu.ops = pipeline.producer()
+        // Random reads and writes over the 4 KiB pages only (the fused miss path's `walk4K` ops),
+        // some of them repeated (`repeatLine` ops between them).
+        var rng = SplitMix64(seed: 41)
+        let batches = (0..<120).map { _ in
+            (0..<(1 + Int(rng.next() % 300))).map { _ in
+                let r = rng.next()
+                return AccessRecord(address: small.rawValue + r % bytes, count: r >> 60 == 0 ? 3 : 1,
+                                    kind: r & (1 << 50) == 0 ? .write : .read)
+            }
+        }
+        let a = Self.replay(inline, batches, readEvery: 7)
+        let b = Self.replay(piped, batches, readEvery: 7)
+        #expect(cpu.pipeline === pipeline && cpu.ops.head > 10_000, "the short-interval cache thread ran: \(cpu.ops.head) words")
+        #expect(a.0.walks > 1000 && a.0.writebacks > 0)
+        #expect(Self.bits(a.0) == Self.bits(b.0), "inline \(a.0)\npipelined \(b.0)")
+        #expect(a.1 == b.1)
     }
 
     @Test("reset, a new cache model and cache modelling changes between batches leave it exact")
