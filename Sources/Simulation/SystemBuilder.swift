@@ -110,8 +110,11 @@ public struct SystemBuilder: Sendable {
     /// What is wrong with writing `setting` to the workload's cgroup (a file the model has no writer
     /// for, a value Linux's parser refuses), as an errno and a message; nil if it is fine.
     public static func problem(withCgroup setting: Tunable) -> String? {
+        if setting.name == "memory.oom.group" {
+            return setting.value == "0" || setting.value == "1" ? nil : "memory.oom.group=\(setting.value): EINVAL: expected 0 or 1"
+        }
         guard ["memory.max", "memory.high", "memory.swap.max", "memory.min", "memory.low"].contains(setting.name) else {
-            return "unknown cgroup file '\(setting.name)' (ENOENT): use memory.max, memory.high, memory.swap.max, memory.min or memory.low (cgroup v2 names)"
+            return "unknown cgroup file '\(setting.name)' (ENOENT): use memory.max, memory.high, memory.swap.max, memory.min, memory.low or memory.oom.group (cgroup v2 names)"
         }
         do throws(Errno) { _ = try Kernel.pageCounterMemparse(setting.value) } catch {
             return "\(setting.name)=\(setting.value): \(error): expected max or bytes with an optional K, M or G suffix"

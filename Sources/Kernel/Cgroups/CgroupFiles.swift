@@ -10,6 +10,7 @@ public enum MemoryCgroupFile: String, CaseIterable, Sendable {
     case min = "memory.min"
     case low = "memory.low"
     case reclaim = "memory.reclaim"
+    case oomGroup = "memory.oom.group"
     case current = "memory.current"
     case peak = "memory.peak"
     case swapCurrent = "memory.swap.current"
@@ -22,7 +23,7 @@ public enum MemoryCgroupFile: String, CaseIterable, Sendable {
     /// Whether the file has a write handler (the others are mode 0444: EACCES on write).
     public var isWritable: Bool {
         switch self {
-        case .max, .high, .swapMax, .min, .low, .reclaim, .procs: true
+        case .max, .high, .swapMax, .min, .low, .reclaim, .oomGroup, .procs: true
         default: false
         }
     }
@@ -95,6 +96,7 @@ extension Kernel {
             return "high 0\nmax \(memcg.swapMaxEvents.load(ordering: .relaxed))\nfail \(memcg.swapFailEvents.load(ordering: .relaxed))\n"
         case .procs: return memcg.processes.map { "\($0.pid)\n" }.joined()
         case .reclaim: throw .EINVAL   // write-only: no show handler (`cgroup_seqfile_show()`)
+        case .oomGroup: return memcg.oomGroup.load(ordering: .relaxed) ? "1\n" : "0\n"
         case .events:
             return MemoryCgroup.Event.allCases.map { "\($0.name) \(memcg.value(of: $0))\n" }.joined()
         case .eventsLocal:
@@ -162,6 +164,10 @@ extension Kernel {
             memcg.swapMaxPages.store(try Self.pageCounterMemparse(text), ordering: .relaxed)
         case .reclaim:
             try proactiveReclaim(memcg, text)
+        case .oomGroup:
+            // `memory_oom_group_write()`: `kstrtoint()`, then 0 or 1.
+            guard let v = Self.kstrtoint(text), v == 0 || v == 1 else { throw .EINVAL }
+            memcg.oomGroup.store(v == 1, ordering: .relaxed)
         case .min, .low:
             // Protection takes effect at the next reclaim; writing it reclaims nothing
             // (`memory_min_write()`, `memory_low_write()`).

@@ -43,6 +43,9 @@ public final class MemoryCgroup: @unchecked Sendable {
     /// below them alone (`MemoryProtection.swift`).
     let minPages = Atomic<Int>(0)
     let lowPages = Atomic<Int>(0)
+    /// `memory.oom.group`: an OOM kill of a process below this cgroup kills every process below it
+    /// (`OOMKiller.swift`, Linux: `memcg->oom_group`).
+    let oomGroup = Atomic<Bool>(false)
     /// Removed (`rmdir`): no longer named, still holding what was charged to it.
     public let removed = Atomic<Bool>(false)
     /// Page-table pages charged to the cgroup (Linux: `memory.stat` `pagetables`, `NR_PAGETABLE` per

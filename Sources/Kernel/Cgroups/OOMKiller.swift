@@ -56,15 +56,49 @@ extension Kernel {
             chosen = (mm, footprint.rss, footprint.swap, points)
         }
         guard let victim = chosen else { return false }
-        victim.mm.oomKilled.store(true, ordering: .relaxed)
-        (victim.mm.memcg ?? memcg).count(.oomKill)
-        vmstat.count(.oomKill)   // `__oom_kill_process()`: `count_vm_event(OOM_KILL)`
-        memoryCgroups.kills.withLock {
-            $0.append(OOMKill(cgroup: memcg.name, pid: victim.mm.pid, triggeredBy: current?.pid ?? 0, rssBytes: victim.rss,
-                              swapBytes: victim.swap, points: victim.points, nanoseconds: clock.now))
-        }
-        if victim.mm !== current { victim.mm.exit() }
+        let group = oomGroup(of: victim.mm, domain: memcg)
+        kill(victim.mm, rss: victim.rss, swap: victim.swap, points: victim.points, domain: memcg.name, current: current)
+        if let group { killGroup(group, domain: memcg.name, current: current) }
         return true
+    }
+
+    /// Kills `mm`, chosen by the OOM killer of `domain` ("" for the system-wide one): marks it, counts
+    /// `oom_kill` in its cgroup (and those above) and in `/proc/vmstat`, records the kill, and makes it
+    /// exit now unless it is `current`, which exits as its fault returns (Linux: `__oom_kill_process()`).
+    private func kill(_ mm: AddressSpace, rss: UInt64, swap: UInt64, points: Int, domain: String, current: AddressSpace?) {
+        mm.oomKilled.store(true, ordering: .relaxed)
+        mm.memcg?.count(.oomKill)
+        vmstat.count(.oomKill)   // `count_vm_event(OOM_KILL)`
+        memoryCgroups.kills.withLock {
+            $0.append(OOMKill(cgroup: domain, pid: mm.pid, triggeredBy: current?.pid ?? 0, rssBytes: rss,
+                              swapBytes: swap, points: points, nanoseconds: clock.now))
+        }
+        if mm !== current { mm.exit() }
+    }
+
+    /// The highest cgroup with `memory.oom.group` set from the victim's cgroup up to the OOM killer's
+    /// `domain` (nil: the root), or nil (Linux: `mem_cgroup_get_oom_group()`).
+    private func oomGroup(of victim: AddressSpace, domain: MemoryCgroup?) -> MemoryCgroup? {
+        var group: MemoryCgroup?
+        var level = victim.memcg
+        while let c = level {
+            if c.oomGroup.load(ordering: .relaxed) { group = c }
+            if c === domain { break }
+            level = c.parent
+        }
+        return group
+    }
+
+    /// Kills every other live process below `group` too, counting `oom_group_kill` in it (Linux:
+    /// `oom_kill_process()` → `memcg_memory_event(oom_group, MEMCG_OOM_GROUP_KILL)`,
+    /// `mem_cgroup_scan_tasks(oom_group, oom_kill_memcg_member)`).
+    private func killGroup(_ group: MemoryCgroup, domain: String, current: AddressSpace?) {
+        group.count(.oomGroupKill)
+        for mm in memoryCgroups.processes(below: group) where !mm.oomKilled.load(ordering: .relaxed) {
+            let footprint = mm === current ? mm.oomFootprint() : mm.mmapLock.withReadLock { mm.oomFootprint() }
+            kill(mm, rss: footprint.rss, swap: footprint.swap,
+                 points: Int((footprint.rss + footprint.swap) >> PageGeometry.pageShift), domain: domain, current: current)
+        }
     }
 
     /// The system-wide OOM killer, for a fault of `current` that found no memory — free pages below
@@ -86,14 +120,9 @@ extension Kernel {
             chosen = (mm, footprint.rss, footprint.swap, points)
         }
         guard let victim = chosen else { return nil }
-        victim.mm.oomKilled.store(true, ordering: .relaxed)
-        victim.mm.memcg?.count(.oomKill)
-        vmstat.count(.oomKill)
-        memoryCgroups.kills.withLock {
-            $0.append(OOMKill(cgroup: "", pid: victim.mm.pid, triggeredBy: current.pid, rssBytes: victim.rss,
-                              swapBytes: victim.swap, points: victim.points, nanoseconds: clock.now))
-        }
-        if victim.mm !== current { victim.mm.exit() }
+        let group = oomGroup(of: victim.mm, domain: nil)
+        kill(victim.mm, rss: victim.rss, swap: victim.swap, points: victim.points, domain: "", current: current)
+        if let group { killGroup(group, domain: "", current: current) }
         return victim.mm
     }
 

@@ -19,7 +19,7 @@ extension AddressSpace {
         // The machine out of memory, not a cgroup's limit: the system-wide OOM killer frees a process's
         // memory and the fault runs again, until it succeeds or this process is the one chosen.
         while outcome == .outOfMemory && !oomKilled.load(ordering: .relaxed) && kernel.isOutOfMemory,
-              let victim = kernel.outOfMemorySystemWide(faulting: self), victim !== self {
+              let victim = kernel.outOfMemorySystemWide(faulting: self), victim !== self, !oomKilled.load(ordering: .relaxed) {
             outcome = resolveFault(&fault)
         }
         if outcome == .outOfMemory || _slowPath(oomKilled.load(ordering: .relaxed)) {

@@ -80,8 +80,22 @@ struct CgroupRunTests {
         #expect(!p.text.contains("memory.low"))
     }
 
+    @Test("--cgroup memory.oom.group=1: an OOM kill takes every process of the program, and the report shows the file")
+    func oomGroup() throws {
+        #expect(SystemBuilder.problem(withCgroup: .init(name: "memory.oom.group", value: "1")) == nil)
+        let e = try executor([.init(name: "memory.max", value: "1M"), .init(name: "memory.swap.max", value: "0"),
+                              .init(name: "memory.oom.group", value: "1")])
+        e.event(thread: 0, .mmap(address: 0x1000_0000, length: 4 << 20, protection: .readWrite, shared: false))
+        for page in 0..<1024 { e.access(thread: 0, address: 0x1000_0000 + UInt64(page) * 4096, kind: .store, count: 1) }
+        let r = e.finish()
+        #expect(r.cgroup?.files["memory.oom.group"] == "1")
+        #expect(r.cgroup?.events["oom_group_kill"] == 1)
+        #expect(r.text.contains("memory.oom.group 1"))
+    }
+
     @Test("bad --cgroup settings name the file or the value", arguments: [
         ("memory.limit_in_bytes", "1M", "unknown cgroup file"), ("memory.max", "20MB", "EINVAL"), ("memory.current", "0", "unknown"),
+        ("memory.oom.group", "2", "expected 0 or 1"), ("memory.oom.group", "max", "EINVAL"),
     ])
     func problems(file: String, value: String, message: String) {
         #expect(SystemBuilder.problem(withCgroup: .init(name: file, value: value))?.contains(message) == true)

@@ -1,0 +1,99 @@
+import Testing
+import VMCore
+import PhysicalMemory
+@testable import Kernel
+import TestSupport
+
+/// `memory.oom.group` (Documentation/admin-guide/cgroup-v2.rst): when the OOM killer picks a process
+/// below a cgroup with it set — the highest such cgroup between the victim's and the OOM killer's
+/// domain — every process below that cgroup is killed with it, counted once as `oom_group_kill`
+/// there (`mem_cgroup_get_oom_group()`, `oom_kill_process()`).
+@Suite("Memory cgroups: memory.oom.group")
+struct OOMGroupTests {
+    /// A 6.18 kernel without swap, "pod" with "pod/big" (a process holding 20 MiB) and "pod/small"
+    /// (a process holding 1 MiB).
+    func pod() throws -> (Kernel, big: AddressSpace, small: AddressSpace) {
+        let kernel = TestMachine.kernel(memory: 64 << 20, design: .linux6_18, swap: SwapConfiguration(slots: 0))
+        for name in ["pod", "pod/big", "pod/small"] { try kernel.createMemoryCgroup(name) }
+        var spaces: [AddressSpace] = []
+        for (name, mib) in [("pod/big", 20), ("pod/small", 1)] {
+            let mm = try #require(kernel.createAddressSpace())
+            try kernel.move(mm, to: kernel.memoryCgroups.cgroup(named: name))
+            let a = try mm.mmap(length: UInt64(mib) << 20, protection: .readWrite, flags: .private)
+            #expect(mm.touch(a, length: UInt64(mib) << 20, .write).failure == nil)
+            spaces.append(mm)
+        }
+        return (kernel, spaces[0], spaces[1])
+    }
+
+    func events(_ kernel: Kernel, _ cgroup: String) throws -> [String: Int] {
+        var e: [String: Int] = [:]
+        for line in try kernel.readCgroupFile(cgroup, "memory.events").split(separator: "\n") {
+            let parts = line.split(separator: " ")
+            e[String(parts[0])] = Int(parts[1])
+        }
+        return e
+    }
+
+    @Test("memory.oom.group reads 0 until written and takes 0 or 1")
+    func file() throws {
+        let (kernel, _, _) = try pod()
+        #expect(try kernel.readCgroupFile("pod", "memory.oom.group") == "0\n")
+        try kernel.writeCgroupFile("pod", "memory.oom.group", "1\n")
+        #expect(try kernel.readCgroupFile("pod", "memory.oom.group") == "1\n")
+        #expect(throws: Errno.EINVAL) { try kernel.writeCgroupFile("pod", "memory.oom.group", "2") }
+        #expect(throws: Errno.EINVAL) { try kernel.writeCgroupFile("pod", "memory.oom.group", "yes") }
+    }
+
+    @Test("set on the pod, a kill below it kills the whole pod, counted as one oom_group_kill there")
+    func wholePod() throws {
+        let (kernel, big, small) = try pod()
+        try kernel.writeCgroupFile("pod", "memory.oom.group", "1")
+        try kernel.writeCgroupFile("pod", "memory.max", "16M")   // below the usage: the OOM killer runs
+        #expect(big.wasOOMKilled && small.wasOOMKilled && big.hasExited && small.hasExited)
+        #expect(try events(kernel, "pod")["oom_group_kill"] == 1)
+        #expect(try events(kernel, "pod")["oom_kill"] == 2)
+        #expect(kernel.vmstat[.oomKill] == 2)
+        expectClean(kernel)
+    }
+
+    @Test("set on the victim's own cgroup only, the kill stays there; unset, one process dies")
+    func ownCgroupOnly() throws {
+        let (kernel, big, small) = try pod()
+        try kernel.writeCgroupFile("pod/big", "memory.oom.group", "1")
+        try kernel.writeCgroupFile("pod", "memory.max", "16M")
+        #expect(big.wasOOMKilled && !small.wasOOMKilled && !small.hasExited)
+        #expect(try events(kernel, "pod/big")["oom_group_kill"] == 1)
+        #expect(try events(kernel, "pod")["oom_kill"] == 1)
+
+        let (plain, big2, small2) = try pod()
+        try plain.writeCgroupFile("pod", "memory.max", "16M")
+        #expect(big2.wasOOMKilled && !small2.wasOOMKilled)
+        #expect(try events(plain, "pod")["oom_group_kill"] == 0)
+        expectClean(kernel)
+        expectClean(plain)
+    }
+
+    @Test("the system-wide OOM killer honours it too")
+    func systemWide() throws {
+        let kernel = TestMachine.kernel(memory: 16 << 20, design: .linux6_18, swap: SwapConfiguration(slots: 0))
+        try kernel.createMemoryCgroup("job")
+        try kernel.writeCgroupFile("job", "memory.oom.group", "1")
+        var members: [AddressSpace] = []
+        for mib in [8, 1] {
+            let mm = try #require(kernel.createAddressSpace())
+            try kernel.move(mm, to: kernel.memoryCgroups.cgroup(named: "job"))
+            let a = try mm.mmap(length: UInt64(mib) << 20, protection: .readWrite, flags: .private)
+            #expect(mm.touch(a, length: UInt64(mib) << 20, .write).failure == nil)
+            members.append(mm)
+        }
+        let outside = try #require(kernel.createAddressSpace())
+        let b = try outside.mmap(length: 7 << 20, protection: .readWrite, flags: .private)
+        // 9 MiB in the job, then 7 more outside it, in 16 MiB: the job's 8 MiB process is the largest.
+        #expect(outside.touch(b, length: 7 << 20, .write).failure == nil)
+        #expect(members.allSatisfy { $0.wasOOMKilled && $0.hasExited })
+        #expect(!outside.wasOOMKilled)
+        #expect(try events(kernel, "job")["oom_group_kill"] == 1)
+        expectClean(kernel)
+    }
+}
