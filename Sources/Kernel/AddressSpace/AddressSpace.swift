@@ -45,6 +45,10 @@ public final class AddressSpace: @unchecked Sendable {
     @exclusivity(unchecked) private(set) var memcgRef: Unmanaged<MemoryCgroup>?
     /// The cgroup's OOM killer chose this process (Linux: `MMF_OOM_SKIP` / `tsk_is_oom_victim()`).
     let oomKilled = Atomic<Bool>(false)
+    /// `/proc/PID/oom_score_adj`, -1000…1000 (0 at creation; fork's child inherits it): added to the
+    /// OOM killer's badness in thousandths of the memory it weighs against, -1000 never chosen
+    /// (Linux: `signal->oom_score_adj`, `oom_badness()`).
+    public let oomScoreAdj = Atomic<Int>(0)
     /// Whether an OOM killer killed this process.
     public var wasOOMKilled: Bool { oomKilled.load(ordering: .relaxed) }
 

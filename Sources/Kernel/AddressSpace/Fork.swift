@@ -23,6 +23,8 @@ extension AddressSpace {
                 throw .ENOMEM
             }
             child.brk = brk
+            // The child inherits `oom_score_adj` (Linux: `copy_signal()`).
+            child.oomScoreAdj.store(oomScoreAdj.load(ordering: .relaxed), ordering: .relaxed)
             kernel.register(child)
             // The child starts in its parent's cgroup (Linux: `cgroup_post_fork()`).
             // Its PGD is charged there too (Linux: `pgd_alloc()` with `GFP_PGTABLE_USER`, run by the parent).

@@ -48,10 +48,11 @@ extension Kernel {
     /// - Precondition: the faulting process's mmap lock is held for reading, no page-table lock.
     func outOfMemory(in memcg: MemoryCgroup, faulting current: AddressSpace?) -> Bool {
         var chosen: (mm: AddressSpace, rss: UInt64, swap: UInt64, points: Int)?
+        let total = oomTotalPages(memcg)
         for mm in memoryCgroups.processes(below: memcg) where !mm.oomKilled.load(ordering: .relaxed) {
             // The faulting mm's lock is already held for reading; the others' are taken.
             let footprint = mm === current ? mm.oomFootprint() : mm.mmapLock.withReadLock { mm.oomFootprint() }
-            let points = Int((footprint.rss + footprint.swap) >> PageGeometry.pageShift)
+            guard let points = Self.oomBadness(mm, footprint, totalPages: total) else { continue }
             if let c = chosen, points < c.points { continue }
             chosen = (mm, footprint.rss, footprint.swap, points)
         }
@@ -113,9 +114,10 @@ extension Kernel {
     /// - Precondition: no mmap lock or page-table lock is held (the fault's lock was dropped).
     func outOfMemorySystemWide(faulting current: AddressSpace) -> AddressSpace? {
         var chosen: (mm: AddressSpace, rss: UInt64, swap: UInt64, points: Int)?
+        let total = oomTotalPages(nil)
         for mm in addressSpaces where !mm.oomKilled.load(ordering: .relaxed) {
-            guard let footprint = mm.mmapLock.withReadLock({ mm.hasExited ? nil : mm.oomFootprint() }) else { continue }
-            let points = Int((footprint.rss + footprint.swap) >> PageGeometry.pageShift)
+            guard let footprint = mm.mmapLock.withReadLock({ mm.hasExited ? nil : mm.oomFootprint() }),
+                  let points = Self.oomBadness(mm, footprint, totalPages: total) else { continue }
             if let c = chosen, points < c.points { continue }
             chosen = (mm, footprint.rss, footprint.swap, points)
         }
@@ -124,6 +126,26 @@ extension Kernel {
         kill(victim.mm, rss: victim.rss, swap: victim.swap, points: victim.points, domain: "", current: current)
         if let group { killGroup(group, domain: "", current: current) }
         return victim.mm
+    }
+
+    /// A process's badness: its resident plus swapped pages, plus `oom_score_adj` thousandths of
+    /// `totalPages`; nil for `oom_score_adj` -1000, which is never chosen (Linux: `oom_badness()`,
+    /// without the page tables' pages it also adds).
+    static func oomBadness(_ mm: AddressSpace, _ footprint: (rss: UInt64, swap: UInt64), totalPages: Int) -> Int? {
+        let adj = mm.oomScoreAdj.load(ordering: .relaxed)
+        guard adj != -1000 else { return nil }
+        return Int((footprint.rss + footprint.swap) >> PageGeometry.pageShift) + adj * (totalPages / 1000)
+    }
+
+    /// The pages the OOM killer weighs `oom_score_adj` against: a cgroup's `memory.max` plus what swap
+    /// it may use (Linux: `mem_cgroup_get_max()`, capped at memory and swap), or all of memory and
+    /// swap for the system-wide killer (`totalram_pages() + total_swap_pages`).
+    func oomTotalPages(_ memcg: MemoryCgroup?) -> Int {
+        let everything = memory.totalPages + swapDevice.capacity
+        guard let memcg else { return everything }
+        let max = min(memcg.limitPages, memory.totalPages)
+        let swap = min(memcg.swapMaxPages.load(ordering: .relaxed), swapDevice.capacity)
+        return Swift.max(1, max + swap)
     }
 
     /// Whether an allocation would find no page now: free memory at or below the min watermark.

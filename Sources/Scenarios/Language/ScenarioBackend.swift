@@ -99,6 +99,9 @@ public protocol ScenarioBackend: AnyObject {
     /// Moves `process` into the cgroup `name` (nil: the root). Linux: its pid to `cgroup.procs`.
     func joinCgroup(_ process: Process, _ name: String?) throws(ScenarioError) -> Result<Void, ScenarioErrno>
 
+    /// Sets `process`'s OOM score adjustment. Linux: writing `/proc/PID/oom_score_adj`.
+    func setOOMScoreAdj(_ process: Process, _ value: Int) throws(ScenarioError) -> Result<Void, ScenarioErrno>
+
     /// The text of a file of the cgroup `name`, as Linux prints it.
     func readCgroup(_ name: String, file: String) throws(ScenarioError) -> String
 
@@ -116,6 +119,9 @@ public protocol ScenarioBackend: AnyObject {
 
 extension ScenarioBackend {
     public func missingCgroupKeyReason(file: String, key: String) -> String? { nil }
+    public func setOOMScoreAdj(_ process: Process, _ value: Int) throws(ScenarioError) -> Result<Void, ScenarioErrno> {
+        throw .unsupported("the \(name) backend has no oom_score_adj")
+    }
     public func mountCgroups(options: [String]) throws(ScenarioError) {
         throw .unsupported("the \(name) backend cannot mount cgroup2 with \(options.joined(separator: ","))")
     }

@@ -194,6 +194,8 @@ final class ScenarioInterpreter<Backend: ScenarioBackend> {
             try noteKills(statement)
         case .inCgroup(let name):
             called(try backend.joinCgroup(handle(), name == CgroupFiles.rootName ? nil : name), statement)
+        case .oomScoreAdj(let value):
+            called(try backend.setOOMScoreAdj(handle(), value), statement)
         case .rmdirCgroup(let name):
             let result = try backend.removeCgroup(name)
             if case .success = result { cgroups.remove(name) }

@@ -77,6 +77,12 @@ struct LineParser {
         case "cgroup": command = try cgroupCommand()
         case "in": command = .inCgroup(try cgroupName())
         case "rmdir": command = .rmdirCgroup(try cgroupName())
+        case "oom_score_adj":
+            let word = try next("oom_score_adj value")
+            guard let value = Int(word), (-1000...1000).contains(value) else {
+                throw error("bad oom_score_adj '\(word)': a whole number from -1000 to 1000 (Linux: EINVAL)")
+            }
+            command = .oomScoreAdj(value)
         case "expect": command = .expect(try expectation())
         default:
             throw error("unknown command '\(keyword)'; expected one of: design, memory, swap, set, mmap, madvise, write, read, munmap, mprotect, mremap, fork, on, exit, khugepaged, split, pin, unpin, cgroup, in, expect, mark")

@@ -95,6 +95,8 @@ public enum Command: Sendable {
     case inCgroup(String)
     /// `rmdir NAME`: removes the cgroup (it must have no processes and no cgroups below it).
     case rmdirCgroup(String)
+    /// `oom_score_adj N`: the current process's `/proc/PID/oom_score_adj` (-1000…1000).
+    case oomScoreAdj(Int)
     case expect(Expectation)
 
     /// The command's keyword, as written.
@@ -123,6 +125,7 @@ public enum Command: Sendable {
         case .cgroup: "cgroup"
         case .inCgroup: "in"
         case .rmdirCgroup: "rmdir"
+        case .oomScoreAdj: "oom_score_adj"
         case .expect: "expect"
         }
     }

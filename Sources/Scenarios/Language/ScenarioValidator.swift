@@ -176,6 +176,8 @@ enum ScenarioValidator {
                 }
                 joined.insert(name)
                 sawCall = true
+            case .oomScoreAdj:
+                sawCall = true
             default:
                 break
             }

@@ -269,6 +269,11 @@ final class ModelScenarioBackend: ScenarioBackend {
         return Self.result { () throws(Errno) in try kernel.writeCgroupFile(name, "cgroup.procs", "\(mm.pid)") }
     }
 
+    func setOOMScoreAdj(_ mm: AddressSpace, _ value: Int) throws(ScenarioError) -> Result<Void, ScenarioErrno> {
+        mm.oomScoreAdj.store(value, ordering: .relaxed)
+        return .success(())
+    }
+
     func readCgroup(_ name: String, file: String) throws(ScenarioError) -> String {
         do { return try kernel.readCgroupFile(name, file) } catch { throw .run("cannot read \(file) of cgroup '\(name)': \(error)") }
     }

@@ -290,6 +290,12 @@ public final class NativeScenarioBackend: ScenarioBackend {
         return result
     }
 
+    /// Writes the worker's `/proc/PID/oom_score_adj` (as root, so lowering it is allowed).
+    public func setOOMScoreAdj(_ process: Process, _ value: Int) throws(ScenarioError) -> Result<Void, ScenarioErrno> {
+        let status = NativeSyscalls.writeFile("/proc/\(process.pid)/oom_score_adj", "\(value)")
+        return status == 0 ? .success(()) : .failure(ScenarioErrno(code: status))
+    }
+
     public func readCgroup(_ name: String, file: String) throws(ScenarioError) -> String {
         try cgroupsOrSkip().read(name, file: file)
     }

@@ -97,3 +97,45 @@ struct OOMGroupTests {
         expectClean(kernel)
     }
 }
+
+/// `oom_score_adj` (Documentation/filesystems/proc.rst): the OOM killer adds it to a process's badness
+/// in thousandths of the memory it weighs, and never picks a process at -1000 (`oom_badness()`).
+@Suite("The OOM killer: oom_score_adj")
+struct OOMScoreAdjTests {
+    @Test("badness is resident plus swapped pages plus adj thousandths of the memory weighed; -1000 is never chosen")
+    func badness() throws {
+        let kernel = TestMachine.kernel(memory: 64 << 20, design: .linux6_18, swap: SwapConfiguration(slots: 0))
+        let mm = try #require(kernel.createAddressSpace())
+        mm.oomScoreAdj.store(250, ordering: .relaxed)
+        #expect(Kernel.oomBadness(mm, (rss: 4 << 20, swap: 1 << 20), totalPages: 6144) == 1280 + 250 * 6)
+        mm.oomScoreAdj.store(-1000, ordering: .relaxed)
+        #expect(Kernel.oomBadness(mm, (rss: 4 << 20, swap: 0), totalPages: 6144) == nil)
+        // A cgroup weighs its memory.max and the swap it may use; the machine, memory and swap.
+        try kernel.createMemoryCgroup("box")
+        try kernel.writeCgroupFile("box", "memory.max", "24M")
+        #expect(kernel.oomTotalPages(kernel.memoryCgroups.cgroup(named: "box")) == 6144)
+        #expect(kernel.oomTotalPages(nil) == kernel.memory.totalPages)
+        // fork's child inherits it.
+        mm.oomScoreAdj.store(300, ordering: .relaxed)
+        #expect(try mm.fork().oomScoreAdj.load(ordering: .relaxed) == 300)
+    }
+
+    @Test("a process at -1000 is passed over: the OOM killer kills the smaller one")
+    func unkillable() throws {
+        let kernel = TestMachine.kernel(memory: 64 << 20, design: .linux6_18, swap: SwapConfiguration(slots: 0))
+        try kernel.createMemoryCgroup("box")
+        try kernel.writeCgroupFile("box", "memory.swap.max", "0")
+        var spaces: [AddressSpace] = []
+        for (mib, adj) in [(20, -1000), (2, 0)] {
+            let mm = try #require(kernel.createAddressSpace())
+            mm.oomScoreAdj.store(adj, ordering: .relaxed)
+            try kernel.move(mm, to: kernel.memoryCgroups.cgroup(named: "box"))
+            let a = try mm.mmap(length: UInt64(mib) << 20, protection: .readWrite, flags: .private)
+            #expect(mm.touch(a, length: UInt64(mib) << 20, .write).failure == nil)
+            spaces.append(mm)
+        }
+        try kernel.writeCgroupFile("box", "memory.max", "16M")
+        #expect(!spaces[0].wasOOMKilled && spaces[1].wasOOMKilled)
+        expectClean(kernel)
+    }
+}
