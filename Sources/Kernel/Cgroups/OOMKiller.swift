@@ -17,7 +17,8 @@ public struct OOMKill: Sendable, Hashable {
     public var rssBytes: UInt64
     /// The victim's swap entries at death, in bytes.
     public var swapBytes: UInt64
-    /// The victim's badness: resident plus swapped pages (Linux: `oom_badness()`; page tables left out).
+    /// The victim's badness: resident plus swapped pages plus its `oom_score_adj` share (Linux:
+    /// `oom_badness()`; page tables left out).
     public var points: Int
     /// Simulated time of the kill, nanoseconds.
     public var nanoseconds: UInt64
@@ -36,10 +37,10 @@ extension AddressSpace {
 }
 
 extension Kernel {
-    /// The cgroup's OOM killer: picks the process with the most resident plus swapped pages among the
+    /// The cgroup's OOM killer: picks the process with the highest badness (`oomBadness`) among the
     /// live processes of the cgroup and of the cgroups below it (a later one on a tie, as the task
-    /// walk does) and kills it, counting `oom_kill` in the victim's cgroup (and so in each one above
-    /// it). A victim
+    /// walk does) and kills it, with the rest of its `memory.oom.group` if one is set, counting
+    /// `oom_kill` in the victim's cgroup (and so in each one above it). A victim
     /// other than the faulting process exits now, its memory freed and uncharged (Linux: the OOM
     /// reaper); the faulting process, when chosen, is marked and exits when its fault returns
     /// (`AddressSpace.handleFault`). Returns whether a process was killed (Linux:
@@ -59,7 +60,7 @@ extension Kernel {
         guard let victim = chosen else { return false }
         let group = oomGroup(of: victim.mm, domain: memcg)
         kill(victim.mm, rss: victim.rss, swap: victim.swap, points: victim.points, domain: memcg.name, current: current)
-        if let group { killGroup(group, domain: memcg.name, current: current) }
+        if let group { killGroup(group, domain: memcg.name, current: current, holdingCurrent: true) }
         return true
     }
 
@@ -92,11 +93,12 @@ extension Kernel {
 
     /// Kills every other live process below `group` too, counting `oom_group_kill` in it (Linux:
     /// `oom_kill_process()` → `memcg_memory_event(oom_group, MEMCG_OOM_GROUP_KILL)`,
-    /// `mem_cgroup_scan_tasks(oom_group, oom_kill_memcg_member)`).
-    private func killGroup(_ group: MemoryCgroup, domain: String, current: AddressSpace?) {
+    /// `mem_cgroup_scan_tasks(oom_group, oom_kill_memcg_member)`). `holdingCurrent`: the caller holds
+    /// `current`'s mmap lock for reading (a cgroup's OOM killer, inside the fault).
+    private func killGroup(_ group: MemoryCgroup, domain: String, current: AddressSpace?, holdingCurrent: Bool) {
         group.count(.oomGroupKill)
         for mm in memoryCgroups.processes(below: group) where !mm.oomKilled.load(ordering: .relaxed) {
-            let footprint = mm === current ? mm.oomFootprint() : mm.mmapLock.withReadLock { mm.oomFootprint() }
+            let footprint = holdingCurrent && mm === current ? mm.oomFootprint() : mm.mmapLock.withReadLock { mm.oomFootprint() }
             kill(mm, rss: footprint.rss, swap: footprint.swap,
                  points: Int((footprint.rss + footprint.swap) >> PageGeometry.pageShift), domain: domain, current: current)
         }
@@ -104,7 +106,8 @@ extension Kernel {
 
     /// The system-wide OOM killer, for a fault of `current` that found no memory — free pages below
     /// the min watermark after direct reclaim — outside any cgroup's limit: picks the process with the
-    /// most resident plus swapped pages among all live processes (a later one on a tie), kills it,
+    /// highest badness among all live processes (a later one on a tie), kills it (and its
+    /// `memory.oom.group`),
     /// counts `oom_kill` in `/proc/vmstat` and in the victim's cgroup, and records the kill (cgroup
     /// ""). A victim other than `current` exits now, its memory freed, and the fault is tried again;
     /// `current`, when chosen, is marked and exits as its fault returns. Returns the victim, or nil
@@ -124,7 +127,7 @@ extension Kernel {
         guard let victim = chosen else { return nil }
         let group = oomGroup(of: victim.mm, domain: nil)
         kill(victim.mm, rss: victim.rss, swap: victim.swap, points: victim.points, domain: "", current: current)
-        if let group { killGroup(group, domain: "", current: current) }
+        if let group { killGroup(group, domain: "", current: current, holdingCurrent: false) }
         return victim.mm
     }
 
