@@ -4,6 +4,16 @@ import PhysicalMemory
 @testable import Kernel
 import TestSupport
 
+/// A new process in cgroup `name` of `kernel` that has written `mib` MiB, with `oom_score_adj` `adj`.
+private func process(in name: String, of kernel: Kernel, writing mib: Int, adj: Int = 0) throws -> AddressSpace {
+    let mm = try #require(kernel.createAddressSpace())
+    mm.oomScoreAdj.store(adj, ordering: .relaxed)
+    try kernel.move(mm, to: kernel.memoryCgroups.cgroup(named: name))
+    let a = try mm.mmap(length: UInt64(mib) << 20, protection: .readWrite, flags: .private)
+    #expect(mm.touch(a, length: UInt64(mib) << 20, .write).failure == nil)
+    return mm
+}
+
 /// `memory.oom.group` (Documentation/admin-guide/cgroup-v2.rst): when the OOM killer picks a process
 /// below a cgroup with it set — the highest such cgroup between the victim's and the OOM killer's
 /// domain — every process below that cgroup is killed with it, counted once as `oom_group_kill`
@@ -15,15 +25,7 @@ struct OOMGroupTests {
     func pod() throws -> (Kernel, big: AddressSpace, small: AddressSpace) {
         let kernel = TestMachine.kernel(memory: 64 << 20, design: .linux6_18, swap: SwapConfiguration(slots: 0))
         for name in ["pod", "pod/big", "pod/small"] { try kernel.createMemoryCgroup(name) }
-        var spaces: [AddressSpace] = []
-        for (name, mib) in [("pod/big", 20), ("pod/small", 1)] {
-            let mm = try #require(kernel.createAddressSpace())
-            try kernel.move(mm, to: kernel.memoryCgroups.cgroup(named: name))
-            let a = try mm.mmap(length: UInt64(mib) << 20, protection: .readWrite, flags: .private)
-            #expect(mm.touch(a, length: UInt64(mib) << 20, .write).failure == nil)
-            spaces.append(mm)
-        }
-        return (kernel, spaces[0], spaces[1])
+        return (kernel, try process(in: "pod/big", of: kernel, writing: 20), try process(in: "pod/small", of: kernel, writing: 1))
     }
 
     func events(_ kernel: Kernel, _ cgroup: String) throws -> [String: Int] {
@@ -79,14 +81,7 @@ struct OOMGroupTests {
         let kernel = TestMachine.kernel(memory: 16 << 20, design: .linux6_18, swap: SwapConfiguration(slots: 0))
         try kernel.createMemoryCgroup("job")
         try kernel.writeCgroupFile("job", "memory.oom.group", "1")
-        var members: [AddressSpace] = []
-        for mib in [8, 1] {
-            let mm = try #require(kernel.createAddressSpace())
-            try kernel.move(mm, to: kernel.memoryCgroups.cgroup(named: "job"))
-            let a = try mm.mmap(length: UInt64(mib) << 20, protection: .readWrite, flags: .private)
-            #expect(mm.touch(a, length: UInt64(mib) << 20, .write).failure == nil)
-            members.append(mm)
-        }
+        let members = [try process(in: "job", of: kernel, writing: 8), try process(in: "job", of: kernel, writing: 1)]
         let outside = try #require(kernel.createAddressSpace())
         let b = try outside.mmap(length: 7 << 20, protection: .readWrite, flags: .private)
         // 9 MiB in the job, then 7 more outside it, in 16 MiB: the job's 8 MiB process is the largest.
@@ -125,15 +120,7 @@ struct OOMScoreAdjTests {
         let kernel = TestMachine.kernel(memory: 64 << 20, design: .linux6_18, swap: SwapConfiguration(slots: 0))
         try kernel.createMemoryCgroup("box")
         try kernel.writeCgroupFile("box", "memory.swap.max", "0")
-        var spaces: [AddressSpace] = []
-        for (mib, adj) in [(20, -1000), (2, 0)] {
-            let mm = try #require(kernel.createAddressSpace())
-            mm.oomScoreAdj.store(adj, ordering: .relaxed)
-            try kernel.move(mm, to: kernel.memoryCgroups.cgroup(named: "box"))
-            let a = try mm.mmap(length: UInt64(mib) << 20, protection: .readWrite, flags: .private)
-            #expect(mm.touch(a, length: UInt64(mib) << 20, .write).failure == nil)
-            spaces.append(mm)
-        }
+        let spaces = [try process(in: "box", of: kernel, writing: 20, adj: -1000), try process(in: "box", of: kernel, writing: 2)]
         try kernel.writeCgroupFile("box", "memory.max", "16M")
         #expect(!spaces[0].wasOOMKilled && spaces[1].wasOOMKilled)
         expectClean(kernel)
