@@ -226,7 +226,13 @@ extension AddressSpace {
             table.set(index, PageTableEntry(pfn: copy, bits: bits))
             lock.spinUnlock()
             kernel.flushTLB(self, page, page + PageGeometry.pageSize)
-            if !old.isSpecial { unmapPage(old.pfn) }
+            if !old.isSpecial {
+                removeMapping(old.pfn)
+                // Today's kernel frees the old page's swap once nothing maps it (`wp_page_copy()` →
+                // `free_swap_cache()`).
+                if kernel.swapCacheRules == .anonExclusive { kernel.freeSwapCacheIfUnmapped(old.pfn) }
+                kernel.putPage(old.pfn)
+            }
             return true
         }
         if mapped {
@@ -240,13 +246,18 @@ extension AddressSpace {
     /// maps it and nobody holds it. Today: it is marked exclusive; or, of a small folio, the only
     /// reference is this mapping's; or, of a large folio, every reference is a mapping in this PTE table
     /// — a cheap, sound stand-in for Linux's "mapped by one mm only" (Linux 6.18: `do_wp_page()` →
-    /// `wp_can_reuse_anon_folio()`; 2.6.38: `reuse_swap_page()`).
+    /// `wp_can_reuse_anon_folio()`; 2.6.38: `reuse_swap_page()`). A page in the swap cache whose only
+    /// other reference is the cache's, and whose slot no swap entry names, leaves the cache first and
+    /// is reused (`Kernel.freeSwap`) — in either design (an exclusive page today stays cached).
     /// - Precondition: the table's lock is held.
     func canReuseOnWrite(_ pfn: PFN, _ table: PageTable) -> Bool {
         let frames = kernel.memory.frames
-        guard kernel.pinsAreVisible else { return frames.refcount(pfn) == 1 && frames.mapcount(pfn) == 1 }
+        guard kernel.pinsAreVisible else {
+            guard frames.mapcount(pfn) == 1 else { return false }
+            return frames.refcount(pfn) == 1 || freeSwapForReuse(pfn)
+        }
         if frames.flags(pfn).contains(.anonExclusive) { return true }
-        guard kernel.isInLargeFolio(pfn) else { return frames.refcount(pfn) == 1 }
+        guard kernel.isInLargeFolio(pfn) else { return frames.refcount(pfn) == 1 || freeSwapForReuse(pfn) }
         let head = frames.head(of: pfn)
         let references = frames.refcount(head)
         guard kernel.entireMapcount(head) == 0, references <= Int32(PageGeometry.entriesPerTable) else { return false }
@@ -257,6 +268,16 @@ extension AddressSpace {
             if e.isMapped && !e.isSpecial && e.pfn.rawValue &- head.rawValue < pages { here += 1 }
         }
         return here == references
+    }
+
+    /// For a write to the small page `pfn` mapped once: when the swap cache's is its only other
+    /// reference, frees its swap and says whether the page is now this mapping's alone (Linux 6.18:
+    /// `wp_can_reuse_anon_folio()` → `folio_free_swap()`; 2.6.38: `reuse_swap_page()` →
+    /// `delete_from_swap_cache()`).
+    private func freeSwapForReuse(_ pfn: PFN) -> Bool {
+        let frames = kernel.memory.frames
+        guard frames.flags(pfn).contains(.swapCache), frames.refcount(pfn) == 2 else { return false }
+        return kernel.freeSwap(pfn) && frames.refcount(pfn) == 1
     }
 
     /// First touch of shared anonymous memory: map the object's page, writable if the VMA is

@@ -177,7 +177,7 @@ extension AddressSpace {
             if kernel.isInLargeFolio(pfn) {
                 let head = frames.head(of: pfn)
                 if frames.refcount(head) != kernel.folioMapcount(head) { return .pageCount }
-            } else if frames.refcount(pfn) != mapcount {
+            } else if frames.refcount(pfn) != mapcount + swapCacheReference(pfn) {
                 return .pageCount
             }
             if entry.isAccessed || frames.flags(pfn).contains(.referenced) { referenced += 1 }
@@ -238,6 +238,14 @@ extension AddressSpace {
         }
     }
 
+    /// The swap cache's reference to the small page `pfn`, which a collapse expects besides the
+    /// mappings' today (Linux 6.18: `is_refcount_suitable()`); the 2010 design wants the mapping's
+    /// reference alone (2.6.38: `page_count(page) != 1` in `khugepaged_scan_pmd()`), so a page kept in
+    /// the swap cache stops the collapse.
+    private func swapCacheReference(_ pfn: PFN) -> Int32 {
+        kernel.swapCacheRules == .anonExclusive && kernel.memory.frames.flags(pfn).contains(.swapCache) ? 1 : 0
+    }
+
     /// Copies each mapped page into its subpage of `head`, reads swapped ones from swap, zeroes the
     /// subpages of empty and zero-page PTEs, and clears every PTE, dropping the small pages' mappings (Linux:
     /// `__collapse_huge_page_copy()`); adds the pages copied and the folios freed to `record`.
@@ -257,6 +265,7 @@ extension AddressSpace {
             } else {
                 storage?.copy(from: entry.pfn, to: head + i)
                 removeMapping(entry.pfn)
+                kernel.freeSwapCacheIfUnmapped(entry.pfn)
                 record.pagesCopied += 1
                 record.freed = record.freed + kernel.putPage(entry.pfn)
             }

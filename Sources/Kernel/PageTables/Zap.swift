@@ -23,7 +23,12 @@ extension AddressSpace {
         var gathered: [PFN] = []
         invalidatingSecondaryMMUs(start, end) { zapRange(start, end, &gathered, &record) }
         record.referencesDropped += gathered.count
-        for pfn in gathered { record.freed = record.freed + kernel.putPage(pfn) }
+        for pfn in gathered {
+            // A page in the swap cache that nothing maps any more gives its slot back (Linux:
+            // `free_pages_and_swap_cache()` → `free_swap_cache()`).
+            kernel.freeSwapCacheIfUnmapped(pfn)
+            record.freed = record.freed + kernel.putPage(pfn)
+        }
         kernel.policyNoteUnmap(self, start, end)
     }
 

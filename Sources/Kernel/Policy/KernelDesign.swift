@@ -55,6 +55,9 @@ public struct KernelDesign: Sendable, Hashable, CustomStringConvertible {
     /// copies pages that may be pinned instead of sharing them (Linux 5.9+: `copy_present_page()`)
     /// (read by `pinsAreVisible`, `PinUserPages.swift`).
     public let pinsAreVisible: Bool
+    /// When a swapped-in page keeps its swap slot, and when a page in the swap cache may be written in
+    /// place (read by `swapCacheRules`, `SwapCache.swift`).
+    public let swapCacheReuse: SwapCacheReuse
     /// Whether large anonymous mmaps are placed 2 MiB-aligned (Linux 6.7+: `thp_get_unmapped_area()`
     /// for anonymous mappings; which lengths: `alignsOnlyPMDMultiples`) (`Mmap.swift`).
     public var alignsLargeAnonymousMappings: Bool
@@ -88,7 +91,7 @@ public struct KernelDesign: Sendable, Hashable, CustomStringConvertible {
     public init(id: Identifier, pmdLock: PMDLockGranularity, tailPagePins: Bool, hugeCOWReuse: HugeCOWReuse,
                 hugeCOWCopy: HugeCOWCopy, anonPagesCountHugePages: Bool, mapcounts: FolioMapcounts,
                 splitPMDSplitsPage: Bool, supportsMTHP: Bool, swapsOutTHPWhole: Bool, pinsAreVisible: Bool,
-                alignsLargeAnonymousMappings: Bool, anonLRU: AnonLRUPolicy, spinLocks: SpinLockKind, policy: LinuxHugepagePolicy,
+                swapCacheReuse: SwapCacheReuse, alignsLargeAnonymousMappings: Bool, anonLRU: AnonLRUPolicy, spinLocks: SpinLockKind, policy: LinuxHugepagePolicy,
                 defaultSettings: TransparentHugepageSettings, knobs: HugepageKnobs) {
         precondition(!supportsMTHP || mapcounts == .perPage, "PTE-mapped large folios need per-page mapcounts")
         precondition(!swapsOutTHPWhole || !splitPMDSplitsPage, "a THP swapped out whole is not split with its PMD")
@@ -104,6 +107,7 @@ public struct KernelDesign: Sendable, Hashable, CustomStringConvertible {
         self.supportsMTHP = supportsMTHP
         self.swapsOutTHPWhole = swapsOutTHPWhole
         self.pinsAreVisible = pinsAreVisible
+        self.swapCacheReuse = swapCacheReuse
         self.alignsLargeAnonymousMappings = alignsLargeAnonymousMappings
         self.mapStackDisablesHugepages = alignsLargeAnonymousMappings
         self.anonLRU = anonLRU
@@ -188,6 +192,19 @@ public struct KernelDesign: Sendable, Hashable, CustomStringConvertible {
         case mapcountOne
         /// Reuse when the page is marked exclusive to this process, or when every reference to the
         /// folio is this PMD's (Linux 5.19+: `PageAnonExclusive`, `do_huge_pmd_wp_page()`).
+        case anonExclusive
+    }
+
+    public enum SwapCacheReuse: Sendable, Hashable {
+        /// A page is taken out of the swap cache when a write fault finds it mapped once and named by
+        /// no other swap entry, and then written in place; a read fault maps it read-only (Linux
+        /// 2.6.38: `do_swap_page()` and `do_wp_page()` → `reuse_swap_page()`, `vm_swap_full()`).
+        case reuseSwapPage
+        /// A swap-in that finds no other user maps the page exclusive, writable if the VMA is, and keeps
+        /// it in the swap cache unless the fault writes or swap is more than half full (the cgroup's
+        /// too); a write fault may free the swap of a page nothing else holds and reuse it (Linux 5.19+:
+        /// `do_swap_page()` → `should_try_to_free_swap()`, `mem_cgroup_swap_full()`;
+        /// `wp_can_reuse_anon_folio()`).
         case anonExclusive
     }
 

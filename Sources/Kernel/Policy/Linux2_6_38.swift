@@ -21,6 +21,7 @@ extension KernelDesign {
         supportsMTHP: false,                  // huge pages are 2 MiB only
         swapsOutTHPWhole: false,              // add_to_swap() splits a THP first
         pinsAreVisible: false,                // no FOLL_PIN: a pin is a reference
+        swapCacheReuse: .reuseSwapPage,       // reuse_swap_page() at write faults
         alignsLargeAnonymousMappings: false,  // mmap places anonymous memory anywhere
         anonLRU: KernelDesign.AnonLRUPolicy(newPagesActive: true, activateOnFirstReference: true,
                                             ratioFromZoneSize: true),

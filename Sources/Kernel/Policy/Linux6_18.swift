@@ -22,6 +22,7 @@ extension KernelDesign {
         supportsMTHP: true,                   // multi-size THP (6.8+)
         swapsOutTHPWhole: true,               // THP_SWAP into a 512-slot cluster (4.13+)
         pinsAreVisible: true,                 // FOLL_PIN (5.7+); fork copies maybe-pinned pages (5.9+)
+        swapCacheReuse: .anonExclusive,       // swapped-in pages stay cached, mapped exclusive (5.19+)
         alignsLargeAnonymousMappings: true,   // thp_get_unmapped_area() for anonymous memory (6.7+)
         anonLRU: KernelDesign.AnonLRUPolicy(newPagesActive: false, activateOnFirstReference: false,
                                             ratioFromZoneSize: false),

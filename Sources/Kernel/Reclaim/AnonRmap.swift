@@ -111,7 +111,7 @@ extension Kernel {
     }
 
     /// Unmaps the small page `pfn` into swap from every mapping in `mappings`: written to a new slot
-    /// (or the one it already stands for in the swap cache) and added to the swap cache, each PTE
+    /// (or, if dirty, to the one it already stands for in the swap cache) and added to the swap cache, each PTE
     /// replaced by the slot's swap entry, so that processes sharing it after fork share the slot
     /// (Linux: `shrink_folio_list()` → `add_to_swap()`, `try_to_unmap()` → `try_to_unmap_one()`).
     /// - Precondition: the caller isolated the page (one reference) and holds the mappers' mmap locks.
@@ -124,7 +124,7 @@ extension Kernel {
         if cached, let existing = swapCacheSlot(of: pfn) {
             slot = existing
         } else {
-            guard let fresh = swapDevice.allocate(uses: 0) else { return .swapFull }
+            guard let fresh = allocateSwap(uses: 0) else { return .swapFull }
             guard swapDevice.charge(fresh, count: 1, to: memoryCgroups.owner(of: pfn)) else {
                 swapDevice.freeUnused(fresh)
                 return .swapFull
@@ -140,6 +140,8 @@ extension Kernel {
             m.mm.startInvalidatingSecondaryMMUs(page, page + PageGeometry.pageSize)
             let old = m.mm.exchangeMigrationEntry(page, huge: false) { e in
                 guard e.isMapped, !e.isSpecial, e.pfn == pfn else { return nil }
+                // The PTE's dirty bit goes to the page (`try_to_unmap_one()`: `folio_mark_dirty()`).
+                if e.isDirty { frames.insertFlags(pfn, .dirty) }
                 swapDevice.duplicate(slot)
                 m.mm.removeMapping(pfn)
                 return .swapEntry(slot: slot)
@@ -155,7 +157,8 @@ extension Kernel {
         // pageout(): the bytes go to the slot only now, after every PTE that could write the page
         // was replaced and flushed; written before, a store between the copy and the unmap was lost
         // (found by `thpsim stress --seed 12 --lock pmd --deterministic`).
-        if !cached {
+        // A page cached before is written again only if it is dirty (Linux: `pageout()` of a dirty folio).
+        if frames.removeFlags(pfn, .dirty).contains(.dirty) || !cached {
             writeToSwap(pfn, slot)
             swappedOut &+= 1
         }

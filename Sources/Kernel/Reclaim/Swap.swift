@@ -115,7 +115,7 @@ extension AddressSpace {
 
     /// MADV_PAGEOUT's swap-out of the pages the PTEs of `table` map in `[from, to)` that only this PTE
     /// maps and nobody pins, ignoring young bits; stops when swap is full. A page already in the swap
-    /// cache is not written again: its PTE becomes the entry of the slot it stands for. The pages are
+    /// cache is not written again unless dirty: its PTE becomes the entry of the slot it stands for. The pages are
     /// not isolated first, as Linux's `reclaim_pages()` does: a freed page leaves its LRU list in the
     /// free path, and a page reclaim has isolated has a reference that makes it look pinned here
     /// (Linux: `madvise_cold_or_pageout_pte_range()` → `reclaim_pages()` → `shrink_folio_list()` with
@@ -127,7 +127,7 @@ extension AddressSpace {
         let lock = kernel.splitLock(table)
         lock.spinLock()
         defer { lock.spinUnlock() }
-        var unmapped: [(pfn: PFN, slot: Int, fresh: Bool, cached: Bool)] = []
+        var unmapped: [(pfn: PFN, slot: Int, write: Bool, cached: Bool)] = []
         var va = from
         scan: while va < to {
             defer { va = va + PageGeometry.pageSize }
@@ -144,10 +144,11 @@ extension AddressSpace {
             // MADV_PAGEOUT leaves pages other processes map (`folio_maybe_mapped_shared()`).
             guard mapcount == 1 else { continue }
             if cached, let existing = kernel.swapCacheSlot(of: pfn) {
+                // Written again only if dirty: written through a writable mapping since it was cached.
                 kernel.swapDevice.duplicate(existing)
-                unmapped.append((pfn, existing, false, true))
+                unmapped.append((pfn, existing, entry.isDirty || flags.contains(.dirty), true))
             } else {
-                guard let slot = kernel.swapDevice.allocate(uses: 1) else { break scan }
+                guard let slot = kernel.allocateSwap(uses: 1) else { break scan }
                 // The page's cgroup at its `memory.swap.max`: the page stays (`folio_alloc_swap()`).
                 guard kernel.swapDevice.charge(slot, count: 1, to: kernel.memoryCgroups.owner(of: pfn)) else {
                     _ = kernel.swapDevice.release(slot)
@@ -165,7 +166,10 @@ extension AddressSpace {
         kernel.flushTLB(self, from, to)
         var freed = FolioRelease()
         for page in unmapped {
-            if page.fresh { kernel.writeToSwap(page.pfn, page.slot) }
+            if page.write {
+                frames.removeFlags(page.pfn, .dirty)
+                kernel.writeToSwap(page.pfn, page.slot)
+            }
             removeMapping(page.pfn)
             freed = freed + kernel.putPage(page.pfn)
             if page.cached { kernel.removeUnusedFromSwapCache(page.pfn) }
@@ -196,7 +200,7 @@ extension AddressSpace {
               frames.kind(head) == .anonymous, frames.order(head) == PageGeometry.pmdOrder,
               frames.refcount(head) == references, kernel.entireMapcount(head) == 1,
               frames.folioField(head, .pagesMapped) == FrameTable.entirelyMapped,
-              let first = kernel.swapDevice.allocate(count: pages, uses: 1) else { return false }
+              let first = kernel.allocateSwap(count: pages, uses: 1) else { return false }
         guard kernel.swapDevice.charge(first, count: pages, to: kernel.memoryCgroups.owner(of: head)) else {
             for slot in first..<(first + pages) { _ = kernel.swapDevice.release(slot) }
             return false
@@ -217,11 +221,13 @@ extension AddressSpace {
         return true
     }
 
-    /// A fault on a swap entry: map the slot's page — the one in the swap cache if another process
-    /// brought it in already, otherwise a new page read from the slot. While other entries still name
-    /// the slot the page stays in the swap cache and is mapped read-only, shared; with the last entry
-    /// the slot is freed, and the page is writable at once for a write if nobody else maps it (Linux:
-    /// `do_swap_page()`, counted as `pgmajfault`, `pswpin` and `pgpgin` when read from the device).
+    /// A fault on a swap entry: map the slot's page — the one in the swap cache if it is there (another
+    /// process brought it in, or it never left), otherwise a new page read from the slot into the cache.
+    /// While other entries still name the slot the page is mapped read-only, shared. With the last
+    /// entry the page keeps the slot in the cache unless swap is short or the fault writes to a page
+    /// nothing else holds (`SwapCache.swift`); a page nobody else has is mapped exclusive, and
+    /// writable as the design says (Linux: `do_swap_page()`, counted as `pgmajfault`, `pswpin` and
+    /// `pgpgin` when read from the device).
     func swapIn(_ vma: VMA, _ va: VirtualAddress, _ table: PageTable, _ index: Int, _ entry: PageTableEntry,
                 _ fault: inout FaultContext) -> FaultOutcome {
         let access = fault.access
@@ -257,26 +263,50 @@ extension AddressSpace {
             page = pfn
         }
         let pfn = page!
-        let (left, uncached) = kernel.swapDevice.release(slot) { m in
-            // Others still have the entry: the page stands for the slot from now on (unless another
-            // process's swap-in cached its own copy meanwhile; then this one stays private). Under
-            // the release's lock: otherwise the others' last release could free the slot first.
+        let (left, cachedOnly) = kernel.swapDevice.release(slot) { m in
+            // A page read now stands for the slot (unless another process's swap-in cached its own
+            // copy meanwhile; then this one stays private). Under the release's lock: otherwise the
+            // others' last release could free the slot first.
             if fresh != nil { _ = kernel.addToSwapCache(pfn, slot: slot, &m) }
         }
-        // Exclusive: no entry names the slot any more and nobody else maps or holds the page.
-        let exclusive = left == 0 && frames.mapcount(pfn) == 0 && frames.refcount(pfn) == 1 + (uncached == pfn ? 1 : 0)
+        let write = access == .write
+        if let only = cachedOnly {
+            // No entry names the slot any more: keep the cached page for it, or free it now (Linux
+            // 6.18: `should_try_to_free_swap()` — swap short, or a write with no other reference than
+            // the fault's and the cache's; 2.6.38: `reuse_swap_page()` for a write mapped nowhere else,
+            // `vm_swap_full()`).
+            let free: Bool
+            if only != pfn {
+                free = frames.mapcount(only) == 0 || kernel.swapIsShort(for: only)
+            } else {
+                switch kernel.swapCacheRules {
+                case .reuseSwapPage: free = kernel.swapIsShort(for: pfn) || (write && frames.mapcount(pfn) == 0)
+                case .anonExclusive: free = kernel.swapIsShort(for: pfn) || (write && frames.refcount(pfn) == 2)
+                }
+            }
+            if free { kernel.freeSwap(only) }
+        }
+        // Exclusive: no entry names the slot any more and nobody else maps or holds the page (the
+        // fault's reference and the cache's, if it stays cached).
+        let cached = frames.flags(pfn).contains(.swapCache)
+        let exclusive = left == 0 && frames.mapcount(pfn) == 0 && frames.refcount(pfn) == 1 + (cached ? 1 : 0)
         var bits = PageTableEntry.userBits(vma.flags.protection) | PageTableEntry.accessedBit
-        if exclusive {
-            frames.insertFlags(pfn, .anonExclusive)
-            if access == .write && vma.flags.contains(.write) { bits |= PageTableEntry.writableBit | PageTableEntry.dirtyBit }
+        // Today's design maps an exclusive page writable even for a read, cached or not; the 2010
+        // design only a page out of the cache, for a write.
+        let writable = switch kernel.swapCacheRules {
+        case .anonExclusive: exclusive
+        case .reuseSwapPage: exclusive && !cached && write
+        }
+        if writable || (exclusive && !cached) { frames.insertFlags(pfn, .anonExclusive) }
+        if writable && vma.flags.contains(.write) {
+            bits |= PageTableEntry.writableBit
+            if write { bits |= PageTableEntry.dirtyBit }
         }
         mapPage(pfn)
         // A page read just now is new; one from the swap cache is on a list already.
         if fresh != nil { addNewAnonFolioToLRU(pfn, vma, at: va) }
         table.set(index, PageTableEntry(pfn: pfn, bits: bits))
         lock.spinUnlock()
-        // The page is mapped now, so dropping the cache's reference cannot free it.
-        if let uncached { kernel.dropFromSwapCache(uncached) }
         fault.mapped = .base
         fault.resolution = .mapped
         return .handled
@@ -317,13 +347,16 @@ extension Kernel {
     /// Every swap entry in every page table refers to a slot in use, and each slot's use count equals
     /// the entries that refer to it; a slot is in use only while entries name it or a page stands for
     /// it in the swap cache. Each cached page is a 4 KiB anonymous page flagged `swapCache` (and no
-    /// other page is), holding the slot's bytes (data mode), mapped only read-only; its refcount is
-    /// checked with the frames (Linux: `swap_map` consistency, `VM_BUG_ON_FOLIO(!folio_test_swapcache)`).
+    /// other page is), holding the slot's bytes (data mode) unless it is dirty, mapped writable only
+    /// when it is exclusive and the design allows it (today's); its refcount is checked with the frames (Linux: `swap_map` consistency, `VM_BUG_ON_FOLIO(!folio_test_swapcache)`).
     func checkSwapInvariants() -> [String] {
         var problems: [String] = []
         var references: [Int: Int] = [:]
         let cache = swapDevice.cacheContents()
         let cachedPages = Set(cache.values)
+        let frames = memory.frames
+        // Cached pages a dirty PTE maps: written since they were cached, so their slots are stale.
+        var dirtyCached = Set<PFN>()
         for mm in addressSpaces {
             mm.mmapLock.withReadLock {
                 for vma in mm.vmas.areas {
@@ -336,8 +369,12 @@ extension Kernel {
                                 if vma.isShared { problems.append("mm \(mm.pid): swap entry at \(va) in a shared VMA") }
                             } else if !entry.isNone && !entry.isMapped {
                                 problems.append("mm \(mm.pid): PTE at \(va) is neither mapped, empty nor swap: \(entry)")
-                            } else if entry.isMapped && entry.isWritable && cachedPages.contains(entry.pfn) {
-                                problems.append("mm \(mm.pid): PTE at \(va) maps swap-cache page \(entry.pfn) writable")
+                            } else if entry.isMapped && cachedPages.contains(entry.pfn) {
+                                if entry.isDirty { dirtyCached.insert(entry.pfn) }
+                                if entry.isWritable && !(swapCacheRules == .anonExclusive
+                                                         && frames.flags(entry.pfn).contains(.anonExclusive)) {
+                                    problems.append("mm \(mm.pid): PTE at \(va) maps swap-cache page \(entry.pfn) writable, not exclusive")
+                                }
                             }
                             va = va + PageGeometry.pageSize
                         }
@@ -371,13 +408,14 @@ extension Kernel {
         for c in memoryCgroups.allIncludingRemoved where c.swapPages.load(ordering: .relaxed) != charged[ObjectIdentifier(c)] ?? 0 {
             problems.append("cgroup \(c.name): swap counter \(c.swapPages.load(ordering: .relaxed)) but \(charged[ObjectIdentifier(c)] ?? 0) slots charged to it and below")
         }
-        let frames = memory.frames
         for (slot, pfn) in cache {
             if !inUse.contains(slot) { problems.append("swap cache page \(pfn) stands for free slot \(slot)") }
             if frames.kind(pfn) != .anonymous || isInLargeFolio(pfn) { problems.append("swap cache page \(pfn) is not a 4 KiB anonymous page") }
             if !frames.flags(pfn).contains(.swapCache) { problems.append("swap cache page \(pfn) lacks PG_swapcache") }
-            if frames.flags(pfn).contains(.anonExclusive) { problems.append("swap cache page \(pfn) is marked exclusive") }
-            if let storage = memory.storage,
+            if frames.flags(pfn).contains(.anonExclusive) && swapCacheRules != .anonExclusive {
+                problems.append("swap cache page \(pfn) is marked exclusive")
+            }
+            if let storage = memory.storage, !dirtyCached.contains(pfn), !frames.flags(pfn).contains(.dirty),
                !swapDevice.load(slot).withUnsafeBytes({ memcmp($0.baseAddress!, storage.bytes(of: pfn).baseAddress!, $0.count) == 0 }) {
                 problems.append("swap cache page \(pfn) differs from its slot \(slot)")
             }

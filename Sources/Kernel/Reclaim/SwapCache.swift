@@ -1,18 +1,23 @@
 import VMCore
 import PhysicalMemory
 
-/// The swap cache: a page that stands for a swap slot while some swap entries still name the slot and
-/// some process maps the page (or is about to), so that processes sharing a swapped-out page after
-/// fork share one page again when they swap it in, and a page partly unmapped to swap needs no second
-/// write (Linux: `mm/swap_state.c`).
+/// The swap cache: a page that stands for a swap slot, so that processes sharing a swapped-out page
+/// after fork share one page again when they swap it in, a page swapped in and only read goes back to
+/// swap without a write, and a page partly unmapped to swap needs no second write (Linux:
+/// `mm/swap_state.c`).
 ///
 /// ```
-///  mm A: PTE ──► page (read-only, PG_swapcache) ◄── cache[slot]     refcount = mappings + 1
-///  mm B: PTE = swap entry(slot) ───────────────────► slot, count 1   bytes(slot) == bytes(page)
+///  mm A: PTE ──► page (PG_swapcache) ◄── cache[slot]         refcount = mappings + 1
+///  mm B: PTE = swap entry(slot) ─────────► slot, count 1     bytes(slot) == bytes(page) unless dirty
 /// ```
-/// The cache's reference keeps a write from reusing the page in place (`do_wp_page()` copies), so the
-/// page's bytes stay the slot's. The entry goes when the slot's last swap entry does
-/// (`Kernel.swapFree`), or when reclaim finds the page mapped nowhere (`shrinkSwapCache`).
+/// A swap-in keeps the page in the cache — its slot held, charged and counted in `SwapCached` — until
+/// something frees it (`freeSwap`): a write fault that takes the page over, the last unmapping
+/// (`freeSwapCacheIfUnmapped`), reclaim of an unmapped page, or swap running short (a swap-in with more
+/// than half the device in use frees at once, and an allocation that finds no free slot frees the
+/// slots only cached pages hold). How a write treats a cached page is the design's
+/// (`KernelDesign.SwapCacheReuse`): the 2010 design maps it read-only and takes it out of the cache at
+/// the write; today's maps it writable when no one else has it, keeping it cached, and writes it back
+/// to the same slot when reclaim finds it dirty.
 extension Kernel {
     /// The cached page of `slot`, with a reference taken for the caller; nil if none (Linux:
     /// `swap_cache_get_folio()`).
@@ -71,32 +76,88 @@ extension Kernel {
         putPage(pfn)
     }
 
-    /// One swap entry naming `slot` is gone (zap, swap-in, collapse); with the last, the slot is
-    /// freed and its cached page leaves the cache (Linux: `swap_free()`, `free_swap_and_cache()`).
+    /// The one place the design's `swapCacheReuse` is read.
+    @inline(__always) var swapCacheRules: KernelDesign.SwapCacheReuse { design.swapCacheReuse }
+
+    /// Whether swap is short for the page `pfn`: more than half the device in use, or (today's design)
+    /// a cgroup from the page's up using half its `memory.swap.max` or more (Linux:
+    /// `mem_cgroup_swap_full()`; 2.6.38: `vm_swap_full()`).
+    func swapIsShort(for pfn: PFN) -> Bool {
+        if swapDevice.isMoreThanHalfFull { return true }
+        guard swapCacheRules == .anonExclusive else { return false }
+        var level = memoryCgroups.owner(of: pfn)
+        while let c = level {
+            if c.swapPages.load(ordering: .relaxed) * 2 >= c.swapMaxPages.load(ordering: .relaxed) { return true }
+            level = c.parent
+        }
+        return false
+    }
+
+    /// Frees the slot of the cached page `pfn` if no swap entry names it, taking the page out of the
+    /// cache: its bytes are in memory only from now on, so it is dirty (Linux: `folio_free_swap()`,
+    /// 2.6.38: `try_to_free_swap()`). Returns whether it did.
+    @discardableResult
+    func freeSwap(_ pfn: PFN) -> Bool {
+        guard swapDevice.freeSlot(of: pfn) else { return false }
+        memory.frames.insertFlags(pfn, .dirty)
+        dropFromSwapCache(pfn)
+        return true
+    }
+
+    /// After the last mapping of `pfn` went: frees its swap if it is cached and no entry names its
+    /// slot (Linux: `free_swap_cache()` from `free_pages_and_swap_cache()` and `wp_page_copy()`).
+    /// - Precondition: the caller holds a reference to the page.
+    func freeSwapCacheIfUnmapped(_ pfn: PFN) {
+        let frames = memory.frames
+        guard frames.flags(pfn).contains(.swapCache), frames.mapcount(pfn) == 0 else { return }
+        freeSwap(pfn)
+    }
+
+    /// One swap entry naming `slot` is gone (zap, collapse). With the last, the slot is freed; a page
+    /// cached for it keeps it while something maps the page and swap is not short (Linux:
+    /// `free_swap_and_cache()` → `__try_to_reclaim_swap()` with `TTRS_UNMAPPED | TTRS_FULL`).
     func swapFree(_ slot: Int) {
-        if let page = swapDevice.release(slot).uncached { dropFromSwapCache(page) }
+        guard let page = swapDevice.release(slot).cachedOnly else { return }
+        if memory.frames.mapcount(page) == 0 || swapIsShort(for: page) { freeSwap(page) }
+    }
+
+    /// Frees every slot that only a cached page holds, for an allocation that found none free; returns
+    /// how many (Linux: the swap allocator's `__try_to_reclaim_swap()` of `SWAP_HAS_CACHE`-only slots
+    /// when swap is full).
+    func freeCacheOnlySlots() -> Int {
+        var freed = 0
+        for page in swapDevice.cacheOnlyPages() where freeSwap(page) { freed += 1 }
+        return freed
+    }
+
+    /// Takes `count` free swap slots (`SwapDevice.allocate`), first freeing the slots only cached pages
+    /// hold when none are free (Linux: `folio_alloc_swap()`).
+    func allocateSwap(count: Int = 1, uses: Int32) -> Int? {
+        if let first = swapDevice.allocate(count: count, uses: uses) { return first }
+        guard freeCacheOnlySlots() > 0 else { return nil }
+        return swapDevice.allocate(count: count, uses: uses)
     }
 
     /// Removes `pfn` from the swap cache if the cache's is its only reference — no mapping, no pin —
     /// besides `isolated` (the reference of a reclaimer that isolated it, which then frees it), and
     /// frees it when that was the last; returns whether it did (Linux: `__remove_mapping()` of a clean
-    /// swap-cache folio in `shrink_folio_list()`). A slot no entry names any more is freed with it.
+    /// swap-cache folio in `shrink_folio_list()`). A dirty page whose slot entries still name is written
+    /// there first (`pageout()`); a slot no entry names is freed with it.
     @discardableResult
     func removeUnusedFromSwapCache(_ pfn: PFN, isolated: Bool = false) -> Bool {
         let frames = memory.frames
         let expected: Int32 = isolated ? 2 : 1
-        let (removed, freedSlot) = swapDevice.map.withLock { m -> (Bool, Int?) in
-            // Lookups take their reference under this lock, so the check holds until it is released.
-            guard let slot = m.cachedSlot[pfn], frames.refcount(pfn) == expected, frames.mapcount(pfn) == 0 else { return (false, nil) }
-            m.cache[slot] = nil
-            m.cachedSlot[pfn] = nil
-            guard m.counts[slot] == nil else { return (true, nil) }
-            m.setUsed(slot, false)
-            return (true, slot)
+        // Lookups take their reference under the device's lock, so the check holds while it is held.
+        let unused = { frames.refcount(pfn) == expected && frames.mapcount(pfn) == 0 }
+        if swapDevice.freeSlot(of: pfn, whenUnused: unused) {
+            dropFromSwapCache(pfn)
+            return true
         }
-        if let freedSlot { swapDevice.storage.discard(freedSlot) }
-        if removed { dropFromSwapCache(pfn) }
-        return removed
+        guard swapDevice.uncache(pfn, whenUnused: unused, writing: { slot in
+            if frames.removeFlags(pfn, .dirty).contains(.dirty) { writeToSwap(pfn, slot) }
+        }) else { return false }
+        dropFromSwapCache(pfn)
+        return true
     }
 
     /// Frees every cached page that nothing maps or holds any more (their slots keep the bytes); returns

@@ -30,11 +30,11 @@ public struct SwapConfiguration: Sendable {
 ///                                             cache[slot] ──► page (PG_swapcache, +1 reference)
 ///                                             storage[slot] = the bytes (data mode)
 /// ```
-/// A slot is in use while a swap entry names it or a page stands for it in the cache. The model frees
-/// a slot as soon as no entry names it, dropping its cached page (Linux frees it then when swap is
-/// full, `vm_swap_full()`, or lazily otherwise): the cache holds exactly the pages that some process
-/// maps, or has mapped, while another still has the swap entry. A cached page's bytes equal the
-/// slot's: it is mapped read-only, and a write copies it.
+/// A slot is in use while a swap entry names it or a page stands for it in the cache (Linux:
+/// `SWAP_HAS_CACHE`). A slot no entry names stays with its cached page until the kernel frees it
+/// (`Kernel.freeSwap`: a write that takes the page over, an unmapping, reclaim, or swap running short)
+/// — so a page swapped in and only read keeps its slot, and goes back to swap without a write. A
+/// cached page's bytes equal the slot's unless it is dirty (written through a writable mapping since).
 ///
 /// Allocation is next-fit over a bitmap; with `clusters`, an order-9 request takes a cluster (512
 /// aligned slots) none of whose slots is in use.
@@ -179,58 +179,95 @@ public final class SwapDevice: @unchecked Sendable {
         }
     }
 
-    /// One swap entry naming `slot` is gone. With the last, the slot is freed and its cached page, if
-    /// any, leaves the cache: the caller must drop the cache's reference with `Kernel.dropFromSwapCache`
-    /// (Linux: `swap_free()`, and `free_swap_and_cache()` from zap).
-    func release(_ slot: Int) -> (left: Int32, uncached: PFN?) {
+    /// One swap entry naming `slot` is gone. With the last, the slot is freed — unless a page stands
+    /// for it in the cache, which then alone holds it, for the kernel to free or keep (Linux:
+    /// `swap_free()`; `free_swap_and_cache()` from zap, whose caller decides with `__try_to_reclaim_swap()`).
+    /// Returns the entries left and, when none is, the cached page that holds the slot now.
+    func release(_ slot: Int) -> (left: Int32, cachedOnly: PFN?) {
         release(slot) { _ in }
     }
 
-    /// `release(slot)`, calling `whileNamed` under the same lock when other entries still name the
-    /// slot — for a swap-in that caches its page for them, which must happen before another entry's
-    /// release can free the slot (Linux's `do_swap_page()` adds the folio to the swap cache before it
-    /// calls `swap_free()`).
-    func release(_ slot: Int, whileNamed: (inout Map) -> Void) -> (left: Int32, uncached: PFN?) {
-        var freedOwner: UInt16 = 0
-        let (left, uncached) = map.withLock { m -> (Int32, PFN?) in
+    /// `release(slot)`, calling `first` under the same lock before the entry goes — for a swap-in that
+    /// caches its page, which must happen before another entry's release can free the slot (Linux's
+    /// `do_swap_page()` adds the folio to the swap cache before it calls `swap_free()`).
+    func release(_ slot: Int, first: (inout Map) -> Void) -> (left: Int32, cachedOnly: PFN?) {
+        var freedOwner: UInt16?
+        let (left, cachedOnly) = map.withLock { m -> (Int32, PFN?) in
             guard let count = m.counts[slot], count > 0 else { preconditionFailure("releasing free swap slot \(slot)") }
+            first(&m)
             if count > 1 {
                 m.counts[slot] = count - 1
-                whileNamed(&m)
                 return (count - 1, nil)
             }
-            let (page, owner) = Self.free(&m, slot)
-            freedOwner = owner
-            return (0, page)
+            m.counts[slot] = nil
+            if let page = m.cache[slot] { return (0, page) }
+            freedOwner = Self.free(&m, slot)
+            return (0, nil)
         }
-        if left == 0 {
+        if let freedOwner {
             storage.discard(slot)
             uncharge(freedOwner)
         }
-        return (left, uncached)
+        return (left, cachedOnly)
     }
 
-    /// Frees a slot no entry names any more, removing its cached page; returns that page and the
-    /// cgroup its swap was charged to (its record cleared).
-    private static func free(_ m: inout Map, _ slot: Int) -> (page: PFN?, owner: UInt16) {
-        m.counts[slot] = nil
+    /// Frees the slot `page` stands for if no swap entry names it, taking the page out of the cache;
+    /// the caller must then drop the cache's reference with `Kernel.dropFromSwapCache`. False (nothing
+    /// done) when the page is not cached or entries still name its slot (Linux: `folio_free_swap()`,
+    /// which refuses while `folio_swapped()`). `whenUnused`, if given, must hold too, checked under
+    /// the device's lock (lookups take their reference under it).
+    func freeSlot(of page: PFN, whenUnused: (() -> Bool)? = nil) -> Bool {
+        var freed: (slot: Int, owner: UInt16)?
+        map.withLock { m in
+            guard let slot = m.cachedSlot[page], m.counts[slot] == nil, whenUnused?() ?? true else { return }
+            m.cachedSlot[page] = nil
+            m.cache[slot] = nil
+            freed = (slot, Self.free(&m, slot))
+        }
+        guard let freed else { return false }
+        storage.discard(freed.slot)
+        uncharge(freed.owner)
+        return true
+    }
+
+    /// Takes `page` out of the cache when entries still name its slot (which stays theirs) and
+    /// `whenUnused()` holds, checked under the device's lock; `writing` is called first, under it, with
+    /// the slot (for a dirty page's write-back). False (nothing done) otherwise (Linux:
+    /// `__remove_mapping()` → `__delete_from_swap_cache()`).
+    func uncache(_ page: PFN, whenUnused: () -> Bool, writing: (Int) -> Void) -> Bool {
+        map.withLock { m -> Bool in
+            guard let slot = m.cachedSlot[page], m.counts[slot] != nil, whenUnused() else { return false }
+            writing(slot)
+            m.cachedSlot[page] = nil
+            m.cache[slot] = nil
+            return true
+        }
+    }
+
+    /// Marks a slot free that nothing names or caches; returns the cgroup its swap was charged to (its
+    /// record cleared).
+    private static func free(_ m: inout Map, _ slot: Int) -> UInt16 {
         m.setUsed(slot, false)
         let owner = m.owners[slot]
         m.owners[slot] = 0
-        guard let page = m.cache.removeValue(forKey: slot) else { return (nil, owner) }
-        m.cachedSlot[page] = nil
-        return (page, owner)
+        return owner
     }
 
+    /// Whether more than half of the device's slots are in use (Linux: `vm_swap_full()`, which frees a
+    /// swapped-in page's slot at once instead of keeping it in the cache).
+    var isMoreThanHalfFull: Bool { map.withLock { $0.inUse * 2 > capacity } }
+
+    /// The cached pages whose slots no entry names, in PFN order (the candidates
+    /// `Kernel.freeCacheOnlySlots` frees when the device runs out).
+    func cacheOnlyPages() -> [PFN] {
+        map.withLock { m in m.cachedSlot.filter { m.counts[$0.value] == nil }.keys.sorted() }
+    }
 
     /// Frees a slot that no swap entry names and no page stands for (a swap-out that unmapped nothing).
     func freeUnused(_ slot: Int) {
         let owner = map.withLock { m -> UInt16 in
             precondition(m.counts[slot] == nil && m.cache[slot] == nil, "freeing swap slot \(slot), which is still used")
-            m.setUsed(slot, false)
-            let owner = m.owners[slot]
-            m.owners[slot] = 0
-            return owner
+            return Self.free(&m, slot)
         }
         storage.discard(slot)
         uncharge(owner)

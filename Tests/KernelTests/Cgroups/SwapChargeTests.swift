@@ -35,9 +35,13 @@ struct SwapChargeTests {
         #expect(try swapPages(kernel) == 64)
         child.exit()
         #expect(try swapPages(kernel) == 64)
-        // Swapping the pages back in frees their slots (the model keeps no swap cache for them here).
+        // Read back in, the pages keep their slots in the swap cache, still charged; unmapped, they
+        // give them back.
         for page in 0..<64 { _ = try parent.read(start + UInt64(page) * 4096, count: 1).get() }
-        #expect(try swapPages(kernel) == 0)
+        #expect(try swapPages(kernel) == 64 && kernel.swapDevice.cachedPages == 64)
+        expectClean(kernel)
+        try parent.munmap(start, length: 64 * 4096)
+        #expect(try swapPages(kernel) == 0 && kernel.swapDevice.cachedPages == 0)
         expectClean(kernel)
         withExtendedLifetime(parent) {}
     }

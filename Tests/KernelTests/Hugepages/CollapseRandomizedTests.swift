@@ -85,6 +85,11 @@ struct CollapseRandomizedRun {
                 kernel.getPage(pfn)
                 pinned = pfn
             }
+            // A page kept in the swap cache after a swap-in holds a reference the 2010 design's
+            // collapse does not expect (2.6.38: `page_count(page) != 1`): EAGAIN, as for a pin.
+            let cached = (0..<UInt64(512)).contains { i in
+                mm.residentFrame(haddr + i * 4096).map { kernel.memory.frames.flags($0).contains(.swapCache) } ?? false
+            }
             var result = "ok"
             do throws(Errno) { try mm.madvise(haddr, length: 2 * .MiB, advice: .collapse) } catch { result = "\(error)" }
             if let pinned {
@@ -92,7 +97,8 @@ struct CollapseRandomizedRun {
                 let expected = forbidden ? Errno.EINVAL : Errno.EAGAIN
                 if result != "\(expected)" { failures.append("MADV_COLLAPSE with a pinned page gave \(result), expected \(expected)") }
                 kernel.putPage(pinned)
-            } else if result != "ok" && result != "\(Errno.EINVAL)" && result != "\(Errno.ENOMEM)" {
+            } else if result != "ok" && result != "\(Errno.EINVAL)" && result != "\(Errno.ENOMEM)"
+                        && !(cached && result == "\(Errno.EAGAIN)") {
                 failures.append("MADV_COLLAPSE gave \(result)")
             }
             return "collapse \(haddr)\(pinned == nil ? "" : " pinned"): \(result)"

@@ -21,11 +21,18 @@ struct SwapTests {
         expectClean(kernel)
         #expect(try mm.read(a, count: bytes.count).get() == bytes)
         #expect(kernel.vmstat[.pswpin] == 16 && kernel.vmstat[.pgmajfault] == 16)
-        #expect(kernel.swapDevice.usedSlots == 0)
+        #expect(kernel.swapDevice.usedSlots == 16 && kernel.swapDevice.cachedPages == 16,
+                "a read swap-in keeps the slot, its page in the swap cache")
         #expect(mm.translate(a)?.entry.isWritable == false, "a read swap-in maps read-only; the next write reuses the page")
         try mm.write(a, [0xEE]).get()
         #expect(try mm.read(a, count: 2).get() == [0xEE, bytes[1]])
+        #expect(kernel.swapDevice.usedSlots == 15, "the write took the page out of the swap cache (reuse_swap_page())")
         expectClean(kernel)
+        // Paged out again, the 15 cached pages go without a write; the one written is written anew.
+        try mm.madvise(a, length: 64 * .KiB, advice: .pageout)
+        #expect(kernel.vmstat[.pswpout] == 17 && kernel.swapDevice.usedSlots == 16 && kernel.swapDevice.cachedPages == 0)
+        expectClean(kernel)
+        #expect(try mm.read(a, count: 2).get() == [0xEE, bytes[1]])
     }
 
     @Test("fork shares swap entries (the slot's count is 2); each process swaps in its own copy; exit frees slots")
@@ -41,11 +48,12 @@ struct SwapTests {
         try child.write(a, [1]).get()
         #expect(try mm.read(a, count: bytes.count).get() == bytes)
         #expect(try child.read(a, count: 2).get() == [1, bytes[1]])
-        #expect(kernel.swapDevice.usedSlots == 3, "the child still has three pages in swap")
+        #expect(kernel.swapDevice.usedSlots == 4, "the child's three pages in swap, and the page its write left cached")
         expectClean(kernel)
         child.exit()
-        #expect(kernel.swapDevice.usedSlots == 0)
+        #expect(kernel.swapDevice.usedSlots == 4, "the parent maps the cached pages: they keep their slots")
         try mm.munmap(a, length: 16 * .KiB)
+        #expect(kernel.swapDevice.usedSlots == 0 && kernel.swapDevice.cachedPages == 0, "unmapped, they give them back")
         expectClean(kernel)
     }
 
