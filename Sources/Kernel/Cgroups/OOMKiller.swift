@@ -17,22 +17,41 @@ public struct OOMKill: Sendable, Hashable {
     public var rssBytes: UInt64
     /// The victim's swap entries at death, in bytes.
     public var swapBytes: UInt64
-    /// The victim's badness: resident plus swapped pages plus its `oom_score_adj` share (Linux:
-    /// `oom_badness()`; page tables left out).
+    /// The victim's badness: resident and swapped pages, its page tables, and its `oom_score_adj`
+    /// share (Linux: `oom_badness()`).
     public var points: Int
     /// Simulated time of the kill, nanoseconds.
     public var nanoseconds: UInt64
 }
 
 extension AddressSpace {
-    /// Resident and swapped bytes (Linux: `get_mm_rss()` and `MM_SWAPENTS`), read from the page tables.
-    func oomFootprint() -> (rss: UInt64, swap: UInt64) {
+    /// Resident and swapped bytes (Linux: `get_mm_rss()` and `MM_SWAPENTS`), read from the page tables,
+    /// and the page tables' own pages (`mm_pgtables_bytes()`).
+    func oomFootprint() -> (rss: UInt64, swap: UInt64, pageTables: Int) {
         var rss: UInt64 = 0, swap: UInt64 = 0
         for vma in vmas.areas {
             rss += smapsEntry(for: vma).fields["Rss"] ?? 0
             swap += swappedBytes(in: vma)
         }
-        return (rss, swap)
+        return (rss, swap, pageTablePages())
+    }
+
+    /// The page tables below this mm's PGD — PUD, PMD and PTE tables, and the PTE tables deposited
+    /// for huge PMDs — counted by walking them (Linux: `mm_pgtables_bytes()` / `PAGE_SIZE`, kept by
+    /// `mm_inc_nr_ptes()` and `mm_inc_nr_pmds()` as tables come and go).
+    /// - Precondition: the mmap lock is held.
+    func pageTablePages() -> Int {
+        func count(_ table: PageTable, _ level: PageTableLevel) -> Int {
+            guard let lower = level.lower else { return 0 }
+            var n = level == .pmd ? depositedTables(in: table).count : 0
+            for i in 0..<PageGeometry.entriesPerTable {
+                let entry = table[i]
+                guard entry.isPresent, !entry.isHuge else { continue }
+                n += 1 + count(kernel.table(at: entry), lower)
+            }
+            return n
+        }
+        return count(root, .pgd)
     }
 }
 
@@ -100,7 +119,8 @@ extension Kernel {
         for mm in memoryCgroups.processes(below: group) where !mm.oomKilled.load(ordering: .relaxed) {
             let footprint = holdingCurrent && mm === current ? mm.oomFootprint() : mm.mmapLock.withReadLock { mm.oomFootprint() }
             kill(mm, rss: footprint.rss, swap: footprint.swap,
-                 points: Int((footprint.rss + footprint.swap) >> PageGeometry.pageShift), domain: domain, current: current)
+                 points: Int((footprint.rss + footprint.swap) >> PageGeometry.pageShift) + footprint.pageTables,
+                 domain: domain, current: current)
         }
     }
 
@@ -131,13 +151,15 @@ extension Kernel {
         return victim.mm
     }
 
-    /// A process's badness: its resident plus swapped pages, plus `oom_score_adj` thousandths of
-    /// `totalPages`; nil for `oom_score_adj` -1000, which is never chosen (Linux: `oom_badness()`,
-    /// without the page tables' pages it also adds).
-    static func oomBadness(_ mm: AddressSpace, _ footprint: (rss: UInt64, swap: UInt64), totalPages: Int) -> Int? {
+    /// A process's badness: its resident and swapped pages and its page tables' pages, plus
+    /// `oom_score_adj` thousandths of `totalPages`; nil for `oom_score_adj` -1000, which is never
+    /// chosen (Linux: `oom_badness()`).
+    static func oomBadness(_ mm: AddressSpace, _ footprint: (rss: UInt64, swap: UInt64, pageTables: Int),
+                           totalPages: Int) -> Int? {
         let adj = mm.oomScoreAdj.load(ordering: .relaxed)
         guard adj != -1000 else { return nil }
-        return Int((footprint.rss + footprint.swap) >> PageGeometry.pageShift) + adj * (totalPages / 1000)
+        return Int((footprint.rss + footprint.swap) >> PageGeometry.pageShift) + footprint.pageTables
+            + adj * (totalPages / 1000)
     }
 
     /// The pages the OOM killer weighs `oom_score_adj` against: a cgroup's `memory.max` plus what swap

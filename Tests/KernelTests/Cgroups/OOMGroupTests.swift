@@ -102,9 +102,9 @@ struct OOMScoreAdjTests {
         let kernel = TestMachine.kernel(memory: 64 << 20, design: .linux6_18, swap: SwapConfiguration(slots: 0))
         let mm = try #require(kernel.createAddressSpace())
         mm.oomScoreAdj.store(250, ordering: .relaxed)
-        #expect(Kernel.oomBadness(mm, (rss: 4 << 20, swap: 1 << 20), totalPages: 6144) == 1280 + 250 * 6)
+        #expect(Kernel.oomBadness(mm, (rss: 4 << 20, swap: 1 << 20, pageTables: 3), totalPages: 6144) == 1280 + 3 + 250 * 6)
         mm.oomScoreAdj.store(-1000, ordering: .relaxed)
-        #expect(Kernel.oomBadness(mm, (rss: 4 << 20, swap: 0), totalPages: 6144) == nil)
+        #expect(Kernel.oomBadness(mm, (rss: 4 << 20, swap: 0, pageTables: 3), totalPages: 6144) == nil)
         // A cgroup weighs its memory.max and the swap it may use; the machine, memory and swap.
         try kernel.createMemoryCgroup("box")
         try kernel.writeCgroupFile("box", "memory.max", "24M")
@@ -124,5 +124,51 @@ struct OOMScoreAdjTests {
         try kernel.writeCgroupFile("box", "memory.max", "16M")
         #expect(!spaces[0].wasOOMKilled && spaces[1].wasOOMKilled)
         expectClean(kernel)
+    }
+}
+
+/// The page tables a process holds count in its badness (`oom_badness()` adds `mm_pgtables_bytes()`
+/// in pages): PUD, PMD and PTE tables, and in the 2010 design the PTE table each huge PMD deposits.
+@Suite("The OOM killer: page tables in the badness")
+struct OOMPageTableTests {
+    @Test("an mm's page tables are its PUD, PMD and PTE tables, deposited ones included")
+    func counted() throws {
+        let kernel = TestMachine.kernel(memory: 64 << 20, design: .linux2_6_38, enabled: .always)
+        let mm = try #require(kernel.createAddressSpace())
+        #expect(mm.pageTablePages() == 0)
+        // Three 4 KiB pages 2 MiB apart: one PUD table, one PMD table, three PTE tables.
+        let a = try anon(mm, 6 * .MiB, at: VirtualAddress(1 << 30))
+        try mm.madvise(a, length: 6 * .MiB, advice: .noHugepage)
+        for i in 0..<3 { try mm.write(a + UInt64(i) * 2 * .MiB, [1]).get() }
+        #expect(mm.pageTablePages() == 5)
+        // A huge page in the same PMD table deposits a PTE table (2.6.38: `pgtable_trans_huge_deposit()`).
+        let h = try anon(mm, 2 * .MiB, at: VirtualAddress(1 << 30) + 8 * .MiB)
+        try mm.write(h, [1]).get()
+        #expect(mm.translate(h)?.level == .pmd)
+        #expect(mm.pageTablePages() == 6)
+        expectClean(kernel)
+    }
+
+    @Test("of two processes with as much memory, the OOM killer picks the one with more page tables")
+    func breaksTie() throws {
+        let kernel = TestMachine.kernel(memory: 64 << 20, design: .linux6_18, swap: SwapConfiguration(slots: 0))
+        try kernel.createMemoryCgroup("box")
+        // 16 pages each: one process's in one PTE table, the other's spread over 16. The dense one is
+        // made last, so that it would be the one chosen on a tie (the later one).
+        let sparse = try #require(kernel.createAddressSpace()), dense = try #require(kernel.createAddressSpace())
+        for mm in [sparse, dense] { try kernel.move(mm, to: kernel.memoryCgroups.cgroup(named: "box")) }
+        let d = try anon(dense, 16 * 4096)
+        try dense.write(d, pattern(1, 16 * 4096)).get()
+        let s = try anon(sparse, 32 * .MiB)
+        for i in 0..<16 { try sparse.write(s + UInt64(i) * 2 * .MiB, [1]).get() }
+        #expect(sparse.pageTablePages() == dense.pageTablePages() + 15)
+        // Any new charge now fails: the OOM killer runs.
+        try kernel.writeCgroupFile("box", "memory.max", "\(kernel.memoryCgroups.cgroup(named: "box")!.usagePages * 4096)")
+        let x = try anon(dense, 4096)
+        let outcome = dense.touch(x, length: 4096, .write)
+        #expect(outcome.failure == nil, "the fault went on after the kill")
+        let sparseKilled = sparse.oomKilled.load(ordering: .relaxed), denseKilled = dense.oomKilled.load(ordering: .relaxed)
+        #expect(sparseKilled, "the sparse process's page tables tip the balance")
+        #expect(!denseKilled)
     }
 }
