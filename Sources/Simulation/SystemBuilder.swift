@@ -113,8 +113,8 @@ public struct SystemBuilder: Sendable {
         if setting.name == "memory.oom.group" {
             return setting.value == "0" || setting.value == "1" ? nil : "memory.oom.group=\(setting.value): EINVAL: expected 0 or 1"
         }
-        guard ["memory.max", "memory.high", "memory.swap.max", "memory.min", "memory.low"].contains(setting.name) else {
-            return "unknown cgroup file '\(setting.name)' (ENOENT): use memory.max, memory.high, memory.swap.max, memory.min, memory.low or memory.oom.group (cgroup v2 names)"
+        guard ["memory.max", "memory.high", "memory.swap.max", "memory.swap.high", "memory.min", "memory.low"].contains(setting.name) else {
+            return "unknown cgroup file '\(setting.name)' (ENOENT): use memory.max, memory.high, memory.swap.max, memory.swap.high, memory.min, memory.low or memory.oom.group (cgroup v2 names)"
         }
         do throws(Errno) { _ = try Kernel.pageCounterMemparse(setting.value) } catch {
             return "\(setting.name)=\(setting.value): \(error): expected max or bytes with an optional K, M or G suffix"

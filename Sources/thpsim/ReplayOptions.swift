@@ -33,7 +33,7 @@ struct ReplayMachineOptions: ParsableArguments {
     var json = false
 
     @Option(name: .customLong("cgroup"),
-            help: "Run the workload's processes in one memory cgroup with this file set: memory.max=SIZE, memory.high=SIZE, memory.swap.max=SIZE, memory.min=SIZE, memory.low=SIZE (SIZE: bytes with K/M/G, or max) or memory.oom.group=0|1; repeat for several (docs/cgroups.md).")
+            help: "Run the workload's processes in one memory cgroup with this file set: memory.max=SIZE, memory.high=SIZE, memory.swap.max=SIZE, memory.swap.high=SIZE, memory.min=SIZE, memory.low=SIZE (SIZE: bytes with K/M/G, or max) or memory.oom.group=0|1; repeat for several (docs/cgroups.md).")
     var cgroup: [String] = []
 
     /// The system these options describe, with `cpus` CPUs and `defaultMemory` bytes unless `--memory`

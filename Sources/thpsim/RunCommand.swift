@@ -65,7 +65,7 @@ struct RunCommand: ParsableCommand {
     @Option(name: .customLong("set"), help: "A tunable below /sys/kernel/mm/transparent_hugepage/ and its value(s): NAME=V1,V2 (e.g. khugepaged/max_ptes_none=0,511, defrag=always).")
     var tunables: [String] = []
 
-    @Option(name: .customLong("cgroup"), help: "Run each cell's processes in one memory cgroup with this file set: memory.max=SIZE, memory.high=SIZE, memory.swap.max=SIZE, memory.min=SIZE, memory.low=SIZE or memory.oom.group=0|1; repeat for several (docs/cgroups.md).")
+    @Option(name: .customLong("cgroup"), help: "Run each cell's processes in one memory cgroup with this file set: memory.max=SIZE, memory.high=SIZE, memory.swap.max=SIZE, memory.swap.high=SIZE, memory.min=SIZE, memory.low=SIZE or memory.oom.group=0|1; repeat for several (docs/cgroups.md).")
     var cgroup: [String] = []
 
     @Option(parsing: .unconditional, help: "Simulated physical memory per run (default: twice the footprint plus 512M, rounded up to 1G; 8G for traces).")

@@ -7,6 +7,7 @@ public enum MemoryCgroupFile: String, CaseIterable, Sendable {
     case max = "memory.max"
     case high = "memory.high"
     case swapMax = "memory.swap.max"
+    case swapHigh = "memory.swap.high"
     case min = "memory.min"
     case low = "memory.low"
     case reclaim = "memory.reclaim"
@@ -23,7 +24,7 @@ public enum MemoryCgroupFile: String, CaseIterable, Sendable {
     /// Whether the file has a write handler (the others are mode 0444: EACCES on write).
     public var isWritable: Bool {
         switch self {
-        case .max, .high, .swapMax, .min, .low, .reclaim, .oomGroup, .procs: true
+        case .max, .high, .swapMax, .swapHigh, .min, .low, .reclaim, .oomGroup, .procs: true
         default: false
         }
     }
@@ -86,14 +87,15 @@ extension Kernel {
         case .max: return limit(memcg.limitPages)
         case .high: return limit(memcg.highPages.load(ordering: .relaxed))
         case .swapMax: return limit(memcg.swapMaxPages.load(ordering: .relaxed))
+        case .swapHigh: return limit(memcg.swapHighPages.load(ordering: .relaxed))
         case .min: return limit(memcg.minPages.load(ordering: .relaxed))
         case .low: return limit(memcg.lowPages.load(ordering: .relaxed))
         case .current: return "\(memcg.usagePages * page)\n"
         case .peak: return "\(memcg.peak.load(ordering: .relaxed) * page)\n"
         case .swapCurrent: return "\(swapPages(of: memcg) * page)\n"
         case .swapEvents:
-            // Linux: `swap_events_show()`; `memory.swap.high` is not modelled, so `high` stays 0.
-            return "high 0\nmax \(memcg.swapMaxEvents.load(ordering: .relaxed))\nfail \(memcg.swapFailEvents.load(ordering: .relaxed))\n"
+            // Linux: `swap_events_show()`.
+            return "high \(memcg.swapHighEvents.load(ordering: .relaxed))\nmax \(memcg.swapMaxEvents.load(ordering: .relaxed))\nfail \(memcg.swapFailEvents.load(ordering: .relaxed))\n"
         case .procs: return memcg.processes.map { "\($0.pid)\n" }.joined()
         case .reclaim: throw .EINVAL   // write-only: no show handler (`cgroup_seqfile_show()`)
         case .oomGroup: return memcg.oomGroup.load(ordering: .relaxed) ? "1\n" : "0\n"
@@ -162,6 +164,9 @@ extension Kernel {
             }
         case .swapMax:
             memcg.swapMaxPages.store(try Self.pageCounterMemparse(text), ordering: .relaxed)
+        case .swapHigh:
+            // `swap_high_write()`: the limit only; nothing is reclaimed.
+            memcg.swapHighPages.store(try Self.pageCounterMemparse(text), ordering: .relaxed)
         case .reclaim:
             try proactiveReclaim(memcg, text)
         case .oomGroup:

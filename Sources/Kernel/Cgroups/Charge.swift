@@ -115,9 +115,10 @@ extension Kernel {
     }
 
     /// Reclaims pages from the cgroup and each one above it that is above its `memory.high`, from
-    /// the process's cgroup up (Linux: `reclaim_high()` from `mem_cgroup_handle_over_high()`, run
-    /// when the task returns to user space; the model runs it after the charge and does not add the
-    /// throttling sleep).
+    /// the process's cgroup up, and counts a `memory.swap.events` `high` in each one above its
+    /// `memory.swap.high` (swap is not reclaimed) (Linux: `reclaim_high()` and
+    /// `swap_find_max_overage()` from `mem_cgroup_handle_over_high()`, run when the task returns to
+    /// user space; the model runs it after the charge and does not add the throttling sleep).
     func reclaimHigh(_ memcg: MemoryCgroup, holding mm: AddressSpace?) {
         var level: MemoryCgroup? = memcg
         while let c = level {
@@ -125,6 +126,9 @@ extension Kernel {
             if over > 0 {
                 c.count(.high)
                 reclaimCgroup(c, pages: max(over, Self.swapClusterMax), holding: mm)
+            }
+            if c.swapPages.load(ordering: .relaxed) > c.swapHighPages.load(ordering: .relaxed) {
+                c.swapHighEvents.add(1, ordering: .relaxed)
             }
             level = c.parent
         }

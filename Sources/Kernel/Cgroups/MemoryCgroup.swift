@@ -39,6 +39,12 @@ public final class MemoryCgroup: @unchecked Sendable {
     /// (Linux: `MEMCG_SWAP_MAX`, `MEMCG_SWAP_FAIL`, hierarchical as `memory.events`).
     let swapMaxEvents = Atomic<Int>(0)
     let swapFailEvents = Atomic<Int>(0)
+    /// `memory.swap.high` in pages: past it, each charge that returns to user space counts a `high`
+    /// event of `memory.swap.events` here (Linux: `swap_find_max_overage()`, `MEMCG_SWAP_HIGH`; the
+    /// throttling sleep it adds is not modelled), and a swap-in frees its slot at half of it
+    /// (`mem_cgroup_swap_full()`).
+    let swapHighPages = Atomic<Int>(Int.max)
+    let swapHighEvents = Atomic<Int>(0)
     /// `memory.min` and `memory.low` in pages (0: no protection): reclaim leaves the cgroup's memory
     /// below them alone (`MemoryProtection.swift`).
     let minPages = Atomic<Int>(0)
@@ -165,10 +171,11 @@ public final class MemoryCgroup: @unchecked Sendable {
         return nil
     }
 
-    /// Whether this cgroup or one above it is over its `memory.high` (Linux: the loop over
-    /// `parent_mem_cgroup()` in `try_charge_memcg()` that sets `memcg_nr_pages_over_high`).
+    /// Whether this cgroup or one above it is over its `memory.high` or its `memory.swap.high` (Linux:
+    /// the loop over `parent_mem_cgroup()` in `try_charge_memcg()` that sets `memcg_nr_pages_over_high`).
     @inline(__always) func isOverHigh() -> Bool {
         if usagePages > highPages.load(ordering: .relaxed) { return true }
+        if swapPages.load(ordering: .relaxed) > swapHighPages.load(ordering: .relaxed) { return true }
         guard parent != nil else { return false }
         return ancestorIsOverHigh()
     }
@@ -178,6 +185,7 @@ public final class MemoryCgroup: @unchecked Sendable {
         var level = parent
         while let memcg = level {
             if memcg.usagePages > memcg.highPages.load(ordering: .relaxed) { return true }
+            if memcg.swapPages.load(ordering: .relaxed) > memcg.swapHighPages.load(ordering: .relaxed) { return true }
             level = memcg.parent
         }
         return false

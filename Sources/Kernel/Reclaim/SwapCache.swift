@@ -80,14 +80,15 @@ extension Kernel {
     @inline(__always) var swapCacheRules: KernelDesign.SwapCacheReuse { design.swapCacheReuse }
 
     /// Whether swap is short for the page `pfn`: more than half the device in use, or (today's design)
-    /// a cgroup from the page's up using half its `memory.swap.max` or more (Linux:
+    /// a cgroup from the page's up using half its `memory.swap.high` or `memory.swap.max` or more (Linux:
     /// `mem_cgroup_swap_full()`; 2.6.38: `vm_swap_full()`).
     func swapIsShort(for pfn: PFN) -> Bool {
         if swapDevice.isMoreThanHalfFull { return true }
         guard swapCacheRules == .anonExclusive else { return false }
         var level = memoryCgroups.owner(of: pfn)
         while let c = level {
-            if c.swapPages.load(ordering: .relaxed) * 2 >= c.swapMaxPages.load(ordering: .relaxed) { return true }
+            let used = c.swapPages.load(ordering: .relaxed)
+            if used * 2 >= c.swapHighPages.load(ordering: .relaxed) || used * 2 >= c.swapMaxPages.load(ordering: .relaxed) { return true }
             level = c.parent
         }
         return false

@@ -248,11 +248,12 @@ public enum MTHPCounters {
 /// The memory cgroup files scenarios write and check (cgroup v2 names).
 public enum CgroupFiles {
     /// Files `cgroup NAME FILE=VALUE` may write.
-    public static let writable = ["memory.max", "memory.high", "memory.swap.max", "memory.min", "memory.low", "memory.reclaim",
-                                  "memory.oom.group"]
+    public static let writable = ["memory.max", "memory.high", "memory.swap.max", "memory.swap.high", "memory.min", "memory.low",
+                                  "memory.reclaim", "memory.oom.group"]
     /// Files holding one value, which `expect cgroup NAME FILE<op>VALUE` checks.
     public static let singleValued = ["memory.current", "memory.peak", "memory.max", "memory.high",
-                                      "memory.swap.max", "memory.swap.current", "memory.min", "memory.low", "memory.oom.group"]
+                                      "memory.swap.max", "memory.swap.high", "memory.swap.current", "memory.min", "memory.low",
+                                      "memory.oom.group"]
     /// Files of `key value` lines, which `expect cgroup NAME FILE KEY<op>VALUE` checks.
     public static let keyed = ["memory.events", "memory.events.local", "memory.stat", "memory.swap.events"]
     /// Every file the model has.

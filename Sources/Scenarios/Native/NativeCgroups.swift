@@ -154,7 +154,8 @@ final class NativeCgroups {
         switch file {
         case "memory.max": limit.max = bytes
         case "memory.swap.max": limit.swap = bytes
-        case "memory.high", "memory.min", "memory.low", "memory.reclaim", "memory.oom.group": throw .unsupported("cgroup v1 (this machine) has no \(file)")
+        case "memory.high", "memory.min", "memory.low", "memory.reclaim", "memory.oom.group", "memory.swap.high":
+            throw .unsupported("cgroup v1 (this machine) has no \(file)")
         default: return .failure(ScenarioErrno(code: ENOENT))
         }
         if limit.swap != nil, !accountsSwap, Self.swapActive {
@@ -248,7 +249,8 @@ final class NativeCgroups {
         case "memory.stat":
             let stat = try keyed("memory.stat")
             return "anon \(stat["total_rss"] ?? 0)\nanon_thp \(stat["total_rss_huge"] ?? 0)\npgfault \(stat["total_pgfault"] ?? 0)\n"
-        case "memory.high", "memory.min", "memory.low", "memory.oom.group": throw .unsupported("cgroup v1 (this machine) has no \(file)")
+        case "memory.high", "memory.min", "memory.low", "memory.oom.group", "memory.swap.high":
+            throw .unsupported("cgroup v1 (this machine) has no \(file)")
         default: throw .run("cgroup file \(file) has no cgroup v1 counterpart")
         }
     }

@@ -52,8 +52,10 @@ public struct ReplayReport: Sendable, Equatable {
             for file in ["memory.max", "memory.high", "memory.swap.max", "memory.current", "memory.peak"] {
                 files[file] = (try? kernel.readCgroupFile(memcg.name, file))?.trimmingCharacters(in: .newlines)
             }
-            for file in ["memory.min", "memory.low", "memory.oom.group"] {
-                if let value = (try? kernel.readCgroupFile(memcg.name, file))?.trimmingCharacters(in: .newlines), value != "0" {
+            // Shown only when set: the protections and the group kill when not 0, swap.high when not max.
+            for file in ["memory.min", "memory.low", "memory.oom.group", "memory.swap.high"] {
+                if let value = (try? kernel.readCgroupFile(memcg.name, file))?.trimmingCharacters(in: .newlines),
+                   value != (file == "memory.swap.high" ? "max" : "0") {
                     files[file] = value
                 }
             }
@@ -71,8 +73,10 @@ public struct ReplayReport: Sendable, Equatable {
             for kill in oomKills {
                 s.append("process \(kill.process) OOM-killed by its cgroup: anon-rss \(kill.rssBytes >> 10) kB, swap \(kill.swapBytes >> 10) kB at \(kill.simulatedNanoseconds / 1_000_000) ms")
             }
-            let shown = ["memory.max", "memory.high", "memory.swap.max", "memory.min", "memory.low", "memory.oom.group", "memory.current", "memory.peak"]
-                .filter { files[$0] != nil || !["memory.min", "memory.low", "memory.oom.group"].contains($0) }
+            let optional = ["memory.swap.high", "memory.min", "memory.low", "memory.oom.group"]
+            let shown = ["memory.max", "memory.high", "memory.swap.max", "memory.swap.high", "memory.min", "memory.low", "memory.oom.group",
+                         "memory.current", "memory.peak"]
+                .filter { files[$0] != nil || !optional.contains($0) }
             s.append("cgroup: " + shown.map { "\($0) \(files[$0] ?? "?")" }.joined(separator: ", "))
             s.append("cgroup memory.events: " + MemoryCgroup.Event.allCases.map { "\($0.name) \(events[$0.name] ?? 0)" }.joined(separator: ", "))
             return s

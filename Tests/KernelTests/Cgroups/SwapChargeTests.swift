@@ -63,6 +63,26 @@ struct SwapChargeTests {
         withExtendedLifetime(mm) {}
     }
 
+    @Test("memory.swap.high: a charge over it counts a high event in each cgroup past it; nothing is refused")
+    func swapHigh() throws {
+        let (kernel, mm, start) = try box(pages: 64)
+        #expect(try kernel.readCgroupFile("box", "memory.swap.high") == "max\n")
+        try kernel.writeCgroupFile("box", "memory.swap.high", "64K")   // 16 pages
+        #expect(try kernel.readCgroupFile("box", "memory.swap.high") == "65536\n")
+        #expect(throws: Errno.EINVAL) { try kernel.writeCgroupFile("box", "memory.swap.high", "-1") }
+        try mm.madvise(start, length: 64 * 4096, advice: .pageout)
+        #expect(try swapPages(kernel) == 64, "swap.high refuses no swap-out")
+        #expect(try kernel.readCgroupFile("box", "memory.swap.events").hasPrefix("high 0\n"), "no memory charge yet")
+        // Three new pages: three charges, each returning over swap.high.
+        let more = try mm.mmap(address: nil, length: 3 * 4096, protection: .readWrite, flags: .private)
+        for page in 0..<3 { try mm.write(more + UInt64(page) * 4096, [1]).get() }
+        #expect(try kernel.readCgroupFile("box", "memory.swap.events").hasPrefix("high 3\nmax 0\nfail 0\n"))
+        // Swap-ins free their slots while 8 or more are charged (half of swap.high).
+        for page in 0..<64 { _ = try mm.read(start + UInt64(page) * 4096, count: 1).get() }
+        #expect(try swapPages(kernel) == 7 && kernel.swapDevice.cachedPages == 7)
+        expectClean(kernel)
+    }
+
     @Test("a removed cgroup's swap stays charged above it until the slots are freed")
     func removedCgroupKeepsSwap() throws {
         let kernel = TestMachine.kernel(memory: 64 << 20, design: .linux6_18, swap: SwapConfiguration(slots: 8192))
