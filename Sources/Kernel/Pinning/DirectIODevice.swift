@@ -58,7 +58,7 @@ public final class DirectIODevice: @unchecked Sendable {
             done += chunk
             offset = 0
         }
-        kernel.releasePinnedPages(request.pages)
+        kernel.releasePinnedPages(request.pages, dirty: true)
     }
 
     /// Completes a write: DMA out of the pinned frames, then unpin; returns the bytes the device got.

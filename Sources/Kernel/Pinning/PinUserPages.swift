@@ -84,8 +84,15 @@ extension Kernel {
     /// exclusive page as the pinner's. The one place the design's `pinsAreVisible` is read.
     @inline(__always) var pinsAreVisible: Bool { design.pinsAreVisible }
 
-    /// Releases what `pinUserPages`/`pinUserPagesFast` returned, as the design pins.
-    public func releasePinnedPages(_ pages: [PFN]) {
+    /// Releases what `pinUserPages`/`pinUserPagesFast` returned, as the design pins; `dirty` after a
+    /// device wrote into them, which marks their folios dirty first, so that reclaim writes a page kept
+    /// in the swap cache back instead of dropping it (Linux: `unpin_user_pages_dirty_lock()` with
+    /// `make_dirty`; 2.6.38: `bio_set_pages_dirty()` before the pages are released).
+    public func releasePinnedPages(_ pages: [PFN], dirty: Bool = false) {
+        if dirty {
+            let frames = memory.frames
+            for page in pages { frames.insertFlags(frames.head(of: page), .dirty) }
+        }
         if pinsAreVisible { unpinUserPages(pages) } else { putUserPages(pages) }
     }
 }

@@ -72,6 +72,24 @@ struct SwapInKeepsSlotTests {
         expectClean(kernel)
     }
 
+    @Test("a device's write into a cached page through a pin makes it dirty: paged out again, it is written")
+    func dmaDirties() throws {
+        let (kernel, mm, a, bytes) = try pagedOut(pages: 4)
+        _ = try mm.read(a, count: bytes.count).get()
+        let device = DirectIODevice(kernel: kernel)
+        guard case .success(let request) = device.submit(.read, in: mm, buffer: a, length: 4096, cpu: 0) else {
+            Issue.record("O_DIRECT submit failed"); return
+        }
+        let data = [UInt8](repeating: 0x77, count: 4096)
+        device.completeRead(request, data: data)
+        let out = kernel.vmstat[.pswpout]
+        try mm.madvise(a, length: 4 * 4096, advice: .pageout)
+        #expect(kernel.vmstat[.pswpout] == out + 1, "the page the device wrote, and only it")
+        expectClean(kernel)
+        #expect(try mm.read(a, count: 4096).get() == data)
+        expectClean(kernel)
+    }
+
     @Test("a write swap-in frees the slot: the page is the process's alone")
     func writeFreesSlot() throws {
         let (kernel, mm, a, _) = try pagedOut(pages: 4)
