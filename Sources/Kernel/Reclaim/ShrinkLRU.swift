@@ -185,9 +185,12 @@ extension Kernel {
         return 0
     }
 
-    /// Puts an isolated folio on the active list (Linux: `activate_locked`, counted as `pgactivate`).
+    /// Puts an isolated folio on the active list (Linux: `activate_locked`, counted as `pgactivate`);
+    /// a page kept in the swap cache gives its slot back there when swap is short (`folio_free_swap()`
+    /// when `mem_cgroup_swap_full()`).
     private func activate(_ head: PFN) -> Int {
         vmstat.count(.pgactivate, memory.frames.order(head).pages)
+        if memory.frames.flags(head).contains(.swapCache) && swapIsShort(for: head) { freeSwap(head) }
         return keep(head, on: .active)
     }
 }

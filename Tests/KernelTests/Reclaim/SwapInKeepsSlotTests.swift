@@ -131,6 +131,29 @@ struct SwapInKeepsSlotTests {
         expectClean(kernel)
     }
 
+    @Test("reclaim that activates a cached page gives its slot back when swap is short")
+    func activationFreesWhenShort() throws {
+        // 16 of 32 slots kept by pages two processes read back (half the device: not short).
+        let (kernel, mm, a, bytes) = try pagedOut(pages: 16, slots: 32)
+        let child = try mm.fork()
+        _ = try mm.read(a, count: bytes.count).get()
+        _ = try child.read(a, count: bytes.count).get()
+        #expect(kernel.swapDevice.cachedPages == 16 && kernel.swapDevice.usedSlots == 16)
+        // Four more slots in use: more than half.
+        let b = try anon(mm, 4 * 4096)
+        try mm.write(b, pattern(2, 4 * 4096)).get()
+        try mm.madvise(b, length: 4 * 4096, advice: .pageout)
+        #expect(kernel.swapDevice.usedSlots == 20)
+        // Young in both mappings, the cached pages are activated at the first look, and their
+        // slots freed while more than half the device is in use: four of them.
+        kernel.reclaim(pages: 8)
+        #expect(kernel.vmstat[.pgactivate] == 16)
+        #expect(kernel.swapDevice.cachedPages == 12)
+        #expect(try mm.read(a, count: bytes.count).get() == bytes)
+        #expect(try child.read(a, count: bytes.count).get() == bytes)
+        expectClean(kernel)
+    }
+
     @Test("an allocation that finds no free slot frees the slots only cached pages hold")
     func fullDeviceFreesCacheOnlySlots() throws {
         // 16 slots: 8 pages read back keep theirs (half in use then), 8 other pages need slots.
