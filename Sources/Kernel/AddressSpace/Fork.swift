@@ -113,6 +113,11 @@ extension AddressSpace {
                     copiedEntries += 1
                 } else if entry.isSwapEntry {
                     kernel.swapDevice.duplicate(entry.swapSlot)
+                    // Shared now: neither entry is exclusive any more (`copy_nonpresent_pte()`).
+                    if entry.isSwapExclusive {
+                        entry = PageTableEntry(rawValue: entry.rawValue & ~PageTableEntry.swapExclusiveBit)
+                        table.set(index, entry)
+                    }
                     childTable.set(index, entry)
                     copiedEntries += 1
                 }

@@ -144,7 +144,7 @@ extension Kernel {
                 if e.isDirty { frames.insertFlags(pfn, .dirty) }
                 swapDevice.duplicate(slot)
                 m.mm.removeMapping(pfn)
-                return .swapEntry(slot: slot)
+                return .swapEntry(slot: slot, exclusive: marksSwapEntriesExclusive(pfn))
             }
             if old != nil {
                 flushTLB(m.mm, page, page + PageGeometry.pageSize)

@@ -156,7 +156,7 @@ extension AddressSpace {
                 }
                 unmapped.append((pfn, slot, true, cached))
             }
-            table.set(index, .swapEntry(slot: unmapped.last!.slot))
+            table.set(index, .swapEntry(slot: unmapped.last!.slot, exclusive: kernel.marksSwapEntriesExclusive(pfn)))
         }
         guard !unmapped.isEmpty else { return (0, FolioRelease()) }
         // Unmap, flush, then copy (Linux: `try_to_unmap()` before `pageout()`): a store through an
@@ -212,7 +212,8 @@ extension AddressSpace {
         kernel.flushTLB(self, haddr, haddr + PageGeometry.pmdSize)
         for i in 0..<pages { kernel.writeToSwap(head + i, first + i) }
         let table = withdrawTable(from: pmd)
-        for i in 0..<pages { table.set(i, .swapEntry(slot: first + i)) }
+        let exclusive = kernel.marksSwapEntriesExclusive(head)
+        for i in 0..<pages { table.set(i, .swapEntry(slot: first + i, exclusive: exclusive)) }
         pmd.set(index, PageTableEntry(pfn: table.pfn, bits: tablePointerBits))
         unmapHugePage(head, at: haddr)
         kernel.vmstat.count(.thpSplitPMD)
@@ -286,10 +287,15 @@ extension AddressSpace {
             }
             if free { kernel.freeSwap(only) }
         }
-        // Exclusive: no entry names the slot any more and nobody else maps or holds the page (the
-        // fault's reference and the cache's, if it stays cached).
+        // Exclusive: today, the entry says so (no fork shared it since the page went to swap), or the
+        // page left the cache and only the fault holds it (6.18: `pte_swp_exclusive()` or
+        // `folio_ref_count() == 1`); in 2010, no entry names the slot any more and nobody else maps or
+        // holds the page (the fault's reference and the cache's, if it stays cached).
         let cached = frames.flags(pfn).contains(.swapCache)
-        let exclusive = left == 0 && frames.mapcount(pfn) == 0 && frames.refcount(pfn) == 1 + (cached ? 1 : 0)
+        let exclusive = switch kernel.swapCacheRules {
+        case .anonExclusive: entry.isSwapExclusive || (!cached && frames.refcount(pfn) == 1)
+        case .reuseSwapPage: left == 0 && frames.mapcount(pfn) == 0 && frames.refcount(pfn) == 1 + (cached ? 1 : 0)
+        }
         var bits = PageTableEntry.userBits(vma.flags.protection) | PageTableEntry.accessedBit
         // Today's design maps an exclusive page writable even for a read, cached or not; the 2010
         // design only a page out of the cache, for a write.
@@ -357,6 +363,8 @@ extension Kernel {
         let frames = memory.frames
         // Cached pages a dirty PTE maps: written since they were cached, so their slots are stale.
         var dirtyCached = Set<PFN>()
+        // Slots named by an entry marked exclusive: no other entry may name them.
+        var exclusiveSlots: [Int] = []
         for mm in addressSpaces {
             mm.mmapLock.withReadLock {
                 for vma in mm.vmas.areas {
@@ -366,6 +374,7 @@ extension Kernel {
                             let entry = table[va.tableIndex(.pte)]
                             if entry.isSwapEntry {
                                 references[entry.swapSlot, default: 0] += 1
+                                if entry.isSwapExclusive { exclusiveSlots.append(entry.swapSlot) }
                                 if vma.isShared { problems.append("mm \(mm.pid): swap entry at \(va) in a shared VMA") }
                             } else if !entry.isNone && !entry.isMapped {
                                 problems.append("mm \(mm.pid): PTE at \(va) is neither mapped, empty nor swap: \(entry)")
@@ -384,6 +393,9 @@ extension Kernel {
             }
         }
         let counts = swapDevice.counts()
+        for slot in exclusiveSlots where counts[slot] != 1 {
+            problems.append("swap slot \(slot) is named by an exclusive entry but its count is \(counts[slot] ?? 0)")
+        }
         for (slot, count) in counts where references[slot] != count {
             problems.append("swap slot \(slot): count \(count) but \(references[slot] ?? 0) swap entries")
         }

@@ -79,6 +79,13 @@ extension Kernel {
     /// The one place the design's `swapCacheReuse` is read.
     @inline(__always) var swapCacheRules: KernelDesign.SwapCacheReuse { design.swapCacheReuse }
 
+    /// Whether the swap entries that replace the mappings of `pfn` are marked exclusive: today, when
+    /// the page (a THP's head for the whole folio) is exclusive to its one mapping (Linux 5.19+:
+    /// `try_to_unmap_one()` → `pte_swp_mkexclusive()` for a `PageAnonExclusive` page); never in 2010.
+    func marksSwapEntriesExclusive(_ pfn: PFN) -> Bool {
+        swapCacheRules == .anonExclusive && memory.frames.flags(pfn).contains(.anonExclusive)
+    }
+
     /// Whether swap is short for the page `pfn`: more than half the device in use, or (today's design)
     /// a cgroup from the page's up using half its `memory.swap.high` or `memory.swap.max` or more (Linux:
     /// `mem_cgroup_swap_full()`; 2.6.38: `vm_swap_full()`).

@@ -310,10 +310,19 @@ extension PageTableEntry {
     /// of `__swp_entry()`; here one bit and the slot number where the PFN would be).
     static let swapBit: UInt64 = 1 << 11
 
-    /// A swap entry for `slot` (Linux: `swp_entry_to_pte()`).
-    static func swapEntry(slot: Int) -> PageTableEntry {
-        PageTableEntry(rawValue: UInt64(slot) << PageGeometry.pageShift | swapBit)
+    /// Software bit 3 of a swap entry: the page was exclusive to this mapping when it went to swap,
+    /// and no fork has shared the entry since (Linux 5.19+: `_PAGE_SWP_EXCLUSIVE`,
+    /// `pte_swp_exclusive()`). Only today's design sets it.
+    static let swapExclusiveBit: UInt64 = 1 << 3
+
+    /// A swap entry for `slot`, marked exclusive or not (Linux: `swp_entry_to_pte()`,
+    /// `pte_swp_mkexclusive()`).
+    static func swapEntry(slot: Int, exclusive: Bool = false) -> PageTableEntry {
+        PageTableEntry(rawValue: UInt64(slot) << PageGeometry.pageShift | swapBit | (exclusive ? swapExclusiveBit : 0))
     }
+
+    /// Whether a swap entry is marked exclusive (Linux: `pte_swp_exclusive()`).
+    var isSwapExclusive: Bool { rawValue & Self.swapExclusiveBit != 0 }
 
     /// Whether this PTE is a swap entry (Linux: `is_swap_pte()` for a non-migration entry).
     var isSwapEntry: Bool { rawValue & (Self.swapBit | Self.presentBit | Self.protNoneBit) == Self.swapBit }

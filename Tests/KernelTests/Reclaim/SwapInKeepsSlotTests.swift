@@ -90,6 +90,24 @@ struct SwapInKeepsSlotTests {
         expectClean(kernel)
     }
 
+    @Test("an entry a fork shared is not exclusive, even after the other process is gone: read back read-only, the write reuses")
+    func forkClearsExclusive() throws {
+        let (kernel, mm, a, bytes) = try pagedOut(pages: 4)
+        let child = try mm.fork()
+        child.exit()
+        #expect(kernel.swapDevice.usedSlots == 4)
+        expectClean(kernel)
+        _ = try mm.read(a, count: bytes.count).get()
+        #expect(mm.translate(a)?.entry.isWritable == false, "pte_swp_exclusive() was cleared by the fork")
+        #expect(kernel.swapDevice.cachedPages == 4)
+        let frame = mm.residentFrame(a), faults = kernel.vmstat[.pgfault]
+        try mm.write(a, [0x42]).get()
+        #expect(kernel.vmstat[.pgfault] == faults + 1 && mm.residentFrame(a) == frame,
+                "the write faults once and reuses the page, its swap freed (wp_can_reuse_anon_folio())")
+        #expect(kernel.swapDevice.cachedPages == 3 && kernel.swapDevice.usedSlots == 3)
+        expectClean(kernel)
+    }
+
     @Test("a write swap-in frees the slot: the page is the process's alone")
     func writeFreesSlot() throws {
         let (kernel, mm, a, _) = try pagedOut(pages: 4)
