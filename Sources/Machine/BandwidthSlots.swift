@@ -23,8 +23,13 @@ struct BandwidthSlots {
     /// The bytes `slot` carries.
     subscript(slot: Int) -> Double {
         if slot >= low { return slot < low &+ Self.ringSlots ? ring[slot & Self.mask] : 0 }
-        return far[slot] ?? 0
+        return farBytes(slot)
     }
+
+    /// The bytes of a slot behind the ring (rare: out of line, as are the ring's moves and drops, so
+    /// that a fault's charge stays small in the host's instruction cache).
+    @inline(never)
+    private func farBytes(_ slot: Int) -> Double { far[slot] ?? 0 }
 
     /// Sets the bytes `slot` carries.
     /// - Precondition: `bytes` > 0.
@@ -34,13 +39,19 @@ struct BandwidthSlots {
             let i = slot & Self.mask
             if ring[i] == 0 { count &+= 1 }
             ring[i] = bytes
-        } else if far.updateValue(bytes, forKey: slot) == nil {
-            count &+= 1
+        } else {
+            setFar(slot, bytes)
         }
         if slot < lowest { lowest = slot }
     }
 
+    @inline(never)
+    private mutating func setFar(_ slot: Int, _ bytes: Double) {
+        if far.updateValue(bytes, forKey: slot) == nil { count &+= 1 }
+    }
+
     /// Moves the ring up so that it holds `slot`, with half the ring below it.
+    @inline(never)
     private mutating func moveRing(toCover slot: Int) {
         let newLow = slot - Self.ringSlots / 2
         let end = min(newLow, low &+ Self.ringSlots)
@@ -54,6 +65,7 @@ struct BandwidthSlots {
     }
 
     /// Forgets every slot below `floor`.
+    @inline(never)
     mutating func drop(below floor: Int) {
         guard floor > lowest else { return }
         let end = min(floor, low &+ Self.ringSlots)

@@ -29,14 +29,22 @@ public struct FaultLatencyHistogram: Sendable, Equatable {
         histogram.record(Self.value(cycles: cycles))
     }
 
-    /// Records `count` latencies of `value` (as `value(cycles:)` gives it) at once.
+    /// Records `count` latencies of `value` (as `value(cycles:)` gives it) at once. Out of line: a
+    /// CPU records once per run of equal latencies, from its fault path.
+    @inline(never)
     public mutating func record(value: UInt64, count: UInt64) {
         histogram.record(value, count: count)
     }
 
-    /// The value a latency of `cycles` is recorded as: rounded to a whole cycle, at least 0.
+    /// The value a latency of `cycles` is recorded as: rounded to a whole cycle (halves up, as
+    /// `rounded()`), at least 0. Rounded by truncation and the exact fraction rather than with
+    /// `rounded()`, which is a call into the C library (`round`) on the baseline x86-64 target.
     @inline(__always)
-    public static func value(cycles: Double) -> UInt64 { UInt64(Swift.max(0, cycles.rounded())) }
+    public static func value(cycles: Double) -> UInt64 {
+        guard cycles > 0 else { return 0 }
+        let whole = UInt64(cycles)
+        return cycles - Double(whole) >= 0.5 ? whole &+ 1 : whole
+    }
 
     public mutating func add(_ other: FaultLatencyHistogram) { histogram.add(other.histogram) }
 

@@ -32,6 +32,19 @@ struct FaultLatencyTests {
         #expect(t.faultCycles(s) == t.minorFaultCycles + t.swapInPageCycles)
     }
 
+    @Test("a latency is recorded as rounded() rounds it, halves away from zero, and 0 below zero", arguments: [
+        0, 0.25, 0.49999999999999994, 0.5, 0.5000000000000001, 1.5, 2.5, 2.4999999999999996, 1_000.5, 1_001.5,
+        123_456.7, 4_503_599_627_370_495.5, 4_503_599_627_370_497, 9_007_199_254_740_993, 1e18, -0.0, -0.5, -3.7,
+    ])
+    func roundedValue(cycles: Double) {
+        #expect(FaultLatencyHistogram.value(cycles: cycles) == UInt64(Swift.max(0, cycles.rounded())))
+    }
+
+    @Test("an undefined latency (NaN) is recorded as 0")
+    func nanValue() {
+        #expect(FaultLatencyHistogram.value(cycles: .nan) == 0)
+    }
+
     @Test("a CPU records each fault: 4 KiB zero-fill, zero-page read, copy-on-write after fork, and a huge fault")
     func recordedPerFault() throws {
         let kernel = TestMachine.kernel(memory: 64 << 20, mode: .metadata)

@@ -33,26 +33,32 @@ extension AddressSpace {
         mmapLock.readLock()
         var hugePMD = false
         let found: PFN?
-        if hasExited || vmas.vma(containing: page) == nil {
+        // The VMA's index, not a copy of the VMA (whose references a copy retains and releases).
+        if hasExited || vmas.index(containing: page) == nil {
             mmapLock.unlock()
             return .failure(.EFAULT)
         }
         found = followPage(page, write: false, hugePMD: &hugePMD)
         mmapLock.unlock()
-        guard let pfn = found else {
-            // Absent: the slow path faults it in (`faultin_page()`), then follows it again.
-            switch getUserPages(page, count: 1, write: false) {
-            case .failure(let errno): return .failure(errno)
-            case .success(let pages):
-                kernel.putUserPages(pages)
-                mmapLock.readLock()
-                let again = followPage(page, write: false, hugePMD: &hugePMD)
-                mmapLock.unlock()
-                if let again { kernel.putPage(again) }
-                return .success(PageNodeLookup(node: 0, hugePMD: hugePMD))
-            }
-        }
+        guard let pfn = found else { return nodeOfAbsentPage(page) }
         kernel.putPage(pfn)
         return .success(PageNodeLookup(node: 0, hugePMD: hugePMD))
+    }
+
+    /// `nodeOfPage(at:)` of an absent page: the slow path faults it in (`faultin_page()`), then
+    /// follows it again. Out of line: the lookup after a write finds the page.
+    @inline(never)
+    private func nodeOfAbsentPage(_ page: VirtualAddress) -> Result<PageNodeLookup, Errno> {
+        var hugePMD = false
+        switch getUserPages(page, count: 1, write: false) {
+        case .failure(let errno): return .failure(errno)
+        case .success(let pages):
+            kernel.putUserPages(pages)
+            mmapLock.readLock()
+            let again = followPage(page, write: false, hugePMD: &hugePMD)
+            mmapLock.unlock()
+            if let again { kernel.putPage(again) }
+            return .success(PageNodeLookup(node: 0, hugePMD: hugePMD))
+        }
     }
 }

@@ -8,9 +8,13 @@ public struct FaultErrorCode: OptionSet, Sendable, Hashable {
 
     /// P: the leaf entry was present and forbade the access (a protection fault); clear when no
     /// present entry maps the address.
-    public static let present = FaultErrorCode(rawValue: 1 << 0)
+    public static let present = FaultErrorCode(rawValue: presentBit)
     /// W/R: the access was a write.
-    public static let write = FaultErrorCode(rawValue: 1 << 1)
+    public static let write = FaultErrorCode(rawValue: writeBit)
+    /// The bits of `present` and `write`, for inlinable tests in other modules (a `static let` there
+    /// is read through a call).
+    @inlinable static var presentBit: UInt8 { 1 << 0 }
+    @inlinable static var writeBit: UInt8 { 1 << 1 }
     /// U/S: the access came from user mode (every access the model's programs make).
     public static let user = FaultErrorCode(rawValue: 1 << 2)
     /// I/D: the access was an instruction fetch.
@@ -137,6 +141,8 @@ public struct FaultContext: Sendable, Hashable {
     /// can be taken for writing (`Reservations.swift`).
     var reservationToPromote: VirtualAddress?
 
+    /// Inlinable: a CPU makes one at every fault it raises.
+    @inlinable
     public init(cpu: Int = 0, address: VirtualAddress, access: MemoryAccess, errorCode: FaultErrorCode) {
         self.cpu = cpu
         self.address = address
@@ -145,13 +151,18 @@ public struct FaultContext: Sendable, Hashable {
     }
 
     /// A fault on `address` for `access` whose error code says whether a present entry forbade it.
+    @inlinable
     public init(cpu: Int = 0, address: VirtualAddress, access: MemoryAccess, present: Bool) {
         self.init(cpu: cpu, address: address, access: access, errorCode: FaultErrorCode(access, present: present))
     }
 
     /// A write-protect fault: a write that found a present entry without write permission. The pages
     /// it allocates are charged as copies (the zero page's copy, which is zeroed, included).
-    public var isWriteProtectFault: Bool { errorCode.isSuperset(of: [.present, .write]) }
+    /// Inlinable, and by the bits' values: the CPU's fault cost asks it at every fault.
+    @inlinable public var isWriteProtectFault: Bool {
+        let presentWrite = FaultErrorCode.presentBit | FaultErrorCode.writeBit
+        return errorCode.rawValue & presentWrite == presentWrite
+    }
 
     /// Records `pages` new base pages zeroed for the fault.
     @inline(__always) mutating func zeroed(pages: Int) {

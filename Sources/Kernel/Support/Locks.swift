@@ -182,9 +182,12 @@ public final class ReadWriteLock: @unchecked Sendable {
         count.pointee.wrappingSubtract(1, ordering: .releasing)
         return false
     }
-    /// Linux: `mmap_read_unlock()` / `mmap_write_unlock()`.
+    /// Linux: `mmap_read_unlock()` / `mmap_write_unlock()`. A word without `held` (no writer holds
+    /// the lock) is a reader's unlock without asking the thread's identity (`pthread_self()`, a call
+    /// into the C library at every fault's and lookup's unlock).
     @inlinable public func unlock() {
-        if word.pointee.load(ordering: .relaxed) == Self.thread | Self.held {
+        let w = word.pointee.load(ordering: .relaxed)
+        if w & Self.held != 0 && w == Self.thread | Self.held {
             word.pointee.store(0, ordering: .releasing)
         } else {
             readerCount(SimulatedCPU.current).pointee.wrappingSubtract(1, ordering: .releasing)
