@@ -151,6 +151,10 @@ final class CachePipeline: @unchecked Sendable {
     /// waits out at the next `settle`. The host's clock decides only when the cache thread sleeps,
     /// never an answer.
     static let idleWait = 250_000
+    /// A look at `written` this long (host nanoseconds) after the one before, across a yield, means
+    /// that the yield let another thread run on the consumer's core: on a host with no core to
+    /// spare, a consumer that kept yielding would take turns from the producer, so it sleeps.
+    static let busyHostGap = 20_000
 
     /// The host's monotonic clock in nanoseconds (`clock_gettime(CLOCK_MONOTONIC)`).
     @inline(__always)
@@ -303,7 +307,7 @@ final class CachePipeline: @unchecked Sendable {
     private func consume() {
         var tail = read.pointee.load(ordering: .relaxed)
         var spins = 0
-        var idleSince = 0
+        var idleSince = 0, lastLook = 0
         while true {
             let end = written.pointee.load(ordering: .acquiring)
             if end != tail {
@@ -320,12 +324,16 @@ final class CachePipeline: @unchecked Sendable {
                 continue
             }
             // Still idle: wait on, giving the core to any other thread that wants it, until
-            // `idleWait` has passed since the spins ended.
+            // `idleWait` has passed since the spins ended, or until a yield let another thread run
+            // (its look came late): then the host has no core to spare and the consumer sleeps.
+            let now = Self.monotonicNanoseconds()
             if spins == Self.idleSpins {
                 spins &+= 1
-                idleSince = Self.monotonicNanoseconds()
+                idleSince = now
+                lastLook = now
             }
-            if Self.monotonicNanoseconds() &- idleSince < Self.idleWait {
+            if now &- idleSince < Self.idleWait && now &- lastLook < Self.busyHostGap {
+                lastLook = now
                 sched_yield()
                 continue
             }
