@@ -69,9 +69,13 @@ extension CPU {
         let walked: (kernel: Unmanaged<Kernel>, root: PageTable)? = nested == nil && lookAhead
             ? kernel.flatMap { k in root.map { (.passUnretained(k), $0) } } : nil
         let walksBefore = tally.walks
-        defer { lookAhead = (tally.walks &- walksBefore) &* Self.lookAheadWalkRatio >= records.count }
-        var ahead = LookAhead(faultsSeen: tally.faults)
+        defer {
+            lookAhead = (tally.walks &- walksBefore) &* Self.lookAheadWalkRatio >= records.count
+            if walked != nil { emptyPMDTables() }
+        }
+        var ahead = LookAhead()
         if let walked {
+            pmdTablesFaults = tally.faults
             for i in 0..<min(Self.prefetchDistance, records.count) {
                 prefetchLeafEntry(records[i].address, walked.kernel, walked.root, &ahead)
             }
@@ -191,15 +195,12 @@ extension CPU {
         /// The 32 KiB of address space of the last line of entries looked at: a record there (the
         /// common case of sequential and local streams) needs no lookup at all.
         var lastLine = UInt64.max
-        /// The faults counted when `pmdTable` was read: a fault runs kernel code, which may change
-        /// or free tables, so it is dropped when the count moves.
-        var faultsSeen: Int
-        /// The table of PMD entries of the gigabyte looked at last (`Kernel.pmdTable`), and that
-        /// gigabyte plus one (0: none): look-downs in the same gigabyte start there.
-        var pmdTableKey: UInt64 = 0
-        var pmdTable: PageTable?
+    }
 
-        init(faultsSeen: Int) { self.faultsSeen = faultsSeen }
+    /// Empties `pmdTables`.
+    @inline(__always)
+    func emptyPMDTables() {
+        for i in 0..<Self.pmdTableSlots { pmdTables[i] = (0, nil) }
     }
 
     /// The look-ahead before record `i` of a batch that walks: the last-level entry of the record
@@ -208,9 +209,9 @@ extension CPU {
     @inline(never)
     func lookAhead(from i: Int, _ records: UnsafeBufferPointer<AccessRecord>, _ kernel: Unmanaged<Kernel>,
                    _ root: PageTable, _ ahead: inout LookAhead) {
-        if tally.faults != ahead.faultsSeen {
-            ahead.faultsSeen = tally.faults
-            ahead.pmdTableKey = 0
+        if tally.faults != pmdTablesFaults {
+            pmdTablesFaults = tally.faults
+            emptyPMDTables()
         }
         let near = i &+ Self.prefetchDistance
         if near < records.count {
@@ -240,11 +241,9 @@ extension CPU {
         prefetchedLines[slot] = line &+ 1
         kernel._withUnsafeGuaranteedRef { k in
             let key = (address >> PageTableLevel.pud.shift) &+ 1
-            if key != ahead.pmdTableKey {
-                ahead.pmdTable = k.pmdTable(address, root: root)
-                ahead.pmdTableKey = key
-            }
-            if let table = ahead.pmdTable, let entry = k.leafEntryAddress(address, inPMDTable: table) {
+            let known = pmdTables + Int(truncatingIfNeeded: key & UInt64(Self.pmdTableSlots &- 1))
+            if known.pointee.key != key { known.pointee = (key, k.pmdTable(address, root: root)) }
+            if let table = known.pointee.table, let entry = k.leafEntryAddress(address, inPMDTable: table) {
                 thpsim_prefetch(entry)
             }
         }

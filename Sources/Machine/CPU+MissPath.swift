@@ -183,7 +183,15 @@ extension CPU {
             if pdptSlot >= 0 {
                 tally.pageWalkCacheHits &+= 1
                 let frame = UInt32(truncatingIfNeeded: pdpt.payload(pdptSlot))
-                table = kernel.pageTable(frame: PFN(frame))
+                // A table the look-ahead found in this batch (`pmdTables`, the slot of this
+                // gigabyte) in that frame, when no kernel code has run since: the table
+                // `pageTable(frame:)` finds.
+                let known = pmdTables + Int(truncatingIfNeeded: (pdptPage &+ 1) & UInt64(Self.pmdTableSlots &- 1))
+                if let t = known.pointee.table, t.pfn.rawValue == frame, pmdTablesFaults == tally.faults {
+                    table = t
+                } else {
+                    table = kernel.pageTable(frame: PFN(frame))
+                }
                 level = .pmd
             } else if let frame = pageWalkCache.pml4Frame(v, asid: asid) {
                 tally.pageWalkCacheHits &+= 1

@@ -164,6 +164,15 @@ public final class CPU: @unchecked Sendable {
     /// Whether `run(_:)` looks ahead in its next batch (the last one walked often enough).
     @exclusivity(unchecked) var lookAhead = true
     static var prefetchFilterSize: Int { 64 }
+    /// The tables of PMD entries (`Kernel.pmdTable`) that the look-ahead of the batch running found,
+    /// direct-mapped by gigabyte of address space (`key`: the gigabyte plus one; 0: empty), while
+    /// no fault has been counted since `pmdTablesFaults` (a fault runs kernel code, which may free or
+    /// move tables). Look-downs in a gigabyte found before start there, and a walk that starts at a
+    /// PDPTE-cache hit on the table's frame takes it without reading the frame's record
+    /// (`accessMiss4K`). Emptied at the batch's end: kernel code runs between batches.
+    let pmdTables: UnsafeMutablePointer<(key: UInt64, table: PageTable?)>
+    @exclusivity(unchecked) var pmdTablesFaults = 0
+    static var pmdTableSlots: Int { 8 }
 
     /// `machineDescription.timing`, a constant of the CPU's own: a fault's charge reads it in place,
     /// where a call on the description's copied its 152 bytes.
@@ -193,6 +202,8 @@ public final class CPU: @unchecked Sendable {
         mlp = max(1, description.timing.memoryLevelParallelism)
         prefetchedLines = .allocate(capacity: Self.prefetchFilterSize)
         prefetchedLines.initialize(repeating: 0, count: Self.prefetchFilterSize)
+        pmdTables = .allocate(capacity: Self.pmdTableSlots)
+        pmdTables.initialize(repeating: (0, nil), count: Self.pmdTableSlots)
         timing = description.timing
         missPathShape = MissPathShape(tlb, pageWalkCache)
         missPathSTLB = tlb.l2.first.map { .passUnretained($0) }
@@ -204,6 +215,8 @@ public final class CPU: @unchecked Sendable {
     deinit {
         pipeline?.stop()
         prefetchedLines.deallocate()
+        pmdTables.deinitialize(count: Self.pmdTableSlots)
+        pmdTables.deallocate()
     }
 
     /// Loads `mm` (Linux: `switch_mm_irqs_off()`: CR3 with the mm's PCID, the CPU joins

@@ -74,7 +74,8 @@ public enum CacheThreadMode: String, Sendable, Hashable, CaseIterable {
 /// Between `activate` and `settle` the consumer owns the cache model and `totals`; the CPU owns
 /// them otherwise. `CPU` settles before anything reads or changes them (`counters`, `cache`, `reset`,
 /// a change of cache modelling or of `independentAccesses`). Idle, the consumer spins briefly
-/// (`idleSpins`), then sleeps until the next publication. Linux has no counterpart: this is how
+/// (`idleSpins`), then yields its core between looks for `idleWait`, then sleeps until the next
+/// publication. Linux has no counterpart: this is how
 /// the simulator uses a second host core, not something the simulated machine does.
 final class CachePipeline: @unchecked Sendable {
     /// What an op asks of the consumer (its first word's low three bits).
@@ -129,17 +130,39 @@ final class CachePipeline: @unchecked Sendable {
     static let capacity = 1 << 18
     static var mask: Int { capacity &- 1 }
     /// The producer makes its ops visible every this many words (32 KiB of ring, about 1,300 accesses
-    /// of a random stream), and when it settles. Each publication may wake a sleeping consumer, which
-    /// then runs them in one go and sleeps again: the cache thread takes the host time its work needs
-    /// and no more (a consumer that spun between publications of 32 ops took a core of its own and, on
-    /// a host whose cores were busy, doubled the run's wall time). An op of several words is
+    /// of a random stream), and when it settles. A publication wakes the consumer if it sleeps; one
+    /// that is awake finds it within `idleWait`, yielding its core meanwhile: the cache thread takes
+    /// little more host time than its work needs (a consumer that spun between publications of 32
+    /// ops without yielding took a core of its own and, on a host whose cores were busy, doubled
+    /// the run's wall time). An op of several words is
     /// published whole: the producer publishes early when it would not fit before `Producer.limit`.
     static let defaultPublishInterval = 4096
     /// `defaultPublishInterval`, or a shorter interval a test asks for (so that ops of several words
     /// meet publication boundaries often).
     let publishInterval: Int
-    /// How many spin-wait hints (a few microseconds) an idle consumer waits before it sleeps.
+    /// How many spin-wait hints (a few microseconds) an idle consumer waits before it yields.
     static let idleSpins = 128
+    /// How long (host nanoseconds) an idle consumer then waits, yielding its core between looks at
+    /// `written`, before it sleeps: longer than the producer takes to fill a publication interval,
+    /// so that while the producer runs the consumer never sleeps and the producer never wakes it. A
+    /// wake-up is a system call on the producer's thread (a lock, a signal, an inter-processor
+    /// interrupt to the sleeping core; a consumer that slept after `idleSpins` was woken at five
+    /// publications in six of a gups run) and a sleeping consumer starts late, which the producer
+    /// waits out at the next `settle`. The host's clock decides only when the cache thread sleeps,
+    /// never an answer.
+    static let idleWait = 250_000
+    /// A look at `written` this long (host nanoseconds) after the one before, across a yield, means
+    /// that the yield let another thread run on the consumer's core: on a host with no core to
+    /// spare, a consumer that kept yielding would take turns from the producer, so it sleeps.
+    static let busyHostGap = 20_000
+
+    /// The host's monotonic clock in nanoseconds (`clock_gettime(CLOCK_MONOTONIC)`).
+    @inline(__always)
+    static func monotonicNanoseconds() -> Int {
+        var t = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &t)
+        return t.tv_sec &* 1_000_000_000 &+ t.tv_nsec
+    }
 
     /// The producer's side, kept in the CPU itself (no reference to load per op).
     struct Producer {
@@ -284,6 +307,7 @@ final class CachePipeline: @unchecked Sendable {
     private func consume() {
         var tail = read.pointee.load(ordering: .relaxed)
         var spins = 0
+        var idleSince = 0, lastLook = 0
         while true {
             let end = written.pointee.load(ordering: .acquiring)
             if end != tail {
@@ -297,6 +321,20 @@ final class CachePipeline: @unchecked Sendable {
             if spins < Self.idleSpins {
                 spins &+= 1
                 thpsim_cpu_relax()
+                continue
+            }
+            // Still idle: wait on, giving the core to any other thread that wants it, until
+            // `idleWait` has passed since the spins ended, or until a yield let another thread run
+            // (its look came late): then the host has no core to spare and the consumer sleeps.
+            let now = Self.monotonicNanoseconds()
+            if spins == Self.idleSpins {
+                spins &+= 1
+                idleSince = now
+                lastLook = now
+            }
+            if now &- idleSince < Self.idleWait && now &- lastLook < Self.busyHostGap {
+                lastLook = now
+                sched_yield()
                 continue
             }
             wake.lock()
