@@ -8,7 +8,10 @@ extension AddressSpace {
     /// Private writable pages become read-only in both parent and child, and each gains a mapping and
     /// a reference; the first write on either side copies (or reuses once the other side is gone).
     /// Shared mappings keep their entries as they are. VMAs marked `dontfork` are left out.
-    /// Throws ENOMEM when the child's page tables cannot be allocated; nothing is left behind then.
+    /// When the machine runs out of memory for the child's page tables, the system-wide OOM killer
+    /// kills the process with the highest badness and the fork starts again (Linux: the page-table
+    /// allocations' `__alloc_pages_may_oom()`); throws ENOMEM when it cannot free any, or when this
+    /// process is the one chosen (which then exits, as after a fault). Nothing is left behind then.
     public func fork() throws(Errno) -> AddressSpace {
         var record = TableWalkRecord()
         return try fork(recording: &record)
@@ -18,8 +21,29 @@ extension AddressSpace {
     /// locked and the entries copied from it, the entries write-protected, each huge PMD copied whole,
     /// each split, the pages copied because they may be pinned (for simulated time's charge).
     public func fork(recording record: inout TableWalkRecord) throws(Errno) -> AddressSpace {
+        while true {
+            var machineOutOfMemory = false
+            do throws(Errno) {
+                return try forkOnce(recording: &record, machineOutOfMemory: &machineOutOfMemory)
+            } catch {
+                // The mmap lock is released here, as the OOM killer needs (it reads every mm).
+                guard error == .ENOMEM, machineOutOfMemory, !oomKilled.load(ordering: .relaxed),
+                      let victim = kernel.outOfMemorySystemWide(faulting: self), victim !== self,
+                      !oomKilled.load(ordering: .relaxed) else {
+                    if oomKilled.load(ordering: .relaxed) { exit() }
+                    throw error
+                }
+            }
+        }
+    }
+
+    /// One attempt of `fork`; sets `machineOutOfMemory` when it fails because no page was free for a
+    /// table after reclaim (not a cgroup's limit: fork charges its tables without reclaim).
+    private func forkOnce(recording record: inout TableWalkRecord, machineOutOfMemory: inout Bool) throws(Errno) -> AddressSpace {
         try mmapLock.withWriteLock { () throws(Errno) -> AddressSpace in
-            guard !hasExited, let child = AddressSpace(kernel: kernel, pid: kernel.allocatePID(), startBrk: startBrk, family: anonFamily) else {
+            guard !hasExited else { throw .ENOMEM }
+            guard let child = AddressSpace(kernel: kernel, pid: kernel.allocatePID(), startBrk: startBrk, family: anonFamily) else {
+                machineOutOfMemory = kernel.isOutOfMemory
                 throw .ENOMEM
             }
             child.brk = brk
@@ -42,6 +66,7 @@ extension AddressSpace {
                 let copied = vma.isShared ? copyPageRange(vma, into: child, &record)
                     : invalidatingSecondaryMMUs(vma.start, vma.end) { copyPageRange(vma, into: child, &record) }
                 if !copied {
+                    machineOutOfMemory = kernel.isOutOfMemory
                     child.exit()
                     throw .ENOMEM
                 }

@@ -47,6 +47,39 @@ struct SystemOOMTests {
         expectClean(kernel)
     }
 
+    @Test("a fork that finds no page for the child's tables kills the largest process and goes on")
+    func forkKillsLargest() throws {
+        let (kernel, big) = try machine(bigPages: 1024)   // 4 MiB
+        let parent = try #require(kernel.createAddressSpace())
+        let a = try parent.mmap(length: 64 * 4096, protection: .readWrite, flags: .private)
+        #expect(parent.touch(a, length: 64 * 4096, .write).failure == nil)
+        // Every free page taken by something no reclaim can free.
+        var held: [PFN] = []
+        while let pfn = kernel.memory.allocateFolio(order: .base, kind: .anonymous) { held.append(pfn) }
+        let child = try parent.fork()
+        #expect(big.wasOOMKilled && big.hasExited)
+        #expect(!parent.wasOOMKilled && !child.hasExited)
+        let kill = try #require(kernel.memoryCgroups.oomKills.first)
+        #expect(kill.pid == big.pid && kill.triggeredBy == parent.pid)
+        #expect(try child.read(a, count: 1).get().count == 1)
+        for pfn in held { kernel.putPage(pfn) }
+        expectClean(kernel)
+    }
+
+    @Test("a fork by the largest process, when no page is free, kills the forking process: ENOMEM")
+    func forkKillsForker() throws {
+        let (kernel, small) = try machine(bigPages: 16)
+        let parent = try #require(kernel.createAddressSpace())
+        let a = try parent.mmap(length: 1024 * 4096, protection: .readWrite, flags: .private)
+        #expect(parent.touch(a, length: 1024 * 4096, .write).failure == nil)
+        var held: [PFN] = []
+        while let pfn = kernel.memory.allocateFolio(order: .base, kind: .anonymous) { held.append(pfn) }
+        #expect(throws: Errno.ENOMEM) { _ = try parent.fork() }
+        #expect(parent.wasOOMKilled && parent.hasExited && !small.wasOOMKilled)
+        for pfn in held { kernel.putPage(pfn) }
+        expectClean(kernel)
+    }
+
     @Test("a cgroup's limit is not the machine out of memory: only the cgroup's OOM killer acts")
     func cgroupLimitIsNotGlobal() throws {
         let (kernel, big) = try machine(bigPages: 1024)   // 4 MiB, in the root
