@@ -134,20 +134,24 @@ extension Kernel {
     /// when no process is left to kill (Linux: `__alloc_pages_may_oom()` → `out_of_memory()` with no
     /// memcg → `select_bad_process()`, `oom_badness()`, `oom_kill_process()`; the allocation then
     /// retries).
-    /// - Precondition: no mmap lock or page-table lock is held (the fault's lock was dropped).
-    func outOfMemorySystemWide(faulting current: AddressSpace) -> AddressSpace? {
+    /// - Precondition: no page-table lock is held; `current`'s mmap lock is held for reading when
+    ///   `holdingCurrent` (a GUP fault, whose caller keeps it: Linux runs the killer inside the
+    ///   allocation, under that lock), and no mmap lock otherwise (a user fault drops it first).
+    func outOfMemorySystemWide(faulting current: AddressSpace, holdingCurrent: Bool = false) -> AddressSpace? {
         var chosen: (mm: AddressSpace, rss: UInt64, swap: UInt64, points: Int)?
         let total = oomTotalPages(nil)
         for mm in addressSpaces where !mm.oomKilled.load(ordering: .relaxed) {
-            guard let footprint = mm.mmapLock.withReadLock({ mm.hasExited ? nil : mm.oomFootprint() }),
-                  let points = Self.oomBadness(mm, footprint, totalPages: total) else { continue }
+            let footprint = holdingCurrent && mm === current
+                ? (mm.hasExited ? nil : mm.oomFootprint())
+                : mm.mmapLock.withReadLock({ mm.hasExited ? nil : mm.oomFootprint() })
+            guard let footprint, let points = Self.oomBadness(mm, footprint, totalPages: total) else { continue }
             if let c = chosen, points < c.points { continue }
             chosen = (mm, footprint.rss, footprint.swap, points)
         }
         guard let victim = chosen else { return nil }
         let group = oomGroup(of: victim.mm, domain: nil)
         kill(victim.mm, rss: victim.rss, swap: victim.swap, points: victim.points, domain: "", current: current)
-        if let group { killGroup(group, domain: "", current: current, holdingCurrent: false) }
+        if let group { killGroup(group, domain: "", current: current, holdingCurrent: holdingCurrent) }
         return victim.mm
     }
 

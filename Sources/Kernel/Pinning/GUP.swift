@@ -10,8 +10,11 @@ extension AddressSpace {
     /// would; with `write`, a write-protected page is copied first (COW is broken, so the pin holds the
     /// page this process writes). Returns the pages in order — fewer than asked when one could not be
     /// had after the first — or the errno when not even the first could: EFAULT outside a VMA or against
-    /// its protection, ENOMEM when memory ran out (Linux: `get_user_pages()` → `__get_user_pages()` →
-    /// `follow_page_mask()` / `handle_mm_fault()`). Release each with `Kernel.putPage`.
+    /// its protection, ENOMEM when memory ran out and no OOM killer freed any for this process (a
+    /// machine out of memory calls the system-wide OOM killer, which frees another process's memory
+    /// or kills this one, which exits as the call returns) (Linux: `get_user_pages()` →
+    /// `__get_user_pages()` → `follow_page_mask()` / `handle_mm_fault()`). Release each with
+    /// `Kernel.putPage`.
     ///
     /// A fault that fills a reservation (FreeBSD, Quicksilver) promotes it once the mmap lock is
     /// dropped, under the lock taken for writing as after any fault: FreeBSD's `vm_fault()` promotes at
@@ -21,7 +24,24 @@ extension AddressSpace {
         var filled: [VirtualAddress] = []
         let result = getUserPagesLocked(start, count: count, write: write, filled: &filled)
         for haddr in filled { mmapLock.withWriteLock { _ = promoteReservation(haddr) } }
+        // Chosen by the system-wide OOM killer in one of its faults: the process dies as the call
+        // returns (Linux: the SIGKILL `__oom_kill_process()` sent, taken on the way back to user
+        // space); the pages it did get stay the caller's to release.
+        if _slowPath(oomKilled.load(ordering: .relaxed)) { exit() }
         return result
+    }
+
+    /// A GUP fault found no memory: when the machine is out of memory (not a cgroup's limit, whose
+    /// OOM killer ran inside the charge), the system-wide OOM killer runs with the mmap lock still
+    /// held for reading, as Linux runs it inside the allocation. Returns whether it killed another
+    /// process, so the fault runs again; false when this process was chosen or none was left (Linux:
+    /// `faultin_page()` → `handle_mm_fault()` → `__alloc_pages_may_oom()` → `out_of_memory()`, then the
+    /// allocation's retry; a chosen caller fails with VM_FAULT_OOM, which GUP returns as ENOMEM).
+    /// - Precondition: the mmap lock is held for reading, no page-table lock.
+    private func killedAnotherForGUPFault() -> Bool {
+        guard !oomKilled.load(ordering: .relaxed), kernel.isOutOfMemory,
+              let victim = kernel.outOfMemorySystemWide(faulting: self, holdingCurrent: true) else { return false }
+        return victim !== self && !oomKilled.load(ordering: .relaxed)
     }
 
     /// `getUserPages` under the mmap read lock; the reservations its faults filled go into `filled`.
@@ -48,7 +68,10 @@ extension AddressSpace {
                 kernel.vmstat.count(.pgfault)
                 // Linux: `faultin_page()` → `handle_mm_fault()`; no MMU, so no error code but the access.
                 var fault = FaultContext(address: va, access: write ? .write : .read, errorCode: write ? .write : [])
-                let outcome = handlePTEFault(vma, &fault)
+                var outcome = handlePTEFault(vma, &fault)
+                while outcome == .outOfMemory && killedAnotherForGUPFault() {
+                    outcome = handlePTEFault(vma, &fault)
+                }
                 if let haddr = fault.reservationToPromote { filled.append(haddr) }
                 if outcome != .handled {
                     if !pages.isEmpty { return .success(pages) }

@@ -80,6 +80,35 @@ struct SystemOOMTests {
         expectClean(kernel)
     }
 
+    @Test("a GUP fault that finds no memory kills the largest process, and the pin succeeds")
+    func gupKillsLargest() throws {
+        let (kernel, big) = try machine(bigPages: 2304)   // 9 MiB
+        let small = try #require(kernel.createAddressSpace())
+        let b = try small.mmap(length: 8 << 20, protection: .readWrite, flags: .private)
+        // Nothing touched yet: every page comes from GUP's own faults (pin_user_pages()).
+        let pages = try small.pinUserPages(b, count: 2048, write: true).get()
+        #expect(pages.count == 2048)
+        #expect(big.wasOOMKilled && big.hasExited)
+        #expect(!small.wasOOMKilled && !small.hasExited)
+        let kill = try #require(kernel.memoryCgroups.oomKills.first)
+        #expect(kill.cgroup == "" && kill.pid == big.pid && kill.triggeredBy == small.pid)
+        kernel.releasePinnedPages(pages)
+        expectClean(kernel)
+    }
+
+    @Test("a GUP by the largest process, when memory runs out, kills it: it gets what was pinned and exits")
+    func gupKillsCaller() throws {
+        let (kernel, small) = try machine(bigPages: 256)   // 1 MiB
+        let hog = try #require(kernel.createAddressSpace())
+        let b = try hog.mmap(length: 32 << 20, protection: .readWrite, flags: [.private, .noReserve])
+        let pages = try hog.pinUserPages(b, count: 8192, write: true).get()
+        #expect(pages.count > 0 && pages.count < 8192)
+        #expect(hog.wasOOMKilled && hog.hasExited)
+        #expect(!small.wasOOMKilled && kernel.vmstat[.oomKill] == 1)
+        kernel.releasePinnedPages(pages)
+        expectClean(kernel)
+    }
+
     @Test("a cgroup's limit is not the machine out of memory: only the cgroup's OOM killer acts")
     func cgroupLimitIsNotGlobal() throws {
         let (kernel, big) = try machine(bigPages: 1024)   // 4 MiB, in the root
