@@ -91,3 +91,13 @@ public enum TestLength {
         return isFull ? full : short
     }
 }
+
+/// MADV_PAGEOUT over `[start, start + length)`, then the reclaim that frees the pages it wrote once
+/// their writes end (Linux keeps a page under asynchronous writeback in the swap cache:
+/// `Kernel.keepWrittenInSwapCache`), so that the pages are on the device only and a touch reads them.
+/// Returns how many kept pages were freed.
+@discardableResult
+public func pageOutToDevice(_ kernel: Kernel, _ mm: AddressSpace, _ start: VirtualAddress, length: UInt64) throws -> Int {
+    try mm.madvise(start, length: length, advice: .pageout)
+    return kernel.shrinkSwapCache()
+}

@@ -10,7 +10,8 @@ import PhysicalMemory
 /// Swap-out and swap-in of anonymous pages.
 ///
 /// Swap-out (MADV_PAGEOUT and reclaim) writes an unpinned anonymous page to a swap slot and replaces
-/// its PTEs by swap entries; the page is freed. MADV_PAGEOUT takes pages only one process maps;
+/// its PTEs by swap entries; reclaim frees the page, MADV_PAGEOUT leaves it in the swap cache until
+/// reclaim does (the write is asynchronous: `Kernel.keepWrittenInSwapCache`). MADV_PAGEOUT takes pages only one process maps;
 /// reclaim (`ShrinkLRU.swift`) also takes pages shared after fork, unmapping every mapping. In the
 /// 2010 design a huge page cannot go to swap whole, so the range is split first (2.6.38:
 /// `split_huge_page()` from `add_to_swap()`). Today's kernel writes a THP whole (`thp_swpout`) to a
@@ -119,7 +120,8 @@ extension AddressSpace {
     /// not isolated first, as Linux's `reclaim_pages()` does: a freed page leaves its LRU list in the
     /// free path, and a page reclaim has isolated has a reference that makes it look pinned here
     /// (Linux: `madvise_cold_or_pageout_pte_range()` → `reclaim_pages()` → `shrink_folio_list()` with
-    /// `ignore_references`).
+    /// `ignore_references`). A page written now stays in the swap cache, unmapped
+    /// (`Kernel.keepWrittenInSwapCache`); a clean cached one is freed.
     /// Returns the pages swapped out and the folios freed.
     @discardableResult
     func swapOut(_ table: PageTable, _ from: VirtualAddress, _ to: VirtualAddress) -> (pages: Int, freed: FolioRelease) {
@@ -166,13 +168,24 @@ extension AddressSpace {
         kernel.flushTLB(self, from, to)
         var freed = FolioRelease()
         for page in unmapped {
+            removeMapping(page.pfn)
             if page.write {
                 frames.removeFlags(page.pfn, .dirty)
                 kernel.writeToSwap(page.pfn, page.slot)
+                // The write goes to the device asynchronously: the page stays in the swap cache, clean
+                // and unmapped, at the inactive list's cold end, until reclaim frees it or a fault maps
+                // it again (`keepWrittenInSwapCache`).
+                // Its exclusivity now lives in the swap entry (`pte_swp_exclusive()`), as when
+                // `try_to_unmap_one()` clears PageAnonExclusive.
+                frames.removeFlags(page.pfn, .anonExclusive)
+                if !page.cached { _ = kernel.addToSwapCache(page.pfn, slot: page.slot) }
+                kernel.keepWrittenInSwapCache(page.pfn)
+                freed = freed + kernel.putPage(page.pfn)
+            } else {
+                // Clean and cached already: nothing to write, so it goes now (`__remove_mapping()`).
+                freed = freed + kernel.putPage(page.pfn)
+                kernel.removeUnusedFromSwapCache(page.pfn)
             }
-            removeMapping(page.pfn)
-            freed = freed + kernel.putPage(page.pfn)
-            if page.cached { kernel.removeUnusedFromSwapCache(page.pfn) }
         }
         return (unmapped.count, freed)
     }

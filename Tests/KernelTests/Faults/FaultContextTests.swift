@@ -119,7 +119,7 @@ struct FaultContextTests {
         let (kernel, mm) = TestMachine.process()
         let a = try anon(mm, 16 * .KiB)
         try mm.write(a, [42]).get()
-        try mm.madvise(a, length: 16 * .KiB, advice: .pageout)
+        #expect(try pageOutToDevice(kernel, mm, a, length: 16 * .KiB) == 1)
         #expect(mm.translate(a) == nil)
         let (outcome, f) = fault(mm, a, .read)
         #expect(outcome == .handled)

@@ -118,6 +118,9 @@ struct CollapseRandomizedRun {
             }
             let count = 1 + random(min(700, pageCount - page))
             try! mm.madvise(va, length: count * 4096, advice: .pageout)
+            // Half the time the writes end and reclaim frees the pages pageout kept in the swap
+            // cache, so that later touches read them back from the device.
+            if random(2) == 0 { return "pageout \(va) \(count)p, then \(kernel.shrinkSwapCache()) freed from the swap cache" }
             return "pageout \(va) \(count)p"
         case 19:
             // Swap in by reading a page (the data check reads everything afterwards anyway).

@@ -11,7 +11,7 @@ struct SwapCacheTests {
         let (kernel, mm) = TestMachine.process()
         let a = try anon(mm, UInt64(bytes.count))
         try mm.write(a, bytes).get()
-        try mm.madvise(a, length: UInt64(bytes.count), advice: .pageout)
+        #expect(try pageOutToDevice(kernel, mm, a, length: UInt64(bytes.count)) == bytes.count / 4096)
         let child = try mm.fork()
         return (kernel, mm, child, a)
     }

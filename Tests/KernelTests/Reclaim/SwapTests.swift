@@ -15,7 +15,9 @@ struct SwapTests {
         let free = kernel.memory.freePages
         try mm.madvise(a, length: 64 * .KiB, advice: .pageout)
         #expect(kernel.vmstat[.pswpout] == 16 && kernel.swapDevice.usedSlots == 16)
-        #expect(kernel.memory.freePages == free + 16)
+        #expect(kernel.memory.freePages == free && kernel.swapDevice.cachedPages == 16,
+                "written asynchronously, the pages stay in the swap cache until reclaim frees them")
+        #expect(kernel.shrinkSwapCache() == 16 && kernel.memory.freePages == free + 16)
         #expect(mm.residentFrame(a) == nil)
         #expect(mm.smaps(startingAt: a)?["Swap"] == 64 * .KiB && mm.smaps(startingAt: a)?["Rss"] == 0)
         expectClean(kernel)
@@ -30,9 +32,44 @@ struct SwapTests {
         expectClean(kernel)
         // Paged out again, the 15 cached pages go without a write; the one written is written anew.
         try mm.madvise(a, length: 64 * .KiB, advice: .pageout)
-        #expect(kernel.vmstat[.pswpout] == 17 && kernel.swapDevice.usedSlots == 16 && kernel.swapDevice.cachedPages == 0)
+        #expect(kernel.vmstat[.pswpout] == 17 && kernel.swapDevice.usedSlots == 16 && kernel.swapDevice.cachedPages == 1)
         expectClean(kernel)
         #expect(try mm.read(a, count: 2).get() == [0xEE, bytes[1]])
+    }
+
+    @Test("pageout's pages stay in the swap cache, charged, until reclaim frees them without a write; a touch before maps them")
+    func pageoutKeepsPagesCached() throws {
+        for design in [KernelDesign.linux2_6_38, .linux6_18] {
+            let kernel = TestMachine.kernel(memory: 32 << 20, design: design, swap: SwapConfiguration(slots: 4096))
+            try kernel.createMemoryCgroup("box")
+            let mm = try #require(kernel.createAddressSpace())
+            try kernel.move(mm, to: kernel.memoryCgroups.cgroup(named: "box"))
+            let box = try #require(kernel.memoryCgroups.cgroup(named: "box"))
+            let a = try anon(mm, 64 * .KiB), b = a + 32 * .KiB
+            let bytes = pattern(8, Int(32 * .KiB))
+            try mm.write(a, bytes).get()
+            try mm.write(b, bytes).get()
+            let charged = box.usagePages, free = kernel.memory.freePages
+            try mm.madvise(a, length: 32 * .KiB, advice: .pageout)
+            try mm.madvise(b, length: 32 * .KiB, advice: .pageout)
+            #expect(kernel.vmstat[.pswpout] == 16 && kernel.swapDevice.cachedPages == 16, "\(design.name)")
+            #expect(kernel.memory.freePages == free && box.usagePages == charged, "still in memory, still charged")
+            #expect(mm.smaps(startingAt: a)?["Rss"] == 0 && mm.smaps(startingAt: a)?["Swap"] == 64 * .KiB)
+            #expect(kernel.meminfo()["SwapCached"] == 64 * .KiB)
+            expectClean(kernel)
+            // A touch maps the cached page: no read, no major fault.
+            #expect(try mm.read(a, count: bytes.count).get() == bytes)
+            #expect(kernel.vmstat[.pswpin] == 0 && kernel.vmstat[.pgmajfault] == 0)
+            expectClean(kernel)
+            // Reclaim frees b's eight without writing them again; the slots keep the bytes.
+            let out = kernel.vmstat[.pswpout]
+            kernel.reclaim(pages: 8)
+            #expect(kernel.vmstat[.pswpout] == out, "clean: freed without a write")
+            #expect(kernel.memory.freePages >= free + 8 && box.usagePages <= charged - 8)
+            #expect(try mm.read(b, count: bytes.count).get() == bytes)
+            #expect(kernel.vmstat[.pswpin] == 8 && kernel.vmstat[.pgmajfault] == 8, "read back from the device")
+            expectClean(kernel)
+        }
     }
 
     @Test("fork shares swap entries (the slot's count is 2); each process swaps in its own copy; exit frees slots")
