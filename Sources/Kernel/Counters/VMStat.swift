@@ -28,6 +28,9 @@ public enum VMEvent: Int, CaseIterable, Sendable {
     case thpSplitPage, thpSplitPageFailed, thpDeferredSplitPage, thpUnderusedSplitPage, thpSplitPMD
     case thpScanExceedNonePTE, thpScanExceedSwapPTE, thpScanExceedSharePTE
     case thpSplitPUD, thpZeroPageAlloc, thpZeroPageAllocFailed, thpSwpout, thpSwpoutFallback
+    /// Zero-filled pages swapped in and out through the swap device's zero map, without I/O (Linux
+    /// 6.12+: `SWPIN_ZERO`, `SWPOUT_ZERO`).
+    case swpinZero, swpoutZero
     /// Not Linux's: the work of reservation-based policies (FreeBSD's `vm.reserv.*` sysctls and
     /// `vm.pmap.pde.promotions`; `Reservations.swift`): reservations made, broken, promoted.
     case thpReservAlloc, thpReservBroken, thpReservPromote
@@ -91,6 +94,8 @@ public enum VMEvent: Int, CaseIterable, Sendable {
         case .thpZeroPageAllocFailed: "thp_zero_page_alloc_failed"
         case .thpSwpout: "thp_swpout"
         case .thpSwpoutFallback: "thp_swpout_fallback"
+        case .swpinZero: "swpin_zero"
+        case .swpoutZero: "swpout_zero"
         case .thpReservAlloc: "reserv_alloc"
         case .thpReservBroken: "reserv_broken"
         case .thpReservPromote: "reserv_promote"

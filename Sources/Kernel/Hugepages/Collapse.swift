@@ -258,10 +258,9 @@ extension AddressSpace {
                 storage?.zero(head + i)
             } else if entry.isSwapEntry {
                 // Swap in straight into the huge page (Linux: `__collapse_huge_page_swapin()` first).
-                if let storage { kernel.swapDevice.read(entry.swapSlot, into: storage.bytes(of: head + i)) }
+                kernel.readFromSwap(entry.swapSlot, into: head + i)
                 kernel.swapFree(entry.swapSlot)
                 kernel.vmstat.count(.pgmajfault)
-                kernel.countSwapIn(pages: 1)
             } else {
                 storage?.copy(from: entry.pfn, to: head + i)
                 removeMapping(entry.pfn)

@@ -58,6 +58,11 @@ public struct KernelDesign: Sendable, Hashable, CustomStringConvertible {
     /// When a swapped-in page keeps its swap slot, and when a page in the swap cache may be written in
     /// place (read by `swapCacheRules`, `SwapCache.swift`).
     public let swapCacheReuse: SwapCacheReuse
+    /// Whether a page that is all zeros goes to swap as a bit in the device's zero map, without a
+    /// write, and comes back without a read (Linux 6.12+: `swap_zeromap_folio_set()`,
+    /// `swap_read_folio_zeromap()`, counted as `swpout_zero` and `swpin_zero`); only data mode knows
+    /// a page's bytes (read by `writeToSwap`, `Reclaim.swift`).
+    public let swapsZeroFilledPagesWithoutIO: Bool
     /// Whether large anonymous mmaps are placed 2 MiB-aligned (Linux 6.7+: `thp_get_unmapped_area()`
     /// for anonymous mappings; which lengths: `alignsOnlyPMDMultiples`) (`Mmap.swift`).
     public var alignsLargeAnonymousMappings: Bool
@@ -91,7 +96,7 @@ public struct KernelDesign: Sendable, Hashable, CustomStringConvertible {
     public init(id: Identifier, pmdLock: PMDLockGranularity, tailPagePins: Bool, hugeCOWReuse: HugeCOWReuse,
                 hugeCOWCopy: HugeCOWCopy, anonPagesCountHugePages: Bool, mapcounts: FolioMapcounts,
                 splitPMDSplitsPage: Bool, supportsMTHP: Bool, swapsOutTHPWhole: Bool, pinsAreVisible: Bool,
-                swapCacheReuse: SwapCacheReuse, alignsLargeAnonymousMappings: Bool, anonLRU: AnonLRUPolicy, spinLocks: SpinLockKind, policy: LinuxHugepagePolicy,
+                swapCacheReuse: SwapCacheReuse, swapsZeroFilledPagesWithoutIO: Bool, alignsLargeAnonymousMappings: Bool, anonLRU: AnonLRUPolicy, spinLocks: SpinLockKind, policy: LinuxHugepagePolicy,
                 defaultSettings: TransparentHugepageSettings, knobs: HugepageKnobs) {
         precondition(!supportsMTHP || mapcounts == .perPage, "PTE-mapped large folios need per-page mapcounts")
         precondition(!swapsOutTHPWhole || !splitPMDSplitsPage, "a THP swapped out whole is not split with its PMD")
@@ -108,6 +113,7 @@ public struct KernelDesign: Sendable, Hashable, CustomStringConvertible {
         self.swapsOutTHPWhole = swapsOutTHPWhole
         self.pinsAreVisible = pinsAreVisible
         self.swapCacheReuse = swapCacheReuse
+        self.swapsZeroFilledPagesWithoutIO = swapsZeroFilledPagesWithoutIO
         self.alignsLargeAnonymousMappings = alignsLargeAnonymousMappings
         self.mapStackDisablesHugepages = alignsLargeAnonymousMappings
         self.anonLRU = anonLRU

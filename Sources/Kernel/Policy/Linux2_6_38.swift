@@ -22,6 +22,7 @@ extension KernelDesign {
         swapsOutTHPWhole: false,              // add_to_swap() splits a THP first
         pinsAreVisible: false,                // no FOLL_PIN: a pin is a reference
         swapCacheReuse: .reuseSwapPage,       // reuse_swap_page() at write faults
+        swapsZeroFilledPagesWithoutIO: false, // every page written (the zero map came in 6.12)
         alignsLargeAnonymousMappings: false,  // mmap places anonymous memory anywhere
         anonLRU: KernelDesign.AnonLRUPolicy(newPagesActive: true, activateOnFirstReference: true,
                                             ratioFromZoneSize: true),

@@ -182,11 +182,56 @@ extension Kernel {
     }
 
     /// Writes page `pfn`'s bytes to `slot` (data mode) and counts the write (Linux: `swap_writepage()`,
-    /// `count_vm_events(PSWPOUT)` and the block layer's `PGPGOUT`, in KiB).
-    func writeToSwap(_ pfn: PFN, _ slot: Int) {
-        if let storage = memory.storage { swapDevice.write(slot, UnsafeRawBufferPointer(storage.bytes(of: pfn))) }
+    /// `count_vm_events(PSWPOUT)` and the block layer's `PGPGOUT`, in KiB). Today's design writes
+    /// nothing for a page that is all zeros: the slot goes in the device's zero map, counted as
+    /// `swpout_zero` (Linux 6.12+: `is_folio_zero_filled()`, `swap_zeromap_folio_set()`). Returns
+    /// whether the page went to the device (false for the zero map: nothing is in flight).
+    @discardableResult
+    func writeToSwap(_ pfn: PFN, _ slot: Int) -> Bool {
+        if let storage = memory.storage {
+            if design.swapsZeroFilledPagesWithoutIO && storage.isZero(pfn) {
+                swapDevice.writeZeroFilled(slot)
+                vmstat.count(.swpoutZero)
+                return false
+            }
+            swapDevice.write(slot, UnsafeRawBufferPointer(storage.bytes(of: pfn)))
+        }
         vmstat.count(.pswpout)
         vmstat.count(.pgpgout, Int(PageGeometry.pageSize >> 10))
+        return true
+    }
+
+    /// Writes the `count` pages of the folio at `head` to the slots from `first`: in today's design a
+    /// folio that is all zeros goes to the zero map whole, any other is written whole, its zero pages
+    /// too (Linux 6.12+: `swap_writepage()` tests the folio, not its pages). Returns whether it went
+    /// to the device.
+    @discardableResult
+    func writeFolioToSwap(_ head: PFN, count: Int, first: Int) -> Bool {
+        let zero = design.swapsZeroFilledPagesWithoutIO && memory.storage.map { s in (0..<count).allSatisfy { s.isZero(head + $0) } } == true
+        for i in 0..<count {
+            if zero {
+                swapDevice.writeZeroFilled(first + i)
+                vmstat.count(.swpoutZero)
+            } else {
+                if let storage = memory.storage { swapDevice.write(first + i, UnsafeRawBufferPointer(storage.bytes(of: head + i))) }
+                vmstat.count(.pswpout)
+                vmstat.count(.pgpgout, Int(PageGeometry.pageSize >> 10))
+            }
+        }
+        return !zero
+    }
+
+    /// Reads `slot` into page `pfn` (data mode) and counts the read; a slot in the zero map fills
+    /// zeros without a read and counts `swpin_zero` instead (Linux: `swap_read_folio()`,
+    /// `swap_read_folio_zeromap()`). Returns whether the device was read (the fault waited for I/O).
+    @discardableResult
+    func readFromSwap(_ slot: Int, into pfn: PFN) -> Bool {
+        if let storage = memory.storage, swapDevice.read(slot, into: storage.bytes(of: pfn)) {
+            vmstat.count(.swpinZero)
+            return false
+        }
+        countSwapIn(pages: 1)
+        return true
     }
 
     /// Counts pages read from swap (Linux: `PSWPIN`, and the block layer's `PGPGIN` in KiB).

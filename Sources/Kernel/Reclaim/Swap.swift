@@ -169,9 +169,8 @@ extension AddressSpace {
         var freed = FolioRelease()
         for page in unmapped {
             removeMapping(page.pfn)
-            if page.write {
-                frames.removeFlags(page.pfn, .dirty)
-                kernel.writeToSwap(page.pfn, page.slot)
+            frames.removeFlags(page.pfn, page.write ? .dirty : [])
+            if page.write && kernel.writeToSwap(page.pfn, page.slot) {
                 // The write goes to the device asynchronously: the page stays in the swap cache, clean
                 // and unmapped, at the inactive list's cold end, until reclaim frees it or a fault maps
                 // it again (`keepWrittenInSwapCache`).
@@ -182,9 +181,10 @@ extension AddressSpace {
                 kernel.keepWrittenInSwapCache(page.pfn)
                 freed = freed + kernel.putPage(page.pfn)
             } else {
-                // Clean and cached already: nothing to write, so it goes now (`__remove_mapping()`).
+                // Clean and cached already, or all zeros (the zero map: nothing in flight): it goes
+                // now (`__remove_mapping()`). A page not cached yet has no cache reference to drop.
                 freed = freed + kernel.putPage(page.pfn)
-                kernel.removeUnusedFromSwapCache(page.pfn)
+                if page.cached { kernel.removeUnusedFromSwapCache(page.pfn) }
             }
         }
         return (unmapped.count, freed)
@@ -223,7 +223,7 @@ extension AddressSpace {
         // only after the copy, so no fault on them can read a slot before its bytes are written.
         pmd.set(index, entry.without(PageTableEntry.writableBit))
         kernel.flushTLB(self, haddr, haddr + PageGeometry.pmdSize)
-        for i in 0..<pages { kernel.writeToSwap(head + i, first + i) }
+        kernel.writeFolioToSwap(head, count: pages, first: first)
         let table = withdrawTable(from: pmd)
         let exclusive = kernel.marksSwapEntriesExclusive(head)
         for i in 0..<pages { table.set(i, .swapEntry(slot: first + i, exclusive: exclusive)) }
@@ -270,9 +270,7 @@ extension AddressSpace {
         }
         if let pfn = fresh {
             // The entry holds the slot, so it cannot be freed while the lock is held.
-            if let storage = kernel.memory.storage { kernel.swapDevice.read(slot, into: storage.bytes(of: pfn)) }
-            kernel.countSwapIn(pages: 1)
-            fault.pagesSwappedIn &+= 1
+            if kernel.readFromSwap(slot, into: pfn) { fault.pagesSwappedIn &+= 1 }
             kernel.vmstat.count(.pgmajfault)
             page = pfn
         }

@@ -49,6 +49,9 @@ public final class SwapDevice: @unchecked Sendable {
         /// Per slot, the index of the memory cgroup its swap is charged to (0: none, the root's)
         /// (Linux: `swap_cgroup_record()`); zeroed host memory like `used`.
         let owners: UnsafeMutablePointer<UInt16>
+        /// One bit per slot whose page was all zeros when it went out, so that nothing was written
+        /// (Linux 6.12+: `si->zeromap`); zeroed host memory like `used`.
+        let zero: UnsafeMutableBufferPointer<UInt64>
         var cursor = 0
         var inUse = 0
 
@@ -56,6 +59,10 @@ public final class SwapDevice: @unchecked Sendable {
         mutating func setUsed(_ slot: Int, _ on: Bool) {
             if on { used[slot >> 6] |= 1 << UInt64(slot & 63) } else { used[slot >> 6] &= ~(1 << UInt64(slot & 63)) }
             inUse += on ? 1 : -1
+        }
+        func isZero(_ slot: Int) -> Bool { zero[slot >> 6] & (1 << UInt64(slot & 63)) != 0 }
+        func setZero(_ slot: Int, _ on: Bool) {
+            if on { zero[slot >> 6] |= 1 << UInt64(slot & 63) } else { zero[slot >> 6] &= ~(1 << UInt64(slot & 63)) }
         }
     }
     /// Slots the device holds (Linux: `si->max`).
@@ -73,13 +80,15 @@ public final class SwapDevice: @unchecked Sendable {
         storage = configuration.storage ?? MemorySwapStorage()
         let words = (capacity + 63) / 64
         map = SpinLocked(Map(used: UnsafeMutableBufferPointer(start: HostMemory.allocate(UInt64.self, count: words), count: words),
-                             owners: HostMemory.allocate(UInt16.self, count: capacity)))
+                             owners: HostMemory.allocate(UInt16.self, count: capacity),
+                             zero: UnsafeMutableBufferPointer(start: HostMemory.allocate(UInt64.self, count: words), count: words)))
     }
 
     deinit {
         map.withLock {
             HostMemory.release($0.used.baseAddress!, count: $0.used.count)
             HostMemory.release($0.owners, count: capacity)
+            HostMemory.release($0.zero.baseAddress!, count: $0.zero.count)
         }
     }
 
@@ -157,11 +166,33 @@ public final class SwapDevice: @unchecked Sendable {
     }
 
     /// Writes a page's bytes to `slot` (Linux: `swap_writepage()`).
-    func write(_ slot: Int, _ bytes: UnsafeRawBufferPointer) { storage.write(slot, bytes) }
+    func write(_ slot: Int, _ bytes: UnsafeRawBufferPointer) {
+        map.withLock { $0.setZero(slot, false) }
+        storage.write(slot, bytes)
+    }
 
-    /// Reads `slot` into `buffer` (Linux: `swap_read_folio()`).
+    /// Records that the page going to `slot` is all zeros: nothing is written, and a read fills zeros
+    /// (Linux 6.12+: `swap_zeromap_folio_set()`).
+    func writeZeroFilled(_ slot: Int) {
+        map.withLock { $0.setZero(slot, true) }
+        storage.discard(slot)
+    }
+
+    /// Reads `slot` into `buffer`; true when the slot is in the zero map, so that zeros were filled in
+    /// without a read (Linux: `swap_read_folio()`, `swap_read_folio_zeromap()`).
     /// - Precondition: the slot is in use (the caller holds a swap entry naming it, under its lock).
-    func read(_ slot: Int, into buffer: UnsafeMutableRawBufferPointer) { storage.read(slot, into: buffer) }
+    @discardableResult
+    func read(_ slot: Int, into buffer: UnsafeMutableRawBufferPointer) -> Bool {
+        if map.withLock({ $0.isZero(slot) }) {
+            buffer.initializeMemory(as: UInt8.self, repeating: 0)
+            return true
+        }
+        storage.read(slot, into: buffer)
+        return false
+    }
+
+    /// Whether `slot` is in the zero map.
+    func isZeroFilled(_ slot: Int) -> Bool { map.withLock { $0.isZero(slot) } }
 
     /// The bytes of a slot in use, as an array.
     func load(_ slot: Int) -> [UInt8] {
@@ -248,6 +279,7 @@ public final class SwapDevice: @unchecked Sendable {
     /// record cleared).
     private static func free(_ m: inout Map, _ slot: Int) -> UInt16 {
         m.setUsed(slot, false)
+        m.setZero(slot, false)
         let owner = m.owners[slot]
         m.owners[slot] = 0
         return owner

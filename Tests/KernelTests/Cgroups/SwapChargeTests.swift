@@ -18,7 +18,8 @@ struct SwapChargeTests {
         let mm = try #require(kernel.createAddressSpace())
         try kernel.move(mm, to: kernel.memoryCgroups.cgroup(named: "box"))
         let start = try mm.mmap(address: nil, length: UInt64(pages) * 4096, protection: .readWrite, flags: .private)
-        for page in 0..<pages { try mm.write(start + UInt64(page) * 4096, [UInt8(page & 0xFF)]).get() }
+        // A byte that is never 0: a page of zeros would go to the swap zero map and be freed at once.
+        for page in 0..<pages { try mm.write(start + UInt64(page) * 4096, [UInt8(page & 0x7F) | 0x80]).get() }
         return (kernel, mm, start)
     }
 
