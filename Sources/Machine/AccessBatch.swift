@@ -77,7 +77,7 @@ extension CPU {
         if let walked {
             pmdTablesFaults = tally.faults
             for i in 0..<min(Self.prefetchDistance, records.count) {
-                prefetchLeafEntry(records[i].address, walked.kernel, walked.root, &ahead, record: i)
+                prefetchLeafEntry(records[i].address, walked.kernel, walked.root, &ahead)
             }
         }
         for i in records.indices {
@@ -197,21 +197,10 @@ extension CPU {
         var lastLine = UInt64.max
     }
 
-    /// Where the look-ahead found a record's last-level entry (`leafEntries`).
-    struct LeafEntry {
-        /// The record's 4 KiB page plus one; 0: empty.
-        var key: UInt64 = 0
-        /// The frame of the entry's table, as the PMD entry above it named it.
-        var frame: UInt64 = 0
-        /// The entry in host memory (`Kernel.leafEntryAddress(_:inPMDTable:)`).
-        var entry: UnsafeRawPointer? = nil
-    }
-
-    /// Empties `pmdTables` and `leafEntries`.
+    /// Empties `pmdTables`.
     @inline(__always)
     func emptyPMDTables() {
         for i in 0..<Self.pmdTableSlots { pmdTables[i] = (0, nil) }
-        for i in 0..<Self.leafEntrySlots { leafEntries[i].key = 0 }
     }
 
     /// The look-ahead before record `i` of a batch that walks: the last-level entry of the record
@@ -224,13 +213,12 @@ extension CPU {
             pmdTablesFaults = tally.faults
             emptyPMDTables()
         }
-        leafCursor = i
         let near = i &+ Self.prefetchDistance
         if near < records.count {
             let address = records[near].address
             if address >> 15 != ahead.lastLine {
                 ahead.lastLine = address >> 15
-                prefetchLeafEntry(address, kernel, root, &ahead, record: near)
+                prefetchLeafEntry(address, kernel, root, &ahead)
             }
         }
     }
@@ -244,10 +232,9 @@ extension CPU {
     /// Prefetches the last-level entry that a walk of `address` would read, unless a recent prefetch
     /// covered the same 64-byte line of entries (eight 4 KiB pages): sequential and local streams,
     /// whose entries stay in the host's caches, skip the lookup.
-    /// The entry's place is kept for the walk of `record` (`leafEntries`).
     @inline(__always)
     func prefetchLeafEntry(_ address: UInt64, _ kernel: Unmanaged<Kernel>, _ root: PageTable,
-                           _ ahead: inout LookAhead, record: Int) {
+                           _ ahead: inout LookAhead) {
         let line = address >> 15
         let slot = Int(truncatingIfNeeded: line & UInt64(Self.prefetchFilterSize &- 1))
         if prefetchedLines[slot] == line &+ 1 { return }
@@ -258,10 +245,6 @@ extension CPU {
             if known.pointee.key != key { known.pointee = (key, k.pmdTable(address, root: root)) }
             if let table = known.pointee.table, let entry = k.leafEntryAddress(address, inPMDTable: table) {
                 thpsim_prefetch(entry)
-                // The PMD entry again, now from the host's first-level cache, for its frame.
-                let pmd = table[Int(truncatingIfNeeded: (address >> PageTableLevel.pmd.shift) & 511)]
-                leafEntries[record & (Self.leafEntrySlots &- 1)] =
-                    LeafEntry(key: (address >> 12) &+ 1, frame: (pmd.rawValue & PageTableEntry.pfnMask) &>> 12, entry: entry)
             }
         }
     }

@@ -1,4 +1,3 @@
-import Synchronization
 import VMCore
 import Kernel
 
@@ -174,19 +173,7 @@ extension CPU {
         if known >= 0 {
             tally.pageWalkCacheHits &+= 1
             let frame = UInt32(truncatingIfNeeded: pd.payload(known))
-            // Through the table of PMD entries the look-ahead found in this batch, when no kernel
-            // code has run since and the entry names that frame: the table `pageTable(frame:)`
-            // finds, without a read of the frame's record (a host miss; the entry's read is
-            // host-side only, as the look-ahead's).
-            let pdptPage = v &>> PageTableLevel.pud.shift
-            let gigabyte = pmdTables + Int(truncatingIfNeeded: (pdptPage &+ 1) & UInt64(Self.pmdTableSlots &- 1))
-            let i1 = Int(truncatingIfNeeded: pdPage & 511)
-            if gigabyte.pointee.key == pdptPage &+ 1, let t = gigabyte.pointee.table, pmdTablesFaults == tally.faults,
-               case let pmd = t[i1], (pmd.rawValue & PageTableEntry.pfnMask) &>> 12 == UInt64(frame) {
-                table = kernel.pageTable(below: pmd, in: t, at: i1)
-            } else {
-                table = kernel.pageTable(frame: PFN(frame))
-            }
+            table = kernel.pageTable(frame: PFN(frame))
             level = .pte
         } else {
             let pdpt = missPathPDPT.unsafelyUnwrapped
@@ -221,26 +208,13 @@ extension CPU {
             let i1 = Int(truncatingIfNeeded: pdPage & 511)
             let pmd = table[i1]
             if pmd.isPresent && !pmd.isHuge {
-                // The last-level entry where the look-ahead found it for this record
-                // (`leafEntries`), when the entry names the same table and no kernel code has run
-                // since; else through the table `pageTable(below:in:at:)` finds.
-                let leafFrame = (pmd.rawValue & PageTableEntry.pfnMask) &>> 12
+                let leafTable = kernel.pageTable(below: pmd, in: table, at: i1)
                 let i0 = Int(truncatingIfNeeded: page & 511)
-                let found = leafEntries + (leafCursor & (Self.leafEntrySlots &- 1))
-                var leafTable: PageTable? = nil
-                let pte: PageTableEntry
-                if found.pointee.key == page &+ 1, found.pointee.frame == leafFrame, pmdTablesFaults == tally.faults,
-                   let e = found.pointee.entry {
-                    pte = PageTableEntry(rawValue: e.assumingMemoryBound(to: Atomic<UInt64>.self).pointee.load(ordering: .acquiring))
-                } else {
-                    let t = kernel.pageTable(below: pmd, in: table, at: i1)
-                    leafTable = t
-                    pte = t[i0]
-                }
+                let pte = leafTable[i0]
                 if pte.isPresent && (kind != .write || pte.isWritable) {
                     tally.walkReferences &+= 2
                     let pmdAddress = (UInt64(table.pfn.rawValue) << 12) | (UInt64(i1) << 3)
-                    let pteAddress = (leafFrame << 12) | (UInt64(i0) << 3)
+                    let pteAddress = (UInt64(leafTable.pfn.rawValue) << 12) | (UInt64(i0) << 3)
                     let pipelinedLines = pipelined && modelsWalkCache && modelsDataCache
                     if !pipelinedLines {
                         cost += readEntry(at: pmdAddress, level: .pmd)
@@ -249,9 +223,7 @@ extension CPU {
                     if pmd.rawValue & PageTableEntry.accessedBit == 0 { table.setHardwareBits(i1, PageTableEntry.accessedBit) }
                     pd.insertAbsent(tag: pdTag, base: pdBase, size: .size4K, payload: (pmd.rawValue & PageTableEntry.pfnMask) &>> 12, FourWays.self)
                     let wanted = PageTableEntry.accessedBit | (kind == .write ? PageTableEntry.dirtyBit : 0)
-                    if pte.rawValue & wanted != wanted {
-                        (leafTable ?? kernel.pageTable(below: pmd, in: table, at: i1)).setHardwareBits(i0, wanted)
-                    }
+                    if pte.rawValue & wanted != wanted { leafTable.setHardwareBits(i0, wanted) }
                     let entry = TLBEntry(leaf: pte, write: kind == .write)
                     if missedL2 {
                         l2.insertAbsent(tag: tag, base: base2, size: .size4K, payload: entry.rawValue, L2.self)

@@ -173,16 +173,6 @@ public final class CPU: @unchecked Sendable {
     let pmdTables: UnsafeMutablePointer<(key: UInt64, table: PageTable?)>
     @exclusivity(unchecked) var pmdTablesFaults = 0
     static var pmdTableSlots: Int { 8 }
-    /// The last-level entries the look-ahead of the batch running found, by record (the record's
-    /// index modulo `leafEntrySlots`), valid under `pmdTables`' rule (no fault counted since
-    /// `pmdTablesFaults`; emptied with it): a walk of the record (`leafCursor`) whose PMD entry names
-    /// the same table reads its entry there, without the hint and owner reads of
-    /// `Kernel.pageTable(below:in:at:)` (`accessMiss4K`).
-    let leafEntries: UnsafeMutablePointer<LeafEntry>
-    /// The record whose access runs (`leafEntries`), as the look-ahead last set it.
-    @exclusivity(unchecked) var leafCursor = 0
-    /// More than `prefetchDistance`, so that a record's slot is not filled again before it runs.
-    static var leafEntrySlots: Int { 8 }
 
     /// `machineDescription.timing`, a constant of the CPU's own: a fault's charge reads it in place,
     /// where a call on the description's copied its 152 bytes.
@@ -214,8 +204,6 @@ public final class CPU: @unchecked Sendable {
         prefetchedLines.initialize(repeating: 0, count: Self.prefetchFilterSize)
         pmdTables = .allocate(capacity: Self.pmdTableSlots)
         pmdTables.initialize(repeating: (0, nil), count: Self.pmdTableSlots)
-        leafEntries = .allocate(capacity: Self.leafEntrySlots)
-        leafEntries.initialize(repeating: LeafEntry(), count: Self.leafEntrySlots)
         timing = description.timing
         missPathShape = MissPathShape(tlb, pageWalkCache)
         missPathSTLB = tlb.l2.first.map { .passUnretained($0) }
@@ -229,7 +217,6 @@ public final class CPU: @unchecked Sendable {
         prefetchedLines.deallocate()
         pmdTables.deinitialize(count: Self.pmdTableSlots)
         pmdTables.deallocate()
-        leafEntries.deallocate()
     }
 
     /// Loads `mm` (Linux: `switch_mm_irqs_off()`: CR3 with the mm's PCID, the CPU joins

@@ -93,7 +93,7 @@ struct MissPathTests {
     }
 
     /// Random reads and writes in batches of 100 records through `CPU.run(_:)`, whose look-ahead
-    /// keeps the last-level entries and PMD tables it found for the walks, or access by access
+    /// keeps the PMD tables it found for the walks, or access by access
     /// through `CPU.access(_:_:)` (no look-ahead): each fault's index, and every 1,000 accesses the
     /// counters and TLB and paging-structure-cache state. The 4 KiB accesses go to eight pages in each
     /// of 120 2 MiB ranges, more than the PDE cache holds, so that walks start at PDPTE-cache hits
@@ -157,7 +157,7 @@ struct MissPathTests {
         return (faults, counters, states)
     }
 
-    @Test("batches through CPU.run, whose walks take the last-level tables its look-ahead found, leave the same faults, counters and TLB and paging-structure-cache state as accesses one by one",
+    @Test("batches through CPU.run, whose walks take the PMD tables its look-ahead found, leave the same faults, counters and TLB and paging-structure-cache state as accesses one by one",
           arguments: ["skylake-sp", "icelake-sp"])
     func batchesSameAsOneByOne(preset: String) throws {
         let d = try #require(MachineDescription.presets[preset])
