@@ -188,17 +188,21 @@ extension Kernel {
     /// whether the page went to the device (false for the zero map: nothing is in flight).
     @discardableResult
     func writeToSwap(_ pfn: PFN, _ slot: Int) -> Bool {
-        if let storage = memory.storage {
-            if design.swapsZeroFilledPagesWithoutIO && storage.isZero(pfn) {
-                swapDevice.writeZeroFilled(slot)
-                vmstat.count(.swpoutZero)
-                return false
-            }
-            swapDevice.write(slot, UnsafeRawBufferPointer(storage.bytes(of: pfn)))
+        let zero = design.swapsZeroFilledPagesWithoutIO && memory.storage?.isZero(pfn) == true
+        writeToSwap(pfn, slot, zeroFilled: zero)
+        return !zero
+    }
+
+    /// One page to `slot`: a bit in the zero map, or its bytes written (data mode) and counted.
+    private func writeToSwap(_ pfn: PFN, _ slot: Int, zeroFilled: Bool) {
+        if zeroFilled {
+            swapDevice.writeZeroFilled(slot)
+            vmstat.count(.swpoutZero)
+            return
         }
+        if let storage = memory.storage { swapDevice.write(slot, UnsafeRawBufferPointer(storage.bytes(of: pfn))) }
         vmstat.count(.pswpout)
         vmstat.count(.pgpgout, Int(PageGeometry.pageSize >> 10))
-        return true
     }
 
     /// Writes the `count` pages of the folio at `head` to the slots from `first`: in today's design a
@@ -208,16 +212,7 @@ extension Kernel {
     @discardableResult
     func writeFolioToSwap(_ head: PFN, count: Int, first: Int) -> Bool {
         let zero = design.swapsZeroFilledPagesWithoutIO && memory.storage.map { s in (0..<count).allSatisfy { s.isZero(head + $0) } } == true
-        for i in 0..<count {
-            if zero {
-                swapDevice.writeZeroFilled(first + i)
-                vmstat.count(.swpoutZero)
-            } else {
-                if let storage = memory.storage { swapDevice.write(first + i, UnsafeRawBufferPointer(storage.bytes(of: head + i))) }
-                vmstat.count(.pswpout)
-                vmstat.count(.pgpgout, Int(PageGeometry.pageSize >> 10))
-            }
-        }
+        for i in 0..<count { writeToSwap(head + i, first + i, zeroFilled: zero) }
         return !zero
     }
 
