@@ -191,8 +191,6 @@ public final class SwapDevice: @unchecked Sendable {
         return false
     }
 
-    /// Whether `slot` is in the zero map.
-    func isZeroFilled(_ slot: Int) -> Bool { map.withLock { $0.isZero(slot) } }
 
     /// The bytes of a slot in use, as an array.
     func load(_ slot: Int) -> [UInt8] {
