@@ -100,6 +100,8 @@ public final class Kernel: @unchecked Sendable {
     public let kcompactd = Kcompactd()
     /// The swap device and its swap cache.
     public let swapDevice: SwapDevice
+    /// Today's swap readahead window (`SwapReadahead.swift`).
+    let swapReadaheadState = SwapReadaheadState()
     /// The reclaim thread.
     public let kswapd = Kswapd()
     /// The anonymous LRU lists (Linux: the node's `lruvec`).

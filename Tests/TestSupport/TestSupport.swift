@@ -20,6 +20,11 @@ public struct SplitMix64: RandomNumberGenerator, Sendable {
 
 /// Small machines for tests.
 public enum TestMachine {
+    /// Swap whose faults read only their own slot (`page-cluster` 0), for tests of swap behaviour
+    /// other than readahead (`SwapReadaheadTests` has those), whose counts would otherwise include the
+    /// neighbours each fault reads.
+    public static let swapWithoutReadahead = SwapConfiguration(pageCluster: 0)
+
     /// A kernel with `memory` bytes, no watermark reserve, in `mode`, with THP `enabled` as given
     /// (`never` by default, so tests of 4 KiB behaviour see only 4 KiB pages) and the design's other
     /// settings.
@@ -39,8 +44,8 @@ public enum TestMachine {
     /// A kernel and one process in it.
     public static func process(memory: UInt64 = 16 << 20, mode: PhysicalMemory.Mode = .data,
                                enabled: TransparentHugepageSettings.Enabled = .never,
-                               useZeroPage: Bool? = nil) -> (Kernel, AddressSpace) {
-        let kernel = kernel(memory: memory, mode: mode, enabled: enabled, useZeroPage: useZeroPage)
+                               useZeroPage: Bool? = nil, swap: SwapConfiguration = SwapConfiguration()) -> (Kernel, AddressSpace) {
+        let kernel = kernel(memory: memory, mode: mode, enabled: enabled, useZeroPage: useZeroPage, swap: swap)
         return (kernel, kernel.createAddressSpace()!)
     }
 }

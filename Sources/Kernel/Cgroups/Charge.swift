@@ -34,6 +34,32 @@ extension AddressSpace {
         return kernel.chargeSlow(memcg, head, pages: pages, for: self)
     }
 
+    /// The cgroup a page read from swap slot `slot` is charged to: the one the slot's swap is charged
+    /// to while it is online, else this process's (Linux: `mem_cgroup_swapin_charge_folio()`: the
+    /// memcg `swap_cgroup` recorded for the entry if `css_tryget_online()` takes it, else
+    /// `get_mem_cgroup_from_mm()` — for a read-ahead page, which has no mm, the faulting task's).
+    func swapInCgroup(slot: Int) -> MemoryCgroup? {
+        let id = kernel.swapDevice.owner(of: slot)
+        if id != 0, let owner = kernel.memoryCgroups.cgroup(index: Int(id)), !owner.removed.load(ordering: .relaxed) {
+            return owner
+        }
+        return memcg
+    }
+
+    /// Charges the page a fault on swap slot `slot` reads for itself to `swapInCgroup(slot:)`, as
+    /// `charge` charges this process's: reclaiming from that cgroup and calling its OOM killer over a
+    /// `memory.max` (a process that swaps in a page another cgroup swapped out after fork charges
+    /// that cgroup).
+    func chargeSwapIn(_ pfn: PFN, slot: Int) -> Bool {
+        guard let target = swapInCgroup(slot: slot), target !== memcg else { return charge(pfn, order: .base) }
+        if target.tryChargeHierarchy(1) == nil {
+            kernel.memoryCgroups.record(pfn, pages: 1, target)
+            if target.isOverHigh() { kernel.reclaimHigh(target, holding: self) }
+            return true
+        }
+        return kernel.chargeSlow(target, pfn, pages: 1, for: self)
+    }
+
     /// Charges a new folio only if it fits under `memory.max` now: for callers holding a page-table
     /// lock, which may not reclaim (Linux: a charge with `GFP_NOWAIT`, failing instead of reclaiming).
     func chargeWithoutReclaim(_ head: PFN, order: PageOrder) -> Bool {

@@ -31,6 +31,9 @@ public enum VMEvent: Int, CaseIterable, Sendable {
     /// Zero-filled pages swapped in and out through the swap device's zero map, without I/O (Linux
     /// 6.12+: `SWPIN_ZERO`, `SWPOUT_ZERO`).
     case swpinZero, swpoutZero
+    /// Pages swap readahead read beyond the faulting one, and faults that found one of them in the swap
+    /// cache (Linux 4.14+: `SWAP_RA`, `SWAP_RA_HIT`; 2.6.38 counts neither).
+    case swapRA, swapRAHit
     /// Not Linux's: the work of reservation-based policies (FreeBSD's `vm.reserv.*` sysctls and
     /// `vm.pmap.pde.promotions`; `Reservations.swift`): reservations made, broken, promoted.
     case thpReservAlloc, thpReservBroken, thpReservPromote
@@ -96,6 +99,8 @@ public enum VMEvent: Int, CaseIterable, Sendable {
         case .thpSwpoutFallback: "thp_swpout_fallback"
         case .swpinZero: "swpin_zero"
         case .swpoutZero: "swpout_zero"
+        case .swapRA: "swap_ra"
+        case .swapRAHit: "swap_ra_hit"
         case .thpReservAlloc: "reserv_alloc"
         case .thpReservBroken: "reserv_broken"
         case .thpReservPromote: "reserv_promote"

@@ -63,6 +63,9 @@ public struct KernelDesign: Sendable, Hashable, CustomStringConvertible {
     /// `swap_read_folio_zeromap()`, counted as `swpout_zero` and `swpin_zero`); only data mode knows
     /// a page's bytes (read by `writeToSwap`, `Reclaim.swift`).
     public let swapsZeroFilledPagesWithoutIO: Bool
+    /// Which slots a swap-in fault reads ahead of the one it needs (read by `Kernel.readaheadWindow`,
+    /// `SwapReadahead.swift`).
+    public let swapReadahead: SwapReadahead
     /// Whether large anonymous mmaps are placed 2 MiB-aligned (Linux 6.7+: `thp_get_unmapped_area()`
     /// for anonymous mappings; which lengths: `alignsOnlyPMDMultiples`) (`Mmap.swift`).
     public var alignsLargeAnonymousMappings: Bool
@@ -96,7 +99,8 @@ public struct KernelDesign: Sendable, Hashable, CustomStringConvertible {
     public init(id: Identifier, pmdLock: PMDLockGranularity, tailPagePins: Bool, hugeCOWReuse: HugeCOWReuse,
                 hugeCOWCopy: HugeCOWCopy, anonPagesCountHugePages: Bool, mapcounts: FolioMapcounts,
                 splitPMDSplitsPage: Bool, supportsMTHP: Bool, swapsOutTHPWhole: Bool, pinsAreVisible: Bool,
-                swapCacheReuse: SwapCacheReuse, swapsZeroFilledPagesWithoutIO: Bool, alignsLargeAnonymousMappings: Bool, anonLRU: AnonLRUPolicy, spinLocks: SpinLockKind, policy: LinuxHugepagePolicy,
+                swapCacheReuse: SwapCacheReuse, swapsZeroFilledPagesWithoutIO: Bool, swapReadahead: SwapReadahead,
+                alignsLargeAnonymousMappings: Bool, anonLRU: AnonLRUPolicy, spinLocks: SpinLockKind, policy: LinuxHugepagePolicy,
                 defaultSettings: TransparentHugepageSettings, knobs: HugepageKnobs) {
         precondition(!supportsMTHP || mapcounts == .perPage, "PTE-mapped large folios need per-page mapcounts")
         precondition(!swapsOutTHPWhole || !splitPMDSplitsPage, "a THP swapped out whole is not split with its PMD")
@@ -114,6 +118,7 @@ public struct KernelDesign: Sendable, Hashable, CustomStringConvertible {
         self.pinsAreVisible = pinsAreVisible
         self.swapCacheReuse = swapCacheReuse
         self.swapsZeroFilledPagesWithoutIO = swapsZeroFilledPagesWithoutIO
+        self.swapReadahead = swapReadahead
         self.alignsLargeAnonymousMappings = alignsLargeAnonymousMappings
         self.mapStackDisablesHugepages = alignsLargeAnonymousMappings
         self.anonLRU = anonLRU
@@ -199,6 +204,21 @@ public struct KernelDesign: Sendable, Hashable, CustomStringConvertible {
         /// Reuse when the page is marked exclusive to this process, or when every reference to the
         /// folio is this PMD's (Linux 5.19+: `PageAnonExclusive`, `do_huge_pmd_wp_page()`).
         case anonExclusive
+    }
+
+    /// Swap readahead around a slot a fault reads: within the aligned cluster of 2^`page-cluster`
+    /// slots that holds it (`SwapConfiguration.pageCluster`).
+    public enum SwapReadahead: Sendable, Hashable {
+        /// The slots in use on both sides of the faulting one, up to the first free one each way, all
+        /// of them every time (Linux 2.6.38: `swapin_readahead()` → `valid_swaphandles()`).
+        case contiguousSlots
+        /// The whole cluster of a window sized by how many read-ahead pages faults found since the last
+        /// read — 1 (none) with no hits unless the slot follows the last one read, the hits plus two
+        /// rounded up to a power of two (at least 4) otherwise, never below half the last window —
+        /// reading the slots swap entries name; read-ahead pages a fault finds count `swap_ra_hit`
+        /// (Linux 3.14+: `swap_cluster_readahead()`, `swapin_nr_pages()`, the read path for a
+        /// rotational swap device such as this machine's swap file).
+        case adaptiveCluster
     }
 
     public enum SwapCacheReuse: Sendable, Hashable {

@@ -23,6 +23,7 @@ extension KernelDesign {
         pinsAreVisible: false,                // no FOLL_PIN: a pin is a reference
         swapCacheReuse: .reuseSwapPage,       // reuse_swap_page() at write faults
         swapsZeroFilledPagesWithoutIO: false, // every page written (the zero map came in 6.12)
+        swapReadahead: .contiguousSlots,      // valid_swaphandles(): the in-use run of the cluster
         alignsLargeAnonymousMappings: false,  // mmap places anonymous memory anywhere
         anonLRU: KernelDesign.AnonLRUPolicy(newPagesActive: true, activateOnFirstReference: true,
                                             ratioFromZoneSize: true),

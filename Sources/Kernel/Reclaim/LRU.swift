@@ -379,6 +379,14 @@ final class LRULists: @unchecked Sendable {   // every mutable field is guarded 
         }
     }
 
+    /// Records where an unmapped folio the kernel put on a list before anything mapped it (a page swap
+    /// readahead read) is mapped first: its family and linear index, for the reverse map.
+    func setOrigin(_ head: PFN, family: Int, index: UInt64) {
+        lock.lock()
+        nodes[head.index].origin = packOrigin(family, index)
+        lock.unlock()
+    }
+
     /// The folio's fork family and the linear page index of its first page.
     /// - Precondition: the caller isolated the folio (or holds `lock`).
     func origin(of head: PFN) -> (family: Int, index: UInt64) {

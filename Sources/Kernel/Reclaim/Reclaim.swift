@@ -193,14 +193,37 @@ extension Kernel {
         return !zero
     }
 
+    /// `writeToSwap(_:_:)` with the swap device's lock held (`m` is what it guards): the write-back of
+    /// a dirty page leaving the swap cache (`removeUnusedFromSwapCache`).
+    @discardableResult
+    func writeToSwap(_ pfn: PFN, _ slot: Int, _ m: inout SwapDevice.Map) -> Bool {
+        let zero = design.swapsZeroFilledPagesWithoutIO && memory.storage?.isZero(pfn) == true
+        if zero {
+            swapDevice.writeZeroFilled(slot, &m)
+        } else {
+            swapDevice.write(slot, memory.storage.map { UnsafeRawBufferPointer($0.bytes(of: pfn)) }, &m)
+        }
+        countSwapOut(zeroFilled: zero)
+        return !zero
+    }
+
     /// One page to `slot`: a bit in the zero map, or its bytes written (data mode) and counted.
     private func writeToSwap(_ pfn: PFN, _ slot: Int, zeroFilled: Bool) {
         if zeroFilled {
             swapDevice.writeZeroFilled(slot)
+        } else {
+            swapDevice.write(slot, memory.storage.map { UnsafeRawBufferPointer($0.bytes(of: pfn)) })
+        }
+        countSwapOut(zeroFilled: zeroFilled)
+    }
+
+    /// Counts one page written to swap (Linux: `PSWPOUT` and the block layer's `PGPGOUT` in KiB), or
+    /// one put in the zero map (`SWPOUT_ZERO`).
+    private func countSwapOut(zeroFilled: Bool) {
+        if zeroFilled {
             vmstat.count(.swpoutZero)
             return
         }
-        if let storage = memory.storage { swapDevice.write(slot, UnsafeRawBufferPointer(storage.bytes(of: pfn))) }
         vmstat.count(.pswpout)
         vmstat.count(.pgpgout, Int(PageGeometry.pageSize >> 10))
     }

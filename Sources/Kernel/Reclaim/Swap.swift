@@ -249,15 +249,20 @@ extension AddressSpace {
         let slot = entry.swapSlot
         var page = kernel.lookupSwapCache(slot)
         var fresh: PFN?
-        if page == nil {
+        if let cached = page {
+            kernel.noteSwapCacheHit(cached)
+        } else {
             guard let pfn = kernel.allocateAnonymousPage(zeroed: false, &fault.reclaim) else { return .outOfMemory }
             kernel.countAllocation(pages: 1)
-            guard charge(pfn, order: .base) else {
+            guard chargeSwapIn(pfn, slot: slot) else {
                 kernel.putPage(pfn)
                 return .outOfMemory
             }
             frames.insertFlags(pfn, .swapBacked)
             fresh = pfn
+            // The slots around it come into the cache too (`SwapReadahead.swift`).
+            let window = kernel.readaheadWindow(around: slot)
+            if !window.isEmpty { readAhead(window, around: slot, at: va, vma, &fault) }
         }
         let lock = kernel.splitLock(table)
         lock.spinLock()
@@ -319,9 +324,15 @@ extension AddressSpace {
             bits |= PageTableEntry.writableBit
             if write { bits |= PageTableEntry.dirtyBit }
         }
+        // A cached page mapped for the first time (read ahead) learns where it is mapped.
+        let firstMapping = fresh == nil && frames.mapcount(pfn) == 0
         mapPage(pfn)
         // A page read just now is new; one from the swap cache is on a list already.
-        if fresh != nil { addNewAnonFolioToLRU(pfn, vma, at: va) }
+        if fresh != nil {
+            addNewAnonFolioToLRU(pfn, vma, at: va)
+        } else if firstMapping {
+            kernel.lru.setOrigin(pfn, family: anonFamily, index: vma.pageIndex(of: va))
+        }
         table.set(index, PageTableEntry(pfn: pfn, bits: bits))
         lock.spinUnlock()
         fault.mapped = .base

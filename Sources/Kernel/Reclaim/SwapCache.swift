@@ -58,6 +58,7 @@ extension Kernel {
             m.cache[slot] = target
             m.cachedSlot[pfn] = nil
             m.cachedSlot[target] = slot
+            if m.readahead.remove(pfn) != nil { m.readahead.insert(target) }
             frames.addRefcount(target, 1)
             frames.insertFlags(target, .swapCache)
             frames.removeFlags(pfn, .swapCache)
@@ -161,8 +162,8 @@ extension Kernel {
             dropFromSwapCache(pfn)
             return true
         }
-        guard swapDevice.uncache(pfn, whenUnused: unused, writing: { slot in
-            if frames.removeFlags(pfn, .dirty).contains(.dirty) { writeToSwap(pfn, slot) }
+        guard swapDevice.uncache(pfn, whenUnused: unused, writing: { slot, m in
+            if frames.removeFlags(pfn, .dirty).contains(.dirty) { writeToSwap(pfn, slot, &m) }
         }) else { return false }
         dropFromSwapCache(pfn)
         return true

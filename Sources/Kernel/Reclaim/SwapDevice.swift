@@ -12,12 +12,22 @@ public struct SwapConfiguration: Sendable {
     public var clusters: Bool
     /// Where data-mode bytes go; nil for host memory (`MemorySwapStorage`).
     public var storage: (any SwapStorage)?
+    /// A fault that reads a slot reads up to 2^`pageCluster` slots around it (Linux:
+    /// `/proc/sys/vm/page-cluster`, 3 by default: `swap_setup()`; `SwapReadahead.swift`); 0 reads one.
+    public var pageCluster: Int
 
-    public init(slots: Int? = nil, clusters: Bool = false, storage: (any SwapStorage)? = nil) {
+    public init(slots: Int? = nil, clusters: Bool = false, storage: (any SwapStorage)? = nil, pageCluster: Int = 3) {
+        precondition((0...SwapConfiguration.maxPageCluster).contains(pageCluster),
+                     "page-cluster \(pageCluster) is outside 0...\(SwapConfiguration.maxPageCluster)")
         self.slots = slots
         self.clusters = clusters
         self.storage = storage
+        self.pageCluster = pageCluster
     }
+
+    /// The largest `pageCluster` the model takes: a window of at most 512 slots, one 2 MiB cluster
+    /// (Linux's sysctl accepts larger values).
+    public static let maxPageCluster = 9
 }
 
 /// A swap device: numbered 4 KiB slots, each with a use count — how many swap entries in page tables
@@ -52,6 +62,14 @@ public final class SwapDevice: @unchecked Sendable {
         /// One bit per slot whose page was all zeros when it went out, so that nothing was written
         /// (Linux 6.12+: `si->zeromap`); zeroed host memory like `used`.
         let zero: UnsafeMutableBufferPointer<UInt64>
+        /// One bit per slot taken by a swap-out whose bytes are not written yet: read-ahead leaves it
+        /// (Linux: the folio being written stands for the slot in the swap cache from `add_to_swap()`
+        /// on, so a read-ahead finds it there; the model's MADV_PAGEOUT and whole-THP swap-outs cache
+        /// their pages only after the write). Zeroed host memory like `used`.
+        let pending: UnsafeMutableBufferPointer<UInt64>
+        /// Pages read ahead into the cache that no fault has found yet (Linux: `PG_readahead` on a
+        /// swap-cache folio, set by `swap_cluster_readahead()`, cleared by `swap_cache_get_folio()`).
+        var readahead: Set<PFN> = []
         var cursor = 0
         var inUse = 0
 
@@ -64,6 +82,14 @@ public final class SwapDevice: @unchecked Sendable {
         func setZero(_ slot: Int, _ on: Bool) {
             if on { zero[slot >> 6] |= 1 << UInt64(slot & 63) } else { zero[slot >> 6] &= ~(1 << UInt64(slot & 63)) }
         }
+        func isPending(_ slot: Int) -> Bool { pending[slot >> 6] & (1 << UInt64(slot & 63)) != 0 }
+        func setPending(_ slot: Int, _ on: Bool) {
+            if on { pending[slot >> 6] |= 1 << UInt64(slot & 63) } else { pending[slot >> 6] &= ~(1 << UInt64(slot & 63)) }
+        }
+        /// Whether a read-ahead may read `slot`: swap entries name it, no page stands for it in the
+        /// cache, and its bytes are written (Linux: `__read_swap_cache_async()` finds no folio and
+        /// `swap_entry_swapped()`).
+        func mayReadAhead(_ slot: Int) -> Bool { counts[slot] != nil && cache[slot] == nil && !isPending(slot) }
     }
     /// Slots the device holds (Linux: `si->max`).
     public let capacity: Int
@@ -71,6 +97,8 @@ public final class SwapDevice: @unchecked Sendable {
     public let hasClusters: Bool
     /// Where the bytes go in data mode.
     public let storage: any SwapStorage
+    /// Read-ahead reads up to 2^`pageCluster` slots (`SwapConfiguration.pageCluster`).
+    public let pageCluster: Int
     let map: SpinLocked<Map>
 
     init(_ configuration: SwapConfiguration, defaultSlots: Int) {
@@ -78,10 +106,13 @@ public final class SwapDevice: @unchecked Sendable {
         precondition(capacity >= 0, "a swap device of \(capacity) slots")
         hasClusters = configuration.clusters
         storage = configuration.storage ?? MemorySwapStorage()
+        pageCluster = configuration.pageCluster
         let words = (capacity + 63) / 64
-        map = SpinLocked(Map(used: UnsafeMutableBufferPointer(start: HostMemory.allocate(UInt64.self, count: words), count: words),
-                             owners: HostMemory.allocate(UInt16.self, count: capacity),
-                             zero: UnsafeMutableBufferPointer(start: HostMemory.allocate(UInt64.self, count: words), count: words)))
+        func bits() -> UnsafeMutableBufferPointer<UInt64> {
+            UnsafeMutableBufferPointer(start: HostMemory.allocate(UInt64.self, count: words), count: words)
+        }
+        map = SpinLocked(Map(used: bits(), owners: HostMemory.allocate(UInt16.self, count: capacity), zero: bits(),
+                             pending: bits()))
     }
 
     deinit {
@@ -89,6 +120,7 @@ public final class SwapDevice: @unchecked Sendable {
             HostMemory.release($0.used.baseAddress!, count: $0.used.count)
             HostMemory.release($0.owners, count: capacity)
             HostMemory.release($0.zero.baseAddress!, count: $0.zero.count)
+            HostMemory.release($0.pending.baseAddress!, count: $0.pending.count)
         }
     }
 
@@ -126,6 +158,7 @@ public final class SwapDevice: @unchecked Sendable {
             guard let first = count == 1 ? Self.findSlot(&m, capacity) : Self.findCluster(&m, capacity, count) else { return nil }
             for slot in first..<(first + count) {
                 m.setUsed(slot, true)
+                m.setPending(slot, true)
                 if uses > 0 { m.counts[slot] = uses }
             }
             return first
@@ -165,17 +198,29 @@ public final class SwapDevice: @unchecked Sendable {
         return nil
     }
 
-    /// Writes a page's bytes to `slot` (Linux: `swap_writepage()`).
-    func write(_ slot: Int, _ bytes: UnsafeRawBufferPointer) {
-        map.withLock { $0.setZero(slot, false) }
-        storage.write(slot, bytes)
+    /// Writes a page's bytes to `slot` (Linux: `swap_writepage()`); nil bytes in metadata mode.
+    func write(_ slot: Int, _ bytes: UnsafeRawBufferPointer?) {
+        map.withLock { write(slot, bytes, &$0) }
+    }
+
+    /// `write` with the device's lock held (`m` is what it guards).
+    func write(_ slot: Int, _ bytes: UnsafeRawBufferPointer?, _ m: inout Map) {
+        m.setZero(slot, false)
+        if let bytes { storage.write(slot, bytes) }
+        m.setPending(slot, false)
     }
 
     /// Records that the page going to `slot` is all zeros: nothing is written, and a read fills zeros
     /// (Linux 6.12+: `swap_zeromap_folio_set()`).
     func writeZeroFilled(_ slot: Int) {
-        map.withLock { $0.setZero(slot, true) }
+        map.withLock { writeZeroFilled(slot, &$0) }
+    }
+
+    /// `writeZeroFilled` with the device's lock held.
+    func writeZeroFilled(_ slot: Int, _ m: inout Map) {
+        m.setZero(slot, true)
         storage.discard(slot)
+        m.setPending(slot, false)
     }
 
     /// Reads `slot` into `buffer`; true when the slot is in the zero map, so that zeros were filled in
@@ -184,6 +229,19 @@ public final class SwapDevice: @unchecked Sendable {
     @discardableResult
     func read(_ slot: Int, into buffer: UnsafeMutableRawBufferPointer) -> Bool {
         if map.withLock({ $0.isZero(slot) }) {
+            buffer.initializeMemory(as: UInt8.self, repeating: 0)
+            return true
+        }
+        storage.read(slot, into: buffer)
+        return false
+    }
+
+    /// `read` with the device's lock held (for a read-ahead, which holds it from its check to the
+    /// page's caching: no free or new write of the slot comes between); nil `buffer` in metadata mode,
+    /// which keeps no zero map.
+    func read(_ slot: Int, into buffer: UnsafeMutableRawBufferPointer?, _ m: borrowing Map) -> Bool {
+        guard let buffer else { return false }
+        if m.isZero(slot) {
             buffer.initializeMemory(as: UInt8.self, repeating: 0)
             return true
         }
@@ -251,6 +309,7 @@ public final class SwapDevice: @unchecked Sendable {
             guard let slot = m.cachedSlot[page], m.counts[slot] == nil, whenUnused?() ?? true else { return }
             m.cachedSlot[page] = nil
             m.cache[slot] = nil
+            m.readahead.remove(page)
             freed = (slot, Self.free(&m, slot))
         }
         guard let freed else { return false }
@@ -263,12 +322,13 @@ public final class SwapDevice: @unchecked Sendable {
     /// `whenUnused()` holds, checked under the device's lock; `writing` is called first, under it, with
     /// the slot (for a dirty page's write-back). False (nothing done) otherwise (Linux:
     /// `__remove_mapping()` → `__delete_from_swap_cache()`).
-    func uncache(_ page: PFN, whenUnused: () -> Bool, writing: (Int) -> Void) -> Bool {
+    func uncache(_ page: PFN, whenUnused: () -> Bool, writing: (Int, inout Map) -> Void) -> Bool {
         map.withLock { m -> Bool in
             guard let slot = m.cachedSlot[page], m.counts[slot] != nil, whenUnused() else { return false }
-            writing(slot)
+            writing(slot, &m)
             m.cachedSlot[page] = nil
             m.cache[slot] = nil
+            m.readahead.remove(page)
             return true
         }
     }
@@ -278,10 +338,14 @@ public final class SwapDevice: @unchecked Sendable {
     private static func free(_ m: inout Map, _ slot: Int) -> UInt16 {
         m.setUsed(slot, false)
         m.setZero(slot, false)
+        m.setPending(slot, false)
         let owner = m.owners[slot]
         m.owners[slot] = 0
         return owner
     }
+
+    /// The cgroup index the swap of `slot` is charged to (0: none).
+    func owner(of slot: Int) -> UInt16 { map.withLock { $0.owners[slot] } }
 
     /// Whether more than half of the device's slots are in use (Linux: `vm_swap_full()`, which frees a
     /// swapped-in page's slot at once instead of keeping it in the cache).

@@ -8,7 +8,7 @@ import TestSupport
 struct SwapCacheTests {
     /// A parent with 16 KiB swapped out and a child that shares the swap entries.
     func forkedWithSwap(_ bytes: [UInt8]) throws -> (Kernel, AddressSpace, AddressSpace, VirtualAddress) {
-        let (kernel, mm) = TestMachine.process()
+        let (kernel, mm) = TestMachine.process(swap: TestMachine.swapWithoutReadahead)
         let a = try anon(mm, UInt64(bytes.count))
         try mm.write(a, bytes).get()
         #expect(try pageOutToDevice(kernel, mm, a, length: UInt64(bytes.count)) == bytes.count / 4096)
@@ -124,7 +124,7 @@ struct SwapCacheTests {
 struct SharedReclaimTests {
     @Test("reclaim unmaps a shared page from every process: one slot per page, its count the mappings")
     func sharedPagesGoToSwap() throws {
-        let (kernel, mm) = TestMachine.process()
+        let (kernel, mm) = TestMachine.process(swap: TestMachine.swapWithoutReadahead)
         let a = try anon(mm, 64 * .KiB)
         let bytes = pattern(4, Int(64 * .KiB))
         try mm.write(a, bytes).get()

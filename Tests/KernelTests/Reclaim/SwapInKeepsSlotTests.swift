@@ -13,7 +13,7 @@ import TestSupport
 struct SwapInKeepsSlotTests {
     /// A process of today's design with `pages` written and paged out, on a device of `slots`.
     func pagedOut(pages: Int, slots: Int = 4096) throws -> (Kernel, AddressSpace, VirtualAddress, [UInt8]) {
-        let kernel = TestMachine.kernel(memory: 32 << 20, design: .linux6_18, swap: SwapConfiguration(slots: slots))
+        let kernel = TestMachine.kernel(memory: 32 << 20, design: .linux6_18, swap: SwapConfiguration(slots: slots, pageCluster: 0))
         let mm = try #require(kernel.createAddressSpace())
         let a = try anon(mm, UInt64(pages) * 4096)
         let bytes = pattern(21, pages * 4096)
@@ -136,7 +136,7 @@ struct SwapInKeepsSlotTests {
 
     @Test("a cgroup using half its memory.swap.max frees at swap-in (mem_cgroup_swap_full())")
     func cgroupHalfFullFrees() throws {
-        let kernel = TestMachine.kernel(memory: 32 << 20, design: .linux6_18, swap: SwapConfiguration(slots: 4096))
+        let kernel = TestMachine.kernel(memory: 32 << 20, design: .linux6_18, swap: SwapConfiguration(slots: 4096, pageCluster: 0))
         try kernel.createMemoryCgroup("box")
         try kernel.writeCgroupFile("box", "memory.swap.max", "64K")   // 16 pages
         let mm = try #require(kernel.createAddressSpace())

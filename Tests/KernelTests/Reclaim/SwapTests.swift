@@ -8,7 +8,7 @@ import TestSupport
 struct SwapTests {
     @Test("pageout frees exclusive pages into swap; a touch brings every byte back (pgmajfault, pswpin)")
     func pageoutAndSwapIn() throws {
-        let (kernel, mm) = TestMachine.process()
+        let (kernel, mm) = TestMachine.process(swap: TestMachine.swapWithoutReadahead)
         let a = try anon(mm, 64 * .KiB)
         let bytes = pattern(4, Int(64 * .KiB))
         try mm.write(a, bytes).get()
@@ -40,7 +40,7 @@ struct SwapTests {
     @Test("pageout's pages stay in the swap cache, charged, until reclaim frees them without a write; a touch before maps them")
     func pageoutKeepsPagesCached() throws {
         for design in [KernelDesign.linux2_6_38, .linux6_18] {
-            let kernel = TestMachine.kernel(memory: 32 << 20, design: design, swap: SwapConfiguration(slots: 4096))
+            let kernel = TestMachine.kernel(memory: 32 << 20, design: design, swap: SwapConfiguration(slots: 4096, pageCluster: 0))
             try kernel.createMemoryCgroup("box")
             let mm = try #require(kernel.createAddressSpace())
             try kernel.move(mm, to: kernel.memoryCgroups.cgroup(named: "box"))
@@ -74,7 +74,7 @@ struct SwapTests {
 
     @Test("fork shares swap entries (the slot's count is 2); each process swaps in its own copy; exit frees slots")
     func forkWithSwapEntries() throws {
-        let (kernel, mm) = TestMachine.process()
+        let (kernel, mm) = TestMachine.process(swap: TestMachine.swapWithoutReadahead)
         let a = try anon(mm, 16 * .KiB)
         let bytes = pattern(6, Int(16 * .KiB))
         try mm.write(a, bytes).get()

@@ -17,7 +17,7 @@ struct SwapZeroMapTests {
         settings.enabled = .never
         var configuration = KernelConfiguration(memoryBytes: 32 << 20, mode: .data, watermarks: .zero,
                                                 design: design, hugepageSettings: settings)
-        configuration.swap = SwapConfiguration(slots: 4096, clusters: clusters)
+        configuration.swap = SwapConfiguration(slots: 4096, clusters: clusters, pageCluster: 0)
         let kernel = Kernel(configuration)
         return (kernel, try #require(kernel.createAddressSpace()))
     }
