@@ -47,7 +47,7 @@ struct StressCommand: ParsableCommand {
         options.deterministic = deterministic
         let report = StressRun(options).run()
         print("thpsim stress: design \(design), PMD lock \(lock), \(threads) CPUs, \(deterministic ? "deterministic" : "parallel"), seed \(seed)")
-        print("  rounds \(report.rounds), operations \(report.operations), invariant checks passed \(report.invariantChecks - (report.failure == nil ? 0 : 1)), pages verified \(report.pagesVerified)")
+        print("  rounds \(report.rounds), operations \(report.operations), invariant checks passed \(report.invariantChecks - (report.failure == nil ? 0 : 1)), pages verified \(report.pagesVerified), pages swapped in \(report.pagesSwappedIn) (read ahead \(report.pagesReadAhead))")
         if let failure = report.failure {
             print("FAILED: \(failure)")
             print("reproduce: thpsim stress --seed \(seed) --threads \(threads) --lock \(lock)\(deterministic ? " --deterministic" : "") --seconds \(seconds)")

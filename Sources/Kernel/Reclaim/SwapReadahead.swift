@@ -85,12 +85,18 @@ extension AddressSpace {
             }
             frames.insertFlags(pfn, .swapBacked)
             let buffer = kernel.memory.storage?.bytes(of: pfn)
+            // Where it would be if its neighbour's order held; `swapIn` records where it is mapped.
+            let index = faultIndex &+ UInt64(bitPattern: Int64(s - slot))
             let zeroFilled = device.map.withLock { m -> Bool? in
                 // Checked again under the lock that keeps it so until the page stands for the slot.
                 guard m.mayReadAhead(s) else { return nil }
                 let zero = device.read(s, into: buffer, m)
                 _ = kernel.addToSwapCache(pfn, slot: s, &m)
                 if counts { m.readahead.insert(pfn) }
+                // On its list before a lookup can find it (the lookup takes this lock), so that the
+                // origin the fault that maps it records is not overwritten by this guess (Linux: the
+                // folio stays locked from `add_to_swap_cache()` through `folio_add_lru()`).
+                kernel.folioAddLRU(pfn, to: .inactive, family: anonFamily, index: index)
                 return zero
             }
             guard let zeroFilled else {
@@ -99,9 +105,6 @@ extension AddressSpace {
             }
             if zeroFilled { kernel.vmstat.count(.swpinZero) } else { kernel.countSwapIn(pages: 1) }
             if counts { kernel.vmstat.count(.swapRA) }
-            // Where it would be if its neighbour's order held; `swapIn` records where it is mapped.
-            let index = faultIndex &+ UInt64(bitPattern: Int64(s - slot))
-            kernel.folioAddLRU(pfn, to: .inactive, family: anonFamily, index: index)
             // The cache's reference keeps it (`folio_put()` after the read is queued).
             kernel.putPage(pfn)
         }

@@ -41,6 +41,11 @@ public struct StressRun: Sendable {
         public var operations = 0
         public var invariantChecks = 0
         public var pagesVerified = 0
+        /// Pages read from swap (`pswpin`, and `swpin_zero` for those the zero map filled), and those
+        /// of them swap readahead read (`swap_ra`; today's design counts it), so a run shows that it
+        /// reached those paths.
+        public var pagesSwappedIn = 0
+        public var pagesReadAhead = 0
         /// The first problem found, naming the round; nil when all held.
         public var failure: String?
     }
@@ -123,6 +128,8 @@ public struct StressRun: Sendable {
                 group.wait()
             }
             report.rounds = round
+            report.pagesSwappedIn = kernel.vmstat[.pswpin] + kernel.vmstat[.swpinZero]
+            report.pagesReadAhead = kernel.vmstat[.swapRA]
             report.operations = windows.reduce(0) { $0 + $1.operations }
             if let problem = windows.compactMap(\.problem).first {
                 report.failure = "round \(round): \(problem)"
