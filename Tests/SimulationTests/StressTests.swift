@@ -19,6 +19,22 @@ struct StressTests {
         }
     }
 
+    @Test("linux-6.18, eight deterministic rounds of seed 7: swap readahead interleaved with reclaim, pageout and faults")
+    func readaheadRounds() {
+        // Found by this run: read-ahead took the LRU lock (a scheduling point) inside the swap
+        // device's leaf lock, and another CPU spun on the device lock forever.
+        var options = StressRun.Options()
+        options.rounds = 8
+        options.threads = 3
+        options.seed = 7
+        options.deterministic = true
+        options.design = .linux6_18
+        options.design.pmdLock = .pageTableLock   // `thpsim stress`'s default, `--lock mm`
+        let report = StressRun(options).run()
+        #expect(report.failure == nil, "\(report.failure ?? "")")
+        #expect(report.rounds == 8 && report.pagesReadAhead > 0)
+    }
+
     @Test("two parallel CPUs for two seconds pass, with the split PMD lock")
     func parallel() {
         var options = StressRun.Options()
@@ -31,8 +47,9 @@ struct StressTests {
         #expect(report.invariantChecks >= 1 && report.pagesVerified > 0)
     }
 
-    @Test("linux-6.18: deterministic rounds and two parallel CPUs pass (PTE-mapped THPs, folio splits, FOLL_PIN)")
+    @Test("linux-6.18: deterministic rounds and two parallel CPUs pass (PTE-mapped THPs, folio splits, FOLL_PIN, swap readahead)")
     func today() {
+        var readAhead = 0
         for seed in UInt64(1)...3 {
             var options = StressRun.Options()
             options.seconds = 0
@@ -43,7 +60,11 @@ struct StressTests {
             let report = StressRun(options).run()
             #expect(report.failure == nil, "seed \(seed): \(report.failure ?? "")")
             #expect(report.rounds == 1 && report.pagesVerified > 0)
+            readAhead += report.pagesReadAhead
         }
+        // Reclaim frees pages MADV_PAGEOUT left in the swap cache, so touches read the device and
+        // read ahead, interleaved with the other CPUs' operations.
+        #expect(readAhead > 0)
         var options = StressRun.Options()
         options.seconds = 2
         options.threads = 2

@@ -85,21 +85,23 @@ extension AddressSpace {
             }
             frames.insertFlags(pfn, .swapBacked)
             let buffer = kernel.memory.storage?.bytes(of: pfn)
-            // Where it would be if its neighbour's order held; `swapIn` records where it is mapped.
+            // On its list before a lookup can find it in the cache, so that the origin the fault that
+            // maps it records comes after this guess, from where it would be if its neighbour's order
+            // held (Linux: the folio stays locked from `add_to_swap_cache()` through
+            // `folio_add_lru()`). Meanwhile reclaim keeps it (unmapped, uncached) and migration leaves
+            // it (this reference looks like a pin); the device's lock is a leaf, so not taken around this.
             let index = faultIndex &+ UInt64(bitPattern: Int64(s - slot))
+            kernel.folioAddLRU(pfn, to: .inactive, family: anonFamily, index: index)
             let zeroFilled = device.map.withLock { m -> Bool? in
                 // Checked again under the lock that keeps it so until the page stands for the slot.
                 guard m.mayReadAhead(s) else { return nil }
                 let zero = device.read(s, into: buffer, m)
                 _ = kernel.addToSwapCache(pfn, slot: s, &m)
                 if counts { m.readahead.insert(pfn) }
-                // On its list before a lookup can find it (the lookup takes this lock), so that the
-                // origin the fault that maps it records is not overwritten by this guess (Linux: the
-                // folio stays locked from `add_to_swap_cache()` through `folio_add_lru()`).
-                kernel.folioAddLRU(pfn, to: .inactive, family: anonFamily, index: index)
                 return zero
             }
             guard let zeroFilled else {
+                // Freed, it leaves its list in the free path.
                 kernel.putPage(pfn)
                 continue
             }

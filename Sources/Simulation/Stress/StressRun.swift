@@ -19,6 +19,9 @@ public struct StressRun: Sendable {
         /// One CPU at a time under the deterministic scheduler (replayable) instead of parallel threads.
         public var deterministic = false
         public var operationsPerRound = 150
+        /// With a count, exactly that many rounds, whatever `seconds` says (a deterministic run then
+        /// replays whole, not only as far as the clock let it).
+        public var rounds: Int?
         public var memoryBytes: UInt64 = 256 << 20
         public init() {}
 
@@ -162,7 +165,7 @@ public struct StressRun: Sendable {
                     return report
                 }
             }
-        } while Date() < deadline
+        } while options.rounds.map { round < $0 } ?? (Date() < deadline)
         mm.exit()
         return report
     }
