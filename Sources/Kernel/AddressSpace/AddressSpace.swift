@@ -43,6 +43,9 @@ public final class AddressSpace: @unchecked Sendable {
     /// `memcg`, unretained (`memcg` keeps it alive): the fault path's charge reaches the cgroup
     /// through it without a retain and release per fault.
     @exclusivity(unchecked) private(set) var memcgRef: Unmanaged<MemoryCgroup>?
+    /// Per VMA start, its swap readahead state on a non-rotational device (`SwapReadahead.swift`;
+    /// Linux: `vma->swap_readahead_info`), written under the mmap lock for reading.
+    let swapReadahead = SpinLocked<[UInt64: VMASwapReadahead]>([:])
     /// The cgroup's OOM killer chose this process (Linux: `MMF_OOM_SKIP` / `tsk_is_oom_victim()`).
     let oomKilled = Atomic<Bool>(false)
     /// `/proc/PID/oom_score_adj`, -1000…1000 (0 at creation; fork's child inherits it): added to the

@@ -212,13 +212,15 @@ public struct KernelDesign: Sendable, Hashable, CustomStringConvertible {
         /// The slots in use on both sides of the faulting one, up to the first free one each way, all
         /// of them every time (Linux 2.6.38: `swapin_readahead()` → `valid_swaphandles()`).
         case contiguousSlots
-        /// The whole cluster of a window sized by how many read-ahead pages faults found since the last
-        /// read — 1 (none) with no hits unless the slot follows the last one read, the hits plus two
-        /// rounded up to a power of two (at least 4) otherwise, never below half the last window —
-        /// reading the slots swap entries name; read-ahead pages a fault finds count `swap_ra_hit`
-        /// (Linux 3.14+: `swap_cluster_readahead()`, `swapin_nr_pages()`, the read path for a
-        /// rotational swap device such as this machine's swap file).
-        case adaptiveCluster
+        /// A window sized by how many read-ahead pages faults found since the last read — 1 (none)
+        /// with no hits unless the fault follows the last one, the hits plus two rounded up to a power
+        /// of two (at least 4) otherwise, never below half the last window: on a rotational device
+        /// (this machine's swap file) the aligned cluster of slots of that size, reading the slots swap
+        /// entries name (Linux 3.14+: `swap_cluster_readahead()`, `swapin_nr_pages()`); on a
+        /// non-rotational one (`SwapConfiguration.clusters`) the faulting VMA's swap entries around the
+        /// address, in its PTE table, with the state kept per VMA (Linux 4.14+: `swap_vma_readahead()`,
+        /// `swap_vma_ra_win()`). Read-ahead pages a fault finds count `swap_ra_hit`.
+        case adaptive
     }
 
     public enum SwapCacheReuse: Sendable, Hashable {

@@ -24,7 +24,7 @@ extension KernelDesign {
         pinsAreVisible: true,                 // FOLL_PIN (5.7+); fork copies maybe-pinned pages (5.9+)
         swapCacheReuse: .anonExclusive,       // swapped-in pages stay cached, mapped exclusive (5.19+)
         swapsZeroFilledPagesWithoutIO: true,  // the swap zero map (6.12+)
-        swapReadahead: .adaptiveCluster,      // swapin_nr_pages() on a rotational device (3.14+)
+        swapReadahead: .adaptive,             // swapin_nr_pages() (3.14+); by VMA on SSDs (4.14+)
         alignsLargeAnonymousMappings: true,   // thp_get_unmapped_area() for anonymous memory (6.7+)
         anonLRU: KernelDesign.AnonLRUPolicy(newPagesActive: false, activateOnFirstReference: false,
                                             ratioFromZoneSize: false),

@@ -250,7 +250,7 @@ extension AddressSpace {
         var page = kernel.lookupSwapCache(slot)
         var fresh: PFN?
         if let cached = page {
-            kernel.noteSwapCacheHit(cached)
+            noteSwapCacheHit(cached, at: va, vma)
         } else {
             guard let pfn = kernel.allocateAnonymousPage(zeroed: false, &fault.reclaim) else { return .outOfMemory }
             kernel.countAllocation(pages: 1)
@@ -261,8 +261,12 @@ extension AddressSpace {
             frames.insertFlags(pfn, .swapBacked)
             fresh = pfn
             // The slots around it come into the cache too (`SwapReadahead.swift`).
-            let window = kernel.readaheadWindow(around: slot)
-            if !window.isEmpty { readAhead(window, around: slot, at: va, vma, &fault) }
+            if kernel.readsAheadByVMA {
+                readAheadByVMA(at: va, vma, table, &fault)
+            } else {
+                let window = kernel.readaheadWindow(around: slot)
+                if !window.isEmpty { readAhead(window, around: slot, at: va, vma, &fault) }
+            }
         }
         let lock = kernel.splitLock(table)
         lock.spinLock()

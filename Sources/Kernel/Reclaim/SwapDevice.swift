@@ -8,7 +8,9 @@ public struct SwapConfiguration: Sendable {
     /// Whether slots are handed out in 2 MiB clusters, so that a whole THP can be written to 512
     /// contiguous slots (Linux: a swap partition on a non-rotational device, whose `swap_cluster_info`
     /// lets `folio_alloc_swap()` take an order-9 folio whole). Without clusters every THP falls back
-    /// (`thp_swpout_fallback`) and is split first, as with this machine's swap file.
+    /// (`thp_swpout_fallback`) and is split first, as with this machine's swap file. Being
+    /// non-rotational, such a device also makes today's swap-in read ahead by address
+    /// (`swap_vma_readahead()`, `SwapReadahead.swift`) rather than by slot cluster.
     public var clusters: Bool
     /// Where data-mode bytes go; nil for host memory (`MemorySwapStorage`).
     public var storage: (any SwapStorage)?

@@ -18,7 +18,10 @@ import PhysicalMemory
 /// (`KernelDesign.SwapReadahead`): 2.6.38 reads the run of slots in use around the faulting one,
 /// always the whole cluster; today's kernel sizes the window by the read-ahead pages faults found
 /// since the last read (`swapin_nr_pages()`), so that a random swap-in reads one page and a sequential
-/// one the whole cluster, and reads every slot of the window that swap entries name.
+/// one the whole cluster, and reads every slot of the window that swap entries name. On a
+/// non-rotational device (`SwapConfiguration.clusters`) today's kernel reads ahead by address
+/// instead: the swap entries of the faulting VMA around the fault, within its PTE table, sized the
+/// same way from state kept per VMA (`swap_vma_readahead()`).
 ///
 /// A read-ahead page is charged as the faulting page is, to the cgroup its slot's swap is charged to
 /// (`AddressSpace.swapInCgroup(slot:)`), goes on the inactive
@@ -27,10 +30,9 @@ import PhysicalMemory
 /// `swap_ra_hit`. Reclaim frees it like any clean cached page. The fault does not wait for the
 /// read-ahead reads (Linux submits them unplugged with its own and waits for its page only).
 ///
-/// Not modelled: VMA-based readahead (`swap_vma_readahead()`, which today's kernel uses instead on
-/// non-rotational devices), the workingset's activation of refaulting pages (`workingset_refault()`),
-/// and the OOM killer for a read-ahead page's charge (a page its cgroup has no room for after one
-/// round of reclaim is not read).
+/// Not modelled: the workingset's activation of refaulting pages (`workingset_refault()`), and the
+/// OOM killer for a read-ahead page's charge (a page its cgroup has no room for after one round of
+/// reclaim is not read).
 extension Kernel {
     /// The slots a fault that reads `slot` reads ahead, ascending, the faulting one among them; empty
     /// when it reads its own only (Linux: the window of `swap_cluster_readahead()`,
@@ -42,7 +44,7 @@ extension Kernel {
         let offset = slot + 1
         let lastOffset = swapDevice.capacity
         switch design.swapReadahead {
-        case .adaptiveCluster:
+        case .adaptive:
             let pages = swapReadaheadState.window(for: offset, maxPages: cluster)
             guard pages > 1 else { return slot..<slot }
             let mask = pages - 1
@@ -59,6 +61,25 @@ extension Kernel {
             }
         }
     }
+
+    /// Whether swap-ins read ahead by the faulting VMA's addresses rather than by slot clusters: today's
+    /// design on a non-rotational device (Linux: `swap_use_vma_readahead()`, with
+    /// `/sys/kernel/mm/swap/vma_ra_enabled` on and no rotational device in use).
+    var readsAheadByVMA: Bool { design.swapReadahead == .adaptive && swapDevice.hasClusters }
+
+    /// The largest VMA readahead window, as a power of two (Linux: `SWAP_RA_ORDER_CEILING` on 64-bit).
+    static let vmaReadaheadOrderCeiling = 5
+}
+
+/// A VMA's readahead state: the address of the last fault or swap-cache hit in it, the window then,
+/// and the read-ahead pages found since (Linux: `vma->swap_readahead_info`, `SWAP_RA_VAL()`; a VMA
+/// without one reads as 4 hits at address 0, window 0).
+struct VMASwapReadahead {
+    var address: UInt64 = 0
+    var window = 0
+    var hits = 4
+    /// Linux keeps the hits in the low bits of the word (`SWAP_RA_HITS_MAX`).
+    static let maxHits = 63
 }
 
 extension AddressSpace {
@@ -71,45 +92,113 @@ extension AddressSpace {
     /// - Precondition: the mmap lock is held for reading, no page-table lock.
     func readAhead(_ window: Range<Int>, around slot: Int, at va: VirtualAddress, _ vma: VMA,
                    _ fault: inout FaultContext) {
-        let device = kernel.swapDevice
-        let frames = kernel.memory.frames
-        let counts = kernel.design.swapReadahead == .adaptiveCluster
+        let counts = kernel.design.swapReadahead == .adaptive
         let faultIndex = vma.pageIndex(of: va)
         for s in window where s != slot {
-            guard device.map.withLock({ $0.mayReadAhead(s) }) else { continue }
-            guard let pfn = kernel.allocateAnonymousPage(zeroed: false, &fault.reclaim) else { continue }
-            kernel.countAllocation(pages: 1)
-            guard kernel.chargeReadahead(pfn, to: swapInCgroup(slot: s), holding: self) else {
-                kernel.putPage(pfn)
-                continue
-            }
-            frames.insertFlags(pfn, .swapBacked)
-            let buffer = kernel.memory.storage?.bytes(of: pfn)
-            // On its list before a lookup can find it in the cache, so that the origin the fault that
-            // maps it records comes after this guess, from where it would be if its neighbour's order
-            // held (Linux: the folio stays locked from `add_to_swap_cache()` through
-            // `folio_add_lru()`). Meanwhile reclaim keeps it (unmapped, uncached) and migration leaves
-            // it (this reference looks like a pin); the device's lock is a leaf, so not taken around this.
-            let index = faultIndex &+ UInt64(bitPattern: Int64(s - slot))
-            kernel.folioAddLRU(pfn, to: .inactive, family: anonFamily, index: index)
-            let zeroFilled = device.map.withLock { m -> Bool? in
-                // Checked again under the lock that keeps it so until the page stands for the slot.
-                guard m.mayReadAhead(s) else { return nil }
-                let zero = device.read(s, into: buffer, m)
-                _ = kernel.addToSwapCache(pfn, slot: s, &m)
-                if counts { m.readahead.insert(pfn) }
-                return zero
-            }
-            guard let zeroFilled else {
-                // Freed, it leaves its list in the free path.
-                kernel.putPage(pfn)
-                continue
-            }
-            if zeroFilled { kernel.vmstat.count(.swpinZero) } else { kernel.countSwapIn(pages: 1) }
-            if counts { kernel.vmstat.count(.swapRA) }
-            // The cache's reference keeps it (`folio_put()` after the read is queued).
-            kernel.putPage(pfn)
+            // Where it would be if its neighbour's order held; `swapIn` records where it is mapped.
+            readAhead(slot: s, index: faultIndex &+ UInt64(bitPattern: Int64(s - slot)), marking: counts, &fault)
         }
+    }
+
+    /// Today's readahead on a non-rotational device: the window (`swap_vma_ra_win()`) — the VMA's
+    /// state sized as `swapin_nr_pages()` sizes the global one, starting at the fault when it follows
+    /// the last fault or hit, ending there when it precedes it, centred otherwise, within the VMA and
+    /// the 2 MiB the fault's PTE table maps — then each swap entry of `table` in it, read ahead (Linux:
+    /// `swap_vma_readahead()`, which reads the entries without the PTE lock).
+    /// - Precondition: the mmap lock is held for reading, no page-table lock; `table` maps `va`.
+    func readAheadByVMA(at va: VirtualAddress, _ vma: VMA, _ table: PageTable, _ fault: inout FaultContext) {
+        let maxWindow = 1 << min(kernel.swapDevice.pageCluster, Kernel.vmaReadaheadOrderCeiling)
+        guard maxWindow > 1 else { return }
+        let page = Int(PageGeometry.pageSize)
+        let faddr = Int(va.rawValue)
+        let key = vma.start.rawValue
+        let last = swapReadahead.withLock { $0[key] } ?? VMASwapReadahead()
+        let window = SwapReadaheadState.pages(previousOffset: Int(last.address) / page, offset: faddr / page,
+                                              hits: last.hits, maxPages: maxWindow, previousWindow: last.window)
+        noteSwapReadahead(VMASwapReadahead(address: UInt64(faddr), window: window, hits: 0), for: key)
+        guard window > 1 else { return }
+        let previous = Int(last.address)
+        let left = faddr == previous + page ? faddr
+                 : previous == faddr + page ? faddr - window * page + page
+                 : faddr - (window - 1) / 2 * page
+        let pmd = Int(PageGeometry.pmdSize)
+        let start = max(left, Int(vma.start.rawValue), faddr & ~(pmd - 1))
+        let end = min(left + window * page, Int(vma.end.rawValue), (faddr & ~(pmd - 1)) + pmd)
+        for address in stride(from: start, to: end, by: page) where address != faddr {
+            let entry = table[VirtualAddress(UInt64(address)).tableIndex(.pte)]
+            guard entry.isSwapEntry else { continue }
+            readAhead(slot: entry.swapSlot, index: vma.pageIndex(of: VirtualAddress(UInt64(address))), marking: true, &fault)
+        }
+    }
+
+    /// Records a VMA's readahead state, keyed by the VMA's start; entries of VMAs gone are dropped once
+    /// they outnumber the VMAs (Linux keeps the word in the VMA; a VMA split here starts afresh).
+    /// - Precondition: the mmap lock is held.
+    func noteSwapReadahead(_ state: VMASwapReadahead, for key: UInt64) {
+        swapReadahead.withLock { table in
+            table[key] = state
+            if table.count > max(64, 2 * vmas.count) {
+                let starts = Set(vmas.areas.map(\.start.rawValue))
+                table = table.filter { starts.contains($0.key) }
+            }
+        }
+    }
+
+    /// Reads slot `s` ahead into a new page for the swap cache, if it may (`SwapDevice.Map.mayReadAhead`),
+    /// the page's place in the reverse map `index` (a guess for a read by slot, exact for one by
+    /// address), marked `PG_readahead` when `marking` (today's design).
+    private func readAhead(slot s: Int, index: UInt64, marking: Bool, _ fault: inout FaultContext) {
+        let device = kernel.swapDevice
+        guard device.map.withLock({ $0.mayReadAhead(s) }) else { return }
+        guard let pfn = kernel.allocateAnonymousPage(zeroed: false, &fault.reclaim) else { return }
+        kernel.countAllocation(pages: 1)
+        guard kernel.chargeReadahead(pfn, to: swapInCgroup(slot: s), holding: self) else {
+            kernel.putPage(pfn)
+            return
+        }
+        kernel.memory.frames.insertFlags(pfn, .swapBacked)
+        let buffer = kernel.memory.storage?.bytes(of: pfn)
+        // On its list before a lookup can find it in the cache, so that the origin the fault that maps
+        // it records comes after this one (Linux: the folio stays locked from `add_to_swap_cache()`
+        // through `folio_add_lru()`). Meanwhile reclaim keeps it (unmapped, uncached) and migration
+        // leaves it (this reference looks like a pin); the device's lock is a leaf, so not taken
+        // around this.
+        kernel.folioAddLRU(pfn, to: .inactive, family: anonFamily, index: index)
+        let zeroFilled = device.map.withLock { m -> Bool? in
+            // Checked again under the lock that keeps it so until the page stands for the slot.
+            guard m.mayReadAhead(s) else { return nil }
+            let zero = device.read(s, into: buffer, m)
+            _ = kernel.addToSwapCache(pfn, slot: s, &m)
+            if marking { m.readahead.insert(pfn) }
+            return zero
+        }
+        guard let zeroFilled else {
+            // Freed, it leaves its list in the free path.
+            kernel.putPage(pfn)
+            return
+        }
+        if zeroFilled { kernel.vmstat.count(.swpinZero) } else { kernel.countSwapIn(pages: 1) }
+        if marking { kernel.vmstat.count(.swapRA) }
+        // The cache's reference keeps it (`folio_put()` after the read is queued).
+        kernel.putPage(pfn)
+    }
+
+    /// A fault on `va` in `vma` found `pfn` in the swap cache: if swap readahead read it, a hit (Linux:
+    /// `swap_cache_get_folio()` → `folio_test_clear_readahead()`, `SWAP_RA_HIT`); the hit feeds the
+    /// global window, or with readahead by VMA that VMA's state, which every hit moves to `va`
+    /// (`swap_update_readahead()`).
+    func noteSwapCacheHit(_ pfn: PFN, at va: VirtualAddress, _ vma: VMA) {
+        let readahead = kernel.swapDevice.map.withLock { $0.readahead.remove(pfn) != nil }
+        if readahead { kernel.vmstat.count(.swapRAHit) }
+        guard kernel.readsAheadByVMA else {
+            if readahead { kernel.swapReadaheadState.hit() }
+            return
+        }
+        let key = vma.start.rawValue
+        var state = swapReadahead.withLock { $0[key] } ?? VMASwapReadahead()
+        state.address = va.rawValue
+        if readahead { state.hits = min(state.hits + 1, VMASwapReadahead.maxHits) }
+        noteSwapReadahead(state, for: key)
     }
 }
 
@@ -130,14 +219,6 @@ extension Kernel {
         return true
     }
 
-    /// A fault found `pfn` in the swap cache: if swap readahead read it, it is a hit for the window
-    /// (Linux: `swap_cache_get_folio()` → `folio_test_clear_readahead()`, `SWAP_RA_HIT`,
-    /// `swapin_readahead_hits`).
-    func noteSwapCacheHit(_ pfn: PFN) {
-        guard swapDevice.map.withLock({ $0.readahead.remove(pfn) != nil }) else { return }
-        vmstat.count(.swapRAHit)
-        swapReadaheadState.hit()
-    }
 }
 
 /// The state of today's readahead window, global as Linux's is: read-ahead pages found since the last
@@ -156,25 +237,32 @@ final class SwapReadaheadState: @unchecked Sendable {   // one lock guards all t
     }
 
     /// The window, in pages, for a read of swap offset `offset`, at most `maxPages` (Linux:
-    /// `swapin_nr_pages()` → `__swapin_nr_pages()`).
+    /// `swapin_nr_pages()`).
     func window(for offset: Int, maxPages: Int) -> Int {
         lock.lock()
         defer { lock.unlock() }
         let found = hits
         hits = 0
-        var pages: Int
-        if found == 0 {
-            // No hits to judge by: the whole window only for the slot beside the last one read.
-            pages = offset == previousOffset + 1 || offset == previousOffset - 1 ? 2 : 1
-        } else {
-            pages = 4
-            while pages < found + 2 { pages <<= 1 }
-        }
-        pages = min(pages, maxPages)
-        // It does not shrink faster than by half.
-        pages = max(pages, lastWindow / 2)
+        let pages = Self.pages(previousOffset: previousOffset, offset: offset, hits: found, maxPages: maxPages,
+                               previousWindow: lastWindow)
         if found == 0 { previousOffset = offset }
         lastWindow = pages
         return pages
+    }
+
+    /// A window from the hits since the last read (Linux: `__swapin_nr_pages()`): with none, 2 pages
+    /// for an offset beside the previous one and 1 otherwise; with some, the hits plus two rounded up
+    /// to a power of two, at least 4; at most `maxPages`; never below half `previousWindow`.
+    static func pages(previousOffset: Int, offset: Int, hits: Int, maxPages: Int, previousWindow: Int) -> Int {
+        var pages: Int
+        if hits == 0 {
+            pages = offset == previousOffset + 1 || offset == previousOffset - 1 ? 2 : 1
+        } else {
+            pages = 4
+            while pages < hits + 2 { pages <<= 1 }
+        }
+        pages = min(pages, maxPages)
+        // It does not shrink faster than by half.
+        return max(pages, previousWindow / 2)
     }
 }

@@ -28,7 +28,7 @@ struct SwapReadaheadTests {
 
     @Test("today's window: the hits plus two, rounded up to a power of two from 4; 1 without hits unless the offset is adjacent; never below half the last")
     func windowHeuristic() {
-        // (offset, hits before the read, window) in order, against one state (`__swapin_nr_pages()`).
+        // In order, against one state (`swapin_nr_pages()`).
         let state = SwapReadaheadState()
         #expect(state.window(for: 100, maxPages: 8) == 8, "swapin_readahead_hits starts at 4: 6 rounds up to 8")
         #expect(state.window(for: 300, maxPages: 8) == 4, "no hits, not adjacent: 1, but not below half of 8")
@@ -147,6 +147,74 @@ struct SwapReadaheadTests {
         #expect(mm.smaps(startingAt: a)?["Swap"] == 16 * 4096 && child.smaps(startingAt: a)?["Swap"] == 16 * 4096)
         #expect(try child.read(a, count: 16 * 4096).get() == bytes(16))
         #expect(try mm.read(a, count: 16 * 4096).get() == bytes(16))
+        expectClean(kernel)
+    }
+
+    /// A 6.18 kernel with a non-rotational device (`clusters`), one process, and a 4 MiB region
+    /// (2 MiB-aligned) whose first `pages` pages are written and pushed out, in the order `halves`
+    /// gives (the second half first when true).
+    func swappedOutByAddress(pages: Int, secondHalfFirst: Bool, clusters: Bool = true) throws -> (Kernel, AddressSpace, VirtualAddress) {
+        let kernel = TestMachine.kernel(memory: 32 << 20, design: .linux6_18,
+                                        swap: SwapConfiguration(slots: 4096, clusters: clusters))
+        let mm = try #require(kernel.createAddressSpace())
+        let a = try anon(mm, 4 << 20)
+        #expect(a.rawValue % (2 << 20) == 0)
+        try mm.write(a, bytes(pages)).get()
+        let half = UInt64(pages / 2) * 4096
+        if secondHalfFirst {
+            #expect(try pageOutToDevice(kernel, mm, a + half, length: half) == pages / 2)
+            #expect(try pageOutToDevice(kernel, mm, a, length: half) == pages / 2)
+        } else {
+            #expect(try pageOutToDevice(kernel, mm, a, length: 2 * half) == pages)
+        }
+        return (kernel, mm, a)
+    }
+
+    @Test("on a non-rotational device today reads ahead by address: the order of the slots does not matter")
+    func byAddress() throws {
+        let (kernel, mm, a) = try swappedOutByAddress(pages: 32, secondHalfFirst: true)
+        #expect(try mm.read(a, count: 32 * 4096).get() == bytes(32))
+        // Page 0: a new VMA's window of 8, centred, from the VMA's start: 0…4. Then each fault follows
+        // the last hit: 5…12, 13…20, 21…28, 29…31 (the rest of the region is not in swap).
+        #expect(kernel.vmstat[.pgmajfault] == 5 && kernel.vmstat[.pswpin] == 32)
+        #expect(kernel.vmstat[.swapRA] == 27 && kernel.vmstat[.swapRAHit] == 27)
+        // By slot, the same reads fetch the other half's pages and take six faults.
+        let (bySlot, mm2, b) = try swappedOutByAddress(pages: 32, secondHalfFirst: true, clusters: false)
+        #expect(try mm2.read(b, count: 32 * 4096).get() == bytes(32))
+        #expect(bySlot.vmstat[.pgmajfault] == 6)
+        expectClean(kernel)
+    }
+
+    @Test("each VMA keeps its own window: faults taking turns between two regions read each one ahead")
+    func perVMA() throws {
+        let (kernel, mm, a) = try swappedOutByAddress(pages: 32, secondHalfFirst: false)
+        _ = try anon(mm, 4096, prot: [])   // a guard between them, or the two would be one VMA
+        let b = try anon(mm, 4 << 20)
+        try mm.write(b, bytes(32)).get()
+        #expect(try pageOutToDevice(kernel, mm, b, length: 32 * 4096) == 32)
+        let all = bytes(32)
+        for i in 0..<32 {
+            #expect(try mm.read(a + UInt64(i) * 4096, count: 1).get() == [all[i * 4096]])
+            #expect(try mm.read(b + UInt64(i) * 4096, count: 1).get() == [all[i * 4096]])
+        }
+        #expect(mm.vmas.count == 3)
+        #expect(kernel.vmstat[.pgmajfault] == 10 && kernel.vmstat[.swapRA] == 54)
+        expectClean(kernel)
+    }
+
+    @Test("the window stays within the VMA and the 2 MiB of the fault's page table")
+    func windowBounds() throws {
+        let kernel = TestMachine.kernel(memory: 32 << 20, design: .linux6_18,
+                                        swap: SwapConfiguration(slots: 4096, clusters: true))
+        let mm = try #require(kernel.createAddressSpace())
+        let a = try anon(mm, 4 << 20)
+        let around = a + 508 * 4096
+        try mm.write(around, bytes(8)).get()
+        #expect(try pageOutToDevice(kernel, mm, around, length: 8 * 4096) == 8)
+        // Page 511: centred on it, 508…515, but the PTE table ends at 512.
+        #expect(try mm.read(a + 511 * 4096, count: 1).get() == [bytes(8)[3 * 4096]])
+        #expect(kernel.vmstat[.pswpin] == 4 && kernel.vmstat[.swapRA] == 3)
+        #expect(kernel.swapDevice.cachedPages == 4, "page 511 and the three read ahead; 512 stays on the device")
         expectClean(kernel)
     }
 
