@@ -132,7 +132,8 @@ extension AddressSpace {
     }
 
     /// Records a VMA's readahead state, keyed by the VMA's start; entries of VMAs gone are dropped once
-    /// they outnumber the VMAs (Linux keeps the word in the VMA; a VMA split here starts afresh).
+    /// they outnumber the VMAs (Linux keeps the word in the VMA; here the new part of a split VMA, and
+    /// a VMA whose start a merge moved, start afresh).
     /// - Precondition: the mmap lock is held.
     func noteSwapReadahead(_ state: VMASwapReadahead, for key: UInt64) {
         swapReadahead.withLock { table in

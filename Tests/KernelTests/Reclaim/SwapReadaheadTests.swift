@@ -6,7 +6,7 @@ import TestSupport
 
 /// Swap readahead (`SwapReadahead.swift`): a fault that reads its slot reads the slots around it into
 /// the swap cache. Measured on Linux 6.18.44 with a swap file (rotational, `page-cluster` 3,
-/// `scenarios/thp-6.18/swap-readahead.scen`): 4 MiB swapped out and read back in order took 128
+/// `scenarios/model/swap-readahead.scen`): 4 MiB swapped out and read back in order took 128
 /// major faults, `swap_ra` +896, `swap_ra_hit` +896, `pswpin` +1,024; writing every 16th page of the
 /// next 4 MiB took 64 major faults with `swap_ra` +11 (windows of 8, 4 and 2, then none).
 @Suite("swap: readahead")
