@@ -46,8 +46,10 @@ struct StressCommand: ParsableCommand {
         options.design = chosen
         options.deterministic = deterministic
         let report = StressRun(options).run()
+        // 2.6.38 reads ahead too, but has no counter for it (`swap_ra` came in 4.14).
+        let readAhead = chosen.swapReadahead == .adaptive ? "(read ahead \(report.pagesReadAhead))" : "(read-ahead pages not counted by \(design))"
         print("thpsim stress: design \(design), PMD lock \(lock), \(threads) CPUs, \(deterministic ? "deterministic" : "parallel"), seed \(seed)")
-        print("  rounds \(report.rounds), operations \(report.operations), invariant checks passed \(report.invariantChecks - (report.failure == nil ? 0 : 1)), pages verified \(report.pagesVerified), pages swapped in \(report.pagesSwappedIn) (read ahead \(report.pagesReadAhead))")
+        print("  rounds \(report.rounds), operations \(report.operations), invariant checks passed \(report.invariantChecks - (report.failure == nil ? 0 : 1)), pages verified \(report.pagesVerified), pages swapped in \(report.pagesSwappedIn) \(readAhead)")
         if let failure = report.failure {
             print("FAILED: \(failure)")
             print("reproduce: thpsim stress --seed \(seed) --threads \(threads) --lock \(lock)\(deterministic ? " --deterministic" : "") --seconds \(seconds)")
