@@ -188,31 +188,24 @@ extension Kernel {
     /// whether the page went to the device (false for the zero map: nothing is in flight).
     @discardableResult
     func writeToSwap(_ pfn: PFN, _ slot: Int) -> Bool {
-        let zero = design.swapsZeroFilledPagesWithoutIO && memory.storage?.isZero(pfn) == true
-        writeToSwap(pfn, slot, zeroFilled: zero)
-        return !zero
+        swapDevice.map.withLock { writeToSwap(pfn, slot, &$0) }
     }
 
-    /// `writeToSwap(_:_:)` with the swap device's lock held (`m` is what it guards): the write-back of
-    /// a dirty page leaving the swap cache (`removeUnusedFromSwapCache`).
+    /// `writeToSwap(_:_:)` with the swap device's lock held (`m` is what it guards): also the write-back
+    /// of a dirty page leaving the swap cache (`removeUnusedFromSwapCache`).
     @discardableResult
     func writeToSwap(_ pfn: PFN, _ slot: Int, _ m: inout SwapDevice.Map) -> Bool {
         let zero = design.swapsZeroFilledPagesWithoutIO && memory.storage?.isZero(pfn) == true
-        if zero {
-            swapDevice.writeZeroFilled(slot, &m)
-        } else {
-            swapDevice.write(slot, memory.storage.map { UnsafeRawBufferPointer($0.bytes(of: pfn)) }, &m)
-        }
-        countSwapOut(zeroFilled: zero)
+        writeToSwap(pfn, slot, zeroFilled: zero, &m)
         return !zero
     }
 
     /// One page to `slot`: a bit in the zero map, or its bytes written (data mode) and counted.
-    private func writeToSwap(_ pfn: PFN, _ slot: Int, zeroFilled: Bool) {
+    private func writeToSwap(_ pfn: PFN, _ slot: Int, zeroFilled: Bool, _ m: inout SwapDevice.Map) {
         if zeroFilled {
-            swapDevice.writeZeroFilled(slot)
+            swapDevice.writeZeroFilled(slot, &m)
         } else {
-            swapDevice.write(slot, memory.storage.map { UnsafeRawBufferPointer($0.bytes(of: pfn)) })
+            swapDevice.write(slot, memory.storage.map { UnsafeRawBufferPointer($0.bytes(of: pfn)) }, &m)
         }
         countSwapOut(zeroFilled: zeroFilled)
     }
@@ -235,7 +228,9 @@ extension Kernel {
     @discardableResult
     func writeFolioToSwap(_ head: PFN, count: Int, first: Int) -> Bool {
         let zero = design.swapsZeroFilledPagesWithoutIO && memory.storage.map { s in (0..<count).allSatisfy { s.isZero(head + $0) } } == true
-        for i in 0..<count { writeToSwap(head + i, first + i, zeroFilled: zero) }
+        for i in 0..<count {
+            swapDevice.map.withLock { writeToSwap(head + i, first + i, zeroFilled: zero, &$0) }
+        }
         return !zero
     }
 

@@ -200,12 +200,9 @@ public final class SwapDevice: @unchecked Sendable {
         return nil
     }
 
-    /// Writes a page's bytes to `slot` (Linux: `swap_writepage()`); nil bytes in metadata mode.
-    func write(_ slot: Int, _ bytes: UnsafeRawBufferPointer?) {
-        map.withLock { write(slot, bytes, &$0) }
-    }
-
-    /// `write` with the device's lock held (`m` is what it guards).
+    /// Writes a page's bytes to `slot`, with the device's lock held (`m` is what it guards), so that
+    /// the slot is no longer pending when the lock is released (Linux: `swap_writepage()`); nil bytes
+    /// in metadata mode.
     func write(_ slot: Int, _ bytes: UnsafeRawBufferPointer?, _ m: inout Map) {
         m.setZero(slot, false)
         if let bytes { storage.write(slot, bytes) }
@@ -213,12 +210,7 @@ public final class SwapDevice: @unchecked Sendable {
     }
 
     /// Records that the page going to `slot` is all zeros: nothing is written, and a read fills zeros
-    /// (Linux 6.12+: `swap_zeromap_folio_set()`).
-    func writeZeroFilled(_ slot: Int) {
-        map.withLock { writeZeroFilled(slot, &$0) }
-    }
-
-    /// `writeZeroFilled` with the device's lock held.
+    /// (Linux 6.12+: `swap_zeromap_folio_set()`), with the device's lock held.
     func writeZeroFilled(_ slot: Int, _ m: inout Map) {
         m.setZero(slot, true)
         storage.discard(slot)

@@ -223,13 +223,13 @@ struct SwapReadaheadTests {
         let device = SwapDevice(SwapConfiguration(slots: 64), defaultSlots: 64)
         let slot = try #require(device.allocate(uses: 1))
         #expect(device.map.withLock { $0.mayReadAhead(slot) } == false, "taken, not written yet")
-        device.write(slot, nil)
+        device.map.withLock { device.write(slot, nil, &$0) }
         #expect(device.map.withLock { $0.mayReadAhead(slot) } == true)
         let zero = try #require(device.allocate(uses: 1))
-        device.writeZeroFilled(zero)
+        device.map.withLock { device.writeZeroFilled(zero, &$0) }
         #expect(device.map.withLock { $0.mayReadAhead(zero) } == true)
         let unnamed = try #require(device.allocate(uses: 0))
-        device.write(unnamed, nil)
+        device.map.withLock { device.write(unnamed, nil, &$0) }
         #expect(device.map.withLock { $0.mayReadAhead(unnamed) } == false, "no swap entry names it")
         device.map.withLock { m in
             m.cache[slot] = PFN(7)
